@@ -1,0 +1,78 @@
+// checks.h -- THE validation layer between Python objects and kernels.
+//
+// Every binding turns its arguments into `Array`s here, once, before releasing the GIL.
+// Rules (see ../shared/API.md):
+//   * read-only inputs (`input`): any array-like; float32/float64 only (TypeError
+//     otherwise, naming the argument). A non-contiguous, misaligned or byte-swapped
+//     input is copied into a private C-contiguous array -- safe, because nobody sees it.
+//   * in-place arguments (`inplace`): must already be a numpy.ndarray of float32/float64,
+//     C-contiguous, aligned, native byte order and writable. Never copied: a copy would
+//     be a hidden update the caller never sees. Violations raise ValueError (a wrong
+//     dtype raises DTypeError, a subclass of both TypeError and ValueError).
+//   * pybind11's array_t<T, forcecast> is deliberately not used anywhere: it silently
+//     copies and casts.
+// Every message names the argument (and both shapes for shape mismatches).
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace pyfastopt {
+namespace bind {
+
+namespace py = pybind11;
+
+enum class DType { f32, f64 };
+const char* dtype_name(DType d);
+
+// Thrown for a dtype that is wrong for an in-place argument; becomes
+// pyfastopt.DTypeError (TypeError and ValueError at once).
+struct dtype_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Array {
+  py::array arr;  // keeps the memory alive (the caller's array or our private copy)
+  DType dtype;
+  void* data;
+  std::size_t size;  // number of elements
+  std::string name;  // argument name, for messages
+
+  template <class T> T* ptr() const { return static_cast<T*>(data); }
+  std::string shape_str() const;
+};
+
+Array input(py::handle obj, const std::string& name);
+Array inplace(py::handle obj, const std::string& name);
+
+// A single array or a sequence of them; element i is named "name[i]".
+std::vector<Array> input_list(py::handle obj, const std::string& name);
+std::vector<Array> inplace_list(py::handle obj, const std::string& name);
+// true when obj is a single array-like (ndarray or number), not a list/tuple of arrays
+bool is_single(py::handle obj);
+
+void require_same_shape(const Array& a, const Array& b);
+void require_same_dtype(const Array& a, const Array& b);
+// In-place arguments must not share memory with each other: ValueError naming both.
+void require_disjoint(const std::vector<Array>& outs);
+// Inputs that share memory with an in-place output are replaced by private copies, so
+// kernels never read what another task writes -- except ins[i] being exactly outs[i]
+// (element k then reads only what it writes itself). outs must be disjoint.
+// O((n + m) log m).
+void detach_overlapping_inputs(std::vector<Array>& ins, const std::vector<Array>& outs);
+
+// A real Python number (int, float, numpy scalar; not bool, not complex) as double.
+double real_scalar(py::handle obj, const std::string& name);
+// n1 * n2 with an overflow check against PTRDIFF_MAX elements.
+std::size_t checked_mul(std::size_t n1, std::size_t n2, const std::string& what);
+
+[[noreturn]] void type_error(const std::string& msg);
+[[noreturn]] void value_error(const std::string& msg);
+
+}  // namespace bind
+}  // namespace pyfastopt

@@ -1,0 +1,12 @@
+// register.h -- one register_<family>() per binding file; module.cpp calls them all.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace pyfastopt {
+namespace bind {
+void register_config(pybind11::module_& m);
+void register_ops(pybind11::module_& m);
+void register_machine(pybind11::module_& m);
+}  // namespace bind
+}  // namespace pyfastopt

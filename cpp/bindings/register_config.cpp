@@ -1,0 +1,121 @@
+// register_config.cpp -- CPU features, SIMD level, kernel choices, threads, build info.
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+
+#include "checks.h"
+#include "pyfastopt/parallel.h"
+#include "pyfastopt/registry.h"
+#include "register.h"
+
+#ifndef PYFASTOPT_VERSION
+#define PYFASTOPT_VERSION "unknown"
+#endif
+#ifndef PYFASTOPT_COMPILER
+#define PYFASTOPT_COMPILER "unknown"
+#endif
+#ifndef PYFASTOPT_BUILD_TYPE
+#define PYFASTOPT_BUILD_TYPE "unknown"
+#endif
+
+namespace pyfastopt {
+namespace bind {
+
+namespace {
+
+py::dict features_dict(const CpuFeatures& f) {
+  py::dict d;
+  d["arch"] = f.arch;
+  d["vendor"] = f.vendor;
+#define PF_FEAT(x) d[#x] = f.x
+  PF_FEAT(sse42); PF_FEAT(avx); PF_FEAT(avx2); PF_FEAT(fma); PF_FEAT(f16c);
+  PF_FEAT(avx512f); PF_FEAT(avx512bw); PF_FEAT(avx512vl); PF_FEAT(avx512dq);
+  PF_FEAT(avx512vnni); PF_FEAT(avx512bf16); PF_FEAT(avx_vnni); PF_FEAT(amx_int8);
+  PF_FEAT(os_ymm); PF_FEAT(os_zmm);
+#undef PF_FEAT
+  return d;
+}
+
+CpuFeatures features_from_dict(const py::dict& d) {
+  CpuFeatures f;
+#define PF_FEAT(x) if (d.contains(#x)) f.x = d[#x].cast<bool>()
+  PF_FEAT(sse42); PF_FEAT(avx); PF_FEAT(avx2); PF_FEAT(fma); PF_FEAT(f16c);
+  PF_FEAT(avx512f); PF_FEAT(avx512bw); PF_FEAT(avx512vl); PF_FEAT(avx512dq);
+  PF_FEAT(avx512vnni); PF_FEAT(avx512bf16); PF_FEAT(avx_vnni); PF_FEAT(amx_int8);
+  PF_FEAT(os_ymm); PF_FEAT(os_zmm);
+#undef PF_FEAT
+  if (d.contains("arch")) f.arch = d["arch"].cast<std::string>();
+  return f;
+}
+
+Isa isa_from_name(const std::string& name) {
+  for (int i = 0; i < kNumIsa; ++i)
+    if (name == isa_name(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  throw py::value_error("simd level must be one of 'scalar', 'avx2', 'avx512', got '" + name + "'");
+}
+
+}  // namespace
+
+void register_config(py::module_& m) {
+  m.attr("version") = PYFASTOPT_VERSION;
+  m.attr("compiler") = PYFASTOPT_COMPILER;
+  m.attr("build_type") = PYFASTOPT_BUILD_TYPE;
+  m.attr("cuda_build") = static_cast<bool>(PYFASTOPT_CUDA_BUILD);
+  m.attr("sanitize_build") = static_cast<bool>(PYFASTOPT_SANITIZE_BUILD);
+
+  m.def("cpu_features", [] { return features_dict(cpu_features()); },
+        "CPU features detected once at start-up (CPUID + XGETBV).");
+  m.def("compiled_levels", [] {
+    std::vector<std::string> v;
+    for (int i = 0; i < kNumIsa; ++i)
+      if (isa_compiled(static_cast<Isa>(i))) v.emplace_back(isa_name(static_cast<Isa>(i)));
+    return v;
+  }, "SIMD levels built into this binary.");
+  m.def("supported_levels", [] {
+    std::vector<std::string> v;
+    for (int i = 0; i < kNumIsa; ++i) {
+      const Isa isa = static_cast<Isa>(i);
+      if (isa_compiled(isa) && isa_supported_by(isa, cpu_features())) v.emplace_back(isa_name(isa));
+    }
+    return v;
+  }, "SIMD levels this binary can run on this CPU, lowest first.");
+  m.def("init", [] {
+    try {
+      return std::string(isa_name(active_isa()));
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }, "Resolve PYFASTOPT_SIMD (once) and return the level in force; raises if it is invalid.");
+  m.def("get_simd_level", [] { return std::string(isa_name(active_isa())); });
+  m.def("set_simd_level", [](const std::string& name) { set_active_isa(isa_from_name(name)); },
+        "Switch the SIMD level at run time (tests and benchmarks); RuntimeError if the CPU "
+        "or the build lacks it.");
+  m.def("resolve_level", [](const std::string& request, const py::dict& fake) {
+    try {
+      return std::string(isa_name(resolve_isa(request, features_from_dict(fake))));
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }, py::arg("request"), py::arg("features"),
+     "Resolve a PYFASTOPT_SIMD value against the given feature dict (for tests).");
+  m.def("kernel_choices", [] {
+    py::dict d;
+    for (const auto& kv : kernel_choices()) d[py::str(kv.first)] = kv.second;
+    return d;
+  }, "Kernel variant chosen per family at the level in force.");
+
+  m.def("get_num_threads", &get_num_threads);
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
+    set_num_threads(n);
+  }, py::arg("n"));
+  m.def("default_num_threads", [] {
+    const ThreadDefault d = default_num_threads();
+    return py::make_tuple(d.num_threads, d.source, d.usable_cpus);
+  }, "(threads, where the value came from, usable CPUs)");
+  m.def("openmp_enabled", &openmp_enabled);
+  m.attr("min_parallel_work") = kMinParallelWork;
+}
+
+}  // namespace bind
+}  // namespace pyfastopt

@@ -1,0 +1,53 @@
+// register_machine.cpp -- machine-limit probes used by `pyfastopt bench`.
+#include "checks.h"
+#include "pyfastopt/machine.h"
+#include "register.h"
+
+namespace pyfastopt {
+namespace bind {
+
+namespace {
+int check_threads(int threads) {
+  if (threads < 1) value_error("threads must be >= 1, got " + std::to_string(threads));
+  return threads;
+}
+int check_reps(int reps) {
+  if (reps < 1) value_error("reps must be >= 1, got " + std::to_string(reps));
+  return reps;
+}
+}  // namespace
+
+void register_machine(py::module_& m) {
+  m.def("fma_peak", [](int threads, int reps) {
+    check_threads(threads);
+    check_reps(reps);
+    PeakResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = measure_fma_peak(threads, reps);
+    }
+    return py::make_tuple(r.gflops, r.kernel);
+  }, py::arg("threads") = 1, py::arg("reps") = 5,
+     "Peak fp32 FMA throughput (GFLOP/s) on `threads` threads, best ISA the CPU runs.");
+  m.def("vnni_peak", [](int threads, int reps) {
+    check_threads(threads);
+    check_reps(reps);
+    PeakResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = measure_vnni_peak(threads, reps);
+    }
+    return py::make_tuple(r.gflops, r.kernel);
+  }, py::arg("threads") = 1, py::arg("reps") = 5,
+     "Peak u8*s8 dot-product throughput (GOP/s, 2 ops per MAC); 0 without VNNI.");
+  m.def("bandwidth", [](std::size_t bytes, int threads, int reps) {
+    check_threads(threads);
+    check_reps(reps);
+    py::gil_scoped_release nogil;
+    return measure_bandwidth(bytes, threads, reps);
+  }, py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 5,
+     "Read-modify-write stream a += s*b over two float32 arrays of `bytes` each; GB/s.");
+}
+
+}  // namespace bind
+}  // namespace pyfastopt

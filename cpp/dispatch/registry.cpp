@@ -1,0 +1,65 @@
+// registry.cpp -- THE kernel table. One line per (family, ISA variant); a family that
+// has no variant for a level uses its best lower one. Filled once, on first use.
+#include "pyfastopt/registry.h"
+
+#include <array>
+#include <mutex>
+
+namespace pyfastopt {
+
+namespace {
+
+template <class Table>
+using Variants = std::array<const Table*, kNumIsa>;  // indexed by Isa; nullptr = not built
+
+#ifdef PYFASTOPT_HAVE_AVX2
+#define PF_AVX2(x) &avx2::x
+#else
+#define PF_AVX2(x) nullptr
+#endif
+#ifdef PYFASTOPT_HAVE_AVX512
+#define PF_AVX512(x) &avx512::x
+#else
+#define PF_AVX512(x) nullptr
+#endif
+
+// ---- the registry: every family, every variant ----------------------------------
+const Variants<ElementwiseKernels> kElementwise = {
+    &ref::elementwise_kernels, PF_AVX2(elementwise_kernels), PF_AVX512(elementwise_kernels)};
+const Variants<MachineKernels> kMachine = {
+    &ref::machine_kernels, PF_AVX2(machine_kernels), PF_AVX512(machine_kernels)};
+// ---------------------------------------------------------------------------------
+
+template <class Table>
+const Table* pick(const Variants<Table>& v, Isa isa) {
+  for (int i = static_cast<int>(isa); i >= 0; --i)
+    if (v[i]) return v[i];
+  return v[0];
+}
+
+std::array<KernelTable, kNumIsa> build_tables() {
+  std::array<KernelTable, kNumIsa> t{};
+  for (int i = 0; i < kNumIsa; ++i) {
+    const Isa isa = static_cast<Isa>(i);
+    t[i].elementwise = pick(kElementwise, isa);
+    t[i].machine = pick(kMachine, isa);
+  }
+  return t;
+}
+
+const std::array<KernelTable, kNumIsa>& tables() {
+  static const std::array<KernelTable, kNumIsa> t = build_tables();
+  return t;
+}
+
+}  // namespace
+
+const KernelTable& kernels_for(Isa isa) { return tables()[static_cast<int>(isa)]; }
+const KernelTable& kernels() { return kernels_for(active_isa()); }
+
+std::vector<std::pair<std::string, std::string>> kernel_choices() {
+  const KernelTable& k = kernels();
+  return {{"elementwise", k.elementwise->name}, {"machine", k.machine->name}};
+}
+
+}  // namespace pyfastopt

@@ -1,0 +1,54 @@
+// dispatch.h -- CPU detection and the SIMD level in force.
+//
+// Levels are ordered; each implies the ones below it:
+//   scalar  portable C++ (the reference; always built, always selectable)
+//   avx2    x86-64 AVX2 + FMA + F16C (OS saves YMM state)
+//   avx512  x86-64 AVX-512 F + BW + VL + DQ + VNNI (OS saves ZMM/opmask state).
+//           CPUs with AVX-512F but without VNNI (Skylake-X) run the avx2 level.
+// Room is left for aarch64: a `neon` level would be added after `scalar` with its
+// own feature test and TU suffix (see ARCHITECTURE.md, "Adding an ISA").
+//
+// The level is chosen once (first use): the best level the CPU supports and the binary
+// was built with, unless PYFASTOPT_SIMD=scalar|avx2|avx512 forces one. Forcing a level
+// the CPU lacks is an error, never a silent fallback.
+#pragma once
+
+#include <string>
+
+namespace pyfastopt {
+
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+constexpr int kNumIsa = 3;
+
+const char* isa_name(Isa isa);
+
+// What the CPU (and the OS, via XGETBV) supports. Detected once, never changes.
+struct CpuFeatures {
+  std::string arch;     // "x86_64", "aarch64", ...
+  std::string vendor;   // CPUID vendor string, "" when unknown
+  bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512vnni = false, avx512bf16 = false, avx_vnni = false, amx_int8 = false;
+  bool os_ymm = false, os_zmm = false;  // XCR0 says the OS saves the registers
+};
+
+const CpuFeatures& cpu_features();
+
+// Does this CPU run `isa`?  (pure function of `f`, so it is testable with fake features)
+bool isa_supported_by(Isa isa, const CpuFeatures& f);
+// Was `isa` compiled into this binary?
+bool isa_compiled(Isa isa);
+// Names of the CPU features `isa` needs that `f` lacks, comma separated ("" if none).
+std::string isa_missing_features(Isa isa, const CpuFeatures& f);
+
+// Parse a PYFASTOPT_SIMD value against features `f`. Empty request -> best level.
+// Throws std::invalid_argument (unknown name) or std::runtime_error (CPU lacks it).
+Isa resolve_isa(const std::string& request, const CpuFeatures& f);
+
+// The level in force (initialised on first call from PYFASTOPT_SIMD; may throw then).
+Isa active_isa();
+// Switch the level at run time (tests, benchmarks). Throws std::runtime_error when the
+// CPU or the build lacks `isa`. Not meant to race with running kernels.
+void set_active_isa(Isa isa);
+
+}  // namespace pyfastopt

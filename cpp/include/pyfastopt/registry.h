@@ -1,0 +1,33 @@
+// registry.h -- THE kernel table: one entry per kernel family, filled once per SIMD
+// level in dispatch/registry.cpp. Drivers call `kernels().family.op(...)`; nothing else
+// in the library tests CPU features or picks variants.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pyfastopt/dispatch.h"
+#include "pyfastopt/elementwise.h"
+#include "pyfastopt/machine.h"
+
+namespace pyfastopt {
+
+struct KernelTable {
+  const ElementwiseKernels* elementwise;
+  const MachineKernels* machine;
+};
+
+// The table of the active level (one atomic load after the first call).
+const KernelTable& kernels();
+// The table for a given level (falls back, per family, to the best lower level built).
+const KernelTable& kernels_for(Isa isa);
+// (family, chosen variant name) for the active level, for show_config().
+std::vector<std::pair<std::string, std::string>> kernel_choices();
+
+// Per-ISA variants. Declared here, defined in kernels/<family>/<family>_<level>.cpp.
+namespace ref { extern const ElementwiseKernels elementwise_kernels; extern const MachineKernels machine_kernels; }
+namespace avx2 { extern const ElementwiseKernels elementwise_kernels; extern const MachineKernels machine_kernels; }
+namespace avx512 { extern const ElementwiseKernels elementwise_kernels; extern const MachineKernels machine_kernels; }
+
+}  // namespace pyfastopt

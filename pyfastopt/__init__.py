@@ -1,0 +1,48 @@
+"""pyfastopt: fast CPU kernels for deep-learning training steps and int8 inference.
+
+Hot loops are C++ kernels (one variant per SIMD level, picked at run time, OpenMP
+threads) under a NumPy-compatible API. See ``show_config()`` for what this machine runs.
+"""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - only without a build
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if not any(name.startswith("_core") for name in _os.listdir(_here)):
+        raise ImportError(
+            f"pyfastopt's compiled core is missing from {_here}. If this is the source "
+            "tree, install the package (pip install .) and run from another directory, "
+            "or use the `pyfastopt` / `pytest` console scripts, which do not put the "
+            "current directory on sys.path."
+        ) from exc
+    raise
+
+# Resolve PYFASTOPT_SIMD now, so a bad value fails at import with a clear message.
+_core.config.init()
+
+from . import _threadpool, ops  # noqa: E402
+from ._config import (  # noqa: E402
+    get_num_threads,
+    set_num_threads,
+    show_config,
+    threads,
+)
+
+__version__: str = _core.config.version
+DTypeError = _core.DTypeError
+
+_threadpool.register()
+
+__all__ = [
+    "DTypeError",
+    "__version__",
+    "get_num_threads",
+    "ops",
+    "set_num_threads",
+    "show_config",
+    "threads",
+]

@@ -1,0 +1,128 @@
+"""Configuration: build and CPU report, SIMD level, and the thread count."""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from . import _core
+
+_cfg = _core.config
+
+
+def _check_threads(n: Any, name: str = "n") -> int:
+    if isinstance(n, bool):
+        raise TypeError(f"{name} must be an int >= 1, got bool")
+    try:
+        value = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{name} must be an int >= 1, got {type(n).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def get_num_threads() -> int:
+    """Number of threads pyfastopt kernels use.
+
+    Defaults to ``PYFASTOPT_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the number of
+    CPUs this process may use (its affinity mask, capped by a cgroup CPU quota).
+    ``threadpoolctl.threadpool_limits`` changes it too. Results never depend on it:
+    work is split into fixed blocks and reductions combine them in a fixed order.
+    """
+    return _cfg.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads pyfastopt kernels use (process-wide, ``n >= 1``).
+
+    Small inputs stay on one thread whatever this says (below ~64K elements a parallel
+    region costs more than it saves).
+    """
+    _cfg.set_num_threads(_check_threads(n))
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[int]:
+    """Context manager: run the body with ``n`` threads, then restore the previous count.
+
+    >>> import pyfastopt
+    >>> with pyfastopt.threads(1):
+    ...     pyfastopt.get_num_threads()
+    1
+    """
+    n = _check_threads(n)
+    previous = _cfg.get_num_threads()
+    _cfg.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        _cfg.set_num_threads(previous)
+
+
+def config_dict() -> dict[str, Any]:
+    """The data :func:`show_config` prints."""
+    threads_default, source, usable = _cfg.default_num_threads()
+    features = _cfg.cpu_features()
+    flags = [k for k, v in features.items() if v is True]
+    return {
+        "version": _cfg.version,
+        "simd": {
+            "level": _cfg.get_simd_level(),
+            "forced_by_env": os.environ.get("PYFASTOPT_SIMD") or None,
+            "supported": _cfg.supported_levels(),
+            "compiled": _cfg.compiled_levels(),
+        },
+        "kernels": dict(_cfg.kernel_choices()),
+        "threads": {
+            "num_threads": _cfg.get_num_threads(),
+            "default": threads_default,
+            "default_source": source,
+            "usable_cpus": usable,
+            "openmp": _cfg.openmp_enabled(),
+            "min_parallel_elements": _cfg.min_parallel_work,
+        },
+        "cpu": {"arch": features["arch"], "vendor": features["vendor"], "features": flags},
+        "build": {
+            "compiler": _cfg.compiler,
+            "build_type": _cfg.build_type,
+            "cuda": _cfg.cuda_build,
+            "sanitizers": _cfg.sanitize_build,
+        },
+    }
+
+
+def format_config(cfg: dict[str, Any]) -> str:
+    t = cfg["threads"]
+    s = cfg["simd"]
+    lines = [
+        f"pyfastopt {cfg['version']}",
+        f"  SIMD level     : {s['level']}"
+        + (f"  (forced by PYFASTOPT_SIMD={s['forced_by_env']})" if s["forced_by_env"] else "")
+        + f"   supported: {', '.join(s['supported'])}   compiled: {', '.join(s['compiled'])}",
+        f"  threads        : {t['num_threads']}  (default {t['default']} from "
+        f"{t['default_source']}; usable CPUs {t['usable_cpus']}; "
+        f"OpenMP {'on' if t['openmp'] else 'off'})",
+        "  kernels        : " + ", ".join(f"{k}={v}" for k, v in cfg["kernels"].items()),
+        f"  CPU            : {cfg['cpu']['arch']} {cfg['cpu']['vendor']}: "
+        + " ".join(cfg["cpu"]["features"]),
+        f"  build          : {cfg['build']['compiler']}, {cfg['build']['build_type']}, "
+        f"CUDA {'on' if cfg['build']['cuda'] else 'off'}"
+        + (", ASan+UBSan" if cfg["build"]["sanitizers"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+def show_config() -> dict[str, Any]:
+    """Print the configuration and return it as a dict.
+
+    Keys: ``version``, ``simd`` (level in force, supported, compiled), ``kernels``
+    (variant chosen per kernel family), ``threads``, ``cpu``, ``build`` (compiler,
+    build type, CUDA on/off, sanitizers).
+    """
+    cfg = config_dict()
+    print(format_config(cfg))
+    return cfg

@@ -73,8 +73,10 @@ Array input(py::handle obj, const std::string& name) {
   const int flags = a.flags();
   if (!(flags & py::array::c_style) || !(flags & kAligned) || !native_order(a)) {
     // Private copy: C-contiguous, aligned, native order. Only for read-only inputs.
+    // PyArray_FromAny steals the dtype reference; the native dtype forces the byte swap.
+    py::dtype native = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
     a = py::reinterpret_steal<py::array>(npy::get().PyArray_FromAny_(
-        a.ptr(), nullptr, 0, 0,
+        a.ptr(), native.release().ptr(), 0, 0,
         npy::NPY_ARRAY_ENSUREARRAY_ | py::array::c_style | kAligned | kNotSwapped, nullptr));
     if (!a) throw py::error_already_set();
   }

@@ -35,9 +35,11 @@ double run_sumsq(const std::vector<Array>& xs) {
 void axpby_binding(py::handle y, py::handle x, py::handle a_obj, py::handle b_obj) {
   const double a = real_scalar(a_obj, "a");
   const double b = real_scalar(b_obj, "b");
+  // y decides the form: one array (x is then any array-like), or a sequence of arrays
+  // (x must then be a sequence of the same length).
   std::vector<Array> ys = inplace_list(y, "y");
-  std::vector<Array> xs = input_list(x, "x");
-  if (is_single(y) != is_single(x) || ys.size() != xs.size())
+  std::vector<Array> xs = is_single(y) ? std::vector<Array>{input(x, "x")} : input_list(x, "x");
+  if ((!is_single(y) && is_single(x)) || ys.size() != xs.size())
     value_error("y and x must both be arrays or both be sequences of the same length, got " +
                 std::to_string(ys.size()) + " and " + std::to_string(xs.size()) + " arrays");
   for (std::size_t i = 0; i < ys.size(); ++i) {

@@ -1,0 +1,158 @@
+"""show_config, SIMD level selection and PYFASTOPT_SIMD, the console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import pyfastopt
+from pyfastopt import _core
+
+
+def run_cli(args, tmp_path, env=None):
+    """Run the installed console script (never the source tree) and return the result."""
+    cmd = [*pyfastopt_command(), *args]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def pyfastopt_command():
+    """The installed console script: next to this interpreter, else on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "pyfastopt")
+    exe = here if os.path.exists(here) else shutil.which("pyfastopt")
+    return [exe] if exe else [sys.executable, "-m", "pyfastopt"]
+
+
+def run_python(code, tmp_path, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=full_env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_show_config_prints_and_returns(capsys):
+    cfg = pyfastopt.show_config()
+    out = capsys.readouterr().out
+    assert cfg["version"] == pyfastopt.__version__
+    assert cfg["simd"]["level"] in cfg["simd"]["supported"]
+    assert cfg["simd"]["level"] in out
+    assert set(cfg["kernels"]) >= {"elementwise", "machine"}
+    assert cfg["kernels"]["elementwise"].endswith(cfg["simd"]["level"]) or cfg["simd"]["level"] == "scalar"
+    assert cfg["threads"]["num_threads"] == pyfastopt.get_num_threads()
+    assert cfg["build"]["cuda"] in (True, False)
+    assert "compiler" in cfg["build"]
+
+
+def test_version_string():
+    assert isinstance(pyfastopt.__version__, str)
+    assert pyfastopt.__version__.count(".") >= 2
+
+
+def test_best_level_is_default_when_not_forced():
+    if os.environ.get("PYFASTOPT_SIMD"):
+        pytest.skip("PYFASTOPT_SIMD is set for this run")
+    assert _core.config.get_simd_level() == _core.config.supported_levels()[-1]
+
+
+def test_kernel_choice_follows_level(simd):
+    expected = "elementwise_ref" if simd == "scalar" else f"elementwise_{simd}"
+    assert _core.config.kernel_choices()["elementwise"] == expected
+
+
+def test_set_unknown_level_raises():
+    with pytest.raises(ValueError, match="scalar"):
+        _core.config.set_simd_level("avx1024")
+
+
+ALL = {k: True for k in ("avx2", "fma", "f16c", "os_ymm", "avx512f", "avx512bw", "avx512vl",
+                         "avx512dq", "avx512vnni", "os_zmm")}
+
+
+def test_resolve_level_with_fake_cpus():
+    resolve = _core.config.resolve_level
+    compiled = _core.config.compiled_levels()
+    assert resolve("scalar", {}) == "scalar"
+    assert resolve("", {}) == "scalar"
+    if "avx512" in compiled:
+        assert resolve("", ALL) == "avx512"
+        # AVX-512F without VNNI (Skylake-X) runs the avx2 level
+        assert resolve("", {**ALL, "avx512vnni": False}) == "avx2"
+        with pytest.raises(RuntimeError, match="avx512vnni"):
+            resolve("avx512", {**ALL, "avx512vnni": False})
+        # the OS must save ZMM state
+        with pytest.raises(RuntimeError, match="ZMM"):
+            resolve("avx512", {**ALL, "os_zmm": False})
+    if "avx2" in compiled:
+        with pytest.raises(RuntimeError, match="lacks avx2"):
+            resolve("avx2", {})
+        assert resolve("avx2", ALL) == "avx2"
+    with pytest.raises(ValueError, match="not a SIMD level"):
+        resolve("sse9", ALL)
+
+
+@pytest.mark.parametrize("level", _core.config.supported_levels())
+def test_env_forces_level(tmp_path, level):
+    r = run_python("import pyfastopt; print(pyfastopt.show_config()['simd']['level'])",
+                   tmp_path, {"PYFASTOPT_SIMD": level})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == level
+    assert f"forced by PYFASTOPT_SIMD={level}" in r.stdout
+
+
+def test_env_unknown_level_fails_clearly(tmp_path):
+    r = run_python("import pyfastopt", tmp_path, {"PYFASTOPT_SIMD": "avx9000"})
+    assert r.returncode != 0
+    assert "PYFASTOPT_SIMD='avx9000' is not a SIMD level" in r.stderr
+
+
+def test_env_unsupported_level_refused(tmp_path):
+    missing = [lvl for lvl in _core.config.compiled_levels()
+               if lvl not in _core.config.supported_levels()]
+    if not missing:
+        pytest.skip("this CPU runs every compiled level")
+    r = run_python("import pyfastopt", tmp_path, {"PYFASTOPT_SIMD": missing[0]})
+    assert r.returncode != 0
+    assert "this CPU lacks" in r.stderr
+
+
+def test_cli_info(tmp_path):
+    r = run_cli(["info"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    level = _core.config.get_simd_level() if not os.environ.get("PYFASTOPT_SIMD") else os.environ["PYFASTOPT_SIMD"]
+    assert f"SIMD level     : {level}" in r.stdout
+    assert "threads" in r.stdout
+    assert "elementwise=" in r.stdout
+
+
+def test_cli_info_json_matches_show_config(tmp_path):
+    r = run_cli(["info", "--json"], tmp_path, {"PYFASTOPT_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)
+    assert cfg["threads"]["num_threads"] == 1
+    assert cfg["threads"]["default_source"] == "PYFASTOPT_NUM_THREADS"
+    assert cfg["kernels"]["elementwise"].startswith("elementwise_")
+
+
+def test_python_dash_m(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pyfastopt", "info"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "SIMD level" in r.stdout
+
+
+def test_cli_demo_exits_zero(tmp_path):
+    r = run_cli(["demo"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_cli_help_and_bad_command(tmp_path):
+    assert run_cli([], tmp_path).returncode == 0
+    r = run_cli(["frobnicate"], tmp_path)
+    assert r.returncode == 2
+    assert "invalid choice" in r.stderr

@@ -33,9 +33,9 @@ def test_cuda_axpby_matches_cpu_bitwise(dtype, n):
 @pytest.mark.skipif(not _cuda.available(), reason="needs the CUDA module and a GPU")
 def test_cuda_shares_validation():
     cuda = _cuda.require()
+    y = np.zeros(3)
+    y.setflags(write=False)
     with pytest.raises(ValueError, match="read-only"):
-        y = np.zeros(3)
-        y.setflags(write=False)
         cuda.axpby_(y, np.ones(3), 1.0, 1.0)
     with pytest.raises(TypeError, match="float32 or float64"):
         cuda.axpby_(np.zeros(3), np.ones(3, np.int8), 1.0, 1.0)

@@ -270,7 +270,7 @@ def sumsq_bound(arrays, ref):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", ODD_SIZES + [16383, 16385, 100_003])
+@pytest.mark.parametrize("n", [*ODD_SIZES, 16383, 16385, 100_003])
 def test_sum_squares_odd_sizes(simd, rng, dtype, n):
     x = data(rng, n, dtype)
     ref = math.fsum(np.square(x.astype(np.float64)).tolist())  # x**2 is exact in double for f32

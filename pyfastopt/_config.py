@@ -68,10 +68,19 @@ def config_dict() -> dict[str, Any]:
     threads_default, source, usable = _cfg.default_num_threads()
     features = _cfg.cpu_features()
     flags = [k for k, v in features.items() if v is True]
+    level = _cfg.get_simd_level()
     return {
+        # the contract's items, flat (API.md: version, SIMD level, OpenMP threads,
+        # compiler, build options such as CUDA on/off) ...
         "version": _cfg.version,
+        "simd_level": level,
+        "num_threads": _cfg.get_num_threads(),
+        "openmp": _cfg.openmp_enabled(),
+        "compiler": _cfg.compiler,
+        "cuda": _cfg.cuda_build,
+        # ... and the detail
         "simd": {
-            "level": _cfg.get_simd_level(),
+            "level": level,
             "forced_by_env": os.environ.get("PYFASTOPT_SIMD") or None,
             "supported": _cfg.supported_levels(),
             "compiled": _cfg.compiled_levels(),
@@ -119,9 +128,11 @@ def format_config(cfg: dict[str, Any]) -> str:
 def show_config() -> dict[str, Any]:
     """Print the configuration and return it as a dict.
 
-    Keys: ``version``, ``simd`` (level in force, supported, compiled), ``kernels``
-    (variant chosen per kernel family), ``threads``, ``cpu``, ``build`` (compiler,
-    build type, CUDA on/off, sanitizers).
+    Keys: ``version``, ``simd_level`` (the level in force), ``num_threads``, ``openmp``,
+    ``compiler``, ``cuda`` (built with CUDA), and in detail: ``simd`` (level, supported,
+    compiled, forced by ``PYFASTOPT_SIMD``), ``kernels`` (variant chosen per kernel
+    family), ``threads`` (count, default and its source, usable CPUs), ``cpu``
+    (architecture, vendor, features), ``build`` (compiler, build type, CUDA, sanitizers).
     """
     cfg = config_dict()
     print(format_config(cfg))

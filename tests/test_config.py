@@ -46,6 +46,12 @@ def test_show_config_prints_and_returns(capsys):
     assert cfg["threads"]["num_threads"] == pyfastopt.get_num_threads()
     assert cfg["build"]["cuda"] in (True, False)
     assert "compiler" in cfg["build"]
+    # the contract's items at the top level
+    assert cfg["simd_level"] == cfg["simd"]["level"] == _core.config.get_simd_level()
+    assert cfg["num_threads"] == pyfastopt.get_num_threads()
+    assert cfg["openmp"] is True
+    assert cfg["cuda"] is cfg["build"]["cuda"]
+    assert cfg["compiler"] == cfg["build"]["compiler"]
 
 
 def test_version_string():

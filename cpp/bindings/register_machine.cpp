@@ -18,28 +18,23 @@ int check_reps(int reps) {
 }  // namespace
 
 void register_machine(py::module_& m) {
-  m.def("fma_peak", [](int threads, int reps) {
-    check_threads(threads);
-    check_reps(reps);
-    PeakResult r;
-    {
-      py::gil_scoped_release nogil;
-      r = measure_fma_peak(threads, reps);
-    }
-    return py::make_tuple(r.gflops, r.kernel);
-  }, py::arg("threads") = 1, py::arg("reps") = 5,
-     "Peak fp32 FMA throughput (GFLOP/s) on `threads` threads, best ISA the CPU runs.");
-  m.def("vnni_peak", [](int threads, int reps) {
-    check_threads(threads);
-    check_reps(reps);
-    PeakResult r;
-    {
-      py::gil_scoped_release nogil;
-      r = measure_vnni_peak(threads, reps);
-    }
-    return py::make_tuple(r.gflops, r.kernel);
-  }, py::arg("threads") = 1, py::arg("reps") = 5,
-     "Peak u8*s8 dot-product throughput (GOP/s, 2 ops per MAC); 0 without VNNI.");
+  // Both peak probes: validate, release the GIL, return (rate, kernel name).
+  auto peak = [](PeakResult (*measure)(int, int)) {
+    return [measure](int threads, int reps) {
+      check_threads(threads);
+      check_reps(reps);
+      PeakResult r;
+      {
+        py::gil_scoped_release nogil;
+        r = measure(threads, reps);
+      }
+      return py::make_tuple(r.gflops, r.kernel);
+    };
+  };
+  m.def("fma_peak", peak(&measure_fma_peak), py::arg("threads") = 1, py::arg("reps") = 5,
+        "Peak fp32 FMA throughput (GFLOP/s) on `threads` threads, best ISA the CPU runs.");
+  m.def("vnni_peak", peak(&measure_vnni_peak), py::arg("threads") = 1, py::arg("reps") = 5,
+        "Peak u8*s8 dot-product throughput (GOP/s, 2 ops per MAC); 0 without VNNI.");
   m.def("bandwidth", [](std::size_t bytes, int threads, int reps) {
     check_threads(threads);
     check_reps(reps);

@@ -42,7 +42,9 @@ Array make(py::array a, DType dt, const std::string& name) {
 
 }  // namespace
 
-const char* dtype_name(DType d) { return d == DType::f32 ? "float32" : "float64"; }
+const char* dtype_name(DType d) {
+  return d == DType::f32 ? "float32" : d == DType::f64 ? "float64" : "uint16 (bfloat16 bits)";
+}
 
 [[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
 [[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
@@ -83,11 +85,31 @@ Array input(py::handle obj, const std::string& name) {
   return make(a, dt, name);
 }
 
-Array inplace(py::handle obj, const std::string& name) {
+namespace {
+// The layout requirements every in-place argument shares (dtype checked by the caller).
+Array inplace_checked(py::array a, DType kind, const std::string& name) {
+  const int flags = a.flags();
+  if (!(flags & kWriteable))
+    value_error(name + " is updated in place but is read-only (writeable=False)");
+  if (!(flags & py::array::c_style))
+    value_error(name + " is updated in place, so it must be C-contiguous; got a "
+                "non-contiguous view (pass numpy.ascontiguousarray(" + name +
+                ") and use the result)");
+  if (!(flags & kAligned)) value_error(name + " is updated in place but is not aligned");
+  if (!native_order(a)) value_error(name + " is updated in place but is not in native byte order");
+  return make(a, kind, name);
+}
+
+py::array require_ndarray(py::handle obj, const std::string& name) {
   if (!py::isinstance<py::array>(obj))
     type_error(name + " is updated in place, so it must be a numpy.ndarray, got " +
                type_name(obj));
-  py::array a = py::reinterpret_borrow<py::array>(obj);
+  return py::reinterpret_borrow<py::array>(obj);
+}
+}  // namespace
+
+Array inplace(py::handle obj, const std::string& name) {
+  py::array a = require_ndarray(obj, name);
   const py::dtype dt = a.dtype();
   DType kind;
   if (dt.kind() == 'f' && dt.itemsize() == 4) {
@@ -99,16 +121,16 @@ Array inplace(py::handle obj, const std::string& name) {
                       std::string(py::str(dt)) +
                       " (it is updated in place, so it cannot be converted)");
   }
-  const int flags = a.flags();
-  if (!(flags & kWriteable))
-    value_error(name + " is updated in place but is read-only (writeable=False)");
-  if (!(flags & py::array::c_style))
-    value_error(name + " is updated in place, so it must be C-contiguous; got a "
-                "non-contiguous view (pass numpy.ascontiguousarray(" + name +
-                ") and use the result)");
-  if (!(flags & kAligned)) value_error(name + " is updated in place but is not aligned");
-  if (!native_order(a)) value_error(name + " is updated in place but is not in native byte order");
-  return make(a, kind, name);
+  return inplace_checked(a, kind, name);
+}
+
+Array inplace_u16(py::handle obj, const std::string& name) {
+  py::array a = require_ndarray(obj, name);
+  const py::dtype dt = a.dtype();
+  if (!(dt.kind() == 'u' && dt.itemsize() == 2))
+    throw dtype_error(name + " must have dtype uint16 (bfloat16 bit patterns), got " +
+                      std::string(py::str(dt)));
+  return inplace_checked(a, DType::u16, name);
 }
 
 bool is_single(py::handle obj) {
@@ -151,7 +173,7 @@ void require_same_dtype(const Array& a, const Array& b) {
 }
 
 namespace {
-std::size_t itemsize(const Array& a) { return a.dtype == DType::f32 ? 4 : 8; }
+std::size_t itemsize(const Array& a) { return a.dtype == DType::f64 ? 8 : a.dtype == DType::f32 ? 4 : 2; }
 bool overlap(const Array& p, const Array& q) {
   const auto lo1 = reinterpret_cast<std::uintptr_t>(p.data);
   const auto lo2 = reinterpret_cast<std::uintptr_t>(q.data);

@@ -27,7 +27,7 @@ namespace bind {
 
 namespace py = pybind11;
 
-enum class DType { f32, f64 };
+enum class DType { f32, f64, u16 };
 const char* dtype_name(DType d);
 
 // Thrown for a dtype that is wrong for an in-place argument; becomes
@@ -49,6 +49,8 @@ struct Array {
 
 Array input(py::handle obj, const std::string& name);
 Array inplace(py::handle obj, const std::string& name);
+// In-place uint16 array (bfloat16 bit patterns) with the same other requirements.
+Array inplace_u16(py::handle obj, const std::string& name);
 
 // A single array or a sequence of them; element i is named "name[i]".
 std::vector<Array> input_list(py::handle obj, const std::string& name);

@@ -44,6 +44,8 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_config(config);
   py::module_ ops = m.def_submodule("ops", "element-wise kernels");
   pyfastopt::bind::register_ops(ops);
+  py::module_ optim = m.def_submodule("optim", "fused multi-tensor optimizer steps");
+  pyfastopt::bind::register_optim(optim);
   py::module_ machine = m.def_submodule("machine", "machine-limit probes");
   pyfastopt::bind::register_machine(machine);
 }

@@ -63,9 +63,59 @@ double sumsq_binding(py::handle x) {
   return run_sumsq<float>(xs) + run_sumsq<double>(xs);
 }
 
+// Spans of one dtype from a mixed list (in-place or input).
+template <class T, class A>
+std::vector<Span<A>> spans_of(const std::vector<Array>& xs) {
+  std::vector<Span<A>> out;
+  const DType want = sizeof(T) == 4 ? DType::f32 : DType::f64;
+  for (const Array& x : xs)
+    if (x.dtype == want) out.push_back({x.ptr<T>(), x.size});
+  return out;
+}
+
+void scale_binding(py::handle y, py::handle s_obj) {
+  const double s = real_scalar(s_obj, "s");
+  const std::vector<Array> ys = inplace_list(y, "y");
+  require_disjoint(ys);
+  const auto f = spans_of<float, float>(ys);
+  const auto d = spans_of<double, double>(ys);
+  py::gil_scoped_release nogil;
+  scale<float>(f.data(), f.size(), s);
+  scale<double>(d.data(), d.size(), s);
+}
+
+void clamp_binding(py::handle y, py::handle lo_obj, py::handle hi_obj) {
+  const double lo = real_scalar(lo_obj, "lo"), hi = real_scalar(hi_obj, "hi");
+  if (!(lo <= hi)) value_error("lo must be <= hi, got lo=" + std::to_string(lo) +
+                               ", hi=" + std::to_string(hi));
+  const std::vector<Array> ys = inplace_list(y, "y");
+  require_disjoint(ys);
+  const auto f = spans_of<float, float>(ys);
+  const auto d = spans_of<double, double>(ys);
+  py::gil_scoped_release nogil;
+  clamp<float>(f.data(), f.size(), lo, hi);
+  clamp<double>(d.data(), d.size(), lo, hi);
+}
+
+double maxabs_binding(py::handle x) {
+  const std::vector<Array> xs = input_list(x, "x");
+  const auto f = spans_of<float, const float>(xs);
+  const auto d = spans_of<double, const double>(xs);
+  py::gil_scoped_release nogil;
+  const double a = max_abs<float>(f.data(), f.size());
+  const double b = max_abs<double>(d.data(), d.size());
+  return (a != a || b != b) ? a + b : (a > b ? a : b);
+}
+
 }  // namespace
 
 void register_ops(py::module_& m) {
+  m.def("scale_", &scale_binding, py::arg("y"), py::arg("s"));
+  m.def("check_inplace", [](py::handle y, const std::string& name) {
+    require_disjoint(inplace_list(y, name));
+  }, py::arg("y"), py::arg("name"), "Validate in-place arguments without touching them.");
+  m.def("clamp_", &clamp_binding, py::arg("y"), py::arg("lo"), py::arg("hi"));
+  m.def("max_abs", &maxabs_binding, py::arg("x"));
   m.def("axpby_", &axpby_binding, py::arg("y"), py::arg("x"), py::arg("a"), py::arg("b"));
   m.def("sum_squares", &sumsq_binding, py::arg("x"));
 }

@@ -28,6 +28,8 @@ const Variants<ElementwiseKernels> kElementwise = {
     &ref::elementwise_kernels, PF_AVX2(elementwise_kernels), PF_AVX512(elementwise_kernels)};
 const Variants<MachineKernels> kMachine = {
     &ref::machine_kernels, PF_AVX2(machine_kernels), PF_AVX512(machine_kernels)};
+const Variants<OptimKernels> kOptim = {
+    &ref::optim_kernels, PF_AVX2(optim_kernels), PF_AVX512(optim_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -43,6 +45,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     const Isa isa = static_cast<Isa>(i);
     t[i].elementwise = pick(kElementwise, isa);
     t[i].machine = pick(kMachine, isa);
+    t[i].optim = pick(kOptim, isa);
   }
   return t;
 }
@@ -59,7 +62,9 @@ const KernelTable& kernels() { return kernels_for(active_isa()); }
 
 std::vector<std::pair<std::string, std::string>> kernel_choices() {
   const KernelTable& k = kernels();
-  return {{"elementwise", k.elementwise->name}, {"machine", k.machine->name}};
+  return {{"elementwise", k.elementwise->name},
+          {"optim", k.optim->name},
+          {"machine", k.machine->name}};
 }
 
 }  // namespace pyfastopt

@@ -8,6 +8,9 @@
 //       same bits. IEEE semantics throughout: b == 0 still reads y (NaN * 0 = NaN).
 //       x == y is allowed; any other overlap is not. n may be 0. No alignment needed.
 //
+//   scale, clamp, maxabs: see the table below; written once in elementwise-inl.h over
+//       the vector traits, so every ISA gives the same bits.
+//
 //   sumsq(x, n) -> double:  sum of x[i]^2 accumulated in double in a canonical order:
 //       32 lanes, lane j = fma(x[i], x[i], lane j) over i = j (mod 32) in increasing i,
 //       then lanes combined by the fixed tree in lanes_sum32() below. Every ISA gives
@@ -28,6 +31,9 @@ template <class T>
 struct ElementwiseOps {
   void (*axpby)(T* y, const T* x, T a, T b, std::size_t n);
   double (*sumsq)(const T* x, std::size_t n);
+  void (*scale)(T* y, T s, std::size_t n);              // y = s*y
+  void (*clamp)(T* y, T lo, T hi, std::size_t n);       // y = min(hi, max(lo, y)); NaN stays
+  double (*maxabs)(const T* x, std::size_t n);          // max|x|, NaN if any NaN, 0 if n == 0
 };
 
 struct ElementwiseKernels {
@@ -64,5 +70,14 @@ void axpby(const Span<T>* ys, const Span<const T>* xs, std::size_t count, double
 constexpr std::size_t kSumsqBlock = 16384;
 template <class T>
 double sum_squares(const Span<const T>* xs, std::size_t count);
+
+// In place over many tensors (one parallel region each).
+template <class T>
+void scale(const Span<T>* ys, std::size_t count, double s);
+template <class T>
+void clamp(const Span<T>* ys, std::size_t count, double lo, double hi);
+// max |x| over all tensors (NaN if any element is NaN).
+template <class T>
+double max_abs(const Span<const T>* xs, std::size_t count);
 
 }  // namespace pyfastopt

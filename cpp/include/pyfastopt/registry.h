@@ -10,12 +10,14 @@
 #include "pyfastopt/dispatch.h"
 #include "pyfastopt/elementwise.h"
 #include "pyfastopt/machine.h"
+#include "pyfastopt/optim.h"
 
 namespace pyfastopt {
 
 struct KernelTable {
   const ElementwiseKernels* elementwise;
   const MachineKernels* machine;
+  const OptimKernels* optim;
 };
 
 // The table of the active level (one atomic load after the first call).
@@ -26,8 +28,13 @@ const KernelTable& kernels_for(Isa isa);
 std::vector<std::pair<std::string, std::string>> kernel_choices();
 
 // Per-ISA variants. Declared here, defined in kernels/<family>/<family>_<level>.cpp.
-namespace ref { extern const ElementwiseKernels elementwise_kernels; extern const MachineKernels machine_kernels; }
-namespace avx2 { extern const ElementwiseKernels elementwise_kernels; extern const MachineKernels machine_kernels; }
-namespace avx512 { extern const ElementwiseKernels elementwise_kernels; extern const MachineKernels machine_kernels; }
+#define PF_DECLARE_VARIANTS                              \
+  extern const ElementwiseKernels elementwise_kernels; \
+  extern const MachineKernels machine_kernels;         \
+  extern const OptimKernels optim_kernels;
+namespace ref { PF_DECLARE_VARIANTS }
+namespace avx2 { PF_DECLARE_VARIANTS }
+namespace avx512 { PF_DECLARE_VARIANTS }
+#undef PF_DECLARE_VARIANTS
 
 }  // namespace pyfastopt

@@ -5,12 +5,18 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "pyfastopt/registry.h"
 
 namespace pyfastopt {
 namespace avx2 {
 namespace {
+#include "../simd/scalar-inl.h"
+#include "../simd/avx2-inl.h"
+#include "elementwise-inl.h"
+
 
 void axpby_f32(float* y, const float* x, float a, float b, std::size_t n) {
   const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
@@ -65,7 +71,9 @@ double sumsq(const T* x, std::size_t n) {
 }  // namespace
 
 extern const ElementwiseKernels elementwise_kernels = {
-    "elementwise_avx2", {axpby_f32, sumsq<float>}, {axpby_f64, sumsq<double>}};
+    "elementwise_avx2",
+    {axpby_f32, sumsq<float>, scale_kernel<VF>, clamp_kernel<VF>, maxabs_kernel<VF>},
+    {axpby_f64, sumsq<double>, scale_kernel<VD>, clamp_kernel<VD>, maxabs_kernel<VD>}};
 
 }  // namespace avx2
 }  // namespace pyfastopt

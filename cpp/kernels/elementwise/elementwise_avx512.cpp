@@ -5,13 +5,19 @@
 // accumulator k lane l holds elements i = 8k + l (mod 32); masked-off lanes add 0*0.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "pyfastopt/registry.h"
 
 namespace pyfastopt {
 namespace avx512 {
 namespace {
+#include "../simd/scalar-inl.h"
+#include "../simd/avx512-inl.h"
+#include "elementwise-inl.h"
+
 
 inline __mmask16 mask16(std::size_t r) { return r >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << r) - 1); }
 inline __mmask8 mask8(std::size_t r) { return r >= 8 ? 0xFF : static_cast<__mmask8>((1u << r) - 1); }
@@ -94,7 +100,9 @@ double sumsq(const T* x, std::size_t n) {
 }  // namespace
 
 extern const ElementwiseKernels elementwise_kernels = {
-    "elementwise_avx512", {axpby_f32, sumsq<float>}, {axpby_f64, sumsq<double>}};
+    "elementwise_avx512",
+    {axpby_f32, sumsq<float>, scale_kernel<VF>, clamp_kernel<VF>, maxabs_kernel<VF>},
+    {axpby_f64, sumsq<double>, scale_kernel<VD>, clamp_kernel<VD>, maxabs_kernel<VD>}};
 
 }  // namespace avx512
 }  // namespace pyfastopt

@@ -56,9 +56,54 @@ double sum_squares(const Span<const T>* xs, std::size_t count) {
   return s;
 }
 
+template <class T>
+void scale(const Span<T>* ys, std::size_t count, double s) {
+  const auto kernel = ops<T>(kernels()).scale;
+  std::int64_t total = 0;
+  const std::vector<BlockTask> tasks = plan(ys, count, kAxpbyBlock, &total);
+  const T ts = static_cast<T>(s);
+  parallel_for(static_cast<std::int64_t>(tasks.size()), 2 * total, [&](std::int64_t i) {
+    const BlockTask& t = tasks[static_cast<std::size_t>(i)];
+    kernel(ys[t.tensor].data + t.begin, ts, t.size);
+  });
+}
+
+template <class T>
+void clamp(const Span<T>* ys, std::size_t count, double lo, double hi) {
+  const auto kernel = ops<T>(kernels()).clamp;
+  std::int64_t total = 0;
+  const std::vector<BlockTask> tasks = plan(ys, count, kAxpbyBlock, &total);
+  const T tlo = static_cast<T>(lo), thi = static_cast<T>(hi);
+  parallel_for(static_cast<std::int64_t>(tasks.size()), 2 * total, [&](std::int64_t i) {
+    const BlockTask& t = tasks[static_cast<std::size_t>(i)];
+    kernel(ys[t.tensor].data + t.begin, tlo, thi, t.size);
+  });
+}
+
+template <class T>
+double max_abs(const Span<const T>* xs, std::size_t count) {
+  const auto kernel = ops<T>(kernels()).maxabs;
+  std::int64_t total = 0;
+  const std::vector<BlockTask> tasks = plan(xs, count, kSumsqBlock, &total);
+  std::vector<double> partial(tasks.size());
+  parallel_for(static_cast<std::int64_t>(tasks.size()), total, [&](std::int64_t i) {
+    const BlockTask& t = tasks[static_cast<std::size_t>(i)];
+    partial[static_cast<std::size_t>(i)] = kernel(xs[t.tensor].data + t.begin, t.size);
+  });
+  double m = 0.0;
+  for (double p : partial) m = (p != p || m != m) ? p + m : (p > m ? p : m);
+  return m;
+}
+
 template void axpby<float>(const Span<float>*, const Span<const float>*, std::size_t, double, double);
 template void axpby<double>(const Span<double>*, const Span<const double>*, std::size_t, double, double);
 template double sum_squares<float>(const Span<const float>*, std::size_t);
 template double sum_squares<double>(const Span<const double>*, std::size_t);
+template void scale<float>(const Span<float>*, std::size_t, double);
+template void scale<double>(const Span<double>*, std::size_t, double);
+template void clamp<float>(const Span<float>*, std::size_t, double, double);
+template void clamp<double>(const Span<double>*, std::size_t, double, double);
+template double max_abs<float>(const Span<const float>*, std::size_t);
+template double max_abs<double>(const Span<const double>*, std::size_t);
 
 }  // namespace pyfastopt

@@ -1,12 +1,17 @@
 // elementwise_ref.cpp -- portable reference variant of the element-wise family.
 // The executable form of the contracts in include/pyfastopt/elementwise.h.
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "pyfastopt/registry.h"
 
 namespace pyfastopt {
 namespace ref {
 namespace {
+#include "../simd/scalar-inl.h"
+#include "elementwise-inl.h"
+
 
 template <class T>
 void axpby(T* y, const T* x, T a, T b, std::size_t n) {
@@ -26,7 +31,11 @@ double sumsq(const T* x, std::size_t n) {
 }  // namespace
 
 extern const ElementwiseKernels elementwise_kernels = {
-    "elementwise_ref", {axpby<float>, sumsq<float>}, {axpby<double>, sumsq<double>}};
+    "elementwise_ref",
+    {axpby<float>, sumsq<float>, scale_kernel<Scalar<float>>, clamp_kernel<Scalar<float>>,
+     maxabs_kernel<Scalar<float>>},
+    {axpby<double>, sumsq<double>, scale_kernel<Scalar<double>>, clamp_kernel<Scalar<double>>,
+     maxabs_kernel<Scalar<double>>}};
 
 }  // namespace ref
 }  // namespace pyfastopt

@@ -1,0 +1,388 @@
+"""The optimizer base class: parameter groups, per-parameter state, checkpoints.
+
+Subclasses declare their hyper-parameters, their state arrays and how one step's
+coefficients are computed; the update itself is one fused C++ call over every tensor of
+every group (``pyfastopt._core.optim.<name>_step``), which validates everything before it
+touches any array.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+__all__ = ["Optimizer", "load_state_dict_file", "save_state_dict"]
+
+_FORMAT = "pyfastopt.optim.state_dict"
+# keys that learning-rate schedulers store in param groups (PyTorch's names)
+_SCHEDULER_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"})
+_FORMAT_VERSION = 1
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check_nonneg(name: str, value: Any) -> float:
+    """A real number >= 0 (not NaN), or ValueError/TypeError naming the argument."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not value >= 0.0:  # also rejects NaN
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    """A real number in [0, 1)."""
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+class Optimizer:
+    """Base class. Subclasses set the class attributes below and ``_coef``.
+
+    Attributes
+    ----------
+    param_groups : list of dict
+        Each group has ``"params"`` (list of arrays, updated in place) and its own
+        hyper-parameters; change them (e.g. ``"lr"``) between steps freely.
+    state : dict
+        ``state[i]`` for the i-th parameter in flattened order (group order, then order
+        within the group): ``{"step": int, <state arrays>}``, created at its first step.
+    """
+
+    #: hyper-parameter name -> validator(name, value) -> normalised value
+    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
+    #: names of the (up to 3) state arrays, in the kernel's order; "" = unused slot
+    _state_names: ClassVar[tuple[str, str, str]] = ("", "", "")
+    #: the C++ step function's name in pyfastopt._core.optim
+    _kernel: ClassVar[str] = ""
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        self.defaults = self._validate_group(dict(defaults), "", strict=True)
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, Any]] = {}
+        if isinstance(params, np.ndarray):
+            raise TypeError("params must be a list of arrays or of dicts (param groups), "
+                            "got a single ndarray; wrap it in a list")
+        params = list(params)
+        if not params:
+            raise ValueError("params is an empty list: the optimizer has nothing to update")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # ------------------------------------------------------------------ groups
+    def _validate_group(self, group: dict[str, Any], where: str,
+                        strict: bool = False) -> dict[str, Any]:
+        """Check (and normalise) the group's hyper-parameters, naming any bad one.
+
+        ``strict`` (when a group is added): unknown keys are rejected, except the ones
+        learning-rate schedulers keep in groups. Later (step, load) extra keys are allowed.
+        """
+        if strict:
+            for key in group:
+                if key != "params" and key not in self._hyper and key not in _SCHEDULER_KEYS:
+                    raise TypeError(f"{type(self).__name__} got an unexpected hyper-parameter "
+                                    f"{where}{key!r}")
+        for key, check in self._hyper.items():
+            if key in group:
+                group[key] = check(key, group[key])
+        self._check_combination(group)
+        return group
+
+    def _check_combination(self, group: dict[str, Any]) -> None:
+        """Cross-argument rules (e.g. nesterov needs momentum). Override."""
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        """Add a group: ``{"params": [...], <hyper-parameters overriding the defaults>}``."""
+        if not isinstance(group, dict):
+            raise TypeError(f"a param group must be a dict, got {type(group).__name__}")
+        group = dict(group)
+        if "params" not in group:
+            raise ValueError("a param group needs a 'params' entry")
+        params = group["params"]
+        params = [params] if isinstance(params, np.ndarray) else list(params)
+        gi = len(self.param_groups)
+        names = []
+        for j, p in enumerate(params):
+            names.append(f"param_groups[{gi}]['params'][{j}]")
+            _check_param(p, names[-1])
+        _check_distinct([q for g in self.param_groups for q in g["params"]] + params,
+                        [f"a parameter of param_groups[{k}]" for k, g in
+                         enumerate(self.param_groups) for _ in g["params"]] + names)
+        group["params"] = params
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        self._validate_group(group, f"in param_groups[{gi}]: ", strict=True)
+        self._check_group_params(group, gi)
+        self.param_groups.append(group)
+        self._flat_cache = None
+
+    def _check_group_params(self, group: dict[str, Any], gi: int) -> None:
+        """Per-parameter rules that depend on hyper-parameters. Override."""
+
+    def _flat(self) -> list[tuple[int, np.ndarray]]:
+        if getattr(self, "_flat_cache", None) is None:
+            self._flat_cache = [(gi, p) for gi, g in enumerate(self.param_groups)
+                                for p in g["params"]]
+        return self._flat_cache
+
+    # ------------------------------------------------------------------ stepping
+    def _missing_state(self, p: np.ndarray, group: dict[str, Any],
+                       state: dict[str, Any]) -> dict[str, np.ndarray]:
+        """State arrays this step needs that ``state`` lacks (fresh, initialised). Override."""
+        raise NotImplementedError
+
+    def _coef_key(self, gi: int, state: dict[str, Any], new: dict[str, np.ndarray],
+                  step: int) -> tuple:
+        """What, besides the group, makes one tensor's coefficients differ from another's."""
+        return (gi, step)
+
+    def _coef(self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray],
+              step: int) -> tuple:
+        """The kernel's coefficient tuple (Python floats and bools, i.e. double). Override."""
+        raise NotImplementedError
+
+    def _kernel_name(self) -> str:
+        return self._kernel
+
+    def _state_dtype(self, p: np.ndarray) -> np.dtype:
+        """dtype of this parameter's state arrays (the parameter's own by default)."""
+        return p.dtype
+
+    def step(self, grads: Sequence[Any]) -> None:
+        """One update of every parameter, given ``grads`` aligned with the flattened params.
+
+        Every argument and hyper-parameter is validated before any array is touched: on
+        error the parameters and the state are left exactly as they were.
+        """
+        from .. import _core
+
+        flat = self._flat()
+        if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
+            raise TypeError("grads must be a list of arrays aligned with the parameters")
+        if len(grads) != len(flat):
+            raise ValueError(f"grads has {len(grads)} arrays but the optimizer has "
+                             f"{len(flat)} parameters")
+        for gi, group in enumerate(self.param_groups):
+            self._validate_group(group, f"in param_groups[{gi}]: ")
+        views: list[dict[str, Any]] = []
+        pending: list[tuple[dict[str, Any], dict[str, np.ndarray]]] = []
+        coef_of: dict[tuple, int] = {}
+        coefs: list[tuple] = []
+        index: list[int] = []
+        for i, (gi, p) in enumerate(flat):
+            group = self.param_groups[gi]
+            st = self.state.get(i) or {"step": 0}
+            new = self._missing_state(p, group, st)
+            views.append({**st, **new} if new else st)
+            pending.append((st, new))
+            step = st["step"] + 1
+            key = self._coef_key(gi, st, new, step)
+            k = coef_of.get(key)
+            if k is None:
+                k = coef_of[key] = len(coefs)
+                coefs.append(self._coef(group, st, new, step))
+            index.append(k)
+        slots = []
+        for name in self._state_names:
+            column = [v.get(name) for v in views] if name else []
+            slots.append(column if any(a is not None for a in column) else None)
+        kernel = getattr(_core.optim, self._kernel_name())
+        kernel([p for _, p in flat], list(grads), tuple(slots), index, coefs)
+        # the kernel accepted everything and ran: commit the state
+        for i, (st, new) in enumerate(pending):
+            if i not in self.state:
+                self.state[i] = st
+            st.update(new)
+            st["step"] += 1
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """``{"state": {i: {"step": int, name: array}}, "param_groups": [...]}``.
+
+        Arrays are copies. Groups list their parameters by flattened index, as in PyTorch.
+        """
+        groups, start = [], 0
+        for g in self.param_groups:
+            entry = {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()
+                     if k != "params"}
+            entry["params"] = list(range(start, start + len(g["params"])))
+            start += len(g["params"])
+            groups.append(entry)
+        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else int(v))
+                     for k, v in st.items()} for i, st in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore hyper-parameters and state saved by :meth:`state_dict`.
+
+        The optimizer must have the same groups with the same number of parameters; each
+        state array must match its parameter's shape and the state's dtype. Continuing
+        after a restore reproduces the original trajectory bit for bit.
+        """
+        if not isinstance(state_dict, dict) or "state" not in state_dict or \
+                "param_groups" not in state_dict:
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(saved_groups)} param groups, the optimizer "
+                             f"has {len(self.param_groups)}")
+        for gi, (sg, g) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(sg["params"]) != len(g["params"]):
+                raise ValueError(f"param group {gi}: state_dict has {len(sg['params'])} "
+                                 f"parameters, the optimizer has {len(g['params'])}")
+        new_groups = []
+        for gi, (sg, g) in enumerate(zip(saved_groups, self.param_groups)):
+            hyper = {k: v for k, v in sg.items() if k != "params"}
+            if "betas" in hyper:
+                hyper["betas"] = tuple(hyper["betas"])
+            merged = {**g, **hyper, "params": g["params"]}
+            self._validate_group(merged, f"in state_dict param_groups[{gi}]: ")
+            new_groups.append(merged)
+        flat = [p for g in new_groups for p in g["params"]]
+        # map saved flat indices onto ours by position within the groups
+        saved_ids = [i for sg in saved_groups for i in sg["params"]]
+        new_state: dict[int, dict[str, Any]] = {}
+        for pos, sid in enumerate(saved_ids):
+            st = state_dict["state"].get(sid, state_dict["state"].get(str(sid)))
+            if st is None:
+                continue
+            p = flat[pos]
+            restored: dict[str, Any] = {}
+            for key, val in st.items():
+                if key == "step":
+                    if isinstance(val, np.ndarray) and val.ndim == 0:
+                        val = val.item()
+                    if not isinstance(val, numbers.Integral) or isinstance(val, bool) or val < 0:
+                        raise ValueError(f"state[{pos}]['step'] must be an int >= 0, got {val!r}")
+                    restored["step"] = int(val)
+                elif key and key in self._state_names:
+                    arr = np.asarray(val)
+                    want = self._state_dtype(p)
+                    if arr.shape != p.shape or arr.dtype != want:
+                        raise ValueError(
+                            f"state[{pos}][{key!r}] has shape {arr.shape} and dtype {arr.dtype}, "
+                            f"expected {p.shape} and {want}")
+                    restored[key] = np.array(arr, copy=True, order="C")
+                else:
+                    raise ValueError(f"state[{pos}] has an unknown entry {key!r} for "
+                                     f"{type(self).__name__}")
+            if "step" not in restored:
+                raise ValueError(f"state[{pos}] lacks 'step'")
+            new_state[pos] = restored
+        self.param_groups = new_groups
+        self.state = new_state
+        self._flat_cache = None
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for gi, g in enumerate(self.param_groups):
+            lines.append(f"  group {gi}: {len(g['params'])} params")
+            lines.extend(f"    {k}: {v}" for k, v in g.items() if k != "params")
+        return "\n".join([*lines, ")"])
+
+
+def _check_param(p: Any, name: str) -> None:
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray (updated in place), got "
+                        f"{type(p).__name__}")
+    if p.dtype not in (np.float32, np.float64) or not p.dtype.isnative:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {p.dtype}")
+    if not p.flags.writeable:
+        raise ValueError(f"{name} is read-only; parameters are updated in place")
+    if not p.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; parameters are updated in place, so "
+                         "a contiguous copy would never be seen by the caller")
+
+
+def _check_distinct(arrays: list[np.ndarray], names: list[str]) -> None:
+    """No two parameters may share memory (O(n log n) over address intervals)."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, k) for k, a in enumerate(arrays)
+                   if a.nbytes)
+    for (lo1, n1, k1), (lo2, _, k2) in zip(spans, spans[1:]):
+        if lo2 < lo1 + n1:
+            first, second = sorted((k1, k2))
+            raise ValueError(f"{names[second]} shares memory with {names[first]}; each "
+                             "parameter must be a distinct array (a parameter given twice?)")
+
+
+# ---------------------------------------------------------------------- npz checkpoints
+def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
+    """Save an optimizer ``state_dict()`` to ``path`` with :func:`numpy.savez` (no pickle).
+
+    Arrays are stored as ``state/<i>/<name>``; everything else goes into a JSON header.
+    """
+    header: dict[str, Any] = {"format": _FORMAT, "version": _FORMAT_VERSION,
+                              "param_groups": state_dict["param_groups"], "state": {}}
+    arrays: dict[str, np.ndarray] = {}
+    for i, st in state_dict["state"].items():
+        meta: dict[str, Any] = {}
+        for key, val in st.items():
+            if isinstance(val, np.ndarray):
+                arrays[f"state/{int(i)}/{key}"] = val
+                meta[key] = None
+            else:
+                meta[key] = int(val)
+        header["state"][str(int(i))] = meta
+    text = json.dumps(header, allow_nan=True)
+    np.savez(path, __header__=np.frombuffer(text.encode(), dtype=np.uint8), **arrays)
+
+
+def load_state_dict_file(path: Any) -> dict[str, Any]:
+    """Read a file written by :func:`save_state_dict` (``allow_pickle=False``).
+
+    A truncated, corrupt or foreign file raises ValueError.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = dict(npz.items())
+    except (OSError, ValueError, EOFError, KeyError) as exc:
+        raise ValueError(f"{path!s} is not a readable pyfastopt optimizer checkpoint: {exc}") \
+            from exc
+    except Exception as exc:  # zipfile.BadZipFile and friends
+        raise ValueError(f"{path!s} is not a readable pyfastopt optimizer checkpoint: {exc}") \
+            from exc
+    raw = files.pop("__header__", None)
+    try:
+        header = json.loads(bytes(raw).decode()) if raw is not None else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path!s}: corrupt checkpoint header") from exc
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise ValueError(f"{path!s} is not a pyfastopt optimizer checkpoint")
+    if header.get("version") != _FORMAT_VERSION:
+        raise ValueError(f"{path!s}: unsupported checkpoint version {header.get('version')!r}")
+    state: dict[int, dict[str, Any]] = {}
+    try:
+        for i, meta in header["state"].items():
+            st: dict[str, Any] = {}
+            for key, val in meta.items():
+                st[key] = files[f"state/{int(i)}/{key}"] if val is None else int(val)
+            state[int(i)] = st
+        groups = header["param_groups"]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path!s}: inconsistent checkpoint ({exc})") from exc
+    for g in groups:
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        for k, v in g.items():
+            if isinstance(v, float) and math.isnan(v):
+                raise ValueError(f"{path!s}: hyper-parameter {k} is NaN")
+    return {"state": state, "param_groups": groups}

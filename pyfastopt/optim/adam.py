@@ -1,0 +1,145 @@
+"""Adam and AdamW, with optional AMSGrad, L1, and bfloat16 moments."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ._optimizer import Optimizer, check_bool, check_nonneg, check_unit_interval
+
+__all__ = ["Adam", "AdamW"]
+
+_BF16 = "bfloat16"
+
+
+def _check_betas(name: str, value: Any) -> tuple[float, float]:
+    try:
+        b1, b2 = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}") from None
+    return (check_unit_interval(f"{name}[0]", b1), check_unit_interval(f"{name}[1]", b2))
+
+
+def _check_state_dtype(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() in (_BF16, "bf16"):
+        return _BF16
+    raise ValueError(f"{name} must be None (the parameter's dtype) or 'bfloat16', got {value!r}")
+
+
+class Adam(Optimizer):
+    r"""Adam (PyTorch's ``torch.optim.Adam`` equations), plus L1 and bfloat16 moments.
+
+    With :math:`g_t` the gradient (negated when ``maximize``) and step :math:`t`:
+
+    .. math::
+
+        g_t &\leftarrow g_t + \lambda_2 \theta_{t-1} + \lambda_1 \operatorname{sign}(\theta_{t-1}) \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \qquad
+        v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2 \\
+        \hat v_t &= \max(\hat v_{t-1}, v_t) \text{ (amsgrad) or } v_t \\
+        \theta_t &= \theta_{t-1} - \frac{\gamma}{1 - \beta_1^t}
+            \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    :class:`AdamW` replaces the coupled :math:`\lambda_2` term by decoupled decay
+    :math:`\theta_{t-1} \leftarrow \theta_{t-1} (1 - \gamma \lambda)` before the update.
+
+    Args:
+        params: list of float32/float64 arrays (updated in place) or of param-group dicts.
+        lr (float): learning rate :math:`\gamma` >= 0.  betas: :math:`(\beta_1, \beta_2)`,
+            each in [0, 1).  eps (float): :math:`\epsilon` >= 0.
+        weight_decay (float): L2 coefficient (coupled for Adam, decoupled for AdamW).
+        amsgrad (bool): keep the running maximum of :math:`v_t`.
+        maximize (bool): ascend instead of descend.  l1 (float): L1 coefficient.
+        state_dtype: ``None`` (moments in the parameter's dtype) or ``"bfloat16"``
+            (float32 parameters only).
+
+    bfloat16 moments
+        ``state_dtype="bfloat16"`` keeps ``exp_avg``/``exp_avg_sq`` (and the AMSGrad max)
+        as bfloat16 bit patterns in ``uint16`` arrays: each step widens them to float32,
+        computes in float32 and rounds back to nearest-even. Memory traffic per element
+        drops from 28 to 20 bytes (param 4+4, grad 4, moments 2+2+2+2). The trade-off:
+        bfloat16 keeps 8 significant bits, so each stored moment carries a relative
+        rounding error up to 2^-9 per step; it is unbiased (ties to even) and the moments
+        are running averages, so it acts like small noise on the step size rather than a
+        drift. The bias-corrected step and the parameters themselves stay float32.
+        ``tests/test_optim_bf16.py`` trains the same model with both state dtypes.
+
+    Example:
+        >>> import numpy as np
+        >>> from pyfastopt.optim import Adam
+        >>> w = np.zeros(4, np.float32)
+        >>> opt = Adam([w], lr=0.1)
+        >>> opt.step([np.ones(4, np.float32)])
+        >>> np.round(w, 4)
+        array([-0.1, -0.1, -0.1, -0.1], dtype=float32)
+
+    References:
+        Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+        Reddi et al., "On the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).
+    """
+
+    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"lr": check_nonneg, "betas": _check_betas, "eps": check_nonneg,
+              "weight_decay": check_nonneg, "amsgrad": check_bool, "maximize": check_bool,
+              "l1": check_nonneg}
+    _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _kernel = "adam_step"
+    _decoupled = False
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
+                 maximize: bool = False, l1: float = 0.0, state_dtype: str | None = None) -> None:
+        self.state_dtype = _check_state_dtype("state_dtype", state_dtype)
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
+                                  "weight_decay": weight_decay, "amsgrad": amsgrad,
+                                  "maximize": maximize, "l1": l1})
+
+    def _check_group_params(self, group: dict[str, Any], gi: int) -> None:
+        if self.state_dtype == _BF16:
+            for j, p in enumerate(group["params"]):
+                if p.dtype != np.float32:
+                    raise ValueError(f"state_dtype='bfloat16' needs float32 parameters; "
+                                     f"param_groups[{gi}]['params'][{j}] is {p.dtype}")
+
+    def _state_dtype(self, p: np.ndarray) -> np.dtype:
+        return np.dtype(np.uint16) if self.state_dtype == _BF16 else p.dtype
+
+    def _kernel_name(self) -> str:
+        return "adam_bf16_step" if self.state_dtype == _BF16 else "adam_step"
+
+    def _missing_state(self, p: np.ndarray, group: dict[str, Any],
+                       state: dict[str, Any]) -> dict[str, np.ndarray]:
+        dt = self._state_dtype(p)  # bfloat16 zero is the all-zero bit pattern
+        new = {name: np.zeros(p.shape, dt) for name in ("exp_avg", "exp_avg_sq")
+               if name not in state}
+        if group["amsgrad"] and "max_exp_avg_sq" not in state:
+            new["max_exp_avg_sq"] = np.zeros(p.shape, dt)
+        return new
+
+    def _coef(self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray],
+              step: int) -> tuple:
+        b1, b2 = group["betas"]
+        return (group["lr"], b1, b2, group["eps"], group["weight_decay"], group["l1"],
+                float(step), group["maximize"], group["amsgrad"], self._decoupled)
+
+
+class AdamW(Adam):
+    r"""AdamW: Adam with decoupled weight decay (PyTorch's ``torch.optim.AdamW``).
+
+    Same arguments as :class:`Adam`, but ``weight_decay`` (default 1e-2) multiplies the
+    parameters by :math:`1 - \gamma\lambda` before the Adam update instead of being added
+    to the gradient.
+
+    References:
+        Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
+    """
+
+    _decoupled = True
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+                 maximize: bool = False, l1: float = 0.0, state_dtype: str | None = None) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize, l1=l1, state_dtype=state_dtype)

@@ -14,20 +14,25 @@ using npy = py::detail::npy_api;
 constexpr int kAligned = npy::NPY_ARRAY_ALIGNED_;
 constexpr int kWriteable = npy::NPY_ARRAY_WRITEABLE_;
 constexpr int kNotSwapped = 0x0200;  // NPY_ARRAY_NOTSWAPPED
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+constexpr char kSwappedOrder = '<';
+#else
+constexpr char kSwappedOrder = '>';
+#endif
 
 std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
 
 // float32 / float64 in any byte order -> its DType; anything else -> TypeError.
-DType float_kind(const py::array& a, const std::string& name) {
+DType float_kind(const py::array& a, Name name) {
   const py::dtype dt = a.dtype();
   if (dt.kind() == 'f' && dt.itemsize() == 4) return DType::f32;
   if (dt.kind() == 'f' && dt.itemsize() == 8) return DType::f64;
-  type_error(name + " must have dtype float32 or float64, got " +
+  type_error(name.str() + " must have dtype float32 or float64, got " +
              std::string(py::str(dt)));
 }
 
 bool native_order(const py::array& a) {
-  const char bo = a.dtype().byteorder();
+  const char bo = py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr)->byteorder;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
   return bo == '=' || bo == '>' || bo == '|';
 #else
@@ -35,7 +40,7 @@ bool native_order(const py::array& a) {
 #endif
 }
 
-Array make(py::array a, DType dt, const std::string& name) {
+Array make(py::array a, DType dt, Name name) {
   Array r{a, dt, py::detail::array_proxy(a.ptr())->data, static_cast<std::size_t>(a.size()), name};
   return r;
 }
@@ -58,8 +63,21 @@ std::string Array::shape_str() const {
   return s + ")";
 }
 
-Array input(py::handle obj, const std::string& name) {
-  if (obj.is_none()) type_error(name + " must be an array of float32 or float64, got None");
+Array input(py::handle obj, Name name) {
+  // Hot path: already a native, aligned, C-contiguous float32/float64 ndarray.
+  if (npy::get().PyArray_Check_(obj.ptr())) {
+    const auto* p = py::detail::array_proxy(obj.ptr());
+    const auto* d = py::detail::array_descriptor_proxy(p->descr);
+    const bool f32 = d->type_num == npy::NPY_FLOAT_, f64 = d->type_num == npy::NPY_DOUBLE_;
+    const int want = py::array::c_style | kAligned;
+    if ((f32 || f64) && (p->flags & want) == want && d->byteorder != kSwappedOrder) {
+      std::size_t size = 1;
+      for (int i = 0; i < p->nd; ++i) size *= static_cast<std::size_t>(p->dimensions[i]);
+      return Array{py::reinterpret_borrow<py::array>(obj), f32 ? DType::f32 : DType::f64,
+                   p->data, size, name};
+    }
+  }
+  if (obj.is_none()) type_error(name.str() + " must be an array of float32 or float64, got None");
   py::array a;
   if (py::isinstance<py::array>(obj)) {
     a = py::reinterpret_borrow<py::array>(obj);
@@ -69,7 +87,7 @@ Array input(py::handle obj, const std::string& name) {
     } catch (py::error_already_set&) {
       a = py::array();
     }
-    if (!a) type_error(name + " must be array-like, got " + type_name(obj));
+    if (!a) type_error(name.str() + " must be array-like, got " + type_name(obj));
   }
   const DType dt = float_kind(a, name);
   const int flags = a.flags();
@@ -87,48 +105,55 @@ Array input(py::handle obj, const std::string& name) {
 
 namespace {
 // The layout requirements every in-place argument shares (dtype checked by the caller).
-Array inplace_checked(py::array a, DType kind, const std::string& name) {
-  const int flags = a.flags();
+Array inplace_checked(py::array a, DType kind, Name name) {
+  const auto* p = py::detail::array_proxy(a.ptr());
+  const int flags = p->flags;
   if (!(flags & kWriteable))
-    value_error(name + " is updated in place but is read-only (writeable=False)");
+    value_error(name.str() + " is updated in place but is read-only (writeable=False)");
   if (!(flags & py::array::c_style))
-    value_error(name + " is updated in place, so it must be C-contiguous; got a "
-                "non-contiguous view (pass numpy.ascontiguousarray(" + name +
+    value_error(name.str() + " is updated in place, so it must be C-contiguous; got a "
+                "non-contiguous view (pass numpy.ascontiguousarray(" + name.str() +
                 ") and use the result)");
-  if (!(flags & kAligned)) value_error(name + " is updated in place but is not aligned");
-  if (!native_order(a)) value_error(name + " is updated in place but is not in native byte order");
-  return make(a, kind, name);
+  if (!(flags & kAligned)) value_error(name.str() + " is updated in place but is not aligned");
+  if (!native_order(a)) value_error(name.str() + " is updated in place but is not in native byte order");
+  std::size_t size = 1;
+  for (int i = 0; i < p->nd; ++i) size *= static_cast<std::size_t>(p->dimensions[i]);
+  return Array{std::move(a), kind, p->data, size, name};
 }
 
-py::array require_ndarray(py::handle obj, const std::string& name) {
+py::array require_ndarray(py::handle obj, Name name) {
   if (!py::isinstance<py::array>(obj))
-    type_error(name + " is updated in place, so it must be a numpy.ndarray, got " +
+    type_error(name.str() + " is updated in place, so it must be a numpy.ndarray, got " +
                type_name(obj));
   return py::reinterpret_borrow<py::array>(obj);
 }
 }  // namespace
 
-Array inplace(py::handle obj, const std::string& name) {
-  py::array a = require_ndarray(obj, name);
-  const py::dtype dt = a.dtype();
+Array inplace(py::handle obj, Name name) {
+  // Hot path (every tensor of every optimizer step): read the ndarray struct directly.
+  if (!npy::get().PyArray_Check_(obj.ptr()))
+    type_error(name.str() + " is updated in place, so it must be a numpy.ndarray, got " +
+               type_name(obj));
+  const auto* p = py::detail::array_proxy(obj.ptr());
+  const auto* d = py::detail::array_descriptor_proxy(p->descr);
   DType kind;
-  if (dt.kind() == 'f' && dt.itemsize() == 4) {
+  if (d->type_num == npy::NPY_FLOAT_) {
     kind = DType::f32;
-  } else if (dt.kind() == 'f' && dt.itemsize() == 8) {
+  } else if (d->type_num == npy::NPY_DOUBLE_) {
     kind = DType::f64;
   } else {
-    throw dtype_error(name + " must have dtype float32 or float64, got " +
-                      std::string(py::str(dt)) +
+    throw dtype_error(name.str() + " must have dtype float32 or float64, got " +
+                      std::string(py::str(py::reinterpret_borrow<py::array>(obj).dtype())) +
                       " (it is updated in place, so it cannot be converted)");
   }
-  return inplace_checked(a, kind, name);
+  return inplace_checked(py::reinterpret_borrow<py::array>(obj), kind, name);
 }
 
-Array inplace_u16(py::handle obj, const std::string& name) {
+Array inplace_u16(py::handle obj, Name name) {
   py::array a = require_ndarray(obj, name);
   const py::dtype dt = a.dtype();
   if (!(dt.kind() == 'u' && dt.itemsize() == 2))
-    throw dtype_error(name + " must have dtype uint16 (bfloat16 bit patterns), got " +
+    throw dtype_error(name.str() + " must have dtype uint16 (bfloat16 bit patterns), got " +
                       std::string(py::str(dt)));
   return inplace_checked(a, DType::u16, name);
 }
@@ -138,7 +163,7 @@ bool is_single(py::handle obj) {
 }
 
 template <class F>
-static std::vector<Array> map_list(py::handle obj, const std::string& name, F each) {
+static std::vector<Array> map_list(py::handle obj, Name name, F each) {
   std::vector<Array> out;
   if (is_single(obj)) {
     out.push_back(each(obj, name));
@@ -147,14 +172,14 @@ static std::vector<Array> map_list(py::handle obj, const std::string& name, F ea
   py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
   out.reserve(seq.size());
   for (std::size_t i = 0; i < seq.size(); ++i)
-    out.push_back(each(seq[i], name + "[" + std::to_string(i) + "]"));
+    out.push_back(each(seq[i], Name(name.base, static_cast<long>(i))));
   return out;
 }
 
-std::vector<Array> input_list(py::handle obj, const std::string& name) {
+std::vector<Array> input_list(py::handle obj, Name name) {
   return map_list(obj, name, input);
 }
-std::vector<Array> inplace_list(py::handle obj, const std::string& name) {
+std::vector<Array> inplace_list(py::handle obj, Name name) {
   return map_list(obj, name, inplace);
 }
 
@@ -162,13 +187,13 @@ void require_same_shape(const Array& a, const Array& b) {
   bool same = a.arr.ndim() == b.arr.ndim();
   for (py::ssize_t i = 0; same && i < a.arr.ndim(); ++i) same = a.arr.shape(i) == b.arr.shape(i);
   if (!same)
-    value_error(a.name + " and " + b.name + " must have the same shape, got " + a.shape_str() +
+    value_error(a.name.str() + " and " + b.name.str() + " must have the same shape, got " + a.shape_str() +
                 " and " + b.shape_str());
 }
 
 void require_same_dtype(const Array& a, const Array& b) {
   if (a.dtype != b.dtype)
-    throw dtype_error(a.name + " and " + b.name + " must have the same dtype, got " +
+    throw dtype_error(a.name.str() + " and " + b.name.str() + " must have the same dtype, got " +
                       dtype_name(a.dtype) + " and " + dtype_name(b.dtype));
 }
 
@@ -183,24 +208,31 @@ bool overlap(const Array& p, const Array& q) {
 
 namespace {
 std::uintptr_t addr(const Array& a) { return reinterpret_cast<std::uintptr_t>(a.data); }
-std::vector<std::size_t> by_address(const std::vector<Array>& v) {
+std::vector<std::size_t> by_address(const std::vector<const Array*>& v) {
   std::vector<std::size_t> order(v.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(),
-            [&](std::size_t i, std::size_t j) { return addr(v[i]) < addr(v[j]); });
+            [&](std::size_t i, std::size_t j) { return addr(*v[i]) < addr(*v[j]); });
   return order;
 }
 }  // namespace
 
-void require_disjoint(const std::vector<Array>& outs) {
+std::vector<const Array*> pointers(const std::vector<Array>& v) {
+  std::vector<const Array*> out;
+  out.reserve(v.size());
+  for (const Array& a : v) out.push_back(&a);
+  return out;
+}
+
+void require_disjoint(const std::vector<const Array*>& outs) {
   const std::vector<std::size_t> order = by_address(outs);
   for (std::size_t k = 1; k < order.size(); ++k)
-    if (overlap(outs[order[k - 1]], outs[order[k]]))
-      value_error(outs[order[k - 1]].name + " and " + outs[order[k]].name +
+    if (overlap(*outs[order[k - 1]], *outs[order[k]]))
+      value_error(outs[order[k - 1]]->name.str() + " and " + outs[order[k]]->name.str() +
                   " share memory; arrays updated in place must be distinct");
 }
 
-void detach_overlapping_inputs(std::vector<Array>& ins, const std::vector<Array>& outs) {
+void detach_overlapping_inputs(std::vector<Array>& ins, const std::vector<const Array*>& outs) {
   const std::vector<std::size_t> order = by_address(outs);
   for (std::size_t i = 0; i < ins.size(); ++i) {
     Array& in = ins[i];
@@ -208,11 +240,11 @@ void detach_overlapping_inputs(std::vector<Array>& ins, const std::vector<Array>
     const std::uintptr_t lo = addr(in), hi = lo + in.size * itemsize(in);
     // first output starting at or after lo; its predecessor may also reach into [lo, hi)
     auto it = std::lower_bound(order.begin(), order.end(), lo,
-                               [&](std::size_t j, std::uintptr_t a) { return addr(outs[j]) < a; });
+                               [&](std::size_t j, std::uintptr_t a) { return addr(*outs[j]) < a; });
     if (it != order.begin()) --it;
     bool shared = false;
-    for (; it != order.end() && addr(outs[*it]) < hi; ++it) {
-      const Array& out = outs[*it];
+    for (; it != order.end() && addr(*outs[*it]) < hi; ++it) {
+      const Array& out = *outs[*it];
       if (!overlap(in, out)) continue;
       if (*it == i && in.data == out.data && in.size == out.size) continue;
       shared = true;
@@ -227,16 +259,16 @@ void detach_overlapping_inputs(std::vector<Array>& ins, const std::vector<Array>
   }
 }
 
-double real_scalar(py::handle obj, const std::string& name) {
+double real_scalar(py::handle obj, Name name) {
   if (PyBool_Check(obj.ptr()))
-    type_error(name + " must be a real number, got bool");
+    type_error(name.str() + " must be a real number, got bool");
   if (PyComplex_Check(obj.ptr()) || !PyNumber_Check(obj.ptr()) ||
       (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() != 0))
-    type_error(name + " must be a real number, got " + type_name(obj));
+    type_error(name.str() + " must be a real number, got " + type_name(obj));
   const double v = PyFloat_AsDouble(obj.ptr());
   if (v == -1.0 && PyErr_Occurred()) {
     PyErr_Clear();
-    type_error(name + " must be a real number, got " + type_name(obj));
+    type_error(name.str() + " must be a real number, got " + type_name(obj));
   }
   return v;
 }

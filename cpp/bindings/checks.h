@@ -36,40 +36,55 @@ struct dtype_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An argument's name for messages: "base" or "base[index]". Cheap to pass around: the
+// string is only built when an error is reported (validation runs per tensor per step).
+struct Name {
+  const char* base = "";
+  long index = -1;
+  Name() = default;
+  Name(const char* b, long i = -1) : base(b), index(i) {}  // NOLINT: implicit on purpose
+  Name(const std::string& b, long i = -1) : base(b.c_str()), index(i) {}  // NOLINT
+  std::string str() const {
+    return index < 0 ? std::string(base) : std::string(base) + "[" + std::to_string(index) + "]";
+  }
+};
+
 struct Array {
   py::array arr;  // keeps the memory alive (the caller's array or our private copy)
   DType dtype;
   void* data;
   std::size_t size;  // number of elements
-  std::string name;  // argument name, for messages
+  Name name;         // argument name, for messages
 
   template <class T> T* ptr() const { return static_cast<T*>(data); }
   std::string shape_str() const;
 };
 
-Array input(py::handle obj, const std::string& name);
-Array inplace(py::handle obj, const std::string& name);
+Array input(py::handle obj, Name name);
+Array inplace(py::handle obj, Name name);
 // In-place uint16 array (bfloat16 bit patterns) with the same other requirements.
-Array inplace_u16(py::handle obj, const std::string& name);
+Array inplace_u16(py::handle obj, Name name);
 
 // A single array or a sequence of them; element i is named "name[i]".
-std::vector<Array> input_list(py::handle obj, const std::string& name);
-std::vector<Array> inplace_list(py::handle obj, const std::string& name);
+std::vector<Array> input_list(py::handle obj, Name name);
+std::vector<Array> inplace_list(py::handle obj, Name name);
 // true when obj is a single array-like (ndarray or number), not a list/tuple of arrays
 bool is_single(py::handle obj);
 
 void require_same_shape(const Array& a, const Array& b);
 void require_same_dtype(const Array& a, const Array& b);
 // In-place arguments must not share memory with each other: ValueError naming both.
-void require_disjoint(const std::vector<Array>& outs);
+void require_disjoint(const std::vector<const Array*>& outs);
 // Inputs that share memory with an in-place output are replaced by private copies, so
 // kernels never read what another task writes -- except ins[i] being exactly outs[i]
 // (element k then reads only what it writes itself). outs must be disjoint.
 // O((n + m) log m).
-void detach_overlapping_inputs(std::vector<Array>& ins, const std::vector<Array>& outs);
+void detach_overlapping_inputs(std::vector<Array>& ins, const std::vector<const Array*>& outs);
+// Pointers to every element, for the two checks above.
+std::vector<const Array*> pointers(const std::vector<Array>& v);
 
 // A real Python number (int, float, numpy scalar; not bool, not complex) as double.
-double real_scalar(py::handle obj, const std::string& name);
+double real_scalar(py::handle obj, Name name);
 // n1 * n2 with an overflow check against PTRDIFF_MAX elements.
 std::size_t checked_mul(std::size_t n1, std::size_t n2, const std::string& what);
 

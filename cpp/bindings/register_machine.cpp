@@ -35,13 +35,15 @@ void register_machine(py::module_& m) {
         "Peak fp32 FMA throughput (GFLOP/s) on `threads` threads, best ISA the CPU runs.");
   m.def("vnni_peak", peak(&measure_vnni_peak), py::arg("threads") = 1, py::arg("reps") = 5,
         "Peak u8*s8 dot-product throughput (GOP/s, 2 ops per MAC); 0 without VNNI.");
-  m.def("bandwidth", [](std::size_t bytes, int threads, int reps) {
+  m.def("bandwidth", [](std::size_t bytes, int threads, int reps, int updated) {
     check_threads(threads);
     check_reps(reps);
+    if (updated < 1 || updated > 3) value_error("updated must be 1, 2 or 3, got " + std::to_string(updated));
     py::gil_scoped_release nogil;
-    return measure_bandwidth(bytes, threads, reps);
-  }, py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 5,
-     "Read-modify-write stream a += s*b over two float32 arrays of `bytes` each; GB/s.");
+    return measure_bandwidth(bytes, threads, reps, updated);
+  }, py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 5, py::arg("updated") = 1,
+     "In-place stream over float32 arrays of `bytes` each: `updated` arrays get a += s*d "
+     "(1: 12 B/element, 2: SGD-momentum's 20 B, 3: Adam's 28 B); GB/s.");
 }
 
 }  // namespace bind

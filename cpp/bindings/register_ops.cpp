@@ -47,8 +47,8 @@ void axpby_binding(py::handle y, py::handle x, py::handle a_obj, py::handle b_ob
     require_same_dtype(ys[i], xs[i]);
     if (i > 0) require_same_dtype(ys[0], ys[i]);
   }
-  require_disjoint(ys);
-  detach_overlapping_inputs(xs, ys);
+  require_disjoint(pointers(ys));
+  detach_overlapping_inputs(xs, pointers(ys));
   if (ys.empty()) return;
   if (ys[0].dtype == DType::f32)
     run_axpby<float>(ys, xs, a, b);
@@ -76,7 +76,7 @@ std::vector<Span<A>> spans_of(const std::vector<Array>& xs) {
 void scale_binding(py::handle y, py::handle s_obj) {
   const double s = real_scalar(s_obj, "s");
   const std::vector<Array> ys = inplace_list(y, "y");
-  require_disjoint(ys);
+  require_disjoint(pointers(ys));
   const auto f = spans_of<float, float>(ys);
   const auto d = spans_of<double, double>(ys);
   py::gil_scoped_release nogil;
@@ -89,7 +89,7 @@ void clamp_binding(py::handle y, py::handle lo_obj, py::handle hi_obj) {
   if (!(lo <= hi)) value_error("lo must be <= hi, got lo=" + std::to_string(lo) +
                                ", hi=" + std::to_string(hi));
   const std::vector<Array> ys = inplace_list(y, "y");
-  require_disjoint(ys);
+  require_disjoint(pointers(ys));
   const auto f = spans_of<float, float>(ys);
   const auto d = spans_of<double, double>(ys);
   py::gil_scoped_release nogil;
@@ -112,7 +112,7 @@ double maxabs_binding(py::handle x) {
 void register_ops(py::module_& m) {
   m.def("scale_", &scale_binding, py::arg("y"), py::arg("s"));
   m.def("check_inplace", [](py::handle y, const std::string& name) {
-    require_disjoint(inplace_list(y, name));
+    require_disjoint(pointers(inplace_list(y, name)));
   }, py::arg("y"), py::arg("name"), "Validate in-place arguments without touching them.");
   m.def("clamp_", &clamp_binding, py::arg("y"), py::arg("lo"), py::arg("hi"));
   m.def("max_abs", &maxabs_binding, py::arg("x"));

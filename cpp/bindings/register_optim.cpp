@@ -43,25 +43,25 @@ Parsed parse(py::handle params, py::handle grads, py::handle states, py::handle 
     value_error("grads must have one array per parameter: expected " + std::to_string(n) +
                 ", got " + std::to_string(r.grads.size()));
   for (std::size_t i = 0; i < n; ++i) {
-    r.grads[i].name = "grads[" + std::to_string(i) + "]";
     require_same_shape(r.params[i], r.grads[i]);
     if (r.grads[i].dtype != r.params[i].dtype)
-      throw dtype_error("grads[" + std::to_string(i) + "] has dtype " +
+      throw dtype_error(r.grads[i].name.str() + " has dtype " +
                         dtype_name(r.grads[i].dtype) + " but params[" + std::to_string(i) +
                         "] has dtype " + dtype_name(r.params[i].dtype));
   }
   py::tuple st = py::reinterpret_borrow<py::tuple>(states);
   if (st.size() != 3) value_error("states must be a 3-tuple");
-  std::vector<Array> outs = r.params;  // params first: grads[i] may alias params[i] exactly
+  // params first: grads[i] may alias params[i] exactly
+  std::vector<const Array*> outs = pointers(r.params);
   for (int k = 0; k < 3; ++k) {
     if (st[k].is_none()) continue;
-    const std::string name = names[k];
+    const char* name = names[k];
     // One entry per parameter; None where that parameter has no such state (e.g. a group
     // without momentum next to one with it): its pointer stays null.
     py::sequence column = py::reinterpret_borrow<py::sequence>(st[k]);
-    if (column.size() != n) value_error(name + " must have one entry per parameter");
+    if (column.size() != n) value_error(std::string(name) + " must have one entry per parameter");
     for (std::size_t i = 0; i < n; ++i) {
-      const std::string item = name + "[" + std::to_string(i) + "]";
+      const Name item(name, static_cast<long>(i));
       if (column[i].is_none())
         r.states[k].push_back(Array{py::array(), r.params[i].dtype, nullptr, 0, item});
       else
@@ -71,7 +71,7 @@ Parsed parse(py::handle params, py::handle grads, py::handle states, py::handle 
       if (!r.states[k][i].data) continue;
       require_same_shape(r.params[i], r.states[k][i]);
       if (!bf16_states && r.states[k][i].dtype != r.params[i].dtype)
-        throw dtype_error(r.states[k][i].name + " has dtype " + dtype_name(r.states[k][i].dtype) +
+        throw dtype_error(r.states[k][i].name.str() + " has dtype " + dtype_name(r.states[k][i].dtype) +
                           " but params[" + std::to_string(i) + "] has " +
                           dtype_name(r.params[i].dtype));
       if (bf16_states && r.params[i].dtype != DType::f32)
@@ -79,7 +79,7 @@ Parsed parse(py::handle params, py::handle grads, py::handle states, py::handle 
                           "] is " + dtype_name(r.params[i].dtype));
     }
     for (const Array& a : r.states[k])
-      if (a.data) outs.push_back(a);
+      if (a.data) outs.push_back(&a);
   }
   require_disjoint(outs);
   detach_overlapping_inputs(r.grads, outs);

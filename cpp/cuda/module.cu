@@ -79,7 +79,7 @@ PYBIND11_MODULE(_core_cuda, m) {
     std::vector<Array> xs{pyfastopt::bind::input(x, "x")};
     pyfastopt::bind::require_same_shape(ya, xs[0]);
     pyfastopt::bind::require_same_dtype(ya, xs[0]);
-    pyfastopt::bind::detach_overlapping_inputs(xs, {ya});
+    pyfastopt::bind::detach_overlapping_inputs(xs, {&ya});
     py::gil_scoped_release nogil;
     if (ya.dtype == DType::f32)
       axpby_host<float>(ya.ptr<float>(), xs[0].ptr<float>(), float(a), float(b), ya.size);

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = ["Optimizer", "load_state_dict_file", "save_state_dict"]
 
+_NO_NEW: dict[str, np.ndarray] = {}
 _FORMAT = "pyfastopt.optim.state_dict"
 # keys that learning-rate schedulers store in param groups (PyTorch's names)
 _SCHEDULER_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"})
@@ -134,6 +135,7 @@ class Optimizer:
         self._check_group_params(group, gi)
         self.param_groups.append(group)
         self._flat_cache = None
+        self._plan = None
 
     def _check_group_params(self, group: dict[str, Any], gi: int) -> None:
         """Per-parameter rules that depend on hyper-parameters. Override."""
@@ -167,6 +169,22 @@ class Optimizer:
         """dtype of this parameter's state arrays (the parameter's own by default)."""
         return p.dtype
 
+    def _structure(self, group: dict[str, Any]) -> tuple:
+        """Hyper-parameters that decide which state arrays exist (e.g. amsgrad). Override."""
+        return ()
+
+    def _signature(self) -> tuple:
+        return tuple((id(g["params"]), len(g["params"]), self._structure(g))
+                     for g in self.param_groups)
+
+    def _check_hyper(self) -> None:
+        """Validate every group's hyper-parameters (skipped when unchanged since last time)."""
+        snapshot = tuple(tuple(g.get(k) for k in self._hyper) for g in self.param_groups)
+        if snapshot != getattr(self, "_checked_hyper", None):
+            for gi, group in enumerate(self.param_groups):
+                self._validate_group(group, f"in param_groups[{gi}]: ")
+            self._checked_hyper = snapshot
+
     def step(self, grads: Sequence[Any]) -> None:
         """One update of every parameter, given ``grads`` aligned with the flattened params.
 
@@ -176,17 +194,36 @@ class Optimizer:
         from .. import _core
 
         flat = self._flat()
-        if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
-            raise TypeError("grads must be a list of arrays aligned with the parameters")
+        if not isinstance(grads, (list, tuple)):
+            if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
+                raise TypeError("grads must be a list of arrays aligned with the parameters")
+            grads = list(grads)
         if len(grads) != len(flat):
             raise ValueError(f"grads has {len(grads)} arrays but the optimizer has "
                              f"{len(flat)} parameters")
-        for gi, group in enumerate(self.param_groups):
-            self._validate_group(group, f"in param_groups[{gi}]: ")
+        self._check_hyper()
+        kernel = getattr(_core.optim, self._kernel_name())
+        plan = getattr(self, "_plan", None)
+        if plan is not None and plan[0] == self._signature():
+            # Steady state: every state array exists and the tensor -> coefficient mapping
+            # is unchanged; only the coefficients themselves move with the step count.
+            _, params, slots, index, reps, states = plan
+            coefs = [self._coef(self.param_groups[gi], st, _NO_NEW, st["step"] + 1)
+                     for gi, st in reps]
+            kernel(params, grads, slots, index, coefs)
+            for st in states:
+                st["step"] += 1
+            return
+        self._step_slow(kernel, flat, grads)
+
+    def _step_slow(self, kernel: Callable[..., None], flat: list[tuple[int, np.ndarray]],
+                   grads: Sequence[Any]) -> None:
+        """First steps, or after a structural change: create missing state, then step."""
         views: list[dict[str, Any]] = []
         pending: list[tuple[dict[str, Any], dict[str, np.ndarray]]] = []
         coef_of: dict[tuple, int] = {}
         coefs: list[tuple] = []
+        reps: list[tuple[int, dict[str, Any]]] = []
         index: list[int] = []
         for i, (gi, p) in enumerate(flat):
             group = self.param_groups[gi]
@@ -200,19 +237,23 @@ class Optimizer:
             if k is None:
                 k = coef_of[key] = len(coefs)
                 coefs.append(self._coef(group, st, new, step))
+                reps.append((gi, st))
             index.append(k)
         slots = []
         for name in self._state_names:
             column = [v.get(name) for v in views] if name else []
             slots.append(column if any(a is not None for a in column) else None)
-        kernel = getattr(_core.optim, self._kernel_name())
-        kernel([p for _, p in flat], list(grads), tuple(slots), index, coefs)
+        params = [p for _, p in flat]
+        kernel(params, list(grads), tuple(slots), index, coefs)
         # the kernel accepted everything and ran: commit the state
         for i, (st, new) in enumerate(pending):
             if i not in self.state:
                 self.state[i] = st
             st.update(new)
             st["step"] += 1
+        created = any(new for _, new in pending)
+        self._plan = None if created else (self._signature(), params, tuple(slots), index, reps,
+                                           [st for st, _ in pending])
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -291,6 +332,7 @@ class Optimizer:
         self.param_groups = new_groups
         self.state = new_state
         self._flat_cache = None
+        self._plan = None
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]

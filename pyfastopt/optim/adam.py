@@ -103,6 +103,9 @@ class Adam(Optimizer):
                     raise ValueError(f"state_dtype='bfloat16' needs float32 parameters; "
                                      f"param_groups[{gi}]['params'][{j}] is {p.dtype}")
 
+    def _structure(self, group: dict[str, Any]) -> tuple:
+        return (group["amsgrad"],)
+
     def _state_dtype(self, p: np.ndarray) -> np.dtype:
         return np.dtype(np.uint16) if self.state_dtype == _BF16 else p.dtype
 

@@ -49,6 +49,9 @@ class RMSprop(Optimizer):
                                   "weight_decay": weight_decay, "momentum": momentum,
                                   "centered": centered, "l1": l1, "maximize": maximize})
 
+    def _structure(self, group: dict[str, Any]) -> tuple:
+        return (group["centered"], group["momentum"] > 0.0)
+
     def _missing_state(self, p: np.ndarray, group: dict[str, Any],
                        state: dict[str, Any]) -> dict[str, np.ndarray]:
         new = {}

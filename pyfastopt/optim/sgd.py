@@ -71,6 +71,9 @@ class SGD(Optimizer):
                              f"momentum={group.get('momentum')}, "
                              f"dampening={group.get('dampening')}")
 
+    def _structure(self, group: dict[str, Any]) -> tuple:
+        return (group["momentum"] != 0.0,)
+
     def _missing_state(self, p: np.ndarray, group: dict[str, Any],
                        state: dict[str, Any]) -> dict[str, np.ndarray]:
         # The buffer starts as a copy of the first gradient (the kernel's first-step

@@ -31,8 +31,12 @@ struct PeakResult {
 };
 PeakResult measure_fma_peak(int threads, int reps);   // best ISA the CPU runs
 PeakResult measure_vnni_peak(int threads, int reps);  // gflops == 0 when no VNNI
-// Triad-like read-modify-write stream a[i] = a[i] + s*b[i] over `bytes` per array
-// (float32). Returns GB/s counting 3 x bytes moved (read a, read b, write a).
-double measure_bandwidth(std::size_t bytes, int threads, int reps);
+// In-place read-modify-write stream over float32 arrays of `bytes` each: `updated`
+// arrays (1..3) each get a[i] += s*d[i] from one read-only array d, in one pass.
+//   updated=1: 12 B/element (read a, d; write a)        -- "a += s*b"
+//   updated=2: 20 B/element (SGD-momentum's pattern: param, buffer, grad)
+//   updated=3: 28 B/element (Adam's pattern: param, m, v, grad)
+// Returns GB/s counting every byte read and written.
+double measure_bandwidth(std::size_t bytes, int threads, int reps, int updated = 1);
 
 }  // namespace pyfastopt

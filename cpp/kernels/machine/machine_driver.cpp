@@ -61,32 +61,54 @@ PeakResult measure_vnni_peak(int threads, int reps) {
   return {rate * 1e-9, threads, m.name};
 }
 
-double measure_bandwidth(std::size_t bytes, int threads, int reps) {
+double measure_bandwidth(std::size_t bytes, int threads, int reps, int updated) {
+  updated = updated < 1 ? 1 : (updated > 3 ? 3 : updated);
   const std::size_t n = std::max<std::size_t>(bytes / sizeof(float), 1024);
-  std::unique_ptr<float[]> a(new float[n]), b(new float[n]);
-  // First touch in parallel, with the same static split as the timed loop.
+  std::vector<std::unique_ptr<float[]>> arr;
+  for (int k = 0; k <= updated; ++k) arr.emplace_back(new float[n]);
+  float* a0 = arr[0].get();
+  float* a1 = updated > 1 ? arr[1].get() : nullptr;
+  float* a2 = updated > 2 ? arr[2].get() : nullptr;
+  const float* d = arr[updated].get();
   const std::int64_t sn = static_cast<std::int64_t>(n);
+  // First touch in parallel, with the same static split as the timed loops.
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
-  for (std::int64_t i = 0; i < sn; ++i) {
-    a[i] = 1.0f;
-    b[i] = 0.5f;
-  }
-  float* pa = a.get();
-  const float* pb = b.get();
+  for (std::int64_t i = 0; i < sn; ++i)
+    for (int k = 0; k <= updated; ++k) arr[static_cast<std::size_t>(k)][i] = k == updated ? 0.5f : 1.0f;
   double best = 0.0;
+  const double moved = static_cast<double>(n * sizeof(float)) * (2.0 * updated + 1.0);
   for (int r = 0; r < reps; ++r) {
     const float s = r & 1 ? -1e-3f : 1e-3f;  // keeps values bounded across reps
     const double t0 = now();
+    if (updated == 1) {
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
-    for (std::int64_t i = 0; i < sn; ++i) pa[i] += s * pb[i];
+      for (std::int64_t i = 0; i < sn; ++i) a0[i] += s * d[i];
+    } else if (updated == 2) {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+      for (std::int64_t i = 0; i < sn; ++i) {
+        a0[i] += s * d[i];
+        a1[i] += s * d[i];
+      }
+    } else {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+      for (std::int64_t i = 0; i < sn; ++i) {
+        a0[i] += s * d[i];
+        a1[i] += s * d[i];
+        a2[i] += s * d[i];
+      }
+    }
     const double dt = now() - t0;
-    if (dt > 0) best = std::max(best, 3.0 * static_cast<double>(n * sizeof(float)) / dt);
+    if (dt > 0) best = std::max(best, moved / dt);
   }
-  volatile float sink = pa[n / 2];
+  volatile float sink = a0[n / 2];
   (void)sink;
   return best * 1e-9;
 }

@@ -394,12 +394,12 @@ def load_state_dict_file(path: Any) -> dict[str, Any]:
     A truncated, corrupt or foreign file raises ValueError.
     """
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # We open the file ourselves: np.load leaks its handle when the zip is corrupt.
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             files = dict(npz.items())
-    except (OSError, ValueError, EOFError, KeyError) as exc:
-        raise ValueError(f"{path!s} is not a readable pyfastopt optimizer checkpoint: {exc}") \
-            from exc
-    except Exception as exc:  # zipfile.BadZipFile and friends
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # OSError, ValueError, EOFError, zipfile.BadZipFile, ...
         raise ValueError(f"{path!s} is not a readable pyfastopt optimizer checkpoint: {exc}") \
             from exc
     raw = files.pop("__header__", None)

@@ -4,8 +4,9 @@ Every kernel family registers *cases* (see :mod:`pyfastopt.bench.registry` for h
 same computation done by pyfastopt, by the best plain NumPy equivalent and, where torch
 is installed, by idiomatic PyTorch. One run
 
-1. measures this machine's limits with pyfastopt's own probes (stream bandwidth, fp32
-   FMA peak, int8 VNNI peak) for each thread count (:mod:`pyfastopt.bench.limits`);
+1. measures this machine's limits with pyfastopt's own probes (in-place stream bandwidth
+   for 1, 2 and 3 updated arrays -- plain, SGD-like and Adam-like --, fp32 FMA peak, int8
+   VNNI peak) for each thread count (:mod:`pyfastopt.bench.limits`);
 2. for each case and thread count checks that every implementation agrees with NumPy
    (a disagreement prints ``MISMATCH`` and makes the exit code 1), then times each one
    (timeit-style, best of several batches: :mod:`pyfastopt.bench.timing`);
@@ -108,10 +109,11 @@ def _list(selected: list[Case], quick: bool, out=sys.stdout) -> None:
     print(f"{len(selected)} case(s) in the {what}:", file=out)
     wf = max([6, *(len(c.family) for c in selected)])
     wc = max([4, *(len(c.name) for c in selected)])
-    print(f"  {'family':<{wf}}  {'case':<{wc}}  {'limit':<9}  {'work/call':>10}  note", file=out)
+    wl = max([5] + [len(c.limit) for c in selected])
+    print(f"  {'family':<{wf}}  {'case':<{wc}}  {'limit':<{wl}}  {'work/call':>10}  note", file=out)
     for c in selected:
         print(
-            f"  {c.family:<{wf}}  {c.name:<{wc}}  {c.limit:<9}  "
+            f"  {c.family:<{wf}}  {c.name:<{wc}}  {c.limit:<{wl}}  "
             f"{_fmt_work(c.work, c.work_unit):>10}  {c.note}",
             file=out,
         )

@@ -2,10 +2,22 @@
 
 The probes are pyfastopt's own kernels in ``pyfastopt._core.machine``:
 
-* ``bandwidth(bytes, threads, reps)``: a read-modify-write stream ``a += s * b`` over two
-  float32 arrays of ``bytes`` each, counted as 3 x ``bytes`` moved (the same accounting
-  as the bandwidth-bound cases: reads plus writes, no write-allocate). With 256 MiB
-  arrays this is DRAM bandwidth; in-cache benchmark sizes can exceed it.
+* ``bandwidth(bytes, threads, reps, updated)``: in-place read-modify-write streams over
+  float32 arrays of ``bytes`` each, counting every byte read and written (the same
+  accounting as the bandwidth-bound cases: reads plus writes, no write-allocate). With
+  256 MiB arrays this is DRAM bandwidth; in-cache benchmark sizes can exceed it. Three
+  access patterns are measured, one per limit kind:
+
+  - ``"bandwidth"`` (``updated=1``): ``a += s * b`` over two arrays, 12 B/element (the
+    ``ops`` kernels: axpby_, norms);
+  - ``"bandwidth_sgd"`` (``updated=2``): two arrays updated from one read-only array in
+    one pass, 20 B/element: SGD-momentum's pattern (param, buffer; grad);
+  - ``"bandwidth_adam"`` (``updated=3``): three arrays updated from one read-only array,
+    28 B/element: Adam's pattern (param, m, v; grad).
+
+  Several streams at once are harder on the memory system (more concurrent streams,
+  read/write turnarounds) than one, so each optimizer is compared with the probe that
+  moves its own mix of bytes. The Adam-like probe holds 4 x ``bytes`` while it runs.
 * ``fma_peak(threads, reps)``: independent fp32 FMA chains at the widest SIMD level this
   CPU runs, in GFLOP/s.
 * ``vnni_peak(threads, reps)``: u8 x s8 dot-product instructions, GOP/s (2 ops per
@@ -24,6 +36,15 @@ __all__ = ["Limits", "format_limits", "measure_limits"]
 FULL_BANDWIDTH_BYTES = 256 << 20  # per array: well beyond L2, about the size of L3 or more
 QUICK_BANDWIDTH_BYTES = 1 << 20
 
+#: a case's ``limit`` kind -> the :class:`Limits` field it is compared with
+_LIMIT_FIELDS = {
+    "bandwidth": "bandwidth_gbs",
+    "bandwidth_sgd": "bandwidth_sgd_gbs",
+    "bandwidth_adam": "bandwidth_adam_gbs",
+    "fma": "fma_gflops",
+    "vnni": "vnni_gops",
+}
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -36,27 +57,29 @@ class Limits:
     fma_kernel: str
     vnni_gops: float
     vnni_kernel: str
+    bandwidth_sgd_gbs: float = 0.0  # 2 arrays updated in place (20 B/element)
+    bandwidth_adam_gbs: float = 0.0  # 3 arrays updated in place (28 B/element)
 
     def value(self, kind: str) -> float:
         """The limit for a case's ``limit`` kind, in the unit of its achieved rate."""
-        if kind == "bandwidth":
-            return self.bandwidth_gbs
-        if kind == "fma":
-            return self.fma_gflops
-        if kind == "vnni":
-            return self.vnni_gops
-        raise KeyError(kind)
+        field = _LIMIT_FIELDS.get(kind)
+        if field is None:
+            raise KeyError(kind)
+        return float(getattr(self, field))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def measure_limits(threads: int, quick: bool = False) -> Limits:
-    """Run the three probes on ``threads`` threads (a few ms each; ~0.5 s for bandwidth)."""
+    """Run the probes on ``threads`` threads. The compute peaks take a few ms; at full size
+    the three bandwidth streams dominate (2, 3 and 4 arrays of 256 MiB, first-touched)."""
     reps = 2 if quick else 5
     nbytes = QUICK_BANDWIDTH_BYTES if quick else FULL_BANDWIDTH_BYTES
     machine = _core.machine
-    bw = float(machine.bandwidth(nbytes, threads, reps))
+    bw = float(machine.bandwidth(nbytes, threads, reps, updated=1))
+    bw_sgd = float(machine.bandwidth(nbytes, threads, reps, updated=2))
+    bw_adam = float(machine.bandwidth(nbytes, threads, reps, updated=3))
     fma, fma_kernel = machine.fma_peak(threads, reps)
     vnni, vnni_kernel = machine.vnni_peak(threads, reps)
     return Limits(
@@ -67,6 +90,8 @@ def measure_limits(threads: int, quick: bool = False) -> Limits:
         fma_kernel=str(fma_kernel),
         vnni_gops=float(vnni),
         vnni_kernel=str(vnni_kernel),
+        bandwidth_sgd_gbs=bw_sgd,
+        bandwidth_adam_gbs=bw_adam,
     )
 
 
@@ -80,13 +105,17 @@ def format_limits(limits: list[Limits]) -> str:
         return "machine limits: none measured"
     nbytes = limits[0].bandwidth_bytes
     lines = [
-        f"machine limits (measured now; stream = a += s*b over 2 x {_mib(nbytes)} float32):",
-        f"  {'threads':>7}  {'stream GB/s':>11}  {'fp32 FMA GFLOP/s':>24}  {'int8 VNNI GOP/s':>24}",
+        f"machine limits (measured now; in-place float32 streams over {_mib(nbytes)} arrays:",
+        "  stream = a += s*b, 12 B/element; SGD-like = 2 arrays += s*d, 20 B/element;",
+        "  Adam-like = 3 arrays += s*d, 28 B/element):",
+        f"  {'threads':>7}  {'stream GB/s':>11}  {'SGD-like GB/s':>13}  {'Adam-like GB/s':>14}  "
+        f"{'fp32 FMA GFLOP/s':>24}  {'int8 VNNI GOP/s':>24}",
     ]
     for lim in limits:
         vnni = f"{lim.vnni_gops:.1f} ({lim.vnni_kernel})" if lim.vnni_gops > 0 else "n/a (no VNNI)"
         lines.append(
-            f"  {lim.threads:>7}  {lim.bandwidth_gbs:>11.1f}  "
+            f"  {lim.threads:>7}  {lim.bandwidth_gbs:>11.1f}  {lim.bandwidth_sgd_gbs:>13.1f}  "
+            f"{lim.bandwidth_adam_gbs:>14.1f}  "
             f"{f'{lim.fma_gflops:.1f} ({lim.fma_kernel})':>24}  {vnni:>24}"
         )
     return "\n".join(lines)

@@ -2,8 +2,8 @@
 
 A *case* is one side-by-side comparison: the same computation done by pyfastopt, by the
 best plain NumPy equivalent and (where PyTorch is installed) by idiomatic PyTorch. Each
-kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastopt.ops``)
-and adds it to :data:`CASE_MODULES`.
+kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastopt.ops``,
+``cases_optim.py`` for ``pyfastopt.optim``) and adds it to :data:`CASE_MODULES`.
 
 Registering cases
 -----------------
@@ -31,10 +31,14 @@ Call :func:`register` once per case at module import time::
 
 Rules a case follows:
 
-* ``limit`` is what bounds the kernel: ``"bandwidth"`` (``work`` = bytes moved per call),
-  ``"fma"`` (``work`` = fp32 FLOPs per call) or ``"vnni"`` (``work`` = int8 ops per
-  call, 2 per multiply-accumulate). The report divides ``work`` by the pyfastopt time and
-  compares it with the machine limit measured in the same run.
+* ``limit`` is what bounds the kernel: ``"bandwidth"`` (``work`` = bytes moved per call,
+  compared with the ``a += s*b`` stream), ``"bandwidth_sgd"`` / ``"bandwidth_adam"``
+  (bytes too, compared with in-place streams that update 2 / 3 arrays from one
+  read-only array: SGD-momentum's and Adam's access patterns, see
+  :mod:`pyfastopt.bench.limits`), ``"fma"`` (``work`` = fp32 FLOPs per call) or
+  ``"vnni"`` (``work`` = int8 ops per call, 2 per multiply-accumulate). The report
+  divides ``work`` by the pyfastopt time and compares it with the machine limit measured
+  in the same run.
 * ``setup(ctx)`` allocates the data (seeded: ``ctx.rng()``) and returns zero-argument
   callables, one per implementation, that do *one* call each. They are timed as they
   are, so bind arguments up front (``functools.partial`` is cheapest) and allocate
@@ -44,6 +48,8 @@ Rules a case follows:
   value) with NumPy's using ``np.allclose(rtol=case.rtol, atol=case.atol)``. In-place
   kernels therefore give each implementation its own buffers and restore them in
   ``reset``.
+* Stateful implementations (optimizer steps) restore their state in ``reset`` too, so
+  the guard compares one step from identical starting points (see ``cases_optim.py``).
 * ``quick=True`` cases are the tiny smoke set run by ``pyfastopt bench --quick`` (and
   the test suite) instead of the full-size ones.
 """
@@ -72,6 +78,7 @@ __all__ = [
 #: Modules that register cases when imported; each kernel family appends its own.
 CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_ops",
+    "pyfastopt.bench.cases_optim",
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.
@@ -80,6 +87,8 @@ IMPLEMENTATIONS = ("pyfastopt", "numpy", "torch")
 #: Limit kind -> (unit of ``work``, unit of achieved throughput).
 LIMIT_KINDS = {
     "bandwidth": ("bytes", "GB/s"),
+    "bandwidth_sgd": ("bytes", "GB/s"),
+    "bandwidth_adam": ("bytes", "GB/s"),
     "fma": ("flop", "GFLOP/s"),
     "vnni": ("op", "GOP/s"),
 }

@@ -1,0 +1,184 @@
+"""asv benchmarks for ``pyfastopt.optim``: one Adam, AdamW or SGD-momentum step vs NumPy.
+
+One optimizer step per ``time_*`` call, float32, with fixed gradients; pyfastopt and a
+careful NumPy step (preallocated scratch, in-place ufuncs, bias corrections as Python
+floats, a loop over the tensors) side by side in the same class, over size x threads.
+``size`` is an element count (one tensor) or ``"<tensors>x<elements each>"`` (the
+multi-tensor case). ``track_bandwidth_step`` reports pyfastopt's GB/s, counting 28
+bytes per element for Adam/AdamW (read param, grad, m, v; write param, m, v) and 20 for
+SGD with momentum (read param, grad, buffer; write param, buffer).
+
+``pyfastopt.optim`` is imported in ``setup``, so commits without it skip these
+benchmarks instead of breaking discovery. Both implementations take one step in
+``setup``: every timed call is a steady-state step with its state already allocated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .common import THREADS, Benchmark, best_seconds, get_vector
+
+SIZES = [100_000, 1_000_000, 10_000_000, "200x5e4"]
+LR = 1e-3
+BETAS = (0.9, 0.999)
+EPS = 1e-8
+WEIGHT_DECAY = 1e-2
+MOMENTUM = 0.9
+
+
+def parse_size(size) -> tuple[int, int]:
+    """``100_000 -> (1, 100000)``, ``"200x5e4" -> (200, 50000)``."""
+    if isinstance(size, str):
+        count, _, each = size.partition("x")
+        return int(count), int(float(each))
+    return 1, int(size)
+
+
+def make_tensors(size, seed: int) -> list[np.ndarray]:
+    """Writeable float32 tensors for ``size`` (separate arrays), seeded."""
+    count, each = parse_size(size)
+    flat = get_vector(count * each, "float32", seed=seed)
+    return [flat[i * each : (i + 1) * each].copy() for i in range(count)]
+
+
+def _scratch_views(params: list[np.ndarray]) -> list[np.ndarray]:
+    scratch = np.empty(max(p.size for p in params), dtype=params[0].dtype)
+    return [scratch[: p.size].reshape(p.shape) for p in params]
+
+
+class NumpyAdam:
+    """Adam / AdamW (decoupled weight decay) in NumPy, PyTorch's equations, with the
+    constants folded: ``p -= (lr / bc1 * c) * m / (sqrt(v) + eps * c)``, c = sqrt(bc2)."""
+
+    def __init__(self, params, weight_decay: float = 0.0):
+        self.params = params
+        self.decay = 1.0 - LR * weight_decay if weight_decay else None
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.tmp = _scratch_views(params)
+        self.t = 0
+
+    def step(self, grads) -> None:
+        self.t += 1
+        b1, b2 = BETAS
+        c = math.sqrt(1.0 - b2**self.t)
+        scale = -LR / (1.0 - b1**self.t) * c
+        eps_c = EPS * c
+        decay = self.decay
+        multiply, add, divide, sqrt = np.multiply, np.add, np.divide, np.sqrt
+        for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self.tmp):
+            if decay is not None:
+                multiply(p, decay, out=p)
+            multiply(m, b1, out=m)
+            multiply(g, 1.0 - b1, out=tmp)
+            add(m, tmp, out=m)
+            multiply(v, b2, out=v)
+            multiply(g, g, out=tmp)
+            multiply(tmp, 1.0 - b2, out=tmp)
+            add(v, tmp, out=v)
+            sqrt(v, out=tmp)
+            add(tmp, eps_c, out=tmp)
+            divide(m, tmp, out=tmp)
+            multiply(tmp, scale, out=tmp)
+            add(p, tmp, out=p)
+
+
+class NumpySGD:
+    """SGD with momentum in NumPy (PyTorch's equations, no dampening or Nesterov)."""
+
+    def __init__(self, params):
+        self.params = params
+        self.buf = [np.zeros_like(p) for p in params]
+        self.tmp = _scratch_views(params)
+        self.t = 0
+
+    def step(self, grads) -> None:
+        first = self.t == 0
+        self.t += 1
+        multiply, add = np.multiply, np.add
+        for p, g, buf, tmp in zip(self.params, grads, self.buf, self.tmp):
+            if first:
+                np.copyto(buf, g)
+            else:
+                multiply(buf, MOMENTUM, out=buf)
+                add(buf, g, out=buf)
+            multiply(buf, -LR, out=tmp)
+            add(p, tmp, out=p)
+
+
+class _OptimStep(Benchmark):
+    """Shared body; asv skips this class (leading underscore), the subclasses set ``kind``."""
+
+    params: ClassVar[list] = [SIZES, THREADS]
+    param_names: ClassVar[list[str]] = ["size", "threads"]
+    #: the tiny grid tests/test_benchmarks.py runs: its generic shrinking only handles
+    #: all-numeric size axes, and this one also has a multi-tensor string
+    smoke_params: ClassVar[list] = [[1_000, "4x250"], THREADS]
+    kind: ClassVar[str | None] = None
+    bytes_per_element: ClassVar[int] = 28
+
+    def make_optimizers(self, optim: Any, params_pf, params_np):
+        raise NotImplementedError
+
+    def setup(self, size, threads):
+        if self.kind is None:
+            raise NotImplementedError  # the base class itself is no benchmark
+        try:
+            from pyfastopt import optim
+        except ImportError:
+            raise NotImplementedError("this pyfastopt has no pyfastopt.optim") from None
+        self.set_threads(threads)
+        self.grads = make_tensors(size, seed=12)
+        params_pf, params_np = make_tensors(size, seed=11), make_tensors(size, seed=11)
+        self.nelements = sum(p.size for p in params_pf)
+        self.opt, self.ref = self.make_optimizers(optim, params_pf, params_np)
+        self.opt.step(self.grads)  # allocate the state: time steady-state steps
+        self.ref.step(self.grads)
+
+    def time_step_pyfastopt(self, size, threads):
+        self.opt.step(self.grads)
+
+    def time_step_numpy(self, size, threads):
+        self.ref.step(self.grads)
+
+    def track_bandwidth_step(self, size, threads):
+        step, grads = self.opt.step, self.grads
+        seconds = best_seconds(lambda: step(grads))
+        return self.bytes_per_element * self.nelements / seconds / 1e9
+
+    track_bandwidth_step.unit = "GB/s"
+
+
+class Adam(_OptimStep):
+    """``pyfastopt.optim.Adam(lr=1e-3)`` step; 28 bytes per element."""
+
+    kind = "adam"
+    bytes_per_element = 28
+
+    def make_optimizers(self, optim, params_pf, params_np):
+        return optim.Adam(params_pf, lr=LR, betas=BETAS, eps=EPS), NumpyAdam(params_np)
+
+
+class AdamW(_OptimStep):
+    """``pyfastopt.optim.AdamW(lr=1e-3, weight_decay=1e-2)`` step; 28 bytes per element."""
+
+    kind = "adamw"
+    bytes_per_element = 28
+
+    def make_optimizers(self, optim, params_pf, params_np):
+        opt = optim.AdamW(params_pf, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
+        return opt, NumpyAdam(params_np, weight_decay=WEIGHT_DECAY)
+
+
+class SGDMomentum(_OptimStep):
+    """``pyfastopt.optim.SGD(lr=1e-3, momentum=0.9)`` step; 20 bytes per element."""
+
+    kind = "sgd"
+    bytes_per_element = 20
+
+    def make_optimizers(self, optim, params_pf, params_np):
+        return optim.SGD(params_pf, lr=LR, momentum=MOMENTUM), NumpySGD(params_np)

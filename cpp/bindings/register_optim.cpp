@@ -160,7 +160,7 @@ std::vector<AdamCoef<T>> adam_coefs(py::handle coefs) {
     c.beta2 = T(beta2);
     c.one_minus_beta2 = T(1.0 - beta2);
     c.step_size = T(lr / (1.0 - std::pow(beta1, step)));
-    c.bc2_sqrt = T(std::sqrt(1.0 - std::pow(beta2, step)));
+    c.inv_bc2_sqrt = T(1.0 / std::sqrt(1.0 - std::pow(beta2, step)));
     c.eps = T(eps);
     c.weight_decay = T(wd);
     c.l1 = T(l1);

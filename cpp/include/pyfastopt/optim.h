@@ -18,8 +18,11 @@
 //   Adam:    p <- p*(1 - lr*wd) (AdamW: decoupled, instead of the coupled term)
 //            m <- lerp(m, g, 1-beta1);  v <- beta2*v + ((1-beta2)*g)*g
 //            vmax <- max(vmax, v) (amsgrad, NaN-propagating)
-//            p <- p - step_size * (m / (sqrt(v or vmax) / bc2_sqrt + eps))
-//              with step_size = lr/(1-beta1^t), bc2_sqrt = sqrt(1-beta2^t)
+//            p <- p - step_size * (m / (sqrt(v or vmax) * inv_bc2_sqrt + eps))
+//              with step_size = lr/(1-beta1^t), inv_bc2_sqrt = 1/sqrt(1-beta2^t)
+//              (PyTorch divides by sqrt(1-beta2^t); multiplying by the reciprocal, formed
+//              once per step in double, differs by at most an ulp and frees the divider,
+//              which bounds Adam on cache-resident sizes)
 //   RMSprop: sq <- alpha*sq + ((1-alpha)*g)*g
 //            centered: ga <- lerp(ga, g, 1-alpha); avg = sqrt(sq - ga*ga) + eps
 //            else avg = sqrt(sq) + eps
@@ -55,7 +58,7 @@ struct AdamCoef {
   T beta1_weight;       // 1 - beta1 (the lerp weight)
   T beta2, one_minus_beta2;
   T step_size;          // lr / (1 - beta1^t)
-  T bc2_sqrt;           // sqrt(1 - beta2^t)
+  T inv_bc2_sqrt;       // 1 / sqrt(1 - beta2^t), computed in double
   T eps, weight_decay, l1;
   T decay;              // 1 - lr*weight_decay (decoupled)
   bool maximize, amsgrad, decoupled, has_wd, has_l1;

@@ -80,12 +80,12 @@ template <class V>
 struct AdamK {
   GradTerms<V> terms;
   Lerp<V> lerp1;
-  typename V::R beta2, w2, step_size, bc2_sqrt, eps, decay;
+  typename V::R beta2, w2, step_size, inv_bc2_sqrt, eps, decay;
   bool amsgrad, decoupled;
   explicit AdamK(const AdamCoef<typename V::T>& c)
       : terms{V::set1(c.weight_decay), V::set1(c.l1), c.maximize, c.has_wd && !c.decoupled, c.has_l1},
         lerp1(c.beta1_weight), beta2(V::set1(c.beta2)), w2(V::set1(c.one_minus_beta2)),
-        step_size(V::set1(c.step_size)), bc2_sqrt(V::set1(c.bc2_sqrt)), eps(V::set1(c.eps)),
+        step_size(V::set1(c.step_size)), inv_bc2_sqrt(V::set1(c.inv_bc2_sqrt)), eps(V::set1(c.eps)),
         decay(V::set1(c.decay)), amsgrad(c.amsgrad), decoupled(c.decoupled && c.has_wd) {}
 };
 
@@ -104,7 +104,7 @@ inline void adam_body(typename V::T* pp, const typename V::T* gp, ST* mp, ST* vp
     vv = V::max_nan(ld<V>(vmaxp), v);
     st<V>(vmaxp, vv);
   }
-  const typename V::R denom = V::add(V::div(V::sqrt(vv), k.bc2_sqrt), k.eps);
+  const typename V::R denom = V::add(V::mul(V::sqrt(vv), k.inv_bc2_sqrt), k.eps);
   V::store(pp, V::sub(p, V::mul(k.step_size, V::div(m, denom))));
 }
 

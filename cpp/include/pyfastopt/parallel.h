@@ -1,15 +1,19 @@
 // parallel.h -- the thread count, and the one way drivers run work in parallel.
 //
-// Determinism rule: work is cut into tasks whose boundaries depend only on the
-// problem (sizes, fixed block lengths), never on the number of threads. Reductions
-// combine per-task partial results in task order. Hence every result is bitwise
-// identical for any thread count.
+// Determinism rule: a REDUCTION is cut into tasks whose boundaries depend only on the
+// problem (sizes, fixed block lengths), never on the number of threads, and combines the
+// per-task partial results in task order (plan_blocks + parallel_for). An ELEMENT-WISE
+// operation, where each output element depends only on the same element of the inputs,
+// may be split any way at all without changing a bit, so it is split evenly by thread
+// count for balance (for_each_range_even). Either way every result is bitwise identical
+// for any thread count.
 //
 // Include this only from baseline translation units (drivers): never from an ISA
 // file, so OpenMP code is compiled once, with baseline flags.
 #pragma once
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -67,6 +71,40 @@ inline std::vector<BlockTask> plan_blocks(const std::size_t* sizes, std::size_t 
     for (std::size_t b = 0; b < sizes[t]; b += block)
       tasks.push_back({t, b, sizes[t] - b < block ? sizes[t] - b : block});
   return tasks;
+}
+
+// Element-wise multi-tensor apply with perfect balance: the concatenation of all tensors
+// is cut into one contiguous range per thread (boundaries rounded to multiples of
+// `align` elements, e.g. one cache line), and body(tensor, begin, size) is called for
+// each piece of a tensor inside the calling thread's range. ONLY for element-wise work:
+// the pieces depend on the thread count (see the determinism rule above).
+template <class Body>
+void for_each_range_even(const std::size_t* sizes, std::size_t count, std::size_t align,
+                         std::int64_t work_per_element, const Body& body) {
+  std::size_t total = 0;
+  for (std::size_t t = 0; t < count; ++t) total += sizes[t];
+  int parts = get_num_threads();
+  if (static_cast<std::int64_t>(total) * work_per_element < kMinParallelWork) parts = 1;
+  const std::size_t units = (total + align - 1) / align;  // split points at multiples of align
+  if (static_cast<std::size_t>(parts) > units) parts = units ? static_cast<int>(units) : 1;
+  auto run_range = [&](std::size_t lo, std::size_t hi) {  // [lo, hi) of the concatenation
+    std::size_t start = 0;
+    for (std::size_t t = 0; t < count && start < hi; start += sizes[t], ++t) {
+      const std::size_t a = lo > start ? lo : start;
+      const std::size_t end = start + sizes[t];
+      const std::size_t b = hi < end ? hi : end;
+      if (a < b) body(t, a - start, b - a);
+    }
+  };
+  if (parts <= 1) {
+    run_range(0, total);
+    return;
+  }
+  parallel_for(parts, kMinParallelWork, [&](std::int64_t k) {
+    const std::size_t lo = std::min(total, (units * static_cast<std::size_t>(k) / parts) * align);
+    const std::size_t hi = std::min(total, (units * static_cast<std::size_t>(k + 1) / parts) * align);
+    run_range(lo, hi);
+  });
 }
 
 }  // namespace pyfastopt

@@ -12,10 +12,6 @@ template <class T> const ElementwiseOps<T>& ops(const KernelTable& k);
 template <> const ElementwiseOps<float>& ops<float>(const KernelTable& k) { return k.elementwise->f32; }
 template <> const ElementwiseOps<double>& ops<double>(const KernelTable& k) { return k.elementwise->f64; }
 
-// Element-wise tasks: 64K elements is big enough to amortise scheduling, small enough
-// to balance two threads on a 1e6-element tensor.
-constexpr std::size_t kAxpbyBlock = 1 << 16;
-
 template <class T>
 std::vector<BlockTask> plan(const Span<T>* spans, std::size_t count, std::size_t block,
                             std::int64_t* total) {
@@ -30,14 +26,20 @@ std::vector<BlockTask> plan(const Span<T>* spans, std::size_t count, std::size_t
 }  // namespace
 
 template <class T>
+std::vector<std::size_t> sizes_of(const Span<T>* spans, std::size_t count) {
+  std::vector<std::size_t> sizes(count);
+  for (std::size_t t = 0; t < count; ++t) sizes[t] = spans[t].size;
+  return sizes;
+}
+
+// Element-wise ops: split evenly across threads (any split gives the same bits).
+template <class T>
 void axpby(const Span<T>* ys, const Span<const T>* xs, std::size_t count, double a, double b) {
   const auto kernel = ops<T>(kernels()).axpby;
-  std::int64_t total = 0;
-  const std::vector<BlockTask> tasks = plan(ys, count, kAxpbyBlock, &total);
   const T ta = static_cast<T>(a), tb = static_cast<T>(b);
-  parallel_for(static_cast<std::int64_t>(tasks.size()), 3 * total, [&](std::int64_t i) {
-    const BlockTask& t = tasks[static_cast<std::size_t>(i)];
-    kernel(ys[t.tensor].data + t.begin, xs[t.tensor].data + t.begin, ta, tb, t.size);
+  const std::vector<std::size_t> sizes = sizes_of(ys, count);
+  for_each_range_even(sizes.data(), count, 16, 3, [&](std::size_t t, std::size_t b0, std::size_t n) {
+    kernel(ys[t].data + b0, xs[t].data + b0, ta, tb, n);
   });
 }
 
@@ -59,24 +61,20 @@ double sum_squares(const Span<const T>* xs, std::size_t count) {
 template <class T>
 void scale(const Span<T>* ys, std::size_t count, double s) {
   const auto kernel = ops<T>(kernels()).scale;
-  std::int64_t total = 0;
-  const std::vector<BlockTask> tasks = plan(ys, count, kAxpbyBlock, &total);
   const T ts = static_cast<T>(s);
-  parallel_for(static_cast<std::int64_t>(tasks.size()), 2 * total, [&](std::int64_t i) {
-    const BlockTask& t = tasks[static_cast<std::size_t>(i)];
-    kernel(ys[t.tensor].data + t.begin, ts, t.size);
+  const std::vector<std::size_t> sizes = sizes_of(ys, count);
+  for_each_range_even(sizes.data(), count, 16, 2, [&](std::size_t t, std::size_t b0, std::size_t n) {
+    kernel(ys[t].data + b0, ts, n);
   });
 }
 
 template <class T>
 void clamp(const Span<T>* ys, std::size_t count, double lo, double hi) {
   const auto kernel = ops<T>(kernels()).clamp;
-  std::int64_t total = 0;
-  const std::vector<BlockTask> tasks = plan(ys, count, kAxpbyBlock, &total);
   const T tlo = static_cast<T>(lo), thi = static_cast<T>(hi);
-  parallel_for(static_cast<std::int64_t>(tasks.size()), 2 * total, [&](std::int64_t i) {
-    const BlockTask& t = tasks[static_cast<std::size_t>(i)];
-    kernel(ys[t.tensor].data + t.begin, tlo, thi, t.size);
+  const std::vector<std::size_t> sizes = sizes_of(ys, count);
+  for_each_range_even(sizes.data(), count, 16, 2, [&](std::size_t t, std::size_t b0, std::size_t n) {
+    kernel(ys[t].data + b0, tlo, thi, n);
   });
 }
 

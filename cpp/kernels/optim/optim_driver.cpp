@@ -1,8 +1,9 @@
 // optim_driver.cpp -- multi-tensor apply for the optimizer family.
 //
-// All tensors of all parameter groups are cut into blocks (never spanning tensors) and
-// updated in one parallel region; each block calls the active variant's kernel with its
-// group's coefficients. Updates are element-wise, so any split gives the same bits.
+// All tensors of all parameter groups are updated in one parallel region: their
+// concatenation is split evenly across threads; each piece calls the active variant's
+// kernel with its tensor's coefficients. Updates are element-wise, so any split gives
+// the same bits.
 #include <vector>
 
 #include "pyfastopt/optim.h"
@@ -13,24 +14,17 @@ namespace pyfastopt {
 
 namespace {
 
-// 32K elements: a float32 Adam block touches ~900 KB, so 200 tensors of 5e4 and one
-// tensor of 1e7 both split into enough blocks to balance two or more threads.
-constexpr std::size_t kOptimBlock = 1 << 15;
-
 template <class T> const OptimOps<T>& ops(const KernelTable& k);
 template <> const OptimOps<float>& ops<float>(const KernelTable& k) { return k.optim->f32; }
 template <> const OptimOps<double>& ops<double>(const KernelTable& k) { return k.optim->f64; }
 
-// Run body(tensor, begin, size) over every block of every tensor.
+// Optimizer updates are element-wise, so the tensors are split evenly across threads,
+// one contiguous range each, boundaries on 16-element (64-byte for float) multiples.
+// (Measured, Adam 1e5 float32 on 2 threads: fixed 32K blocks gave one thread 65% of the
+// work.) Work per element ~4 arrays touched, for the small-problem threshold.
 template <class T, class S, class Body>
 void for_each_block(const TensorRefs<T, S>& t, const Body& body) {
-  const std::vector<BlockTask> tasks = plan_blocks(t.size, t.count, kOptimBlock);
-  std::int64_t total = 0;
-  for (std::size_t i = 0; i < t.count; ++i) total += static_cast<std::int64_t>(t.size[i]);
-  parallel_for(static_cast<std::int64_t>(tasks.size()), 4 * total, [&](std::int64_t i) {
-    const BlockTask& b = tasks[static_cast<std::size_t>(i)];
-    body(b.tensor, b.begin, b.size);
-  });
+  for_each_range_even(t.size, t.count, 16, 4, body);
 }
 
 // Pointer to element `begin` of state k of tensor i, or null when that state is absent.

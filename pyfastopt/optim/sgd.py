@@ -76,8 +76,8 @@ class SGD(Optimizer):
 
     def _missing_state(self, p: np.ndarray, group: dict[str, Any],
                        state: dict[str, Any]) -> dict[str, np.ndarray]:
-        # The buffer starts as a copy of the first gradient (the kernel's first-step
-        # branch writes it), so it is created uninitialised-but-zeroed here.
+        # Created as zeros; on the step that creates it the kernel's first-step branch
+        # overwrites it with the gradient (PyTorch: buf = grad.clone() on first use).
         if group["momentum"] != 0.0 and "momentum_buffer" not in state:
             return {"momentum_buffer": np.zeros_like(p)}
         return {}

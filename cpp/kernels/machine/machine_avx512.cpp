@@ -1,6 +1,8 @@
 // machine_avx512.cpp -- zmm FMA and VNNI (vpdpbusd) peak probes.
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "pyfastopt/registry.h"
 
 namespace pyfastopt {
@@ -33,9 +35,16 @@ double vnni_u8s8(std::int64_t iters) {
 #pragma GCC unroll 12
     for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
   }
+  // The accumulators wrap (by design: only throughput matters), so they are combined
+  // with XOR in unsigned arithmetic: a signed reduce-add would be undefined behaviour
+  // (UBSan caught _mm512_reduce_add_epi32 overflowing here).
   __m512i s = acc[0];
-  for (int i = 1; i < kFmaChains; ++i) s = _mm512_add_epi32(s, acc[i]);
-  g_sinki = _mm512_reduce_add_epi32(s);
+  for (int i = 1; i < kFmaChains; ++i) s = _mm512_xor_si512(s, acc[i]);
+  alignas(64) std::uint32_t lane[16];
+  _mm512_store_si512(reinterpret_cast<__m512i*>(lane), s);
+  std::uint32_t x = 0;
+  for (std::uint32_t v : lane) x ^= v;
+  g_sinki = static_cast<int>(x & 0x7FFFFFFF);
   return 128.0 * kFmaChains * static_cast<double>(iters);
 }
 

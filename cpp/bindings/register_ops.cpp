@@ -102,9 +102,7 @@ double maxabs_binding(py::handle x) {
   const auto f = spans_of<float, const float>(xs);
   const auto d = spans_of<double, const double>(xs);
   py::gil_scoped_release nogil;
-  const double a = max_abs<float>(f.data(), f.size());
-  const double b = max_abs<double>(d.data(), d.size());
-  return (a != a || b != b) ? a + b : (a > b ? a : b);
+  return nan_max(max_abs<float>(f.data(), f.size()), max_abs<double>(d.data(), d.size()));
 }
 
 }  // namespace

@@ -54,6 +54,9 @@ static inline double lanes_sum32(const double* lane) {
   return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
+// max that propagates NaN (either argument NaN -> NaN), for combining partial maxima.
+inline double nan_max(double a, double b) { return (a != a || b != b) ? a + b : (a > b ? a : b); }
+
 // ---- driver API (element-wise over many tensors in one parallel region) ----------
 template <class T>
 struct Span {

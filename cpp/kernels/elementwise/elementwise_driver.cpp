@@ -43,9 +43,11 @@ void axpby(const Span<T>* ys, const Span<const T>* xs, std::size_t count, double
   });
 }
 
+// Reductions: fixed kSumsqBlock blocks per tensor, one partial result per block, in block
+// order (bitwise identical for any thread count).
 template <class T>
-double sum_squares(const Span<const T>* xs, std::size_t count) {
-  const auto kernel = ops<T>(kernels()).sumsq;
+std::vector<double> block_partials(const Span<const T>* xs, std::size_t count,
+                                   double (*kernel)(const T*, std::size_t)) {
   std::int64_t total = 0;
   const std::vector<BlockTask> tasks = plan(xs, count, kSumsqBlock, &total);
   std::vector<double> partial(tasks.size());
@@ -53,8 +55,13 @@ double sum_squares(const Span<const T>* xs, std::size_t count) {
     const BlockTask& t = tasks[static_cast<std::size_t>(i)];
     partial[static_cast<std::size_t>(i)] = kernel(xs[t.tensor].data + t.begin, t.size);
   });
-  double s = 0.0;  // fixed order: bitwise identical for any thread count
-  for (double p : partial) s += p;
+  return partial;
+}
+
+template <class T>
+double sum_squares(const Span<const T>* xs, std::size_t count) {
+  double s = 0.0;  // fixed order
+  for (double p : block_partials(xs, count, ops<T>(kernels()).sumsq)) s += p;
   return s;
 }
 
@@ -80,16 +87,8 @@ void clamp(const Span<T>* ys, std::size_t count, double lo, double hi) {
 
 template <class T>
 double max_abs(const Span<const T>* xs, std::size_t count) {
-  const auto kernel = ops<T>(kernels()).maxabs;
-  std::int64_t total = 0;
-  const std::vector<BlockTask> tasks = plan(xs, count, kSumsqBlock, &total);
-  std::vector<double> partial(tasks.size());
-  parallel_for(static_cast<std::int64_t>(tasks.size()), total, [&](std::int64_t i) {
-    const BlockTask& t = tasks[static_cast<std::size_t>(i)];
-    partial[static_cast<std::size_t>(i)] = kernel(xs[t.tensor].data + t.begin, t.size);
-  });
   double m = 0.0;
-  for (double p : partial) m = (p != p || m != m) ? p + m : (p > m ? p : m);
+  for (double p : block_partials(xs, count, ops<T>(kernels()).maxabs)) m = nan_max(m, p);
   return m;
 }
 

@@ -24,13 +24,14 @@ except ImportError as exc:  # pragma: no cover - only without a build
 # Resolve PYFASTOPT_SIMD now, so a bad value fails at import with a clear message.
 _core.config.init()
 
-from . import _threadpool, ops  # noqa: E402
+from . import _threadpool, ops, random  # noqa: E402
 from ._config import (  # noqa: E402
     get_num_threads,
     set_num_threads,
     show_config,
     threads,
 )
+from ._dropout import dropout, dropout_backward, dropout_mask  # noqa: E402
 
 __version__: str = _core.config.version
 DTypeError = _core.DTypeError
@@ -40,8 +41,12 @@ _threadpool.register()
 __all__ = [
     "DTypeError",
     "__version__",
+    "dropout",
+    "dropout_backward",
+    "dropout_mask",
     "get_num_threads",
     "ops",
+    "random",
     "set_num_threads",
     "show_config",
     "threads",

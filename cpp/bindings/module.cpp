@@ -46,6 +46,8 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_ops(ops);
   py::module_ optim = m.def_submodule("optim", "fused multi-tensor optimizer steps");
   pyfastopt::bind::register_optim(optim);
+  py::module_ dropout = m.def_submodule("dropout", "dropout with a counter-based RNG");
+  pyfastopt::bind::register_dropout(dropout);
   py::module_ machine = m.def_submodule("machine", "machine-limit probes");
   pyfastopt::bind::register_machine(machine);
 }

@@ -30,6 +30,8 @@ const Variants<MachineKernels> kMachine = {
     &ref::machine_kernels, PF_AVX2(machine_kernels), PF_AVX512(machine_kernels)};
 const Variants<OptimKernels> kOptim = {
     &ref::optim_kernels, PF_AVX2(optim_kernels), PF_AVX512(optim_kernels)};
+const Variants<DropoutKernels> kDropout = {
+    &ref::dropout_kernels, PF_AVX2(dropout_kernels), PF_AVX512(dropout_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -46,6 +48,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].elementwise = pick(kElementwise, isa);
     t[i].machine = pick(kMachine, isa);
     t[i].optim = pick(kOptim, isa);
+    t[i].dropout = pick(kDropout, isa);
   }
   return t;
 }
@@ -64,6 +67,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices() {
   const KernelTable& k = kernels();
   return {{"elementwise", k.elementwise->name},
           {"optim", k.optim->name},
+          {"dropout", k.dropout->name},
           {"machine", k.machine->name}};
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "pyfastopt/dispatch.h"
+#include "pyfastopt/dropout.h"
 #include "pyfastopt/elementwise.h"
 #include "pyfastopt/machine.h"
 #include "pyfastopt/optim.h"
@@ -18,6 +19,7 @@ struct KernelTable {
   const ElementwiseKernels* elementwise;
   const MachineKernels* machine;
   const OptimKernels* optim;
+  const DropoutKernels* dropout;
 };
 
 // The table of the active level (one atomic load after the first call).
@@ -31,7 +33,8 @@ std::vector<std::pair<std::string, std::string>> kernel_choices();
 #define PF_DECLARE_VARIANTS                              \
   extern const ElementwiseKernels elementwise_kernels; \
   extern const MachineKernels machine_kernels;         \
-  extern const OptimKernels optim_kernels;
+  extern const OptimKernels optim_kernels;              \
+  extern const DropoutKernels dropout_kernels;
 namespace ref { PF_DECLARE_VARIANTS }
 namespace avx2 { PF_DECLARE_VARIANTS }
 namespace avx512 { PF_DECLARE_VARIANTS }

@@ -1,0 +1,124 @@
+"""Dropout with a counter-based generator: reproducible, thread-count independent, and
+the backward pass regenerates the mask instead of storing it."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .random import check_u64
+
+__all__ = ["dropout", "dropout_backward", "dropout_mask"]
+
+
+def _check_p(p: Any) -> float:
+    if not isinstance(p, numbers.Real) or isinstance(p, (bool, np.bool_)):
+        raise TypeError(f"p must be a real number in [0, 1), got {type(p).__name__}")
+    p = float(p)
+    if not 0.0 <= p < 1.0:  # also NaN
+        raise ValueError(f"p must be in [0, 1), got {p}")
+    return p
+
+
+def dropout(x: Any, p: float = 0.5, seed: int = 0, training: bool = True, out: Any = None, *,
+            offset: int = 0, return_mask: bool = False) -> Any:
+    r"""Inverted dropout: keep each element with probability :math:`1-p`, scaled by :math:`1/(1-p)`.
+
+    .. math:: y_i = x_i \cdot m_i, \qquad m_i = \begin{cases} 1/(1-p) & u_i \ge t \\ 0 & u_i < t
+              \end{cases}, \qquad t = \operatorname{round}(p \cdot 2^{32})
+
+    where :math:`u_i` is a 32-bit output of Philox4x32-10 (Salmon et al., SC'11; passes
+    TestU01 BigCrush) keyed by ``seed`` at a counter made of the element's flat C-order
+    index and ``offset``. So the mask depends only on ``(seed, offset, i)``: the same for
+    any thread count, SIMD level and memory layout, and :func:`dropout_backward` can
+    regenerate it. P(drop) is exactly ``t / 2**32`` (within 2**-33 of ``p``).
+
+    Args:
+        x: array-like, float32 or float64, any shape and layout.
+        p (float): drop probability in [0, 1).
+        seed (int): 64-bit key in [0, 2**64).
+        training (bool): ``False`` returns ``x`` unchanged.
+        out: optional output array (same shape and dtype, writable, C-contiguous; may be x).
+        offset (int): 64-bit counter offset in [0, 2**64), e.g. the step number, so one
+            seed gives a fresh mask per step (see :mod:`pyfastopt.random`).
+        return_mask (bool): also return the mask bit-packed, 1 bit per element
+            (``np.packbits(mask.ravel(), bitorder="little")``), for callers who prefer
+            storing it to regenerating it.
+
+    Returns:
+        ``y`` (dtype of ``x``), or ``(y, bits)`` with ``return_mask=True``. With
+        ``training=False`` or ``p == 0``, ``y`` is ``x`` itself (the same object, no copy)
+        when ``x`` is a float ndarray and ``out`` is None; with ``out``, ``x`` is copied in.
+
+    Notes:
+        The multiplication keeps PyTorch's CPU semantics: a NaN or inf in a dropped
+        position gives NaN (0 * inf).
+
+    Example:
+        >>> import numpy as np, pyfastopt
+        >>> y = pyfastopt.dropout(np.ones(8, np.float32), p=0.5, seed=1)
+        >>> sorted(set(y.tolist())) <= [0.0, 2.0]
+        True
+    """
+    p = _check_p(p)
+    seed = check_u64("seed", seed)
+    offset = check_u64("offset", offset)
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"training must be a bool, got {type(training).__name__}")
+    if not training or p == 0.0:
+        return _identity(x, out, return_mask)
+    y, keep = _core.dropout.apply(x, out, p, seed, offset, bool(return_mask), "x")
+    if return_mask:
+        return y, np.packbits(keep.reshape(-1), bitorder="little")
+    return y
+
+
+def _identity(x: Any, out: Any, return_mask: bool) -> Any:
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.dtype not in (np.float32, np.float64):
+        raise TypeError(f"x must have dtype float32 or float64, got {arr.dtype}")
+    if out is not None:
+        _core.ops.check_inplace(out, "out")
+        if out.shape != arr.shape or out.dtype != arr.dtype:
+            raise ValueError(f"out must have the shape and dtype of x: {arr.shape} {arr.dtype}, "
+                             f"got {out.shape} {out.dtype}")
+        np.copyto(out, arr)
+        arr = out
+    if return_mask:
+        return arr, np.packbits(np.ones(arr.size, bool), bitorder="little")
+    return arr
+
+
+def dropout_backward(dy: Any, p: float, seed: int, *, offset: int = 0, out: Any = None) -> Any:
+    """Gradient of :func:`dropout`: ``dx = dy * m`` with the mask regenerated from
+    ``(seed, offset)`` -- nothing is stored between forward and backward.
+
+    Same arguments and rules as :func:`dropout` (``p == 0`` returns ``dy``).
+    """
+    p = _check_p(p)
+    seed = check_u64("seed", seed)
+    offset = check_u64("offset", offset)
+    if p == 0.0:
+        return _identity(dy, out, False)
+    return _core.dropout.apply(dy, out, p, seed, offset, False, "dy")[0]
+
+
+def dropout_mask(shape: Any, p: float, seed: int, *, offset: int = 0) -> np.ndarray:
+    """The keep-mask :func:`dropout` uses (True = kept), as a bool array of ``shape``."""
+    p = _check_p(p)
+    seed = check_u64("seed", seed)
+    offset = check_u64("offset", offset)
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape must not have negative sizes, got {shape}")
+    n = math.prod(shape)
+    return _core.dropout.mask(n, p, seed, offset).reshape(shape)

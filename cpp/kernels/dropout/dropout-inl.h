@@ -34,7 +34,8 @@ void apply_scalar(const T* x, T* y, std::uint8_t* keep, std::size_t n, std::uint
 }
 
 // Walk [first, first + n): partial groups with apply_scalar, whole 64-element groups with
-// full_group(g_start_index, offset_into_arrays).
+// full_group(start_index, offset_into_arrays, pair): pair = true covers two consecutive
+// groups (128 elements) at once, so a variant can interleave two independent chains.
 template <class T, class Full>
 void apply_groups(const T* x, T* y, std::uint8_t* keep, std::size_t n, std::uint64_t first,
                   const DropoutParams& p, const Full& full_group) {
@@ -51,6 +52,7 @@ void apply_groups(const T* x, T* y, std::uint8_t* keep, std::size_t n, std::uint
     scalar_part(i, b);
     i = b;
   }
-  for (; i + 64 <= end; i += 64) full_group(i, static_cast<std::size_t>(i - first));
+  for (; i + 128 <= end; i += 128) full_group(i, static_cast<std::size_t>(i - first), true);
+  for (; i + 64 <= end; i += 64) full_group(i, static_cast<std::size_t>(i - first), false);
   if (i < end) scalar_part(i, end);
 }

@@ -58,13 +58,15 @@ inline __m256i keep_lanes(__m256i u, const DropoutParams& p) {
 template <class T>
 void apply(const T* x, T* y, std::uint8_t* keep, std::size_t n, std::uint64_t first,
            const DropoutParams& p) {
-  apply_groups<T>(x, y, keep, n, first, p, [&](std::uint64_t start, std::size_t off) {
-    for (int h = 0; h < 2; ++h) {
+  apply_groups<T>(x, y, keep, n, first, p, [&](std::uint64_t start, std::size_t off, bool pair) {
+    for (int h = 0; h < (pair ? 4 : 2); ++h) {
       __m256i o[4];
       philox8((start >> 2) + 8 * static_cast<std::uint64_t>(h), p, o);
       for (int j = 0; j < 4; ++j) {
         const __m256i k = keep_lanes(o[j], p);
-        const std::size_t at = off + 16 * static_cast<std::size_t>(j) + 8 * static_cast<std::size_t>(h);
+        // half h of the pair: group h / 2, lanes 8 (h % 2) .. 8 (h % 2) + 7
+        const std::size_t at = off + 64 * static_cast<std::size_t>(h / 2) +
+                               16 * static_cast<std::size_t>(j) + 8 * static_cast<std::size_t>(h % 2);
         if (keep) {
           const int bits = _mm256_movemask_ps(_mm256_castsi256_ps(k));
           for (int b = 0; b < 8; ++b) keep[at + static_cast<std::size_t>(b)] = static_cast<std::uint8_t>(bits >> b & 1);

@@ -38,12 +38,12 @@ void register_machine(py::module_& m) {
   m.def("bandwidth", [](std::size_t bytes, int threads, int reps, int updated) {
     check_threads(threads);
     check_reps(reps);
-    if (updated < 1 || updated > 3) value_error("updated must be 1, 2 or 3, got " + std::to_string(updated));
+    if (updated < 0 || updated > 3) value_error("updated must be 0, 1, 2 or 3, got " + std::to_string(updated));
     py::gil_scoped_release nogil;
     return measure_bandwidth(bytes, threads, reps, updated);
   }, py::arg("bytes"), py::arg("threads") = 1, py::arg("reps") = 5, py::arg("updated") = 1,
-     "In-place stream over float32 arrays of `bytes` each: `updated` arrays get a += s*d "
-     "(1: 12 B/element, 2: SGD-momentum's 20 B, 3: Adam's 28 B); GB/s.");
+     "Stream over float32 arrays of `bytes` each: updated=0: y = s*x (8 B/element); 1..3: "
+     "that many arrays get a += s*d (12, 20 (SGD-momentum), 28 (Adam) B/element); GB/s.");
 }
 
 }  // namespace bind

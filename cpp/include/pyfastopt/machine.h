@@ -31,8 +31,9 @@ struct PeakResult {
 };
 PeakResult measure_fma_peak(int threads, int reps);   // best ISA the CPU runs
 PeakResult measure_vnni_peak(int threads, int reps);  // gflops == 0 when no VNNI
-// In-place read-modify-write stream over float32 arrays of `bytes` each: `updated`
-// arrays (1..3) each get a[i] += s*d[i] from one read-only array d, in one pass.
+// Streams over float32 arrays of `bytes` each. updated = 0: y[i] = s*d[i] (copy-scale,
+// 8 B/element: the limit for out-of-place element-wise ops such as dropout). updated =
+// 1..3: that many arrays each get a[i] += s*d[i] from one read-only array d, in one pass.
 //   updated=1: 12 B/element (read a, d; write a)        -- "a += s*b"
 //   updated=2: 20 B/element (SGD-momentum's pattern: param, buffer, grad)
 //   updated=3: 28 B/element (Adam's pattern: param, m, v, grad)

@@ -62,27 +62,34 @@ PeakResult measure_vnni_peak(int threads, int reps) {
 }
 
 double measure_bandwidth(std::size_t bytes, int threads, int reps, int updated) {
-  updated = updated < 1 ? 1 : (updated > 3 ? 3 : updated);
+  updated = updated < 0 ? 0 : (updated > 3 ? 3 : updated);
   const std::size_t n = std::max<std::size_t>(bytes / sizeof(float), 1024);
   std::vector<std::unique_ptr<float[]>> arr;
-  for (int k = 0; k <= updated; ++k) arr.emplace_back(new float[n]);
+  for (int k = 0; k <= std::max(updated, 1); ++k) arr.emplace_back(new float[n]);
   float* a0 = arr[0].get();
   float* a1 = updated > 1 ? arr[1].get() : nullptr;
   float* a2 = updated > 2 ? arr[2].get() : nullptr;
-  const float* d = arr[updated].get();
+  const float* d = arr[static_cast<std::size_t>(std::max(updated, 1))].get();
   const std::int64_t sn = static_cast<std::int64_t>(n);
   // First touch in parallel, with the same static split as the timed loops.
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif
   for (std::int64_t i = 0; i < sn; ++i)
-    for (int k = 0; k <= updated; ++k) arr[static_cast<std::size_t>(k)][i] = k == updated ? 0.5f : 1.0f;
+    for (int k = 0; k <= std::max(updated, 1); ++k)
+      arr[static_cast<std::size_t>(k)][i] = k == std::max(updated, 1) ? 0.5f : 1.0f;
   double best = 0.0;
-  const double moved = static_cast<double>(n * sizeof(float)) * (2.0 * updated + 1.0);
+  // updated = 0: y = s*d (read d, write y: 8 B/element); k >= 1: 4 (2k + 1) B/element
+  const double moved = static_cast<double>(n * sizeof(float)) * (updated == 0 ? 2.0 : 2.0 * updated + 1.0);
   for (int r = 0; r < reps; ++r) {
     const float s = r & 1 ? -1e-3f : 1e-3f;  // keeps values bounded across reps
     const double t0 = now();
-    if (updated == 1) {
+    if (updated == 0) {
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+      for (std::int64_t i = 0; i < sn; ++i) a0[i] = s * d[i];
+    } else if (updated == 1) {
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads)
 #endif

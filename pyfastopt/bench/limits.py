@@ -2,12 +2,15 @@
 
 The probes are pyfastopt's own kernels in ``pyfastopt._core.machine``:
 
-* ``bandwidth(bytes, threads, reps, updated)``: in-place read-modify-write streams over
-  float32 arrays of ``bytes`` each, counting every byte read and written (the same
-  accounting as the bandwidth-bound cases: reads plus writes, no write-allocate). With
-  256 MiB arrays this is DRAM bandwidth; in-cache benchmark sizes can exceed it. Three
-  access patterns are measured, one per limit kind:
+* ``bandwidth(bytes, threads, reps, updated)``: streams over float32 arrays of ``bytes``
+  each (in-place read-modify-write, or one out-of-place copy-scale), counting every byte
+  read and written (the same accounting as the bandwidth-bound cases: reads plus writes,
+  no write-allocate). With 256 MiB arrays this is DRAM bandwidth; in-cache benchmark
+  sizes can exceed it. Four access patterns are measured, one per limit kind:
 
+  - ``"bandwidth_copy"`` (``updated=0``): ``y = s * x`` out of place, 8 B/element (read
+    x, write y): out-of-place element-wise kernels such as dropout. Cores built before
+    this probe existed reject ``updated=0``; the limit is then 0 (shown as n/a);
   - ``"bandwidth"`` (``updated=1``): ``a += s * b`` over two arrays, 12 B/element (the
     ``ops`` kernels: axpby_, norms);
   - ``"bandwidth_sgd"`` (``updated=2``): two arrays updated from one read-only array in
@@ -39,6 +42,7 @@ QUICK_BANDWIDTH_BYTES = 1 << 20
 #: a case's ``limit`` kind -> the :class:`Limits` field it is compared with
 _LIMIT_FIELDS = {
     "bandwidth": "bandwidth_gbs",
+    "bandwidth_copy": "bandwidth_copy_gbs",
     "bandwidth_sgd": "bandwidth_sgd_gbs",
     "bandwidth_adam": "bandwidth_adam_gbs",
     "fma": "fma_gflops",
@@ -59,6 +63,7 @@ class Limits:
     vnni_kernel: str
     bandwidth_sgd_gbs: float = 0.0  # 2 arrays updated in place (20 B/element)
     bandwidth_adam_gbs: float = 0.0  # 3 arrays updated in place (28 B/element)
+    bandwidth_copy_gbs: float = 0.0  # y = s*x out of place (8 B/element); 0: not measured
 
     def value(self, kind: str) -> float:
         """The limit for a case's ``limit`` kind, in the unit of its achieved rate."""
@@ -73,13 +78,17 @@ class Limits:
 
 def measure_limits(threads: int, quick: bool = False) -> Limits:
     """Run the probes on ``threads`` threads. The compute peaks take a few ms; at full size
-    the three bandwidth streams dominate (2, 3 and 4 arrays of 256 MiB, first-touched)."""
+    the four bandwidth streams dominate (2, 2, 3 and 4 arrays of 256 MiB, first-touched)."""
     reps = 2 if quick else 5
     nbytes = QUICK_BANDWIDTH_BYTES if quick else FULL_BANDWIDTH_BYTES
     machine = _core.machine
     bw = float(machine.bandwidth(nbytes, threads, reps, updated=1))
     bw_sgd = float(machine.bandwidth(nbytes, threads, reps, updated=2))
     bw_adam = float(machine.bandwidth(nbytes, threads, reps, updated=3))
+    try:
+        bw_copy = float(machine.bandwidth(nbytes, threads, reps, updated=0))
+    except ValueError:  # a core without the copy probe (updated must be 1..3)
+        bw_copy = 0.0
     fma, fma_kernel = machine.fma_peak(threads, reps)
     vnni, vnni_kernel = machine.vnni_peak(threads, reps)
     return Limits(
@@ -92,6 +101,7 @@ def measure_limits(threads: int, quick: bool = False) -> Limits:
         vnni_kernel=str(vnni_kernel),
         bandwidth_sgd_gbs=bw_sgd,
         bandwidth_adam_gbs=bw_adam,
+        bandwidth_copy_gbs=bw_copy,
     )
 
 
@@ -105,17 +115,18 @@ def format_limits(limits: list[Limits]) -> str:
         return "machine limits: none measured"
     nbytes = limits[0].bandwidth_bytes
     lines = [
-        f"machine limits (measured now; in-place float32 streams over {_mib(nbytes)} arrays:",
+        f"machine limits (measured now; float32 streams over {_mib(nbytes)} arrays:",
         "  stream = a += s*b, 12 B/element; SGD-like = 2 arrays += s*d, 20 B/element;",
-        "  Adam-like = 3 arrays += s*d, 28 B/element):",
+        "  Adam-like = 3 arrays += s*d, 28 B/element; copy = y = s*x, 8 B/element):",
         f"  {'threads':>7}  {'stream GB/s':>11}  {'SGD-like GB/s':>13}  {'Adam-like GB/s':>14}  "
-        f"{'fp32 FMA GFLOP/s':>24}  {'int8 VNNI GOP/s':>24}",
+        f"{'copy GB/s':>9}  {'fp32 FMA GFLOP/s':>24}  {'int8 VNNI GOP/s':>24}",
     ]
     for lim in limits:
         vnni = f"{lim.vnni_gops:.1f} ({lim.vnni_kernel})" if lim.vnni_gops > 0 else "n/a (no VNNI)"
+        copy = f"{lim.bandwidth_copy_gbs:.1f}" if lim.bandwidth_copy_gbs > 0 else "n/a"
         lines.append(
             f"  {lim.threads:>7}  {lim.bandwidth_gbs:>11.1f}  {lim.bandwidth_sgd_gbs:>13.1f}  "
-            f"{lim.bandwidth_adam_gbs:>14.1f}  "
+            f"{lim.bandwidth_adam_gbs:>14.1f}  {copy:>9}  "
             f"{f'{lim.fma_gflops:.1f} ({lim.fma_kernel})':>24}  {vnni:>24}"
         )
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 A *case* is one side-by-side comparison: the same computation done by pyfastopt, by the
 best plain NumPy equivalent and (where PyTorch is installed) by idiomatic PyTorch. Each
 kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastopt.ops``,
-``cases_optim.py`` for ``pyfastopt.optim``) and adds it to :data:`CASE_MODULES`.
+``cases_optim.py`` for ``pyfastopt.optim``, ``cases_dropout.py`` for
+``pyfastopt.dropout``) and adds it to :data:`CASE_MODULES`.
 
 Registering cases
 -----------------
@@ -34,8 +35,9 @@ Rules a case follows:
 * ``limit`` is what bounds the kernel: ``"bandwidth"`` (``work`` = bytes moved per call,
   compared with the ``a += s*b`` stream), ``"bandwidth_sgd"`` / ``"bandwidth_adam"``
   (bytes too, compared with in-place streams that update 2 / 3 arrays from one
-  read-only array: SGD-momentum's and Adam's access patterns, see
-  :mod:`pyfastopt.bench.limits`), ``"fma"`` (``work`` = fp32 FLOPs per call) or
+  read-only array: SGD-momentum's and Adam's access patterns), ``"bandwidth_copy"``
+  (bytes, compared with the out-of-place ``y = s*x`` stream, 8 B/element: dropout's
+  pattern; see :mod:`pyfastopt.bench.limits`), ``"fma"`` (``work`` = fp32 FLOPs per call) or
   ``"vnni"`` (``work`` = int8 ops per call, 2 per multiply-accumulate). The report
   divides ``work`` by the pyfastopt time and compares it with the machine limit measured
   in the same run.
@@ -79,6 +81,7 @@ __all__ = [
 CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_ops",
     "pyfastopt.bench.cases_optim",
+    "pyfastopt.bench.cases_dropout",
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.
@@ -89,6 +92,7 @@ LIMIT_KINDS = {
     "bandwidth": ("bytes", "GB/s"),
     "bandwidth_sgd": ("bytes", "GB/s"),
     "bandwidth_adam": ("bytes", "GB/s"),
+    "bandwidth_copy": ("bytes", "GB/s"),
     "fma": ("flop", "GFLOP/s"),
     "vnni": ("op", "GOP/s"),
 }

@@ -48,6 +48,16 @@ def test_clip_norm_matches_reference(simd, rng, norm_type):
         assert ref_norm(grads, norm_type) == pytest.approx(max_norm, rel=1e-5)
 
 
+@pytest.mark.parametrize("norm_type", [50.0, 1e3, 2.0**64])
+def test_clip_norm_large_p_does_not_overflow(norm_type):
+    # found by the fuzzer: |g|**p overflowed to inf; the p-norm tends to max|g|
+    g = [np.array([1.0367526, -0.5], np.float32), np.array([0.25])]
+    total = clip_grad_norm_(g, 10.0, norm_type=norm_type)
+    assert math.isfinite(total)
+    assert total == pytest.approx(ref_norm([np.array([1.0367526, -0.5], np.float32),
+                                            np.array([0.25])], math.inf), rel=0.02)
+
+
 def test_clip_norm_below_threshold_changes_no_bit(rng):
     grads = make_grads(rng)
     before = [g.copy() for g in grads]

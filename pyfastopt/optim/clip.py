@@ -77,7 +77,14 @@ def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float = 2.0,
         elif norm_type == 0:
             total = float(np.count_nonzero(flat))
         else:
-            total = float(np.sum(flat**norm_type) ** (1.0 / norm_type))
+            # scaled by the largest magnitude so |g|**p neither overflows nor underflows
+            # for large p (the p-norm of [1.04] is 1.04 for every p); NaN/inf propagate
+            top = float(flat.max()) if flat.size else 0.0
+            if top == 0.0 or not math.isfinite(top):
+                total = top
+            else:
+                with np.errstate(under="ignore"):
+                    total = top * float(np.sum((flat / top) ** norm_type)) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients is non-finite, so it cannot "

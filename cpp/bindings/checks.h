@@ -38,12 +38,13 @@ struct dtype_error : std::runtime_error {
 
 // An argument's name for messages: "base" or "base[index]". Cheap to pass around: the
 // string is only built when an error is reported (validation runs per tensor per step).
+// `base` is not owned: it must outlive the call (string literals, or c_str() of a string
+// the binding holds), so there is deliberately no constructor from std::string.
 struct Name {
   const char* base = "";
   long index = -1;
   Name() = default;
   Name(const char* b, long i = -1) : base(b), index(i) {}  // NOLINT: implicit on purpose
-  Name(const std::string& b, long i = -1) : base(b.c_str()), index(i) {}  // NOLINT
   std::string str() const {
     return index < 0 ? std::string(base) : std::string(base) + "[" + std::to_string(index) + "]";
   }

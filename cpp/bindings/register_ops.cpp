@@ -23,13 +23,14 @@ void run_axpby(const std::vector<Array>& ys, const std::vector<Array>& xs, doubl
   axpby<T>(yspan.data(), xspan.data(), yspan.size(), a, b);
 }
 
-template <class T>
-double run_sumsq(const std::vector<Array>& xs) {
-  std::vector<Span<const T>> span;
+// Spans of one dtype from a mixed list (in-place or input).
+template <class T, class A>
+std::vector<Span<A>> spans_of(const std::vector<Array>& xs) {
+  std::vector<Span<A>> out;
+  const DType want = sizeof(T) == 4 ? DType::f32 : DType::f64;
   for (const Array& x : xs)
-    if (x.dtype == (sizeof(T) == 4 ? DType::f32 : DType::f64)) span.push_back({x.ptr<T>(), x.size});
-  py::gil_scoped_release nogil;
-  return sum_squares<T>(span.data(), span.size());
+    if (x.dtype == want) out.push_back({x.ptr<T>(), x.size});
+  return out;
 }
 
 void axpby_binding(py::handle y, py::handle x, py::handle a_obj, py::handle b_obj) {
@@ -57,20 +58,13 @@ void axpby_binding(py::handle y, py::handle x, py::handle a_obj, py::handle b_ob
 }
 
 double sumsq_binding(py::handle x) {
-  std::vector<Array> xs = input_list(x, "x");
+  const std::vector<Array> xs = input_list(x, "x");
   // Mixed float32/float64 lists are fine: each dtype's blocks go to its own kernel and the
   // two partial sums are added in a fixed order (float32 first).
-  return run_sumsq<float>(xs) + run_sumsq<double>(xs);
-}
-
-// Spans of one dtype from a mixed list (in-place or input).
-template <class T, class A>
-std::vector<Span<A>> spans_of(const std::vector<Array>& xs) {
-  std::vector<Span<A>> out;
-  const DType want = sizeof(T) == 4 ? DType::f32 : DType::f64;
-  for (const Array& x : xs)
-    if (x.dtype == want) out.push_back({x.ptr<T>(), x.size});
-  return out;
+  const auto f = spans_of<float, const float>(xs);
+  const auto d = spans_of<double, const double>(xs);
+  py::gil_scoped_release nogil;
+  return sum_squares<float>(f.data(), f.size()) + sum_squares<double>(d.data(), d.size());
 }
 
 void scale_binding(py::handle y, py::handle s_obj) {
@@ -110,7 +104,7 @@ double maxabs_binding(py::handle x) {
 void register_ops(py::module_& m) {
   m.def("scale_", &scale_binding, py::arg("y"), py::arg("s"));
   m.def("check_inplace", [](py::handle y, const std::string& name) {
-    require_disjoint(pointers(inplace_list(y, name)));
+    require_disjoint(pointers(inplace_list(y, name.c_str())));
   }, py::arg("y"), py::arg("name"), "Validate in-place arguments without touching them.");
   m.def("clamp_", &clamp_binding, py::arg("y"), py::arg("lo"), py::arg("hi"));
   m.def("max_abs", &maxabs_binding, py::arg("x"));

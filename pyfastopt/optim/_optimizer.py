@@ -343,16 +343,14 @@ class Optimizer:
 
 
 def _check_param(p: Any, name: str) -> None:
-    if not isinstance(p, np.ndarray):
+    """Parameters are updated in place: the shared C++ in-place check (ndarray, float32 or
+    float64, writable, C-contiguous, aligned, native byte order), at construction."""
+    from .. import _core
+
+    if not isinstance(p, np.ndarray):  # a list would be read as a sequence of arrays
         raise TypeError(f"{name} must be a numpy.ndarray (updated in place), got "
                         f"{type(p).__name__}")
-    if p.dtype not in (np.float32, np.float64) or not p.dtype.isnative:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {p.dtype}")
-    if not p.flags.writeable:
-        raise ValueError(f"{name} is read-only; parameters are updated in place")
-    if not p.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous; parameters are updated in place, so "
-                         "a contiguous copy would never be seen by the caller")
+    _core.ops.check_inplace(p, name)
 
 
 def _check_distinct(arrays: list[np.ndarray], names: list[str]) -> None:

@@ -102,11 +102,16 @@ def _real(name: str, value: Any) -> float:
     return float(value)
 
 
-def _integer(name: str, value: Any) -> int:
-    """``value`` as a Python int; TypeError naming ``name`` if it is not an integer."""
+def _integer(name: str, value: Any, minimum: int | None = None) -> int:
+    """``value`` as a Python int; TypeError naming ``name`` if it is not an integer, and
+    ValueError if it is below ``minimum`` (1: "a positive integer", 0: ">= 0")."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    return int(value)
+    value = int(value)
+    if minimum is not None and value < minimum:
+        need = "a positive integer" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{name} must be {need}, got {value}")
+    return value
 
 
 def _per_group(name: str, value: Any, n_groups: int) -> list[float]:
@@ -270,9 +275,7 @@ class StepLR(LRScheduler):
     def __init__(
         self, optimizer: Any, step_size: int, gamma: float = 0.1, last_epoch: int = -1
     ) -> None:
-        self.step_size = _integer("step_size", step_size)
-        if self.step_size < 1:
-            raise ValueError(f"step_size must be a positive integer, got {step_size}")
+        self.step_size = _integer("step_size", step_size, minimum=1)
         self.gamma = _real("gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
@@ -407,9 +410,7 @@ class CosineAnnealingLR(LRScheduler):
     def __init__(
         self, optimizer: Any, T_max: int, eta_min: float = 0.0, last_epoch: int = -1
     ) -> None:
-        self.T_max = _integer("T_max", T_max)
-        if self.T_max < 1:
-            raise ValueError(f"T_max must be a positive integer, got {T_max}")
+        self.T_max = _integer("T_max", T_max, minimum=1)
         self.eta_min = _real("eta_min", eta_min)
         super().__init__(optimizer, last_epoch)
 
@@ -495,9 +496,7 @@ class LinearLR(LRScheduler):
             )
         self.start_factor = start_factor
         self.end_factor = end_factor
-        self.total_iters = _integer("total_iters", total_iters)
-        if self.total_iters < 1:
-            raise ValueError(f"total_iters must be a positive integer, got {total_iters}")
+        self.total_iters = _integer("total_iters", total_iters, minimum=1)
         super().__init__(optimizer, last_epoch)
 
     def _compute_lrs(self) -> list[float]:
@@ -782,12 +781,8 @@ class ReduceLROnPlateau(LRScheduler):
         else:
             self.default_min_lr = _real("min_lr", min_lr)
             self.min_lrs = [self.default_min_lr] * len(groups)
-        self.patience = _integer("patience", patience)
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {patience}")
-        self.cooldown = _integer("cooldown", cooldown)
-        if self.cooldown < 0:
-            raise ValueError(f"cooldown must be >= 0, got {cooldown}")
+        self.patience = _integer("patience", patience, minimum=0)
+        self.cooldown = _integer("cooldown", cooldown, minimum=0)
         self.eps = _real("eps", eps)
         self.threshold = _real("threshold", threshold)
         if mode not in ("min", "max"):

@@ -32,6 +32,7 @@ from ._config import (  # noqa: E402
     threads,
 )
 from ._dropout import dropout, dropout_backward, dropout_mask  # noqa: E402
+from ._gemm import linear, linear_backward, matmul  # noqa: E402
 
 __version__: str = _core.config.version
 DTypeError = _core.DTypeError
@@ -45,6 +46,9 @@ __all__ = [
     "dropout_backward",
     "dropout_mask",
     "get_num_threads",
+    "linear",
+    "linear_backward",
+    "matmul",
     "ops",
     "random",
     "set_num_threads",

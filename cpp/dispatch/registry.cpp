@@ -32,6 +32,8 @@ const Variants<OptimKernels> kOptim = {
     &ref::optim_kernels, PF_AVX2(optim_kernels), PF_AVX512(optim_kernels)};
 const Variants<DropoutKernels> kDropout = {
     &ref::dropout_kernels, PF_AVX2(dropout_kernels), PF_AVX512(dropout_kernels)};
+const Variants<GemmKernels> kGemm = {
+    &ref::gemm_kernels, PF_AVX2(gemm_kernels), PF_AVX512(gemm_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -49,6 +51,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].machine = pick(kMachine, isa);
     t[i].optim = pick(kOptim, isa);
     t[i].dropout = pick(kDropout, isa);
+    t[i].gemm = pick(kGemm, isa);
   }
   return t;
 }
@@ -68,6 +71,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices() {
   return {{"elementwise", k.elementwise->name},
           {"optim", k.optim->name},
           {"dropout", k.dropout->name},
+          {"gemm", k.gemm->name},
           {"machine", k.machine->name}};
 }
 

@@ -1,0 +1,409 @@
+// register_gemm.cpp -- matmul, linear, linear_backward: NumPy shape rules, strided
+// operands passed to the driver as they are (no transposed copies), one GIL release.
+#include <pybind11/numpy.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "checks.h"
+#include "pyfastopt/gemm.h"
+#include "register.h"
+
+namespace pyfastopt {
+namespace bind {
+
+namespace {
+
+using npy = py::detail::npy_api;
+using Shape = std::vector<py::ssize_t>;
+
+// A float array as a kernel operand: shape and ELEMENT strides, no copy when the array
+// is already usable (any strides that are whole elements; aligned; native byte order).
+struct Operand {
+  py::array arr;  // keeps the memory alive (the caller's array or a private copy)
+  DType dtype;
+  char* data;
+  Shape shape, strides;
+  Name name;
+  int ndim() const { return static_cast<int>(shape.size()); }
+};
+
+std::string shape_str(const Shape& s) {
+  std::string r = "(";
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    r += std::to_string(s[i]);
+    if (s.size() == 1 || i + 1 < s.size()) r += s.size() == 1 ? "," : ", ";
+  }
+  return r + ")";
+}
+
+Operand from_array(py::array arr, DType dt, Name name) {
+  const auto* p = py::detail::array_proxy(arr.ptr());
+  const py::ssize_t item = dt == DType::f32 ? 4 : 8;
+  Operand o{std::move(arr), dt, p->data, Shape(p->dimensions, p->dimensions + p->nd),
+            Shape(p->strides, p->strides + p->nd), name};
+  for (auto& s : o.strides) s /= item;
+  return o;
+}
+
+Operand operand(py::handle obj, Name name) {
+  if (npy::get().PyArray_Check_(obj.ptr())) {
+    const auto* p = py::detail::array_proxy(obj.ptr());
+    const auto* d = py::detail::array_descriptor_proxy(p->descr);
+    const bool f32 = d->type_num == npy::NPY_FLOAT_, f64 = d->type_num == npy::NPY_DOUBLE_;
+    const py::ssize_t item = f32 ? 4 : 8;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    const char swapped = '<';
+#else
+    const char swapped = '>';
+#endif
+    bool ok = (f32 || f64) && (p->flags & npy::NPY_ARRAY_ALIGNED_) && d->byteorder != swapped;
+    for (int i = 0; ok && i < p->nd; ++i) ok = p->strides[i] % item == 0;
+    if (ok)
+      return from_array(py::reinterpret_borrow<py::array>(obj), f32 ? DType::f32 : DType::f64, name);
+  }
+  Array a = input(obj, name);  // TypeError for other dtypes; private C-order copy otherwise
+  return from_array(a.arr, a.dtype, name);
+}
+
+// float32 with float64: NumPy's promotion (the float32 operand is converted).
+void promote(Operand& x, Operand& y) {
+  if (x.dtype == y.dtype) return;
+  Operand& lo = x.dtype == DType::f32 ? x : y;
+  py::array conv = lo.arr.attr("astype")(py::dtype::of<double>());
+  lo = from_array(conv, DType::f64, lo.name);
+}
+
+// Byte range [lo, hi) an operand may touch.
+void extent(const Operand& o, const char*& lo, const char*& hi) {
+  const py::ssize_t item = o.dtype == DType::f32 ? 4 : 8;
+  py::ssize_t neg = 0, pos = 0;
+  for (int i = 0; i < o.ndim(); ++i) {
+    if (o.shape[i] == 0) {
+      lo = hi = o.data;
+      return;
+    }
+    const py::ssize_t span = o.strides[i] * (o.shape[i] - 1) * item;
+    (span < 0 ? neg : pos) += span;
+  }
+  lo = o.data + neg;
+  hi = o.data + pos + item;
+}
+
+// An input that shares memory with the output is replaced by a private copy (the
+// kernels write C while still reading A and B).
+void detach_from(Operand& in, const py::array& out) {
+  const auto* p = py::detail::array_proxy(out.ptr());
+  const char* olo = p->data;
+  std::size_t bytes = static_cast<std::size_t>(out.itemsize());
+  for (int i = 0; i < p->nd; ++i) bytes *= static_cast<std::size_t>(p->dimensions[i]);
+  const char* ohi = olo + bytes;
+  const char *lo, *hi;
+  extent(in, lo, hi);
+  if (lo < ohi && olo < hi && bytes > 0) {
+    py::array copy = py::reinterpret_steal<py::array>(
+        npy::get().PyArray_NewCopy_(in.arr.ptr(), 0 /* NPY_CORDER */));
+    if (!copy) throw py::error_already_set();
+    in = from_array(copy, in.dtype, in.name);
+  }
+}
+
+// The result array: a new one, or `out` checked against the result's shape and dtype.
+py::array result(py::handle out, const Shape& shape, DType dt) {
+  if (out.is_none()) return py::array(dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>(), shape);
+  Array o = inplace(out, "out");  // ndarray, writable, C-contiguous, float32/float64
+  if (o.dtype != dt)
+    throw dtype_error(std::string("out must have dtype ") + dtype_name(dt) + " (the result's), got " +
+                      dtype_name(o.dtype));
+  const Shape got(o.arr.shape(), o.arr.shape() + o.arr.ndim());
+  if (got != shape)
+    value_error("out must have shape " + shape_str(shape) + " (the result's), got " + shape_str(got));
+  return o.arr;
+}
+
+Activation activation(py::handle act) {
+  if (act.is_none()) return Activation::none;
+  if (py::isinstance<py::str>(act)) {
+    const std::string s = py::str(act);
+    if (s == "relu") return Activation::relu;
+    if (s == "gelu") return Activation::gelu;
+    value_error("activation must be None, 'relu' or 'gelu', got '" + s + "'");
+  }
+  value_error("activation must be None, 'relu' or 'gelu', got " + std::string(py::repr(act)));
+}
+
+// One strided matrix of a batch: rows/cols (sizes, element strides).
+struct Mat {
+  py::ssize_t rows, cols, rs, cs;
+};
+
+template <class T>
+void run_gemm(const std::vector<std::ptrdiff_t>& ao, const std::vector<std::ptrdiff_t>& bo,
+              const Mat& a, const Mat& b, const char* ad, const char* bd, void* c, const T* bias,
+              Activation act) {
+  Epilogue<T> ep{bias, act};
+  gemm<T>(ao.size(), ao.data(), bo.data(), static_cast<std::size_t>(a.rows),
+          static_cast<std::size_t>(b.cols), static_cast<std::size_t>(a.cols),
+          MatRef<T>{reinterpret_cast<const T*>(ad), a.rs, a.cs},
+          MatRef<T>{reinterpret_cast<const T*>(bd), b.rs, b.cs}, static_cast<T*>(c), ep);
+}
+
+void* data_of(const py::array& a) { return py::detail::array_proxy(a.ptr())->data; }
+
+// ---- matmul ---------------------------------------------------------------------------
+py::object matmul(py::handle a_obj, py::handle b_obj, py::handle out_obj) {
+  Operand A = operand(a_obj, "a"), B = operand(b_obj, "b");
+  promote(A, B);
+  auto shapes = [&] { return "a has shape " + shape_str(A.shape) + ", b has shape " + shape_str(B.shape); };
+  if (A.ndim() == 0 || B.ndim() == 0)
+    value_error("matmul: operands must be at least 1-D (" + shapes() + "); use * to multiply by a scalar");
+  const bool avec = A.ndim() == 1, bvec = B.ndim() == 1;
+  const int an = A.ndim(), bn = B.ndim();
+  Mat a{avec ? 1 : A.shape[an - 2], A.shape[an - 1], avec ? 0 : A.strides[an - 2], A.strides[an - 1]};
+  Mat b{B.shape[bvec ? 0 : bn - 2], bvec ? 1 : B.shape[bn - 1], B.strides[bvec ? 0 : bn - 2],
+        bvec ? 1 : B.strides[bn - 1]};
+  if (a.cols != b.rows)
+    value_error("matmul: " + shapes() + "; a's last dimension (" + std::to_string(a.cols) +
+                ") must equal b's " + (bvec ? "length (" : "second-to-last dimension (") +
+                std::to_string(b.rows) + ")");
+  // batch dimensions: NumPy broadcasting, aligned from the right
+  const int abat = std::max(an - 2, 0), bbat = std::max(bn - 2, 0), nb = std::max(abat, bbat);
+  Shape bshape(nb), astr(nb, 0), bstr(nb, 0);
+  for (int d = 0; d < nb; ++d) {
+    const int da = d - (nb - abat), db = d - (nb - bbat);
+    const py::ssize_t sa = da >= 0 ? A.shape[da] : 1, sb = db >= 0 ? B.shape[db] : 1;
+    if (sa != sb && sa != 1 && sb != 1)
+      value_error("matmul: batch dimensions do not broadcast (" + shapes() + ")");
+    bshape[d] = std::max(sa, sb);
+    if (sa == 0 || sb == 0) bshape[d] = 0;
+    if (da >= 0 && sa != 1) astr[d] = A.strides[da];
+    if (db >= 0 && sb != 1) bstr[d] = B.strides[db];
+  }
+  Shape oshape = bshape;
+  if (!avec) oshape.push_back(a.rows);
+  if (!bvec) oshape.push_back(b.cols);
+  std::size_t batch = 1;
+  for (py::ssize_t s : bshape) batch = checked_mul(batch, static_cast<std::size_t>(s), "matmul batch");
+  checked_mul(checked_mul(batch, static_cast<std::size_t>(a.rows), "matmul output"),
+              static_cast<std::size_t>(b.cols), "matmul output");
+  py::array C = result(out_obj, oshape, A.dtype);
+  if (!out_obj.is_none()) {
+    detach_from(A, C);
+    detach_from(B, C);
+    // a copy is C-ordered: refresh the matrix strides
+    a.rs = avec ? 0 : A.strides[an - 2];
+    a.cs = A.strides[an - 1];
+    b.rs = B.strides[bvec ? 0 : bn - 2];
+    if (!bvec) b.cs = B.strides[bn - 1];
+    for (int d = 0; d < nb; ++d) {
+      const int da = d - (nb - abat), db = d - (nb - bbat);
+      astr[d] = da >= 0 && A.shape[da] != 1 ? A.strides[da] : 0;
+      bstr[d] = db >= 0 && B.shape[db] != 1 ? B.strides[db] : 0;
+    }
+  }
+  std::vector<std::ptrdiff_t> ao(batch), bo(batch);
+  Shape idx(nb, 0);
+  for (std::size_t t = 0; t < batch; ++t) {
+    std::ptrdiff_t x = 0, y = 0;
+    for (int d = 0; d < nb; ++d) {
+      x += idx[d] * astr[d];
+      y += idx[d] * bstr[d];
+    }
+    ao[t] = x;
+    bo[t] = y;
+    for (int d = nb - 1; d >= 0; --d) {  // next batch index, last dimension fastest
+      if (++idx[d] < bshape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  void* cd = data_of(C);
+  {
+    py::gil_scoped_release nogil;
+    if (A.dtype == DType::f32)
+      run_gemm<float>(ao, bo, a, b, A.data, B.data, cd, nullptr, Activation::none);
+    else
+      run_gemm<double>(ao, bo, a, b, A.data, B.data, cd, nullptr, Activation::none);
+  }
+  if (avec && bvec && out_obj.is_none()) return C.attr("__getitem__")(py::tuple());  // a scalar, as NumPy
+  return std::move(C);
+}
+
+// Rows of an operand with >= 2 dims as one matrix when its leading dimensions collapse
+// (row stride uniform); false otherwise.
+bool collapse_rows(const Operand& o, py::ssize_t& rows, py::ssize_t& rs) {
+  const int n = o.ndim();
+  rows = 1;
+  for (int d = 0; d + 1 < n; ++d) rows *= o.shape[d];
+  rs = n >= 2 ? o.strides[n - 2] : 0;
+  for (int d = 0; d + 2 < n; ++d)
+    if (o.shape[d] != 1 && o.strides[d] != o.strides[d + 1] * o.shape[d + 1]) return false;
+  return true;
+}
+
+// A private C-ordered copy of an operand.
+void make_contiguous(Operand& o) {
+  py::array copy = py::reinterpret_steal<py::array>(npy::get().PyArray_NewCopy_(o.arr.ptr(), 0));
+  if (!copy) throw py::error_already_set();
+  o = from_array(copy, o.dtype, o.name);
+}
+
+// ---- linear ---------------------------------------------------------------------------
+py::array linear(py::handle x_obj, py::handle w_obj, py::handle b_obj, py::handle act_obj,
+                 py::handle out_obj) {
+  const Activation act = activation(act_obj);
+  Operand X = operand(x_obj, "x"), W = operand(w_obj, "weight");
+  promote(X, W);
+  if (W.ndim() != 2)
+    value_error("weight must be 2-D (out_features, in_features), got shape " + shape_str(W.shape));
+  if (X.ndim() == 0) value_error("x must be at least 1-D (..., in_features), got a 0-d array");
+  const py::ssize_t in = W.shape[1], outf = W.shape[0];
+  if (X.shape.back() != in)
+    value_error("x has shape " + shape_str(X.shape) + " and weight has shape " + shape_str(W.shape) +
+                ": x's last dimension must equal weight's in_features (" + std::to_string(in) + ")");
+  Array bias;
+  bool has_bias = !b_obj.is_none();
+  if (has_bias) {
+    bias = input(b_obj, "bias");
+    const Shape bs(bias.arr.shape(), bias.arr.shape() + bias.arr.ndim());
+    if (bs != Shape{outf})
+      value_error("bias must have shape (" + std::to_string(outf) + ",) (weight has shape " +
+                  shape_str(W.shape) + "), got " + shape_str(bs));
+    if (bias.dtype != X.dtype) {
+      py::array conv = bias.arr.attr("astype")(X.dtype == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>());
+      bias = input(conv, "bias");
+    }
+  }
+  Shape oshape(X.shape.begin(), X.shape.end() - 1);
+  oshape.push_back(outf);
+  py::array C = result(out_obj, oshape, X.dtype);
+  if (!out_obj.is_none()) {
+    detach_from(X, C);
+    detach_from(W, C);
+    if (has_bias) {  // bias is read in the write-back of every tile
+      Operand Bo = from_array(bias.arr, bias.dtype, "bias");
+      detach_from(Bo, C);
+      bias.arr = Bo.arr;
+      bias.data = Bo.data;
+    }
+  }
+  // x as a batch of matrices sharing W^T: one matrix when the leading dims collapse
+  std::vector<std::ptrdiff_t> xo{0}, wo{0};
+  Mat a{};
+  if (X.ndim() == 1) {
+    a = {1, in, 0, X.strides[0]};
+  } else {
+    py::ssize_t rows, rs;
+    if (collapse_rows(X, rows, rs)) {
+      a = {rows, in, rs, X.strides.back()};
+    } else {  // batch over the leading dims but the last of them
+      const int n = X.ndim();
+      a = {X.shape[n - 2], in, X.strides[n - 2], X.strides[n - 1]};
+      std::size_t batch = 1;
+      for (int d = 0; d + 2 < n; ++d) batch *= static_cast<std::size_t>(X.shape[d]);
+      xo.assign(batch, 0);
+      wo.assign(batch, 0);
+      Shape idx(n - 2, 0);
+      for (std::size_t t = 0; t < batch; ++t) {
+        std::ptrdiff_t off = 0;
+        for (int d = 0; d + 2 < n; ++d) off += idx[d] * X.strides[d];
+        xo[t] = off;
+        for (int d = n - 3; d >= 0; --d) {
+          if (++idx[d] < X.shape[d]) break;
+          idx[d] = 0;
+        }
+      }
+      if (batch == 0) xo.clear(), wo.clear();
+    }
+  }
+  const Mat b{in, outf, W.strides[1], W.strides[0]};  // B = W^T
+  void* cd = data_of(C);
+  {
+    py::gil_scoped_release nogil;
+    if (X.dtype == DType::f32)
+      run_gemm<float>(xo, wo, a, b, X.data, W.data, cd, has_bias ? bias.ptr<float>() : nullptr, act);
+    else
+      run_gemm<double>(xo, wo, a, b, X.data, W.data, cd, has_bias ? bias.ptr<double>() : nullptr, act);
+  }
+  return C;
+}
+
+// ---- linear_backward ------------------------------------------------------------------
+py::tuple linear_backward(py::handle dy_obj, py::handle x_obj, py::handle w_obj, bool need_dx) {
+  Operand DY = operand(dy_obj, "dy"), X = operand(x_obj, "x"), W = operand(w_obj, "weight");
+  promote(DY, X);
+  promote(DY, W);
+  promote(X, W);
+  if (W.ndim() != 2)
+    value_error("weight must be 2-D (out_features, in_features), got shape " + shape_str(W.shape));
+  const py::ssize_t outf = W.shape[0], in = W.shape[1];
+  if (X.ndim() == 0 || DY.ndim() == 0) value_error("dy and x must be at least 1-D");
+  const Shape xlead(X.shape.begin(), X.shape.end() - 1), dlead(DY.shape.begin(), DY.shape.end() - 1);
+  if (X.shape.back() != in || DY.shape.back() != outf || xlead != dlead)
+    value_error("linear_backward: dy has shape " + shape_str(DY.shape) + ", x has shape " +
+                shape_str(X.shape) + ", weight has shape " + shape_str(W.shape) +
+                "; expected dy (..., " + std::to_string(outf) + ") and x (..., " + std::to_string(in) +
+                ") with the same leading dimensions");
+  py::ssize_t m, dy_rs, x_rs;
+  if (DY.ndim() == 1) {
+    m = 1;
+    dy_rs = 0;
+  } else if (!collapse_rows(DY, m, dy_rs)) {
+    make_contiguous(DY);
+    collapse_rows(DY, m, dy_rs);
+  }
+  if (X.ndim() == 1) {
+    x_rs = 0;
+  } else if (!collapse_rows(X, m, x_rs)) {
+    make_contiguous(X);
+    collapse_rows(X, m, x_rs);
+  }
+  const DType dt = DY.dtype;
+  const py::dtype pdt = dt == DType::f32 ? py::dtype::of<float>() : py::dtype::of<double>();
+  py::array dx = need_dx ? py::array(pdt, X.shape) : py::array();
+  py::array dw(pdt, Shape{outf, in});
+  py::array db(pdt, Shape{outf});
+  const py::ssize_t dy_cs = DY.strides.back(), x_cs = X.strides.back();
+  const std::vector<std::ptrdiff_t> zero{0};
+  void* dxp = need_dx ? data_of(dx) : nullptr;
+  void *dwp = data_of(dw), *dbp = data_of(db);
+  {
+    py::gil_scoped_release nogil;
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      if (need_dx)  // dx = dy @ W
+        run_gemm<T>(zero, zero, Mat{m, outf, dy_rs, dy_cs}, Mat{outf, in, W.strides[0], W.strides[1]},
+                    DY.data, W.data, dxp, nullptr, Activation::none);
+      // dW = dy^T @ x
+      run_gemm<T>(zero, zero, Mat{outf, m, dy_cs, dy_rs}, Mat{m, in, x_rs, x_cs}, DY.data, X.data, dwp,
+                  nullptr, Activation::none);
+      column_sums<T>(static_cast<std::size_t>(m), static_cast<std::size_t>(outf),
+                     reinterpret_cast<const T*>(DY.data), dy_rs, dy_cs, static_cast<T*>(dbp));
+    };
+    if (dt == DType::f32)
+      run(float{});
+    else
+      run(double{});
+  }
+  return py::make_tuple(need_dx ? py::object(dx) : py::object(py::none()), dw, db);
+}
+
+py::str path(std::size_t m, std::size_t n, std::size_t k, std::ptrdiff_t rsa, std::ptrdiff_t csa,
+             std::ptrdiff_t rsb, std::ptrdiff_t csb) {
+  return gemm_path(m, n, k, rsa, csa, rsb, csb);
+}
+
+}  // namespace
+
+void register_gemm(py::module_& m) {
+  m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none());
+  m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+        py::arg("activation") = py::none(), py::arg("out") = py::none());
+  m.def("linear_backward", &linear_backward, py::arg("dy"), py::arg("x"), py::arg("weight"),
+        py::arg("need_dx") = true);
+  m.def("path", &path, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("rsa"), py::arg("csa"),
+        py::arg("rsb"), py::arg("csb"));
+}
+
+}  // namespace bind
+}  // namespace pyfastopt

@@ -1,0 +1,115 @@
+// gemm.h -- dense matrix products C = act(A B + bias) for float32 and float64.
+//
+// Structure (BLIS-style; see ARCHITECTURE.md):
+//   driver (gemm_driver.cpp, baseline flags): path choice, cache blocking MC/KC/NC,
+//     packing buffers reused across calls, OpenMP threads;
+//   kernels (gemm_<level>.cpp, one per ISA): a register-blocked micro-kernel, the two
+//     packing routines, and two unpacked kernels for small and skinny problems.
+//
+// Operands are strided views: element (i, j) of A is a[i*rs + j*cs], strides in elements,
+// any sign. Transposed, Fortran-order and sliced operands are absorbed by the packing
+// routines (never by making transposed copies). C is row-major with unit column stride.
+//
+// Rounding contract (what makes results independent of the thread count): every element
+// C[i,j] is computed by exactly one task as
+//   packed path:  c = sum over K-blocks of size KC, in order, of s_b, where s_b is an
+//                 FMA chain over k in the block starting from 0 (c = s_0; c = c + s_1; ...);
+//                 then c = c + bias[j]; then the activation.
+//   direct path:  the same, with K-blocks of 256 steps.
+//   dot path:     per-lane FMA chains over k (lane l takes k = l mod N), the lanes summed
+//                 in a fixed tree, + bias, activation.
+// The path depends only on the shapes and strides, never on the thread count, and no
+// path splits K across threads. So results are bitwise identical for any thread count
+// (they may differ between SIMD levels and between paths, within the usual GEMM error
+// bound |C - AB| <= K eps |A||B|).
+//
+// Activation: relu(x) = max(0, x) (NaN stays NaN); gelu(x) = x * Phi(x), the exact
+// erf form (PyTorch's default), evaluated as 0.5 x erfc(-x / sqrt 2) in double: fused in
+// the write-back of each tile, while the tile is in L1, not a separate pass over C.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pyfastopt {
+
+enum class Activation : int { none = 0, relu = 1, gelu = 2 };
+
+// What the write-back of a tile does (tile origin: row i0, column j0 of C).
+template <class T>
+struct Epilogue {
+  const T* bias = nullptr;  // per column of C (length N), or null
+  Activation act = Activation::none;
+};
+
+template <class T>
+struct GemmKernelsT {
+  // Register tile and cache blocking of this ISA (elements). KC is also the rounding
+  // block of the packed path (see above).
+  int mr, nr, mc, kc, nc;
+
+  // Micro-kernel: C[0:m, 0:n] (row stride ldc, unit column stride) gets the product of
+  // an A micro-panel ap (kc steps of mr values, k-major) and a B micro-panel bp (kc steps
+  // of nr values), 1 <= m <= mr, 1 <= n <= nr. first: C = P (C not read); otherwise
+  // C = C + P. last: then C = act(C + bias[0:n]) (bias already offset to the tile's first
+  // column). Rows >= m and columns >= n of C are never read or written. ap and bp are
+  // 64-byte aligned; kc may be 0.
+  void (*ukernel)(std::size_t kc, const T* ap, const T* bp, T* c, std::ptrdiff_t ldc, int m,
+                  int n, bool first, bool last, const Epilogue<T>& ep);
+
+  // Packing. pack_a: the m x kc block of A (m <= mc) into ceil(m/mr) micro-panels, rows
+  // beyond m zero-filled. pack_b: the kc x n block of B (n <= nc) into ceil(n/nr)
+  // micro-panels, columns beyond n zero-filled. Destinations are 64-byte aligned.
+  void (*pack_a)(std::size_t m, std::size_t kc, const T* a, std::ptrdiff_t rs,
+                 std::ptrdiff_t cs, T* ap);
+  void (*pack_b)(std::size_t kc, std::size_t n, const T* b, std::ptrdiff_t rs,
+                 std::ptrdiff_t cs, T* bp);
+
+  // Direct (no packing): B with unit column stride (rows of B contiguous), any A strides;
+  // computes columns [j0, j1) of all m rows. For small problems and for skinny ones
+  // (few rows: B is streamed once, software-prefetched).
+  void (*direct)(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const T* a,
+                 std::ptrdiff_t rsa, std::ptrdiff_t csa, const T* b, std::ptrdiff_t ldb, T* c,
+                 std::ptrdiff_t ldc, const Epilogue<T>& ep);
+
+  // Dot form: A with unit column stride, B with unit ROW stride (B = W^T with W row-major:
+  // the linear layer's x @ W.T). C[i, j] = dot(A[i, :], W[j, :]) for columns [j0, j1),
+  // reading W once (the GEMV / inference case).
+  void (*dot)(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const T* a,
+              std::ptrdiff_t lda, const T* w, std::ptrdiff_t ldw, T* c, std::ptrdiff_t ldc,
+              const Epilogue<T>& ep);
+};
+
+struct GemmKernels {
+  const char* name;
+  GemmKernelsT<float> f32;
+  GemmKernelsT<double> f64;
+};
+
+// A strided matrix operand.
+template <class T>
+struct MatRef {
+  const T* p;
+  std::ptrdiff_t rs, cs;  // element strides
+};
+
+// Driver: C (m x n, row-major, ldc = n) = act(A B + bias) for `batch` products; product
+// t uses A at a.p + a_off[t], B at b.p + b_off[t] and C + t*m*n (offsets in elements).
+// C must not overlap A or B (the binding copies an aliased input first).
+template <class T>
+void gemm(std::size_t batch, const std::ptrdiff_t* a_off, const std::ptrdiff_t* b_off,
+          std::size_t m, std::size_t n, std::size_t k, MatRef<T> a, MatRef<T> b, T* c,
+          const Epilogue<T>& ep);
+
+// dbias[j] = sum_i dy[i*rs + j*cs], rows added in order, accumulated in double, rounded
+// once; the same bits for any thread count.
+template <class T>
+void column_sums(std::size_t m, std::size_t n, const T* dy, std::ptrdiff_t rs, std::ptrdiff_t cs,
+                 T* dbias);
+
+// The path `gemm` takes for one product (for tests and show_config): "empty", "direct",
+// "dot" or "packed".
+const char* gemm_path(std::size_t m, std::size_t n, std::size_t k, std::ptrdiff_t rsa,
+                      std::ptrdiff_t csa, std::ptrdiff_t rsb, std::ptrdiff_t csb);
+
+}  // namespace pyfastopt

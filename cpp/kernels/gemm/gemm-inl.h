@@ -1,0 +1,384 @@
+// gemm-inl.h -- the GEMM kernels of gemm.h written once over per-ISA "GEMM vector" traits.
+// NO include guard: included inside each ISA translation unit's anonymous namespace,
+// after the traits `G` it is instantiated with are defined. Traits interface (all static):
+//   using T, R; N (lanes); zero(); load(p); store(p, x); set1(t); fma(a, b, c) = a*b + c
+//   with one rounding; add(a, b); relu(x) = max(0, x) keeping NaN;
+//   loadn(p, n) / storen(p, x, n): lanes [0, n) only (0 <= n <= N), others read as 0 and
+//   never touched in memory; hsum(x) -> T: the lanes summed in a fixed tree;
+//   transpose(src, lds, dst, ldd): dst[c*ldd + r] = src[r*lds + c] for an N x N block.
+// The contract of every function is in pyfastopt/gemm.h.
+
+#ifndef PF_UNROLL
+#define PF_UNROLL _Pragma("GCC unroll 32")
+#endif
+
+// Transposes address N rows through 32-bit gather offsets: only for modest strides.
+inline bool transposable(std::ptrdiff_t ld) { return ld > 0 && ld < (std::ptrdiff_t{1} << 26); }
+
+template <class T>
+inline T activate(T x, Activation act) {
+  if (act == Activation::relu) return x < T(0) ? T(0) : x;  // NaN stays NaN
+  if (act == Activation::gelu) {
+    const double d = static_cast<double>(x);
+    return static_cast<T>(0.5 * d * std::erfc(-d * 0.70710678118654752440));
+  }
+  return x;
+}
+
+// ---- micro-kernel: MR x (NV*N) register tile over packed panels ----------------------
+template <class G, int MR, int NV>
+void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
+             typename G::T* c, std::ptrdiff_t ldc, int m, int n, bool first, bool last,
+             const Epilogue<typename G::T>& ep) {
+  using T = typename G::T;
+  using R = typename G::R;
+  constexpr int N = G::N;
+  R acc[MR][NV];
+  PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
+  for (std::size_t k = 0; k < kc; ++k) {
+    R b[NV];
+    PF_UNROLL for (int v = 0; v < NV; ++v) b[v] = G::load(bp + v * N);
+    PF_UNROLL for (int i = 0; i < MR; ++i) {
+      const R a = G::set1(ap[i]);
+      PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::fma(a, b[v], acc[i][v]);
+    }
+    ap += MR;
+    bp += NV * N;
+  }
+  // Write-back: C (+)= tile, then bias and activation on the last K block.
+  const bool relu = last && ep.act == Activation::relu;
+  const T* bias = last ? ep.bias : nullptr;
+  PF_UNROLL for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    T* row = c + i * ldc;
+    PF_UNROLL for (int v = 0; v < NV; ++v) {
+      const int nn = n - v * N;
+      if (nn <= 0) break;
+      R x = acc[i][v];
+      if (nn >= N) {
+        if (!first) x = G::add(G::load(row + v * N), x);
+        if (bias) x = G::add(x, G::load(bias + v * N));
+        if (relu) x = G::relu(x);
+        G::store(row + v * N, x);
+      } else {
+        if (!first) x = G::add(G::loadn(row + v * N, nn), x);
+        if (bias) x = G::add(x, G::loadn(bias + v * N, nn));
+        if (relu) x = G::relu(x);
+        G::storen(row + v * N, x, nn);
+      }
+    }
+    if (last && ep.act == Activation::gelu)
+      for (int j = 0; j < n; ++j) row[j] = activate(row[j], Activation::gelu);
+  }
+}
+
+// ---- packing --------------------------------------------------------------------------
+// B: kc x n block -> NR-column micro-panels, panel p at bp + p*NR*kc, step k at + k*NR.
+template <class G, int NR>
+void pack_b(std::size_t kc, std::size_t n, const typename G::T* b, std::ptrdiff_t rs,
+            std::ptrdiff_t cs, typename G::T* bp) {
+  using T = typename G::T;
+  constexpr int N = G::N;
+  static_assert(NR % N == 0, "NR must be a multiple of the vector width");
+  for (std::size_t j0 = 0; j0 < n; j0 += NR) {
+    const int nn = static_cast<int>(n - j0 < NR ? n - j0 : NR);
+    T* dst = bp + j0 * kc;
+    if (cs == 1) {  // rows of B contiguous: vector copies
+      for (std::size_t k = 0; k < kc; ++k) {
+        const T* s = b + static_cast<std::ptrdiff_t>(k) * rs + static_cast<std::ptrdiff_t>(j0);
+        PF_UNROLL for (int v = 0; v < NR / N; ++v) {
+          const int left = nn - v * N;
+          G::store(dst + k * NR + v * N,
+                   left >= N ? G::load(s + v * N) : G::loadn(s + v * N, left > 0 ? left : 0));
+        }
+      }
+    } else if (rs == 1 && N > 1) {  // columns of B contiguous (B = W^T): N x N transposes
+      for (int jj = 0; jj < NR; jj += N) {
+        const int rows = nn - jj;  // source rows (columns of B) in this group
+        std::size_t k = 0;
+        if (rows >= N && transposable(cs))
+          for (; k + N <= kc; k += N)
+            G::transpose(b + static_cast<std::ptrdiff_t>(j0 + jj) * cs + static_cast<std::ptrdiff_t>(k),
+                         cs, dst + k * NR + jj, NR);
+        for (; k < kc; ++k)  // tail steps (and partial groups): element by element
+          for (int j = 0; j < N; ++j)
+            dst[k * NR + jj + j] =
+                j < rows ? b[static_cast<std::ptrdiff_t>(j0 + jj + j) * cs + static_cast<std::ptrdiff_t>(k)] : T(0);
+      }
+    } else {  // any strides
+      for (int j = 0; j < nn; ++j) {
+        const T* s = b + static_cast<std::ptrdiff_t>(j0 + j) * cs;
+        for (std::size_t k = 0; k < kc; ++k) dst[k * NR + j] = s[static_cast<std::ptrdiff_t>(k) * rs];
+      }
+      for (int j = nn; j < NR; ++j)
+        for (std::size_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
+    }
+  }
+}
+
+// A: m x kc block -> MR-row micro-panels, panel p at ap + p*MR*kc, step k at + k*MR.
+template <class G, int MR>
+void pack_a(std::size_t m, std::size_t kc, const typename G::T* a, std::ptrdiff_t rs,
+            std::ptrdiff_t cs, typename G::T* ap) {
+  using T = typename G::T;
+  constexpr int N = G::N;
+  const std::size_t panels = (m + MR - 1) / MR;
+  if (rs == 1) {  // columns of A contiguous (A = dy^T): MR consecutive values per step
+    for (std::size_t p = 0; p < panels; ++p) {
+      const std::size_t i0 = p * MR;
+      const int mm = static_cast<int>(m - i0 < MR ? m - i0 : MR);
+      T* dst = ap + i0 * kc;
+      for (std::size_t k = 0; k < kc; ++k) {
+        const T* s = a + static_cast<std::ptrdiff_t>(i0) + static_cast<std::ptrdiff_t>(k) * cs;
+        for (int i = 0; i < MR; ++i) dst[k * MR + i] = i < mm ? s[i] : T(0);
+      }
+    }
+    return;
+  }
+  if (cs == 1 && N > 1) {  // rows of A contiguous: N x N transposes through a scratch tile
+    alignas(64) T tile[N * N];
+    for (std::size_t i = 0; i < m; i += N) {
+      const std::size_t rows = m - i < static_cast<std::size_t>(N) ? m - i : N;
+      for (std::size_t k = 0; k < kc; k += N) {
+        const std::size_t steps = kc - k < static_cast<std::size_t>(N) ? kc - k : N;
+        const T* s = a + static_cast<std::ptrdiff_t>(i) * rs + static_cast<std::ptrdiff_t>(k);
+        if (rows == static_cast<std::size_t>(N) && steps == static_cast<std::size_t>(N) &&
+            transposable(rs)) {
+          G::transpose(s, rs, tile, N);
+        } else {
+          for (std::size_t r = 0; r < rows; ++r)
+            for (std::size_t q = 0; q < steps; ++q) tile[q * N + r] = s[static_cast<std::ptrdiff_t>(r) * rs + static_cast<std::ptrdiff_t>(q)];
+        }
+        // tile[q*N + r] = A[i + r, k + q]: scatter each step's run of rows into the panels
+        for (std::size_t q = 0; q < steps; ++q) {
+          std::size_t r = 0;
+          while (r < rows) {
+            const std::size_t row = i + r, p = row / MR, lane = row % MR;
+            std::size_t run = MR - lane;
+            if (run > rows - r) run = rows - r;
+            T* d = ap + p * MR * kc + (k + q) * MR + lane;
+            for (std::size_t t = 0; t < run; ++t) d[t] = tile[q * N + r + t];
+            r += run;
+          }
+        }
+      }
+    }
+  } else {  // any strides: read each row along k
+    for (std::size_t i = 0; i < m; ++i) {
+      const T* s = a + static_cast<std::ptrdiff_t>(i) * rs;
+      T* d = ap + (i / MR) * MR * kc + i % MR;
+      for (std::size_t k = 0; k < kc; ++k) d[k * MR] = s[static_cast<std::ptrdiff_t>(k) * cs];
+    }
+  }
+  // zero the rows of the last panel beyond m
+  const std::size_t used = m % MR;
+  if (used) {
+    T* d = ap + (panels - 1) * MR * kc;
+    for (std::size_t k = 0; k < kc; ++k)
+      for (std::size_t i = used; i < static_cast<std::size_t>(MR); ++i) d[k * MR + i] = T(0);
+  }
+}
+
+// ---- direct: B rows contiguous, no packing --------------------------------------------
+// Tile: MR rows x NV vectors over k steps [0, k) of the given pointers. first: C = P,
+// else C = C + P; last: then bias and activation. Rows past mm re-read row mm-1 (in
+// bounds) and are not stored.
+template <class G, int MR, int NV, bool PF>
+void direct_tile(int mm, int nn, std::size_t k, const typename G::T* const* arow,
+                 std::ptrdiff_t csa, const typename G::T* b, std::ptrdiff_t ldb,
+                 typename G::T* c, std::ptrdiff_t ldc, bool first, bool last,
+                 const typename G::T* bias, Activation act) {
+  using T = typename G::T;
+  using R = typename G::R;
+  constexpr int N = G::N;
+  R acc[MR][NV];
+  PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
+  const bool full = nn == NV * N;
+  for (std::size_t q = 0; q < k; ++q) {
+    const T* brow = b + static_cast<std::ptrdiff_t>(q) * ldb;
+    if (PF) {  // B rows are far apart: fetch the same row of the NEXT column tile, which
+               // this sweep reaches KD steps from now (addresses known, distance ample)
+      const char* pf = reinterpret_cast<const char*>(brow + NV * N);
+      PF_UNROLL for (int l = 0; l < static_cast<int>(NV * N * sizeof(T)); l += 64) __builtin_prefetch(pf + l);
+    }
+    R bv[NV];
+    if (full) {
+      PF_UNROLL for (int v = 0; v < NV; ++v) bv[v] = G::load(brow + v * N);
+    } else {
+      PF_UNROLL for (int v = 0; v < NV; ++v) {
+        const int left = nn - v * N;
+        bv[v] = G::loadn(brow + v * N, left < 0 ? 0 : (left > N ? N : left));
+      }
+    }
+    const std::ptrdiff_t off = static_cast<std::ptrdiff_t>(q) * csa;
+    PF_UNROLL for (int i = 0; i < MR; ++i) {
+      const R av = G::set1(arow[i][off]);
+      PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::fma(av, bv[v], acc[i][v]);
+    }
+  }
+  const bool relu = last && act == Activation::relu;
+  if (!last) bias = nullptr;
+  PF_UNROLL for (int i = 0; i < MR; ++i) {
+    if (i >= mm) break;
+    T* row = c + i * ldc;
+    PF_UNROLL for (int v = 0; v < NV; ++v) {
+      const int left = nn - v * N;
+      if (left <= 0) break;
+      R x = acc[i][v];
+      if (left >= N) {
+        if (!first) x = G::add(G::load(row + v * N), x);
+        if (bias) x = G::add(x, G::load(bias + v * N));
+        if (relu) x = G::relu(x);
+        G::store(row + v * N, x);
+      } else {
+        if (!first) x = G::add(G::loadn(row + v * N, left), x);
+        if (bias) x = G::add(x, G::loadn(bias + v * N, left));
+        if (relu) x = G::relu(x);
+        G::storen(row + v * N, x, left);
+      }
+    }
+    if (last && act == Activation::gelu)
+      for (int j = 0; j < nn; ++j) row[j] = activate(row[j], Activation::gelu);
+  }
+}
+
+// One row tile (R rows) across columns [j0, j1) for k steps [kb, kb + kd).
+template <class G, int R, int NV, bool PF>
+void direct_rows(std::size_t j0, std::size_t j1, std::size_t kd, const typename G::T* const* arow,
+                 std::ptrdiff_t csa, const typename G::T* b, std::ptrdiff_t ldb, typename G::T* c,
+                 std::ptrdiff_t ldc, bool first, bool last, const Epilogue<typename G::T>& ep) {
+  constexpr std::size_t NRD = NV * G::N;
+  for (std::size_t j = j0; j < j1; j += NRD) {
+    const int nn = static_cast<int>(j1 - j < NRD ? j1 - j : NRD);
+    direct_tile<G, R, NV, PF>(R, nn, kd, arow, csa, b + j, ldb, c + j, ldc, first, last,
+                              ep.bias ? ep.bias + j : nullptr, ep.act);
+  }
+}
+
+// K is walked in blocks of KD steps (outermost), so a sweep over the column tiles reuses
+// the same KD rows of B (pages stay in the TLB, lines arrive in order); C accumulates
+// across blocks, which fixes the rounding order (see gemm.h). Row tiles of 8, 4, 2 or 1
+// rows (no row is computed twice: a GEMV does not pay for 8 rows of FMAs), each with
+// about ACC accumulators (fewer rows, wider tiles: enough independent FMA chains).
+template <class G, int ACC, bool PF, int KD>
+void direct(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const typename G::T* a,
+            std::ptrdiff_t rsa, std::ptrdiff_t csa, const typename G::T* b, std::ptrdiff_t ldb,
+            typename G::T* c, std::ptrdiff_t ldc, const Epilogue<typename G::T>& ep) {
+  using T = typename G::T;
+  constexpr int MR = ACC >= 16 ? 8 : 4;
+  std::size_t kb = 0;
+  do {  // at least once: k == 0 still writes bias/activation
+    const std::size_t kd = k - kb < static_cast<std::size_t>(KD) ? k - kb : KD;
+    const bool first = kb == 0, last = kb + kd >= k;
+    const T* bk = b + static_cast<std::ptrdiff_t>(kb) * ldb;
+    for (std::size_t i0 = 0; i0 < m;) {
+      int rows = MR;
+      while (static_cast<std::size_t>(rows) > m - i0) rows /= 2;
+      const T* arow[MR];
+      for (int i = 0; i < MR; ++i)
+        arow[i] = a + static_cast<std::ptrdiff_t>(i0 + (i < rows ? i : rows - 1)) * rsa +
+                  static_cast<std::ptrdiff_t>(kb) * csa;
+      T* crow = c + static_cast<std::ptrdiff_t>(i0) * ldc;
+      switch (rows) {
+#define PF_DIRECT_CASE(R)                                                                         \
+  case R:                                                                                         \
+    if constexpr (R <= MR)                                                                        \
+      direct_rows<G, R, (ACC / R > 8 ? 8 : (ACC / R < 2 ? 2 : ACC / R)), PF>(                     \
+          j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);                            \
+    break;
+        PF_DIRECT_CASE(8)
+        PF_DIRECT_CASE(4)
+        PF_DIRECT_CASE(2)
+        PF_DIRECT_CASE(1)
+#undef PF_DIRECT_CASE
+        default: break;
+      }
+      i0 += static_cast<std::size_t>(rows);
+    }
+    kb += kd;
+  } while (kb < k);
+}
+
+// ---- dot: C[i, j] = dot(A[i, :], W[j, :]), both contiguous along k -----------------------
+// Tile: MA rows of A x NW rows of W, one vector accumulator per pair (W rows past nw
+// re-read row nw-1 and are not stored).
+template <class G, int MA, int NW>
+void dot_tile(int nw, std::size_t k, const typename G::T* const* ar, const typename G::T* const* wr,
+              typename G::T* c, std::ptrdiff_t ldc, const typename G::T* bias, Activation act) {
+  using T = typename G::T;
+  using R = typename G::R;
+  constexpr int N = G::N;
+  R acc[MA][NW];
+  PF_UNROLL for (int s = 0; s < MA; ++s) PF_UNROLL for (int t = 0; t < NW; ++t) acc[s][t] = G::zero();
+  std::size_t q = 0;
+  for (; q + N <= k; q += N) {
+    R wv[NW];
+    PF_UNROLL for (int t = 0; t < NW; ++t) wv[t] = G::load(wr[t] + q);
+    PF_UNROLL for (int s = 0; s < MA; ++s) {
+      const R av = G::load(ar[s] + q);
+      PF_UNROLL for (int t = 0; t < NW; ++t) acc[s][t] = G::fma(av, wv[t], acc[s][t]);
+    }
+  }
+  if (q < k) {
+    const int left = static_cast<int>(k - q);
+    R wv[NW];
+    PF_UNROLL for (int t = 0; t < NW; ++t) wv[t] = G::loadn(wr[t] + q, left);
+    PF_UNROLL for (int s = 0; s < MA; ++s) {
+      const R av = G::loadn(ar[s] + q, left);
+      PF_UNROLL for (int t = 0; t < NW; ++t) acc[s][t] = G::fma(av, wv[t], acc[s][t]);
+    }
+  }
+  PF_UNROLL for (int s = 0; s < MA; ++s) {
+    T* row = c + s * ldc;
+    PF_UNROLL for (int t = 0; t < NW; ++t) {
+      if (t >= nw) break;
+      T x = G::hsum(acc[s][t]);
+      if (bias) x = x + bias[t];
+      row[t] = activate(x, act);
+    }
+  }
+}
+
+// W rows outer: a block of NW rows of W is read from memory once and reused (from cache)
+// by every row tile of A. Row tiles of MA, MA/2, ..., 1 rows (no row computed twice).
+template <class G, int MA, int NW>
+void dot(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const typename G::T* a,
+         std::ptrdiff_t lda, const typename G::T* w, std::ptrdiff_t ldw, typename G::T* c,
+         std::ptrdiff_t ldc, const Epilogue<typename G::T>& ep) {
+  using T = typename G::T;
+  for (std::size_t j = j0; j < j1; j += NW) {
+    const int nw = static_cast<int>(j1 - j < NW ? j1 - j : NW);
+    const T* wr[NW];
+    for (int t = 0; t < NW; ++t) wr[t] = w + static_cast<std::ptrdiff_t>(j + (t < nw ? t : nw - 1)) * ldw;
+    const T* bias = ep.bias ? ep.bias + j : nullptr;
+    for (std::size_t i0 = 0; i0 < m;) {
+      int rows = MA;
+      while (static_cast<std::size_t>(rows) > m - i0) rows /= 2;
+      const T* ar[MA];
+      for (int s = 0; s < MA; ++s) ar[s] = a + static_cast<std::ptrdiff_t>(i0 + (s < rows ? s : 0)) * lda;
+      T* cij = c + static_cast<std::ptrdiff_t>(i0) * ldc + static_cast<std::ptrdiff_t>(j);
+      switch (rows) {
+#define PF_DOT_CASE(R)                                                      \
+  case R:                                                                   \
+    if constexpr (R <= MA) dot_tile<G, R, NW>(nw, k, ar, wr, cij, ldc, bias, ep.act); \
+    break;
+        PF_DOT_CASE(4)
+        PF_DOT_CASE(2)
+        PF_DOT_CASE(1)
+#undef PF_DOT_CASE
+        default: break;
+      }
+      i0 += static_cast<std::size_t>(rows);
+    }
+  }
+}
+
+// One dtype's table. MR x NV vectors: the micro-kernel tile; DACC: accumulators of the
+// direct tiles; DA x DW: the dot tile; blocking in elements (mc a multiple of MR).
+template <class G, int MR, int NV, int DACC, int DA, int DW>
+constexpr GemmKernelsT<typename G::T> make_gemm_kernels(int mc, int kc, int nc) {
+  return GemmKernelsT<typename G::T>{
+      MR, NV * G::N, mc, kc, nc,
+      ukernel<G, MR, NV>, pack_a<G, MR>, pack_b<G, NV * G::N>,
+      direct<G, DACC, true, 256>, dot<G, DA, DW>};
+}

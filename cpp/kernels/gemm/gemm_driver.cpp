@@ -1,0 +1,256 @@
+// gemm_driver.cpp -- path choice, cache blocking, packing buffers and threads for GEMM.
+//
+// Packed path (BLIS's five loops around the micro-kernel):
+//   for jc in N step NC:                 B block  (KC x NC)  shared, packed by the whole team
+//     for pc in K step KC:               (KC is the rounding block: see gemm.h)
+//       pack B[pc, jc] together; barrier
+//       for ic in my rows step MC:       A block  (MC x KC)  packed by each thread (L2)
+//         for jr in my column panels:    B micro-panel (KC x NR) stays in L1
+//           for ir in the block:         micro-kernel on MR x NR
+//       barrier (before B is repacked)
+// Threads form a tm x tn grid over (row panels, column panels), split evenly: a thread
+// owns whole C tiles and no path splits K, so the result does not depend on the split.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "pyfastopt/gemm.h"
+#include "pyfastopt/parallel.h"
+#include "pyfastopt/registry.h"
+
+namespace pyfastopt {
+
+namespace {
+
+const GemmKernelsT<float>& table(const GemmKernels& k, const float*) { return k.f32; }
+const GemmKernelsT<double>& table(const GemmKernels& k, const double*) { return k.f64; }
+
+// Problems below this many multiply-adds skip packing (and, below kMinParallelWork
+// elements of output work, threads): packing costs O(MK + KN), the product O(MNK).
+constexpr std::size_t kSmallMnk = std::size_t{1} << 18;
+// Skinny: at most this many rows (or columns) of C. B (or W) is streamed once.
+constexpr std::size_t kSkinny = 16;
+// Multiply-adds per thread below which another thread does not pay for itself.
+constexpr std::size_t kMnkPerThread = std::size_t{1} << 17;
+
+enum class Path { empty, direct, dot, packed };
+
+Path choose(std::size_t m, std::size_t n, std::size_t k, std::ptrdiff_t rsa, std::ptrdiff_t csa,
+            std::ptrdiff_t rsb, std::ptrdiff_t csb) {
+  if (m == 0 || n == 0) return Path::empty;
+  if (k == 0) return Path::direct;  // bias/activation of zeros; B never read
+  const bool small = m * n * k <= kSmallMnk || m <= kSkinny || n <= kSkinny;
+  if (small && csb == 1) return Path::direct;
+  if (small && rsb == 1 && csa == 1) return Path::dot;
+  return Path::packed;
+}
+
+int threads_for(std::size_t mnk) {
+  const std::size_t useful = std::max<std::size_t>(1, mnk / kMnkPerThread);
+  return static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(get_num_threads()), useful));
+}
+
+// A grow-only, 64-byte aligned scratch buffer owned by the calling thread, reused across
+// calls (packing buffers are not reallocated per product).
+template <class T>
+T* scratch(std::size_t count) {
+  struct Buf {
+    void* p = nullptr;
+    std::size_t bytes = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf buf;
+  const std::size_t need = (count * sizeof(T) + 63) / 64 * 64;
+  if (need > buf.bytes) {
+    std::free(buf.p);
+    buf.p = std::aligned_alloc(64, need);
+    buf.bytes = buf.p ? need : 0;
+    if (!buf.p) throw std::bad_alloc();
+  }
+  return static_cast<T*>(buf.p);
+}
+
+// [lo, hi) of `count` items for part `i` of `parts`, split as evenly as possible.
+inline void even_split(std::size_t count, int parts, int i, std::size_t& lo, std::size_t& hi) {
+  lo = count * static_cast<std::size_t>(i) / static_cast<std::size_t>(parts);
+  hi = count * static_cast<std::size_t>(i + 1) / static_cast<std::size_t>(parts);
+}
+
+template <class T>
+void run_packed(const GemmKernelsT<T>& K, std::size_t m, std::size_t n, std::size_t k,
+                MatRef<T> a, MatRef<T> b, T* c, const Epilogue<T>& ep, int nt) {
+  const std::size_t MR = K.mr, NR = K.nr, MC = K.mc, KC = K.kc, NC = K.nc;
+  const std::size_t nc_max = (std::min(n, NC) + NR - 1) / NR * NR;
+  const std::size_t kc_max = std::min(k, KC);
+  const std::size_t row_panels = (m + MR - 1) / MR;
+  // All buffers come from the calling thread before the team starts: nothing inside the
+  // parallel region allocates (or can throw).
+  const std::size_t b_elems = kc_max * nc_max, a_elems = MC * kc_max;
+  T* buf = scratch<T>(b_elems + static_cast<std::size_t>(nt) * a_elems);
+  T* bp = buf;
+
+  parallel_team(nt, [&](int tid, int team) {
+    // tm x tn thread grid: rows first (each row group packs its own A).
+    const int tm = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(team), row_panels));
+    const int tn = team / tm;
+    const int im = tid / tn, in = tid % tn;
+    const bool computes = im < tm;  // team % tm leftover threads only help pack B
+    std::size_t p0 = 0, p1 = 0;
+    if (computes) even_split(row_panels, tm, im, p0, p1);
+    T* ap = buf + b_elems + static_cast<std::size_t>(tid) * a_elems;
+
+    for (std::size_t jc = 0; jc < n; jc += NC) {
+      const std::size_t ncur = std::min(NC, n - jc);
+      const std::size_t col_panels = (ncur + NR - 1) / NR;
+      std::size_t q0, q1;
+      for (std::size_t pc = 0; pc < k; pc += KC) {
+        const std::size_t kcur = std::min(KC, k - pc);
+        even_split(col_panels, team, tid, q0, q1);  // pack B together
+        if (q1 > q0)
+          K.pack_b(kcur, std::min(q1 * NR, ncur) - q0 * NR,
+                   b.p + static_cast<std::ptrdiff_t>(pc) * b.rs + static_cast<std::ptrdiff_t>(jc + q0 * NR) * b.cs,
+                   b.rs, b.cs, bp + q0 * NR * kcur);
+        team_barrier();
+        if (computes) {
+          even_split(col_panels, tn, in, q0, q1);
+          const bool first = pc == 0, last = pc + kcur == k;
+          for (std::size_t ip = p0; ip < p1; ip += MC / MR) {
+            const std::size_t ipn = std::min(MC / MR, p1 - ip);
+            const std::size_t i0 = ip * MR, rows = std::min(ipn * MR, m - i0);
+            K.pack_a(rows, kcur,
+                     a.p + static_cast<std::ptrdiff_t>(i0) * a.rs + static_cast<std::ptrdiff_t>(pc) * a.cs,
+                     a.rs, a.cs, ap);
+            for (std::size_t jp = q0; jp < q1; ++jp) {
+              const std::size_t j = jc + jp * NR;
+              const int nn = static_cast<int>(std::min(NR, n - j));
+              Epilogue<T> tile_ep{ep.bias ? ep.bias + j : nullptr, ep.act};
+              for (std::size_t ir = 0; ir < ipn; ++ir) {
+                const std::size_t i = i0 + ir * MR;
+                if (i >= m) break;
+                const int mm = static_cast<int>(std::min(MR, m - i));
+                K.ukernel(kcur, ap + ir * MR * kcur, bp + jp * NR * kcur,
+                          c + static_cast<std::ptrdiff_t>(i * n + j), static_cast<std::ptrdiff_t>(n), mm, nn,
+                          first, last, tile_ep);
+              }
+            }
+          }
+        }
+        team_barrier();
+      }
+    }
+  });
+}
+
+// direct / dot: threads split C by columns (many columns) or rows; every element is
+// computed whole by one call, so any split gives the same bits.
+template <class T>
+void run_unpacked(Path path, const GemmKernelsT<T>& K, std::size_t m, std::size_t n, std::size_t k,
+                  MatRef<T> a, MatRef<T> b, T* c, const Epilogue<T>& ep, int nt) {
+  auto call = [&](std::size_t r0, std::size_t r1, std::size_t j0, std::size_t j1) {
+    const T* ar = a.p + static_cast<std::ptrdiff_t>(r0) * a.rs;
+    T* cr = c + r0 * n;
+    const std::ptrdiff_t ldc = static_cast<std::ptrdiff_t>(n);
+    if (path == Path::direct)
+      K.direct(r1 - r0, j0, j1, k, ar, a.rs, a.cs, b.p, b.rs, cr, ldc, ep);
+    else
+      K.dot(r1 - r0, j0, j1, k, ar, a.rs, b.p, b.cs, cr, ldc, ep);
+  };
+  if (nt <= 1) {
+    call(0, m, 0, n);
+    return;
+  }
+  const bool by_cols = n >= m;
+  const std::size_t align = by_cols ? 64 : 8, extent = by_cols ? n : m;
+  const std::size_t units = (extent + align - 1) / align;
+  nt = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(nt), units));
+  parallel_for(nt, kMinParallelWork, [&](std::int64_t t) {
+    std::size_t lo, hi;
+    even_split(units, nt, static_cast<int>(t), lo, hi);
+    lo = std::min(extent, lo * align);
+    hi = std::min(extent, hi * align);
+    if (lo >= hi) return;
+    if (by_cols)
+      call(0, m, lo, hi);
+    else
+      call(lo, hi, 0, n);
+  });
+}
+
+template <class T>
+void gemm_one(const GemmKernelsT<T>& K, std::size_t m, std::size_t n, std::size_t k, MatRef<T> a,
+              MatRef<T> b, T* c, const Epilogue<T>& ep, int nt) {
+  const Path path = choose(m, n, k, a.rs, a.cs, b.rs, b.cs);
+  if (path == Path::empty) return;
+  if (path == Path::packed)
+    run_packed(K, m, n, k, a, b, c, ep, nt);
+  else
+    run_unpacked(path, K, m, n, k, a, b, c, ep, nt);
+}
+
+}  // namespace
+
+const char* gemm_path(std::size_t m, std::size_t n, std::size_t k, std::ptrdiff_t rsa,
+                      std::ptrdiff_t csa, std::ptrdiff_t rsb, std::ptrdiff_t csb) {
+  switch (choose(m, n, k, rsa, csa, rsb, csb)) {
+    case Path::empty: return "empty";
+    case Path::direct: return "direct";
+    case Path::dot: return "dot";
+    default: return "packed";
+  }
+}
+
+template <class T>
+void gemm(std::size_t batch, const std::ptrdiff_t* a_off, const std::ptrdiff_t* b_off,
+          std::size_t m, std::size_t n, std::size_t k, MatRef<T> a, MatRef<T> b, T* c,
+          const Epilogue<T>& ep) {
+  const GemmKernelsT<T>& K = table(*kernels().gemm, static_cast<const T*>(nullptr));
+  if (batch == 0 || m == 0 || n == 0) return;
+  const std::size_t mnk = m * n * std::max<std::size_t>(k, 1);
+  const int nt = threads_for(mnk * batch);
+  auto item = [&](std::size_t t, int threads) {
+    MatRef<T> at{a.p + a_off[t], a.rs, a.cs}, bt{b.p + b_off[t], b.rs, b.cs};
+    gemm_one(K, m, n, k, at, bt, c + t * m * n, ep, threads);
+  };
+  if (batch >= static_cast<std::size_t>(nt) && nt > 1 && threads_for(mnk) < nt) {
+    // many small products: one thread per product (each product is computed the same
+    // way whatever thread runs it)
+    parallel_for(static_cast<std::int64_t>(batch), kMinParallelWork,
+                 [&](std::int64_t t) { item(static_cast<std::size_t>(t), 1); });
+  } else {
+    for (std::size_t t = 0; t < batch; ++t) item(t, threads_for(mnk));
+  }
+}
+
+template <class T>
+void column_sums(std::size_t m, std::size_t n, const T* dy, std::ptrdiff_t rs, std::ptrdiff_t cs,
+                 T* dbias) {
+  constexpr std::size_t kChunk = 256;  // columns per task
+  const std::size_t chunks = (n + kChunk - 1) / kChunk;
+  parallel_for(static_cast<std::int64_t>(chunks), static_cast<std::int64_t>(m * n), [&](std::int64_t t) {
+    const std::size_t j0 = static_cast<std::size_t>(t) * kChunk, j1 = std::min(n, j0 + kChunk);
+    double acc[kChunk] = {};
+    for (std::size_t i = 0; i < m; ++i) {
+      const T* row = dy + static_cast<std::ptrdiff_t>(i) * rs;
+      if (cs == 1)
+        for (std::size_t j = j0; j < j1; ++j) acc[j - j0] += static_cast<double>(row[j]);
+      else
+        for (std::size_t j = j0; j < j1; ++j)
+          acc[j - j0] += static_cast<double>(row[static_cast<std::ptrdiff_t>(j) * cs]);
+    }
+    for (std::size_t j = j0; j < j1; ++j) dbias[j] = static_cast<T>(acc[j - j0]);
+  });
+}
+
+template void gemm<float>(std::size_t, const std::ptrdiff_t*, const std::ptrdiff_t*, std::size_t,
+                          std::size_t, std::size_t, MatRef<float>, MatRef<float>, float*,
+                          const Epilogue<float>&);
+template void gemm<double>(std::size_t, const std::ptrdiff_t*, const std::ptrdiff_t*, std::size_t,
+                           std::size_t, std::size_t, MatRef<double>, MatRef<double>, double*,
+                           const Epilogue<double>&);
+template void column_sums<float>(std::size_t, std::size_t, const float*, std::ptrdiff_t,
+                                 std::ptrdiff_t, float*);
+template void column_sums<double>(std::size_t, std::size_t, const double*, std::ptrdiff_t,
+                                  std::ptrdiff_t, double*);
+
+}  // namespace pyfastopt

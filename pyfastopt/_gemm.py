@@ -1,0 +1,78 @@
+"""Matrix products and the fused linear layer (C++ GEMM: packed BLIS-style micro-kernels
+per SIMD level, OpenMP threads, bias and activation fused into the write-back)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _core
+
+__all__ = ["linear", "linear_backward", "matmul"]
+
+_matmul = _core.gemm.matmul
+_linear = _core.gemm.linear
+_linear_backward = _core.gemm.linear_backward
+
+
+def matmul(a: Any, b: Any, out: Any = None) -> Any:
+    """Matrix product with :func:`numpy.matmul` semantics.
+
+    * 2-D @ 2-D is the matrix product; a 1-D ``a`` is promoted to a row ``(1, K)`` and a
+      1-D ``b`` to a column ``(K, 1)``, the promoted dimension is removed from the result
+      (1-D @ 1-D gives a scalar, as NumPy).
+    * More than 2 dimensions: a stack of matrices in the last two; the batch dimensions
+      broadcast (``(3, 1, M, K) @ (4, K, N) -> (3, 4, M, N)``) without a Python loop.
+    * float32 and float64 (the result has the inputs' dtype; float32 with float64 gives
+      float64, as NumPy); other dtypes raise ``TypeError`` naming the argument.
+    * Transposed, Fortran-order, sliced and negatively strided views are read in place by
+      the packing routines (no copies).
+    * ``out``: a writable C-contiguous array of exactly the result's shape and dtype
+      (``ValueError`` / ``DTypeError`` otherwise; never a hidden copy). It may share
+      memory with ``a`` or ``b`` (they are then copied first).
+
+    Results are bitwise identical for any thread count. Each element is accumulated with
+    fused multiply-adds in blocks of K (see ``cpp/include/pyfastopt/gemm.h``); the error
+    is within the usual bound ``|C - AB| <= K eps |A||B|``.
+
+    Raises:
+        ValueError: 0-d operands, ``a.shape[-1] != b.shape[-2]`` (both shapes are named),
+            batch dimensions that do not broadcast, or a bad ``out``.
+        TypeError: a non-float dtype (naming ``a`` or ``b``).
+    """
+    return _matmul(a, b, out)
+
+
+def linear(x: Any, weight: Any, bias: Any = None, activation: str | None = None,
+           out: Any = None) -> Any:
+    """Fully connected layer ``act(x @ weight.T + bias)``, as ``torch.nn.functional.linear``.
+
+    Args:
+        x: ``(..., in_features)``; any leading dimensions (1-D ``x`` gives 1-D output).
+        weight: ``(out_features, in_features)`` (PyTorch's layout). Read in place whatever
+            its strides: ``x @ weight.T`` is never formed by transposing a copy.
+        bias: ``(out_features,)`` or None.
+        activation: None, ``"relu"`` (``max(0, z)``; NaN stays NaN) or ``"gelu"`` (the
+            exact erf form ``z * Phi(z)``, PyTorch's default). Bias and activation are
+            applied in the GEMM's write-back of each tile, not as extra passes over memory.
+        out: optional result array ``(..., out_features)`` (C-contiguous, result dtype).
+
+    Returns:
+        ``(..., out_features)`` array of ``x``'s dtype (float64 if any operand is).
+    """
+    return _linear(x, weight, bias, activation, out)
+
+
+def linear_backward(dy: Any, x: Any, weight: Any, need_dx: bool = True) -> tuple[Any, Any, Any]:
+    """Gradients of ``y = x @ weight.T + bias`` (the pre-activation output).
+
+    The caller applies the activation's derivative to ``dy`` first. Leading dimensions of
+    ``dy (..., out_features)`` and ``x (..., in_features)`` must match and are flattened.
+
+    Returns:
+        ``(dx, dweight, dbias)``: ``dx = dy @ weight`` (shape of ``x``; None when
+        ``need_dx`` is false, e.g. for a network's first layer), ``dweight = dy.T @ x``
+        ``(out_features, in_features)`` and ``dbias = dy.sum(leading dims)`` (summed in
+        float64, rounded once). Both products run on the GEMM kernels with the
+        transposes absorbed by packing.
+    """
+    return _linear_backward(dy, x, weight, need_dx)

@@ -5,15 +5,13 @@
 //   with one rounding; add(a, b); relu(x) = max(0, x) keeping NaN;
 //   loadn(p, n) / storen(p, x, n): lanes [0, n) only (0 <= n <= N), others read as 0 and
 //   never touched in memory; hsum(x) -> T: the lanes summed in a fixed tree;
-//   transpose(src, lds, dst, ldd): dst[c*ldd + r] = src[r*lds + c] for an N x N block.
+//   transpose(R r[N]): in place, r[c] lane t <- r[t] lane c (an N x N block in registers).
 // The contract of every function is in pyfastopt/gemm.h.
 
 #ifndef PF_UNROLL
 #define PF_UNROLL _Pragma("GCC unroll 32")
 #endif
 
-// Transposes address N rows through 32-bit gather offsets: only for modest strides.
-inline bool transposable(std::ptrdiff_t ld) { return ld > 0 && ld < (std::ptrdiff_t{1} << 26); }
 
 template <class T>
 inline T activate(T x, Activation act) {
@@ -35,7 +33,13 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
   constexpr int N = G::N;
   R acc[MR][NV];
   PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
-  for (std::size_t k = 0; k < kc; ++k) {
+  // C's tile is written (and maybe read) after the k loop: start fetching it now
+  PF_UNROLL for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    const char* row = reinterpret_cast<const char*>(c + i * ldc);
+    PF_UNROLL for (int l = 0; l < static_cast<int>(NV * N * sizeof(T)); l += 64) __builtin_prefetch(row + l, 1);
+  }
+  _Pragma("GCC unroll 4") for (std::size_t k = 0; k < kc; ++k) {
     R b[NV];
     PF_UNROLL for (int v = 0; v < NV; ++v) b[v] = G::load(bp + v * N);
     PF_UNROLL for (int i = 0; i < MR; ++i) {
@@ -73,6 +77,30 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
 }
 
 // ---- packing --------------------------------------------------------------------------
+// Transposing copy of one block through registers:
+//   dst[q*ldd + t] = src[t*lds + q]  for t < rows (0 for rows <= t < width), q < steps,
+// rows, steps, width <= N. Lanes >= width of each destination row are not touched.
+template <class G>
+inline void transpose_into(const typename G::T* src, std::ptrdiff_t lds, int rows, int steps,
+                           typename G::T* dst, std::ptrdiff_t ldd, int width) {
+  using R = typename G::R;
+  constexpr int N = G::N;
+  R r[N];
+  PF_UNROLL for (int t = 0; t < N; ++t) {
+    if (t >= rows)
+      r[t] = G::zero();
+    else
+      r[t] = steps == N ? G::load(src + t * lds) : G::loadn(src + t * lds, steps);
+  }
+  G::transpose(r);
+  for (int q = 0; q < steps; ++q) {
+    if (width == N)
+      G::store(dst + q * ldd, r[q]);
+    else
+      G::storen(dst + q * ldd, r[q], width);
+  }
+}
+
 // B: kc x n block -> NR-column micro-panels, panel p at bp + p*NR*kc, step k at + k*NR.
 template <class G, int NR>
 void pack_b(std::size_t kc, std::size_t n, const typename G::T* b, std::ptrdiff_t rs,
@@ -92,18 +120,15 @@ void pack_b(std::size_t kc, std::size_t n, const typename G::T* b, std::ptrdiff_
                    left >= N ? G::load(s + v * N) : G::loadn(s + v * N, left > 0 ? left : 0));
         }
       }
-    } else if (rs == 1 && N > 1) {  // columns of B contiguous (B = W^T): N x N transposes
+    } else if (rs == 1) {  // columns of B contiguous (B = W^T, W row-major): transposes
       for (int jj = 0; jj < NR; jj += N) {
-        const int rows = nn - jj;  // source rows (columns of B) in this group
-        std::size_t k = 0;
-        if (rows >= N && transposable(cs))
-          for (; k + N <= kc; k += N)
-            G::transpose(b + static_cast<std::ptrdiff_t>(j0 + jj) * cs + static_cast<std::ptrdiff_t>(k),
-                         cs, dst + k * NR + jj, NR);
-        for (; k < kc; ++k)  // tail steps (and partial groups): element by element
-          for (int j = 0; j < N; ++j)
-            dst[k * NR + jj + j] =
-                j < rows ? b[static_cast<std::ptrdiff_t>(j0 + jj + j) * cs + static_cast<std::ptrdiff_t>(k)] : T(0);
+        int rows = nn - jj;
+        rows = rows < 0 ? 0 : (rows > N ? N : rows);
+        const T* s = b + static_cast<std::ptrdiff_t>(j0 + jj) * cs;
+        for (std::size_t k = 0; k < kc; k += N) {
+          const int steps = static_cast<int>(kc - k < static_cast<std::size_t>(N) ? kc - k : N);
+          transpose_into<G>(s + k, cs, rows, steps, dst + k * NR + jj, NR, N);
+        }
       }
     } else {  // any strides
       for (int j = 0; j < nn; ++j) {
@@ -122,60 +147,32 @@ void pack_a(std::size_t m, std::size_t kc, const typename G::T* a, std::ptrdiff_
             std::ptrdiff_t cs, typename G::T* ap) {
   using T = typename G::T;
   constexpr int N = G::N;
-  const std::size_t panels = (m + MR - 1) / MR;
-  if (rs == 1) {  // columns of A contiguous (A = dy^T): MR consecutive values per step
-    for (std::size_t p = 0; p < panels; ++p) {
-      const std::size_t i0 = p * MR;
-      const int mm = static_cast<int>(m - i0 < MR ? m - i0 : MR);
-      T* dst = ap + i0 * kc;
+  for (std::size_t i0 = 0; i0 < m; i0 += MR) {
+    const int mm = static_cast<int>(m - i0 < MR ? m - i0 : MR);
+    T* dst = ap + i0 * kc;
+    if (rs == 1) {  // columns of A contiguous (A = dy^T): MR consecutive values per step
       for (std::size_t k = 0; k < kc; ++k) {
         const T* s = a + static_cast<std::ptrdiff_t>(i0) + static_cast<std::ptrdiff_t>(k) * cs;
         for (int i = 0; i < MR; ++i) dst[k * MR + i] = i < mm ? s[i] : T(0);
       }
-    }
-    return;
-  }
-  if (cs == 1 && N > 1) {  // rows of A contiguous: N x N transposes through a scratch tile
-    alignas(64) T tile[N * N];
-    for (std::size_t i = 0; i < m; i += N) {
-      const std::size_t rows = m - i < static_cast<std::size_t>(N) ? m - i : N;
-      for (std::size_t k = 0; k < kc; k += N) {
-        const std::size_t steps = kc - k < static_cast<std::size_t>(N) ? kc - k : N;
-        const T* s = a + static_cast<std::ptrdiff_t>(i) * rs + static_cast<std::ptrdiff_t>(k);
-        if (rows == static_cast<std::size_t>(N) && steps == static_cast<std::size_t>(N) &&
-            transposable(rs)) {
-          G::transpose(s, rs, tile, N);
-        } else {
-          for (std::size_t r = 0; r < rows; ++r)
-            for (std::size_t q = 0; q < steps; ++q) tile[q * N + r] = s[static_cast<std::ptrdiff_t>(r) * rs + static_cast<std::ptrdiff_t>(q)];
-        }
-        // tile[q*N + r] = A[i + r, k + q]: scatter each step's run of rows into the panels
-        for (std::size_t q = 0; q < steps; ++q) {
-          std::size_t r = 0;
-          while (r < rows) {
-            const std::size_t row = i + r, p = row / MR, lane = row % MR;
-            std::size_t run = MR - lane;
-            if (run > rows - r) run = rows - r;
-            T* d = ap + p * MR * kc + (k + q) * MR + lane;
-            for (std::size_t t = 0; t < run; ++t) d[t] = tile[q * N + r + t];
-            r += run;
-          }
+    } else if (cs == 1) {  // rows of A contiguous: transposes of N-row groups
+      for (int g = 0; g < MR; g += N) {
+        const int width = MR - g < N ? MR - g : N;
+        int rows = mm - g;
+        rows = rows < 0 ? 0 : (rows > width ? width : rows);
+        const T* s = a + static_cast<std::ptrdiff_t>(i0 + g) * rs;
+        for (std::size_t k = 0; k < kc; k += N) {
+          const int steps = static_cast<int>(kc - k < static_cast<std::size_t>(N) ? kc - k : N);
+          transpose_into<G>(s + k, rs, rows, steps, dst + k * MR + g, MR, width);
         }
       }
+    } else {  // any strides
+      for (int i = 0; i < MR; ++i) {
+        const T* s = a + static_cast<std::ptrdiff_t>(i0 + i) * rs;
+        for (std::size_t k = 0; k < kc; ++k)
+          dst[k * MR + i] = i < mm ? s[static_cast<std::ptrdiff_t>(k) * cs] : T(0);
+      }
     }
-  } else {  // any strides: read each row along k
-    for (std::size_t i = 0; i < m; ++i) {
-      const T* s = a + static_cast<std::ptrdiff_t>(i) * rs;
-      T* d = ap + (i / MR) * MR * kc + i % MR;
-      for (std::size_t k = 0; k < kc; ++k) d[k * MR] = s[static_cast<std::ptrdiff_t>(k) * cs];
-    }
-  }
-  // zero the rows of the last panel beyond m
-  const std::size_t used = m % MR;
-  if (used) {
-    T* d = ap + (panels - 1) * MR * kc;
-    for (std::size_t k = 0; k < kc; ++k)
-      for (std::size_t i = used; i < static_cast<std::size_t>(MR); ++i) d[k * MR + i] = T(0);
   }
 }
 

@@ -1,5 +1,5 @@
 // gemm_avx2.cpp -- AVX2+FMA GEMM kernels: micro-kernel 6 x 16 floats / 6 x 8 doubles
-// (12 accumulators of 16 ymm registers), transposes by gathers.
+// (12 accumulators of 16 ymm registers), register transposes for packing.
 #include <immintrin.h>
 
 #include <cmath>
@@ -41,10 +41,22 @@ struct GF {
     const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
   }
-  static void transpose(const T* s, std::ptrdiff_t lds, T* d, std::ptrdiff_t ldd) {
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32(static_cast<int>(lds)));
-    for (int c = 0; c < N; ++c) _mm256_storeu_ps(d + c * ldd, _mm256_i32gather_ps(s + c, idx, 4));
+  static void transpose(R r[8]) {  // 8 x 8: unpacks, 4 x 4 shuffles, lane permutes
+    R t[8], u[8];
+    for (int p = 0; p < 4; ++p) {
+      t[2 * p] = _mm256_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+      t[2 * p + 1] = _mm256_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+    }
+    for (int g = 0; g < 2; ++g) {  // u[4g + c], lane L = rows 4g..4g+3 at column 4L + c
+      u[4 * g + 0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+      u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+      u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+      u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+      r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+      r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
   }
 };
 
@@ -65,9 +77,13 @@ struct GD {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
-  static void transpose(const T* s, std::ptrdiff_t lds, T* d, std::ptrdiff_t ldd) {
-    const __m128i idx = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(static_cast<int>(lds)));
-    for (int c = 0; c < N; ++c) _mm256_storeu_pd(d + c * ldd, _mm256_i32gather_pd(s + c, idx, 8));
+  static void transpose(R r[4]) {  // 4 x 4: unpacks, lane permutes
+    const R t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+    const R t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+    r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+    r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+    r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+    r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
   }
 };
 

@@ -1,6 +1,6 @@
 // gemm_avx512.cpp -- AVX-512 GEMM kernels: micro-kernel 12 x 32 floats / 12 x 16 doubles
 // (24 accumulators of 32 zmm registers; per k step 2 loads of B, 12 broadcasts of A, 24
-// FMAs), masked loads/stores for edge tiles, transposes by gathers.
+// FMAs), masked loads/stores for edge tiles, register transposes for packing.
 #include <immintrin.h>
 
 #include <cmath>
@@ -35,11 +35,30 @@ struct GF {
     const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
   }
-  static void transpose(const T* s, std::ptrdiff_t lds, T* d, std::ptrdiff_t ldd) {
-    const __m512i idx = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(static_cast<int>(lds)));
-    for (int c = 0; c < N; ++c) _mm512_storeu_ps(d + c * ldd, _mm512_i32gather_ps(idx, s + c, 4));
+  // 16 x 16 in 64 shuffles: 32-bit and 64-bit unpacks within 128-bit lanes (4 x 4
+  // blocks), then two rounds of 128-bit lane shuffles.
+  static void transpose(R r[16]) {
+    R t[16], u[16];
+    for (int p = 0; p < 8; ++p) {
+      t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+      t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+    }
+    for (int g = 0; g < 4; ++g) {  // u[4g + c], lane L = rows 4g..4g+3 at column 4L + c
+      const __m512d a0 = _mm512_castps_pd(t[4 * g]), a1 = _mm512_castps_pd(t[4 * g + 1]);
+      const __m512d b0 = _mm512_castps_pd(t[4 * g + 2]), b1 = _mm512_castps_pd(t[4 * g + 3]);
+      u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
+      u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
+      u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
+      u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
+    }
+    for (int c = 0; c < 4; ++c) {
+      const R v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+      const R w0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+      r[c] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+      r[4 + c] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+      r[8 + c] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+      r[12 + c] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+    }
   }
 };
 
@@ -62,10 +81,21 @@ struct GD {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
-  static void transpose(const T* s, std::ptrdiff_t lds, T* d, std::ptrdiff_t ldd) {
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                           _mm256_set1_epi32(static_cast<int>(lds)));
-    for (int c = 0; c < N; ++c) _mm512_storeu_pd(d + c * ldd, _mm512_i32gather_pd(idx, s + c, 8));
+  // 8 x 8: 64-bit unpacks within 128-bit lanes, then two rounds of lane shuffles.
+  static void transpose(R r[8]) {
+    R t[8];
+    for (int p = 0; p < 4; ++p) {  // t[2p + c], lane L = rows 2p, 2p+1 at column 2L + c
+      t[2 * p] = _mm512_unpacklo_pd(r[2 * p], r[2 * p + 1]);
+      t[2 * p + 1] = _mm512_unpackhi_pd(r[2 * p], r[2 * p + 1]);
+    }
+    for (int c = 0; c < 2; ++c) {
+      const R v0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x44), v1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xEE);
+      const R w0 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x44), w1 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xEE);
+      r[c] = _mm512_shuffle_f64x2(v0, w0, 0x88);
+      r[2 + c] = _mm512_shuffle_f64x2(v0, w0, 0xDD);
+      r[4 + c] = _mm512_shuffle_f64x2(v1, w1, 0x88);
+      r[6 + c] = _mm512_shuffle_f64x2(v1, w1, 0xDD);
+    }
   }
 };
 

@@ -252,11 +252,66 @@ void direct_rows(std::size_t j0, std::size_t j1, std::size_t kd, const typename 
   }
 }
 
+// One or two rows (GEMV-like): stream B's rows in order (the hardware prefetcher's best
+// case), accumulating in an L1 scratch row. Per element this is the same FMA chain as a
+// register tile's (from 0, k ascending), so the bits match direct_rows.
+template <class G, int R>
+void direct_stream(std::size_t j0, std::size_t j1, std::size_t kd, const typename G::T* const* arow,
+                   std::ptrdiff_t csa, const typename G::T* b, std::ptrdiff_t ldb, typename G::T* c,
+                   std::ptrdiff_t ldc, bool first, bool last, const Epilogue<typename G::T>& ep) {
+  using T = typename G::T;
+  using V = typename G::R;
+  constexpr int N = G::N;
+  constexpr std::size_t CH = 1024;  // columns per chunk: R x 4-8 KB of scratch in L1
+  alignas(64) T t[R][CH];
+  for (std::size_t jc = j0; jc < j1; jc += CH) {
+    const std::size_t w = j1 - jc < CH ? j1 - jc : CH;
+    for (int r = 0; r < R; ++r)
+      for (std::size_t x = 0; x < w; x += N) G::store(t[r] + x, G::zero());
+    for (std::size_t q = 0; q < kd; ++q) {
+      const T* brow = b + static_cast<std::ptrdiff_t>(q) * ldb + static_cast<std::ptrdiff_t>(jc);
+      V av[R];
+      PF_UNROLL for (int r = 0; r < R; ++r) av[r] = G::set1(arow[r][static_cast<std::ptrdiff_t>(q) * csa]);
+      std::size_t x = 0;
+      for (; x + N <= w; x += N) {
+        const V bv = G::load(brow + x);
+        PF_UNROLL for (int r = 0; r < R; ++r) G::store(t[r] + x, G::fma(av[r], bv, G::load(t[r] + x)));
+      }
+      if (x < w) {
+        const V bv = G::loadn(brow + x, static_cast<int>(w - x));
+        PF_UNROLL for (int r = 0; r < R; ++r) G::store(t[r] + x, G::fma(av[r], bv, G::load(t[r] + x)));
+      }
+    }
+    const bool relu = last && ep.act == Activation::relu;
+    const T* bias = last && ep.bias ? ep.bias + jc : nullptr;
+    for (int r = 0; r < R; ++r) {
+      T* row = c + r * ldc + static_cast<std::ptrdiff_t>(jc);
+      for (std::size_t x = 0; x < w; x += N) {
+        const int n = static_cast<int>(w - x < static_cast<std::size_t>(N) ? w - x : N);
+        V v = G::load(t[r] + x);
+        if (n == N) {
+          if (!first) v = G::add(G::load(row + x), v);
+          if (bias) v = G::add(v, G::load(bias + x));
+          if (relu) v = G::relu(v);
+          G::store(row + x, v);
+        } else {
+          if (!first) v = G::add(G::loadn(row + x, n), v);
+          if (bias) v = G::add(v, G::loadn(bias + x, n));
+          if (relu) v = G::relu(v);
+          G::storen(row + x, v, n);
+        }
+      }
+      if (last && ep.act == Activation::gelu)
+        for (std::size_t x = 0; x < w; ++x) row[x] = activate(row[x], Activation::gelu);
+    }
+  }
+}
+
 // K is walked in blocks of KD steps (outermost), so a sweep over the column tiles reuses
 // the same KD rows of B (pages stay in the TLB, lines arrive in order); C accumulates
-// across blocks, which fixes the rounding order (see gemm.h). Row tiles of 8, 4, 2 or 1
-// rows (no row is computed twice: a GEMV does not pay for 8 rows of FMAs), each with
-// about ACC accumulators (fewer rows, wider tiles: enough independent FMA chains).
+// across blocks, which fixes the rounding order (see gemm.h). Row tiles of 8 or 4 rows
+// with about ACC accumulators, then 2 or 1 rows streamed (no row is computed twice: a
+// GEMV does not pay for 8 rows of FMAs).
 template <class G, int ACC, bool PF, int KD>
 void direct(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const typename G::T* a,
             std::ptrdiff_t rsa, std::ptrdiff_t csa, const typename G::T* b, std::ptrdiff_t ldb,
@@ -285,9 +340,13 @@ void direct(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const 
     break;
         PF_DIRECT_CASE(8)
         PF_DIRECT_CASE(4)
-        PF_DIRECT_CASE(2)
-        PF_DIRECT_CASE(1)
 #undef PF_DIRECT_CASE
+        case 2:
+          direct_stream<G, 2>(j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);
+          break;
+        case 1:
+          direct_stream<G, 1>(j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);
+          break;
         default: break;
       }
       i0 += static_cast<std::size_t>(rows);

@@ -98,28 +98,6 @@ void set_num_threads(int n) {
   g_threads.store(n < 1 ? 1 : n, std::memory_order_relaxed);
 }
 
-void team_barrier() {
-#if defined(_OPENMP)
-#pragma omp barrier
-#endif
-}
-
-int team_thread_num() {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-int team_size() {
-#if defined(_OPENMP)
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-
 bool openmp_enabled() {
 #if defined(_OPENMP)
   return true;

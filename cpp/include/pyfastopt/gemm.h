@@ -46,7 +46,7 @@ template <class T>
 struct GemmKernelsT {
   // Register tile and cache blocking of this ISA (elements). KC is also the rounding
   // block of the packed path (see above).
-  int mr, nr, mc, kc, nc;
+  int mr, nr, er, mc, kc, nc;
 
   // Micro-kernel: C[0:m, 0:n] (row stride ldc, unit column stride) gets the product of
   // an A micro-panel ap (kc steps of mr values, k-major) and a B micro-panel bp (kc steps
@@ -56,6 +56,10 @@ struct GemmKernelsT {
   // 64-byte aligned; kc may be 0.
   void (*ukernel)(std::size_t kc, const T* ap, const T* bp, T* c, std::ptrdiff_t ldc, int m,
                   int n, bool first, bool last, const Epilogue<T>& ep);
+  // The same for a panel with m <= er rows (computes er rows, not mr: a 64-row A has a
+  // last panel of 4 rows that would otherwise pay for 12).
+  void (*ukernel_edge)(std::size_t kc, const T* ap, const T* bp, T* c, std::ptrdiff_t ldc, int m,
+                       int n, bool first, bool last, const Epilogue<T>& ep);
 
   // Packing. pack_a: the m x kc block of A (m <= mc) into ceil(m/mr) micro-panels, rows
   // beyond m zero-filled. pack_b: the kc x n block of B (n <= nc) into ceil(n/nr)

@@ -55,27 +55,6 @@ void parallel_for(std::int64_t ntasks, std::int64_t total_work, const F& f) {
 #endif
 }
 
-// A team of up to nt threads, each running f(tid, team_size) once (SPMD style), for
-// algorithms with phases separated by team_barrier() (GEMM: pack B together, barrier,
-// compute). The team may be smaller than asked for (the OpenMP runtime decides), so f
-// must split its work by the team_size it is given. f must not throw.
-void team_barrier();
-int team_thread_num();
-int team_size();
-template <class F>
-void parallel_team(int nt, const F& f) {
-  if (nt <= 1) {
-    f(0, 1);
-    return;
-  }
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(nt)
-  f(team_thread_num(), team_size());
-#else
-  f(0, 1);
-#endif
-}
-
 // Multi-tensor apply: many tensors, one parallel region. Each tensor is cut into blocks
 // of `block` elements (the last block of a tensor may be shorter); blocks never span
 // tensors, so a block's result depends only on its own tensor and offset.

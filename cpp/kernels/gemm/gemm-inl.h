@@ -24,7 +24,9 @@ inline T activate(T x, Activation act) {
 }
 
 // ---- micro-kernel: MR x (NV*N) register tile over packed panels ----------------------
-template <class G, int MR, int NV>
+// PANEL: the row stride of the packed A panel (the table's MR). MR <= PANEL rows are
+// computed: the edge variant (MR < PANEL) serves the last, short panel of A.
+template <class G, int MR, int NV, int PANEL = MR>
 void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
              typename G::T* c, std::ptrdiff_t ldc, int m, int n, bool first, bool last,
              const Epilogue<typename G::T>& ep) {
@@ -46,7 +48,7 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
       const R a = G::set1(ap[i]);
       PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::fma(a, b[v], acc[i][v]);
     }
-    ap += MR;
+    ap += PANEL;
     bp += NV * N;
   }
   // Write-back: C (+)= tile, then bias and activation on the last K block.
@@ -429,12 +431,13 @@ void dot(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const typ
   }
 }
 
-// One dtype's table. MR x NV vectors: the micro-kernel tile; DACC: accumulators of the
+// One dtype's table. MR x NV vectors: the micro-kernel tile; ER: rows of the edge
+// micro-kernel (the last panel of A, when it has <= ER rows); DACC: accumulators of the
 // direct tiles; DA x DW: the dot tile; blocking in elements (mc a multiple of MR).
-template <class G, int MR, int NV, int DACC, int DA, int DW>
+template <class G, int MR, int NV, int ER, int DACC, int DA, int DW>
 constexpr GemmKernelsT<typename G::T> make_gemm_kernels(int mc, int kc, int nc) {
   return GemmKernelsT<typename G::T>{
-      MR, NV * G::N, mc, kc, nc,
-      ukernel<G, MR, NV>, pack_a<G, MR>, pack_b<G, NV * G::N>,
+      MR, NV * G::N, ER, mc, kc, nc,
+      ukernel<G, MR, NV>, ukernel<G, ER, NV, MR>, pack_a<G, MR>, pack_b<G, NV * G::N>,
       direct<G, DACC, true, 256>, dot<G, DA, DW>};
 }

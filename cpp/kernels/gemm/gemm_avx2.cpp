@@ -93,8 +93,8 @@ struct GD {
 
 extern const GemmKernels gemm_kernels = {
     "gemm_avx2_6x16",
-    make_gemm_kernels<GF, 6, 2, 8, 2, 4>(96, 256, 2048),
-    make_gemm_kernels<GD, 6, 2, 8, 2, 4>(96, 256, 1024)};
+    make_gemm_kernels<GF, 6, 2, 2, 8, 2, 4>(96, 256, 2048),
+    make_gemm_kernels<GD, 6, 2, 2, 8, 2, 4>(96, 256, 1024)};
 
 }  // namespace avx2
 }  // namespace pyfastopt

@@ -105,8 +105,8 @@ struct GD {
 
 extern const GemmKernels gemm_kernels = {
     "gemm_avx512_12x32",
-    make_gemm_kernels<GF, 12, 2, 16, 4, 4>(144, 256, 4096),
-    make_gemm_kernels<GD, 12, 2, 16, 4, 4>(96, 256, 2048)};
+    make_gemm_kernels<GF, 12, 2, 4, 16, 4, 4>(144, 256, 4096),
+    make_gemm_kernels<GD, 12, 2, 4, 16, 4, 4>(96, 256, 2048)};
 
 }  // namespace avx512
 }  // namespace pyfastopt

@@ -1,15 +1,13 @@
 // gemm_driver.cpp -- path choice, cache blocking, packing buffers and threads for GEMM.
 //
-// Packed path (BLIS's five loops around the micro-kernel):
-//   for jc in N step NC:                 B block  (KC x NC)  shared, packed by the whole team
+// Packed path (BLIS's five loops around the micro-kernel), per thread on its block of C:
+//   for jc in N step NC:                 B block  (KC x NC)  packed
 //     for pc in K step KC:               (KC is the rounding block: see gemm.h)
-//       pack B[pc, jc] together; barrier
-//       for ic in my rows step MC:       A block  (MC x KC)  packed by each thread (L2)
-//         for jr in my column panels:    B micro-panel (KC x NR) stays in L1
-//           for ir in the block:         micro-kernel on MR x NR
-//       barrier (before B is repacked)
-// Threads form a tm x tn grid over (row panels, column panels), split evenly: a thread
-// owns whole C tiles and no path splits K, so the result does not depend on the split.
+//       for ic in M step MC:             A block  (MC x KC)  packed, stays in L2
+//         for jr in NC step NR:          B micro-panel (KC x NR) stays in L1
+//           for ir in MC step MR:        micro-kernel on MR x NR
+// Threads own a grid of whole blocks of C (see run_packed); no path splits K, so the
+// result does not depend on the split.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -77,69 +75,87 @@ inline void even_split(std::size_t count, int parts, int i, std::size_t& lo, std
   hi = count * static_cast<std::size_t>(i + 1) / static_cast<std::size_t>(parts);
 }
 
+// One thread's packed GEMM on the m x n block of C at c (row stride ldc), BLIS loops
+// 5..1 with private packing buffers ap (MC x KC) and bp (KC x NC).
+template <class T>
+void packed_block(const GemmKernelsT<T>& K, std::size_t m, std::size_t n, std::size_t k,
+                  MatRef<T> a, MatRef<T> b, T* c, std::ptrdiff_t ldc, const Epilogue<T>& ep,
+                  T* ap, T* bp) {
+  const std::size_t MR = K.mr, NR = K.nr, MC = K.mc, KC = K.kc, NC = K.nc;
+  for (std::size_t jc = 0; jc < n; jc += NC) {
+    const std::size_t ncur = std::min(NC, n - jc);
+    for (std::size_t pc = 0; pc < k; pc += KC) {
+      const std::size_t kcur = std::min(KC, k - pc);
+      const bool first = pc == 0, last = pc + kcur == k;
+      K.pack_b(kcur, ncur,
+               b.p + static_cast<std::ptrdiff_t>(pc) * b.rs + static_cast<std::ptrdiff_t>(jc) * b.cs,
+               b.rs, b.cs, bp);
+      for (std::size_t ic = 0; ic < m; ic += MC) {
+        const std::size_t mcur = std::min(MC, m - ic);
+        K.pack_a(mcur, kcur,
+                 a.p + static_cast<std::ptrdiff_t>(ic) * a.rs + static_cast<std::ptrdiff_t>(pc) * a.cs,
+                 a.rs, a.cs, ap);
+        for (std::size_t jr = 0; jr < ncur; jr += NR) {  // B micro-panel: stays in L1
+          const int nn = static_cast<int>(std::min(NR, ncur - jr));
+          const std::size_t j = jc + jr;
+          const Epilogue<T> tile_ep{ep.bias ? ep.bias + j : nullptr, ep.act};
+          for (std::size_t ir = 0; ir < mcur; ir += MR) {  // A micro-panels: from L2
+            const int mm = static_cast<int>(std::min(MR, mcur - ir));
+            (mm <= K.er ? K.ukernel_edge : K.ukernel)(
+                kcur, ap + ir * kcur, bp + jr * kcur,
+                c + static_cast<std::ptrdiff_t>(ic + ir) * ldc + static_cast<std::ptrdiff_t>(j), ldc, mm, nn,
+                first, last, tile_ep);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Threads: C is cut into a tm x tn grid of blocks on micro-tile boundaries (columns
+// first: each thread then packs only the B panels it uses, and the redundant packing of
+// A costs M*K per thread against M*K*N/tn multiply-adds), and each thread runs the
+// single-threaded algorithm on its block: no shared buffers, no barriers. Every element
+// is computed whole by one thread with the same K blocking, so the grid does not change
+// a bit.
 template <class T>
 void run_packed(const GemmKernelsT<T>& K, std::size_t m, std::size_t n, std::size_t k,
                 MatRef<T> a, MatRef<T> b, T* c, const Epilogue<T>& ep, int nt) {
   const std::size_t MR = K.mr, NR = K.nr, MC = K.mc, KC = K.kc, NC = K.nc;
-  const std::size_t nc_max = (std::min(n, NC) + NR - 1) / NR * NR;
+  const std::size_t row_panels = (m + MR - 1) / MR, col_panels = (n + NR - 1) / NR;
+  std::size_t tn = std::min<std::size_t>(static_cast<std::size_t>(nt), col_panels);
+  std::size_t tm = std::min<std::size_t>(static_cast<std::size_t>(nt) / tn, row_panels);
+  if (col_panels < 2 * static_cast<std::size_t>(nt) && row_panels >= 4 * col_panels) {
+    tm = std::min<std::size_t>(static_cast<std::size_t>(nt), row_panels);  // tall and narrow
+    tn = std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(nt) / tm, col_panels));
+  }
+  const std::size_t blocks = tm * tn;
+  const std::size_t cols_max = (col_panels + tn - 1) / tn * NR;
   const std::size_t kc_max = std::min(k, KC);
-  const std::size_t row_panels = (m + MR - 1) / MR;
-  // All buffers come from the calling thread before the team starts: nothing inside the
-  // parallel region allocates (or can throw).
-  const std::size_t b_elems = kc_max * nc_max, a_elems = MC * kc_max;
-  T* buf = scratch<T>(b_elems + static_cast<std::size_t>(nt) * a_elems);
-  T* bp = buf;
-
-  parallel_team(nt, [&](int tid, int team) {
-    // tm x tn thread grid: rows first (each row group packs its own A).
-    const int tm = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(team), row_panels));
-    const int tn = team / tm;
-    const int im = tid / tn, in = tid % tn;
-    const bool computes = im < tm;  // team % tm leftover threads only help pack B
-    std::size_t p0 = 0, p1 = 0;
-    if (computes) even_split(row_panels, tm, im, p0, p1);
-    T* ap = buf + b_elems + static_cast<std::size_t>(tid) * a_elems;
-
-    for (std::size_t jc = 0; jc < n; jc += NC) {
-      const std::size_t ncur = std::min(NC, n - jc);
-      const std::size_t col_panels = (ncur + NR - 1) / NR;
-      std::size_t q0, q1;
-      for (std::size_t pc = 0; pc < k; pc += KC) {
-        const std::size_t kcur = std::min(KC, k - pc);
-        even_split(col_panels, team, tid, q0, q1);  // pack B together
-        if (q1 > q0)
-          K.pack_b(kcur, std::min(q1 * NR, ncur) - q0 * NR,
-                   b.p + static_cast<std::ptrdiff_t>(pc) * b.rs + static_cast<std::ptrdiff_t>(jc + q0 * NR) * b.cs,
-                   b.rs, b.cs, bp + q0 * NR * kcur);
-        team_barrier();
-        if (computes) {
-          even_split(col_panels, tn, in, q0, q1);
-          const bool first = pc == 0, last = pc + kcur == k;
-          for (std::size_t ip = p0; ip < p1; ip += MC / MR) {
-            const std::size_t ipn = std::min(MC / MR, p1 - ip);
-            const std::size_t i0 = ip * MR, rows = std::min(ipn * MR, m - i0);
-            K.pack_a(rows, kcur,
-                     a.p + static_cast<std::ptrdiff_t>(i0) * a.rs + static_cast<std::ptrdiff_t>(pc) * a.cs,
-                     a.rs, a.cs, ap);
-            for (std::size_t jp = q0; jp < q1; ++jp) {
-              const std::size_t j = jc + jp * NR;
-              const int nn = static_cast<int>(std::min(NR, n - j));
-              Epilogue<T> tile_ep{ep.bias ? ep.bias + j : nullptr, ep.act};
-              for (std::size_t ir = 0; ir < ipn; ++ir) {
-                const std::size_t i = i0 + ir * MR;
-                if (i >= m) break;
-                const int mm = static_cast<int>(std::min(MR, m - i));
-                K.ukernel(kcur, ap + ir * MR * kcur, bp + jp * NR * kcur,
-                          c + static_cast<std::ptrdiff_t>(i * n + j), static_cast<std::ptrdiff_t>(n), mm, nn,
-                          first, last, tile_ep);
-              }
-            }
-          }
-        }
-        team_barrier();
-      }
-    }
-  });
+  const std::size_t a_elems = MC * kc_max, b_elems = kc_max * std::min(NC, cols_max);
+  // All buffers come from the calling thread before the parallel region: nothing inside
+  // it allocates (or can throw).
+  T* buf = scratch<T>(blocks * (a_elems + b_elems));
+  auto block = [&](std::size_t t) {
+    const std::size_t im = t / tn, in = t % tn;
+    std::size_t p0, p1, q0, q1;
+    even_split(row_panels, static_cast<int>(tm), static_cast<int>(im), p0, p1);
+    even_split(col_panels, static_cast<int>(tn), static_cast<int>(in), q0, q1);
+    const std::size_t i0 = p0 * MR, i1 = std::min(m, p1 * MR), j0 = q0 * NR, j1 = std::min(n, q1 * NR);
+    if (i0 >= i1 || j0 >= j1) return;
+    T* ap = buf + t * (a_elems + b_elems);
+    packed_block(K, i1 - i0, j1 - j0, k,
+                 MatRef<T>{a.p + static_cast<std::ptrdiff_t>(i0) * a.rs, a.rs, a.cs},
+                 MatRef<T>{b.p + static_cast<std::ptrdiff_t>(j0) * b.cs, b.rs, b.cs},
+                 c + static_cast<std::ptrdiff_t>(i0 * n + j0), static_cast<std::ptrdiff_t>(n),
+                 Epilogue<T>{ep.bias ? ep.bias + j0 : nullptr, ep.act}, ap, ap + a_elems);
+  };
+  if (blocks <= 1) {
+    block(0);
+    return;
+  }
+  parallel_for(static_cast<std::int64_t>(blocks), kMinParallelWork,
+               [&](std::int64_t t) { block(static_cast<std::size_t>(t)); });
 }
 
 // direct / dot: threads split C by columns (many columns) or rows; every element is

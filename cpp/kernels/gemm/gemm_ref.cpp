@@ -36,8 +36,8 @@ struct G1 {
 
 extern const GemmKernels gemm_kernels = {
     "gemm_ref_4x4",
-    make_gemm_kernels<G1<float>, 4, 4, 8, 2, 2>(64, 256, 1024),
-    make_gemm_kernels<G1<double>, 4, 4, 8, 2, 2>(64, 256, 1024)};
+    make_gemm_kernels<G1<float>, 4, 4, 2, 8, 2, 2>(64, 256, 1024),
+    make_gemm_kernels<G1<double>, 4, 4, 2, 8, 2, 2>(64, 256, 1024)};
 
 }  // namespace ref
 }  // namespace pyfastopt

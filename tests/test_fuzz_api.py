@@ -140,3 +140,109 @@ def test_fuzz_clip_grad_norm(grads, max_norm, norm_type):
             tol = 1e-6 if g.dtype == np.float32 else 1e-14
             with np.errstate(invalid="ignore", over="ignore"):
                 np.testing.assert_allclose(g, s * coef, rtol=tol, atol=1e-30, equal_nan=True)
+
+
+# ---- GEMM: matmul / linear / linear_backward ----------------------------------------------
+@st.composite
+def matrices(draw):
+    """Float arrays of 0-4 dims with small, often mismatched shapes and odd layouts."""
+    dt = draw(st.sampled_from([np.float32, np.float64, np.float64, np.int64, ">f8"]))
+    shape = tuple(draw(st.lists(st.integers(0, 9), max_size=4)))
+    rng = np.random.default_rng(draw(st.integers(0, 999)))
+    a = (rng.standard_normal(shape) * 3).astype(dt)
+    kind = draw(st.sampled_from(["plain", "transposed", "strided", "negative", "broadcast"]))
+    if kind == "transposed" and a.ndim >= 2:
+        a = np.swapaxes(a, -1, -2)
+    elif kind == "strided" and a.ndim and a.shape[-1] > 1:
+        a = a[..., ::2]
+    elif kind == "negative" and a.ndim:
+        a = a[..., ::-1]
+    elif kind == "broadcast" and a.ndim:
+        a = np.broadcast_to(a[..., :1], a.shape)
+    return a
+
+
+def _numpy_matmul_or_error(a, b):
+    try:
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)), None
+    except (ValueError, TypeError) as exc:
+        return None, exc
+
+
+def _layout(draw, a):
+    kind = draw(st.sampled_from(["plain", "transposed", "strided", "negative", "broadcast"]))
+    if kind == "transposed" and a.ndim >= 2:
+        return np.swapaxes(np.ascontiguousarray(np.swapaxes(a, -1, -2)), -1, -2)  # same values, F-like
+    if kind == "strided" and a.ndim:
+        return np.repeat(a, 2, axis=-1)[..., ::2]
+    if kind == "negative" and a.ndim:
+        return np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    if kind == "broadcast" and a.ndim >= 2:
+        return np.broadcast_to(a[..., :1, :], a.shape)
+    return a
+
+
+@st.composite
+def gemm_pairs(draw):
+    """Mostly compatible (a, b) pairs (1-D, 2-D and broadcast batches, odd layouts, size-0
+    dimensions), sometimes independent arrays or junk."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.one_of(matrices(), junk)), draw(st.one_of(matrices(), junk))
+    dt = draw(st.sampled_from([np.float32, np.float64]))
+    m, k, n = (draw(st.integers(0, 40)) for _ in range(3))
+    rng = np.random.default_rng(draw(st.integers(0, 999)))
+    abatch = tuple(draw(st.lists(st.sampled_from([1, 2, 3]), max_size=2)))
+    bbatch = tuple(draw(st.lists(st.sampled_from([1, 2, 3]), max_size=2)))
+    ashape = (k,) if draw(st.booleans()) and not abatch else (*abatch, m, k)
+    bshape = (k,) if draw(st.booleans()) and not bbatch else (*bbatch, k, n)
+    a = _layout(draw, (rng.standard_normal(ashape) * 3).astype(dt))
+    b = _layout(draw, (rng.standard_normal(bshape) * 3).astype(draw(st.sampled_from([dt, np.float64]))))
+    return a, b
+
+
+@SETTINGS
+@given(pair=gemm_pairs())
+def test_fuzz_matmul(pair):
+    """matmul agrees with NumPy where NumPy succeeds on float inputs, and fails cleanly
+    (TypeError/ValueError) everywhere else; inputs are never modified."""
+    a, b = pair
+    before = [np.array(v, copy=True) if isinstance(v, np.ndarray) else None for v in (a, b)]
+    floats = all(isinstance(v, np.ndarray) and v.dtype.kind == "f" for v in (a, b))
+    try:
+        got = pyfastopt.matmul(a, b)
+    except (TypeError, ValueError):
+        if floats:
+            ref, err = _numpy_matmul_or_error(a, b)
+            assert err is not None, "pyfastopt rejected a product NumPy computes"
+    else:
+        assert floats, "a non-float operand was accepted"
+        ref, err = _numpy_matmul_or_error(a, b)
+        assert err is None
+        k = a.shape[-1]
+        bound = 4 * max(k, 1) * np.finfo(np.result_type(a, b)).eps * (
+            np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)) + 1e-300
+        assert np.shape(got) == ref.shape
+        assert np.all(np.abs(np.asarray(got, np.float64) - ref) <= bound)
+    for v, old in zip((a, b), before):
+        if old is not None:
+            assert np.array_equal(v, old, equal_nan=True)
+
+
+@SETTINGS
+@given(x=st.one_of(matrices(), junk), w=st.one_of(matrices(), junk), bias=st.one_of(matrices(), st.none()),
+       act=st.sampled_from([None, "relu", "gelu", "tanh", 3]), need_dx=st.booleans())
+def test_fuzz_linear(x, w, bias, act, need_dx):
+    """linear and linear_backward either return the right shapes or raise TypeError/ValueError."""
+    try:
+        y = pyfastopt.linear(x, w, bias, act)
+    except (TypeError, ValueError):
+        pass
+    else:
+        assert y.shape == (*x.shape[:-1], w.shape[0])
+        assert act in (None, "relu", "gelu")
+        grads = pyfastopt.linear_backward(np.ones_like(y), x, w, need_dx=need_dx)
+        assert grads[1].shape == w.shape
+        assert grads[2].shape == (w.shape[0],)
+        assert (grads[0] is None) == (not need_dx)
+        if need_dx:
+            assert grads[0].shape == x.shape

@@ -1,5 +1,9 @@
-// gemm_avx2.cpp -- AVX2+FMA GEMM kernels: micro-kernel 6 x 16 floats / 6 x 8 doubles
-// (12 accumulators of 16 ymm registers), register transposes for packing.
+// gemm_avx2.cpp -- AVX2+FMA GEMM kernels.
+//
+// Micro-kernel contract: as gemm_avx512.cpp (see pyfastopt/gemm.h, GemmKernelsT::ukernel),
+// with a 6 x 16 float / 6 x 8 double register tile (12 ymm accumulators of 16; per k
+// step 2 loads of B, 6 broadcasts of A, 12 FMAs), a 2-row edge variant, masked edges
+// through vmaskmov, and 8 x 8 / 4 x 4 register transposes for packing.
 #include <immintrin.h>
 
 #include <cmath>

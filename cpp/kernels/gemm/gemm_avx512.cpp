@@ -1,6 +1,13 @@
-// gemm_avx512.cpp -- AVX-512 GEMM kernels: micro-kernel 12 x 32 floats / 12 x 16 doubles
-// (24 accumulators of 32 zmm registers; per k step 2 loads of B, 12 broadcasts of A, 24
-// FMAs), masked loads/stores for edge tiles, register transposes for packing.
+// gemm_avx512.cpp -- AVX-512 GEMM kernels.
+//
+// Micro-kernel contract (pyfastopt/gemm.h, GemmKernelsT::ukernel): C[0:m, 0:n] (=|+=) the
+// product of a packed A micro-panel (kc steps of 12 values) and a packed B micro-panel
+// (kc steps of 32 floats / 16 doubles), 1 <= m <= 12, 1 <= n <= NR; bias and relu/gelu
+// on the last K block; rows >= m and columns >= n of C are never read or written
+// (masked loads/stores). Register tile: 12 x 32 floats / 12 x 16 doubles = 24 zmm
+// accumulators; per k step 2 loads of B, 12 broadcasts of A, 24 FMAs (one rounding
+// each, k ascending from 0). An edge variant computes 4 rows for a short last panel.
+// Packing transposes go through 16 x 16 (float) / 8 x 8 (double) register transposes.
 #include <immintrin.h>
 
 #include <cmath>

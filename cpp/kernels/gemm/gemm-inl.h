@@ -257,14 +257,13 @@ void direct_rows(std::size_t j0, std::size_t j1, std::size_t kd, const typename 
 // One or two rows (GEMV-like): stream B's rows in order (the hardware prefetcher's best
 // case), accumulating in an L1 scratch row. Per element this is the same FMA chain as a
 // register tile's (from 0, k ascending), so the bits match direct_rows.
-template <class G, int R>
+template <class G, int R, std::size_t CH>
 void direct_stream(std::size_t j0, std::size_t j1, std::size_t kd, const typename G::T* const* arow,
                    std::ptrdiff_t csa, const typename G::T* b, std::ptrdiff_t ldb, typename G::T* c,
                    std::ptrdiff_t ldc, bool first, bool last, const Epilogue<typename G::T>& ep) {
   using T = typename G::T;
   using V = typename G::R;
   constexpr int N = G::N;
-  constexpr std::size_t CH = 1024;  // columns per chunk: R x 4-8 KB of scratch in L1
   alignas(64) T t[R][CH];
   for (std::size_t jc = j0; jc < j1; jc += CH) {
     const std::size_t w = j1 - jc < CH ? j1 - jc : CH;
@@ -333,6 +332,15 @@ void direct(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const 
         arow[i] = a + static_cast<std::ptrdiff_t>(i0 + (i < rows ? i : rows - 1)) * rsa +
                   static_cast<std::ptrdiff_t>(kb) * csa;
       T* crow = c + static_cast<std::ptrdiff_t>(i0) * ldc;
+      if (m <= 16 && rows >= 4 && k * (j1 - j0) >= (std::size_t{1} << 18)) {
+        // skinny with a large B (beyond L2): stream B row by row (see direct_stream)
+        if (rows == 8 && MR >= 8)
+          direct_stream<G, (MR >= 8 ? 8 : 4), 512>(j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);
+        else
+          direct_stream<G, 4, 1024>(j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);
+        i0 += static_cast<std::size_t>(rows);
+        continue;
+      }
       switch (rows) {
 #define PF_DIRECT_CASE(R)                                                                         \
   case R:                                                                                         \
@@ -344,10 +352,10 @@ void direct(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const 
         PF_DIRECT_CASE(4)
 #undef PF_DIRECT_CASE
         case 2:
-          direct_stream<G, 2>(j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);
+          direct_stream<G, 2, 1024>(j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);
           break;
         case 1:
-          direct_stream<G, 1>(j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);
+          direct_stream<G, 1, 1024>(j0, j1, kd, arow, csa, bk, ldb, crow, ldc, first, last, ep);
           break;
         default: break;
       }

@@ -48,6 +48,8 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_optim(optim);
   py::module_ dropout = m.def_submodule("dropout", "dropout with a counter-based RNG");
   pyfastopt::bind::register_dropout(dropout);
+  py::module_ batchnorm = m.def_submodule("batchnorm", "batch normalization forward/backward");
+  pyfastopt::bind::register_batchnorm(batchnorm);
   py::module_ machine = m.def_submodule("machine", "machine-limit probes");
   pyfastopt::bind::register_machine(machine);
 }

@@ -10,5 +10,6 @@ void register_ops(pybind11::module_& m);
 void register_machine(pybind11::module_& m);
 void register_optim(pybind11::module_& m);
 void register_dropout(pybind11::module_& m);
+void register_batchnorm(pybind11::module_& m);
 }  // namespace bind
 }  // namespace pyfastopt

@@ -32,6 +32,8 @@ const Variants<OptimKernels> kOptim = {
     &ref::optim_kernels, PF_AVX2(optim_kernels), PF_AVX512(optim_kernels)};
 const Variants<DropoutKernels> kDropout = {
     &ref::dropout_kernels, PF_AVX2(dropout_kernels), PF_AVX512(dropout_kernels)};
+const Variants<BatchNormKernels> kBatchNorm = {
+    &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -49,6 +51,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].machine = pick(kMachine, isa);
     t[i].optim = pick(kOptim, isa);
     t[i].dropout = pick(kDropout, isa);
+    t[i].batchnorm = pick(kBatchNorm, isa);
   }
   return t;
 }
@@ -68,6 +71,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices() {
   return {{"elementwise", k.elementwise->name},
           {"optim", k.optim->name},
           {"dropout", k.dropout->name},
+          {"batchnorm", k.batchnorm->name},
           {"machine", k.machine->name}};
 }
 

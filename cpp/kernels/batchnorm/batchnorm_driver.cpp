@@ -1,0 +1,309 @@
+// batchnorm_driver.cpp -- blocking, threads and the per-channel math of batch norm.
+//
+// Every call is at most two passes over the data: a reduction pass (per-channel sums,
+// fixed tasks, partials combined in task order) and an element-wise pass (split evenly
+// across threads). The per-channel formulas (in double) are in pyfastopt/batchnorm.h.
+//
+// Reduction tasks are cut from the shape alone (never from the thread count), about
+// kTaskElems elements each, so both large-C and small-C problems give many tasks:
+//   runs (inner >= 16):  a task = a block of RB rows x CB channels (x a block of IB of the
+//       inner positions when one run alone exceeds kTaskElems). A small C (N=256, C=8,
+//       H*W=3136) gives one task per row and channel block, a large C gives blocks of
+//       channels within a row: both keep every core busy.
+//   columns (inner < 16): a task = RB rows x CB columns of the (outer, C*inner) matrix.
+// A task covers at least kMinPerChannel elements of each of its channels (or the whole
+// channel), which bounds the partial-sum buffer to 3 doubles per 128 elements.
+// Tasks are numbered in memory order, so each thread streams through contiguous memory.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "pyfastopt/batchnorm.h"
+#include "pyfastopt/parallel.h"
+#include "pyfastopt/registry.h"
+
+namespace pyfastopt {
+
+namespace {
+
+constexpr std::size_t kTaskElems = 32768;
+constexpr std::size_t kMinPerChannel = 128;
+// Columns-mode element-wise parameters are repeated to a period of at least this many
+// columns, so a channels-last pass with C = 3 still runs on full vectors.
+constexpr std::size_t kMinPeriod = 64;
+
+template <class T> const BatchNormOps<T>& ops(const KernelTable& k);
+template <> const BatchNormOps<float>& ops<float>(const KernelTable& k) { return k.batchnorm->f32; }
+template <> const BatchNormOps<double>& ops<double>(const KernelTable& k) { return k.batchnorm->f64; }
+
+std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
+std::size_t clamp_sz(std::size_t v, std::size_t lo, std::size_t hi) { return std::min(std::max(v, lo), hi); }
+
+// The task split of the reduction pass (a function of the shape only).
+struct Plan {
+  std::size_t outer, C, inner, ncols;  // ncols = C * inner
+  bool cols;                           // columns kernels (inner < kBnMinRun)
+  std::size_t RB, CB, IB;              // rows, channels (or columns), inner positions per task
+  std::size_t nR, nC, nI;              // blocks along each
+  std::size_t ntasks() const { return nR * nC * nI; }
+};
+
+// outer, C, inner >= 1
+Plan make_plan(const BnDims& d) {
+  Plan p{};
+  p.outer = d.outer;
+  p.C = d.channels;
+  p.inner = d.inner;
+  p.ncols = d.channels * d.inner;
+  p.cols = d.inner < kBnMinRun;
+  p.IB = d.inner;
+  if (!p.cols && d.inner > kTaskElems) {  // huge spatial extent: split the runs too
+    const std::size_t pieces = ceil_div(d.inner, kTaskElems);
+    p.IB = ceil_div(ceil_div(d.inner, pieces), kBnLanes) * kBnLanes;
+    p.RB = 1;
+    p.CB = 1;
+  } else {
+    const std::size_t rb_min = std::min(d.outer, ceil_div(kMinPerChannel, d.inner));
+    const std::size_t units = p.cols ? p.ncols : p.C;        // what CB counts
+    const std::size_t unit_elems = p.cols ? 1 : d.inner;     // elements per row of one unit
+    p.CB = clamp_sz(kTaskElems / (rb_min * unit_elems), 1, units);
+    p.RB = clamp_sz(kTaskElems / (p.CB * unit_elems), rb_min, d.outer);
+  }
+  p.nR = ceil_div(p.outer, p.RB);
+  p.nC = ceil_div(p.cols ? p.ncols : p.C, p.CB);
+  p.nI = p.cols ? 1 : ceil_div(p.inner, p.IB);
+  return p;
+}
+
+// Per-channel sums of NS statistics over the whole tensor, in the canonical order.
+// Runs: run(task_ptr_offset, rows, len, channel, out[NS]); columns: cols(offset, rows,
+// ncols, first_column, sums[NS] (each pointing at that column)).
+template <int NS, class RunFn, class ColFn>
+std::vector<double> reduce(const Plan& p, std::int64_t work, const RunFn& run, const ColFn& col) {
+  const std::size_t row_len = p.ncols;
+  std::vector<double> total(NS * p.C, 0.0);  // total[s * C + c]
+  if (p.cols) {
+    // partial[(rb * NS + s) * ncols + j]
+    std::unique_ptr<double[]> part(new double[p.nR * NS * p.ncols]);
+    parallel_for(static_cast<std::int64_t>(p.ntasks()), work, [&](std::int64_t t) {
+      const std::size_t rb = static_cast<std::size_t>(t) / p.nC, cb = static_cast<std::size_t>(t) % p.nC;
+      const std::size_t r0 = rb * p.RB, rows = std::min(p.RB, p.outer - r0);
+      const std::size_t j0 = cb * p.CB, nc = std::min(p.CB, p.ncols - j0);
+      double* sums[NS];
+      for (int s = 0; s < NS; ++s) {
+        sums[s] = part.get() + (rb * NS + s) * p.ncols + j0;
+        std::fill(sums[s], sums[s] + nc, 0.0);
+      }
+      col(r0 * row_len + j0, rows, nc, j0, sums);
+    });
+    for (std::size_t rb = 0; rb < p.nR; ++rb)
+      for (int s = 0; s < NS; ++s) {
+        const double* ps = part.get() + (rb * NS + s) * p.ncols;
+        double* ts = total.data() + s * p.C;
+        for (std::size_t c = 0; c < p.C; ++c)
+          for (std::size_t i = 0; i < p.inner; ++i) ts[c] += ps[c * p.inner + i];
+      }
+  } else {
+    // partial[((rb * nI + ib) * C + c) * NS + s]
+    const std::size_t nblocks = p.nR * p.nI;
+    std::unique_ptr<double[]> part(new double[nblocks * p.C * NS]);
+    parallel_for(static_cast<std::int64_t>(p.ntasks()), work, [&](std::int64_t t) {
+      const std::size_t ib = static_cast<std::size_t>(t) % p.nI;
+      const std::size_t rc = static_cast<std::size_t>(t) / p.nI;
+      const std::size_t rb = rc / p.nC, cb = rc % p.nC;
+      const std::size_t r0 = rb * p.RB, rows = std::min(p.RB, p.outer - r0);
+      const std::size_t c0 = cb * p.CB, c1 = std::min(p.C, c0 + p.CB);
+      const std::size_t i0 = ib * p.IB, len = std::min(p.IB, p.inner - i0);
+      for (std::size_t c = c0; c < c1; ++c)
+        run((r0 * p.C + c) * p.inner + i0, rows, len, c,
+            part.get() + ((rb * p.nI + ib) * p.C + c) * NS);
+    });
+    for (std::size_t b = 0; b < nblocks; ++b)
+      for (std::size_t c = 0; c < p.C; ++c)
+        for (int s = 0; s < NS; ++s) total[s * p.C + c] += part[(b * p.C + c) * NS + s];
+  }
+  return total;
+}
+
+// Per-channel values repeated for every column (columns mode), to a period of at least
+// kMinPeriod columns; `period` receives the period.
+template <class T>
+std::vector<T> expand_columns(const std::vector<T>& per_channel, const Plan& p, std::size_t* period) {
+  const std::size_t base = p.ncols;
+  const std::size_t per = base < kMinPeriod ? base * ceil_div(kMinPeriod, base) : base;
+  std::vector<T> out(per);
+  for (std::size_t j = 0; j < per; ++j) out[j] = per_channel[(j % base) / p.inner];
+  *period = per;
+  return out;
+}
+
+// The element-wise pass over all outer*C*inner elements with per-channel parameters.
+// kernel(begin, end, C_or_period, inner_or_1, params...) through `call`.
+template <class T, class Call>
+void elementwise(const Plan& p, std::int64_t work_per_element, std::vector<T>* params, int nparams,
+                 const Call& call) {
+  std::size_t total = p.outer * p.ncols;
+  std::size_t C = p.C, inner = p.inner;
+  std::vector<T> expanded[4];
+  const T* ptr[4];
+  for (int k = 0; k < nparams; ++k) {
+    if (p.cols) {
+      expanded[k] = expand_columns(params[k], p, &C);
+      ptr[k] = expanded[k].data();
+    } else {
+      ptr[k] = params[k].data();
+    }
+  }
+  if (p.cols) inner = 1;
+  for_each_range_even(&total, 1, 64, work_per_element, [&](std::size_t, std::size_t b, std::size_t n) {
+    call(b, b + n, C, inner, ptr);
+  });
+}
+
+template <class T>
+void affine_pass(const Plan& p, const T* x, T* y, std::vector<T>* mpq) {
+  const auto kernel = ops<T>(kernels()).affine;
+  elementwise<T>(p, 2, mpq, 3, [&](std::size_t b, std::size_t e, std::size_t C, std::size_t inner, const T* const* q) {
+    kernel(x, y, b, e, C, inner, q[0], q[1], q[2]);
+  });
+}
+
+}  // namespace
+
+template <class T>
+void batch_norm_train(const BnTrain<T>& a) {
+  const BnDims& d = a.dims;
+  const std::size_t C = d.channels;
+  if (C == 0) return;
+  const std::size_t n = d.outer * d.inner;  // >= 2, checked by the caller
+  const BatchNormOps<T>& k = ops<T>(kernels());
+  const Plan p = make_plan(d);
+
+  std::vector<T> shift(C);  // K[c] = x[0, c, 0]
+  for (std::size_t c = 0; c < C; ++c) shift[c] = a.x[c * d.inner];
+  std::vector<T> shift_cols;
+  if (p.cols) {
+    shift_cols.resize(p.ncols);
+    for (std::size_t j = 0; j < p.ncols; ++j) shift_cols[j] = shift[j / d.inner];
+  }
+  const std::int64_t work = static_cast<std::int64_t>(n * C);
+  const std::vector<double> sums = reduce<2>(
+      p, work,
+      [&](std::size_t off, std::size_t rows, std::size_t len, std::size_t c, double* out) {
+        k.stats_runs(a.x + off, rows, p.ncols, len, shift[c], out);
+      },
+      [&](std::size_t off, std::size_t rows, std::size_t nc, std::size_t j0, double* const* s) {
+        k.stats_cols(a.x + off, rows, p.ncols, nc, shift_cols.data() + j0, s[0], s[1]);
+      });
+
+  const double dn = static_cast<double>(n);
+  std::vector<T> mpq[3] = {std::vector<T>(C), std::vector<T>(C), std::vector<T>(C)};
+  for (std::size_t c = 0; c < C; ++c) {
+    const double s1n = sums[c] / dn;
+    const double mean = static_cast<double>(shift[c]) + s1n;
+    double var = sums[C + c] / dn - s1n * s1n;
+    if (var < 0) var = 0;  // rounding; NaN stays NaN
+    const double invstd = 1.0 / std::sqrt(var + a.eps);
+    a.save_mean[c] = static_cast<T>(mean);
+    a.save_invstd[c] = static_cast<T>(invstd);
+    if (a.running_mean) {
+      const double f = a.factor;
+      a.running_mean[c] = static_cast<T>(f * mean + (1.0 - f) * static_cast<double>(a.running_mean[c]));
+      a.running_var[c] =
+          static_cast<T>(f * (var * dn / (dn - 1.0)) + (1.0 - f) * static_cast<double>(a.running_var[c]));
+    }
+    const double w = a.weight ? a.weight[c] : 1.0, b = a.bias ? a.bias[c] : 0.0;
+    const T m = static_cast<T>(mean);
+    const double scale = w * invstd;
+    mpq[0][c] = m;
+    mpq[1][c] = static_cast<T>(scale);
+    mpq[2][c] = static_cast<T>(b - (mean - static_cast<double>(m)) * scale);
+  }
+  affine_pass<T>(p, a.x, a.y, mpq);
+}
+
+template <class T>
+void batch_norm_infer(const T* x, T* y, BnDims d, const double* weight, const double* bias,
+                      const double* running_mean, const double* running_var, double eps) {
+  const std::size_t C = d.channels;
+  if (C == 0 || d.outer == 0 || d.inner == 0) return;
+  const Plan p = make_plan(d);
+  std::vector<T> mpq[3] = {std::vector<T>(C), std::vector<T>(C), std::vector<T>(C)};
+  for (std::size_t c = 0; c < C; ++c) {
+    const double mean = running_mean[c];
+    const double scale = (weight ? weight[c] : 1.0) / std::sqrt(running_var[c] + eps);
+    const T m = static_cast<T>(mean);
+    mpq[0][c] = m;
+    mpq[1][c] = static_cast<T>(scale);
+    mpq[2][c] = static_cast<T>((bias ? bias[c] : 0.0) - (mean - static_cast<double>(m)) * scale);
+  }
+  affine_pass<T>(p, x, y, mpq);
+}
+
+template <class T>
+void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double* weight,
+                         const double* save_mean, const double* save_invstd, T* dweight,
+                         T* dbias) {
+  const std::size_t C = d.channels;
+  if (C == 0) return;
+  const std::size_t n = d.outer * d.inner;
+  if (n == 0) {
+    std::fill(dweight, dweight + C, T(0));
+    std::fill(dbias, dbias + C, T(0));
+    return;
+  }
+  const BatchNormOps<T>& k = ops<T>(kernels());
+  const Plan p = make_plan(d);
+  std::vector<T> centre(C);
+  for (std::size_t c = 0; c < C; ++c) centre[c] = static_cast<T>(save_mean[c]);
+  std::vector<T> centre_cols;
+  if (p.cols) {
+    centre_cols.resize(p.ncols);
+    for (std::size_t j = 0; j < p.ncols; ++j) centre_cols[j] = centre[j / d.inner];
+  }
+  const std::int64_t work = static_cast<std::int64_t>(2 * n * C);
+  const std::vector<double> sums = reduce<3>(
+      p, work,
+      [&](std::size_t off, std::size_t rows, std::size_t len, std::size_t c, double* out) {
+        k.grad_runs(dy + off, x + off, rows, p.ncols, len, centre[c], out);
+      },
+      [&](std::size_t off, std::size_t rows, std::size_t nc, std::size_t j0, double* const* s) {
+        k.grad_cols(dy + off, x + off, rows, p.ncols, nc, centre_cols.data() + j0, s[0], s[1], s[2]);
+      });
+
+  const double dn = static_cast<double>(n);
+  std::vector<T> coef[4] = {centre, std::vector<T>(C), std::vector<T>(C), std::vector<T>(C)};
+  for (std::size_t c = 0; c < C; ++c) {
+    const double s_dy = sums[c], s_dyc = sums[C + c], s_c = sums[2 * C + c];
+    const double invstd = save_invstd[c];
+    const double mc = s_c / dn;  // exact mean = save_mean + mc
+    const double dw = invstd * (s_dyc - mc * s_dy);
+    const double A = (weight ? weight[c] : 1.0) * invstd;
+    const double B = -A * invstd * (dw / dn);
+    const double D = -A * (s_dy / dn) - B * mc;
+    dweight[c] = static_cast<T>(dw);
+    dbias[c] = static_cast<T>(s_dy);
+    coef[1][c] = static_cast<T>(A);
+    coef[2][c] = static_cast<T>(B);
+    coef[3][c] = static_cast<T>(D);
+  }
+  const auto kernel = k.dx;
+  elementwise<T>(p, 3, coef, 4, [&](std::size_t b, std::size_t e, std::size_t Cp, std::size_t inner, const T* const* q) {
+    kernel(dy, x, dx, b, e, Cp, inner, q[0], q[1], q[2], q[3]);
+  });
+}
+
+template void batch_norm_train<float>(const BnTrain<float>&);
+template void batch_norm_train<double>(const BnTrain<double>&);
+template void batch_norm_infer<float>(const float*, float*, BnDims, const double*, const double*,
+                                      const double*, const double*, double);
+template void batch_norm_infer<double>(const double*, double*, BnDims, const double*, const double*,
+                                       const double*, const double*, double);
+template void batch_norm_backward<float>(const float*, const float*, float*, BnDims, const double*,
+                                         const double*, const double*, float*, float*);
+template void batch_norm_backward<double>(const double*, const double*, double*, BnDims,
+                                          const double*, const double*, const double*, double*,
+                                          double*);
+
+}  // namespace pyfastopt

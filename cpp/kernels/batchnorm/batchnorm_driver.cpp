@@ -133,7 +133,8 @@ std::vector<T> expand_columns(const std::vector<T>& per_channel, const Plan& p, 
   const std::size_t base = p.ncols;
   const std::size_t per = base < kMinPeriod ? base * ceil_div(kMinPeriod, base) : base;
   std::vector<T> out(per);
-  for (std::size_t j = 0; j < per; ++j) out[j] = per_channel[(j % base) / p.inner];
+  for (std::size_t r = 0; r < per; r += base)  // no divisions: this runs on every call
+    for (std::size_t c = 0; c < p.C; ++c) std::fill_n(out.data() + r + c * p.inner, p.inner, per_channel[c]);
   *period = per;
   return out;
 }
@@ -183,10 +184,8 @@ void batch_norm_train(const BnTrain<T>& a) {
   std::vector<T> shift(C);  // K[c] = x[0, c, 0]
   for (std::size_t c = 0; c < C; ++c) shift[c] = a.x[c * d.inner];
   std::vector<T> shift_cols;
-  if (p.cols) {
-    shift_cols.resize(p.ncols);
-    for (std::size_t j = 0; j < p.ncols; ++j) shift_cols[j] = shift[j / d.inner];
-  }
+  if (p.cols)
+    for (std::size_t c = 0; c < C; ++c) shift_cols.insert(shift_cols.end(), d.inner, shift[c]);
   const std::int64_t work = static_cast<std::int64_t>(n * C);
   const std::vector<double> sums = reduce<2>(
       p, work,
@@ -258,10 +257,8 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
   std::vector<T> centre(C);
   for (std::size_t c = 0; c < C; ++c) centre[c] = static_cast<T>(save_mean[c]);
   std::vector<T> centre_cols;
-  if (p.cols) {
-    centre_cols.resize(p.ncols);
-    for (std::size_t j = 0; j < p.ncols; ++j) centre_cols[j] = centre[j / d.inner];
-  }
+  if (p.cols)
+    for (std::size_t c = 0; c < C; ++c) centre_cols.insert(centre_cols.end(), d.inner, centre[c]);
   const std::int64_t work = static_cast<std::int64_t>(2 * n * C);
   const std::vector<double> sums = reduce<3>(
       p, work,

@@ -4,7 +4,8 @@ A *case* is one side-by-side comparison: the same computation done by pyfastopt,
 best plain NumPy equivalent and (where PyTorch is installed) by idiomatic PyTorch. Each
 kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastopt.ops``,
 ``cases_optim.py`` for ``pyfastopt.optim``, ``cases_dropout.py`` for
-``pyfastopt.dropout``) and adds it to :data:`CASE_MODULES`.
+``pyfastopt.dropout``, ``cases_batchnorm.py`` for ``pyfastopt.batch_norm_*``) and adds it
+to :data:`CASE_MODULES`.
 
 Registering cases
 -----------------
@@ -82,6 +83,7 @@ CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_ops",
     "pyfastopt.bench.cases_optim",
     "pyfastopt.bench.cases_dropout",
+    "pyfastopt.bench.cases_batchnorm",
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.

@@ -16,9 +16,10 @@
 //   channel's first element), d = double(x) - double(K[c]),
 //       S1 = sum d,  S2 = sum d*d (fma),  mean = K + S1/n,  var = max(0, S2/n - (S1/n)^2).
 //   Because K is one of the channel's samples, (mean - K)^2 <= n * var: the subtraction
-//   loses at most log2(n) of double's 53 bits however large the mean (1e4 + N(0,1) in
-//   float32 keeps ~40 bits), and unlike a true two-pass variance x is read only once
-//   for the statistics (train forward = 2 reads of x + 1 write of y).
+//   loses at most log2(n + 1) of double's 53 bits however large the mean (typically a
+//   few bits: K lies within a few standard deviations of the mean, e.g. for 1e4 + N(0,1)
+//   in float32), and unlike a true two-pass variance x is read only once for the
+//   statistics (train forward = 2 reads of x + 1 write of y).
 //   invstd = 1/sqrt(var + eps), all in double; save_mean = T(mean), save_invstd = T(invstd).
 //   Element-wise affine map (train and eval): per channel a centre m = T(mean), scale
 //   p = T(w*invstd) and shift q = T(b - (mean - m)*w*invstd), and

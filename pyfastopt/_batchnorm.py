@@ -68,8 +68,8 @@ def _update_factor(momentum: Any, num_batches_tracked: Any, running: bool) -> fl
 
 def batch_norm_train(x: Any, weight: Any, bias: Any, running_mean: Any = None,
                      running_var: Any = None, momentum: float | None = 0.1, eps: float = 1e-5,
-                     axis: int = 1, *, num_batches_tracked: int | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     axis: int = 1, *, num_batches_tracked: int | None = None,
+                     out: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Batch normalization in training mode (PyTorch's ``F.batch_norm(training=True)``).
 
     For each channel :math:`c` (the entries along ``axis``), with :math:`n` the number of
@@ -105,6 +105,9 @@ def batch_norm_train(x: Any, weight: Any, bias: Any, running_mean: Any = None,
         num_batches_tracked (int): batches already folded into the running statistics
             before this call (PyTorch's buffer of that name *before* its increment). Only
             used with ``momentum=None``; the caller increments it after the call.
+        out: optional array for ``y``: writable, C-contiguous, ``x``'s shape and dtype;
+            may be ``x`` itself (normalization in place). In a training loop a
+            preallocated ``out`` saves the page faults of a fresh array on every call.
 
     Returns:
         ``(y, save_mean, save_invstd)``: ``y`` with the shape and dtype of ``x``
@@ -137,11 +140,11 @@ def batch_norm_train(x: Any, weight: Any, bias: Any, running_mean: Any = None,
     running = running_mean is not None or running_var is not None
     factor = _update_factor(momentum, num_batches_tracked, running)
     return _core.batchnorm.train(x, weight, bias, running_mean, running_var, factor,
-                                 _check_eps(eps), _check_axis(axis))
+                                 _check_eps(eps), _check_axis(axis), out)
 
 
 def batch_norm_infer(x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any,
-                     eps: float = 1e-5, axis: int = 1) -> np.ndarray:
+                     eps: float = 1e-5, axis: int = 1, *, out: Any = None) -> np.ndarray:
     r"""Batch normalization in evaluation mode, with the running statistics:
 
     .. math:: y = (x - \hat\mu_c)\, p_c + b_c, \qquad p_c = \frac{w_c}{\sqrt{\hat\sigma^2_c + \varepsilon}}
@@ -156,16 +159,18 @@ def batch_norm_infer(x: Any, weight: Any, bias: Any, running_mean: Any, running_
         running_mean, running_var: shape ``(C,)``, float32 or float64, read only.
         eps (float): finite and >= 0.
         axis (int): the channel axis (1: channels-first, -1: channels-last).
+        out: optional array for ``y`` (see :func:`batch_norm_train`; may be ``x``).
 
     Returns:
         ``y``, the shape and dtype of ``x``. An empty ``x`` gives an empty ``y``.
     """
     return _core.batchnorm.infer(x, weight, bias, running_mean, running_var, _check_eps(eps),
-                                 _check_axis(axis))
+                                 _check_axis(axis), out)
 
 
 def batch_norm_backward(dy: Any, x: Any, weight: Any, save_mean: Any, save_invstd: Any,
-                        axis: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        axis: int = 1, *, out: Any = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Gradients of :func:`batch_norm_train` (PyTorch's training-mode backward).
 
     With :math:`\hat x = (x - \mu_c)\,s_c` (``save_mean``, ``save_invstd`` from the forward
@@ -184,6 +189,8 @@ def batch_norm_backward(dy: Any, x: Any, weight: Any, save_mean: Any, save_invst
         weight: shape ``(C,)`` or None (1).
         save_mean, save_invstd: the statistics :func:`batch_norm_train` returned.
         axis (int): the channel axis used in the forward pass.
+        out: optional array for ``dx``: writable, C-contiguous, ``x``'s shape and dtype;
+            may be ``dy`` itself.
 
     Returns:
         ``(dx, dweight, dbias)``: ``dx`` like ``x``; ``dweight`` and ``dbias`` of shape
@@ -196,4 +203,5 @@ def batch_norm_backward(dy: Any, x: Any, weight: Any, save_mean: Any, save_invst
         is large compared with the spread. For the ``save_mean`` of the forward pass this
         is PyTorch's formula exactly; ``save_mean`` is not meant to be anything else.
     """
-    return _core.batchnorm.backward(dy, x, weight, save_mean, save_invstd, _check_axis(axis))
+    return _core.batchnorm.backward(dy, x, weight, save_mean, save_invstd, _check_axis(axis),
+                                    out)

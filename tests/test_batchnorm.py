@@ -377,6 +377,61 @@ def test_x_sharing_memory_with_running_stats():
     np.testing.assert_allclose(rm, 0.9 * x_before[0] + 0.1 * x_before.mean(0), rtol=1e-14)
 
 
+@pytest.mark.parametrize(("shape", "axis"), [((4, 6, 5, 7), 1), ((4, 5, 7, 6), -1)])
+def test_out_argument(shape, axis):
+    x = data(shape, np.float32)
+    c = channels(shape, axis)
+    w, b = params(c)
+    dy = data(shape, np.float32, seed=3)
+    y, mean, invstd = pyfastopt.batch_norm_train(x, w, b, axis=axis)
+    dx = pyfastopt.batch_norm_backward(dy, x, w, mean, invstd, axis=axis)[0]
+    ye = pyfastopt.batch_norm_infer(x, w, b, mean, 1 / invstd**2, axis=axis)
+    # a preallocated out: the same bits, and the very object comes back
+    out = np.full(shape, np.nan, np.float32)
+    got = pyfastopt.batch_norm_train(x, w, b, axis=axis, out=out)
+    assert got[0] is out
+    same_bits(out, y, "train out=")
+    out[:] = np.nan
+    assert pyfastopt.batch_norm_infer(x, w, b, mean, 1 / invstd**2, axis=axis, out=out) is out
+    same_bits(out, ye, "infer out=")
+    out[:] = np.nan
+    assert pyfastopt.batch_norm_backward(dy, x, w, mean, invstd, axis=axis, out=out)[0] is out
+    same_bits(out, dx, "backward out=")
+    # in place: out is x (train, infer) or dy (backward)
+    xi = x.copy()
+    pyfastopt.batch_norm_train(xi, w, b, axis=axis, out=xi)
+    same_bits(xi, y, "train out=x")
+    xi = x.copy()
+    pyfastopt.batch_norm_infer(xi, w, b, mean, 1 / invstd**2, axis=axis, out=xi)
+    same_bits(xi, ye, "infer out=x")
+    gi = dy.copy()
+    pyfastopt.batch_norm_backward(gi, x, w, mean, invstd, axis=axis, out=gi)
+    same_bits(gi, dx, "backward out=dy")
+    xi = x.copy()
+    pyfastopt.batch_norm_backward(dy, xi, w, mean, invstd, axis=axis, out=xi)
+    same_bits(xi, dx, "backward out=x")
+    # partial overlap with x: x is read as it was passed
+    n = x.size
+    buf = np.zeros(n + 7, np.float32)
+    xo = buf[:n].reshape(shape)
+    xo[...] = x
+    oo = buf[7:].reshape(shape)
+    pyfastopt.batch_norm_train(xo, w, b, axis=axis, out=oo)
+    same_bits(oo, y, "train out overlapping x")
+    # errors
+    with pytest.raises(ValueError, match="out and x must have the same shape"):
+        pyfastopt.batch_norm_train(x, w, b, axis=axis, out=np.zeros(shape[:-1], np.float32))
+    with pytest.raises(pyfastopt.DTypeError, match="out"):
+        pyfastopt.batch_norm_infer(x, w, b, mean, invstd, axis=axis, out=np.zeros(shape))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        pyfastopt.batch_norm_backward(dy, x, w, mean, invstd, axis=axis,
+                                      out=np.zeros(shape, np.float32).T.copy().T)
+    rm_inside_out = out.reshape(-1)[:c]  # a running_mean in out's memory
+    with pytest.raises(ValueError, match="share memory"):
+        pyfastopt.batch_norm_train(x, w, b, rm_inside_out, np.ones(c, np.float32), axis=axis,
+                                   out=out)
+
+
 def test_empty_inputs():
     x = np.zeros((4, 0, 3), np.float32)  # no channels
     y, m, s = pyfastopt.batch_norm_train(x, None, None, np.zeros(0, np.float32),

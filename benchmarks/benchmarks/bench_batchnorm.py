@@ -5,9 +5,11 @@
 threads. The training step is ``batch_norm_train`` (running statistics updated in place)
 then ``batch_norm_backward``; NumPy is the textbook formulas (float32 reductions over the
 non-channel axes, ``xhat`` kept for the backward). Eval is ``batch_norm_infer`` vs
-``x * scale + shift`` with per-channel constants. ``track_bandwidth_*`` report GB/s
-counting the minimal bytes: 24 per element for forward + backward (forward reads x twice
-and writes y; backward reads x and dy and writes dx), 8 for eval (read x, write y).
+``x * scale + shift`` with per-channel constants. pyfastopt is also timed with
+preallocated ``out=`` arrays (``*_out``). ``track_bandwidth_*`` report GB/s (with
+``out=``) counting the minimal bytes: 24 per element for forward + backward (forward
+reads x twice and writes y; backward reads x and dy and writes dx), 8 for eval (read x,
+write y).
 
 ``pyfastopt.batch_norm_train`` is looked up in ``setup``, so commits without it skip
 these benchmarks instead of breaking discovery.
@@ -66,11 +68,16 @@ class BatchNorm(Benchmark):
         self.n = math.prod(shape) // c
         self.scale = (self.w / np.sqrt(self.rv + EPS)).reshape(bshape)
         self.shift = (self.b - self.rm * self.scale.ravel()).reshape(bshape)
+        self.y_out = np.empty_like(self.x)
+        self.dx_out = np.empty_like(self.x)
 
-    def _pyfastopt_step(self):
+    def _pyfastopt_step(self, y_out=None, dx_out=None):
         _, mean, invstd = self.train(self.x, self.w, self.b, self.rm, self.rv, MOMENTUM, EPS,
-                                     self.axis)
-        return self.backward(self.dy, self.x, self.w, mean, invstd, self.axis)
+                                     self.axis, out=y_out)
+        return self.backward(self.dy, self.x, self.w, mean, invstd, self.axis, out=dx_out)
+
+    def _pyfastopt_step_out(self):
+        return self._pyfastopt_step(self.y_out, self.dx_out)
 
     def _numpy_step(self):
         x, dy, axes, n = self.x, self.dy, self.axes, self.n
@@ -90,23 +97,29 @@ class BatchNorm(Benchmark):
     def time_train_backward_pyfastopt(self, layout, threads):
         self._pyfastopt_step()
 
+    def time_train_backward_pyfastopt_out(self, layout, threads):
+        self._pyfastopt_step_out()
+
     def time_train_backward_numpy(self, layout, threads):
         self._numpy_step()
 
     def time_infer_pyfastopt(self, layout, threads):
         self.infer(self.x, self.w, self.b, self.rm, self.rv, EPS, self.axis)
 
+    def time_infer_pyfastopt_out(self, layout, threads):
+        self.infer(self.x, self.w, self.b, self.rm, self.rv, EPS, self.axis, out=self.y_out)
+
     def time_infer_numpy(self, layout, threads):
         return self.x * self.scale + self.shift
 
     def track_bandwidth_train_backward_pyfastopt(self, layout, threads):
-        return 24 * self.x.size / best_seconds(self._pyfastopt_step) / 1e9
+        return 24 * self.x.size / best_seconds(self._pyfastopt_step_out) / 1e9
 
     track_bandwidth_train_backward_pyfastopt.unit = "GB/s"
 
     def track_bandwidth_infer_pyfastopt(self, layout, threads):
-        x, w, b, rm, rv, axis = self.x, self.w, self.b, self.rm, self.rv, self.axis
-        seconds = best_seconds(lambda: self.infer(x, w, b, rm, rv, EPS, axis))
+        x, w, b, rm, rv, axis, out = self.x, self.w, self.b, self.rm, self.rv, self.axis, self.y_out
+        seconds = best_seconds(lambda: self.infer(x, w, b, rm, rv, EPS, axis, out=out))
         return 8 * x.size / seconds / 1e9
 
     track_bandwidth_infer_pyfastopt.unit = "GB/s"

@@ -4,9 +4,9 @@
 // non-contiguous one is copied to C order); per-channel read-only arguments (weight,
 // bias, eval running stats, save_mean, save_invstd) any float32/float64 array-like of
 // shape (C,), read as double; running stats updated in place must be writable
-// C-contiguous ndarrays of x's dtype and shape (C,). Then the GIL is released and the
-// driver (kernels/batchnorm/batchnorm_driver.cpp) runs. The Python wrapper
-// (pyfastopt/_batchnorm.py) checks the scalars (momentum, eps, axis type).
+// C-contiguous ndarrays of x's dtype and shape (C,), as must `out=` (x's shape). Then
+// the GIL is released and the driver (kernels/batchnorm/batchnorm_driver.cpp) runs.
+// The Python wrapper (pyfastopt/_batchnorm.py) checks the scalars (momentum, eps, axis).
 #include <pybind11/numpy.h>
 
 #include <string>
@@ -76,8 +76,18 @@ std::vector<py::ssize_t> shape_vec(const Array& x) {
 }
 void* data_of(const py::array& a) { return py::detail::array_proxy(a.ptr())->data; }
 
+// The optional `out=` array for the element-wise result: an in-place argument with the
+// shape and dtype of `like`. Returns whether one was given.
+bool out_array(py::handle out, const Array& like, Array* result) {
+  if (out.is_none()) return false;
+  *result = inplace(out, "out");
+  require_same_shape(*result, like);
+  require_same_dtype(*result, like);
+  return true;
+}
+
 py::tuple train_binding(py::handle x_obj, py::handle weight, py::handle bias, py::handle rm_obj,
-                        py::handle rv_obj, double factor, double eps, long axis) {
+                        py::handle rv_obj, double factor, double eps, long axis, py::handle out) {
   std::vector<Array> ins{input(x_obj, "x")};
   const Layout l = layout_of(ins[0], axis);
   const std::size_t n = l.dims.outer * l.dims.inner;
@@ -89,8 +99,11 @@ py::tuple train_binding(py::handle x_obj, py::handle weight, py::handle bias, py
   const std::vector<double> b = per_channel(bias, "bias", ins[0], l, true);
   if (rm_obj.is_none() != rv_obj.is_none())
     value_error("running_mean and running_var must both be given or both be None");
-  Array rm{}, rv{};
+  Array rm{}, rv{}, ya{};
   const bool running = !rm_obj.is_none();
+  std::vector<const Array*> outs;
+  const bool has_out = out_array(out, ins[0], &ya);
+  if (has_out) outs.push_back(&ya);  // first: out may be x itself
   if (running) {
     rm = inplace(rm_obj, "running_mean");
     rv = inplace(rv_obj, "running_var");
@@ -98,13 +111,16 @@ py::tuple train_binding(py::handle x_obj, py::handle weight, py::handle bias, py
     require_same_dtype(rv, ins[0]);
     require_channels(rm, ins[0], l);
     require_channels(rv, ins[0], l);
-    require_disjoint({&rm, &rv});
-    // x sharing memory with a running statistic is read from a private copy (n >= 2, so
-    // x is never exactly one of them).
-    detach_overlapping_inputs(ins, {&rm, &rv});
+    outs.push_back(&rm);
+    outs.push_back(&rv);
   }
+  // Outputs must be distinct; x overlapping one of them is read from a private copy,
+  // except x being exactly `out` (y[i] is written after the statistics pass, from x[i]
+  // only). n >= 2, so x is never exactly a running statistic.
+  require_disjoint(outs);
+  detach_overlapping_inputs(ins, outs);
   const Array& x = ins[0];
-  py::array y = new_like(x, shape_vec(x));
+  py::array y = has_out ? ya.arr : new_like(x, shape_vec(x));
   const std::vector<py::ssize_t> cshape{static_cast<py::ssize_t>(l.dims.channels)};
   py::array save_mean = new_like(x, cshape), save_invstd = new_like(x, cshape);
   auto run = [&](auto* tag) {
@@ -132,14 +148,18 @@ py::tuple train_binding(py::handle x_obj, py::handle weight, py::handle bias, py
 }
 
 py::array infer_binding(py::handle x_obj, py::handle weight, py::handle bias, py::handle rm_obj,
-                        py::handle rv_obj, double eps, long axis) {
-  const Array x = input(x_obj, "x");
-  const Layout l = layout_of(x, axis);
-  const std::vector<double> w = per_channel(weight, "weight", x, l, true);
-  const std::vector<double> b = per_channel(bias, "bias", x, l, true);
-  const std::vector<double> rm = per_channel(rm_obj, "running_mean", x, l, false);
-  const std::vector<double> rv = per_channel(rv_obj, "running_var", x, l, false);
-  py::array y = new_like(x, shape_vec(x));
+                        py::handle rv_obj, double eps, long axis, py::handle out) {
+  std::vector<Array> ins{input(x_obj, "x")};
+  const Layout l = layout_of(ins[0], axis);
+  const std::vector<double> w = per_channel(weight, "weight", ins[0], l, true);
+  const std::vector<double> b = per_channel(bias, "bias", ins[0], l, true);
+  const std::vector<double> rm = per_channel(rm_obj, "running_mean", ins[0], l, false);
+  const std::vector<double> rv = per_channel(rv_obj, "running_var", ins[0], l, false);
+  Array ya{};
+  const bool has_out = out_array(out, ins[0], &ya);
+  if (has_out) detach_overlapping_inputs(ins, {&ya});  // out == x is fine (element-wise)
+  const Array& x = ins[0];
+  py::array y = has_out ? ya.arr : new_like(x, shape_vec(x));
   auto run = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* yp = static_cast<T*>(data_of(y));
@@ -155,16 +175,22 @@ py::array infer_binding(py::handle x_obj, py::handle weight, py::handle bias, py
 }
 
 py::tuple backward_binding(py::handle dy_obj, py::handle x_obj, py::handle weight,
-                           py::handle mean_obj, py::handle invstd_obj, long axis) {
-  const Array dy = input(dy_obj, "dy");
-  const Array x = input(x_obj, "x");
-  require_same_shape(dy, x);
-  require_same_dtype(dy, x);
-  const Layout l = layout_of(x, axis);
-  const std::vector<double> w = per_channel(weight, "weight", x, l, true);
-  const std::vector<double> mean = per_channel(mean_obj, "save_mean", x, l, false);
-  const std::vector<double> invstd = per_channel(invstd_obj, "save_invstd", x, l, false);
-  py::array dx = new_like(x, shape_vec(x));
+                           py::handle mean_obj, py::handle invstd_obj, long axis, py::handle out) {
+  std::vector<Array> ins{input(dy_obj, "dy"), input(x_obj, "x")};
+  require_same_shape(ins[0], ins[1]);
+  require_same_dtype(ins[0], ins[1]);
+  const Layout l = layout_of(ins[1], axis);
+  const std::vector<double> w = per_channel(weight, "weight", ins[1], l, true);
+  const std::vector<double> mean = per_channel(mean_obj, "save_mean", ins[1], l, false);
+  const std::vector<double> invstd = per_channel(invstd_obj, "save_invstd", ins[1], l, false);
+  Array dxa{};
+  const bool has_out = out_array(out, ins[1], &dxa);
+  // dx[i] is written after the reduction pass from dy[i] and x[i]: out may be dy itself;
+  // x (or a partial overlap) sharing memory with out is read from a private copy.
+  if (has_out) detach_overlapping_inputs(ins, {&dxa});
+  const Array& dy = ins[0];
+  const Array& x = ins[1];
+  py::array dx = has_out ? dxa.arr : new_like(x, shape_vec(x));
   const std::vector<py::ssize_t> cshape{static_cast<py::ssize_t>(l.dims.channels)};
   py::array dweight = new_like(x, cshape), dbias = new_like(x, cshape);
   auto run = [&](auto* tag) {
@@ -188,11 +214,13 @@ py::tuple backward_binding(py::handle dy_obj, py::handle x_obj, py::handle weigh
 void register_batchnorm(py::module_& m) {
   m.def("train", &train_binding, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("running_mean"), py::arg("running_var"), py::arg("factor"), py::arg("eps"),
-        py::arg("axis"));
+        py::arg("axis"), py::arg("out") = py::none());
   m.def("infer", &infer_binding, py::arg("x"), py::arg("weight"), py::arg("bias"),
-        py::arg("running_mean"), py::arg("running_var"), py::arg("eps"), py::arg("axis"));
+        py::arg("running_mean"), py::arg("running_var"), py::arg("eps"), py::arg("axis"),
+        py::arg("out") = py::none());
   m.def("backward", &backward_binding, py::arg("dy"), py::arg("x"), py::arg("weight"),
-        py::arg("save_mean"), py::arg("save_invstd"), py::arg("axis"));
+        py::arg("save_mean"), py::arg("save_invstd"), py::arg("axis"),
+        py::arg("out") = py::none());
 }
 
 }  // namespace bind

@@ -13,12 +13,16 @@ Memory-bound. ``work`` counts the *minimal* bytes, not what an implementation mo
 Implementations, each one call doing the whole step:
 
 * ``pyfastopt``: ``batch_norm_train`` (running statistics updated in place) then
-  ``batch_norm_backward``; ``batch_norm_infer``.
+  ``batch_norm_backward``; ``batch_norm_infer``. Timed allocating ``y`` and ``dx`` (as
+  torch does) and writing into preallocated ``out=`` arrays (as NumPy's fastest spelling
+  does); the faster counts. A fresh 25 MB result is page-faulted in on every call whenever
+  the allocator cannot reuse a freed block (here: y is still alive when dx is allocated),
+  which costs about as much as the whole backward pass.
 * ``numpy``: the textbook formulas with float32 reductions over the non-channel axes
   (``x.mean``, centred ``var``), ``xhat`` kept for the backward,
-  ``dx = w*invstd*(dy - sum(dy)/n - xhat*sum(dy*xhat)/n)``; eval as ``x*scale + shift``
-  with per-channel constants computed once, with and without preallocated ``out=``
-  buffers (the faster counts).
+  ``dx = w*invstd*(dy - sum(dy)/n - xhat*sum(dy*xhat)/n)``, with temporaries and with
+  preallocated buffers and ``out=`` ufuncs; eval as ``x*scale + shift`` with per-channel
+  constants computed once, with and without ``out=`` (the faster variant counts).
 * ``torch``: ``torch.nn.functional.batch_norm(training=True)`` on a leaf tensor with
   ``requires_grad`` (x, weight, bias), then ``y.backward(dy)`` -- autograd's own
   batch-norm backward; channels-last cases use a ``channels_last`` tensor. Eval:
@@ -94,6 +98,13 @@ def _setup_train(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
         dx, _, _ = batch_norm_backward(dy, x, w, mean, invstd, axis)
         return y, dx
 
+    y_pf, dx_pf = np.empty_like(x), np.empty_like(x)
+
+    def pyfastopt_out():
+        y, mean, invstd = batch_norm_train(x, w, b, rm_pf, rv_pf, MOMENTUM, EPS, axis, out=y_pf)
+        dx, _, _ = batch_norm_backward(dy, x, w, mean, invstd, axis, out=dx_pf)
+        return y, dx
+
     rm_np, rv_np = np.zeros(c, np.float32), np.ones(c, np.float32)
     bshape = [1] * x.ndim
     bshape[axis % x.ndim] = c
@@ -113,7 +124,32 @@ def _setup_train(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
         dx = (wb * invstd) * (dy - sum_dy / n - xhat * (sum_dy_xhat / n))
         return y, dx
 
-    impls: dict = {"pyfastopt": pyfastopt_step, "numpy": numpy_step}
+    xc, tmp, xhat, y_np, dx_np = (np.empty_like(x) for _ in range(5))
+
+    def numpy_preallocated():
+        mean = x.mean(axis=axes, keepdims=True)
+        np.subtract(x, mean, out=xc)
+        np.multiply(xc, xc, out=tmp)
+        var = tmp.mean(axis=axes, keepdims=True)
+        invstd = 1.0 / np.sqrt(var + np.float32(EPS))
+        np.multiply(xc, invstd, out=xhat)
+        np.multiply(xhat, wb, out=y_np)
+        np.add(y_np, bb, out=y_np)
+        rm_np[:] = (1 - MOMENTUM) * rm_np + MOMENTUM * mean.ravel()
+        rv_np[:] = (1 - MOMENTUM) * rv_np + MOMENTUM * var.ravel() * (n / (n - 1))
+        mean_dy = dy.sum(axis=axes, keepdims=True) / n
+        np.multiply(dy, xhat, out=tmp)
+        proj = tmp.sum(axis=axes, keepdims=True) / n
+        np.multiply(xhat, proj, out=dx_np)
+        np.subtract(dy, dx_np, out=dx_np)
+        np.subtract(dx_np, mean_dy, out=dx_np)
+        np.multiply(dx_np, wb * invstd, out=dx_np)
+        return y_np, dx_np
+
+    impls: dict = {
+        "pyfastopt": {"allocating": pyfastopt_step, "out=": pyfastopt_out},
+        "numpy": {"temporaries": numpy_step, "preallocated out=": numpy_preallocated},
+    }
     torch = ctx.torch
     if torch is not None:
         F = torch.nn.functional
@@ -159,8 +195,12 @@ def _setup_eval(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
         np.add(out, shift, out=out)
         return out
 
+    y_pf = np.empty_like(x)
     impls: dict = {
-        "pyfastopt": functools.partial(batch_norm_infer, x, w, b, rm, rv, EPS, axis),
+        "pyfastopt": {
+            "allocating": functools.partial(batch_norm_infer, x, w, b, rm, rv, EPS, axis),
+            "out=": functools.partial(batch_norm_infer, x, w, b, rm, rv, EPS, axis, out=y_pf),
+        },
         "numpy": {
             "x * scale + shift": lambda: x * scale + shift,
             "preallocated out=": numpy_preallocated,

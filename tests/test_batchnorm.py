@@ -29,7 +29,8 @@ import pyfastopt
 EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
 
 # (id, shape, axis): every kernel path -- columns (inner < 16), runs with and without
-# tails, channels-last -- and the odd sizes of the issue.
+# tails, channels-last, fused channel blocks (C >= 16 small channels) -- and the odd
+# sizes of the issue.
 LAYOUTS = [
     ("NC", (6, 5), 1),
     ("NC-C1", (9, 1), 1),
@@ -43,6 +44,10 @@ LAYOUTS = [
     ("NHWC", (3, 5, 7, 6), -1),
     ("NHWC-C3", (2, 4, 5, 3), -1),
     ("NLC-wide", (5, 4, 100), -1),
+    # many small channels: each task takes whole channels through both passes
+    ("NCHW-fused", (3, 20, 5, 7), 1),
+    ("NCHW-fused-HW9", (4, 64, 3, 3), 1),
+    ("NC-fused", (6, 256), 1),
 ]
 LAYOUT_IDS = [name for name, _, _ in LAYOUTS]
 
@@ -304,6 +309,31 @@ def test_bitwise_identical_for_1_2_3_threads(shape, axis):
             other = _everything(x, axis, dtype)
         for key in one:
             same_bits(other[key], one[key], f"{key} with {n} threads vs 1")
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((16, 16, 128, 128), 1), ((16, 128, 128, 16), -1)])
+def test_large_outputs(shape, axis):
+    """Outputs of 16 MB and more are written with non-temporal stores, aligned by a partial
+    head vector: misaligned out= arrays, reference values, 1 vs 2 threads bitwise."""
+    x = data(shape, np.float32, seed=17)
+    c = channels(shape, axis)
+    w, b = params(c)
+    dy = data(shape, np.float32, seed=18, loc=0.0, scale=1.0)
+    buf = np.empty(2 * x.size + 3, np.float32)
+    y_out = buf[1 : 1 + x.size].reshape(shape)  # 4 bytes past a 64-byte boundary at most
+    dx_out = buf[2 + x.size : 2 + 2 * x.size].reshape(shape)
+    y, mean, invstd = pyfastopt.batch_norm_train(x, w, b, axis=axis, out=y_out)
+    dx = pyfastopt.batch_norm_backward(dy, x, w, mean, invstd, axis=axis, out=dx_out)[0]
+    y_r, mean_r, invstd_r, _, _ = ref.train(x, w, b, axis=axis)
+    assert_close(y, y_r, np.float32, "y", k=16)
+    assert_close(dx, ref.backward(dy, x, w, mean_r, invstd_r, axis)[0], np.float32, "dx", k=64)
+    with pyfastopt.threads(1):
+        y1, _, _ = pyfastopt.batch_norm_train(x, w, b, axis=axis)
+        dx1 = pyfastopt.batch_norm_backward(dy, x, w, mean, invstd, axis=axis)[0]
+    same_bits(y, y1, "y, 2 threads and misaligned out= vs 1 thread")
+    same_bits(dx, dx1, "dx, 2 threads and misaligned out= vs 1 thread")
+    ye = pyfastopt.batch_norm_infer(x, w, b, mean_r, 1 / invstd_r**2 - 1e-5, axis=axis, out=y_out)
+    assert_close(ye, y_r, np.float32, "infer y", k=16)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

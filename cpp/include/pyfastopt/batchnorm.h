@@ -52,10 +52,14 @@
 //       d = x[r*ld + j] - k[j], rows in order (s1, s2 are accumulated into, not set).
 //   grad_runs(dy, x, rows, stride, len, m, out[3]): {sum dy, sum dy*c, sum c}, c = x - m.
 //   grad_cols(dy, x, rows, ld, ncols, m, s_dy, s_dyc, s_c): accumulated like stats_cols.
-//   affine(x, y, begin, end, C, inner, m, p, q): y[i] = fma(p[c], x[i] - m[c], q[c]) for
-//       flat indices begin <= i < end of an (outer, C, inner) array, c = (i / inner) % C.
-//   dx(dy, x, dx, begin, end, C, inner, m, a, b, d):
+//   affine(x, y, begin, end, C, inner, {m, p, q}, stream): y[i] = fma(p[c], x[i] - m[c], q[c])
+//       for flat indices begin <= i < end of an (outer, C, inner) array, c = (i / inner) % C.
+//       With inner == 1 each parameter array holds C + kBnParamPad values, the first
+//       kBnParamPad repeated after the last (vectors run across the wrap-around).
+//   dx(dy, x, dx, begin, end, C, inner, {m, a, b, d}, stream):
 //       dx[i] = fma(a[c], dy[i], fma(b[c], x[i] - m[c], d[c])), same indexing.
+//   stream: write full, aligned vectors with non-temporal stores (same values; for
+//       outputs far larger than the caches, it saves the read-for-ownership of y / dx).
 //
 // To add an ISA variant: kernels/batchnorm/batchnorm_<level>.cpp includes its vector
 // traits (they need load_f32, load_partial, store_partial and load_f32_partial besides
@@ -69,6 +73,7 @@ namespace pyfastopt {
 
 constexpr std::size_t kBnLanes = 16;       // canonical lanes of a runs reduction
 constexpr std::size_t kBnMinRun = 16;      // inner below this: columns kernels
+constexpr std::size_t kBnParamPad = 16;    // >= the widest vector (16 floats)
 
 // The canonical combination of the 16 lanes (pairwise tree). `static` so every ISA TU
 // gets its own copy (no ODR sharing across ISAs); plain IEEE double additions.
@@ -90,9 +95,9 @@ struct BatchNormOps {
   void (*grad_cols)(const T* dy, const T* x, std::size_t rows, std::size_t ld, std::size_t ncols,
                     const T* m, double* s_dy, double* s_dyc, double* s_c);
   void (*affine)(const T* x, T* y, std::size_t begin, std::size_t end, std::size_t C,
-                 std::size_t inner, const T* m, const T* p, const T* q);
+                 std::size_t inner, const T* const* mpq, bool stream);
   void (*dx)(const T* dy, const T* x, T* dx, std::size_t begin, std::size_t end, std::size_t C,
-             std::size_t inner, const T* m, const T* a, const T* b, const T* d);
+             std::size_t inner, const T* const* mabd, bool stream);
 };
 
 struct BatchNormKernels {

@@ -201,120 +201,111 @@ void grad_cols(const T* dy, const T* x, std::size_t rows, std::size_t ld, std::s
 }
 
 // ------------------------------------------------------------------ element-wise
-// Walk flat indices [begin, end) of an (outer, C, inner) array in segments of constant
-// parameters (inner > 1: one channel's run, parameters broadcast) or of consecutive
-// channels (inner == 1: parameters loaded as vectors). body(offset, count, channel) with
-// count <= V::N handles one vector (partial when count < V::N).
-template <class V, class Vec, class Bcast>
-inline void bn_walk(std::size_t begin, std::size_t end, std::size_t C, std::size_t inner,
-                    const Vec& vec, const Bcast& bcast) {
+// out[i] = f(i, count, params) for flat indices begin <= i < end of an (outer, C, inner)
+// array; f computes one vector (a partial one when count < V::N) from the inputs at i and
+// the K per-channel parameters of those elements, as vectors.
+//   inner > 1: segments of one channel's run, parameters broadcast.
+//   inner == 1: the parameters are indexed by i mod C and must hold C + V::N values (the
+//       driver repeats the first ones after the last), so vectors run straight across
+//       channel boundaries.
+// With `stream`, full vectors go out with non-temporal stores, aligned by a partial head
+// vector (the values are the same either way).
+template <class V, int K, class F>
+inline void bn_elementwise(typename V::T* out, std::size_t begin, std::size_t end, std::size_t C,
+                           std::size_t inner, const typename V::T* const* prm, bool stream,
+                           const F& f) {
+  using T = typename V::T;
+  using R = typename V::R;
   constexpr std::size_t N = V::N;
+  auto head_of = [&](std::size_t i) -> std::size_t {  // elements before out + i is aligned
+    if (!stream) return 0;
+    const std::size_t mis = (reinterpret_cast<std::uintptr_t>(out + i) / sizeof(T)) % N;
+    return mis ? N - mis : 0;
+  };
+  auto put = [&](std::size_t i, std::size_t count, R v) {
+    if (count < N) {
+      V::store_partial(out + i, v, count);
+    } else if (stream) {
+      V::store_stream(out + i, v);
+    } else {
+      V::store(out + i, v);
+    }
+  };
   std::size_t i = begin;
   if (inner == 1) {
     std::size_t c = i % C;
-    while (i < end) {
-      const std::size_t n = end - i < C - c ? end - i : C - c;
-      for (std::size_t j = 0; j < n; j += N) vec(i + j, c + j, n - j);
-      i += n;
-      c = 0;
-    }
+    auto step = [&](std::size_t count) {
+      R pv[K];
+      for (int k = 0; k < K; ++k)
+        pv[k] = count >= N ? V::load(prm[k] + c) : V::load_partial(prm[k] + c, count);
+      put(i, count, f(i, count, pv));
+      i += count;
+      c += count;
+      if (c >= C) c -= C;
+    };
+    const std::size_t head = head_of(i);
+    if (head && i < end) step(end - i < head ? end - i : head);
+    while (end - i >= N) step(N);
+    if (i < end) step(end - i);
   } else {
     std::size_t off = i % inner, c = (i / inner) % C;
     while (i < end) {
-      const std::size_t n = end - i < inner - off ? end - i : inner - off;
-      bcast(i, n, c);
-      i += n;
+      const std::size_t seg_end = i + (end - i < inner - off ? end - i : inner - off);
+      R pv[K];
+      for (int k = 0; k < K; ++k) pv[k] = V::set1(prm[k][c]);
+      std::size_t head = head_of(i);
+      if (head > seg_end - i) head = seg_end - i;
+      if (head) {
+        put(i, head, f(i, head, pv));
+        i += head;
+      }
+      for (; seg_end - i >= 2 * N; i += 2 * N) {
+        const R a = f(i, N, pv), b = f(i + N, N, pv);
+        put(i, N, a);
+        put(i + N, N, b);
+      }
+      if (seg_end - i >= N) {
+        put(i, N, f(i, N, pv));
+        i += N;
+      }
+      if (i < seg_end) {
+        put(i, seg_end - i, f(i, seg_end - i, pv));
+        i = seg_end;
+      }
       off = 0;
       if (++c == C) c = 0;
     }
   }
+  if (stream) V::stream_fence();
 }
 
-// y = fma(p, x - m, q)
+template <class V>
+inline typename V::R bn_ld(const typename V::T* p, std::size_t count) {
+  return count >= static_cast<std::size_t>(V::N) ? V::load(p) : V::load_partial(p, count);
+}
+
+// y = fma(p, x - m, q);  prm = {m, p, q}
 template <class V>
 void affine(const typename V::T* x, typename V::T* y, std::size_t begin, std::size_t end,
-            std::size_t C, std::size_t inner, const typename V::T* m, const typename V::T* p,
-            const typename V::T* q) {
+            std::size_t C, std::size_t inner, const typename V::T* const* prm, bool stream) {
   using R = typename V::R;
-  constexpr std::size_t N = V::N;
-  auto vec = [&](std::size_t i, std::size_t c, std::size_t left) {
-    if (left >= N) {
-      V::store(y + i, V::fma(V::load(p + c), V::sub(V::load(x + i), V::load(m + c)), V::load(q + c)));
-    } else {
-      const R r = V::fma(V::load_partial(p + c, left),
-                         V::sub(V::load_partial(x + i, left), V::load_partial(m + c, left)),
-                         V::load_partial(q + c, left));
-      V::store_partial(y + i, r, left);
-    }
-  };
-  auto bcast = [&](std::size_t i, std::size_t n, std::size_t c) {
-    const R vm = V::set1(m[c]), vp = V::set1(p[c]), vq = V::set1(q[c]);
-    const typename V::T* xi = x + i;
-    typename V::T* yi = y + i;
-    std::size_t j = 0;
-    for (; j + 2 * N <= n; j += 2 * N) {
-      const R a = V::load(xi + j), b = V::load(xi + j + N);
-      V::store(yi + j, V::fma(vp, V::sub(a, vm), vq));
-      V::store(yi + j + N, V::fma(vp, V::sub(b, vm), vq));
-    }
-    for (; j < n; j += N) {
-      const std::size_t left = n - j;
-      if (left >= N) {
-        V::store(yi + j, V::fma(vp, V::sub(V::load(xi + j), vm), vq));
-      } else {
-        V::store_partial(yi + j, V::fma(vp, V::sub(V::load_partial(xi + j, left), vm), vq), left);
-      }
-    }
-  };
-  bn_walk<V>(begin, end, C, inner, vec, bcast);
+  bn_elementwise<V, 3>(y, begin, end, C, inner, prm, stream,
+                       [&](std::size_t i, std::size_t count, const R* pv) {
+                         return V::fma(pv[1], V::sub(bn_ld<V>(x + i, count), pv[0]), pv[2]);
+                       });
 }
 
-// dx = fma(a, dy, fma(b, x - m, d))
+// dx = fma(a, dy, fma(b, x - m, d));  prm = {m, a, b, d}
 template <class V>
 void dx_kernel(const typename V::T* dy, const typename V::T* x, typename V::T* dx,
                std::size_t begin, std::size_t end, std::size_t C, std::size_t inner,
-               const typename V::T* m, const typename V::T* a, const typename V::T* b,
-               const typename V::T* d) {
+               const typename V::T* const* prm, bool stream) {
   using R = typename V::R;
-  constexpr std::size_t N = V::N;
-  auto vec = [&](std::size_t i, std::size_t c, std::size_t left) {
-    if (left >= N) {
-      const R inner_term = V::fma(V::load(b + c), V::sub(V::load(x + i), V::load(m + c)), V::load(d + c));
-      V::store(dx + i, V::fma(V::load(a + c), V::load(dy + i), inner_term));
-    } else {
-      const R inner_term =
-          V::fma(V::load_partial(b + c, left),
-                 V::sub(V::load_partial(x + i, left), V::load_partial(m + c, left)),
-                 V::load_partial(d + c, left));
-      V::store_partial(dx + i,
-                       V::fma(V::load_partial(a + c, left), V::load_partial(dy + i, left), inner_term),
-                       left);
-    }
-  };
-  auto bcast = [&](std::size_t i, std::size_t n, std::size_t c) {
-    const R vm = V::set1(m[c]), va = V::set1(a[c]), vb = V::set1(b[c]), vd = V::set1(d[c]);
-    const typename V::T* xi = x + i;
-    const typename V::T* gi = dy + i;
-    typename V::T* oi = dx + i;
-    std::size_t j = 0;
-    for (; j + 2 * N <= n; j += 2 * N) {
-      const R x0 = V::load(xi + j), x1 = V::load(xi + j + N);
-      const R g0 = V::load(gi + j), g1 = V::load(gi + j + N);
-      V::store(oi + j, V::fma(va, g0, V::fma(vb, V::sub(x0, vm), vd)));
-      V::store(oi + j + N, V::fma(va, g1, V::fma(vb, V::sub(x1, vm), vd)));
-    }
-    for (; j < n; j += N) {
-      const std::size_t left = n - j;
-      if (left >= N) {
-        V::store(oi + j, V::fma(va, V::load(gi + j), V::fma(vb, V::sub(V::load(xi + j), vm), vd)));
-      } else {
-        const R r = V::fma(va, V::load_partial(gi + j, left),
-                           V::fma(vb, V::sub(V::load_partial(xi + j, left), vm), vd));
-        V::store_partial(oi + j, r, left);
-      }
-    }
-  };
-  bn_walk<V>(begin, end, C, inner, vec, bcast);
+  bn_elementwise<V, 4>(dx, begin, end, C, inner, prm, stream,
+                       [&](std::size_t i, std::size_t count, const R* pv) {
+                         const R c = V::fma(pv[2], V::sub(bn_ld<V>(x + i, count), pv[0]), pv[3]);
+                         return V::fma(pv[1], bn_ld<V>(dy + i, count), c);
+                       });
 }
 
 template <class VF_, class VD_>

@@ -36,6 +36,8 @@ struct VF {
   }
   static R load_partial(const T* p, std::size_t n) { return _mm256_maskload_ps(p, lanes_below(n)); }
   static void store_partial(T* p, R x, std::size_t n) { _mm256_maskstore_ps(p, lanes_below(n), x); }
+  static void store_stream(T* p, R x) { _mm256_stream_ps(p, x); }
+  static void stream_fence() { _mm_sfence(); }
   static R load_bf16(const std::uint16_t* p) {
     const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
@@ -65,6 +67,8 @@ struct VD {
   }
   static R load_partial(const T* p, std::size_t n) { return _mm256_maskload_pd(p, lanes_below(n)); }
   static void store_partial(T* p, R x, std::size_t n) { _mm256_maskstore_pd(p, lanes_below(n), x); }
+  static void store_stream(T* p, R x) { _mm256_stream_pd(p, x); }
+  static void stream_fence() { _mm_sfence(); }
   static R load_f32(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
   static R load_f32_partial(const float* p, std::size_t n) {
     const __m128i m = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)), _mm_setr_epi32(0, 1, 2, 3));

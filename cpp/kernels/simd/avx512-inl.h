@@ -36,6 +36,8 @@ struct VF {
   }
   static R load_partial(const T* p, std::size_t n) { return _mm512_maskz_loadu_ps(lanes_below(n), p); }
   static void store_partial(T* p, R x, std::size_t n) { _mm512_mask_storeu_ps(p, lanes_below(n), x); }
+  static void store_stream(T* p, R x) { _mm512_stream_ps(p, x); }
+  static void stream_fence() { _mm_sfence(); }
   static R load_bf16(const std::uint16_t* p) {
     const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
@@ -64,6 +66,8 @@ struct VD {
   }
   static R load_partial(const T* p, std::size_t n) { return _mm512_maskz_loadu_pd(lanes_below(n), p); }
   static void store_partial(T* p, R x, std::size_t n) { _mm512_mask_storeu_pd(p, lanes_below(n), x); }
+  static void store_stream(T* p, R x) { _mm512_stream_pd(p, x); }
+  static void stream_fence() { _mm_sfence(); }
   static R load_f32(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
   static R load_f32_partial(const float* p, std::size_t n) {
     return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(lanes_below(n), p));

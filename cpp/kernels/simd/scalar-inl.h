@@ -16,6 +16,9 @@
 //   store_partial(p, x, n) writes only the first n lanes. For double: load_f32(p) reads
 //   N floats widened (exactly) to double, load_f32_partial(p, n) the first n of them.
 //   With N == 1 a partial count is always 0.
+//   Non-temporal stores: store_stream(p, x) writes a full vector to p aligned to
+//   sizeof(R) bypassing the caches (a plain store for Scalar); stream_fence() orders them
+//   before later stores (call it once after a kernel's last store_stream).
 
 template <class TT>
 struct Scalar {
@@ -42,6 +45,8 @@ struct Scalar {
   static void store_partial(T* p, R x, std::size_t n) {
     if (n) *p = x;
   }
+  static void store_stream(T* p, R x) { *p = x; }
+  static void stream_fence() {}
   static R load_f32(const float* p) { return static_cast<T>(*p); }
   static R load_f32_partial(const float* p, std::size_t n) { return n ? static_cast<T>(*p) : T(0); }
   static R load_bf16(const std::uint16_t* p) {

@@ -29,8 +29,8 @@ import pyfastopt
 EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
 
 # (id, shape, axis): every kernel path -- columns (inner < 16), runs with and without
-# tails, channels-last, fused channel blocks (C >= 16 small channels) -- and the odd
-# sizes of the issue.
+# tails, channels-last, fused channel blocks (C >= 16 small channels, channels-first) --
+# and the odd sizes of the issue.
 LAYOUTS = [
     ("NC", (6, 5), 1),
     ("NC-C1", (9, 1), 1),
@@ -45,9 +45,10 @@ LAYOUTS = [
     ("NHWC-C3", (2, 4, 5, 3), -1),
     ("NLC-wide", (5, 4, 100), -1),
     # many small channels: each task takes whole channels through both passes
-    ("NCHW-fused", (3, 20, 5, 7), 1),
-    ("NCHW-fused-HW9", (4, 64, 3, 3), 1),
-    ("NC-fused", (6, 256), 1),
+    ("NCHW-fused", (3, 20, 16, 16), 1),
+    ("NCHW-fused-tail", (2, 32, 17, 19), 1),
+    ("NCHW-C64-HW9", (4, 64, 3, 3), 1),
+    ("NC-C256", (6, 256), 1),
 ]
 LAYOUT_IDS = [name for name, _, _ in LAYOUTS]
 

@@ -213,10 +213,12 @@ void grad_cols(const T* dy, const T* x, std::size_t rows, std::size_t ld, std::s
 template <class V, int K, class F>
 inline void bn_elementwise(typename V::T* out, std::size_t begin, std::size_t end, std::size_t C,
                            std::size_t inner, const typename V::T* const* prm, bool stream,
-                           const F& f) {
+                           F f) {  // by value: intrinsic stores may alias anything in memory
   using T = typename V::T;
   using R = typename V::R;
   constexpr std::size_t N = V::N;
+  const T* P[K];  // local copies: the compiler may then keep them in registers
+  for (int k = 0; k < K; ++k) P[k] = prm[k];
   auto head_of = [&](std::size_t i) -> std::size_t {  // elements before out + i is aligned
     if (!stream) return 0;
     const std::size_t mis = (reinterpret_cast<std::uintptr_t>(out + i) / sizeof(T)) % N;
@@ -237,7 +239,7 @@ inline void bn_elementwise(typename V::T* out, std::size_t begin, std::size_t en
     auto step = [&](std::size_t count) {
       R pv[K];
       for (int k = 0; k < K; ++k)
-        pv[k] = count >= N ? V::load(prm[k] + c) : V::load_partial(prm[k] + c, count);
+        pv[k] = count >= N ? V::load(P[k] + c) : V::load_partial(P[k] + c, count);
       put(i, count, f(i, count, pv));
       i += count;
       c += count;
@@ -252,7 +254,7 @@ inline void bn_elementwise(typename V::T* out, std::size_t begin, std::size_t en
     while (i < end) {
       const std::size_t seg_end = i + (end - i < inner - off ? end - i : inner - off);
       R pv[K];
-      for (int k = 0; k < K; ++k) pv[k] = V::set1(prm[k][c]);
+      for (int k = 0; k < K; ++k) pv[k] = V::set1(P[k][c]);
       std::size_t head = head_of(i);
       if (head > seg_end - i) head = seg_end - i;
       if (head) {
@@ -290,7 +292,7 @@ void affine(const typename V::T* x, typename V::T* y, std::size_t begin, std::si
             std::size_t C, std::size_t inner, const typename V::T* const* prm, bool stream) {
   using R = typename V::R;
   bn_elementwise<V, 3>(y, begin, end, C, inner, prm, stream,
-                       [&](std::size_t i, std::size_t count, const R* pv) {
+                       [x](std::size_t i, std::size_t count, const R* pv) {
                          return V::fma(pv[1], V::sub(bn_ld<V>(x + i, count), pv[0]), pv[2]);
                        });
 }
@@ -302,7 +304,7 @@ void dx_kernel(const typename V::T* dy, const typename V::T* x, typename V::T* d
                const typename V::T* const* prm, bool stream) {
   using R = typename V::R;
   bn_elementwise<V, 4>(dx, begin, end, C, inner, prm, stream,
-                       [&](std::size_t i, std::size_t count, const R* pv) {
+                       [dy, x](std::size_t i, std::size_t count, const R* pv) {
                          const R c = V::fma(pv[2], V::sub(bn_ld<V>(x + i, count), pv[0]), pv[3]);
                          return V::fma(pv[1], bn_ld<V>(dy + i, count), c);
                        });

@@ -189,16 +189,20 @@ void affine_pass(const Plan& p, const T* x, T* y, std::vector<T>* mpq) {
 
 // ---- fused channel blocks -------------------------------------------------------------
 // When one channel's data is small (at most kFuseChannelBytes of x, or of x and dy) and
-// there are many channels, a task takes a block of whole channels through both passes:
-// the reduction over the whole tensor, the per-channel math, then the element-wise pass
-// while the block is still in L2. That saves the second read from memory (the training
-// forward then reads x once from DRAM, the backward x and dy once; measured, (32, 64, 56,
-// 56) float32 train + backward, 2 threads: 3.2-3.4 ms fused vs 3.7-3.8 ms). A channel's
-// sums then come from one kernel call over all rows (the canonical order with a single
-// block). Whether a shape is fused depends on the shape alone, never on the thread count.
+// there are many channels (runs mode only), a task takes a block of whole channels
+// through both passes: the reduction over the whole tensor, the per-channel math, then
+// the element-wise pass while the block is still in L2. That saves the second read from
+// memory (the training forward then reads x once from DRAM, the backward x and dy once;
+// measured, (32, 64, 56, 56) float32 train + backward, 2 threads: 3.2-3.4 ms fused vs
+// 3.7-3.8 ms). A channel's sums then come from one kernel call over all rows (the
+// canonical order with a single block). Whether a shape is fused depends on the shape
+// alone, never on the thread count. Columns mode is never fused: its channel blocks are
+// narrow column strips, one short element-wise call per row (measured 2x slower on
+// (256, 1024)).
 constexpr std::size_t kFuseChannelBytes = std::size_t(1) << 20;
 constexpr std::size_t kFuseTaskBytes = std::size_t(256) << 10;
 constexpr std::size_t kFuseMinTasks = 16;
+constexpr std::size_t kFuseMinRow = 256;  // elements per element-wise call (one row of a block)
 
 struct FusePlan {
   std::size_t CB = 0, ntasks = 0;  // channels per task, tasks (0: not fused)
@@ -207,68 +211,42 @@ struct FusePlan {
 FusePlan fuse_plan(const Plan& p, std::size_t bytes_per_value) {
   FusePlan f;
   const std::size_t per_channel = p.outer * p.inner * bytes_per_value;
-  if (p.C < kFuseMinTasks || per_channel > kFuseChannelBytes) return f;
-  std::size_t cb = clamp_sz(kFuseTaskBytes / std::max<std::size_t>(per_channel, 1), 1, p.C / kFuseMinTasks);
-  if (p.cols) {  // the element-wise pass runs along a block's columns: one vector at least
-    const std::size_t min_cb = ceil_div(kBnParamPad, p.inner);
-    if (p.C / min_cb < kFuseMinTasks) return f;
-    cb = std::max(cb, min_cb);
-  }
+  if (p.cols || p.C < kFuseMinTasks || per_channel > kFuseChannelBytes) return f;
+  const std::size_t cb = clamp_sz(kFuseTaskBytes / per_channel, 1, p.C / kFuseMinTasks);
+  if (cb * p.inner < kFuseMinRow) return f;
   f.CB = cb;
   f.ntasks = ceil_div(p.C, cb);
   return f;
 }
 
-// run(offset, c, sums[NS]) reduces channel c (runs); col(j0, ncols, sums[NS][...]) a block of
-// columns (columns mode); finish(c, sums[NS]) does channel c's math; ew(begin, end) runs
-// the element-wise kernel on a flat range.
-template <int NS, class Run, class Col, class Finish, class Ew>
-void fused(const Plan& p, const FusePlan& f, std::int64_t work, const Run& run, const Col& col,
-           const Finish& finish, const Ew& ew) {
+// run(c, sums[NS]) reduces channel c over the whole tensor, finish(c, sums) does its
+// math, ew(begin, end) runs the element-wise kernel on a flat range (one row of a block).
+template <int NS, class Run, class Finish, class Ew>
+void fused(const Plan& p, const FusePlan& f, std::int64_t work, const Run& run, const Finish& finish,
+           const Ew& ew) {
   parallel_for(static_cast<std::int64_t>(f.ntasks), work, [&](std::int64_t t) {
     const std::size_t c0 = static_cast<std::size_t>(t) * f.CB, c1 = std::min(p.C, c0 + f.CB);
     double s[NS];
-    if (!p.cols) {
-      for (std::size_t c = c0; c < c1; ++c) {
-        run(c * p.inner, c, s);
-        finish(c, s);
-      }
-      for (std::size_t r = 0; r < p.outer; ++r) ew((r * p.C + c0) * p.inner, (r * p.C + c1) * p.inner);
-    } else {
-      const std::size_t j0 = c0 * p.inner, nc = (c1 - c0) * p.inner;
-      std::vector<double> buf(NS * nc, 0.0);
-      double* sums[NS];
-      for (int k = 0; k < NS; ++k) sums[k] = buf.data() + k * nc;
-      col(j0, nc, sums);
-      for (std::size_t c = c0; c < c1; ++c) {
-        for (int k = 0; k < NS; ++k) {
-          s[k] = 0.0;
-          for (std::size_t i = 0; i < p.inner; ++i) s[k] += sums[k][(c - c0) * p.inner + i];
-        }
-        finish(c, s);
-      }
-      for (std::size_t r = 0; r < p.outer; ++r) ew(r * p.ncols + j0, r * p.ncols + j0 + nc);
+    for (std::size_t c = c0; c < c1; ++c) {
+      run(c, s);
+      finish(c, s);
     }
+    for (std::size_t r = 0; r < p.outer; ++r) ew((r * p.C + c0) * p.inner, (r * p.C + c1) * p.inner);
   });
 }
 
-// Per-channel parameter arrays for the element-wise kernels, written channel by channel:
-// runs mode indexes them by channel, columns mode by column (+ kBnParamPad for the
-// kernels' wrap-around contract).
+// Per-channel parameter arrays for the element-wise kernels ({m, p, q} or {m, a, b, d}).
 template <class T, int K>
 struct Params {
   std::vector<T> v[K];
   const T* ptr[K];
-  std::size_t inner;  // values per channel (columns mode), else 1
-  // per channel (C values), or per column of a columns-mode plan
-  explicit Params(const Plan& p, bool per_column)
-      : inner(per_column ? p.inner : 1) {
+  explicit Params(std::size_t C) {
     for (int k = 0; k < K; ++k) {
-      v[k].assign(per_column ? p.ncols + kBnParamPad : p.C, T(0));
+      v[k].assign(C, T(0));
       ptr[k] = v[k].data();
     }
   }
-  void set(std::size_t c, int k, T value) { std::fill_n(v[k].data() + c * inner, inner, value); }
+  void set(std::size_t c, int k, T value) { v[k][c] = value; }
 };
 
 }  // namespace
@@ -319,26 +297,22 @@ void batch_norm_train(const BnTrain<T>& a) {
     k.stats_cols(a.x + off, rows, p.ncols, nc, shift_cols.data() + j0, s[0], s[1]);
   };
 
+  Params<T, 3> prm(C);
   const FusePlan f = fuse_plan(p, sizeof(T));
   if (f.ntasks) {
-    Params<T, 3> prm(p, p.cols);
     const bool stream = stream_output(p, sizeof(T));
-    const std::size_t Cp = p.cols ? p.ncols : C, inner = p.cols ? 1 : d.inner;
     fused<2>(
-        p, f, 2 * work,
-        [&](std::size_t off, std::size_t c, double* s) { run(off, p.outer, d.inner, c, s); },
-        [&](std::size_t j0, std::size_t nc, double* const* s) { col(j0, p.outer, nc, j0, s); },
+        p, f, 2 * work, [&](std::size_t c, double* s) { run(c * d.inner, p.outer, d.inner, c, s); },
         [&](std::size_t c, const double* s) { finish(c, s, prm); },
-        [&](std::size_t b, std::size_t e) { k.affine(a.x, a.y, b, e, Cp, inner, prm.ptr, stream); });
+        [&](std::size_t b, std::size_t e) { k.affine(a.x, a.y, b, e, C, d.inner, prm.ptr, stream); });
     return;
   }
   const std::vector<double> sums = reduce<2>(p, work, run, col);
-  Params<T, 3> per_channel(p, false);
   for (std::size_t c = 0; c < C; ++c) {
     const double s[2] = {sums[c], sums[C + c]};
-    finish(c, s, per_channel);
+    finish(c, s, prm);
   }
-  affine_pass<T>(p, a.x, a.y, per_channel.v);
+  affine_pass<T>(p, a.x, a.y, prm.v);
 }
 
 template <class T>
@@ -404,27 +378,23 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
     k.grad_cols(dy + off, x + off, rows, p.ncols, nc, centre_cols.data() + j0, s[0], s[1], s[2]);
   };
 
+  Params<T, 4> prm(C);
   const FusePlan f = fuse_plan(p, 2 * sizeof(T));
   if (f.ntasks) {
-    Params<T, 4> prm(p, p.cols);
     const bool stream = stream_output(p, sizeof(T));
-    const std::size_t Cp = p.cols ? p.ncols : C, inner = p.cols ? 1 : d.inner;
     fused<3>(
-        p, f, 3 * n * C,
-        [&](std::size_t off, std::size_t c, double* s) { run(off, p.outer, d.inner, c, s); },
-        [&](std::size_t j0, std::size_t nc, double* const* s) { col(j0, p.outer, nc, j0, s); },
+        p, f, 3 * n * C, [&](std::size_t c, double* s) { run(c * d.inner, p.outer, d.inner, c, s); },
         [&](std::size_t c, const double* s) { finish(c, s, prm); },
-        [&](std::size_t b, std::size_t e) { k.dx(dy, x, dx, b, e, Cp, inner, prm.ptr, stream); });
+        [&](std::size_t b, std::size_t e) { k.dx(dy, x, dx, b, e, C, d.inner, prm.ptr, stream); });
     return;
   }
   const std::vector<double> sums = reduce<3>(p, work, run, col);
-  Params<T, 4> per_channel(p, false);
   for (std::size_t c = 0; c < C; ++c) {
     const double s[3] = {sums[c], sums[C + c], sums[2 * C + c]};
-    finish(c, s, per_channel);
+    finish(c, s, prm);
   }
   const auto kernel = k.dx;
-  elementwise<T>(p, 3, per_channel.v, 4,
+  elementwise<T>(p, 3, prm.v, 4,
                  [&](std::size_t b, std::size_t e, std::size_t Cp, std::size_t inner, const T* const* q,
                      bool stream) { kernel(dy, x, dx, b, e, Cp, inner, q, stream); });
 }

@@ -60,6 +60,7 @@
 //       dx[i] = fma(a[c], dy[i], fma(b[c], x[i] - m[c], d[c])), same indexing.
 //   stream: write full, aligned vectors with non-temporal stores (same values; for
 //       outputs far larger than the caches, it saves the read-for-ownership of y / dx).
+//       The caller then calls fence() before the output is read (once per task).
 //
 // To add an ISA variant: kernels/batchnorm/batchnorm_<level>.cpp includes its vector
 // traits (they need load_f32, load_partial, store_partial and load_f32_partial besides
@@ -102,6 +103,7 @@ struct BatchNormOps {
 
 struct BatchNormKernels {
   const char* name;
+  void (*fence)();  // orders this thread's non-temporal stores before its later stores
   BatchNormOps<float> f32;
   BatchNormOps<double> f64;
 };

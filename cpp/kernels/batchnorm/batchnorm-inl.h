@@ -209,7 +209,8 @@ void grad_cols(const T* dy, const T* x, std::size_t rows, std::size_t ld, std::s
 //       driver repeats the first ones after the last), so vectors run straight across
 //       channel boundaries.
 // With `stream`, full vectors go out with non-temporal stores, aligned by a partial head
-// vector (the values are the same either way).
+// vector (the values are the same either way); the caller fences (BatchNormKernels::fence)
+// once per task, not per call: a fence waits for the stores to reach memory.
 template <class V, int K, class F>
 inline void bn_elementwise(typename V::T* out, std::size_t begin, std::size_t end, std::size_t C,
                            std::size_t inner, const typename V::T* const* prm, bool stream,
@@ -278,7 +279,6 @@ inline void bn_elementwise(typename V::T* out, std::size_t begin, std::size_t en
       if (++c == C) c = 0;
     }
   }
-  if (stream) V::stream_fence();
 }
 
 template <class V>
@@ -313,7 +313,7 @@ void dx_kernel(const typename V::T* dy, const typename V::T* x, typename V::T* d
 template <class VF_, class VD_>
 BatchNormKernels make_batchnorm_kernels(const char* name) {
   return BatchNormKernels{
-      name,
+      name, VF_::stream_fence,
       {stats_runs<VD_, float>, stats_cols<VD_, float>, grad_runs<VD_, float>,
        grad_cols<VD_, float>, affine<VF_>, dx_kernel<VF_>},
       {stats_runs<VD_, double>, stats_cols<VD_, double>, grad_runs<VD_, double>,

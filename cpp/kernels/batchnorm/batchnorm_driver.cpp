@@ -174,8 +174,10 @@ void elementwise(const Plan& p, std::int64_t work_per_element, std::vector<T>* p
   }
   if (p.cols) inner = 1;
   const bool stream = stream_output(p, sizeof(T));
+  const auto fence = kernels().batchnorm->fence;
   for_each_range_even(&total, 1, 64, work_per_element, [&](std::size_t, std::size_t b, std::size_t n) {
     call(b, b + n, C, inner, ptr, stream);
+    if (stream) fence();
   });
 }
 
@@ -222,8 +224,9 @@ FusePlan fuse_plan(const Plan& p, std::size_t bytes_per_value) {
 // run(c, sums[NS]) reduces channel c over the whole tensor, finish(c, sums) does its
 // math, ew(begin, end) runs the element-wise kernel on a flat range (one row of a block).
 template <int NS, class Run, class Finish, class Ew>
-void fused(const Plan& p, const FusePlan& f, std::int64_t work, const Run& run, const Finish& finish,
-           const Ew& ew) {
+void fused(const Plan& p, const FusePlan& f, std::int64_t work, bool stream, const Run& run,
+           const Finish& finish, const Ew& ew) {
+  const auto fence = kernels().batchnorm->fence;
   parallel_for(static_cast<std::int64_t>(f.ntasks), work, [&](std::int64_t t) {
     const std::size_t c0 = static_cast<std::size_t>(t) * f.CB, c1 = std::min(p.C, c0 + f.CB);
     double s[NS];
@@ -232,6 +235,7 @@ void fused(const Plan& p, const FusePlan& f, std::int64_t work, const Run& run, 
       finish(c, s);
     }
     for (std::size_t r = 0; r < p.outer; ++r) ew((r * p.C + c0) * p.inner, (r * p.C + c1) * p.inner);
+    if (stream) fence();
   });
 }
 
@@ -302,7 +306,7 @@ void batch_norm_train(const BnTrain<T>& a) {
   if (f.ntasks) {
     const bool stream = stream_output(p, sizeof(T));
     fused<2>(
-        p, f, 2 * work, [&](std::size_t c, double* s) { run(c * d.inner, p.outer, d.inner, c, s); },
+        p, f, 2 * work, stream, [&](std::size_t c, double* s) { run(c * d.inner, p.outer, d.inner, c, s); },
         [&](std::size_t c, const double* s) { finish(c, s, prm); },
         [&](std::size_t b, std::size_t e) { k.affine(a.x, a.y, b, e, C, d.inner, prm.ptr, stream); });
     return;
@@ -383,7 +387,7 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
   if (f.ntasks) {
     const bool stream = stream_output(p, sizeof(T));
     fused<3>(
-        p, f, 3 * n * C, [&](std::size_t c, double* s) { run(c * d.inner, p.outer, d.inner, c, s); },
+        p, f, 3 * n * C, stream, [&](std::size_t c, double* s) { run(c * d.inner, p.outer, d.inner, c, s); },
         [&](std::size_t c, const double* s) { finish(c, s, prm); },
         [&](std::size_t b, std::size_t e) { k.dx(dy, x, dx, b, e, C, d.inner, prm.ptr, stream); });
     return;

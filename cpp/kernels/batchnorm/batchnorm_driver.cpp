@@ -155,6 +155,8 @@ bool stream_output(const Plan& p, std::size_t value_bytes) {
   return p.outer * p.ncols * value_bytes >= kStreamBytes;
 }
 
+constexpr std::size_t kEwChunk = 16384;  // elements per element-wise call
+
 // The element-wise pass over all outer*C*inner elements with per-channel parameters:
 // call(begin, end, C_or_period, inner_or_1, params, stream).
 template <class T, class Call>
@@ -176,7 +178,15 @@ void elementwise(const Plan& p, std::int64_t work_per_element, std::vector<T>* p
   const bool stream = stream_output(p, sizeof(T));
   const auto fence = kernels().batchnorm->fence;
   for_each_range_even(&total, 1, 64, work_per_element, [&](std::size_t, std::size_t b, std::size_t n) {
-    call(b, b + n, C, inner, ptr, stream);
+    // Backwards, in chunks: the reduction pass just finished reading the end of this
+    // thread's range (static schedules give each thread the same part of the tensor in
+    // both passes), so the most recently read data, still in cache, comes first
+    // (measured: 3% off the channels-last (32, 56, 56, 64) forward; no effect elsewhere).
+    for (std::size_t e = b + n; e > b;) {
+      const std::size_t s0 = e - b > kEwChunk ? e - kEwChunk : b;
+      call(s0, e, C, inner, ptr, stream);
+      e = s0;
+    }
     if (stream) fence();
   });
 }

@@ -147,8 +147,9 @@ std::vector<T> expand_columns(const std::vector<T>& per_channel, const Plan& p, 
 // ownership of every output line would be a third of the write traffic, and an output
 // this large rarely survives in the caches until its consumer reads it. Measured, 2
 // threads, (32, 64, 56, 56) float32 (25.7 MB per array), train + backward with out=:
-// 3.4 ms streamed vs 4.9 ms cached; the eval forward alone, whose x and y fit in L3 when
-// repeated, pays 7% (0.99 vs 0.92 ms). (64, 256, 14, 14) (12.8 MB) is faster cached.
+// 2.9 ms streamed vs 4.9-5.3 ms cached; the eval forward alone, whose x and y fit in L3
+// when repeated, pays 7% (0.99 vs 0.92 ms). (64, 256, 14, 14) (12.8 MB per array): the
+// same step time either way, eval 20% slower streamed, hence 16 MB.
 constexpr std::size_t kStreamBytes = std::size_t(16) << 20;
 
 bool stream_output(const Plan& p, std::size_t value_bytes) {
@@ -205,8 +206,9 @@ void affine_pass(const Plan& p, const T* x, T* y, std::vector<T>* mpq) {
 // through both passes: the reduction over the whole tensor, the per-channel math, then
 // the element-wise pass while the block is still in L2. That saves the second read from
 // memory (the training forward then reads x once from DRAM, the backward x and dy once;
-// measured, (32, 64, 56, 56) float32 train + backward, 2 threads: 3.2-3.4 ms fused vs
-// 3.7-3.8 ms). A channel's sums then come from one kernel call over all rows (the
+// measured, (32, 64, 56, 56) float32 train + backward with streamed outputs, 2 threads,
+// one fence per element-wise call: 3.2 ms fused vs 3.7 ms). A channel's sums then come
+// from one kernel call over all rows (the
 // canonical order with a single block). Whether a shape is fused depends on the shape
 // alone, never on the thread count. Columns mode is never fused: its channel blocks are
 // narrow column strips, one short element-wise call per row (measured 2x slower on

@@ -41,8 +41,10 @@
 //            in row order. Lane l = body l + tail l; the 16 lanes combine by lanes_sum16.
 //   columns: each column's sum runs down the rows in order (one lane per column).
 //   Tasks (fixed blocks of rows x channels [x inner] chosen from the shape alone, see
-//   batchnorm_driver.cpp) write per-channel partials; they combine in block order. So
-//   results are bitwise identical for any thread count and any SIMD level.
+//   batchnorm_driver.cpp) write per-channel partials; they combine in block order. Shapes
+//   with many small channels (channels-first) reduce each channel in one call instead
+//   ("fused" blocks, also chosen from the shape alone). So results are bitwise identical
+//   for any thread count and any SIMD level.
 //
 // Kernel contract (each ISA; kernels never allocate, throw or touch memory outside the
 // ranges described):

@@ -49,6 +49,8 @@ LAYOUTS = [
     ("NCHW-fused-tail", (2, 32, 17, 19), 1),
     ("NCHW-C64-HW9", (4, 64, 3, 3), 1),
     ("NC-C256", (6, 256), 1),
+    # one run longer than a reduction task: the runs are split
+    ("NCL-split", (1, 2, 40001), 1),
 ]
 LAYOUT_IDS = [name for name, _, _ in LAYOUTS]
 
@@ -603,7 +605,7 @@ def _from_torch(t, axis, x_ndim):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("shape", "axis"),
                          [((6, 5), 1), ((4, 3, 37), 1), ((3, 4, 5, 7), 1), ((3, 5, 7, 6), -1),
-                          ((4, 6, 2, 2), 1)])
+                          ((4, 6, 2, 2), 1), ((3, 20, 16, 16), 1)])
 def test_matches_torch_with_autograd(shape, axis, dtype):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional

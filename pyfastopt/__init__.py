@@ -25,6 +25,11 @@ except ImportError as exc:  # pragma: no cover - only without a build
 _core.config.init()
 
 from . import _threadpool, ops, random  # noqa: E402
+from ._batchnorm import (  # noqa: E402
+    batch_norm_backward,
+    batch_norm_infer,
+    batch_norm_train,
+)
 from ._config import (  # noqa: E402
     get_num_threads,
     set_num_threads,
@@ -42,6 +47,9 @@ _threadpool.register()
 __all__ = [
     "DTypeError",
     "__version__",
+    "batch_norm_backward",
+    "batch_norm_infer",
+    "batch_norm_train",
     "dropout",
     "dropout_backward",
     "dropout_mask",

@@ -50,6 +50,8 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_dropout(dropout);
   py::module_ gemm = m.def_submodule("gemm", "matrix products and the linear layer");
   pyfastopt::bind::register_gemm(gemm);
+  py::module_ batchnorm = m.def_submodule("batchnorm", "batch normalization forward/backward");
+  pyfastopt::bind::register_batchnorm(batchnorm);
   py::module_ machine = m.def_submodule("machine", "machine-limit probes");
   pyfastopt::bind::register_machine(machine);
 }

@@ -34,6 +34,8 @@ const Variants<DropoutKernels> kDropout = {
     &ref::dropout_kernels, PF_AVX2(dropout_kernels), PF_AVX512(dropout_kernels)};
 const Variants<GemmKernels> kGemm = {
     &ref::gemm_kernels, PF_AVX2(gemm_kernels), PF_AVX512(gemm_kernels)};
+const Variants<BatchNormKernels> kBatchNorm = {
+    &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -52,6 +54,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].optim = pick(kOptim, isa);
     t[i].dropout = pick(kDropout, isa);
     t[i].gemm = pick(kGemm, isa);
+    t[i].batchnorm = pick(kBatchNorm, isa);
   }
   return t;
 }
@@ -72,6 +75,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices() {
           {"optim", k.optim->name},
           {"dropout", k.dropout->name},
           {"gemm", k.gemm->name},
+          {"batchnorm", k.batchnorm->name},
           {"machine", k.machine->name}};
 }
 

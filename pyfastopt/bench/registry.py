@@ -5,7 +5,8 @@ best plain NumPy equivalent and (where PyTorch is installed) by idiomatic PyTorc
 kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastopt.ops``,
 ``cases_optim.py`` for ``pyfastopt.optim``, ``cases_dropout.py`` for
 ``pyfastopt.dropout``, ``cases_gemm.py`` for ``pyfastopt.matmul`` / ``linear`` /
-``linear_backward``) and adds it to :data:`CASE_MODULES`.
+``linear_backward``, ``cases_batchnorm.py`` for ``pyfastopt.batch_norm_*``) and adds it
+to :data:`CASE_MODULES`.
 
 Registering cases
 -----------------
@@ -84,6 +85,7 @@ CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_optim",
     "pyfastopt.bench.cases_dropout",
     "pyfastopt.bench.cases_gemm",
+    "pyfastopt.bench.cases_batchnorm",
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.

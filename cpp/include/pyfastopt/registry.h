@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "pyfastopt/batchnorm.h"
 #include "pyfastopt/dispatch.h"
 #include "pyfastopt/dropout.h"
 #include "pyfastopt/elementwise.h"
@@ -22,6 +23,7 @@ struct KernelTable {
   const OptimKernels* optim;
   const DropoutKernels* dropout;
   const GemmKernels* gemm;
+  const BatchNormKernels* batchnorm;
 };
 
 // The table of the active level (one atomic load after the first call).
@@ -37,7 +39,8 @@ std::vector<std::pair<std::string, std::string>> kernel_choices();
   extern const MachineKernels machine_kernels;         \
   extern const OptimKernels optim_kernels;              \
   extern const DropoutKernels dropout_kernels;         \
-  extern const GemmKernels gemm_kernels;
+  extern const GemmKernels gemm_kernels;               \
+  extern const BatchNormKernels batchnorm_kernels;
 namespace ref { PF_DECLARE_VARIANTS }
 namespace avx2 { PF_DECLARE_VARIANTS }
 namespace avx512 { PF_DECLARE_VARIANTS }

@@ -31,6 +31,13 @@ struct VF {
     const R neg = _mm256_and_ps(_mm256_cmp_ps(a, z, _CMP_LT_OQ), _mm256_set1_ps(-1.0f));
     return _mm256_or_ps(pos, neg);
   }
+  static __m256i lanes_below(std::size_t n) {  // lane i: all ones iff i < n
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static R load_partial(const T* p, std::size_t n) { return _mm256_maskload_ps(p, lanes_below(n)); }
+  static void store_partial(T* p, R x, std::size_t n) { _mm256_maskstore_ps(p, lanes_below(n), x); }
+  static void store_stream(T* p, R x) { _mm256_stream_ps(p, x); }
+  static void stream_fence() { _mm_sfence(); }
   static R load_bf16(const std::uint16_t* p) {
     const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
@@ -55,6 +62,18 @@ struct VD {
   static constexpr int N = 4;
   static R load(const T* p) { return _mm256_loadu_pd(p); }
   static void store(T* p, R x) { _mm256_storeu_pd(p, x); }
+  static __m256i lanes_below(std::size_t n) {  // lane i: all ones iff i < n
+    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(static_cast<long long>(n)), _mm256_setr_epi64x(0, 1, 2, 3));
+  }
+  static R load_partial(const T* p, std::size_t n) { return _mm256_maskload_pd(p, lanes_below(n)); }
+  static void store_partial(T* p, R x, std::size_t n) { _mm256_maskstore_pd(p, lanes_below(n), x); }
+  static void store_stream(T* p, R x) { _mm256_stream_pd(p, x); }
+  static void stream_fence() { _mm_sfence(); }
+  static R load_f32(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+  static R load_f32_partial(const float* p, std::size_t n) {
+    const __m128i m = _mm_cmpgt_epi32(_mm_set1_epi32(static_cast<int>(n)), _mm_setr_epi32(0, 1, 2, 3));
+    return _mm256_cvtps_pd(_mm_maskload_ps(p, m));
+  }
   static R set1(T x) { return _mm256_set1_pd(x); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static R sub(R a, R b) { return _mm256_sub_pd(a, b); }

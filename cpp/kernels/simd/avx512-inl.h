@@ -31,6 +31,13 @@ struct VF {
     R r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, z, _CMP_GT_OQ), z, _mm512_set1_ps(1.0f));
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, z, _CMP_LT_OQ), r, _mm512_set1_ps(-1.0f));
   }
+  static __mmask16 lanes_below(std::size_t n) {
+    return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+  }
+  static R load_partial(const T* p, std::size_t n) { return _mm512_maskz_loadu_ps(lanes_below(n), p); }
+  static void store_partial(T* p, R x, std::size_t n) { _mm512_mask_storeu_ps(p, lanes_below(n), x); }
+  static void store_stream(T* p, R x) { _mm512_stream_ps(p, x); }
+  static void stream_fence() { _mm_sfence(); }
   static R load_bf16(const std::uint16_t* p) {
     const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
@@ -54,6 +61,17 @@ struct VD {
   static constexpr int N = 8;
   static R load(const T* p) { return _mm512_loadu_pd(p); }
   static void store(T* p, R x) { _mm512_storeu_pd(p, x); }
+  static __mmask8 lanes_below(std::size_t n) {
+    return n >= 8 ? static_cast<__mmask8>(0xFF) : static_cast<__mmask8>((1u << n) - 1);
+  }
+  static R load_partial(const T* p, std::size_t n) { return _mm512_maskz_loadu_pd(lanes_below(n), p); }
+  static void store_partial(T* p, R x, std::size_t n) { _mm512_mask_storeu_pd(p, lanes_below(n), x); }
+  static void store_stream(T* p, R x) { _mm512_stream_pd(p, x); }
+  static void stream_fence() { _mm_sfence(); }
+  static R load_f32(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+  static R load_f32_partial(const float* p, std::size_t n) {
+    return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(lanes_below(n), p));
+  }
   static R set1(T x) { return _mm512_set1_pd(x); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
   static R sub(R a, R b) { return _mm512_sub_pd(a, b); }

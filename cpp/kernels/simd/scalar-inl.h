@@ -11,6 +11,14 @@
 //   max(a,b) = a > b ? a : b and min(a,b) = a < b ? a : b (x86 semantics: b when
 //   unordered), abs, max_nan (NaN if either is NaN), sign (-1/0/+1, 0 for NaN),
 //   any_nan(R) -> bool, and for float: load_bf16 / store_bf16 (round to nearest even).
+//   Partial vectors, for tails without a scalar loop: load_partial(p, n) reads the first
+//   n < N elements (the other lanes are 0; nothing past p + n is touched) and
+//   store_partial(p, x, n) writes only the first n lanes. For double: load_f32(p) reads
+//   N floats widened (exactly) to double, load_f32_partial(p, n) the first n of them.
+//   With N == 1 a partial count is always 0.
+//   Non-temporal stores: store_stream(p, x) writes a full vector to p aligned to
+//   sizeof(R) bypassing the caches (a plain store for Scalar); stream_fence() orders them
+//   before later stores (call it once after a kernel's last store_stream).
 
 template <class TT>
 struct Scalar {
@@ -33,6 +41,14 @@ struct Scalar {
   static bool any_nan(R a) { return a != a; }
   static R max_nan(R a, R b) { return (a != a || b != b) ? a + b : (a > b ? a : b); }
   static R sign(R a) { return a > T(0) ? T(1) : (a < T(0) ? T(-1) : T(0)); }
+  static R load_partial(const T* p, std::size_t n) { return n ? *p : T(0); }
+  static void store_partial(T* p, R x, std::size_t n) {
+    if (n) *p = x;
+  }
+  static void store_stream(T* p, R x) { *p = x; }
+  static void stream_fence() {}
+  static R load_f32(const float* p) { return static_cast<T>(*p); }
+  static R load_f32_partial(const float* p, std::size_t n) { return n ? static_cast<T>(*p) : T(0); }
   static R load_bf16(const std::uint16_t* p) {
     const std::uint32_t u = static_cast<std::uint32_t>(*p) << 16;
     float f;

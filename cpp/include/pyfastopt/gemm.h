@@ -24,8 +24,10 @@
 // bound |C - AB| <= K eps |A||B|).
 //
 // Activation: relu(x) = max(0, x) (NaN stays NaN); gelu(x) = x * Phi(x), the exact
-// erf form (PyTorch's default), evaluated as 0.5 x erfc(-x / sqrt 2) in double: fused in
-// the write-back of each tile, while the tile is in L1, not a separate pass over C.
+// erf form (PyTorch's default; not the tanh approximation): float64 evaluates
+// 0.5 x erfc(-x / sqrt 2) with the C library per element; float32 SIMD levels use a
+// vectorized erfc (error below 2e-7 |x|; measured max 1.7e-7 |x| over [-15, 15]).
+// Both run in the write-back of each tile, while it is in L1, not as a pass over C.
 #pragma once
 
 #include <cstddef>

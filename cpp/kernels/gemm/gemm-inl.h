@@ -5,6 +5,7 @@
 //   with one rounding; add(a, b); relu(x) = max(0, x) keeping NaN;
 //   loadn(p, n) / storen(p, x, n): lanes [0, n) only (0 <= n <= N), others read as 0 and
 //   never touched in memory; hsum(x) -> T: the lanes summed in a fixed tree;
+//   gelu(x) = x * Phi(x) per lane (activate() below is the reference definition);
 //   transpose(R r[N]): in place, r[c] lane t <- r[t] lane c (an N x N block in registers).
 // The contract of every function is in pyfastopt/gemm.h.
 
@@ -21,6 +22,15 @@ inline T activate(T x, Activation act) {
     return static_cast<T>(0.5 * d * std::erfc(-d * 0.70710678118654752440));
   }
   return x;
+}
+
+// gelu in place on p[0:n] (a row of C just written, in L1), G::gelu per vector.
+template <class G>
+inline void gelu_row(typename G::T* p, int n) {
+  constexpr int N = G::N;
+  int j = 0;
+  for (; j + N <= n; j += N) G::store(p + j, G::gelu(G::load(p + j)));
+  if (j < n) G::storen(p + j, G::gelu(G::loadn(p + j, n - j)), n - j);
 }
 
 // ---- micro-kernel: MR x (NV*N) register tile over packed panels ----------------------
@@ -73,8 +83,7 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
         G::storen(row + v * N, x, nn);
       }
     }
-    if (last && ep.act == Activation::gelu)
-      for (int j = 0; j < n; ++j) row[j] = activate(row[j], Activation::gelu);
+    if (last && ep.act == Activation::gelu) gelu_row<G>(row, n);
   }
 }
 
@@ -236,8 +245,7 @@ void direct_tile(int mm, int nn, std::size_t k, const typename G::T* const* arow
         G::storen(row + v * N, x, left);
       }
     }
-    if (last && act == Activation::gelu)
-      for (int j = 0; j < nn; ++j) row[j] = activate(row[j], Activation::gelu);
+    if (last && act == Activation::gelu) gelu_row<G>(row, nn);
   }
 }
 
@@ -302,8 +310,7 @@ void direct_stream(std::size_t j0, std::size_t j1, std::size_t kd, const typenam
           G::storen(row + x, v, n);
         }
       }
-      if (last && ep.act == Activation::gelu)
-        for (std::size_t x = 0; x < w; ++x) row[x] = activate(row[x], Activation::gelu);
+      if (last && ep.act == Activation::gelu) gelu_row<G>(row, static_cast<int>(w));
     }
   }
 }
@@ -400,8 +407,9 @@ void dot_tile(int nw, std::size_t k, const typename G::T* const* ar, const typen
       if (t >= nw) break;
       T x = G::hsum(acc[s][t]);
       if (bias) x = x + bias[t];
-      row[t] = activate(x, act);
+      row[t] = act == Activation::gelu ? x : activate(x, act);
     }
+    if (act == Activation::gelu) gelu_row<G>(row, nw);
   }
 }
 

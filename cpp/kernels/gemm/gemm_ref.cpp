@@ -27,10 +27,16 @@ struct G1 {
     if (n > 0) *p = x;
   }
   static T hsum(R x) { return x; }
+  static R gelu(R x);  // the reference, activate() (defined after gemm-inl.h)
   static void transpose(R*) {}
 };
 
 #include "gemm-inl.h"
+
+template <class TT>
+TT G1<TT>::gelu(TT x) {
+  return activate(x, Activation::gelu);
+}
 
 }  // namespace
 

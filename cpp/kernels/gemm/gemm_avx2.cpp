@@ -40,41 +40,20 @@ struct GF {
   static R relu(R x) { return _mm256_max_ps(_mm256_setzero_ps(), x); }  // NaN: x
   static R loadn(const T* p, int n) { return _mm256_maskload_ps(p, lane_mask32(n)); }
   static void storen(T* p, R x, int n) { _mm256_maskstore_ps(p, lane_mask32(n), x); }
-  // gelu(x) = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2. erfc(z), z >= 0, by the Chebyshev
-  // fit t exp(-z^2 + P(t)), t = 1 / (1 + z/2) (Numerical Recipes' erfcc: relative error
-  // below 1.2e-7 for every z >= 0); exp by range reduction to [-ln2/2, ln2/2] and a
-  // degree-6 polynomial (Cephes' expf coefficients). All in float32: the error is within
-  // a few units of 1e-7 |x| (tested against the float64 erf form). NaN stays NaN.
-  static R exp_neg(R a) {  // exp(a) for a <= 0 (0 below float's range)
-    a = _mm256_max_ps(a, _mm256_set1_ps(-87.33f));
-    const R n = _mm256_round_ps(_mm256_mul_ps(a, _mm256_set1_ps(1.44269504f)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    R r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), a);
-    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
-    R y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    // 2^n for n in [-126, 0]: the exponent field directly
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R div(R a, R b) { return _mm256_div_ps(a, b); }
+  static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static R abs(R x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+  static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R scale2(R y, R n) {  // 2^n for n in [-126, 0]: the exponent field directly
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
   }
-  static R gelu(R x) {
-    const R one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f);
-    const R z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(0.70710678118654752f));
-    const R t = _mm256_div_ps(one, _mm256_fmadd_ps(z, half, one));
-    static constexpr float c[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
-                                    -0.18628806f, 0.09678418f, 0.37409196f, 1.00002368f, -1.26551223f};
-    R p = _mm256_set1_ps(c[0]);
-    for (int i = 1; i < 10; ++i) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c[i]));
-    const R e = _mm256_mul_ps(t, exp_neg(_mm256_fmadd_ps(_mm256_sub_ps(_mm256_setzero_ps(), z), z, p)));
-    const R h = _mm256_mul_ps(e, half);  // Phi(-|x|)
-    const R pos = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
-    return _mm256_mul_ps(x, _mm256_blendv_ps(h, _mm256_sub_ps(one, h), pos));
+  static R ge0_select(R x, R a, R b) {
+    return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
   }
+  static R gelu(R x);  // gelu_f32 (gemm-inl.h)
   static T hsum(R x) {
     const __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
     const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -133,6 +112,8 @@ struct GD {
 };
 
 #include "gemm-inl.h"
+
+GF::R GF::gelu(R x) { return gelu_f32<GF>(x); }
 
 }  // namespace
 

@@ -35,39 +35,17 @@ struct GF {
   static R relu(R x) { return _mm512_max_ps(_mm512_setzero_ps(), x); }  // NaN: x
   static R loadn(const T* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
   static void storen(T* p, R x, int n) { _mm512_mask_storeu_ps(p, mask(n), x); }
-  // gelu(x) = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2. erfc(z), z >= 0, by the Chebyshev
-  // fit t exp(-z^2 + P(t)), t = 1 / (1 + z/2) (Numerical Recipes' erfcc: relative error
-  // below 1.2e-7 for every z >= 0); exp by range reduction to [-ln2/2, ln2/2] and a
-  // degree-6 polynomial (Cephes' expf coefficients). All in float32: the error is within
-  // a few units of 1e-7 |x| (tested against the float64 erf form). NaN stays NaN.
-  static R exp_neg(R a) {  // exp(a) for a <= 0 (0 below float's range)
-    a = _mm512_max_ps(a, _mm512_set1_ps(-87.33f));
-    const R n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    R r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), a);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    R y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(y, n);
+  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static R div(R a, R b) { return _mm512_div_ps(a, b); }
+  static R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static R abs(R x) { return _mm512_abs_ps(x); }
+  static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R scale2(R y, R n) { return _mm512_scalef_ps(y, n); }
+  static R ge0_select(R x, R a, R b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
   }
-  static R gelu(R x) {
-    const R one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f);
-    const R z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.70710678118654752f));
-    const R t = _mm512_div_ps(one, _mm512_fmadd_ps(z, half, one));
-    static constexpr float c[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
-                                    -0.18628806f, 0.09678418f, 0.37409196f, 1.00002368f, -1.26551223f};
-    R p = _mm512_set1_ps(c[0]);
-    for (int i = 1; i < 10; ++i) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c[i]));
-    const R e = _mm512_mul_ps(t, exp_neg(_mm512_fmadd_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z, p)));
-    const R h = _mm512_mul_ps(e, half);  // Phi(-|x|)
-    const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
-    return _mm512_mul_ps(x, _mm512_mask_blend_ps(pos, h, _mm512_sub_ps(one, h)));
-  }
+  static R gelu(R x);  // gelu_f32 (gemm-inl.h)
   static T hsum(R x) {  // fixed tree: 16 -> 8 -> 4 -> 2 -> 1
     const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(x),
                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
@@ -146,6 +124,8 @@ struct GD {
 };
 
 #include "gemm-inl.h"
+
+GF::R GF::gelu(R x) { return gelu_f32<GF>(x); }
 
 }  // namespace
 

@@ -451,16 +451,18 @@ void dot_tile(int nw, std::size_t k, const typename G::T* const* ar, const typen
 }
 
 // W rows outer: a block of NW rows of W is read from memory once and reused (from cache)
-// by every row tile of A. Row tiles of MA, MA/2, ..., 1 rows (no row computed twice).
+// by every row tile of A. Tiles of MA, MA/2, ..., 1 rows and NW, NW/2, ..., 1 columns
+// (nothing computed twice). MA, NW: 1, 2 or 4.
 template <class G, int MA, int NW>
 void dot(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const typename G::T* a,
          std::ptrdiff_t lda, const typename G::T* w, std::ptrdiff_t ldw, typename G::T* c,
          std::ptrdiff_t ldc, const Epilogue<typename G::T>& ep) {
   using T = typename G::T;
-  for (std::size_t j = j0; j < j1; j += NW) {
-    const int nw = static_cast<int>(j1 - j < NW ? j1 - j : NW);
+  for (std::size_t j = j0; j < j1;) {
+    int cols = NW;  // NW, NW/2, ..., 1 rows of W: no column computed twice
+    while (static_cast<std::size_t>(cols) > j1 - j) cols /= 2;
     const T* wr[NW];
-    for (int t = 0; t < NW; ++t) wr[t] = w + static_cast<std::ptrdiff_t>(j + (t < nw ? t : nw - 1)) * ldw;
+    for (int t = 0; t < NW; ++t) wr[t] = w + static_cast<std::ptrdiff_t>(j + (t < cols ? t : 0)) * ldw;
     const T* bias = ep.bias ? ep.bias + j : nullptr;
     for (std::size_t i0 = 0; i0 < m;) {
       int rows = MA;
@@ -468,19 +470,17 @@ void dot(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const typ
       const T* ar[MA];
       for (int s = 0; s < MA; ++s) ar[s] = a + static_cast<std::ptrdiff_t>(i0 + (s < rows ? s : 0)) * lda;
       T* cij = c + static_cast<std::ptrdiff_t>(i0) * ldc + static_cast<std::ptrdiff_t>(j);
-      switch (rows) {
-#define PF_DOT_CASE(R)                                                      \
-  case R:                                                                   \
-    if constexpr (R <= MA) dot_tile<G, R, NW>(nw, k, ar, wr, cij, ldc, bias, ep.act); \
-    break;
-        PF_DOT_CASE(4)
-        PF_DOT_CASE(2)
-        PF_DOT_CASE(1)
-#undef PF_DOT_CASE
-        default: break;
-      }
+#define PF_DOT_TILE(R, C)                                                          \
+  if (rows == R && cols == C) {                                                   \
+    if constexpr (R <= MA && C <= NW) dot_tile<G, R, C>(C, k, ar, wr, cij, ldc, bias, ep.act); \
+  }
+      PF_DOT_TILE(4, 4) PF_DOT_TILE(4, 2) PF_DOT_TILE(4, 1)
+      PF_DOT_TILE(2, 4) PF_DOT_TILE(2, 2) PF_DOT_TILE(2, 1)
+      PF_DOT_TILE(1, 4) PF_DOT_TILE(1, 2) PF_DOT_TILE(1, 1)
+#undef PF_DOT_TILE
       i0 += static_cast<std::size_t>(rows);
     }
+    j += static_cast<std::size_t>(cols);
   }
 }
 

@@ -70,6 +70,25 @@ inline void gelu_row(typename G::T* p, int n) {
   if (j < n) G::storen(p + j, G::gelu(G::loadn(p + j, n - j)), n - j);
 }
 
+// One vector of a tile's write-back: C[0:n] = x (first K block) or C[0:n] + x, then
+// + bias[0:n] and relu when asked (the last K block). n >= N: a full vector; 0 < n < N:
+// lanes [0, n) only, nothing else read or written.
+template <class G>
+inline void write_vec(typename G::T* c, typename G::R x, int n, bool first,
+                      const typename G::T* bias, bool relu) {
+  if (n >= G::N) {
+    if (!first) x = G::add(G::load(c), x);
+    if (bias) x = G::add(x, G::load(bias));
+    if (relu) x = G::relu(x);
+    G::store(c, x);
+  } else {
+    if (!first) x = G::add(G::loadn(c, n), x);
+    if (bias) x = G::add(x, G::loadn(bias, n));
+    if (relu) x = G::relu(x);
+    G::storen(c, x, n);
+  }
+}
+
 // ---- micro-kernel: MR x (NV*N) register tile over packed panels ----------------------
 // PANEL: the row stride of the packed A panel (the table's MR). MR <= PANEL rows are
 // computed: the edge variant (MR < PANEL) serves the last, short panel of A.
@@ -107,18 +126,7 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
     PF_UNROLL for (int v = 0; v < NV; ++v) {
       const int nn = n - v * N;
       if (nn <= 0) break;
-      R x = acc[i][v];
-      if (nn >= N) {
-        if (!first) x = G::add(G::load(row + v * N), x);
-        if (bias) x = G::add(x, G::load(bias + v * N));
-        if (relu) x = G::relu(x);
-        G::store(row + v * N, x);
-      } else {
-        if (!first) x = G::add(G::loadn(row + v * N, nn), x);
-        if (bias) x = G::add(x, G::loadn(bias + v * N, nn));
-        if (relu) x = G::relu(x);
-        G::storen(row + v * N, x, nn);
-      }
+      write_vec<G>(row + v * N, acc[i][v], nn, first, bias ? bias + v * N : nullptr, relu);
     }
     if (last && ep.act == Activation::gelu) gelu_row<G>(row, n);
   }
@@ -269,18 +277,7 @@ void direct_tile(int mm, int nn, std::size_t k, const typename G::T* const* arow
     PF_UNROLL for (int v = 0; v < NV; ++v) {
       const int left = nn - v * N;
       if (left <= 0) break;
-      R x = acc[i][v];
-      if (left >= N) {
-        if (!first) x = G::add(G::load(row + v * N), x);
-        if (bias) x = G::add(x, G::load(bias + v * N));
-        if (relu) x = G::relu(x);
-        G::store(row + v * N, x);
-      } else {
-        if (!first) x = G::add(G::loadn(row + v * N, left), x);
-        if (bias) x = G::add(x, G::loadn(bias + v * N, left));
-        if (relu) x = G::relu(x);
-        G::storen(row + v * N, x, left);
-      }
+      write_vec<G>(row + v * N, acc[i][v], left, first, bias ? bias + v * N : nullptr, relu);
     }
     if (last && act == Activation::gelu) gelu_row<G>(row, nn);
   }
@@ -334,18 +331,7 @@ void direct_stream(std::size_t j0, std::size_t j1, std::size_t kd, const typenam
       T* row = c + r * ldc + static_cast<std::ptrdiff_t>(jc);
       for (std::size_t x = 0; x < w; x += N) {
         const int n = static_cast<int>(w - x < static_cast<std::size_t>(N) ? w - x : N);
-        V v = G::load(t[r] + x);
-        if (n == N) {
-          if (!first) v = G::add(G::load(row + x), v);
-          if (bias) v = G::add(v, G::load(bias + x));
-          if (relu) v = G::relu(v);
-          G::store(row + x, v);
-        } else {
-          if (!first) v = G::add(G::loadn(row + x, n), v);
-          if (bias) v = G::add(v, G::loadn(bias + x, n));
-          if (relu) v = G::relu(v);
-          G::storen(row + x, v, n);
-        }
+        write_vec<G>(row + x, G::load(t[r] + x), n, first, bias ? bias + x : nullptr, relu);
       }
       if (last && ep.act == Activation::gelu) gelu_row<G>(row, static_cast<int>(w));
     }

@@ -54,14 +54,16 @@ const char* dtype_name(DType d) {
 [[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
 [[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
 
-std::string Array::shape_str() const {
+std::string shape_str(const py::ssize_t* dims, int nd) {
   std::string s = "(";
-  for (py::ssize_t i = 0; i < arr.ndim(); ++i) {
-    s += std::to_string(arr.shape(i));
-    if (arr.ndim() == 1 || i + 1 < arr.ndim()) s += arr.ndim() == 1 ? "," : ", ";
+  for (int i = 0; i < nd; ++i) {
+    s += std::to_string(dims[i]);
+    if (nd == 1 || i + 1 < nd) s += nd == 1 ? "," : ", ";
   }
   return s + ")";
 }
+
+std::string Array::shape_str() const { return bind::shape_str(arr.shape(), static_cast<int>(arr.ndim())); }
 
 Array input(py::handle obj, Name name) {
   // Hot path: already a native, aligned, C-contiguous float32/float64 ndarray.

@@ -50,6 +50,9 @@ struct Name {
   }
 };
 
+// "(2, 3)", "(5,)", "()": a shape as Python prints it, for messages.
+std::string shape_str(const py::ssize_t* dims, int nd);
+
 struct Array {
   py::array arr;  // keeps the memory alive (the caller's array or our private copy)
   DType dtype;

@@ -29,14 +29,7 @@ struct Operand {
   int ndim() const { return static_cast<int>(shape.size()); }
 };
 
-std::string shape_str(const Shape& s) {
-  std::string r = "(";
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    r += std::to_string(s[i]);
-    if (s.size() == 1 || i + 1 < s.size()) r += s.size() == 1 ? "," : ", ";
-  }
-  return r + ")";
-}
+std::string shape_str(const Shape& s) { return bind::shape_str(s.data(), static_cast<int>(s.size())); }
 
 Operand from_array(py::array arr, DType dt, Name name) {
   const auto* p = py::detail::array_proxy(arr.ptr());
@@ -91,6 +84,13 @@ void extent(const Operand& o, const char*& lo, const char*& hi) {
   hi = o.data + pos + item;
 }
 
+// A private C-ordered copy of an operand.
+void make_contiguous(Operand& o) {
+  py::array copy = py::reinterpret_steal<py::array>(npy::get().PyArray_NewCopy_(o.arr.ptr(), 0));
+  if (!copy) throw py::error_already_set();
+  o = from_array(copy, o.dtype, o.name);
+}
+
 // An input that shares memory with the output is replaced by a private copy (the
 // kernels write C while still reading A and B).
 void detach_from(Operand& in, const py::array& out) {
@@ -101,12 +101,7 @@ void detach_from(Operand& in, const py::array& out) {
   const char* ohi = olo + bytes;
   const char *lo, *hi;
   extent(in, lo, hi);
-  if (lo < ohi && olo < hi && bytes > 0) {
-    py::array copy = py::reinterpret_steal<py::array>(
-        npy::get().PyArray_NewCopy_(in.arr.ptr(), 0 /* NPY_CORDER */));
-    if (!copy) throw py::error_already_set();
-    in = from_array(copy, in.dtype, in.name);
-  }
+  if (lo < ohi && olo < hi && bytes > 0) make_contiguous(in);
 }
 
 // The result array: a new one, or `out` checked against the result's shape and dtype.
@@ -149,6 +144,24 @@ void run_gemm(const std::vector<std::ptrdiff_t>& ao, const std::vector<std::ptrd
           MatRef<T>{reinterpret_cast<const T*>(bd), b.rs, b.cs}, static_cast<T*>(c), ep);
 }
 
+// Element offset of every index of `shape` (C order, last dimension fastest) with the
+// given element strides (0 on a broadcast dimension).
+std::vector<std::ptrdiff_t> batch_offsets(const Shape& shape, const Shape& strides, std::size_t count) {
+  std::vector<std::ptrdiff_t> off(count);
+  Shape idx(shape.size(), 0);
+  const int nd = static_cast<int>(shape.size());
+  for (std::size_t t = 0; t < count; ++t) {
+    std::ptrdiff_t o = 0;
+    for (int d = 0; d < nd; ++d) o += idx[d] * strides[d];
+    off[t] = o;
+    for (int d = nd - 1; d >= 0; --d) {
+      if (++idx[d] < shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return off;
+}
+
 void* data_of(const py::array& a) { return py::detail::array_proxy(a.ptr())->data; }
 
 // ---- matmul ---------------------------------------------------------------------------
@@ -160,63 +173,42 @@ py::object matmul(py::handle a_obj, py::handle b_obj, py::handle out_obj) {
     value_error("matmul: operands must be at least 1-D (" + shapes() + "); use * to multiply by a scalar");
   const bool avec = A.ndim() == 1, bvec = B.ndim() == 1;
   const int an = A.ndim(), bn = B.ndim();
-  Mat a{avec ? 1 : A.shape[an - 2], A.shape[an - 1], avec ? 0 : A.strides[an - 2], A.strides[an - 1]};
-  Mat b{B.shape[bvec ? 0 : bn - 2], bvec ? 1 : B.shape[bn - 1], B.strides[bvec ? 0 : bn - 2],
-        bvec ? 1 : B.strides[bn - 1]};
-  if (a.cols != b.rows)
-    value_error("matmul: " + shapes() + "; a's last dimension (" + std::to_string(a.cols) +
+  const py::ssize_t m = avec ? 1 : A.shape[an - 2], k = A.shape[an - 1];
+  const py::ssize_t kb = B.shape[bvec ? 0 : bn - 2], n = bvec ? 1 : B.shape[bn - 1];
+  if (k != kb)
+    value_error("matmul: " + shapes() + "; a's last dimension (" + std::to_string(k) +
                 ") must equal b's " + (bvec ? "length (" : "second-to-last dimension (") +
-                std::to_string(b.rows) + ")");
+                std::to_string(kb) + ")");
   // batch dimensions: NumPy broadcasting, aligned from the right
   const int abat = std::max(an - 2, 0), bbat = std::max(bn - 2, 0), nb = std::max(abat, bbat);
-  Shape bshape(nb), astr(nb, 0), bstr(nb, 0);
+  auto dim = [nb](const Operand& o, int bat, int d) { return d - (nb - bat) >= 0 ? o.shape[d - (nb - bat)] : 1; };
+  Shape bshape(nb);
   for (int d = 0; d < nb; ++d) {
-    const int da = d - (nb - abat), db = d - (nb - bbat);
-    const py::ssize_t sa = da >= 0 ? A.shape[da] : 1, sb = db >= 0 ? B.shape[db] : 1;
+    const py::ssize_t sa = dim(A, abat, d), sb = dim(B, bbat, d);
     if (sa != sb && sa != 1 && sb != 1)
       value_error("matmul: batch dimensions do not broadcast (" + shapes() + ")");
-    bshape[d] = std::max(sa, sb);
-    if (sa == 0 || sb == 0) bshape[d] = 0;
-    if (da >= 0 && sa != 1) astr[d] = A.strides[da];
-    if (db >= 0 && sb != 1) bstr[d] = B.strides[db];
+    bshape[d] = sa == 0 || sb == 0 ? 0 : std::max(sa, sb);
   }
   Shape oshape = bshape;
-  if (!avec) oshape.push_back(a.rows);
-  if (!bvec) oshape.push_back(b.cols);
+  if (!avec) oshape.push_back(m);
+  if (!bvec) oshape.push_back(n);
   std::size_t batch = 1;
   for (py::ssize_t s : bshape) batch = checked_mul(batch, static_cast<std::size_t>(s), "matmul batch");
-  checked_mul(checked_mul(batch, static_cast<std::size_t>(a.rows), "matmul output"),
-              static_cast<std::size_t>(b.cols), "matmul output");
+  checked_mul(checked_mul(batch, static_cast<std::size_t>(m), "matmul output"), static_cast<std::size_t>(n),
+              "matmul output");
   py::array C = result(out_obj, oshape, A.dtype);
-  if (!out_obj.is_none()) {
+  if (!out_obj.is_none()) {  // may replace A or B by C-ordered copies: strides come after
     detach_from(A, C);
     detach_from(B, C);
-    // a copy is C-ordered: refresh the matrix strides
-    a.rs = avec ? 0 : A.strides[an - 2];
-    a.cs = A.strides[an - 1];
-    b.rs = B.strides[bvec ? 0 : bn - 2];
-    if (!bvec) b.cs = B.strides[bn - 1];
-    for (int d = 0; d < nb; ++d) {
-      const int da = d - (nb - abat), db = d - (nb - bbat);
-      astr[d] = da >= 0 && A.shape[da] != 1 ? A.strides[da] : 0;
-      bstr[d] = db >= 0 && B.shape[db] != 1 ? B.strides[db] : 0;
-    }
   }
-  std::vector<std::ptrdiff_t> ao(batch), bo(batch);
-  Shape idx(nb, 0);
-  for (std::size_t t = 0; t < batch; ++t) {
-    std::ptrdiff_t x = 0, y = 0;
-    for (int d = 0; d < nb; ++d) {
-      x += idx[d] * astr[d];
-      y += idx[d] * bstr[d];
-    }
-    ao[t] = x;
-    bo[t] = y;
-    for (int d = nb - 1; d >= 0; --d) {  // next batch index, last dimension fastest
-      if (++idx[d] < bshape[d]) break;
-      idx[d] = 0;
-    }
+  const Mat a{m, k, avec ? 0 : A.strides[an - 2], A.strides[an - 1]};
+  const Mat b{k, n, B.strides[bvec ? 0 : bn - 2], bvec ? 1 : B.strides[bn - 1]};
+  Shape astr(nb, 0), bstr(nb, 0);  // 0 on broadcast dimensions
+  for (int d = 0; d < nb; ++d) {
+    if (dim(A, abat, d) != 1) astr[d] = A.strides[d - (nb - abat)];
+    if (dim(B, bbat, d) != 1) bstr[d] = B.strides[d - (nb - bbat)];
   }
+  const std::vector<std::ptrdiff_t> ao = batch_offsets(bshape, astr, batch), bo = batch_offsets(bshape, bstr, batch);
   void* cd = data_of(C);
   {
     py::gil_scoped_release nogil;
@@ -239,13 +231,6 @@ bool collapse_rows(const Operand& o, py::ssize_t& rows, py::ssize_t& rs) {
   for (int d = 0; d + 2 < n; ++d)
     if (o.shape[d] != 1 && o.strides[d] != o.strides[d + 1] * o.shape[d + 1]) return false;
   return true;
-}
-
-// A private C-ordered copy of an operand.
-void make_contiguous(Operand& o) {
-  py::array copy = py::reinterpret_steal<py::array>(npy::get().PyArray_NewCopy_(o.arr.ptr(), 0));
-  if (!copy) throw py::error_already_set();
-  o = from_array(copy, o.dtype, o.name);
 }
 
 // ---- linear ---------------------------------------------------------------------------
@@ -299,21 +284,11 @@ py::array linear(py::handle x_obj, py::handle w_obj, py::handle b_obj, py::handl
     } else {  // batch over the leading dims but the last of them
       const int n = X.ndim();
       a = {X.shape[n - 2], in, X.strides[n - 2], X.strides[n - 1]};
+      const Shape lead(X.shape.begin(), X.shape.end() - 2), lead_str(X.strides.begin(), X.strides.end() - 2);
       std::size_t batch = 1;
-      for (int d = 0; d + 2 < n; ++d) batch *= static_cast<std::size_t>(X.shape[d]);
-      xo.assign(batch, 0);
+      for (py::ssize_t s : lead) batch *= static_cast<std::size_t>(s);
+      xo = batch_offsets(lead, lead_str, batch);
       wo.assign(batch, 0);
-      Shape idx(n - 2, 0);
-      for (std::size_t t = 0; t < batch; ++t) {
-        std::ptrdiff_t off = 0;
-        for (int d = 0; d + 2 < n; ++d) off += idx[d] * X.strides[d];
-        xo[t] = off;
-        for (int d = n - 3; d >= 0; --d) {
-          if (++idx[d] < X.shape[d]) break;
-          idx[d] = 0;
-        }
-      }
-      if (batch == 0) xo.clear(), wo.clear();
     }
   }
   const Mat b{in, outf, W.strides[1], W.strides[0]};  // B = W^T

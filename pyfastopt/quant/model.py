@@ -243,8 +243,7 @@ def _layer_float_output(ql: Any, x: np.ndarray) -> np.ndarray:
     """The float output of one int8 layer, whatever its output stage."""
     y = ql(x)
     if y.dtype == np.uint8:  # static hidden layer: requantized output
-        s, zp = ql.output_qparams
-        y = (y.astype(np.float64) - zp) * s
+        y = (y.astype(np.float64) - ql.output_zero_point) * ql.output_scale
     return y
 
 
@@ -327,8 +326,9 @@ class QuantizedModel:
                 "weight_q": f"layer{i}_weight_q",
                 "weight_scale": f"layer{i}_weight_scale",
                 "bias": f"layer{i}_bias" if ql.bias is not None else None,
-                "input_qparams": _qp_json(ql.input_qparams),
-                "output_qparams": _qp_json(ql.output_qparams),
+                "act_granularity": ql.act_granularity,
+                "input_qparams": _qp_json(ql.input_scale, ql.input_zero_point),
+                "output_qparams": _qp_json(ql.output_scale, ql.output_zero_point),
                 "source": self.sources[i],
             })
         model = {"kind": "sequential", "in_features": self.in_features, "mode": self.mode,
@@ -336,11 +336,8 @@ class QuantizedModel:
         return _format.write(path, model, arrays)
 
 
-def _qp_json(qp: Any) -> list | None:
-    if qp is None:
-        return None
-    scale, zp = qp
-    return [float(scale), int(zp)]
+def _qp_json(scale: float | None, zero_point: int | None) -> list | None:
+    return None if scale is None else [float(scale), int(zero_point)]
 
 
 def _check_qp(value: Any, where: str) -> tuple[float, int] | None:
@@ -418,8 +415,10 @@ def load(path: str | os.PathLike) -> QuantizedModel:
             qout = _check_qp(spec.get("output_qparams"), where)
             if mode == "static" and qin is None:
                 raise bad(f"{where}: static model without input qparams")
-            ql = QuantizedLinear.from_quantized(wq, ws if ws.shape == (n,) else ws[0], bias,
-                                                activation=act)
+            gran = spec.get("act_granularity", "tensor")
+            if gran not in ("tensor", "row"):
+                raise bad(f"{where}: unknown act_granularity {gran!r}")
+            ql = QuantizedLinear(wq, ws, bias, activation=act, act_granularity=gran)
             if qin is not None:
                 ql.set_input_qparams(*qin)
             if qout is not None:

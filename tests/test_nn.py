@@ -404,6 +404,25 @@ def test_frozen_prefix_skips_backward(rng, monkeypatch):
     assert [i for i, _ in calls] == [4, 3, 2, 1, 0]
 
 
+def test_need_dx_false_keeps_every_gradient(rng):
+    # need_dx=False only skips the input gradient: every layer's parameters still get theirs
+    model = _mlp(np.float64)
+    x = rng.standard_normal((9, 6))
+    dy = rng.standard_normal((9, 3))
+    steps = [d.step for d in _dropouts(model)]
+    model(x)
+    model.backward(dy)
+    full = [g.copy() for g in model.gradients()]
+    model.zero_grad()
+    for d, s in zip(_dropouts(model), steps):
+        d.step = s
+    model(x)
+    assert model.backward(dy, need_dx=False) is None
+    for g, f in zip(model.gradients(), full):
+        assert np.abs(f).max() > 0
+        np.testing.assert_array_equal(g, f)
+
+
 def test_dropout_masks_fresh_each_step_and_reproducible():
     x = np.ones((40, 50), np.float32)
     a, b = nn.Dropout(0.5, seed=3), nn.Dropout(0.5, seed=3)

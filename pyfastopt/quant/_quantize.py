@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import _core
 
-__all__ = ["quantize", "dequantize", "qrange"]
+__all__ = ["dequantize", "qrange", "quantize"]
 
 _QDTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
 

@@ -84,7 +84,8 @@ def _params(
         s = np.broadcast_to(s, (channels,))
         z = np.broadcast_to(z, (channels,))
     s64 = s.astype(np.float64).reshape(-1)
-    s_in = s64.astype(in_dtype)
+    with np.errstate(over="ignore"):
+        s_in = s64.astype(in_dtype)
     if not (np.all(np.isfinite(s_in)) and np.all(s_in > 0)):
         raise ValueError(
             f"scale must be positive and finite in {np.dtype(in_dtype)}, got {scale!r}"
@@ -141,7 +142,10 @@ def dequantize(q: Any, scale: Any, zero_point: Any, axis: int | None = None) -> 
 
     Computed in float32 with ``scale`` rounded to float32: ``q - z`` is exact, so each
     result is the one rounding of the product -- bit for bit what
-    ``torch.Tensor.dequantize`` gives. Parameters as in :func:`quantize`.
+    ``torch.Tensor.dequantize`` gives per tensor, and per channel when the scales are
+    float32 values (torch multiplies per-channel scales in their own dtype, so float64
+    scales that are not float32 values can differ from torch by one float32 ulp).
+    Parameters as in :func:`quantize`.
 
     Returns:
         A float32 array of ``q``'s shape.

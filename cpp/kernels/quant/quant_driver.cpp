@@ -3,9 +3,9 @@
 // The tensor is (outer, channels, inner) in C order. Element-wise, so the flat range is
 // split evenly by thread count (any split gives the same bits). Within a thread's range:
 //   per-tensor (channels == 1):        one kernel call on the whole range;
-//   per-channel, short period:         the element's scale depends on i % P,
-//     (P = channels * inner <= 2^16)   P = channels * inner; scales are expanded once to
-//                                      P entries (inner == 1 needs no expansion) and the
+//   per-channel, channel last          the element's scale depends on i % P,
+//     (inner == 1) or short runs       P = channels * inner; scales are expanded once to
+//     (inner < 64, P <= 2^16):         P entries (inner == 1 needs no expansion) and the
 //                                      range is cut at multiples of P for the _v kernels;
 //   per-channel, long runs:            one call per run of `inner` same-channel elements.
 #include <algorithm>
@@ -50,7 +50,7 @@ void for_each_piece(const QuantShape& sh, const S* scale, const S* zp, const Sca
     return;
   }
   const std::size_t period = sh.channels * sh.inner;
-  if (sh.inner < kMinRunForScalarScale && period <= kMaxExpandedPeriod) {
+  if (sh.inner == 1 || (sh.inner < kMinRunForScalarScale && period <= kMaxExpandedPeriod)) {
     std::vector<S> es, ez;
     const S* ps = scale;
     const S* pz = zp;

@@ -238,7 +238,9 @@ class HistogramObserver:
     * Rebinning: the histogram starts on the first batch's range (with 0 included) and,
       when data fall outside, grows to a range whose bin width is an integer multiple ``k``
       of the old one, aligned on old bin edges, so old bins merge whole into new ones
-      (no count is split or guessed). The final histogram is therefore exactly the
+      (no count is split or guessed); ``k`` is the smallest that covers the data and the
+      slack is shared by both ends, so the width stays under twice what the final span
+      needs. The final histogram is therefore exactly the
       histogram of all the data on its final edges; only its resolution (the final bin
       width) depends on the order the data came in. Bin assignment is
       ``floor((x - lo) / width)``, with values on the right edge in the last bin.
@@ -317,15 +319,26 @@ class HistogramObserver:
         self.counts += np.bincount(self._bin(f), minlength=self.bins)
 
     def _grow(self, bmin: float, bmax: float) -> None:
+        # New range [lo - m w, lo - m w + k b w]: bin width k w (k integer) on old edges, so
+        # old bin j falls whole into new bin (j + m) // k. k is the smallest that covers the
+        # needed range; m is centred between the least and the most left extension that
+        # still cover it, so slack is shared by both sides and repeated growth on one side
+        # does not compound. The new width is < 2x (needed span + w) / bins.
         w, b = self.width, self.bins
-        m = max(0, int(np.ceil((self.lo - bmin) / w)))  # old bins added on the left
-        while self.lo - m * w > bmin:
-            m += 1
-        need_hi = max(self.hi, bmax)
-        k = max(1, int(np.ceil((need_hi - self.lo + m * w) / (b * w))))
-        while self.lo - m * w + k * b * w < need_hi:
+        need_lo, need_hi = min(self.lo, bmin), max(self.hi, bmax)
+        k = max(2, int(np.ceil((need_hi - need_lo) / (b * w))))
+        while True:
+            m_min = max(0, int(np.ceil((self.lo - need_lo) / w)))
+            while self.lo - m_min * w > need_lo:
+                m_min += 1
+            m_max = int(np.floor((self.lo + k * b * w - need_hi) / w))
+            while m_max >= 0 and self.lo - m_max * w + k * b * w < need_hi:
+                m_max -= 1
+            m_max = min(m_max, (k - 1) * b)  # the old range stays inside the new one
+            if m_min <= m_max:
+                break
             k += 1
-        # old bin j (global index j + m from the new left edge) lies in new bin (j + m) // k
+        m = (m_min + m_max) // 2
         new = np.zeros(b, dtype=np.int64)
         np.add.at(new, (np.arange(b) + m) // k, self.counts)
         self.counts = new

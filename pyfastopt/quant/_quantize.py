@@ -11,6 +11,7 @@ to ``torch.quantize_per_tensor``.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -61,6 +62,17 @@ def _params(
     scale: Any, zero_point: Any, qdt: np.dtype, axis: int | None, shape: tuple, in_dtype: Any
 ) -> tuple[list[float], list[int], int]:
     """Checked (scales, zero points, axis or -1) for the binding."""
+    if (
+        type(scale) is float
+        and type(zero_point) is int
+        and math.isfinite(scale)
+        and scale > 0.0
+        and (in_dtype == np.float64 or 1.2e-38 < scale < 3.4e38)
+    ):  # fast path: Python scalars that surely survive the float32 rounding
+        lo, hi = _QDTYPES[qdt]
+        if not lo <= zero_point <= hi:
+            raise ValueError(f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}")
+        return [scale], [zero_point], -1
     s = np.asarray(scale)
     z = np.asarray(zero_point)
     if s.dtype.kind not in "fiu" or s.dtype == np.bool_:

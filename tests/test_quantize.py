@@ -190,6 +190,14 @@ def test_empty_and_zero_d():
     assert dequantize(q0, 0.5, 1).shape == ()
 
 
+def test_scalar_parameter_types_agree(rng):
+    x = data(rng, 1000, np.float32, 3.0)
+    ref = ref_quantize(x, 0.021, 3, np.int8)
+    for s, z in ((0.021, 3), (np.float32(0.021), np.int8(3)), (np.float64(0.021), np.int64(3))):
+        assert_same(quantize(x, s, z), ref)  # float32 input: the scale is rounded to float32
+    assert_same(quantize(x, np.array(0.021), np.array(3)), ref)
+
+
 def test_python_lists_and_other_input_types():
     assert_same(quantize([0.5, 1.5, 2.5], 1.0, 0), np.array([0, 2, 2], np.int8))
     assert_same(quantize(np.array([3, -3], np.int32), 2.0, 0), np.array([2, -2], np.int8))
@@ -238,6 +246,10 @@ def test_bad_arguments():
         dequantize(np.zeros(3, np.uint8), 0.1, 256)
     with pytest.raises(TypeError, match="zero_point"):
         quantize(x, 0.1, 0.5)
+    with pytest.raises(TypeError, match="zero_point"):
+        quantize(x, 0.1, True)
+    with pytest.raises(ValueError, match="zero_point"):
+        quantize(x, np.float32(0.1), np.int64(200))
     with pytest.raises(ValueError, match=r"\(4,\).*\(4, 3\)|\(4, 3\).*\(4,\)"):
         quantize(x, np.full(4, 0.1), 0, axis=1)
     with pytest.raises(ValueError, match="zero_point"):

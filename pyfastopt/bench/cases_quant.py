@@ -120,16 +120,16 @@ def _setup_dequantize(ctx: Context, n: int, per_channel: bool) -> Prepared:
         "numpy": {"(q - zp) * s": numpy_temporaries, "out=": numpy_preallocated},
     }
     torch = ctx.torch
-    if torch is not None:
+    if torch is not None:  # torch's quantized tensor holding the same integers
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            xt = torch.from_numpy(x)
+            qi = torch.from_numpy(q)
             if per_channel:
                 st = torch.from_numpy(scale.astype(np.float64))
                 zt = torch.from_numpy(np.asarray(zp, np.int64))
-                qt = torch.quantize_per_channel(xt, st, zt, 0, torch.qint8)
+                qt = torch._make_per_channel_quantized_tensor(qi, st, zt, 0)
             else:
-                qt = torch.quantize_per_tensor(xt, float(scale), 0, torch.qint8)
+                qt = torch._make_per_tensor_quantized_tensor(qi, float(scale), 0)
         impls["torch"] = qt.dequantize
     return Prepared(impls, output=lambda impl, r: _to_numpy(r))
 

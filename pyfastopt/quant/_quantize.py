@@ -62,17 +62,21 @@ def _params(
     scale: Any, zero_point: Any, qdt: np.dtype, axis: int | None, shape: tuple, in_dtype: Any
 ) -> tuple[list[float], list[int], int]:
     """Checked (scales, zero points, axis or -1) for the binding."""
-    if (
-        type(scale) is float
-        and type(zero_point) is int
-        and math.isfinite(scale)
-        and scale > 0.0
-        and (in_dtype == np.float64 or 1.2e-38 < scale < 3.4e38)
-    ):  # fast path: Python scalars that surely survive the float32 rounding
-        lo, hi = _QDTYPES[qdt]
-        if not lo <= zero_point <= hi:
-            raise ValueError(f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}")
-        return [scale], [zero_point], -1
+    if isinstance(scale, (float, np.floating)) and isinstance(zero_point, (int, np.integer)):
+        # fast path for scalars (bool is an int, but a bool zero point is an error below)
+        sf, zi = float(scale), int(zero_point)
+        if (
+            math.isfinite(sf)
+            and sf > 0.0
+            and (in_dtype == np.float64 or 1.2e-38 < sf < 3.4e38)  # survives float32
+            and not isinstance(zero_point, (bool, np.bool_))
+        ):
+            lo, hi = _QDTYPES[qdt]
+            if not lo <= zi <= hi:
+                raise ValueError(
+                    f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}"
+                )
+            return [sf], [zi], -1
     s = np.asarray(scale)
     z = np.asarray(zero_point)
     if s.dtype.kind not in "fiu" or s.dtype == np.bool_:

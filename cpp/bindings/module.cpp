@@ -52,6 +52,8 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_gemm(gemm);
   py::module_ batchnorm = m.def_submodule("batchnorm", "batch normalization forward/backward");
   pyfastopt::bind::register_batchnorm(batchnorm);
+  py::module_ quant = m.def_submodule("quant", "affine quantization to int8/uint8 and back");
+  pyfastopt::bind::register_quant(quant);
   py::module_ machine = m.def_submodule("machine", "machine-limit probes");
   pyfastopt::bind::register_machine(machine);
 }

@@ -36,6 +36,8 @@ const Variants<GemmKernels> kGemm = {
     &ref::gemm_kernels, PF_AVX2(gemm_kernels), PF_AVX512(gemm_kernels)};
 const Variants<BatchNormKernels> kBatchNorm = {
     &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels)};
+const Variants<QuantKernels> kQuant = {
+    &ref::quant_kernels, PF_AVX2(quant_kernels), PF_AVX512(quant_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -55,6 +57,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].dropout = pick(kDropout, isa);
     t[i].gemm = pick(kGemm, isa);
     t[i].batchnorm = pick(kBatchNorm, isa);
+    t[i].quant = pick(kQuant, isa);
   }
   return t;
 }
@@ -76,6 +79,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices() {
           {"dropout", k.dropout->name},
           {"gemm", k.gemm->name},
           {"batchnorm", k.batchnorm->name},
+          {"quant", k.quant->name},
           {"machine", k.machine->name}};
 }
 

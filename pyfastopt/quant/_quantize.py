@@ -1,0 +1,174 @@
+"""Affine quantization of float tensors to int8/uint8 and back (per tensor or per channel).
+
+The rule is ONNX QuantizeLinear's, computed in the input's float type:
+
+.. math:: q = \\operatorname{clamp}\\big(\\operatorname{rint}(x / s) + z,\\; q_{min},\\; q_{max}\\big)
+
+with one correctly rounded IEEE division (never a reciprocal), ``rint`` rounding half to
+even, and the zero point added after rounding. See :func:`quantize` for how this relates
+to ``torch.quantize_per_tensor``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+
+__all__ = ["dequantize", "qrange", "quantize"]
+
+_QDTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+
+
+def qrange(dtype: Any) -> tuple[int, int]:
+    """``(qmin, qmax)`` of a quantized dtype (int8: -128..127, uint8: 0..255)."""
+    return _QDTYPES[_qdtype(dtype)]
+
+
+def _qdtype(dtype: Any) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be numpy.int8 or numpy.uint8, got {dtype!r}") from None
+    if dt not in _QDTYPES:
+        raise TypeError(f"dtype must be numpy.int8 or numpy.uint8, got {dt}")
+    return dt
+
+
+def _float_input(x: Any) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype in (np.float32, np.float64):
+        return a
+    if a.dtype == np.float16:
+        return a.astype(np.float32)  # exact
+    if a.dtype.kind in "iu":
+        return a.astype(np.float64)  # exact up to 2**53
+    raise TypeError(f"x must be a real floating or integer array, got dtype {a.dtype}")
+
+
+def _axis(axis: Any, ndim: int) -> int:
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of ndim {ndim}")
+    return int(axis) % ndim
+
+
+def _params(
+    scale: Any, zero_point: Any, qdt: np.dtype, axis: int | None, shape: tuple, in_dtype: Any
+) -> tuple[list[float], list[int], int]:
+    """Checked (scales, zero points, axis or -1) for the binding."""
+    if isinstance(scale, (float, np.floating)) and isinstance(zero_point, (int, np.integer)):
+        # fast path for scalars (bool is an int, but a bool zero point is an error below)
+        sf, zi = float(scale), int(zero_point)
+        if (
+            math.isfinite(sf)
+            and sf > 0.0
+            and (in_dtype == np.float64 or 1.2e-38 < sf < 3.4e38)  # survives float32
+            and not isinstance(zero_point, (bool, np.bool_))
+        ):
+            lo, hi = _QDTYPES[qdt]
+            if not lo <= zi <= hi:
+                raise ValueError(
+                    f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}"
+                )
+            return [sf], [zi], -1
+    s = np.asarray(scale)
+    z = np.asarray(zero_point)
+    if s.dtype.kind not in "fiu" or s.dtype == np.bool_:
+        raise TypeError(f"scale must be a real number or array, got dtype {s.dtype}")
+    if z.dtype.kind not in "iu":
+        raise TypeError(f"zero_point must be an integer or an integer array, got dtype {z.dtype}")
+    per_channel = s.ndim > 0 or z.ndim > 0
+    if per_channel:
+        if axis is None:
+            raise ValueError(
+                f"scale of shape {s.shape} / zero_point of shape {z.shape} are per-channel: "
+                "give the channel axis"
+            )
+        channels = shape[axis]
+        for name, a in (("scale", s), ("zero_point", z)):
+            if a.ndim > 1 or (a.ndim == 1 and a.shape[0] != channels):
+                raise ValueError(
+                    f"{name} has shape {a.shape} but the input of shape {shape} has {channels} "
+                    f"channels along axis {axis}: expected shape ({channels},)"
+                )
+        s = np.broadcast_to(s, (channels,))
+        z = np.broadcast_to(z, (channels,))
+    s64 = s.astype(np.float64).reshape(-1)
+    with np.errstate(over="ignore"):
+        s_in = s64.astype(in_dtype)
+    if not (np.all(np.isfinite(s_in)) and np.all(s_in > 0)):
+        raise ValueError(
+            f"scale must be positive and finite in {np.dtype(in_dtype)}, got {scale!r}"
+        )
+    lo, hi = _QDTYPES[qdt]
+    zi = z.astype(np.int64).reshape(-1)
+    if zi.size and (zi.min() < lo or zi.max() > hi):
+        raise ValueError(f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}")
+    return s64.tolist(), zi.tolist(), (axis if per_channel else -1)
+
+
+def quantize(
+    x: Any, scale: Any, zero_point: Any, dtype: Any = np.int8, axis: int | None = None
+) -> np.ndarray:
+    r"""Quantize ``x`` to int8 or uint8.
+
+    .. math:: q = \operatorname{clamp}(\operatorname{rint}(x / s) + z, q_{min}, q_{max})
+
+    Args:
+        x: array-like, float32 or float64 (float16 is widened to float32, integers to
+            float64), any shape (0-d and empty included) and layout.
+        scale: a positive finite scalar (per tensor), or a 1-D array of
+            ``x.shape[axis]`` scales (per channel).
+        zero_point: an integer in the dtype's range, or a 1-D integer array (per channel;
+            a scalar is used for every channel).
+        dtype: ``numpy.int8`` (range [-128, 127]) or ``numpy.uint8`` ([0, 255]).
+        axis: the channel axis for per-channel parameters (negative counts from the end).
+
+    Returns:
+        An array of ``dtype`` and ``x``'s shape.
+
+    Rounding and edge cases:
+        * Computed in ``x``'s dtype: ``scale`` is rounded to it, ``x / scale`` is one
+          correctly rounded division (every SIMD level gives the same bits), ``rint``
+          rounds half to even, ``zero_point`` is added after rounding, then the result
+          saturates. ``+inf`` gives qmax, ``-inf`` qmin.
+        * NaN gives qmax, like ``torch.quantize_per_tensor``.
+        * Versus ``torch.quantize_per_tensor`` (fbgemm): torch multiplies by the float32
+          reciprocal ``1/scale`` and adds the zero point *before* rounding, so on exact
+          ties with an odd zero point, and where ``x * (1/scale)`` and ``x / scale`` round
+          to different sides of a half-integer, results differ by one level (a few
+          elements per million at random inputs); everywhere else they are equal.
+          ONNX QuantizeLinear is this function's rule exactly.
+    """
+    qdt = _qdtype(dtype)
+    a = _float_input(x)
+    ax = None if axis is None else _axis(axis, a.ndim)
+    s, z, bax = _params(scale, zero_point, qdt, ax, a.shape, a.dtype)
+    return _core.quant.quantize(a, s, z, qdt == np.uint8, bax)
+
+
+def dequantize(q: Any, scale: Any, zero_point: Any, axis: int | None = None) -> np.ndarray:
+    r"""Map int8/uint8 values back to float32: :math:`y = (q - z) \cdot s`.
+
+    Computed in float32 with ``scale`` rounded to float32: ``q - z`` is exact, so each
+    result is the one rounding of the product -- bit for bit what
+    ``torch.Tensor.dequantize`` gives per tensor, and per channel when the scales are
+    float32 values (torch multiplies per-channel scales in their own dtype, so float64
+    scales that are not float32 values can differ from torch by one float32 ulp).
+    Parameters as in :func:`quantize`.
+
+    Returns:
+        A float32 array of ``q``'s shape.
+    """
+    a = np.asarray(q)
+    if a.dtype not in _QDTYPES:
+        raise TypeError(f"q must be an int8 or uint8 array, got dtype {a.dtype}")
+    ax = None if axis is None else _axis(axis, a.ndim)
+    s, z, bax = _params(scale, zero_point, a.dtype, ax, a.shape, np.float32)
+    return _core.quant.dequantize(a, s, z, bax)

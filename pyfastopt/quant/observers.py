@@ -1,0 +1,456 @@
+"""Calibration observers: stream tensors through ``observe(x)``, then ask ``qparams()``.
+
+Every observer keeps constant-size state (a few numbers per channel, or one fixed-size
+histogram), however much data it sees. ``observe(x)`` returns ``x`` itself, so an
+observer can sit in a forward pass.
+
+Rules shared by all observers (:func:`qparams_from_range`):
+
+* NaN and +-inf are ignored (they carry no range information; a range containing inf
+  would make every finite value quantize to the zero point).
+* The range is widened to include 0, so 0.0 is exactly representable:
+  ``quantize(0.0) == zero_point`` and it dequantizes to exactly 0.0.
+* Asymmetric: ``scale = (max - min) / (qmax - qmin)``,
+  ``zero_point = clamp(qmin - rint(min / scale), qmin, qmax)``.
+* Symmetric: ``scale = max(|min|, |max|) / 127``, ``zero_point = 0`` for int8 (range
+  [-127, 127], the project's weight rule) and 128 for uint8.
+* Degenerate ranges (only zeros seen) give ``scale = finfo(float32).eps``, torch's floor;
+  every scale is floored there. An observer that has seen no data raises
+  ``ValueError("observer has seen no data")``.
+* Scales are computed in float32 arithmetic (as torch does), returned as Python floats
+  that are exactly float32 values.
+
+Versus ``torch.ao.quantization``: asymmetric qparams of ``MinMaxObserver``,
+``PerChannelMinMaxObserver`` and ``MovingAverage(PerChannel)MinMaxObserver`` are equal to
+torch's (tested). Deliberate differences: symmetric scales divide by 127, not torch's
+``(qmax - qmin) / 2 = 127.5`` (so ``max|x|`` maps exactly to 127 instead of saturating
+from 127.5), torch propagates NaN into the range where we ignore it, and torch returns
+``scale = 1.0`` before any data where we raise.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ._quantize import _qdtype, qrange
+
+__all__ = [
+    "HistogramObserver",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "qparams_from_range",
+]
+
+_EPS = np.float32(np.finfo(np.float32).eps)
+_NO_DATA = "observer has seen no data"
+
+
+def qparams_from_range(
+    min_val: Any, max_val: Any, dtype: Any = np.uint8, symmetric: bool = False
+) -> tuple[Any, Any]:
+    """(scale, zero_point) for a range; scalars in, Python scalars out; 1-D in, arrays out."""
+    qdt = _qdtype(dtype)
+    qmin, qmax = qrange(qdt)
+    lo = np.minimum(np.asarray(min_val, dtype=np.float32), np.float32(0))
+    hi = np.maximum(np.asarray(max_val, dtype=np.float32), np.float32(0))
+    if symmetric:
+        amax = np.maximum(-lo, hi)
+        scale = np.maximum(amax / np.float32(127), _EPS).astype(np.float32)
+        zp = np.full(scale.shape, 0 if qdt == np.int8 else 128, dtype=np.int64)
+    else:
+        scale = np.maximum((hi - lo) / np.float32(qmax - qmin), _EPS).astype(np.float32)
+        zp = np.clip(qmin - np.rint(lo / scale).astype(np.int64), qmin, qmax)
+    if scale.ndim == 0:
+        return float(scale), int(zp)
+    return scale, zp
+
+
+def _check_axis(axis: Any) -> int | None:
+    if axis is None:
+        return None
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
+    return int(axis)
+
+
+def _as_float(x: Any) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
+        raise TypeError(f"observe() needs a real array, got dtype {a.dtype}")
+    return a
+
+
+def _finite_minmax(a: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """min and max ignoring NaN/inf, over everything (axis None) or all axes but `axis`;
+    None when nothing finite was given (per-tensor) -- per channel: +-inf for such channels."""
+    if axis is None:
+        if a.size == 0:
+            return None
+        lo, hi = a.min(), a.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            f = a[np.isfinite(a)]
+            if f.size == 0:
+                return None
+            lo, hi = f.min(), f.max()
+        return np.float64(lo), np.float64(hi)
+    m = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1)
+    if m.shape[1] == 0:
+        return None
+    lo, hi = m.min(axis=1), m.max(axis=1)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        fin = np.isfinite(m)
+        lo = np.where(fin, m, np.inf).min(axis=1)
+        hi = np.where(fin, m, -np.inf).max(axis=1)
+    return lo.astype(np.float64), hi.astype(np.float64)
+
+
+class _RangeObserver:
+    """Shared per-tensor / per-channel min-max bookkeeping."""
+
+    def __init__(self, axis: int | None = None) -> None:
+        self.axis = _check_axis(axis)
+        self.min_val: Any = None  # float64 scalar or (channels,) array
+        self.max_val: Any = None
+        self._ndim: int | None = None
+
+    def _batch_range(self, x: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        a = _as_float(x)
+        if self.axis is None:
+            return _finite_minmax(a, None)
+        if not -a.ndim <= self.axis < a.ndim:
+            raise ValueError(f"axis {self.axis} is out of range for an input of ndim {a.ndim}")
+        ax = self.axis % a.ndim
+        if self.min_val is not None and a.shape[ax] != self.min_val.shape[0]:
+            raise ValueError(
+                f"input of shape {a.shape} has {a.shape[ax]} channels along axis {self.axis}, "
+                f"but the observer has seen {self.min_val.shape[0]}"
+            )
+        return _finite_minmax(a, ax)
+
+    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def observe(self, x: Any) -> Any:
+        """Record ``x``'s range; returns ``x`` unchanged (the same object)."""
+        r = self._batch_range(x)
+        if r is not None:
+            self._combine(*r)
+        return x
+
+    def qparams(
+        self, dtype: Any = np.uint8, symmetric: bool = False, axis: int | None = None
+    ) -> tuple[Any, Any]:
+        """``(scale, zero_point)``: Python float/int per tensor, arrays per channel.
+
+        ``axis`` may restate the observer's own channel axis; any other value raises.
+        """
+        if axis is not None and axis != self.axis:
+            raise ValueError(
+                f"this observer was built with axis={self.axis}; qparams(axis={axis}) differs"
+            )
+        if self.min_val is None:
+            raise ValueError(_NO_DATA)
+        lo, hi = self.min_val, self.max_val
+        if self.axis is not None:  # channels that never saw finite data: degenerate range
+            lo = np.where(np.isfinite(lo), lo, 0.0)
+            hi = np.where(np.isfinite(hi), hi, 0.0)
+        return qparams_from_range(lo, hi, dtype, symmetric)
+
+    def reset(self) -> None:
+        self.min_val = self.max_val = None
+
+
+class MinMaxObserver(_RangeObserver):
+    """Running minimum and maximum (per tensor, or per channel along ``axis``).
+
+    Streaming any split of the data gives exactly the min/max of all of it.
+    """
+
+    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        if self.min_val is None:
+            self.min_val, self.max_val = lo, hi
+        else:
+            self.min_val = np.minimum(self.min_val, lo)
+            self.max_val = np.maximum(self.max_val, hi)
+
+
+class MovingAverageMinMaxObserver(_RangeObserver):
+    r"""Exponential moving average of batch minima and maxima (PyTorch's rule).
+
+    The first batch sets the range; each later batch moves it:
+    :math:`m \leftarrow m + c\,(m_{batch} - m)` for the minimum and the maximum, with
+    ``c = averaging_constant``. Kept in float64 (torch keeps float32: agreement to
+    float32 rounding).
+    """
+
+    def __init__(self, averaging_constant: float = 0.01, axis: int | None = None) -> None:
+        if not isinstance(averaging_constant, numbers.Real) or isinstance(averaging_constant, bool):
+            raise TypeError("averaging_constant must be a real number in (0, 1]")
+        if not 0.0 < float(averaging_constant) <= 1.0:
+            raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
+        super().__init__(axis)
+        self.averaging_constant = float(averaging_constant)
+
+    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        if self.min_val is None:
+            self.min_val, self.max_val = lo, hi
+            return
+        c = self.averaging_constant
+        self.min_val = self._ema(self.min_val, lo, c)
+        self.max_val = self._ema(self.max_val, hi, c)
+
+    @staticmethod
+    def _ema(old: Any, new: Any, c: float) -> Any:
+        # Per channel, a side that has no finite value yet (+-inf) takes the batch's value,
+        # and a batch without finite values for a channel leaves it alone.
+        moved = np.where(np.isfinite(old), old + c * (new - old), new)
+        out = np.where(np.isfinite(new), moved, old)
+        return out if out.ndim else np.float64(out)
+
+
+class HistogramObserver:
+    r"""A fixed-size histogram of everything observed, and a clipping range chosen from it.
+
+    Args:
+        bins (int): histogram size (>= 16); memory is ``bins`` counters however much data
+            is observed.
+        method: how ``qparams`` picks the clipping range ``[a, b]`` (then widened to hold
+            0 and cut to the observed min/max):
+
+            * ``"percentile"``: asymmetric, ``a`` and ``b`` are the ``100 - percentile`` and
+              ``percentile`` percentiles of ``x`` (each tail); symmetric, ``b = -a`` is the
+              ``percentile`` percentile of ``|x|``.
+            * ``"entropy"``: TensorRT's calibration (Migacz, "8-bit inference with
+              TensorRT", GTC 2017): over thresholds ``t``, the histogram of ``|x|`` clipped
+              at ``t`` (outliers folded into the last bin) is P; Q is P merged into as many
+              bins as there are quantization levels in ``[0, t]`` and spread back over
+              P's nonzero bins; pick the ``t`` of least KL(P || Q); range ``[-t, t]``.
+            * ``"mse"``: the ``t`` minimizing the expected squared quantization error of
+              the histogram's mass under the range ``[-t, t]`` cut to the data (rounding
+              error ``scale**2 / 12`` inside, squared distance to the clip outside).
+        percentile (float): in (50, 100].
+
+    Approximations (documented, tested):
+
+    * Rebinning: the histogram starts on the first batch's range (with 0 included) and,
+      when data fall outside, grows to a range whose bin width is an integer multiple ``k``
+      of the old one, aligned on old bin edges, so old bins merge whole into new ones
+      (no count is split or guessed); ``k`` is the smallest that covers the data and the
+      slack is shared by both ends, so the width stays under twice what the final span
+      needs. The final histogram is therefore exactly the
+      histogram of all the data on its final edges; only its resolution (the final bin
+      width) depends on the order the data came in. Bin assignment is
+      ``floor((x - lo) / width)``, with values on the right edge in the last bin.
+    * Within a bin, mass is taken as uniformly spread (percentile interpolation, the
+      ``|x|`` histogram for entropy/mse, the mse error model), so thresholds are accurate
+      to about one bin width.
+    * The exact min and max seen are kept too, and the range never exceeds them.
+    """
+
+    def __init__(self, bins: int = 2048, method: str = "percentile", percentile: float = 99.99):
+        if not isinstance(bins, numbers.Integral) or isinstance(bins, bool):
+            raise TypeError(f"bins must be an int, got {type(bins).__name__}")
+        if bins < 16:
+            raise ValueError(f"bins must be at least 16, got {bins}")
+        if method not in ("percentile", "entropy", "mse"):
+            raise ValueError(f"method must be 'percentile', 'entropy' or 'mse', got {method!r}")
+        if not isinstance(percentile, numbers.Real) or not 50.0 < float(percentile) <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+        self.bins = int(bins)
+        self.method = method
+        self.percentile = float(percentile)
+        self.axis = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts = np.zeros(self.bins, dtype=np.int64)
+        self.lo = 0.0  # histogram range [lo, lo + bins * width]
+        self.width = 0.0  # 0: not started (only zeros seen so far, counted in n_zero)
+        self.n_zero = 0
+        self.min_val: float | None = None
+        self.max_val: float | None = None
+
+    @property
+    def hi(self) -> float:
+        return self.lo + self.bins * self.width
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum()) + self.n_zero
+
+    def edges(self) -> np.ndarray:
+        """The current bin edges (``bins + 1`` of them)."""
+        return self.lo + self.width * np.arange(self.bins + 1, dtype=np.float64)
+
+    # ---- accumulation -------------------------------------------------------------
+    def observe(self, x: Any) -> Any:
+        """Add ``x``'s finite values to the histogram; returns ``x`` unchanged."""
+        a = _as_float(x)
+        r = _finite_minmax(a, None)
+        if r is None:
+            return x
+        bmin, bmax = float(r[0]), float(r[1])
+        self.min_val = bmin if self.min_val is None else min(self.min_val, bmin)
+        self.max_val = bmax if self.max_val is None else max(self.max_val, bmax)
+        f = a.reshape(-1)
+        if not np.all(np.isfinite([a.min(), a.max()])):
+            f = f[np.isfinite(f)]
+        if self.width == 0.0:
+            if bmin == 0.0 and bmax == 0.0:
+                self.n_zero += f.size
+                return x
+            lo, hi = min(bmin, 0.0), max(bmax, 0.0)
+            self.lo, self.width = lo, (hi - lo) / self.bins
+            self.counts[self._bin(0.0)] += self.n_zero
+            self.n_zero = 0
+        elif bmin < self.lo or bmax > self.hi:
+            self._grow(bmin, bmax)
+        self._add(f)
+        return x
+
+    def _bin(self, f: Any) -> Any:
+        idx = np.floor((np.asarray(f, dtype=np.float64) - self.lo) / self.width)
+        return np.clip(idx, 0, self.bins - 1).astype(np.intp)
+
+    def _add(self, f: np.ndarray) -> None:
+        self.counts += np.bincount(self._bin(f), minlength=self.bins)
+
+    def _grow(self, bmin: float, bmax: float) -> None:
+        # New range [lo - m w, lo - m w + k b w]: bin width k w (k integer) on old edges, so
+        # old bin j falls whole into new bin (j + m) // k. k is the smallest that covers the
+        # needed range; m is centred between the least and the most left extension that
+        # still cover it, so slack is shared by both sides and repeated growth on one side
+        # does not compound. The new width is < 2x (needed span + w) / bins.
+        w, b = self.width, self.bins
+        need_lo, need_hi = min(self.lo, bmin), max(self.hi, bmax)
+        k = max(2, int(np.ceil((need_hi - need_lo) / (b * w))))
+        while True:
+            m_min = max(0, int(np.ceil((self.lo - need_lo) / w)))
+            while self.lo - m_min * w > need_lo:
+                m_min += 1
+            m_max = int(np.floor((self.lo + k * b * w - need_hi) / w))
+            while m_max >= 0 and self.lo - m_max * w + k * b * w < need_hi:
+                m_max -= 1
+            m_max = min(m_max, (k - 1) * b)  # the old range stays inside the new one
+            if m_min <= m_max:
+                break
+            k += 1
+        m = (m_min + m_max) // 2
+        new = np.zeros(b, dtype=np.int64)
+        np.add.at(new, (np.arange(b) + m) // k, self.counts)
+        self.counts = new
+        self.lo = self.lo - m * w
+        self.width = k * w
+
+    # ---- range selection --------------------------------------------------------------
+    def _cdf_at(self, v: np.ndarray) -> np.ndarray:
+        """Mass below v, linear within bins."""
+        cum = np.concatenate([[0.0], np.cumsum(self.counts, dtype=np.float64)])
+        pos = np.clip((np.asarray(v, dtype=np.float64) - self.lo) / self.width, 0, self.bins)
+        j = np.minimum(np.floor(pos).astype(np.intp), self.bins - 1)
+        return cum[j] + (pos - j) * self.counts[j]
+
+    def _quantile(self, q: float) -> float:
+        """The value below which a fraction q of the mass lies (inverse of _cdf_at)."""
+        cum = np.concatenate([[0.0], np.cumsum(self.counts, dtype=np.float64)])
+        target = q * cum[-1]
+        j = int(np.clip(np.searchsorted(cum, target, side="left") - 1, 0, self.bins - 1))
+        c = self.counts[j]
+        frac = 0.0 if c == 0 else (target - cum[j]) / c
+        return self.lo + (j + min(max(frac, 0.0), 1.0)) * self.width
+
+    def _abs_hist(self, nbins: int) -> tuple[np.ndarray, float]:
+        """Histogram of |x| on [0, amax] with nbins bins (uniform mass within bins)."""
+        amax = max(abs(self.lo), abs(self.hi))
+        e = np.linspace(0.0, amax, nbins + 1)
+        mass = (self._cdf_at(e[1:]) - self._cdf_at(e[:-1])) + (
+            self._cdf_at(-e[:-1]) - self._cdf_at(-e[1:])
+        )
+        return np.maximum(mass, 0.0), amax
+
+    def _threshold_entropy(self, levels: int) -> float:
+        p_all, amax = self._abs_hist(self.bins)
+        nb = self.bins
+        best, best_i = np.inf, nb
+        for i in range(levels, nb + 1):
+            sliced = p_all[:i]
+            p = sliced.copy()
+            p[-1] += p_all[i:].sum()  # P: outliers folded into the last bin
+            nz = sliced > 0
+            # Q: the clipped histogram (without the outliers) merged into `levels` groups of
+            # (nearly) equal width, each group's mass spread back over its nonzero bins
+            grp = (np.arange(i) * levels) // i
+            gsum = np.bincount(grp, weights=sliced, minlength=levels)
+            gcnt = np.bincount(grp, weights=nz.astype(np.float64), minlength=levels)
+            q = np.where(nz, gsum[grp] / np.maximum(gcnt[grp], 1.0), 0.0)
+            nz = p > 0
+            ps, qs = p.sum(), q.sum()
+            if ps == 0 or qs == 0 or np.any(q[nz] == 0):
+                continue
+            pn, qn = p[nz] / ps, q[nz] / qs
+            kl = float(np.sum(pn * np.log(pn / qn)))
+            if kl < best:
+                best, best_i = kl, i
+        return amax * best_i / nb
+
+    def _threshold_mse(self, dtype: Any, symmetric: bool) -> float:
+        amax = max(abs(self.lo), abs(self.hi))
+        # the signed histogram's bin centers and masses feed the error model
+        centers = self.lo + (np.arange(self.bins) + 0.5) * self.width
+        mass = self.counts.astype(np.float64)
+        ts = amax * np.arange(1, self.bins + 1) / self.bins
+        best_t, best_err = amax, np.inf
+        for c0 in range(0, ts.size, 256):
+            t = ts[c0 : c0 + 256]
+            a = np.maximum(-t, min(self.min_val, 0.0))
+            b = np.minimum(t, max(self.max_val, 0.0))
+            scale = qparams_from_range(a, b, dtype, symmetric)[0].astype(np.float64)
+            clipped = np.clip(centers[None, :], a[:, None], b[:, None])
+            err = (centers[None, :] - clipped) ** 2 + (scale[:, None] ** 2) / 12.0
+            tot = err @ mass
+            k = int(np.argmin(tot))
+            if tot[k] < best_err:
+                best_err, best_t = float(tot[k]), float(t[k])
+        return best_t
+
+    def clip_range(self, dtype: Any = np.uint8, symmetric: bool = False) -> tuple[float, float]:
+        """The ``(min, max)`` range ``qparams`` uses (before widening to hold 0)."""
+        if self.min_val is None:
+            raise ValueError(_NO_DATA)
+        if self.width == 0.0:  # only zeros
+            return 0.0, 0.0
+        qmin, qmax = qrange(_qdtype(dtype))
+        if self.method == "percentile":
+            pq = self.percentile / 100.0
+            if symmetric:
+                amax = max(abs(self.lo), abs(self.hi))
+                lo_t, hi_t = 0.0, amax
+                total = float(self.counts.sum())
+                for _ in range(60):  # bisection on the mass of |x| <= t
+                    mid = 0.5 * (lo_t + hi_t)
+                    inside = self._cdf_at(mid) - self._cdf_at(-mid)
+                    lo_t, hi_t = (mid, hi_t) if inside < pq * total else (lo_t, mid)
+                a, b = -hi_t, hi_t
+            else:
+                a, b = self._quantile(1.0 - pq), self._quantile(pq)
+        elif self.method == "entropy":
+            one_sided = self.min_val >= 0.0 or self.max_val <= 0.0
+            levels = (qmax - qmin + 1) if (one_sided and not symmetric) else (qmax - qmin + 1) // 2
+            t = self._threshold_entropy(levels)
+            a, b = -t, t
+        else:
+            t = self._threshold_mse(dtype, symmetric)
+            a, b = -t, t
+        return max(a, self.min_val), min(b, self.max_val)
+
+    def qparams(
+        self, dtype: Any = np.uint8, symmetric: bool = False, axis: int | None = None
+    ) -> tuple[float, int]:
+        """Per-tensor ``(scale, zero_point)`` from :meth:`clip_range` (see the module rules)."""
+        if axis is not None:
+            raise ValueError("HistogramObserver is per tensor: qparams(axis=...) must be None")
+        a, b = self.clip_range(dtype, symmetric)
+        return qparams_from_range(a, b, dtype, symmetric)

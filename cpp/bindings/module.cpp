@@ -52,6 +52,8 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_gemm(gemm);
   py::module_ batchnorm = m.def_submodule("batchnorm", "batch normalization forward/backward");
   pyfastopt::bind::register_batchnorm(batchnorm);
+  py::module_ qgemm = m.def_submodule("qgemm", "exact int8 GEMM and quantized linear layers");
+  pyfastopt::bind::register_qgemm(qgemm);
   py::module_ machine = m.def_submodule("machine", "machine-limit probes");
   pyfastopt::bind::register_machine(machine);
 }

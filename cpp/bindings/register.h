@@ -12,5 +12,6 @@ void register_optim(pybind11::module_& m);
 void register_dropout(pybind11::module_& m);
 void register_gemm(pybind11::module_& m);
 void register_batchnorm(pybind11::module_& m);
+void register_qgemm(pybind11::module_& m);
 }  // namespace bind
 }  // namespace pyfastopt

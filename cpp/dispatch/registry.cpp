@@ -36,6 +36,8 @@ const Variants<GemmKernels> kGemm = {
     &ref::gemm_kernels, PF_AVX2(gemm_kernels), PF_AVX512(gemm_kernels)};
 const Variants<BatchNormKernels> kBatchNorm = {
     &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels)};
+const Variants<QGemmKernels> kQGemm = {
+    &ref::qgemm_kernels, PF_AVX2(qgemm_kernels), PF_AVX512(qgemm_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -55,6 +57,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].dropout = pick(kDropout, isa);
     t[i].gemm = pick(kGemm, isa);
     t[i].batchnorm = pick(kBatchNorm, isa);
+    t[i].qgemm = pick(kQGemm, isa);
   }
   return t;
 }
@@ -76,6 +79,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices() {
           {"dropout", k.dropout->name},
           {"gemm", k.gemm->name},
           {"batchnorm", k.batchnorm->name},
+          {"qgemm", k.qgemm->name},
           {"machine", k.machine->name}};
 }
 

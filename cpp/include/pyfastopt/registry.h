@@ -14,6 +14,7 @@
 #include "pyfastopt/gemm.h"
 #include "pyfastopt/machine.h"
 #include "pyfastopt/optim.h"
+#include "pyfastopt/qgemm.h"
 
 namespace pyfastopt {
 
@@ -24,6 +25,7 @@ struct KernelTable {
   const DropoutKernels* dropout;
   const GemmKernels* gemm;
   const BatchNormKernels* batchnorm;
+  const QGemmKernels* qgemm;
 };
 
 // The table of the active level (one atomic load after the first call).
@@ -40,7 +42,8 @@ std::vector<std::pair<std::string, std::string>> kernel_choices();
   extern const OptimKernels optim_kernels;              \
   extern const DropoutKernels dropout_kernels;         \
   extern const GemmKernels gemm_kernels;               \
-  extern const BatchNormKernels batchnorm_kernels;
+  extern const BatchNormKernels batchnorm_kernels;    \
+  extern const QGemmKernels qgemm_kernels;
 namespace ref { PF_DECLARE_VARIANTS }
 namespace avx2 { PF_DECLARE_VARIANTS }
 namespace avx512 { PF_DECLARE_VARIANTS }

@@ -23,6 +23,8 @@ namespace {
 
 #include "qgemm-inl.h"
 
+#define PF_QUNROLL _Pragma("GCC unroll 16")
+
 constexpr int kMR = 6, kNR = 8;
 
 template <int ROWS>
@@ -30,12 +32,12 @@ struct Tile {
   static void run(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
                   const QTile& t) {
     __m256i acc[ROWS][2];
-    for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
     for (std::size_t g = 0; g < k4; ++g) {
       const __m256i braw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp));
       const __m256i b0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(braw));
       const __m256i b1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(braw, 1));
-      for (int i = 0; i < ROWS; ++i) {
+      PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
         std::int32_t av;
         std::memcpy(&av, ap + i * 4, 4);
         const __m256i a = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(av)));
@@ -46,7 +48,7 @@ struct Tile {
       bp += kNR * 4;
     }
     alignas(32) std::int32_t tile[ROWS * kNR];
-    for (int i = 0; i < ROWS; ++i) {
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
       // hadd: [c0 c1 c4 c5 | c2 c3 c6 c7] -> 64-bit lanes (0, 2, 1, 3): c0..c7
       const __m256i h = _mm256_hadd_epi32(acc[i][0], acc[i][1]);
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile + i * kNR), _mm256_permute4x64_epi64(h, 0xD8));

@@ -24,6 +24,8 @@ namespace {
 
 #include "qgemm-inl.h"
 
+#define PF_QUNROLL _Pragma("GCC unroll 16")
+
 constexpr int kMR = 12, kNR = 32;
 
 template <int ROWS>
@@ -33,14 +35,14 @@ struct Tile {
   static void run(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
                   const QTile& t) {
     __m512i acc[U][ROWS][2];
-    for (int u = 0; u < U; ++u)
-      for (int i = 0; i < ROWS; ++i) acc[u][i][0] = acc[u][i][1] = _mm512_setzero_si512();
+    PF_QUNROLL for (int u = 0; u < U; ++u)
+      PF_QUNROLL for (int i = 0; i < ROWS; ++i) acc[u][i][0] = acc[u][i][1] = _mm512_setzero_si512();
     std::size_t g = 0;
     if (U > 1) {
       for (; g + U <= k4; g += U) {
-        for (int u = 0; u < U; ++u) {
+        PF_QUNROLL for (int u = 0; u < U; ++u) {
           const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
-          for (int i = 0; i < ROWS; ++i) {
+          PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
             std::int32_t av;
             std::memcpy(&av, ap + i * 4, 4);
             const __m512i a = _mm512_set1_epi32(av);
@@ -54,7 +56,7 @@ struct Tile {
     }
     for (; g < k4; ++g) {
       const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
-      for (int i = 0; i < ROWS; ++i) {
+      PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
         std::int32_t av;
         std::memcpy(&av, ap + i * 4, 4);
         const __m512i a = _mm512_set1_epi32(av);
@@ -65,9 +67,9 @@ struct Tile {
       bp += kNR * 4;
     }
     alignas(64) std::int32_t tile[ROWS * kNR];
-    for (int i = 0; i < ROWS; ++i) {
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
       __m512i s0 = acc[0][i][0], s1 = acc[0][i][1];
-      for (int u = 1; u < U; ++u) {
+      PF_QUNROLL for (int u = 1; u < U; ++u) {
         s0 = _mm512_add_epi32(s0, acc[u][i][0]);
         s1 = _mm512_add_epi32(s1, acc[u][i][1]);
       }

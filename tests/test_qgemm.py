@@ -300,9 +300,15 @@ def test_shape_mismatch_names_both_shapes():
 
 @pytest.mark.parametrize(
     ("za", "zb", "name"),
-    [(256, 0, "a_zero_point"), (-1, 0, "a_zero_point"), (0, 128, "b_zero_point"),
-     (0, -129, "b_zero_point"), (1.0, 0, "a_zero_point"), (True, 0, "a_zero_point"),
-     (0, None, "b_zero_point")],
+    [
+        (256, 0, "a_zero_point"),
+        (-1, 0, "a_zero_point"),
+        (0, 128, "b_zero_point"),
+        (0, -129, "b_zero_point"),
+        (1.0, 0, "a_zero_point"),
+        (True, 0, "a_zero_point"),
+        (0, None, "b_zero_point"),
+    ],
 )
 def test_bad_zero_points(za, zb, name):
     with pytest.raises(ValueError, match=name):

@@ -41,9 +41,8 @@ _GRANULARITIES = ("tensor", "row")
 
 def _weight_qparams(w: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 quantization of a float32 (out, in) matrix (see the module doc)."""
-    absmax = np.abs(w).max(axis=1) if per_channel else np.abs(w).max(keepdims=True)
-    if w.shape[1] == 0:
-        absmax = np.zeros(w.shape[0] if per_channel else 1, dtype=np.float32)
+    a = np.abs(w)
+    absmax = a.max(axis=1, initial=0) if per_channel else a.max(initial=0).reshape(1)
     scale = (absmax.astype(np.float32) / np.float32(127)).astype(np.float32)
     scale[scale == 0] = 1.0
     s = scale[:, None] if per_channel else scale[0]
@@ -85,7 +84,9 @@ class QuantizedLinear:
         if w.dtype != np.int8:
             raise TypeError(f"weight_q must have dtype int8, got {w.dtype}")
         if w.ndim != 2:
-            raise ValueError(f"weight_q must be 2-D (out_features, in_features), got shape {w.shape}")
+            raise ValueError(
+                f"weight_q must be 2-D (out_features, in_features), got shape {w.shape}"
+            )
         self.weight_q = np.ascontiguousarray(w)
         self.out_features, self.in_features = (int(d) for d in w.shape)
         self.weight_scale = np.atleast_1d(np.asarray(weight_scale, dtype=np.float32)).copy()
@@ -182,7 +183,9 @@ class QuantizedSequential(_core.qgemm.QuantizedSequential):  # type: ignore[misc
         layers = list(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, QuantizedLinear):
-                raise TypeError(f"layers[{i}] must be a QuantizedLinear, got {type(layer).__name__}")
+                raise TypeError(
+                    f"layers[{i}] must be a QuantizedLinear, got {type(layer).__name__}"
+                )
         super().__init__(layers)
 
     def __repr__(self) -> str:

@@ -32,7 +32,9 @@
 //   B: ceil(N/NR) panels; panel p holds columns [p*NR, p*NR + NR) for all K4 = ceil(K/4)
 //      groups: byte (g*NR + c)*4 + r = B'[4g + r, p*NR + c] (the vpdpbusd operand), zero
 //      for k >= K and columns >= N. Packed once (weights of a layer: at construction).
-//   A: ceil(m/MR) panels of MR rows: byte (g*MR + i)*4 + r = A'[i, 4g + r], zero padded.
+//   A: ceil(m/MR) panels of MR rows: byte (g*MR + i)*4 + r = A'[i, 4g + r], zero for
+//      k >= K; the slots of rows past m in the last panel are not written (the
+//      micro-kernel computes only the m rows it is given, so it never reads them).
 //
 // To add an ISA: implement the QGemmKernels slots (usually only `ukernel`, with the
 // generic packing/output code of kernels/qgemm/qgemm-inl.h) and add one line to
@@ -95,7 +97,8 @@ struct QGemmKernels {
   // Min and max of x[0:n] (unit stride); returns false when x holds a NaN or infinity.
   bool (*minmax)(std::size_t n, const float* x, float* lo, float* hi);
   // One tile: m <= MR rows, n <= NR columns of the packed panels (k4 groups of 4), the
-  // output stage of t.out applied, rows >= m and columns >= n never written.
+  // output stage of t.out applied, rows >= m and columns >= n never written; A's rows
+  // >= m never read.
   void (*ukernel)(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
                   const QTile& t);
 };

@@ -62,7 +62,8 @@ inline void put_row(const std::uint8_t* row, std::size_t k, std::uint8_t* panel,
 }
 
 // Rows [0, m) of A (bytes, strides rs/cs; int8 made unsigned by x ^ 0x80 = x + 128) into
-// ceil(m/MR) panels; row sums of A'. Rows m..(panel end) are zero.
+// ceil(m/MR) panels; row sums of A'. The slots of rows m..(panel end) are left as they
+// are: the micro-kernel is told how many rows a panel has and reads no others.
 template <int MR>
 void pack_a_generic(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs,
                     std::ptrdiff_t cs, bool a_signed, std::uint8_t* ap, std::int32_t* rowsum) {
@@ -74,10 +75,7 @@ void pack_a_generic(std::size_t m, std::size_t k, const std::uint8_t* a, std::pt
     std::uint8_t* panel = ap + p * k4 * MR * 4;
     for (int i = 0; i < MR; ++i) {
       const std::size_t r = p * MR + static_cast<std::size_t>(i);
-      if (r >= m) {
-        for (std::size_t g = 0; g < k4; ++g) std::memset(panel + (g * MR + static_cast<std::size_t>(i)) * 4, 0, 4);
-        continue;
-      }
+      if (r >= m) break;  // rows past m are never read (ukernel gets m)
       const std::uint8_t* src = a + static_cast<std::ptrdiff_t>(r) * rs;
       std::int32_t sum = 0;
       for (std::size_t k0 = 0; k0 < k; k0 += kChunk) {  // chunks are multiples of 4
@@ -108,10 +106,7 @@ void pack_a_f32_generic(std::size_t m, std::size_t k, const float* x, std::ptrdi
     std::uint8_t* panel = ap + p * k4 * MR * 4;
     for (int i = 0; i < MR; ++i) {
       const std::size_t r = p * MR + static_cast<std::size_t>(i);
-      if (r >= m) {
-        for (std::size_t g = 0; g < k4; ++g) std::memset(panel + (g * MR + static_cast<std::size_t>(i)) * 4, 0, 4);
-        continue;
-      }
+      if (r >= m) break;  // rows past m are never read (ukernel gets m)
       const float scale = q.scale[static_cast<std::ptrdiff_t>(r) * q.row_stride];
       const std::int32_t zp = q.zp[static_cast<std::ptrdiff_t>(r) * q.row_stride];
       const float* src = x + static_cast<std::ptrdiff_t>(r) * ld;

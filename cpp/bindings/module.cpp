@@ -54,6 +54,8 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_batchnorm(batchnorm);
   py::module_ quant = m.def_submodule("quant", "affine quantization to int8/uint8 and back");
   pyfastopt::bind::register_quant(quant);
+  py::module_ qgemm = m.def_submodule("qgemm", "exact int8 GEMM and quantized linear layers");
+  pyfastopt::bind::register_qgemm(qgemm);
   py::module_ machine = m.def_submodule("machine", "machine-limit probes");
   pyfastopt::bind::register_machine(machine);
 }

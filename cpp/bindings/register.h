@@ -13,5 +13,6 @@ void register_dropout(pybind11::module_& m);
 void register_gemm(pybind11::module_& m);
 void register_batchnorm(pybind11::module_& m);
 void register_quant(pybind11::module_& m);
+void register_qgemm(pybind11::module_& m);
 }  // namespace bind
 }  // namespace pyfastopt

@@ -38,6 +38,8 @@ const Variants<BatchNormKernels> kBatchNorm = {
     &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels)};
 const Variants<QuantKernels> kQuant = {
     &ref::quant_kernels, PF_AVX2(quant_kernels), PF_AVX512(quant_kernels)};
+const Variants<QGemmKernels> kQGemm = {
+    &ref::qgemm_kernels, PF_AVX2(qgemm_kernels), PF_AVX512(qgemm_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -58,6 +60,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].gemm = pick(kGemm, isa);
     t[i].batchnorm = pick(kBatchNorm, isa);
     t[i].quant = pick(kQuant, isa);
+    t[i].qgemm = pick(kQGemm, isa);
   }
   return t;
 }
@@ -80,6 +83,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices() {
           {"gemm", k.gemm->name},
           {"batchnorm", k.batchnorm->name},
           {"quant", k.quant->name},
+          {"qgemm", k.qgemm->name},
           {"machine", k.machine->name}};
 }
 

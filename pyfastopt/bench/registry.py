@@ -6,13 +6,8 @@ kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastop
 ``cases_optim.py`` for ``pyfastopt.optim``, ``cases_dropout.py`` for
 ``pyfastopt.dropout``, ``cases_gemm.py`` for ``pyfastopt.matmul`` / ``linear`` /
 ``linear_backward``, ``cases_batchnorm.py`` for ``pyfastopt.batch_norm_*``,
-<<<<<<< HEAD
-``cases_nn.py`` for a ``pyfastopt.nn`` training step) and adds it to
-:data:`CASE_MODULES`.
-=======
-``cases_quant.py`` for ``pyfastopt.quant``) and adds it
-to :data:`CASE_MODULES`.
->>>>>>> quant
+``cases_nn.py`` for a ``pyfastopt.nn`` training step, ``cases_quant.py`` for
+``pyfastopt.quant``'s quantize/dequantize) and adds it to :data:`CASE_MODULES`.
 
 Registering cases
 -----------------
@@ -92,11 +87,8 @@ CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_dropout",
     "pyfastopt.bench.cases_gemm",
     "pyfastopt.bench.cases_batchnorm",
-<<<<<<< HEAD
     "pyfastopt.bench.cases_nn",
-=======
     "pyfastopt.bench.cases_quant",
->>>>>>> quant
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.

@@ -15,6 +15,7 @@
 #include "pyfastopt/machine.h"
 #include "pyfastopt/optim.h"
 #include "pyfastopt/quant.h"
+#include "pyfastopt/qgemm.h"
 
 namespace pyfastopt {
 
@@ -26,6 +27,7 @@ struct KernelTable {
   const GemmKernels* gemm;
   const BatchNormKernels* batchnorm;
   const QuantKernels* quant;
+  const QGemmKernels* qgemm;
 };
 
 // The table of the active level (one atomic load after the first call).
@@ -43,7 +45,8 @@ std::vector<std::pair<std::string, std::string>> kernel_choices();
   extern const DropoutKernels dropout_kernels;         \
   extern const GemmKernels gemm_kernels;               \
   extern const BatchNormKernels batchnorm_kernels;     \
-  extern const QuantKernels quant_kernels;
+  extern const QuantKernels quant_kernels;             \
+  extern const QGemmKernels qgemm_kernels;
 namespace ref { PF_DECLARE_VARIANTS }
 namespace avx2 { PF_DECLARE_VARIANTS }
 namespace avx512 { PF_DECLARE_VARIANTS }

@@ -1,0 +1,252 @@
+// qgemm-inl.h -- the ISA-independent parts of the int8 GEMM kernels (qgemm.h): packing,
+// quantize-while-packing, min/max and the output stages, written once as plain loops
+// over a register tile of MR x NR (template arguments). NO include guard: included
+// inside each ISA translation unit's anonymous namespace, so every level compiles (and
+// auto-vectorizes) its own copy with its own flags. The float operations are the same
+// IEEE operations in the same order everywhere (-ffp-contract=off: nothing fused), so
+// the float32 and requantized outputs are identical on every level.
+
+// round half to even for |x| <= 2^22 (adding 1.5 * 2^23 rounds in the FPU's default
+// mode; -ffp-contract=off and no -ffast-math keep the two operations).
+inline float round_even_small(float x) {
+  const float magic = 12582912.0f;  // 1.5 * 2^23
+  return (x + magic) - magic;
+}
+
+// ---- packing ---------------------------------------------------------------------------
+// B (k x n, strides rs/cs) -> panels of NR columns, K in groups of 4 (layout in qgemm.h),
+// and column sums of B' = B (int8) or B - 128 (uint8 given as int8 bit patterns).
+template <int NR>
+void pack_b_generic(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
+                    std::ptrdiff_t cs, bool b_unsigned, std::int8_t* bp, std::int32_t* colsum) {
+  const std::size_t k4 = (k + 3) / 4, panels = (n + NR - 1) / NR;
+  const std::uint8_t flip = b_unsigned ? 0x80 : 0x00;
+  for (std::size_t p = 0; p < panels; ++p) {
+    const std::size_t j0 = p * NR;
+    const int nn = static_cast<int>(std::min<std::size_t>(NR, n - j0));
+    std::int8_t* dst = bp + p * k4 * NR * 4;
+    std::int32_t sums[NR] = {};
+    for (std::size_t g = 0; g < k4; ++g) {
+      std::int8_t* d = dst + g * NR * 4;
+      for (int r = 0; r < 4; ++r) {
+        const std::size_t kk = 4 * g + static_cast<std::size_t>(r);
+        if (kk >= k) {
+          for (int c = 0; c < NR; ++c) d[c * 4 + r] = 0;
+          continue;
+        }
+        const std::int8_t* row = b + static_cast<std::ptrdiff_t>(kk) * rs + static_cast<std::ptrdiff_t>(j0) * cs;
+        for (int c = 0; c < nn; ++c) {
+          const std::int8_t v = static_cast<std::int8_t>(static_cast<std::uint8_t>(row[c * cs]) ^ flip);
+          d[c * 4 + r] = v;
+          sums[c] += v;
+        }
+        for (int c = nn; c < NR; ++c) d[c * 4 + r] = 0;
+      }
+    }
+    for (int c = 0; c < nn; ++c) colsum[j0 + static_cast<std::size_t>(c)] = sums[c];
+  }
+}
+
+// Copy one row of A' (k bytes, contiguous) into its slot (row i) of an MR-row panel.
+template <int MR>
+inline void put_row(const std::uint8_t* row, std::size_t k, std::uint8_t* panel, int i) {
+  const std::size_t k4 = (k + 3) / 4;
+  std::uint8_t* d = panel + static_cast<std::size_t>(i) * 4;
+  const std::size_t full = k / 4;
+  for (std::size_t g = 0; g < full; ++g) std::memcpy(d + g * MR * 4, row + 4 * g, 4);
+  if (full < k4) {
+    std::uint8_t last[4] = {0, 0, 0, 0};
+    for (std::size_t kk = 4 * full; kk < k; ++kk) last[kk - 4 * full] = row[kk];
+    std::memcpy(d + full * MR * 4, last, 4);
+  }
+}
+
+// Rows [0, m) of A (bytes, strides rs/cs; int8 made unsigned by x ^ 0x80 = x + 128) into
+// ceil(m/MR) panels; row sums of A'. The slots of rows m..(panel end) are left as they
+// are: the micro-kernel is told how many rows a panel has and reads no others.
+template <int MR>
+void pack_a_generic(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs,
+                    std::ptrdiff_t cs, bool a_signed, std::uint8_t* ap, std::int32_t* rowsum) {
+  const std::size_t k4 = (k + 3) / 4, panels = (m + MR - 1) / MR;
+  const std::uint8_t flip = a_signed ? 0x80 : 0x00;
+  constexpr std::size_t kChunk = 1024;
+  std::uint8_t buf[kChunk];
+  for (std::size_t p = 0; p < panels; ++p) {
+    std::uint8_t* panel = ap + p * k4 * MR * 4;
+    for (int i = 0; i < MR; ++i) {
+      const std::size_t r = p * MR + static_cast<std::size_t>(i);
+      if (r >= m) break;  // rows past m are never read (ukernel gets m)
+      const std::uint8_t* src = a + static_cast<std::ptrdiff_t>(r) * rs;
+      std::int32_t sum = 0;
+      for (std::size_t k0 = 0; k0 < k; k0 += kChunk) {  // chunks are multiples of 4
+        const std::size_t kn = std::min(kChunk, k - k0);
+        for (std::size_t t = 0; t < kn; ++t) {
+          const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(k0 + t) * cs] ^ flip);
+          buf[t] = v;
+          sum += v;
+        }
+        put_row<MR>(buf, kn, panel + (k0 / 4) * MR * 4, i);
+      }
+      rowsum[r] = sum;
+    }
+  }
+}
+
+// Float rows quantized while packing: q = clamp(round_even(x / scale) + zp, 0, 255).
+// The quotient is clamped to [-1024, 1024] first (same saturated result, and the
+// rounding trick stays exact).
+template <int MR>
+void pack_a_f32_generic(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld,
+                        QuantParams q, std::uint8_t* ap, std::int32_t* rowsum) {
+  const std::size_t k4 = (k + 3) / 4, panels = (m + MR - 1) / MR;
+  constexpr std::size_t kChunk = 1024;
+  alignas(64) std::uint8_t buf[kChunk];
+  alignas(64) std::int32_t qi[kChunk];
+  for (std::size_t p = 0; p < panels; ++p) {
+    std::uint8_t* panel = ap + p * k4 * MR * 4;
+    for (int i = 0; i < MR; ++i) {
+      const std::size_t r = p * MR + static_cast<std::size_t>(i);
+      if (r >= m) break;  // rows past m are never read (ukernel gets m)
+      const float scale = q.scale[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+      const std::int32_t zp = q.zp[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+      const float* src = x + static_cast<std::ptrdiff_t>(r) * ld;
+      std::int32_t sum = 0;
+      for (std::size_t k0 = 0; k0 < k; k0 += kChunk) {
+        const std::size_t kn = std::min(kChunk, k - k0);
+        for (std::size_t t = 0; t < kn; ++t) {
+          float v = src[k0 + t] / scale;
+          v = v < -1024.0f ? -1024.0f : v;
+          v = v > 1024.0f ? 1024.0f : v;
+          std::int32_t iv = static_cast<std::int32_t>(round_even_small(v)) + zp;
+          iv = iv < 0 ? 0 : iv;
+          iv = iv > 255 ? 255 : iv;
+          qi[t] = iv;
+        }
+        for (std::size_t t = 0; t < kn; ++t) {
+          buf[t] = static_cast<std::uint8_t>(qi[t]);
+          sum += qi[t];
+        }
+        put_row<MR>(buf, kn, panel + (k0 / 4) * MR * 4, i);
+      }
+      rowsum[r] = sum;
+    }
+  }
+}
+
+inline bool minmax_generic(std::size_t n, const float* x, float* lo_out, float* hi_out) {
+  float lo = 0.0f, hi = 0.0f;  // the range always includes 0 (the caller widens anyway)
+  float bad = 0.0f;            // x - x is 0 for finite x, NaN for NaN and infinities
+  for (std::size_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+    bad += v - v;
+  }
+  *lo_out = lo;
+  *hi_out = hi;
+  return bad == 0.0f;
+}
+
+// ---- output stages -----------------------------------------------------------------------
+// t: the raw tile, rows [0, m), NR int32 per row (sum_k A'B'). Adds the zero-point
+// corrections (uint32: wrap-around) and runs the output stage of qgemm.h.
+template <int NR>
+void finish_tile(const std::int32_t* t, int m, int n, const QTile& tile) {
+  const QOutput& o = *tile.out;
+  for (int i = 0; i < m; ++i) {
+    const std::size_t gi = tile.i0 + static_cast<std::size_t>(i);
+    const std::uint32_t rc = static_cast<std::uint32_t>(tile.row_corr[i]);
+    alignas(64) std::int32_t acc[NR];
+    if (tile.row_za) {
+      const std::uint32_t za = static_cast<std::uint32_t>(tile.row_za[i]);
+      for (int j = 0; j < n; ++j)
+        acc[j] = static_cast<std::int32_t>(static_cast<std::uint32_t>(t[i * NR + j]) + rc +
+                                           static_cast<std::uint32_t>(tile.col_corr[j]) -
+                                           za * static_cast<std::uint32_t>(tile.col_sum[j]));
+    } else {
+      for (int j = 0; j < n; ++j)
+        acc[j] = static_cast<std::int32_t>(static_cast<std::uint32_t>(t[i * NR + j]) + rc +
+                                           static_cast<std::uint32_t>(tile.col_corr[j]));
+    }
+    const std::size_t j0 = tile.j0;
+    switch (o.kind) {
+      case QOutKind::i32: {
+        std::int32_t* c = static_cast<std::int32_t*>(o.c) + static_cast<std::ptrdiff_t>(gi) * o.ldc + static_cast<std::ptrdiff_t>(j0);
+        for (int j = 0; j < n; ++j) c[j] = acc[j];
+        break;
+      }
+      case QOutKind::f32: {
+        float* c = static_cast<float*>(o.c) + static_cast<std::ptrdiff_t>(gi) * o.ldc + static_cast<std::ptrdiff_t>(j0);
+        const float* cs = o.col_scale + j0;
+        alignas(64) float y[NR];
+        for (int j = 0; j < n; ++j) y[j] = static_cast<float>(acc[j]) * cs[j];
+        if (o.row_scale) {
+          const float rs = o.row_scale[gi];
+          for (int j = 0; j < n; ++j) y[j] = y[j] * rs;
+        }
+        if (o.bias) {
+          const float* b = o.bias + j0;
+          for (int j = 0; j < n; ++j) y[j] = y[j] + b[j];
+        }
+        if (o.relu)
+          for (int j = 0; j < n; ++j) y[j] = y[j] < 0.0f ? 0.0f : y[j];
+        for (int j = 0; j < n; ++j) c[j] = y[j];
+        break;
+      }
+      case QOutKind::u8:
+      case QOutKind::i8: {
+        const bool u = o.kind == QOutKind::u8;
+        std::int32_t qlo = u ? 0 : -128;
+        const std::int32_t qhi = u ? 255 : 127;
+        if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+        const float* ms = o.col_scale + j0;
+        alignas(64) std::int32_t q[NR];
+        for (int j = 0; j < n; ++j) {
+          float v = static_cast<float>(acc[j]) * ms[j];
+          v = v < -1024.0f ? -1024.0f : v;
+          v = v > 1024.0f ? 1024.0f : v;
+          std::int32_t r = static_cast<std::int32_t>(round_even_small(v)) + o.out_zp;
+          r = r < qlo ? qlo : r;
+          q[j] = r > qhi ? qhi : r;
+        }
+        if (u) {
+          std::uint8_t* c = static_cast<std::uint8_t*>(o.c) + static_cast<std::ptrdiff_t>(gi) * o.ldc + static_cast<std::ptrdiff_t>(j0);
+          for (int j = 0; j < n; ++j) c[j] = static_cast<std::uint8_t>(q[j]);
+        } else {
+          std::int8_t* c = static_cast<std::int8_t*>(o.c) + static_cast<std::ptrdiff_t>(gi) * o.ldc + static_cast<std::ptrdiff_t>(j0);
+          for (int j = 0; j < n; ++j) c[j] = static_cast<std::int8_t>(q[j]);
+        }
+        break;
+      }
+    }
+  }
+}
+
+// The table entries every level shares, for register tile MR x NR.
+template <int MR, int NR>
+struct QGeneric {
+  static void pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
+                     std::ptrdiff_t cs, bool bu, std::int8_t* bp, std::int32_t* colsum) {
+    pack_b_generic<NR>(k, n, b, rs, cs, bu, bp, colsum);
+  }
+  static void pack_a(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs,
+                     std::ptrdiff_t cs, bool as, std::uint8_t* ap, std::int32_t* rowsum) {
+    pack_a_generic<MR>(m, k, a, rs, cs, as, ap, rowsum);
+  }
+  static void pack_a_f32(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld,
+                         QuantParams q, std::uint8_t* ap, std::int32_t* rowsum) {
+    pack_a_f32_generic<MR>(m, k, x, ld, q, ap, rowsum);
+  }
+  static bool minmax(std::size_t n, const float* x, float* lo, float* hi) {
+    return minmax_generic(n, x, lo, hi);
+  }
+};
+
+// ukernel for m rows dispatched to the ROWS-row instantiation T<ROWS> (1 <= m <= MR).
+template <int MR, template <int> class Tile, int... R>
+inline void by_rows(std::integer_sequence<int, R...>, std::size_t k4, const std::uint8_t* ap,
+                    const std::int8_t* bp, int m, int n, const QTile& t) {
+  using Fn = void (*)(std::size_t, const std::uint8_t*, const std::int8_t*, int, int, const QTile&);
+  static constexpr Fn fns[] = {&Tile<R + 1>::run...};
+  fns[m - 1](k4, ap, bp, m, n, t);
+}

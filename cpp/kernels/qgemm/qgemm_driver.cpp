@@ -1,0 +1,292 @@
+// qgemm_driver.cpp -- zero-point algebra, blocking, packing buffers and threads for the
+// int8 GEMM (qgemm.h), plus the quantized linear layer and layer stack built on it.
+//
+// Per thread, on its block of C (rows [i0, i1), B panels [q0, q1)):
+//   for ic in rows step MC:          A block (MC rows x all of K) packed (quantized from
+//                                    float32 on the fly), row sums -> row corrections
+//     for p in panels:               B panel (prepacked once, NR columns x K) from L2
+//       for ir in MC step MR:        micro-kernel: whole K chain, output stage, write
+// K is not blocked (each tile is one uninterrupted int32 chain, so the output stage runs
+// on the finished tile); MC is chosen so the A block stays within ~192 KB.
+// Threads own a grid of whole C blocks and never split K: the result (integers, and the
+// float stages computed from them) is identical for any thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "pyfastopt/parallel.h"
+#include "pyfastopt/qgemm.h"
+#include "pyfastopt/registry.h"
+
+namespace pyfastopt {
+
+namespace {
+
+// Multiply-adds per thread below which another thread does not pay for itself.
+constexpr std::size_t kMacPerThread = std::size_t{1} << 20;
+constexpr std::size_t kABlockBytes = 192 * 1024;
+
+// Grow-only 64-byte aligned scratch of the calling thread (slot s: independent buffers).
+void* scratch(int slot, std::size_t bytes) {
+  struct Buf {
+    void* p = nullptr;
+    std::size_t bytes = 0;
+    ~Buf() { std::free(p); }
+  };
+  thread_local Buf bufs[4];
+  Buf& b = bufs[slot];
+  const std::size_t need = (std::max<std::size_t>(bytes, 64) + 63) / 64 * 64;
+  if (need > b.bytes) {
+    std::free(b.p);
+    b.p = std::aligned_alloc(64, need);
+    b.bytes = b.p ? need : 0;
+    if (!b.p) throw std::bad_alloc();
+  }
+  return b.p;
+}
+
+inline void even_split(std::size_t count, std::size_t parts, std::size_t i, std::size_t& lo,
+                       std::size_t& hi) {
+  lo = count * i / parts;
+  hi = count * (i + 1) / parts;
+}
+
+inline std::uint32_t u32(std::int64_t x) { return static_cast<std::uint32_t>(x); }
+
+}  // namespace
+
+void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
+                  std::ptrdiff_t cs, bool b_unsigned, PackedB& out) {
+  const QGemmKernels& K = *kernels().qgemm;
+  const std::size_t NR = static_cast<std::size_t>(K.nr);
+  out.kern = &K;
+  out.k = k;
+  out.n = n;
+  out.k4 = (k + 3) / 4;
+  out.panels = (n + NR - 1) / NR;
+  out.b_unsigned = b_unsigned;
+  const std::size_t panel_bytes = out.k4 * NR * 4;
+  out.data.assign(std::max<std::size_t>(1, out.panels * panel_bytes), 0);
+  out.colsum.assign(n, 0);
+  if (n == 0) return;
+  // panels are independent: chunks of 8 panels per task
+  constexpr std::size_t kChunk = 8;
+  const std::size_t tasks = (out.panels + kChunk - 1) / kChunk;
+  parallel_for(static_cast<std::int64_t>(tasks), static_cast<std::int64_t>(k * n), [&](std::int64_t t) {
+    const std::size_t p0 = static_cast<std::size_t>(t) * kChunk;
+    const std::size_t p1 = std::min(out.panels, p0 + kChunk);
+    const std::size_t j0 = p0 * NR, j1 = std::min(n, p1 * NR);
+    K.pack_b(k, j1 - j0, b + static_cast<std::ptrdiff_t>(j0) * cs, rs, cs, b_unsigned,
+             out.data.data() + p0 * panel_bytes, out.colsum.data() + j0);
+  });
+}
+
+void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
+           const QOutput& out, int max_threads) {
+  const std::size_t n = b.n, k = b.k, k4 = b.k4;
+  if (m == 0 || n == 0) return;
+  const QGemmKernels& K = *b.kern;
+  const std::size_t MR = static_cast<std::size_t>(K.mr), NR = static_cast<std::size_t>(K.nr);
+  const bool from_float = a.f32 != nullptr;
+  // A' = A + off_a, B' = B - off_b (qgemm.h): za' = za + off_a, zb' = zb - off_b.
+  const std::int64_t off_a = (!from_float && a.a_signed) ? 128 : 0;
+  const std::int64_t off_b = b.b_unsigned ? 128 : 0;
+  const std::uint32_t zbp = u32(static_cast<std::int64_t>(zb) - off_b);
+  const std::uint32_t zap = u32(static_cast<std::int64_t>(a.za) + off_a);
+  const std::uint32_t kk = u32(static_cast<std::int64_t>(k));
+
+  // Column corrections: -za' colsum[j] + K za' zb' (+ col_bias); with per-row zero
+  // points the za' terms move to the rows and the tile (row_za).
+  std::int32_t* col_corr = static_cast<std::int32_t*>(scratch(0, n * sizeof(std::int32_t)));
+  for (std::size_t j = 0; j < n; ++j) {
+    std::uint32_t c = out.col_bias ? static_cast<std::uint32_t>(out.col_bias[j]) : 0u;
+    if (!a.row_za) c += kk * zap * zbp - zap * static_cast<std::uint32_t>(b.colsum[j]);
+    col_corr[j] = static_cast<std::int32_t>(c);
+  }
+
+  // Threads: a tm x tn grid of C blocks on micro-tile boundaries (columns first).
+  const std::size_t row_panels = (m + MR - 1) / MR, col_panels = b.panels;
+  const std::size_t mac = m * n * std::max<std::size_t>(k, 1);
+  std::size_t nt = static_cast<std::size_t>(max_threads > 0 ? max_threads : get_num_threads());
+  nt = std::max<std::size_t>(1, std::min(nt, mac / kMacPerThread));
+  std::size_t tn = std::min(nt, col_panels);
+  std::size_t tm = std::max<std::size_t>(1, std::min(nt / tn, row_panels));
+  if (col_panels < 2 * nt && row_panels >= 4 * col_panels) {  // tall and narrow
+    tm = std::min(nt, row_panels);
+    tn = std::max<std::size_t>(1, std::min(nt / tm, col_panels));
+  }
+  const std::size_t blocks = tm * tn;
+  std::size_t MC = std::max<std::size_t>(MR, kABlockBytes / std::max<std::size_t>(1, k4 * 4) / MR * MR);
+  MC = std::min(MC, row_panels * MR);
+  const std::size_t a_bytes = (MC * k4 * 4 + 63) / 64 * 64;
+  const std::size_t per_block = a_bytes + 2 * ((MC * sizeof(std::int32_t) + 63) / 64 * 64);
+  char* buf = static_cast<char*>(scratch(1, blocks * per_block));
+  const std::size_t panel_bytes = k4 * NR * 4;
+
+  auto block = [&](std::size_t t) {
+    const std::size_t im = t / tn, in = t % tn;
+    std::size_t p0, p1, q0, q1;
+    even_split(row_panels, tm, im, p0, p1);
+    even_split(col_panels, tn, in, q0, q1);
+    const std::size_t i0 = p0 * MR, i1 = std::min(m, p1 * MR);
+    if (i0 >= i1 || q0 >= q1) return;
+    std::uint8_t* ap = reinterpret_cast<std::uint8_t*>(buf + t * per_block);
+    std::int32_t* rowsum = reinterpret_cast<std::int32_t*>(buf + t * per_block + a_bytes);
+    std::int32_t* row_corr = rowsum + (MC + 15) / 16 * 16;
+    for (std::size_t ic = i0; ic < i1; ic += MC) {
+      const std::size_t mc = std::min(MC, i1 - ic);
+      if (from_float) {
+        QuantParams q = a.q;
+        q.scale += static_cast<std::ptrdiff_t>(ic) * q.row_stride;
+        q.zp += static_cast<std::ptrdiff_t>(ic) * q.row_stride;
+        K.pack_a_f32(mc, k, a.f32 + static_cast<std::ptrdiff_t>(ic) * a.rs, a.rs, q, ap, rowsum);
+      } else {
+        K.pack_a(mc, k, a.u8 + static_cast<std::ptrdiff_t>(ic) * a.rs, a.rs, a.cs, a.a_signed, ap, rowsum);
+      }
+      for (std::size_t i = 0; i < mc; ++i) {
+        std::uint32_t c = 0u - zbp * static_cast<std::uint32_t>(rowsum[i]);
+        if (a.row_za) c += kk * static_cast<std::uint32_t>(a.row_za[ic + i]) * zbp;
+        row_corr[i] = static_cast<std::int32_t>(c);
+      }
+      for (std::size_t p = q0; p < q1; ++p) {
+        const std::size_t j = p * NR;
+        const int nn = static_cast<int>(std::min(NR, n - j));
+        const std::int8_t* bp = b.data.data() + p * panel_bytes;
+        for (std::size_t ir = 0; ir < mc; ir += MR) {
+          const int mm = static_cast<int>(std::min(MR, mc - ir));
+          const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
+                           a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j};
+          K.ukernel(k4, ap + ir * k4 * 4, bp, mm, nn, tile);
+        }
+      }
+    }
+  };
+  if (blocks <= 1) {
+    block(0);
+    return;
+  }
+  parallel_for(static_cast<std::int64_t>(blocks), kMinParallelWork,
+               [&](std::int64_t t) { block(static_cast<std::size_t>(t)); });
+}
+
+bool qgemm_dynamic_qparams(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld,
+                           bool per_row, float* scale, std::int32_t* zp) {
+  const QGemmKernels& K = *kernels().qgemm;
+  bool finite = true;
+  auto params = [](float lo, float hi, float* s, std::int32_t* z) {
+    lo = std::min(lo, 0.0f);
+    hi = std::max(hi, 0.0f);
+    float sc = static_cast<float>((static_cast<double>(hi) - static_cast<double>(lo)) / 255.0);
+    if (sc == 0.0f) sc = 1.0f;
+    double zq = std::nearbyint(-static_cast<double>(lo) / static_cast<double>(sc));
+    zq = std::min(255.0, std::max(0.0, zq));
+    *s = sc;
+    *z = static_cast<std::int32_t>(zq);
+  };
+  float glo = 0.0f, ghi = 0.0f;
+  for (std::size_t i = 0; i < m; ++i) {
+    float lo, hi;
+    finite = K.minmax(k, x + static_cast<std::ptrdiff_t>(i) * ld, &lo, &hi) && finite;
+    if (per_row) {
+      params(lo, hi, scale + i, zp + i);
+    } else {
+      glo = std::min(glo, lo);
+      ghi = std::max(ghi, hi);
+    }
+  }
+  if (!per_row) params(glo, ghi, scale, zp);
+  return finite;
+}
+
+// ---- quantized linear layer -------------------------------------------------------------
+
+void QLinearLayer::prepare() {
+  const std::size_t n = out_features;
+  if (!w.kern || w.kern != kernels().qgemm)  // B = W^T: B[k, j] = W[j, k]
+    qgemm_pack_b(in_features, n, weight.data(), 1, static_cast<std::ptrdiff_t>(in_features), false, w);
+  if (static_in) {
+    static_col_scale.resize(n);
+    for (std::size_t j = 0; j < n; ++j) static_col_scale[j] = in_scale * w_scale[j];
+    if (has_out) {
+      multiplier.resize(n);
+      bias_q.assign(n, 0);
+      for (std::size_t j = 0; j < n; ++j) {
+        const double s = static_cast<double>(in_scale) * static_cast<double>(w_scale[j]);
+        multiplier[j] = static_cast<float>(s / static_cast<double>(out_scale));
+        if (!bias.empty()) {
+          double q = std::nearbyint(static_cast<double>(bias[j]) / s);
+          q = std::min(2147483647.0, std::max(-2147483648.0, q));
+          bias_q[j] = static_cast<std::int32_t>(q);
+        }
+      }
+    }
+  }
+}
+
+bool qlinear_forward(const QLinearLayer& L, std::size_t m, const float* xf, const std::uint8_t* xq,
+                     std::ptrdiff_t ldx, float* yf, std::uint8_t* yq, QLinearWork& work,
+                     int max_threads) {
+  const std::size_t n = L.out_features, k = L.in_features;
+  QOperandA a;
+  QOutput o;
+  o.relu = L.relu;
+  const float* row_scale = nullptr;
+  float a_scale = L.in_scale;
+  if (xq) {
+    a.u8 = xq;
+    a.rs = ldx;
+    a.cs = 1;
+    a.za = L.in_zp;
+  } else if (L.static_in) {
+    a.f32 = xf;
+    a.rs = ldx;
+    a.q = QuantParams{&L.in_scale, &L.in_zp, 0};
+    a.za = L.in_zp;
+  } else {
+    const bool per_row = L.per_row;
+    const std::size_t cnt = per_row ? m : 1;
+    if (work.row_scale.size() < cnt) work.row_scale.resize(cnt);
+    if (work.row_zp.size() < cnt) work.row_zp.resize(cnt);
+    if (!qgemm_dynamic_qparams(m, k, xf, ldx, per_row, work.row_scale.data(), work.row_zp.data()))
+      return false;
+    a.f32 = xf;
+    a.rs = ldx;
+    a.q = QuantParams{work.row_scale.data(), work.row_zp.data(), per_row ? 1 : 0};
+    if (per_row) {
+      a.row_za = work.row_zp.data();
+      row_scale = work.row_scale.data();
+    } else {
+      a.za = work.row_zp[0];
+      a_scale = work.row_scale[0];
+    }
+  }
+  if (yq) {
+    o.kind = QOutKind::u8;
+    o.c = yq;
+    o.ldc = static_cast<std::ptrdiff_t>(n);
+    o.col_scale = L.multiplier.data();
+    o.col_bias = L.bias.empty() ? nullptr : L.bias_q.data();
+    o.out_zp = L.out_zp;
+  } else {
+    o.kind = QOutKind::f32;
+    o.c = yf;
+    o.ldc = static_cast<std::ptrdiff_t>(n);
+    o.bias = L.bias.empty() ? nullptr : L.bias.data();
+    if (row_scale) {
+      o.col_scale = L.w_scale.data();
+      o.row_scale = row_scale;
+    } else if (L.static_in || xq) {
+      o.col_scale = L.static_col_scale.data();
+    } else {
+      if (work.col_scale.size() < n) work.col_scale.resize(n);
+      for (std::size_t j = 0; j < n; ++j) work.col_scale[j] = a_scale * L.w_scale[j];
+      o.col_scale = work.col_scale.data();
+    }
+  }
+  qgemm(m, a, L.w, 0, o, max_threads);
+  return true;
+}
+
+}  // namespace pyfastopt

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -217,3 +219,142 @@ def test_sparsity_counts_zeros():
     assert sparsity([np.zeros((2, 2)), np.ones(4)]) == 0.5
     with pytest.raises(ValueError, match="no weight"):
         sparsity([np.zeros(0)])
+
+
+# ------------------------------------------------------------------------------ models
+nn = pytest.importorskip("pyfastopt.nn")
+
+
+def _model(seed=0, dtype=np.float32):
+    m = nn.Sequential(
+        nn.Linear(12, 20, seed=seed, dtype=dtype),
+        nn.BatchNorm1d(20, dtype=dtype),
+        nn.ReLU(),
+        nn.Dropout(0.2, seed=seed + 1),
+        nn.Linear(20, 16, activation="relu", seed=seed + 2, dtype=dtype),
+        nn.Linear(16, 5, seed=seed + 3, dtype=dtype),
+    )
+    # a few training forwards give the BatchNorm non-trivial running statistics
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        m(rng.standard_normal((32, 12)).astype(dtype) * 2 + 1)
+    return m
+
+
+def test_model_unstructured_prunes_linear_weights_only():
+    m = _model()
+    before = m.state_dict()
+    masks = magnitude_prune(m, 0.5, scope="global")
+    assert masks.names == ["0.weight", "4.weight", "5.weight"]
+    assert masks.weights[0] is m[0].weight and masks.grads[0] is m[0].grad_weight
+    n = sum(m[i].weight.size for i in (0, 4, 5))
+    assert masks.num_pruned == round(0.5 * n)
+    assert sparsity(m) == masks.num_pruned / n
+    after = m.state_dict()
+    for key in before:  # biases, BatchNorm parameters and statistics are untouched
+        if not key.endswith("weight") or key.startswith("1."):
+            np.testing.assert_array_equal(after[key], before[key])
+
+
+def test_model_masked_adamw_training_keeps_zeros(rng):
+    m = _model()
+    masks = magnitude_prune(m, 0.7)
+    opt = masked(optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1), masks)
+    x = rng.standard_normal((64, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 64)
+    m.train()
+    losses = []
+    for _ in range(50):
+        loss, dlogits = nn.cross_entropy(m(x), y)
+        losses.append(loss)
+        m.backward(dlogits)
+        opt.step(m.gradients())
+        for w, k in zip(masks.weights, masks):
+            assert np.all(w[~k] == 0)
+    assert losses[-1] < 0.8 * losses[0]  # it did learn
+    assert sparsity(m) == pytest.approx(masks.num_pruned / masks.num_total)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_rows_shrink_model_and_match_masked_output(rng, scope):
+    m = _model()
+    snapshot = m.state_dict()
+    norms0 = np.linalg.norm(m[0].weight.astype(np.float64), axis=1)
+    norms4 = np.linalg.norm(m[4].weight.astype(np.float64), axis=1)
+    new = magnitude_prune(m, 0.5, scope=scope, structured="rows")
+    for k, v in m.state_dict().items():  # the given model is unchanged
+        np.testing.assert_array_equal(v, snapshot[k])
+    assert isinstance(new, nn.Sequential) and len(new) == len(m)
+    if scope == "layer":
+        keep0 = np.sort(np.argsort(norms0, kind="stable")[10:])
+        keep4 = np.sort(np.argsort(norms4, kind="stable")[8:])
+    else:
+        allnorms = np.concatenate([norms0, norms4])
+        pruned = np.argsort(allnorms, kind="stable")[:18]
+        keep0 = np.setdiff1d(np.arange(20), pruned)
+        keep4 = np.setdiff1d(np.arange(16), pruned - 20)
+    assert keep0.size + keep4.size == 18
+    l0, bn, l4, l5 = new[0], new[1], new[4], new[5]
+    assert (l0.in_features, l0.out_features) == (12, keep0.size)
+    assert l0.weight.shape == (keep0.size, 12) and l0.bias.shape == (keep0.size,)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        np.testing.assert_array_equal(getattr(bn, name), getattr(m[1], name)[keep0])
+    assert bn.num_features == keep0.size
+    assert l4.weight.shape == (keep4.size, keep0.size) and l4.activation == "relu"
+    np.testing.assert_array_equal(l4.weight, m[4].weight[np.ix_(keep4, keep0)])
+    assert l5.weight.shape == (5, keep4.size)
+    np.testing.assert_array_equal(l5.weight, m[5].weight[:, keep4])
+    np.testing.assert_array_equal(l5.bias, m[5].bias)
+    assert count(new) < count(m)
+
+    # the masked model: drop the removed neurons' outgoing weights in the original
+    ref = copy.deepcopy(m)
+    ref[4].weight[:, np.setdiff1d(np.arange(20), keep0)] = 0
+    ref[5].weight[:, np.setdiff1d(np.arange(16), keep4)] = 0
+    ref.eval()
+    new.eval()
+    x = rng.standard_normal((40, 12)).astype(np.float32)
+    np.testing.assert_allclose(new(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def count(model):
+    return sum(p.size for _, p in model.named_parameters())
+
+
+def test_rows_model_keeps_mode_and_trains(rng):
+    m = _model()
+    new = magnitude_prune(m, 0.3, structured="rows")
+    assert new.training and all(layer.training for layer in new)
+    opt = optim.AdamW(new.parameters(), lr=1e-2)
+    x = rng.standard_normal((16, 12)).astype(np.float32)
+    _, d = nn.cross_entropy(new(x), rng.integers(0, 5, 16))
+    new.backward(d)
+    opt.step(new.gradients())
+    m.eval()
+    assert not magnitude_prune(m, 0.3, structured="rows").training
+
+
+def test_rows_keep_one_neuron_per_layer():
+    m = _model()
+    new = magnitude_prune(m, 1.0, scope="global", structured="rows")
+    assert [new[0].out_features, new[4].out_features, new[5].out_features] == [1, 1, 5]
+    new = magnitude_prune(m, 1.0, scope="layer", structured="rows")
+    assert [new[0].out_features, new[4].out_features] == [1, 1]
+    same = magnitude_prune(m, 0.0, structured="rows")
+    for (k, a), (_, b) in zip(m.state_dict().items(), same.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+def test_rows_model_errors():
+    with pytest.raises(ValueError, match="at least two Linear"):
+        magnitude_prune(nn.Sequential(nn.Linear(3, 4, seed=0)), 0.5, structured="rows")
+    with pytest.raises(ValueError, match="needs a Sequential"):
+        magnitude_prune(nn.Linear(3, 4, seed=0), 0.5, structured="rows")
+    inner = nn.Sequential(nn.ReLU())
+    bad = nn.Sequential(nn.Linear(3, 4, seed=0), inner, nn.Linear(4, 2, seed=1))
+    with pytest.raises(ValueError, match=r"layer 1 .*not feature-wise"):
+        magnitude_prune(bad, 0.5, structured="rows")
+    with pytest.raises(ValueError, match="no Linear"):
+        magnitude_prune(nn.Sequential(nn.ReLU()), 0.5)
+    with pytest.raises(ValueError, match="amount"):
+        magnitude_prune(_model(), 1.5, structured="rows")

@@ -104,7 +104,8 @@ def _fmt_work(work: float, unit: str) -> str:
     return ""  # pragma: no cover
 
 
-def _list(selected: list[Case], quick: bool, out=sys.stdout) -> None:
+def _list(selected: list[Case], quick: bool, out=None) -> None:
+    out = sys.stdout if out is None else out  # looked up per call (pytest's capsys swaps it)
     what = "--quick smoke set" if quick else "full set"
     print(f"{len(selected)} case(s) in the {what}:", file=out)
     wf = max([6, *(len(c.family) for c in selected)])

@@ -396,9 +396,11 @@ def _run(
     pruned = magnitude_prune(student, 0.25, structured="rows")
     masks = magnitude_prune(pruned, 0.6, scope="global")
     hidden = [lin.out_features for lin in pruned if isinstance(lin, nn.Linear)][:-1]
+    acc_before = accuracy(pruned, x_te, y_te)
     say(
         f"[3/4] pruning the student: 25% of hidden neurons removed (hidden sizes {hidden}), "
-        f"then 60% of the remaining weights; fine-tuning with masks"
+        f"then 60% of the remaining weights (test accuracy {acc_before:.4f} before "
+        "fine-tuning); fine-tuning with masks"
     )
     loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seeds[4], transform=shift)
     bar = bars(ep[2], "fine-tune")
@@ -415,6 +417,7 @@ def _run(
     bar.close()
     record("pruned student", pruned, count_nonzero_params(pruned))
     rows[-1]["sparsity"] = sparsity(pruned)
+    rows[-1]["accuracy_before_finetune"] = acc_before
     # the saved file reloads to the same model
     reloaded = copy.deepcopy(pruned)
     with np.load(rows[-1]["path"]) as f:
@@ -491,14 +494,20 @@ def _plot(
     except ImportError:
         say("--plot needs matplotlib (pip install 'pyfastopt[plot]'); no plot written")
         return
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = plt.figure(figsize=(13, 7.5))
+    grid = fig.add_gridspec(2, 2, height_ratios=[3, 1.3])
+    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]
     start = 0
     for name, h in curves.items():
         xs = np.arange(start + 1, start + len(h["loss"]) + 1)
         axes[0].plot(xs, h["loss"], label=name)
         axes[1].plot(xs, h["test_acc"], label=name)
         start += len(h["loss"])
-    axes[0].set(title="training loss", xlabel="epoch (all stages)", yscale="log")
+    axes[0].set(
+        title="training loss (cross-entropy, then distillation)",
+        xlabel="epoch (all stages)",
+        yscale="log",
+    )
     axes[1].set(title="test accuracy", xlabel="epoch (all stages)")
     for ax in axes[:2]:
         ax.legend()
@@ -515,9 +524,14 @@ def _plot(
         for r in rows
     ]
     table = axes[2].table(
-        cellText=cells, colLabels=["stage", "acc", "params", "bytes", "us/sample"], loc="center"
+        cellText=cells,
+        loc="center",
+        cellLoc="center",
+        colLabels=["stage", "test accuracy", "parameters", "bytes on disk", "latency (us/sample)"],
     )
-    table.scale(1, 1.6)
+    table.auto_set_font_size(False)
+    table.set_fontsize(11)
+    table.scale(1, 1.8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

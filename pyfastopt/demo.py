@@ -133,7 +133,7 @@ class _Progress:
         self.tqdm = None
         if enabled:
             try:
-                from tqdm.auto import tqdm
+                from tqdm import tqdm
 
                 self.tqdm = tqdm
             except ImportError:

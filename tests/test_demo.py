@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -107,3 +108,9 @@ def test_cli_demo_plot(tmp_path, capsys):
     assert main(["demo", "--epochs", "1", "--plot", "--outdir", str(tmp_path)]) == 0
     assert (tmp_path / "demo.png").stat().st_size > 1000
     assert "plot written" in capsys.readouterr().out
+
+
+def test_cli_demo_without_scikit_learn_says_what_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import now fails
+    assert main(["demo", "--quick", "--outdir", str(tmp_path)]) == 1
+    assert "pip install 'pyfastopt[demo]'" in capsys.readouterr().err

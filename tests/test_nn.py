@@ -379,6 +379,26 @@ def test_state_dict_round_trip(rng):
     np.testing.assert_array_equal(model(x), other(x))
 
 
+def test_deepcopy_and_pickle_leave_workspaces_behind(rng):
+    import copy
+    import pickle
+
+    model = _mlp()
+    x = rng.standard_normal((64, 6)).astype(np.float32)
+    y = model(x).copy()
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone[0]._ws == {} and clone[0]._x is None and clone[1]._saved is None
+        assert clone[0].weight is not model[0].weight
+        np.testing.assert_array_equal(clone[0].weight, model[0].weight)
+        assert clone[3].seed == model[3].seed and clone[3].step == model[3].step
+        with pytest.raises(RuntimeError, match="before forward"):
+            clone.backward(np.ones((64, 3), np.float32))
+    model.eval()
+    clone = copy.deepcopy(model)
+    np.testing.assert_array_equal(clone(x), model(x))
+    assert not np.array_equal(y, model(x))  # (eval differs from the training forward)
+
+
 def test_load_state_dict_errors():
     model = _mlp()
     sd = model.state_dict()

@@ -182,6 +182,13 @@ def test_distillation_equal_logits_and_one_hot_teacher(rng):
     loss, d = nn.distillation_loss(s, t, None, temperature=1.0, alpha=1.0)
     assert np.isfinite(loss) and np.isfinite(d).all()
     assert loss == pytest.approx(-_log_softmax_ref(s)[:, 0].mean(), rel=1e-12)
+    t = np.array([[2.0, -np.inf, 0.5, -np.inf]] * 3)  # masked classes: 0 log 0 = 0, no NaN
+    loss, d = nn.distillation_loss(s, t, None, temperature=2.0, alpha=1.0)
+    assert np.isfinite(loss) and np.isfinite(d).all()
+    keep = [0, 2]
+    pt = np.exp(_log_softmax_ref(t[:, keep] / 2.0))
+    ls = _log_softmax_ref(s / 2.0)[:, keep]
+    assert loss == pytest.approx(4.0 * (pt * (np.log(pt) - ls)).sum() / 3, rel=1e-12)
 
 
 def test_distillation_errors():

@@ -162,7 +162,8 @@ def distillation_loss(
     pt, lse_t = _softmax_parts(t64)
     log_ps = s64 - s64.max(axis=1, keepdims=True) - lse_s
     log_pt = t64 - t64.max(axis=1, keepdims=True) - lse_t
-    kl_terms = np.where(pt > 0, pt * (log_pt - log_ps), 0.0)
+    # p log p = 0 where the teacher gives 0 (a -inf logit): masked, not NaN
+    kl_terms = np.multiply(pt, log_pt - log_ps, out=np.zeros_like(pt), where=pt > 0)
     kl = float(kl_terms.sum() / n)
     loss = alpha * temp * temp * kl
     grad = (ps - pt) * (alpha * temp / n)

@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
 # Resolve PYFASTOPT_SIMD now, so a bad value fails at import with a clear message.
 _core.config.init()
 
-from . import _threadpool, nn, ops, random  # noqa: E402
+from . import _threadpool, data, nn, ops, prune, random  # noqa: E402
 from ._batchnorm import (  # noqa: E402
     batch_norm_backward,
     batch_norm_infer,
@@ -50,6 +50,7 @@ __all__ = [
     "batch_norm_backward",
     "batch_norm_infer",
     "batch_norm_train",
+    "data",
     "dropout",
     "dropout_backward",
     "dropout_mask",
@@ -59,6 +60,7 @@ __all__ = [
     "matmul",
     "nn",
     "ops",
+    "prune",
     "random",
     "set_num_threads",
     "show_config",

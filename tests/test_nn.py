@@ -247,6 +247,45 @@ def test_batchnorm2d_matches_torch(rng):
     )
 
 
+@pytest.mark.parametrize(
+    "kwargs", [{"momentum": None}, {"affine": False}, {"track_running_stats": False}]
+)
+def test_batchnorm_options_match_torch(kwargs, rng):
+    torch = pytest.importorskip("torch")
+    bn = nn.BatchNorm1d(4, dtype=np.float64, **kwargs)
+    tbn = torch.nn.BatchNorm1d(4, **kwargs).double()
+    for step in range(3):
+        x = rng.standard_normal((6, 4, 3)) * (step + 1)
+        dy = rng.standard_normal(x.shape)
+        xt = torch.from_numpy(x).requires_grad_()
+        tbn.zero_grad()
+        yt = tbn(xt)
+        yt.backward(torch.from_numpy(dy))
+        np.testing.assert_allclose(bn(x), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(bn.backward(dy), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    assert list(bn.state_dict()) == list(tbn.state_dict())
+    for k, v in tbn.state_dict().items():
+        np.testing.assert_allclose(bn.state_dict()[k], v.numpy(), rtol=1e-12)
+    bn.eval()
+    tbn.eval()
+    x = rng.standard_normal((5, 4))
+    np.testing.assert_allclose(bn(x), tbn(torch.from_numpy(x)).detach().numpy(), rtol=1e-10)
+
+
+def test_affine_false_gradients(rng):
+    bn = nn.BatchNorm2d(3, affine=False, dtype=np.float64)
+    assert bn.parameters() == [] and bn.weight is None
+    check_gradients(bn, rng.standard_normal((2, 3, 2, 3)), rng)
+
+
+def test_linear_one_dimensional_input(rng):
+    layer = nn.Linear(5, 3, dtype=np.float64, seed=0)
+    x = rng.standard_normal(5)
+    np.testing.assert_allclose(layer(x), layer.weight @ x + layer.bias, rtol=1e-12)
+    dx, _ = check_gradients(layer, x, rng)
+    assert dx.shape == (5,)
+
+
 def test_dropout_matches_torch_formula(rng):
     torch = pytest.importorskip("torch")
     d = nn.Dropout(0.4, seed=11)
@@ -338,6 +377,26 @@ def test_state_dict_round_trip(rng):
     model.eval()
     other.eval()
     np.testing.assert_array_equal(model(x), other(x))
+
+
+def test_deepcopy_and_pickle_leave_workspaces_behind(rng):
+    import copy
+    import pickle
+
+    model = _mlp()
+    x = rng.standard_normal((64, 6)).astype(np.float32)
+    y = model(x).copy()
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone[0]._ws == {} and clone[0]._x is None and clone[1]._saved is None
+        assert clone[0].weight is not model[0].weight
+        np.testing.assert_array_equal(clone[0].weight, model[0].weight)
+        assert clone[3].seed == model[3].seed and clone[3].step == model[3].step
+        with pytest.raises(RuntimeError, match="before forward"):
+            clone.backward(np.ones((64, 3), np.float32))
+    model.eval()
+    clone = copy.deepcopy(model)
+    np.testing.assert_array_equal(clone(x), model(x))
+    assert not np.array_equal(y, model(x))  # (eval differs from the training forward)
 
 
 def test_load_state_dict_errors():

@@ -188,12 +188,15 @@ class Linear(Module):
     def _gelu_grad(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
         z = linear(x, self.weight, self.bias, None, self._buffer("z", y.shape, self.dtype))
         cdf = self._buffer("cdf", y.shape, self.dtype)
-        tiny = np.abs(z) < 1e-6
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(y, z, out=cdf)
-        np.copyto(cdf, 0.5 + _SQRT_2PI_INV * z, where=tiny)
-        # dgelu = Phi(z) + z * phi(z), phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
         dz = self._buffer("dz", y.shape, self.dtype)
+        tiny = self._buffer("tiny", y.shape, np.bool_)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(y, z, out=cdf)  # Phi(z) = gelu(z) / z
+        np.less(np.abs(z, out=dz), 1e-6, out=tiny)
+        np.multiply(z, _SQRT_2PI_INV, out=dz)
+        np.add(dz, 0.5, out=dz)
+        np.copyto(cdf, dz, where=tiny)  # Phi(z) ~ 1/2 + z phi(0) near 0 (and 0/0)
+        # dgelu = Phi(z) + z * phi(z), phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
         np.multiply(z, z, out=dz)
         np.multiply(dz, -0.5, out=dz)
         np.exp(dz, out=dz)

@@ -191,6 +191,20 @@ class Module:
         for key, dst in own.items():
             np.copyto(dst, values[key], casting="unsafe")
 
+    # ------------------------------------------------------------------ copies
+    #: attributes that refer to the last forward (inputs, outputs, saved statistics)
+    _transient = ("_x", "_y", "_saved", "_shape")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and ``copy.deepcopy`` carry parameters, gradients and buffers, not the
+        workspaces or what the last forward saved (a copy starts with a forward)."""
+        state = self.__dict__.copy()
+        state["_ws"] = {}
+        for name in self._transient:
+            if name in state:
+                state[name] = None
+        return state
+
     # ------------------------------------------------------------------ workspace
     def _buffer(self, name: str, shape: tuple, dtype: Any) -> np.ndarray:
         """A reusable array for ``name`` of this shape and dtype (two shapes kept)."""

@@ -1,0 +1,132 @@
+"""pyfastopt.distributed: collectives, data-parallel training and faults on 2 MPI ranks.
+
+The MPI checks run in worker jobs (``mpiexec -n 2 python distributed_worker.py
+<scenario>``, see that file), each grouping many checks, so the whole file takes a few
+seconds. They are skipped, with the reason, when mpi4py or mpiexec is missing. The
+environment (PYTHONPATH included) is passed through to the ranks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+TIMEOUT = 60  # seconds per MPI job; a hang fails the test instead of blocking the suite
+
+
+def _mpiexec() -> str | None:
+    """PYFASTOPT_MPIEXEC, else the mpiexec next to this Python (the mpich wheel's,
+    matching mpi4py), else the one on PATH."""
+    explicit = os.environ.get("PYFASTOPT_MPIEXEC")
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).with_name("mpiexec")
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mpiexec")
+
+
+def _requirements() -> str:
+    """mpiexec's path, or skip saying what is missing."""
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip('mpi4py is not installed (pip install "pyfastopt[mpi]")')
+    exe = _mpiexec()
+    if exe is None:
+        pytest.skip("no mpiexec found (next to the Python executable or on PATH)")
+    return exe
+
+
+def run_mpi(scenario: str, tmp_path: Path, env_set=None, env_drop=(), timeout=TIMEOUT):
+    """Run the worker scenario on 2 ranks; (returncode, stdout + stderr, seconds)."""
+    exe = _requirements()
+    env = dict(os.environ)
+    for key in env_drop:
+        env.pop(key, None)
+    env.update(env_set or {})
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [exe, "-n", "2", sys.executable, str(WORKER), scenario],
+        cwd=tmp_path,  # never the repository root (its pyfastopt/ has no compiled core)
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"MPI job {scenario!r} hung for {timeout} s; output:\n{out}")
+    return proc.returncode, out, time.perf_counter() - start
+
+
+THREAD_VARS = ("PYFASTOPT_NUM_THREADS", "OMP_NUM_THREADS", "PYFASTOPT_MPI_ABORT_ON_ERROR")
+
+
+def test_collectives(tmp_path):
+    """allreduce_ (sum and mean, both dtypes, sizes 0/1/odd/larger than a bucket,
+    mixed lists, bucket reuse), argument errors raised on both ranks, broadcast_
+    (any dtype, either root, mismatches on both ranks), threads per rank, the hook."""
+    rc, out, _ = run_mpi("collectives", tmp_path, env_drop=THREAD_VARS)
+    assert rc == 0, out
+    assert "COLLECTIVES-OK rank 0" in out and "COLLECTIVES-OK rank 1" in out, out
+
+
+def test_training_matches_single_process(tmp_path):
+    """2 ranks x batch B through DistributedOptimizer == 1 process x batch 2B (SGD with
+    momentum, Adam; float32 and float64), plus the start-up broadcasts."""
+    env = {"PYFASTOPT_NUM_THREADS": "2", "PYFASTOPT_MPI_ABORT_ON_ERROR": "0"}
+    rc, out, _ = run_mpi("train", tmp_path, env_set=env)
+    assert rc == 0, out
+    assert "TRAIN-OK rank 0" in out and "TRAIN-OK rank 1" in out, out
+
+
+def test_exception_on_one_rank_aborts_the_job(tmp_path):
+    """Rank 1 raises while rank 0 waits in allreduce_: the job ends quickly, non-zero,
+    naming the rank and the exception."""
+    rc, out, seconds = run_mpi("fault", tmp_path, env_drop=THREAD_VARS, timeout=20)
+    assert rc != 0, out
+    assert "rank 1 of 2 failed with RuntimeError: injected failure on rank 1" in out, out
+    assert "UNREACHABLE" not in out and "FAULT-OK" not in out, out
+    assert seconds < 15, f"took {seconds:.1f} s to abort"
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/"
+    )
+
+
+def test_import_pyfastopt_does_not_import_mpi4py():
+    r = _python(
+        "import sys, pyfastopt, pyfastopt.optim, pyfastopt.ops\n"
+        "assert 'mpi4py' not in sys.modules, 'mpi4py imported'\n"
+        "assert 'pyfastopt.distributed' not in sys.modules\n"
+        "print('clean')"
+    )
+    assert r.returncode == 0 and "clean" in r.stdout, r.stderr
+
+
+def test_missing_mpi4py_gives_install_hint():
+    r = _python(
+        "import sys\n"
+        "sys.modules['mpi4py'] = None  # as if not installed\n"
+        "try:\n"
+        "    import pyfastopt.distributed\n"
+        "except ImportError as exc:\n"
+        "    print('ImportError:', exc)\n"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ImportError: pyfastopt.distributed needs mpi4py" in r.stdout, r.stdout
+    assert 'pip install "pyfastopt[mpi]"' in r.stdout, r.stdout

@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - only without a build
 # Resolve PYFASTOPT_SIMD now, so a bad value fails at import with a clear message.
 _core.config.init()
 
-from . import _threadpool, ops, random  # noqa: E402
+from . import _threadpool, nn, ops, random  # noqa: E402
 from ._batchnorm import (  # noqa: E402
     batch_norm_backward,
     batch_norm_infer,
@@ -57,6 +57,7 @@ __all__ = [
     "linear",
     "linear_backward",
     "matmul",
+    "nn",
     "ops",
     "random",
     "set_num_threads",

@@ -1,0 +1,488 @@
+"""Layers on the pyfastopt kernels: Linear, ReLU, BatchNorm1d/2d, Dropout, Flatten.
+
+See :mod:`pyfastopt.nn.module` for the buffer rule (outputs are reused workspaces) and
+the gradient rule (``backward`` overwrites the gradient arrays).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from .._batchnorm import batch_norm_backward, batch_norm_infer, batch_norm_train
+from .._dropout import _check_p
+from .._gemm import linear, matmul
+from ..random import check_u64
+from .module import Module
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Linear", "ReLU"]
+
+_SQRT_2PI_INV = 1.0 / math.sqrt(2.0 * math.pi)
+_DROPOUT = _core.dropout.apply
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _rng(seed: Any) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def _as_input(x: Any, dtype: np.dtype, layer: str, name: str = "x") -> np.ndarray:
+    """``x`` as an ndarray of the layer's dtype; other dtypes are refused, not cast."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+        if x.dtype.kind in "iub":
+            x = x.astype(dtype)
+    if x.dtype != dtype:
+        raise TypeError(
+            f"{layer} has dtype {dtype.name} but {name} has dtype {x.dtype}; "
+            f"convert it (x.astype(np.{dtype.name})) or build the layer with "
+            f"dtype=np.{x.dtype.name}"
+        )
+    return x
+
+
+def _check_grad(dy: Any, shape: tuple, dtype: np.dtype, layer: str) -> np.ndarray:
+    dy = _as_input(dy, dtype, layer, "dy")
+    if dy.shape != shape:
+        raise ValueError(
+            f"{layer}.backward: dy has shape {dy.shape}, the forward output had shape {shape}"
+        )
+    return dy
+
+
+# --------------------------------------------------------------------------- Linear
+
+
+class Linear(Module):
+    r"""``y = act(x @ weight.T + bias)`` on the fused :func:`pyfastopt.linear` kernel.
+
+    Args:
+        in_features, out_features (int): sizes, >= 1.
+        bias (bool): learn an additive bias (default True).
+        activation: None, ``"relu"`` or ``"gelu"`` (exact erf form), applied in the GEMM's
+            epilogue: ``Linear(a, b, activation="relu")`` is ``Sequential(Linear(a, b),
+            ReLU())`` in one pass.
+        dtype: float32 (default) or float64 parameters; inputs must have the same dtype.
+        seed: int, None or a ``numpy.random.Generator`` for the initialization.
+
+    Initialization is PyTorch's: ``weight ~ U(-1/sqrt(in), 1/sqrt(in))`` (kaiming-uniform
+    with ``a = sqrt(5)``), ``bias ~ U(-1/sqrt(in), 1/sqrt(in))``.
+
+    Backward: the activation's derivative is applied to ``dy`` first, then
+    ``grad_weight = dz.T @ x`` and ``dx = dz @ weight`` on the GEMM kernels (into
+    preallocated arrays) and ``grad_bias = dz.sum(0)``.
+
+    * relu: ``dz = dy * (y > 0)`` from the saved output (nothing recomputed).
+    * gelu: ``gelu'(z) = Phi(z) + z phi(z)`` needs the pre-activation ``z``, which is
+      recomputed in backward with one extra GEMM (``linear(x, W, b)``) instead of being
+      stored by every forward (inference never pays for it); ``Phi(z)`` is then read off
+      the saved output as ``y / z`` (``0.5 + z phi(0)`` for ``|z| < 1e-6``), so no erf is
+      evaluated in NumPy. The kernel's float32 gelu is accurate to 2e-7 ``|z|``, so
+      ``Phi`` is accurate to 2e-7 absolute.
+    """
+
+    _param_names = ("weight", "bias")
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str | None = None,
+        dtype: Any = np.float32,
+        seed: Any = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _positive_int("in_features", in_features)
+        self.out_features = _positive_int("out_features", out_features)
+        if activation not in (None, "relu", "gelu"):
+            raise ValueError(f"activation must be None, 'relu' or 'gelu', got {activation!r}")
+        self.activation = activation
+        self.dtype = _check_dtype(dtype)
+        rng = _rng(seed)
+        bound = 1.0 / math.sqrt(self.in_features)
+        self.weight = rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(
+            self.dtype
+        )
+        self.grad_weight = np.zeros_like(self.weight)
+        if bias:
+            self.bias: np.ndarray | None = rng.uniform(-bound, bound, self.out_features).astype(
+                self.dtype
+            )
+            self.grad_bias: np.ndarray | None = np.zeros_like(self.bias)
+        else:
+            self.bias = self.grad_bias = None
+        self._x: np.ndarray | None = None
+        self._y: np.ndarray | None = None
+
+    def extra_repr(self) -> str:
+        act = f", activation={self.activation!r}" if self.activation else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}{act}"
+        )
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = _as_input(x, self.dtype, "Linear")
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear: x has shape {x.shape}, expected (..., "
+                f"{self.in_features}) (in_features={self.in_features})"
+            )
+        shape = (*x.shape[:-1], self.out_features)
+        y = linear(x, self.weight, self.bias, self.activation, self._buffer("y", shape, self.dtype))
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+        x, y = self._x, self._y
+        if x is None or y is None:
+            raise RuntimeError("Linear.backward called before forward")
+        dy = _check_grad(dy, y.shape, self.dtype, "Linear")
+        if self.activation == "relu":
+            keep = self._buffer("relu_mask", y.shape, np.bool_)
+            np.greater(y, 0, out=keep)
+            dz = np.multiply(dy, keep, out=self._buffer("dz", y.shape, self.dtype))
+        elif self.activation == "gelu":
+            dz = self._gelu_grad(x, y, dy)
+        else:
+            dz = dy
+        n = self.in_features
+        x2 = x.reshape(-1, n)
+        dz2 = dz.reshape(-1, self.out_features)
+        if not self.frozen:
+            matmul(dz2.T, x2, self.grad_weight)
+            if self.bias is not None:
+                np.add.reduce(dz2, axis=0, out=self.grad_bias)
+        if not need_dx:
+            return None
+        dx = self._buffer("dx", x.shape, self.dtype)
+        matmul(dz2, self.weight, dx.reshape(-1, n))
+        return dx
+
+    def _gelu_grad(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        z = linear(x, self.weight, self.bias, None, self._buffer("z", y.shape, self.dtype))
+        cdf = self._buffer("cdf", y.shape, self.dtype)
+        tiny = np.abs(z) < 1e-6
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(y, z, out=cdf)
+        np.copyto(cdf, 0.5 + _SQRT_2PI_INV * z, where=tiny)
+        # dgelu = Phi(z) + z * phi(z), phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
+        dz = self._buffer("dz", y.shape, self.dtype)
+        np.multiply(z, z, out=dz)
+        np.multiply(dz, -0.5, out=dz)
+        np.exp(dz, out=dz)
+        np.multiply(dz, z, out=dz)
+        np.multiply(dz, _SQRT_2PI_INV, out=dz)
+        np.add(dz, cdf, out=dz)
+        np.multiply(dz, dy, out=dz)
+        return dz
+
+
+# --------------------------------------------------------------------------- ReLU
+
+
+class ReLU(Module):
+    """``max(x, 0)``; backward ``dy * (y > 0)`` from the saved output.
+
+    ``inplace=True`` overwrites the input (as PyTorch's): safe after BatchNorm or Linear
+    without activation, whose backward does not read their own output, and it saves one
+    pass over memory.
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = bool(inplace)
+        self._y: np.ndarray | None = None
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"ReLU: x must be float32 or float64, got {x.dtype}")
+        if self.inplace:
+            if not x.flags.writeable:
+                raise ValueError("ReLU(inplace=True): x is read-only")
+            out = x
+        else:
+            out = self._buffer("y", x.shape, x.dtype)
+        y = np.maximum(x, 0, out=out)
+        self._y = y
+        return y
+
+    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+        y = self._y
+        if y is None:
+            raise RuntimeError("ReLU.backward called before forward")
+        if not need_dx:
+            return None
+        dy = _check_grad(dy, y.shape, y.dtype, "ReLU")
+        keep = self._buffer("mask", y.shape, np.bool_)
+        np.greater(y, 0, out=keep)
+        return np.multiply(dy, keep, out=self._buffer("dx", y.shape, y.dtype))
+
+
+# --------------------------------------------------------------------------- BatchNorm
+
+
+class _BatchNorm(Module):
+    _param_names = ("weight", "bias")
+    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    _ndims: tuple[int, ...] = ()
+    _shapes = ""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        self.num_features = c = _positive_int("num_features", num_features)
+        if not isinstance(eps, numbers.Real) or not 0.0 <= float(eps) < math.inf:
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        if momentum is not None and (
+            not isinstance(momentum, numbers.Real) or not 0.0 <= float(momentum) <= 1.0
+        ):
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = None if momentum is None else float(momentum)
+        self.dtype = _check_dtype(dtype)
+        if affine:
+            self.weight: np.ndarray | None = np.ones(c, self.dtype)
+            self.bias: np.ndarray | None = np.zeros(c, self.dtype)
+            self.grad_weight: np.ndarray | None = np.zeros(c, self.dtype)
+            self.grad_bias: np.ndarray | None = np.zeros(c, self.dtype)
+        else:
+            self.weight = self.bias = self.grad_weight = self.grad_bias = None
+        self.track_running_stats = bool(track_running_stats)
+        if self.track_running_stats:
+            self.running_mean: np.ndarray | None = np.zeros(c, self.dtype)
+            self.running_var: np.ndarray | None = np.ones(c, self.dtype)
+            self.num_batches_tracked: np.ndarray | None = np.zeros((), np.int64)
+        else:
+            self._buffer_names = ()
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+        self._saved: tuple | None = None
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+    def _check_x(self, x: Any) -> np.ndarray:
+        name = type(self).__name__
+        x = _as_input(x, self.dtype, name)
+        if x.ndim not in self._ndims or x.shape[1] != self.num_features:
+            want = self._shapes.format(c=self.num_features)
+            raise ValueError(f"{name}: x has shape {x.shape}, expected {want}")
+        return x
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = self._check_x(x)
+        out = self._buffer("y", x.shape, self.dtype)
+        if self.training or not self.track_running_stats:
+            tracked = self.num_batches_tracked
+            factor_n = None if tracked is None else int(tracked)
+            y, mean, invstd = batch_norm_train(
+                x,
+                self.weight,
+                self.bias,
+                self.running_mean if self.training else None,
+                self.running_var if self.training else None,
+                self.momentum,
+                self.eps,
+                1,
+                num_batches_tracked=factor_n,
+                out=out,
+            )
+            if self.training and tracked is not None:
+                tracked += 1
+            self._saved = ("train", x, mean, invstd)
+        else:
+            y = batch_norm_infer(
+                x, self.weight, self.bias, self.running_mean, self.running_var, self.eps, 1, out=out
+            )
+            self._saved = ("eval", x, None, None)
+        return y
+
+    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        mode, x, mean, invstd = self._saved
+        dy = _check_grad(dy, x.shape, self.dtype, type(self).__name__)
+        grads = not self.frozen and self.weight is not None
+        if mode == "train":
+            if not need_dx and not grads:
+                return None
+            dx, dw, db = batch_norm_backward(
+                dy, x, self.weight, mean, invstd, 1, out=self._buffer("dx", x.shape, self.dtype)
+            )
+            if grads:
+                np.copyto(self.grad_weight, dw)
+                np.copyto(self.grad_bias, db)
+            return dx if need_dx else None
+        # eval mode: y = (x - rm) * w / sqrt(rv + eps) + b, a per-channel affine map
+        bshape = (1, -1) + (1,) * (x.ndim - 2)
+        axes = (0, *range(2, x.ndim))
+        scale = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+        if grads:
+            xhat = (x - self.running_mean.reshape(bshape)) * scale.reshape(bshape).astype(
+                self.dtype
+            )
+            np.copyto(self.grad_weight, np.sum(dy * xhat, axis=axes, dtype=np.float64))
+            np.copyto(self.grad_bias, np.sum(dy, axis=axes, dtype=np.float64))
+        if not need_dx:
+            return None
+        if self.weight is not None:
+            scale = scale * self.weight
+        dx = self._buffer("dx", x.shape, self.dtype)
+        np.multiply(dy, scale.astype(self.dtype).reshape(bshape), out=dx)
+        return dx
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalization over ``(N, C)`` or ``(N, C, L)`` on the pyfastopt kernels,
+    PyTorch's semantics: training mode normalizes with the batch statistics (biased
+    variance) and updates ``running_mean`` / ``running_var`` in place (``momentum``, the
+    unbiased variance; ``momentum=None``: cumulative average) and increments
+    ``num_batches_tracked``; eval mode uses the running statistics. ``weight`` starts at
+    1, ``bias`` at 0. ``track_running_stats=False`` always uses batch statistics."""
+
+    _ndims = (2, 3)
+    _shapes = "(N, {c}) or (N, {c}, L)"
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalization over ``(N, C, H, W)`` (see :class:`BatchNorm1d`)."""
+
+    _ndims = (4,)
+    _shapes = "(N, {c}, H, W)"
+
+
+# --------------------------------------------------------------------------- Dropout
+
+
+class Dropout(Module):
+    """Inverted dropout (kept values scaled by ``1/(1-p)``); identity in eval mode.
+
+    The mask of training step ``t`` (the layer's ``t``-th training forward, counted in
+    ``.step``) is Philox keyed by the layer's ``seed``, with ``t`` as the counter offset
+    (:func:`pyfastopt.dropout` ``offset=``): a fresh mask every step, reproducible from
+    ``(seed, step)``, independent of thread count. ``backward`` regenerates the mask of
+    the last forward from the same pair (no mask is stored).
+
+    Args:
+        p (float): drop probability in [0, 1).
+        seed (int or None): 64-bit key; None draws one from the OS entropy pool. Give two
+            Dropout layers of one model different seeds (equal seeds with equal shapes
+            drop the same positions).
+    """
+
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+        super().__init__()
+        self._p = _check_p(p)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
+        self.seed = check_u64("seed", seed)
+        self.step = 0
+        self._saved: tuple | None = None
+
+    @property
+    def p(self) -> float:
+        """The drop probability (validated when set)."""
+        return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = _check_p(value)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"Dropout: x must be float32 or float64, got {x.dtype}")
+        if not self.training or self._p == 0.0:
+            self._saved = (x.shape, x.dtype, None, 0.0)
+            return x
+        offset = self.step
+        self.step += 1
+        y = _DROPOUT(
+            x, self._buffer("y", x.shape, x.dtype), self._p, self.seed, offset, False, "x"
+        )[0]
+        self._saved = (x.shape, x.dtype, offset, self._p)
+        return y
+
+    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+        if self._saved is None:
+            raise RuntimeError("Dropout.backward called before forward")
+        if not need_dx:
+            return None
+        shape, dtype, offset, p = self._saved
+        dy = _check_grad(dy, shape, dtype, "Dropout")
+        if offset is None:
+            return dy
+        return _DROPOUT(dy, self._buffer("dx", shape, dtype), p, self.seed, offset, False, "dy")[0]
+
+
+# --------------------------------------------------------------------------- Flatten
+
+
+class Flatten(Module):
+    """Reshape ``(N, d1, d2, ...)`` to ``(N, d1*d2*...)`` (a view when ``x`` is
+    contiguous); backward reshapes ``dy`` back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple | None = None
+
+    def forward(self, x: Any) -> np.ndarray:
+        x = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if x.ndim < 1:
+            raise ValueError(f"Flatten: x must have a batch dimension, got shape {x.shape}")
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+        if self._shape is None:
+            raise RuntimeError("Flatten.backward called before forward")
+        if not need_dx:
+            return None
+        dy = dy if isinstance(dy, np.ndarray) else np.asarray(dy)
+        n = self._shape[0]
+        want = (n, math.prod(self._shape[1:]))
+        if dy.shape != want:
+            raise ValueError(
+                f"Flatten.backward: dy has shape {dy.shape}, the forward output had shape {want}"
+            )
+        return dy.reshape(self._shape)

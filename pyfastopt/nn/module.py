@@ -1,0 +1,277 @@
+"""The :class:`Module` base class and :class:`Sequential`.
+
+No autograd: every layer has an explicit ``forward(x)`` and ``backward(dy) -> dx``, and
+``backward`` must follow the ``forward`` whose gradient it computes.
+
+Buffer rule (a training step allocates nothing large)
+-----------------------------------------------------
+* Each layer owns its output buffers and reuses them while the input shape stays the
+  same (two shapes are kept, so the last, shorter batch of an epoch does not evict the
+  full one). **The array** ``forward`` **returns is a workspace: the layer's next
+  forward of the same shape overwrites it** -- copy it (``y.copy()``) to keep it.
+  Likewise the ``dx`` that ``backward`` returns is overwritten by the next backward.
+* Layers never modify their inputs (``ReLU(inplace=True)`` excepted, as in PyTorch), and
+  keep a reference to the forward input that ``backward`` needs: do not modify ``x``
+  between ``forward(x)`` and ``backward``.
+* ``backward`` *overwrites* the gradient arrays (``grad_weight``, ...); it does not
+  accumulate into them as PyTorch's ``.grad`` does, so there is nothing to zero between
+  steps. The gradient arrays are allocated once, with their parameters, and are the same
+  objects for the module's lifetime: optimizers and all-reduce may hold them.
+* The loss functions return fresh arrays (they never alias their inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Module", "Sequential"]
+
+
+class Module:
+    """Base class: parameters with gradients, buffers, train/eval and freezing.
+
+    A subclass lists its parameters in ``_param_names`` (attribute names, weight before
+    bias; an attribute may be None, e.g. ``bias=False``), each with a gradient attribute
+    ``grad_<name>`` of the same shape, and its non-trainable state in ``_buffer_names``
+    (e.g. running statistics). Containers override :meth:`_children`.
+    """
+
+    _param_names: tuple[str, ...] = ()
+    _buffer_names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.training = True
+        self.frozen = False
+        self._ws: dict[str, dict[tuple, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ calls
+    def forward(self, x: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+        """Gradient of the last forward: sets the parameter gradients, returns ``dx``.
+
+        ``need_dx=False`` skips ``dx`` where it costs something (the first layer of a
+        network) and returns None.
+        """
+        raise NotImplementedError
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.forward(x)
+
+    # ------------------------------------------------------------------ structure
+    def _children(self) -> list[tuple[str, Module]]:
+        return []
+
+    def _own_params(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, param, grad) of this module's own, non-None parameters."""
+        out = []
+        for name in self._param_names:
+            p = getattr(self, name)
+            if p is not None:
+                out.append((name, p, getattr(self, "grad_" + name)))
+        return out
+
+    def _walk(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for name, child in self._children():
+            yield from child._walk(f"{prefix}{name}.")
+
+    def named_parameters(self) -> list[tuple[str, np.ndarray]]:
+        """Every parameter, frozen or not, as ``[(name, array)]``: layers in order, each
+        layer's weight before its bias, names like ``"0.weight"`` (buffers such as
+        running statistics are not parameters: see :meth:`state_dict`)."""
+        return [
+            (prefix + name, p) for prefix, mod in self._walk() for name, p, _ in mod._own_params()
+        ]
+
+    def parameters(self) -> list[np.ndarray]:
+        """The trainable (not frozen) parameters, in :meth:`named_parameters` order. The
+        same array objects on every call: an optimizer updates them in place."""
+        return [p for _, mod in self._walk() if not mod.frozen for _, p, _ in mod._own_params()]
+
+    def gradients(self) -> list[np.ndarray]:
+        """The gradients of :meth:`parameters`, aligned with it (same objects every call,
+        overwritten by each ``backward``)."""
+        return [g for _, mod in self._walk() if not mod.frozen for _, _, g in mod._own_params()]
+
+    def zero_grad(self) -> None:
+        """Set every gradient to zero (``backward`` overwrites them, so a training loop
+        does not need this; it is for code that reads gradients without a backward)."""
+        for _, mod in self._walk():
+            for _, _, g in mod._own_params():
+                g.fill(0)
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (batch statistics, dropout on) or, with ``mode=False``, eval."""
+        for _, mod in self._walk():
+            mod.training = bool(mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: running statistics, dropout off. Same as ``train(False)``."""
+        return self.train(False)
+
+    def freeze(self) -> Module:
+        """Leave this module's parameters (and its children's) out of
+        :meth:`parameters` / :meth:`gradients` and stop computing their gradients. The
+        layers still run forward and pass gradients through to earlier layers. Freezing
+        does not change the mode: a frozen BatchNorm in training mode still normalizes
+        with batch statistics and updates its running statistics (PyTorch's behaviour
+        with ``requires_grad=False``); call :meth:`eval` on it to fix them too."""
+        for _, mod in self._walk():
+            mod.frozen = True
+        return self
+
+    def unfreeze(self) -> Module:
+        """Undo :meth:`freeze`. Build optimizers after freezing/unfreezing: an optimizer
+        holds the parameter list it was given."""
+        for _, mod in self._walk():
+            mod.frozen = False
+        return self
+
+    def _has_trainable(self) -> bool:
+        return any(not mod.frozen and mod._own_params() for _, mod in self._walk())
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer, keyed like PyTorch's ``state_dict``
+        (``"0.weight"``, ``"1.running_mean"``, ``"1.num_batches_tracked"``, ...)."""
+        out: dict[str, np.ndarray] = {}
+        for prefix, mod in self._walk():
+            for name, p, _ in mod._own_params():
+                out[prefix + name] = p.copy()
+            for name in mod._buffer_names:
+                out[prefix + name] = np.array(getattr(mod, name), copy=True)
+        return out
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for prefix, mod in self._walk():
+            for name, p, _ in mod._own_params():
+                out[prefix + name] = p
+            for name in mod._buffer_names:
+                out[prefix + name] = getattr(mod, name)
+        return out
+
+    def load_state_dict(self, state: Any) -> None:
+        """Copy ``state`` (as :meth:`state_dict` returns, or PyTorch's converted to
+        NumPy) into the existing arrays, so optimizers keep holding the right objects.
+
+        Raises:
+            ValueError: a missing or unexpected key, or a shape mismatch (naming the key
+                and both shapes). Everything is checked before anything is copied.
+            TypeError: ``state`` is not a mapping, or a value is not numeric.
+        """
+        if not hasattr(state, "keys"):
+            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+        own = self._state_arrays()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise ValueError(
+                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        values = {}
+        for key, dst in own.items():
+            src = np.asarray(state[key])
+            if src.dtype.kind not in "fiub":
+                raise TypeError(
+                    f"load_state_dict: {key!r} has dtype {src.dtype}, expected a numeric array"
+                )
+            if src.shape != dst.shape:
+                raise ValueError(
+                    f"load_state_dict: {key!r} has shape {src.shape}, the model's is {dst.shape}"
+                )
+            values[key] = src
+        for key, dst in own.items():
+            np.copyto(dst, values[key], casting="unsafe")
+
+    # ------------------------------------------------------------------ workspace
+    def _buffer(self, name: str, shape: tuple, dtype: Any) -> np.ndarray:
+        """A reusable array for ``name`` of this shape and dtype (two shapes kept)."""
+        slot = self._ws.get(name)
+        if slot is None:
+            slot = self._ws[name] = {}
+        key = (shape, np.dtype(dtype))
+        arr = slot.get(key)
+        if arr is None:
+            if len(slot) >= 2:
+                slot.pop(next(iter(slot)))
+            arr = slot[key] = np.empty(shape, dtype)
+        return arr
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        children = self._children()
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({name}): " + repr(c).replace("\n", "\n  ") for name, c in children]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Layers applied in order; ``backward`` runs them in reverse.
+
+    Indexable (``model[0]``, slices give a new Sequential sharing the layers), iterable
+    and sized like the list ``.layers``. ``backward`` computes a layer's ``dx`` only when
+    an earlier layer has trainable parameters (or the caller asks for the input gradient
+    with ``need_dx=True``, the default): with ``need_dx=False`` the first Linear skips its
+    ``dy @ W`` product, and frozen leading layers cost no backward at all.
+    """
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(
+                    f"Sequential: layer {i} is a {type(layer).__name__}, not a pyfastopt.nn.Module"
+                )
+        self.layers: list[Module] = list(layers)
+
+    def _children(self) -> list[tuple[str, Module]]:
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def forward(self, x: Any) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+        layers = self.layers
+        # needs[i]: does anything before layer i want a gradient?
+        needs = [need_dx] * len(layers)
+        want = need_dx
+        for i, layer in enumerate(layers):
+            needs[i] = want
+            want = want or layer._has_trainable()
+        for i in range(len(layers) - 1, -1, -1):
+            if not needs[i] and not layers[i]._has_trainable():
+                return None  # nothing at or before layer i needs a gradient
+            dy = layers[i].backward(dy, need_dx=needs[i])
+        return dy
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return Sequential(*self.layers[index])
+        return self.layers[index]
+
+    def append(self, layer: Module) -> Sequential:
+        if not isinstance(layer, Module):
+            raise TypeError(f"Sequential.append: got a {type(layer).__name__}, not a Module")
+        self.layers.append(layer)
+        return self

@@ -1,0 +1,448 @@
+"""Magnitude pruning: unstructured masks that stay zero, and neuron (row) removal.
+
+* :func:`magnitude_prune` with ``structured=None`` zeroes the smallest-magnitude
+  entries of the weight matrices in place and returns :class:`PruningMasks`.
+  Wrap the optimizer with :func:`masked` (or call ``masks.apply_()`` after each step)
+  so pruned weights stay exactly zero while fine-tuning.
+* ``structured="rows"`` ranks whole output rows (neurons) by their L2 norm. On a
+  :class:`pyfastopt.nn.Sequential` it returns a new, *smaller* model: each pruned
+  Linear loses those rows and bias entries, a following BatchNorm1d loses the same
+  features, and the next Linear loses the matching input columns.
+* :func:`sparsity` is the fraction of zero entries in the weight matrices.
+
+"Weights" are the weight matrices of the Linear layers (``pyfastopt.nn.Linear``), never
+biases or BatchNorm parameters; with a list of arrays, every array is a weight.
+
+How many: ``k = round(amount * n)`` (Python's round, half to even) of the ``n``
+candidates (entries, or rows) -- per weight matrix with ``scope="layer"``, over all of
+them together with ``scope="global"`` (magnitudes compared as they are, as in
+``torch.nn.utils.prune.global_unstructured``). ``amount`` is the target fraction of the
+total, not of what is still unpruned: entries that are already zero have the smallest
+magnitude, so pruning again with the same amount changes nothing.
+
+Ties are broken by position: among equal magnitudes the entry (row) that comes first --
+earlier layer, then row-major index -- is pruned first (a stable sort).
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MaskedOptimizer", "PruningMasks", "magnitude_prune", "masked", "sparsity"]
+
+
+class PruningMasks(Sequence):
+    """The masks of one pruning: ``masks[i]`` is a bool array, True where
+    ``masks.weights[i]`` is kept.
+
+    Attributes:
+        weights (list of ndarray): the pruned arrays themselves (not copies).
+        names (list of str): ``"0.weight"`` for model layers, ``"arrays[i]"`` for arrays.
+        grads (list): each weight's gradient array for model layers (``grad_weight``),
+            else None.
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        names: Sequence[str],
+        grads: Sequence[np.ndarray | None] | None = None,
+    ) -> None:
+        self.weights = list(weights)
+        self._masks = [np.asarray(m, dtype=bool) for m in masks]
+        self.names = list(names)
+        self.grads = list(grads) if grads is not None else [None] * len(self.weights)
+        self._pruned = [~m for m in self._masks]
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._masks[i]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._masks)
+
+    @property
+    def num_pruned(self) -> int:
+        """Entries pruned, over every weight."""
+        return int(sum(int(p.sum()) for p in self._pruned))
+
+    @property
+    def num_total(self) -> int:
+        return int(sum(m.size for m in self._masks))
+
+    def pruned(self, i: int) -> np.ndarray:
+        """Bool array, True where ``weights[i]`` is pruned (``~masks[i]``, cached)."""
+        return self._pruned[i]
+
+    def apply_(self) -> None:
+        """Set the pruned entries of every weight (and, for model layers, of its
+        gradient) back to exactly zero. Call after each optimizer step if the optimizer
+        is not wrapped with :func:`masked`."""
+        for w, g, p in zip(self.weights, self.grads, self._pruned):
+            np.copyto(w, 0, where=p)
+            if g is not None:
+                np.copyto(g, 0, where=p)
+
+    def __repr__(self) -> str:
+        total = self.num_total
+        frac = self.num_pruned / total if total else 0.0
+        return f"PruningMasks({len(self)} weights, {self.num_pruned}/{total} pruned ({frac:.1%}))"
+
+
+class MaskedOptimizer:
+    """An optimizer whose ``step`` keeps pruned weights exactly zero.
+
+    Each ``step(grads)``: (1) zeroes the gradients of pruned entries (in place, in the
+    arrays passed), (2) runs the wrapped optimizer's fused step, (3) sets the pruned
+    parameter entries *and* their optimizer state (momentum buffers, Adam moments, ...)
+    back to zero. With zero gradient and zero state, Adam/AdamW/SGD/RMSprop/Adagrad all
+    compute a zero update (weight decay of 0 is 0), so the pruned entries never move,
+    not even transiently, and stale momentum cannot revive them.
+
+    Everything else (``param_groups``, ``state``, ``state_dict``, ...) is the wrapped
+    optimizer's: learning-rate schedulers may be built on either object.
+    """
+
+    def __init__(self, optimizer: Any, masks: PruningMasks) -> None:
+        if not isinstance(masks, PruningMasks):
+            raise TypeError(f"masks must be PruningMasks, got {type(masks).__name__}")
+        if not hasattr(optimizer, "param_groups") or not hasattr(optimizer, "step"):
+            raise TypeError(
+                f"optimizer must be a pyfastopt optimizer, got {type(optimizer).__name__}"
+            )
+        self.optimizer = optimizer
+        self.masks = masks
+        flat = [p for g in optimizer.param_groups for p in g["params"]]
+        where = {id(p): i for i, p in enumerate(flat)}
+        self._slots: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for j, w in enumerate(masks.weights):
+            i = where.get(id(w))
+            if i is None:
+                raise ValueError(
+                    f"the pruned weight {masks.names[j]} (shape {w.shape}) is not a parameter "
+                    "of the optimizer (build the optimizer on the pruned model's parameters)"
+                )
+            self._slots.append((i, w, masks.pruned(j)))
+
+    def step(self, grads: Sequence[Any]) -> None:
+        grads = list(grads)
+        for i, _, pruned in self._slots:
+            if i < len(grads):  # a wrong length is reported by the optimizer itself
+                g = grads[i]
+                if not (isinstance(g, np.ndarray) and g.flags.writeable):
+                    g = grads[i] = np.array(g)
+                if g.shape == pruned.shape:
+                    np.copyto(g, 0, where=pruned)
+        self.optimizer.step(grads)
+        for i, w, pruned in self._slots:
+            np.copyto(w, 0, where=pruned)
+            for value in self.optimizer.state.get(i, {}).values():
+                if isinstance(value, np.ndarray) and value.shape == pruned.shape:
+                    np.copyto(value, 0, where=pruned)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "optimizer":  # not set yet (copy/pickle): avoid infinite recursion
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
+    def __repr__(self) -> str:
+        return f"masked({self.optimizer!r}, {self.masks!r})"
+
+
+def masked(optimizer: Any, masks: PruningMasks) -> MaskedOptimizer:
+    """Wrap ``optimizer`` so that the entries pruned in ``masks`` stay exactly zero
+    (see :class:`MaskedOptimizer`).
+
+    Example:
+        >>> masks = magnitude_prune(model, 0.7)
+        >>> opt = masked(optim.AdamW(model.parameters(), lr=1e-3), masks)
+        >>> opt.step(model.gradients())   # pruned weights remain 0.0
+    """
+    return MaskedOptimizer(optimizer, masks)
+
+
+# --------------------------------------------------------------------------- collection
+def _is_module(obj: Any) -> bool:
+    try:
+        from .nn import Module
+    except ImportError:  # pragma: no cover - a build without the layers
+        return False
+    return isinstance(obj, Module)
+
+
+def _linear_layers(model: Any) -> list[tuple[str, Any]]:
+    """(prefix, Linear) for every Linear in the model, in order."""
+    from .nn import Linear
+
+    return [(prefix, mod) for prefix, mod in model._walk() if isinstance(mod, Linear)]
+
+
+def _check_weight(a: Any, name: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array (pruned in place), got {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
+    if not (a.flags.writeable and a.flags.c_contiguous):
+        raise ValueError(f"{name} must be a writable, C-contiguous array (pruned in place)")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} has NaN or infinite entries; magnitudes cannot rank them")
+    return a
+
+
+def _collect(obj: Any) -> tuple[list[str], list[np.ndarray], list[np.ndarray | None]]:
+    if isinstance(obj, np.ndarray):
+        return ["arrays[0]"], [_check_weight(obj, "model_or_arrays")], [None]
+    if isinstance(obj, (list, tuple)):
+        if not obj:
+            raise ValueError("model_or_arrays is an empty list: nothing to prune")
+        names = [f"arrays[{i}]" for i in range(len(obj))]
+        weights = [_check_weight(a, n) for a, n in zip(obj, names)]
+        if len({id(w) for w in weights}) != len(weights):
+            raise ValueError("model_or_arrays lists the same array twice")
+        return names, weights, [None] * len(weights)
+    if _is_module(obj):
+        layers = _linear_layers(obj)
+        if not layers:
+            raise ValueError(f"model_or_arrays ({type(obj).__name__}) has no Linear layer")
+        names = [prefix + "weight" for prefix, _ in layers]
+        weights = [_check_weight(lin.weight, n) for (_, lin), n in zip(layers, names)]
+        return names, weights, [lin.grad_weight for _, lin in layers]
+    raise TypeError(
+        "model_or_arrays must be a pyfastopt.nn Module, an array or a list of arrays, got "
+        f"{type(obj).__name__}"
+    )
+
+
+def _check_amount(amount: Any) -> float:
+    if not isinstance(amount, numbers.Real) or isinstance(amount, bool):
+        raise TypeError(f"amount must be a real number in [0, 1], got {type(amount).__name__}")
+    amount = float(amount)
+    if not 0.0 <= amount <= 1.0:  # also rejects NaN
+        raise ValueError(f"amount must be in [0, 1], got {amount}")
+    return amount
+
+
+def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k smallest scores, ties to the lower index (stable)."""
+    return np.argsort(scores, kind="stable")[:k]
+
+
+# --------------------------------------------------------------------------- pruning
+def magnitude_prune(
+    model_or_arrays: Any,
+    amount: float,
+    scope: str = "layer",
+    structured: str | None = None,
+) -> Any:
+    """Prune the smallest-magnitude weights (see the module docstring for the rules).
+
+    Args:
+        model_or_arrays: a ``pyfastopt.nn`` model (its Linear weight matrices are
+            pruned), or a float array / list of float arrays (writable, C-contiguous).
+        amount (float): fraction in [0, 1] to prune (``round(amount * n)`` of the n
+            candidates).
+        scope: ``"layer"`` (each weight matrix loses ``amount`` of its own entries/rows)
+            or ``"global"`` (one ranking over every weight matrix together).
+        structured: ``None`` (individual entries, by ``|w|``) or ``"rows"`` (whole output
+            rows -- neurons -- by their L2 norm).
+
+    Returns:
+        * ``structured=None``, or ``"rows"`` with arrays: :class:`PruningMasks`; the
+          weights are zeroed **in place**.
+        * ``structured="rows"`` with a Sequential: a **new**, smaller Sequential; the
+          given model is left unchanged. Every Linear that feeds another Linear (through
+          only ReLU, Dropout, BatchNorm1d or Flatten layers) is a candidate; the last
+          Linear is not (its rows are the model's outputs), and every Linear keeps at
+          least one row. The new model computes exactly what the old one computes with
+          the pruned neurons' outgoing weights set to zero, in fewer operations.
+
+    Raises:
+        ValueError: amount outside [0, 1], unknown scope/structured, no weights,
+            non-finite weights, rows on arrays that are not 2-D, or a Sequential whose
+            layers between two Linears are not feature-wise.
+        TypeError: wrong argument types or non-float weights.
+
+    Example:
+        >>> w = np.array([[0.5, -0.1], [0.2, -0.9]], np.float32)
+        >>> masks = magnitude_prune(w, 0.5)
+        >>> w
+        array([[ 0.5,  0. ],
+               [ 0. , -0.9]], dtype=float32)
+    """
+    amount = _check_amount(amount)
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    if structured not in (None, "rows"):
+        raise ValueError(f"structured must be None or 'rows', got {structured!r}")
+    if structured == "rows" and _is_module(model_or_arrays):
+        return _shrink_rows(model_or_arrays, amount, scope)
+    names, weights, grads = _collect(model_or_arrays)
+    if structured is None:
+        masks = _unstructured_masks(weights, amount, scope)
+    else:
+        for n, w in zip(names, weights):
+            if w.ndim != 2:
+                raise ValueError(f"structured='rows' needs 2-D weights; {n} has shape {w.shape}")
+        keep_rows = _row_keep(weights, amount, scope, min_keep=0)
+        masks = [np.broadcast_to(k[:, None], w.shape).copy() for k, w in zip(keep_rows, weights)]
+    result = PruningMasks(weights, masks, names, grads)
+    result.apply_()
+    return result
+
+
+def _unstructured_masks(weights: list[np.ndarray], amount: float, scope: str) -> list[np.ndarray]:
+    if scope == "layer":
+        masks = []
+        for w in weights:
+            keep = np.ones(w.size, dtype=bool)
+            keep[_smallest(np.abs(w).ravel(), round(amount * w.size))] = False
+            masks.append(keep.reshape(w.shape))
+        return masks
+    scores = np.concatenate([np.abs(w).ravel().astype(np.float64) for w in weights])
+    keep = np.ones(scores.size, dtype=bool)
+    keep[_smallest(scores, round(amount * scores.size))] = False
+    bounds = np.cumsum([0] + [w.size for w in weights])
+    return [keep[a:b].reshape(w.shape) for a, b, w in zip(bounds[:-1], bounds[1:], weights)]
+
+
+def _row_keep(
+    weights: list[np.ndarray], amount: float, scope: str, min_keep: int
+) -> list[np.ndarray]:
+    """Per matrix, a bool vector of kept rows; each matrix keeps >= min_keep rows."""
+    norms = [np.sqrt(np.square(w, dtype=np.float64).sum(axis=1)) for w in weights]
+    if scope == "layer":
+        out = []
+        for nrm in norms:
+            k = min(round(amount * nrm.size), nrm.size - min_keep)
+            keep = np.ones(nrm.size, dtype=bool)
+            keep[_smallest(nrm, k)] = False
+            out.append(keep)
+        return out
+    scores = np.concatenate(norms)
+    owner = np.concatenate([np.full(n.size, i) for i, n in enumerate(norms)])
+    keep = np.ones(scores.size, dtype=bool)
+    left = [n.size for n in norms]
+    k = round(amount * scores.size)
+    for idx in np.argsort(scores, kind="stable"):
+        if k == 0:
+            break
+        if left[owner[idx]] > min_keep:
+            keep[idx] = False
+            left[owner[idx]] -= 1
+            k -= 1
+    bounds = np.cumsum([0] + [n.size for n in norms])
+    return [keep[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _shrink_rows(model: Any, amount: float, scope: str) -> Any:
+    from .nn import BatchNorm1d, Dropout, Flatten, Linear, ReLU, Sequential
+
+    if not isinstance(model, Sequential):
+        raise ValueError(
+            f"structured='rows' on a model needs a Sequential, got {type(model).__name__} "
+            "(pass its weight arrays to get row masks instead)"
+        )
+    layers = list(model.layers)
+    lin_idx = [i for i, layer in enumerate(layers) if isinstance(layer, Linear)]
+    if len(lin_idx) < 2:
+        raise ValueError(
+            "structured='rows' needs a Sequential with at least two Linear layers "
+            "(the last Linear's rows are the outputs and are never pruned)"
+        )
+    passthrough = (ReLU, Dropout, BatchNorm1d, Flatten)
+    for a, b in zip(lin_idx, lin_idx[1:]):
+        for j in range(a + 1, b):
+            if not isinstance(layers[j], passthrough):
+                raise ValueError(
+                    f"structured='rows': layer {j} ({type(layers[j]).__name__}) between Linear "
+                    f"layers {a} and {b} is not feature-wise (ReLU, Dropout, BatchNorm1d, "
+                    "Flatten), so removing neurons across it is not defined"
+                )
+    for i in lin_idx:
+        _check_weight(layers[i].weight, f"layer {i} weight")
+    candidates = lin_idx[:-1]
+    keeps = _row_keep([layers[i].weight for i in candidates], amount, scope, min_keep=1)
+    rows = {i: np.flatnonzero(k) for i, k in zip(candidates, keeps)}
+
+    new_layers: list[Any] = []
+    cols: np.ndarray | None = None  # kept input features of the next Linear
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Linear):
+            r = rows.get(i, np.arange(layer.out_features))
+            new_layers.append(_sub_linear(layer, r, cols))
+            cols = r if i in rows else None
+        elif isinstance(layer, BatchNorm1d) and cols is not None:
+            new_layers.append(_sub_batchnorm(layer, cols))
+        else:
+            new_layers.append(copy.deepcopy(layer))
+    new = Sequential(*new_layers)
+    for old, fresh in zip(layers, new_layers):  # keep each layer's mode and freezing
+        fresh.training, fresh.frozen = old.training, old.frozen
+    new.training, new.frozen = model.training, model.frozen
+    return new
+
+
+def _sub_linear(layer: Any, rows: np.ndarray, cols: np.ndarray | None) -> Any:
+    from .nn import Linear
+
+    w = layer.weight[rows] if cols is None else layer.weight[np.ix_(rows, cols)]
+    new = Linear(
+        w.shape[1],
+        w.shape[0],
+        bias=layer.bias is not None,
+        activation=layer.activation,
+        dtype=layer.weight.dtype,
+        seed=0,
+    )
+    new.weight[...] = w
+    if layer.bias is not None:
+        new.bias[...] = layer.bias[rows]
+    return new
+
+
+def _sub_batchnorm(layer: Any, cols: np.ndarray) -> Any:
+    from .nn import BatchNorm1d
+
+    new = BatchNorm1d(
+        cols.size,
+        eps=layer.eps,
+        momentum=layer.momentum,
+        affine=layer.weight is not None,
+        track_running_stats=layer.running_mean is not None,
+        dtype=layer.dtype,
+    )
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        src = getattr(layer, name)
+        if src is not None:
+            getattr(new, name)[...] = src[cols]
+    if layer.num_batches_tracked is not None:
+        new.num_batches_tracked[...] = layer.num_batches_tracked
+    return new
+
+
+def sparsity(model_or_arrays: Any) -> float:
+    """Fraction of exactly-zero entries in the weight matrices (all together): the
+    Linear weights of a ``pyfastopt.nn`` model, or the given array(s)."""
+    if isinstance(model_or_arrays, np.ndarray):
+        weights = [model_or_arrays]
+    elif isinstance(model_or_arrays, (list, tuple)):
+        weights = [np.asarray(a) for a in model_or_arrays]
+    elif _is_module(model_or_arrays):
+        weights = [lin.weight for _, lin in _linear_layers(model_or_arrays)]
+    else:
+        raise TypeError(
+            "model_or_arrays must be a pyfastopt.nn Module, an array or a list of arrays, "
+            f"got {type(model_or_arrays).__name__}"
+        )
+    total = sum(w.size for w in weights)
+    if total == 0:
+        raise ValueError("model_or_arrays has no weight entries")
+    return sum(int(np.count_nonzero(w == 0)) for w in weights) / total

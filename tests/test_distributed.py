@@ -85,11 +85,16 @@ def test_collectives(tmp_path):
 
 def test_training_matches_single_process(tmp_path):
     """2 ranks x batch B through DistributedOptimizer == 1 process x batch 2B (SGD with
-    momentum, Adam; float32 and float64), plus the start-up broadcasts."""
+    momentum, Adam; float32 and float64; a NumPy MLP, and a pyfastopt.nn MLP fed by
+    DataLoader(rank=, world_size=) when those modules exist), plus the start-up
+    broadcasts of parameters and optimizer state."""
     env = {"PYFASTOPT_NUM_THREADS": "2", "PYFASTOPT_MPI_ABORT_ON_ERROR": "0"}
     rc, out, _ = run_mpi("train", tmp_path, env_set=env)
     assert rc == 0, out
     assert "TRAIN-OK rank 0" in out and "TRAIN-OK rank 1" in out, out
+    if all(importlib.util.find_spec(m) for m in ("pyfastopt.nn", "pyfastopt.data")):
+        # the same check through pyfastopt.nn layers and DataLoader sharding
+        assert "NN-OK rank 0" in out and "NN-OK rank 1" in out, out
 
 
 def test_exception_on_one_rank_aborts_the_job(tmp_path):

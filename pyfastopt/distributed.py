@@ -639,17 +639,18 @@ _LOCAL = _WORLD.Split_type(MPI.COMM_TYPE_SHARED)
 
 def _ranks_per_node_threads() -> int | None:
     """The thread count this rank should use, or None when the user chose one."""
+    try:
+        mine = frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        mine = frozenset()
+    # unconditional, so that ranks whose environments differ still all take part
+    others = _LOCAL.allgather(mine)
     default, source, usable = _core.config.default_num_threads()
     if source in ("PYFASTOPT_NUM_THREADS", "OMP_NUM_THREADS"):
         return None
     if _config.get_num_threads() != default:  # set_num_threads() before this import
         return None
-    try:
-        mine = frozenset(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        mine = frozenset()
-    others = _LOCAL.allgather(mine)
-    # ranks whose CPU sets overlap ours compete for the same cores
+    # ranks whose CPU sets overlap ours compete for the same cores (pinned ranks don't)
     sharing = sum(1 for s in others if not mine or not s or s & mine)
     return max(1, int(usable) // max(1, sharing))
 

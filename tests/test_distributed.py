@@ -107,6 +107,26 @@ def test_exception_on_one_rank_aborts_the_job(tmp_path):
     assert seconds < 15, f"took {seconds:.1f} s to abort"
 
 
+def test_thread_setup_with_different_environments_per_rank(tmp_path):
+    """One rank with PYFASTOPT_NUM_THREADS=1 (kept), one without (gets its share): the
+    import's collective must run on both, or the job would hang."""
+    exe = _requirements()
+    code = (
+        "import pyfastopt, pyfastopt.distributed as d; d.barrier(); "
+        "print(f'THREADS rank {d.rank()}: {pyfastopt.get_num_threads()}', flush=True)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    cmd = [exe, "-n", "1", "env", "PYFASTOPT_NUM_THREADS=1", sys.executable, "-c", code]
+    cmd += [":", "-n", "1", sys.executable, "-c", code]
+    try:
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the import hung when only one rank had PYFASTOPT_NUM_THREADS set")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "THREADS rank 0: 1" in r.stdout, r.stdout
+    assert "THREADS rank 1:" in r.stdout, r.stdout
+
+
 def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/"

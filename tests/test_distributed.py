@@ -45,8 +45,9 @@ def _requirements() -> str:
     return exe
 
 
-def run_mpi(scenario: str, tmp_path: Path, env_set=None, env_drop=(), timeout=TIMEOUT):
-    """Run the worker scenario on 2 ranks; (returncode, stdout + stderr, seconds)."""
+def run_job(args, tmp_path: Path, env_set=None, env_drop=(), timeout=TIMEOUT, what="job"):
+    """Run ``mpiexec *args``; (returncode, stdout + stderr, seconds). On a timeout the
+    whole process group (mpiexec, its proxies, the ranks) is killed and the test fails."""
     exe = _requirements()
     env = dict(os.environ)
     for key in env_drop:
@@ -54,7 +55,7 @@ def run_mpi(scenario: str, tmp_path: Path, env_set=None, env_drop=(), timeout=TI
     env.update(env_set or {})
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [exe, "-n", "2", sys.executable, str(WORKER), scenario],
+        [exe, *args],
         cwd=tmp_path,  # never the repository root (its pyfastopt/ has no compiled core)
         env=env,
         stdout=subprocess.PIPE,
@@ -67,8 +68,14 @@ def run_mpi(scenario: str, tmp_path: Path, env_set=None, env_drop=(), timeout=TI
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        pytest.fail(f"MPI job {scenario!r} hung for {timeout} s; output:\n{out}")
+        pytest.fail(f"MPI {what} hung for {timeout} s; output:\n{out}")
     return proc.returncode, out, time.perf_counter() - start
+
+
+def run_mpi(scenario: str, tmp_path: Path, **kwargs):
+    """Run a worker scenario on 2 ranks."""
+    args = ["-n", "2", sys.executable, str(WORKER), scenario]
+    return run_job(args, tmp_path, what=f"job {scenario!r}", **kwargs)
 
 
 THREAD_VARS = ("PYFASTOPT_NUM_THREADS", "OMP_NUM_THREADS", "PYFASTOPT_MPI_ABORT_ON_ERROR")
@@ -110,21 +117,16 @@ def test_exception_on_one_rank_aborts_the_job(tmp_path):
 def test_thread_setup_with_different_environments_per_rank(tmp_path):
     """One rank with PYFASTOPT_NUM_THREADS=1 (kept), one without (gets its share): the
     import's collective must run on both, or the job would hang."""
-    exe = _requirements()
     code = (
         "import pyfastopt, pyfastopt.distributed as d; d.barrier(); "
         "print(f'THREADS rank {d.rank()}: {pyfastopt.get_num_threads()}', flush=True)"
     )
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
-    cmd = [exe, "-n", "1", "env", "PYFASTOPT_NUM_THREADS=1", sys.executable, "-c", code]
-    cmd += [":", "-n", "1", sys.executable, "-c", code]
-    try:
-        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=20)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the import hung when only one rank had PYFASTOPT_NUM_THREADS set")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "THREADS rank 0: 1" in r.stdout, r.stdout
-    assert "THREADS rank 1:" in r.stdout, r.stdout
+    args = ["-n", "1", "env", "PYFASTOPT_NUM_THREADS=1", sys.executable, "-c", code]
+    args += [":", "-n", "1", sys.executable, "-c", code]
+    rc, out, _ = run_job(args, tmp_path, env_drop=THREAD_VARS, timeout=20, what="import")
+    assert rc == 0, out
+    assert "THREADS rank 0: 1" in out, out
+    assert "THREADS rank 1:" in out, out
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

@@ -28,7 +28,7 @@ def _mpiexec() -> str | None:
     matching mpi4py), else the one on PATH."""
     explicit = os.environ.get("PYFASTOPT_MPIEXEC")
     if explicit:
-        return explicit
+        return shutil.which(explicit)
     beside = Path(sys.executable).with_name("mpiexec")
     if beside.exists():
         return str(beside)
@@ -41,7 +41,9 @@ def _requirements() -> str:
         pytest.skip('mpi4py is not installed (pip install "pyfastopt[mpi]")')
     exe = _mpiexec()
     if exe is None:
-        pytest.skip("no mpiexec found (next to the Python executable or on PATH)")
+        pytest.skip(
+            "no mpiexec found (PYFASTOPT_MPIEXEC, next to the Python executable, or on PATH)"
+        )
     return exe
 
 
@@ -157,3 +159,33 @@ def test_missing_mpi4py_gives_install_hint():
     assert r.returncode == 0, r.stderr
     assert "ImportError: pyfastopt.distributed needs mpi4py" in r.stdout, r.stdout
     assert 'pip install "pyfastopt[mpi]"' in r.stdout, r.stdout
+
+
+def test_single_process_without_mpiexec():
+    """Imported in a plain process (an MPI singleton): size 1, collectives are no-ops that
+    still validate, the optimizer wrapper just steps, and the abort hook stays quiet."""
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip('mpi4py is not installed (pip install "pyfastopt[mpi]")')
+    r = _python(
+        "import numpy as np\n"
+        "import pyfastopt.distributed as d\n"
+        "from pyfastopt import optim\n"
+        "assert (d.rank(), d.size()) == (0, 1)\n"
+        "x = [np.arange(5.0), np.ones(3, np.float32)]\n"
+        "d.allreduce_(x)\n"
+        "assert np.array_equal(x[0], np.arange(5.0)) and np.array_equal(x[1], np.ones(3))\n"
+        "try:\n"
+        "    d.allreduce_([np.ones((4, 4))[:, 0]])\n"
+        "except ValueError as exc:\n"
+        "    assert 'arrays[0]' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('a strided view was accepted')\n"
+        "w = np.ones(3)\n"
+        "opt = d.DistributedOptimizer(optim.SGD([w], lr=0.5))\n"
+        "opt.step([np.ones(3)])\n"
+        "assert np.array_equal(w, np.full(3, 0.5)) and opt.param_groups[0]['lr'] == 0.5\n"
+        "d.broadcast_parameters([w])\n"
+        "d.broadcast_optimizer_state(opt)\n"
+        "print('single ok')\n"
+    )
+    assert r.returncode == 0 and "single ok" in r.stdout, r.stdout + r.stderr

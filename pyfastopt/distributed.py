@@ -578,6 +578,13 @@ class DistributedOptimizer:
     batch; with ``average=True`` (the default) the step then equals a single-process
     step on the union of the ranks' batches (to rounding), for equal local batch sizes.
 
+    Anything that must see the averaged gradients (clipping by the global norm, say)
+    goes between the two halves of a step::
+
+        dist.allreduce_(grads)                       # what step() does first
+        optim.clip_grad_norm_(grads, max_norm=1.0)   # the same on every rank
+        opt.optimizer.step(grads)
+
     Args:
         optimizer: a :mod:`pyfastopt.optim` optimizer (or anything with ``step(grads)``).
         average: average (default) or sum the gradients.

@@ -13,7 +13,7 @@ pytest.importorskip("sklearn")
 from pyfastopt import demo
 from pyfastopt.cli import main
 
-STAGES = ["teacher", "student", "pruned student"]
+STAGES = ["teacher", "student", "pruned student", "int8 student"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def quick_rows(tmp_path_factory):
 def test_quick_demo_end_to_end(quick_rows):
     rows, out = quick_rows
     assert [r["stage"] for r in rows] == STAGES
-    teacher, student, pruned = rows
+    teacher, student, pruned, int8 = rows
     # 3 + 3 + 1 epochs: far from converged, but far above chance (0.1)
     assert teacher["accuracy"] > 0.7
     assert student["accuracy"] > 0.6
@@ -41,6 +41,10 @@ def test_quick_demo_end_to_end(quick_rows):
         assert os.path.getsize(r["path"]) == r["bytes"] > 0
         assert r["latency_us"] > 0
     assert pruned["bytes"] < student["bytes"] < teacher["bytes"]
+    # int8: dense int8 weights of the pruned shapes (+ metadata), about 4x below float32
+    assert int8["bytes"] < (96 * 64 + 48 * 96 + 10 * 48) + 8192
+    assert int8["params"] <= pruned["params"]
+    assert abs(int8["accuracy"] - pruned["accuracy"]) <= 0.03
     with np.load(pruned["path"]) as f:
         assert f["0.weight"].shape == (96, 64)
         assert f["3.weight"].shape == (48, 96)
@@ -79,15 +83,17 @@ def test_epochs_argument():
         demo.run_demo(epochs=(1, 1), verbose=False)
 
 
-def test_quantize_hook_is_there_and_skips_cleanly(tmp_path, capsys):
-    assert callable(demo._quantize_stage)
+def test_quantize_stage_returns_the_reloaded_model(tmp_path, capsys):
     model = demo.mlp([64, 8, 10], dropout=0.0, seed=0)
-    result = demo._quantize_stage(model, np.zeros((4, 64), np.float32), str(tmp_path))
-    if result is None:
-        assert "int8 stage skipped" in capsys.readouterr().out
-    else:  # once the integrator wires pyfastopt.quant in
-        _stage, predict, path, _params = result
-        assert os.path.exists(path) and predict(np.zeros((2, 64), np.float32)).shape == (2, 10)
+    model.eval()
+    x = np.random.default_rng(0).random((40, 64), dtype=np.float32)
+    _stage, predict, path, params = demo._quantize_stage(model, x, str(tmp_path))
+    assert os.path.exists(path) and predict(x).shape == (40, 10)
+    assert params <= 64 * 8 + 8 + 8 * 10 + 10
+    assert "end to end" in capsys.readouterr().out  # the SNR report
+    from pyfastopt import quant
+
+    assert predict(x).tobytes() == quant.load(path)(x).tobytes()
 
 
 def test_cli_demo_prints_one_table(tmp_path, capsys):
@@ -96,11 +102,11 @@ def test_cli_demo_prints_one_table(tmp_path, capsys):
     lines = out.splitlines()
     head = [i for i, line in enumerate(lines) if line.startswith("stage")]
     assert len(head) == 1
-    table = lines[head[0] : head[0] + 5]
+    table = lines[head[0] : head[0] + 6]
     assert "test acc" in table[0] and "latency/sample" in table[0]
-    assert [line.split("  ")[0] for line in table[2:5]] == STAGES
+    assert [line.split("  ")[0] for line in table[2:6]] == STAGES
     assert "\r" not in out  # no progress bar when stdout is not a terminal
-    assert sorted(os.listdir(tmp_path)) == ["pruned.npz", "student.npz", "teacher.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["pruned.npz", "student.npz", "student_int8.pfq", "teacher.npz"]
 
 
 def test_cli_demo_plot(tmp_path, capsys):

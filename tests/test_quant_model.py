@@ -263,3 +263,16 @@ def test_digits_int8_accuracy_within_one_point(tmp_path):
         qm.save(tmp_path / "d.pfq")
         q_acc = (quant.load(tmp_path / "d.pfq").predict(xte) == yte).mean()
         assert q_acc >= acc - 0.01, (mode, acc, q_acc)
+
+
+def test_startup_bench_runs(capsys):
+    """`pyfastopt bench --startup`'s machinery: every child program loads and infers."""
+    from pyfastopt.bench import startup
+
+    rows = startup.measure(repeats=1, use_torch=False)
+    names = [r["runtime"] for r in rows]
+    assert names[:3] == ["python -c pass", "python -c 'import numpy'", "pyfastopt"]
+    pf = rows[2]
+    assert 0 < pf["bytes"] < 784 * 512 + 512 * 256 + 2560 + 16384
+    assert all(r["min_ms"] > 0 for r in rows)
+    assert "pyfastopt" in startup.format_rows(rows)

@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--list", action="store_true", help="list the registered cases and exit")
     parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="time import + load + first inference of a saved int8 model in fresh processes "
+        "(pyfastopt vs ONNX Runtime and PyTorch where installed) and exit",
+    )
+    parser.add_argument(
         "--no-torch", action="store_true", help="leave PyTorch out even where installed"
     )
 
@@ -127,6 +133,11 @@ def run_cli(args: argparse.Namespace) -> int:
 
     from .. import get_num_threads
 
+    if getattr(args, "startup", False):
+        from .startup import run_startup
+
+        return run_startup(repeats=3 if getattr(args, "quick", False) else 7,
+                           use_torch=not getattr(args, "no_torch", False))
     known = families()
     only = _selected_families(getattr(args, "only", None))
     if only is not None:

@@ -113,8 +113,23 @@ def _params(
     return s64.tolist(), zi.tolist(), (axis if per_channel else -1)
 
 
+def _check_out(out: Any, src: np.ndarray) -> None:
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if np.may_share_memory(out, src):
+        raise ValueError("out must not share memory with the input")
+
+
 def quantize(
-    x: Any, scale: Any, zero_point: Any, dtype: Any = np.int8, axis: int | None = None
+    x: Any,
+    scale: Any,
+    zero_point: Any,
+    dtype: Any = np.int8,
+    axis: int | None = None,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""Quantize ``x`` to int8 or uint8.
 
@@ -129,9 +144,11 @@ def quantize(
             a scalar is used for every channel).
         dtype: ``numpy.int8`` (range [-128, 127]) or ``numpy.uint8`` ([0, 255]).
         axis: the channel axis for per-channel parameters (negative counts from the end).
+        out: optional result array (``dtype``, ``x``'s shape, C-contiguous, writable, not
+            overlapping ``x``); saves the allocation and its page faults on large inputs.
 
     Returns:
-        An array of ``dtype`` and ``x``'s shape.
+        An array of ``dtype`` and ``x``'s shape (``out`` when given).
 
     Rounding and edge cases:
         * Computed in ``x``'s dtype: ``scale`` is rounded to it, ``x / scale`` is one
@@ -150,10 +167,13 @@ def quantize(
     a = _float_input(x)
     ax = None if axis is None else _axis(axis, a.ndim)
     s, z, bax = _params(scale, zero_point, qdt, ax, a.shape, a.dtype)
-    return _core.quant.quantize(a, s, z, qdt == np.uint8, bax)
+    _check_out(out, a)
+    return _core.quant.quantize(a, s, z, qdt == np.uint8, bax, out)
 
 
-def dequantize(q: Any, scale: Any, zero_point: Any, axis: int | None = None) -> np.ndarray:
+def dequantize(
+    q: Any, scale: Any, zero_point: Any, axis: int | None = None, *, out: np.ndarray | None = None
+) -> np.ndarray:
     r"""Map int8/uint8 values back to float32: :math:`y = (q - z) \cdot s`.
 
     Computed in float32 with ``scale`` rounded to float32: ``q - z`` is exact, so each
@@ -161,14 +181,15 @@ def dequantize(q: Any, scale: Any, zero_point: Any, axis: int | None = None) -> 
     ``torch.Tensor.dequantize`` gives per tensor, and per channel when the scales are
     float32 values (torch multiplies per-channel scales in their own dtype, so float64
     scales that are not float32 values can differ from torch by one float32 ulp).
-    Parameters as in :func:`quantize`.
+    Parameters as in :func:`quantize` (``out``: float32, ``q``'s shape).
 
     Returns:
-        A float32 array of ``q``'s shape.
+        A float32 array of ``q``'s shape (``out`` when given).
     """
     a = np.asarray(q)
     if a.dtype not in _QDTYPES:
         raise TypeError(f"q must be an int8 or uint8 array, got dtype {a.dtype}")
     ax = None if axis is None else _axis(axis, a.ndim)
     s, z, bax = _params(scale, zero_point, a.dtype, ax, a.shape, np.float32)
-    return _core.quant.dequantize(a, s, z, bax)
+    _check_out(out, a)
+    return _core.quant.dequantize(a, s, z, bax, out)

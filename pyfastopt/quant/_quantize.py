@@ -22,6 +22,9 @@ from .. import _core
 __all__ = ["dequantize", "qrange", "quantize"]
 
 _QDTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+# Doubles at or beyond these round to float32 inf / 0 (ties to even).
+_F32_ROUNDS_TO_MAX = 3.4028235677973366e38
+_F32_ROUNDS_TO_ZERO = 7.006492321624085e-46
 
 
 def qrange(dtype: Any) -> tuple[int, int]:
@@ -79,7 +82,7 @@ def _params(
             return [sf], [zi], -1
     s = np.asarray(scale)
     z = np.asarray(zero_point)
-    if s.dtype.kind not in "fiu" or s.dtype == np.bool_:
+    if s.dtype.kind not in "fiu":
         raise TypeError(f"scale must be a real number or array, got dtype {s.dtype}")
     if z.dtype.kind not in "iu":
         raise TypeError(f"zero_point must be an integer or an integer array, got dtype {z.dtype}")
@@ -97,19 +100,30 @@ def _params(
                     f"{name} has shape {a.shape} but the input of shape {shape} has {channels} "
                     f"channels along axis {axis}: expected shape ({channels},)"
                 )
-        s = np.broadcast_to(s, (channels,))
-        z = np.broadcast_to(z, (channels,))
+        if s.ndim == 0:
+            s = np.full(channels, s)
+        if z.ndim == 0:
+            z = np.full(channels, z)
     s64 = s.astype(np.float64).reshape(-1)
-    with np.errstate(over="ignore"):
-        s_in = s64.astype(in_dtype)
-    if not (np.all(np.isfinite(s_in)) and np.all(s_in > 0)):
-        raise ValueError(
-            f"scale must be positive and finite in {np.dtype(in_dtype)}, got {scale!r}"
+    if s64.size:
+        # positive and finite after rounding to the input's dtype (min is NaN if any is)
+        lo, hi = float(s64.min()), float(s64.max())
+        top, bottom = (
+            (_F32_ROUNDS_TO_MAX, _F32_ROUNDS_TO_ZERO)
+            if in_dtype == np.float32
+            else (
+                math.inf,
+                0.0,
+            )
         )
-    lo, hi = _QDTYPES[qdt]
+        if not (lo > bottom and hi < top):
+            raise ValueError(
+                f"scale must be positive and finite in {np.dtype(in_dtype)}, got {scale!r}"
+            )
+    lo_q, hi_q = _QDTYPES[qdt]
     zi = z.astype(np.int64).reshape(-1)
-    if zi.size and (zi.min() < lo or zi.max() > hi):
-        raise ValueError(f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}")
+    if zi.size and (int(zi.min()) < lo_q or int(zi.max()) > hi_q):
+        raise ValueError(f"zero_point must be in [{lo_q}, {hi_q}] for {qdt}, got {zero_point!r}")
     return s64.tolist(), zi.tolist(), (axis if per_channel else -1)
 
 

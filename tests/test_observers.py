@@ -179,16 +179,23 @@ def test_torch_observer_parity(rng, qdt):
         assert mm.qparams(qdt, True)[0] == pytest.approx(
             float(ts_sym.calculate_qparams()[0]) * 127.5 / 127, rel=1e-6
         )
-    # per channel
-    x = rng.standard_normal((8, 20)).astype(np.float32)
-    ours = MinMaxObserver(axis=0)
-    theirs = obs.PerChannelMinMaxObserver(ch_axis=0, dtype=tdt)
-    ours.observe(x)
-    theirs(torch.from_numpy(x))
-    ts, tz = theirs.calculate_qparams()
-    s, z = ours.qparams(qdt)
-    np.testing.assert_allclose(s, ts.numpy(), rtol=1e-6)
-    np.testing.assert_array_equal(z, tz.numpy())
+    # per channel, streamed
+    xs = [rng.standard_normal((8, 20)).astype(np.float32) * (1 + k) for k in range(4)]
+    pairs = [
+        (MinMaxObserver(axis=0), obs.PerChannelMinMaxObserver(ch_axis=0, dtype=tdt)),
+        (
+            MovingAverageMinMaxObserver(0.2, axis=1),
+            obs.MovingAveragePerChannelMinMaxObserver(averaging_constant=0.2, ch_axis=1, dtype=tdt),
+        ),
+    ]
+    for ours, theirs in pairs:
+        for x in xs:
+            ours.observe(x)
+            theirs(torch.from_numpy(x))
+        ts, tz = theirs.calculate_qparams()
+        s, z = ours.qparams(qdt)
+        np.testing.assert_allclose(s, ts.numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(z, tz.numpy())
 
 
 # ---- Histogram -------------------------------------------------------------------------

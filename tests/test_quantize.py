@@ -328,3 +328,36 @@ def test_torch_quantize_per_channel_parity(rng):
         assert np.all(np.abs(ours.astype(int) - tv.astype(int)) <= 1)
         assert (ours != tv).sum() <= 3
         assert_same(dequantize(tv, scale, zp, axis=axis), t.dequantize().numpy())
+
+
+def test_out_argument(rng):
+    x = data(rng, 3 * 70, np.float32, 3.0).reshape(3, 70)
+    out = np.full((3, 70), 99, np.int8)
+    r = quantize(x, 0.02, 1, out=out)
+    assert r is out
+    assert_same(out, ref_quantize(x, 0.02, 1, np.int8))
+    s = np.linspace(0.01, 0.03, 70)
+    outu = np.empty((3, 70), np.uint8)
+    assert quantize(x, s, 100, np.uint8, axis=1, out=outu) is outu
+    assert_same(outu, ref_quantize(x, s, np.full(70, 100), np.uint8, 1))
+    y = np.full((3, 70), np.nan, np.float32)
+    assert dequantize(out, 0.02, 1, out=y) is y
+    assert_same(y, ref_dequantize(out, 0.02, 1))
+    with pytest.raises(TypeError, match="out"):
+        quantize(x, 0.02, 1, out=np.empty((3, 70), np.uint8))  # int8 result
+    with pytest.raises(TypeError, match="out"):
+        dequantize(out, 0.02, 1, out=np.empty((3, 70), np.float64))
+    with pytest.raises(ValueError, match=r"\(70, 3\).*\(3, 70\)"):
+        quantize(x, 0.02, 1, out=np.empty((70, 3), np.int8))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        quantize(x, 0.02, 1, out=np.empty((70, 3), np.int8).T)
+    ro = np.empty((3, 70), np.int8)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        quantize(x, 0.02, 1, out=ro)
+    with pytest.raises(TypeError, match="out"):
+        quantize(x, 0.02, 1, out=[0] * 210)
+    buf = np.zeros(4 * 210, np.uint8)
+    xs = buf.view(np.float32).reshape(3, 70)
+    with pytest.raises(ValueError, match="share memory"):
+        quantize(xs, 0.02, 1, np.uint8, out=buf[:210].reshape(3, 70))

@@ -54,6 +54,26 @@ void check_params(const std::vector<double>& scale, const std::vector<long long>
   }
 }
 
+// The result array: a new one, or `out` (checked: ndarray of `dtype` and `shape`,
+// C-contiguous, aligned, writable; never copied). The Python layer has already rejected
+// an `out` that shares memory with the input.
+py::array result(py::handle out, const py::dtype& dtype, const std::vector<py::ssize_t>& shape) {
+  if (out.is_none()) return py::array(dtype, shape);
+  if (!py::isinstance<py::array>(out)) type_error("out must be a numpy.ndarray");
+  py::array o = py::reinterpret_borrow<py::array>(out);
+  if (!o.dtype().equal(dtype))
+    throw dtype_error("out must have dtype " + std::string(py::str(dtype)) + ", got " +
+                      std::string(py::str(o.dtype())));
+  const std::vector<py::ssize_t> oshape(o.shape(), o.shape() + o.ndim());
+  if (oshape != shape)
+    value_error("out has shape " + shape_str(o.shape(), static_cast<int>(o.ndim())) +
+                " but the result has shape " + shape_str(shape.data(), static_cast<int>(shape.size())));
+  const int need = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
+                   py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+  if ((o.flags() & need) != need) value_error("out must be C-contiguous, aligned and writable");
+  return o;
+}
+
 template <class T, class Q>
 void run_quantize(const Array& x, void* q, const QuantShape& sh, const std::vector<double>& scale,
                   const std::vector<long long>& zp) {
@@ -67,12 +87,13 @@ void run_quantize(const Array& x, void* q, const QuantShape& sh, const std::vect
 }
 
 py::array quantize_binding(py::handle xobj, const std::vector<double>& scale,
-                           const std::vector<long long>& zp, bool is_unsigned, long axis) {
+                           const std::vector<long long>& zp, bool is_unsigned, long axis,
+                           py::handle out) {
   const Array x = input(xobj, "x");
   check_params(scale, zp, is_unsigned, x.dtype == DType::f32);
   const QuantShape sh = layout(x.arr, axis, scale.size());
   const std::vector<py::ssize_t> shape(x.arr.shape(), x.arr.shape() + x.arr.ndim());
-  py::array q(is_unsigned ? py::dtype::of<std::uint8_t>() : py::dtype::of<std::int8_t>(), shape);
+  py::array q = result(out, is_unsigned ? py::dtype::of<std::uint8_t>() : py::dtype::of<std::int8_t>(), shape);
   void* qp = py::detail::array_proxy(q.ptr())->data;
   if (x.dtype == DType::f32) {
     if (is_unsigned) run_quantize<float, std::uint8_t>(x, qp, sh, scale, zp);
@@ -85,7 +106,7 @@ py::array quantize_binding(py::handle xobj, const std::vector<double>& scale,
 }
 
 py::array dequantize_binding(py::handle qobj, const std::vector<double>& scale,
-                             const std::vector<long long>& zp, long axis) {
+                             const std::vector<long long>& zp, long axis, py::handle out) {
   py::array q = py::array::ensure(qobj, py::array::c_style);  // copies non-contiguous input
   if (!q) type_error("q must be an int8 or uint8 array");
   const bool s8 = q.dtype().equal(py::dtype::of<std::int8_t>());
@@ -99,7 +120,7 @@ py::array dequantize_binding(py::handle qobj, const std::vector<double>& scale,
     z[c] = static_cast<float>(zp[c]);
   }
   const std::vector<py::ssize_t> shape(q.shape(), q.shape() + q.ndim());
-  py::array y(py::dtype::of<float>(), shape);
+  py::array y = result(out, py::dtype::of<float>(), shape);
   auto* yp = reinterpret_cast<float*>(py::detail::array_proxy(y.ptr())->data);
   const void* qp = py::detail::array_proxy(q.ptr())->data;
   {
@@ -114,10 +135,10 @@ py::array dequantize_binding(py::handle qobj, const std::vector<double>& scale,
 
 void register_quant(py::module_& m) {
   m.def("quantize", &quantize_binding, py::arg("x"), py::arg("scale"), py::arg("zero_point"),
-        py::arg("unsigned"), py::arg("axis"),
+        py::arg("unsigned"), py::arg("axis"), py::arg("out") = py::none(),
         "saturate(round_half_even(x / scale) + zero_point) -> int8/uint8; axis -1: per tensor");
   m.def("dequantize", &dequantize_binding, py::arg("q"), py::arg("scale"), py::arg("zero_point"),
-        py::arg("axis"), "(q - zero_point) * scale in float32; axis -1: per tensor");
+        py::arg("axis"), py::arg("out") = py::none(), "(q - zero_point) * scale in float32; axis -1: per tensor");
 }
 
 }  // namespace bind

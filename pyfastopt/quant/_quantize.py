@@ -22,6 +22,9 @@ from .. import _core
 __all__ = ["dequantize", "qrange", "quantize"]
 
 _QDTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+# Doubles at or beyond these round to float32 inf / 0 (ties to even).
+_F32_ROUNDS_TO_MAX = 3.4028235677973366e38
+_F32_ROUNDS_TO_ZERO = 7.006492321624085e-46
 
 
 def qrange(dtype: Any) -> tuple[int, int]:
@@ -79,7 +82,7 @@ def _params(
             return [sf], [zi], -1
     s = np.asarray(scale)
     z = np.asarray(zero_point)
-    if s.dtype.kind not in "fiu" or s.dtype == np.bool_:
+    if s.dtype.kind not in "fiu":
         raise TypeError(f"scale must be a real number or array, got dtype {s.dtype}")
     if z.dtype.kind not in "iu":
         raise TypeError(f"zero_point must be an integer or an integer array, got dtype {z.dtype}")
@@ -97,24 +100,50 @@ def _params(
                     f"{name} has shape {a.shape} but the input of shape {shape} has {channels} "
                     f"channels along axis {axis}: expected shape ({channels},)"
                 )
-        s = np.broadcast_to(s, (channels,))
-        z = np.broadcast_to(z, (channels,))
+        if s.ndim == 0:
+            s = np.full(channels, s)
+        if z.ndim == 0:
+            z = np.full(channels, z)
     s64 = s.astype(np.float64).reshape(-1)
-    with np.errstate(over="ignore"):
-        s_in = s64.astype(in_dtype)
-    if not (np.all(np.isfinite(s_in)) and np.all(s_in > 0)):
-        raise ValueError(
-            f"scale must be positive and finite in {np.dtype(in_dtype)}, got {scale!r}"
+    if s64.size:
+        # positive and finite after rounding to the input's dtype (min is NaN if any is)
+        lo, hi = float(s64.min()), float(s64.max())
+        top, bottom = (
+            (_F32_ROUNDS_TO_MAX, _F32_ROUNDS_TO_ZERO)
+            if in_dtype == np.float32
+            else (
+                math.inf,
+                0.0,
+            )
         )
-    lo, hi = _QDTYPES[qdt]
+        if not (lo > bottom and hi < top):
+            raise ValueError(
+                f"scale must be positive and finite in {np.dtype(in_dtype)}, got {scale!r}"
+            )
+    lo_q, hi_q = _QDTYPES[qdt]
     zi = z.astype(np.int64).reshape(-1)
-    if zi.size and (zi.min() < lo or zi.max() > hi):
-        raise ValueError(f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}")
+    if zi.size and (int(zi.min()) < lo_q or int(zi.max()) > hi_q):
+        raise ValueError(f"zero_point must be in [{lo_q}, {hi_q}] for {qdt}, got {zero_point!r}")
     return s64.tolist(), zi.tolist(), (axis if per_channel else -1)
 
 
+def _check_out(out: Any, src: np.ndarray) -> None:
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if np.may_share_memory(out, src):
+        raise ValueError("out must not share memory with the input")
+
+
 def quantize(
-    x: Any, scale: Any, zero_point: Any, dtype: Any = np.int8, axis: int | None = None
+    x: Any,
+    scale: Any,
+    zero_point: Any,
+    dtype: Any = np.int8,
+    axis: int | None = None,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""Quantize ``x`` to int8 or uint8.
 
@@ -129,9 +158,11 @@ def quantize(
             a scalar is used for every channel).
         dtype: ``numpy.int8`` (range [-128, 127]) or ``numpy.uint8`` ([0, 255]).
         axis: the channel axis for per-channel parameters (negative counts from the end).
+        out: optional result array (``dtype``, ``x``'s shape, C-contiguous, writable, not
+            overlapping ``x``); saves the allocation and its page faults on large inputs.
 
     Returns:
-        An array of ``dtype`` and ``x``'s shape.
+        An array of ``dtype`` and ``x``'s shape (``out`` when given).
 
     Rounding and edge cases:
         * Computed in ``x``'s dtype: ``scale`` is rounded to it, ``x / scale`` is one
@@ -150,10 +181,13 @@ def quantize(
     a = _float_input(x)
     ax = None if axis is None else _axis(axis, a.ndim)
     s, z, bax = _params(scale, zero_point, qdt, ax, a.shape, a.dtype)
-    return _core.quant.quantize(a, s, z, qdt == np.uint8, bax)
+    _check_out(out, a)
+    return _core.quant.quantize(a, s, z, qdt == np.uint8, bax, out)
 
 
-def dequantize(q: Any, scale: Any, zero_point: Any, axis: int | None = None) -> np.ndarray:
+def dequantize(
+    q: Any, scale: Any, zero_point: Any, axis: int | None = None, *, out: np.ndarray | None = None
+) -> np.ndarray:
     r"""Map int8/uint8 values back to float32: :math:`y = (q - z) \cdot s`.
 
     Computed in float32 with ``scale`` rounded to float32: ``q - z`` is exact, so each
@@ -161,14 +195,15 @@ def dequantize(q: Any, scale: Any, zero_point: Any, axis: int | None = None) -> 
     ``torch.Tensor.dequantize`` gives per tensor, and per channel when the scales are
     float32 values (torch multiplies per-channel scales in their own dtype, so float64
     scales that are not float32 values can differ from torch by one float32 ulp).
-    Parameters as in :func:`quantize`.
+    Parameters as in :func:`quantize` (``out``: float32, ``q``'s shape).
 
     Returns:
-        A float32 array of ``q``'s shape.
+        A float32 array of ``q``'s shape (``out`` when given).
     """
     a = np.asarray(q)
     if a.dtype not in _QDTYPES:
         raise TypeError(f"q must be an int8 or uint8 array, got dtype {a.dtype}")
     ax = None if axis is None else _axis(axis, a.ndim)
     s, z, bax = _params(scale, zero_point, a.dtype, ax, a.shape, np.float32)
-    return _core.quant.dequantize(a, s, z, bax)
+    _check_out(out, a)
+    return _core.quant.dequantize(a, s, z, bax, out)

@@ -44,6 +44,19 @@ DTypeError = _core.DTypeError
 
 _threadpool.register()
 
+# Submodules imported on first use (``pyfastopt.quant.load(...)`` after ``import
+# pyfastopt`` works). ``pyfastopt.distributed`` is deliberately not among them: it imports
+# mpi4py and installs an MPI abort hook, so it must be imported explicitly.
+_LAZY_SUBMODULES = ("optim", "quant")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "DTypeError",
     "__version__",
@@ -60,7 +73,9 @@ __all__ = [
     "matmul",
     "nn",
     "ops",
+    "optim",
     "prune",
+    "quant",
     "random",
     "set_num_threads",
     "show_config",

@@ -90,8 +90,27 @@ def test_gelu_backward_near_zero(rng):
     np.testing.assert_allclose(dx, d(z) @ layer.weight, rtol=1e-12, atol=1e-15)
 
 
-def test_relu_gradients(rng):
-    check_gradients(nn.ReLU(), rng.standard_normal((5, 6)), rng)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_gradients(inplace, rng):
+    if inplace:  # the layer overwrites its input: give it a copy on every forward
+        relu = nn.ReLU(inplace=True)
+        orig = relu.forward
+        relu.forward = lambda x: orig(x.copy())
+    else:
+        relu = nn.ReLU()
+    check_gradients(relu, rng.standard_normal((5, 6)), rng)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_relu_inplace_values(dtype, layout, rng):
+    x = np.asarray(rng.standard_normal((7, 33)), dtype=dtype, order=layout)
+    x[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    ref = np.maximum(x, 0)
+    y = nn.ReLU(inplace=True)(x)
+    assert y is x
+    np.testing.assert_array_equal(y, ref)  # NaN stays NaN
+    assert not np.shares_memory(nn.ReLU()(ref), ref)
 
 
 @pytest.mark.parametrize("shape", [(8, 3), (4, 3, 5)])

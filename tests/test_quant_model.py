@@ -7,9 +7,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from digits_training import digits_split, train
 
 import pyfastopt.nn as nn
-from pyfastopt import optim, quant
+from pyfastopt import quant
 from pyfastopt.quant import model as qmodel
 
 
@@ -236,26 +237,11 @@ def test_model_file_fuzz(tmp_path, data):
 
 
 def test_digits_int8_accuracy_within_one_point(tmp_path):
-    datasets = pytest.importorskip("sklearn.datasets")
-    digits = datasets.load_digits()
-    x = (digits.data / 16.0).astype(np.float32)
-    y = digits.target
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    xtr, ytr, xte, yte = x[:1400], y[:1400], x[1400:], y[1400:]
+    xtr, ytr, xte, yte = digits_split()
     model = nn.Sequential(nn.Linear(64, 128, seed=0), nn.BatchNorm1d(128), nn.ReLU(),
                           nn.Dropout(0.1, seed=1), nn.Linear(128, 64, seed=2), nn.ReLU(),
                           nn.Linear(64, 10, seed=3))
-    opt = optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(1)
-    for _ in range(12):
-        perm = rng.permutation(len(xtr))
-        for i in range(0, len(perm) - 31, 32):
-            b = perm[i:i + 32]
-            _, d = nn.cross_entropy(model(xtr[b]), ytr[b])
-            model.backward(d, need_dx=False)
-            opt.step(model.gradients())
-    model.eval()
+    train(model, xtr, ytr, epochs=12)
     acc = (model(xte).argmax(1) == yte).mean()
     assert acc > 0.94, acc
     for mode in ("dynamic", "static"):

@@ -133,18 +133,36 @@ void pack_a_f32_generic(std::size_t m, std::size_t k, const float* x, std::ptrdi
   }
 }
 
+// 16 independent lanes (the compiler vectorizes lane-wise min/max; a single scalar
+// reduction would not be, float min/max reductions need -ffast-math).
 inline bool minmax_generic(std::size_t n, const float* x, float* lo_out, float* hi_out) {
-  float lo = 0.0f, hi = 0.0f;  // the range always includes 0 (the caller widens anyway)
-  float bad = 0.0f;            // x - x is 0 for finite x, NaN for NaN and infinities
-  for (std::size_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
-    bad += v - v;
+  constexpr int L = 16;
+  float lo[L], hi[L], bad[L];  // the range always includes 0 (the caller widens anyway)
+  for (int j = 0; j < L; ++j) lo[j] = hi[j] = bad[j] = 0.0f;
+  std::size_t i = 0;
+  for (; i + L <= n; i += L) {
+    for (int j = 0; j < L; ++j) {
+      const float v = x[i + static_cast<std::size_t>(j)];
+      lo[j] = v < lo[j] ? v : lo[j];
+      hi[j] = v > hi[j] ? v : hi[j];
+      bad[j] = bad[j] + (v - v);  // 0 for finite v, NaN for NaN and infinities
+    }
   }
-  *lo_out = lo;
-  *hi_out = hi;
-  return bad == 0.0f;
+  for (; i < n; ++i) {
+    const float v = x[i];
+    lo[0] = v < lo[0] ? v : lo[0];
+    hi[0] = v > hi[0] ? v : hi[0];
+    bad[0] = bad[0] + (v - v);
+  }
+  float l = 0.0f, h = 0.0f, b = 0.0f;
+  for (int j = 0; j < L; ++j) {
+    l = lo[j] < l ? lo[j] : l;
+    h = hi[j] > h ? hi[j] : h;
+    b = b + bad[j];
+  }
+  *lo_out = l;
+  *hi_out = h;
+  return b == 0.0f;
 }
 
 // ---- output stages -----------------------------------------------------------------------

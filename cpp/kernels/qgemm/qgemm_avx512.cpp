@@ -85,12 +85,41 @@ void ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int 
   by_rows<kMR, Tile>(std::make_integer_sequence<int, kMR>{}, k4, ap, bp, m, n, t);
 }
 
+
+// min / max / finiteness of x[0:n] in 16-lane registers (minps/maxps keep the
+// accumulator when x is NaN; NaN and infinities are caught by x - x != 0).
+bool minmax(std::size_t n, const float* x, float* lo_out, float* hi_out) {
+  __m512 lo = _mm512_setzero_ps(), hi = lo, bad = lo;
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    lo = _mm512_min_ps(v, lo);
+    hi = _mm512_max_ps(v, hi);
+    bad = _mm512_add_ps(bad, _mm512_sub_ps(v, v));
+  }
+  alignas(64) float l[16], h[16], b[16];
+  _mm512_store_ps(l, lo);
+  _mm512_store_ps(h, hi);
+  _mm512_store_ps(b, bad);
+  float l0 = 0.0f, h0 = 0.0f, b0 = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    l0 = l[j] < l0 ? l[j] : l0;
+    h0 = h[j] > h0 ? h[j] : h0;
+    b0 = b0 + b[j];
+  }
+  float tl, th;
+  const bool tail_ok = minmax_generic(n - i, x + i, &tl, &th);
+  *lo_out = tl < l0 ? tl : l0;
+  *hi_out = th > h0 ? th : h0;
+  return tail_ok && b0 == 0.0f;
+}
+
 using Gen = QGeneric<kMR, kNR>;
 
 }  // namespace
 
 extern const QGemmKernels qgemm_kernels = {"qgemm_avx512vnni_12x32", kMR, kNR, &Gen::pack_b,
-                                           &Gen::pack_a, &Gen::pack_a_f32, &Gen::minmax, &ukernel};
+                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax, &ukernel};
 
 }  // namespace avx512
 }  // namespace pyfastopt

@@ -226,7 +226,7 @@ def test_static_errors(rng):
         layer.set_input_qparams(-0.1, 3)
 
 
-def test_layer_errors(rng):
+def test_layer_errors(simd, rng):
     layer, _, _ = make_layer(rng, 8, 4)
     with pytest.raises(ValueError, match="in_features"):
         layer(np.zeros((2, 9), F32))
@@ -234,6 +234,12 @@ def test_layer_errors(rng):
         layer(np.zeros((2, 8), np.int32))
     with pytest.raises(ValueError, match="NaN"):
         layer(np.full((2, 8), np.nan, F32))
+    wide, _, _ = make_layer(rng, 100, 3)
+    for pos, bad in [(37, np.nan), (99, np.inf), (0, -np.inf), (50, np.nan)]:
+        x = np.ones((2, 100), F32)
+        x[1, pos] = bad  # in the vector body and in the tail
+        with pytest.raises(ValueError, match="NaN"):
+            wide(x)
     with pytest.raises(ValueError, match="activation"):
         QuantizedLinear.from_float(np.zeros((2, 2), F32), activation="gelu")
     with pytest.raises(ValueError, match="act_granularity"):

@@ -178,7 +178,7 @@ def test_bench_quick_json(tmp_path):
         assert any(r["case"].startswith(kernel) for r in rows), kernel
     with_torch = data["torch"] is not None
     for r in rows:
-        assert r["family"] in ("ops", "optim", "dropout", "gemm", "batchnorm")
+        assert r["family"] in ("ops", "optim", "dropout", "gemm", "batchnorm", "qgemm")
         assert r["status"] == "ok", r
         assert r["time_us"]["pyfastopt"] > 0
         assert r["time_us"]["numpy"] > 0

@@ -5,7 +5,8 @@ best plain NumPy equivalent and (where PyTorch is installed) by idiomatic PyTorc
 kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastopt.ops``,
 ``cases_optim.py`` for ``pyfastopt.optim``, ``cases_dropout.py`` for
 ``pyfastopt.dropout``, ``cases_gemm.py`` for ``pyfastopt.matmul`` / ``linear`` /
-``linear_backward``, ``cases_batchnorm.py`` for ``pyfastopt.batch_norm_*``) and adds it
+``linear_backward``, ``cases_batchnorm.py`` for ``pyfastopt.batch_norm_*``,
+``cases_qgemm.py`` for ``pyfastopt.quant.matmul_int8`` / ``QuantizedSequential``) and adds it
 to :data:`CASE_MODULES`.
 
 Registering cases
@@ -86,6 +87,7 @@ CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_dropout",
     "pyfastopt.bench.cases_gemm",
     "pyfastopt.bench.cases_batchnorm",
+    "pyfastopt.bench.cases_qgemm",
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.

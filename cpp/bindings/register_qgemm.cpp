@@ -388,6 +388,13 @@ void register_qgemm(py::module_& m) {
         py::arg("out_zp") = py::none(), py::arg("col_bias") = py::none(), py::arg("threads") = 0,
         "Private: the int8 GEMM with an explicit output stage (qgemm.h), for tests.");
 
+  m.def("amx_available", &qgemm_amx_available,
+        "Whether the int8 GEMM can use AMX tiles here (CPU support and OS permission).");
+  m.def("set_amx", &set_qgemm_amx, py::arg("on"),
+        "Private: use (default) or bypass the AMX kernels at the avx512 level (tests).");
+  m.def("kernel_name", []() { return std::string(kernels().qgemm->name); },
+        "The int8 GEMM kernel table in use.");
+
   py::class_<QLinear, std::shared_ptr<QLinear>>(m, "QLinear",
                                                 "Private: prepacked int8 layer (pyfastopt.quant.QuantizedLinear)")
       .def(py::init(&make_qlinear), py::arg("weight_q"), py::arg("weight_scale"), py::arg("bias"),

@@ -32,6 +32,7 @@
 //   B: ceil(N/NR) panels; panel p holds columns [p*NR, p*NR + NR) for all K4 = ceil(K/4)
 //      groups: byte (g*NR + c)*4 + r = B'[4g + r, p*NR + c] (the vpdpbusd operand), zero
 //      for k >= K and columns >= N. Packed once (weights of a layer: at construction).
+//   (AMX table: K4 rounded up to 16, and A row-major, see qgemm_avx512.cpp.)
 //   A: ceil(m/MR) panels of MR rows: byte (g*MR + i)*4 + r = A'[i, 4g + r], zero for
 //      k >= K; the slots of rows past m in the last panel are not written (the
 //      micro-kernel computes only the m rows it is given, so it never reads them).
@@ -83,6 +84,7 @@ struct QuantParams {
 struct QGemmKernels {
   const char* name;
   int mr, nr;
+  int k4_align;  // packed B's group count K4 = ceil(K/4) rounded up to a multiple of this
   // B (k x n, element strides rs/cs, int8 or uint8 when b_unsigned) -> packed panels
   // (layout above) and colsum[j] = sum_k B'[k, j].
   void (*pack_b)(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,

@@ -16,10 +16,10 @@ inline float round_even_small(float x) {
 // ---- packing ---------------------------------------------------------------------------
 // B (k x n, strides rs/cs) -> panels of NR columns, K in groups of 4 (layout in qgemm.h),
 // and column sums of B' = B (int8) or B - 128 (uint8 given as int8 bit patterns).
-template <int NR>
+template <int NR, int KA = 1>
 void pack_b_generic(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
                     std::ptrdiff_t cs, bool b_unsigned, std::int8_t* bp, std::int32_t* colsum) {
-  const std::size_t k4 = (k + 3) / 4, panels = (n + NR - 1) / NR;
+  const std::size_t k4 = ((k + 3) / 4 + KA - 1) / KA * KA, panels = (n + NR - 1) / NR;
   const std::uint8_t flip = b_unsigned ? 0x80 : 0x00;
   for (std::size_t p = 0; p < panels; ++p) {
     const std::size_t j0 = p * NR;
@@ -135,6 +135,59 @@ void pack_a_f32_generic(std::size_t m, std::size_t k, const float* x, std::ptrdi
 
 // 16 independent lanes (the compiler vectorizes lane-wise min/max; a single scalar
 // reduction would not be, float min/max reductions need -ffast-math).
+// Row-major A panels (the AMX tile layout): panel p holds rows [p*MR, p*MR + MR), row i
+// at byte i * ldp (ldp = k4 * 4), K zero-padded to ldp. Rows past m are not written.
+template <int MR>
+void pack_a_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, const std::uint8_t* a,
+                         std::ptrdiff_t rs, std::ptrdiff_t cs, bool a_signed, std::uint8_t* ap,
+                         std::int32_t* rowsum) {
+  const std::uint8_t flip = a_signed ? 0x80 : 0x00;
+  for (std::size_t r = 0; r < m; ++r) {
+    std::uint8_t* d = ap + r * ldp;  // panels of MR rows are contiguous: row r at r * ldp
+    const std::uint8_t* src = a + static_cast<std::ptrdiff_t>(r) * rs;
+    std::int32_t sum = 0;
+    for (std::size_t t = 0; t < k; ++t) {
+      const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(t) * cs] ^ flip);
+      d[t] = v;
+      sum += v;
+    }
+    for (std::size_t t = k; t < ldp; ++t) d[t] = 0;
+    rowsum[r] = sum;
+  }
+}
+
+template <int MR>
+void pack_a_f32_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, const float* x,
+                             std::ptrdiff_t ld, QuantParams q, std::uint8_t* ap, std::int32_t* rowsum) {
+  constexpr std::size_t kChunk = 1024;
+  alignas(64) std::int32_t qi[kChunk];
+  for (std::size_t r = 0; r < m; ++r) {
+    std::uint8_t* d = ap + r * ldp;
+    const float scale = q.scale[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+    const std::int32_t zp = q.zp[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+    const float* src = x + static_cast<std::ptrdiff_t>(r) * ld;
+    std::int32_t sum = 0;
+    for (std::size_t k0 = 0; k0 < k; k0 += kChunk) {
+      const std::size_t kn = std::min(kChunk, k - k0);
+      for (std::size_t t = 0; t < kn; ++t) {
+        float v = src[k0 + t] / scale;
+        v = v < -1024.0f ? -1024.0f : v;
+        v = v > 1024.0f ? 1024.0f : v;
+        std::int32_t iv = static_cast<std::int32_t>(round_even_small(v)) + zp;
+        iv = iv < 0 ? 0 : iv;
+        iv = iv > 255 ? 255 : iv;
+        qi[t] = iv;
+      }
+      for (std::size_t t = 0; t < kn; ++t) {
+        d[k0 + t] = static_cast<std::uint8_t>(qi[t]);
+        sum += qi[t];
+      }
+    }
+    for (std::size_t t = k; t < ldp; ++t) d[t] = 0;
+    rowsum[r] = sum;
+  }
+}
+
 inline bool minmax_generic(std::size_t n, const float* x, float* lo_out, float* hi_out) {
   constexpr int L = 16;
   float lo[L], hi[L], bad[L];  // the range always includes 0 (the caller widens anyway)

@@ -7,7 +7,10 @@
 // case) keep several accumulator sets over alternate k groups so the vpdpbusd latency
 // is hidden; integer sums are associative, so this changes nothing in the result.
 // The finished tile goes through the shared output stage (qgemm-inl.h) while in L1.
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -28,55 +31,62 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;
 
+// The VNNI tile over A with any layout: row i of group g at ap + i*ars + g*ags.
 template <int ROWS>
-struct Tile {
+inline void vnni_tile(std::size_t k4, const std::uint8_t* ap, std::size_t ars, std::size_t ags,
+                      const std::int8_t* bp, int m, int n, const QTile& t) {
   // accumulator sets over alternate k groups: enough independent chains (>= 8)
-  static constexpr int U = ROWS >= 4 ? 1 : (ROWS == 1 ? 4 : 2);
+  constexpr int U = ROWS >= 4 ? 1 : (ROWS == 1 ? 4 : 2);
+  __m512i acc[U][ROWS][2];
+  PF_QUNROLL for (int u = 0; u < U; ++u)
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) acc[u][i][0] = acc[u][i][1] = _mm512_setzero_si512();
+  std::size_t g = 0;
+  if (U > 1) {
+    for (; g + U <= k4; g += U) {
+      PF_QUNROLL for (int u = 0; u < U; ++u) {
+        const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
+        PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
+          std::int32_t av;
+          std::memcpy(&av, ap + static_cast<std::size_t>(i) * ars, 4);
+          const __m512i a = _mm512_set1_epi32(av);
+          acc[u][i][0] = _mm512_dpbusd_epi32(acc[u][i][0], a, b0);
+          acc[u][i][1] = _mm512_dpbusd_epi32(acc[u][i][1], a, b1);
+        }
+        ap += ags;
+        bp += kNR * 4;
+      }
+    }
+  }
+  for (; g < k4; ++g) {
+    const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
+      std::int32_t av;
+      std::memcpy(&av, ap + static_cast<std::size_t>(i) * ars, 4);
+      const __m512i a = _mm512_set1_epi32(av);
+      acc[0][i][0] = _mm512_dpbusd_epi32(acc[0][i][0], a, b0);
+      acc[0][i][1] = _mm512_dpbusd_epi32(acc[0][i][1], a, b1);
+    }
+    ap += ags;
+    bp += kNR * 4;
+  }
+  alignas(64) std::int32_t tile[ROWS * kNR];
+  PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
+    __m512i s0 = acc[0][i][0], s1 = acc[0][i][1];
+    PF_QUNROLL for (int u = 1; u < U; ++u) {
+      s0 = _mm512_add_epi32(s0, acc[u][i][0]);
+      s1 = _mm512_add_epi32(s1, acc[u][i][1]);
+    }
+    _mm512_store_si512(tile + i * kNR, s0);
+    _mm512_store_si512(tile + i * kNR + 16, s1);
+  }
+  finish_tile<kNR>(tile, m, n, t);
+}
+
+template <int ROWS>
+struct Tile {  // interleaved A panels (the VNNI table)
   static void run(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
                   const QTile& t) {
-    __m512i acc[U][ROWS][2];
-    PF_QUNROLL for (int u = 0; u < U; ++u)
-      PF_QUNROLL for (int i = 0; i < ROWS; ++i) acc[u][i][0] = acc[u][i][1] = _mm512_setzero_si512();
-    std::size_t g = 0;
-    if (U > 1) {
-      for (; g + U <= k4; g += U) {
-        PF_QUNROLL for (int u = 0; u < U; ++u) {
-          const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
-          PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
-            std::int32_t av;
-            std::memcpy(&av, ap + i * 4, 4);
-            const __m512i a = _mm512_set1_epi32(av);
-            acc[u][i][0] = _mm512_dpbusd_epi32(acc[u][i][0], a, b0);
-            acc[u][i][1] = _mm512_dpbusd_epi32(acc[u][i][1], a, b1);
-          }
-          ap += kMR * 4;
-          bp += kNR * 4;
-        }
-      }
-    }
-    for (; g < k4; ++g) {
-      const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
-      PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
-        std::int32_t av;
-        std::memcpy(&av, ap + i * 4, 4);
-        const __m512i a = _mm512_set1_epi32(av);
-        acc[0][i][0] = _mm512_dpbusd_epi32(acc[0][i][0], a, b0);
-        acc[0][i][1] = _mm512_dpbusd_epi32(acc[0][i][1], a, b1);
-      }
-      ap += kMR * 4;
-      bp += kNR * 4;
-    }
-    alignas(64) std::int32_t tile[ROWS * kNR];
-    PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
-      __m512i s0 = acc[0][i][0], s1 = acc[0][i][1];
-      PF_QUNROLL for (int u = 1; u < U; ++u) {
-        s0 = _mm512_add_epi32(s0, acc[u][i][0]);
-        s1 = _mm512_add_epi32(s1, acc[u][i][1]);
-      }
-      _mm512_store_si512(tile + i * kNR, s0);
-      _mm512_store_si512(tile + i * kNR + 16, s1);
-    }
-    finish_tile<kNR>(tile, m, n, t);
+    vnni_tile<ROWS>(k4, ap, 4, kMR * 4, bp, m, n, t);
   }
 };
 
@@ -114,12 +124,131 @@ bool minmax(std::size_t n, const float* x, float* lo_out, float* hi_out) {
   return tail_ok && b0 == 0.0f;
 }
 
+// ---- AMX (Sapphire Rapids and later): the same contract with tile registers ----------
+// Table "qgemm_avx512amx_32x32": A packed row-major (row i of a 32-row panel at
+// i * ldp, ldp = K rounded up to 64 bytes), B in the same 32-column panels as the VNNI
+// table with K4 rounded up to 16 groups. Tiles: C 2 x 2 of 16 x 16 int32 (tmm0-3), A
+// 2 x (16 rows x 64 k) (tmm4-5), B 2 x (16 groups x 16 columns x 4) (tmm6-7); per 64 k,
+// 4 loads and 4 TDPBUSD (u8 x s8 -> int32, exact, wrap-around like vpdpbusd). Panels of
+// at most 8 rows (batch-1 inference) use the VNNI tile on the row-major layout instead:
+// one useful row of a 16-row tile would waste the unit.
+constexpr int kAmxMR = 32;
+
+struct alignas(64) TileConfig {
+  std::uint8_t palette = 1, start_row = 0;
+  std::uint8_t reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+};
+
+__attribute__((target("amx-tile,amx-int8"))) void amx_tile(std::size_t k4, const std::uint8_t* ap,
+                                                            const std::int8_t* bp, int m, int n,
+                                                            const QTile& t) {
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);  // per call: other code in this thread may have changed it
+  const std::size_t lda = k4 * 4;
+  const bool two = m > 16;
+  alignas(64) std::int32_t tile[kAmxMR * kNR];
+  __asm__ volatile("" ::: "memory");  // the tile intrinsics' asm does not clobber memory
+  _tile_zero(0);
+  _tile_zero(1);
+  if (two) {
+    _tile_zero(2);
+    _tile_zero(3);
+    for (std::size_t g = 0; g < k4; g += 16) {
+      _tile_loadd(4, ap + g * 4, lda);
+      _tile_loadd(5, ap + 16 * lda + g * 4, lda);
+      _tile_loadd(6, bp + g * kNR * 4, kNR * 4);
+      _tile_loadd(7, bp + g * kNR * 4 + 64, kNR * 4);
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  } else {
+    for (std::size_t g = 0; g < k4; g += 16) {
+      _tile_loadd(4, ap + g * 4, lda);
+      _tile_loadd(6, bp + g * kNR * 4, kNR * 4);
+      _tile_loadd(7, bp + g * kNR * 4 + 64, kNR * 4);
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+    }
+  }
+  _tile_stored(0, tile, kNR * 4);
+  _tile_stored(1, tile + 16, kNR * 4);
+  if (two) {
+    _tile_stored(2, tile + 16 * kNR, kNR * 4);
+    _tile_stored(3, tile + 16 * kNR + 16, kNR * 4);
+  }
+  __asm__ volatile("" ::: "memory");
+  finish_tile<kNR>(tile, m, n, t);
+}
+
+template <int ROWS>
+struct RowTile {  // row-major A panels (the AMX table), few rows
+  static void run(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
+                  const QTile& t) {
+    vnni_tile<ROWS>(k4, ap, k4 * 4, 4, bp, m, n, t);
+  }
+};
+
+void amx_ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
+                 const QTile& t) {
+  if (m <= 8)
+    by_rows<8, RowTile>(std::make_integer_sequence<int, 8>{}, k4, ap, bp, m, n, t);
+  else
+    amx_tile(k4, ap, bp, m, n, t);
+}
+
+inline std::size_t amx_ldp(std::size_t k) { return (k + 63) / 64 * 64; }
+
+void amx_pack_a(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs,
+                std::ptrdiff_t cs, bool as, std::uint8_t* ap, std::int32_t* rowsum) {
+  pack_a_rows_generic<kAmxMR>(m, k, amx_ldp(k), a, rs, cs, as, ap, rowsum);
+}
+
+void amx_pack_a_f32(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld, QuantParams q,
+                    std::uint8_t* ap, std::int32_t* rowsum) {
+  pack_a_f32_rows_generic<kAmxMR>(m, k, amx_ldp(k), x, ld, q, ap, rowsum);
+}
+
+void amx_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
+                std::ptrdiff_t cs, bool bu, std::int8_t* bp, std::int32_t* colsum) {
+  pack_b_generic<kNR, 16>(k, n, b, rs, cs, bu, bp, colsum);
+}
+
+// The OS must grant this process the AMX tile state (Linux: arch_prctl) before use.
+bool amx_usable() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool tile = d & (1u << 24), int8 = d & (1u << 25);
+  if (!tile || !int8) return false;
+#if defined(__linux__)
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+  return true;
+#else
+  return false;
+#endif
+}
+
 using Gen = QGeneric<kMR, kNR>;
 
 }  // namespace
 
-extern const QGemmKernels qgemm_kernels = {"qgemm_avx512vnni_12x32", kMR, kNR, &Gen::pack_b,
+extern const QGemmKernels qgemm_kernels = {"qgemm_avx512vnni_12x32", kMR, kNR, 1, &Gen::pack_b,
                                            &Gen::pack_a, &Gen::pack_a_f32, &minmax, &ukernel};
+extern const QGemmKernels qgemm_amx_kernels = {"qgemm_avx512amx_32x32", kAmxMR, kNR, 16, &amx_pack_b,
+                                               &amx_pack_a, &amx_pack_a_f32, &minmax, &amx_ukernel};
+
+const QGemmKernels* qgemm_amx_if_usable() {
+  static const bool ok = amx_usable();
+  return ok ? &qgemm_amx_kernels : nullptr;
+}
 
 }  // namespace avx512
 }  // namespace pyfastopt

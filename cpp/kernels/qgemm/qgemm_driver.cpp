@@ -64,7 +64,8 @@ void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdi
   out.kern = &K;
   out.k = k;
   out.n = n;
-  out.k4 = (k + 3) / 4;
+  const std::size_t ka = static_cast<std::size_t>(K.k4_align);
+  out.k4 = ((k + 3) / 4 + ka - 1) / ka * ka;
   out.panels = (n + NR - 1) / NR;
   out.b_unsigned = b_unsigned;
   const std::size_t panel_bytes = out.k4 * NR * 4;

@@ -28,6 +28,23 @@ void pack_b_generic(std::size_t k, std::size_t n, const std::int8_t* b, std::ptr
     std::int32_t sums[NR] = {};
     for (std::size_t g = 0; g < k4; ++g) {
       std::int8_t* d = dst + g * NR * 4;
+      if (cs == 1 && nn == NR && 4 * g + 4 <= k) {
+        // four contiguous rows -> NR words of 4 bytes (a vectorizable interleave)
+        const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(4 * g) * rs + static_cast<std::ptrdiff_t>(j0);
+        const std::int8_t *r1 = r0 + rs, *r2 = r1 + rs, *r3 = r2 + rs;
+        std::uint32_t words[NR];
+        for (int c = 0; c < NR; ++c) {
+          const std::uint32_t x0 = static_cast<std::uint8_t>(static_cast<std::uint8_t>(r0[c]) ^ flip);
+          const std::uint32_t x1 = static_cast<std::uint8_t>(static_cast<std::uint8_t>(r1[c]) ^ flip);
+          const std::uint32_t x2 = static_cast<std::uint8_t>(static_cast<std::uint8_t>(r2[c]) ^ flip);
+          const std::uint32_t x3 = static_cast<std::uint8_t>(static_cast<std::uint8_t>(r3[c]) ^ flip);
+          words[c] = x0 | (x1 << 8) | (x2 << 16) | (x3 << 24);
+          sums[c] += static_cast<std::int8_t>(x0) + static_cast<std::int8_t>(x1) +
+                     static_cast<std::int8_t>(x2) + static_cast<std::int8_t>(x3);
+        }
+        std::memcpy(d, words, sizeof(words));
+        continue;
+      }
       for (int r = 0; r < 4; ++r) {
         const std::size_t kk = 4 * g + static_cast<std::size_t>(r);
         if (kk >= k) {
@@ -80,10 +97,18 @@ void pack_a_generic(std::size_t m, std::size_t k, const std::uint8_t* a, std::pt
       std::int32_t sum = 0;
       for (std::size_t k0 = 0; k0 < k; k0 += kChunk) {  // chunks are multiples of 4
         const std::size_t kn = std::min(kChunk, k - k0);
-        for (std::size_t t = 0; t < kn; ++t) {
-          const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(k0 + t) * cs] ^ flip);
-          buf[t] = v;
-          sum += v;
+        if (cs == 1) {
+          for (std::size_t t = 0; t < kn; ++t) {
+            const std::uint8_t v = static_cast<std::uint8_t>(src[k0 + t] ^ flip);
+            buf[t] = v;
+            sum += v;
+          }
+        } else {
+          for (std::size_t t = 0; t < kn; ++t) {
+            const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(k0 + t) * cs] ^ flip);
+            buf[t] = v;
+            sum += v;
+          }
         }
         put_row<MR>(buf, kn, panel + (k0 / 4) * MR * 4, i);
       }
@@ -146,10 +171,18 @@ void pack_a_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, const st
     std::uint8_t* d = ap + r * ldp;  // panels of MR rows are contiguous: row r at r * ldp
     const std::uint8_t* src = a + static_cast<std::ptrdiff_t>(r) * rs;
     std::int32_t sum = 0;
-    for (std::size_t t = 0; t < k; ++t) {
-      const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(t) * cs] ^ flip);
-      d[t] = v;
-      sum += v;
+    if (cs == 1) {  // contiguous rows: a vectorizable copy
+      for (std::size_t t = 0; t < k; ++t) {
+        const std::uint8_t v = static_cast<std::uint8_t>(src[t] ^ flip);
+        d[t] = v;
+        sum += v;
+      }
+    } else {
+      for (std::size_t t = 0; t < k; ++t) {
+        const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(t) * cs] ^ flip);
+        d[t] = v;
+        sum += v;
+      }
     }
     for (std::size_t t = k; t < ldp; ++t) d[t] = 0;
     rowsum[r] = sum;

@@ -403,8 +403,9 @@ void register_qgemm(py::module_& m) {
           "set_input_qparams",
           [](QLinear& q, py::handle scale, py::handle zp) {
             std::lock_guard<std::mutex> lock(q.mu);
-            if (scale.is_none()) {
+            if (scale.is_none()) {  // back to dynamic: a uint8 output needs static input
               q.L.static_in = false;
+              q.L.has_out = false;
             } else {
               const double s = real_scalar(scale, "scale");
               if (!std::isfinite(s) || !(s > 0)) value_error("scale must be finite and positive");
@@ -422,6 +423,8 @@ void register_qgemm(py::module_& m) {
             if (scale.is_none()) {
               q.L.has_out = false;
             } else {
+              if (!q.L.static_in)
+                value_error("output qparams need static input qparams (set_input_qparams) first");
               const double s = real_scalar(scale, "scale");
               if (!std::isfinite(s) || !(s > 0)) value_error("scale must be finite and positive");
               q.L.has_out = true;

@@ -103,6 +103,9 @@ struct QGemmKernels {
   // >= m never read.
   void (*ukernel)(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
                   const QTile& t);
+  // Called by each thread before its ukernel calls of one product (AMX: load the tile
+  // configuration once instead of per tile), or null.
+  void (*begin)();
 };
 
 // B prepacked for the kernels of one SIMD level (repack when the level changes).

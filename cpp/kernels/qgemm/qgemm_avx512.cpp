@@ -141,15 +141,23 @@ struct alignas(64) TileConfig {
   std::uint8_t rows[16] = {};
 };
 
-__attribute__((target("amx-tile,amx-int8"))) void amx_tile(std::size_t k4, const std::uint8_t* ap,
-                                                            const std::int8_t* bp, int m, int n,
-                                                            const QTile& t) {
+// The tile shapes (all 16 rows x 64 bytes), loaded by each thread once per product
+// (QGemmKernels::begin): nothing else runs on the thread between its tiles.
+__attribute__((target("amx-tile,amx-int8"))) void amx_begin() {
   TileConfig cfg;
   for (int i = 0; i < 8; ++i) {
     cfg.colsb[i] = 64;
     cfg.rows[i] = 16;
   }
-  _tile_loadconfig(&cfg);  // per call: other code in this thread may have changed it
+  // GCC 12 does not see ldtilecfg read the whole struct and drops the stores above
+  // (then every tile instruction faults): make them visible first.
+  __asm__ volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
+__attribute__((target("amx-tile,amx-int8"))) void amx_tile(std::size_t k4, const std::uint8_t* ap,
+                                                            const std::int8_t* bp, int m, int n,
+                                                            const QTile& t) {
   const std::size_t lda = k4 * 4;
   const bool two = m > 16;
   alignas(64) std::int32_t tile[kAmxMR * kNR];
@@ -241,9 +249,10 @@ using Gen = QGeneric<kMR, kNR>;
 }  // namespace
 
 extern const QGemmKernels qgemm_kernels = {"qgemm_avx512vnni_12x32", kMR, kNR, 1, &Gen::pack_b,
-                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax, &ukernel};
+                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax, &ukernel, nullptr};
 extern const QGemmKernels qgemm_amx_kernels = {"qgemm_avx512amx_32x32", kAmxMR, kNR, 16, &amx_pack_b,
-                                               &amx_pack_a, &amx_pack_a_f32, &minmax, &amx_ukernel};
+                                               &amx_pack_a, &amx_pack_a_f32, &minmax, &amx_ukernel,
+                                               &amx_begin};
 
 const QGemmKernels* qgemm_amx_if_usable() {
   static const bool ok = amx_usable();

@@ -133,6 +133,7 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
     even_split(col_panels, tn, in, q0, q1);
     const std::size_t i0 = p0 * MR, i1 = std::min(m, p1 * MR);
     if (i0 >= i1 || q0 >= q1) return;
+    if (K.begin) K.begin();
     std::uint8_t* ap = reinterpret_cast<std::uint8_t*>(buf + t * per_block);
     std::int32_t* rowsum = reinterpret_cast<std::int32_t*>(buf + t * per_block + a_bytes);
     std::int32_t* row_corr = rowsum + (MC + 15) / 16 * 16;

@@ -158,8 +158,6 @@ void pack_a_f32_generic(std::size_t m, std::size_t k, const float* x, std::ptrdi
   }
 }
 
-// 16 independent lanes (the compiler vectorizes lane-wise min/max; a single scalar
-// reduction would not be, float min/max reductions need -ffast-math).
 // Row-major A panels (the AMX tile layout): panel p holds rows [p*MR, p*MR + MR), row i
 // at byte i * ldp (ldp = k4 * 4), K zero-padded to ldp. Rows past m are not written.
 template <int MR>
@@ -192,35 +190,29 @@ void pack_a_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, const st
 template <int MR>
 void pack_a_f32_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, const float* x,
                              std::ptrdiff_t ld, QuantParams q, std::uint8_t* ap, std::int32_t* rowsum) {
-  constexpr std::size_t kChunk = 1024;
-  alignas(64) std::int32_t qi[kChunk];
   for (std::size_t r = 0; r < m; ++r) {
     std::uint8_t* d = ap + r * ldp;
     const float scale = q.scale[static_cast<std::ptrdiff_t>(r) * q.row_stride];
     const std::int32_t zp = q.zp[static_cast<std::ptrdiff_t>(r) * q.row_stride];
     const float* src = x + static_cast<std::ptrdiff_t>(r) * ld;
     std::int32_t sum = 0;
-    for (std::size_t k0 = 0; k0 < k; k0 += kChunk) {
-      const std::size_t kn = std::min(kChunk, k - k0);
-      for (std::size_t t = 0; t < kn; ++t) {
-        float v = src[k0 + t] / scale;
-        v = v < -1024.0f ? -1024.0f : v;
-        v = v > 1024.0f ? 1024.0f : v;
-        std::int32_t iv = static_cast<std::int32_t>(round_even_small(v)) + zp;
-        iv = iv < 0 ? 0 : iv;
-        iv = iv > 255 ? 255 : iv;
-        qi[t] = iv;
-      }
-      for (std::size_t t = 0; t < kn; ++t) {
-        d[k0 + t] = static_cast<std::uint8_t>(qi[t]);
-        sum += qi[t];
-      }
+    for (std::size_t t = 0; t < k; ++t) {  // one vectorizable pass: quantize, store, sum
+      float v = src[t] / scale;
+      v = v < -1024.0f ? -1024.0f : v;
+      v = v > 1024.0f ? 1024.0f : v;
+      std::int32_t iv = static_cast<std::int32_t>(round_even_small(v)) + zp;
+      iv = iv < 0 ? 0 : iv;
+      iv = iv > 255 ? 255 : iv;
+      d[t] = static_cast<std::uint8_t>(iv);
+      sum += iv;
     }
     for (std::size_t t = k; t < ldp; ++t) d[t] = 0;
     rowsum[r] = sum;
   }
 }
 
+// 16 independent lanes (the compiler vectorizes lane-wise min/max; a single scalar
+// reduction would not be, float min/max reductions need -ffast-math).
 inline bool minmax_generic(std::size_t n, const float* x, float* lo_out, float* hi_out) {
   constexpr int L = 16;
   float lo[L], hi[L], bad[L];  // the range always includes 0 (the caller widens anyway)

@@ -15,6 +15,8 @@
 //   AVX-512 (VNNI): vpdpbusd, u8 x s8 products summed in fours into int32, no
 //     intermediate saturation. AVX2: bytes widened to int16, vpmaddwd (exact: two
 //     products of at most 255*128 in int32); never vpmaddubsw (saturates to int16).
+//   AMX (CPUs with AMX-INT8, when Linux grants the tile state): TDPBUSD on 16 x 16 int32
+//     tiles, same exactness; picked by the registry at the avx512 level (see registry.h).
 //   ref: plain int32 loops.
 //
 // Output stages (QOutput), applied to each finished MR x NR tile while it is in L1
@@ -38,8 +40,9 @@
 //      micro-kernel computes only the m rows it is given, so it never reads them).
 //
 // To add an ISA: implement the QGemmKernels slots (usually only `ukernel`, with the
-// generic packing/output code of kernels/qgemm/qgemm-inl.h) and add one line to
-// registry.cpp. The driver (qgemm_driver.cpp) is shared.
+// generic packing/output code of kernels/qgemm/qgemm-inl.h; `begin` when the unit has
+// per-thread state to set up) and add one line to registry.cpp. The driver
+// (qgemm_driver.cpp) is shared.
 #pragma once
 
 #include <cstddef>

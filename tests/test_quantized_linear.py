@@ -215,6 +215,28 @@ def test_requantize_bias_folding_close_to_float(rng):
     assert np.abs(deq - yf)[inside].max() <= 0.02 / 2 + 1e-3
 
 
+@pytest.mark.parametrize("scale", [0.1, 0.5, 3e-3, 1.7e-38])
+def test_static_quantization_ties_follow_the_division_rule(qsimd, rng, scale):
+    # x / scale at, just above and just below every half-integer in range (and at the
+    # integers): the float path must round exactly like round_half_even(x / scale)
+    layer = make_layer(rng, 640, 8)[0]
+    s = F32(scale)
+    layer.set_input_qparams(scale, 100)
+    grid = np.arange(-320, 320, dtype=np.float64)
+    ties = ((grid + 0.5) * np.float64(s)).astype(F32)
+    x = np.stack(
+        [
+            ties,
+            np.nextafter(ties, F32(np.inf)),
+            np.nextafter(ties, F32(-np.inf)),
+            (grid * np.float64(s)).astype(F32),
+        ]
+    )
+    xq = quantize_u8(x, s, 100)
+    assert (xq > 0).any() and (xq < 255).any()
+    np.testing.assert_array_equal(layer(x), layer(xq))
+
+
 def test_static_errors(rng):
     layer, _, _ = make_layer(rng, 8, 4)
     with pytest.raises(ValueError, match="static"):

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -219,9 +220,57 @@ void amx_pack_a(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdif
   pack_a_rows_generic<kAmxMR>(m, k, amx_ldp(k), a, rs, cs, as, ap, rowsum);
 }
 
+// Quantize-while-packing with the division rule q = sat(round_even(x / scale) + zp),
+// computed as y = x * (1 / scale) (a multiply instead of a divide per element) and
+// corrected: |fl(x * fl(1/s)) - fl(x / s)| < 2^-22 |y|, so the two round to the same
+// integer unless y lies within 2^-20 |y| of a half-integer; those lanes (and |y| >= 2^22,
+// inf, NaN) are recomputed with the division. Bit-identical to pack_a_f32_rows_generic
+// (tested against the NumPy division rule). Rows whose 1/scale is not a normal float
+// take the generic path.
 void amx_pack_a_f32(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld, QuantParams q,
                     std::uint8_t* ap, std::int32_t* rowsum) {
-  pack_a_f32_rows_generic<kAmxMR>(m, k, amx_ldp(k), x, ld, q, ap, rowsum);
+  const std::size_t ldp = amx_ldp(k);
+  const __m512 lo = _mm512_set1_ps(-1024.0f), hi = _mm512_set1_ps(1024.0f);
+  const __m512 magic = _mm512_set1_ps(12582912.0f), half = _mm512_set1_ps(0.5f);
+  const __m512 rel = _mm512_set1_ps(1.0f / 1048576.0f), big = _mm512_set1_ps(4194304.0f);
+  const __m512i zero = _mm512_setzero_si512(), q255 = _mm512_set1_epi32(255);
+  for (std::size_t r = 0; r < m; ++r) {
+    const float scale = q.scale[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+    const std::int32_t zp = q.zp[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+    const float inv = 1.0f / scale;
+    if (!std::isnormal(inv)) {
+      QuantParams one{&scale, &zp, 0};
+      pack_a_f32_rows_generic<kAmxMR>(1, k, ldp, x + static_cast<std::ptrdiff_t>(r) * ld, ld, one,
+                                      ap + r * ldp, rowsum + r);
+      continue;
+    }
+    const __m512 vs = _mm512_set1_ps(scale), vinv = _mm512_set1_ps(inv);
+    const __m512i vzp = _mm512_set1_epi32(zp);
+    const float* src = x + static_cast<std::ptrdiff_t>(r) * ld;
+    std::uint8_t* d = ap + r * ldp;
+    __m512i vsum = zero;
+    for (std::size_t t = 0; t < k; t += 16) {
+      const std::size_t rem = k - t;
+      const __mmask16 mk = rem >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << rem) - 1u);
+      const __m512 xv = _mm512_maskz_loadu_ps(mk, src + t);
+      __m512 y = _mm512_mul_ps(xv, vinv);
+      const __m512 ay = _mm512_abs_ps(y);
+      const __m512 fl = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      const __m512 dist = _mm512_abs_ps(_mm512_sub_ps(_mm512_sub_ps(y, fl), half));
+      const __mmask16 near = _mm512_cmp_ps_mask(dist, _mm512_mul_ps(ay, rel), _CMP_LE_OQ);
+      const __mmask16 large = _mm512_cmp_ps_mask(ay, big, _CMP_NLT_UQ);  // also inf, NaN
+      const __mmask16 redo = static_cast<__mmask16>((near | large) & mk);
+      if (redo) y = _mm512_mask_div_ps(y, redo, xv, vs);
+      y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);  // NaN -> -1024 -> 0, as the generic rule
+      const __m512 rr = _mm512_sub_ps(_mm512_add_ps(y, magic), magic);
+      __m512i iv = _mm512_add_epi32(_mm512_cvtps_epi32(rr), vzp);
+      iv = _mm512_min_epi32(_mm512_max_epi32(iv, zero), q255);
+      _mm512_mask_cvtepi32_storeu_epi8(d + t, mk, iv);
+      vsum = _mm512_mask_add_epi32(vsum, mk, vsum, iv);
+    }
+    for (std::size_t t = k; t < ldp; ++t) d[t] = 0;
+    rowsum[r] = _mm512_reduce_add_epi32(vsum);
+  }
 }
 
 void amx_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,

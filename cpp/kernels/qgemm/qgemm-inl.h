@@ -246,8 +246,11 @@ inline bool minmax_generic(std::size_t n, const float* x, float* lo_out, float* 
 // ---- output stages -----------------------------------------------------------------------
 // t: the raw tile, rows [0, m), NR int32 per row (sum_k A'B'). Adds the zero-point
 // corrections (uint32: wrap-around) and runs the output stage of qgemm.h.
-template <int NR>
-void finish_tile(const std::int32_t* t, int m, int n, const QTile& tile) {
+// FULL: n == NR, so every loop below has a compile-time trip count (fully vectorized,
+// no remainder handling); the same operations in the same order either way.
+template <int NR, bool FULL>
+void finish_rows(const std::int32_t* t, int m, int n_, const QTile& tile) {
+  const int n = FULL ? NR : n_;
   const QOutput& o = *tile.out;
   for (int i = 0; i < m; ++i) {
     const std::size_t gi = tile.i0 + static_cast<std::size_t>(i);
@@ -316,6 +319,14 @@ void finish_tile(const std::int32_t* t, int m, int n, const QTile& tile) {
       }
     }
   }
+}
+
+template <int NR>
+void finish_tile(const std::int32_t* t, int m, int n, const QTile& tile) {
+  if (n == NR)
+    finish_rows<NR, true>(t, m, n, tile);
+  else
+    finish_rows<NR, false>(t, m, n, tile);
 }
 
 // The table entries every level shares, for register tile MR x NR.

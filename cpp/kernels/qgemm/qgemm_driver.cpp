@@ -107,17 +107,16 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
     col_corr[j] = static_cast<std::int32_t>(c);
   }
 
-  // Threads: a tm x tn grid of C blocks on micro-tile boundaries (columns first).
+  // Threads: a tm x tn grid of C blocks on micro-tile boundaries, rows first: B is
+  // already packed (shared, read-only), so the only work a thread repeats for another
+  // is packing (quantizing) the rows of A it shares with it; splitting rows shares none.
+  // Columns are split only when there are too few row panels (batch-1 inference).
   const std::size_t row_panels = (m + MR - 1) / MR, col_panels = b.panels;
   const std::size_t mac = m * n * std::max<std::size_t>(k, 1);
   std::size_t nt = static_cast<std::size_t>(max_threads > 0 ? max_threads : get_num_threads());
   nt = std::max<std::size_t>(1, std::min(nt, mac / kMacPerThread));
-  std::size_t tn = std::min(nt, col_panels);
-  std::size_t tm = std::max<std::size_t>(1, std::min(nt / tn, row_panels));
-  if (col_panels < 2 * nt && row_panels >= 4 * col_panels) {  // tall and narrow
-    tm = std::min(nt, row_panels);
-    tn = std::max<std::size_t>(1, std::min(nt / tm, col_panels));
-  }
+  const std::size_t tm = std::min(nt, row_panels);
+  const std::size_t tn = std::max<std::size_t>(1, std::min(nt / tm, col_panels));
   const std::size_t blocks = tm * tn;
   std::size_t MC = std::max<std::size_t>(MR, kABlockBytes / std::max<std::size_t>(1, k4 * 4) / MR * MR);
   MC = std::min(MC, row_panels * MR);

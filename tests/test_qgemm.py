@@ -141,8 +141,9 @@ def test_empty_shapes(qsimd, m, k, n):
 
 
 def test_thread_counts_identical(rng):
-    a = rand(rng, np.uint8, (203, 301))
-    b = rand(rng, np.int8, (301, 211))
+    # 203 * 1001 * 211 multiply-adds: enough work for 3 threads (driver: 8M per thread)
+    a = rand(rng, np.uint8, (203, 1001))
+    b = rand(rng, np.int8, (1001, 211))
     cs = rng.uniform(1e-4, 1e-2, 211).astype(np.float32)
     rs = rng.uniform(0.5, 2.0, 203).astype(np.float32)
     bias = rng.standard_normal(211).astype(np.float32)

@@ -24,8 +24,10 @@ namespace pyfastopt {
 
 namespace {
 
-// Multiply-adds per thread below which another thread does not pay for itself.
-constexpr std::size_t kMacPerThread = std::size_t{1} << 20;
+// Multiply-adds per thread below which another thread does not pay for itself (8M: a
+// few microseconds on AMX, ~20 us with VNNI; the (32, 784) x 512 layer of a batch-32
+// MLP measured 45 us on one thread, 55 us on two).
+constexpr std::size_t kMacPerThread = std::size_t{1} << 23;
 constexpr std::size_t kABlockBytes = 192 * 1024;
 
 // Grow-only 64-byte aligned scratch of the calling thread (slot s: independent buffers).

@@ -2,7 +2,8 @@
 quantized MLP ``pyfastopt.quant.QuantizedSequential``.
 
 Limit ``"vnni"`` (work = int8 ops, 2 per multiply-accumulate), so the report gives the
-fraction of the machine's measured VNNI peak (``_core.machine.vnni_peak``).
+fraction of the machine's measured VNNI peak (``_core.machine.vnni_peak``). On CPUs with
+AMX the int8 GEMM uses tile instructions and can exceed that peak (more than 100%).
 
 * ``matmul_int8 n^3``: uint8 ``(n, n)`` with zero point 128 times int8 ``(n, n)``
   (zero point 0; B packed on every call, as the function must). NumPy: the float64 BLAS

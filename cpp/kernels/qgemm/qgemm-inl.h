@@ -182,7 +182,7 @@ void pack_a_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, const st
         sum += v;
       }
     }
-    for (std::size_t t = k; t < ldp; ++t) d[t] = 0;
+    if (ldp > k) std::memset(d + k, 0, ldp - k);
     rowsum[r] = sum;
   }
 }
@@ -206,7 +206,7 @@ void pack_a_f32_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, cons
       d[t] = static_cast<std::uint8_t>(iv);
       sum += iv;
     }
-    for (std::size_t t = k; t < ldp; ++t) d[t] = 0;
+    if (ldp > k) std::memset(d + k, 0, ldp - k);
     rowsum[r] = sum;
   }
 }

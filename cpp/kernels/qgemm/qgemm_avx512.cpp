@@ -268,7 +268,7 @@ void amx_pack_a_f32(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t
       _mm512_mask_cvtepi32_storeu_epi8(d + t, mk, iv);
       vsum = _mm512_mask_add_epi32(vsum, mk, vsum, iv);
     }
-    for (std::size_t t = k; t < ldp; ++t) d[t] = 0;
+    if (ldp > k) std::memset(d + k, 0, ldp - k);
     rowsum[r] = _mm512_reduce_add_epi32(vsum);
   }
 }

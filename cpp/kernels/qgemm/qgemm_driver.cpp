@@ -189,6 +189,11 @@ bool qgemm_dynamic_qparams(std::size_t m, std::size_t k, const float* x, std::pt
     *z = static_cast<std::int32_t>(zq);
   };
   float glo = 0.0f, ghi = 0.0f;
+  if (!per_row && ld == static_cast<std::ptrdiff_t>(k)) {  // contiguous: one pass, one reduction
+    finite = K.minmax(m * k, x, &glo, &ghi);
+    params(glo, ghi, scale, zp);
+    return finite;
+  }
   for (std::size_t i = 0; i < m; ++i) {
     float lo, hi;
     finite = K.minmax(k, x + static_cast<std::ptrdiff_t>(i) * ld, &lo, &hi) && finite;

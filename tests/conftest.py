@@ -36,3 +36,24 @@ def _restore_threads():
     n = pyfastopt.get_num_threads()
     yield
     pyfastopt.set_num_threads(n)
+
+
+# The int8 GEMM has two kernel tables at the avx512 level on CPUs with AMX: qsimd runs a
+# test on every level, plus avx512 with AMX bypassed (VNNI) where AMX is in use.
+QSIMD_LEVELS = list(SIMD_LEVELS) + (
+    ["avx512-vnni"] if "avx512" in SIMD_LEVELS and _core.qgemm.amx_available() else []
+)
+
+
+@pytest.fixture(params=QSIMD_LEVELS)
+def qsimd(request):
+    """Like ``simd``, for the int8 GEMM: also covers avx512 without AMX."""
+    previous = _core.config.get_simd_level()
+    level = request.param.split("-")[0]
+    _core.config.set_simd_level(level)
+    _core.qgemm.set_amx(request.param != "avx512-vnni")
+    try:
+        yield request.param
+    finally:
+        _core.qgemm.set_amx(True)
+        _core.config.set_simd_level(previous)

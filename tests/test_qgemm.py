@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import QSIMD_LEVELS
 
 import pyfastopt
 from pyfastopt import _core
@@ -52,7 +53,7 @@ def _shapes():
 SHAPES = _shapes()
 
 
-def test_sweep_every_dimension(simd, rng):
+def test_sweep_every_dimension(qsimd, rng):
     for m, n, k in SHAPES:
         a = rand(rng, np.uint8, (m, k))
         b = rand(rng, np.int8, (k, n))
@@ -61,7 +62,7 @@ def test_sweep_every_dimension(simd, rng):
 
 @pytest.mark.parametrize("a_dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("b_dtype", [np.int8, np.uint8])
-def test_every_zero_point(simd, rng, a_dtype, b_dtype):
+def test_every_zero_point(qsimd, rng, a_dtype, b_dtype):
     a = rand(rng, a_dtype, (19, 45))
     b = rand(rng, b_dtype, (45, 35))
     zas = U8_ZPS if a_dtype == np.uint8 else I8_ZPS
@@ -73,7 +74,7 @@ def test_every_zero_point(simd, rng, a_dtype, b_dtype):
 
 @pytest.mark.parametrize("a_dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("b_dtype", [np.int8, np.uint8])
-def test_extremes_large_k(simd, a_dtype, b_dtype):
+def test_extremes_large_k(qsimd, a_dtype, b_dtype):
     k = 4096
     ai, bi = np.iinfo(a_dtype), np.iinfo(b_dtype)
     rng = np.random.default_rng(3)
@@ -99,7 +100,7 @@ def test_wraps_modulo_2_32_beyond_int32(simd):
     np.testing.assert_array_equal(matmul_int8(a, 0, b, -128), wrap32(ref))
 
 
-def test_strided_and_transposed_views(simd, rng):
+def test_strided_and_transposed_views(qsimd, rng):
     a_big = rand(rng, np.int8, (60, 90))
     b_big = rand(rng, np.int8, (90, 70))
     cases = [
@@ -130,7 +131,7 @@ def test_one_d_operands_follow_numpy(rng):
 
 
 @pytest.mark.parametrize(("m", "k", "n"), [(0, 5, 3), (4, 5, 0), (0, 0, 0), (4, 0, 3)])
-def test_empty_shapes(simd, m, k, n):
+def test_empty_shapes(qsimd, m, k, n):
     a = np.full((m, k), 9, dtype=np.uint8)
     b = np.full((k, n), -7, dtype=np.int8)
     c = matmul_int8(a, 200, b, 100)
@@ -140,8 +141,9 @@ def test_empty_shapes(simd, m, k, n):
 
 
 def test_thread_counts_identical(rng):
-    a = rand(rng, np.uint8, (203, 301))
-    b = rand(rng, np.int8, (301, 211))
+    # 203 * 1001 * 211 multiply-adds: enough work for 3 threads (driver: 8M per thread)
+    a = rand(rng, np.uint8, (203, 1001))
+    b = rand(rng, np.int8, (1001, 211))
     cs = rng.uniform(1e-4, 1e-2, 211).astype(np.float32)
     rs = rng.uniform(0.5, 2.0, 203).astype(np.float32)
     bias = rng.standard_normal(211).astype(np.float32)
@@ -165,11 +167,13 @@ def test_same_result_on_every_level(rng):
     previous = _core.config.get_simd_level()
     got = []
     try:
-        for level in _core.config.supported_levels():
-            _core.config.set_simd_level(level)
+        for level in QSIMD_LEVELS:
+            _core.config.set_simd_level(level.split("-")[0])
+            _core.qgemm.set_amx(level != "avx512-vnni")
             got.append(_staged(a, 5, b, 2, "f32", cs, None, bias, False))
             got.append(_staged(a, 5, b, 2, "u8", cs * 0.1, None, None, True, 100))
     finally:
+        _core.qgemm.set_amx(True)
         _core.config.set_simd_level(previous)
     for i in range(2, len(got)):
         assert got[i].tobytes() == got[i % 2].tobytes()
@@ -200,7 +204,7 @@ def requant_stage(acc, multiplier, out_zp, dtype, relu=False):
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("per_row", [False, True])
-def test_float_stage(simd, rng, relu, per_row):
+def test_float_stage(qsimd, rng, relu, per_row):
     m, k, n = 37, 53, 41
     a = rand(rng, np.uint8, (m, k))
     b = rand(rng, np.int8, (k, n))
@@ -223,7 +227,7 @@ def test_float_stage(simd, rng, relu, per_row):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("relu", [False, True])
-def test_requantize_stage(simd, rng, dtype, relu):
+def test_requantize_stage(qsimd, rng, dtype, relu):
     m, k, n = 23, 77, 39
     a = rand(rng, np.int8, (m, k))
     b = rand(rng, np.int8, (k, n))
@@ -253,7 +257,7 @@ def test_round_half_to_even_in_requantize(simd):
     np.testing.assert_array_equal(got[:, 0], [0, 2, 2, 4, 0, -2])
 
 
-def test_col_bias_is_added_in_int32(simd, rng):
+def test_col_bias_is_added_in_int32(qsimd, rng):
     a = rand(rng, np.uint8, (9, 20))
     b = rand(rng, np.int8, (20, 11))
     cb = rng.integers(-(2**20), 2**20, 11).astype(np.int32)

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import QSIMD_LEVELS
 
 import pyfastopt
 from pyfastopt import _core
@@ -120,7 +121,7 @@ def test_weight_rounds_half_to_even():
 @pytest.mark.parametrize("granularity", ["tensor", "row"])
 @pytest.mark.parametrize("activation", [None, "relu"])
 @pytest.mark.parametrize("per_channel", [True, False])
-def test_dynamic_matches_emulation(simd, rng, granularity, activation, per_channel):
+def test_dynamic_matches_emulation(qsimd, rng, granularity, activation, per_channel):
     for batch, n_in, n_out in [(1, 784, 512), (7, 65, 33), (32, 100, 10), (3, 5, 70)]:
         layer, _, _ = make_layer(
             rng,
@@ -176,7 +177,7 @@ def test_dynamic_input_forms(rng):
 
 
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_static_float_and_uint8_inputs(simd, rng, activation):
+def test_static_float_and_uint8_inputs(qsimd, rng, activation):
     layer, _, _ = make_layer(rng, 96, 40, activation=activation)
     x = (rng.standard_normal((9, 96)) * 1.5).astype(F32)
     layer.set_input_qparams(0.02, 117)
@@ -188,7 +189,7 @@ def test_static_float_and_uint8_inputs(simd, rng, activation):
 
 
 @pytest.mark.parametrize("activation", [None, "relu"])
-def test_static_requantized_output(simd, rng, activation):
+def test_static_requantized_output(qsimd, rng, activation):
     layer, _, _ = make_layer(rng, 96, 40, activation=activation)
     x = (rng.standard_normal((9, 96)) * 1.5).astype(F32)
     layer.set_input_qparams(0.02, 117)
@@ -214,6 +215,28 @@ def test_requantize_bias_folding_close_to_float(rng):
     assert np.abs(deq - yf)[inside].max() <= 0.02 / 2 + 1e-3
 
 
+@pytest.mark.parametrize("scale", [0.1, 0.5, 3e-3, 1.7e-38])
+def test_static_quantization_ties_follow_the_division_rule(qsimd, rng, scale):
+    # x / scale at, just above and just below every half-integer in range (and at the
+    # integers): the float path must round exactly like round_half_even(x / scale)
+    layer = make_layer(rng, 640, 8)[0]
+    s = F32(scale)
+    layer.set_input_qparams(scale, 100)
+    grid = np.arange(-320, 320, dtype=np.float64)
+    ties = ((grid + 0.5) * np.float64(s)).astype(F32)
+    x = np.stack(
+        [
+            ties,
+            np.nextafter(ties, F32(np.inf)),
+            np.nextafter(ties, F32(-np.inf)),
+            (grid * np.float64(s)).astype(F32),
+        ]
+    )
+    xq = quantize_u8(x, s, 100)
+    assert (xq > 0).any() and (xq < 255).any()
+    np.testing.assert_array_equal(layer(x), layer(xq))
+
+
 def test_static_errors(rng):
     layer, _, _ = make_layer(rng, 8, 4)
     with pytest.raises(ValueError, match="static"):
@@ -226,7 +249,7 @@ def test_static_errors(rng):
         layer.set_input_qparams(-0.1, 3)
 
 
-def test_layer_errors(rng):
+def test_layer_errors(qsimd, rng):
     layer, _, _ = make_layer(rng, 8, 4)
     with pytest.raises(ValueError, match="in_features"):
         layer(np.zeros((2, 9), F32))
@@ -234,6 +257,12 @@ def test_layer_errors(rng):
         layer(np.zeros((2, 8), np.int32))
     with pytest.raises(ValueError, match="NaN"):
         layer(np.full((2, 8), np.nan, F32))
+    wide, _, _ = make_layer(rng, 100, 3)
+    for pos, bad in [(37, np.nan), (99, np.inf), (0, -np.inf), (50, np.nan)]:
+        x = np.ones((2, 100), F32)
+        x[1, pos] = bad  # in the vector body and in the tail
+        with pytest.raises(ValueError, match="NaN"):
+            wide(x)
     with pytest.raises(ValueError, match="activation"):
         QuantizedLinear.from_float(np.zeros((2, 2), F32), activation="gelu")
     with pytest.raises(ValueError, match="act_granularity"):
@@ -246,17 +275,20 @@ def test_layer_errors(rng):
 
 
 def test_same_output_on_every_level_and_thread_count(rng):
-    layer, _, _ = make_layer(rng, 300, 200, activation="relu")
-    x = rng.standard_normal((64, 300)).astype(F32)
+    # 130 * 1000 * 200 multiply-adds: enough work for 3 threads (driver: 8M per thread)
+    layer, _, _ = make_layer(rng, 1000, 200, activation="relu")
+    x = rng.standard_normal((130, 1000)).astype(F32)
     previous = _core.config.get_simd_level()
     outs = []
     try:
-        for level in _core.config.supported_levels():
-            _core.config.set_simd_level(level)
+        for level in QSIMD_LEVELS:
+            _core.config.set_simd_level(level.split("-")[0])
+            _core.qgemm.set_amx(level != "avx512-vnni")
             for t in (1, 2, 3):
                 pyfastopt.set_num_threads(t)
                 outs.append(layer(x))
     finally:
+        _core.qgemm.set_amx(True)
         _core.config.set_simd_level(previous)
     for o in outs[1:]:
         assert o.tobytes() == outs[0].tobytes()
@@ -277,7 +309,7 @@ def mlp(rng, sizes=(784, 512, 256, 10), granularity="tensor"):
 
 
 @pytest.mark.parametrize("granularity", ["tensor", "row"])
-def test_sequential_equals_chained_layers(simd, rng, granularity):
+def test_sequential_equals_chained_layers(qsimd, rng, granularity):
     layers = mlp(rng, granularity=granularity)
     model = QuantizedSequential(layers)
     assert len(model) == 3 and model.layers[0] is layers[0]
@@ -295,7 +327,7 @@ def test_sequential_equals_chained_layers(simd, rng, granularity):
     assert model(np.zeros(784, F32)).shape == (10,)
 
 
-def test_sequential_static_uint8_chain(simd, rng):
+def test_sequential_static_uint8_chain(qsimd, rng):
     layers = mlp(rng, sizes=(64, 48, 32, 8))
     layers[0].set_input_qparams(0.03, 128)
     layers[0].set_output_qparams(0.05, 0)

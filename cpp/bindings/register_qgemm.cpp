@@ -388,6 +388,13 @@ void register_qgemm(py::module_& m) {
         py::arg("out_zp") = py::none(), py::arg("col_bias") = py::none(), py::arg("threads") = 0,
         "Private: the int8 GEMM with an explicit output stage (qgemm.h), for tests.");
 
+  m.def("amx_available", &qgemm_amx_available,
+        "Whether the int8 GEMM can use AMX tiles here (CPU support and OS permission).");
+  m.def("set_amx", &set_qgemm_amx, py::arg("on"),
+        "Private: use (default) or bypass the AMX kernels at the avx512 level (tests).");
+  m.def("kernel_name", []() { return std::string(kernels().qgemm->name); },
+        "The int8 GEMM kernel table in use.");
+
   py::class_<QLinear, std::shared_ptr<QLinear>>(m, "QLinear",
                                                 "Private: prepacked int8 layer (pyfastopt.quant.QuantizedLinear)")
       .def(py::init(&make_qlinear), py::arg("weight_q"), py::arg("weight_scale"), py::arg("bias"),
@@ -396,8 +403,9 @@ void register_qgemm(py::module_& m) {
           "set_input_qparams",
           [](QLinear& q, py::handle scale, py::handle zp) {
             std::lock_guard<std::mutex> lock(q.mu);
-            if (scale.is_none()) {
+            if (scale.is_none()) {  // back to dynamic: a uint8 output needs static input
               q.L.static_in = false;
+              q.L.has_out = false;
             } else {
               const double s = real_scalar(scale, "scale");
               if (!std::isfinite(s) || !(s > 0)) value_error("scale must be finite and positive");
@@ -415,6 +423,8 @@ void register_qgemm(py::module_& m) {
             if (scale.is_none()) {
               q.L.has_out = false;
             } else {
+              if (!q.L.static_in)
+                value_error("output qparams need static input qparams (set_input_qparams) first");
               const double s = real_scalar(scale, "scale");
               if (!std::isfinite(s) || !(s > 0)) value_error("scale must be finite and positive");
               q.L.has_out = true;

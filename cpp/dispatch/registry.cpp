@@ -3,6 +3,7 @@
 #include "pyfastopt/registry.h"
 
 #include <array>
+#include <atomic>
 #include <mutex>
 
 namespace pyfastopt {
@@ -49,7 +50,18 @@ const Table* pick(const Variants<Table>& v, Isa isa) {
   return v[0];
 }
 
-std::array<KernelTable, kNumIsa> build_tables() {
+std::atomic<bool> g_qgemm_amx{true};
+
+const QGemmKernels* amx_table() {
+#ifdef PYFASTOPT_HAVE_AVX512
+  static const QGemmKernels* t = avx512::qgemm_amx_if_usable();
+  return t;
+#else
+  return nullptr;
+#endif
+}
+
+std::array<KernelTable, kNumIsa> build_tables(bool amx) {
   std::array<KernelTable, kNumIsa> t{};
   for (int i = 0; i < kNumIsa; ++i) {
     const Isa isa = static_cast<Isa>(i);
@@ -61,16 +73,21 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].batchnorm = pick(kBatchNorm, isa);
     t[i].quant = pick(kQuant, isa);
     t[i].qgemm = pick(kQGemm, isa);
+    if (amx && isa == Isa::avx512 && amx_table()) t[i].qgemm = amx_table();
   }
   return t;
 }
 
 const std::array<KernelTable, kNumIsa>& tables() {
-  static const std::array<KernelTable, kNumIsa> t = build_tables();
-  return t;
+  static const std::array<KernelTable, kNumIsa> plain = build_tables(false);
+  static const std::array<KernelTable, kNumIsa> with_amx = build_tables(true);
+  return g_qgemm_amx.load(std::memory_order_relaxed) ? with_amx : plain;
 }
 
 }  // namespace
+
+bool qgemm_amx_available() { return amx_table() != nullptr; }
+void set_qgemm_amx(bool on) { g_qgemm_amx.store(on, std::memory_order_relaxed); }
 
 const KernelTable& kernels_for(Isa isa) { return tables()[static_cast<int>(isa)]; }
 const KernelTable& kernels() { return kernels_for(active_isa()); }

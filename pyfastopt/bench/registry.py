@@ -7,7 +7,9 @@ kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastop
 ``pyfastopt.dropout``, ``cases_gemm.py`` for ``pyfastopt.matmul`` / ``linear`` /
 ``linear_backward``, ``cases_batchnorm.py`` for ``pyfastopt.batch_norm_*``,
 ``cases_nn.py`` for a ``pyfastopt.nn`` training step, ``cases_quant.py`` for
-``pyfastopt.quant``'s quantize/dequantize) and adds it to :data:`CASE_MODULES`.
+``pyfastopt.quant``'s quantize/dequantize, ``cases_qgemm.py`` for
+``pyfastopt.quant.matmul_int8`` / ``QuantizedSequential``) and adds it to
+:data:`CASE_MODULES`.
 
 Registering cases
 -----------------
@@ -89,6 +91,7 @@ CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_batchnorm",
     "pyfastopt.bench.cases_nn",
     "pyfastopt.bench.cases_quant",
+    "pyfastopt.bench.cases_qgemm",
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.

@@ -15,6 +15,8 @@
 //   AVX-512 (VNNI): vpdpbusd, u8 x s8 products summed in fours into int32, no
 //     intermediate saturation. AVX2: bytes widened to int16, vpmaddwd (exact: two
 //     products of at most 255*128 in int32); never vpmaddubsw (saturates to int16).
+//   AMX (CPUs with AMX-INT8, when Linux grants the tile state): TDPBUSD on 16 x 16 int32
+//     tiles, same exactness; picked by the registry at the avx512 level (see registry.h).
 //   ref: plain int32 loops.
 //
 // Output stages (QOutput), applied to each finished MR x NR tile while it is in L1
@@ -32,13 +34,15 @@
 //   B: ceil(N/NR) panels; panel p holds columns [p*NR, p*NR + NR) for all K4 = ceil(K/4)
 //      groups: byte (g*NR + c)*4 + r = B'[4g + r, p*NR + c] (the vpdpbusd operand), zero
 //      for k >= K and columns >= N. Packed once (weights of a layer: at construction).
+//   (AMX table: K4 rounded up to 16, and A row-major, see qgemm_avx512.cpp.)
 //   A: ceil(m/MR) panels of MR rows: byte (g*MR + i)*4 + r = A'[i, 4g + r], zero for
 //      k >= K; the slots of rows past m in the last panel are not written (the
 //      micro-kernel computes only the m rows it is given, so it never reads them).
 //
 // To add an ISA: implement the QGemmKernels slots (usually only `ukernel`, with the
-// generic packing/output code of kernels/qgemm/qgemm-inl.h) and add one line to
-// registry.cpp. The driver (qgemm_driver.cpp) is shared.
+// generic packing/output code of kernels/qgemm/qgemm-inl.h; `begin` when the unit has
+// per-thread state to set up) and add one line to registry.cpp. The driver
+// (qgemm_driver.cpp) is shared.
 #pragma once
 
 #include <cstddef>
@@ -83,6 +87,7 @@ struct QuantParams {
 struct QGemmKernels {
   const char* name;
   int mr, nr;
+  int k4_align;  // packed B's group count K4 = ceil(K/4) rounded up to a multiple of this
   // B (k x n, element strides rs/cs, int8 or uint8 when b_unsigned) -> packed panels
   // (layout above) and colsum[j] = sum_k B'[k, j].
   void (*pack_b)(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
@@ -101,6 +106,9 @@ struct QGemmKernels {
   // >= m never read.
   void (*ukernel)(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
                   const QTile& t);
+  // Called by each thread before its ukernel calls of one product (AMX: load the tile
+  // configuration once instead of per tile), or null.
+  void (*begin)();
 };
 
 // B prepacked for the kernels of one SIMD level (repack when the level changes).

@@ -16,10 +16,10 @@ inline float round_even_small(float x) {
 // ---- packing ---------------------------------------------------------------------------
 // B (k x n, strides rs/cs) -> panels of NR columns, K in groups of 4 (layout in qgemm.h),
 // and column sums of B' = B (int8) or B - 128 (uint8 given as int8 bit patterns).
-template <int NR>
+template <int NR, int KA = 1>
 void pack_b_generic(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
                     std::ptrdiff_t cs, bool b_unsigned, std::int8_t* bp, std::int32_t* colsum) {
-  const std::size_t k4 = (k + 3) / 4, panels = (n + NR - 1) / NR;
+  const std::size_t k4 = ((k + 3) / 4 + KA - 1) / KA * KA, panels = (n + NR - 1) / NR;
   const std::uint8_t flip = b_unsigned ? 0x80 : 0x00;
   for (std::size_t p = 0; p < panels; ++p) {
     const std::size_t j0 = p * NR;
@@ -28,6 +28,23 @@ void pack_b_generic(std::size_t k, std::size_t n, const std::int8_t* b, std::ptr
     std::int32_t sums[NR] = {};
     for (std::size_t g = 0; g < k4; ++g) {
       std::int8_t* d = dst + g * NR * 4;
+      if (cs == 1 && nn == NR && 4 * g + 4 <= k) {
+        // four contiguous rows -> NR words of 4 bytes (a vectorizable interleave)
+        const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(4 * g) * rs + static_cast<std::ptrdiff_t>(j0);
+        const std::int8_t *r1 = r0 + rs, *r2 = r1 + rs, *r3 = r2 + rs;
+        std::uint32_t words[NR];
+        for (int c = 0; c < NR; ++c) {
+          const std::uint32_t x0 = static_cast<std::uint8_t>(static_cast<std::uint8_t>(r0[c]) ^ flip);
+          const std::uint32_t x1 = static_cast<std::uint8_t>(static_cast<std::uint8_t>(r1[c]) ^ flip);
+          const std::uint32_t x2 = static_cast<std::uint8_t>(static_cast<std::uint8_t>(r2[c]) ^ flip);
+          const std::uint32_t x3 = static_cast<std::uint8_t>(static_cast<std::uint8_t>(r3[c]) ^ flip);
+          words[c] = x0 | (x1 << 8) | (x2 << 16) | (x3 << 24);
+          sums[c] += static_cast<std::int8_t>(x0) + static_cast<std::int8_t>(x1) +
+                     static_cast<std::int8_t>(x2) + static_cast<std::int8_t>(x3);
+        }
+        std::memcpy(d, words, sizeof(words));
+        continue;
+      }
       for (int r = 0; r < 4; ++r) {
         const std::size_t kk = 4 * g + static_cast<std::size_t>(r);
         if (kk >= k) {
@@ -80,10 +97,18 @@ void pack_a_generic(std::size_t m, std::size_t k, const std::uint8_t* a, std::pt
       std::int32_t sum = 0;
       for (std::size_t k0 = 0; k0 < k; k0 += kChunk) {  // chunks are multiples of 4
         const std::size_t kn = std::min(kChunk, k - k0);
-        for (std::size_t t = 0; t < kn; ++t) {
-          const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(k0 + t) * cs] ^ flip);
-          buf[t] = v;
-          sum += v;
+        if (cs == 1) {
+          for (std::size_t t = 0; t < kn; ++t) {
+            const std::uint8_t v = static_cast<std::uint8_t>(src[k0 + t] ^ flip);
+            buf[t] = v;
+            sum += v;
+          }
+        } else {
+          for (std::size_t t = 0; t < kn; ++t) {
+            const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(k0 + t) * cs] ^ flip);
+            buf[t] = v;
+            sum += v;
+          }
         }
         put_row<MR>(buf, kn, panel + (k0 / 4) * MR * 4, i);
       }
@@ -133,25 +158,99 @@ void pack_a_f32_generic(std::size_t m, std::size_t k, const float* x, std::ptrdi
   }
 }
 
-inline bool minmax_generic(std::size_t n, const float* x, float* lo_out, float* hi_out) {
-  float lo = 0.0f, hi = 0.0f;  // the range always includes 0 (the caller widens anyway)
-  float bad = 0.0f;            // x - x is 0 for finite x, NaN for NaN and infinities
-  for (std::size_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
-    bad += v - v;
+// Row-major A panels (the AMX tile layout): panel p holds rows [p*MR, p*MR + MR), row i
+// at byte i * ldp (ldp = k4 * 4), K zero-padded to ldp. Rows past m are not written.
+template <int MR>
+void pack_a_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, const std::uint8_t* a,
+                         std::ptrdiff_t rs, std::ptrdiff_t cs, bool a_signed, std::uint8_t* ap,
+                         std::int32_t* rowsum) {
+  const std::uint8_t flip = a_signed ? 0x80 : 0x00;
+  for (std::size_t r = 0; r < m; ++r) {
+    std::uint8_t* d = ap + r * ldp;  // panels of MR rows are contiguous: row r at r * ldp
+    const std::uint8_t* src = a + static_cast<std::ptrdiff_t>(r) * rs;
+    std::int32_t sum = 0;
+    if (cs == 1) {  // contiguous rows: a vectorizable copy
+      for (std::size_t t = 0; t < k; ++t) {
+        const std::uint8_t v = static_cast<std::uint8_t>(src[t] ^ flip);
+        d[t] = v;
+        sum += v;
+      }
+    } else {
+      for (std::size_t t = 0; t < k; ++t) {
+        const std::uint8_t v = static_cast<std::uint8_t>(src[static_cast<std::ptrdiff_t>(t) * cs] ^ flip);
+        d[t] = v;
+        sum += v;
+      }
+    }
+    if (ldp > k) std::memset(d + k, 0, ldp - k);
+    rowsum[r] = sum;
   }
-  *lo_out = lo;
-  *hi_out = hi;
-  return bad == 0.0f;
+}
+
+template <int MR>
+void pack_a_f32_rows_generic(std::size_t m, std::size_t k, std::size_t ldp, const float* x,
+                             std::ptrdiff_t ld, QuantParams q, std::uint8_t* ap, std::int32_t* rowsum) {
+  for (std::size_t r = 0; r < m; ++r) {
+    std::uint8_t* d = ap + r * ldp;
+    const float scale = q.scale[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+    const std::int32_t zp = q.zp[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+    const float* src = x + static_cast<std::ptrdiff_t>(r) * ld;
+    std::int32_t sum = 0;
+    for (std::size_t t = 0; t < k; ++t) {  // one vectorizable pass: quantize, store, sum
+      float v = src[t] / scale;
+      v = v < -1024.0f ? -1024.0f : v;
+      v = v > 1024.0f ? 1024.0f : v;
+      std::int32_t iv = static_cast<std::int32_t>(round_even_small(v)) + zp;
+      iv = iv < 0 ? 0 : iv;
+      iv = iv > 255 ? 255 : iv;
+      d[t] = static_cast<std::uint8_t>(iv);
+      sum += iv;
+    }
+    if (ldp > k) std::memset(d + k, 0, ldp - k);
+    rowsum[r] = sum;
+  }
+}
+
+// 16 independent lanes (the compiler vectorizes lane-wise min/max; a single scalar
+// reduction would not be, float min/max reductions need -ffast-math).
+inline bool minmax_generic(std::size_t n, const float* x, float* lo_out, float* hi_out) {
+  constexpr int L = 16;
+  float lo[L], hi[L], bad[L];  // the range always includes 0 (the caller widens anyway)
+  for (int j = 0; j < L; ++j) lo[j] = hi[j] = bad[j] = 0.0f;
+  std::size_t i = 0;
+  for (; i + L <= n; i += L) {
+    for (int j = 0; j < L; ++j) {
+      const float v = x[i + static_cast<std::size_t>(j)];
+      lo[j] = v < lo[j] ? v : lo[j];
+      hi[j] = v > hi[j] ? v : hi[j];
+      bad[j] = bad[j] + (v - v);  // 0 for finite v, NaN for NaN and infinities
+    }
+  }
+  for (; i < n; ++i) {
+    const float v = x[i];
+    lo[0] = v < lo[0] ? v : lo[0];
+    hi[0] = v > hi[0] ? v : hi[0];
+    bad[0] = bad[0] + (v - v);
+  }
+  float l = 0.0f, h = 0.0f, b = 0.0f;
+  for (int j = 0; j < L; ++j) {
+    l = lo[j] < l ? lo[j] : l;
+    h = hi[j] > h ? hi[j] : h;
+    b = b + bad[j];
+  }
+  *lo_out = l;
+  *hi_out = h;
+  return b == 0.0f;
 }
 
 // ---- output stages -----------------------------------------------------------------------
 // t: the raw tile, rows [0, m), NR int32 per row (sum_k A'B'). Adds the zero-point
 // corrections (uint32: wrap-around) and runs the output stage of qgemm.h.
-template <int NR>
-void finish_tile(const std::int32_t* t, int m, int n, const QTile& tile) {
+// FULL: n == NR, so every loop below has a compile-time trip count (fully vectorized,
+// no remainder handling); the same operations in the same order either way.
+template <int NR, bool FULL>
+void finish_rows(const std::int32_t* t, int m, int n_, const QTile& tile) {
+  const int n = FULL ? NR : n_;
   const QOutput& o = *tile.out;
   for (int i = 0; i < m; ++i) {
     const std::size_t gi = tile.i0 + static_cast<std::size_t>(i);
@@ -220,6 +319,14 @@ void finish_tile(const std::int32_t* t, int m, int n, const QTile& tile) {
       }
     }
   }
+}
+
+template <int NR>
+void finish_tile(const std::int32_t* t, int m, int n, const QTile& tile) {
+  if (n == NR)
+    finish_rows<NR, true>(t, m, n, tile);
+  else
+    finish_rows<NR, false>(t, m, n, tile);
 }
 
 // The table entries every level shares, for register tile MR x NR.

@@ -7,9 +7,13 @@
 // case) keep several accumulator sets over alternate k groups so the vpdpbusd latency
 // is hidden; integer sums are associative, so this changes nothing in the result.
 // The finished tile goes through the shared output stage (qgemm-inl.h) while in L1.
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -28,55 +32,62 @@ namespace {
 
 constexpr int kMR = 12, kNR = 32;
 
+// The VNNI tile over A with any layout: row i of group g at ap + i*ars + g*ags.
 template <int ROWS>
-struct Tile {
+inline void vnni_tile(std::size_t k4, const std::uint8_t* ap, std::size_t ars, std::size_t ags,
+                      const std::int8_t* bp, int m, int n, const QTile& t) {
   // accumulator sets over alternate k groups: enough independent chains (>= 8)
-  static constexpr int U = ROWS >= 4 ? 1 : (ROWS == 1 ? 4 : 2);
+  constexpr int U = ROWS >= 4 ? 1 : (ROWS == 1 ? 4 : 2);
+  __m512i acc[U][ROWS][2];
+  PF_QUNROLL for (int u = 0; u < U; ++u)
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) acc[u][i][0] = acc[u][i][1] = _mm512_setzero_si512();
+  std::size_t g = 0;
+  if (U > 1) {
+    for (; g + U <= k4; g += U) {
+      PF_QUNROLL for (int u = 0; u < U; ++u) {
+        const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
+        PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
+          std::int32_t av;
+          std::memcpy(&av, ap + static_cast<std::size_t>(i) * ars, 4);
+          const __m512i a = _mm512_set1_epi32(av);
+          acc[u][i][0] = _mm512_dpbusd_epi32(acc[u][i][0], a, b0);
+          acc[u][i][1] = _mm512_dpbusd_epi32(acc[u][i][1], a, b1);
+        }
+        ap += ags;
+        bp += kNR * 4;
+      }
+    }
+  }
+  for (; g < k4; ++g) {
+    const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
+      std::int32_t av;
+      std::memcpy(&av, ap + static_cast<std::size_t>(i) * ars, 4);
+      const __m512i a = _mm512_set1_epi32(av);
+      acc[0][i][0] = _mm512_dpbusd_epi32(acc[0][i][0], a, b0);
+      acc[0][i][1] = _mm512_dpbusd_epi32(acc[0][i][1], a, b1);
+    }
+    ap += ags;
+    bp += kNR * 4;
+  }
+  alignas(64) std::int32_t tile[ROWS * kNR];
+  PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
+    __m512i s0 = acc[0][i][0], s1 = acc[0][i][1];
+    PF_QUNROLL for (int u = 1; u < U; ++u) {
+      s0 = _mm512_add_epi32(s0, acc[u][i][0]);
+      s1 = _mm512_add_epi32(s1, acc[u][i][1]);
+    }
+    _mm512_store_si512(tile + i * kNR, s0);
+    _mm512_store_si512(tile + i * kNR + 16, s1);
+  }
+  finish_tile<kNR>(tile, m, n, t);
+}
+
+template <int ROWS>
+struct Tile {  // interleaved A panels (the VNNI table)
   static void run(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
                   const QTile& t) {
-    __m512i acc[U][ROWS][2];
-    PF_QUNROLL for (int u = 0; u < U; ++u)
-      PF_QUNROLL for (int i = 0; i < ROWS; ++i) acc[u][i][0] = acc[u][i][1] = _mm512_setzero_si512();
-    std::size_t g = 0;
-    if (U > 1) {
-      for (; g + U <= k4; g += U) {
-        PF_QUNROLL for (int u = 0; u < U; ++u) {
-          const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
-          PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
-            std::int32_t av;
-            std::memcpy(&av, ap + i * 4, 4);
-            const __m512i a = _mm512_set1_epi32(av);
-            acc[u][i][0] = _mm512_dpbusd_epi32(acc[u][i][0], a, b0);
-            acc[u][i][1] = _mm512_dpbusd_epi32(acc[u][i][1], a, b1);
-          }
-          ap += kMR * 4;
-          bp += kNR * 4;
-        }
-      }
-    }
-    for (; g < k4; ++g) {
-      const __m512i b0 = _mm512_loadu_si512(bp), b1 = _mm512_loadu_si512(bp + 64);
-      PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
-        std::int32_t av;
-        std::memcpy(&av, ap + i * 4, 4);
-        const __m512i a = _mm512_set1_epi32(av);
-        acc[0][i][0] = _mm512_dpbusd_epi32(acc[0][i][0], a, b0);
-        acc[0][i][1] = _mm512_dpbusd_epi32(acc[0][i][1], a, b1);
-      }
-      ap += kMR * 4;
-      bp += kNR * 4;
-    }
-    alignas(64) std::int32_t tile[ROWS * kNR];
-    PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
-      __m512i s0 = acc[0][i][0], s1 = acc[0][i][1];
-      PF_QUNROLL for (int u = 1; u < U; ++u) {
-        s0 = _mm512_add_epi32(s0, acc[u][i][0]);
-        s1 = _mm512_add_epi32(s1, acc[u][i][1]);
-      }
-      _mm512_store_si512(tile + i * kNR, s0);
-      _mm512_store_si512(tile + i * kNR + 16, s1);
-    }
-    finish_tile<kNR>(tile, m, n, t);
+    vnni_tile<ROWS>(k4, ap, 4, kMR * 4, bp, m, n, t);
   }
 };
 
@@ -85,12 +96,217 @@ void ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int 
   by_rows<kMR, Tile>(std::make_integer_sequence<int, kMR>{}, k4, ap, bp, m, n, t);
 }
 
+
+// min / max / finiteness of x[0:n] in 16-lane registers (minps/maxps keep the
+// accumulator when x is NaN; NaN and infinities are caught by x - x != 0).
+bool minmax(std::size_t n, const float* x, float* lo_out, float* hi_out) {
+  __m512 lo = _mm512_setzero_ps(), hi = lo, bad = lo;
+  std::size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    lo = _mm512_min_ps(v, lo);
+    hi = _mm512_max_ps(v, hi);
+    bad = _mm512_add_ps(bad, _mm512_sub_ps(v, v));
+  }
+  alignas(64) float l[16], h[16], b[16];
+  _mm512_store_ps(l, lo);
+  _mm512_store_ps(h, hi);
+  _mm512_store_ps(b, bad);
+  float l0 = 0.0f, h0 = 0.0f, b0 = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    l0 = l[j] < l0 ? l[j] : l0;
+    h0 = h[j] > h0 ? h[j] : h0;
+    b0 = b0 + b[j];
+  }
+  float tl, th;
+  const bool tail_ok = minmax_generic(n - i, x + i, &tl, &th);
+  *lo_out = tl < l0 ? tl : l0;
+  *hi_out = th > h0 ? th : h0;
+  return tail_ok && b0 == 0.0f;
+}
+
+// ---- AMX (Sapphire Rapids and later): the same contract with tile registers ----------
+// Table "qgemm_avx512amx_32x32": A packed row-major (row i of a 32-row panel at
+// i * ldp, ldp = K rounded up to 64 bytes), B in the same 32-column panels as the VNNI
+// table with K4 rounded up to 16 groups. Tiles: C 2 x 2 of 16 x 16 int32 (tmm0-3), A
+// 2 x (16 rows x 64 k) (tmm4-5), B 2 x (16 groups x 16 columns x 4) (tmm6-7); per 64 k,
+// 4 loads and 4 TDPBUSD (u8 x s8 -> int32, exact, wrap-around like vpdpbusd). Panels of
+// at most 8 rows (batch-1 inference) use the VNNI tile on the row-major layout instead:
+// one useful row of a 16-row tile would waste the unit.
+constexpr int kAmxMR = 32;
+
+struct alignas(64) TileConfig {
+  std::uint8_t palette = 1, start_row = 0;
+  std::uint8_t reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+};
+
+// The tile shapes (all 16 rows x 64 bytes), loaded by each thread once per product
+// (QGemmKernels::begin): nothing else runs on the thread between its tiles.
+__attribute__((target("amx-tile,amx-int8"))) void amx_begin() {
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  // GCC 12 does not see ldtilecfg read the whole struct and drops the stores above
+  // (then every tile instruction faults): make them visible first.
+  __asm__ volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
+__attribute__((target("amx-tile,amx-int8"))) void amx_tile(std::size_t k4, const std::uint8_t* ap,
+                                                            const std::int8_t* bp, int m, int n,
+                                                            const QTile& t) {
+  const std::size_t lda = k4 * 4;
+  const bool two = m > 16;
+  alignas(64) std::int32_t tile[kAmxMR * kNR];
+  __asm__ volatile("" ::: "memory");  // the tile intrinsics' asm does not clobber memory
+  _tile_zero(0);
+  _tile_zero(1);
+  if (two) {
+    _tile_zero(2);
+    _tile_zero(3);
+    for (std::size_t g = 0; g < k4; g += 16) {
+      _tile_loadd(4, ap + g * 4, lda);
+      _tile_loadd(5, ap + 16 * lda + g * 4, lda);
+      _tile_loadd(6, bp + g * kNR * 4, kNR * 4);
+      _tile_loadd(7, bp + g * kNR * 4 + 64, kNR * 4);
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
+  } else {
+    for (std::size_t g = 0; g < k4; g += 16) {
+      _tile_loadd(4, ap + g * 4, lda);
+      _tile_loadd(6, bp + g * kNR * 4, kNR * 4);
+      _tile_loadd(7, bp + g * kNR * 4 + 64, kNR * 4);
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+    }
+  }
+  _tile_stored(0, tile, kNR * 4);
+  _tile_stored(1, tile + 16, kNR * 4);
+  if (two) {
+    _tile_stored(2, tile + 16 * kNR, kNR * 4);
+    _tile_stored(3, tile + 16 * kNR + 16, kNR * 4);
+  }
+  __asm__ volatile("" ::: "memory");
+  finish_tile<kNR>(tile, m, n, t);
+}
+
+template <int ROWS>
+struct RowTile {  // row-major A panels (the AMX table), few rows
+  static void run(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
+                  const QTile& t) {
+    vnni_tile<ROWS>(k4, ap, k4 * 4, 4, bp, m, n, t);
+  }
+};
+
+void amx_ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
+                 const QTile& t) {
+  if (m <= 8)
+    by_rows<8, RowTile>(std::make_integer_sequence<int, 8>{}, k4, ap, bp, m, n, t);
+  else
+    amx_tile(k4, ap, bp, m, n, t);
+}
+
+inline std::size_t amx_ldp(std::size_t k) { return (k + 63) / 64 * 64; }
+
+void amx_pack_a(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs,
+                std::ptrdiff_t cs, bool as, std::uint8_t* ap, std::int32_t* rowsum) {
+  pack_a_rows_generic<kAmxMR>(m, k, amx_ldp(k), a, rs, cs, as, ap, rowsum);
+}
+
+// Quantize-while-packing with the division rule q = sat(round_even(x / scale) + zp),
+// computed as y = x * (1 / scale) (a multiply instead of a divide per element) and
+// corrected: |fl(x * fl(1/s)) - fl(x / s)| < 2^-22 |y|, so the two round to the same
+// integer unless y lies within 2^-20 |y| of a half-integer; those lanes (and |y| >= 2^22,
+// inf, NaN) are recomputed with the division. Bit-identical to pack_a_f32_rows_generic
+// (tested against the NumPy division rule). Rows whose 1/scale is not a normal float
+// take the generic path.
+void amx_pack_a_f32(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld, QuantParams q,
+                    std::uint8_t* ap, std::int32_t* rowsum) {
+  const std::size_t ldp = amx_ldp(k);
+  const __m512 lo = _mm512_set1_ps(-1024.0f), hi = _mm512_set1_ps(1024.0f);
+  const __m512 magic = _mm512_set1_ps(12582912.0f), half = _mm512_set1_ps(0.5f);
+  const __m512 rel = _mm512_set1_ps(1.0f / 1048576.0f), big = _mm512_set1_ps(4194304.0f);
+  const __m512i zero = _mm512_setzero_si512(), q255 = _mm512_set1_epi32(255);
+  for (std::size_t r = 0; r < m; ++r) {
+    const float scale = q.scale[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+    const std::int32_t zp = q.zp[static_cast<std::ptrdiff_t>(r) * q.row_stride];
+    const float inv = 1.0f / scale;
+    if (!std::isnormal(inv)) {
+      QuantParams one{&scale, &zp, 0};
+      pack_a_f32_rows_generic<kAmxMR>(1, k, ldp, x + static_cast<std::ptrdiff_t>(r) * ld, ld, one,
+                                      ap + r * ldp, rowsum + r);
+      continue;
+    }
+    const __m512 vs = _mm512_set1_ps(scale), vinv = _mm512_set1_ps(inv);
+    const __m512i vzp = _mm512_set1_epi32(zp);
+    const float* src = x + static_cast<std::ptrdiff_t>(r) * ld;
+    std::uint8_t* d = ap + r * ldp;
+    __m512i vsum = zero;
+    for (std::size_t t = 0; t < k; t += 16) {
+      const std::size_t rem = k - t;
+      const __mmask16 mk = rem >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << rem) - 1u);
+      const __m512 xv = _mm512_maskz_loadu_ps(mk, src + t);
+      __m512 y = _mm512_mul_ps(xv, vinv);
+      const __m512 ay = _mm512_abs_ps(y);
+      const __m512 fl = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+      const __m512 dist = _mm512_abs_ps(_mm512_sub_ps(_mm512_sub_ps(y, fl), half));
+      const __mmask16 near = _mm512_cmp_ps_mask(dist, _mm512_mul_ps(ay, rel), _CMP_LE_OQ);
+      const __mmask16 large = _mm512_cmp_ps_mask(ay, big, _CMP_NLT_UQ);  // also inf, NaN
+      const __mmask16 redo = static_cast<__mmask16>((near | large) & mk);
+      if (redo) y = _mm512_mask_div_ps(y, redo, xv, vs);
+      y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);  // NaN -> -1024 -> 0, as the generic rule
+      const __m512 rr = _mm512_sub_ps(_mm512_add_ps(y, magic), magic);
+      __m512i iv = _mm512_add_epi32(_mm512_cvtps_epi32(rr), vzp);
+      iv = _mm512_min_epi32(_mm512_max_epi32(iv, zero), q255);
+      _mm512_mask_cvtepi32_storeu_epi8(d + t, mk, iv);
+      vsum = _mm512_mask_add_epi32(vsum, mk, vsum, iv);
+    }
+    if (ldp > k) std::memset(d + k, 0, ldp - k);
+    rowsum[r] = _mm512_reduce_add_epi32(vsum);
+  }
+}
+
+void amx_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
+                std::ptrdiff_t cs, bool bu, std::int8_t* bp, std::int32_t* colsum) {
+  pack_b_generic<kNR, 16>(k, n, b, rs, cs, bu, bp, colsum);
+}
+
+// The OS must grant this process the AMX tile state (Linux: arch_prctl) before use.
+bool amx_usable() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool tile = d & (1u << 24), int8 = d & (1u << 25);
+  if (!tile || !int8) return false;
+#if defined(__linux__)
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+  return true;
+#else
+  return false;
+#endif
+}
+
 using Gen = QGeneric<kMR, kNR>;
 
 }  // namespace
 
-extern const QGemmKernels qgemm_kernels = {"qgemm_avx512vnni_12x32", kMR, kNR, &Gen::pack_b,
-                                           &Gen::pack_a, &Gen::pack_a_f32, &Gen::minmax, &ukernel};
+extern const QGemmKernels qgemm_kernels = {"qgemm_avx512vnni_12x32", kMR, kNR, 1, &Gen::pack_b,
+                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax, &ukernel, nullptr};
+extern const QGemmKernels qgemm_amx_kernels = {"qgemm_avx512amx_32x32", kAmxMR, kNR, 16, &amx_pack_b,
+                                               &amx_pack_a, &amx_pack_a_f32, &minmax, &amx_ukernel,
+                                               &amx_begin};
+
+const QGemmKernels* qgemm_amx_if_usable() {
+  static const bool ok = amx_usable();
+  return ok ? &qgemm_amx_kernels : nullptr;
+}
 
 }  // namespace avx512
 }  // namespace pyfastopt

@@ -243,6 +243,36 @@ inline bool minmax_generic(std::size_t n, const float* x, float* lo_out, float* 
   return b == 0.0f;
 }
 
+// The same over a level's float vector traits V (simd/<level>-inl.h, included before this
+// file): V::N lanes per step (minps/maxps keep the accumulator when x is NaN; NaN and
+// infinities are caught by x - x != 0), the tail through minmax_generic.
+template <class V>
+bool minmax_vec(std::size_t n, const float* x, float* lo_out, float* hi_out) {
+  typename V::R lo = V::set1(0.0f), hi = lo, bad = lo;
+  std::size_t i = 0;
+  for (; i + V::N <= n; i += V::N) {
+    const typename V::R v = V::load(x + i);
+    lo = V::min(v, lo);
+    hi = V::max(v, hi);
+    bad = V::add(bad, V::sub(v, v));
+  }
+  alignas(64) float l[V::N], h[V::N], b[V::N];
+  V::store(l, lo);
+  V::store(h, hi);
+  V::store(b, bad);
+  float l0 = 0.0f, h0 = 0.0f, b0 = 0.0f;
+  for (int j = 0; j < V::N; ++j) {
+    l0 = l[j] < l0 ? l[j] : l0;
+    h0 = h[j] > h0 ? h[j] : h0;
+    b0 = b0 + b[j];
+  }
+  float tl, th;
+  const bool tail_ok = minmax_generic(n - i, x + i, &tl, &th);
+  *lo_out = tl < l0 ? tl : l0;
+  *hi_out = th > h0 ? th : h0;
+  return tail_ok && b0 == 0.0f;
+}
+
 // ---- output stages -----------------------------------------------------------------------
 // t: the raw tile, rows [0, m), NR int32 per row (sum_k A'B'). Adds the zero-point
 // corrections (uint32: wrap-around) and runs the output stage of qgemm.h.

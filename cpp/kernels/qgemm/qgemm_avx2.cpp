@@ -21,6 +21,7 @@ namespace pyfastopt {
 namespace avx2 {
 namespace {
 
+#include "../simd/avx2-inl.h"
 #include "qgemm-inl.h"
 
 #define PF_QUNROLL _Pragma("GCC unroll 16")
@@ -63,40 +64,13 @@ void ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int 
 }
 
 
-// min / max / finiteness of x[0:n] in 8-lane registers (minps/maxps keep the
-// accumulator when x is NaN; NaN and infinities are caught by x - x != 0).
-bool minmax(std::size_t n, const float* x, float* lo_out, float* hi_out) {
-  __m256 lo = _mm256_setzero_ps(), hi = lo, bad = lo;
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    lo = _mm256_min_ps(v, lo);
-    hi = _mm256_max_ps(v, hi);
-    bad = _mm256_add_ps(bad, _mm256_sub_ps(v, v));
-  }
-  alignas(64) float l[8], h[8], b[8];
-  _mm256_store_ps(l, lo);
-  _mm256_store_ps(h, hi);
-  _mm256_store_ps(b, bad);
-  float l0 = 0.0f, h0 = 0.0f, b0 = 0.0f;
-  for (int j = 0; j < 8; ++j) {
-    l0 = l[j] < l0 ? l[j] : l0;
-    h0 = h[j] > h0 ? h[j] : h0;
-    b0 = b0 + b[j];
-  }
-  float tl, th;
-  const bool tail_ok = minmax_generic(n - i, x + i, &tl, &th);
-  *lo_out = tl < l0 ? tl : l0;
-  *hi_out = th > h0 ? th : h0;
-  return tail_ok && b0 == 0.0f;
-}
 
 using Gen = QGeneric<kMR, kNR>;
 
 }  // namespace
 
 extern const QGemmKernels qgemm_kernels = {"qgemm_avx2_6x8", kMR, kNR, 1, &Gen::pack_b,
-                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax, &ukernel, nullptr};
+                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax_vec<VF>, &ukernel, nullptr};
 
 }  // namespace avx2
 }  // namespace pyfastopt

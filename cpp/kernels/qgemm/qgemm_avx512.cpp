@@ -26,6 +26,7 @@ namespace pyfastopt {
 namespace avx512 {
 namespace {
 
+#include "../simd/avx512-inl.h"
 #include "qgemm-inl.h"
 
 #define PF_QUNROLL _Pragma("GCC unroll 16")
@@ -97,33 +98,6 @@ void ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int 
 }
 
 
-// min / max / finiteness of x[0:n] in 16-lane registers (minps/maxps keep the
-// accumulator when x is NaN; NaN and infinities are caught by x - x != 0).
-bool minmax(std::size_t n, const float* x, float* lo_out, float* hi_out) {
-  __m512 lo = _mm512_setzero_ps(), hi = lo, bad = lo;
-  std::size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 v = _mm512_loadu_ps(x + i);
-    lo = _mm512_min_ps(v, lo);
-    hi = _mm512_max_ps(v, hi);
-    bad = _mm512_add_ps(bad, _mm512_sub_ps(v, v));
-  }
-  alignas(64) float l[16], h[16], b[16];
-  _mm512_store_ps(l, lo);
-  _mm512_store_ps(h, hi);
-  _mm512_store_ps(b, bad);
-  float l0 = 0.0f, h0 = 0.0f, b0 = 0.0f;
-  for (int j = 0; j < 16; ++j) {
-    l0 = l[j] < l0 ? l[j] : l0;
-    h0 = h[j] > h0 ? h[j] : h0;
-    b0 = b0 + b[j];
-  }
-  float tl, th;
-  const bool tail_ok = minmax_generic(n - i, x + i, &tl, &th);
-  *lo_out = tl < l0 ? tl : l0;
-  *hi_out = th > h0 ? th : h0;
-  return tail_ok && b0 == 0.0f;
-}
 
 // ---- AMX (Sapphire Rapids and later): the same contract with tile registers ----------
 // Table "qgemm_avx512amx_32x32": A packed row-major (row i of a 32-row panel at
@@ -298,9 +272,9 @@ using Gen = QGeneric<kMR, kNR>;
 }  // namespace
 
 extern const QGemmKernels qgemm_kernels = {"qgemm_avx512vnni_12x32", kMR, kNR, 1, &Gen::pack_b,
-                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax, &ukernel, nullptr};
+                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax_vec<VF>, &ukernel, nullptr};
 extern const QGemmKernels qgemm_amx_kernels = {"qgemm_avx512amx_32x32", kAmxMR, kNR, 16, &amx_pack_b,
-                                               &amx_pack_a, &amx_pack_a_f32, &minmax, &amx_ukernel,
+                                               &amx_pack_a, &amx_pack_a_f32, &minmax_vec<VF>, &amx_ukernel,
                                                &amx_begin};
 
 const QGemmKernels* qgemm_amx_if_usable() {

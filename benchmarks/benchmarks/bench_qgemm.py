@@ -14,16 +14,11 @@ Functions are looked up in ``setup``: commits without them skip instead of faili
 
 from __future__ import annotations
 
-import os
-import tempfile
-import warnings
 from typing import ClassVar
 
 import numpy as np
 
 from .common import THREADS, Benchmark, best_seconds
-
-SIZES = (784, 512, 256, 10)
 
 
 def _quant():
@@ -103,56 +98,6 @@ class TorchIntMM(Benchmark):
         self.int_mm(self.at, self.bt)
 
 
-def _weights():
-    rng = np.random.default_rng(11)
-    ws, bs = [], []
-    for i in range(len(SIZES) - 1):
-        ws.append(
-            (rng.standard_normal((SIZES[i + 1], SIZES[i])) / np.sqrt(SIZES[i])).astype(np.float32)
-        )
-        bs.append((rng.standard_normal(SIZES[i + 1]) * 0.1).astype(np.float32))
-    return ws, bs
-
-
-def _ort_session(ws, bs, threads):
-    try:
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        return None
-    nodes, inits, prev = [], [], "x"
-    for i, (w, b) in enumerate(zip(ws, bs)):
-        inits += [numpy_helper.from_array(w.T.copy(), f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]))
-        nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]))
-        prev = f"a{i}"
-        if i + 1 < len(ws):
-            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
-            prev = f"r{i}"
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", SIZES[0]])],
-        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["B", SIZES[-1]])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    with tempfile.TemporaryDirectory() as d:
-        fp, qp = os.path.join(d, "mlp.onnx"), os.path.join(d, "mlp_int8.onnx")
-        onnx.save(model, fp)
-        import logging
-
-        logging.getLogger().setLevel(logging.ERROR)  # its "run pre-processing" advice
-        quantize_dynamic(fp, qp, weight_type=QuantType.QInt8)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        return ort.InferenceSession(qp, so, providers=["CPUExecutionProvider"])
-
-
 class _MLPData(Benchmark):
     """The MLP's weights and input (no benchmarks of its own)."""
 
@@ -161,21 +106,15 @@ class _MLPData(Benchmark):
     smoke_params: ClassVar[list] = [[2], THREADS]
 
     def setup(self, batch, threads):
-        quant = _quant()
+        _quant()
         import pyfastopt
+        from pyfastopt.bench.mlp_models import DIMS, mlp_weights, quantized_sequential
 
         self.set_threads(threads)
-        ws, bs = _weights()
-        self.ws, self.bs = ws, bs
-        last = len(ws) - 1
-        self.model = quant.QuantizedSequential(
-            [
-                quant.QuantizedLinear.from_float(w, b, activation=None if i == last else "relu")
-                for i, (w, b) in enumerate(zip(ws, bs))
-            ]
-        )
+        self.ws, self.bs = mlp_weights(np.random.default_rng(11))
+        self.model = quantized_sequential(self.ws, self.bs)
         self.linear = pyfastopt.linear
-        self.x = np.random.default_rng(12).standard_normal((batch, SIZES[0])).astype(np.float32)
+        self.x = np.random.default_rng(12).standard_normal((batch, DIMS[0])).astype(np.float32)
 
 
 class QuantizedMLP(_MLPData):
@@ -200,22 +139,10 @@ class TorchDynamicMLP(_MLPData):
             raise NotImplementedError("torch not installed")
         super().setup(batch, threads)
         torch.set_num_threads(threads)
-        layers = []
-        last = len(self.ws) - 1
-        for i, (w, b) in enumerate(zip(self.ws, self.bs)):
-            lin = torch.nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-                lin.bias.copy_(torch.from_numpy(b))
-            layers.append(lin)
-            if i != last:
-                layers.append(torch.nn.ReLU())
+        from pyfastopt.bench.mlp_models import torch_dynamic_mlp
+
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch deprecates its quantized types
-                self.torch_model = torch.ao.quantization.quantize_dynamic(
-                    torch.nn.Sequential(*layers), {torch.nn.Linear}, dtype=torch.qint8
-                )
+            self.torch_model = torch_dynamic_mlp(torch, self.ws, self.bs)
         except (RuntimeError, AttributeError) as e:
             raise NotImplementedError(f"torch dynamic quantization unavailable: {e}") from e
         self.xt = torch.from_numpy(self.x)
@@ -231,7 +158,9 @@ class OnnxRuntimeMLP(_MLPData):
 
     def setup(self, batch, threads):
         super().setup(batch, threads)
-        self.ort = _ort_session(self.ws, self.bs, threads)
+        from pyfastopt.bench.mlp_models import onnx_int8_session
+
+        self.ort = onnx_int8_session(self.ws, self.bs, threads)
         if self.ort is None:
             raise NotImplementedError("onnxruntime/onnx not installed")
 

@@ -62,12 +62,13 @@ class ModelSuite(Benchmark):
 
     def setup(self, batch, threads):
         from pyfastopt import quant
-        from pyfastopt.bench.startup import _pyfastopt_model, mlp_weights
+        from pyfastopt.bench.mlp_models import mlp_weights
+        from pyfastopt.bench.startup import _pyfastopt_model
 
         self.set_threads(threads)
         self.tmpdir = tempfile.mkdtemp(prefix="pyfastopt-asv-model-")
         path = f"{self.tmpdir}/m.pfq"
-        _pyfastopt_model(mlp_weights()).save(path)
+        _pyfastopt_model(*mlp_weights(np.random.default_rng(0))).save(path)
         self.model = quant.load(path)
         self.x = np.random.default_rng(0).random((batch, 784), dtype=np.float32)
 

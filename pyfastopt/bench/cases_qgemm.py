@@ -23,13 +23,11 @@ AMX the int8 GEMM uses tile instructions and can exceed that peak (more than 100
 from __future__ import annotations
 
 import functools
-import warnings
 
 import numpy as np
 
+from .mlp_models import DIMS, mlp_ops, mlp_weights, quantized_sequential, torch_dynamic_mlp
 from .registry import Case, Context, Prepared, register
-
-MLP_SIZES = (784, 512, 256, 10)
 
 
 def _to_numpy(returned) -> np.ndarray:
@@ -66,31 +64,13 @@ def _setup_matmul_int8(ctx: Context, n: int) -> Prepared:
     return Prepared(impls, output=lambda impl, returned: _to_numpy(returned))
 
 
-def _mlp_weights(rng):
-    ws, bs = [], []
-    for i in range(len(MLP_SIZES) - 1):
-        fan_in = MLP_SIZES[i]
-        ws.append(
-            (rng.standard_normal((MLP_SIZES[i + 1], fan_in)) / np.sqrt(fan_in)).astype(np.float32)
-        )
-        bs.append((rng.standard_normal(MLP_SIZES[i + 1]) * 0.1).astype(np.float32))
-    return ws, bs
-
-
 def _setup_mlp(ctx: Context, batch: int) -> Prepared:
-    from ..quant import QuantizedLinear, QuantizedSequential
-
     rng = ctx.rng()
-    ws, bs = _mlp_weights(rng)
-    last = len(ws) - 1
-    model = QuantizedSequential(
-        [
-            QuantizedLinear.from_float(w, b, activation=None if i == last else "relu")
-            for i, (w, b) in enumerate(zip(ws, bs))
-        ]
-    )
-    x = rng.standard_normal((batch, MLP_SIZES[0])).astype(np.float32)
+    ws, bs = mlp_weights(rng)
+    model = quantized_sequential(ws, bs)
+    x = rng.standard_normal((batch, DIMS[0])).astype(np.float32)
     wts = [w.T for w in ws]
+    last = len(ws) - 1
 
     def numpy_forward():
         h = x
@@ -107,20 +87,7 @@ def _setup_mlp(ctx: Context, batch: int) -> Prepared:
     torch = ctx.torch
     if torch is not None:
         try:
-            layers = []
-            for i, (w, b) in enumerate(zip(ws, bs)):
-                lin = torch.nn.Linear(w.shape[1], w.shape[0])
-                with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(w))
-                    lin.bias.copy_(torch.from_numpy(b))
-                layers.append(lin)
-                if i != last:
-                    layers.append(torch.nn.ReLU())
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch deprecates its quantized types
-                tq = torch.ao.quantization.quantize_dynamic(
-                    torch.nn.Sequential(*layers), {torch.nn.Linear}, dtype=torch.qint8
-                )
+            tq = torch_dynamic_mlp(torch, ws, bs)
             xt = torch.from_numpy(x)
 
             def torch_forward():
@@ -132,10 +99,6 @@ def _setup_mlp(ctx: Context, batch: int) -> Prepared:
         except (RuntimeError, AttributeError):
             pass
     return Prepared(impls, output=lambda impl, returned: _to_numpy(returned))
-
-
-def _mlp_ops(batch: int) -> int:
-    return 2 * batch * sum(MLP_SIZES[i] * MLP_SIZES[i + 1] for i in range(len(MLP_SIZES) - 1))
 
 
 def _register() -> None:
@@ -159,7 +122,7 @@ def _register() -> None:
                 family="qgemm",
                 name=f"QuantizedSequential MLP 784-512-256-10 batch={batch}",
                 limit="vnni",
-                work=_mlp_ops(batch),
+                work=mlp_ops(batch),
                 setup=functools.partial(_setup_mlp, batch=batch),
                 quick=quick,
                 note="int8 relu MLP, dynamic per-tensor activations, one C++ call",

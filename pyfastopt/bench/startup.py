@@ -30,82 +30,21 @@ from typing import Any
 
 import numpy as np
 
-DIMS = (784, 512, 256, 10)
+from .mlp_models import DIMS, mlp_weights, save_onnx_int8_mlp, torch_dynamic_mlp
 
 
-def mlp_weights(dims: tuple[int, ...] = DIMS, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Seeded float32 ``(weight (out, in), bias (out,))`` pairs of an MLP, He-scaled."""
-    rng = np.random.default_rng(seed)
-    return [
-        ((rng.standard_normal((b, a)) * np.sqrt(2.0 / a)).astype(np.float32),
-         (rng.standard_normal(b) * 0.01).astype(np.float32))
-        for a, b in zip(dims[:-1], dims[1:])
-    ]
-
-
-def save_onnx_mlp(weights: list[tuple[np.ndarray, np.ndarray]], path: str) -> None:
-    """Write the float MLP (MatMul + Add + Relu, ReLU between layers) as an ONNX graph."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes, inits, prev = [], [], "x"
-    for i, (w, b) in enumerate(weights):
-        inits += [numpy_helper.from_array(np.ascontiguousarray(w.T), f"w{i}"),
-                  numpy_helper.from_array(b, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
-        prev = f"a{i}"
-        if i + 1 < len(weights):
-            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
-            prev = f"r{i}"
-    graph = helper.make_graph(
-        nodes, "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", weights[0][0].shape[1]])],
-        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", weights[-1][0].shape[0]])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-
-
-def save_onnx_int8_mlp(weights: list[tuple[np.ndarray, np.ndarray]], path: str) -> None:
-    """The ONNX MLP quantized by ``onnxruntime.quantization.quantize_dynamic`` (int8)."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    float_path = path + ".float.onnx"
-    save_onnx_mlp(weights, float_path)
-    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" warning
-    quantize_dynamic(float_path, path, weight_type=QuantType.QInt8)
-    os.remove(float_path)
-
-
-def torch_mlp(torch: Any, weights: list[tuple[np.ndarray, np.ndarray]]) -> Any:
-    """The float MLP as a ``torch.nn.Sequential`` with the given weights (eval mode)."""
-    layers = []
-    for i, (w, b) in enumerate(weights):
-        lin = torch.nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(w))
-            lin.bias.copy_(torch.from_numpy(b))
-        layers.append(lin)
-        if i + 1 < len(weights):
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers).eval()
-
-
-def _pyfastopt_model(weights: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+def _pyfastopt_model(ws: list[np.ndarray], bs: list[np.ndarray]) -> Any:
+    """The MLP as a pyfastopt.nn model through quantize_model (what a user saves)."""
     from .. import nn
     from ..quant import quantize_model
 
     layers: list[Any] = []
-    for i, (w, b) in enumerate(weights):
+    for i, (w, b) in enumerate(zip(ws, bs)):
         lin = nn.Linear(w.shape[1], w.shape[0])
         lin.weight[...] = w
         lin.bias[...] = b
         layers.append(lin)
-        if i + 1 < len(weights):
+        if i + 1 < len(ws):
             layers.append(nn.ReLU())
     return quantize_model(nn.Sequential(*layers).eval(), mode="dynamic", per_channel=True)
 
@@ -138,29 +77,24 @@ def prepare(tmpdir: str, use_torch: bool = True) -> dict[str, tuple[str, int]]:
     """Save the model for every runtime present; returns ``{runtime: (code, file bytes)}``."""
     import importlib.util
 
-    weights = mlp_weights()
+    ws, bs = mlp_weights(np.random.default_rng(0))
     k, n = DIMS[0], DIMS[-1]
     out: dict[str, tuple[str, int]] = {
         "python -c pass": (_CHILD["python -c pass"], 0),
         "python -c 'import numpy'": (_CHILD["python -c 'import numpy'"], 0),
     }
     path = os.path.join(tmpdir, "mlp_int8.pfq")
-    _pyfastopt_model(weights).save(path)
+    _pyfastopt_model(ws, bs).save(path)
     out["pyfastopt"] = (_CHILD["pyfastopt"].format(path=path, k=k, n=n), os.path.getsize(path))
     if all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
         path = os.path.join(tmpdir, "mlp_int8.onnx")
-        save_onnx_int8_mlp(weights, path)
+        save_onnx_int8_mlp(ws, bs, path)
         out["onnxruntime"] = (_CHILD["onnxruntime"].format(path=path, k=k, n=n),
                               os.path.getsize(path))
     if use_torch and importlib.util.find_spec("torch"):
-        import warnings
-
         import torch
 
-        with warnings.catch_warnings():  # torch 2.13 deprecates its quantized tensors
-            warnings.simplefilter("ignore")
-            qmodel = torch.ao.quantization.quantize_dynamic(
-                torch_mlp(torch, weights), {torch.nn.Linear}, dtype=torch.qint8)
+        qmodel = torch_dynamic_mlp(torch, ws, bs)
         path = os.path.join(tmpdir, "mlp_int8.pt")
         torch.jit.save(torch.jit.script(qmodel), path)
         out["torch"] = (_CHILD["torch"].format(path=path, k=k, n=n), os.path.getsize(path))

@@ -63,8 +63,6 @@ void ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int 
   by_rows<kMR, Tile>(std::make_integer_sequence<int, kMR>{}, k4, ap, bp, m, n, t);
 }
 
-
-
 using Gen = QGeneric<kMR, kNR>;
 
 }  // namespace

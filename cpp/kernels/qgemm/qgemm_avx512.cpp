@@ -98,7 +98,6 @@ void ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int 
 }
 
 
-
 // ---- AMX (Sapphire Rapids and later): the same contract with tile registers ----------
 // Table "qgemm_avx512amx_32x32": A packed row-major (row i of a 32-row panel at
 // i * ldp, ldp = K rounded up to 64 bytes), B in the same 32-column panels as the VNNI

@@ -34,7 +34,7 @@ __all__ = [
     "random_shift",
 ]
 
-RngLike = Union[np.random.Generator, int]
+RngLike = Union["np.random.Generator", int]  # a string: importing numpy.random costs ~13 ms
 
 # SeedSequence spawn keys: the permutation and the transforms draw from unrelated streams.
 _PERM_STREAM = 0

@@ -333,6 +333,12 @@ def allreduce_(
     return arrays
 
 
+def _reduce_in_place(comm: Any, a: np.ndarray, mpi_type: Any, divide_by: int) -> None:
+    comm.Allreduce(MPI.IN_PLACE, [a, mpi_type])
+    if divide_by:
+        np.divide(a, divide_by, out=a)
+
+
 def _allreduce_dtype(
     comm: Any, members: list[np.ndarray], dtype: np.dtype, divide_by: int, bucket_bytes: int
 ) -> None:
@@ -346,6 +352,11 @@ def _allreduce_dtype(
     def flush() -> None:
         nonlocal fill
         if not pending:
+            return
+        if len(pending) == 1:  # a bucket of one: packing would only add two copies
+            _reduce_in_place(comm, pending[0], mpi_type, divide_by)
+            pending.clear()
+            fill = 0
             return
         seg = bucket[:fill]
         np.concatenate(pending, out=seg)  # pack: one call
@@ -361,9 +372,7 @@ def _allreduce_dtype(
 
     for a in members:
         if a.size >= cap:  # large: its own message, in its own memory
-            comm.Allreduce(MPI.IN_PLACE, [a, mpi_type])
-            if divide_by:
-                np.divide(a, divide_by, out=a)
+            _reduce_in_place(comm, a, mpi_type, divide_by)
             continue
         if fill + a.size > cap:
             flush()

@@ -395,7 +395,7 @@ def _run(
     record("student", student, count_params(student))
 
     # 3. pruning: rows (really smaller), then magnitude, then masked fine-tuning ----------
-    pruned = magnitude_prune(student, 0.25, structured="rows")
+    pruned = magnitude_prune(copy.deepcopy(student), 0.25, structured="rows")
     masks = magnitude_prune(pruned, 0.6, scope="global")
     hidden = [lin.out_features for lin in pruned if isinstance(lin, nn.Linear)][:-1]
     acc_before = accuracy(pruned, x_te, y_te)

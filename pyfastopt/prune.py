@@ -5,9 +5,9 @@
   Wrap the optimizer with :func:`masked` (or call ``masks.apply_()`` after each step)
   so pruned weights stay exactly zero while fine-tuning.
 * ``structured="rows"`` ranks whole output rows (neurons) by their L2 norm. On a
-  :class:`pyfastopt.nn.Sequential` it returns a new, *smaller* model: each pruned
-  Linear loses those rows and bias entries, a following BatchNorm1d loses the same
-  features, and the next Linear loses the matching input columns.
+  :class:`pyfastopt.nn.Sequential` it makes the model *smaller*, in place, and returns
+  it: each pruned Linear loses those rows and bias entries, a following BatchNorm1d
+  loses the same features, and the next Linear loses the matching input columns.
 * :func:`sparsity` is the fraction of zero entries in the weight matrices.
 
 "Weights" are the weight matrices of the Linear layers (``pyfastopt.nn.Linear``), never
@@ -26,7 +26,6 @@ earlier layer, then row-major index -- is pruned first (a stable sort).
 
 from __future__ import annotations
 
-import copy
 import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -257,12 +256,15 @@ def magnitude_prune(
     Returns:
         * ``structured=None``, or ``"rows"`` with arrays: :class:`PruningMasks`; the
           weights are zeroed **in place**.
-        * ``structured="rows"`` with a Sequential: a **new**, smaller Sequential; the
-          given model is left unchanged. Every Linear that feeds another Linear (through
-          only ReLU, Dropout, BatchNorm1d or Flatten layers) is a candidate; the last
-          Linear is not (its rows are the model's outputs), and every Linear keeps at
-          least one row. The new model computes exactly what the old one computes with
-          the pruned neurons' outgoing weights set to zero, in fewer operations.
+        * ``structured="rows"`` with a Sequential: the same Sequential, made smaller
+          **in place**: each affected Linear and BatchNorm1d is replaced (in
+          ``model.layers``) by a smaller one, so optimizers built on the old parameters
+          must be rebuilt. Every Linear that feeds another Linear (through only ReLU,
+          Dropout, BatchNorm1d or Flatten layers) is a candidate; the last Linear is not
+          (its rows are the model's outputs), and every Linear keeps at least one row.
+          The model then computes exactly what it computed with the pruned neurons'
+          outgoing weights set to zero, in fewer operations. Copy the model first
+          (``copy.deepcopy``) to keep the original.
 
     Raises:
         ValueError: amount outside [0, 1], unknown scope/structured, no weights,
@@ -372,22 +374,19 @@ def _shrink_rows(model: Any, amount: float, scope: str) -> Any:
     keeps = _row_keep([layers[i].weight for i in candidates], amount, scope, min_keep=1)
     rows = {i: np.flatnonzero(k) for i, k in zip(candidates, keeps)}
 
-    new_layers: list[Any] = []
     cols: np.ndarray | None = None  # kept input features of the next Linear
     for i, layer in enumerate(layers):
-        if isinstance(layer, Linear):
-            r = rows.get(i, np.arange(layer.out_features))
-            new_layers.append(_sub_linear(layer, r, cols))
-            cols = r if i in rows else None
+        fresh = layer
+        if isinstance(layer, Linear) and (i in rows or cols is not None):
+            fresh = _sub_linear(layer, rows.get(i, np.arange(layer.out_features)), cols)
         elif isinstance(layer, BatchNorm1d) and cols is not None:
-            new_layers.append(_sub_batchnorm(layer, cols))
-        else:
-            new_layers.append(copy.deepcopy(layer))
-    new = Sequential(*new_layers)
-    for old, fresh in zip(layers, new_layers):  # keep each layer's mode and freezing
-        fresh.training, fresh.frozen = old.training, old.frozen
-    new.training, new.frozen = model.training, model.frozen
-    return new
+            fresh = _sub_batchnorm(layer, cols)
+        if isinstance(layer, Linear):
+            cols = rows.get(i)
+        if fresh is not layer:  # keep each layer's mode and freezing
+            fresh.training, fresh.frozen = layer.training, layer.frozen
+            model.layers[i] = fresh
+    return model
 
 
 def _sub_linear(layer: Any, rows: np.ndarray, cols: np.ndarray | None) -> Any:

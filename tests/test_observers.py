@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pyfastopt import quant
 from pyfastopt.quant import (
     HistogramObserver,
     MinMaxObserver,
@@ -351,3 +352,36 @@ def test_bad_arguments(rng):
     h.observe(rng.standard_normal(10))
     with pytest.raises(ValueError, match="per tensor"):
         h.qparams(axis=0)
+
+
+@pytest.mark.parametrize("cls", [quant.MinMaxObserver, quant.MovingAverageMinMaxObserver])
+def test_qparams_axis_on_an_observer_built_without_one(cls):
+    """qparams(dtype, symmetric, axis=k) per API.md: per-channel along any axis whose
+    length stayed the same, equal to an observer built with axis=k."""
+    rng = np.random.default_rng(4)
+    batches = [rng.standard_normal((6, 5)).astype(np.float32) * (i + 1) for i in range(3)]
+    plain, per0, per1 = cls(), cls(axis=0), cls(axis=1)
+    for b in batches:
+        for o in (plain, per0, per1):
+            o.observe(b)
+    for dt, sym in ((np.int8, True), (np.uint8, False)):
+        for axis, ref in ((0, per0), (1, per1), (-1, per1)):
+            got, want = plain.qparams(dt, sym, axis=axis), ref.qparams(dt, sym)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    # the per-tensor answer is unchanged by the extra bookkeeping
+    whole = np.concatenate(batches)
+    if cls is quant.MinMaxObserver:
+        ref = quant.MinMaxObserver()
+        ref.observe(whole)
+        assert plain.qparams(np.int8, True) == ref.qparams(np.int8, True)
+    # a batch axis whose length changes has no per-channel range
+    plain.observe(rng.standard_normal((4, 5)).astype(np.float32))
+    with pytest.raises(ValueError, match="axis=0"):
+        plain.qparams(np.int8, True, axis=0)
+    plain.qparams(np.int8, True, axis=1)  # still there
+    with pytest.raises(ValueError, match="out of range"):
+        plain.qparams(np.int8, True, axis=2)
+    plain.reset()
+    with pytest.raises(ValueError, match="no data"):
+        plain.qparams(np.int8, True, axis=1)

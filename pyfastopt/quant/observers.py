@@ -1,7 +1,10 @@
 """Calibration observers: stream tensors through ``observe(x)``, then ask ``qparams()``.
 
 Every observer keeps constant-size state (a few numbers per channel, or one fixed-size
-histogram), however much data it sees. ``observe(x)`` returns ``x`` itself, so an
+histogram), however much data it sees. The min/max observers answer
+``qparams(..., axis=k)`` per channel: along their own ``axis``, or, built without one,
+along any axis whose length was the same in every input (they keep those ranges too:
+``sum(shape)`` numbers). HistogramObserver is per tensor. ``observe(x)`` returns ``x`` itself, so an
 observer can sit in a forward pass.
 
 Rules shared by all observers (:func:`qparams_from_range`):
@@ -114,7 +117,11 @@ class _RangeObserver:
         self.axis = _check_axis(axis)
         self.min_val: Any = None  # float64 scalar or (channels,) array
         self.max_val: Any = None
-        self._ndim: int | None = None
+        # Built without an axis: the per-channel ranges along every axis of the inputs too
+        # (sum(shape) numbers, whatever the amount of data), so qparams(axis=k) can answer.
+        # An axis whose length changes between inputs (a batch axis) is dropped.
+        self._shape: tuple[int, ...] | None = None
+        self._per_axis: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _batch_range(self, x: Any) -> tuple[np.ndarray, np.ndarray] | None:
         a = _as_float(x)
@@ -130,14 +137,39 @@ class _RangeObserver:
             )
         return _finite_minmax(a, ax)
 
-    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> None:
+    def _merge(self, old: Any, new: tuple[Any, Any]) -> tuple[Any, Any]:
+        """The running (min, max) after one more batch's (min, max); ``old`` None at first."""
         raise NotImplementedError
+
+    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        old = None if self.min_val is None else (self.min_val, self.max_val)
+        self.min_val, self.max_val = self._merge(old, (lo, hi))
+
+    def _track_axes(self, x: Any) -> None:
+        a = np.asarray(x)
+        if a.size == 0 or a.ndim == 0:
+            return
+        if self._shape is None:
+            self._shape = a.shape
+            self._per_axis = {k: None for k in range(a.ndim)}  # type: ignore[misc]
+        elif a.ndim != len(self._shape):
+            self._per_axis = {}
+            return
+        for k in list(self._per_axis):
+            if a.shape[k] != self._shape[k]:
+                del self._per_axis[k]
+                continue
+            r = _finite_minmax(a, k)
+            if r is not None:
+                self._per_axis[k] = self._merge(self._per_axis[k], r)
 
     def observe(self, x: Any) -> Any:
         """Record ``x``'s range; returns ``x`` unchanged (the same object)."""
         r = self._batch_range(x)
         if r is not None:
             self._combine(*r)
+            if self.axis is None:
+                self._track_axes(x)
         return x
 
     def qparams(
@@ -145,22 +177,39 @@ class _RangeObserver:
     ) -> tuple[Any, Any]:
         """``(scale, zero_point)``: Python float/int per tensor, arrays per channel.
 
-        ``axis`` may restate the observer's own channel axis; any other value raises.
+        ``axis``: per-channel qparams along that axis of the observed inputs. An observer
+        built with ``axis`` answers for that axis only. One built without it answers for
+        any axis whose length was the same in every input (e.g. the output-channel axis
+        of a weight, not the batch axis of activations); other axes raise ValueError.
         """
-        if axis is not None and axis != self.axis:
-            raise ValueError(
-                f"this observer was built with axis={self.axis}; qparams(axis={axis}) differs"
-            )
+        axis = _check_axis(axis)
         if self.min_val is None:
             raise ValueError(_NO_DATA)
         lo, hi = self.min_val, self.max_val
-        if self.axis is not None:  # channels that never saw finite data: degenerate range
+        if axis is not None and self.axis is None:
+            ndim = len(self._shape) if self._shape is not None else 0
+            if not -ndim <= axis < ndim:
+                raise ValueError(f"axis {axis} is out of range for inputs of ndim {ndim}")
+            stats = self._per_axis.get(axis % ndim)
+            if stats is None:
+                raise ValueError(
+                    f"qparams(axis={axis}): the inputs' length along that axis changed between "
+                    "observe() calls (or their ndim did), so there are no per-channel ranges "
+                    "for it; build the observer with axis= to observe per channel"
+                )
+            lo, hi = stats
+        elif axis is not None and axis != self.axis:
+            raise ValueError(
+                f"this observer was built with axis={self.axis}; qparams(axis={axis}) differs"
+            )
+        if np.ndim(lo):  # channels that never saw finite data: degenerate range
             lo = np.where(np.isfinite(lo), lo, 0.0)
             hi = np.where(np.isfinite(hi), hi, 0.0)
         return qparams_from_range(lo, hi, dtype, symmetric)
 
     def reset(self) -> None:
         self.min_val = self.max_val = None
+        self._shape, self._per_axis = None, {}
 
 
 class MinMaxObserver(_RangeObserver):
@@ -169,12 +218,10 @@ class MinMaxObserver(_RangeObserver):
     Streaming any split of the data gives exactly the min/max of all of it.
     """
 
-    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> None:
-        if self.min_val is None:
-            self.min_val, self.max_val = lo, hi
-        else:
-            self.min_val = np.minimum(self.min_val, lo)
-            self.max_val = np.maximum(self.max_val, hi)
+    def _merge(self, old: Any, new: tuple[Any, Any]) -> tuple[Any, Any]:
+        if old is None:
+            return new
+        return np.minimum(old[0], new[0]), np.maximum(old[1], new[1])
 
 
 class MovingAverageMinMaxObserver(_RangeObserver):
@@ -194,13 +241,11 @@ class MovingAverageMinMaxObserver(_RangeObserver):
         super().__init__(axis)
         self.averaging_constant = float(averaging_constant)
 
-    def _combine(self, lo: np.ndarray, hi: np.ndarray) -> None:
-        if self.min_val is None:
-            self.min_val, self.max_val = lo, hi
-            return
+    def _merge(self, old: Any, new: tuple[Any, Any]) -> tuple[Any, Any]:
+        if old is None:
+            return new
         c = self.averaging_constant
-        self.min_val = self._ema(self.min_val, lo, c)
-        self.max_val = self._ema(self.max_val, hi, c)
+        return self._ema(old[0], new[0], c), self._ema(old[1], new[1], c)
 
     @staticmethod
     def _ema(old: Any, new: Any, c: float) -> Any:

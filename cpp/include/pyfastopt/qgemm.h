@@ -47,6 +47,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <utility>
 #include <vector>
 
 namespace pyfastopt {
@@ -109,13 +112,43 @@ struct QGemmKernels {
   // Called by each thread before its ukernel calls of one product (AMX: load the tile
   // configuration once instead of per tile), or null.
   void (*begin)();
+  // One band of C, or null: the A panel at ap (m <= MR rows) against `panels` B panels
+  // (bp, panel_bytes apart), C columns [t.j0, t.j0 + n), t describing the band's first
+  // tile (its column arrays start at t.j0). When set, the driver walks each A block one
+  // MR-row band at a time, left to right (A panel outer, B panels inner: C is written
+  // row band by row band), and the table is free to block K inside the band (AMX).
+  // When null: B panel outer, A panels inner (the B panel stays in L1), ukernel per tile.
+  void (*band)(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp,
+               std::size_t panel_bytes, std::size_t panels, int m, int n, const QTile& t);
+};
+
+// std::allocator, except that resize() leaves new elements uninitialized: the packers
+// write every byte of every panel (padding included), so zero-filling first (a memset of
+// the whole packed B on every matmul_int8 call) would be wasted.
+template <class T>
+struct NoInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = NoInitAllocator<U>;
+  };
+  NoInitAllocator() = default;
+  template <class U>
+  NoInitAllocator(const NoInitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
 };
 
 // B prepacked for the kernels of one SIMD level (repack when the level changes).
 struct PackedB {
   const QGemmKernels* kern = nullptr;
   std::size_t k = 0, n = 0, k4 = 0, panels = 0;
-  std::vector<std::int8_t> data;  // panels * k4 * nr * 4 bytes
+  std::vector<std::int8_t, NoInitAllocator<std::int8_t>> data;  // panels * k4 * nr * 4 bytes
   std::vector<std::int32_t> colsum;
   bool b_unsigned = false;
 };

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+from fuzz_layouts import LAYOUTS, in_layout  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -34,14 +35,7 @@ def arrays(draw, dtype=None, shape=None):
         shape = tuple(draw(st.lists(st.integers(0, 70), max_size=3)))
     rng = np.random.default_rng(draw(st.integers(0, 999)))
     a = (rng.standard_normal(shape) * 3).astype(dt)
-    kind = draw(st.sampled_from(["plain", "strided", "fortran", "readonly"]))
-    if kind == "strided" and a.ndim and a.shape[-1] > 1:
-        a = a[..., ::2]
-    elif kind == "fortran" and a.ndim >= 2:
-        a = np.asfortranarray(a)
-    elif kind == "readonly":
-        a.setflags(write=False)
-    return a
+    return in_layout(a, draw(st.sampled_from(LAYOUTS)))
 
 
 @SETTINGS

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+from fuzz_layouts import LAYOUTS, in_layout  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -42,14 +43,7 @@ def arrays(draw, dtype=None, max_dim=40, ndim=None):
         if a.size and draw(st.booleans()):
             a.flat[draw(st.integers(0, a.size - 1))] = draw(
                 st.sampled_from([np.nan, np.inf, -np.inf, 6e4]))
-    kind = draw(st.sampled_from(["plain", "strided", "fortran", "readonly"]))
-    if kind == "strided" and a.ndim and a.shape[-1] > 1:
-        a = a[..., ::2]
-    elif kind == "fortran" and a.ndim >= 2:
-        a = np.asfortranarray(a)
-    elif kind == "readonly":
-        a.setflags(write=False)
-    return a
+    return in_layout(a, draw(st.sampled_from(LAYOUTS)))
 
 
 def _unchanged(arrs, before):

@@ -13,7 +13,8 @@ from . import _core
 _cfg = _core.config
 
 
-def _check_threads(n: Any, name: str = "n") -> int:
+def check_positive_int(n: Any, name: str = "n") -> int:
+    """``n`` as an int >= 1 (any integer type, not bool); TypeError/ValueError naming it."""
     if isinstance(n, bool):
         raise TypeError(f"{name} must be an int >= 1, got bool")
     try:
@@ -42,7 +43,7 @@ def set_num_threads(n: int) -> None:
     Small inputs stay on one thread whatever this says (below ~64K elements a parallel
     region costs more than it saves).
     """
-    _cfg.set_num_threads(_check_threads(n))
+    _cfg.set_num_threads(check_positive_int(n))
 
 
 @contextlib.contextmanager
@@ -54,7 +55,7 @@ def threads(n: int) -> Iterator[int]:
     ...     pyfastopt.get_num_threads()
     1
     """
-    n = _check_threads(n)
+    n = check_positive_int(n)
     previous = _cfg.get_num_threads()
     _cfg.set_num_threads(n)
     try:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from typing import Any
 
 import numpy as np
 
 from .. import _core
 from .._batchnorm import batch_norm_backward, batch_norm_infer, batch_norm_train
+from .._config import check_positive_int
 from .._dropout import _check_p
 from .._gemm import linear, matmul
 from ..random import check_u64
@@ -32,18 +32,6 @@ def _check_dtype(dtype: Any) -> np.dtype:
     if dt not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dt}")
     return dt
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def _rng(seed: Any) -> np.random.Generator:
@@ -119,8 +107,8 @@ class Linear(Module):
         seed: Any = None,
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
         if activation not in (None, "relu", "gelu"):
             raise ValueError(f"activation must be None, 'relu' or 'gelu', got {activation!r}")
         self.activation = activation
@@ -276,7 +264,7 @@ class _BatchNorm(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.num_features = c = _positive_int("num_features", num_features)
+        self.num_features = c = check_positive_int(num_features, "num_features")
         if not isinstance(eps, numbers.Real) or not 0.0 <= float(eps) < math.inf:
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
         if momentum is not None and (

@@ -350,25 +350,23 @@ def _run(
             }
         )
 
+    def fit(key: str, model: nn.Module, loss: Callable, seed_: int, epochs: int,
+            label: str, masks: Any = None) -> None:
+        """Train ``model`` for one stage (shifted mini-batches keyed by ``seed_``)."""
+        loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seed_, transform=shift)
+        bar = bars(epochs, label)
+        curves[key] = train(model, loader, epochs, loss, lambda: accuracy(model, x_te, y_te),
+                            lr=_LR[key], masks=masks, bar=bar)
+        bar.close()
+
     # 1. teacher ------------------------------------------------------------------
     teacher = mlp([64, 256, 256, 10], dropout=0.2, seed=seeds[0])
-    loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seeds[1], transform=shift)
 
     def ce(logits: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
         return nn.cross_entropy(logits, yb)
 
     say("[1/4] training the teacher 64-256-256-10 (AdamW, warmup + cosine, clipping, shifts)")
-    bar = bars(ep[0], "teacher")
-    curves["teacher"] = train(
-        teacher,
-        loader,
-        ep[0],
-        ce,
-        lambda: accuracy(teacher, x_te, y_te),
-        lr=_LR["teacher"],
-        bar=bar,
-    )
-    bar.close()
+    fit("teacher", teacher, ce, seeds[1], ep[0], "teacher")
     record("teacher", teacher, count_params(teacher))
 
     # 2. student by distillation ---------------------------------------------------
@@ -380,18 +378,7 @@ def _run(
     student = mlp([64, 128, 64, 10], dropout=0.0, seed=seeds[2])
     ratio = count_params(teacher) / count_params(student)
     say(f"[2/4] distilling a student 64-128-64-10 ({ratio:.1f}x fewer parameters)")
-    loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seeds[3], transform=shift)
-    bar = bars(ep[1], "student")
-    curves["student"] = train(
-        student,
-        loader,
-        ep[1],
-        distill,
-        lambda: accuracy(student, x_te, y_te),
-        lr=_LR["student"],
-        bar=bar,
-    )
-    bar.close()
+    fit("student", student, distill, seeds[3], ep[1], "student")
     record("student", student, count_params(student))
 
     # 3. pruning: rows (really smaller), then magnitude, then masked fine-tuning ----------
@@ -404,19 +391,7 @@ def _run(
         f"then 60% of the remaining weights (test accuracy {acc_before:.4f} before "
         "fine-tuning); fine-tuning with masks"
     )
-    loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seeds[4], transform=shift)
-    bar = bars(ep[2], "fine-tune")
-    curves["pruned"] = train(
-        pruned,
-        loader,
-        ep[2],
-        distill,
-        lambda: accuracy(pruned, x_te, y_te),
-        lr=_LR["pruned"],
-        masks=masks,
-        bar=bar,
-    )
-    bar.close()
+    fit("pruned", pruned, distill, seeds[4], ep[2], "fine-tune", masks=masks)
     record("pruned student", pruned, count_nonzero_params(pruned))
     rows[-1]["sparsity"] = sparsity(pruned)
     rows[-1]["accuracy_before_finetune"] = acc_before

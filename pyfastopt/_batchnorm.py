@@ -46,8 +46,7 @@ def _update_factor(momentum: Any, num_batches_tracked: Any, running: bool) -> fl
             num_batches_tracked = operator.index(num_batches_tracked)
         except TypeError:
             raise TypeError(
-                "num_batches_tracked must be an int >= 0, got "
-                f"{type(num_batches_tracked).__name__}"
+                f"num_batches_tracked must be an int >= 0, got {type(num_batches_tracked).__name__}"
             ) from None
         if num_batches_tracked < 0:
             raise ValueError(f"num_batches_tracked must be >= 0, got {num_batches_tracked}")
@@ -66,10 +65,19 @@ def _update_factor(momentum: Any, num_batches_tracked: Any, running: bool) -> fl
     return momentum
 
 
-def batch_norm_train(x: Any, weight: Any, bias: Any, running_mean: Any = None,
-                     running_var: Any = None, momentum: float | None = 0.1, eps: float = 1e-5,
-                     axis: int = 1, *, num_batches_tracked: int | None = None,
-                     out: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_norm_train(
+    x: Any,
+    weight: Any,
+    bias: Any,
+    running_mean: Any = None,
+    running_var: Any = None,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+    axis: int = 1,
+    *,
+    num_batches_tracked: int | None = None,
+    out: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Batch normalization in training mode (PyTorch's ``F.batch_norm(training=True)``).
 
     For each channel :math:`c` (the entries along ``axis``), with :math:`n` the number of
@@ -139,12 +147,22 @@ def batch_norm_train(x: Any, weight: Any, bias: Any, running_mean: Any = None,
     """
     running = running_mean is not None or running_var is not None
     factor = _update_factor(momentum, num_batches_tracked, running)
-    return _core.batchnorm.train(x, weight, bias, running_mean, running_var, factor,
-                                 _check_eps(eps), _check_axis(axis), out)
+    return _core.batchnorm.train(
+        x, weight, bias, running_mean, running_var, factor, _check_eps(eps), _check_axis(axis), out
+    )
 
 
-def batch_norm_infer(x: Any, weight: Any, bias: Any, running_mean: Any, running_var: Any,
-                     eps: float = 1e-5, axis: int = 1, *, out: Any = None) -> np.ndarray:
+def batch_norm_infer(
+    x: Any,
+    weight: Any,
+    bias: Any,
+    running_mean: Any,
+    running_var: Any,
+    eps: float = 1e-5,
+    axis: int = 1,
+    *,
+    out: Any = None,
+) -> np.ndarray:
     r"""Batch normalization in evaluation mode, with the running statistics:
 
     .. math:: y = (x - \hat\mu_c)\, p_c + b_c, \qquad p_c = \frac{w_c}{\sqrt{\hat\sigma^2_c + \varepsilon}}
@@ -164,13 +182,21 @@ def batch_norm_infer(x: Any, weight: Any, bias: Any, running_mean: Any, running_
     Returns:
         ``y``, the shape and dtype of ``x``. An empty ``x`` gives an empty ``y``.
     """
-    return _core.batchnorm.infer(x, weight, bias, running_mean, running_var, _check_eps(eps),
-                                 _check_axis(axis), out)
+    return _core.batchnorm.infer(
+        x, weight, bias, running_mean, running_var, _check_eps(eps), _check_axis(axis), out
+    )
 
 
-def batch_norm_backward(dy: Any, x: Any, weight: Any, save_mean: Any, save_invstd: Any,
-                        axis: int = 1, *, out: Any = None
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_norm_backward(
+    dy: Any,
+    x: Any,
+    weight: Any,
+    save_mean: Any,
+    save_invstd: Any,
+    axis: int = 1,
+    *,
+    out: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Gradients of :func:`batch_norm_train` (PyTorch's training-mode backward).
 
     With :math:`\hat x = (x - \mu_c)\,s_c` (``save_mean``, ``save_invstd`` from the forward
@@ -203,5 +229,4 @@ def batch_norm_backward(dy: Any, x: Any, weight: Any, save_mean: Any, save_invst
         is large compared with the spread. For the ``save_mean`` of the forward pass this
         is PyTorch's formula exactly; ``save_mean`` is not meant to be anything else.
     """
-    return _core.batchnorm.backward(dy, x, weight, save_mean, save_invstd, _check_axis(axis),
-                                    out)
+    return _core.batchnorm.backward(dy, x, weight, save_mean, save_invstd, _check_axis(axis), out)

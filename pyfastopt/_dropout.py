@@ -24,8 +24,16 @@ def _check_p(p: Any) -> float:
     return p
 
 
-def dropout(x: Any, p: float = 0.5, seed: int = 0, training: bool = True, out: Any = None, *,
-            offset: int = 0, return_mask: bool = False) -> Any:
+def dropout(
+    x: Any,
+    p: float = 0.5,
+    seed: int = 0,
+    training: bool = True,
+    out: Any = None,
+    *,
+    offset: int = 0,
+    return_mask: bool = False,
+) -> Any:
     r"""Inverted dropout: keep each element with probability :math:`1-p`, scaled by :math:`1/(1-p)`.
 
     .. math:: y_i = x_i \cdot m_i, \qquad m_i = \begin{cases} 1/(1-p) & u_i \ge t \\ 0 & u_i < t
@@ -88,8 +96,10 @@ def _identity(x: Any, out: Any, return_mask: bool) -> Any:
     if out is not None:
         _core.ops.check_inplace(out, "out")
         if out.shape != arr.shape or out.dtype != arr.dtype:
-            raise ValueError(f"out must have the shape and dtype of x: {arr.shape} {arr.dtype}, "
-                             f"got {out.shape} {out.dtype}")
+            raise ValueError(
+                f"out must have the shape and dtype of x: {arr.shape} {arr.dtype}, "
+                f"got {out.shape} {out.dtype}"
+            )
         np.copyto(out, arr)
         arr = out
     if return_mask:

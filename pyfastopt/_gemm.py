@@ -42,8 +42,9 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
     return _matmul(a, b, out)
 
 
-def linear(x: Any, weight: Any, bias: Any = None, activation: str | None = None,
-           out: Any = None) -> Any:
+def linear(
+    x: Any, weight: Any, bias: Any = None, activation: str | None = None, out: Any = None
+) -> Any:
     """Fully connected layer ``act(x @ weight.T + bias)``, as ``torch.nn.functional.linear``.
 
     Args:

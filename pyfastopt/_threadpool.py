@@ -41,7 +41,9 @@ def register() -> None:
         def get_version(self):
             from . import _core
 
-            return _core.config.version if hasattr(self.dynlib, "pyfastopt_get_num_threads") else None
+            return (
+                _core.config.version if hasattr(self.dynlib, "pyfastopt_get_num_threads") else None
+            )
 
     threadpoolctl.register(PyfastoptController)
     _registered = True

@@ -228,8 +228,9 @@ def train(
 
 
 # ------------------------------------------------------------------------- int8 hook
-def _quantize_stage(student: nn.Module, calib_x: np.ndarray, outdir: str,
-                    say: Callable[[str], None] = print) -> Any:
+def _quantize_stage(
+    student: nn.Module, calib_x: np.ndarray, outdir: str, say: Callable[[str], None] = print
+) -> Any:
     """Quantize ``student`` to int8, save it, load it back; the reloaded model is evaluated.
 
     Static per-channel quantization (:func:`pyfastopt.quant.quantize_model`): int8
@@ -350,13 +351,28 @@ def _run(
             }
         )
 
-    def fit(key: str, model: nn.Module, loss: Callable, seed_: int, epochs: int,
-            label: str, masks: Any = None) -> None:
+    def fit(
+        key: str,
+        model: nn.Module,
+        loss: Callable,
+        seed_: int,
+        epochs: int,
+        label: str,
+        masks: Any = None,
+    ) -> None:
         """Train ``model`` for one stage (shifted mini-batches keyed by ``seed_``)."""
         loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seed_, transform=shift)
         bar = bars(epochs, label)
-        curves[key] = train(model, loader, epochs, loss, lambda: accuracy(model, x_te, y_te),
-                            lr=_LR[key], masks=masks, bar=bar)
+        curves[key] = train(
+            model,
+            loader,
+            epochs,
+            loss,
+            lambda: accuracy(model, x_te, y_te),
+            lr=_LR[key],
+            masks=masks,
+            bar=bar,
+        )
         bar.close()
 
     # 1. teacher ------------------------------------------------------------------

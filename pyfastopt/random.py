@@ -36,8 +36,9 @@ def check_u64(name: str, value: Any) -> int:
     try:
         v = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an int in [0, 2**64), got {type(value).__name__}") \
-            from None
+        raise TypeError(
+            f"{name} must be an int in [0, 2**64), got {type(value).__name__}"
+        ) from None
     if not 0 <= v < _U64:
         raise ValueError(f"{name} must be in [0, 2**64), got {v}")
     return v

@@ -35,8 +35,17 @@ def _param(v, c: int, default: float) -> np.ndarray:
     return np.full(c, default) if v is None else np.asarray(v, dtype=np.float64)
 
 
-def train(x, w=None, b=None, running_mean=None, running_var=None, momentum=0.1, eps=1e-5,
-          axis=1, num_batches_tracked=None):
+def train(
+    x,
+    w=None,
+    b=None,
+    running_mean=None,
+    running_var=None,
+    momentum=0.1,
+    eps=1e-5,
+    axis=1,
+    num_batches_tracked=None,
+):
     """-> (y, mean, invstd, new_running_mean, new_running_var), all float64."""
     x = np.asarray(x, dtype=np.float64)
     axis, others, shape = _axes(x.ndim, axis)

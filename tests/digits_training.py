@@ -19,8 +19,15 @@ def digits_split(n_train: int = 1400):
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3,
-          batch: int = 32, seed: int = 1) -> nn.Module:
+def train(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    lr: float = 3e-3,
+    batch: int = 32,
+    seed: int = 1,
+) -> nn.Module:
     """AdamW on shuffled mini-batches (the last partial batch dropped); returns eval mode."""
     opt = optim.AdamW(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)

@@ -60,6 +60,7 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- bfloat16
 
+
 def bf16_bits(x: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bit patterns (uint16), rounding to nearest, ties to even.
 
@@ -95,6 +96,7 @@ def bf16_round(x: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- helpers
 
+
 def _lerp(a: np.ndarray, b: np.ndarray, w: float) -> np.ndarray:
     """``a + w (b - a)`` evaluated like PyTorch: the branch depends on ``w`` only."""
     if abs(w) < 0.5:
@@ -115,8 +117,9 @@ class _RefOptimizer:
     pass float64 copies, they are updated in place.
     """
 
-    def __init__(self, params: Sequence[Any], defaults: dict[str, Any],
-                 dtype: Any = np.float64) -> None:
+    def __init__(
+        self, params: Sequence[Any], defaults: dict[str, Any], dtype: Any = np.float64
+    ) -> None:
         self.dtype = np.dtype(dtype)
         params = list(params)
         if not params:
@@ -143,8 +146,9 @@ class _RefOptimizer:
         for name in ("lr", "weight_decay", "l1"):
             _check_nonneg(name, group[name])
 
-    def _prep_grad(self, p: np.ndarray, g: np.ndarray, group: dict[str, Any],
-                   coupled_wd: bool = True) -> np.ndarray:
+    def _prep_grad(
+        self, p: np.ndarray, g: np.ndarray, group: dict[str, Any], coupled_wd: bool = True
+    ) -> np.ndarray:
         """The common gradient preparation: maximize, coupled weight decay, l1."""
         g = np.array(g, dtype=self.dtype)  # private copy
         if group["maximize"]:
@@ -172,12 +176,14 @@ class _RefOptimizer:
                     self._update(p, np.asarray(grads[i]), st, group)
                     i += 1
 
-    def _update(self, p: np.ndarray, g: np.ndarray, st: dict[str, Any],
-                group: dict[str, Any]) -> None:  # pragma: no cover - abstract
+    def _update(
+        self, p: np.ndarray, g: np.ndarray, st: dict[str, Any], group: dict[str, Any]
+    ) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------- SGD
+
 
 class RefSGD(_RefOptimizer):
     r"""SGD with momentum, dampening, Nesterov momentum, maximize, weight decay and l1.
@@ -195,12 +201,28 @@ class RefSGD(_RefOptimizer):
         p_t &= p_{t-1} - \mathrm{lr}\, d_t
     """
 
-    def __init__(self, params: Sequence[Any], lr: float, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-                 maximize: bool = False, l1: float = 0.0, *, dtype: Any = np.float64) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
-                    "weight_decay": weight_decay, "nesterov": nesterov,
-                    "maximize": maximize, "l1": l1}
+    def __init__(
+        self,
+        params: Sequence[Any],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        maximize: bool = False,
+        l1: float = 0.0,
+        *,
+        dtype: Any = np.float64,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "l1": l1,
+        }
         super().__init__(params, defaults, dtype)
 
     def _validate(self, group: dict[str, Any]) -> None:
@@ -226,6 +248,7 @@ class RefSGD(_RefOptimizer):
 
 # ---------------------------------------------------------------------------- Adam / AdamW
 
+
 class RefAdam(_RefOptimizer):
     r"""Adam (coupled weight decay), with amsgrad, maximize, l1 and bias corrections.
 
@@ -248,16 +271,32 @@ class RefAdam(_RefOptimizer):
 
     decoupled = False
 
-    def __init__(self, params: Sequence[Any], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False,
-                 l1: float = 0.0, state_dtype: Any = None, *, dtype: Any = np.float64) -> None:
+    def __init__(
+        self,
+        params: Sequence[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        l1: float = 0.0,
+        state_dtype: Any = None,
+        *,
+        dtype: Any = np.float64,
+    ) -> None:
         if state_dtype not in (None, "bfloat16"):
             raise ValueError(f"state_dtype must be None or 'bfloat16', got {state_dtype!r}")
         self.state_dtype = state_dtype
-        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps,
-                    "weight_decay": weight_decay, "amsgrad": amsgrad,
-                    "maximize": maximize, "l1": l1}
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "l1": l1,
+        }
         super().__init__(params, defaults, dtype)
 
     def _validate(self, group):
@@ -281,7 +320,7 @@ class RefAdam(_RefOptimizer):
             if group["amsgrad"]:
                 st["max_exp_avg_sq"] = np.zeros_like(p)
         if self.decoupled and wd != 0:
-            p *= 1.0 - lr * wd                    # decoupled decay first (AdamW)
+            p *= 1.0 - lr * wd  # decoupled decay first (AdamW)
         g = self._prep_grad(p, g, group, coupled_wd=not self.decoupled)
         m = self._store(_lerp(st["exp_avg"], g, 1.0 - b1))
         v = self._store(st["exp_avg_sq"] * b2 + (1.0 - b2) * g * g)
@@ -292,8 +331,8 @@ class RefAdam(_RefOptimizer):
             vmax = self._store(np.maximum(prev, v))
             st["max_exp_avg_sq"] = vmax
             v = vmax
-        step_size = lr / (1.0 - b1 ** t)
-        bc2_sqrt = math.sqrt(1.0 - b2 ** t)
+        step_size = lr / (1.0 - b1**t)
+        bc2_sqrt = math.sqrt(1.0 - b2**t)
         denom = np.sqrt(v) / bc2_sqrt + eps
         p -= step_size * (m / denom)
 
@@ -311,15 +350,27 @@ class RefAdamW(RefAdam):
 
     decoupled = True
 
-    def __init__(self, params: Sequence[Any], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, maximize: bool = False,
-                 l1: float = 0.0, state_dtype: Any = None, *, dtype: Any = np.float64) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, l1,
-                         state_dtype, dtype=dtype)
+    def __init__(
+        self,
+        params: Sequence[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        l1: float = 0.0,
+        state_dtype: Any = None,
+        *,
+        dtype: Any = np.float64,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize, l1, state_dtype, dtype=dtype
+        )
 
 
 # ---------------------------------------------------------------------------- RMSprop
+
 
 class RefRMSprop(_RefOptimizer):
     r"""RMSprop with centring, momentum, maximize, weight decay and l1.
@@ -339,13 +390,30 @@ class RefRMSprop(_RefOptimizer):
     (Unlike SGD, the momentum buffer starts at zero, so the first step is ``g/d``.)
     """
 
-    def __init__(self, params: Sequence[Any], lr: float = 1e-2, alpha: float = 0.99,
-                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, l1: float = 0.0, maximize: bool = False,
-                 *, dtype: Any = np.float64) -> None:
-        defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
-                    "momentum": momentum, "centered": centered, "l1": l1,
-                    "maximize": maximize}
+    def __init__(
+        self,
+        params: Sequence[Any],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        l1: float = 0.0,
+        maximize: bool = False,
+        *,
+        dtype: Any = np.float64,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "alpha": alpha,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "centered": centered,
+            "l1": l1,
+            "maximize": maximize,
+        }
         super().__init__(params, defaults, dtype)
 
     def _validate(self, group):
@@ -380,6 +448,7 @@ class RefRMSprop(_RefOptimizer):
 
 # ---------------------------------------------------------------------------- Adagrad
 
+
 class RefAdagrad(_RefOptimizer):
     r"""Adagrad with learning-rate decay, initial accumulator, maximize, weight decay, l1.
 
@@ -392,14 +461,28 @@ class RefAdagrad(_RefOptimizer):
         p_t &= p_{t-1} - \eta_t\, \frac{g_t}{\sqrt{S_t} + \epsilon}
     """
 
-    def __init__(self, params: Sequence[Any], lr: float = 1e-2, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, eps: float = 1e-10, l1: float = 0.0,
-                 initial_accumulator_value: float = 0.0, maximize: bool = False,
-                 *, dtype: Any = np.float64) -> None:
-        defaults = {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
-                    "eps": eps, "l1": l1,
-                    "initial_accumulator_value": initial_accumulator_value,
-                    "maximize": maximize}
+    def __init__(
+        self,
+        params: Sequence[Any],
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        eps: float = 1e-10,
+        l1: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        maximize: bool = False,
+        *,
+        dtype: Any = np.float64,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "weight_decay": weight_decay,
+            "eps": eps,
+            "l1": l1,
+            "initial_accumulator_value": initial_accumulator_value,
+            "maximize": maximize,
+        }
         super().__init__(params, defaults, dtype)
         i = 0
         for group in self.param_groups:

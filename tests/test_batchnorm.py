@@ -85,8 +85,10 @@ def same_bits(a, b, what):
     assert a.dtype == b.dtype and a.shape == b.shape, what
     if not np.array_equal(a.view(np.uint8), b.view(np.uint8)):
         diff = np.flatnonzero(a.ravel() != b.ravel())
-        raise AssertionError(f"{what}: {diff.size} elements differ, first at {diff[:1]}: "
-                             f"{a.ravel()[diff[:1]]} vs {b.ravel()[diff[:1]]}")
+        raise AssertionError(
+            f"{what}: {diff.size} elements differ, first at {diff[:1]}: "
+            f"{a.ravel()[diff[:1]]} vs {b.ravel()[diff[:1]]}"
+        )
 
 
 def channels(shape, axis):
@@ -105,8 +107,7 @@ def test_train_infer_backward_match_reference(simd, name, shape, axis, dtype):
     rm = np.linspace(-1, 1, c).astype(dtype)
     rv = np.linspace(0.5, 2, c).astype(dtype)
     rm0, rv0 = rm.copy(), rv.copy()
-    y, mean, invstd = pyfastopt.batch_norm_train(x, w, b, rm, rv, momentum=0.3, eps=1e-3,
-                                                 axis=axis)
+    y, mean, invstd = pyfastopt.batch_norm_train(x, w, b, rm, rv, momentum=0.3, eps=1e-3, axis=axis)
     y_r, mean_r, invstd_r, rm_r, rv_r = ref.train(x, w, b, rm0, rv0, 0.3, 1e-3, axis)
     assert_close(y, y_r, dtype, "y")
     assert_close(mean, mean_r, dtype, "save_mean", k=4, scale=np.abs(x).max())
@@ -125,9 +126,11 @@ def test_train_infer_backward_match_reference(simd, name, shape, axis, dtype):
     assert_close(y_eval, ref.infer(x, w, b, rm, rv, 1e-3, axis), dtype, "infer y")
 
 
-@pytest.mark.parametrize(("name", "shape", "axis"),
-                         [LAYOUTS[0], LAYOUTS[2], LAYOUTS[5], LAYOUTS[9]],
-                         ids=[LAYOUTS[i][0] for i in (0, 2, 5, 9)])
+@pytest.mark.parametrize(
+    ("name", "shape", "axis"),
+    [LAYOUTS[0], LAYOUTS[2], LAYOUTS[5], LAYOUTS[9]],
+    ids=[LAYOUTS[i][0] for i in (0, 2, 5, 9)],
+)
 def test_backward_matches_finite_differences(name, shape, axis):
     """Central differences of L = sum(G * y(x, w, b)), float64: the backward is the
     gradient of the training forward (batch statistics included)."""
@@ -170,8 +173,11 @@ def test_affine_none_means_one_and_zero(dtype):
     for a, b_, what in zip(g0, g1, ("dx", "dweight", "dbias")):
         same_bits(a, b_, what)
         assert a.dtype == dtype
-    same_bits(pyfastopt.batch_norm_infer(x, None, None, m0, 1 / s0**2),
-              pyfastopt.batch_norm_infer(x, np.ones(3), np.zeros(3), m0, 1 / s0**2), "infer")
+    same_bits(
+        pyfastopt.batch_norm_infer(x, None, None, m0, 1 / s0**2),
+        pyfastopt.batch_norm_infer(x, np.ones(3), np.zeros(3), m0, 1 / s0**2),
+        "infer",
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -186,17 +192,27 @@ def test_running_stats_over_several_calls(dtype):
         rm_r, rv_r = np.zeros(c), np.ones(c)
         for t in range(5):
             x = data((3 + t, c, 5, 4), dtype, seed=10 + t, loc=t)
-            pyfastopt.batch_norm_train(x, None, None, rm, rv, momentum=momentum,
-                                       num_batches_tracked=t)
-            _, _, _, rm_r, rv_r = ref.train(x, None, None, rm_r, rv_r, momentum, 1e-5, 1,
-                                            num_batches_tracked=t)
+            pyfastopt.batch_norm_train(
+                x, None, None, rm, rv, momentum=momentum, num_batches_tracked=t
+            )
+            _, _, _, rm_r, rv_r = ref.train(
+                x, None, None, rm_r, rv_r, momentum, 1e-5, 1, num_batches_tracked=t
+            )
             assert id(rm) == rm_id and id(rv) == rv_id
-            assert_close(rm, rm_r, dtype, f"running_mean after {t + 1} ({momentum})", k=8,
-                         scale=max(1.0, float(np.abs(rm_r).max())))
+            assert_close(
+                rm,
+                rm_r,
+                dtype,
+                f"running_mean after {t + 1} ({momentum})",
+                k=8,
+                scale=max(1.0, float(np.abs(rm_r).max())),
+            )
             assert_close(rv, rv_r, dtype, f"running_var after {t + 1} ({momentum})", k=8)
         if momentum is None:  # the cumulative average of the five batch means
-            means = [ref.train(data((3 + t, c, 5, 4), np.float64, seed=10 + t, loc=t))[1]
-                     for t in range(5)]
+            means = [
+                ref.train(data((3 + t, c, 5, 4), np.float64, seed=10 + t, loc=t))[1]
+                for t in range(5)
+            ]
             if dtype == np.float64:
                 np.testing.assert_allclose(rm, np.mean(means, axis=0), rtol=1e-12)
 
@@ -254,8 +270,13 @@ def test_large_mean_small_variance_float32(simd, axis):
     assert_close(db, db_r, np.float32, "dbias", k=4, scale=np.abs(dy).sum() / 4)
     rm = np.full(4, 1e4, np.float32)
     y_e = pyfastopt.batch_norm_infer(x, None, None, rm, 1 / invstd_r**2 - 1e-5, axis=axis)
-    assert_close(y_e, ref.infer(x, None, None, rm, 1 / invstd_r**2 - 1e-5, 1e-5, axis),
-                 np.float32, "infer y", k=16)
+    assert_close(
+        y_e,
+        ref.infer(x, None, None, rm, 1 / invstd_r**2 - 1e-5, 1e-5, axis),
+        np.float32,
+        "infer y",
+        k=16,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -297,8 +318,17 @@ def _everything(x, axis, dtype):
     dy = data(x.shape, dtype, seed=12)
     dx, dw, db = pyfastopt.batch_norm_backward(dy, x, w, mean, invstd, axis=axis)
     ye = pyfastopt.batch_norm_infer(x, w, b, rm, rv, axis=axis)
-    return {"y": y, "save_mean": mean, "save_invstd": invstd, "running_mean": rm,
-            "running_var": rv, "dx": dx, "dweight": dw, "dbias": db, "infer": ye}
+    return {
+        "y": y,
+        "save_mean": mean,
+        "save_invstd": invstd,
+        "running_mean": rm,
+        "running_var": rv,
+        "dx": dx,
+        "dweight": dw,
+        "dbias": db,
+        "infer": ye,
+    }
 
 
 @pytest.mark.parametrize(("shape", "axis"), BIG, ids=[f"{s}-axis{a}" for s, a in BIG])
@@ -340,9 +370,16 @@ def test_large_outputs(shape, axis):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("shape", "axis"),
-                         [*((s, a) for _, s, a in LAYOUTS), ((4, 16, 33, 40), 1),
-                          ((128, 8, 5, 5), 1), ((2, 3, 70001), 1), ((4096, 24), -1)])
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [
+        *((s, a) for _, s, a in LAYOUTS),
+        ((4, 16, 33, 40), 1),
+        ((128, 8, 5, 5), 1),
+        ((2, 3, 70001), 1),
+        ((4096, 24), -1),
+    ],
+)
 def test_same_bits_on_every_simd_level(simd, shape, axis, dtype):
     from pyfastopt import _core
 
@@ -380,8 +417,9 @@ def test_array_likes_and_non_contiguous_inputs():
     np.testing.assert_allclose(a[0], c_last[0].transpose(0, 3, 1, 2), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(a[1], c_last[1], rtol=1e-6)
     dy = data(nhwc.shape, np.float32, seed=3)
-    g_view = pyfastopt.batch_norm_backward(dy.transpose(0, 3, 1, 2), nhwc.transpose(0, 3, 1, 2),
-                                           w, a[1], a[2], axis=1)
+    g_view = pyfastopt.batch_norm_backward(
+        dy.transpose(0, 3, 1, 2), nhwc.transpose(0, 3, 1, 2), w, a[1], a[2], axis=1
+    )
     g_last = pyfastopt.batch_norm_backward(dy, nhwc, w, a[1], a[2], axis=-1)
     np.testing.assert_allclose(g_view[0], g_last[0].transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(g_view[1], g_last[1], rtol=1e-5, atol=1e-5)
@@ -457,18 +495,21 @@ def test_out_argument(shape, axis):
     with pytest.raises(pyfastopt.DTypeError, match="out"):
         pyfastopt.batch_norm_infer(x, w, b, mean, invstd, axis=axis, out=np.zeros(shape))
     with pytest.raises(ValueError, match="C-contiguous"):
-        pyfastopt.batch_norm_backward(dy, x, w, mean, invstd, axis=axis,
-                                      out=np.zeros(shape, np.float32).T.copy().T)
+        pyfastopt.batch_norm_backward(
+            dy, x, w, mean, invstd, axis=axis, out=np.zeros(shape, np.float32).T.copy().T
+        )
     rm_inside_out = out.reshape(-1)[:c]  # a running_mean in out's memory
     with pytest.raises(ValueError, match="share memory"):
-        pyfastopt.batch_norm_train(x, w, b, rm_inside_out, np.ones(c, np.float32), axis=axis,
-                                   out=out)
+        pyfastopt.batch_norm_train(
+            x, w, b, rm_inside_out, np.ones(c, np.float32), axis=axis, out=out
+        )
 
 
 def test_empty_inputs():
     x = np.zeros((4, 0, 3), np.float32)  # no channels
-    y, m, s = pyfastopt.batch_norm_train(x, None, None, np.zeros(0, np.float32),
-                                         np.zeros(0, np.float32))
+    y, m, s = pyfastopt.batch_norm_train(
+        x, None, None, np.zeros(0, np.float32), np.zeros(0, np.float32)
+    )
     assert y.shape == x.shape and m.shape == (0,) and s.shape == (0,)
     e = np.zeros((0, 3, 2), np.float32)  # no values per channel: eval and backward are fine
     assert pyfastopt.batch_norm_infer(e, None, None, np.zeros(3), np.ones(3)).shape == e.shape
@@ -492,8 +533,9 @@ def test_shape_errors_name_the_argument():
     w, b = params(6)
     rm, rv = np.zeros(6, np.float32), np.ones(6, np.float32)
     bad = np.zeros(5, np.float32)
-    msg = _shape_error(lambda: pyfastopt.batch_norm_train(x, bad, b), "weight", "(6,)", "(5,)",
-                       "(32, 6, 4, 4)")
+    msg = _shape_error(
+        lambda: pyfastopt.batch_norm_train(x, bad, b), "weight", "(6,)", "(5,)", "(32, 6, 4, 4)"
+    )
     assert "axis 1" in msg
     _shape_error(lambda: pyfastopt.batch_norm_train(x, w, bad), "bias", "(5,)")
     _shape_error(lambda: pyfastopt.batch_norm_train(x, w, b, bad, rv), "running_mean", "(5,)")
@@ -506,8 +548,13 @@ def test_shape_errors_name_the_argument():
     _shape_error(lambda: pyfastopt.batch_norm_backward(x, x, w, bad, invstd), "save_mean", "(5,)")
     _shape_error(lambda: pyfastopt.batch_norm_backward(x, x, w, mean, bad), "save_invstd")
     _shape_error(lambda: pyfastopt.batch_norm_backward(x, x, bad, mean, invstd), "weight")
-    _shape_error(lambda: pyfastopt.batch_norm_backward(x[:8], x, w, mean, invstd), "dy", "x",
-                 "(8, 6, 4, 4)", "(32, 6, 4, 4)")
+    _shape_error(
+        lambda: pyfastopt.batch_norm_backward(x[:8], x, w, mean, invstd),
+        "dy",
+        "x",
+        "(8, 6, 4, 4)",
+        "(32, 6, 4, 4)",
+    )
     assert np.all(rm == 0) and np.all(rv == 1)  # nothing was updated
 
 
@@ -603,9 +650,17 @@ def _from_torch(t, axis, x_ndim):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("shape", "axis"),
-                         [((6, 5), 1), ((4, 3, 37), 1), ((3, 4, 5, 7), 1), ((3, 5, 7, 6), -1),
-                          ((4, 6, 2, 2), 1), ((3, 20, 16, 16), 1)])
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [
+        ((6, 5), 1),
+        ((4, 3, 37), 1),
+        ((3, 4, 5, 7), 1),
+        ((3, 5, 7, 6), -1),
+        ((4, 6, 2, 2), 1),
+        ((3, 20, 16, 16), 1),
+    ],
+)
 def test_matches_torch_with_autograd(shape, axis, dtype):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -622,23 +677,31 @@ def test_matches_torch_with_autograd(shape, axis, dtype):
         bt = torch.from_numpy(b.copy()).requires_grad_(True)
         yt = F.batch_norm(xt, rm_t, rv_t, wt, bt, training=True, momentum=0.1, eps=1e-5)
         yt.backward(_torch_layout(torch, g, axis))
-        y, mean, invstd = pyfastopt.batch_norm_train(x, w, b, rm, rv, momentum=0.1, eps=1e-5,
-                                                     axis=axis)
+        y, mean, invstd = pyfastopt.batch_norm_train(
+            x, w, b, rm, rv, momentum=0.1, eps=1e-5, axis=axis
+        )
         tol = 64 * EPS[dtype]
         np.testing.assert_allclose(y, _from_torch(yt, axis, x.ndim), rtol=tol, atol=tol * 4)
         np.testing.assert_allclose(rm, rm_t.numpy(), rtol=tol, atol=tol)
         np.testing.assert_allclose(rv, rv_t.numpy(), rtol=tol, atol=tol)
         dx, dw, db = pyfastopt.batch_norm_backward(g, x, w, mean, invstd, axis=axis)
-        np.testing.assert_allclose(dx, _from_torch(xt.grad, axis, x.ndim), rtol=tol,
-                                   atol=tol * 4)
+        np.testing.assert_allclose(dx, _from_torch(xt.grad, axis, x.ndim), rtol=tol, atol=tol * 4)
         scale = np.abs(g).sum() / c
         np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=tol, atol=tol * scale)
         np.testing.assert_allclose(db, bt.grad.numpy(), rtol=tol, atol=tol * scale)
     ye = pyfastopt.batch_norm_infer(x, w, b, rm, rv, eps=1e-5, axis=axis)
-    yet = F.batch_norm(_torch_layout(torch, x, axis), rm_t, rv_t, torch.from_numpy(w),
-                       torch.from_numpy(b), training=False, eps=1e-5)
-    np.testing.assert_allclose(ye, _from_torch(yet, axis, x.ndim), rtol=64 * EPS[dtype],
-                               atol=256 * EPS[dtype])
+    yet = F.batch_norm(
+        _torch_layout(torch, x, axis),
+        rm_t,
+        rv_t,
+        torch.from_numpy(w),
+        torch.from_numpy(b),
+        training=False,
+        eps=1e-5,
+    )
+    np.testing.assert_allclose(
+        ye, _from_torch(yet, axis, x.ndim), rtol=64 * EPS[dtype], atol=256 * EPS[dtype]
+    )
 
 
 def test_cumulative_average_matches_torch_module():
@@ -652,8 +715,9 @@ def test_cumulative_average_matches_torch_module():
         assert int(bn.num_batches_tracked) == t
         with torch.no_grad():
             yt = bn(torch.from_numpy(x))
-        y, _, _ = pyfastopt.batch_norm_train(x, None, None, rm, rv, momentum=None,
-                                             num_batches_tracked=t)
+        y, _, _ = pyfastopt.batch_norm_train(
+            x, None, None, rm, rv, momentum=None, num_batches_tracked=t
+        )
         np.testing.assert_allclose(y, yt.numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(rm, bn.running_mean.numpy(), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(rv, bn.running_var.numpy(), rtol=1e-6, atol=1e-6)
@@ -671,12 +735,21 @@ def test_fuzz_never_crashes():
 
     junk = st.sampled_from([None, "x", [1, 2], 3.0, np.zeros((2, 2)), np.ones(3, np.int64)])
 
-    @settings(max_examples=150, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(shape=st.lists(st.integers(0, 5), min_size=0, max_size=4),
-           axis=st.integers(-5, 4), dtype=st.sampled_from([np.float32, np.float64, np.int32]),
-           wkind=st.sampled_from(["ok", "none", "short", "junk"]), junk_value=junk,
-           running=st.booleans(), seed=st.integers(0, 99))
+    @settings(
+        max_examples=150,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        shape=st.lists(st.integers(0, 5), min_size=0, max_size=4),
+        axis=st.integers(-5, 4),
+        dtype=st.sampled_from([np.float32, np.float64, np.int32]),
+        wkind=st.sampled_from(["ok", "none", "short", "junk"]),
+        junk_value=junk,
+        running=st.booleans(),
+        seed=st.integers(0, 99),
+    )
     def run(shape, axis, dtype, wkind, junk_value, running, seed):
         x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
         nd = len(shape)

@@ -179,7 +179,14 @@ def test_bench_quick_json(tmp_path):
     with_torch = data["torch"] is not None
     for r in rows:
         assert r["family"] in (
-            "ops", "optim", "dropout", "gemm", "batchnorm", "nn", "quant", "qgemm"
+            "ops",
+            "optim",
+            "dropout",
+            "gemm",
+            "batchnorm",
+            "nn",
+            "quant",
+            "qgemm",
         )
         assert r["status"] == "ok", r
         assert r["time_us"]["pyfastopt"] > 0

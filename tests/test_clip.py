@@ -14,8 +14,10 @@ from pyfastopt.optim import clip_grad_norm_, clip_grad_value_
 
 
 def make_grads(rng, dtypes=(np.float32, np.float64), sizes=(1000, 1, 0, 70_001, 33)):
-    return [(rng.standard_normal(n) * (i + 1)).astype(dtypes[i % len(dtypes)])
-            for i, n in enumerate(sizes)]
+    return [
+        (rng.standard_normal(n) * (i + 1)).astype(dtypes[i % len(dtypes)])
+        for i, n in enumerate(sizes)
+    ]
 
 
 def ref_norm(grads, p):
@@ -54,8 +56,9 @@ def test_clip_norm_large_p_does_not_overflow(norm_type):
     g = [np.array([1.0367526, -0.5], np.float32), np.array([0.25])]
     total = clip_grad_norm_(g, 10.0, norm_type=norm_type)
     assert math.isfinite(total)
-    assert total == pytest.approx(ref_norm([np.array([1.0367526, -0.5], np.float32),
-                                            np.array([0.25])], math.inf), rel=0.02)
+    assert total == pytest.approx(
+        ref_norm([np.array([1.0367526, -0.5], np.float32), np.array([0.25])], math.inf), rel=0.02
+    )
 
 
 def test_clip_norm_below_threshold_changes_no_bit(rng):
@@ -117,9 +120,11 @@ def test_clip_norm_error_if_nonfinite_leaves_grads():
 
 def test_clip_norm_bad_input(rng):
     g = np.ones(4)
-    for bad, exc, msg in [(-1.0, ValueError, "max_norm must be >= 0"),
-                          (math.nan, ValueError, "max_norm must not be NaN"),
-                          ("1", TypeError, "max_norm must be a real number")]:
+    for bad, exc, msg in [
+        (-1.0, ValueError, "max_norm must be >= 0"),
+        (math.nan, ValueError, "max_norm must not be NaN"),
+        ("1", TypeError, "max_norm must be a real number"),
+    ]:
         with pytest.raises(exc, match=msg):
             clip_grad_norm_([g], bad)
     with pytest.raises(ValueError, match="norm_type must be >= 0"):
@@ -170,13 +175,13 @@ def test_clip_value_bad_input():
 def test_clip_norm_matches_torch(rng, norm_type, dtype):
     torch = pytest.importorskip("torch")
     grads = [rng.standard_normal(s).astype(dtype) for s in ((50, 7), (300,), (1,))]
-    tensors = [torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype, requires_grad=True)
-               for g in grads]
+    tensors = [
+        torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype, requires_grad=True) for g in grads
+    ]
     for t, g in zip(tensors, grads):
         t.grad = torch.from_numpy(g.copy())
     ours = clip_grad_norm_(grads, 0.5, norm_type=norm_type)
-    theirs = torch.nn.utils.clip_grad_norm_(tensors, 0.5, norm_type=norm_type,
-                                            foreach=False).item()
+    theirs = torch.nn.utils.clip_grad_norm_(tensors, 0.5, norm_type=norm_type, foreach=False).item()
     # torch accumulates float32 norms in float32; we accumulate in float64
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     assert ours == pytest.approx(theirs, rel=rtol)

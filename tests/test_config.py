@@ -18,8 +18,9 @@ def run_cli(args, tmp_path, env=None):
     """Run the installed console script (never the source tree) and return the result."""
     cmd = [*pyfastopt_command(), *args]
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def pyfastopt_command():
@@ -31,8 +32,15 @@ def pyfastopt_command():
 
 def run_python(code, tmp_path, env=None):
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=full_env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_show_config_prints_and_returns(capsys):
@@ -42,7 +50,10 @@ def test_show_config_prints_and_returns(capsys):
     assert cfg["simd"]["level"] in cfg["simd"]["supported"]
     assert cfg["simd"]["level"] in out
     assert set(cfg["kernels"]) >= {"elementwise", "machine"}
-    assert cfg["kernels"]["elementwise"].endswith(cfg["simd"]["level"]) or cfg["simd"]["level"] == "scalar"
+    assert (
+        cfg["kernels"]["elementwise"].endswith(cfg["simd"]["level"])
+        or cfg["simd"]["level"] == "scalar"
+    )
     assert cfg["threads"]["num_threads"] == pyfastopt.get_num_threads()
     assert cfg["build"]["cuda"] in (True, False)
     assert "compiler" in cfg["build"]
@@ -75,8 +86,21 @@ def test_set_unknown_level_raises():
         _core.config.set_simd_level("avx1024")
 
 
-ALL = {k: True for k in ("avx2", "fma", "f16c", "os_ymm", "avx512f", "avx512bw", "avx512vl",
-                         "avx512dq", "avx512vnni", "os_zmm")}
+ALL = {
+    k: True
+    for k in (
+        "avx2",
+        "fma",
+        "f16c",
+        "os_ymm",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512dq",
+        "avx512vnni",
+        "os_zmm",
+    )
+}
 
 
 def test_resolve_level_with_fake_cpus():
@@ -103,8 +127,11 @@ def test_resolve_level_with_fake_cpus():
 
 @pytest.mark.parametrize("level", _core.config.supported_levels())
 def test_env_forces_level(tmp_path, level):
-    r = run_python("import pyfastopt; print(pyfastopt.show_config()['simd']['level'])",
-                   tmp_path, {"PYFASTOPT_SIMD": level})
+    r = run_python(
+        "import pyfastopt; print(pyfastopt.show_config()['simd']['level'])",
+        tmp_path,
+        {"PYFASTOPT_SIMD": level},
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == level
     assert f"forced by PYFASTOPT_SIMD={level}" in r.stdout
@@ -117,8 +144,9 @@ def test_env_unknown_level_fails_clearly(tmp_path):
 
 
 def test_env_unsupported_level_refused(tmp_path):
-    missing = [lvl for lvl in _core.config.compiled_levels()
-               if lvl not in _core.config.supported_levels()]
+    missing = [
+        lvl for lvl in _core.config.compiled_levels() if lvl not in _core.config.supported_levels()
+    ]
     if not missing:
         pytest.skip("this CPU runs every compiled level")
     r = run_python("import pyfastopt", tmp_path, {"PYFASTOPT_SIMD": missing[0]})
@@ -129,7 +157,11 @@ def test_env_unsupported_level_refused(tmp_path):
 def test_cli_info(tmp_path):
     r = run_cli(["info"], tmp_path)
     assert r.returncode == 0, r.stderr
-    level = _core.config.get_simd_level() if not os.environ.get("PYFASTOPT_SIMD") else os.environ["PYFASTOPT_SIMD"]
+    level = (
+        _core.config.get_simd_level()
+        if not os.environ.get("PYFASTOPT_SIMD")
+        else os.environ["PYFASTOPT_SIMD"]
+    )
     assert f"SIMD level     : {level}" in r.stdout
     assert "threads" in r.stdout
     assert "elementwise=" in r.stdout
@@ -145,8 +177,14 @@ def test_cli_info_json_matches_show_config(tmp_path):
 
 
 def test_python_dash_m(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pyfastopt", "info"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "pyfastopt", "info"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert "SIMD level" in r.stdout
 

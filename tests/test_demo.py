@@ -106,7 +106,12 @@ def test_cli_demo_prints_one_table(tmp_path, capsys):
     assert "test acc" in table[0] and "latency/sample" in table[0]
     assert [line.split("  ")[0] for line in table[2:6]] == STAGES
     assert "\r" not in out  # no progress bar when stdout is not a terminal
-    assert sorted(os.listdir(tmp_path)) == ["pruned.npz", "student.npz", "student_int8.pfq", "teacher.npz"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "pruned.npz",
+        "student.npz",
+        "student_int8.pfq",
+        "teacher.npz",
+    ]
 
 
 def test_cli_demo_plot(tmp_path, capsys):

@@ -18,11 +18,13 @@ from hypothesis import strategies as st  # noqa: E402
 
 from pyfastopt import ops  # noqa: E402
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
-dtypes = st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.int64, np.bool_,
-                          np.complex64, ">f4", ">f8"])
+dtypes = st.sampled_from(
+    [np.float32, np.float64, np.float16, np.int32, np.int64, np.bool_, np.complex64, ">f4", ">f8"]
+)
 shapes = st.lists(st.integers(0, 9), min_size=0, max_size=3).map(tuple)
 junk = st.sampled_from([None, "x", 1.5, [1, 2], [[1.0], [2.0, 3.0]], object(), b"ab"])
 
@@ -64,8 +66,7 @@ def axpby_args(draw):
 
 
 @SETTINGS
-@given(args=axpby_args(), a=st.one_of(st.floats(-3, 3), st.floats(-3, 3), junk),
-       b=st.floats(-3, 3))
+@given(args=axpby_args(), a=st.one_of(st.floats(-3, 3), st.floats(-3, 3), junk), b=st.floats(-3, 3))
 def test_fuzz_axpby(args, a, b):
     y, x = args
     sentinel = y.copy()
@@ -106,19 +107,24 @@ def test_fuzz_sum_squares(xs):
 
 
 @SETTINGS
-@given(n=st.integers(1, 5000), shift=st.integers(-40, 40), a=st.floats(-2, 2),
-       b=st.floats(-2, 2), dtype=st.sampled_from([np.float32, np.float64]))
+@given(
+    n=st.integers(1, 5000),
+    shift=st.integers(-40, 40),
+    a=st.floats(-2, 2),
+    b=st.floats(-2, 2),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
 def test_fuzz_axpby_overlapping_views(n, shift, a, b, dtype):
     pad = 64
     buf = np.random.default_rng(n).standard_normal(n + 2 * pad).astype(dtype)
-    y = buf[pad:pad + n]
-    x = buf[pad + shift:pad + shift + n]
+    y = buf[pad : pad + n]
+    x = buf[pad + shift : pad + shift + n]
     x0, y0 = x.copy(), y.copy()
-    before, after = buf[:pad].copy(), buf[pad + n:].copy()
+    before, after = buf[:pad].copy(), buf[pad + n :].copy()
     ops.axpby_(y, x, a, b)
     expect = y0.copy()
     ops.axpby_(expect, x0, a, b)
     assert y.tobytes() == expect.tobytes()
     # nothing outside y was written
     assert buf[:pad].tobytes() == before.tobytes()
-    assert buf[pad + n:].tobytes() == after.tobytes()
+    assert buf[pad + n :].tobytes() == after.tobytes()

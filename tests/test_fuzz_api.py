@@ -20,11 +20,13 @@ from hypothesis import strategies as st  # noqa: E402
 import pyfastopt  # noqa: E402
 from pyfastopt import optim  # noqa: E402
 
-SETTINGS = settings(max_examples=120, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
-junk = st.sampled_from([None, "x", [1, 2], object(), b"ab", True, -1, 2**64, math.nan,
-                        1.0, 0.5, -0.5, math.inf])
+junk = st.sampled_from(
+    [None, "x", [1, 2], object(), b"ab", True, -1, 2**64, math.nan, 1.0, 0.5, -0.5, math.inf]
+)
 dtypes = st.sampled_from([np.float32, np.float64, np.float16, np.int32, np.bool_, ">f4"])
 
 
@@ -39,14 +41,22 @@ def arrays(draw, dtype=None, shape=None):
 
 
 @SETTINGS
-@given(x=st.one_of(arrays(), junk), p=st.one_of(st.floats(0, 0.999), junk),
-       seed=st.one_of(st.integers(0, 2**64 - 1), junk), offset=st.one_of(st.integers(0, 3), junk),
-       use_out=st.booleans())
+@given(
+    x=st.one_of(arrays(), junk),
+    p=st.one_of(st.floats(0, 0.999), junk),
+    seed=st.one_of(st.integers(0, 2**64 - 1), junk),
+    offset=st.one_of(st.integers(0, 3), junk),
+    use_out=st.booleans(),
+)
 def test_fuzz_dropout(x, p, seed, offset, use_out):
     before = np.array(x, copy=True) if isinstance(x, np.ndarray) else None
     out = None
     if use_out and isinstance(x, np.ndarray) and x.dtype.kind == "f":
-        out = np.full(x.shape, 7.0, dtype=x.dtype.newbyteorder("=") if x.dtype.itemsize in (4, 8) else np.float32)
+        out = np.full(
+            x.shape,
+            7.0,
+            dtype=x.dtype.newbyteorder("=") if x.dtype.itemsize in (4, 8) else np.float32,
+        )
     try:
         y = pyfastopt.dropout(x, p, seed, out=out, offset=offset)
     except (TypeError, ValueError):
@@ -67,8 +77,13 @@ def test_fuzz_dropout(x, p, seed, offset, use_out):
         assert y is out
 
 
-OPTS = [(optim.SGD, {"lr": 0.1, "momentum": 0.9}), (optim.Adam, {}), (optim.AdamW, {"amsgrad": True}),
-        (optim.RMSprop, {"centered": True, "momentum": 0.5}), (optim.Adagrad, {"lr_decay": 0.1})]
+OPTS = [
+    (optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+    (optim.Adam, {}),
+    (optim.AdamW, {"amsgrad": True}),
+    (optim.RMSprop, {"centered": True, "momentum": 0.5}),
+    (optim.Adagrad, {"lr_decay": 0.1}),
+]
 
 
 @st.composite
@@ -76,16 +91,20 @@ def step_args(draw):
     """Half the time a gradient of the parameter's shape (any dtype/layout), else anything."""
     n = draw(st.integers(0, 40))
     if draw(st.booleans()):
-        grad = draw(arrays(dtype=draw(st.sampled_from([np.float32, np.float32, np.float64])),
-                           shape=(n,)))
+        grad = draw(
+            arrays(dtype=draw(st.sampled_from([np.float32, np.float32, np.float64])), shape=(n,))
+        )
     else:
         grad = draw(st.one_of(arrays(), junk))
     return n, grad
 
 
 @SETTINGS
-@given(which=st.integers(0, len(OPTS) - 1), args=step_args(),
-       lr=st.one_of(st.floats(0, 1), st.floats(0, 1), junk))
+@given(
+    which=st.integers(0, len(OPTS) - 1),
+    args=step_args(),
+    lr=st.one_of(st.floats(0, 1), st.floats(0, 1), junk),
+)
 def test_fuzz_optimizer_step(which, args, lr):
     n, grad = args
     cls, kw = OPTS[which]
@@ -108,15 +127,21 @@ def test_fuzz_optimizer_step(which, args, lr):
 def grad_lists(draw):
     """Half the time writable C-contiguous float arrays (any shapes), else anything."""
     if draw(st.booleans()):
-        return [np.ascontiguousarray(draw(arrays(dtype=draw(st.sampled_from([np.float32, np.float64])))))
-                for _ in range(draw(st.integers(0, 3)))]
+        return [
+            np.ascontiguousarray(
+                draw(arrays(dtype=draw(st.sampled_from([np.float32, np.float64]))))
+            )
+            for _ in range(draw(st.integers(0, 3)))
+        ]
     return draw(st.lists(st.one_of(arrays(), junk), max_size=3))
 
 
 @SETTINGS
-@given(grads=grad_lists(),
-       max_norm=st.one_of(st.floats(0, 10), junk),
-       norm_type=st.one_of(st.sampled_from([2.0, 1.0, math.inf, 0.0, 3.5, -math.inf]), junk))
+@given(
+    grads=grad_lists(),
+    max_norm=st.one_of(st.floats(0, 10), junk),
+    norm_type=st.one_of(st.sampled_from([2.0, 1.0, math.inf, 0.0, 3.5, -math.inf]), junk),
+)
 def test_fuzz_clip_grad_norm(grads, max_norm, norm_type):
     snapshot = [np.array(g, copy=True) if isinstance(g, np.ndarray) else None for g in grads]
     try:
@@ -166,7 +191,9 @@ def _numpy_matmul_or_error(a, b):
 def _layout(draw, a):
     kind = draw(st.sampled_from(["plain", "transposed", "strided", "negative", "broadcast"]))
     if kind == "transposed" and a.ndim >= 2:
-        return np.swapaxes(np.ascontiguousarray(np.swapaxes(a, -1, -2)), -1, -2)  # same values, F-like
+        return np.swapaxes(
+            np.ascontiguousarray(np.swapaxes(a, -1, -2)), -1, -2
+        )  # same values, F-like
     if kind == "strided" and a.ndim:
         return np.repeat(a, 2, axis=-1)[..., ::2]
     if kind == "negative" and a.ndim:
@@ -190,7 +217,9 @@ def gemm_pairs(draw):
     ashape = (k,) if draw(st.booleans()) and not abatch else (*abatch, m, k)
     bshape = (k,) if draw(st.booleans()) and not bbatch else (*bbatch, k, n)
     a = _layout(draw, (rng.standard_normal(ashape) * 3).astype(dt))
-    b = _layout(draw, (rng.standard_normal(bshape) * 3).astype(draw(st.sampled_from([dt, np.float64]))))
+    b = _layout(
+        draw, (rng.standard_normal(bshape) * 3).astype(draw(st.sampled_from([dt, np.float64])))
+    )
     return a, b
 
 
@@ -213,8 +242,13 @@ def test_fuzz_matmul(pair):
         ref, err = _numpy_matmul_or_error(a, b)
         assert err is None
         k = a.shape[-1]
-        bound = 4 * max(k, 1) * np.finfo(np.result_type(a, b)).eps * (
-            np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)) + 1e-300
+        bound = (
+            4
+            * max(k, 1)
+            * np.finfo(np.result_type(a, b)).eps
+            * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+            + 1e-300
+        )
         assert np.shape(got) == ref.shape
         assert np.all(np.abs(np.asarray(got, np.float64) - ref) <= bound)
     for v, old in zip((a, b), before):
@@ -223,8 +257,13 @@ def test_fuzz_matmul(pair):
 
 
 @SETTINGS
-@given(x=st.one_of(matrices(), junk), w=st.one_of(matrices(), junk), bias=st.one_of(matrices(), st.none()),
-       act=st.sampled_from([None, "relu", "gelu", "tanh", 3]), need_dx=st.booleans())
+@given(
+    x=st.one_of(matrices(), junk),
+    w=st.one_of(matrices(), junk),
+    bias=st.one_of(matrices(), st.none()),
+    act=st.sampled_from([None, "relu", "gelu", "tanh", 3]),
+    need_dx=st.booleans(),
+)
 def test_fuzz_linear(x, w, bias, act, need_dx):
     """linear and linear_backward either return the right shapes or raise TypeError/ValueError."""
     try:

@@ -19,13 +19,16 @@ from hypothesis import strategies as st  # noqa: E402
 
 from pyfastopt import quant  # noqa: E402
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
-junk = st.sampled_from([None, "x", [1, 2], object(), True, -1, 2**64, math.nan, math.inf,
-                        0.0, -0.5, 1e-40])
-dtypes = st.sampled_from([np.float32, np.float64, np.float16, np.int8, np.uint8, np.int32,
-                          np.bool_, ">f4"])
+junk = st.sampled_from(
+    [None, "x", [1, 2], object(), True, -1, 2**64, math.nan, math.inf, 0.0, -0.5, 1e-40]
+)
+dtypes = st.sampled_from(
+    [np.float32, np.float64, np.float16, np.int8, np.uint8, np.int32, np.bool_, ">f4"]
+)
 
 
 @st.composite
@@ -36,13 +39,17 @@ def arrays(draw, dtype=None, max_dim=40, ndim=None):
     rng = np.random.default_rng(draw(st.integers(0, 999)))
     if np.dtype(dt).kind in "iub":
         info = np.iinfo(dt) if np.dtype(dt).kind != "b" else None
-        a = (rng.integers(info.min, info.max, shape, endpoint=True).astype(dt) if info
-             else rng.integers(0, 2, shape).astype(dt))
+        a = (
+            rng.integers(info.min, info.max, shape, endpoint=True).astype(dt)
+            if info
+            else rng.integers(0, 2, shape).astype(dt)
+        )
     else:
         a = (rng.standard_normal(shape) * 4).astype(dt)
         if a.size and draw(st.booleans()):
             a.flat[draw(st.integers(0, a.size - 1))] = draw(
-                st.sampled_from([np.nan, np.inf, -np.inf, 6e4]))
+                st.sampled_from([np.nan, np.inf, -np.inf, 6e4])
+            )
     return in_layout(a, draw(st.sampled_from(LAYOUTS)))
 
 
@@ -62,14 +69,14 @@ def mostly(draw, good, bad):
     return draw(good) if draw(st.integers(0, 3)) else draw(bad)
 
 
-
-
 @SETTINGS
-@given(x=mostly(arrays(dtype=np.float32), st.one_of(arrays(), junk)),
-       scale=mostly(st.floats(1e-3, 10), st.one_of(junk, arrays(ndim=1))),
-       zp=mostly(st.integers(0, 127), st.one_of(st.integers(-300, 300), junk, arrays(ndim=1))),
-       dtype=st.sampled_from([np.int8, np.uint8, np.int8, np.uint8, np.int16, "int8", None]),
-       axis=mostly(st.none(), st.one_of(st.integers(-4, 4), junk)))
+@given(
+    x=mostly(arrays(dtype=np.float32), st.one_of(arrays(), junk)),
+    scale=mostly(st.floats(1e-3, 10), st.one_of(junk, arrays(ndim=1))),
+    zp=mostly(st.integers(0, 127), st.one_of(st.integers(-300, 300), junk, arrays(ndim=1))),
+    dtype=st.sampled_from([np.int8, np.uint8, np.int8, np.uint8, np.int16, "int8", None]),
+    axis=mostly(st.none(), st.one_of(st.integers(-4, 4), junk)),
+)
 def test_fuzz_quantize_dequantize(x, scale, zp, dtype, axis):
     before = _snap(x, scale, zp)
     try:
@@ -101,10 +108,12 @@ def int8_pairs(draw):
     rng = np.random.default_rng(draw(st.integers(0, 999)))
     adt = draw(st.sampled_from([np.uint8, np.int8, np.int16, np.float32]))
     bdt = draw(st.sampled_from([np.int8, np.uint8, np.int32]))
-    a = rng.integers(-128 if adt != np.uint8 else 0, 128 if adt != np.uint8 else 256,
-                     (m, k)).astype(adt)
-    b = rng.integers(-128 if bdt != np.uint8 else 0, 128 if bdt != np.uint8 else 256,
-                     (k2, n)).astype(bdt)
+    a = rng.integers(
+        -128 if adt != np.uint8 else 0, 128 if adt != np.uint8 else 256, (m, k)
+    ).astype(adt)
+    b = rng.integers(
+        -128 if bdt != np.uint8 else 0, 128 if bdt != np.uint8 else 256, (k2, n)
+    ).astype(bdt)
     if draw(st.booleans()) and a.shape[0] > 1:
         a = a[::2]  # strided rows (the shapes still match)
     if draw(st.booleans()):
@@ -131,12 +140,20 @@ def test_fuzz_matmul_int8(args):
 
 
 @SETTINGS
-@given(x=mostly(st.builds(lambda b, seed: np.random.default_rng(seed).standard_normal(
-                    (b, 12)).astype(np.float32), st.integers(0, 5), st.integers(0, 99)),
-                st.one_of(arrays(max_dim=12), junk)),
-       out_f=st.integers(1, 9),
-       per_channel=st.booleans(), act=st.sampled_from([None, "relu", "gelu", 3]),
-       static=st.booleans())
+@given(
+    x=mostly(
+        st.builds(
+            lambda b, seed: np.random.default_rng(seed).standard_normal((b, 12)).astype(np.float32),
+            st.integers(0, 5),
+            st.integers(0, 99),
+        ),
+        st.one_of(arrays(max_dim=12), junk),
+    ),
+    out_f=st.integers(1, 9),
+    per_channel=st.booleans(),
+    act=st.sampled_from([None, "relu", "gelu", 3]),
+    static=st.booleans(),
+)
 def test_fuzz_quantized_linear_and_model(x, out_f, per_channel, act, static):
     rng = np.random.default_rng(out_f)
     in_f = 12

@@ -126,8 +126,10 @@ def test_gelu_accuracy_relative_to_x(simd, dtype, rows):
     vectorized erfc), float64 within 1e-15 |x| (the C library), over [-15, 15]."""
     z = np.linspace(-15, 15, 30 * rows + 1).astype(dtype)
     x = z[: (z.size // rows) * rows].reshape(rows, -1)
-    y = np.stack([pyfastopt.linear(col[:, None], np.ones((1, 1), dtype), None, "gelu")[:, 0]
-                  for col in x.T], axis=1)
+    y = np.stack(
+        [pyfastopt.linear(col[:, None], np.ones((1, 1), dtype), None, "gelu")[:, 0] for col in x.T],
+        axis=1,
+    )
     want = ref.gelu(x.astype(np.float64))
     tol = (4e-7 if dtype == np.float32 else 1e-15) * np.abs(x.astype(np.float64)) + 1e-37
     assert np.all(np.abs(y - want) <= tol)

@@ -89,8 +89,17 @@ def _piecewise(knots, e, strategy):
     raise AssertionError  # pragma: no cover
 
 
-def onecycle_cf(max_lr, total, pct=0.3, strategy="cos", div=25.0, final_div=1e4,
-                three=False, base_m=0.85, max_m=0.95):
+def onecycle_cf(
+    max_lr,
+    total,
+    pct=0.3,
+    strategy="cos",
+    div=25.0,
+    final_div=1e4,
+    three=False,
+    base_m=0.85,
+    max_m=0.95,
+):
     peaks = max_lr if isinstance(max_lr, list) else [max_lr, max_lr]
     up, down = pct * total - 1, 2 * pct * total - 2
 
@@ -129,8 +138,14 @@ def _onecycle_case(case_id, steps=None, groups=MOMENTUM_GROUPS, closed_kw=None, 
     lr, mom = onecycle_cf(kw["max_lr"], total, **closed_kw)
     if not kw.get("cycle_momentum", True):
         mom = None
-    return Case(case_id, lambda m, o: m.OneCycleLR(o, **kw), lr, mom,
-                steps if steps is not None else total, groups)
+    return Case(
+        case_id,
+        lambda m, o: m.OneCycleLR(o, **kw),
+        lr,
+        mom,
+        steps if steps is not None else total,
+        groups,
+    )
 
 
 CASES = [
@@ -141,14 +156,26 @@ CASES = [
     Case("step-gamma0", lambda m, o: m.StepLR(o, step_size=10, gamma=0.0), step_cf(10, 0.0)),
     Case("step-gamma1.5", lambda m, o: m.StepLR(o, step_size=40, gamma=1.5), step_cf(40, 1.5)),
     # MultiStepLR
-    Case("multistep", lambda m, o: m.MultiStepLR(o, milestones=[10, 30, 60], gamma=0.5),
-         multistep_cf([10, 30, 60], 0.5)),
-    Case("multistep-repeats", lambda m, o: m.MultiStepLR(o, [5, 5, 20, 20, 20, 70], 0.5),
-         multistep_cf([5, 5, 20, 20, 20, 70], 0.5)),
-    Case("multistep-unsorted-default-gamma", lambda m, o: m.MultiStepLR(o, (50, 10, 120)),
-         multistep_cf([50, 10, 120])),
-    Case("multistep-zero-milestone", lambda m, o: m.MultiStepLR(o, [0, 3, 200], 0.3),
-         multistep_cf([0, 3, 200], 0.3)),
+    Case(
+        "multistep",
+        lambda m, o: m.MultiStepLR(o, milestones=[10, 30, 60], gamma=0.5),
+        multistep_cf([10, 30, 60], 0.5),
+    ),
+    Case(
+        "multistep-repeats",
+        lambda m, o: m.MultiStepLR(o, [5, 5, 20, 20, 20, 70], 0.5),
+        multistep_cf([5, 5, 20, 20, 20, 70], 0.5),
+    ),
+    Case(
+        "multistep-unsorted-default-gamma",
+        lambda m, o: m.MultiStepLR(o, (50, 10, 120)),
+        multistep_cf([50, 10, 120]),
+    ),
+    Case(
+        "multistep-zero-milestone",
+        lambda m, o: m.MultiStepLR(o, [0, 3, 200], 0.3),
+        multistep_cf([0, 3, 200], 0.3),
+    ),
     # ExponentialLR
     Case("exp-0.95", lambda m, o: m.ExponentialLR(o, gamma=0.95), exp_cf(0.95)),
     Case("exp-0.999", lambda m, o: m.ExponentialLR(o, 0.999), exp_cf(0.999)),
@@ -159,80 +186,164 @@ CASES = [
     Case("cos-1", lambda m, o: m.CosineAnnealingLR(o, T_max=1), cos_cf(1)),
     Case("cos-1-etamin", lambda m, o: m.CosineAnnealingLR(o, 1, eta_min=1e-3), cos_cf(1, 1e-3)),
     Case("cos-37-etamin", lambda m, o: m.CosineAnnealingLR(o, 37, 0.001), cos_cf(37, 0.001)),
-    Case("cos-100-etamin", lambda m, o: m.CosineAnnealingLR(o, 100, eta_min=0.005),
-         cos_cf(100, 0.005), steps=250),
+    Case(
+        "cos-100-etamin",
+        lambda m, o: m.CosineAnnealingLR(o, 100, eta_min=0.005),
+        cos_cf(100, 0.005),
+        steps=250,
+    ),
     Case("cos-500", lambda m, o: m.CosineAnnealingLR(o, 500), cos_cf(500)),
     # LinearLR
     Case("linear-defaults", lambda m, o: m.LinearLR(o), linear_cf()),
-    Case("linear-constant", lambda m, o: m.LinearLR(o, start_factor=1.0, end_factor=1.0),
-         linear_cf(1.0, 1.0)),
-    Case("linear-warmup", lambda m, o: m.LinearLR(o, 0.25, 1.0, total_iters=4),
-         linear_cf(0.25, 1.0, 4)),
-    Case("linear-to-zero", lambda m, o: m.LinearLR(o, 1.0, 0.0, total_iters=100),
-         linear_cf(1.0, 0.0, 100)),
+    Case(
+        "linear-constant",
+        lambda m, o: m.LinearLR(o, start_factor=1.0, end_factor=1.0),
+        linear_cf(1.0, 1.0),
+    ),
+    Case(
+        "linear-warmup",
+        lambda m, o: m.LinearLR(o, 0.25, 1.0, total_iters=4),
+        linear_cf(0.25, 1.0, 4),
+    ),
+    Case(
+        "linear-to-zero",
+        lambda m, o: m.LinearLR(o, 1.0, 0.0, total_iters=100),
+        linear_cf(1.0, 0.0, 100),
+    ),
     Case("linear-decrease", lambda m, o: m.LinearLR(o, 0.5, 0.1, 50), linear_cf(0.5, 0.1, 50)),
-    Case("linear-total-1", lambda m, o: m.LinearLR(o, 0.1, total_iters=1),
-         linear_cf(0.1, 1.0, 1)),
+    Case("linear-total-1", lambda m, o: m.LinearLR(o, 0.1, total_iters=1), linear_cf(0.1, 1.0, 1)),
     # OneCycleLR (stepped up to last_epoch == total_steps, the last step torch allows)
     _onecycle_case("onecycle-cos", max_lr=1.0, total_steps=120),
-    _onecycle_case("onecycle-three-phase", max_lr=1.0, total_steps=150, three_phase=True,
-                   closed_kw={"three": True}),
-    _onecycle_case("onecycle-linear", max_lr=0.5, total_steps=130, anneal_strategy="linear",
-                   closed_kw={"strategy": "linear"}),
-    _onecycle_case("onecycle-linear-three", max_lr=[1.0, 0.2], total_steps=140,
-                   anneal_strategy="linear", three_phase=True,
-                   closed_kw={"strategy": "linear", "three": True}),
-    _onecycle_case("onecycle-divs-pct", max_lr=[0.4, 0.05], total_steps=111, pct_start=0.25,
-                   div_factor=10.0, final_div_factor=100.0,
-                   closed_kw={"pct": 0.25, "div": 10.0, "final_div": 100.0}),
-    _onecycle_case("onecycle-epochs", max_lr=0.3, epochs=10, steps_per_epoch=12,
-                   base_momentum=[0.8, 0.7], max_momentum=0.99,
-                   closed_kw={"base_m": [0.8, 0.7], "max_m": 0.99}),
+    _onecycle_case(
+        "onecycle-three-phase",
+        max_lr=1.0,
+        total_steps=150,
+        three_phase=True,
+        closed_kw={"three": True},
+    ),
+    _onecycle_case(
+        "onecycle-linear",
+        max_lr=0.5,
+        total_steps=130,
+        anneal_strategy="linear",
+        closed_kw={"strategy": "linear"},
+    ),
+    _onecycle_case(
+        "onecycle-linear-three",
+        max_lr=[1.0, 0.2],
+        total_steps=140,
+        anneal_strategy="linear",
+        three_phase=True,
+        closed_kw={"strategy": "linear", "three": True},
+    ),
+    _onecycle_case(
+        "onecycle-divs-pct",
+        max_lr=[0.4, 0.05],
+        total_steps=111,
+        pct_start=0.25,
+        div_factor=10.0,
+        final_div_factor=100.0,
+        closed_kw={"pct": 0.25, "div": 10.0, "final_div": 100.0},
+    ),
+    _onecycle_case(
+        "onecycle-epochs",
+        max_lr=0.3,
+        epochs=10,
+        steps_per_epoch=12,
+        base_momentum=[0.8, 0.7],
+        max_momentum=0.99,
+        closed_kw={"base_m": [0.8, 0.7], "max_m": 0.99},
+    ),
     _onecycle_case("onecycle-no-momentum", max_lr=0.3, total_steps=100, cycle_momentum=False),
     _onecycle_case("onecycle-betas", max_lr=0.3, total_steps=100, groups=BETAS_GROUPS),
-    _onecycle_case("onecycle-betas-three", max_lr=0.3, total_steps=100, three_phase=True,
-                   base_momentum=0.8, groups=BETAS_GROUPS,
-                   closed_kw={"three": True, "base_m": 0.8}),
-    _onecycle_case("onecycle-pct-0", max_lr=0.3, total_steps=100, pct_start=0.0,
-                   closed_kw={"pct": 0.0}),
-    _onecycle_case("onecycle-pct-1", max_lr=0.3, total_steps=100, pct_start=1.0, steps=99,
-                   closed_kw={"pct": 1.0}),
+    _onecycle_case(
+        "onecycle-betas-three",
+        max_lr=0.3,
+        total_steps=100,
+        three_phase=True,
+        base_momentum=0.8,
+        groups=BETAS_GROUPS,
+        closed_kw={"three": True, "base_m": 0.8},
+    ),
+    _onecycle_case(
+        "onecycle-pct-0", max_lr=0.3, total_steps=100, pct_start=0.0, closed_kw={"pct": 0.0}
+    ),
+    _onecycle_case(
+        "onecycle-pct-1",
+        max_lr=0.3,
+        total_steps=100,
+        pct_start=1.0,
+        steps=99,
+        closed_kw={"pct": 1.0},
+    ),
     # SequentialLR
-    Case("seq-warmup-exp",
-         lambda m, o: m.SequentialLR(o, [m.LinearLR(o, 0.1, total_iters=5),
-                                         m.ExponentialLR(o, 0.9)], milestones=[5]),
-         seq_cf([linear_cf(0.1, 1.0, 5), exp_cf(0.9)], [5])),
-    Case("seq-warmup-cos",
-         lambda m, o: m.SequentialLR(o, [m.LinearLR(o, 0.01, total_iters=10),
-                                         m.CosineAnnealingLR(o, 90, 1e-4)], [10]),
-         seq_cf([linear_cf(0.01, 1.0, 10), cos_cf(90, 1e-4)], [10])),
-    Case("seq-three",
-         lambda m, o: m.SequentialLR(o, [m.StepLR(o, 4, 0.5), m.LinearLR(o, 0.5, total_iters=7),
-                                         m.MultiStepLR(o, [3, 30], 0.2)], [20, 50]),
-         seq_cf([step_cf(4, 0.5), linear_cf(0.5, 1.0, 7), multistep_cf([3, 30], 0.2)],
-                [20, 50])),
-    Case("seq-milestone-0",
-         lambda m, o: m.SequentialLR(o, [m.ExponentialLR(o, 0.5), m.StepLR(o, 3)], [0]),
-         seq_cf([exp_cf(0.5), step_cf(3)], [0])),
-    Case("seq-equal-milestones",
-         lambda m, o: m.SequentialLR(o, [m.StepLR(o, 2), m.ExponentialLR(o, 0.5),
-                                         m.CosineAnnealingLR(o, 20)], [7, 7]),
-         seq_cf([step_cf(2), exp_cf(0.5), cos_cf(20)], [7, 7])),
-    Case("seq-single", lambda m, o: m.SequentialLR(o, [m.CosineAnnealingLR(o, 30)], []),
-         cos_cf(30)),
-    Case("seq-onecycle-second",  # OneCycleLR rewrites initial_lr: compare with torch only
-         lambda m, o: m.SequentialLR(o, [m.LinearLR(o, 0.5, total_iters=4),
-                                         m.OneCycleLR(o, 1.0, total_steps=100)], [10]),
-         steps=109),
+    Case(
+        "seq-warmup-exp",
+        lambda m, o: m.SequentialLR(
+            o, [m.LinearLR(o, 0.1, total_iters=5), m.ExponentialLR(o, 0.9)], milestones=[5]
+        ),
+        seq_cf([linear_cf(0.1, 1.0, 5), exp_cf(0.9)], [5]),
+    ),
+    Case(
+        "seq-warmup-cos",
+        lambda m, o: m.SequentialLR(
+            o, [m.LinearLR(o, 0.01, total_iters=10), m.CosineAnnealingLR(o, 90, 1e-4)], [10]
+        ),
+        seq_cf([linear_cf(0.01, 1.0, 10), cos_cf(90, 1e-4)], [10]),
+    ),
+    Case(
+        "seq-three",
+        lambda m, o: m.SequentialLR(
+            o,
+            [
+                m.StepLR(o, 4, 0.5),
+                m.LinearLR(o, 0.5, total_iters=7),
+                m.MultiStepLR(o, [3, 30], 0.2),
+            ],
+            [20, 50],
+        ),
+        seq_cf([step_cf(4, 0.5), linear_cf(0.5, 1.0, 7), multistep_cf([3, 30], 0.2)], [20, 50]),
+    ),
+    Case(
+        "seq-milestone-0",
+        lambda m, o: m.SequentialLR(o, [m.ExponentialLR(o, 0.5), m.StepLR(o, 3)], [0]),
+        seq_cf([exp_cf(0.5), step_cf(3)], [0]),
+    ),
+    Case(
+        "seq-equal-milestones",
+        lambda m, o: m.SequentialLR(
+            o, [m.StepLR(o, 2), m.ExponentialLR(o, 0.5), m.CosineAnnealingLR(o, 20)], [7, 7]
+        ),
+        seq_cf([step_cf(2), exp_cf(0.5), cos_cf(20)], [7, 7]),
+    ),
+    Case(
+        "seq-single", lambda m, o: m.SequentialLR(o, [m.CosineAnnealingLR(o, 30)], []), cos_cf(30)
+    ),
+    Case(
+        "seq-onecycle-second",  # OneCycleLR rewrites initial_lr: compare with torch only
+        lambda m, o: m.SequentialLR(
+            o, [m.LinearLR(o, 0.5, total_iters=4), m.OneCycleLR(o, 1.0, total_steps=100)], [10]
+        ),
+        steps=109,
+    ),
     # Resuming with last_epoch >= 0 (needs initial_lr in the groups): torch only
     Case("resume-step", lambda m, o: m.StepLR(o, 3, 0.5, last_epoch=5), groups=RESUME_GROUPS),
-    Case("resume-multistep", lambda m, o: m.MultiStepLR(o, [4, 9, 40], last_epoch=6),
-         groups=RESUME_GROUPS),
+    Case(
+        "resume-multistep",
+        lambda m, o: m.MultiStepLR(o, [4, 9, 40], last_epoch=6),
+        groups=RESUME_GROUPS,
+    ),
     Case("resume-exp", lambda m, o: m.ExponentialLR(o, 0.9, last_epoch=7), groups=RESUME_GROUPS),
-    Case("resume-cos", lambda m, o: m.CosineAnnealingLR(o, 20, 1e-3, last_epoch=7),
-         groups=RESUME_GROUPS),
-    Case("resume-linear", lambda m, o: m.LinearLR(o, 0.2, total_iters=10, last_epoch=3),
-         groups=RESUME_GROUPS),
+    Case(
+        "resume-cos",
+        lambda m, o: m.CosineAnnealingLR(o, 20, 1e-3, last_epoch=7),
+        groups=RESUME_GROUPS,
+    ),
+    Case(
+        "resume-linear",
+        lambda m, o: m.LinearLR(o, 0.2, total_iters=10, last_epoch=3),
+        groups=RESUME_GROUPS,
+    ),
 ]
 CLOSED_CASES = [c for c in CASES if c.closed is not None]
 
@@ -275,7 +386,11 @@ def test_matches_closed_form(case):
         for i, group in enumerate(opt.param_groups):
             want = case.closed(i, e)
             assert math.isclose(last[i], want, rel_tol=REL, abs_tol=1e-300 if want else 1e-17), (
-                e, i, last[i], want)
+                e,
+                i,
+                last[i],
+                want,
+            )
             assert group["lr"] == last[i]
             if case.momentum is not None:
                 got = group["betas"][0] if "betas" in group else group["momentum"]
@@ -369,16 +484,22 @@ def _run_plateau(metrics, groups=PLAIN_GROUPS, **kw):
 
 
 def test_plateau_min_rel():
-    lrs = _run_plateau([10, 9.5, 9.2, 9.1, 8.0, 8.0, 8.0, 8.0, 7.1, 7.0, 7.0, 7.0],
-                       mode="min", factor=0.5, patience=2, threshold=0.1)
+    lrs = _run_plateau(
+        [10, 9.5, 9.2, 9.1, 8.0, 8.0, 8.0, 8.0, 7.1, 7.0, 7.0, 7.0],
+        mode="min",
+        factor=0.5,
+        patience=2,
+        threshold=0.1,
+    )
     halvings = [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3]
     assert lrs == [[0.1 * 0.5**k, 0.01 * 0.5**k] for k in halvings]
 
 
 def test_plateau_max_abs_cooldown():
     metrics = [1, 1.4, 1.6, 2.2, 2.3, 2.4, 2.5, 2.6, 2.7, 3.5, 3.0, 3.0]
-    lrs = _run_plateau(metrics, mode="max", factor=0.1, patience=1, threshold=0.5,
-                       threshold_mode="abs", cooldown=2)
+    lrs = _run_plateau(
+        metrics, mode="max", factor=0.1, patience=1, threshold=0.5, threshold_mode="abs", cooldown=2
+    )
     # reduced at epoch 6; epochs 7-8 are the cooldown; 2.7 is not > 2.2 + 0.5;
     # 3.5 improves; two bad epochs after it reduce again at epoch 12.
     reductions = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2]
@@ -388,8 +509,15 @@ def test_plateau_max_abs_cooldown():
 
 
 def test_plateau_min_lr_and_eps():
-    lrs = _run_plateau([1.0] * 9, factor=0.1, patience=0, threshold=0.0,
-                       threshold_mode="abs", min_lr=[0.005, 0.0], eps=1e-8)
+    lrs = _run_plateau(
+        [1.0] * 9,
+        factor=0.1,
+        patience=0,
+        threshold=0.0,
+        threshold_mode="abs",
+        min_lr=[0.005, 0.0],
+        eps=1e-8,
+    )
     # group 0 stops at min_lr; group 1 stops once a cut would be <= eps (1e-8 -> 1e-9)
     want0 = [0.1, 0.01, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005]
     want1 = [0.01, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-8, 1e-8]
@@ -398,8 +526,7 @@ def test_plateau_min_lr_and_eps():
 
 
 def test_plateau_accepts_numpy_metrics():
-    lrs = _run_plateau([np.float32(3.0), np.array(2.0), np.float64(2.0), 2],
-                       patience=1, factor=0.5)
+    lrs = _run_plateau([np.float32(3.0), np.array(2.0), np.float64(2.0), 2], patience=1, factor=0.5)
     assert lrs[-1] == [0.05, 0.005]
 
 
@@ -418,8 +545,15 @@ PLATEAU_CONFIGS = [
     {"mode": "min"},
     {"mode": "min", "threshold_mode": "abs", "threshold": 0.01, "patience": 2},
     {"mode": "max", "threshold": 0.05, "patience": 1, "cooldown": 2, "factor": 0.5},
-    {"mode": "max", "threshold_mode": "abs", "threshold": 0.0, "patience": 0, "cooldown": 1,
-     "factor": 0.7, "min_lr": [1e-3, 1e-5]},
+    {
+        "mode": "max",
+        "threshold_mode": "abs",
+        "threshold": 0.0,
+        "patience": 0,
+        "cooldown": 1,
+        "factor": 0.7,
+        "min_lr": [1e-3, 1e-5],
+    },
     {"mode": "min", "patience": 3, "cooldown": 5, "factor": 0.3, "min_lr": 1e-4, "eps": 1e-3},
 ]
 
@@ -460,7 +594,11 @@ def test_plateau_matches_torch(config):
         assert ours.get_last_lr() == ref.get_last_lr()
         assert group_values(ours_opt) == group_values(ref_opt)
         assert (ours.best, ours.num_bad_epochs, ours.cooldown_counter, ours.last_epoch) == (
-            ref.best, ref.num_bad_epochs, ref.cooldown_counter, ref.last_epoch)
+            ref.best,
+            ref.num_bad_epochs,
+            ref.cooldown_counter,
+            ref.last_epoch,
+        )
     assert reductions >= 2  # the curve does exercise the reductions
 
 
@@ -540,7 +678,11 @@ def test_plateau_state_dict_round_trip(config, split):
         a.step(metric)
         b.step(metric)
         assert (b.get_last_lr(), b.best, b.num_bad_epochs, b.cooldown_counter) == (
-            a.get_last_lr(), a.best, a.num_bad_epochs, a.cooldown_counter)
+            a.get_last_lr(),
+            a.best,
+            a.num_bad_epochs,
+            a.cooldown_counter,
+        )
         assert group_values(opt_b) == group_values(opt_a)
 
 
@@ -549,102 +691,341 @@ def test_plateau_state_dict_round_trip(config, split):
 # (id, call(module, optimizer, other optimizer), exception, text the message must contain, torch raises too)
 BAD_ARGS = [
     ("no-param-groups", lambda m, o, other: m.StepLR(object(), 3), TypeError, "optimizer", True),
-    ("groups-without-lr", lambda m, o, other: m.ExponentialLR(StubOptimizer(({"x": 1},)), 0.9),
-     TypeError, "optimizer", False),
-    ("resume-without-initial-lr", lambda m, o, other: m.StepLR(o, 3, last_epoch=4), KeyError,
-     "initial_lr", True),
+    (
+        "groups-without-lr",
+        lambda m, o, other: m.ExponentialLR(StubOptimizer(({"x": 1},)), 0.9),
+        TypeError,
+        "optimizer",
+        False,
+    ),
+    (
+        "resume-without-initial-lr",
+        lambda m, o, other: m.StepLR(o, 3, last_epoch=4),
+        KeyError,
+        "initial_lr",
+        True,
+    ),
     ("step-size-0", lambda m, o, other: m.StepLR(o, step_size=0), ValueError, "step_size", False),
-    ("step-size-float", lambda m, o, other: m.StepLR(o, step_size=2.5), TypeError, "step_size", False),
+    (
+        "step-size-float",
+        lambda m, o, other: m.StepLR(o, step_size=2.5),
+        TypeError,
+        "step_size",
+        False,
+    ),
     ("step-gamma-str", lambda m, o, other: m.StepLR(o, 3, gamma="0.1"), TypeError, "gamma", False),
-    ("multistep-not-iterable", lambda m, o, other: m.MultiStepLR(o, milestones=5), TypeError,
-     "milestones", True),
-    ("multistep-float-milestone", lambda m, o, other: m.MultiStepLR(o, [3, 4.5]), TypeError,
-     "milestones", False),
-    ("multistep-gamma-none", lambda m, o, other: m.MultiStepLR(o, [3], gamma=None), TypeError, "gamma",
-     False),
-    ("exp-gamma-str", lambda m, o, other: m.ExponentialLR(o, gamma="0.9"), TypeError, "gamma", False),
+    (
+        "multistep-not-iterable",
+        lambda m, o, other: m.MultiStepLR(o, milestones=5),
+        TypeError,
+        "milestones",
+        True,
+    ),
+    (
+        "multistep-float-milestone",
+        lambda m, o, other: m.MultiStepLR(o, [3, 4.5]),
+        TypeError,
+        "milestones",
+        False,
+    ),
+    (
+        "multistep-gamma-none",
+        lambda m, o, other: m.MultiStepLR(o, [3], gamma=None),
+        TypeError,
+        "gamma",
+        False,
+    ),
+    (
+        "exp-gamma-str",
+        lambda m, o, other: m.ExponentialLR(o, gamma="0.9"),
+        TypeError,
+        "gamma",
+        False,
+    ),
     ("cos-tmax-0", lambda m, o, other: m.CosineAnnealingLR(o, T_max=0), ValueError, "T_max", False),
-    ("cos-eta-min-str", lambda m, o, other: m.CosineAnnealingLR(o, 10, eta_min="0"), TypeError,
-     "eta_min", False),
-    ("linear-start-0", lambda m, o, other: m.LinearLR(o, start_factor=0.0), ValueError, "start_factor",
-     True),
-    ("linear-start-above-1", lambda m, o, other: m.LinearLR(o, start_factor=1.5), ValueError,
-     "start_factor", True),
-    ("linear-end-negative", lambda m, o, other: m.LinearLR(o, end_factor=-0.1), ValueError, "end_factor",
-     True),
-    ("linear-end-above-1", lambda m, o, other: m.LinearLR(o, end_factor=1.1), ValueError, "end_factor",
-     True),
-    ("linear-total-0", lambda m, o, other: m.LinearLR(o, total_iters=0), ValueError, "total_iters", False),
-    ("onecycle-no-length", lambda m, o, other: m.OneCycleLR(o, 0.1), ValueError, "total_steps", True),
-    ("onecycle-epochs-only", lambda m, o, other: m.OneCycleLR(o, 0.1, epochs=3), ValueError,
-     "steps_per_epoch", True),
-    ("onecycle-total-0", lambda m, o, other: m.OneCycleLR(o, 0.1, total_steps=0), ValueError,
-     "total_steps", True),
-    ("onecycle-total-float", lambda m, o, other: m.OneCycleLR(o, 0.1, total_steps=10.0), ValueError,
-     "total_steps", True),
-    ("onecycle-epochs-0", lambda m, o, other: m.OneCycleLR(o, 0.1, epochs=0, steps_per_epoch=5),
-     ValueError, "epochs", True),
-    ("onecycle-steps-per-epoch-neg", lambda m, o, other: m.OneCycleLR(o, 0.1, epochs=2,
-                                                          steps_per_epoch=-1),
-     ValueError, "steps_per_epoch", True),
-    ("onecycle-pct-above-1", lambda m, o, other: m.OneCycleLR(o, 0.1, 10, pct_start=1.5), ValueError,
-     "pct_start", True),
-    ("onecycle-pct-int", lambda m, o, other: m.OneCycleLR(o, 0.1, 10, pct_start=0), ValueError,
-     "pct_start", True),
-    ("onecycle-anneal", lambda m, o, other: m.OneCycleLR(o, 0.1, 10, anneal_strategy="exp"), ValueError,
-     "anneal_strategy", True),
-    ("onecycle-max-lr-length", lambda m, o, other: m.OneCycleLR(o, [0.1], 10), ValueError, "max_lr", True),
-    ("onecycle-max-lr-str", lambda m, o, other: m.OneCycleLR(o, "0.1", 10), TypeError, "max_lr", False),
-    ("onecycle-base-momentum-length",
-     lambda m, o, other: m.OneCycleLR(o, 0.1, 10, base_momentum=[0.8, 0.8, 0.8]), ValueError,
-     "base_momentum", True),
-    ("onecycle-max-momentum-length",
-     lambda m, o, other: m.OneCycleLR(o, 0.1, 10, max_momentum=(0.9,)), ValueError, "max_momentum", True),
-    ("onecycle-no-momentum", lambda m, o, other: m.OneCycleLR(StubOptimizer(PLAIN_GROUPS), 0.1, 10),
-     ValueError, "momentum", False),
-    ("onecycle-div-0", lambda m, o, other: m.OneCycleLR(o, 0.1, 10, div_factor=0), ValueError,
-     "div_factor", False),
-    ("onecycle-final-div-neg", lambda m, o, other: m.OneCycleLR(o, 0.1, 10, final_div_factor=-1.0),
-     ValueError, "final_div_factor", False),
-    ("onecycle-empty-phase", lambda m, o, other: m.OneCycleLR(o, 0.1, 10, pct_start=0.1), ValueError,
-     "pct_start", False),
-    ("plateau-factor-1", lambda m, o, other: m.ReduceLROnPlateau(o, factor=1.0), ValueError, "factor",
-     True),
-    ("plateau-mode", lambda m, o, other: m.ReduceLROnPlateau(o, mode="avg"), ValueError, "mode", True),
-    ("plateau-threshold-mode", lambda m, o, other: m.ReduceLROnPlateau(o, threshold_mode="pct"),
-     ValueError, "threshold_mode", True),
-    ("plateau-min-lr-length", lambda m, o, other: m.ReduceLROnPlateau(o, min_lr=[0.1]), ValueError,
-     "min_lr", True),
-    ("plateau-patience-neg", lambda m, o, other: m.ReduceLROnPlateau(o, patience=-1), ValueError,
-     "patience", False),
-    ("plateau-patience-float", lambda m, o, other: m.ReduceLROnPlateau(o, patience=1.5), TypeError,
-     "patience", False),
-    ("plateau-cooldown-neg", lambda m, o, other: m.ReduceLROnPlateau(o, cooldown=-2), ValueError,
-     "cooldown", False),
-    ("plateau-eps-str", lambda m, o, other: m.ReduceLROnPlateau(o, eps="1e-8"), TypeError, "eps", False),
-    ("seq-no-schedulers", lambda m, o, other: m.SequentialLR(o, [], []), ValueError, "scheduler", True),
-    ("seq-milestone-count", lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), m.StepLR(o, 4)], []),
-     ValueError, "milestones", True),
-    ("seq-too-many-milestones", lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3)], [4]),
-     ValueError, "milestones", True),
-    ("seq-other-optimizer", lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), m.StepLR(other, 3)], [5]),
-     ValueError, "same optimizer", True),
-    ("seq-plateau", lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), m.ReduceLROnPlateau(o)], [5]),
-     ValueError, "ReduceLROnPlateau", True),
-    ("seq-not-a-scheduler", lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), object()], [5]),
-     TypeError, "schedulers[1]", True),
-    ("seq-decreasing-milestones",
-     lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), m.StepLR(o, 2), m.StepLR(o, 4)], [9, 4]),
-     ValueError, "milestones", False),
-    ("seq-nested",
-     lambda m, o, other: m.SequentialLR(o, [m.SequentialLR(o, [m.StepLR(o, 3)], []), m.StepLR(o, 2)],
-                              [5]),
-     TypeError, "nest", False),
+    (
+        "cos-eta-min-str",
+        lambda m, o, other: m.CosineAnnealingLR(o, 10, eta_min="0"),
+        TypeError,
+        "eta_min",
+        False,
+    ),
+    (
+        "linear-start-0",
+        lambda m, o, other: m.LinearLR(o, start_factor=0.0),
+        ValueError,
+        "start_factor",
+        True,
+    ),
+    (
+        "linear-start-above-1",
+        lambda m, o, other: m.LinearLR(o, start_factor=1.5),
+        ValueError,
+        "start_factor",
+        True,
+    ),
+    (
+        "linear-end-negative",
+        lambda m, o, other: m.LinearLR(o, end_factor=-0.1),
+        ValueError,
+        "end_factor",
+        True,
+    ),
+    (
+        "linear-end-above-1",
+        lambda m, o, other: m.LinearLR(o, end_factor=1.1),
+        ValueError,
+        "end_factor",
+        True,
+    ),
+    (
+        "linear-total-0",
+        lambda m, o, other: m.LinearLR(o, total_iters=0),
+        ValueError,
+        "total_iters",
+        False,
+    ),
+    (
+        "onecycle-no-length",
+        lambda m, o, other: m.OneCycleLR(o, 0.1),
+        ValueError,
+        "total_steps",
+        True,
+    ),
+    (
+        "onecycle-epochs-only",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, epochs=3),
+        ValueError,
+        "steps_per_epoch",
+        True,
+    ),
+    (
+        "onecycle-total-0",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, total_steps=0),
+        ValueError,
+        "total_steps",
+        True,
+    ),
+    (
+        "onecycle-total-float",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, total_steps=10.0),
+        ValueError,
+        "total_steps",
+        True,
+    ),
+    (
+        "onecycle-epochs-0",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, epochs=0, steps_per_epoch=5),
+        ValueError,
+        "epochs",
+        True,
+    ),
+    (
+        "onecycle-steps-per-epoch-neg",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, epochs=2, steps_per_epoch=-1),
+        ValueError,
+        "steps_per_epoch",
+        True,
+    ),
+    (
+        "onecycle-pct-above-1",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, 10, pct_start=1.5),
+        ValueError,
+        "pct_start",
+        True,
+    ),
+    (
+        "onecycle-pct-int",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, 10, pct_start=0),
+        ValueError,
+        "pct_start",
+        True,
+    ),
+    (
+        "onecycle-anneal",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, 10, anneal_strategy="exp"),
+        ValueError,
+        "anneal_strategy",
+        True,
+    ),
+    (
+        "onecycle-max-lr-length",
+        lambda m, o, other: m.OneCycleLR(o, [0.1], 10),
+        ValueError,
+        "max_lr",
+        True,
+    ),
+    (
+        "onecycle-max-lr-str",
+        lambda m, o, other: m.OneCycleLR(o, "0.1", 10),
+        TypeError,
+        "max_lr",
+        False,
+    ),
+    (
+        "onecycle-base-momentum-length",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, 10, base_momentum=[0.8, 0.8, 0.8]),
+        ValueError,
+        "base_momentum",
+        True,
+    ),
+    (
+        "onecycle-max-momentum-length",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, 10, max_momentum=(0.9,)),
+        ValueError,
+        "max_momentum",
+        True,
+    ),
+    (
+        "onecycle-no-momentum",
+        lambda m, o, other: m.OneCycleLR(StubOptimizer(PLAIN_GROUPS), 0.1, 10),
+        ValueError,
+        "momentum",
+        False,
+    ),
+    (
+        "onecycle-div-0",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, 10, div_factor=0),
+        ValueError,
+        "div_factor",
+        False,
+    ),
+    (
+        "onecycle-final-div-neg",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, 10, final_div_factor=-1.0),
+        ValueError,
+        "final_div_factor",
+        False,
+    ),
+    (
+        "onecycle-empty-phase",
+        lambda m, o, other: m.OneCycleLR(o, 0.1, 10, pct_start=0.1),
+        ValueError,
+        "pct_start",
+        False,
+    ),
+    (
+        "plateau-factor-1",
+        lambda m, o, other: m.ReduceLROnPlateau(o, factor=1.0),
+        ValueError,
+        "factor",
+        True,
+    ),
+    (
+        "plateau-mode",
+        lambda m, o, other: m.ReduceLROnPlateau(o, mode="avg"),
+        ValueError,
+        "mode",
+        True,
+    ),
+    (
+        "plateau-threshold-mode",
+        lambda m, o, other: m.ReduceLROnPlateau(o, threshold_mode="pct"),
+        ValueError,
+        "threshold_mode",
+        True,
+    ),
+    (
+        "plateau-min-lr-length",
+        lambda m, o, other: m.ReduceLROnPlateau(o, min_lr=[0.1]),
+        ValueError,
+        "min_lr",
+        True,
+    ),
+    (
+        "plateau-patience-neg",
+        lambda m, o, other: m.ReduceLROnPlateau(o, patience=-1),
+        ValueError,
+        "patience",
+        False,
+    ),
+    (
+        "plateau-patience-float",
+        lambda m, o, other: m.ReduceLROnPlateau(o, patience=1.5),
+        TypeError,
+        "patience",
+        False,
+    ),
+    (
+        "plateau-cooldown-neg",
+        lambda m, o, other: m.ReduceLROnPlateau(o, cooldown=-2),
+        ValueError,
+        "cooldown",
+        False,
+    ),
+    (
+        "plateau-eps-str",
+        lambda m, o, other: m.ReduceLROnPlateau(o, eps="1e-8"),
+        TypeError,
+        "eps",
+        False,
+    ),
+    (
+        "seq-no-schedulers",
+        lambda m, o, other: m.SequentialLR(o, [], []),
+        ValueError,
+        "scheduler",
+        True,
+    ),
+    (
+        "seq-milestone-count",
+        lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), m.StepLR(o, 4)], []),
+        ValueError,
+        "milestones",
+        True,
+    ),
+    (
+        "seq-too-many-milestones",
+        lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3)], [4]),
+        ValueError,
+        "milestones",
+        True,
+    ),
+    (
+        "seq-other-optimizer",
+        lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), m.StepLR(other, 3)], [5]),
+        ValueError,
+        "same optimizer",
+        True,
+    ),
+    (
+        "seq-plateau",
+        lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), m.ReduceLROnPlateau(o)], [5]),
+        ValueError,
+        "ReduceLROnPlateau",
+        True,
+    ),
+    (
+        "seq-not-a-scheduler",
+        lambda m, o, other: m.SequentialLR(o, [m.StepLR(o, 3), object()], [5]),
+        TypeError,
+        "schedulers[1]",
+        True,
+    ),
+    (
+        "seq-decreasing-milestones",
+        lambda m, o, other: m.SequentialLR(
+            o, [m.StepLR(o, 3), m.StepLR(o, 2), m.StepLR(o, 4)], [9, 4]
+        ),
+        ValueError,
+        "milestones",
+        False,
+    ),
+    (
+        "seq-nested",
+        lambda m, o, other: m.SequentialLR(
+            o, [m.SequentialLR(o, [m.StepLR(o, 3)], []), m.StepLR(o, 2)], [5]
+        ),
+        TypeError,
+        "nest",
+        False,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("call", "exc", "text"), [b[1:4] for b in BAD_ARGS],
-                         ids=[b[0] for b in BAD_ARGS])
+@pytest.mark.parametrize(
+    ("call", "exc", "text"), [b[1:4] for b in BAD_ARGS], ids=[b[0] for b in BAD_ARGS]
+)
 def test_bad_arguments(call, exc, text):
     with pytest.raises(exc) as info:
         call(sched_mod, StubOptimizer(), StubOptimizer())
@@ -654,14 +1035,18 @@ def test_bad_arguments(call, exc, text):
 TORCH_REJECTS = [b for b in BAD_ARGS if b[4]]
 
 
-@pytest.mark.parametrize(("call", "exc"), [b[1:3] for b in TORCH_REJECTS],
-                         ids=[b[0] for b in TORCH_REJECTS])
+@pytest.mark.parametrize(
+    ("call", "exc"), [b[1:3] for b in TORCH_REJECTS], ids=[b[0] for b in TORCH_REJECTS]
+)
 def test_torch_rejects_the_same(call, exc):
     """Where torch validates an argument too, it raises the same exception type."""
     torch = pytest.importorskip("torch")
     with pytest.raises(exc):
-        call(torch.optim.lr_scheduler, torch_optimizer(torch, MOMENTUM_GROUPS),
-             torch_optimizer(torch, MOMENTUM_GROUPS))
+        call(
+            torch.optim.lr_scheduler,
+            torch_optimizer(torch, MOMENTUM_GROUPS),
+            torch_optimizer(torch, MOMENTUM_GROUPS),
+        )
 
 
 def test_plateau_load_rejects_bad_mode():

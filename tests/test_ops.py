@@ -38,6 +38,7 @@ def assert_axpby_close(got, y0, x, a, b):
 
 # ---------------------------------------------------------------- axpby_ correctness
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", ODD_SIZES)
 def test_axpby_odd_sizes(simd, rng, dtype, n):
@@ -111,9 +112,9 @@ def test_axpby_multi_tensor_matches_single(simd, rng, dtype):
 
 def test_axpby_noncontiguous_and_readonly_x(simd, rng):
     base = data(rng, 4000, np.float64)
-    x = base[::2]                       # strided view
+    x = base[::2]  # strided view
     x_ro = x.copy()
-    x_ro.setflags(write=False)          # read-only input is fine
+    x_ro.setflags(write=False)  # read-only input is fine
     xf = np.asfortranarray(data(rng, 40 * 50, np.float64).reshape(40, 50))
     for xin in (x, x_ro):
         y = data(rng, 2000, np.float64)
@@ -165,6 +166,7 @@ def test_axpby_zero_dim_and_numpy_scalars():
 
 # ---------------------------------------------------------------- axpby_ bad input
 
+
 def test_axpby_rejects_integer_dtype():
     y = np.zeros(4, np.int32)
     with pytest.raises(TypeError, match=r"\by\b.*float32 or float64.*int32"):
@@ -183,8 +185,9 @@ def test_axpby_rejects_mixed_dtypes():
     with pytest.raises(pyfastopt.DTypeError, match="y and x must have the same dtype"):
         ops.axpby_(np.zeros(4, np.float32), np.zeros(4, np.float64), 1.0, 1.0)
     with pytest.raises(pyfastopt.DTypeError, match=r"y\[0\] and y\[1\]"):
-        ops.axpby_([np.zeros(2, np.float32), np.zeros(2)],
-                   [np.zeros(2, np.float32), np.zeros(2)], 1.0, 1.0)
+        ops.axpby_(
+            [np.zeros(2, np.float32), np.zeros(2)], [np.zeros(2, np.float32), np.zeros(2)], 1.0, 1.0
+        )
 
 
 def test_axpby_rejects_readonly_y():
@@ -217,7 +220,9 @@ def test_axpby_rejects_byteswapped_y():
 
 
 def test_axpby_shape_mismatch_names_both_shapes():
-    with pytest.raises(ValueError, match=r"y and x must have the same shape, got \(2, 3\) and \(3, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"y and x must have the same shape, got \(2, 3\) and \(3, 2\)"
+    ):
         ops.axpby_(np.zeros((2, 3)), np.zeros((3, 2)), 1.0, 1.0)
     with pytest.raises(ValueError, match=r"\(6,\) and \(2, 3\)"):
         ops.axpby_(np.zeros(6), np.zeros((2, 3)), 1.0, 1.0)
@@ -259,6 +264,7 @@ def test_axpby_rejects_bad_coefficients(bad):
 
 # ---------------------------------------------------------------- sum_squares / l2_norm
 
+
 def sumsq_reference(arrays):
     return math.fsum(float(v) ** 2 for a in arrays for v in np.asarray(a, np.float64).ravel())
 
@@ -281,7 +287,10 @@ def test_sum_squares_odd_sizes(simd, rng, dtype, n):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_l2_norm_large_multi_tensor(simd, rng, dtype):
-    xs = [data(rng, n, dtype, scale=s) for n, s in ((1_000_003, 1.0), (65_537, 1e3), (3, 1e-3), (0, 1.0))]
+    xs = [
+        data(rng, n, dtype, scale=s)
+        for n, s in ((1_000_003, 1.0), (65_537, 1e3), (3, 1e-3), (0, 1.0))
+    ]
     ref = math.sqrt(math.fsum(math.fsum(np.square(x.astype(np.float64)).tolist()) for x in xs))
     got = ops.l2_norm(xs)
     assert abs(got - ref) <= 1e-11 * ref
@@ -311,7 +320,7 @@ def test_sum_squares_same_bits_every_level_and_thread_count(rng, dtype):
 
 def test_sum_squares_mixed_dtypes_and_views(rng):
     a = data(rng, 1000, np.float32)
-    b = data(rng, 3000, np.float64)[::3]     # non-contiguous: copied
+    b = data(rng, 3000, np.float64)[::3]  # non-contiguous: copied
     c = np.asfortranarray(data(rng, 12, np.float64).reshape(3, 4))
     ref = sumsq_reference([a, b, c])
     assert abs(ops.sum_squares([a, b, c]) - ref) <= 1e-12 * ref

@@ -68,19 +68,35 @@ OPTIMIZERS_UNDER_TEST = [
     ("sgd_weight_decay", "SGD", {"lr": 0.01, "weight_decay": 0.1}),
     ("sgd_weight_decay_l1", "SGD", {"lr": 0.01, "weight_decay": 0.1, "l1": 0.02}),
     ("sgd_maximize", "SGD", {"lr": 0.01, "maximize": True}),
-    ("sgd_nesterov_wd_maximize", "SGD",
-     {"lr": 0.01, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05, "maximize": True}),
-    ("sgd_momentum_l1_maximize", "SGD",
-     {"lr": 0.01, "momentum": 0.9, "dampening": 0.1, "l1": 0.02, "maximize": True}),
+    (
+        "sgd_nesterov_wd_maximize",
+        "SGD",
+        {"lr": 0.01, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05, "maximize": True},
+    ),
+    (
+        "sgd_momentum_l1_maximize",
+        "SGD",
+        {"lr": 0.01, "momentum": 0.9, "dampening": 0.1, "l1": 0.02, "maximize": True},
+    ),
     ("adam", "Adam", {}),
     ("adam_amsgrad", "Adam", {"lr": 0.01, "amsgrad": True}),
     ("adam_weight_decay", "Adam", {"lr": 0.01, "weight_decay": 0.1}),
     ("adam_l1", "Adam", {"lr": 0.01, "l1": 0.01}),
     ("adam_maximize", "Adam", {"lr": 0.01, "maximize": True}),
     ("adam_betas_eps", "Adam", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6}),
-    ("adam_everything", "Adam",
-     {"lr": 0.01, "betas": (0.85, 0.995), "eps": 1e-7, "weight_decay": 0.1, "amsgrad": True,
-      "maximize": True, "l1": 0.01}),
+    (
+        "adam_everything",
+        "Adam",
+        {
+            "lr": 0.01,
+            "betas": (0.85, 0.995),
+            "eps": 1e-7,
+            "weight_decay": 0.1,
+            "amsgrad": True,
+            "maximize": True,
+            "l1": 0.01,
+        },
+    ),
     ("adamw", "AdamW", {}),
     ("adamw_amsgrad", "AdamW", {"lr": 0.01, "amsgrad": True}),
     ("adamw_wd_maximize", "AdamW", {"lr": 0.01, "weight_decay": 0.1, "maximize": True}),
@@ -88,39 +104,63 @@ OPTIMIZERS_UNDER_TEST = [
     ("rmsprop", "RMSprop", {}),
     ("rmsprop_centered", "RMSprop", {"lr": 1e-3, "centered": True}),
     ("rmsprop_momentum", "RMSprop", {"lr": 1e-3, "momentum": 0.9}),
-    ("rmsprop_centered_momentum_wd", "RMSprop",
-     {"lr": 1e-3, "centered": True, "momentum": 0.9, "weight_decay": 0.1}),
-    ("rmsprop_alpha_eps_maximize", "RMSprop",
-     {"lr": 1e-3, "alpha": 0.9, "eps": 1e-6, "maximize": True}),
-    ("rmsprop_momentum_l1_maximize", "RMSprop",
-     {"lr": 1e-3, "momentum": 0.5, "l1": 0.01, "maximize": True}),
+    (
+        "rmsprop_centered_momentum_wd",
+        "RMSprop",
+        {"lr": 1e-3, "centered": True, "momentum": 0.9, "weight_decay": 0.1},
+    ),
+    (
+        "rmsprop_alpha_eps_maximize",
+        "RMSprop",
+        {"lr": 1e-3, "alpha": 0.9, "eps": 1e-6, "maximize": True},
+    ),
+    (
+        "rmsprop_momentum_l1_maximize",
+        "RMSprop",
+        {"lr": 1e-3, "momentum": 0.5, "l1": 0.01, "maximize": True},
+    ),
     ("adagrad", "Adagrad", {}),
     ("adagrad_lr_decay", "Adagrad", {"lr": 0.1, "lr_decay": 0.01}),
     ("adagrad_initial_accumulator", "Adagrad", {"lr": 0.1, "initial_accumulator_value": 0.5}),
-    ("adagrad_wd_l1_maximize", "Adagrad",
-     {"lr": 0.1, "weight_decay": 0.1, "l1": 0.01, "maximize": True, "eps": 1e-6}),
-    ("adagrad_everything", "Adagrad",
-     {"lr": 0.1, "lr_decay": 0.02, "initial_accumulator_value": 0.1, "weight_decay": 0.05,
-      "eps": 1e-8}),
+    (
+        "adagrad_wd_l1_maximize",
+        "Adagrad",
+        {"lr": 0.1, "weight_decay": 0.1, "l1": 0.01, "maximize": True, "eps": 1e-6},
+    ),
+    (
+        "adagrad_everything",
+        "Adagrad",
+        {
+            "lr": 0.1,
+            "lr_decay": 0.02,
+            "initial_accumulator_value": 0.1,
+            "weight_decay": 0.05,
+            "eps": 1e-8,
+        },
+    ),
 ]
 
 ROWS = [pytest.param(cls, kw, id=name) for name, cls, kw in OPTIMIZERS_UNDER_TEST]
 # torch.optim has every option but l1
-TORCH_ROWS = [pytest.param(cls, kw, id=name) for name, cls, kw in OPTIMIZERS_UNDER_TEST
-              if not kw.get("l1")]
-BF16_ROWS = [pytest.param(cls, kw, id=name) for name, cls, kw in OPTIMIZERS_UNDER_TEST
-             if cls in ("Adam", "AdamW")]
+TORCH_ROWS = [
+    pytest.param(cls, kw, id=name) for name, cls, kw in OPTIMIZERS_UNDER_TEST if not kw.get("l1")
+]
+BF16_ROWS = [
+    pytest.param(cls, kw, id=name)
+    for name, cls, kw in OPTIMIZERS_UNDER_TEST
+    if cls in ("Adam", "AdamW")
+]
 CLASSES = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
 
 SHAPES = [(0,), (1,), (7,), (33, 5), (1000,), (4, 4, 17)]
 # ~20 tensors, 0, 1, odd sizes and three above the 64K single-thread cutoff
-BIG_SIZES = [0, 1, 70_001, 3, 17, 0, 100_003, 5, 64, 65, 1, 129, 131_072, 2, 31, 33, 7,
-             1000, 8, 9]
+BIG_SIZES = [0, 1, 70_001, 3, 17, 0, 100_003, 5, 64, 65, 1, 129, 131_072, 2, 31, 33, 7, 1000, 8, 9]
 EPS32 = float(np.finfo(np.float32).eps)
 STEPS = 120
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def make(cls, params, kw):
     return getattr(optim, cls)(params, **kw)
@@ -198,7 +238,8 @@ def assert_close(got, want, rtol, atol, what):
         raise AssertionError(
             f"{what}: {int(np.sum(err > tol))}/{err.size} elements off; worst "
             f"got {got64[fin][k]!r} want {want64[fin][k]!r} (|diff| {err[k]:.3e}, "
-            f"tol {tol[k]:.3e}, rel {err[k] / max(abs(want64[fin][k]), 1e-300):.3e})")
+            f"tol {tol[k]:.3e}, rel {err[k] / max(abs(want64[fin][k]), 1e-300):.3e})"
+        )
 
 
 def assert_within_budget(got, want, budget, what):
@@ -211,7 +252,8 @@ def assert_within_budget(got, want, budget, what):
             f"{what}: {int(np.sum(err > budget))}/{err.size} elements off; worst "
             f"got {got64.flat[k]!r} want {want64.flat[k]!r} (|diff| {err.flat[k]:.3e}, "
             f"budget {budget.flat[k]:.3e}, |diff|/sum|u| "
-            f"{err.flat[k] / max(budget.flat[k], 1e-300):.2f} x budget)")
+            f"{err.flat[k] / max(budget.flat[k], 1e-300):.2f} x budget)"
+        )
 
 
 class Budget:
@@ -236,8 +278,9 @@ class Budget:
         return 1.5 * 2.0**-8 * self.u[i] + self.f32(i)
 
 
-def run_pair(cls, kw, dtype, shapes, steps, seed, lr_schedule=None, groups=None,
-             check_every_step=False):
+def run_pair(
+    cls, kw, dtype, shapes, steps, seed, lr_schedule=None, groups=None, check_every_step=False
+):
     """Run pyfastopt and the float64 reference side by side; return both and the budget."""
     rng = np.random.default_rng(seed)
     params = init_params(rng, shapes, dtype)
@@ -246,10 +289,19 @@ def run_pair(cls, kw, dtype, shapes, steps, seed, lr_schedule=None, groups=None,
         opt, r = make(cls, params, kw), make_ref(cls, params64, kw)
     else:
         cut = groups["cut"]
-        opt = make(cls, [{"params": params[:cut], **groups["g0"]},
-                         {"params": params[cut:], **groups["g1"]}], kw)
-        r = make_ref(cls, [{"params": params64[:cut], **groups["g0"]},
-                           {"params": params64[cut:], **groups["g1"]}], kw)
+        opt = make(
+            cls,
+            [{"params": params[:cut], **groups["g0"]}, {"params": params[cut:], **groups["g1"]}],
+            kw,
+        )
+        r = make_ref(
+            cls,
+            [
+                {"params": params64[:cut], **groups["g0"]},
+                {"params": params64[cut:], **groups["g1"]},
+            ],
+            kw,
+        )
     budget = Budget(params64)
     for k, grads in enumerate(grad_stream(seed + 1, shapes, dtype, steps)):
         if lr_schedule is not None:
@@ -276,6 +328,7 @@ def compare(params, ref_params, budget, dtype, what=""):
 
 # ---------------------------------------------------------------- a. trajectories
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("cls", "kw"), ROWS)
 def test_matches_reference(cls, kw, dtype):
@@ -291,24 +344,36 @@ def test_float32_every_step(cls, kw):
 
 # ---------------------------------------------------------------- b. learning rate changes
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("cls", "kw"), ROWS)
 def test_lr_changes_between_steps(cls, kw, dtype):
     base = lr_of(cls, kw)
     schedule = [base * f for f in (1.0, 0.1, 3.0, 0.0, 0.5, 2.0, 1.0, 0.25)]
-    run_pair(cls, kw, dtype, SHAPES[:4], 40, seed=21,
-             lr_schedule=lambda k: schedule[k % len(schedule)], check_every_step=True)
+    run_pair(
+        cls,
+        kw,
+        dtype,
+        SHAPES[:4],
+        40,
+        seed=21,
+        lr_schedule=lambda k: schedule[k % len(schedule)],
+        check_every_step=True,
+    )
 
 
 # ---------------------------------------------------------------- c. param groups
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("cls", "kw"), ROWS)
 def test_param_groups(cls, kw, dtype):
     base = lr_of(cls, kw)
-    groups = {"cut": 3,
-              "g0": {"lr": base * 0.5, "weight_decay": 0.05},
-              "g1": {"lr": base * 2.0, "l1": 0.003}}
+    groups = {
+        "cut": 3,
+        "g0": {"lr": base * 0.5, "weight_decay": 0.05},
+        "g1": {"lr": base * 2.0, "l1": 0.003},
+    }
     params, r, budget = run_pair(cls, kw, dtype, SHAPES, 60, seed=31, groups=groups)
     compare(params, r.params, budget, dtype, "groups")
 
@@ -327,8 +392,9 @@ def test_param_groups_visible_and_defaulted(cls, kw):
 @pytest.mark.parametrize(("cls", "kw"), ROWS)
 def test_mixed_dtypes_in_one_optimizer(cls, kw):
     rng = np.random.default_rng(41)
-    params = [rng.standard_normal(s).astype(d)
-              for s, d in zip(SHAPES, [np.float32, np.float64] * 3)]
+    params = [
+        rng.standard_normal(s).astype(d) for s, d in zip(SHAPES, [np.float32, np.float64] * 3)
+    ]
     params64 = to64(params)
     opt, r = make(cls, params, kw), make_ref(cls, params64, kw)
     budget = Budget(params64)
@@ -347,6 +413,7 @@ def test_mixed_dtypes_in_one_optimizer(cls, kw):
 
 
 # ---------------------------------------------------------------- d. bitwise determinism
+
 
 def _determinism_case(cls, kw, dtype, steps=3):
     rng = np.random.default_rng(51)
@@ -380,6 +447,7 @@ def test_bitwise_across_simd_and_threads(cls, kw, dtype):
 
 
 # ---------------------------------------------------------------- e. checkpoints
+
 
 def _checkpoint_case(cls, kw, dtype, tmp_path):
     rng = np.random.default_rng(61)
@@ -446,6 +514,7 @@ def test_state_dict_keeps_state_dtype(cls, kw):
 
 # ---------------------------------------------------------------- f. NaN / inf
 
+
 def _torch_run(torch, cls, kw, p0, grad_list, per_step=None):
     tparams = [torch.tensor(p.copy()) for p in p0]
     topt = getattr(torch.optim, cls)(tparams, foreach=False, **kw)
@@ -491,8 +560,13 @@ def test_nan_inf_propagate_like_torch(cls, kw):
             if key == "step":
                 assert int(mine[key]) == int(tv)
             elif tv is not None:
-                assert_close(np.asarray(mine[key]), tv.numpy(), rtol=1e-12, atol=1e-13,
-                             what=f"state {key} of param {i}")
+                assert_close(
+                    np.asarray(mine[key]),
+                    tv.numpy(),
+                    rtol=1e-12,
+                    atol=1e-13,
+                    what=f"state {key} of param {i}",
+                )
 
 
 @pytest.mark.parametrize(("cls", "kw"), [r for r in ROWS if r.values[1].get("l1")])
@@ -528,6 +602,7 @@ def test_nan_inf_reach_every_element(simd):
 
 # ---------------------------------------------------------------- g. against torch.optim
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("cls", "kw"), TORCH_ROWS)
 def test_step_for_step_like_torch(cls, kw, dtype):
@@ -560,6 +635,7 @@ def test_step_for_step_like_torch(cls, kw, dtype):
 
 # ---------------------------------------------------------------- h. bad input
 
+
 def _shape_re(shape):
     return r"[\(\[]" + r",\s*".join(str(s) for s in shape) + r",?[\)\]]"
 
@@ -585,12 +661,17 @@ def test_bad_grads_touch_nothing(cls):
         (ValueError, None, good[:2]),
         (ValueError, None, [*good, np.ones(2)]),
         (ValueError, None, []),
-        (ValueError, [r"\b2\b", _shape_re((5, 3)), _shape_re((3, 5))],
-         [good[0], good[1], np.ones((5, 3))]),
-        (ValueError, [r"\b2\b", _shape_re((15,)), _shape_re((3, 5))],
-         [good[0], good[1], np.ones(15)]),
-        (ValueError, [r"\b1\b", _shape_re((6,)), _shape_re((7,))],
-         [good[0], np.ones(6), good[2]]),
+        (
+            ValueError,
+            [r"\b2\b", _shape_re((5, 3)), _shape_re((3, 5))],
+            [good[0], good[1], np.ones((5, 3))],
+        ),
+        (
+            ValueError,
+            [r"\b2\b", _shape_re((15,)), _shape_re((3, 5))],
+            [good[0], good[1], np.ones(15)],
+        ),
+        (ValueError, [r"\b1\b", _shape_re((6,)), _shape_re((7,))], [good[0], np.ones(6), good[2]]),
         ((TypeError, ValueError), None, [good[0], good[1], np.ones((3, 5), np.int64)]),
         ((TypeError, ValueError), None, [good[0], good[1], np.ones((3, 5), np.float32)]),
         ((TypeError, ValueError), None, [good[0], good[1], np.ones((3, 5), np.complex128)]),
@@ -601,7 +682,8 @@ def test_bad_grads_touch_nothing(cls):
         for pat in patterns or ():
             assert re.search(pat, str(info.value)), (pat, str(info.value))
         assert fingerprint(params, opt.state_dict()) == before, (
-            f"{cls}: a rejected step changed params or state ({str(info.value)!r})")
+            f"{cls}: a rejected step changed params or state ({str(info.value)!r})"
+        )
     # the step counter did not move either: the next good step matches the reference
     g = next(grad_stream(93, [p.shape for p in params], np.float64, 1))
     opt.step(g)
@@ -626,8 +708,9 @@ BAD_PARAMS = {
     "read-only": lambda: [np.zeros(3), _readonly(5)],
     "empty list": lambda: [],
     "twice": lambda: _twice(np.zeros(3)),
-    "twice across groups": lambda: (lambda a: [{"params": [a]},
-                                               {"params": [np.zeros(2), a]}])(np.zeros(3)),
+    "twice across groups": lambda: (lambda a: [{"params": [a]}, {"params": [np.zeros(2), a]}])(
+        np.zeros(3)
+    ),
 }
 
 
@@ -648,27 +731,46 @@ def test_bad_param_dtype_at_construction(cls, dtype):
 
 
 BAD_HYPER = {
-    "SGD": [("lr", {"lr": -0.1}), ("momentum", {"lr": 0.1, "momentum": -0.5}),
-            ("weight_decay", {"lr": 0.1, "weight_decay": -1e-3}),
-            ("l1", {"lr": 0.1, "l1": -1e-3}),
-            ("nesterov", {"lr": 0.1, "nesterov": True}),
-            ("nesterov", {"lr": 0.1, "nesterov": True, "momentum": 0.0}),
-            ("nesterov|dampening", {"lr": 0.1, "nesterov": True, "momentum": 0.9,
-                                    "dampening": 0.1})],
-    "Adam": [("lr", {"lr": -1e-3}), ("eps", {"eps": -1e-8}),
-             ("beta", {"betas": (1.0, 0.999)}), ("beta", {"betas": (-0.1, 0.999)}),
-             ("beta", {"betas": (0.9, 1.0)}), ("beta", {"betas": (0.9, -1e-3)}),
-             ("beta", {"betas": (0.9, 1.5)}),
-             ("weight_decay", {"weight_decay": -0.1}), ("l1", {"l1": -0.1})],
-    "RMSprop": [("lr", {"lr": -1e-3}), ("eps", {"eps": -1e-8}),
-                ("momentum", {"momentum": -0.1}), ("weight_decay", {"weight_decay": -0.1}),
-                ("l1", {"l1": -0.1})],
-    "Adagrad": [("lr", {"lr": -1e-3}), ("eps", {"eps": -1e-10}),
-                ("weight_decay", {"weight_decay": -0.1}), ("l1", {"l1": -0.1})],
+    "SGD": [
+        ("lr", {"lr": -0.1}),
+        ("momentum", {"lr": 0.1, "momentum": -0.5}),
+        ("weight_decay", {"lr": 0.1, "weight_decay": -1e-3}),
+        ("l1", {"lr": 0.1, "l1": -1e-3}),
+        ("nesterov", {"lr": 0.1, "nesterov": True}),
+        ("nesterov", {"lr": 0.1, "nesterov": True, "momentum": 0.0}),
+        ("nesterov|dampening", {"lr": 0.1, "nesterov": True, "momentum": 0.9, "dampening": 0.1}),
+    ],
+    "Adam": [
+        ("lr", {"lr": -1e-3}),
+        ("eps", {"eps": -1e-8}),
+        ("beta", {"betas": (1.0, 0.999)}),
+        ("beta", {"betas": (-0.1, 0.999)}),
+        ("beta", {"betas": (0.9, 1.0)}),
+        ("beta", {"betas": (0.9, -1e-3)}),
+        ("beta", {"betas": (0.9, 1.5)}),
+        ("weight_decay", {"weight_decay": -0.1}),
+        ("l1", {"l1": -0.1}),
+    ],
+    "RMSprop": [
+        ("lr", {"lr": -1e-3}),
+        ("eps", {"eps": -1e-8}),
+        ("momentum", {"momentum": -0.1}),
+        ("weight_decay", {"weight_decay": -0.1}),
+        ("l1", {"l1": -0.1}),
+    ],
+    "Adagrad": [
+        ("lr", {"lr": -1e-3}),
+        ("eps", {"eps": -1e-10}),
+        ("weight_decay", {"weight_decay": -0.1}),
+        ("l1", {"l1": -0.1}),
+    ],
 }
 BAD_HYPER["AdamW"] = BAD_HYPER["Adam"]
-BAD_HYPER_CASES = [pytest.param(cls, word, kw, id=f"{cls}-{word}-{i}")
-                   for cls, lst in BAD_HYPER.items() for i, (word, kw) in enumerate(lst)]
+BAD_HYPER_CASES = [
+    pytest.param(cls, word, kw, id=f"{cls}-{word}-{i}")
+    for cls, lst in BAD_HYPER.items()
+    for i, (word, kw) in enumerate(lst)
+]
 
 
 @pytest.mark.parametrize(("cls", "word", "kw"), BAD_HYPER_CASES)
@@ -685,10 +787,11 @@ def test_bad_hyperparameters(cls, word, kw):
 
 
 # torch refuses these as well (same constructor checks)
-TORCH_PARITY_BAD = [("RMSprop", "alpha", {"alpha": -0.1}),
-                    ("Adagrad", "lr_decay", {"lr_decay": -0.1}),
-                    ("Adagrad", "initial_accumulator_value",
-                     {"initial_accumulator_value": -0.1})]
+TORCH_PARITY_BAD = [
+    ("RMSprop", "alpha", {"alpha": -0.1}),
+    ("Adagrad", "lr_decay", {"lr_decay": -0.1}),
+    ("Adagrad", "initial_accumulator_value", {"initial_accumulator_value": -0.1}),
+]
 
 
 @pytest.mark.parametrize(("cls", "word", "kw"), TORCH_PARITY_BAD)
@@ -698,6 +801,7 @@ def test_bad_hyperparameters_torch_parity(cls, word, kw):
 
 
 # ---------------------------------------------------------------- i. sizes
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("cls", "kw"), ROWS)
@@ -714,13 +818,15 @@ def test_zero_size_only(cls, kw, dtype):
 @pytest.mark.parametrize(("cls", "kw"), ROWS)
 def test_many_small_tensors(cls, kw, dtype):
     rng = np.random.default_rng(101)
-    shapes = [tuple(int(d) for d in rng.integers(0, 4, size=rng.integers(1, 3)))
-              for _ in range(200)]
+    shapes = [
+        tuple(int(d) for d in rng.integers(0, 4, size=rng.integers(1, 3))) for _ in range(200)
+    ]
     params, r, budget = run_pair(cls, kw, dtype, shapes, 10, seed=102)
     compare(params, r.params, budget, dtype, "200 tensors")
 
 
 # ---------------------------------------------------------------- bfloat16 state
+
 
 def _bf16_kw(kw):
     return {**kw, "state_dtype": "bfloat16"}
@@ -801,18 +907,32 @@ def test_bf16_state_needs_float32(cls):
 
 # ---------------------------------------------------------------- the oracle itself
 
+
 def test_bf16_round_reference():
     one = 1.0
     ulp = 2.0**-7  # bfloat16 spacing in [1, 2)
-    x = np.array([one, one + ulp / 2, one + 1.5 * ulp, one + ulp / 2 + 2.0**-20,
-                  one + ulp / 4, np.inf, -np.inf, np.nan, -0.0, 3.4e38, -3.4e38],
-                 np.float32)
+    x = np.array(
+        [
+            one,
+            one + ulp / 2,
+            one + 1.5 * ulp,
+            one + ulp / 2 + 2.0**-20,
+            one + ulp / 4,
+            np.inf,
+            -np.inf,
+            np.nan,
+            -0.0,
+            3.4e38,
+            -3.4e38,
+        ],
+        np.float32,
+    )
     y = ref.bf16_round(x)
     assert y.dtype == np.float32
     assert y[0] == 1.0
-    assert y[1] == 1.0                # tie -> even (mantissa 0)
-    assert y[2] == one + 2 * ulp      # tie -> even (mantissa 2, not 1)
-    assert y[3] == one + ulp          # just above the tie
+    assert y[1] == 1.0  # tie -> even (mantissa 0)
+    assert y[2] == one + 2 * ulp  # tie -> even (mantissa 2, not 1)
+    assert y[3] == one + ulp  # just above the tie
     assert y[4] == 1.0
     assert np.isposinf(y[5]) and np.isneginf(y[6]) and np.isnan(y[7])
     assert y[8] == 0.0 and np.signbit(y[8])

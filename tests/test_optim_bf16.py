@@ -26,13 +26,15 @@ def bf16_to_f32(bits):
 
 def test_rounding_table():
     # hand-checked: ties go to the even neighbour, overflow rounds to inf
-    cases = {0x3F808000: 0x3F80,   # 1.00390625: tie between 0x3F80 and 0x3F81 -> even
-             0x3F818000: 0x3F82,   # tie, odd low neighbour -> rounds up to even
-             0x3F808001: 0x3F81,   # just above the tie
-             0x3F807FFF: 0x3F80,   # just below
-             0x7F7FFFFF: 0x7F80,   # max float rounds to +inf
-             0x80000000: 0x8000,   # -0.0 keeps its sign
-             0x00000001: 0x0000}   # smallest denormal rounds to 0
+    cases = {
+        0x3F808000: 0x3F80,  # 1.00390625: tie between 0x3F80 and 0x3F81 -> even
+        0x3F818000: 0x3F82,  # tie, odd low neighbour -> rounds up to even
+        0x3F808001: 0x3F81,  # just above the tie
+        0x3F807FFF: 0x3F80,  # just below
+        0x7F7FFFFF: 0x7F80,  # max float rounds to +inf
+        0x80000000: 0x8000,  # -0.0 keeps its sign
+        0x00000001: 0x0000,
+    }  # smallest denormal rounds to 0
     x = np.array(list(cases), np.uint32).view(np.float32)
     np.testing.assert_array_equal(bf16_bits(x), np.array(list(cases.values()), np.uint16))
 
@@ -40,8 +42,10 @@ def test_rounding_table():
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 33, 1000, 70_001])
 def test_store_rounding_is_exact(simd, rng, n):
     # beta1 = 0 makes exp_avg = g exactly, so its stored bits must be bf16(g)
-    special = np.array([0x3F808000, 0x3F818000, 0x7F7FFFFF, 0x80000000, 0x00000001,
-                        0x7FC00001, 0xFFC12345], np.uint32).view(np.float32)
+    special = np.array(
+        [0x3F808000, 0x3F818000, 0x7F7FFFFF, 0x80000000, 0x00000001, 0x7FC00001, 0xFFC12345],
+        np.uint32,
+    ).view(np.float32)
     g = rng.standard_normal(n).astype(np.float32) * 10.0 ** rng.integers(-30, 30, n)
     g = g.astype(np.float32)
     g[: min(n, special.size)] = special[: min(n, special.size)]
@@ -73,7 +77,9 @@ def reference_bf16_adam(p, grads, lr, b1, b2, eps, wd, decoupled, steps):
         else:
             g = g + wd * p
         m = bf16_to_f32(bf16_bits((m + (1 - b1) * (g - m)).astype(np.float32))).astype(np.float64)
-        v = bf16_to_f32(bf16_bits((b2 * v + (1 - b2) * g * g).astype(np.float32))).astype(np.float64)
+        v = bf16_to_f32(bf16_bits((b2 * v + (1 - b2) * g * g).astype(np.float32))).astype(
+            np.float64
+        )
         denom = np.sqrt(v) / np.sqrt(1 - b2**t) + eps
         p = p - lr / (1 - b1**t) * m / denom
     return p
@@ -110,8 +116,11 @@ def test_bf16_same_bits_every_level_and_thread_count(rng):
                     for g in grads:
                         opt.step(g)
                 blob = b"".join(p.tobytes() for p in ps) + b"".join(
-                    a.tobytes() for st in opt.state.values() for k, a in sorted(st.items())
-                    if k != "step")
+                    a.tobytes()
+                    for st in opt.state.values()
+                    for k, a in sorted(st.items())
+                    if k != "step"
+                )
                 results.add(blob)
     finally:
         _core.config.set_simd_level(previous)

@@ -64,13 +64,25 @@ def header_bytes(obj):
 
 def test_inconsistent_header(tmp_path):
     path = tmp_path / "x.npz"
-    np.savez(path, __header__=header_bytes({"format": "pyfastopt.optim.state_dict",
-                                            "version": 1, "param_groups": [],
-                                            "state": {"0": {"exp_avg": None}}}))
+    np.savez(
+        path,
+        __header__=header_bytes(
+            {
+                "format": "pyfastopt.optim.state_dict",
+                "version": 1,
+                "param_groups": [],
+                "state": {"0": {"exp_avg": None}},
+            }
+        ),
+    )
     with pytest.raises(ValueError, match="inconsistent"):
         load_state_dict_file(path)
-    np.savez(path, __header__=header_bytes({"format": "pyfastopt.optim.state_dict",
-                                            "version": 99, "param_groups": [], "state": {}}))
+    np.savez(
+        path,
+        __header__=header_bytes(
+            {"format": "pyfastopt.optim.state_dict", "version": 99, "param_groups": [], "state": {}}
+        ),
+    )
     with pytest.raises(ValueError, match="unsupported checkpoint version"):
         load_state_dict_file(path)
     np.savez(path, __header__=np.frombuffer(b"{not json", np.uint8))
@@ -83,9 +95,17 @@ def test_pickled_arrays_are_refused(tmp_path):
     path = tmp_path / "evil.npz"
     with zipfile.ZipFile(path, "w") as z:
         with z.open("__header__.npy", "w") as f:
-            np.lib.format.write_array(f, header_bytes({
-                "format": "pyfastopt.optim.state_dict", "version": 1, "param_groups": [],
-                "state": {"0": {"exp_avg": None}}}))
+            np.lib.format.write_array(
+                f,
+                header_bytes(
+                    {
+                        "format": "pyfastopt.optim.state_dict",
+                        "version": 1,
+                        "param_groups": [],
+                        "state": {"0": {"exp_avg": None}},
+                    }
+                ),
+            )
         with z.open("state/0/exp_avg.npy", "w") as f:
             np.lib.format.write_array(f, np.array([object()], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError):
@@ -100,8 +120,9 @@ def test_loading_into_mismatched_optimizer(saved):
     with pytest.raises(ValueError, match="dtype"):
         Adam([np.zeros(10)]).load_state_dict(sd)
     with pytest.raises(ValueError, match="param groups"):
-        Adam([{"params": [np.zeros(10, np.float32)]},
-              {"params": [np.zeros(2, np.float32)]}]).load_state_dict(sd)
+        Adam(
+            [{"params": [np.zeros(10, np.float32)]}, {"params": [np.zeros(2, np.float32)]}]
+        ).load_state_dict(sd)
     with pytest.raises(ValueError, match="unknown entry"):
         SGD([np.zeros(10, np.float32)], lr=0.1, momentum=0.9).load_state_dict(sd)
     sd["state"][0]["step"] = -1

@@ -63,8 +63,9 @@ def _rewrite(path, header=None, members=None, drop=(), raw=None):
     with zipfile.ZipFile(path) as zf:
         items = {n: zf.read(n) for n in zf.namelist()}
     if header is not None:
-        items["header.json"] = json.dumps(header).encode() if not isinstance(header, bytes) \
-            else header
+        items["header.json"] = (
+            json.dumps(header).encode() if not isinstance(header, bytes) else header
+        )
     items.update(members or {})
     for n in drop:
         items.pop(n)
@@ -115,16 +116,20 @@ def test_rejects_foreign_and_corrupt_files(good, tmp_path):
     cases["wrong shape"] = _rewrite(good, members={"w.npy": _npy(ARRAYS["w"].T.copy())})
     cases["big endian"] = _rewrite(good, members={"i.npy": _npy(ARRAYS["i"].astype(">i4"))})
     cases["pickled member"] = _rewrite(
-        good, header={**h, "arrays": {**h["arrays"], "w": {"dtype": "object", "shape": [2]}}},
-        members={"w.npy": _npy(np.array([1, None], dtype=object), allow_pickle=True)})
+        good,
+        header={**h, "arrays": {**h["arrays"], "w": {"dtype": "object", "shape": [2]}}},
+        members={"w.npy": _npy(np.array([1, None], dtype=object), allow_pickle=True)},
+    )
     cases["object declared ok size"] = _rewrite(
-        good, members={"i.npy": _npy(np.array([1, 2, 3, None], dtype=object),
-                                     allow_pickle=True)})
+        good, members={"i.npy": _npy(np.array([1, 2, 3, None], dtype=object), allow_pickle=True)}
+    )
     cases["negative shape"] = _rewrite(
-        good, header={**h, "arrays": {**h["arrays"], "w": {"dtype": "int8", "shape": [-5, 7]}}})
+        good, header={**h, "arrays": {**h["arrays"], "w": {"dtype": "int8", "shape": [-5, 7]}}}
+    )
     cases["huge shape"] = _rewrite(
-        good, header={**h, "arrays": {**h["arrays"], "w": {"dtype": "int8",
-                                                           "shape": [2**30, 2**30]}}})
+        good,
+        header={**h, "arrays": {**h["arrays"], "w": {"dtype": "int8", "shape": [2**30, 2**30]}}},
+    )
     cases["no header"] = _rewrite(good, drop=["header.json"])
     for why, path in cases.items():
         with pytest.raises(ValueError, match="not a valid pyfastopt int8 model"):

@@ -18,8 +18,13 @@ def _mlp(seed=0, bn=True, din=20, hidden=24, dout=5):
     layers = [nn.Linear(din, hidden, seed=seed)]
     if bn:
         layers.append(nn.BatchNorm1d(hidden))
-    layers += [nn.ReLU(), nn.Dropout(0.3, seed=seed + 1), nn.Linear(hidden, 16, seed=seed + 2),
-               nn.ReLU(), nn.Linear(16, dout, seed=seed + 3)]
+    layers += [
+        nn.ReLU(),
+        nn.Dropout(0.3, seed=seed + 1),
+        nn.Linear(hidden, 16, seed=seed + 2),
+        nn.ReLU(),
+        nn.Linear(16, dout, seed=seed + 3),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -61,8 +66,9 @@ def test_int8_model_tracks_float_model(data, mode, per_channel):
     ref = model(data).copy()
     before = {k: v.copy() for k, v in model.state_dict().items()}
     qm = quant.quantize_model(model, data, mode=mode, per_channel=per_channel)
-    assert {k: v.tobytes() for k, v in model.state_dict().items()} == \
-        {k: v.tobytes() for k, v in before.items()}, "quantize_model modified the model"
+    assert {k: v.tobytes() for k, v in model.state_dict().items()} == {
+        k: v.tobytes() for k, v in before.items()
+    }, "quantize_model modified the model"
     got = qm(data)
     assert got.dtype == np.float32 and got.shape == ref.shape
     snr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - got) ** 2.0))
@@ -77,7 +83,7 @@ def test_int8_model_tracks_float_model(data, mode, per_channel):
     # each layer's own report compares it with the folded float layer on the same input
     wrong = quant.quantize_model(model, data * 0 + 1, mode=mode)  # calibrated on constants
     if mode == "static":
-        assert 10 * np.log10(np.sum(ref ** 2.0) / np.sum((ref - wrong(data)) ** 2.0)) < snr
+        assert 10 * np.log10(np.sum(ref**2.0) / np.sum((ref - wrong(data)) ** 2.0)) < snr
 
 
 def test_dynamic_needs_no_calibration_and_reshapes_input(data):
@@ -102,16 +108,21 @@ def test_flatten_and_nested_sequential(data):
     assert [ql.activation for ql in qm.layers] == ["relu", None]
 
 
-@pytest.mark.parametrize(("layers", "match"), [
-    (lambda: [nn.BatchNorm1d(20), nn.Linear(20, 3)], r"layer 0 \(BatchNorm1d\)"),
-    (lambda: [nn.Linear(20, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 3)],
-     r"layer 2 \(BatchNorm1d\)"),
-    (lambda: [nn.ReLU(), nn.Linear(20, 3)], r"layer 0 \(ReLU\)"),
-    (lambda: [nn.Linear(20, 8, activation="gelu"), nn.Linear(8, 3)], "gelu"),
-    (lambda: [nn.Linear(20, 8), nn.BatchNorm2d(8)], r"layer 1 \(BatchNorm2d\)"),
-    (lambda: [nn.Linear(20, 8), nn.Linear(9, 3)], "in_features 9"),
-    (lambda: [nn.Dropout(0.1)], "no Linear"),
-])
+@pytest.mark.parametrize(
+    ("layers", "match"),
+    [
+        (lambda: [nn.BatchNorm1d(20), nn.Linear(20, 3)], r"layer 0 \(BatchNorm1d\)"),
+        (
+            lambda: [nn.Linear(20, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 3)],
+            r"layer 2 \(BatchNorm1d\)",
+        ),
+        (lambda: [nn.ReLU(), nn.Linear(20, 3)], r"layer 0 \(ReLU\)"),
+        (lambda: [nn.Linear(20, 8, activation="gelu"), nn.Linear(8, 3)], "gelu"),
+        (lambda: [nn.Linear(20, 8), nn.BatchNorm2d(8)], r"layer 1 \(BatchNorm2d\)"),
+        (lambda: [nn.Linear(20, 8), nn.Linear(9, 3)], "in_features 9"),
+        (lambda: [nn.Dropout(0.1)], "no Linear"),
+    ],
+)
 def test_unsupported_models_are_refused(data, layers, match):
     with pytest.raises(ValueError, match=match):
         quant.quantize_model(nn.Sequential(*layers()), data)
@@ -149,10 +160,21 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, data, mode, per_channel):
         assert a.weight_q.tobytes() == b.weight_q.tobytes()
         assert a.weight_scale.tobytes() == b.weight_scale.tobytes()
         assert a.bias.tobytes() == b.bias.tobytes()
-        assert (a.activation, a.mode, a.input_scale, a.input_zero_point, a.output_scale,
-                a.output_zero_point) == (b.activation, b.mode, b.input_scale,
-                                         b.input_zero_point, b.output_scale,
-                                         b.output_zero_point)
+        assert (
+            a.activation,
+            a.mode,
+            a.input_scale,
+            a.input_zero_point,
+            a.output_scale,
+            a.output_zero_point,
+        ) == (
+            b.activation,
+            b.mode,
+            b.input_scale,
+            b.input_zero_point,
+            b.output_scale,
+            b.output_zero_point,
+        )
     for x in (data, data[:1], data[:3] * 100):
         assert qm(x).tobytes() == back(x).tobytes()
     assert back.sources == qm.sources
@@ -175,26 +197,30 @@ def _edit(path, tmp_path, fn):
 def _set(key, value, layer=0):
     def fn(h):
         h["model"]["layers"][layer][key] = value
+
     return fn
 
 
-@pytest.mark.parametrize("edit", [
-    _set("in_features", 21),
-    _set("out_features", 7, layer=2),
-    _set("activation", "gelu"),
-    _set("act_granularity", "col"),
-    _set("input_qparams", [-1.0, 3]),
-    _set("input_qparams", [0.1, 256]),
-    _set("input_qparams", "x"),
-    _set("weight_q", "layer1_weight_q"),
-    _set("bias", "nope"),
-    _set("type", "conv"),
-    lambda h: h["model"].update(kind="graph"),
-    lambda h: h["model"].update(mode="qat"),
-    lambda h: h["model"].update(layers=[]),
-    lambda h: h["model"].update(in_features="20"),
-    lambda h: h["model"]["layers"].pop(),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set("in_features", 21),
+        _set("out_features", 7, layer=2),
+        _set("activation", "gelu"),
+        _set("act_granularity", "col"),
+        _set("input_qparams", [-1.0, 3]),
+        _set("input_qparams", [0.1, 256]),
+        _set("input_qparams", "x"),
+        _set("weight_q", "layer1_weight_q"),
+        _set("bias", "nope"),
+        _set("type", "conv"),
+        lambda h: h["model"].update(kind="graph"),
+        lambda h: h["model"].update(mode="qat"),
+        lambda h: h["model"].update(layers=[]),
+        lambda h: h["model"].update(in_features="20"),
+        lambda h: h["model"]["layers"].pop(),
+    ],
+)
 def test_inconsistent_model_files_are_refused(tmp_path, data, edit):
     qm = quant.quantize_model(_warm(_mlp(), data), data, mode="static")
     path = tmp_path / "m.pfq"
@@ -238,9 +264,15 @@ def test_model_file_fuzz(tmp_path, data):
 
 def test_digits_int8_accuracy_within_one_point(tmp_path):
     xtr, ytr, xte, yte = digits_split()
-    model = nn.Sequential(nn.Linear(64, 128, seed=0), nn.BatchNorm1d(128), nn.ReLU(),
-                          nn.Dropout(0.1, seed=1), nn.Linear(128, 64, seed=2), nn.ReLU(),
-                          nn.Linear(64, 10, seed=3))
+    model = nn.Sequential(
+        nn.Linear(64, 128, seed=0),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.Dropout(0.1, seed=1),
+        nn.Linear(128, 64, seed=2),
+        nn.ReLU(),
+        nn.Linear(64, 10, seed=3),
+    )
     train(model, xtr, ytr, epochs=12)
     acc = (model(xte).argmax(1) == yte).mean()
     assert acc > 0.94, acc

@@ -13,12 +13,19 @@ import pyfastopt
 
 
 def child_threads(env_updates, tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYFASTOPT_NUM_THREADS", "OMP_NUM_THREADS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYFASTOPT_NUM_THREADS", "OMP_NUM_THREADS")
+    }
     env.update(env_updates)
     r = subprocess.run(
         [sys.executable, "-c", "import pyfastopt; print(pyfastopt.get_num_threads())"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     return int(r.stdout.strip())
 

@@ -72,8 +72,9 @@ class BatchNorm(Benchmark):
         self.dx_out = np.empty_like(self.x)
 
     def _pyfastopt_step(self, y_out=None, dx_out=None):
-        _, mean, invstd = self.train(self.x, self.w, self.b, self.rm, self.rv, MOMENTUM, EPS,
-                                     self.axis, out=y_out)
+        _, mean, invstd = self.train(
+            self.x, self.w, self.b, self.rm, self.rv, MOMENTUM, EPS, self.axis, out=y_out
+        )
         return self.backward(self.dy, self.x, self.w, mean, invstd, self.axis, out=dx_out)
 
     def _pyfastopt_step_out(self):

@@ -136,8 +136,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if getattr(args, "startup", False):
         from .startup import run_startup
 
-        return run_startup(repeats=3 if getattr(args, "quick", False) else 7,
-                           use_torch=not getattr(args, "no_torch", False))
+        return run_startup(
+            repeats=3 if getattr(args, "quick", False) else 7,
+            use_torch=not getattr(args, "no_torch", False),
+        )
     known = families()
     only = _selected_families(getattr(args, "only", None))
     if only is not None:

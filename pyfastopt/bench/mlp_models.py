@@ -43,8 +43,11 @@ def quantized_sequential(ws: list[np.ndarray], bs: list[np.ndarray]) -> Any:
 
     last = len(ws) - 1
     return QuantizedSequential(
-        [QuantizedLinear.from_float(w, b, activation=None if i == last else "relu")
-         for i, (w, b) in enumerate(zip(ws, bs))])
+        [
+            QuantizedLinear.from_float(w, b, activation=None if i == last else "relu")
+            for i, (w, b) in enumerate(zip(ws, bs))
+        ]
+    )
 
 
 def torch_mlp(torch: Any, ws: list[np.ndarray], bs: list[np.ndarray]) -> Any:
@@ -69,7 +72,8 @@ def torch_dynamic_mlp(torch: Any, ws: list[np.ndarray], bs: list[np.ndarray]) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch 2.13 deprecates its quantized tensor types
         return torch.ao.quantization.quantize_dynamic(
-            torch_mlp(torch, ws, bs), {torch.nn.Linear}, dtype=torch.qint8)
+            torch_mlp(torch, ws, bs), {torch.nn.Linear}, dtype=torch.qint8
+        )
 
 
 def save_onnx_mlp(ws: list[np.ndarray], bs: list[np.ndarray], path: str) -> None:
@@ -79,19 +83,25 @@ def save_onnx_mlp(ws: list[np.ndarray], bs: list[np.ndarray], path: str) -> None
 
     nodes, inits, prev = [], [], "x"
     for i, (w, b) in enumerate(zip(ws, bs)):
-        inits += [numpy_helper.from_array(np.ascontiguousarray(w.T), f"W{i}"),
-                  numpy_helper.from_array(b, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
-                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        inits += [
+            numpy_helper.from_array(np.ascontiguousarray(w.T), f"W{i}"),
+            numpy_helper.from_array(b, f"b{i}"),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
+        ]
         prev = f"a{i}"
         if i + 1 < len(ws):
             nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
             prev = f"r{i}"
     graph = helper.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", ws[0].shape[1]])],
         [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", ws[-1].shape[0]])],
-        inits)
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, path)

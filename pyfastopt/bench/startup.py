@@ -89,8 +89,10 @@ def prepare(tmpdir: str, use_torch: bool = True) -> dict[str, tuple[str, int]]:
     if all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
         path = os.path.join(tmpdir, "mlp_int8.onnx")
         save_onnx_int8_mlp(ws, bs, path)
-        out["onnxruntime"] = (_CHILD["onnxruntime"].format(path=path, k=k, n=n),
-                              os.path.getsize(path))
+        out["onnxruntime"] = (
+            _CHILD["onnxruntime"].format(path=path, k=k, n=n),
+            os.path.getsize(path),
+        )
     if use_torch and importlib.util.find_spec("torch"):
         import torch
 
@@ -110,15 +112,27 @@ def measure(repeats: int = 7, use_torch: bool = True) -> list[dict[str, Any]]:
         for _ in range(repeats):
             for name, (code, _size) in runs.items():
                 t0 = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmpdir,
-                                      capture_output=True, text=True)
+                proc = subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    cwd=tmpdir,
+                    capture_output=True,
+                    text=True,
+                )
                 elapsed = time.perf_counter() - t0
                 if proc.returncode != 0:
                     raise RuntimeError(f"{name} start-up run failed:\n{proc.stderr[-2000:]}")
                 times[name].append(elapsed)
-    return [{"runtime": name, "bytes": runs[name][1],
-             "min_ms": 1e3 * min(t), "median_ms": 1e3 * statistics.median(t), "runs": len(t)}
-            for name, t in times.items()]
+    return [
+        {
+            "runtime": name,
+            "bytes": runs[name][1],
+            "min_ms": 1e3 * min(t),
+            "median_ms": 1e3 * statistics.median(t),
+            "runs": len(t),
+        }
+        for name, t in times.items()
+    ]
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
@@ -130,8 +144,10 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def run_startup(repeats: int = 7, use_torch: bool = True) -> int:
-    print(f"edge start-up: fresh process = import + load + first batch-1 inference of an int8 "
-          f"MLP {'-'.join(map(str, DIMS))}; {repeats} runs each, interleaved")
+    print(
+        f"edge start-up: fresh process = import + load + first batch-1 inference of an int8 "
+        f"MLP {'-'.join(map(str, DIMS))}; {repeats} runs each, interleaved"
+    )
     rows = measure(repeats, use_torch)
     print(format_rows(rows))
     return 0

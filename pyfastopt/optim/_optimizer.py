@@ -80,8 +80,10 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, Any]] = {}
         if isinstance(params, np.ndarray):
-            raise TypeError("params must be a list of arrays or of dicts (param groups), "
-                            "got a single ndarray; wrap it in a list")
+            raise TypeError(
+                "params must be a list of arrays or of dicts (param groups), "
+                "got a single ndarray; wrap it in a list"
+            )
         params = list(params)
         if not params:
             raise ValueError("params is an empty list: the optimizer has nothing to update")
@@ -90,8 +92,9 @@ class Optimizer:
             self.add_param_group(group)
 
     # ------------------------------------------------------------------ groups
-    def _validate_group(self, group: dict[str, Any], where: str,
-                        strict: bool = False) -> dict[str, Any]:
+    def _validate_group(
+        self, group: dict[str, Any], where: str, strict: bool = False
+    ) -> dict[str, Any]:
         """Check (and normalise) the group's hyper-parameters, naming any bad one.
 
         ``strict`` (when a group is added): unknown keys are rejected, except the ones
@@ -100,8 +103,9 @@ class Optimizer:
         if strict:
             for key in group:
                 if key != "params" and key not in self._hyper and key not in _SCHEDULER_KEYS:
-                    raise TypeError(f"{type(self).__name__} got an unexpected hyper-parameter "
-                                    f"{where}{key!r}")
+                    raise TypeError(
+                        f"{type(self).__name__} got an unexpected hyper-parameter {where}{key!r}"
+                    )
         for key, check in self._hyper.items():
             if key in group:
                 group[key] = check(key, group[key])
@@ -125,9 +129,15 @@ class Optimizer:
         for j, p in enumerate(params):
             names.append(f"param_groups[{gi}]['params'][{j}]")
             _check_param(p, names[-1])
-        _check_distinct([q for g in self.param_groups for q in g["params"]] + params,
-                        [f"a parameter of param_groups[{k}]" for k, g in
-                         enumerate(self.param_groups) for _ in g["params"]] + names)
+        _check_distinct(
+            [q for g in self.param_groups for q in g["params"]] + params,
+            [
+                f"a parameter of param_groups[{k}]"
+                for k, g in enumerate(self.param_groups)
+                for _ in g["params"]
+            ]
+            + names,
+        )
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
@@ -142,23 +152,27 @@ class Optimizer:
 
     def _flat(self) -> list[tuple[int, np.ndarray]]:
         if getattr(self, "_flat_cache", None) is None:
-            self._flat_cache = [(gi, p) for gi, g in enumerate(self.param_groups)
-                                for p in g["params"]]
+            self._flat_cache = [
+                (gi, p) for gi, g in enumerate(self.param_groups) for p in g["params"]
+            ]
         return self._flat_cache
 
     # ------------------------------------------------------------------ stepping
-    def _missing_state(self, p: np.ndarray, group: dict[str, Any],
-                       state: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _missing_state(
+        self, p: np.ndarray, group: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
         """State arrays this step needs that ``state`` lacks (fresh, initialised). Override."""
         raise NotImplementedError
 
-    def _coef_key(self, gi: int, state: dict[str, Any], new: dict[str, np.ndarray],
-                  step: int) -> tuple:
+    def _coef_key(
+        self, gi: int, state: dict[str, Any], new: dict[str, np.ndarray], step: int
+    ) -> tuple:
         """What, besides the group, makes one tensor's coefficients differ from another's."""
         return (gi, step)
 
-    def _coef(self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray],
-              step: int) -> tuple:
+    def _coef(
+        self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray], step: int
+    ) -> tuple:
         """The kernel's coefficient tuple (Python floats and bools, i.e. double). Override."""
         raise NotImplementedError
 
@@ -174,8 +188,9 @@ class Optimizer:
         return ()
 
     def _signature(self) -> tuple:
-        return tuple((id(g["params"]), len(g["params"]), self._structure(g))
-                     for g in self.param_groups)
+        return tuple(
+            (id(g["params"]), len(g["params"]), self._structure(g)) for g in self.param_groups
+        )
 
     def _check_hyper(self) -> None:
         """Validate every group's hyper-parameters (skipped when unchanged since last time)."""
@@ -199,8 +214,9 @@ class Optimizer:
                 raise TypeError("grads must be a list of arrays aligned with the parameters")
             grads = list(grads)
         if len(grads) != len(flat):
-            raise ValueError(f"grads has {len(grads)} arrays but the optimizer has "
-                             f"{len(flat)} parameters")
+            raise ValueError(
+                f"grads has {len(grads)} arrays but the optimizer has {len(flat)} parameters"
+            )
         self._check_hyper()
         kernel = getattr(_core.optim, self._kernel_name())
         plan = getattr(self, "_plan", None)
@@ -208,16 +224,18 @@ class Optimizer:
             # Steady state: every state array exists and the tensor -> coefficient mapping
             # is unchanged; only the coefficients themselves move with the step count.
             _, params, slots, index, reps, states = plan
-            coefs = [self._coef(self.param_groups[gi], st, _NO_NEW, st["step"] + 1)
-                     for gi, st in reps]
+            coefs = [
+                self._coef(self.param_groups[gi], st, _NO_NEW, st["step"] + 1) for gi, st in reps
+            ]
             kernel(params, grads, slots, index, coefs)
             for st in states:
                 st["step"] += 1
             return
         self._step_slow(kernel, flat, grads)
 
-    def _step_slow(self, kernel: Callable[..., None], flat: list[tuple[int, np.ndarray]],
-                   grads: Sequence[Any]) -> None:
+    def _step_slow(
+        self, kernel: Callable[..., None], flat: list[tuple[int, np.ndarray]], grads: Sequence[Any]
+    ) -> None:
         """First steps, or after a structural change: create missing state, then step."""
         views: list[dict[str, Any]] = []
         pending: list[tuple[dict[str, Any], dict[str, np.ndarray]]] = []
@@ -252,8 +270,11 @@ class Optimizer:
             st.update(new)
             st["step"] += 1
         created = any(new for _, new in pending)
-        self._plan = None if created else (self._signature(), params, tuple(slots), index, reps,
-                                           [st for st, _ in pending])
+        self._plan = (
+            None
+            if created
+            else (self._signature(), params, tuple(slots), index, reps, [st for st, _ in pending])
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -263,13 +284,16 @@ class Optimizer:
         """
         groups, start = [], 0
         for g in self.param_groups:
-            entry = {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()
-                     if k != "params"}
+            entry = {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"
+            }
             entry["params"] = list(range(start, start + len(g["params"])))
             start += len(g["params"])
             groups.append(entry)
-        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else int(v))
-                     for k, v in st.items()} for i, st in self.state.items()}
+        state = {
+            i: {k: (v.copy() if isinstance(v, np.ndarray) else int(v)) for k, v in st.items()}
+            for i, st in self.state.items()
+        }
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -279,17 +303,24 @@ class Optimizer:
         state array must match its parameter's shape and the state's dtype. Continuing
         after a restore reproduces the original trajectory bit for bit.
         """
-        if not isinstance(state_dict, dict) or "state" not in state_dict or \
-                "param_groups" not in state_dict:
+        if (
+            not isinstance(state_dict, dict)
+            or "state" not in state_dict
+            or "param_groups" not in state_dict
+        ):
             raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
-            raise ValueError(f"state_dict has {len(saved_groups)} param groups, the optimizer "
-                             f"has {len(self.param_groups)}")
+            raise ValueError(
+                f"state_dict has {len(saved_groups)} param groups, the optimizer "
+                f"has {len(self.param_groups)}"
+            )
         for gi, (sg, g) in enumerate(zip(saved_groups, self.param_groups)):
             if len(sg["params"]) != len(g["params"]):
-                raise ValueError(f"param group {gi}: state_dict has {len(sg['params'])} "
-                                 f"parameters, the optimizer has {len(g['params'])}")
+                raise ValueError(
+                    f"param group {gi}: state_dict has {len(sg['params'])} "
+                    f"parameters, the optimizer has {len(g['params'])}"
+                )
         new_groups = []
         for gi, (sg, g) in enumerate(zip(saved_groups, self.param_groups)):
             hyper = {k: v for k, v in sg.items() if k != "params"}
@@ -321,11 +352,13 @@ class Optimizer:
                     if arr.shape != p.shape or arr.dtype != want:
                         raise ValueError(
                             f"state[{pos}][{key!r}] has shape {arr.shape} and dtype {arr.dtype}, "
-                            f"expected {p.shape} and {want}")
+                            f"expected {p.shape} and {want}"
+                        )
                     restored[key] = np.array(arr, copy=True, order="C")
                 else:
-                    raise ValueError(f"state[{pos}] has an unknown entry {key!r} for "
-                                     f"{type(self).__name__}")
+                    raise ValueError(
+                        f"state[{pos}] has an unknown entry {key!r} for {type(self).__name__}"
+                    )
             if "step" not in restored:
                 raise ValueError(f"state[{pos}] lacks 'step'")
             new_state[pos] = restored
@@ -348,20 +381,24 @@ def _check_param(p: Any, name: str) -> None:
     from .. import _core
 
     if not isinstance(p, np.ndarray):  # a list would be read as a sequence of arrays
-        raise TypeError(f"{name} must be a numpy.ndarray (updated in place), got "
-                        f"{type(p).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy.ndarray (updated in place), got {type(p).__name__}"
+        )
     _core.ops.check_inplace(p, name)
 
 
 def _check_distinct(arrays: list[np.ndarray], names: list[str]) -> None:
     """No two parameters may share memory (O(n log n) over address intervals)."""
-    spans = sorted((a.__array_interface__["data"][0], a.nbytes, k) for k, a in enumerate(arrays)
-                   if a.nbytes)
+    spans = sorted(
+        (a.__array_interface__["data"][0], a.nbytes, k) for k, a in enumerate(arrays) if a.nbytes
+    )
     for (lo1, n1, k1), (lo2, _, k2) in zip(spans, spans[1:]):
         if lo2 < lo1 + n1:
             first, second = sorted((k1, k2))
-            raise ValueError(f"{names[second]} shares memory with {names[first]}; each "
-                             "parameter must be a distinct array (a parameter given twice?)")
+            raise ValueError(
+                f"{names[second]} shares memory with {names[first]}; each "
+                "parameter must be a distinct array (a parameter given twice?)"
+            )
 
 
 # ---------------------------------------------------------------------- npz checkpoints
@@ -370,8 +407,12 @@ def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
 
     Arrays are stored as ``state/<i>/<name>``; everything else goes into a JSON header.
     """
-    header: dict[str, Any] = {"format": _FORMAT, "version": _FORMAT_VERSION,
-                              "param_groups": state_dict["param_groups"], "state": {}}
+    header: dict[str, Any] = {
+        "format": _FORMAT,
+        "version": _FORMAT_VERSION,
+        "param_groups": state_dict["param_groups"],
+        "state": {},
+    }
     arrays: dict[str, np.ndarray] = {}
     for i, st in state_dict["state"].items():
         meta: dict[str, Any] = {}
@@ -398,8 +439,9 @@ def load_state_dict_file(path: Any) -> dict[str, Any]:
     except FileNotFoundError:
         raise
     except Exception as exc:  # OSError, ValueError, EOFError, zipfile.BadZipFile, ...
-        raise ValueError(f"{path!s} is not a readable pyfastopt optimizer checkpoint: {exc}") \
-            from exc
+        raise ValueError(
+            f"{path!s} is not a readable pyfastopt optimizer checkpoint: {exc}"
+        ) from exc
     raw = files.pop("__header__", None)
     try:
         header = json.loads(bytes(raw).decode()) if raw is not None else None

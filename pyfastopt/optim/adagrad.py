@@ -32,27 +32,58 @@ class Adagrad(Optimizer):
         Stochastic Optimization", JMLR 2011.
     """
 
-    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"lr": check_nonneg, "lr_decay": check_nonneg, "weight_decay": check_nonneg,
-              "eps": check_nonneg, "l1": check_nonneg,
-              "initial_accumulator_value": check_nonneg, "maximize": check_bool}
+    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "lr": check_nonneg,
+        "lr_decay": check_nonneg,
+        "weight_decay": check_nonneg,
+        "eps": check_nonneg,
+        "l1": check_nonneg,
+        "initial_accumulator_value": check_nonneg,
+        "maximize": check_bool,
+    }
     _state_names = ("sum", "", "")
     _kernel = "adagrad_step"
 
-    def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, eps: float = 1e-10, l1: float = 0.0,
-                 initial_accumulator_value: float = 0.0, maximize: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
-                                  "eps": eps, "l1": l1,
-                                  "initial_accumulator_value": initial_accumulator_value,
-                                  "maximize": maximize})
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        eps: float = 1e-10,
+        l1: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "lr_decay": lr_decay,
+                "weight_decay": weight_decay,
+                "eps": eps,
+                "l1": l1,
+                "initial_accumulator_value": initial_accumulator_value,
+                "maximize": maximize,
+            },
+        )
 
-    def _missing_state(self, p: np.ndarray, group: dict[str, Any],
-                       state: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _missing_state(
+        self, p: np.ndarray, group: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
         if "sum" in state:
             return {}
         return {"sum": np.full(p.shape, group["initial_accumulator_value"], p.dtype)}
 
-    def _coef(self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray],
-              step: int) -> tuple:
-        return (group["lr"], group["lr_decay"], group["eps"], group["weight_decay"],
-                group["l1"], float(step), group["maximize"])
+    def _coef(
+        self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray], step: int
+    ) -> tuple:
+        return (
+            group["lr"],
+            group["lr_decay"],
+            group["eps"],
+            group["weight_decay"],
+            group["l1"],
+            float(step),
+            group["maximize"],
+        )

@@ -81,27 +81,53 @@ class Adam(Optimizer):
         Reddi et al., "On the Convergence of Adam and Beyond", ICLR 2018 (AMSGrad).
     """
 
-    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"lr": check_nonneg, "betas": _check_betas, "eps": check_nonneg,
-              "weight_decay": check_nonneg, "amsgrad": check_bool, "maximize": check_bool,
-              "l1": check_nonneg}
+    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "lr": check_nonneg,
+        "betas": _check_betas,
+        "eps": check_nonneg,
+        "weight_decay": check_nonneg,
+        "amsgrad": check_bool,
+        "maximize": check_bool,
+        "l1": check_nonneg,
+    }
     _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _kernel = "adam_step"
     _decoupled = False
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
-                 maximize: bool = False, l1: float = 0.0, state_dtype: str | None = None) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        l1: float = 0.0,
+        state_dtype: str | None = None,
+    ) -> None:
         self.state_dtype = _check_state_dtype("state_dtype", state_dtype)
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
-                                  "weight_decay": weight_decay, "amsgrad": amsgrad,
-                                  "maximize": maximize, "l1": l1})
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "betas": betas,
+                "eps": eps,
+                "weight_decay": weight_decay,
+                "amsgrad": amsgrad,
+                "maximize": maximize,
+                "l1": l1,
+            },
+        )
 
     def _check_group_params(self, group: dict[str, Any], gi: int) -> None:
         if self.state_dtype == _BF16:
             for j, p in enumerate(group["params"]):
                 if p.dtype != np.float32:
-                    raise ValueError(f"state_dtype='bfloat16' needs float32 parameters; "
-                                     f"param_groups[{gi}]['params'][{j}] is {p.dtype}")
+                    raise ValueError(
+                        f"state_dtype='bfloat16' needs float32 parameters; "
+                        f"param_groups[{gi}]['params'][{j}] is {p.dtype}"
+                    )
 
     def _structure(self, group: dict[str, Any]) -> tuple:
         return (group["amsgrad"],)
@@ -112,20 +138,33 @@ class Adam(Optimizer):
     def _kernel_name(self) -> str:
         return "adam_bf16_step" if self.state_dtype == _BF16 else "adam_step"
 
-    def _missing_state(self, p: np.ndarray, group: dict[str, Any],
-                       state: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _missing_state(
+        self, p: np.ndarray, group: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
         dt = self._state_dtype(p)  # bfloat16 zero is the all-zero bit pattern
-        new = {name: np.zeros(p.shape, dt) for name in ("exp_avg", "exp_avg_sq")
-               if name not in state}
+        new = {
+            name: np.zeros(p.shape, dt) for name in ("exp_avg", "exp_avg_sq") if name not in state
+        }
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
             new["max_exp_avg_sq"] = np.zeros(p.shape, dt)
         return new
 
-    def _coef(self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray],
-              step: int) -> tuple:
+    def _coef(
+        self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray], step: int
+    ) -> tuple:
         b1, b2 = group["betas"]
-        return (group["lr"], b1, b2, group["eps"], group["weight_decay"], group["l1"],
-                float(step), group["maximize"], group["amsgrad"], self._decoupled)
+        return (
+            group["lr"],
+            b1,
+            b2,
+            group["eps"],
+            group["weight_decay"],
+            group["l1"],
+            float(step),
+            group["maximize"],
+            group["amsgrad"],
+            self._decoupled,
+        )
 
 
 class AdamW(Adam):
@@ -141,8 +180,26 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
-                 maximize: bool = False, l1: float = 0.0, state_dtype: str | None = None) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, l1=l1, state_dtype=state_dtype)
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        maximize: bool = False,
+        l1: float = 0.0,
+        state_dtype: str | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            l1=l1,
+            state_dtype=state_dtype,
+        )

@@ -19,8 +19,9 @@ def _as_list(grads: Any) -> list:
     try:
         return list(grads)
     except TypeError:
-        raise TypeError("grads must be an array or a list of arrays, got "
-                        f"{type(grads).__name__}") from None
+        raise TypeError(
+            f"grads must be an array or a list of arrays, got {type(grads).__name__}"
+        ) from None
 
 
 def _real(name: str, value: Any) -> float:
@@ -32,8 +33,9 @@ def _real(name: str, value: Any) -> float:
     return value
 
 
-def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float = 2.0,
-                    error_if_nonfinite: bool = False) -> float:
+def clip_grad_norm_(
+    grads: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+) -> float:
     r"""Scale ``grads`` in place so that their global norm is at most ``max_norm``.
 
     PyTorch's rule (``torch.nn.utils.clip_grad_norm_``): with
@@ -89,7 +91,8 @@ def clip_grad_norm_(grads: Any, max_norm: float, norm_type: float = 2.0,
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients is non-finite, so it cannot "
             "be clipped. To disable this error and scale the gradients by the non-finite "
-            "norm anyway, set `error_if_nonfinite=False`")
+            "norm anyway, set `error_if_nonfinite=False`"
+        )
     coef = max_norm / (total + 1e-6)
     coef = 1.0 if coef >= 1.0 else coef  # NaN stays NaN, as torch.clamp(max=1) does
     if coef != 1.0:  # scaling by exactly 1 changes no bit: skip the pass

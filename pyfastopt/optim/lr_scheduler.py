@@ -235,9 +235,7 @@ class LRScheduler:
         The values are copies: later steps do not change a returned state dict.
         """
         return {
-            key: copy.deepcopy(value)
-            for key, value in self.__dict__.items()
-            if key != "optimizer"
+            key: copy.deepcopy(value) for key, value in self.__dict__.items() if key != "optimizer"
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -324,9 +322,7 @@ class MultiStepLR(LRScheduler):
     ) -> None:
         if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Iterable):
             raise TypeError(f"milestones must be an iterable of integers, got {milestones!r}")
-        self.milestones = sorted(
-            _integer(f"milestones[{i}]", m) for i, m in enumerate(milestones)
-        )
+        self.milestones = sorted(_integer(f"milestones[{i}]", m) for i, m in enumerate(milestones))
         self.gamma = _real("gamma", gamma)
         super().__init__(optimizer, last_epoch)
 
@@ -431,9 +427,7 @@ class CosineAnnealingLR(LRScheduler):
                 lr + (base - floor) * rise / 2
                 for lr, base in zip(self._current_lrs(), self.base_lrs)
             ]
-        ratio = (1 + math.cos(math.pi * e / period)) / (
-            1 + math.cos(math.pi * (e - 1) / period)
-        )
+        ratio = (1 + math.cos(math.pi * e / period)) / (1 + math.cos(math.pi * (e - 1) / period))
         return [ratio * (lr - floor) + floor for lr in self._current_lrs()]
 
     def _closed_form_lrs(self) -> list[float]:
@@ -513,8 +507,7 @@ class LinearLR(LRScheduler):
         done = min(self.total_iters, self.last_epoch)
         slope = self.end_factor - self.start_factor
         return [
-            base * (self.start_factor + slope * done / self.total_iters)
-            for base in self.base_lrs
+            base * (self.start_factor + slope * done / self.total_iters) for base in self.base_lrs
         ]
 
 
@@ -595,8 +588,7 @@ class OneCycleLR(LRScheduler):
             raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(
-                "anneal_strategy must be one of 'cos' or 'linear', instead got "
-                f"{anneal_strategy!r}"
+                f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy!r}"
             )
         self.anneal_strategy = anneal_strategy
         div_factor = _real("div_factor", div_factor)
@@ -612,20 +604,34 @@ class OneCycleLR(LRScheduler):
         last = self.total_steps - 1
         if three_phase:
             self._phases = [
-                {"end": rise_end, "lr": ["initial_lr", "max_lr"],
-                 "momentum": ["max_momentum", "base_momentum"]},
-                {"end": float(2 * pct_start * self.total_steps) - 2,
-                 "lr": ["max_lr", "initial_lr"],
-                 "momentum": ["base_momentum", "max_momentum"]},
-                {"end": last, "lr": ["initial_lr", "min_lr"],
-                 "momentum": ["max_momentum", "max_momentum"]},
+                {
+                    "end": rise_end,
+                    "lr": ["initial_lr", "max_lr"],
+                    "momentum": ["max_momentum", "base_momentum"],
+                },
+                {
+                    "end": float(2 * pct_start * self.total_steps) - 2,
+                    "lr": ["max_lr", "initial_lr"],
+                    "momentum": ["base_momentum", "max_momentum"],
+                },
+                {
+                    "end": last,
+                    "lr": ["initial_lr", "min_lr"],
+                    "momentum": ["max_momentum", "max_momentum"],
+                },
             ]
         else:
             self._phases = [
-                {"end": rise_end, "lr": ["initial_lr", "max_lr"],
-                 "momentum": ["max_momentum", "base_momentum"]},
-                {"end": last, "lr": ["max_lr", "min_lr"],
-                 "momentum": ["base_momentum", "max_momentum"]},
+                {
+                    "end": rise_end,
+                    "lr": ["initial_lr", "max_lr"],
+                    "momentum": ["max_momentum", "base_momentum"],
+                },
+                {
+                    "end": last,
+                    "lr": ["max_lr", "min_lr"],
+                    "momentum": ["base_momentum", "max_momentum"],
+                },
             ]
 
         max_lrs = _per_group("max_lr", max_lr, len(groups))
@@ -659,23 +665,15 @@ class OneCycleLR(LRScheduler):
     @staticmethod
     def _cycle_length(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
         def positive_int(name: str, value: Any) -> int:
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Integral)
-                or value <= 0
-            ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
                 raise ValueError(f"Expected positive integer {name}, but got {value}")
             return int(value)
 
         if total_steps is not None:
             return positive_int("total_steps", total_steps)
         if epochs is not None and steps_per_epoch is not None:
-            return positive_int("epochs", epochs) * positive_int(
-                "steps_per_epoch", steps_per_epoch
-            )
-        raise ValueError(
-            "You must define either total_steps OR (epochs AND steps_per_epoch)"
-        )
+            return positive_int("epochs", epochs) * positive_int("steps_per_epoch", steps_per_epoch)
+        raise ValueError("You must define either total_steps OR (epochs AND steps_per_epoch)")
 
     def _set_momentum(self, group: dict[str, Any], value: float) -> None:
         if self.use_beta1:
@@ -867,8 +865,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.best = _decode_float(self.best)
         if self.mode not in ("min", "max") or self.threshold_mode not in ("rel", "abs"):
             raise ValueError(
-                f"invalid mode {self.mode!r} / threshold_mode {self.threshold_mode!r} "
-                "in state_dict"
+                f"invalid mode {self.mode!r} / threshold_mode {self.threshold_mode!r} in state_dict"
             )
 
 

@@ -36,24 +36,51 @@ class RMSprop(Optimizer):
         (centered form).
     """
 
-    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"lr": check_nonneg, "alpha": check_nonneg, "eps": check_nonneg,
-              "weight_decay": check_nonneg, "momentum": check_nonneg, "centered": check_bool,
-              "l1": check_nonneg, "maximize": check_bool}
+    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "lr": check_nonneg,
+        "alpha": check_nonneg,
+        "eps": check_nonneg,
+        "weight_decay": check_nonneg,
+        "momentum": check_nonneg,
+        "centered": check_bool,
+        "l1": check_nonneg,
+        "maximize": check_bool,
+    }
     _state_names = ("square_avg", "grad_avg", "momentum_buffer")
     _kernel = "rmsprop_step"
 
-    def __init__(self, params: Any, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
-                 l1: float = 0.0, maximize: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps,
-                                  "weight_decay": weight_decay, "momentum": momentum,
-                                  "centered": centered, "l1": l1, "maximize": maximize})
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        l1: float = 0.0,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "alpha": alpha,
+                "eps": eps,
+                "weight_decay": weight_decay,
+                "momentum": momentum,
+                "centered": centered,
+                "l1": l1,
+                "maximize": maximize,
+            },
+        )
 
     def _structure(self, group: dict[str, Any]) -> tuple:
         return (group["centered"], group["momentum"] > 0.0)
 
-    def _missing_state(self, p: np.ndarray, group: dict[str, Any],
-                       state: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _missing_state(
+        self, p: np.ndarray, group: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
         new = {}
         if "square_avg" not in state:
             new["square_avg"] = np.zeros_like(p)
@@ -63,11 +90,21 @@ class RMSprop(Optimizer):
             new["momentum_buffer"] = np.zeros_like(p)
         return new
 
-    def _coef_key(self, gi: int, state: dict[str, Any], new: dict[str, np.ndarray],
-                  step: int) -> tuple:
+    def _coef_key(
+        self, gi: int, state: dict[str, Any], new: dict[str, np.ndarray], step: int
+    ) -> tuple:
         return (gi,)  # RMSprop's coefficients do not depend on the step
 
-    def _coef(self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray],
-              step: int) -> tuple:
-        return (group["lr"], group["alpha"], group["eps"], group["weight_decay"], group["l1"],
-                group["momentum"], group["maximize"], group["centered"])
+    def _coef(
+        self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray], step: int
+    ) -> tuple:
+        return (
+            group["lr"],
+            group["alpha"],
+            group["eps"],
+            group["weight_decay"],
+            group["l1"],
+            group["momentum"],
+            group["maximize"],
+            group["centered"],
+        )

@@ -51,42 +51,79 @@ class SGD(Optimizer):
         learning", ICML 2013; ``torch.optim.SGD``.
     """
 
-    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {"lr": check_nonneg, "momentum": check_nonneg, "dampening": check_nonneg,
-              "weight_decay": check_nonneg, "nesterov": check_bool, "maximize": check_bool,
-              "l1": check_nonneg}
+    _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        "lr": check_nonneg,
+        "momentum": check_nonneg,
+        "dampening": check_nonneg,
+        "weight_decay": check_nonneg,
+        "nesterov": check_bool,
+        "maximize": check_bool,
+        "l1": check_nonneg,
+    }
     _state_names = ("momentum_buffer", "", "")
     _kernel = "sgd_step"
 
-    def __init__(self, params: Any, lr: float, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, maximize: bool = False,
-                 l1: float = 0.0) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
-                                  "weight_decay": weight_decay, "nesterov": nesterov,
-                                  "maximize": maximize, "l1": l1})
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        maximize: bool = False,
+        l1: float = 0.0,
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "momentum": momentum,
+                "dampening": dampening,
+                "weight_decay": weight_decay,
+                "nesterov": nesterov,
+                "maximize": maximize,
+                "l1": l1,
+            },
+        )
 
     def _check_combination(self, group: dict[str, Any]) -> None:
-        if group.get("nesterov") and (group.get("momentum", 0.0) <= 0.0 or
-                                      group.get("dampening", 0.0) != 0.0):
-            raise ValueError("nesterov=True requires momentum > 0 and dampening == 0, got "
-                             f"momentum={group.get('momentum')}, "
-                             f"dampening={group.get('dampening')}")
+        if group.get("nesterov") and (
+            group.get("momentum", 0.0) <= 0.0 or group.get("dampening", 0.0) != 0.0
+        ):
+            raise ValueError(
+                "nesterov=True requires momentum > 0 and dampening == 0, got "
+                f"momentum={group.get('momentum')}, "
+                f"dampening={group.get('dampening')}"
+            )
 
     def _structure(self, group: dict[str, Any]) -> tuple:
         return (group["momentum"] != 0.0,)
 
-    def _missing_state(self, p: np.ndarray, group: dict[str, Any],
-                       state: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _missing_state(
+        self, p: np.ndarray, group: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
         # Created as zeros; on the step that creates it the kernel's first-step branch
         # overwrites it with the gradient (PyTorch: buf = grad.clone() on first use).
         if group["momentum"] != 0.0 and "momentum_buffer" not in state:
             return {"momentum_buffer": np.zeros_like(p)}
         return {}
 
-    def _coef_key(self, gi: int, state: dict[str, Any], new: dict[str, np.ndarray],
-                  step: int) -> tuple:
+    def _coef_key(
+        self, gi: int, state: dict[str, Any], new: dict[str, np.ndarray], step: int
+    ) -> tuple:
         return (gi, "momentum_buffer" in new)  # only "buffer starts now" varies per tensor
 
-    def _coef(self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray],
-              step: int) -> tuple:
-        return (group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
-                group["l1"], group["maximize"], group["nesterov"], "momentum_buffer" in new)
+    def _coef(
+        self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray], step: int
+    ) -> tuple:
+        return (
+            group["lr"],
+            group["momentum"],
+            group["dampening"],
+            group["weight_decay"],
+            group["l1"],
+            group["maximize"],
+            group["nesterov"],
+            "momentum_buffer" in new,
+        )

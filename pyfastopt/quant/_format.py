@@ -48,8 +48,9 @@ def write(path: str | os.PathLike, model: dict[str, Any], arrays: dict[str, np.n
             raise ValueError(f"cannot store array {name!r} of dtype {arr.dtype}")
         meta[name] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}
     header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "arrays": meta, "model": model}
-    blob = json.dumps(header, separators=(",", ":"), sort_keys=True,
-                      allow_nan=False).encode("utf-8")
+    blob = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False).encode(
+        "utf-8"
+    )
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
@@ -104,8 +105,11 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]
         if not isinstance(version, int) or isinstance(version, bool):
             raise _fail(path, "header has no integer version")
         if version > FORMAT_VERSION:
-            raise _fail(path, f"format version {version} is newer than this pyfastopt "
-                        f"reads ({FORMAT_VERSION}); upgrade pyfastopt")
+            raise _fail(
+                path,
+                f"format version {version} is newer than this pyfastopt "
+                f"reads ({FORMAT_VERSION}); upgrade pyfastopt",
+            )
         if version < 1:
             raise _fail(path, f"bad format version {version}")
         meta, model = header.get("arrays"), header.get("model")
@@ -115,19 +119,27 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]
         if set(infos) != expected:
             extra = sorted(set(infos) - expected)
             missing = sorted(expected - set(infos))
-            raise _fail(path, f"members do not match the header (missing {missing}, "
-                        f"unexpected {extra})")
-        arrays = {name: _read_member(path, zf, infos[f"{name}.npy"], name, spec)
-                  for name, spec in meta.items()}
+            raise _fail(
+                path, f"members do not match the header (missing {missing}, unexpected {extra})"
+            )
+        arrays = {
+            name: _read_member(path, zf, infos[f"{name}.npy"], name, spec)
+            for name, spec in meta.items()
+        }
     return model, arrays
 
 
-def _read_member(path: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str,
-                 spec: Any) -> np.ndarray:
-    if not (isinstance(spec, dict) and spec.get("dtype") in _DTYPES
-            and isinstance(spec.get("shape"), list)
-            and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31
-                    for d in spec["shape"])):
+def _read_member(
+    path: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, spec: Any
+) -> np.ndarray:
+    if not (
+        isinstance(spec, dict)
+        and spec.get("dtype") in _DTYPES
+        and isinstance(spec.get("shape"), list)
+        and all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in spec["shape"]
+        )
+    ):
         raise _fail(path, f"array {name!r}: bad dtype/shape entry {spec!r}")
     dtype = np.dtype(spec["dtype"])
     shape = tuple(spec["shape"])
@@ -135,8 +147,10 @@ def _read_member(path: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: st
     # A .npy header is at most a few KiB; refuse members whose declared size does not
     # fit the header's shape before decompressing anything (no zip bombs).
     if not nbytes <= info.file_size <= nbytes + 65536:
-        raise _fail(path, f"array {name!r}: member size {info.file_size} does not match "
-                    f"shape {shape} of {dtype}")
+        raise _fail(
+            path,
+            f"array {name!r}: member size {info.file_size} does not match shape {shape} of {dtype}",
+        )
     try:
         with zf.open(info) as fh:
             raw = fh.read()
@@ -144,6 +158,5 @@ def _read_member(path: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: st
     except Exception as exc:  # CRC mismatch, truncated, bad npy header, pickle refused
         raise _fail(path, f"array {name!r}: {type(exc).__name__}: {exc}") from None
     if arr.dtype != dtype or arr.shape != shape:
-        raise _fail(path, f"array {name!r} is {arr.dtype}{arr.shape}, header says "
-                    f"{dtype}{shape}")
+        raise _fail(path, f"array {name!r} is {arr.dtype}{arr.shape}, header says {dtype}{shape}")
     return np.ascontiguousarray(arr)

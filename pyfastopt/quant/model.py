@@ -80,38 +80,55 @@ def _fold(model: Any) -> tuple[list[_FloatLinear], int]:
         if isinstance(layer, nn.Linear):
             act = getattr(layer, "activation", None)
             if act not in (None, "relu"):
-                raise ValueError(f"{where}: activation {act!r} has no int8 kernel "
-                                 "(only None and 'relu')")
+                raise ValueError(
+                    f"{where}: activation {act!r} has no int8 kernel (only None and 'relu')"
+                )
             w = np.asarray(layer.weight, dtype=np.float64).copy()
-            b = (np.zeros(w.shape[0]) if layer.bias is None
-                 else np.asarray(layer.bias, dtype=np.float64).copy())
+            b = (
+                np.zeros(w.shape[0])
+                if layer.bias is None
+                else np.asarray(layer.bias, dtype=np.float64).copy()
+            )
             if layers and layers[-1].weight.shape[0] != w.shape[1]:
-                raise ValueError(f"{where}: in_features {w.shape[1]} does not match the "
-                                 f"previous Linear's out_features {layers[-1].weight.shape[0]}")
+                raise ValueError(
+                    f"{where}: in_features {w.shape[1]} does not match the "
+                    f"previous Linear's out_features {layers[-1].weight.shape[0]}"
+                )
             layers.append(_FloatLinear(w, b, act == "relu", [f"{i}:{kind}"]))
             open_for_bn = act is None
         elif isinstance(layer, nn.BatchNorm1d):
             if not (layers and open_for_bn):
-                raise ValueError(f"{where}: only a BatchNorm1d directly after a Linear "
-                                 "(no activation between) can be folded for int8")
+                raise ValueError(
+                    f"{where}: only a BatchNorm1d directly after a Linear "
+                    "(no activation between) can be folded for int8"
+                )
             last = layers[-1]
             if layer.num_features != last.weight.shape[0]:
-                raise ValueError(f"{where}: num_features {layer.num_features} does not match "
-                                 f"the Linear's out_features {last.weight.shape[0]}")
+                raise ValueError(
+                    f"{where}: num_features {layer.num_features} does not match "
+                    f"the Linear's out_features {last.weight.shape[0]}"
+                )
             var = np.asarray(layer.running_var, dtype=np.float64)
             mean = np.asarray(layer.running_mean, dtype=np.float64)
-            gamma = (np.ones_like(var) if layer.weight is None
-                     else np.asarray(layer.weight, dtype=np.float64))
-            beta = (np.zeros_like(var) if layer.bias is None
-                    else np.asarray(layer.bias, dtype=np.float64))
+            gamma = (
+                np.ones_like(var)
+                if layer.weight is None
+                else np.asarray(layer.weight, dtype=np.float64)
+            )
+            beta = (
+                np.zeros_like(var)
+                if layer.bias is None
+                else np.asarray(layer.bias, dtype=np.float64)
+            )
             g = gamma / np.sqrt(var + float(layer.eps))
             last.weight *= g[:, None]
             last.bias = (last.bias - mean) * g + beta
             last.source.append(f"{i}:{kind}")
         elif isinstance(layer, nn.ReLU):
             if not layers:
-                raise ValueError(f"{where}: a ReLU before the first Linear is not supported "
-                                 "for int8")
+                raise ValueError(
+                    f"{where}: a ReLU before the first Linear is not supported for int8"
+                )
             layers[-1].relu = True
             layers[-1].source.append(f"{i}:{kind}")
             open_for_bn = False
@@ -121,8 +138,10 @@ def _fold(model: Any) -> tuple[list[_FloatLinear], int]:
             # reshape of the input.
             continue
         else:
-            raise ValueError(f"{where} cannot be quantized (supported: Linear, ReLU, "
-                             "BatchNorm1d after a Linear, Dropout, Flatten)")
+            raise ValueError(
+                f"{where} cannot be quantized (supported: Linear, ReLU, "
+                "BatchNorm1d after a Linear, Dropout, Flatten)"
+            )
     if not layers:
         raise ValueError("model has no Linear layer to quantize")
     return layers, layers[0].weight.shape[1]
@@ -139,8 +158,10 @@ def _as_batches(data: Any, in_features: int, name: str) -> list[np.ndarray]:
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
         if x.ndim == 0 or (x.size and x.size // max(x.shape[0], 1) != in_features):
-            raise ValueError(f"{name}: each batch must have shape (batch, ...) with "
-                             f"{in_features} features per sample, got {x.shape}")
+            raise ValueError(
+                f"{name}: each batch must have shape (batch, ...) with "
+                f"{in_features} features per sample, got {x.shape}"
+            )
         if x.shape[0]:
             batches.append(np.ascontiguousarray(x.reshape(x.shape[0], in_features)))
     if not batches:
@@ -159,8 +180,9 @@ def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def quantize_model(model: Any, calibration_data: Any = None, mode: str = "dynamic",
-                   per_channel: bool = True) -> QuantizedModel:
+def quantize_model(
+    model: Any, calibration_data: Any = None, mode: str = "dynamic", per_channel: bool = True
+) -> QuantizedModel:
     """Convert a :mod:`pyfastopt.nn` model to int8 (see the module docstring for the rules).
 
     Args:
@@ -190,11 +212,15 @@ def quantize_model(model: Any, calibration_data: Any = None, mode: str = "dynami
     elif mode == "static":
         raise ValueError("mode='static' needs calibration_data to fix the activation ranges")
 
-    qlayers = [QuantizedLinear.from_float(f.weight.astype(np.float32),
-                                          f.bias.astype(np.float32),
-                                          per_channel=bool(per_channel),
-                                          activation="relu" if f.relu else None)
-               for f in folded]
+    qlayers = [
+        QuantizedLinear.from_float(
+            f.weight.astype(np.float32),
+            f.bias.astype(np.float32),
+            per_channel=bool(per_channel),
+            activation="relu" if f.relu else None,
+        )
+        for f in folded
+    ]
     if mode == "static":
         observers = [MinMaxObserver() for _ in folded]
         for x in batches:
@@ -207,15 +233,17 @@ def quantize_model(model: Any, calibration_data: Any = None, mode: str = "dynami
             ql.set_input_qparams(*qps[i])
             if i + 1 < len(qlayers):
                 ql.set_output_qparams(*qps[i + 1])
-    qm = QuantizedModel(qlayers, in_features, mode, bool(per_channel),
-                        [list(f.source) for f in folded])
+    qm = QuantizedModel(
+        qlayers, in_features, mode, bool(per_channel), [list(f.source) for f in folded]
+    )
     if batches is not None:
         qm.report = _report(folded, qlayers, qm, batches)
     return qm
 
 
-def _report(folded: list[_FloatLinear], qlayers: list, qm: QuantizedModel,
-            batches: list[np.ndarray]) -> list[dict[str, Any]]:
+def _report(
+    folded: list[_FloatLinear], qlayers: list, qm: QuantizedModel, batches: list[np.ndarray]
+) -> list[dict[str, Any]]:
     """Per-layer SNR (int8 layer vs float layer on the same float input) + end to end."""
     refs: list[list[np.ndarray]] = [[] for _ in folded]
     gots: list[list[np.ndarray]] = [[] for _ in folded]
@@ -231,11 +259,22 @@ def _report(folded: list[_FloatLinear], qlayers: list, qm: QuantizedModel,
         ends_got.append(qm(x))
     rows = []
     for i, f in enumerate(folded):
-        rows.append({"layer": i, "source": "+".join(s.split(":", 1)[1] for s in f.source),
-                     "shape": tuple(f.weight.shape),
-                     "snr_db": _snr_db(np.concatenate(refs[i]), np.concatenate(gots[i]))})
-    rows.append({"layer": "end to end", "source": "model", "shape": None,
-                 "snr_db": _snr_db(np.concatenate(ends_ref), np.concatenate(ends_got))})
+        rows.append(
+            {
+                "layer": i,
+                "source": "+".join(s.split(":", 1)[1] for s in f.source),
+                "shape": tuple(f.weight.shape),
+                "snr_db": _snr_db(np.concatenate(refs[i]), np.concatenate(gots[i])),
+            }
+        )
+    rows.append(
+        {
+            "layer": "end to end",
+            "source": "model",
+            "shape": None,
+            "snr_db": _snr_db(np.concatenate(ends_ref), np.concatenate(ends_got)),
+        }
+    )
     return rows
 
 
@@ -256,8 +295,14 @@ class QuantizedModel:
     given. ``save(path)`` writes the versioned model file read back by :func:`load`.
     """
 
-    def __init__(self, layers: list, in_features: int, mode: str, per_channel: bool,
-                 sources: list[list[str]] | None = None):
+    def __init__(
+        self,
+        layers: list,
+        in_features: int,
+        mode: str,
+        per_channel: bool,
+        sources: list[list[str]] | None = None,
+    ):
         from .linear import QuantizedSequential
 
         self.layers = list(layers)
@@ -271,10 +316,15 @@ class QuantizedModel:
 
     def __call__(self, x: Any) -> np.ndarray:
         x = np.asarray(x)
-        if x.ndim < 1 or (x.size and x.size // max(x.shape[0], 1) != self.in_features) \
-                or (x.size == 0 and x.ndim == 1):
-            raise ValueError(f"x must have shape (batch, ...) with {self.in_features} "
-                             f"features per sample, got {x.shape}")
+        if (
+            x.ndim < 1
+            or (x.size and x.size // max(x.shape[0], 1) != self.in_features)
+            or (x.size == 0 and x.ndim == 1)
+        ):
+            raise ValueError(
+                f"x must have shape (batch, ...) with {self.in_features} "
+                f"features per sample, got {x.shape}"
+            )
         if x.ndim != 2:
             x = x.reshape(x.shape[0], self.in_features)
         return self._engine(x)
@@ -293,14 +343,15 @@ class QuantizedModel:
         lines = [f"{'layer':>10}  {'source':<28} {'shape':<14} {'SNR dB':>8}"]
         for r in self.report:
             shape = "" if r["shape"] is None else "x".join(map(str, r["shape"]))
-            lines.append(f"{r['layer']!s:>10}  {r['source']:<28} {shape:<14} "
-                         f"{r['snr_db']:8.1f}")
+            lines.append(f"{r['layer']!s:>10}  {r['source']:<28} {shape:<14} {r['snr_db']:8.1f}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         dims = [self.in_features] + [ql.out_features for ql in self.layers]
-        return (f"QuantizedModel({'-'.join(map(str, dims))}, mode={self.mode!r}, "
-                f"per_channel={self.per_channel})")
+        return (
+            f"QuantizedModel({'-'.join(map(str, dims))}, mode={self.mode!r}, "
+            f"per_channel={self.per_channel})"
+        )
 
     # -- file ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> int:
@@ -315,24 +366,32 @@ class QuantizedModel:
         for i, ql in enumerate(self.layers):
             arrays[f"layer{i}_weight_q"] = np.ascontiguousarray(ql.weight_q, dtype=np.int8)
             arrays[f"layer{i}_weight_scale"] = np.ascontiguousarray(
-                np.atleast_1d(ql.weight_scale), dtype=np.float32)
+                np.atleast_1d(ql.weight_scale), dtype=np.float32
+            )
             if ql.bias is not None:
                 arrays[f"layer{i}_bias"] = np.ascontiguousarray(ql.bias, dtype=np.float32)
-            layers.append({
-                "type": "linear",
-                "in_features": int(ql.in_features),
-                "out_features": int(ql.out_features),
-                "activation": ql.activation,
-                "weight_q": f"layer{i}_weight_q",
-                "weight_scale": f"layer{i}_weight_scale",
-                "bias": f"layer{i}_bias" if ql.bias is not None else None,
-                "act_granularity": ql.act_granularity,
-                "input_qparams": _qp_json(ql.input_scale, ql.input_zero_point),
-                "output_qparams": _qp_json(ql.output_scale, ql.output_zero_point),
-                "source": self.sources[i],
-            })
-        model = {"kind": "sequential", "in_features": self.in_features, "mode": self.mode,
-                 "per_channel": self.per_channel, "layers": layers}
+            layers.append(
+                {
+                    "type": "linear",
+                    "in_features": int(ql.in_features),
+                    "out_features": int(ql.out_features),
+                    "activation": ql.activation,
+                    "weight_q": f"layer{i}_weight_q",
+                    "weight_scale": f"layer{i}_weight_scale",
+                    "bias": f"layer{i}_bias" if ql.bias is not None else None,
+                    "act_granularity": ql.act_granularity,
+                    "input_qparams": _qp_json(ql.input_scale, ql.input_zero_point),
+                    "output_qparams": _qp_json(ql.output_scale, ql.output_zero_point),
+                    "source": self.sources[i],
+                }
+            )
+        model = {
+            "kind": "sequential",
+            "in_features": self.in_features,
+            "mode": self.mode,
+            "per_channel": self.per_channel,
+            "layers": layers,
+        }
         return _format.write(path, model, arrays)
 
 
@@ -343,12 +402,19 @@ def _qp_json(scale: float | None, zero_point: int | None) -> list | None:
 def _check_qp(value: Any, where: str) -> tuple[float, int] | None:
     if value is None:
         return None
-    if not (isinstance(value, list) and len(value) == 2
-            and isinstance(value[0], float) and math.isfinite(value[0]) and value[0] > 0
-            and isinstance(value[1], int) and not isinstance(value[1], bool)
-            and 0 <= value[1] <= 255):
-        raise ValueError(f"{where}: bad activation qparams {value!r} (want [scale > 0, "
-                         "zero point in 0..255])")
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], float)
+        and math.isfinite(value[0])
+        and value[0] > 0
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+        and 0 <= value[1] <= 255
+    ):
+        raise ValueError(
+            f"{where}: bad activation qparams {value!r} (want [scale > 0, zero point in 0..255])"
+        )
     return float(np.float32(value[0])), int(value[1])
 
 
@@ -374,8 +440,9 @@ def load(path: str | os.PathLike) -> QuantizedModel:
             raise bad(f"unknown mode {mode!r}")
         in_features = model.get("in_features")
         specs = model.get("layers")
-        if not (isinstance(in_features, int) and in_features > 0 and isinstance(specs, list)
-                and specs):
+        if not (
+            isinstance(in_features, int) and in_features > 0 and isinstance(specs, list) and specs
+        ):
             raise bad("missing in_features or layers")
         used = set()
         qlayers = []
@@ -391,8 +458,9 @@ def load(path: str | os.PathLike) -> QuantizedModel:
             if act not in (None, "relu"):
                 raise bad(f"{where}: unknown activation {act!r}")
 
-            def get(key: str, dtype: str, shape: tuple, where: str = where,
-                    spec: dict = spec) -> np.ndarray:
+            def get(
+                key: str, dtype: str, shape: tuple, where: str = where, spec: dict = spec
+            ) -> np.ndarray:
                 name = spec.get(key)
                 if name not in arrays:
                     raise bad(f"{where}: array {key} ({name!r}) missing")
@@ -428,10 +496,8 @@ def load(path: str | os.PathLike) -> QuantizedModel:
         if used != set(arrays):
             raise bad(f"arrays not used by any layer: {sorted(set(arrays) - used)}")
         sources = [s.get("source") if isinstance(s.get("source"), list) else [] for s in specs]
-        return QuantizedModel(qlayers, in_features, mode, bool(model.get("per_channel")),
-                              sources)
+        return QuantizedModel(qlayers, in_features, mode, bool(model.get("per_channel")), sources)
     except _format.ModelFileError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise bad(f"{type(exc).__name__}: {exc}") from None
-

@@ -278,7 +278,7 @@ __device__ __forceinline__ T dx_one(T dy, T x, T m, T a, T b, T d) {
 // runs: one block row per (row r, channel c) pair, threads along inner
 template <class T, bool Back>
 __global__ void __launch_bounds__(kThreads)
-    map_runs(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ y, Plan p,
+    map_runs(const T* x, const T* dy, T* y, Plan p,  // y may be x or dy (out=)
              const T* __restrict__ prm) {
   const std::int64_t pairs = p.outer * p.C;
   for (std::int64_t rc = blockIdx.x; rc < pairs; rc += gridDim.x) {
@@ -299,7 +299,7 @@ __global__ void __launch_bounds__(kThreads)
 // columns: thread owns a column, walks rows
 template <class T, bool Back>
 __global__ void __launch_bounds__(kThreads)
-    map_cols(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ y, Plan p,
+    map_cols(const T* x, const T* dy, T* y, Plan p,  // y may be x or dy (out=)
              const T* __restrict__ prm) {
   const std::int64_t col = blockIdx.x * std::int64_t(kThreads) + threadIdx.x;
   if (col >= p.ncol) return;

@@ -318,9 +318,9 @@ py::object matmul_binding(py::handle a_obj, py::handle b_obj, py::handle out, st
     value_error("matmul: a and b must have at least one dimension (0-d operands are not allowed, as in numpy.matmul)");
   // numpy.matmul: 1-D a is a row (1, K) and its axis is dropped; 1-D b a column (K, 1).
   const bool a1 = a.shape.size() == 1, b1 = b.shape.size() == 1;
-  std::vector<std::int64_t> ash = a.shape, ast = a.strides, bsh = b.shape, bst = b.strides;
-  if (a1) { ash.insert(ash.begin(), 1); ast.insert(ast.begin(), 0); }
-  if (b1) { bsh.push_back(1); bst.push_back(0); }
+  std::vector<std::int64_t> ash = a.shape, bsh = b.shape;
+  if (a1) ash.insert(ash.begin(), 1);
+  if (b1) bsh.push_back(1);
   const std::int64_t M = ash[ash.size() - 2], K = ash.back(), N = bsh.back();
   if (bsh[bsh.size() - 2] != K)
     value_error("matmul: a with shape " + a.shape_str() + " and b with shape " + b.shape_str() +
@@ -328,7 +328,7 @@ py::object matmul_binding(py::handle a_obj, py::handle b_obj, py::handle out, st
                 std::to_string(bsh[bsh.size() - 2]) + ")");
   // broadcast batch dimensions
   const std::size_t ba = ash.size() - 2, bb = bsh.size() - 2, nb = ba > bb ? ba : bb;
-  std::vector<std::int64_t> batch(nb), sa(nb, 0), sb(nb, 0);
+  std::vector<std::int64_t> batch(nb);
   for (std::size_t i = 0; i < nb; ++i) {
     const std::int64_t da = i + ba >= nb ? ash[i + ba - nb] : 1;
     const std::int64_t db = i + bb >= nb ? bsh[i + bb - nb] : 1;
@@ -336,8 +336,6 @@ py::object matmul_binding(py::handle a_obj, py::handle b_obj, py::handle out, st
       value_error("matmul: the batch dimensions of a " + a.shape_str() + " and b " + b.shape_str() +
                   " do not broadcast");
     batch[i] = da > db ? da : db;
-    if (i + ba >= nb && da != 1) sa[i] = ast[i + ba - nb];
-    if (i + bb >= nb && db != 1) sb[i] = bst[i + bb - nb];
   }
   std::vector<std::int64_t> oshape = batch;
   if (!a1) oshape.push_back(M);
@@ -353,20 +351,33 @@ py::object matmul_binding(py::handle a_obj, py::handle b_obj, py::handle out, st
     fill_k0(f64, c.arr.data, nbatch * M, N, nullptr, 0, call.stream());
     return c.obj;
   }
+  // Strides (elements) of the matrices and of the broadcast batch axes (0 where an
+  // operand is broadcast); read after detach_overlapping, which may have copied a or b.
+  std::vector<std::int64_t> ast, bst, sa(nb, 0), sb(nb, 0);
+  auto strides_of = [&](const DevArray& x, bool one_d, bool is_a, std::vector<std::int64_t>* st,
+                        std::vector<std::int64_t>* sbatch) {
+    *st = x.strides;
+    if (one_d) {
+      if (is_a) st->insert(st->begin(), 0);
+      else st->push_back(0);
+    }
+    const std::vector<std::int64_t>& sh = is_a ? ash : bsh;
+    const std::size_t base = is_a ? ba : bb;
+    for (std::size_t i = 0; i < nb; ++i)
+      (*sbatch)[i] = (i + base >= nb && sh[i + base - nb] != 1) ? (*st)[i + base - nb] : 0;
+  };
+  strides_of(a, a1, true, &ast, &sa);
+  strides_of(b, b1, false, &bst, &sb);
   MatView va{}, vb{};
   // A matrix view needs a unit stride; otherwise work on a contiguous copy of the operand.
   if (!mat_view(M, K, ast[ast.size() - 2], ast.back(), &va)) {
     a = call.private_copy(a);
-    ast = a.strides;
-    if (a1) ast.insert(ast.begin(), 0);
-    for (std::size_t i = 0; i < nb; ++i) sa[i] = (i + ba >= nb && ash[i + ba - nb] != 1) ? ast[i + ba - nb] : 0;
+    strides_of(a, a1, true, &ast, &sa);
     mat_view(M, K, ast[ast.size() - 2], ast.back(), &va);
   }
   if (!mat_view(K, N, bst[bst.size() - 2], bst.back(), &vb)) {
     b = call.private_copy(b);
-    bst = b.strides;
-    if (b1) bst.push_back(0);
-    for (std::size_t i = 0; i < nb; ++i) sb[i] = (i + bb >= nb && bsh[i + bb - nb] != 1) ? bst[i + bb - nb] : 0;
+    strides_of(b, b1, false, &bst, &sb);
     mat_view(K, N, bst[bst.size() - 2], bst.back(), &vb);
   }
   va.ptr = a.data;
@@ -689,7 +700,8 @@ std::vector<Span> spans(const std::vector<DevArray>& v) {
   return s;
 }
 
-py::object clip_norm_binding(py::handle grads, double max_norm, double norm_type, std::uintptr_t stream) {
+py::object clip_norm_binding(py::handle grads, double max_norm, double norm_type, bool apply,
+                             std::uintptr_t stream) {
   Call call(stream);
   std::vector<DevArray> g = inplace_list(call, grads, "grads");
   call.begin();
@@ -716,7 +728,7 @@ py::object clip_norm_binding(py::handle grads, double max_norm, double norm_type
       kind = 1;
     }
     norm_finish(value, top, norm_type, kind, max_norm, res, st);
-    scale_list(s, res, st);
+    if (apply) scale_list(s, res, st);
     check(cudaMemcpyAsync(total.data(), res, sizeof(double), cudaMemcpyDeviceToDevice, st),
           "cudaMemcpyAsync");
   }
@@ -771,7 +783,7 @@ void register_ops(py::module_& m) {
         py::arg("save_mean"), py::arg("save_invstd"), py::arg("axis"), py::arg("out"),
         py::arg("stream"));
   m.def("clip_grad_norm_", &clip_norm_binding, py::arg("grads"), py::arg("max_norm"),
-        py::arg("norm_type"), py::arg("stream"));
+        py::arg("norm_type"), py::arg("apply"), py::arg("stream"));
   m.def("clip_grad_value_", &clip_value_binding, py::arg("grads"), py::arg("clip_value"),
         py::arg("stream"));
   m.def("check_inplace", &check_inplace_binding, py::arg("obj"), py::arg("name"),

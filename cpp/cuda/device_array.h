@@ -127,6 +127,8 @@ class Call {
 
  private:
   void note_device(DevArray& a);
+  bool torch_fast(py::handle obj);
+  int torch_fast_ = -1;  // PyTorch fast path: -1 not decided, 0 no, 1 yes (device_array.cpp)
   Stream stream_;
   std::uintptr_t raw_;
   int device_ = -1;

@@ -35,7 +35,7 @@ constexpr int kThreads = 256;
 
 template <class T>
 __global__ void __launch_bounds__(kThreads)
-    dropout_kernel(const T* __restrict__ x, T* __restrict__ y, std::uint8_t* __restrict__ bits,
+    dropout_kernel(const T* x, T* y, std::uint8_t* __restrict__ bits,  // y may be x
                    std::int64_t n, std::int64_t nthreads, DropoutParams p) {
   const T scale = static_cast<T>(p.scale);
   const std::int64_t nbytes = (n + 7) / 8;

@@ -93,12 +93,14 @@ __global__ void row_sums(const std::int8_t* __restrict__ m, std::int64_t R, std:
   }
 }
 
-// dp4a GEMM: C (M, N) = A' (M, Kw words) . B'^T (N, Kw words), both K-contiguous.
-// 64 x 64 tile per block, 16 words (64 k) per stage, each thread a 4 x 4 sub-tile.
+// dp4a GEMM: C (M, N) = A' (M, Kw words) . B'^T (N, Kw words), both K-contiguous with
+// row strides lda / ldb words. 64 x 64 tile per block, 16 words (64 k) per stage, each
+// thread a 4 x 4 sub-tile.
 constexpr int BM = 64, BN = 64, BKW = 16;
 __global__ void __launch_bounds__(kThreads)
-    dp4a_gemm(const std::int32_t* __restrict__ A, const std::int32_t* __restrict__ B,
-              std::int32_t* __restrict__ C, std::int64_t M, std::int64_t N, std::int64_t Kw) {
+    dp4a_gemm(const std::int32_t* __restrict__ A, std::int64_t lda, const std::int32_t* __restrict__ B,
+              std::int64_t ldb, std::int32_t* __restrict__ C, std::int64_t M, std::int64_t N,
+              std::int64_t Kw) {
   __shared__ std::int32_t As[BKW][BM + 1];
   __shared__ std::int32_t Bs[BKW][BN + 1];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -108,8 +110,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int idx = threadIdx.x; idx < BM * BKW; idx += kThreads) {
       const int r = idx / BKW, w = idx % BKW;
       const std::int64_t m = m0 + r, n = n0 + r, kw = kw0 + w;
-      As[w][r] = (m < M && kw < Kw) ? A[m * Kw + kw] : 0;
-      Bs[w][r] = (n < N && kw < Kw) ? B[n * Kw + kw] : 0;
+      As[w][r] = (m < M && kw < Kw) ? A[m * lda + kw] : 0;
+      Bs[w][r] = (n < N && kw < Kw) ? B[n * ldb + kw] : 0;
     }
     __syncthreads();
 #pragma unroll
@@ -158,6 +160,10 @@ __global__ void zero_point_fix(std::int32_t* __restrict__ C, std::int64_t M, std
 
 }  // namespace
 
+namespace {
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+}  // namespace
+
 const char* matmul_int8(const QgemmArgs& q, bool use_lt, Stream s) {
   const std::int64_t M = q.M, N = q.N, K = q.K;
   if (M <= 0 || N <= 0) return "none";
@@ -168,26 +174,47 @@ const char* matmul_int8(const QgemmArgs& q, bool use_lt, Stream s) {
   const std::int64_t Kp = (K + 3) / 4 * 4;
   const std::int32_t za = q.a_signed ? q.za : q.za - 128;
   const std::int32_t zb = q.b_signed ? q.zb : q.zb - 128;
-  Scratch ap(static_cast<std::size_t>(M * Kp), s), bt(static_cast<std::size_t>(N * Kp), s);
-  Scratch rs(static_cast<std::size_t>(M) * 4, s), cs(static_cast<std::size_t>(N) * 4, s);
-  pack_rows<<<blocks_for(M, 1, 65535), kThreads, 0, s>>>(q.a, q.a_signed, q.a_rs, q.a_cs, M, K, Kp,
-                                                          ap.as<std::int8_t>(), rs.as<std::int32_t>());
-  check_launch("matmul_int8 (pack a)");
-  const dim3 tgrid(static_cast<unsigned>((N + 31) / 32), static_cast<unsigned>((Kp + 31) / 32));
-  if (tgrid.y > 65535) throw std::length_error("matmul_int8: K too large for this build");
-  pack_transpose<<<tgrid, kThreads, 0, s>>>(q.b, q.b_signed, q.b_rs, q.b_cs, K, N, Kp, bt.as<std::int8_t>());
-  check_launch("matmul_int8 (pack b)");
-  if (zb != 0 || za != 0) {
-    row_sums<<<blocks_for(N, 1, 65535), kThreads, 0, s>>>(bt.as<std::int8_t>(), N, Kp, cs.as<std::int32_t>());
+  // Operands already in the kernels' form are used in place: A int8 with unit column
+  // stride, K and the row stride multiples of 4, 16-byte aligned (its row sums are only
+  // needed when zb != 0); likewise B given as a transposed view (unit row stride).
+  const bool a_direct = q.a_signed && zb == 0 && (q.a_cs == 1 || K == 1) && K % 4 == 0 &&
+                        q.a_rs % 4 == 0 && q.a_rs >= K && aligned16(q.a);
+  const bool b_direct = q.b_signed && za == 0 && (q.b_rs == 1 || K == 1) && K % 4 == 0 &&
+                        q.b_cs % 4 == 0 && q.b_cs >= K && aligned16(q.b);
+  Scratch ap, bt, rs(static_cast<std::size_t>(M) * 4, s), cs(static_cast<std::size_t>(N) * 4, s);
+  const std::int8_t* A = static_cast<const std::int8_t*>(q.a);
+  const std::int8_t* B = static_cast<const std::int8_t*>(q.b);
+  std::int64_t lda = q.a_rs, ldb = q.b_cs;
+  if (!a_direct) {
+    ap = Scratch(static_cast<std::size_t>(M * Kp), s);
+    pack_rows<<<blocks_for(M, 1, 65535), kThreads, 0, s>>>(q.a, q.a_signed, q.a_rs, q.a_cs, M, K, Kp,
+                                                            ap.as<std::int8_t>(), rs.as<std::int32_t>());
+    check_launch("matmul_int8 (pack a)");
+    A = ap.as<std::int8_t>();
+    lda = Kp;
+  }
+  if (!b_direct) {
+    bt = Scratch(static_cast<std::size_t>(N * Kp), s);
+    const dim3 tgrid(static_cast<unsigned>((N + 31) / 32), static_cast<unsigned>((Kp + 31) / 32));
+    if (tgrid.y > 65535) throw std::length_error("matmul_int8: K too large for this build");
+    pack_transpose<<<tgrid, kThreads, 0, s>>>(q.b, q.b_signed, q.b_rs, q.b_cs, K, N, Kp, bt.as<std::int8_t>());
+    check_launch("matmul_int8 (pack b)");
+    B = bt.as<std::int8_t>();
+    ldb = Kp;
+  }
+  if (za != 0) {  // column sums of B' (B'^T's row sums); b_direct implies za == 0
+    row_sums<<<blocks_for(N, 1, 65535), kThreads, 0, s>>>(B, N, Kp, cs.as<std::int32_t>());
     check_launch("matmul_int8 (column sums)");
   }
   const char* path = "dp4a";
-  if (use_lt && lt::gemm_s8(M, N, Kp, ap.as<std::int8_t>(), Kp, bt.as<std::int8_t>(), Kp, q.c, N, s)) {
+  if (use_lt && lt::gemm_s8(M, N, Kp, A, lda, B, ldb, q.c, N, s)) {
     path = "cublaslt";
   } else {
     const dim3 grid(static_cast<unsigned>((N + BN - 1) / BN), static_cast<unsigned>((M + BM - 1) / BM));
     if (grid.y > 65535) throw std::length_error("matmul_int8: M too large for this build");
-    dp4a_gemm<<<grid, kThreads, 0, s>>>(ap.as<std::int32_t>(), bt.as<std::int32_t>(), q.c, M, N, Kp / 4);
+    dp4a_gemm<<<grid, kThreads, 0, s>>>(reinterpret_cast<const std::int32_t*>(A), lda / 4,
+                                        reinterpret_cast<const std::int32_t*>(B), ldb / 4, q.c, M, N,
+                                        Kp / 4);
     check_launch("matmul_int8 (dp4a)");
   }
   if (za != 0 || zb != 0) {

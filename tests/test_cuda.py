@@ -567,6 +567,12 @@ def test_matmul_int8_views_and_1d():
         got = host(cuda.matmul_int8(at.t(), 1, at[:, :30], 2))
         ref = (a.T.astype(np.int64) - 1) @ (a[:, :30].astype(np.int64) - 2)
         np.testing.assert_array_equal(got, ref.astype(np.int32))
+        # operands already in the kernels' form are read in place: int8 A with K % 4 == 0,
+        # and B given as a transposed view (strides (1, 60)), zero points 0
+        bt = torch.from_numpy(np.ascontiguousarray(b.T)).cuda().t()
+        for use_lt in (True, False):
+            got = host(cuda.matmul_int8(at, 0, bt, 0, use_cublaslt=use_lt))
+            np.testing.assert_array_equal(got, (a.astype(np.int64) @ b).astype(np.int32))
     got = host(cuda.matmul_int8(dev(a[0]), 0, dev(b), 0))
     np.testing.assert_array_equal(got, (a[0].astype(np.int64) @ b).astype(np.int32))
     with pytest.raises(ValueError, match="a_zero_point"):

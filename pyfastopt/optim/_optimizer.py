@@ -469,8 +469,11 @@ class Optimizer:
 def _is_device(x: Any) -> bool:
     """True for CUDA device arrays (DLPack on a CUDA device or __cuda_array_interface__),
     without importing pyfastopt.cuda."""
-    if isinstance(x, (np.ndarray, list, tuple)):
-        return False
+    t = type(x)
+    if isinstance(x, np.ndarray) or not (
+        hasattr(t, "__dlpack_device__") or hasattr(t, "__cuda_array_interface__")
+    ):
+        return False  # host arrays, numbers, lists: pyfastopt.cuda is not even imported
     from ..cuda._runtime import is_device_array
 
     return is_device_array(x)

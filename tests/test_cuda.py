@@ -510,8 +510,11 @@ def test_matmul_views_and_errors():
     assert rel_err(got, a[::2, ::3].astype(np.float64) @ b[:30:3, ::2].astype(np.float64)) < 1e-5
     with pytest.raises(ValueError, match="inner dimensions"):
         cuda.matmul(at, at)
-    with pytest.raises(TypeError, match="b must have the dtype"):
-        cuda.matmul(at, bt.double().t())
+    mixed = cuda.matmul(at, bt.double().t())  # NumPy's promotion: float64
+    assert mixed.dtype == torch.float64
+    assert rel_err(host(mixed), a.astype(np.float64) @ b.T.astype(np.float64)) < 1e-6
+    with pytest.raises(TypeError, match="b must have dtype float32 or float64"):
+        cuda.matmul(at, torch.zeros(30, 3, dtype=torch.int32, device="cuda"))
     out = torch.empty(40, 40, device="cuda")
     assert cuda.matmul(at, at.t(), out=out) is out
 

@@ -313,7 +313,9 @@ py::object matmul_binding(py::handle a_obj, py::handle b_obj, py::handle out, st
   DevArray a = call.input(a_obj, "a");
   DevArray b = call.input(b_obj, "b");
   require_float(a);
-  require_same_dtype(a, b);
+  require_float(b);
+  // NumPy's promotion: float32 with float64 gives float64
+  const DT rdt = (a.dtype == DT::f64 || b.dtype == DT::f64) ? DT::f64 : DT::f32;
   if (a.shape.empty() || b.shape.empty())
     value_error("matmul: a and b must have at least one dimension (0-d operands are not allowed, as in numpy.matmul)");
   // numpy.matmul: 1-D a is a row (1, K) and its axis is dropped; 1-D b a column (K, 1).
@@ -340,13 +342,17 @@ py::object matmul_binding(py::handle a_obj, py::handle b_obj, py::handle out, st
   std::vector<std::int64_t> oshape = batch;
   if (!a1) oshape.push_back(M);
   if (!b1) oshape.push_back(N);
-  Result c = make_output(call, out, oshape, a.dtype);
+  Result c = make_output(call, out, oshape, rdt);
   if (!out.is_none()) detach_overlapping(call, {&a, &b}, {&c.arr});
   call.begin();
   allocate(call, c, "out");
+  if (rdt == DT::f64) {
+    a = call.promoted_f64(a);
+    b = call.promoted_f64(b);
+  }
   const std::int64_t nbatch = prod(batch, 0, batch.size());
   if (nbatch == 0 || M == 0 || N == 0) return c.obj;
-  const bool f64 = a.dtype == DT::f64;
+  const bool f64 = rdt == DT::f64;
   if (K == 0) {
     fill_k0(f64, c.arr.data, nbatch * M, N, nullptr, 0, call.stream());
     return c.obj;
@@ -408,7 +414,7 @@ py::object linear_binding(py::handle x_obj, py::handle w_obj, py::handle bias_ob
   DevArray x = call.input(x_obj, "x");
   require_float(x);
   DevArray w = call.input(w_obj, "weight");
-  require_same_dtype(x, w);
+  require_float(w);
   if (x.shape.empty()) value_error("linear: x must have at least one dimension");
   if (w.shape.size() != 2)
     value_error("linear: weight must be 2-D (out_features, in_features), got shape " + w.shape_str());
@@ -419,13 +425,16 @@ py::object linear_binding(py::handle x_obj, py::handle w_obj, py::handle bias_ob
                 std::to_string(w.shape[1]));
   DevArray bias = call.optional_input(bias_obj, "bias");
   if (bias.size >= 0) {
-    require_same_dtype(x, bias);
+    require_float(bias);
     if (bias.shape != std::vector<std::int64_t>{N})
       value_error("linear: bias must have shape (" + std::to_string(N) + ",), got " + bias.shape_str());
   }
   std::vector<std::int64_t> oshape(x.shape.begin(), x.shape.end() - 1);
   oshape.push_back(N);
-  Result y = make_output(call, out, oshape, x.dtype);
+  // NumPy's promotion: float64 if any operand is
+  const DT rdt = (x.dtype == DT::f64 || w.dtype == DT::f64 || (bias.size >= 0 && bias.dtype == DT::f64))
+                     ? DT::f64 : DT::f32;
+  Result y = make_output(call, out, oshape, rdt);
   if (!out.is_none()) {
     std::vector<DevArray*> ins{&x, &w};
     if (bias.size >= 0) ins.push_back(&bias);
@@ -435,7 +444,12 @@ py::object linear_binding(py::handle x_obj, py::handle w_obj, py::handle bias_ob
   allocate(call, y, "out");
   const std::int64_t M = prod(x.shape, 0, x.shape.size() - 1);
   if (M == 0 || N == 0) return y.obj;
-  const bool f64 = x.dtype == DT::f64;
+  const bool f64 = rdt == DT::f64;
+  if (f64) {
+    x = call.promoted_f64(x);
+    w = call.promoted_f64(w);
+    bias = call.promoted_f64(bias);
+  }
   if (bias.size >= 0) bias = call.contiguous(bias);
   const void* bp = bias.size >= 0 ? bias.data : nullptr;
   if (K == 0) {

@@ -523,6 +523,20 @@ DevArray Call::contiguous(const DevArray& a) {
   return private_copy(a);
 }
 
+DevArray Call::promoted_f64(const DevArray& a) {
+  if (a.dtype == DT::f64 || a.size < 0) return a;
+  const DevArray c = contiguous(a);
+  DevArray r = c;
+  r.dtype = DT::f64;
+  r.readonly = false;
+  if (a.size == 0) return r;
+  Scratch s = scratch(static_cast<std::size_t>(a.size) * 8);
+  to_double(c.data, false, s.as<double>(), c.size, stream_);
+  r.data = s.as<char>();
+  copies_.push_back(std::move(s));
+  return r;
+}
+
 DevArray Call::private_copy(const DevArray& a) {
   DevArray c = a;
   if (a.size <= 0) return c;

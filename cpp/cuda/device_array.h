@@ -120,6 +120,8 @@ class Call {
 
   // New stream-ordered scratch on the call's stream.
   Scratch scratch(std::size_t bytes) { return Scratch(bytes, stream_); }
+  // A float32 array as a private C-contiguous float64 copy (NumPy's type promotion).
+  DevArray promoted_f64(const DevArray& a);
 
   Stream stream() const { return stream_; }
   std::uintptr_t raw_stream() const { return raw_; }

@@ -502,6 +502,7 @@ DevArray Call::inplace(py::handle obj, Name name) {
 }
 
 void Call::begin() {
+  if (guard_) return;  // once per call (private copies begin the call themselves)
   if (device_ < 0) {
     int d = 0;
     check(cudaGetDevice(&d), "cudaGetDevice");
@@ -530,6 +531,7 @@ DevArray Call::promoted_f64(const DevArray& a) {
   r.dtype = DT::f64;
   r.readonly = false;
   if (a.size == 0) return r;
+  begin();
   Scratch s = scratch(static_cast<std::size_t>(a.size) * 8);
   to_double(c.data, false, s.as<double>(), c.size, stream_);
   r.data = s.as<char>();
@@ -540,6 +542,7 @@ DevArray Call::promoted_f64(const DevArray& a) {
 DevArray Call::private_copy(const DevArray& a) {
   DevArray c = a;
   if (a.size <= 0) return c;
+  begin();  // the device and the producers' streams first: the copy is a launch
   Scratch s = scratch(a.nbytes());
   gather_strided(a.data, s.as<char>(), dt_size(a.dtype), a.shape, a.strides, a.size, stream_);
   c.data = s.as<char>();

@@ -108,8 +108,9 @@ class Call {
   // Optional (None -> empty DevArray with data == nullptr and size == -1).
   DevArray optional_input(py::handle obj, Name name);
 
-  // Make the device current and order CAI producer streams before ours. Call once,
-  // after all arrays are parsed and before any launch.
+  // Make the device current and order CAI producer streams before ours: after all arrays
+  // are parsed, before any launch (private copies call it themselves; later calls are
+  // no-ops).
   void begin();
 
   // A C-contiguous view of `a`: `a` itself, or a stream-ordered private copy (the copy

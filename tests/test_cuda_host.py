@@ -596,3 +596,164 @@ def test_host_reference_is_not_trivially_equal():
     start = [rng.standard_normal(n).astype(np.float32) for n in (1, 7, 33, 1000)]
     assert not np.array_equal(mirror[3], start[3])
     assert math.isfinite(float(np.abs(mirror[3] - start[3]).max()))
+
+
+# ---------------------------------------------------------------------------- optimizer plumbing
+class FakeDev:
+    """A stand-in device array (host memory behind a CUDA array interface) for the fake
+    module below: it lets the optimizers' device path run without a GPU."""
+
+    stream = 0
+
+    def __init__(self, a):
+        self.a = a
+        self.shape = a.shape
+        self.dtype = a.dtype
+
+    @property
+    def __cuda_array_interface__(self):
+        return {
+            "shape": self.a.shape,
+            "typestr": self.a.dtype.str,
+            "version": 3,
+            "data": (self.a.ctypes.data, False),
+            "strides": None,
+        }
+
+
+class FakeModule:
+    """Implements the compiled module's calls the optimizers make, on the host (the
+    kernels are the CPU's): what is tested is pyfastopt.optim's device plumbing (state
+    creation, dispatch, checkpoints), not the GPU."""
+
+    DeviceArray = FakeDev
+
+    def __init__(self):
+        self.calls = []
+
+    def device_count(self):
+        return (1, "")
+
+    def check_inplace(self, p, name, float_only):
+        if not isinstance(p, FakeDev) or not p.a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous")
+
+    def describe(self, x, name, stream):
+        return {
+            "device": 0,
+            "dtype": x.a.dtype.name,
+            "shape": list(x.a.shape),
+            "data": x.a.ctypes.data,
+            "nbytes": x.a.nbytes,
+        }
+
+    def zeros(self, shape, dtype, device, stream):
+        return FakeDev(np.zeros(shape, dtype))
+
+    def from_host(self, a, device, stream):
+        return FakeDev(np.array(a, copy=True))
+
+    def copy(self, x, stream):
+        return FakeDev(x.a.copy())
+
+    def to_host(self, x, stream):
+        return x.a.copy()
+
+    def __getattr__(self, name):
+        if not name.endswith("_step"):
+            raise AttributeError(name)
+
+        def step(params, grads, states, index, coefs, stream):
+            self.calls.append((name, stream))
+            un = [s if s is None else [v.a if v is not None else None for v in s] for s in states]
+            getattr(pyfastopt._core.optim, name)(
+                [p.a for p in params], [g.a for g in grads], tuple(un), index, coefs
+            )
+
+        return step
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    fake = FakeModule()
+    monkeypatch.setattr(cuda._runtime, "_module", fake)
+    monkeypatch.setattr(cuda._runtime, "_loaded", True)
+    return fake
+
+
+PLUMBING = {
+    **OPTIMIZERS,
+    "adagrad_init": lambda ps: optim.Adagrad(ps, lr=0.1, initial_accumulator_value=0.3),
+    "adamw_bf16": lambda ps: optim.AdamW(ps, lr=1e-2, amsgrad=True, state_dtype="bfloat16"),
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sgd_momentum",
+        "adam_amsgrad_wd_l1",
+        "adamw",
+        "rmsprop_centered_momentum",
+        "adagrad_init",
+        "adamw_bf16",
+    ],
+)
+def test_optimizer_device_plumbing(fake_gpu, name, tmp_path):
+    make = PLUMBING[name]
+    rng = np.random.default_rng(3)
+    host = [rng.standard_normal(n).astype(np.float32) for n in (5, 40, 1)]
+    dev = [FakeDev(p.copy()) for p in host]
+    opt_h, opt_d = make(host), make(dev)
+    for _ in range(3):
+        grads = [rng.standard_normal(p.shape).astype(np.float32) for p in host]
+        opt_h.step(grads)
+        opt_d.step([FakeDev(g.copy()) for g in grads], stream=5)
+    assert fake_gpu.calls and all(s == 5 for _, s in fake_gpu.calls)
+    for i, (h, d) in enumerate(zip(host, dev)):
+        _same_bits(d.a, h)
+        for k, v in opt_h.state[i].items():
+            if k == "step":
+                assert opt_d.state[i][k] == v
+            else:
+                assert isinstance(opt_d.state[i][k], FakeDev)  # state lives "on the device"
+                _same_bits(opt_d.state[i][k].a, v)
+    # checkpoints: device copies in state_dict, host or device arrays accepted back
+    sd = opt_d.state_dict()
+    assert all(
+        isinstance(v, FakeDev) for st in sd["state"].values() for k, v in st.items() if k != "step"
+    )
+    path = tmp_path / "opt.npz"
+    optim.save_state_dict(sd, path)
+    fresh = [FakeDev(d.a.copy()) for d in dev]
+    opt2 = make(fresh)
+    opt2.load_state_dict(optim.load_state_dict_file(path))  # host arrays from the file
+    opt3 = make([FakeDev(d.a.copy()) for d in dev])
+    opt3.load_state_dict(sd)  # device arrays
+    g = [FakeDev(rng.standard_normal(p.shape).astype(np.float32)) for p in host]
+    for o in (opt_d, opt2, opt3):
+        o.step(g)
+    for a, b, c in zip(dev, fresh, opt3.param_groups[0]["params"]):
+        _same_bits(a.a, b.a)
+        _same_bits(a.a, c.a)
+
+
+def test_optimizer_device_checks_with_fake_module(fake_gpu):
+    d = FakeDev(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="one device"):
+        optim.SGD([d, np.zeros(3, np.float32)], lr=0.1)
+    with pytest.raises(ValueError, match="one device"):
+        optim.SGD([np.zeros(3, np.float32), d], lr=0.1)
+    with pytest.raises(ValueError, match="shares memory"):
+        optim.SGD([d, d], lr=0.1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        optim.SGD([FakeDev(np.zeros((3, 3), np.float32).T)], lr=0.1)
+    opt = optim.SGD([np.zeros(3, np.float32)], lr=0.1)
+    with pytest.raises(ValueError, match="stream= is for device parameters"):
+        opt.step([np.zeros(3, np.float32)], stream=3)
+    bad = optim.Adam([FakeDev(np.zeros(3, np.float32))])
+    bad.step([FakeDev(np.ones(3, np.float32))])
+    sd = bad.state_dict()
+    sd["state"][0]["exp_avg"] = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="exp_avg"):
+        bad.load_state_dict(sd)

@@ -757,3 +757,86 @@ def test_optimizer_device_checks_with_fake_module(fake_gpu):
     sd["state"][0]["exp_avg"] = np.zeros(4, np.float32)
     with pytest.raises(ValueError, match="exp_avg"):
         bad.load_state_dict(sd)
+
+
+# ---------------------------------------------------------------------------- call signatures
+@needs_module
+@pytest.mark.skipif(cuda.available(), reason="checks the no-GPU failure point")
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a, b: cuda.axpby_(a, b, 1.0, 2.0),
+        lambda a, b: cuda.dropout(a, 0.5, seed=1, offset=2, return_mask=True),
+        lambda a, b: cuda.dropout(a, 0.0, return_mask=True),
+        lambda a, b: cuda.dropout(a, 0.5, out=b),
+        lambda a, b: cuda.dropout_backward(a, 0.5, 1, offset=3),
+        lambda a, b: cuda.quantize(a, 0.1, 3),
+        lambda a, b: cuda.dequantize(a, 0.1, 3),
+        lambda a, b: cuda.matmul_int8(a, 0, b, 0),
+        lambda a, b: cuda.matmul(a, b),
+        lambda a, b: cuda.linear(a, b, None, "gelu"),
+        lambda a, b: cuda.batch_norm_train(
+            a, None, None, b, b, momentum=None, num_batches_tracked=2
+        ),
+        lambda a, b: cuda.batch_norm_infer(a, None, None, b, b),
+        lambda a, b: cuda.batch_norm_backward(a, a, None, b, b),
+        lambda a, b: cuda.clip_grad_norm_([a, b], 1.0, 3.0),
+        lambda a, b: cuda.clip_grad_norm_([a], 1.0, error_if_nonfinite=True),
+        lambda a, b: cuda.clip_grad_value_([a, b], 1.0),
+        lambda a, b: cuda.to_host(a),
+        lambda a, b: cuda.copy(a),
+        lambda a, b: cuda.zeros((3,)),
+        lambda a, b: optim.Adam([a], lr=0.1),
+    ],
+)
+def test_python_layer_reaches_the_compiled_module(monkeypatch, call):
+    """Every public function's call into _core_cuda binds (argument names, order, types):
+    with availability forced, the first failure is the missing GPU inside C++ (a
+    RuntimeError naming the CUDA call), never a pybind11 signature TypeError."""
+    monkeypatch.setattr(cuda._runtime, "unavailable_reason", lambda: None)
+    a = FakeCAI((4, 4), "<f4", 4096)
+    b = FakeCAI((4,), "<f4", 8192)
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        call(a, b)
+
+
+@needs_module
+@pytest.mark.skipif(cuda.available(), reason="checks the no-GPU failure point")
+@pytest.mark.parametrize(
+    ("call", "dtype"),
+    [
+        (lambda a, b: cuda.quantize(a, np.full(4, 0.1), 3, axis=1), "float32"),
+        (lambda a, b: cuda.quantize(a, 0.1, 3, dtype=np.uint8), "float32"),
+        (lambda a, b: cuda.dequantize(a, 0.1, 3), "int8"),
+        (lambda a, b: cuda.matmul_int8(a, 1, b, -2, use_cublaslt=False), "int8"),
+        (lambda a, b: cuda.dropout(a, 0.0, return_mask=True, out=a), "float32"),
+    ],
+)
+def test_describe_first_functions_reach_their_binding(monkeypatch, call, dtype):
+    """Functions that ask for the dtype first (describe) still bind their main call."""
+    monkeypatch.setattr(cuda._runtime, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(
+        _mod, "describe", lambda x, name, s: {"dtype": dtype, "shape": [4, 4], "device": 0}
+    )
+    ts = "<f4" if dtype == "float32" else "|i1"
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        call(FakeCAI((4, 4), ts, 4096), FakeCAI((4, 4), ts, 8192))
+
+
+def test_bench_device_cuda_says_why_it_cannot_run(capsys):
+    if cuda.available():
+        pytest.skip("a GPU is visible")
+    from pyfastopt.cli import main
+
+    assert main(["bench", "--device", "cuda", "--quick"]) == 2
+    assert "pyfastopt bench --device cuda" in capsys.readouterr().err
+    from pyfastopt.bench import cases_cuda
+
+    text = cases_cuda.format_table(
+        {
+            "device": {"name": "X"},
+            "limits": {"copy_gbs": 1.0, "fp32_tflops": 1.0, "int8_tops": 1.0},
+            "rows": [{"name": "case", "error": "boom"}],
+        }
+    )
+    assert "case" in text and "ERROR" in text

@@ -17,6 +17,7 @@ import ctypes
 import math
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -40,8 +41,13 @@ def test_import_pyfastopt_does_not_load_cuda():
         "import pyfastopt.optim; assert 'pyfastopt._core_cuda' not in sys.modules; "
         "print(pyfastopt.cuda.available() in (True, False))"
     )
+    # run outside the source tree, whose pyfastopt/ has no compiled modules
     r = subprocess.run(
-        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tempfile.gettempdir(),
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "True"

@@ -46,8 +46,9 @@ _threadpool.register()
 
 # Submodules imported on first use (``pyfastopt.quant.load(...)`` after ``import
 # pyfastopt`` works). ``pyfastopt.distributed`` is deliberately not among them: it imports
-# mpi4py and installs an MPI abort hook, so it must be imported explicitly.
-_LAZY_SUBMODULES = ("optim", "quant")
+# mpi4py and installs an MPI abort hook, so it must be imported explicitly. ``cuda`` loads
+# the optional CUDA module only when first touched.
+_LAZY_SUBMODULES = ("cuda", "optim", "quant")
 
 
 def __getattr__(name: str):

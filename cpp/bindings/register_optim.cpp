@@ -17,6 +17,7 @@
 
 #include "checks.h"
 #include "pyfastopt/optim.h"
+#include "pyfastopt/optim_coef.h"
 #include "register.h"
 
 namespace pyfastopt {
@@ -120,7 +121,7 @@ Refs<T, S> select(const Parsed& p, DType want) {
   return r;
 }
 
-// A coefficient tuple -> struct in T. Fields are read in the documented order.
+// Reads a coefficient tuple field by field.
 struct TupleReader {
   py::tuple t;
   std::size_t i = 0;
@@ -128,21 +129,18 @@ struct TupleReader {
   bool flag() { return t[i++].cast<bool>(); }
 };
 
+// A coefficient tuple -> struct in T (pyfastopt/optim_coef.h, shared with the CUDA
+// module). Fields are read in the documented order.
 template <class T>
 std::vector<SgdCoef<T>> sgd_coefs(py::handle coefs) {
+  // (lr, momentum, dampening, weight_decay, l1, maximize, nesterov, first_step)
   std::vector<SgdCoef<T>> out;
   for (py::handle h : coefs) {
     TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
     const double lr = r.num(), momentum = r.num(), dampening = r.num(), wd = r.num(),
                  l1 = r.num();
-    SgdCoef<T> c{};
-    c.lr = T(lr); c.momentum = T(momentum); c.one_minus_dampening = T(1.0 - dampening);
-    c.weight_decay = T(wd); c.l1 = T(l1);
-    c.maximize = r.flag(); c.nesterov = r.flag(); c.first_step = r.flag();
-    c.has_momentum = momentum != 0.0;
-    c.has_wd = wd != 0.0;
-    c.has_l1 = l1 != 0.0;
-    out.push_back(c);
+    const bool maximize = r.flag(), nesterov = r.flag(), first_step = r.flag();
+    out.push_back(make_sgd_coef<T>(lr, momentum, dampening, wd, l1, maximize, nesterov, first_step));
   }
   return out;
 }
@@ -155,20 +153,8 @@ std::vector<AdamCoef<T>> adam_coefs(py::handle coefs) {
     TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
     const double lr = r.num(), beta1 = r.num(), beta2 = r.num(), eps = r.num();
     const double wd = r.num(), l1 = r.num(), step = r.num();
-    AdamCoef<T> c{};
-    c.beta1_weight = T(1.0 - beta1);
-    c.beta2 = T(beta2);
-    c.one_minus_beta2 = T(1.0 - beta2);
-    c.step_size = T(lr / (1.0 - std::pow(beta1, step)));
-    c.inv_bc2_sqrt = T(1.0 / std::sqrt(1.0 - std::pow(beta2, step)));
-    c.eps = T(eps);
-    c.weight_decay = T(wd);
-    c.l1 = T(l1);
-    c.decay = T(1.0 - lr * wd);
-    c.maximize = r.flag(); c.amsgrad = r.flag(); c.decoupled = r.flag();
-    c.has_wd = wd != 0.0;
-    c.has_l1 = l1 != 0.0;
-    out.push_back(c);
+    const bool maximize = r.flag(), amsgrad = r.flag(), decoupled = r.flag();
+    out.push_back(make_adam_coef<T>(lr, beta1, beta2, eps, wd, l1, step, maximize, amsgrad, decoupled));
   }
   return out;
 }
@@ -181,14 +167,8 @@ std::vector<RmspropCoef<T>> rmsprop_coefs(py::handle coefs) {
     TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
     const double lr = r.num(), alpha = r.num(), eps = r.num(), wd = r.num(), l1 = r.num(),
                  momentum = r.num();
-    RmspropCoef<T> c{};
-    c.lr = T(lr); c.alpha = T(alpha); c.one_minus_alpha = T(1.0 - alpha); c.eps = T(eps);
-    c.weight_decay = T(wd); c.l1 = T(l1); c.momentum = T(momentum);
-    c.maximize = r.flag(); c.centered = r.flag();
-    c.has_momentum = momentum > 0.0;
-    c.has_wd = wd != 0.0;
-    c.has_l1 = l1 != 0.0;
-    out.push_back(c);
+    const bool maximize = r.flag(), centered = r.flag();
+    out.push_back(make_rmsprop_coef<T>(lr, alpha, eps, wd, l1, momentum, maximize, centered));
   }
   return out;
 }
@@ -201,13 +181,8 @@ std::vector<AdagradCoef<T>> adagrad_coefs(py::handle coefs) {
     TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
     const double lr = r.num(), lr_decay = r.num(), eps = r.num(), wd = r.num(), l1 = r.num(),
                  step = r.num();
-    AdagradCoef<T> c{};
-    c.clr = T(lr / (1.0 + (step - 1.0) * lr_decay));
-    c.eps = T(eps); c.weight_decay = T(wd); c.l1 = T(l1);
-    c.maximize = r.flag();
-    c.has_wd = wd != 0.0;
-    c.has_l1 = l1 != 0.0;
-    out.push_back(c);
+    const bool maximize = r.flag();
+    out.push_back(make_adagrad_coef<T>(lr, lr_decay, eps, wd, l1, step, maximize));
   }
   return out;
 }

@@ -59,6 +59,9 @@ def _thread_list(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to ``parser`` (cheap: imports nothing heavy)."""
+    from .cases_cuda import add_cuda_arguments
+
+    add_cuda_arguments(parser)  # --device cuda: pyfastopt.cuda vs PyTorch CUDA
     parser.add_argument(
         "--only",
         action="append",
@@ -133,6 +136,10 @@ def run_cli(args: argparse.Namespace) -> int:
 
     from .. import get_num_threads
 
+    if getattr(args, "device", "cpu") == "cuda":
+        from .cases_cuda import run_cuda_cli
+
+        return run_cuda_cli(args)
     if getattr(args, "startup", False):
         from .startup import run_startup
 

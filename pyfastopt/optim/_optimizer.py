@@ -79,7 +79,7 @@ class Optimizer:
         self.defaults = self._validate_group(dict(defaults), "", strict=True)
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, Any]] = {}
-        if isinstance(params, np.ndarray):
+        if isinstance(params, np.ndarray) or _is_device(params):
             raise TypeError(
                 "params must be a list of arrays or of dicts (param groups), "
                 "got a single ndarray; wrap it in a list"
@@ -123,12 +123,13 @@ class Optimizer:
         if "params" not in group:
             raise ValueError("a param group needs a 'params' entry")
         params = group["params"]
-        params = [params] if isinstance(params, np.ndarray) else list(params)
+        params = [params] if isinstance(params, np.ndarray) or _is_device(params) else list(params)
         gi = len(self.param_groups)
         names = []
         for j, p in enumerate(params):
             names.append(f"param_groups[{gi}]['params'][{j}]")
             _check_param(p, names[-1])
+            self._check_same_device(p, names[-1])
         _check_distinct(
             [q for g in self.param_groups for q in g["params"]] + params,
             [
@@ -200,11 +201,17 @@ class Optimizer:
                 self._validate_group(group, f"in param_groups[{gi}]: ")
             self._checked_hyper = snapshot
 
-    def step(self, grads: Sequence[Any]) -> None:
+    def step(self, grads: Sequence[Any], *, stream: Any = None) -> None:
         """One update of every parameter, given ``grads`` aligned with the flattened params.
 
         Every argument and hyper-parameter is validated before any array is touched: on
         error the parameters and the state are left exactly as they were.
+
+        Device parameters (CuPy arrays, PyTorch CUDA tensors, any DLPack /
+        ``__cuda_array_interface__`` producer; see :mod:`pyfastopt.cuda`): the same fused
+        multi-tensor update runs on the GPU (one launch per dtype, the CPU's bits), on
+        ``stream`` or else the first parameter's producer's current stream; the state is
+        created on the device, of the parameters' kind.
         """
         from .. import _core
 
@@ -218,7 +225,12 @@ class Optimizer:
                 f"grads has {len(grads)} arrays but the optimizer has {len(flat)} parameters"
             )
         self._check_hyper()
-        kernel = getattr(_core.optim, self._kernel_name())
+        if getattr(self, "_device", None) is None:
+            if stream is not None:
+                raise ValueError("stream= is for device parameters; these are host arrays")
+            kernel = getattr(_core.optim, self._kernel_name())
+        else:
+            kernel = self._device_kernel(stream)
         plan = getattr(self, "_plan", None)
         if plan is not None and plan[0] == self._signature():
             # Steady state: every state array exists and the tensor -> coefficient mapping
@@ -276,6 +288,61 @@ class Optimizer:
             else (self._signature(), params, tuple(slots), index, reps, [st for st, _ in pending])
         )
 
+    # ------------------------------------------------------------------ device parameters
+    def _check_same_device(self, p: Any, name: str) -> None:
+        """All parameters on the host, or all on one CUDA device."""
+        dev = _device_of(p)
+        if not hasattr(self, "_device"):
+            self._device = dev
+            self._first_param_name = name
+        elif dev != self._device:
+
+            def where(d: int | None) -> str:
+                return "a host array" if d is None else f"on cuda:{d}"
+
+            raise ValueError(
+                f"{name} is {where(dev)} but {self._first_param_name} is "
+                f"{where(self._device)}: one optimizer updates parameters on one device"
+            )
+
+    def _device_kernel(self, stream: Any) -> Callable[..., None]:
+        from .. import cuda
+
+        mod = cuda.require()
+        s = cuda.resolve_stream(stream, self._flat()[0][1])
+        fn = getattr(mod, self._kernel_name())
+
+        def kernel(params: Any, grads: Any, slots: Any, index: Any, coefs: Any) -> None:
+            fn(params, grads, slots, index, coefs, s)
+
+        self._stream = s
+        return kernel
+
+    def _zeros(self, p: Any, dtype: Any = None) -> Any:
+        """A zero state array for parameter ``p`` (on ``p``'s device, of its kind)."""
+        dtype = p.dtype if dtype is None else dtype
+        if getattr(self, "_device", None) is None:
+            return np.zeros(p.shape, dtype)
+        from .. import cuda
+
+        mod = cuda.require()
+        z = mod.zeros(
+            _device_shape(p), _np_dtype(dtype).name, self._device, getattr(self, "_stream", 0)
+        )
+        return cuda.as_kind(z, p)
+
+    def _full(self, p: Any, value: float) -> Any:
+        """A state array filled with ``value`` (on ``p``'s device, of its kind)."""
+        if getattr(self, "_device", None) is None:
+            return np.full(p.shape, value, p.dtype)
+        if value == 0:
+            return self._zeros(p)
+        from .. import cuda
+
+        host = np.full(_device_shape(p), value, _np_dtype(p.dtype))
+        mod = cuda.require()
+        return cuda.as_kind(mod.from_host(host, self._device, getattr(self, "_stream", 0)), p)
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """``{"state": {i: {"step": int, name: array}}, "param_groups": [...]}``.
@@ -290,10 +357,7 @@ class Optimizer:
             entry["params"] = list(range(start, start + len(g["params"])))
             start += len(g["params"])
             groups.append(entry)
-        state = {
-            i: {k: (v.copy() if isinstance(v, np.ndarray) else int(v)) for k, v in st.items()}
-            for i, st in self.state.items()
-        }
+        state = {i: {k: _copy_state(v) for k, v in st.items()} for i, st in self.state.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -347,8 +411,11 @@ class Optimizer:
                         raise ValueError(f"state[{pos}]['step'] must be an int >= 0, got {val!r}")
                     restored["step"] = int(val)
                 elif key and key in self._state_names:
-                    arr = np.asarray(val)
                     want = self._state_dtype(p)
+                    if getattr(self, "_device", None) is not None:
+                        restored[key] = self._restore_device_state(pos, key, val, p, want)
+                        continue
+                    arr = np.asarray(val)
                     if arr.shape != p.shape or arr.dtype != want:
                         raise ValueError(
                             f"state[{pos}][{key!r}] has shape {arr.shape} and dtype {arr.dtype}, "
@@ -367,6 +434,30 @@ class Optimizer:
         self._flat_cache = None
         self._plan = None
 
+    def _restore_device_state(self, pos: int, key: str, val: Any, p: Any, want: Any) -> Any:
+        """A checkpointed state array (host or device) as a fresh device array of ``p``'s
+        kind, after the same shape/dtype check as on the host."""
+        from .. import cuda
+
+        mod = cuda.require()
+        s = getattr(self, "_stream", 0)
+        if _is_device(val):
+            d = mod.describe(val, f"state[{pos}][{key!r}]", s)
+            shape, dt = tuple(d["shape"]), d["dtype"]
+        else:
+            val = np.asarray(val)
+            shape, dt = val.shape, val.dtype.name
+        pshape = _device_shape(p)
+        want_name = _np_dtype(want).name
+        if shape != pshape or dt != want_name:
+            raise ValueError(
+                f"state[{pos}][{key!r}] has shape {shape} and dtype {dt}, "
+                f"expected {pshape} and {want_name}"
+            )
+        if _is_device(val):
+            return cuda.as_kind(mod.copy(val, s), p)
+        return cuda.as_kind(mod.from_host(np.ascontiguousarray(val), self._device, s), p)
+
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for gi, g in enumerate(self.param_groups):
@@ -375,11 +466,63 @@ class Optimizer:
         return "\n".join([*lines, ")"])
 
 
+def _is_device(x: Any) -> bool:
+    """True for CUDA device arrays (DLPack on a CUDA device or __cuda_array_interface__),
+    without importing pyfastopt.cuda."""
+    t = type(x)
+    if isinstance(x, np.ndarray) or not (
+        hasattr(t, "__dlpack_device__") or hasattr(t, "__cuda_array_interface__")
+    ):
+        return False  # host arrays, numbers, lists: pyfastopt.cuda is not even imported
+    from ..cuda._runtime import is_device_array
+
+    return is_device_array(x)
+
+
+def _device_of(p: Any) -> int | None:
+    """None for a host array, else the CUDA device index."""
+    if not _is_device(p):
+        return None
+    from .. import cuda
+
+    return int(cuda.require().describe(p, "param", 0)["device"])
+
+
+def _device_shape(p: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in p.shape)
+
+
+def _np_dtype(dtype: Any) -> np.dtype:
+    """NumPy dtype of a dtype given as NumPy's, CuPy's or torch's (``torch.float32``)."""
+    if isinstance(dtype, np.dtype):
+        return dtype
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(str(dtype).replace("torch.", ""))
+
+
+def _copy_state(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if _is_device(v):
+        from .. import cuda
+
+        return cuda.copy(v)
+    return int(v)
+
+
 def _check_param(p: Any, name: str) -> None:
     """Parameters are updated in place: the shared C++ in-place check (ndarray, float32 or
-    float64, writable, C-contiguous, aligned, native byte order), at construction."""
+    float64, writable, C-contiguous, aligned, native byte order), at construction. Device
+    arrays get the CUDA module's in-place check (writable, C-contiguous device memory)."""
     from .. import _core
 
+    if _is_device(p):
+        from .. import cuda
+
+        cuda.require().check_inplace(p, name, True)
+        return
     if not isinstance(p, np.ndarray):  # a list would be read as a sequence of arrays
         raise TypeError(
             f"{name} must be a numpy.ndarray (updated in place), got {type(p).__name__}"
@@ -387,13 +530,22 @@ def _check_param(p: Any, name: str) -> None:
     _core.ops.check_inplace(p, name)
 
 
-def _check_distinct(arrays: list[np.ndarray], names: list[str]) -> None:
+def _span(a: Any) -> tuple[int, int, int]:
+    """(device or -1 for host, address, bytes) of an array's memory."""
+    if isinstance(a, np.ndarray):
+        return -1, a.__array_interface__["data"][0], a.nbytes
+    from .. import cuda
+
+    d = cuda.require().describe(a, "param", 0)
+    return int(d["device"]), int(d["data"]), int(d["nbytes"])
+
+
+def _check_distinct(arrays: list[Any], names: list[str]) -> None:
     """No two parameters may share memory (O(n log n) over address intervals)."""
-    spans = sorted(
-        (a.__array_interface__["data"][0], a.nbytes, k) for k, a in enumerate(arrays) if a.nbytes
-    )
-    for (lo1, n1, k1), (lo2, _, k2) in zip(spans, spans[1:]):
-        if lo2 < lo1 + n1:
+    spans = sorted((*_span(a), k) for k, a in enumerate(arrays))
+    spans = [s for s in spans if s[2]]
+    for (dev1, lo1, n1, k1), (dev2, lo2, _, k2) in zip(spans, spans[1:]):
+        if dev1 == dev2 and lo2 < lo1 + n1:
             first, second = sorted((k1, k2))
             raise ValueError(
                 f"{names[second]} shares memory with {names[first]}; each "
@@ -417,6 +569,10 @@ def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
     for i, st in state_dict["state"].items():
         meta: dict[str, Any] = {}
         for key, val in st.items():
+            if _is_device(val):  # a device optimizer's state: saved from a host copy
+                from .. import cuda
+
+                val = cuda.to_host(val)
             if isinstance(val, np.ndarray):
                 arrays[f"state/{int(i)}/{key}"] = val
                 meta[key] = None

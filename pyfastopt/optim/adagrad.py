@@ -73,7 +73,7 @@ class Adagrad(Optimizer):
     ) -> dict[str, np.ndarray]:
         if "sum" in state:
             return {}
-        return {"sum": np.full(p.shape, group["initial_accumulator_value"], p.dtype)}
+        return {"sum": self._full(p, group["initial_accumulator_value"])}
 
     def _coef(
         self, group: dict[str, Any], state: dict[str, Any], new: dict[str, np.ndarray], step: int

@@ -6,7 +6,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ._optimizer import Optimizer, check_bool, check_nonneg, check_unit_interval
+from ._optimizer import Optimizer, _np_dtype, check_bool, check_nonneg, check_unit_interval
 
 __all__ = ["Adam", "AdamW"]
 
@@ -123,7 +123,7 @@ class Adam(Optimizer):
     def _check_group_params(self, group: dict[str, Any], gi: int) -> None:
         if self.state_dtype == _BF16:
             for j, p in enumerate(group["params"]):
-                if p.dtype != np.float32:
+                if _np_dtype(p.dtype) != np.float32:
                     raise ValueError(
                         f"state_dtype='bfloat16' needs float32 parameters; "
                         f"param_groups[{gi}]['params'][{j}] is {p.dtype}"
@@ -142,11 +142,9 @@ class Adam(Optimizer):
         self, p: np.ndarray, group: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, np.ndarray]:
         dt = self._state_dtype(p)  # bfloat16 zero is the all-zero bit pattern
-        new = {
-            name: np.zeros(p.shape, dt) for name in ("exp_avg", "exp_avg_sq") if name not in state
-        }
+        new = {name: self._zeros(p, dt) for name in ("exp_avg", "exp_avg_sq") if name not in state}
         if group["amsgrad"] and "max_exp_avg_sq" not in state:
-            new["max_exp_avg_sq"] = np.zeros(p.shape, dt)
+            new["max_exp_avg_sq"] = self._zeros(p, dt)
         return new
 
     def _coef(

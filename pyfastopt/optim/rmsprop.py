@@ -83,11 +83,11 @@ class RMSprop(Optimizer):
     ) -> dict[str, np.ndarray]:
         new = {}
         if "square_avg" not in state:
-            new["square_avg"] = np.zeros_like(p)
+            new["square_avg"] = self._zeros(p)
         if group["centered"] and "grad_avg" not in state:
-            new["grad_avg"] = np.zeros_like(p)
+            new["grad_avg"] = self._zeros(p)
         if group["momentum"] > 0.0 and "momentum_buffer" not in state:
-            new["momentum_buffer"] = np.zeros_like(p)
+            new["momentum_buffer"] = self._zeros(p)
         return new
 
     def _coef_key(

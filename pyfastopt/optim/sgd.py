@@ -106,7 +106,7 @@ class SGD(Optimizer):
         # Created as zeros; on the step that creates it the kernel's first-step branch
         # overwrites it with the gradient (PyTorch: buf = grad.clone() on first use).
         if group["momentum"] != 0.0 and "momentum_buffer" not in state:
-            return {"momentum_buffer": np.zeros_like(p)}
+            return {"momentum_buffer": self._zeros(p)}
         return {}
 
     def _coef_key(

@@ -23,8 +23,11 @@
 // may be anything (the driver passes multiples of 64, the fast path).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+
+#include "pyfastopt/hostdevice.h"
 
 namespace pyfastopt {
 
@@ -35,12 +38,25 @@ struct DropoutParams {
   double scale;              // 1/(1-p)
 };
 
-DropoutParams make_dropout_params(double p, std::uint64_t seed, std::uint64_t offset);
+// (p, seed, offset) -> kernel parameters. Inline: the CPU driver and the CUDA module build
+// their parameters with this one function, so both use the same threshold and scale.
+inline DropoutParams make_dropout_params(double p, std::uint64_t seed, std::uint64_t offset) {
+  DropoutParams d{};
+  d.key[0] = static_cast<std::uint32_t>(seed);
+  d.key[1] = static_cast<std::uint32_t>(seed >> 32);
+  d.offset[0] = static_cast<std::uint32_t>(offset);
+  d.offset[1] = static_cast<std::uint32_t>(offset >> 32);
+  // p * 2^32 is exact in double; nearbyint rounds half to even (default rounding mode).
+  d.threshold = static_cast<std::uint64_t>(std::nearbyint(p * 4294967296.0));
+  d.scale = 1.0 / (1.0 - p);
+  return d;
+}
 
-// Reference Philox4x32-10 on one counter (the definition; inline so every TU can use it).
+// Reference Philox4x32-10 on one counter (the definition; inline so every TU can use it;
+// PF_HD: the CUDA module's dropout kernels run this same function on the GPU).
 constexpr std::uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
 constexpr std::uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
-static inline void philox4x32_10(std::uint32_t c[4], std::uint32_t k0, std::uint32_t k1) {
+PF_HD static inline void philox4x32_10(std::uint32_t c[4], std::uint32_t k0, std::uint32_t k1) {
   for (int r = 0; r < 10; ++r) {
     if (r > 0) {
       k0 += kPhiloxW0;

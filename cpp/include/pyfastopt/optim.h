@@ -44,6 +44,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "pyfastopt/hostdevice.h"
+
 namespace pyfastopt {
 
 // Per-group coefficients, in T. Flags select branches that are uniform over a step.

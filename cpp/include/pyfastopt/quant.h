@@ -27,6 +27,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "pyfastopt/hostdevice.h"
+
 namespace pyfastopt {
 
 template <class T, class Q>

@@ -1,23 +1,10 @@
-// dropout_driver.cpp -- threads for dropout; parameters from (p, seed, offset).
-#include <cmath>
-
+// dropout_driver.cpp -- threads for dropout (make_dropout_params is in dropout.h, shared
+// with the CUDA module).
 #include "pyfastopt/dropout.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
 
 namespace pyfastopt {
-
-DropoutParams make_dropout_params(double p, std::uint64_t seed, std::uint64_t offset) {
-  DropoutParams d{};
-  d.key[0] = static_cast<std::uint32_t>(seed);
-  d.key[1] = static_cast<std::uint32_t>(seed >> 32);
-  d.offset[0] = static_cast<std::uint32_t>(offset);
-  d.offset[1] = static_cast<std::uint32_t>(offset >> 32);
-  // p * 2^32 is exact in double; nearbyint rounds half to even (default rounding mode).
-  d.threshold = static_cast<std::uint64_t>(std::nearbyint(p * 4294967296.0));
-  d.scale = 1.0 / (1.0 - p);
-  return d;
-}
 
 namespace {
 DropoutApply<float> variant(const DropoutKernels& k, const float*) { return k.f32; }

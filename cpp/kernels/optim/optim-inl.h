@@ -7,12 +7,17 @@
 // Written against the vector-traits interface of simd/scalar-inl.h (the including file
 // has already included scalar-inl.h and, for SIMD levels, its own <level>-inl.h).
 // Tails use Scalar<T>, so a tail element is computed exactly like a full-vector one.
+//
+// The element bodies (*_body, Lerp, GradTerms, ld/st) are PF_HD (pyfastopt/hostdevice.h):
+// the CUDA module instantiates these same bodies over its GPU vector traits
+// (cpp/cuda/traits.cuh), so CPU and GPU updates are one formula. In the CPU build PF_HD
+// expands to nothing.
 
 // State I/O: the state has the param's type, or bfloat16 bit patterns.
-template <class V> inline typename V::R ld(const typename V::T* p) { return V::load(p); }
-template <class V> inline typename V::R ld(const std::uint16_t* p) { return V::load_bf16(p); }
-template <class V> inline void st(typename V::T* p, typename V::R x) { V::store(p, x); }
-template <class V> inline void st(std::uint16_t* p, typename V::R x) { V::store_bf16(p, x); }
+template <class V> PF_HD inline typename V::R ld(const typename V::T* p) { return V::load(p); }
+template <class V> PF_HD inline typename V::R ld(const std::uint16_t* p) { return V::load_bf16(p); }
+template <class V> PF_HD inline void st(typename V::T* p, typename V::R x) { V::store(p, x); }
+template <class V> PF_HD inline void st(std::uint16_t* p, typename V::R x) { V::store_bf16(p, x); }
 
 // PyTorch's lerp, vector form: w small: fma(w, b - a, a); else fma(w - 1, b - a, b).
 template <class V>
@@ -21,7 +26,7 @@ struct Lerp {
   bool small;
   template <class T>
   explicit Lerp(T w) : coeff(V::set1(w < T(0.5) ? w : w - T(1))), small(w < T(0.5)) {}
-  typename V::R operator()(typename V::R a, typename V::R b) const {
+  PF_HD typename V::R operator()(typename V::R a, typename V::R b) const {
     return V::fma(coeff, V::sub(b, a), small ? a : b);
   }
 };
@@ -31,7 +36,7 @@ template <class V>
 struct GradTerms {
   typename V::R wd, l1;
   bool maximize, has_wd, has_l1;
-  typename V::R operator()(typename V::R g, typename V::R p) const {
+  PF_HD typename V::R operator()(typename V::R g, typename V::R p) const {
     if (maximize) g = V::neg(g);
     if (has_wd) g = V::add(g, V::mul(wd, p));
     if (has_l1) g = V::add(g, V::mul(l1, V::sign(p)));
@@ -52,7 +57,7 @@ struct SgdK {
 };
 
 template <class V>
-inline void sgd_body(typename V::T* pp, const typename V::T* gp, typename V::T* bp, const SgdK<V>& k) {
+PF_HD inline void sgd_body(typename V::T* pp, const typename V::T* gp, typename V::T* bp, const SgdK<V>& k) {
   const typename V::R p = V::load(pp);
   typename V::R g = k.terms(V::load(gp), p);
   if (k.has_momentum) {
@@ -90,7 +95,7 @@ struct AdamK {
 };
 
 template <class V, class ST>
-inline void adam_body(typename V::T* pp, const typename V::T* gp, ST* mp, ST* vp, ST* vmaxp,
+PF_HD inline void adam_body(typename V::T* pp, const typename V::T* gp, ST* mp, ST* vp, ST* vmaxp,
                       const AdamK<V>& k) {
   typename V::R p = V::load(pp);
   if (k.decoupled) p = V::mul(p, k.decay);
@@ -135,7 +140,7 @@ struct RmspropK {
 };
 
 template <class V>
-inline void rmsprop_body(typename V::T* pp, const typename V::T* gp, typename V::T* sqp,
+PF_HD inline void rmsprop_body(typename V::T* pp, const typename V::T* gp, typename V::T* sqp,
                          typename V::T* gap, typename V::T* bp, const RmspropK<V>& k) {
   const typename V::R p = V::load(pp);
   const typename V::R g = k.terms(V::load(gp), p);
@@ -183,7 +188,7 @@ struct AdagradK {
 };
 
 template <class V>
-inline void adagrad_body(typename V::T* pp, const typename V::T* gp, typename V::T* sp,
+PF_HD inline void adagrad_body(typename V::T* pp, const typename V::T* gp, typename V::T* sp,
                          const AdagradK<V>& k) {
   const typename V::R p = V::load(pp);
   const typename V::R g = k.terms(V::load(gp), p);

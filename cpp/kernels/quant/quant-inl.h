@@ -7,7 +7,8 @@
 //   VF::R load_q(const Q* p)        V::N lanes of Q widened exactly to float (float only)
 // for Q in {std::int8_t, std::uint8_t}. Main loops use V, tails use Scalar<T> with
 // ScalarQuantOps: the same IEEE operations in the same order, so every level gives the
-// same bits.
+// same bits. quant_one is PF_HD (pyfastopt/hostdevice.h): the CUDA module runs this same
+// rule on the GPU (cpp/cuda/quant.cu); in the CPU build PF_HD expands to nothing.
 
 template <class T>
 struct ScalarQuantOps {
@@ -27,7 +28,7 @@ struct QRange {
 // saturate(round(x / s) + zp); NaN -> qmax (V::min returns its second operand when
 // unordered), +-inf -> qmax / qmin.
 template <class V, class O, class Q>
-inline typename V::R quant_one(typename V::R x, typename V::R s, typename V::R zp) {
+PF_HD inline typename V::R quant_one(typename V::R x, typename V::R s, typename V::R zp) {
   using T = typename V::T;
   typename V::R v = V::add(O::round(V::div(x, s)), zp);
   v = V::min(v, V::set1(static_cast<T>(QRange<Q>::hi)));

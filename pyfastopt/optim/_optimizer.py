@@ -16,6 +16,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from .. import _fileio
+
 __all__ = ["Optimizer", "load_state_dict_file", "save_state_dict"]
 
 _NO_NEW: dict[str, np.ndarray] = {}
@@ -554,10 +556,24 @@ def _check_distinct(arrays: list[Any], names: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- npz checkpoints
-def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
-    """Save an optimizer ``state_dict()`` to ``path`` with :func:`numpy.savez` (no pickle).
+def _json_default(obj: Any) -> Any:
+    """NumPy scalars and 0-d arrays in param groups become plain JSON numbers/bools."""
+    if isinstance(obj, (np.generic, np.ndarray)) and np.ndim(obj) == 0:
+        return obj.item()
+    raise TypeError(f"a param group holds a {type(obj).__name__}, which a checkpoint cannot store")
 
-    Arrays are stored as ``state/<i>/<name>``; everything else goes into a JSON header.
+
+def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
+    """Save an optimizer ``state_dict()`` to ``path``: an ``.npz`` (no pickle), written
+    atomically.
+
+    Arrays are stored as ``state/<i>/<name>.npy`` members; everything else goes into a
+    JSON header (member ``__header__.npy``). The file is written to a temporary file
+    beside ``path`` and renamed over it (:func:`pyfastopt._fileio.atomic_write`): a crash
+    or ``kill -9`` during the save leaves the previous checkpoint intact, and concurrent
+    saves to one path never collide. ``path`` is used as given (unlike
+    :func:`numpy.savez`, no ``.npz`` is appended). A writable file object is also
+    accepted (written in place, without those guarantees).
     """
     header: dict[str, Any] = {
         "format": _FORMAT,
@@ -579,8 +595,13 @@ def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
             else:
                 meta[key] = int(val)
         header["state"][str(int(i))] = meta
-    text = json.dumps(header, allow_nan=True)
-    np.savez(path, __header__=np.frombuffer(text.encode(), dtype=np.uint8), **arrays)
+    text = json.dumps(header, allow_nan=True, default=_json_default)
+    members = {"__header__": np.frombuffer(text.encode(), dtype=np.uint8), **arrays}
+    if hasattr(path, "write"):
+        np.savez(path, **members)
+        return
+    with _fileio.atomic_write(path) as fh:
+        np.savez(fh, **members)
 
 
 def load_state_dict_file(path: Any) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _fileio
+
 FORMAT_NAME = "pyfastopt.int8-model"
 FORMAT_VERSION = 1
 HEADER = "header.json"
@@ -39,8 +41,10 @@ class ModelFileError(ValueError):
 def write(path: str | os.PathLike, model: dict[str, Any], arrays: dict[str, np.ndarray]) -> int:
     """Write ``arrays`` and the JSON-able ``model`` description to ``path``; returns bytes.
 
-    The file is written to a temporary name beside ``path`` and renamed, so a crash while
-    saving never leaves a truncated model under the final name.
+    Written with :func:`pyfastopt._fileio.atomic_write` (a uniquely named temporary file
+    beside ``path``, fsync, rename): a crash while saving never leaves a truncated model
+    under the final name, the previous file stays intact, and concurrent saves to one
+    path do not collide.
     """
     meta = {}
     for name, arr in arrays.items():
@@ -51,22 +55,19 @@ def write(path: str | os.PathLike, model: dict[str, Any], arrays: dict[str, np.n
     blob = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False).encode(
         "utf-8"
     )
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    if len(blob) > _MAX_HEADER_BYTES:
+        raise ValueError(f"the model description is {len(blob)} bytes of JSON, over 1 MiB")
+    with _fileio.atomic_write(path) as fh:
         # Deflated: pruned (sparse) int8 weights shrink by the sparsity; inflating is
         # fast next to the rest of a start-up (about 1 ms per MB).
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(HEADER, blob)
             for name, arr in arrays.items():
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
                 zf.writestr(f"{name}.npy", buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return os.path.getsize(path)
+        size = fh.tell()
+    return size
 
 
 def _fail(path: Any, why: str) -> ModelFileError:

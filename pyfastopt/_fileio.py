@@ -146,7 +146,7 @@ def remove_stale_temps(path: Any) -> list[str]:
     if fcntl is None:  # pragma: no cover
         return []
     folder, prefix = _temp_prefix(_resolve_target(path))
-    removed = []
+    removed: list[str] = []
     try:
         entries = [e.name for e in os.scandir(folder) if _is_temp_name(e.name, prefix)]
     except OSError:
@@ -565,7 +565,7 @@ class ZipReader:
         return tuple(shape), bool(fortran), dtype, len(head) + len(length_bytes) + length
 
     def _fill(self, fh: IO[bytes], out: np.ndarray, name: str) -> None:
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         pos, n = 0, len(view)
         while pos < n:
             chunk = fh.read(min(n - pos, _CHUNK))

@@ -57,6 +57,8 @@ class Module:
 
     _param_names: tuple[str, ...] = ()
     _buffer_names: tuple[str, ...] = ()
+    #: eval-mode workspaces, one per calling thread (created on first use)
+    _local: threading.local
 
     def __init__(self) -> None:
         self.training = True

@@ -415,7 +415,7 @@ class Optimizer:
                     if (
                         not isinstance(val, numbers.Integral)
                         or isinstance(val, bool)
-                        or not 0 <= val <= _MAX_INDEX
+                        or not 0 <= int(val) <= _MAX_INDEX
                     ):
                         raise ValueError(
                             f"state[{pos}]['step'] must be an int in [0, 2**62], got {val!r:.40}"
@@ -679,7 +679,7 @@ def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
                 meta[key] = int(val)
         header["state"][str(int(i))] = meta
     text = json.dumps(header, allow_nan=True, default=_json_default)
-    members = {"__header__": np.frombuffer(text.encode(), dtype=np.uint8), **arrays}
+    members: dict[str, Any] = {"__header__": np.frombuffer(text.encode(), np.uint8), **arrays}
     if hasattr(path, "write"):
         np.savez(path, **members)
         return

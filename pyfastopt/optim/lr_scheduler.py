@@ -617,9 +617,7 @@ class PolynomialLR(LRScheduler):
         e = self.last_epoch
         if self._is_initial or e > self.total_iters:
             return self._current_lrs()
-        decay = (
-            (1.0 - e / self.total_iters) / (1.0 - (e - 1) / self.total_iters)
-        ) ** self.power
+        decay = ((1.0 - e / self.total_iters) / (1.0 - (e - 1) / self.total_iters)) ** self.power
         return [lr * decay for lr in self._current_lrs()]
 
     def _closed_form_lrs(self) -> list[float]:

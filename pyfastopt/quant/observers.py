@@ -111,7 +111,7 @@ _EDGE_SCALE = np.float32(_F32_MAX / 256)
 
 
 def _keep_levels_finite(
-    scale: np.ndarray, zp: np.ndarray, lo64: np.ndarray, qmin: int, qmax: int, symmetric: bool
+    scale: Any, zp: Any, lo64: Any, qmin: int, qmax: int, symmetric: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """At float32's edge, round the scale down (one float32 step at a time) until every
     integer level dequantizes to a finite float32, ``(q - zp) * scale`` (what
@@ -134,7 +134,7 @@ def _keep_levels_finite(
     return scale, zp
 
 
-def _check_range_fits(scale: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+def _check_range_fits(scale: Any, lo: Any, hi: Any) -> None:
     """ValueError when a range is beyond float32's (or not finite): quantized values
     dequantize to float32, so no qparams can represent it."""
     with np.errstate(invalid="ignore"):
@@ -423,7 +423,8 @@ class HistogramObserver:
         bmin, bmax = float(r[0]), float(r[1])
         self.min_val = bmin if self.min_val is None else min(self.min_val, bmin)
         self.max_val = bmax if self.max_val is None else max(self.max_val, bmax)
-        if self._too_wide or not math.isfinite(max(self.max_val, 0.0) - min(self.min_val, 0.0)):
+        span = max(self.max_val, 0.0) - min(self.min_val, 0.0)
+        if self._too_wide or not math.isfinite(span):
             # A span beyond float64 (|x| near 1.8e308): no histogram can hold it and no
             # float32 scale could either; qparams() reports the range.
             self._too_wide = True

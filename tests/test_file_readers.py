@@ -16,6 +16,7 @@ import math
 import os
 import threading
 import tracemalloc
+import zipfile
 import zlib
 
 import numpy as np
@@ -154,6 +155,26 @@ def test_a_lying_zip_directory_is_not_trusted(tmp_path):
     out, peak = peak_bytes(lambda: optim.load_state_dict_file(path))
     assert isinstance(out, ValueError) and "declares" in str(out), out
     assert peak < 4 * MIB
+
+
+def test_a_model_whose_zip_directory_lies_is_refused_from_its_header(tmp_path):
+    """The zip directory declares a 1 KiB weight member, the JSON header and the .npy
+    header declare 512 MiB: refused from the declared shapes, before allocating."""
+    path = _model_bomb(tmp_path / "m.pfq")
+    members = []
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            members.append(
+                (info.filename, zf.read(info.filename) if info.file_size < MIB else None)
+            )
+    head = zc.npy_header(np.int8, (1, BOMB))
+    lying = zc.zeros_bomb("w.npy", head, 1024 - len(head))
+    rebuilt = [zc.stored(name, data) if data is not None else lying for name, data in members]
+    path.write_bytes(zc.zip_bytes(rebuilt))
+    for read in (quant.load, _format.read):
+        out, peak = peak_bytes(lambda read=read: read(path))
+        assert isinstance(out, _fileio.FileTooLargeError), out
+        assert peak < 4 * MIB
 
 
 def test_a_member_that_inflates_to_less_or_more_than_declared(tmp_path):
@@ -391,8 +412,6 @@ def model_file(tmp_path_factory):
 
 
 def _members(path):
-    import zipfile
-
     with zipfile.ZipFile(path) as zf:
         return {n: zf.read(n) for n in zf.namelist()}
 

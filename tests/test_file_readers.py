@@ -203,6 +203,15 @@ def test_a_member_that_inflates_to_less_or_more_than_declared(tmp_path):
         optim.load_state_dict_file(path)
 
 
+def test_an_oversized_checkpoint_header_is_refused_before_reading(tmp_path):
+    head = zc.npy_header(np.uint8, (64 * MIB,))
+    path = tmp_path / "c.npz"
+    path.write_bytes(zc.zip_bytes([zc.zeros_bomb("__header__.npy", head, 64 * MIB)]))
+    out, peak = peak_bytes(lambda: optim.load_state_dict_file(path))
+    assert isinstance(out, ValueError) and "header" in str(out), out
+    assert peak < 4 * MIB
+
+
 def test_many_members_over_the_limit_in_total(tmp_path):
     members = [zc.stored("__header__.npy", b"")] + [
         zc.zeros_bomb(f"state/{i}/m.npy", b"", 64 * MIB) for i in range(8)

@@ -712,6 +712,8 @@ def load_state_dict_file(path: Any, max_bytes: int | None = None) -> dict[str, A
         name = z.path
         if _HEADER_MEMBER not in z:
             raise ValueError(f"{name} is not a pyfastopt optimizer checkpoint (no header)")
+        if z.declared_size(_HEADER_MEMBER) > _MAX_HEADER_BYTES + 4096:  # (+ .npy header)
+            raise ValueError(f"{name}: corrupt checkpoint header (over 8 MiB of JSON)")
         raw = z.read_npy(_HEADER_MEMBER, dtypes=[np.uint8])
         if raw.ndim != 1 or raw.size > _MAX_HEADER_BYTES:
             raise ValueError(f"{name}: corrupt checkpoint header ({raw.dtype}{raw.shape})")

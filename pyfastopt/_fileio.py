@@ -193,12 +193,19 @@ def _create_temp(target: str) -> tuple[int, str]:
             _ACTIVE.add(tmp)
         # A concurrent cleanup may have locked and unlinked the file between our create
         # and our lock: then the name no longer links to our file, and we start over.
-        if _try_lock(fd) and os.fstat(fd).st_nlink > 0:
-            try:
-                if mode is not None:
+        try:
+            ours = _try_lock(fd) and os.fstat(fd).st_nlink > 0
+            if ours and mode is not None:
+                with contextlib.suppress(OSError):
                     os.fchmod(fd, mode)
-            except OSError:
-                pass
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(tmp)
+            raise
+        if ours:
             return fd, tmp
         os.close(fd)
         with _ACTIVE_LOCK:

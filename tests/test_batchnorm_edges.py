@@ -67,6 +67,29 @@ def test_layers_with_eps_zero(cls):
         no_stats(x)  # batch statistics even in eval mode: training's rule
 
 
+def test_device_batch_norm_train_has_the_same_eps_rule(monkeypatch):
+    """pyfastopt.cuda.batch_norm_train checks eps with the CPU's training rule before it
+    reaches the compiled module (checked here without a GPU, through a stand-in)."""
+    from pyfastopt.cuda import _ops
+
+    calls = []
+
+    class Stub:
+        def batch_norm_train(self, *args):
+            calls.append(args)
+            return None, None, None
+
+    monkeypatch.setattr(_ops, "require", lambda: Stub())
+    monkeypatch.setattr(_ops, "resolve_stream", lambda stream, x: 0)
+    monkeypatch.setattr(_ops, "as_kind", lambda y, x: y)
+    x = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="eps must be positive during training"):
+        _ops.batch_norm_train(x, None, None, eps=0.0)
+    assert calls == []
+    _ops.batch_norm_train(x, None, None, eps=1e-5)
+    assert len(calls) == 1 and calls[0][6] == 1e-5
+
+
 @pytest.mark.skipif(torch is None, reason="torch not installed")
 def test_eps_rules_match_torch():
     x = torch.ones(4, 3)

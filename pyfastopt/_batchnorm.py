@@ -21,10 +21,16 @@ def _real(name: str, value: Any) -> float:
     return float(value)
 
 
-def _check_eps(eps: Any) -> float:
+def _check_eps(eps: Any, training: bool = False) -> float:
     eps = _real("eps", eps)
+    if training and eps == 0.0:  # PyTorch refuses it too: a constant channel gives 0/0
+        raise ValueError(
+            f"eps must be positive during training (batch_norm eps must be positive during "
+            f"training, as in PyTorch: a constant channel would normalize to 0/0), got {eps}"
+        )
     if not (0.0 <= eps < math.inf):  # also NaN
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+        qualifier = "> 0" if training else ">= 0"
+        raise ValueError(f"eps must be a finite number {qualifier}, got {eps}")
     return eps
 
 
@@ -106,7 +112,9 @@ def batch_norm_train(
         momentum (float or None): weight of this batch in the running statistics, in
             [0, 1]; None selects the cumulative average (then ``num_batches_tracked`` is
             required when running statistics are given).
-        eps (float): added to the variance, finite and >= 0.
+        eps (float): added to the variance, finite and > 0 (PyTorch's rule in training:
+            with 0 a constant channel would come out NaN; :func:`batch_norm_infer`
+            accepts 0).
         axis (int): the channel axis, negative values counting from the end: 1 for
             (N, C), (N, C, L) and (N, C, H, W); -1 for channels-last (N, H, W, C), whose
             C-contiguous memory is the fast path. Any axis of ``x`` is accepted.
@@ -123,10 +131,20 @@ def batch_norm_train(
         channel (shape ``(C,)``, ``x``'s dtype) for :func:`batch_norm_backward`.
 
     Raises:
-        ValueError: fewer than 2 values per channel (as PyTorch), shapes that do not
+        ValueError: exactly 1 value per channel (as PyTorch), shapes that do not
             match the channel count (the message names the argument and both shapes),
-            ``axis`` out of range, ``momentum`` outside [0, 1], negative or NaN ``eps``.
+            ``axis`` out of range, ``momentum`` outside [0, 1], ``eps`` not > 0 (or NaN,
+            inf).
         TypeError: dtypes other than float32/float64 (naming the argument).
+
+    Empty batch (0 values per channel, e.g. ``x`` of shape ``(0, C)``, the empty last
+    batch of a loader): decided as PyTorch 2.13's ``F.batch_norm(training=True)`` does --
+    ``y`` is empty (``x``'s shape), the running statistics are left unchanged (PyTorch's
+    ``BatchNorm`` module still counts the batch in ``num_batches_tracked``, and so does
+    :class:`pyfastopt.nn.BatchNorm1d`), and ``save_mean`` / ``save_invstd`` are NaN (the
+    mean of no values, as ``numpy.mean`` and ``torch.mean`` give); every argument is still
+    validated. :func:`batch_norm_backward` of it gives an empty ``dx`` and zero
+    ``dweight``/``dbias``, PyTorch's gradients.
 
     Notes:
         Statistics accumulate in float64 in one pass over ``x`` as sums of
@@ -148,7 +166,15 @@ def batch_norm_train(
     running = running_mean is not None or running_var is not None
     factor = _update_factor(momentum, num_batches_tracked, running)
     return _core.batchnorm.train(
-        x, weight, bias, running_mean, running_var, factor, _check_eps(eps), _check_axis(axis), out
+        x,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        factor,
+        _check_eps(eps, training=True),
+        _check_axis(axis),
+        out,
     )
 
 

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import nn, optim
+from ._fileio import atomic_write
 from .data import DataLoader, RandomShift
 from .optim import lr_scheduler
 from .prune import magnitude_prune, masked, sparsity
@@ -120,8 +121,9 @@ def latency_per_sample(
 
 
 def save_float(model: nn.Module, path: str) -> int:
-    """Save the state dict as a compressed npz; returns its size in bytes."""
-    np.savez_compressed(path, **model.state_dict())
+    """Save the state dict as a compressed npz (atomically); returns its size in bytes."""
+    with atomic_write(path) as fh:
+        np.savez_compressed(fh, **model.state_dict())
     return os.path.getsize(path)
 
 

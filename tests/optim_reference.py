@@ -284,10 +284,13 @@ class RefAdam(_RefOptimizer):
         state_dtype: Any = None,
         *,
         dtype: Any = np.float64,
+        decoupled_weight_decay: bool = False,
     ) -> None:
         if state_dtype not in (None, "bfloat16"):
             raise ValueError(f"state_dtype must be None or 'bfloat16', got {state_dtype!r}")
         self.state_dtype = state_dtype
+        # torch >= 2.6: Adam(decoupled_weight_decay=True) is AdamW
+        self.decoupled = self.decoupled or bool(decoupled_weight_decay)
         defaults = {
             "lr": lr,
             "betas": tuple(betas),

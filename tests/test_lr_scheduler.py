@@ -69,6 +69,14 @@ def linear_cf(start=1 / 3, end=1.0, total=5):
     return lambda i, e: BASE[i] * (start + (end - start) * min(e, total) / total)
 
 
+def constant_cf(factor=1 / 3, total=5):
+    return lambda i, e: BASE[i] * (factor if e < total else 1.0)
+
+
+def poly_cf(total=5, power=1.0):
+    return lambda i, e: BASE[i] * (1.0 - min(e, total) / total) ** power
+
+
 def seq_cf(parts, milestones):
     def f(i, e):
         k = bisect_right(milestones, e)
@@ -212,6 +220,26 @@ CASES = [
     ),
     Case("linear-decrease", lambda m, o: m.LinearLR(o, 0.5, 0.1, 50), linear_cf(0.5, 0.1, 50)),
     Case("linear-total-1", lambda m, o: m.LinearLR(o, 0.1, total_iters=1), linear_cf(0.1, 1.0, 1)),
+    # ConstantLR
+    Case("constant-defaults", lambda m, o: m.ConstantLR(o), constant_cf()),
+    Case(
+        "constant-0.4-4",  # torch's own scheduler input
+        lambda m, o: m.ConstantLR(o, factor=0.4, total_iters=4),
+        constant_cf(0.4, 4),
+    ),
+    Case("constant-1", lambda m, o: m.ConstantLR(o, 1.0, 10), constant_cf(1.0, 10)),
+    Case("constant-long", lambda m, o: m.ConstantLR(o, 0.1, 120), constant_cf(0.1, 120)),
+    Case("constant-total-0", lambda m, o: m.ConstantLR(o, 0.5, total_iters=0)),  # torch only
+    # PolynomialLR
+    Case("poly-defaults", lambda m, o: m.PolynomialLR(o), poly_cf()),
+    Case(
+        "poly-0.9-4",  # torch's own scheduler input
+        lambda m, o: m.PolynomialLR(o, power=0.9, total_iters=4),
+        poly_cf(4, 0.9),
+    ),
+    Case("poly-2-100", lambda m, o: m.PolynomialLR(o, 100, 2.0), poly_cf(100, 2.0)),
+    Case("poly-0.5-1", lambda m, o: m.PolynomialLR(o, total_iters=1, power=0.5), poly_cf(1, 0.5)),
+    Case("poly-power-0", lambda m, o: m.PolynomialLR(o, 7, power=0.0), poly_cf(7, 0.0)),
     # OneCycleLR (stepped up to last_epoch == total_steps, the last step torch allows)
     _onecycle_case("onecycle-cos", max_lr=1.0, total_steps=120),
     _onecycle_case(
@@ -320,6 +348,20 @@ CASES = [
         "seq-single", lambda m, o: m.SequentialLR(o, [m.CosineAnnealingLR(o, 30)], []), cos_cf(30)
     ),
     Case(
+        "seq-constant-poly",
+        lambda m, o: m.SequentialLR(
+            o, [m.ConstantLR(o, 0.25, total_iters=3), m.PolynomialLR(o, 40, 2.0)], [8]
+        ),
+        seq_cf([constant_cf(0.25, 3), poly_cf(40, 2.0)], [8]),
+    ),
+    Case(
+        "seq-poly-constant",
+        lambda m, o: m.SequentialLR(
+            o, [m.PolynomialLR(o, 10, 0.5), m.ConstantLR(o, 0.1, total_iters=20)], [15]
+        ),
+        seq_cf([poly_cf(10, 0.5), constant_cf(0.1, 20)], [15]),
+    ),
+    Case(
         "seq-onecycle-second",  # OneCycleLR rewrites initial_lr: compare with torch only
         lambda m, o: m.SequentialLR(
             o, [m.LinearLR(o, 0.5, total_iters=4), m.OneCycleLR(o, 1.0, total_steps=100)], [10]
@@ -342,6 +384,16 @@ CASES = [
     Case(
         "resume-linear",
         lambda m, o: m.LinearLR(o, 0.2, total_iters=10, last_epoch=3),
+        groups=RESUME_GROUPS,
+    ),
+    Case(
+        "resume-constant",
+        lambda m, o: m.ConstantLR(o, 0.5, total_iters=6, last_epoch=2),
+        groups=RESUME_GROUPS,
+    ),
+    Case(
+        "resume-poly",
+        lambda m, o: m.PolynomialLR(o, total_iters=12, power=1.5, last_epoch=4),
         groups=RESUME_GROUPS,
     ),
 ]
@@ -428,6 +480,78 @@ def test_recursive_forms_follow_outside_changes():
     opt.param_groups[0]["lr"] = 1.0
     sched.step()
     assert sched.get_last_lr() == [0.5, 0.005]
+
+
+# Several schedulers stepping one optimizer each epoch (torch's "chained" scheduler
+# inputs from its optim_db, and more): each scales the lr the others left, so the lr is
+# base_lr times the product of every scheduler's closed-form factor.
+CHAINS = [
+    (
+        "constant+exp",  # torch's optim_db input
+        lambda m, o: [m.ConstantLR(o, factor=0.4, total_iters=4), m.ExponentialLR(o, gamma=0.9)],
+        [constant_cf(0.4, 4), exp_cf(0.9)],
+    ),
+    (
+        "poly+step",
+        lambda m, o: [m.PolynomialLR(o, total_iters=30, power=0.9), m.StepLR(o, 7, 0.5)],
+        [poly_cf(30, 0.9), step_cf(7, 0.5)],
+    ),
+    (
+        "linear+constant+poly",
+        lambda m, o: [
+            m.LinearLR(o, 0.2, total_iters=5),
+            m.ConstantLR(o, 0.5, total_iters=12),
+            m.PolynomialLR(o, total_iters=40, power=2.0),
+        ],
+        [linear_cf(0.2, 1.0, 5), constant_cf(0.5, 12), poly_cf(40, 2.0)],
+    ),
+    (
+        "exp+poly",
+        lambda m, o: [m.ExponentialLR(o, 0.95), m.PolynomialLR(o, 25)],
+        [exp_cf(0.95), poly_cf(25)],
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "parts"), [c[1:] for c in CHAINS], ids=[c[0] for c in CHAINS])
+def test_chained_schedulers_closed_form(build, parts):
+    opt = StubOptimizer(PLAIN_GROUPS)
+    scheds = build(sched_mod, opt)
+    for e in range(60):
+        for i, group in enumerate(opt.param_groups):
+            want = BASE[i] * math.prod(part(i, e) / BASE[i] for part in parts)
+            assert math.isclose(group["lr"], want, rel_tol=1e-12, abs_tol=1e-300), (e, i)
+            assert scheds[-1].get_last_lr()[i] == group["lr"]
+        for sched in scheds:
+            sched.step()
+
+
+@pytest.mark.parametrize("build", [c[1] for c in CHAINS], ids=[c[0] for c in CHAINS])
+def test_chained_schedulers_match_torch(build):
+    torch = pytest.importorskip("torch")
+    ours_opt = StubOptimizer(PLAIN_GROUPS)
+    ref_opt = torch_optimizer(torch, PLAIN_GROUPS)
+    ours, ref = build(sched_mod, ours_opt), build(torch.optim.lr_scheduler, ref_opt)
+    for _ in range(60):
+        assert [g["lr"] for g in ours_opt.param_groups] == [g["lr"] for g in ref_opt.param_groups]
+        assert [s.get_last_lr() for s in ours] == [s.get_last_lr() for s in ref]
+        ref_opt.step()
+        for a, b in zip(ours, ref):
+            a.step()
+            b.step()
+    state = [s.state_dict() for s in ours]
+    assert json.loads(json.dumps(state, allow_nan=False)) == state
+
+
+def test_constant_factor_0_returns_to_base_lr():
+    """factor=0: PyTorch divides by zero at total_iters; here the lr goes back to base."""
+    opt = StubOptimizer(PLAIN_GROUPS)
+    sched = sched_mod.ConstantLR(opt, factor=0.0, total_iters=3)
+    lrs = []
+    for _ in range(6):
+        lrs.append(sched.get_last_lr()[0])
+        sched.step()
+    assert lrs == [0.0, 0.0, 0.0, 0.1, 0.1, 0.1]
 
 
 def test_sequential_advances_only_the_active_scheduler():
@@ -690,6 +814,40 @@ def test_plateau_state_dict_round_trip(config, split):
 
 # (id, call(module, optimizer, other optimizer), exception, text the message must contain, torch raises too)
 BAD_ARGS = [
+    ("constant-factor-1.5", lambda m, o, other: m.ConstantLR(o, 1.5), ValueError, "between", True),
+    ("constant-factor-neg", lambda m, o, other: m.ConstantLR(o, -0.1), ValueError, "0 and 1", True),
+    ("constant-factor-nan", lambda m, o, other: m.ConstantLR(o, math.nan), ValueError, "0", False),
+    ("constant-factor-str", lambda m, o, other: m.ConstantLR(o, "x"), TypeError, "factor", True),
+    (
+        "constant-total-neg",
+        lambda m, o, other: m.ConstantLR(o, 0.5, total_iters=-1),
+        ValueError,
+        "total_iters",
+        False,
+    ),
+    (
+        "constant-total-float",
+        lambda m, o, other: m.ConstantLR(o, 0.5, total_iters=2.5),
+        TypeError,
+        "total_iters",
+        False,
+    ),
+    (
+        "poly-total-0",
+        lambda m, o, other: m.PolynomialLR(o, total_iters=0),
+        ValueError,
+        "total_iters",
+        False,
+    ),
+    ("poly-power-neg", lambda m, o, other: m.PolynomialLR(o, 5, -1.0), ValueError, "power", False),
+    (
+        "poly-power-inf",
+        lambda m, o, other: m.PolynomialLR(o, 5, math.inf),
+        ValueError,
+        "power",
+        False,
+    ),
+    ("poly-power-str", lambda m, o, other: m.PolynomialLR(o, 5, "2"), TypeError, "power", False),
     ("no-param-groups", lambda m, o, other: m.StepLR(object(), 3), TypeError, "optimizer", True),
     (
         "groups-without-lr",

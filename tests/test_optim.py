@@ -97,6 +97,16 @@ OPTIMIZERS_UNDER_TEST = [
             "l1": 0.01,
         },
     ),
+    (
+        "adam_decoupled",  # torch >= 2.6: Adam(decoupled_weight_decay=True) is AdamW
+        "Adam",
+        {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+    ),
+    (
+        "adam_decoupled_amsgrad_maximize",
+        "Adam",
+        {"weight_decay": 0.05, "amsgrad": True, "maximize": True, "decoupled_weight_decay": True},
+    ),
     ("adamw", "AdamW", {}),
     ("adamw_amsgrad", "AdamW", {"lr": 0.01, "amsgrad": True}),
     ("adamw_wd_maximize", "AdamW", {"lr": 0.01, "weight_decay": 0.1, "maximize": True}),

@@ -1,4 +1,5 @@
-"""asv benchmarks for ``pyfastopt.nn``: one training step of an MLP vs NumPy.
+"""asv benchmarks for ``pyfastopt.nn``: one training step of an MLP vs NumPy, and the
+eval-mode forward (inference) of one model, from one thread or shared by two.
 
 ``model`` is ``"<layer sizes> b<batch>"``: ``[Linear, BatchNorm1d, ReLU(inplace),
 Dropout(0.2)]`` blocks and a final Linear, float32; one step is forward, cross-entropy,
@@ -12,6 +13,7 @@ instead of breaking discovery. Both implementations take one step in ``setup``.
 
 from __future__ import annotations
 
+import threading
 from typing import ClassVar
 
 import numpy as np
@@ -71,3 +73,47 @@ class MLPTrainingStep(Benchmark):
         return self.flops / best_seconds(lambda: self.time_step_pyfastopt(model, threads)) / 1e9
 
     track_gflops_step_pyfastopt.unit = "GFLOP/s"
+
+
+EVAL_MODELS = ["784-512-256-10 b1", "784-512-256-10 b64", "16-16-16-16 b1"]
+
+
+class MLPEvalForward(Benchmark):
+    """``model(x)`` in eval mode, float32 (the blocks of MLPTrainingStep, Dropout off).
+
+    ``time_forward``: one thread (kernels on ``threads`` threads). Eval mode keeps one
+    set of output buffers per calling thread (thread-safe inference), so this is where
+    that bookkeeping would show (``16-16-16-16 b1`` is Python overhead only).
+    ``time_forward_two_callers``: two Python threads each run ``calls`` forwards of the
+    same model at once (an inference server sharing one model; kernels single-threaded).
+    """
+
+    params: ClassVar[list] = [EVAL_MODELS, THREADS]
+    param_names: ClassVar[list[str]] = ["model", "threads"]
+    smoke_params: ClassVar[list] = [["32-16-4 b8"], [1]]
+    calls = 20
+
+    def setup(self, model, threads):
+        try:
+            from pyfastopt.bench.cases_nn import make_model
+        except ImportError:
+            raise NotImplementedError("this pyfastopt has no nn") from None
+        self.set_threads(threads)
+        sizes, batch = parse_model(model)
+        self.x = np.random.default_rng(1234).standard_normal((batch, sizes[0]), dtype=np.float32)
+        self.model = make_model(sizes).eval()
+        self.model(self.x)
+
+    def time_forward(self, model, threads):
+        self.model(self.x)
+
+    def time_forward_two_callers(self, model, threads):
+        def run():
+            for _ in range(self.calls):
+                self.model(self.x)
+
+        workers = [threading.Thread(target=run) for _ in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()

@@ -9,6 +9,7 @@
 // The Python wrapper (pyfastopt/_batchnorm.py) checks the scalars (momentum, eps, axis).
 #include <pybind11/numpy.h>
 
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -91,7 +92,8 @@ py::tuple train_binding(py::handle x_obj, py::handle weight, py::handle bias, py
   std::vector<Array> ins{input(x_obj, "x")};
   const Layout l = layout_of(ins[0], axis);
   const std::size_t n = l.dims.outer * l.dims.inner;
-  if (n < 2)
+  // n == 0 (an empty batch) is allowed, as in PyTorch: see below.
+  if (n == 1)
     value_error("batch norm in training needs more than 1 value per channel, got x with shape " +
                 ins[0].shape_str() + " and axis " + std::to_string(l.axis) + " (" +
                 std::to_string(n) + " value" + (n == 1 ? "" : "s") + " per channel)");
@@ -116,13 +118,22 @@ py::tuple train_binding(py::handle x_obj, py::handle weight, py::handle bias, py
   }
   // Outputs must be distinct; x overlapping one of them is read from a private copy,
   // except x being exactly `out` (y[i] is written after the statistics pass, from x[i]
-  // only). n >= 2, so x is never exactly a running statistic.
+  // only). n >= 2 or n == 0, so x is never exactly a running statistic.
   require_disjoint(outs);
   detach_overlapping_inputs(ins, outs);
   const Array& x = ins[0];
   py::array y = has_out ? ya.arr : new_like(x, shape_vec(x));
   const std::vector<py::ssize_t> cshape{static_cast<py::ssize_t>(l.dims.channels)};
   py::array save_mean = new_like(x, cshape), save_invstd = new_like(x, cshape);
+  if (n == 0) {
+    // An empty batch (PyTorch 2.13's F.batch_norm in training): y is empty, the running
+    // statistics are left alone, and the batch statistics of no values are NaN (the
+    // backward of it gives zero weight/bias gradients whatever they are).
+    py::object nan = py::float_(std::numeric_limits<double>::quiet_NaN());
+    save_mean.attr("fill")(nan);
+    save_invstd.attr("fill")(nan);
+    return py::make_tuple(y, save_mean, save_invstd);
+  }
   auto run = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     BnTrain<T> a{};

@@ -135,6 +135,7 @@ def run_cli(args: argparse.Namespace) -> int:
     import json
 
     from .. import get_num_threads
+    from .._fileio import atomic_write_bytes
 
     if getattr(args, "device", "cpu") == "cuda":
         from .cases_cuda import run_cuda_cli
@@ -189,9 +190,8 @@ def run_cli(args: argparse.Namespace) -> int:
 
     json_path = getattr(args, "json", None)
     if json_path:
-        with open(json_path, "w", encoding="utf-8") as fh:
-            json.dump(report.as_dict(), fh, indent=2)
-            fh.write("\n")
+        text = json.dumps(report.as_dict(), indent=2) + "\n"
+        atomic_write_bytes(json_path, text.encode("utf-8"))
         print(f"wrote {json_path}")
     if plot_path:
         try:

@@ -305,7 +305,7 @@ def batch_norm_train(
         running_mean,
         running_var,
         factor,
-        _check_eps(eps),
+        _check_eps(eps, training=True),
         _check_axis(axis),
         out,
         resolve_stream(stream, x),

@@ -18,10 +18,26 @@ Buffer rule (a training step allocates nothing large)
   steps. The gradient arrays are allocated once, with their parameters, and are the same
   objects for the module's lifetime: optimizers and all-reduce may hold them.
 * The loss functions return fresh arrays (they never alias their inputs).
+
+Threads
+-------
+* **Eval mode is thread-safe**: several threads may call ``forward`` of one model in
+  eval mode at once (an inference server sharing one model). Each thread gets its own
+  output buffers (the same reuse rule, per thread: the array a thread's ``forward``
+  returns is overwritten by *that thread's* next forward of the same shape), so one
+  thread never overwrites another's result. The buffers live as long as the thread and
+  the model (memory: the activations of one batch per thread).
+* **Training mode is not**: it reuses one set of buffers and keeps what ``backward``
+  needs on the layers, so one model trains in one thread at a time. ``Sequential``
+  detects two threads inside its ``forward``/``backward`` at once in training mode and
+  raises ``RuntimeError`` instead of computing garbage (use a copy of the model per
+  thread, ``copy.deepcopy(model)``, or ``eval()``). ``backward`` after an eval-mode
+  ``forward`` (fine-tuning with frozen statistics) is for one thread too.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +57,8 @@ class Module:
 
     _param_names: tuple[str, ...] = ()
     _buffer_names: tuple[str, ...] = ()
+    #: eval-mode workspaces, one per calling thread (created on first use)
+    _local: threading.local
 
     def __init__(self) -> None:
         self.training = True
@@ -200,17 +218,37 @@ class Module:
         workspaces or what the last forward saved (a copy starts with a forward)."""
         state = self.__dict__.copy()
         state["_ws"] = {}
+        state.pop("_local", None)  # per-thread eval workspaces (threading.local)
+        state.pop("_guard", None)  # the training-mode concurrency guard
         for name in self._transient:
             if name in state:
                 state[name] = None
         return state
 
     # ------------------------------------------------------------------ workspace
+    def _eval_workspace(self) -> dict[str, dict[tuple, np.ndarray]]:
+        """This thread's workspace dict, created on first use (see "Threads")."""
+        local = self.__dict__.get("_local")
+        if local is None:  # setdefault: two threads creating it at once agree on one
+            local = self.__dict__.setdefault("_local", threading.local())
+        ws = getattr(local, "ws", None)
+        if ws is None:
+            ws = local.ws = {}
+        return ws
+
     def _buffer(self, name: str, shape: tuple, dtype: Any) -> np.ndarray:
-        """A reusable array for ``name`` of this shape and dtype (two shapes kept)."""
-        slot = self._ws.get(name)
+        """A reusable array for ``name`` of this shape and dtype (two shapes kept): one
+        set per module in training mode, one set per module and thread in eval mode."""
+        if self.training:
+            ws = self._ws
+        else:
+            try:  # the common case inline: this thread's workspace exists
+                ws = self._local.ws
+            except AttributeError:
+                ws = self._eval_workspace()
+        slot = ws.get(name)
         if slot is None:
-            slot = self._ws[name] = {}
+            slot = ws[name] = {}
         key = (shape, np.dtype(dtype))
         arr = slot.get(key)
         if arr is None:
@@ -255,11 +293,41 @@ class Sequential(Module):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x: Any) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x)
-        return x
+        if not self.training:  # thread-safe: per-thread buffers (module docstring)
+            for layer in self.layers:
+                x = layer.forward(x)
+            return x
+        guard = self._enter_training("forward")
+        try:
+            for layer in self.layers:
+                x = layer.forward(x)
+            return x
+        finally:
+            guard.release()
+
+    def _enter_training(self, what: str) -> Any:
+        """The training-mode guard: one thread at a time (re-entry by the same thread is
+        fine), RuntimeError for a second thread."""
+        guard = self.__dict__.get("_guard")
+        if guard is None:
+            guard = self.__dict__.setdefault("_guard", threading.RLock())
+        if not guard.acquire(blocking=False):
+            raise RuntimeError(
+                f"Sequential.{what} in training mode is running in another thread: training "
+                "reuses the layers' buffers, so one model trains in one thread at a time "
+                "(use copy.deepcopy(model) per thread, or eval() for inference, which is "
+                "thread-safe)"
+            )
+        return guard
 
     def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+        guard = self._enter_training("backward")
+        try:
+            return self._backward(dy, need_dx)
+        finally:
+            guard.release()
+
+    def _backward(self, dy: Any, need_dx: bool) -> np.ndarray | None:
         layers = self.layers
         # needs[i]: does anything before layer i want a gradient?
         needs = [need_dx] * len(layers)

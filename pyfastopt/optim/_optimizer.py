@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable, ClassVar
 
 import numpy as np
+
+from .. import _fileio, _schema
 
 __all__ = ["Optimizer", "load_state_dict_file", "save_state_dict"]
 
@@ -366,13 +368,13 @@ class Optimizer:
         The optimizer must have the same groups with the same number of parameters; each
         state array must match its parameter's shape and the state's dtype. Continuing
         after a restore reproduces the original trajectory bit for bit.
+
+        Raises:
+            ValueError: for anything wrong in ``state_dict`` (its structure, a group, a
+                hyper-parameter of the wrong type or value, a state entry); the
+                optimizer is left unchanged.
         """
-        if (
-            not isinstance(state_dict, dict)
-            or "state" not in state_dict
-            or "param_groups" not in state_dict
-        ):
-            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+        _check_state_dict_structure(state_dict)
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
@@ -391,7 +393,10 @@ class Optimizer:
             if "betas" in hyper:
                 hyper["betas"] = tuple(hyper["betas"])
             merged = {**g, **hyper, "params": g["params"]}
-            self._validate_group(merged, f"in state_dict param_groups[{gi}]: ")
+            try:
+                self._validate_group(merged, f"in state_dict param_groups[{gi}]: ")
+            except (TypeError, OverflowError) as exc:  # a hyper-parameter of the wrong type
+                raise ValueError(f"state_dict param_groups[{gi}]: {exc}") from None
             new_groups.append(merged)
         flat = [p for g in new_groups for p in g["params"]]
         # map saved flat indices onto ours by position within the groups
@@ -407,8 +412,14 @@ class Optimizer:
                 if key == "step":
                     if isinstance(val, np.ndarray) and val.ndim == 0:
                         val = val.item()
-                    if not isinstance(val, numbers.Integral) or isinstance(val, bool) or val < 0:
-                        raise ValueError(f"state[{pos}]['step'] must be an int >= 0, got {val!r}")
+                    if (
+                        not isinstance(val, numbers.Integral)
+                        or isinstance(val, bool)
+                        or not 0 <= int(val) <= _MAX_INDEX
+                    ):
+                        raise ValueError(
+                            f"state[{pos}]['step'] must be an int in [0, 2**62], got {val!r:.40}"
+                        )
                     restored["step"] = int(val)
                 elif key and key in self._state_names:
                     want = self._state_dtype(p)
@@ -512,6 +523,46 @@ def _copy_state(v: Any) -> Any:
     return int(v)
 
 
+def _check_state_dict_structure(state_dict: Any) -> None:
+    """The containers of an optimizer state dict, before any of it is used (ValueError)."""
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(
+            f"state_dict must be a dict with 'state' and 'param_groups', "
+            f"got {type(state_dict).__name__}"
+        )
+    if "state" not in state_dict or "param_groups" not in state_dict:
+        raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+    groups, state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(groups, (list, tuple)):
+        raise ValueError(
+            f"state_dict['param_groups'] must be a list of dicts, got {type(groups).__name__}"
+        )
+    for gi, g in enumerate(groups):
+        if not isinstance(g, Mapping):
+            raise ValueError(
+                f"state_dict['param_groups'][{gi}] must be a dict, got {type(g).__name__}"
+            )
+        ids = g.get("params")
+        if not isinstance(ids, (list, tuple, range)) or not all(
+            isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)) for i in ids
+        ):
+            raise ValueError(
+                f"state_dict['param_groups'][{gi}]['params'] must be a list of ints "
+                f"(parameter indices), got {ids!r:.60}"
+            )
+        if "betas" in g and not isinstance(g["betas"], (list, tuple)):
+            raise ValueError(
+                f"state_dict['param_groups'][{gi}]['betas'] must be a pair, got {g['betas']!r:.60}"
+            )
+    if not isinstance(state, Mapping):
+        raise ValueError(f"state_dict['state'] must be a dict, got {type(state).__name__}")
+    for key, st in state.items():
+        if not isinstance(st, Mapping):
+            raise ValueError(
+                f"state_dict['state'][{key!r}] must be a dict, got {type(st).__name__}"
+            )
+
+
 def _check_param(p: Any, name: str) -> None:
     """Parameters are updated in place: the shared C++ in-place check (ndarray, float32 or
     float64, writable, C-contiguous, aligned, native byte order), at construction. Device
@@ -554,10 +605,58 @@ def _check_distinct(arrays: list[Any], names: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- npz checkpoints
-def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
-    """Save an optimizer ``state_dict()`` to ``path`` with :func:`numpy.savez` (no pickle).
+# The JSON header's schema (checked before any part of it is used).
+_HYPER_VALUE = _schema.OneOf(
+    _schema.Null(),
+    _schema.Bool(),
+    _schema.Real(finite=False),
+    _schema.Str(64),
+    _schema.List(_schema.OneOf(_schema.Real(finite=False), _schema.Bool(), _schema.Null()), 16),
+)
+_MAX_INDEX = 2**62
+_GROUP = _schema.Dict(
+    required={"params": _schema.List(_schema.Int(0, _MAX_INDEX), max_len=1 << 24)},
+    extra=_HYPER_VALUE,
+    keys=_schema.Str(64),
+    max_keys=64,
+)
+_STATE_ENTRY = _schema.Dict(
+    required={"step": _schema.Int(0, _MAX_INDEX)},
+    extra=_schema.Null(),  # an array, stored as the member state/<i>/<name>.npy
+    keys=_schema.Str(64),
+    max_keys=16,
+)
+_HEADER = _schema.Dict(
+    required={
+        "format": _schema.Choice(_FORMAT),
+        "version": _schema.Choice(_FORMAT_VERSION),
+        "param_groups": _schema.List(_GROUP, max_len=1 << 20),
+        "state": _schema.Dict(extra=_STATE_ENTRY, keys=_schema.IntKey(_MAX_INDEX)),
+    }
+)
+_HEADER_MEMBER = "__header__.npy"
+# 8 MiB of JSON is ~140,000 parameter tensors; parsing it needs ~10x that in objects
+_MAX_HEADER_BYTES = 8 << 20
 
-    Arrays are stored as ``state/<i>/<name>``; everything else goes into a JSON header.
+
+def _json_default(obj: Any) -> Any:
+    """NumPy scalars and 0-d arrays in param groups become plain JSON numbers/bools."""
+    if isinstance(obj, (np.generic, np.ndarray)) and np.ndim(obj) == 0:
+        return obj.item()
+    raise TypeError(f"a param group holds a {type(obj).__name__}, which a checkpoint cannot store")
+
+
+def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
+    """Save an optimizer ``state_dict()`` to ``path``: an ``.npz`` (no pickle), written
+    atomically.
+
+    Arrays are stored as ``state/<i>/<name>.npy`` members; everything else goes into a
+    JSON header (member ``__header__.npy``). The file is written to a temporary file
+    beside ``path`` and renamed over it (:func:`pyfastopt._fileio.atomic_write`): a crash
+    or ``kill -9`` during the save leaves the previous checkpoint intact, and concurrent
+    saves to one path never collide. ``path`` is used as given (unlike
+    :func:`numpy.savez`, no ``.npz`` is appended). A writable file object is also
+    accepted (written in place, without those guarantees).
     """
     header: dict[str, Any] = {
         "format": _FORMAT,
@@ -579,48 +678,91 @@ def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
             else:
                 meta[key] = int(val)
         header["state"][str(int(i))] = meta
-    text = json.dumps(header, allow_nan=True)
-    np.savez(path, __header__=np.frombuffer(text.encode(), dtype=np.uint8), **arrays)
+    text = json.dumps(header, allow_nan=True, default=_json_default)
+    members: dict[str, Any] = {"__header__": np.frombuffer(text.encode(), np.uint8), **arrays}
+    if hasattr(path, "write"):
+        np.savez(path, **members)
+        return
+    with _fileio.atomic_write(path) as fh:
+        np.savez(fh, **members)
 
 
-def load_state_dict_file(path: Any) -> dict[str, Any]:
-    """Read a file written by :func:`save_state_dict` (``allow_pickle=False``).
+def load_state_dict_file(path: Any, max_bytes: int | None = None) -> dict[str, Any]:
+    """Read a file written by :func:`save_state_dict`; returns the ``state_dict``.
 
-    A truncated, corrupt or foreign file raises ValueError.
+    Nothing is unpickled. The JSON header is checked against the format's schema
+    (types, ranges, nesting, sizes) before it is used, every array member is checked
+    against its ``.npy`` header and the zip directory before it is allocated, and the
+    members must be exactly those the header names.
+
+    Args:
+        path: the checkpoint file.
+        max_bytes (int, optional): the most bytes of arrays the reader may allocate;
+            default ``max(256 MiB, 100 x the file's size)``. A file declaring more is
+            refused (``ValueError``) before anything large is allocated or decompressed;
+            pass a larger value for a trusted, highly compressed file.
+
+    Raises:
+        ValueError: a truncated, corrupt, crafted or foreign file, or one over the limit
+            (:class:`pyfastopt._fileio.FileTooLargeError`).
+        FileNotFoundError, PermissionError, IsADirectoryError: as ``open`` does.
     """
-    try:
-        # We open the file ourselves: np.load leaks its handle when the zip is corrupt.
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            files = dict(npz.items())
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # OSError, ValueError, EOFError, zipfile.BadZipFile, ...
-        raise ValueError(
-            f"{path!s} is not a readable pyfastopt optimizer checkpoint: {exc}"
-        ) from exc
-    raw = files.pop("__header__", None)
-    try:
-        header = json.loads(bytes(raw).decode()) if raw is not None else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path!s}: corrupt checkpoint header") from exc
-    if not isinstance(header, dict) or header.get("format") != _FORMAT:
-        raise ValueError(f"{path!s} is not a pyfastopt optimizer checkpoint")
-    if header.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"{path!s}: unsupported checkpoint version {header.get('version')!r}")
-    state: dict[int, dict[str, Any]] = {}
-    try:
+    what = "pyfastopt optimizer checkpoint"
+    with _fileio.ZipReader(path, max_bytes, what) as z:
+        name = z.path
+        if _HEADER_MEMBER not in z:
+            raise ValueError(f"{name} is not a pyfastopt optimizer checkpoint (no header)")
+        if z.declared_size(_HEADER_MEMBER) > _MAX_HEADER_BYTES + 4096:  # (+ .npy header)
+            raise ValueError(f"{name}: corrupt checkpoint header (over 8 MiB of JSON)")
+        raw = z.read_npy(_HEADER_MEMBER, dtypes=[np.uint8])
+        if raw.ndim != 1 or raw.size > _MAX_HEADER_BYTES:
+            raise ValueError(f"{name}: corrupt checkpoint header ({raw.dtype}{raw.shape})")
+        try:
+            header = _fileio.parse_json(raw.tobytes(), "the checkpoint header")
+        except ValueError as exc:
+            raise ValueError(f"{name}: corrupt checkpoint header: {exc}") from None
+        if not isinstance(header, dict) or header.get("format") != _FORMAT:
+            raise ValueError(f"{name} is not a pyfastopt optimizer checkpoint")
+        if header.get("version") != _FORMAT_VERSION:
+            raise ValueError(f"{name}: unsupported checkpoint version {header.get('version')!r}")
+        try:
+            _HEADER.check(header, "header")
+        except ValueError as exc:
+            raise ValueError(f"{name}: inconsistent checkpoint ({exc})") from None
+        groups = header["param_groups"]
+        ids = [i for g in groups for i in g["params"]]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{name}: inconsistent checkpoint (a parameter index repeats)")
+        known = set(ids)
+        expected = {_HEADER_MEMBER}
+        for i, meta in header["state"].items():
+            if int(i) not in known:
+                raise ValueError(
+                    f"{name}: inconsistent checkpoint (state {i} belongs to no param group)"
+                )
+            expected.update(f"state/{i}/{key}.npy" for key, val in meta.items() if val is None)
+        if set(z.names()) != expected:
+            missing = sorted(expected - set(z.names()))
+            extra = sorted(set(z.names()) - expected)
+            raise ValueError(
+                f"{name}: inconsistent checkpoint (members missing: {missing}, unexpected: {extra})"
+            )
+        state: dict[int, dict[str, Any]] = {}
         for i, meta in header["state"].items():
             st: dict[str, Any] = {}
             for key, val in meta.items():
-                st[key] = files[f"state/{int(i)}/{key}"] if val is None else int(val)
+                if val is None:
+                    arr = z.read_npy(f"state/{i}/{key}.npy")
+                    if arr.dtype.kind not in "fiu":
+                        raise ValueError(f"{name}: state {i} {key!r} has dtype {arr.dtype}")
+                    st[key] = arr
+                else:
+                    st[key] = val
             state[int(i)] = st
-        groups = header["param_groups"]
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"{path!s}: inconsistent checkpoint ({exc})") from exc
     for g in groups:
         if isinstance(g.get("betas"), list):
             g["betas"] = tuple(g["betas"])
         for k, v in g.items():
             if isinstance(v, float) and math.isnan(v):
-                raise ValueError(f"{path!s}: hyper-parameter {k} is NaN")
+                raise ValueError(f"{name}: hyper-parameter {k} is NaN")
     return {"state": state, "param_groups": groups}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -43,8 +44,11 @@ class Adam(Optimizer):
         \theta_t &= \theta_{t-1} - \frac{\gamma}{1 - \beta_1^t}
             \frac{m_t}{\sqrt{\hat v_t} / \sqrt{1 - \beta_2^t} + \epsilon}
 
-    :class:`AdamW` replaces the coupled :math:`\lambda_2` term by decoupled decay
-    :math:`\theta_{t-1} \leftarrow \theta_{t-1} (1 - \gamma \lambda)` before the update.
+    ``decoupled_weight_decay=True`` (PyTorch >= 2.6's keyword; a per-group
+    hyper-parameter, kept in ``state_dict``) replaces the coupled :math:`\lambda_2` term
+    by decoupled decay :math:`\theta_{t-1} \leftarrow \theta_{t-1} (1 - \gamma
+    \lambda)` before the update: ``Adam(..., decoupled_weight_decay=True)`` is
+    :class:`AdamW` (same bits).
 
     Args:
         params: list of float32/float64 arrays (updated in place) or of param-group dicts.
@@ -55,6 +59,7 @@ class Adam(Optimizer):
         maximize (bool): ascend instead of descend.  l1 (float): L1 coefficient.
         state_dtype: ``None`` (moments in the parameter's dtype) or ``"bfloat16"``
             (float32 parameters only).
+        decoupled_weight_decay (bool, keyword only): decay as AdamW (see above).
 
     bfloat16 moments
         ``state_dtype="bfloat16"`` keeps ``exp_avg``/``exp_avg_sq`` (and the AMSGrad max)
@@ -89,10 +94,10 @@ class Adam(Optimizer):
         "amsgrad": check_bool,
         "maximize": check_bool,
         "l1": check_nonneg,
+        "decoupled_weight_decay": check_bool,
     }
     _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _kernel = "adam_step"
-    _decoupled = False
 
     def __init__(
         self,
@@ -105,6 +110,8 @@ class Adam(Optimizer):
         maximize: bool = False,
         l1: float = 0.0,
         state_dtype: str | None = None,
+        *,
+        decoupled_weight_decay: bool = False,
     ) -> None:
         self.state_dtype = _check_state_dtype("state_dtype", state_dtype)
         super().__init__(
@@ -117,8 +124,30 @@ class Adam(Optimizer):
                 "amsgrad": amsgrad,
                 "maximize": maximize,
                 "l1": l1,
+                "decoupled_weight_decay": decoupled_weight_decay,
             },
         )
+
+    #: AdamW: every group decays decoupled, whatever a loaded state dict says (PyTorch)
+    _always_decoupled = False
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As :meth:`Optimizer.load_state_dict`, with PyTorch's rule for
+        ``decoupled_weight_decay``: a saved group without it (a checkpoint from before the
+        keyword) is coupled, and :class:`AdamW` stays decoupled whatever was saved."""
+        groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
+        if isinstance(groups, (list, tuple)):
+            key = "decoupled_weight_decay"
+            groups = [
+                (
+                    {**g, key: True if self._always_decoupled else g.get(key, False)}
+                    if isinstance(g, Mapping)
+                    else g
+                )
+                for g in groups
+            ]
+            state_dict = {**state_dict, "param_groups": groups}
+        super().load_state_dict(state_dict)
 
     def _check_group_params(self, group: dict[str, Any], gi: int) -> None:
         if self.state_dtype == _BF16:
@@ -161,7 +190,7 @@ class Adam(Optimizer):
             float(step),
             group["maximize"],
             group["amsgrad"],
-            self._decoupled,
+            group["decoupled_weight_decay"],
         )
 
 
@@ -170,13 +199,14 @@ class AdamW(Adam):
 
     Same arguments as :class:`Adam`, but ``weight_decay`` (default 1e-2) multiplies the
     parameters by :math:`1 - \gamma\lambda` before the Adam update instead of being added
-    to the gradient.
+    to the gradient: :class:`Adam` with ``decoupled_weight_decay=True``, which its param
+    groups and ``state_dict`` say (as PyTorch's AdamW does).
 
     References:
         Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
     """
 
-    _decoupled = True
+    _always_decoupled = True
 
     def __init__(
         self,
@@ -200,4 +230,5 @@ class AdamW(Adam):
             maximize=maximize,
             l1=l1,
             state_dtype=state_dtype,
+            decoupled_weight_decay=True,
         )

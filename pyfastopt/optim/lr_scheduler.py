@@ -67,12 +67,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "ConstantLR",
     "CosineAnnealingLR",
     "ExponentialLR",
     "LRScheduler",
     "LinearLR",
     "MultiStepLR",
     "OneCycleLR",
+    "PolynomialLR",
     "ReduceLROnPlateau",
     "SequentialLR",
     "StepLR",
@@ -509,6 +511,118 @@ class LinearLR(LRScheduler):
         return [
             base * (self.start_factor + slope * done / self.total_iters) for base in self.base_lrs
         ]
+
+
+class ConstantLR(LRScheduler):
+    r"""Multiply the learning rate by a constant ``factor`` until epoch ``total_iters``.
+
+    Closed form (``e = last_epoch``)::
+
+        lr_e = base_lr * (factor if e < total_iters else 1)
+
+    computed recursively, as PyTorch: at epoch 0 the group's lr is multiplied by
+    ``factor``, at epoch ``total_iters`` it is multiplied by ``1 / factor`` (undoing it),
+    and otherwise left as it is -- so it chains with other schedulers stepping the same
+    optimizer (e.g. ``ConstantLR`` then ``ExponentialLR`` each epoch) exactly like
+    PyTorch's. With ``total_iters=0`` PyTorch's recursion multiplies at epoch 0 and never
+    undoes it; so does this one. With ``factor=0`` (where PyTorch divides by zero at
+    ``total_iters``) the lr returns to ``base_lr`` at ``total_iters`` (the closed form).
+
+    Args:
+        optimizer: object with ``param_groups`` (list of dicts with an "lr").
+        factor (float): multiplier until the milestone, in ``[0, 1]``. Default: 1/3.
+        total_iters (int): the epoch at which the factor is removed, ``>= 0``. Default: 5.
+        last_epoch (int): index of the last epoch. Default: -1 (start).
+
+    Example:
+        >>> sched = ConstantLR(optimizer, factor=0.5, total_iters=4)
+        >>> for epoch in range(100):  # lr = 0.025 for epochs 0-3, then 0.05
+        ...     train(...)
+        ...     sched.step()
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        factor: float = 1.0 / 3,
+        total_iters: int = 5,
+        last_epoch: int = -1,
+    ) -> None:
+        factor = _real("factor", factor)
+        if not 0.0 <= factor <= 1.0:  # also NaN
+            raise ValueError(
+                f"Constant multiplicative factor expected to be between 0 and 1, got {factor}"
+            )
+        self.factor = factor
+        self.total_iters = _integer("total_iters", total_iters, minimum=0)
+        super().__init__(optimizer, last_epoch)
+
+    def _compute_lrs(self) -> list[float]:
+        e = self.last_epoch
+        if e == 0:
+            return [lr * self.factor for lr in self._current_lrs()]
+        if e != self.total_iters:
+            return self._current_lrs()
+        if self.factor == 0.0:
+            return list(self.base_lrs)
+        return [lr * (1.0 / self.factor) for lr in self._current_lrs()]
+
+    def _closed_form_lrs(self) -> list[float]:
+        keep = self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor)
+        return [base * keep for base in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    r"""Decay the learning rate polynomially to 0 over ``total_iters`` epochs, then keep it.
+
+    Closed form (``e = last_epoch``)::
+
+        lr_e = base_lr * (1 - min(e, total_iters) / total_iters) ** power
+
+    computed recursively, as PyTorch (so it chains with other schedulers): for
+    ``1 <= e <= total_iters``::
+
+        lr_e = lr_{e-1} * ((1 - e / total_iters) / (1 - (e - 1) / total_iters)) ** power
+
+    and the lr is left as it is at the constructor's step and after ``total_iters``.
+
+    Args:
+        optimizer: object with ``param_groups`` (list of dicts with an "lr").
+        total_iters (int): number of epochs of the decay, ``>= 1``. Default: 5.
+        power (float): the polynomial's power, finite and ``>= 0``. Default: 1.0.
+        last_epoch (int): index of the last epoch. Default: -1 (start).
+
+    Example:
+        >>> sched = PolynomialLR(optimizer, total_iters=4, power=1.0)
+        >>> for epoch in range(100):  # lr = 0.05, 0.0375, 0.025, 0.0125, 0.0, 0.0, ...
+        ...     train(...)
+        ...     sched.step()
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        total_iters: int = 5,
+        power: float = 1.0,
+        last_epoch: int = -1,
+    ) -> None:
+        self.total_iters = _integer("total_iters", total_iters, minimum=1)
+        power = _real("power", power)
+        if not 0.0 <= power < math.inf:  # also NaN; a negative power divides by 0 at the end
+            raise ValueError(f"power must be a finite number >= 0, got {power}")
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def _compute_lrs(self) -> list[float]:
+        e = self.last_epoch
+        if self._is_initial or e > self.total_iters:
+            return self._current_lrs()
+        decay = ((1.0 - e / self.total_iters) / (1.0 - (e - 1) / self.total_iters)) ** self.power
+        return [lr * decay for lr in self._current_lrs()]
+
+    def _closed_form_lrs(self) -> list[float]:
+        left = 1.0 - min(self.total_iters, self.last_epoch) / self.total_iters
+        return [base * left**self.power for base in self.base_lrs]
 
 
 class OneCycleLR(LRScheduler):

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from typing import Any
 
 import numpy as np
+
+from .. import _fileio, _schema
 
 FORMAT_NAME = "pyfastopt.int8-model"
 FORMAT_VERSION = 1
@@ -39,8 +42,10 @@ class ModelFileError(ValueError):
 def write(path: str | os.PathLike, model: dict[str, Any], arrays: dict[str, np.ndarray]) -> int:
     """Write ``arrays`` and the JSON-able ``model`` description to ``path``; returns bytes.
 
-    The file is written to a temporary name beside ``path`` and renamed, so a crash while
-    saving never leaves a truncated model under the final name.
+    Written with :func:`pyfastopt._fileio.atomic_write` (a uniquely named temporary file
+    beside ``path``, fsync, rename): a crash while saving never leaves a truncated model
+    under the final name, the previous file stays intact, and concurrent saves to one
+    path do not collide.
     """
     meta = {}
     for name, arr in arrays.items():
@@ -51,54 +56,80 @@ def write(path: str | os.PathLike, model: dict[str, Any], arrays: dict[str, np.n
     blob = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False).encode(
         "utf-8"
     )
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    if len(blob) > _MAX_HEADER_BYTES:
+        raise ValueError(f"the model description is {len(blob)} bytes of JSON, over 1 MiB")
+    with _fileio.atomic_write(path) as fh:
         # Deflated: pruned (sparse) int8 weights shrink by the sparsity; inflating is
         # fast next to the rest of a start-up (about 1 ms per MB).
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(HEADER, blob)
             for name, arr in arrays.items():
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
                 zf.writestr(f"{name}.npy", buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return os.path.getsize(path)
+        size = fh.tell()
+    return size
 
 
 def _fail(path: Any, why: str) -> ModelFileError:
     return ModelFileError(f"{os.fspath(path)!s} is not a valid pyfastopt int8 model file: {why}")
 
 
-def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+class _ModelZip(_fileio.ZipReader):
+    def error(self, why: str) -> ValueError:
+        return _fail(self.path, why)
+
+
+class _AnyJson(_schema.Schema):
+    """Any JSON value (the model description is checked by its reader, model.load)."""
+
+    expected = "JSON"
+
+    def ok(self, value: Any) -> bool:
+        return True
+
+
+_SHAPE = _schema.List(_schema.Int(0, 2**31 - 1), max_len=32)
+_ARRAY_SPEC = _schema.Dict(
+    required={"dtype": _schema.Choice(*sorted(_DTYPES)), "shape": _SHAPE}, max_keys=2
+)
+_HEADER_SCHEMA = _schema.Dict(
+    required={
+        "format": _schema.Choice(FORMAT_NAME),
+        "version": _schema.Int(1, FORMAT_VERSION),
+        "arrays": _schema.Dict(extra=_ARRAY_SPEC, keys=_schema.Str(128), max_keys=1 << 16),
+        "model": _schema.Dict(extra=_AnyJson(), max_keys=4096),
+    }
+)
+
+
+def read(
+    path: str | os.PathLike, max_bytes: int | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a model file; returns ``(model description, arrays)``.
 
+    ``max_bytes``: the most bytes the arrays may take once read (default
+    ``max(256 MiB, 100 x the file's size)``, see :mod:`pyfastopt._fileio`); a file that
+    declares more is refused before anything large is allocated or decompressed.
+
     Raises:
-        ValueError (:class:`ModelFileError`): not a zip, no or bad header, another format
-            or a newer version, a member missing, extra, of the wrong size, dtype or shape,
-            or any array that would need unpickling.
+        ValueError (:class:`ModelFileError`, or :class:`pyfastopt._fileio.FileTooLargeError`
+            over the limit): not a zip, no or bad header, another format or a newer
+            version, a member missing, extra, of the wrong size, dtype or shape, or any
+            array that would need unpickling.
         FileNotFoundError / PermissionError / IsADirectoryError: as ``open`` does.
     """
-    path = os.fspath(path)
-    with open(path, "rb") as fh:
-        data = fh.read()  # one read; model files are small (int8 weights)
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except Exception as exc:  # BadZipFile, NotImplementedError (odd versions), bad names...
-        raise _fail(path, f"not a zip/npz archive ({type(exc).__name__}: {exc})") from None
-    with zf:
-        infos = {info.filename: info for info in zf.infolist()}
-        if HEADER not in infos:
+    with _ModelZip(path, max_bytes, "pyfastopt int8 model file") as zf:
+        path = zf.path
+        if HEADER not in zf:
             raise _fail(path, f"no {HEADER} member (a plain npz, or another program's file?)")
-        if infos[HEADER].file_size > _MAX_HEADER_BYTES:
+        if zf.declared_size(HEADER) > _MAX_HEADER_BYTES:
             raise _fail(path, "header too large")
+        blob = zf.read_bytes(HEADER)
         try:
-            header = json.loads(zf.read(HEADER).decode("utf-8"))
-        except Exception as exc:  # zlib/CRC errors, bad UTF-8, bad JSON
-            raise _fail(path, f"unreadable header ({type(exc).__name__}: {exc})") from None
+            header = _fileio.parse_json(blob, "its header")
+        except ValueError as exc:
+            raise _fail(path, f"unreadable header ({exc})") from None
         if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
             raise _fail(path, f"header format is not {FORMAT_NAME!r}")
         version = header.get("version")
@@ -112,51 +143,36 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]
             )
         if version < 1:
             raise _fail(path, f"bad format version {version}")
-        meta, model = header.get("arrays"), header.get("model")
-        if not isinstance(meta, dict) or not isinstance(model, dict):
-            raise _fail(path, "header lacks 'arrays' or 'model'")
+        try:
+            _HEADER_SCHEMA.check(header, "header")
+        except ValueError as exc:
+            raise _fail(path, str(exc)) from None
+        meta, model = header["arrays"], header["model"]
         expected = {f"{name}.npy" for name in meta} | {HEADER}
-        if set(infos) != expected:
-            extra = sorted(set(infos) - expected)
-            missing = sorted(expected - set(infos))
+        if set(zf.names()) != expected:
+            extra = sorted(set(zf.names()) - expected)
+            missing = sorted(expected - set(zf.names()))
             raise _fail(
                 path, f"members do not match the header (missing {missing}, unexpected {extra})"
             )
-        arrays = {
-            name: _read_member(path, zf, infos[f"{name}.npy"], name, spec)
-            for name, spec in meta.items()
-        }
+        # the declared total, from the header's shapes, against the limit first
+        need = sum(
+            math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize for spec in meta.values()
+        )
+        if need > zf.limit:
+            raise _fileio.FileTooLargeError(
+                f"{path} declares {need} bytes of arrays, more than this reader's limit of "
+                f"{zf.limit} bytes (max(256 MiB, 100 x the file's size)); if you trust the "
+                f"file, pass a larger max_bytes= (at least {need})"
+            )
+        arrays = {}
+        for name, spec in meta.items():
+            dtype = np.dtype(spec["dtype"])
+            shape = tuple(spec["shape"])
+            arr = zf.read_npy(f"{name}.npy", dtypes=[dtype])
+            if arr.shape != shape:
+                raise _fail(
+                    path, f"array {name!r} is {arr.dtype}{arr.shape}, header says {dtype}{shape}"
+                )
+            arrays[name] = arr
     return model, arrays
-
-
-def _read_member(
-    path: Any, zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, spec: Any
-) -> np.ndarray:
-    if not (
-        isinstance(spec, dict)
-        and spec.get("dtype") in _DTYPES
-        and isinstance(spec.get("shape"), list)
-        and all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in spec["shape"]
-        )
-    ):
-        raise _fail(path, f"array {name!r}: bad dtype/shape entry {spec!r}")
-    dtype = np.dtype(spec["dtype"])
-    shape = tuple(spec["shape"])
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    # A .npy header is at most a few KiB; refuse members whose declared size does not
-    # fit the header's shape before decompressing anything (no zip bombs).
-    if not nbytes <= info.file_size <= nbytes + 65536:
-        raise _fail(
-            path,
-            f"array {name!r}: member size {info.file_size} does not match shape {shape} of {dtype}",
-        )
-    try:
-        with zf.open(info) as fh:
-            raw = fh.read()
-        arr = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-    except Exception as exc:  # CRC mismatch, truncated, bad npy header, pickle refused
-        raise _fail(path, f"array {name!r}: {type(exc).__name__}: {exc}") from None
-    if arr.dtype != dtype or arr.shape != shape:
-        raise _fail(path, f"array {name!r} is {arr.dtype}{arr.shape}, header says {dtype}{shape}")
-    return np.ascontiguousarray(arr)

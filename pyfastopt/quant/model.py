@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _schema
 from . import _format
 
 __all__ = ["QuantizedModel", "load", "quantize_model"]
@@ -418,20 +419,69 @@ def _check_qp(value: Any, where: str) -> tuple[float, int] | None:
     return float(np.float32(value[0])), int(value[1])
 
 
-def load(path: str | os.PathLike) -> QuantizedModel:
+# The model description's schema (the file's header["model"]), checked before use.
+_FEATURES = _schema.Int(1, 2**31 - 1)
+_ARRAY_NAME = _schema.Str(128)
+_QPARAMS = _schema.OneOf(
+    _schema.Null(),
+    _schema.Tuple(_schema.Real(lo=0.0, lo_open=True), _schema.Int(0, 255)),
+)
+_LAYER = _schema.Dict(
+    required={
+        "type": _schema.Choice("linear"),
+        "in_features": _FEATURES,
+        "out_features": _FEATURES,
+        "activation": _schema.OneOf(_schema.Null(), _schema.Choice("relu")),
+        "weight_q": _ARRAY_NAME,
+        "weight_scale": _ARRAY_NAME,
+    },
+    optional={
+        "bias": _schema.OneOf(_schema.Null(), _ARRAY_NAME),
+        "act_granularity": _schema.Choice("tensor", "row"),
+        "input_qparams": _QPARAMS,
+        "output_qparams": _QPARAMS,
+        "source": _schema.List(_schema.Str(256), max_len=256),
+    },
+)
+_MODEL = _schema.Dict(
+    required={
+        "kind": _schema.Choice("sequential"),
+        "in_features": _FEATURES,
+        "mode": _schema.Choice("dynamic", "static"),
+        "layers": _schema.List(_LAYER, max_len=4096, min_len=1),
+    },
+    optional={"per_channel": _schema.Bool()},
+)
+
+
+def load(path: str | os.PathLike, max_bytes: int | None = None) -> QuantizedModel:
     """Read a model written by :meth:`QuantizedModel.save`.
 
+    Args:
+        path: the model file.
+        max_bytes (int, optional): the most bytes of arrays the reader may allocate;
+            default ``max(256 MiB, 100 x the file's size)``. A file declaring more is
+            refused (``ValueError``) in milliseconds, before anything large is allocated
+            or decompressed; pass a larger value for a trusted, highly compressed file.
+
     Raises ``ValueError`` for anything that is not a valid pyfastopt int8 model file
-    (corrupt, truncated, another format or a newer version, inconsistent layer shapes,
-    non-finite or non-positive scales); never unpickles.
+    (corrupt, truncated, another format or a newer version, a header that does not match
+    the format's schema, inconsistent layer shapes, non-finite or non-positive scales,
+    over ``max_bytes``); never unpickles. ``FileNotFoundError`` and the other errors of
+    opening the file pass through.
     """
     from .linear import QuantizedLinear
 
-    model, arrays = _format.read(path)
+    model, arrays = _format.read(path, max_bytes)
+    path = os.fspath(path)
 
     def bad(why: str) -> ValueError:
         return _format._fail(path, why)
 
+    try:
+        _MODEL.check(model, "header['model']")
+    except ValueError as exc:
+        raise bad(str(exc)) from None
     try:
         if model.get("kind") != "sequential":
             raise bad(f"unknown model kind {model.get('kind')!r}")

@@ -22,6 +22,11 @@ Rules shared by all observers (:func:`qparams_from_range`):
   ``ValueError("observer has seen no data")``.
 * Scales are computed in float32 arithmetic (as torch does), returned as Python floats
   that are exactly float32 values.
+* At float32's edge (a range such as ``[-3e38, 3e38]``, whose width overflows float32)
+  the scale is computed in float64 and rounded to float32 (lowered by a few float32
+  steps if need be, so every integer level dequantizes to a finite float32): qparams
+  stay finite and representable. A range beyond float32's own (float64 data past
+  ``+-3.4e38``) raises ``ValueError`` at ``qparams()``, naming the range.
 
 Versus ``torch.ao.quantization``: asymmetric qparams of ``MinMaxObserver``,
 ``PerChannelMinMaxObserver`` and ``MovingAverage(PerChannel)MinMaxObserver`` are equal to
@@ -33,6 +38,7 @@ from 127.5), torch propagates NaN into the range where we ignore it, and torch r
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -51,24 +57,100 @@ _EPS = np.float32(np.finfo(np.float32).eps)
 _NO_DATA = "observer has seen no data"
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def qparams_from_range(
     min_val: Any, max_val: Any, dtype: Any = np.uint8, symmetric: bool = False
 ) -> tuple[Any, Any]:
-    """(scale, zero_point) for a range; scalars in, Python scalars out; 1-D in, arrays out."""
+    """(scale, zero_point) for a range; scalars in, Python scalars out; 1-D in, arrays out.
+
+    Scales are computed in float32 (torch's arithmetic). Where that overflows -- a range
+    wider than float32's largest value, e.g. ``[-3e38, 3e38]`` -- the scale is computed in
+    float64, rounded to float32, and if need be lowered by a few float32 steps so that
+    every integer level dequantizes to a finite float32: the qparams stay finite and
+    representable. A range beyond float32's own (float64 data past ``+-3.4e38``, or NaN)
+    raises ``ValueError`` naming the range.
+    """
     qdt = _qdtype(dtype)
     qmin, qmax = qrange(qdt)
-    lo = np.minimum(np.asarray(min_val, dtype=np.float32), np.float32(0))
-    hi = np.maximum(np.asarray(max_val, dtype=np.float32), np.float32(0))
-    if symmetric:
-        amax = np.maximum(-lo, hi)
-        scale = np.maximum(amax / np.float32(127), _EPS).astype(np.float32)
-        zp = np.full(scale.shape, 0 if qdt == np.int8 else 128, dtype=np.int64)
-    else:
-        scale = np.maximum((hi - lo) / np.float32(qmax - qmin), _EPS).astype(np.float32)
-        zp = np.clip(qmin - np.rint(lo / scale).astype(np.int64), qmin, qmax)
+    lo64 = np.minimum(np.asarray(min_val, dtype=np.float64), 0.0)
+    hi64 = np.maximum(np.asarray(max_val, dtype=np.float64), 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo = lo64.astype(np.float32)
+        hi = hi64.astype(np.float32)
+        if symmetric:
+            amax = np.maximum(-lo, hi)
+            scale = np.maximum(amax / np.float32(127), _EPS).astype(np.float32)
+            wide = ~np.isfinite(scale)
+            if np.any(wide):  # float64 bounds beyond float32
+                amax64 = np.maximum(-lo64, hi64)
+                scale = np.where(wide, np.maximum(amax64 / 127.0, float(_EPS)), scale).astype(
+                    np.float32
+                )
+            zp = np.full(scale.shape, 0 if qdt == np.int8 else 128, dtype=np.int64)
+        else:
+            scale = np.maximum((hi - lo) / np.float32(qmax - qmin), _EPS).astype(np.float32)
+            wide = ~np.isfinite(scale)
+            if np.any(wide):  # hi - lo overflowed float32: the same division in float64
+                scale64 = (hi64 - lo64) / float(qmax - qmin)
+                scale = np.where(wide, np.maximum(scale64, float(_EPS)), scale).astype(np.float32)
+            ratio = np.where(wide, lo64 / scale.astype(np.float64), lo / scale)
+    _check_range_fits(scale, lo64, hi64)
+    if not symmetric:
+        zp = np.clip(qmin - np.rint(ratio).astype(np.int64), qmin, qmax)
+    if np.any(wide) or np.any(scale > _EDGE_SCALE):
+        scale, zp = _keep_levels_finite(scale, zp, lo64, qmin, qmax, symmetric)
     if scale.ndim == 0:
         return float(scale), int(zp)
     return scale, zp
+
+
+# Above this scale some integer level could dequantize beyond float32 (255 levels).
+_EDGE_SCALE = np.float32(_F32_MAX / 256)
+
+
+def _keep_levels_finite(
+    scale: Any, zp: Any, lo64: Any, qmin: int, qmax: int, symmetric: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """At float32's edge, round the scale down (one float32 step at a time) until every
+    integer level dequantizes to a finite float32, ``(q - zp) * scale`` (what
+    :func:`dequantize` computes); the zero point follows the scale."""
+    scale = np.array(scale, dtype=np.float32)
+    zp = np.array(zp, dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(64):
+            reach = np.maximum(zp - qmin, qmax - zp).astype(np.float32)
+            bad = ~np.isfinite(reach * scale)
+            if not np.any(bad):
+                break
+            scale = np.where(
+                bad, np.nextafter(np.minimum(scale, np.float32(_F32_MAX) / reach), 0), scale
+            ).astype(np.float32)
+            if not symmetric:
+                zp = np.clip(qmin - np.rint(lo64 / scale.astype(np.float64)), qmin, qmax).astype(
+                    np.int64
+                )
+    return scale, zp
+
+
+def _check_range_fits(scale: Any, lo: Any, hi: Any) -> None:
+    """ValueError when a range is beyond float32's (or not finite): quantized values
+    dequantize to float32, so no qparams can represent it."""
+    with np.errstate(invalid="ignore"):
+        bad = ~((lo >= -_F32_MAX) & (hi <= _F32_MAX)) | ~np.isfinite(scale)
+    if not np.any(bad):
+        return
+    bad = np.broadcast_to(bad, np.broadcast(scale, lo, hi).shape)
+    i = int(np.flatnonzero(bad.reshape(-1))[0])
+    where = "" if bad.ndim == 0 else f" (channel {i})"
+    lo_i = float(np.broadcast_to(lo, bad.shape).reshape(-1)[i])
+    hi_i = float(np.broadcast_to(hi, bad.shape).reshape(-1)[i])
+    raise ValueError(
+        f"the observed range [{lo_i!r}, {hi_i!r}]{where} (widened to include 0) is beyond "
+        f"float32's range (+-{_F32_MAX!r}); quantized values dequantize to float32, so no "
+        "qparams can represent it (scale the data down, or clip it before observing)"
+    )
 
 
 def _check_axis(axis: Any) -> int | None:
@@ -317,6 +399,7 @@ class HistogramObserver:
         self.n_zero = 0
         self.min_val: float | None = None
         self.max_val: float | None = None
+        self._too_wide = False
 
     @property
     def hi(self) -> float:
@@ -340,6 +423,12 @@ class HistogramObserver:
         bmin, bmax = float(r[0]), float(r[1])
         self.min_val = bmin if self.min_val is None else min(self.min_val, bmin)
         self.max_val = bmax if self.max_val is None else max(self.max_val, bmax)
+        span = max(self.max_val, 0.0) - min(self.min_val, 0.0)
+        if self._too_wide or not math.isfinite(span):
+            # A span beyond float64 (|x| near 1.8e308): no histogram can hold it and no
+            # float32 scale could either; qparams() reports the range.
+            self._too_wide = True
+            return x
         f = a.reshape(-1)
         if not np.all(np.isfinite([a.min(), a.max()])):
             f = f[np.isfinite(f)]
@@ -465,6 +554,8 @@ class HistogramObserver:
         """The ``(min, max)`` range ``qparams`` uses (before widening to hold 0)."""
         if self.min_val is None:
             raise ValueError(_NO_DATA)
+        if self._too_wide:
+            _check_range_fits(np.float32(np.inf), np.float64(self.min_val), self.max_val)
         if self.width == 0.0:  # only zeros
             return 0.0, 0.0
         qmin, qmax = qrange(_qdtype(dtype))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import _core
+from ._typing import ArrayLike, FloatArray
+from ._validate import boolean, choice
 
 __all__ = ["linear", "linear_backward", "matmul"]
 
@@ -14,7 +16,10 @@ _linear = _core.gemm.linear
 _linear_backward = _core.gemm.linear_backward
 
 
-def matmul(a: Any, b: Any, out: Any = None) -> Any:
+_ACTIVATIONS = (None, "relu", "gelu")
+
+
+def matmul(a: ArrayLike, b: ArrayLike, out: FloatArray | None = None) -> Any:
     """Matrix product with :func:`numpy.matmul` semantics.
 
     * 2-D @ 2-D is the matrix product; a 1-D ``a`` is promoted to a row ``(1, K)`` and a
@@ -38,13 +43,20 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
         ValueError: 0-d operands, ``a.shape[-1] != b.shape[-2]`` (both shapes are named),
             batch dimensions that do not broadcast, or a bad ``out``.
         TypeError: a non-float dtype (naming ``a`` or ``b``).
+
+    Returns:
+        An ndarray of the inputs' dtype; a float for 1-D @ 1-D (as NumPy).
     """
     return _matmul(a, b, out)
 
 
 def linear(
-    x: Any, weight: Any, bias: Any = None, activation: str | None = None, out: Any = None
-) -> Any:
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    activation: str | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     """Fully connected layer ``act(x @ weight.T + bias)``, as ``torch.nn.functional.linear``.
 
     Args:
@@ -61,10 +73,14 @@ def linear(
     Returns:
         ``(..., out_features)`` array of ``x``'s dtype (float64 if any operand is).
     """
+    if activation is not None and (type(activation) is not str or activation not in _ACTIVATIONS):
+        activation = choice("activation", activation, _ACTIVATIONS)
     return _linear(x, weight, bias, activation, out)
 
 
-def linear_backward(dy: Any, x: Any, weight: Any, need_dx: bool = True) -> tuple[Any, Any, Any]:
+def linear_backward(
+    dy: ArrayLike, x: ArrayLike, weight: ArrayLike, need_dx: bool = True
+) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Gradients of ``y = x @ weight.T + bias`` (the pre-activation output).
 
     The caller applies the activation's derivative to ``dy`` first. Leading dimensions of
@@ -77,4 +93,4 @@ def linear_backward(dy: Any, x: Any, weight: Any, need_dx: bool = True) -> tuple
         float64, rounded once). Both products run on the GEMM kernels with the
         transposes absorbed by packing.
     """
-    return _linear_backward(dy, x, weight, need_dx)
+    return _linear_backward(dy, x, weight, boolean("need_dx", need_dx))

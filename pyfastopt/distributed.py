@@ -62,7 +62,6 @@ Not thread-safe: call the collectives from one thread per process.
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 import sys
 from collections.abc import Sequence
@@ -79,6 +78,7 @@ except ImportError as _exc:  # the optional extra is not installed
     ) from _exc
 
 from . import _config, _core
+from ._validate import boolean, integer, nonnegative_int
 
 __all__ = [
     "DEFAULT_BUCKET_BYTES",
@@ -252,11 +252,7 @@ def _signature(arrays: list[Any]) -> list[tuple[Any, ...]]:
 
 
 def _check_bucket_bytes(bucket_bytes: Any) -> int:
-    if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, numbers.Integral):
-        raise TypeError(f"bucket_bytes must be an int >= 0, got {type(bucket_bytes).__name__}")
-    if bucket_bytes < 0:
-        raise ValueError(f"bucket_bytes must be >= 0, got {bucket_bytes}")
-    return int(bucket_bytes)
+    return nonnegative_int("bucket_bytes", bucket_bytes)
 
 
 def _bucket(key: Any, dtype: np.dtype, count: int) -> np.ndarray:
@@ -313,7 +309,8 @@ def allreduce_(
     comm = _comm(comm)
     arrays = _as_list(arrays, fn)
     bucket_bytes = _check_bucket_bytes(bucket_bytes)
-    if check:
+    average = boolean("average", average)
+    if boolean("check", check):
         error = None
         try:
             _core.ops.check_inplace(arrays, "arrays")
@@ -433,10 +430,7 @@ def broadcast_(
     bucket_bytes = _check_bucket_bytes(bucket_bytes)
     error = None
     try:
-        if isinstance(root, bool) or not isinstance(root, numbers.Integral):
-            raise TypeError(f"root must be an int, got {type(root).__name__}")
-        if not 0 <= root < comm.Get_size():
-            raise ValueError(f"root must be in [0, {comm.Get_size()}), got {root}")
+        root = integer("root", root, lo=0, hi=comm.Get_size() - 1)
         _check_broadcastable(arrays)
     except (TypeError, ValueError) as exc:
         error = exc
@@ -616,7 +610,7 @@ class DistributedOptimizer:
                 f"optimizer must have a step(grads) method, got {type(optimizer).__name__}"
             )
         self.optimizer = optimizer
-        self.average = bool(average)
+        self.average = boolean("average", average)
         self.bucket_bytes = _check_bucket_bytes(bucket_bytes)
         self.comm = _comm(comm)
 

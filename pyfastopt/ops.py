@@ -11,16 +11,18 @@ import math
 from collections.abc import Sequence
 from typing import Union
 
-import numpy as np
-
 from . import _core
+from ._typing import ArrayLike, FloatArray
+from ._validate import real
 
-ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
+#: one array, or a sequence of them updated or reduced together (multi-tensor apply)
+ArrayOrList = Union[FloatArray, Sequence[FloatArray]]
+ArrayLikeOrList = Union[ArrayLike, Sequence[ArrayLike]]
 
 __all__ = ["axpby_", "l2_norm", "sum_squares"]
 
 
-def axpby_(y: ArrayOrList, x: ArrayOrList, a: float = 1.0, b: float = 1.0) -> None:
+def axpby_(y: ArrayOrList, x: ArrayLikeOrList, a: float = 1.0, b: float = 1.0) -> None:
     """In place: ``y = a * x + b * y``, fused into one pass.
 
     Parameters
@@ -49,10 +51,14 @@ def axpby_(y: ArrayOrList, x: ArrayOrList, a: float = 1.0, b: float = 1.0) -> No
     >>> y
     array([0.5, 2.5, 4.5], dtype=float32)
     """
+    if type(a) is not float:  # a Python float is already right: keep small calls cheap
+        a = real("a", a, allow_nan=True)
+    if type(b) is not float:
+        b = real("b", b, allow_nan=True)
     _core.ops.axpby_(y, x, a, b)
 
 
-def sum_squares(x: ArrayOrList) -> float:
+def sum_squares(x: ArrayLikeOrList) -> float:
     """Sum of squares of all elements of an array or of a sequence of arrays.
 
     Accumulated in float64 whatever the input dtype (float32 or float64), in a fixed
@@ -62,7 +68,7 @@ def sum_squares(x: ArrayOrList) -> float:
     return _core.ops.sum_squares(x)
 
 
-def l2_norm(x: ArrayOrList) -> float:
+def l2_norm(x: ArrayLikeOrList) -> float:
     """Global L2 norm ``sqrt(sum(x_i**2))`` over an array or a sequence of arrays.
 
     The gradient-clipping primitive: one pass over every tensor, in one parallel region,

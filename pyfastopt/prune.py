@@ -26,11 +26,12 @@ earlier layer, then row-major index -- is pruned first (a stable sort).
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from ._validate import choice, probability
 
 __all__ = ["MaskedOptimizer", "PruningMasks", "magnitude_prune", "masked", "sparsity"]
 
@@ -220,15 +221,6 @@ def _collect(obj: Any) -> tuple[list[str], list[np.ndarray], list[np.ndarray | N
     )
 
 
-def _check_amount(amount: Any) -> float:
-    if not isinstance(amount, numbers.Real) or isinstance(amount, bool):
-        raise TypeError(f"amount must be a real number in [0, 1], got {type(amount).__name__}")
-    amount = float(amount)
-    if not 0.0 <= amount <= 1.0:  # also rejects NaN
-        raise ValueError(f"amount must be in [0, 1], got {amount}")
-    return amount
-
-
 def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k smallest scores, ties to the lower index (stable)."""
     return np.argsort(scores, kind="stable")[:k]
@@ -279,11 +271,9 @@ def magnitude_prune(
         array([[ 0.5,  0. ],
                [ 0. , -0.9]], dtype=float32)
     """
-    amount = _check_amount(amount)
-    if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-    if structured not in (None, "rows"):
-        raise ValueError(f"structured must be None or 'rows', got {structured!r}")
+    amount = probability("amount", amount, one=True)
+    scope = choice("scope", scope, ("layer", "global"))
+    structured = choice("structured", structured, (None, "rows"))
     if structured == "rows" and _is_module(model_or_arrays):
         return _shrink_rows(model_or_arrays, amount, scope)
     names, weights, grads = _collect(model_or_arrays)

@@ -7,17 +7,24 @@ the gradient rule (``backward`` overwrites the gradient arrays).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from .. import _core
 from .._batchnorm import batch_norm_backward, batch_norm_infer, batch_norm_train
-from .._config import check_positive_int
-from .._dropout import _check_p
 from .._gemm import linear, matmul
-from ..random import check_u64
+from .._validate import (
+    boolean,
+    choice,
+    float_dtype,
+    nonnegative,
+    nonnegative_int,
+    positive_int,
+    probability,
+    type_name,
+    u64,
+)
 from .module import Module
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Linear", "ReLU"]
@@ -27,17 +34,18 @@ _DROPOUT = _core.dropout.apply
 _CLAMP = _core.ops.clamp_
 
 
-def _check_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def _rng(seed: Any) -> np.random.Generator:
+    """The initialization generator: a Generator as is, None (fresh entropy), or a seed."""
     if isinstance(seed, np.random.Generator):
         return seed
-    return np.random.default_rng(seed)
+    if seed is None or isinstance(seed, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(seed)
+    try:
+        return np.random.default_rng(nonnegative_int("seed", seed))
+    except TypeError:
+        raise TypeError(
+            f"seed must be None, an integer or a numpy.random.Generator, got {type_name(seed)}"
+        ) from None
 
 
 def _as_input(x: Any, dtype: np.dtype, layer: str, name: str = "x") -> np.ndarray:
@@ -107,12 +115,11 @@ class Linear(Module):
         seed: Any = None,
     ) -> None:
         super().__init__()
-        self.in_features = check_positive_int(in_features, "in_features")
-        self.out_features = check_positive_int(out_features, "out_features")
-        if activation not in (None, "relu", "gelu"):
-            raise ValueError(f"activation must be None, 'relu' or 'gelu', got {activation!r}")
-        self.activation = activation
-        self.dtype = _check_dtype(dtype)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
+        bias = boolean("bias", bias)
+        self.activation = choice("activation", activation, (None, "relu", "gelu"))
+        self.dtype = float_dtype("dtype", dtype)
         rng = _rng(seed)
         bound = 1.0 / math.sqrt(self.in_features)
         self.weight = rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(
@@ -209,7 +216,7 @@ class ReLU(Module):
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
-        self.inplace = bool(inplace)
+        self.inplace = boolean("inplace", inplace)
         self._y: np.ndarray | None = None
 
     def extra_repr(self) -> str:
@@ -264,16 +271,12 @@ class _BatchNorm(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.num_features = c = check_positive_int(num_features, "num_features")
-        if not isinstance(eps, numbers.Real) or not 0.0 <= float(eps) < math.inf:
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        if momentum is not None and (
-            not isinstance(momentum, numbers.Real) or not 0.0 <= float(momentum) <= 1.0
-        ):
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.dtype = _check_dtype(dtype)
+        self.num_features = c = positive_int("num_features", num_features)
+        self.eps = nonnegative("eps", eps, finite=True)
+        self.momentum = None if momentum is None else probability("momentum", momentum, one=True)
+        affine = boolean("affine", affine)
+        track_running_stats = boolean("track_running_stats", track_running_stats)
+        self.dtype = float_dtype("dtype", dtype)
         if affine:
             self.weight: np.ndarray | None = np.ones(c, self.dtype)
             self.bias: np.ndarray | None = np.zeros(c, self.dtype)
@@ -281,7 +284,7 @@ class _BatchNorm(Module):
             self.grad_bias: np.ndarray | None = np.zeros(c, self.dtype)
         else:
             self.weight = self.bias = self.grad_weight = self.grad_bias = None
-        self.track_running_stats = bool(track_running_stats)
+        self.track_running_stats = track_running_stats
         if self.track_running_stats:
             self.running_mean: np.ndarray | None = np.zeros(c, self.dtype)
             self.running_var: np.ndarray | None = np.ones(c, self.dtype)
@@ -408,10 +411,10 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
-        self._p = _check_p(p)
+        self._p = probability("p", p)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-        self.seed = check_u64("seed", seed)
+        self.seed = u64("seed", seed)
         self.step = 0
         self._saved: tuple | None = None
 
@@ -422,7 +425,7 @@ class Dropout(Module):
 
     @p.setter
     def p(self, value: float) -> None:
-        self._p = _check_p(value)
+        self._p = probability("p", value)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

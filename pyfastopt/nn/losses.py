@@ -7,11 +7,11 @@ reduction over the batch, as PyTorch's default ``reduction="mean"``.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 import numpy as np
+
+from .._validate import positive, probability
 
 __all__ = ["cross_entropy", "distillation_loss", "mse_loss"]
 
@@ -144,14 +144,8 @@ def distillation_loss(
             f"distillation_loss: student_logits has shape {s.shape}, "
             f"teacher_logits has shape {t.shape}"
         )
-    for name, v in (("temperature", temperature), ("alpha", alpha)):
-        if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    temp, alpha = float(temperature), float(alpha)
-    if not 0.0 < temp < math.inf:
-        raise ValueError(f"temperature must be finite and > 0, got {temp}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    temp = positive("temperature", temperature, finite=True)
+    alpha = probability("alpha", alpha, one=True)
     n = s.shape[0]
     if labels is None and alpha != 1.0:
         raise ValueError("labels may only be None when alpha == 1 (no hard-label term)")

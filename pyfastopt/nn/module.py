@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import boolean
+
 __all__ = ["Module", "Sequential"]
 
 
@@ -108,8 +110,9 @@ class Module:
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> Module:
         """Training mode (batch statistics, dropout on) or, with ``mode=False``, eval."""
+        mode = boolean("mode", mode)
         for _, mod in self._walk():
-            mod.training = bool(mode)
+            mod.training = mode
         return self
 
     def eval(self) -> Module:

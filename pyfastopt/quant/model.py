@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import boolean, choice
 from . import _format
 
 __all__ = ["QuantizedModel", "load", "quantize_model"]
@@ -201,10 +202,8 @@ def quantize_model(
     from .linear import QuantizedLinear
     from .observers import MinMaxObserver
 
-    if mode not in ("dynamic", "static"):
-        raise ValueError(f"mode must be 'dynamic' or 'static', got {mode!r}")
-    if not isinstance(per_channel, (bool, np.bool_)):
-        raise TypeError(f"per_channel must be a bool, got {type(per_channel).__name__}")
+    mode = choice("mode", mode, ("dynamic", "static"))
+    per_channel = boolean("per_channel", per_channel)
     folded, in_features = _fold(model)
     batches = None
     if calibration_data is not None:

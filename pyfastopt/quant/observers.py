@@ -33,11 +33,11 @@ from 127.5), torch propagates NaN into the range where we ignore it, and torch r
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
+from .._validate import boolean, choice, integer, optional, real, type_name
 from ._quantize import _qdtype, qrange
 
 __all__ = [
@@ -72,17 +72,13 @@ def qparams_from_range(
 
 
 def _check_axis(axis: Any) -> int | None:
-    if axis is None:
-        return None
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-    return int(axis)
+    return optional(integer, "axis", axis)
 
 
 def _as_float(x: Any) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
-        raise TypeError(f"observe() needs a real array, got dtype {a.dtype}")
+        raise TypeError(f"x must be a real array, got {type_name(x)} of dtype {a.dtype}")
     return a
 
 
@@ -183,6 +179,8 @@ class _RangeObserver:
         of a weight, not the batch axis of activations); other axes raise ValueError.
         """
         axis = _check_axis(axis)
+        symmetric = boolean("symmetric", symmetric)
+        qdt = _qdtype(dtype)
         if self.min_val is None:
             raise ValueError(_NO_DATA)
         lo, hi = self.min_val, self.max_val
@@ -205,7 +203,7 @@ class _RangeObserver:
         if np.ndim(lo):  # channels that never saw finite data: degenerate range
             lo = np.where(np.isfinite(lo), lo, 0.0)
             hi = np.where(np.isfinite(hi), hi, 0.0)
-        return qparams_from_range(lo, hi, dtype, symmetric)
+        return qparams_from_range(lo, hi, qdt, symmetric)
 
     def reset(self) -> None:
         self.min_val = self.max_val = None
@@ -234,12 +232,10 @@ class MovingAverageMinMaxObserver(_RangeObserver):
     """
 
     def __init__(self, averaging_constant: float = 0.01, axis: int | None = None) -> None:
-        if not isinstance(averaging_constant, numbers.Real) or isinstance(averaging_constant, bool):
-            raise TypeError("averaging_constant must be a real number in (0, 1]")
-        if not 0.0 < float(averaging_constant) <= 1.0:
-            raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
+        self.averaging_constant = real(
+            "averaging_constant", averaging_constant, lo=0.0, hi=1.0, lo_open=True
+        )
         super().__init__(axis)
-        self.averaging_constant = float(averaging_constant)
 
     def _merge(self, old: Any, new: tuple[Any, Any]) -> tuple[Any, Any]:
         if old is None:
@@ -296,17 +292,9 @@ class HistogramObserver:
     """
 
     def __init__(self, bins: int = 2048, method: str = "percentile", percentile: float = 99.99):
-        if not isinstance(bins, numbers.Integral) or isinstance(bins, bool):
-            raise TypeError(f"bins must be an int, got {type(bins).__name__}")
-        if bins < 16:
-            raise ValueError(f"bins must be at least 16, got {bins}")
-        if method not in ("percentile", "entropy", "mse"):
-            raise ValueError(f"method must be 'percentile', 'entropy' or 'mse', got {method!r}")
-        if not isinstance(percentile, numbers.Real) or not 50.0 < float(percentile) <= 100.0:
-            raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
-        self.bins = int(bins)
-        self.method = method
-        self.percentile = float(percentile)
+        self.bins = integer("bins", bins, lo=16)
+        self.method = choice("method", method, ("percentile", "entropy", "mse"))
+        self.percentile = real("percentile", percentile, lo=50.0, hi=100.0, lo_open=True)
         self.axis = None
         self.reset()
 
@@ -463,6 +451,8 @@ class HistogramObserver:
 
     def clip_range(self, dtype: Any = np.uint8, symmetric: bool = False) -> tuple[float, float]:
         """The ``(min, max)`` range ``qparams`` uses (before widening to hold 0)."""
+        symmetric = boolean("symmetric", symmetric)
+        dtype = _qdtype(dtype)
         if self.min_val is None:
             raise ValueError(_NO_DATA)
         if self.width == 0.0:  # only zeros
@@ -495,7 +485,7 @@ class HistogramObserver:
         self, dtype: Any = np.uint8, symmetric: bool = False, axis: int | None = None
     ) -> tuple[float, int]:
         """Per-tensor ``(scale, zero_point)`` from :meth:`clip_range` (see the module rules)."""
-        if axis is not None:
+        if _check_axis(axis) is not None:
             raise ValueError("HistogramObserver is per tensor: qparams(axis=...) must be None")
         a, b = self.clip_range(dtype, symmetric)
         return qparams_from_range(a, b, dtype, symmetric)

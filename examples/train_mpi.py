@@ -30,13 +30,13 @@ from pyfastopt import nn, optim
 from pyfastopt.data import DataLoader
 
 
-def accuracy_counts(model, x, y, rank, world):
+def accuracy_counts(model: nn.Module, x: np.ndarray, y: np.ndarray, rank: int, world: int) -> float:
     """(correct, total) over this rank's shard of (x, y), summed over the ranks."""
     shard = slice(rank, None, world)
     logits = model(x[shard])
     counts = np.array([(logits.argmax(axis=1) == y[shard]).sum(), len(y[shard])], np.float64)
     dist.allreduce_([counts], average=False)
-    return counts[0] / counts[1]
+    return float(counts[0] / counts[1])
 
 
 def main() -> None:

@@ -282,8 +282,9 @@ def pair(name: str, value: Any, check: Callable[[str, Any], T]) -> tuple[T, T]:
 
 def shape(name: str, value: Any) -> tuple[int, ...]:
     """An int or a sequence of ints, each ``>= 0``, as a tuple."""
+    items: Sequence[Any] | np.ndarray
     if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
-        items: Sequence[Any] = (value,)
+        items = (value,)
     elif isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         raise TypeError(f"{name} must be an int or a tuple of ints, got {type_name(value)}")
     else:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
+from ._typing import ArrayLike
 from ._validate import boolean, integer, nonnegative, nonnegative_int, positive_int, type_name
 from ._validate import shape as check_shape
 
@@ -225,7 +226,7 @@ def _image_view(images: np.ndarray, image_shape: Sequence[int] | None) -> np.nda
 
 
 def random_shift(
-    images: Any,
+    images: ArrayLike,
     max_shift: int,
     rng: RngLike,
     image_shape: Sequence[int] | None = None,
@@ -268,7 +269,7 @@ def random_shift(
     return out.reshape(images.shape)
 
 
-def add_noise(x: Any, std: float, rng: RngLike) -> np.ndarray:
+def add_noise(x: ArrayLike, std: float, rng: RngLike) -> np.ndarray:
     """``x + std * N(0, 1)``, noise drawn in ``x``'s dtype (float32 or float64).
 
     Args:

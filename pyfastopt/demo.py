@@ -121,7 +121,8 @@ def latency_per_sample(
 
 def save_float(model: nn.Module, path: str) -> int:
     """Save the state dict as a compressed npz; returns its size in bytes."""
-    np.savez_compressed(path, **model.state_dict())
+    arrays: dict[str, Any] = model.state_dict()
+    np.savez_compressed(path, **arrays)
     return os.path.getsize(path)
 
 
@@ -310,6 +311,7 @@ def _run(
     verbose: bool,
 ) -> list[dict[str, Any]]:
     t_start = time.perf_counter()
+    ep: tuple[int, ...]
     if epochs is None:
         ep = QUICK_EPOCHS if quick else DEFAULT_EPOCHS
     elif isinstance(epochs, int):

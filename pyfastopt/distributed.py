@@ -355,6 +355,7 @@ def _allreduce_dtype(
             pending.clear()
             fill = 0
             return
+        assert bucket is not None  # allocated whenever small arrays exist
         seg = bucket[:fill]
         np.concatenate(pending, out=seg)  # pack: one call
         comm.Allreduce(MPI.IN_PLACE, [seg, mpi_type])
@@ -450,6 +451,7 @@ def broadcast_(
         nonlocal fill
         if not pending:
             return
+        assert bucket is not None  # allocated whenever small arrays exist
         comm.Bcast([bucket[:fill], MPI.BYTE], root=root)
         if not is_root:
             for b, off in pending:
@@ -464,6 +466,7 @@ def broadcast_(
         if fill + b.size > bucket_bytes:
             flush()
         if is_root:
+            assert bucket is not None
             bucket[fill : fill + b.size] = b
         pending.append((b, fill))
         fill += b.size
@@ -529,8 +532,8 @@ def broadcast_optimizer_state(optimizer: Any, root: int = 0, *, comm: Any = None
     if not (hasattr(inner, "state_dict") and hasattr(inner, "load_state_dict")):
         raise TypeError(f"{fn}: expected an optimizer, got {type(optimizer).__name__}")
     is_root = comm.Get_rank() == root
-    sd = inner.state_dict() if is_root else None
-    meta = None
+    sd: Any = inner.state_dict() if is_root else None
+    meta: Any = None
     if is_root:
         meta = {
             "param_groups": sd["param_groups"],

@@ -342,7 +342,7 @@ def _shrink_rows(model: Any, amount: float, scope: str) -> Any:
             f"structured='rows' on a model needs a Sequential, got {type(model).__name__} "
             "(pass its weight arrays to get row masks instead)"
         )
-    layers = list(model.layers)
+    layers: list[Any] = list(model.layers)
     lin_idx = [i for i, layer in enumerate(layers) if isinstance(layer, Linear)]
     if len(lin_idx) < 2:
         raise ValueError(
@@ -393,6 +393,7 @@ def _sub_linear(layer: Any, rows: np.ndarray, cols: np.ndarray | None) -> Any:
     )
     new.weight[...] = w
     if layer.bias is not None:
+        assert new.bias is not None
         new.bias[...] = layer.bias[rows]
     return new
 
@@ -413,6 +414,7 @@ def _sub_batchnorm(layer: Any, cols: np.ndarray) -> Any:
         if src is not None:
             getattr(new, name)[...] = src[cols]
     if layer.num_batches_tracked is not None:
+        assert new.num_batches_tracked is not None
         new.num_batches_tracked[...] = layer.num_batches_tracked
     return new
 

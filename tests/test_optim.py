@@ -975,7 +975,7 @@ def test_replacing_a_param_in_a_group_is_noticed(cls):
 
 @pytest.mark.parametrize("cls", CLASSES)
 def test_params_list_edits_and_replacement_are_noticed(cls):
-    opt, params, kw = _replace_setup(cls)
+    opt, params, _ = _replace_setup(cls)
     extra = np.zeros(4)
     opt.param_groups[0]["params"].append(extra)
     with pytest.raises(ValueError, match="3 parameters"):
@@ -998,7 +998,7 @@ def test_params_list_edits_and_replacement_are_noticed(cls):
 
 @pytest.mark.parametrize("cls", CLASSES)
 def test_a_bad_replacement_is_refused_at_the_next_step(cls):
-    opt, params, kw = _replace_setup(cls)
+    opt, params, _ = _replace_setup(cls)
     snapshot = [p.copy() for p in params]
     opt.param_groups[0]["params"][1] = np.zeros(6)[::2]  # strided: not updatable in place
     with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[1\]"):

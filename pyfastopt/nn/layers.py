@@ -14,6 +14,7 @@ import numpy as np
 from .. import _core
 from .._batchnorm import batch_norm_backward, batch_norm_infer, batch_norm_train
 from .._gemm import linear, matmul
+from .._typing import ArrayLike
 from .._validate import (
     boolean,
     choice,
@@ -143,7 +144,7 @@ class Linear(Module):
             f"bias={self.bias is not None}{act}"
         )
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = _as_input(x, self.dtype, "Linear")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
@@ -155,7 +156,7 @@ class Linear(Module):
         self._x, self._y = x, y
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         x, y = self._x, self._y
         if x is None or y is None:
             raise RuntimeError("Linear.backward called before forward")
@@ -222,7 +223,7 @@ class ReLU(Module):
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = x if isinstance(x, np.ndarray) else np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"ReLU: x must be float32 or float64, got {x.dtype}")
@@ -240,7 +241,7 @@ class ReLU(Module):
         self._y = y
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         y = self._y
         if y is None:
             raise RuntimeError("ReLU.backward called before forward")
@@ -257,7 +258,7 @@ class ReLU(Module):
 
 class _BatchNorm(Module):
     _param_names = ("weight", "bias")
-    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    _buffer_names: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
     _ndims: tuple[int, ...] = ()
     _shapes = ""
 
@@ -305,7 +306,7 @@ class _BatchNorm(Module):
             raise ValueError(f"{name}: x has shape {x.shape}, expected {want}")
         return x
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = self._check_x(x)
         out = self._buffer("y", x.shape, self.dtype)
         if self.training or not self.track_running_stats:
@@ -327,13 +328,15 @@ class _BatchNorm(Module):
                 tracked += 1
             self._saved = ("train", x, mean, invstd)
         else:
+            assert self.running_mean is not None
+            assert self.running_var is not None
             y = batch_norm_infer(
                 x, self.weight, self.bias, self.running_mean, self.running_var, self.eps, 1, out=out
             )
             self._saved = ("eval", x, None, None)
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         mode, x, mean, invstd = self._saved
@@ -346,14 +349,20 @@ class _BatchNorm(Module):
                 dy, x, self.weight, mean, invstd, 1, out=self._buffer("dx", x.shape, self.dtype)
             )
             if grads:
+                assert self.grad_weight is not None
+                assert self.grad_bias is not None
                 np.copyto(self.grad_weight, dw)
                 np.copyto(self.grad_bias, db)
             return dx if need_dx else None
         # eval mode: y = (x - rm) * w / sqrt(rv + eps) + b, a per-channel affine map
+        assert self.running_mean is not None
+        assert self.running_var is not None
         bshape = (1, -1) + (1,) * (x.ndim - 2)
         axes = (0, *range(2, x.ndim))
         scale = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
         if grads:
+            assert self.grad_weight is not None
+            assert self.grad_bias is not None
             xhat = (x - self.running_mean.reshape(bshape)) * scale.reshape(bshape).astype(
                 self.dtype
             )
@@ -430,7 +439,7 @@ class Dropout(Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = x if isinstance(x, np.ndarray) else np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"Dropout: x must be float32 or float64, got {x.dtype}")
@@ -445,7 +454,7 @@ class Dropout(Module):
         self._saved = (x.shape, x.dtype, offset, self._p)
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         if self._saved is None:
             raise RuntimeError("Dropout.backward called before forward")
         if not need_dx:
@@ -468,14 +477,14 @@ class Flatten(Module):
         super().__init__()
         self._shape: tuple | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = x if isinstance(x, np.ndarray) else np.asarray(x)
         if x.ndim < 1:
             raise ValueError(f"Flatten: x must have a batch dimension, got shape {x.shape}")
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError("Flatten.backward called before forward")
         if not need_dx:

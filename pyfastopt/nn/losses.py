@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import ArrayLike, FloatArray
 from .._validate import positive, probability
 
 __all__ = ["cross_entropy", "distillation_loss", "mse_loss"]
@@ -55,7 +56,7 @@ def _softmax_parts(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, np.log(s)
 
 
-def cross_entropy(logits: Any, labels: Any) -> tuple[float, np.ndarray]:
+def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> tuple[float, FloatArray]:
     r"""Softmax cross-entropy, mean over the batch (``F.cross_entropy``), fused with its
     gradient:
 
@@ -90,7 +91,7 @@ def cross_entropy(logits: Any, labels: Any) -> tuple[float, np.ndarray]:
     return loss, p
 
 
-def mse_loss(pred: Any, target: Any) -> tuple[float, np.ndarray]:
+def mse_loss(pred: ArrayLike, target: ArrayLike) -> tuple[float, FloatArray]:
     r"""Mean squared error over every element (``F.mse_loss``):
     :math:`L = \frac1M \sum (p - t)^2`, :math:`\partial L / \partial p = 2 (p - t) / M`.
 
@@ -110,12 +111,12 @@ def mse_loss(pred: Any, target: Any) -> tuple[float, np.ndarray]:
 
 
 def distillation_loss(
-    student_logits: Any,
-    teacher_logits: Any,
-    labels: Any,
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None,
     temperature: float = 4.0,
     alpha: float = 0.9,
-) -> tuple[float, np.ndarray]:
+) -> tuple[float, FloatArray]:
     r"""Knowledge distillation (Hinton, Vinyals and Dean, 2015), gradient w.r.t. the
     student's logits only (the teacher is a constant):
 
@@ -162,6 +163,7 @@ def distillation_loss(
     loss = alpha * temp * temp * kl
     grad = (ps - pt) * (alpha * temp / n)
     if alpha != 1.0:
+        assert labels is not None  # refused above
         ce, dce = cross_entropy(s, labels)
         loss += (1.0 - alpha) * ce
         grad += (1.0 - alpha) * dce

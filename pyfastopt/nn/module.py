@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import ArrayLike
 from .._validate import boolean
 
 __all__ = ["Module", "Sequential"]
@@ -50,10 +51,10 @@ class Module:
         self._ws: dict[str, dict[tuple, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ calls
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         """Gradient of the last forward: sets the parameter gradients, returns ``dx``.
 
         ``need_dx=False`` skips ``dx`` where it costs something (the first layer of a
@@ -61,7 +62,7 @@ class Module:
         """
         raise NotImplementedError
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: ArrayLike) -> np.ndarray:
         return self.forward(x)
 
     # ------------------------------------------------------------------ structure
@@ -257,13 +258,15 @@ class Sequential(Module):
     def _children(self) -> list[tuple[str, Module]]:
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        out: Any = x
         for layer in self.layers:
-            x = layer.forward(x)
-        return x
+            out = layer.forward(out)
+        return out
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         layers = self.layers
+        grad: Any = dy
         # needs[i]: does anything before layer i want a gradient?
         needs = [need_dx] * len(layers)
         want = need_dx
@@ -273,8 +276,8 @@ class Sequential(Module):
         for i in range(len(layers) - 1, -1, -1):
             if not needs[i] and not layers[i]._has_trainable():
                 return None  # nothing at or before layer i needs a gradient
-            dy = layers[i].backward(dy, need_dx=needs[i])
-        return dy
+            grad = layers[i].backward(grad, need_dx=needs[i])
+        return grad
 
     def __len__(self) -> int:
         return len(self.layers)

@@ -28,7 +28,7 @@ _SCHEDULER_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "
 _FORMAT_VERSION = 1
 
 
-class _ParamList(list):  # type: ignore[type-arg]
+class _ParamList(list[Any]):
     """A param group's ``"params"`` list that counts its own changes (``_version``), so
     :meth:`Optimizer.step` notices ``group["params"][i] = new_array`` (or an append, a
     deletion...) with one integer comparison per group instead of rescanning every
@@ -47,12 +47,12 @@ class _ParamList(list):  # type: ignore[type-arg]
         super().__delitem__(index)
         self._changed()
 
-    def __iadd__(self, other: Any) -> _ParamList:  # type: ignore[override, misc]
+    def __iadd__(self, other: Iterable[Any]) -> _ParamList:  # type: ignore[misc]
         result = super().__iadd__(other)
         self._changed()
         return result
 
-    def __imul__(self, n: SupportsIndex) -> _ParamList:  # type: ignore[override, misc]
+    def __imul__(self, n: SupportsIndex) -> _ParamList:
         result = super().__imul__(n)
         self._changed()
         return result
@@ -684,7 +684,9 @@ def save_state_dict(state_dict: dict[str, Any], path: Any) -> None:
                 meta[key] = int(val)
         header["state"][str(int(i))] = meta
     text = json.dumps(header, allow_nan=True)
-    np.savez(path, __header__=np.frombuffer(text.encode(), dtype=np.uint8), **arrays)
+    members: dict[str, Any] = {"__header__": np.frombuffer(text.encode(), dtype=np.uint8)}
+    members.update(arrays)
+    np.savez(path, **members)
 
 
 def load_state_dict_file(path: Any) -> dict[str, Any]:

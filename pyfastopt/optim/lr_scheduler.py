@@ -586,6 +586,7 @@ class OneCycleLR(LRScheduler):
         # anneals the lr and the momentum between.
         rise_end = float(pct_start * self.total_steps) - 1
         last = self.total_steps - 1
+        self._phases: list[dict[str, Any]]
         if three_phase:
             self._phases = [
                 {

@@ -62,19 +62,19 @@ def _params(
     """Checked (scales, zero points, axis or -1) for the binding."""
     if isinstance(scale, (float, np.floating)) and isinstance(zero_point, (int, np.integer)):
         # fast path for scalars (bool is an int, but a bool zero point is an error below)
-        sf, zi = float(scale), int(zero_point)
+        sf, zp = float(scale), int(zero_point)
         if (
             math.isfinite(sf)
             and sf > 0.0
             and (in_dtype == np.float64 or 1.2e-38 < sf < 3.4e38)  # survives float32
             and not isinstance(zero_point, (bool, np.bool_))
         ):
-            lo, hi = _QDTYPES[qdt]
-            if not lo <= zi <= hi:
+            zlo, zhi = _QDTYPES[qdt]
+            if not zlo <= zp <= zhi:
                 raise ValueError(
-                    f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}"
+                    f"zero_point must be in [{zlo}, {zhi}] for {qdt}, got {zero_point!r}"
                 )
-            return [sf], [zi], -1
+            return [sf], [zp], -1
     lo_q, hi_q = _QDTYPES[qdt]
     if np.ndim(scale) == 0 and np.ndim(zero_point) == 0:
         # per tensor: the scalar rules (real / integer); the scale's range is checked below
@@ -132,7 +132,7 @@ def _params(
     zi = z.astype(np.int64).reshape(-1)
     if zi.size and (int(zi.min()) < lo_q or int(zi.max()) > hi_q):
         raise ValueError(f"zero_point must be in [{lo_q}, {hi_q}] for {qdt}, got {zero_point!r}")
-    return s64.tolist(), zi.tolist(), (axis if per_channel else -1)
+    return s64.tolist(), zi.tolist(), (axis if per_channel and axis is not None else -1)
 
 
 def _check_out(out: Any, src: np.ndarray) -> None:

@@ -171,7 +171,7 @@ class QuantizedLinear:
         )
 
 
-class QuantizedSequential(_core.qgemm.QuantizedSequential):  # type: ignore[misc]
+class QuantizedSequential(_core.qgemm.QuantizedSequential):
     """A stack of :class:`QuantizedLinear` layers run in ONE call into C++.
 
     ``model(x)`` takes float32 (or float64, converted) ``(B, in)`` / ``(in,)`` input and

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from .._typing import ArrayLike
 from .._validate import boolean, choice
 from . import _format
 
@@ -221,6 +223,7 @@ def quantize_model(
         for f in folded
     ]
     if mode == "static":
+        assert batches is not None  # static mode requires calibration data (checked above)
         observers = [MinMaxObserver() for _ in folded]
         for x in batches:
             h = x.astype(np.float64)
@@ -313,7 +316,7 @@ class QuantizedModel:
         self.report: list[dict[str, Any]] | None = None
         self._engine = QuantizedSequential(self.layers)
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: ArrayLike) -> npt.NDArray[np.float32]:
         x = np.asarray(x)
         if (
             x.ndim < 1
@@ -328,7 +331,7 @@ class QuantizedModel:
             x = x.reshape(x.shape[0], self.in_features)
         return self._engine(x)
 
-    def predict(self, x: Any) -> np.ndarray:
+    def predict(self, x: ArrayLike) -> npt.NDArray[np.intp]:
         """Class indices ``argmax(model(x), axis=1)``."""
         return np.argmax(self(x), axis=1)
 
@@ -395,7 +398,9 @@ class QuantizedModel:
 
 
 def _qp_json(scale: float | None, zero_point: int | None) -> list | None:
-    return None if scale is None else [float(scale), int(zero_point)]
+    if scale is None or zero_point is None:
+        return None
+    return [float(scale), int(zero_point)]
 
 
 def _check_qp(value: Any, where: str) -> tuple[float, int] | None:

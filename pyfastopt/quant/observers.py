@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .._typing import ArrayLike
 from .._validate import boolean, choice, integer, optional, real, type_name
 from ._quantize import _qdtype, qrange
 
@@ -159,7 +160,7 @@ class _RangeObserver:
             if r is not None:
                 self._per_axis[k] = self._merge(self._per_axis[k], r)
 
-    def observe(self, x: Any) -> Any:
+    def observe(self, x: ArrayLike) -> ArrayLike:
         """Record ``x``'s range; returns ``x`` unchanged (the same object)."""
         r = self._batch_range(x)
         if r is not None:
@@ -319,7 +320,7 @@ class HistogramObserver:
         return self.lo + self.width * np.arange(self.bins + 1, dtype=np.float64)
 
     # ---- accumulation -------------------------------------------------------------
-    def observe(self, x: Any) -> Any:
+    def observe(self, x: ArrayLike) -> ArrayLike:
         """Add ``x``'s finite values to the histogram; returns ``x`` unchanged."""
         a = _as_float(x)
         r = _finite_minmax(a, None)
@@ -379,7 +380,7 @@ class HistogramObserver:
         self.width = k * w
 
     # ---- range selection --------------------------------------------------------------
-    def _cdf_at(self, v: np.ndarray) -> np.ndarray:
+    def _cdf_at(self, v: Any) -> Any:
         """Mass below v, linear within bins."""
         cum = np.concatenate([[0.0], np.cumsum(self.counts, dtype=np.float64)])
         pos = np.clip((np.asarray(v, dtype=np.float64) - self.lo) / self.width, 0, self.bins)
@@ -436,10 +437,13 @@ class HistogramObserver:
         mass = self.counts.astype(np.float64)
         ts = amax * np.arange(1, self.bins + 1) / self.bins
         best_t, best_err = amax, np.inf
+        assert self.min_val is not None
+        assert self.max_val is not None
+        lo_seen, hi_seen = min(self.min_val, 0.0), max(self.max_val, 0.0)
         for c0 in range(0, ts.size, 256):
             t = ts[c0 : c0 + 256]
-            a = np.maximum(-t, min(self.min_val, 0.0))
-            b = np.minimum(t, max(self.max_val, 0.0))
+            a = np.maximum(-t, lo_seen)
+            b = np.minimum(t, hi_seen)
             scale = qparams_from_range(a, b, dtype, symmetric)[0].astype(np.float64)
             clipped = np.clip(centers[None, :], a[:, None], b[:, None])
             err = (centers[None, :] - clipped) ** 2 + (scale[:, None] ** 2) / 12.0
@@ -453,11 +457,12 @@ class HistogramObserver:
         """The ``(min, max)`` range ``qparams`` uses (before widening to hold 0)."""
         symmetric = boolean("symmetric", symmetric)
         dtype = _qdtype(dtype)
-        if self.min_val is None:
+        if self.min_val is None or self.max_val is None:
             raise ValueError(_NO_DATA)
+        seen_min, seen_max = self.min_val, self.max_val
         if self.width == 0.0:  # only zeros
             return 0.0, 0.0
-        qmin, qmax = qrange(_qdtype(dtype))
+        qmin, qmax = qrange(dtype)
         if self.method == "percentile":
             pq = self.percentile / 100.0
             if symmetric:
@@ -472,14 +477,14 @@ class HistogramObserver:
             else:
                 a, b = self._quantile(1.0 - pq), self._quantile(pq)
         elif self.method == "entropy":
-            one_sided = self.min_val >= 0.0 or self.max_val <= 0.0
+            one_sided = seen_min >= 0.0 or seen_max <= 0.0
             levels = (qmax - qmin + 1) if (one_sided and not symmetric) else (qmax - qmin + 1) // 2
             t = self._threshold_entropy(levels)
             a, b = -t, t
         else:
             t = self._threshold_mse(dtype, symmetric)
             a, b = -t, t
-        return max(a, self.min_val), min(b, self.max_val)
+        return max(a, seen_min), min(b, seen_max)
 
     def qparams(
         self, dtype: Any = np.uint8, symmetric: bool = False, axis: int | None = None

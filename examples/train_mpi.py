@@ -11,9 +11,10 @@ applies the same update, so the models stay identical. The result equals single-
 training with batch ``batch_size * size()`` (to rounding): ``python examples/train_mpi.py
 --batch-size 64`` on one process follows the same trajectory as 2 ranks with 32.
 
-Rank 0 prints the loss and accuracies per epoch. An exception on any rank ends the whole
-job (pyfastopt.distributed installs an MPI_Abort hook) instead of leaving the other ranks
-waiting.
+``dist.init()`` starts MPI on every rank, gives each rank its share of the node's CPU
+threads and installs an MPI_Abort hook, so an exception on any rank ends the whole job
+instead of leaving the other ranks waiting. Rank 0 prints the loss and accuracies per
+epoch.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    dist.init()  # every rank, before anything else of pyfastopt.distributed
     rank, world = dist.rank(), dist.size()
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)

@@ -6,6 +6,7 @@ threads) under a NumPy-compatible API. See ``show_config()`` for what this machi
 
 from __future__ import annotations
 
+import importlib as _importlib
 from types import ModuleType as _ModuleType
 
 
@@ -70,9 +71,7 @@ _LAZY_SUBMODULES = ("cuda", "optim", "quant")
 
 def __getattr__(name: str) -> _ModuleType:
     if name in _LAZY_SUBMODULES:
-        import importlib
-
-        return importlib.import_module(f"{__name__}.{name}")
+        return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ._validate import choice, probability
+from .nn import BatchNorm1d, Dropout, Flatten, Linear, Module, ReLU, Sequential
 
 __all__ = ["MaskedOptimizer", "PruningMasks", "magnitude_prune", "masked", "sparsity"]
 
@@ -171,17 +172,11 @@ def masked(optimizer: Any, masks: PruningMasks) -> MaskedOptimizer:
 
 # --------------------------------------------------------------------------- collection
 def _is_module(obj: Any) -> bool:
-    try:
-        from .nn import Module
-    except ImportError:  # pragma: no cover - a build without the layers
-        return False
     return isinstance(obj, Module)
 
 
 def _linear_layers(model: Any) -> list[tuple[str, Any]]:
     """(prefix, Linear) for every Linear in the model, in order."""
-    from .nn import Linear
-
     return [(prefix, mod) for prefix, mod in model._walk() if isinstance(mod, Linear)]
 
 
@@ -335,8 +330,6 @@ def _row_keep(
 
 
 def _shrink_rows(model: Any, amount: float, scope: str) -> Any:
-    from .nn import BatchNorm1d, Dropout, Flatten, Linear, ReLU, Sequential
-
     if not isinstance(model, Sequential):
         raise ValueError(
             f"structured='rows' on a model needs a Sequential, got {type(model).__name__} "
@@ -380,8 +373,6 @@ def _shrink_rows(model: Any, amount: float, scope: str) -> Any:
 
 
 def _sub_linear(layer: Any, rows: np.ndarray, cols: np.ndarray | None) -> Any:
-    from .nn import Linear
-
     w = layer.weight[rows] if cols is None else layer.weight[np.ix_(rows, cols)]
     new = Linear(
         w.shape[1],
@@ -399,8 +390,6 @@ def _sub_linear(layer: Any, rows: np.ndarray, cols: np.ndarray | None) -> Any:
 
 
 def _sub_batchnorm(layer: Any, cols: np.ndarray) -> Any:
-    from .nn import BatchNorm1d
-
     new = BatchNorm1d(
         cols.size,
         eps=layer.eps,

@@ -37,9 +37,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .. import nn
 from .._typing import ArrayLike
 from .._validate import boolean, choice
 from . import _format
+from .linear import QuantizedLinear, QuantizedSequential
+from .observers import MinMaxObserver
 
 __all__ = ["QuantizedModel", "load", "quantize_model"]
 
@@ -59,8 +62,6 @@ class _FloatLinear:
 
 
 def _flatten_layers(model: Any) -> list:
-    from .. import nn
-
     if isinstance(model, nn.Sequential):
         out = []
         for layer in model:
@@ -71,8 +72,6 @@ def _flatten_layers(model: Any) -> list:
 
 def _fold(model: Any) -> tuple[list[_FloatLinear], int]:
     """The float layers of ``model`` with BatchNorm folded and ReLU fused, and in_features."""
-    from .. import nn
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a pyfastopt.nn.Module, got {type(model).__name__}")
     layers: list[_FloatLinear] = []
@@ -201,9 +200,6 @@ def quantize_model(
     Returns:
         :class:`QuantizedModel`, callable on float input ``(batch, ...)`` -> float32 logits.
     """
-    from .linear import QuantizedLinear
-    from .observers import MinMaxObserver
-
     mode = choice("mode", mode, ("dynamic", "static"))
     per_channel = boolean("per_channel", per_channel)
     folded, in_features = _fold(model)
@@ -305,8 +301,6 @@ class QuantizedModel:
         per_channel: bool,
         sources: list[list[str]] | None = None,
     ):
-        from .linear import QuantizedSequential
-
         self.layers = list(layers)
         self.in_features = int(in_features)
         self.out_features = int(self.layers[-1].out_features)
@@ -429,8 +423,6 @@ def load(path: str | os.PathLike) -> QuantizedModel:
     (corrupt, truncated, another format or a newer version, inconsistent layer shapes,
     non-finite or non-positive scales); never unpickles.
     """
-    from .linear import QuantizedLinear
-
     model, arrays = _format.read(path)
 
     def bad(why: str) -> ValueError:

@@ -118,18 +118,10 @@ def test_end_to_end_under_valgrind_flags_a_regression(tmp_path):
     baseline = tmp_path / "baseline.json"
 
     def run(*args):
+        # relative paths, from the folder they are in (the measuring child runs elsewhere)
+        files = ["--cases", "cases.py", "--baseline", "baseline.json"]
         proc = subprocess.run(
-            [
-                sys.executable,
-                str(TOOL),
-                "--cases",
-                str(cases),
-                "--baseline",
-                str(baseline),
-                "--reps",
-                "3",
-                *args,
-            ],
+            [sys.executable, str(TOOL), *files, "--reps", "3", *args],
             capture_output=True,
             text=True,
             cwd=tmp_path,
@@ -148,7 +140,8 @@ def test_end_to_end_under_valgrind_flags_a_regression(tmp_path):
     data["cases"]["axpby_small"]["instructions"] = int(count / 1.1)
     baseline.write_text(json.dumps(data))
     rc, out = run()
-    assert rc == 1 and "REGRESSION" in out and "--update" in out, out
+    assert rc == 1 and "REGRESSION" in out, out
+    assert "--cases cases.py --baseline baseline.json --update" in out, out
 
     data["environment"]["simd"] = "scalar"
     baseline.write_text(json.dumps(data))

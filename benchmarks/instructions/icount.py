@@ -271,12 +271,12 @@ def measure(
 
 
 # ----------------------------------------------------------------------------- baseline
-def read_baseline(path: Path) -> dict[str, Any]:
+def read_baseline(path: Path, cases: Path | None = None) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ToolError(
-            f"no baseline at {path}; create it with: {_command(path, update=True)}"
+            f"no baseline at {path}; create it with: {_command(path, True, cases)}"
         ) from None
     except json.JSONDecodeError as exc:
         raise ToolError(f"{path} is not valid JSON: {exc}") from None
@@ -303,17 +303,27 @@ def write_baseline(
 
 
 def _command(baseline: Path, update: bool = False, cases: Path | None = None) -> str:
-    parts = ["python benchmarks/instructions/icount.py"]
+    parts = [f"python {_shown(Path(__file__))}"]
     if cases is not None and cases.resolve() != DEFAULT_CASES:
-        parts.append(f"--cases {cases}")
+        parts.append(f"--cases {_shown(cases)}")
     if baseline.resolve() != DEFAULT_BASELINE:
-        parts.append(f"--baseline {baseline}")
+        parts.append(f"--baseline {_shown(baseline)}")
     if update:
         parts.append("--update")
     return " ".join(parts)
 
 
-def check_environment(base_env: dict[str, Any], env: dict[str, Any], baseline: Path) -> list[str]:
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def check_environment(
+    base_env: dict[str, Any], env: dict[str, Any], baseline: Path, cases: Path | None = None
+) -> list[str]:
     """Refuse (ToolError) when a strict key differs; return notes for informative ones."""
     diffs = [
         f"  {key}: baseline {base_env.get(key)!r}, this run {env.get(key)!r}"
@@ -326,7 +336,7 @@ def check_environment(base_env: dict[str, Any], env: dict[str, Any], baseline: P
             "SIMD level / compiler / build type / valgrind, whose instruction counts are "
             "not comparable:\n"
             + "\n".join(diffs)
-            + f"\nRecord a baseline for this environment with: {_command(baseline, True)}"
+            + f"\nRecord a baseline for this environment with: {_command(baseline, True, cases)}"
         )
     return [
         f"note: {key} differs from the baseline's ({base_env.get(key)!r} -> {env.get(key)!r})"
@@ -402,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument("--reps", type=int, required=True)
         return _child(c.parse_args(argv[1:]))
     args = build_parser().parse_args(argv)
+    # the measuring child runs in a scratch folder: relative paths are the caller's
+    args.cases, args.baseline = args.cases.resolve(), args.baseline.resolve()
     try:
         cases = load_cases(args.cases)
         if args.list:
@@ -414,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         partial = set(names) != set(cases)
         base = None
         if not args.update or (partial and args.baseline.exists()):
-            base = read_baseline(args.baseline)  # fail early, before the slow run
+            base = read_baseline(args.baseline, args.cases)  # fail early, before the slow run
         start = time.perf_counter()
         env, results = measure(args.cases, names, args.simd, args.reps, args.keep)
         seconds = time.perf_counter() - start
@@ -427,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.update:
             # a partial update merges into the baseline, which must then be this run's kind
             if base is not None:
-                check_environment(base.get("environment", {}), env, args.baseline)
+                check_environment(base.get("environment", {}), env, args.baseline, args.cases)
             write_baseline(args.baseline, env, results, cases, base or {})
             rows = [[n, "", f"{results[n]['instructions']:,}", "", cases[n][1]] for n in names]
             print(header)
@@ -435,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.baseline}")
             return 0
         assert base is not None
-        notes = check_environment(base.get("environment", {}), env, args.baseline)
+        notes = check_environment(base.get("environment", {}), env, args.baseline, args.cases)
         rows, failures = compare(base, results, cases, args.threshold, names)
         print(header)
         for note in notes:

@@ -796,8 +796,9 @@ class ReduceLROnPlateau(LRScheduler):
         return value > best + self.threshold
 
     def step(self, metrics: Any) -> None:  # type: ignore[override]
-        """Record one epoch's metric (a number, or anything ``float()`` accepts)."""
-        current = float(metrics)
+        """Record one epoch's metric: a real number (a NumPy scalar, a 0-d array or tensor
+        too); NaN is allowed and never counts as an improvement, as in PyTorch."""
+        current = real("metrics", metrics, allow_nan=True)
         self.last_epoch += 1
 
         if self._is_better(current, self.best):

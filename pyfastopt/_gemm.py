@@ -73,9 +73,15 @@ def linear(
     Returns:
         ``(..., out_features)`` array of ``x``'s dtype (float64 if any operand is).
     """
-    if activation is not None and (type(activation) is not str or activation not in _ACTIVATIONS):
-        activation = choice("activation", activation, _ACTIVATIONS)
-    return _linear(x, weight, bias, activation, out)
+    try:
+        return _linear(x, weight, bias, activation, out)
+    except ValueError:
+        # The binding checks activation's value (ValueError); a wrong *type* is a
+        # TypeError by the library's rule. Checked only on this error path, so a valid
+        # call pays nothing for it.
+        if activation is not None and not isinstance(activation, str):
+            choice("activation", activation, _ACTIVATIONS)
+        raise
 
 
 def linear_backward(

@@ -15,6 +15,8 @@ from . import _core
 from ._typing import ArrayLike, FloatArray
 from ._validate import real
 
+_axpby = _core.ops.axpby_
+
 #: one array, or a sequence of them updated or reduced together (multi-tensor apply)
 ArrayOrList = Union[FloatArray, Sequence[FloatArray]]
 ArrayLikeOrList = Union[ArrayLike, Sequence[ArrayLike]]
@@ -51,11 +53,9 @@ def axpby_(y: ArrayOrList, x: ArrayLikeOrList, a: float = 1.0, b: float = 1.0) -
     >>> y
     array([0.5, 2.5, 4.5], dtype=float32)
     """
-    if type(a) is not float:  # a Python float is already right: keep small calls cheap
-        a = real("a", a, allow_nan=True)
-    if type(b) is not float:
-        b = real("b", b, allow_nan=True)
-    _core.ops.axpby_(y, x, a, b)
+    if type(a) is not float or type(b) is not float:  # floats pass as they are: cheap
+        a, b = real("a", a, allow_nan=True), real("b", b, allow_nan=True)
+    _axpby(y, x, a, b)
 
 
 def sum_squares(x: ArrayLikeOrList) -> float:

@@ -3,11 +3,13 @@ saved statistics (no autograd), for channels-first and channels-last layouts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _core
-from ._typing import ArrayLike, FloatArray
 from ._validate import integer, nonnegative, nonnegative_int, probability
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from ._typing import ArrayLike, FloatArray
 
 __all__ = ["batch_norm_backward", "batch_norm_infer", "batch_norm_train"]
 

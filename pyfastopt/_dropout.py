@@ -4,15 +4,18 @@ the backward pass regenerates the mask instead of storing it."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from . import _core
-from ._typing import ArrayLike, FloatArray
 from ._validate import boolean, probability, u64
 from ._validate import shape as check_shape
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from ._typing import ArrayLike, FloatArray
 
 __all__ = ["dropout", "dropout_backward", "dropout_mask"]
 

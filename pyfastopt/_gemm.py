@@ -3,11 +3,13 @@ per SIMD level, OpenMP threads, bias and activation fused into the write-back)."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _core
-from ._typing import ArrayLike, FloatArray
 from ._validate import boolean, choice
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from ._typing import ArrayLike, FloatArray
 
 __all__ = ["linear", "linear_backward", "matmul"]
 

@@ -20,13 +20,15 @@ Epochs and sharding
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
 
-from ._typing import ArrayLike
 from ._validate import boolean, integer, nonnegative, nonnegative_int, positive_int, type_name
 from ._validate import shape as check_shape
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from ._typing import ArrayLike
 
 __all__ = [
     "AddNoise",

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from . import _core
-from ._typing import ArrayLike, FloatArray
 from ._validate import real
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from ._typing import ArrayLike, FloatArray
 
 _axpby = _core.ops.axpby_
 
 #: one array, or a sequence of them updated or reduced together (multi-tensor apply)
-ArrayOrList = Union[FloatArray, Sequence[FloatArray]]
-ArrayLikeOrList = Union[ArrayLike, Sequence[ArrayLike]]
+ArrayOrList = Union["FloatArray", Sequence["FloatArray"]]
+ArrayLikeOrList = Union["ArrayLike", Sequence["ArrayLike"]]
 
 __all__ = ["axpby_", "l2_norm", "sum_squares"]
 

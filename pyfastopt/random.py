@@ -16,13 +16,15 @@ Reusing the same (seed, offset) reproduces the same mask, which is how
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from . import _core
 from ._validate import integer, pair, u64
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
 
 __all__ = ["Generator", "philox4x32_10"]
 

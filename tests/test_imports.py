@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "onnx", "onnxruntime", "mpi4py", "numpy.random", "sklearn", "matplotlib")
+# numpy.typing: only for annotations (TYPE_CHECKING); importing it costs ~0.5 ms
+HEAVY = (
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "mpi4py",
+    "numpy.random",
+    "numpy.typing",
+    "sklearn",
+    "matplotlib",
+)
 
 
 def test_import_pyfastopt_imports_no_heavy_module():

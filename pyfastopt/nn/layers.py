@@ -7,14 +7,13 @@ the gradient rule (``backward`` overwrites the gradient arrays).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _core
 from .._batchnorm import batch_norm_backward, batch_norm_infer, batch_norm_train
 from .._gemm import linear, matmul
-from .._typing import ArrayLike
 from .._validate import (
     boolean,
     choice,
@@ -27,6 +26,9 @@ from .._validate import (
     u64,
 )
 from .module import Module
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import ArrayLike
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Linear", "ReLU"]
 

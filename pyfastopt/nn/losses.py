@@ -7,12 +7,14 @@ reduction over the batch, as PyTorch's default ``reduction="mean"``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._typing import ArrayLike, FloatArray
 from .._validate import positive, probability
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import ArrayLike, FloatArray
 
 __all__ = ["cross_entropy", "distillation_loss", "mse_loss"]
 

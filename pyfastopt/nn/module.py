@@ -23,12 +23,14 @@ Buffer rule (a training step allocates nothing large)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._typing import ArrayLike
 from .._validate import boolean
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import ArrayLike
 
 __all__ = ["Module", "Sequential"]
 

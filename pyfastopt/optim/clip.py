@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from .. import _core
-from .._typing import FloatArray
 from .._validate import boolean, nonnegative, real, type_name
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import FloatArray
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
-Grads = Union[FloatArray, Sequence[FloatArray]]
+Grads = Union["FloatArray", Sequence["FloatArray"]]
 
 
 def _as_list(grads: Any) -> list:

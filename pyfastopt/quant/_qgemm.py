@@ -3,13 +3,16 @@ packed BLIS-style with the zero points folded in after the integer product)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from .. import _core
-from .._typing import ArrayLike
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from .._typing import ArrayLike
 
 __all__ = ["matmul_int8"]
 

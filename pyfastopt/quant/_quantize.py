@@ -12,15 +12,18 @@ to ``torch.quantize_per_tensor``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from .. import _core
-from .._typing import ArrayLike, QuantArray
 from .._validate import axis as check_axis
 from .._validate import integer, real, type_name
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from .._typing import ArrayLike, QuantArray
 
 __all__ = ["dequantize", "qrange", "quantize"]
 

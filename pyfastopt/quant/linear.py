@@ -27,14 +27,17 @@ The integer pipeline (all of it in C++, ``cpp/include/pyfastopt/qgemm.h``):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from .. import _core
-from .._typing import ArrayLike
 from .._validate import boolean, choice, integer, positive, type_name
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from .._typing import ArrayLike
 
 __all__ = ["QuantizedLinear", "QuantizedSequential"]
 

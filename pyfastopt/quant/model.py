@@ -32,17 +32,20 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from .. import nn
-from .._typing import ArrayLike
 from .._validate import boolean, choice
 from . import _format
 from .linear import QuantizedLinear, QuantizedSequential
 from .observers import MinMaxObserver
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from .._typing import ArrayLike
 
 __all__ = ["QuantizedModel", "load", "quantize_model"]
 

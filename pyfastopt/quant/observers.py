@@ -33,13 +33,15 @@ from 127.5), torch propagates NaN into the range where we ignore it, and torch r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._typing import ArrayLike
 from .._validate import boolean, choice, integer, optional, real, type_name
 from ._quantize import _qdtype, qrange
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import ArrayLike
 
 __all__ = [
     "HistogramObserver",

@@ -98,7 +98,11 @@ class Optimizer:
     ----------
     param_groups : list of dict
         Each group has ``"params"`` (list of arrays, updated in place) and its own
-        hyper-parameters; change them (e.g. ``"lr"``) between steps freely.
+        hyper-parameters; change them (e.g. ``"lr"``) between steps freely. The params
+        may change too (``group["params"][i] = new``, append, delete, a new list): the
+        next step checks the new arrays like new parameters and updates them; a
+        parameter keeps its state wherever it moves, and an array new to the optimizer
+        starts with fresh state (as a new tensor does in PyTorch).
     state : dict
         ``state[i]`` for the i-th parameter in flattened order (group order, then order
         within the group): ``{"step": int, <state arrays>}``, created at its first step.

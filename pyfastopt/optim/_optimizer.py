@@ -213,8 +213,8 @@ class Optimizer:
                 lists.append(lst)  # unchanged since the last sync
                 continue
             lst = _param_list(lst, gi)
-            for j, p in enumerate(lst):  # host arrays, or all on one CUDA device
-                self._check_same_device(p, f"param_groups[{gi}]['params'][{j}]")
+            for k, p in enumerate(lst):  # host arrays, or all on one CUDA device
+                self._check_same_device(p, f"param_groups[{gi}]['params'][{k}]")
             for key, value in self.defaults.items():
                 g.setdefault(key, value)
             self._check_group_params({**g, "params": lst}, gi)

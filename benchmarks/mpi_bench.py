@@ -33,6 +33,7 @@ import pyfastopt
 from pyfastopt import distributed as dist
 from pyfastopt import nn, optim
 
+dist.init()
 R, N = dist.rank(), dist.size()
 
 

@@ -11,9 +11,10 @@ applies the same update, so the models stay identical. The result equals single-
 training with batch ``batch_size * size()`` (to rounding): ``python examples/train_mpi.py
 --batch-size 64`` on one process follows the same trajectory as 2 ranks with 32.
 
-Rank 0 prints the loss and accuracies per epoch. An exception on any rank ends the whole
-job (pyfastopt.distributed installs an MPI_Abort hook) instead of leaving the other ranks
-waiting.
+``dist.init()`` starts MPI on every rank, gives each rank its share of the node's CPU
+threads and installs an MPI_Abort hook, so an exception on any rank ends the whole job
+instead of leaving the other ranks waiting. Rank 0 prints the loss and accuracies per
+epoch.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from pyfastopt import nn, optim
 from pyfastopt.data import DataLoader
 
 
-def accuracy_counts(model, x, y, rank, world):
+def accuracy_counts(model: nn.Module, x: np.ndarray, y: np.ndarray, rank: int, world: int) -> float:
     """(correct, total) over this rank's shard of (x, y), summed over the ranks."""
     shard = slice(rank, None, world)
     logits = model(x[shard])
     counts = np.array([(logits.argmax(axis=1) == y[shard]).sum(), len(y[shard])], np.float64)
     dist.allreduce_([counts], average=False)
-    return counts[0] / counts[1]
+    return float(counts[0] / counts[1])
 
 
 def main() -> None:
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    dist.init()  # every rank, before anything else of pyfastopt.distributed
     rank, world = dist.rank(), dist.size()
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)

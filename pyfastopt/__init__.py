@@ -6,20 +6,38 @@ threads) under a NumPy-compatible API. See ``show_config()`` for what this machi
 
 from __future__ import annotations
 
+import importlib as _importlib
+from types import ModuleType as _ModuleType
+
+
+def _no_core() -> ImportError:  # pragma: no cover - only without a build
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    return ImportError(
+        f"pyfastopt's compiled core is missing from {here}. If this is the source "
+        "tree, install the package (pip install .) and run from another directory, "
+        "or use the `pyfastopt` / `pytest` console scripts, which do not put the "
+        "current directory on sys.path."
+    )
+
+
 try:
     from . import _core
 except ImportError as exc:  # pragma: no cover - only without a build
+    import importlib.machinery as _machinery
     import os as _os
 
     _here = _os.path.dirname(_os.path.abspath(__file__))
-    if not any(name.startswith("_core") for name in _os.listdir(_here)):
-        raise ImportError(
-            f"pyfastopt's compiled core is missing from {_here}. If this is the source "
-            "tree, install the package (pip install .) and run from another directory, "
-            "or use the `pyfastopt` / `pytest` console scripts, which do not put the "
-            "current directory on sys.path."
-        ) from exc
+    if not any(
+        name.startswith("_core.") and name.endswith(tuple(_machinery.EXTENSION_SUFFIXES))
+        for name in _os.listdir(_here)
+    ):
+        raise _no_core() from exc
     raise
+if getattr(_core, "__file__", None) is None:  # pragma: no cover
+    # the folder of _core's type stubs (_core/*.pyi), imported as a namespace package
+    raise _no_core()
 
 # Resolve PYFASTOPT_SIMD now, so a bad value fails at import with a clear message.
 _core.config.init()
@@ -51,11 +69,9 @@ _threadpool.register()
 _LAZY_SUBMODULES = ("cuda", "optim", "quant")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> _ModuleType:
     if name in _LAZY_SUBMODULES:
-        import importlib
-
-        return importlib.import_module(f"{__name__}.{name}")
+        return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

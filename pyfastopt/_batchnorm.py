@@ -3,59 +3,37 @@ saved statistics (no autograd), for channels-first and channels-last layouts."""
 
 from __future__ import annotations
 
-import math
-import numbers
-import operator
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from . import _core
+from ._validate import integer, nonnegative, nonnegative_int, probability
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from ._typing import ArrayLike, FloatArray
 
 __all__ = ["batch_norm_backward", "batch_norm_infer", "batch_norm_train"]
 
 
-def _real(name: str, value: Any) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
-
-
 def _check_eps(eps: Any, training: bool = False) -> float:
-    eps = _real("eps", eps)
-    if training and eps == 0.0:  # PyTorch refuses it too: a constant channel gives 0/0
+    """eps: a finite real >= 0; > 0 in training (PyTorch: "batch_norm eps must be positive
+    during training"), since a constant channel would normalize to 0/0."""
+    eps = nonnegative("eps", eps, finite=True)
+    if training and eps == 0.0:
         raise ValueError(
             f"eps must be positive during training (batch_norm eps must be positive during "
             f"training, as in PyTorch: a constant channel would normalize to 0/0), got {eps}"
         )
-    if not (0.0 <= eps < math.inf):  # also NaN
-        qualifier = "> 0" if training else ">= 0"
-        raise ValueError(f"eps must be a finite number {qualifier}, got {eps}")
     return eps
 
 
 def _check_axis(axis: Any) -> int:
-    if isinstance(axis, (bool, np.bool_)):
-        raise TypeError("axis must be an int, got bool")
-    try:
-        return operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an int, got {type(axis).__name__}") from None
+    return integer("axis", axis)  # its range is checked against x's ndim in C++
 
 
 def _update_factor(momentum: Any, num_batches_tracked: Any, running: bool) -> float:
     """The weight of this batch in the running statistics."""
     if num_batches_tracked is not None:
-        if isinstance(num_batches_tracked, (bool, np.bool_)):
-            raise TypeError("num_batches_tracked must be an int >= 0, got bool")
-        try:
-            num_batches_tracked = operator.index(num_batches_tracked)
-        except TypeError:
-            raise TypeError(
-                f"num_batches_tracked must be an int >= 0, got {type(num_batches_tracked).__name__}"
-            ) from None
-        if num_batches_tracked < 0:
-            raise ValueError(f"num_batches_tracked must be >= 0, got {num_batches_tracked}")
+        num_batches_tracked = nonnegative_int("num_batches_tracked", num_batches_tracked)
     if momentum is None:
         if not running:
             return 0.0
@@ -65,25 +43,22 @@ def _update_factor(momentum: Any, num_batches_tracked: Any, running: bool) -> fl
                 "number of batches already folded into running_mean/running_var (0 at first)"
             )
         return 1.0 / (num_batches_tracked + 1)
-    momentum = _real("momentum", momentum)
-    if not 0.0 <= momentum <= 1.0:  # also NaN
-        raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
-    return momentum
+    return probability("momentum", momentum, one=True)
 
 
 def batch_norm_train(
-    x: Any,
-    weight: Any,
-    bias: Any,
-    running_mean: Any = None,
-    running_var: Any = None,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    bias: ArrayLike | None,
+    running_mean: FloatArray | None = None,
+    running_var: FloatArray | None = None,
     momentum: float | None = 0.1,
     eps: float = 1e-5,
     axis: int = 1,
     *,
     num_batches_tracked: int | None = None,
-    out: Any = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     r"""Batch normalization in training mode (PyTorch's ``F.batch_norm(training=True)``).
 
     For each channel :math:`c` (the entries along ``axis``), with :math:`n` the number of
@@ -179,16 +154,16 @@ def batch_norm_train(
 
 
 def batch_norm_infer(
-    x: Any,
-    weight: Any,
-    bias: Any,
-    running_mean: Any,
-    running_var: Any,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    bias: ArrayLike | None,
+    running_mean: ArrayLike,
+    running_var: ArrayLike,
     eps: float = 1e-5,
     axis: int = 1,
     *,
-    out: Any = None,
-) -> np.ndarray:
+    out: FloatArray | None = None,
+) -> FloatArray:
     r"""Batch normalization in evaluation mode, with the running statistics:
 
     .. math:: y = (x - \hat\mu_c)\, p_c + b_c, \qquad p_c = \frac{w_c}{\sqrt{\hat\sigma^2_c + \varepsilon}}
@@ -214,15 +189,15 @@ def batch_norm_infer(
 
 
 def batch_norm_backward(
-    dy: Any,
-    x: Any,
-    weight: Any,
-    save_mean: Any,
-    save_invstd: Any,
+    dy: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    save_mean: ArrayLike,
+    save_invstd: ArrayLike,
     axis: int = 1,
     *,
-    out: Any = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     r"""Gradients of :func:`batch_norm_train` (PyTorch's training-mode backward).
 
     With :math:`\hat x = (x - \mu_c)\,s_c` (``save_mean``, ``save_invstd`` from the forward

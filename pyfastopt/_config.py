@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import operator
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from . import _core
+from ._validate import positive_int
 
 _cfg = _core.config
-
-
-def check_positive_int(n: Any, name: str = "n") -> int:
-    """``n`` as an int >= 1 (any integer type, not bool); TypeError/ValueError naming it."""
-    if isinstance(n, bool):
-        raise TypeError(f"{name} must be an int >= 1, got bool")
-    try:
-        value = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name} must be an int >= 1, got {type(n).__name__}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def get_num_threads() -> int:
@@ -43,7 +30,7 @@ def set_num_threads(n: int) -> None:
     Small inputs stay on one thread whatever this says (below ~64K elements a parallel
     region costs more than it saves).
     """
-    _cfg.set_num_threads(check_positive_int(n))
+    _cfg.set_num_threads(positive_int("n", n))
 
 
 @contextlib.contextmanager
@@ -55,7 +42,7 @@ def threads(n: int) -> Iterator[int]:
     ...     pyfastopt.get_num_threads()
     1
     """
-    n = check_positive_int(n)
+    n = positive_int("n", n)
     previous = _cfg.get_num_threads()
     _cfg.set_num_threads(n)
     try:

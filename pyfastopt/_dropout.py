@@ -4,36 +4,32 @@ the backward pass regenerates the mask instead of storing it."""
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _core
-from .random import check_u64
+from ._validate import boolean, probability, u64
+from ._validate import shape as check_shape
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from ._typing import ArrayLike, FloatArray
 
 __all__ = ["dropout", "dropout_backward", "dropout_mask"]
 
 
-def _check_p(p: Any) -> float:
-    if not isinstance(p, numbers.Real) or isinstance(p, (bool, np.bool_)):
-        raise TypeError(f"p must be a real number in [0, 1), got {type(p).__name__}")
-    p = float(p)
-    if not 0.0 <= p < 1.0:  # also NaN
-        raise ValueError(f"p must be in [0, 1), got {p}")
-    return p
-
-
 def dropout(
-    x: Any,
+    x: ArrayLike,
     p: float = 0.5,
     seed: int = 0,
     training: bool = True,
-    out: Any = None,
+    out: FloatArray | None = None,
     *,
     offset: int = 0,
     return_mask: bool = False,
-) -> Any:
+) -> FloatArray | tuple[FloatArray, npt.NDArray[np.uint8]]:
     r"""Inverted dropout: keep each element with probability :math:`1-p`, scaled by :math:`1/(1-p)`.
 
     .. math:: y_i = x_i \cdot m_i, \qquad m_i = \begin{cases} 1/(1-p) & u_i \ge t \\ 0 & u_i < t
@@ -76,20 +72,21 @@ def dropout(
         >>> sorted(set(y.tolist())) <= [0.0, 2.0]
         True
     """
-    p = _check_p(p)
-    seed = check_u64("seed", seed)
-    offset = check_u64("offset", offset)
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"training must be a bool, got {type(training).__name__}")
+    p = probability("p", p)
+    seed = u64("seed", seed)
+    offset = u64("offset", offset)
+    training = boolean("training", training)
+    return_mask = boolean("return_mask", return_mask)
     if not training or p == 0.0:
         return _identity(x, out, return_mask)
-    y, keep = _core.dropout.apply(x, out, p, seed, offset, bool(return_mask), "x")
+    y, keep = _core.dropout.apply(x, out, p, seed, offset, return_mask, "x")
     if return_mask:
         return y, np.packbits(keep.reshape(-1), bitorder="little")
     return y
 
 
 def _identity(x: Any, out: Any, return_mask: bool) -> Any:
+    """``x`` (or its copy in ``out``) for p == 0 / eval: the same checks as the kernel's."""
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
     if arr.dtype not in (np.float32, np.float64):
         raise TypeError(f"x must have dtype float32 or float64, got {arr.dtype}")
@@ -107,32 +104,28 @@ def _identity(x: Any, out: Any, return_mask: bool) -> Any:
     return arr
 
 
-def dropout_backward(dy: Any, p: float, seed: int, *, offset: int = 0, out: Any = None) -> Any:
+def dropout_backward(
+    dy: ArrayLike, p: float, seed: int, *, offset: int = 0, out: FloatArray | None = None
+) -> FloatArray:
     """Gradient of :func:`dropout`: ``dx = dy * m`` with the mask regenerated from
     ``(seed, offset)`` -- nothing is stored between forward and backward.
 
     Same arguments and rules as :func:`dropout` (``p == 0`` returns ``dy``).
     """
-    p = _check_p(p)
-    seed = check_u64("seed", seed)
-    offset = check_u64("offset", offset)
+    p = probability("p", p)
+    seed = u64("seed", seed)
+    offset = u64("offset", offset)
     if p == 0.0:
         return _identity(dy, out, False)
     return _core.dropout.apply(dy, out, p, seed, offset, False, "dy")[0]
 
 
-def dropout_mask(shape: Any, p: float, seed: int, *, offset: int = 0) -> np.ndarray:
+def dropout_mask(
+    shape: int | tuple[int, ...], p: float, seed: int, *, offset: int = 0
+) -> npt.NDArray[np.bool_]:
     """The keep-mask :func:`dropout` uses (True = kept), as a bool array of ``shape``."""
-    p = _check_p(p)
-    seed = check_u64("seed", seed)
-    offset = check_u64("offset", offset)
-    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
-        shape = (int(shape),)
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"shape must be an int or a tuple of ints, got {shape!r}") from None
-    if any(s < 0 for s in shape):
-        raise ValueError(f"shape must not have negative sizes, got {shape}")
-    n = math.prod(shape)
-    return _core.dropout.mask(n, p, seed, offset).reshape(shape)
+    dims = check_shape("shape", shape)
+    p = probability("p", p)
+    seed = u64("seed", seed)
+    offset = u64("offset", offset)
+    return _core.dropout.mask(math.prod(dims), p, seed, offset).reshape(dims)

@@ -3,9 +3,13 @@ per SIMD level, OpenMP threads, bias and activation fused into the write-back)."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _core
+from ._validate import boolean, choice
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from ._typing import ArrayLike, FloatArray
 
 __all__ = ["linear", "linear_backward", "matmul"]
 
@@ -14,7 +18,10 @@ _linear = _core.gemm.linear
 _linear_backward = _core.gemm.linear_backward
 
 
-def matmul(a: Any, b: Any, out: Any = None) -> Any:
+_ACTIVATIONS = (None, "relu", "gelu")
+
+
+def matmul(a: ArrayLike, b: ArrayLike, out: FloatArray | None = None) -> Any:
     """Matrix product with :func:`numpy.matmul` semantics.
 
     * 2-D @ 2-D is the matrix product; a 1-D ``a`` is promoted to a row ``(1, K)`` and a
@@ -38,13 +45,20 @@ def matmul(a: Any, b: Any, out: Any = None) -> Any:
         ValueError: 0-d operands, ``a.shape[-1] != b.shape[-2]`` (both shapes are named),
             batch dimensions that do not broadcast, or a bad ``out``.
         TypeError: a non-float dtype (naming ``a`` or ``b``).
+
+    Returns:
+        An ndarray of the inputs' dtype; a float for 1-D @ 1-D (as NumPy).
     """
     return _matmul(a, b, out)
 
 
 def linear(
-    x: Any, weight: Any, bias: Any = None, activation: str | None = None, out: Any = None
-) -> Any:
+    x: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    activation: str | None = None,
+    out: FloatArray | None = None,
+) -> FloatArray:
     """Fully connected layer ``act(x @ weight.T + bias)``, as ``torch.nn.functional.linear``.
 
     Args:
@@ -61,10 +75,20 @@ def linear(
     Returns:
         ``(..., out_features)`` array of ``x``'s dtype (float64 if any operand is).
     """
-    return _linear(x, weight, bias, activation, out)
+    try:
+        return _linear(x, weight, bias, activation, out)
+    except ValueError:
+        # The binding checks activation's value (ValueError); a wrong *type* is a
+        # TypeError by the library's rule. Checked only on this error path, so a valid
+        # call pays nothing for it.
+        if activation is not None and not isinstance(activation, str):
+            choice("activation", activation, _ACTIVATIONS)
+        raise
 
 
-def linear_backward(dy: Any, x: Any, weight: Any, need_dx: bool = True) -> tuple[Any, Any, Any]:
+def linear_backward(
+    dy: ArrayLike, x: ArrayLike, weight: ArrayLike, need_dx: bool = True
+) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Gradients of ``y = x @ weight.T + bias`` (the pre-activation output).
 
     The caller applies the activation's derivative to ``dy`` first. Leading dimensions of
@@ -77,4 +101,4 @@ def linear_backward(dy: Any, x: Any, weight: Any, need_dx: bool = True) -> tuple
         float64, rounded once). Both products run on the GEMM kernels with the
         transposes absorbed by packing.
     """
-    return _linear_backward(dy, x, weight, need_dx)
+    return _linear_backward(dy, x, weight, boolean("need_dx", need_dx))

@@ -10,10 +10,12 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import __version__
+from ._config import config_dict, format_config
+from .bench import add_arguments, run_cli
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ._config import config_dict, format_config
-
     cfg = config_dict()
     print(json.dumps(cfg, indent=2) if args.json else format_config(cfg))
     return 0
@@ -21,6 +23,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     try:
+        # here, not at the top: the demo imports optim, quant, data and prune, which
+        # `pyfastopt info` and `pyfastopt bench` do not need
         from .demo import run_demo
 
         run_demo(
@@ -38,8 +42,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_cli
-
     return run_cli(args)
 
 
@@ -88,16 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("bench", help="side-by-side benchmarks against NumPy and PyTorch")
-    from .bench import add_arguments
-
     add_arguments(p)
     p.set_defaults(func=_cmd_bench)
     return parser
 
 
 def _version() -> str:
-    from . import __version__
-
     return f"pyfastopt {__version__}"
 
 

@@ -19,11 +19,16 @@ Epochs and sharding
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
+
+from ._validate import boolean, integer, nonnegative, nonnegative_int, positive_int, type_name
+from ._validate import shape as check_shape
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from ._typing import ArrayLike
 
 __all__ = [
     "AddNoise",
@@ -41,31 +46,15 @@ _PERM_STREAM = 0
 _TRANSFORM_STREAM = 1
 
 
-def _int_arg(name: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _bool_arg(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
 def _as_rng(rng: RngLike, name: str = "rng") -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        if rng < 0:
-            raise ValueError(f"{name} (a seed) must be >= 0, got {rng}")
-        return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"{name} must be a numpy.random.Generator or an int seed, got {type(rng).__name__}"
-    )
+    try:
+        return np.random.default_rng(nonnegative_int(name, rng))
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a numpy.random.Generator or an int seed, got {type_name(rng)}"
+        ) from None
 
 
 class DataLoader:
@@ -133,17 +122,15 @@ class DataLoader:
                     "along axis 0"
                 )
         self.arrays: tuple[np.ndarray, ...] = tuple(arrs)
-        self.batch_size = _int_arg("batch_size", batch_size, 1)
-        self.shuffle = _bool_arg("shuffle", shuffle)
-        self.seed = _int_arg("seed", seed, 0)
-        self.drop_last = _bool_arg("drop_last", drop_last)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.shuffle = boolean("shuffle", shuffle)
+        self.seed = nonnegative_int("seed", seed)
+        self.drop_last = boolean("drop_last", drop_last)
         if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
+            raise TypeError(f"transform must be callable or None, got {type_name(transform)}")
         self.transform = transform
-        self.world_size = _int_arg("world_size", world_size, 1)
-        self.rank = _int_arg("rank", rank, 0)
-        if self.rank >= self.world_size:
-            raise ValueError(f"rank must be < world_size, got rank={rank}, world_size={world_size}")
+        self.world_size = positive_int("world_size", world_size)
+        self.rank = integer("rank", rank, lo=0, hi=self.world_size - 1)
         self.epoch = 0
 
     @property
@@ -162,11 +149,11 @@ class DataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration run epoch ``epoch`` (>= 0)."""
-        self.epoch = _int_arg("epoch", epoch, 0)
+        self.epoch = nonnegative_int("epoch", epoch)
 
     def permutation(self, epoch: int) -> np.ndarray:
         """The sample order of ``epoch`` (int64 indices; identity when not shuffling)."""
-        epoch = _int_arg("epoch", epoch, 0)
+        epoch = nonnegative_int("epoch", epoch)
         n = self.num_samples
         if not self.shuffle:
             return np.arange(n, dtype=np.int64)
@@ -210,6 +197,13 @@ class DataLoader:
 
 
 # ----------------------------------------------------------------------- augmentations
+def _image_shape(image_shape: Any) -> tuple[int, ...]:
+    shape = check_shape("image_shape", image_shape)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"image_shape must be (H, W) or (C, H, W) of sizes >= 1, got {shape}")
+    return shape
+
+
 def _image_view(images: np.ndarray, image_shape: Sequence[int] | None) -> np.ndarray:
     """``images`` as (N, C, H, W) (a view or a reshaped copy)."""
     if image_shape is None:
@@ -221,9 +215,7 @@ def _image_view(images: np.ndarray, image_shape: Sequence[int] | None) -> np.nda
             f"images must be (N, H, W) or (N, C, H, W), got shape {images.shape}; for "
             "flattened images pass image_shape=(H, W) or (C, H, W)"
         )
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ValueError(f"image_shape must be (H, W) or (C, H, W) of sizes >= 1, got {shape}")
+    shape = _image_shape(image_shape)
     if len(shape) == 2:
         shape = (1, *shape)
     size = shape[0] * shape[1] * shape[2]
@@ -236,7 +228,7 @@ def _image_view(images: np.ndarray, image_shape: Sequence[int] | None) -> np.nda
 
 
 def random_shift(
-    images: Any,
+    images: ArrayLike,
     max_shift: int,
     rng: RngLike,
     image_shape: Sequence[int] | None = None,
@@ -258,7 +250,7 @@ def random_shift(
         A new array with the shape and dtype of ``images``.
     """
     images = np.asarray(images)
-    max_shift = _int_arg("max_shift", max_shift, 0)
+    max_shift = nonnegative_int("max_shift", max_shift)
     rng = _as_rng(rng)
     view = _image_view(images, image_shape)
     n, _, h, w = view.shape
@@ -279,7 +271,7 @@ def random_shift(
     return out.reshape(images.shape)
 
 
-def add_noise(x: Any, std: float, rng: RngLike) -> np.ndarray:
+def add_noise(x: ArrayLike, std: float, rng: RngLike) -> np.ndarray:
     """``x + std * N(0, 1)``, noise drawn in ``x``'s dtype (float32 or float64).
 
     Args:
@@ -292,10 +284,7 @@ def add_noise(x: Any, std: float, rng: RngLike) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"x must be float32 or float64, got {x.dtype}")
-    if not isinstance(std, numbers.Real) or isinstance(std, bool):
-        raise TypeError(f"std must be a real number, got {type(std).__name__}")
-    if not (np.isfinite(std) and std >= 0):
-        raise ValueError(f"std must be finite and >= 0, got {std}")
+    std = nonnegative("std", std, finite=True)
     rng = _as_rng(rng)
     noise = rng.standard_normal(x.shape, dtype=x.dtype)
     noise *= x.dtype.type(std)
@@ -310,8 +299,8 @@ class RandomShift:
     """
 
     def __init__(self, max_shift: int, image_shape: Sequence[int] | None = None) -> None:
-        self.max_shift = _int_arg("max_shift", max_shift, 0)
-        self.image_shape = None if image_shape is None else tuple(image_shape)
+        self.max_shift = nonnegative_int("max_shift", max_shift)
+        self.image_shape = None if image_shape is None else _image_shape(image_shape)
 
     def __call__(self, x: np.ndarray, rng: RngLike) -> np.ndarray:
         return random_shift(x, self.max_shift, rng, image_shape=self.image_shape)
@@ -324,8 +313,7 @@ class AddNoise:
     """Callable form of :func:`add_noise`."""
 
     def __init__(self, std: float) -> None:
-        add_noise(np.zeros(0, np.float32), std, 0)  # validates std
-        self.std = float(std)
+        self.std = nonnegative("std", std, finite=True)
 
     def __call__(self, x: np.ndarray, rng: RngLike) -> np.ndarray:
         return add_noise(x, self.std, rng)

@@ -38,10 +38,12 @@ from typing import Any, Callable
 import numpy as np
 
 from . import nn, optim
+from ._config import threads as _threads
 from ._fileio import atomic_write
 from .data import DataLoader, RandomShift
 from .optim import lr_scheduler
 from .prune import magnitude_prune, masked, sparsity
+from .quant import load, quantize_model
 
 __all__ = ["DEFAULT_EPOCHS", "QUICK_EPOCHS", "run_demo"]
 
@@ -58,7 +60,7 @@ _LR = {"teacher": 3e-3, "student": 1e-2, "pruned": 3e-3}
 # ------------------------------------------------------------------------------- data
 def load_digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Digits as float32 in [0, 1], split 80/20 (stratified, fixed seed)."""
-    try:
+    try:  # optional (the demo extra), and ~0.3 s to import: only when the demo runs
         from sklearn.datasets import load_digits
     except ImportError:
         raise ImportError(
@@ -122,8 +124,9 @@ def latency_per_sample(
 
 def save_float(model: nn.Module, path: str) -> int:
     """Save the state dict as a compressed npz (atomically); returns its size in bytes."""
+    arrays: dict[str, Any] = model.state_dict()
     with atomic_write(path) as fh:
-        np.savez_compressed(fh, **model.state_dict())
+        np.savez_compressed(fh, **arrays)
     return os.path.getsize(path)
 
 
@@ -136,7 +139,7 @@ class _Progress:
             enabled = sys.stdout.isatty()
         self.tqdm = None
         if enabled:
-            try:
+            try:  # optional (the demo extra)
                 from tqdm import tqdm
 
                 self.tqdm = tqdm
@@ -197,16 +200,18 @@ def train(
     weight_decay: float = 5e-4,
     clip: float = 2.0,
     masks: Any = None,
-    bar: Any = None,
+    bar: Any,
 ) -> dict[str, list[float]]:
-    """Train in place; returns the per-epoch history (train loss, test accuracy, lr)."""
+    """Train in place; returns the per-epoch history (train loss, test accuracy, lr).
+
+    ``bar`` iterates over the epochs (a tqdm bar or a silent stand-in) and shows the
+    last epoch's loss and accuracy."""
     opt, grads = _optimizer(model, lr, weight_decay)
     stepper = masked(opt, masks) if masks is not None else opt
     total = max(1, epochs * len(loader))
     sched = _warmup_cosine(opt, total, warmup_steps=max(1, total // 10))
     history: dict[str, list[float]] = {"loss": [], "test_acc": [], "lr": []}
-    epochs_iter = bar if bar is not None else range(epochs)
-    for epoch in epochs_iter:
+    for epoch in bar:
         model.train()
         loader.set_epoch(epoch)
         losses = []
@@ -221,10 +226,7 @@ def train(
         history["loss"].append(float(np.mean(losses)))
         history["test_acc"].append(evaluate())
         history["lr"].append(float(sched.get_last_lr()[0]))
-        if hasattr(epochs_iter, "set_postfix"):
-            epochs_iter.set_postfix(
-                loss=f"{history['loss'][-1]:.3f}", acc=f"{history['test_acc'][-1]:.3f}"
-            )
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", acc=f"{history['test_acc'][-1]:.3f}")
     model.eval()
     return history
 
@@ -245,8 +247,6 @@ def _quantize_stage(
     *reloaded from the file*, the file's path, and the number of non-zero parameters
     (int8 weights plus float32 biases).
     """
-    from .quant import load, quantize_model
-
     qmodel = quantize_model(student, calib_x, mode="static", per_channel=True)
     for line in qmodel.format_report().splitlines():
         say("      " + line)
@@ -296,8 +296,6 @@ def run_demo(
     """
     if threads is None:
         return _run(epochs, seed, outdir, plot, quick, progress, verbose)
-    from ._config import threads as _threads
-
     with _threads(threads):
         return _run(epochs, seed, outdir, plot, quick, progress, verbose)
 
@@ -312,6 +310,7 @@ def _run(
     verbose: bool,
 ) -> list[dict[str, Any]]:
     t_start = time.perf_counter()
+    ep: tuple[int, ...]
     if epochs is None:
         ep = QUICK_EPOCHS if quick else DEFAULT_EPOCHS
     elif isinstance(epochs, int):
@@ -422,20 +421,17 @@ def _run(
 
     # 4. int8 ------------------------------------------------------------------------
     say("[4/4] int8 quantization, save, reload")
-    calib = x_tr[:256]
-    result = _quantize_stage(pruned, calib, outdir, say)
-    if result is not None:
-        stage, predict, path, params = result
-        rows.append(
-            {
-                "stage": stage,
-                "accuracy": float(np.mean(np.argmax(predict(x_te), axis=1) == y_te)),
-                "params": int(params),
-                "bytes": os.path.getsize(path),
-                "latency_us": 1e6 * latency_per_sample(predict, x_te),
-                "path": path,
-            }
-        )
+    stage, predict, path, params = _quantize_stage(pruned, x_tr[:256], outdir, say)
+    rows.append(
+        {
+            "stage": stage,
+            "accuracy": float(np.mean(np.argmax(predict(x_te), axis=1) == y_te)),
+            "params": int(params),
+            "bytes": os.path.getsize(path),
+            "latency_us": 1e6 * latency_per_sample(predict, x_te),
+            "path": path,
+        }
+    )
 
     wall = time.perf_counter() - t_start
     say("")
@@ -481,7 +477,7 @@ def _plot(
     path: str,
     say: Callable[..., None],
 ) -> None:
-    try:
+    try:  # optional (the plot extra), and slow to import: only for --plot
         import matplotlib
 
         matplotlib.use("Agg")

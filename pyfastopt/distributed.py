@@ -1,10 +1,16 @@
 """Data-parallel training over MPI: in-place collectives and an optimizer wrapper.
 
 Optional: needs the ``mpi`` extra (``pip install "pyfastopt[mpi]"``: mpi4py and an MPI
-library). ``import pyfastopt`` never imports mpi4py; importing this module does, and
-initialises MPI. Run a script on several processes (ranks) with
-``mpiexec -n 2 python train.py``. Every rank must import this module (the import runs one
-collective operation: finding the ranks that share this node).
+library). Run a script on several processes (ranks) with ``mpiexec -n 2 python train.py``.
+
+Start-up: call :func:`init` on every rank, as ``torch.distributed.init_process_group``
+or Horovod's ``hvd.init()``: it initialises MPI (importing mpi4py), finds the ranks that
+share this node (one collective operation), gives each rank its share of the node's
+threads and installs the abort hook (both described below). Importing this module does
+none of that: it only checks that mpi4py is installed (``ImportError`` with the install
+command otherwise); ``import pyfastopt`` never imports it. If ``init()`` was not called,
+the first function of this module that is called runs it with its defaults, so every
+rank must reach that first call too (any collective is such a call).
 
 Collectives (all in place, all buffer-based: array data is never pickled)
 
@@ -33,22 +39,23 @@ and Open MPI are, for a fixed number of ranks and message size) every rank gets 
 the same result; a different number of ranks sums in a different order, so 2-rank and
 1-rank training agree to rounding, not bit for bit.
 
-Process set-up done by the import
+Process set-up done by :func:`init`
 
 - Threads: unless the user chose a count (``PYFASTOPT_NUM_THREADS``, ``OMP_NUM_THREADS``,
-  or ``set_num_threads`` before the import), each rank uses
+  or ``set_num_threads`` before ``init()``), each rank uses
   ``max(1, usable_cpus // ranks_sharing_them)`` threads, so ranks on one node do not
   oversubscribe its cores (ranks pinned to disjoint cores keep all of theirs).
 - Faults: an uncaught exception on one rank would leave the others blocked in their next
-  collective forever. The import installs a ``sys.excepthook`` (chained to the previous
+  collective forever. ``init()`` installs a ``sys.excepthook`` (chained to the previous
   one, which still prints the traceback) that prints ``rank R of N failed ...`` and calls
   ``MPI.COMM_WORLD.Abort(1)``, ending the whole job with a non-zero exit status. Opt out
-  with ``PYFASTOPT_MPI_ABORT_ON_ERROR=0`` in the environment, or
-  ``abort_on_exception(False)``. (``sys.exit()`` is not an exception for this purpose.)
+  with ``PYFASTOPT_MPI_ABORT_ON_ERROR=0`` in the environment, ``init(abort_on_error=False)``
+  or ``abort_on_exception(False)``. (``sys.exit()`` is not an exception for this purpose.)
 
 Example::
 
     from pyfastopt import distributed as dist, optim
+    dist.init()                                        # every rank, once, at start-up
     params = [w1, b1, w2, b2]
     dist.broadcast_parameters(params)                  # same initial weights everywhere
     opt = dist.DistributedOptimizer(optim.Adam(params, lr=1e-3))
@@ -62,7 +69,7 @@ Not thread-safe: call the collectives from one thread per process.
 from __future__ import annotations
 
 import hashlib
-import numbers
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -70,15 +77,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-try:
-    from mpi4py import MPI
-except ImportError as _exc:  # the optional extra is not installed
+from . import _config, _core
+from ._validate import boolean, integer, nonnegative_int, optional
+
+# Only checked here: importing mpi4py initialises MPI (MPI_Init), which init() does.
+if importlib.util.find_spec("mpi4py") is None:  # the optional extra is not installed
     raise ImportError(
         "pyfastopt.distributed needs mpi4py and an MPI library, which are optional; "
         'install them with: pip install "pyfastopt[mpi]"'
-    ) from _exc
-
-from . import _config, _core
+    )
 
 __all__ = [
     "DEFAULT_BUCKET_BYTES",
@@ -89,6 +96,8 @@ __all__ = [
     "broadcast_",
     "broadcast_optimizer_state",
     "broadcast_parameters",
+    "init",
+    "is_initialized",
     "local_rank",
     "local_size",
     "rank",
@@ -98,16 +107,70 @@ __all__ = [
 #: default size of one packed bucket (per dtype), as in PyTorch DDP's ``bucket_cap_mb``
 DEFAULT_BUCKET_BYTES = 25 * 2**20
 
-_WORLD = MPI.COMM_WORLD
-_MPI_TYPE = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
+# Set by init(): the mpi4py.MPI module, COMM_WORLD, this node's communicator and the MPI
+# datatypes of the float dtypes.
+MPI: Any = None
+_WORLD: Any = None
+_LOCAL: Any = None
+_MPI_TYPE: dict[np.dtype, Any] = {}
 # grow-only packing buffers, reused across calls: one per float dtype (allreduce_) and
 # one of bytes (broadcast_)
 _buckets: dict[Any, np.ndarray] = {}
 
 
+# ---------------------------------------------------------------------- set-up
+def init(*, divide_threads: bool = True, abort_on_error: bool | None = None) -> None:
+    """Initialise MPI and this process's set-up; call it on every rank, once, at start-up.
+
+    Collective: every rank must call it (directly, or through the first call of any
+    other function of this module, which calls it with the defaults when it has not run).
+    Calling it again does nothing.
+
+    Args:
+        divide_threads: give this rank ``max(1, usable_cpus // ranks_sharing_them)``
+            threads, unless a count was chosen already (``PYFASTOPT_NUM_THREADS``,
+            ``OMP_NUM_THREADS`` or ``pyfastopt.set_num_threads`` before this call).
+        abort_on_error: install the hook that ends the whole job (``MPI_Abort``) when an
+            exception escapes on any rank (:func:`abort_on_exception`). None (default):
+            yes, unless the environment has ``PYFASTOPT_MPI_ABORT_ON_ERROR=0``.
+    """
+    global MPI, _WORLD, _LOCAL, _MPI_TYPE
+    divide_threads = boolean("divide_threads", divide_threads)
+    abort_on_error = optional(boolean, "abort_on_error", abort_on_error)
+    if _WORLD is not None:
+        return
+    from mpi4py import MPI as mpi  # initialises MPI: deliberately here, not at import
+
+    world = mpi.COMM_WORLD
+    local = world.Split_type(mpi.COMM_TYPE_SHARED)  # collective
+    MPI, _LOCAL = mpi, local
+    _MPI_TYPE = {np.dtype(np.float32): mpi.FLOAT, np.dtype(np.float64): mpi.DOUBLE}
+    threads = _ranks_per_node_threads()  # collective (run even when not dividing)
+    if divide_threads and threads is not None:
+        _config.set_num_threads(threads)
+    if abort_on_error is None:
+        flag = os.environ.get("PYFASTOPT_MPI_ABORT_ON_ERROR", "1").strip().lower()
+        abort_on_error = flag not in ("0", "false", "no", "off")
+    _WORLD = world  # last: init() is done only once everything above succeeded
+    if abort_on_error:
+        abort_on_exception(True)
+
+
+def is_initialized() -> bool:
+    """Whether :func:`init` has run in this process."""
+    return _WORLD is not None
+
+
+def _world() -> Any:
+    if _WORLD is None:
+        init()
+    return _WORLD
+
+
 # ---------------------------------------------------------------------- ranks
 def _comm(comm: Any) -> Any:
-    return _WORLD if comm is None else comm
+    world = _world()  # initialises on first use
+    return world if comm is None else comm
 
 
 def rank(comm: Any = None) -> int:
@@ -122,11 +185,13 @@ def size(comm: Any = None) -> int:
 
 def local_rank() -> int:
     """Rank among the processes on this node (shared-memory domain)."""
+    _world()
     return _LOCAL.Get_rank()
 
 
 def local_size() -> int:
     """Number of ranks on this node (shared-memory domain)."""
+    _world()
     return _LOCAL.Get_size()
 
 
@@ -252,11 +317,7 @@ def _signature(arrays: list[Any]) -> list[tuple[Any, ...]]:
 
 
 def _check_bucket_bytes(bucket_bytes: Any) -> int:
-    if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, numbers.Integral):
-        raise TypeError(f"bucket_bytes must be an int >= 0, got {type(bucket_bytes).__name__}")
-    if bucket_bytes < 0:
-        raise ValueError(f"bucket_bytes must be >= 0, got {bucket_bytes}")
-    return int(bucket_bytes)
+    return nonnegative_int("bucket_bytes", bucket_bytes)
 
 
 def _bucket(key: Any, dtype: np.dtype, count: int) -> np.ndarray:
@@ -313,7 +374,8 @@ def allreduce_(
     comm = _comm(comm)
     arrays = _as_list(arrays, fn)
     bucket_bytes = _check_bucket_bytes(bucket_bytes)
-    if check:
+    average = boolean("average", average)
+    if boolean("check", check):
         error = None
         try:
             _core.ops.check_inplace(arrays, "arrays")
@@ -358,6 +420,7 @@ def _allreduce_dtype(
             pending.clear()
             fill = 0
             return
+        assert bucket is not None  # allocated whenever small arrays exist
         seg = bucket[:fill]
         np.concatenate(pending, out=seg)  # pack: one call
         comm.Allreduce(MPI.IN_PLACE, [seg, mpi_type])
@@ -433,10 +496,7 @@ def broadcast_(
     bucket_bytes = _check_bucket_bytes(bucket_bytes)
     error = None
     try:
-        if isinstance(root, bool) or not isinstance(root, numbers.Integral):
-            raise TypeError(f"root must be an int, got {type(root).__name__}")
-        if not 0 <= root < comm.Get_size():
-            raise ValueError(f"root must be in [0, {comm.Get_size()}), got {root}")
+        root = integer("root", root, lo=0, hi=comm.Get_size() - 1)
         _check_broadcastable(arrays)
     except (TypeError, ValueError) as exc:
         error = exc
@@ -456,6 +516,7 @@ def broadcast_(
         nonlocal fill
         if not pending:
             return
+        assert bucket is not None  # allocated whenever small arrays exist
         comm.Bcast([bucket[:fill], MPI.BYTE], root=root)
         if not is_root:
             for b, off in pending:
@@ -470,6 +531,7 @@ def broadcast_(
         if fill + b.size > bucket_bytes:
             flush()
         if is_root:
+            assert bucket is not None
             bucket[fill : fill + b.size] = b
         pending.append((b, fill))
         fill += b.size
@@ -535,8 +597,8 @@ def broadcast_optimizer_state(optimizer: Any, root: int = 0, *, comm: Any = None
     if not (hasattr(inner, "state_dict") and hasattr(inner, "load_state_dict")):
         raise TypeError(f"{fn}: expected an optimizer, got {type(optimizer).__name__}")
     is_root = comm.Get_rank() == root
-    sd = inner.state_dict() if is_root else None
-    meta = None
+    sd: Any = inner.state_dict() if is_root else None
+    meta: Any = None
     if is_root:
         meta = {
             "param_groups": sd["param_groups"],
@@ -616,7 +678,7 @@ class DistributedOptimizer:
                 f"optimizer must have a step(grads) method, got {type(optimizer).__name__}"
             )
         self.optimizer = optimizer
-        self.average = bool(average)
+        self.average = boolean("average", average)
         self.bucket_bytes = _check_bucket_bytes(bucket_bytes)
         self.comm = _comm(comm)
 
@@ -653,9 +715,6 @@ class DistributedOptimizer:
 
 
 # ---------------------------------------------------------------------- process set-up
-_LOCAL = _WORLD.Split_type(MPI.COMM_TYPE_SHARED)
-
-
 def _ranks_per_node_threads() -> int | None:
     """The thread count this rank should use, or None when the user chose one."""
     try:
@@ -667,16 +726,11 @@ def _ranks_per_node_threads() -> int | None:
     default, source, usable = _core.config.default_num_threads()
     if source in ("PYFASTOPT_NUM_THREADS", "OMP_NUM_THREADS"):
         return None
-    if _config.get_num_threads() != default:  # set_num_threads() before this import
+    if _config.get_num_threads() != default:  # set_num_threads() before init()
         return None
     # ranks whose CPU sets overlap ours compete for the same cores (pinned ranks don't)
     sharing = sum(1 for s in others if not mine or not s or s & mine)
     return max(1, int(usable) // max(1, sharing))
-
-
-_threads = _ranks_per_node_threads()
-if _threads is not None:
-    _config.set_num_threads(_threads)
 
 
 _previous_hook: Callable[..., Any] | None = None
@@ -687,45 +741,42 @@ def _abort_hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> N
     try:
         previous(exc_type, exc, tb)  # the usual traceback first
     finally:
-        n = _WORLD.Get_size()
-        sys.stderr.write(
-            f"pyfastopt.distributed: rank {_WORLD.Get_rank()} of {n} failed with "
-            f"{exc_type.__name__}: {exc}\n"
-            + (
-                f"pyfastopt.distributed: aborting all {n} ranks (MPI_Abort); set "
-                "PYFASTOPT_MPI_ABORT_ON_ERROR=0 to disable\n"
-                if n > 1
-                else ""
-            )
+        if _WORLD is not None:  # else MPI never started: no other rank can be waiting
+            _report_and_abort(exc_type, exc)
+
+
+def _report_and_abort(exc_type: type[BaseException], exc: BaseException) -> None:
+    n = _WORLD.Get_size()
+    sys.stderr.write(
+        f"pyfastopt.distributed: rank {_WORLD.Get_rank()} of {n} failed with "
+        f"{exc_type.__name__}: {exc}\n"
+        + (
+            f"pyfastopt.distributed: aborting all {n} ranks (MPI_Abort); set "
+            "PYFASTOPT_MPI_ABORT_ON_ERROR=0 to disable\n"
+            if n > 1
+            else ""
         )
-        sys.stderr.flush()
-        sys.stdout.flush()
-        if n > 1:
-            _WORLD.Abort(1)
+    )
+    sys.stderr.flush()
+    sys.stdout.flush()
+    if n > 1:
+        _WORLD.Abort(1)
 
 
 def abort_on_exception(enable: bool = True) -> None:
     """Install (default) or remove the hook that aborts the whole MPI job when an
     uncaught exception reaches the top of any rank.
 
-    Installed by ``import pyfastopt.distributed`` unless the environment has
-    ``PYFASTOPT_MPI_ABORT_ON_ERROR=0``. The previous ``sys.excepthook`` is chained (it
-    prints the traceback) and restored by ``abort_on_exception(False)``.
+    Installed by :func:`init` unless told otherwise (``abort_on_error=False``, or
+    ``PYFASTOPT_MPI_ABORT_ON_ERROR=0`` in the environment). The previous
+    ``sys.excepthook`` is chained (it prints the traceback) and restored by
+    ``abort_on_exception(False)``.
     """
     global _previous_hook
-    if enable:
+    if boolean("enable", enable):
         if sys.excepthook is not _abort_hook:
             _previous_hook = sys.excepthook
             sys.excepthook = _abort_hook
     elif sys.excepthook is _abort_hook:
         sys.excepthook = _previous_hook or sys.__excepthook__
         _previous_hook = None
-
-
-if os.environ.get("PYFASTOPT_MPI_ABORT_ON_ERROR", "1").strip().lower() not in (
-    "0",
-    "false",
-    "no",
-    "off",
-):
-    abort_on_exception(True)

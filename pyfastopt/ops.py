@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Union
 
 from . import _core
+from ._validate import real
 
-ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from ._typing import ArrayLike, FloatArray
+
+_axpby = _core.ops.axpby_
+
+#: one array, or a sequence of them updated or reduced together (multi-tensor apply)
+ArrayOrList = Union["FloatArray", Sequence["FloatArray"]]
+ArrayLikeOrList = Union["ArrayLike", Sequence["ArrayLike"]]
 
 __all__ = ["axpby_", "l2_norm", "sum_squares"]
 
 
-def axpby_(y: ArrayOrList, x: ArrayOrList, a: float = 1.0, b: float = 1.0) -> None:
+def axpby_(y: ArrayOrList, x: ArrayLikeOrList, a: float = 1.0, b: float = 1.0) -> None:
     """In place: ``y = a * x + b * y``, fused into one pass.
 
     Parameters
@@ -49,10 +55,12 @@ def axpby_(y: ArrayOrList, x: ArrayOrList, a: float = 1.0, b: float = 1.0) -> No
     >>> y
     array([0.5, 2.5, 4.5], dtype=float32)
     """
-    _core.ops.axpby_(y, x, a, b)
+    if type(a) is not float or type(b) is not float:  # floats pass as they are: cheap
+        a, b = real("a", a, allow_nan=True), real("b", b, allow_nan=True)
+    _axpby(y, x, a, b)
 
 
-def sum_squares(x: ArrayOrList) -> float:
+def sum_squares(x: ArrayLikeOrList) -> float:
     """Sum of squares of all elements of an array or of a sequence of arrays.
 
     Accumulated in float64 whatever the input dtype (float32 or float64), in a fixed
@@ -62,7 +70,7 @@ def sum_squares(x: ArrayOrList) -> float:
     return _core.ops.sum_squares(x)
 
 
-def l2_norm(x: ArrayOrList) -> float:
+def l2_norm(x: ArrayLikeOrList) -> float:
     """Global L2 norm ``sqrt(sum(x_i**2))`` over an array or a sequence of arrays.
 
     The gradient-clipping primitive: one pass over every tensor, in one parallel region,

@@ -26,11 +26,13 @@ earlier layer, then row-major index -- is pruned first (a stable sort).
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+
+from ._validate import choice, probability
+from .nn import BatchNorm1d, Dropout, Flatten, Linear, Module, ReLU, Sequential
 
 __all__ = ["MaskedOptimizer", "PruningMasks", "magnitude_prune", "masked", "sparsity"]
 
@@ -170,17 +172,11 @@ def masked(optimizer: Any, masks: PruningMasks) -> MaskedOptimizer:
 
 # --------------------------------------------------------------------------- collection
 def _is_module(obj: Any) -> bool:
-    try:
-        from .nn import Module
-    except ImportError:  # pragma: no cover - a build without the layers
-        return False
     return isinstance(obj, Module)
 
 
 def _linear_layers(model: Any) -> list[tuple[str, Any]]:
     """(prefix, Linear) for every Linear in the model, in order."""
-    from .nn import Linear
-
     return [(prefix, mod) for prefix, mod in model._walk() if isinstance(mod, Linear)]
 
 
@@ -218,15 +214,6 @@ def _collect(obj: Any) -> tuple[list[str], list[np.ndarray], list[np.ndarray | N
         "model_or_arrays must be a pyfastopt.nn Module, an array or a list of arrays, got "
         f"{type(obj).__name__}"
     )
-
-
-def _check_amount(amount: Any) -> float:
-    if not isinstance(amount, numbers.Real) or isinstance(amount, bool):
-        raise TypeError(f"amount must be a real number in [0, 1], got {type(amount).__name__}")
-    amount = float(amount)
-    if not 0.0 <= amount <= 1.0:  # also rejects NaN
-        raise ValueError(f"amount must be in [0, 1], got {amount}")
-    return amount
 
 
 def _smallest(scores: np.ndarray, k: int) -> np.ndarray:
@@ -279,11 +266,9 @@ def magnitude_prune(
         array([[ 0.5,  0. ],
                [ 0. , -0.9]], dtype=float32)
     """
-    amount = _check_amount(amount)
-    if scope not in ("layer", "global"):
-        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-    if structured not in (None, "rows"):
-        raise ValueError(f"structured must be None or 'rows', got {structured!r}")
+    amount = probability("amount", amount, one=True)
+    scope = choice("scope", scope, ("layer", "global"))
+    structured = choice("structured", structured, (None, "rows"))
     if structured == "rows" and _is_module(model_or_arrays):
         return _shrink_rows(model_or_arrays, amount, scope)
     names, weights, grads = _collect(model_or_arrays)
@@ -345,14 +330,12 @@ def _row_keep(
 
 
 def _shrink_rows(model: Any, amount: float, scope: str) -> Any:
-    from .nn import BatchNorm1d, Dropout, Flatten, Linear, ReLU, Sequential
-
     if not isinstance(model, Sequential):
         raise ValueError(
             f"structured='rows' on a model needs a Sequential, got {type(model).__name__} "
             "(pass its weight arrays to get row masks instead)"
         )
-    layers = list(model.layers)
+    layers: list[Any] = list(model.layers)
     lin_idx = [i for i, layer in enumerate(layers) if isinstance(layer, Linear)]
     if len(lin_idx) < 2:
         raise ValueError(
@@ -390,8 +373,6 @@ def _shrink_rows(model: Any, amount: float, scope: str) -> Any:
 
 
 def _sub_linear(layer: Any, rows: np.ndarray, cols: np.ndarray | None) -> Any:
-    from .nn import Linear
-
     w = layer.weight[rows] if cols is None else layer.weight[np.ix_(rows, cols)]
     new = Linear(
         w.shape[1],
@@ -403,13 +384,12 @@ def _sub_linear(layer: Any, rows: np.ndarray, cols: np.ndarray | None) -> Any:
     )
     new.weight[...] = w
     if layer.bias is not None:
+        assert new.bias is not None
         new.bias[...] = layer.bias[rows]
     return new
 
 
 def _sub_batchnorm(layer: Any, cols: np.ndarray) -> Any:
-    from .nn import BatchNorm1d
-
     new = BatchNorm1d(
         cols.size,
         eps=layer.eps,
@@ -423,6 +403,7 @@ def _sub_batchnorm(layer: Any, cols: np.ndarray) -> Any:
         if src is not None:
             getattr(new, name)[...] = src[cols]
     if layer.num_batches_tracked is not None:
+        assert new.num_batches_tracked is not None
         new.num_batches_tracked[...] = layer.num_batches_tracked
     return new
 

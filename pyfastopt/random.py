@@ -16,35 +16,27 @@ Reusing the same (seed, offset) reproduces the same mask, which is how
 
 from __future__ import annotations
 
-import operator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _core
+from ._validate import integer, pair, u64
 
-__all__ = ["Generator", "check_u64", "philox4x32_10"]
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+__all__ = ["Generator", "philox4x32_10"]
 
 _U64 = 1 << 64
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's odd increment
 
 
-def check_u64(name: str, value: Any) -> int:
-    """An int in [0, 2**64): TypeError for non-integers (and bools), ValueError if out of range."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int in [0, 2**64), got bool")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an int in [0, 2**64), got {type(value).__name__}"
-        ) from None
-    if not 0 <= v < _U64:
-        raise ValueError(f"{name} must be in [0, 2**64), got {v}")
-    return v
+def _u32(name: str, value: Any) -> int:
+    return integer(name, value, lo=0, hi=(1 << 32) - 1)
 
 
-def philox4x32_10(counters: Any, key: tuple[int, int]) -> np.ndarray:
+def philox4x32_10(counters: npt.ArrayLike, key: tuple[int, int]) -> npt.NDArray[np.uint32]:
     """Philox4x32 with 10 rounds (Salmon et al., SC'11) on each row of ``counters``.
 
     Args:
@@ -54,9 +46,7 @@ def philox4x32_10(counters: Any, key: tuple[int, int]) -> np.ndarray:
     Returns:
         uint32 array of shape (n, 4).
     """
-    k0, k1 = (int(k) for k in key)
-    if not (0 <= k0 < 1 << 32 and 0 <= k1 < 1 << 32):
-        raise ValueError(f"key words must be uint32, got {key!r}")
+    k0, k1 = pair("key", key, _u32)
     return _core.dropout.philox4x32_10(np.ascontiguousarray(counters, dtype=np.uint32), k0, k1)
 
 
@@ -80,7 +70,7 @@ class Generator:
     """
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = check_u64("seed", seed)
+        self.seed = u64("seed", seed)
         self.calls = 0
 
     def next_seed(self) -> int:
@@ -92,5 +82,5 @@ class Generator:
         return {"seed": self.seed, "calls": self.calls}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed = check_u64("seed", state["seed"])
-        self.calls = check_u64("calls", state["calls"])
+        self.seed = u64("seed", state["seed"])
+        self.calls = u64("calls", state["calls"])

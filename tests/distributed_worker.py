@@ -19,6 +19,8 @@ from pyfastopt import distributed as dist
 from pyfastopt import optim
 from pyfastopt.optim import lr_scheduler
 
+assert not dist.is_initialized()  # importing the module set nothing up
+dist.init()  # the documented start-up (collective; the abort hook as the environment says)
 R, N = dist.rank(), dist.size()
 assert N == 2, f"run with 2 ranks, got {N}"
 

@@ -118,7 +118,8 @@ def test_exception_on_one_rank_aborts_the_job(tmp_path):
 
 def test_thread_setup_with_different_environments_per_rank(tmp_path):
     """One rank with PYFASTOPT_NUM_THREADS=1 (kept), one without (gets its share): the
-    import's collective must run on both, or the job would hang."""
+    set-up's collective must run on both, or the job would hang. No init() here: the
+    first collective (barrier) runs it."""
     code = (
         "import pyfastopt, pyfastopt.distributed as d; d.barrier(); "
         "print(f'THREADS rank {d.rank()}: {pyfastopt.get_num_threads()}', flush=True)"
@@ -147,6 +148,40 @@ def test_import_pyfastopt_does_not_import_mpi4py():
     assert r.returncode == 0 and "clean" in r.stdout, r.stderr
 
 
+def test_import_sets_nothing_up_and_init_does():
+    """Importing pyfastopt.distributed neither starts MPI (mpi4py is not imported) nor
+    changes the process (threads, excepthook); init() does all of it, once."""
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip('mpi4py is not installed (pip install "pyfastopt[mpi]")')
+    r = _python(
+        "import sys, pyfastopt\n"
+        "threads, hook = pyfastopt.get_num_threads(), sys.excepthook\n"
+        "import pyfastopt.distributed as d\n"
+        "assert 'mpi4py' not in sys.modules, 'the import started MPI'\n"
+        "assert not d.is_initialized()\n"
+        "assert sys.excepthook is hook and pyfastopt.get_num_threads() == threads\n"
+        "d.init()\n"
+        "assert d.is_initialized() and 'mpi4py' in sys.modules\n"
+        "assert sys.excepthook is d._abort_hook\n"
+        "d.init(abort_on_error=False)  # a second call does nothing\n"
+        "assert sys.excepthook is d._abort_hook\n"
+        "print('init ok')\n"
+    )
+    assert r.returncode == 0 and "init ok" in r.stdout, r.stdout + r.stderr
+    r = _python(
+        "import sys, pyfastopt.distributed as d\n"
+        "hook = sys.excepthook\n"
+        "d.init(abort_on_error=False)\n"
+        "assert sys.excepthook is hook\n"
+        "try:\n"
+        "    d.init(abort_on_error='no')\n"
+        "except TypeError as exc:\n"
+        "    assert 'abort_on_error' in str(exc)\n"
+        "print('options ok')\n"
+    )
+    assert r.returncode == 0 and "options ok" in r.stdout, r.stdout + r.stderr
+
+
 def test_missing_mpi4py_gives_install_hint():
     r = _python(
         "import sys\n"
@@ -162,8 +197,9 @@ def test_missing_mpi4py_gives_install_hint():
 
 
 def test_single_process_without_mpiexec():
-    """Imported in a plain process (an MPI singleton): size 1, collectives are no-ops that
-    still validate, the optimizer wrapper just steps, and the abort hook stays quiet."""
+    """Imported in a plain process (an MPI singleton), used without init() (the first call
+    runs it): size 1, collectives are no-ops that still validate, the optimizer wrapper
+    just steps, and the abort hook stays quiet."""
     if importlib.util.find_spec("mpi4py") is None:
         pytest.skip('mpi4py is not installed (pip install "pyfastopt[mpi]")')
     r = _python(

@@ -948,3 +948,75 @@ def test_bf16_round_reference():
     assert y[8] == 0.0 and np.signbit(y[8])
     assert np.isposinf(y[9]) and np.isneginf(y[10])  # past the largest bfloat16
     assert np.array_equal(ref.bf16_from_bits(ref.bf16_bits(y)), y, equal_nan=True)
+
+
+# ---------------------------------------------------------------- changing the params
+def _replace_setup(cls):
+    kw = {"lr": 0.01, "momentum": 0.9} if cls == "SGD" else {}
+    rng = np.random.default_rng(7)
+    params = [rng.standard_normal(5), rng.standard_normal(3)]
+    opt = make(cls, params, kw)
+    for g in grad_stream(8, [p.shape for p in params], np.float64, 3):
+        opt.step(g)  # steady state: the cached plan is in use
+    return opt, params, kw
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_replacing_a_param_in_a_group_is_noticed(cls):
+    """group["params"][i] = new: the next step updates the new array (not the old one),
+    which starts with fresh state as a new tensor does in PyTorch; the others keep theirs."""
+    opt, params, kw = _replace_setup(cls)
+    old = params[0]
+    old_before = old.copy()
+    new = np.full(5, 0.5)
+    opt.param_groups[0]["params"][0] = new
+    grads = [np.full(5, 0.25), np.full(3, -0.5)]
+    keep = {k: v.copy() for k, v in opt.state[1].items() if isinstance(v, np.ndarray)}
+    steps_other = opt.state[1]["step"]
+    opt.step(grads)
+    assert np.array_equal(old, old_before), "the replaced array was still updated"
+    # the new array got a first step, exactly as a fresh optimizer gives it
+    fresh = np.full(5, 0.5)
+    make(cls, [fresh], kw).step([grads[0]])
+    assert np.array_equal(new, fresh)
+    assert opt.state[0]["step"] == 1 and opt.state[1]["step"] == steps_other + 1
+    assert any(not np.array_equal(opt.state[1][k], v) for k, v in keep.items()) or not keep
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_params_list_edits_and_replacement_are_noticed(cls):
+    opt, params, _ = _replace_setup(cls)
+    extra = np.zeros(4)
+    opt.param_groups[0]["params"].append(extra)
+    with pytest.raises(ValueError, match="3 parameters"):
+        opt.step([np.ones(5), np.ones(3)])
+    opt.step([np.ones(5), np.ones(3), np.ones(4)])
+    assert not np.array_equal(extra, np.zeros(4))
+    assert opt.state[2]["step"] == 1 and opt.state[0]["step"] == 4
+    # a whole new list in the group: its arrays are adopted, state follows the arrays
+    first = params[0]
+    opt.param_groups[0]["params"] = [extra, first]
+    before = first.copy()
+    opt.step([np.ones(4), np.ones(5)])
+    assert not np.array_equal(first, before)
+    assert opt.state[0]["step"] == 2 and opt.state[1]["step"] == 5  # extra, then first
+    # removing a parameter
+    del opt.param_groups[0]["params"][0]
+    opt.step([np.ones(5)])
+    assert opt.state[0]["step"] == 6 and list(opt.state) == [0]
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_a_bad_replacement_is_refused_at_the_next_step(cls):
+    opt, params, _ = _replace_setup(cls)
+    snapshot = [p.copy() for p in params]
+    opt.param_groups[0]["params"][1] = np.zeros(6)[::2]  # strided: not updatable in place
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[1\]"):
+        opt.step([np.ones(5), np.ones(3)])
+    opt.param_groups[0]["params"][1] = params[0]  # the same array twice
+    with pytest.raises(ValueError, match="shares memory"):
+        opt.step([np.ones(5), np.ones(5)])
+    assert all(np.array_equal(p, s) for p, s in zip(params, snapshot))
+    opt.param_groups[0]["params"][1] = params[1]  # back as it was: steps resume
+    opt.step([np.ones(5), np.ones(3)])
+    assert opt.state[0]["step"] == 4 and opt.state[1]["step"] == 4

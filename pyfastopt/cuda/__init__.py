@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import shape as check_shape
 from ._ops import (
     axpby_,
     batch_norm_backward,
@@ -132,7 +133,7 @@ def to_host(x: Any, *, stream: Any = None) -> np.ndarray:
 def empty(shape: Any, dtype: Any = np.float32, device: int = -1, *, stream: Any = None) -> Any:
     """An uninitialised :class:`DeviceArray` (stream-ordered allocation)."""
     mod = require()
-    shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
+    shape = check_shape("shape", shape)
     return mod.empty(
         shape, _dtype_name(dtype), int(device), stream_handle(stream) if stream is not None else 0
     )
@@ -141,7 +142,7 @@ def empty(shape: Any, dtype: Any = np.float32, device: int = -1, *, stream: Any 
 def zeros(shape: Any, dtype: Any = np.float32, device: int = -1, *, stream: Any = None) -> Any:
     """A zero-filled :class:`DeviceArray` (stream-ordered allocation and memset)."""
     mod = require()
-    shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
+    shape = check_shape("shape", shape)
     return mod.zeros(
         shape, _dtype_name(dtype), int(device), stream_handle(stream) if stream is not None else 0
     )

@@ -1,7 +1,7 @@
 """pyfastopt's functions for CUDA device arrays, under the CPU API's names and rules.
 
-Scalars are checked by the CPU API's own validators (same exception types, same
-messages); arrays by the CUDA module's boundary (``cpp/cuda/device_array.cpp``). Every
+Scalars are checked by the library's one argument checker (:mod:`pyfastopt._validate`,
+as on the CPU: same exception types, same messages); arrays by the CUDA module's boundary (``cpp/cuda/device_array.cpp``). Every
 function takes ``stream=`` (see :func:`pyfastopt.cuda.stream_handle`); by default the
 work is queued on the first array's producer's current stream, and nothing waits for
 the GPU unless a Python number must come back.
@@ -10,17 +10,14 @@ the GPU unless a Python number must come back.
 from __future__ import annotations
 
 import math
-import numbers
-import operator
 from typing import Any
 
 import numpy as np
 
 from .._batchnorm import _check_axis, _check_eps, _update_factor
-from .._dropout import _check_p
-from ..optim.clip import _real
+from .._validate import axis as check_axis
+from .._validate import boolean, choice, integer, nonnegative, probability, real, u64
 from ..quant._quantize import _QDTYPES, _params, _qdtype
-from ..random import check_u64
 from ._runtime import as_kind, require, resolve_stream
 
 __all__ = [
@@ -42,19 +39,13 @@ __all__ = [
 _ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
 
 
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
 # ---------------------------------------------------------------------------- elementwise
 def axpby_(y: Any, x: Any, a: float = 1.0, b: float = 1.0, *, stream: Any = None) -> None:
     """In place on the GPU: ``y = a * x + b * y`` with one rounding in the fma
     (``fma(a, x, b * y)``): the same bits as :func:`pyfastopt.ops.axpby_` on the CPU."""
     mod = require()
-    a = _real("a", a)
-    b = _real("b", b)
+    a = real("a", a, allow_nan=True)
+    b = real("b", b, allow_nan=True)
     mod.axpby_(y, x, a, b, resolve_stream(stream, y))
 
 
@@ -85,15 +76,15 @@ def dropout(
     :func:`pyfastopt.cuda.as_kind`).
     """
     mod = require()
-    p = _check_p(p)
-    seed = check_u64("seed", seed)
-    offset = check_u64("offset", offset)
-    _bool("training", training)
-    _bool("return_mask", return_mask)
+    p = probability("p", p)
+    seed = u64("seed", seed)
+    offset = u64("offset", offset)
+    training = boolean("training", training)
+    return_mask = boolean("return_mask", return_mask)
     s = resolve_stream(stream, x)
     if not training or p == 0.0:
         return _identity(mod, x, out, return_mask, s, "x")
-    y, bits = mod.dropout(x, out, p, seed, offset, bool(return_mask), "x", s)
+    y, bits = mod.dropout(x, out, p, seed, offset, return_mask, "x", s)
     y = out if out is not None else as_kind(y, x)
     return (y, as_kind(bits, x)) if return_mask else y
 
@@ -123,9 +114,9 @@ def dropout_backward(
     """Gradient of :func:`dropout` on the GPU: ``dx = dy * mask`` with the mask regenerated
     from ``(seed, offset)`` (nothing stored between forward and backward)."""
     mod = require()
-    p = _check_p(p)
-    seed = check_u64("seed", seed)
-    offset = check_u64("offset", offset)
+    p = probability("p", p)
+    seed = u64("seed", seed)
+    offset = u64("offset", offset)
     s = resolve_stream(stream, dy)
     if p == 0.0:
         return _identity(mod, dy, out, False, s, "dy")
@@ -189,26 +180,15 @@ def dequantize(
 
 
 def _axis_of(axis: Any, ndim: int) -> int:
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis {axis} is out of range for an array of ndim {ndim}")
-    return int(axis) % ndim
+    return check_axis("axis", axis, ndim)
 
 
 def _zero_point(name: str, value: Any, dtype_name: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got bool")
+    """A zero point in the dtype's range (a 1-element integer array too, as on the CPU)."""
     if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iu":
-        value = value.reshape(()).item()
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+        value = value.reshape(())
     lo, hi = _QDTYPES[np.dtype(dtype_name)]
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}] for {dtype_name}, got {v}")
-    return int(v)
+    return integer(name, value, lo=lo, hi=hi)
 
 
 def matmul_int8(
@@ -239,7 +219,8 @@ def matmul_int8(
         dts.append(dt)
     za = _zero_point("a_zero_point", a_zero_point, dts[0])
     zb = _zero_point("b_zero_point", b_zero_point, dts[1])
-    c, _path = mod.matmul_int8(a_q, za, b_q, zb, bool(use_cublaslt), st)
+    use_cublaslt = boolean("use_cublaslt", use_cublaslt)
+    c, _path = mod.matmul_int8(a_q, za, b_q, zb, use_cublaslt, st)
     return as_kind(c, a_q)
 
 
@@ -269,8 +250,7 @@ def linear(
     the tanh approximation, a different function).
     """
     mod = require()
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None, 'relu' or 'gelu', got {activation!r}")
+    activation = choice("activation", activation, tuple(_ACTIVATIONS))
     y = mod.linear(x, weight, bias, _ACTIVATIONS[activation], out, resolve_stream(stream, x))
     return out if out is not None else as_kind(y, x)
 
@@ -390,11 +370,9 @@ def clip_grad_norm_(
     """
     mod = require()
     grads = _grad_list(grads)
-    max_norm = _real("max_norm", max_norm)
-    if max_norm < 0:
-        raise ValueError(f"max_norm must be >= 0, got {max_norm}")
-    norm_type = _real("norm_type", norm_type)
-    _bool("error_if_nonfinite", error_if_nonfinite)
+    max_norm = nonnegative("max_norm", max_norm)
+    norm_type = real("norm_type", norm_type)
+    error_if_nonfinite = boolean("error_if_nonfinite", error_if_nonfinite)
     if not (norm_type >= 0 or norm_type == -math.inf):
         raise ValueError(f"norm_type must be >= 0 or +-inf, got {norm_type}")
     if not grads:
@@ -418,8 +396,6 @@ def clip_grad_value_(grads: Any, clip_value: float, *, stream: Any = None) -> No
     """:func:`pyfastopt.optim.clip_grad_value_` on the GPU (NaN stays NaN)."""
     mod = require()
     grads = _grad_list(grads)
-    clip_value = _real("clip_value", clip_value)
-    if clip_value < 0:
-        raise ValueError(f"clip_value must be >= 0, got {clip_value}")
+    clip_value = nonnegative("clip_value", clip_value)
     if grads:
         mod.clip_grad_value_(grads, clip_value, resolve_stream(stream, grads[0]))

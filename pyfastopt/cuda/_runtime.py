@@ -14,6 +14,8 @@ import sys
 from types import ModuleType
 from typing import Any
 
+from .._validate import integer
+
 __all__ = [
     "CudaUnavailableError",
     "available",
@@ -45,7 +47,7 @@ def _load() -> ModuleType | None:
     if not _loaded:
         _loaded = True
         try:
-            from .. import _core_cuda as mod  # type: ignore[attr-defined]
+            from .. import _core_cuda as mod
         except ImportError as exc:
             _import_error = str(exc)
         else:
@@ -136,10 +138,7 @@ def stream_handle(stream: Any) -> int:
     if isinstance(stream, (bool,)) or stream is None:
         raise TypeError(f"stream must be an int or a CUDA stream object, got {stream!r}")
     if isinstance(stream, numbers.Integral):
-        v = int(stream)
-        if v < 0:
-            raise ValueError(f"stream must be a cudaStream_t handle >= 0, got {v}")
-        return v
+        return integer("stream", stream, lo=0)  # a cudaStream_t handle
     proto = getattr(stream, "__cuda_stream__", None)
     if proto is not None:
         v = proto() if callable(proto) else proto

@@ -7,18 +7,28 @@ the gradient rule (``backward`` overwrites the gradient arrays).
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _core
 from .._batchnorm import batch_norm_backward, batch_norm_infer, batch_norm_train
-from .._config import check_positive_int
-from .._dropout import _check_p
 from .._gemm import linear, matmul
-from ..random import check_u64
+from .._validate import (
+    boolean,
+    choice,
+    float_dtype,
+    nonnegative,
+    nonnegative_int,
+    positive_int,
+    probability,
+    type_name,
+    u64,
+)
 from .module import Module
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import ArrayLike
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Linear", "ReLU"]
 
@@ -27,17 +37,18 @@ _DROPOUT = _core.dropout.apply
 _CLAMP = _core.ops.clamp_
 
 
-def _check_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
-    return dt
-
-
 def _rng(seed: Any) -> np.random.Generator:
+    """The initialization generator: a Generator as is, None (fresh entropy), or a seed."""
     if isinstance(seed, np.random.Generator):
         return seed
-    return np.random.default_rng(seed)
+    if seed is None or isinstance(seed, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(seed)
+    try:
+        return np.random.default_rng(nonnegative_int("seed", seed))
+    except TypeError:
+        raise TypeError(
+            f"seed must be None, an integer or a numpy.random.Generator, got {type_name(seed)}"
+        ) from None
 
 
 def _as_input(x: Any, dtype: np.dtype, layer: str, name: str = "x") -> np.ndarray:
@@ -107,12 +118,11 @@ class Linear(Module):
         seed: Any = None,
     ) -> None:
         super().__init__()
-        self.in_features = check_positive_int(in_features, "in_features")
-        self.out_features = check_positive_int(out_features, "out_features")
-        if activation not in (None, "relu", "gelu"):
-            raise ValueError(f"activation must be None, 'relu' or 'gelu', got {activation!r}")
-        self.activation = activation
-        self.dtype = _check_dtype(dtype)
+        self.in_features = positive_int("in_features", in_features)
+        self.out_features = positive_int("out_features", out_features)
+        bias = boolean("bias", bias)
+        self.activation = choice("activation", activation, (None, "relu", "gelu"))
+        self.dtype = float_dtype("dtype", dtype)
         rng = _rng(seed)
         bound = 1.0 / math.sqrt(self.in_features)
         self.weight = rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(
@@ -136,7 +146,7 @@ class Linear(Module):
             f"bias={self.bias is not None}{act}"
         )
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = _as_input(x, self.dtype, "Linear")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
@@ -148,7 +158,7 @@ class Linear(Module):
         self._x, self._y = x, y
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         x, y = self._x, self._y
         if x is None or y is None:
             raise RuntimeError("Linear.backward called before forward")
@@ -209,13 +219,13 @@ class ReLU(Module):
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
-        self.inplace = bool(inplace)
+        self.inplace = boolean("inplace", inplace)
         self._y: np.ndarray | None = None
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = x if isinstance(x, np.ndarray) else np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"ReLU: x must be float32 or float64, got {x.dtype}")
@@ -233,7 +243,7 @@ class ReLU(Module):
         self._y = y
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         y = self._y
         if y is None:
             raise RuntimeError("ReLU.backward called before forward")
@@ -250,7 +260,7 @@ class ReLU(Module):
 
 class _BatchNorm(Module):
     _param_names = ("weight", "bias")
-    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    _buffer_names: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
     _ndims: tuple[int, ...] = ()
     _shapes = ""
 
@@ -264,16 +274,12 @@ class _BatchNorm(Module):
         dtype: Any = np.float32,
     ) -> None:
         super().__init__()
-        self.num_features = c = check_positive_int(num_features, "num_features")
-        if not isinstance(eps, numbers.Real) or not 0.0 <= float(eps) < math.inf:
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        if momentum is not None and (
-            not isinstance(momentum, numbers.Real) or not 0.0 <= float(momentum) <= 1.0
-        ):
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum!r}")
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.dtype = _check_dtype(dtype)
+        self.num_features = c = positive_int("num_features", num_features)
+        self.eps = nonnegative("eps", eps, finite=True)
+        self.momentum = None if momentum is None else probability("momentum", momentum, one=True)
+        affine = boolean("affine", affine)
+        track_running_stats = boolean("track_running_stats", track_running_stats)
+        self.dtype = float_dtype("dtype", dtype)
         if affine:
             self.weight: np.ndarray | None = np.ones(c, self.dtype)
             self.bias: np.ndarray | None = np.zeros(c, self.dtype)
@@ -281,7 +287,7 @@ class _BatchNorm(Module):
             self.grad_bias: np.ndarray | None = np.zeros(c, self.dtype)
         else:
             self.weight = self.bias = self.grad_weight = self.grad_bias = None
-        self.track_running_stats = bool(track_running_stats)
+        self.track_running_stats = track_running_stats
         if self.track_running_stats:
             self.running_mean: np.ndarray | None = np.zeros(c, self.dtype)
             self.running_var: np.ndarray | None = np.ones(c, self.dtype)
@@ -302,7 +308,7 @@ class _BatchNorm(Module):
             raise ValueError(f"{name}: x has shape {x.shape}, expected {want}")
         return x
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = self._check_x(x)
         out = self._buffer("y", x.shape, self.dtype)
         if self.training or not self.track_running_stats:
@@ -324,13 +330,15 @@ class _BatchNorm(Module):
                 tracked += 1
             self._saved = ("train", x, mean, invstd)
         else:
+            assert self.running_mean is not None
+            assert self.running_var is not None
             y = batch_norm_infer(
                 x, self.weight, self.bias, self.running_mean, self.running_var, self.eps, 1, out=out
             )
             self._saved = ("eval", x, None, None)
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         mode, x, mean, invstd = self._saved
@@ -343,14 +351,20 @@ class _BatchNorm(Module):
                 dy, x, self.weight, mean, invstd, 1, out=self._buffer("dx", x.shape, self.dtype)
             )
             if grads:
+                assert self.grad_weight is not None
+                assert self.grad_bias is not None
                 np.copyto(self.grad_weight, dw)
                 np.copyto(self.grad_bias, db)
             return dx if need_dx else None
         # eval mode: y = (x - rm) * w / sqrt(rv + eps) + b, a per-channel affine map
+        assert self.running_mean is not None
+        assert self.running_var is not None
         bshape = (1, -1) + (1,) * (x.ndim - 2)
         axes = (0, *range(2, x.ndim))
         scale = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
         if grads:
+            assert self.grad_weight is not None
+            assert self.grad_bias is not None
             xhat = (x - self.running_mean.reshape(bshape)) * scale.reshape(bshape).astype(
                 self.dtype
             )
@@ -408,10 +422,10 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
-        self._p = _check_p(p)
+        self._p = probability("p", p)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0])
-        self.seed = check_u64("seed", seed)
+        self.seed = u64("seed", seed)
         self.step = 0
         self._saved: tuple | None = None
 
@@ -422,12 +436,12 @@ class Dropout(Module):
 
     @p.setter
     def p(self, value: float) -> None:
-        self._p = _check_p(value)
+        self._p = probability("p", value)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = x if isinstance(x, np.ndarray) else np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             raise TypeError(f"Dropout: x must be float32 or float64, got {x.dtype}")
@@ -442,7 +456,7 @@ class Dropout(Module):
         self._saved = (x.shape, x.dtype, offset, self._p)
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         if self._saved is None:
             raise RuntimeError("Dropout.backward called before forward")
         if not need_dx:
@@ -465,14 +479,14 @@ class Flatten(Module):
         super().__init__()
         self._shape: tuple | None = None
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = x if isinstance(x, np.ndarray) else np.asarray(x)
         if x.ndim < 1:
             raise ValueError(f"Flatten: x must have a batch dimension, got shape {x.shape}")
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError("Flatten.backward called before forward")
         if not need_dx:

@@ -7,11 +7,14 @@ reduction over the batch, as PyTorch's default ``reduction="mean"``.
 
 from __future__ import annotations
 
-import math
-import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .._validate import positive, probability
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import ArrayLike, FloatArray
 
 __all__ = ["cross_entropy", "distillation_loss", "mse_loss"]
 
@@ -55,7 +58,7 @@ def _softmax_parts(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, np.log(s)
 
 
-def cross_entropy(logits: Any, labels: Any) -> tuple[float, np.ndarray]:
+def cross_entropy(logits: ArrayLike, labels: ArrayLike) -> tuple[float, FloatArray]:
     r"""Softmax cross-entropy, mean over the batch (``F.cross_entropy``), fused with its
     gradient:
 
@@ -90,7 +93,7 @@ def cross_entropy(logits: Any, labels: Any) -> tuple[float, np.ndarray]:
     return loss, p
 
 
-def mse_loss(pred: Any, target: Any) -> tuple[float, np.ndarray]:
+def mse_loss(pred: ArrayLike, target: ArrayLike) -> tuple[float, FloatArray]:
     r"""Mean squared error over every element (``F.mse_loss``):
     :math:`L = \frac1M \sum (p - t)^2`, :math:`\partial L / \partial p = 2 (p - t) / M`.
 
@@ -110,12 +113,12 @@ def mse_loss(pred: Any, target: Any) -> tuple[float, np.ndarray]:
 
 
 def distillation_loss(
-    student_logits: Any,
-    teacher_logits: Any,
-    labels: Any,
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None,
     temperature: float = 4.0,
     alpha: float = 0.9,
-) -> tuple[float, np.ndarray]:
+) -> tuple[float, FloatArray]:
     r"""Knowledge distillation (Hinton, Vinyals and Dean, 2015), gradient w.r.t. the
     student's logits only (the teacher is a constant):
 
@@ -144,14 +147,8 @@ def distillation_loss(
             f"distillation_loss: student_logits has shape {s.shape}, "
             f"teacher_logits has shape {t.shape}"
         )
-    for name, v in (("temperature", temperature), ("alpha", alpha)):
-        if not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    temp, alpha = float(temperature), float(alpha)
-    if not 0.0 < temp < math.inf:
-        raise ValueError(f"temperature must be finite and > 0, got {temp}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    temp = positive("temperature", temperature, finite=True)
+    alpha = probability("alpha", alpha, one=True)
     n = s.shape[0]
     if labels is None and alpha != 1.0:
         raise ValueError("labels may only be None when alpha == 1 (no hard-label term)")
@@ -168,6 +165,7 @@ def distillation_loss(
     loss = alpha * temp * temp * kl
     grad = (ps - pt) * (alpha * temp / n)
     if alpha != 1.0:
+        assert labels is not None  # refused above
         ce, dce = cross_entropy(s, labels)
         loss += (1.0 - alpha) * ce
         grad += (1.0 - alpha) * dce

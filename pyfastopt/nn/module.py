@@ -39,9 +39,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .._validate import boolean
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import ArrayLike
 
 __all__ = ["Module", "Sequential"]
 
@@ -66,10 +71,10 @@ class Module:
         self._ws: dict[str, dict[tuple, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ calls
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         """Gradient of the last forward: sets the parameter gradients, returns ``dx``.
 
         ``need_dx=False`` skips ``dx`` where it costs something (the first layer of a
@@ -77,7 +82,7 @@ class Module:
         """
         raise NotImplementedError
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: ArrayLike) -> np.ndarray:
         return self.forward(x)
 
     # ------------------------------------------------------------------ structure
@@ -126,8 +131,9 @@ class Module:
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> Module:
         """Training mode (batch statistics, dropout on) or, with ``mode=False``, eval."""
+        mode = boolean("mode", mode)
         for _, mod in self._walk():
-            mod.training = bool(mode)
+            mod.training = mode
         return self
 
     def eval(self) -> Module:
@@ -292,16 +298,17 @@ class Sequential(Module):
     def _children(self) -> list[tuple[str, Module]]:
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
-    def forward(self, x: Any) -> np.ndarray:
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        out: Any = x
         if not self.training:  # thread-safe: per-thread buffers (module docstring)
             for layer in self.layers:
-                x = layer.forward(x)
-            return x
+                out = layer.forward(out)
+            return out
         guard = self._enter_training("forward")
         try:
             for layer in self.layers:
-                x = layer.forward(x)
-            return x
+                out = layer.forward(out)
+            return out
         finally:
             guard.release()
 
@@ -320,15 +327,16 @@ class Sequential(Module):
             )
         return guard
 
-    def backward(self, dy: Any, need_dx: bool = True) -> np.ndarray | None:
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         guard = self._enter_training("backward")
         try:
             return self._backward(dy, need_dx)
         finally:
             guard.release()
 
-    def _backward(self, dy: Any, need_dx: bool) -> np.ndarray | None:
+    def _backward(self, dy: ArrayLike, need_dx: bool) -> np.ndarray | None:
         layers = self.layers
+        grad: Any = dy
         # needs[i]: does anything before layer i want a gradient?
         needs = [need_dx] * len(layers)
         want = need_dx
@@ -338,8 +346,8 @@ class Sequential(Module):
         for i in range(len(layers) - 1, -1, -1):
             if not needs[i] and not layers[i]._has_trainable():
                 return None  # nothing at or before layer i needs a gradient
-            dy = layers[i].backward(dy, need_dx=needs[i])
-        return dy
+            grad = layers[i].backward(grad, need_dx=needs[i])
+        return grad
 
     def __len__(self) -> int:
         return len(self.layers)

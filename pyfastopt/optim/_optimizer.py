@@ -12,11 +12,12 @@ import json
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, SupportsIndex
 
 import numpy as np
 
-from .. import _fileio, _schema
+from .. import _core, _fileio, _schema
+from .._validate import type_name
 
 __all__ = ["Optimizer", "load_state_dict_file", "save_state_dict"]
 
@@ -27,34 +28,67 @@ _SCHEDULER_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "
 _FORMAT_VERSION = 1
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+class _ParamList(list[Any]):
+    """A param group's ``"params"`` list that counts its own changes (``_version``), so
+    :meth:`Optimizer.step` notices ``group["params"][i] = new_array`` (or an append, a
+    deletion...) with one integer comparison per group instead of rescanning every
+    parameter on every step."""
 
+    _version = 0
 
-def check_nonneg(name: str, value: Any) -> float:
-    """A real number >= 0 (not NaN), or ValueError/TypeError naming the argument."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not value >= 0.0:  # also rejects NaN
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+    def _changed(self) -> None:
+        self._version += 1
 
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, value)
+        self._changed()
 
-def check_unit_interval(name: str, value: Any) -> float:
-    """A real number in [0, 1)."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return value
+    def __delitem__(self, index: Any) -> None:
+        super().__delitem__(index)
+        self._changed()
 
+    def __iadd__(self, other: Iterable[Any]) -> _ParamList:  # type: ignore[misc]
+        result = super().__iadd__(other)
+        self._changed()
+        return result
 
-def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
+    def __imul__(self, n: SupportsIndex) -> _ParamList:
+        result = super().__imul__(n)
+        self._changed()
+        return result
+
+    def append(self, value: Any) -> None:
+        super().append(value)
+        self._changed()
+
+    def extend(self, values: Iterable[Any]) -> None:
+        super().extend(values)
+        self._changed()
+
+    def insert(self, index: SupportsIndex, value: Any) -> None:
+        super().insert(index, value)
+        self._changed()
+
+    def pop(self, index: SupportsIndex = -1) -> Any:
+        value = super().pop(index)
+        self._changed()
+        return value
+
+    def remove(self, value: Any) -> None:
+        super().remove(value)
+        self._changed()
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        super().sort(*args, **kwargs)
+        self._changed()
+
+    def reverse(self) -> None:
+        super().reverse()
+        self._changed()
 
 
 class Optimizer:
@@ -64,7 +98,11 @@ class Optimizer:
     ----------
     param_groups : list of dict
         Each group has ``"params"`` (list of arrays, updated in place) and its own
-        hyper-parameters; change them (e.g. ``"lr"``) between steps freely.
+        hyper-parameters; change them (e.g. ``"lr"``) between steps freely. The params
+        may change too (``group["params"][i] = new``, append, delete, a new list): the
+        next step checks the new arrays like new parameters and updates them; a
+        parameter keeps its state wherever it moves, and an array new to the optimizer
+        starts with fresh state (as a new tensor does in PyTorch).
     state : dict
         ``state[i]`` for the i-th parameter in flattened order (group order, then order
         within the group): ``{"step": int, <state arrays>}``, created at its first step.
@@ -81,6 +119,12 @@ class Optimizer:
         self.defaults = self._validate_group(dict(defaults), "", strict=True)
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, Any]] = {}
+        # what step() last saw: each group's params list object and its change count, and
+        # the flattened (group index, array) list built from them
+        self._layout: tuple[tuple[Any, int], ...] = ()
+        self._flat_cache: list[tuple[int, np.ndarray]] = []
+        self._plan: tuple | None = None
+        self._checked_hyper: tuple | None = None
         if isinstance(params, np.ndarray) or _is_device(params):
             raise TypeError(
                 "params must be a list of arrays or of dicts (param groups), "
@@ -97,7 +141,9 @@ class Optimizer:
     def _validate_group(
         self, group: dict[str, Any], where: str, strict: bool = False
     ) -> dict[str, Any]:
-        """Check (and normalise) the group's hyper-parameters, naming any bad one.
+        """Check (and normalise) the group's hyper-parameters, naming any bad one: as
+        ``lr`` for the constructor's defaults (``where=""``), as ``param_groups[1]['lr']``
+        for a group (``where="param_groups[1]"``).
 
         ``strict`` (when a group is added): unknown keys are rejected, except the ones
         learning-rate schedulers keep in groups. Later (step, load) extra keys are allowed.
@@ -106,11 +152,12 @@ class Optimizer:
             for key in group:
                 if key != "params" and key not in self._hyper and key not in _SCHEDULER_KEYS:
                     raise TypeError(
-                        f"{type(self).__name__} got an unexpected hyper-parameter {where}{key!r}"
+                        f"{type(self).__name__} got an unexpected hyper-parameter {key!r}"
+                        + (f" in {where}" if where else "")
                     )
         for key, check in self._hyper.items():
             if key in group:
-                group[key] = check(key, group[key])
+                group[key] = check(f"{where}[{key!r}]" if where else key, group[key])
         self._check_combination(group)
         return group
 
@@ -120,45 +167,81 @@ class Optimizer:
     def add_param_group(self, group: dict[str, Any]) -> None:
         """Add a group: ``{"params": [...], <hyper-parameters overriding the defaults>}``."""
         if not isinstance(group, dict):
-            raise TypeError(f"a param group must be a dict, got {type(group).__name__}")
+            raise TypeError(f"a param group must be a dict, got {type_name(group)}")
         group = dict(group)
         if "params" not in group:
             raise ValueError("a param group needs a 'params' entry")
-        params = group["params"]
-        params = [params] if isinstance(params, np.ndarray) or _is_device(params) else list(params)
         gi = len(self.param_groups)
-        names = []
-        for j, p in enumerate(params):
-            names.append(f"param_groups[{gi}]['params'][{j}]")
-            _check_param(p, names[-1])
-            self._check_same_device(p, names[-1])
-        _check_distinct(
-            [q for g in self.param_groups for q in g["params"]] + params,
-            [
-                f"a parameter of param_groups[{k}]"
-                for k, g in enumerate(self.param_groups)
-                for _ in g["params"]
-            ]
-            + names,
-        )
-        group["params"] = params
+        group["params"] = _param_list(group["params"], gi)
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        self._validate_group(group, f"in param_groups[{gi}]: ", strict=True)
+        self._validate_group(group, f"param_groups[{gi}]", strict=True)
         self._check_group_params(group, gi)
+        self._sync_params([*self.param_groups, group])
         self.param_groups.append(group)
-        self._flat_cache = None
-        self._plan = None
 
     def _check_group_params(self, group: dict[str, Any], gi: int) -> None:
         """Per-parameter rules that depend on hyper-parameters. Override."""
 
     def _flat(self) -> list[tuple[int, np.ndarray]]:
-        if getattr(self, "_flat_cache", None) is None:
-            self._flat_cache = [
-                (gi, p) for gi, g in enumerate(self.param_groups) for p in g["params"]
-            ]
+        """(group index, parameter) in flattened order, for the current param groups."""
+        groups = self.param_groups
+        layout = self._layout
+        if len(groups) != len(layout) or not all(
+            g["params"] is lst and lst._version == version
+            for g, (lst, version) in zip(groups, layout)
+        ):
+            self._sync_params(groups)
         return self._flat_cache
+
+    def _sync_params(self, groups: list[dict[str, Any]]) -> None:
+        """Adopt the parameters of ``groups`` after a change: a group added, a params list
+        replaced, or an array replaced, added or removed inside one.
+
+        Changed groups are checked like new ones (in-place arrays, no shared memory, the
+        optimizer's per-parameter rules), then the state follows the arrays: a parameter
+        keeps its state wherever it moved, and an array new to the optimizer starts
+        fresh, as a new tensor does in PyTorch. Nothing changes if a check fails.
+        """
+        old = {id(lst): version for lst, version in self._layout}
+        lists = []
+        for gi, g in enumerate(groups):
+            if not isinstance(g, dict) or "params" not in g:
+                raise TypeError(f"param_groups[{gi}] must be a dict with a 'params' entry")
+            lst = g["params"]
+            if isinstance(lst, _ParamList) and old.get(id(lst)) == lst._version:
+                lists.append(lst)  # unchanged since the last sync
+                continue
+            lst = _param_list(lst, gi)
+            for k, p in enumerate(lst):  # host arrays, or all on one CUDA device
+                self._check_same_device(p, f"param_groups[{gi}]['params'][{k}]")
+            for key, value in self.defaults.items():
+                g.setdefault(key, value)
+            self._check_group_params({**g, "params": lst}, gi)
+            lists.append(lst)
+        flat = [(gi, p) for gi, lst in enumerate(lists) for p in lst]
+        _check_distinct(
+            [p for _, p in flat],
+            [
+                f"param_groups[{gi}]['params'][{j}]"
+                for gi, lst in enumerate(lists)
+                for j in range(len(lst))
+            ],
+        )
+        # commit: state follows the arrays (the old flat list keeps them alive, so ids
+        # cannot have been reused)
+        where = {id(p): i for i, (_, p) in enumerate(self._flat_cache)}
+        state = {}
+        for i, (_, p) in enumerate(flat):
+            j = where.get(id(p))
+            if j is not None and j in self.state:
+                state[i] = self.state[j]
+        for g, lst in zip(groups, lists):
+            g["params"] = lst
+        self.state = state
+        self._flat_cache = flat
+        self._layout = tuple((lst, lst._version) for lst in lists)
+        self._plan = None
 
     # ------------------------------------------------------------------ stepping
     def _missing_state(
@@ -191,17 +274,30 @@ class Optimizer:
         return ()
 
     def _signature(self) -> tuple:
-        return tuple(
-            (id(g["params"]), len(g["params"]), self._structure(g)) for g in self.param_groups
-        )
+        """What the steady-state plan depends on besides the parameters themselves (whose
+        changes :meth:`_flat` notices): which state arrays each group needs."""
+        return tuple(self._structure(g) for g in self.param_groups)
 
     def _check_hyper(self) -> None:
-        """Validate every group's hyper-parameters (skipped when unchanged since last time)."""
-        snapshot = tuple(tuple(g.get(k) for k in self._hyper) for g in self.param_groups)
-        if snapshot != getattr(self, "_checked_hyper", None):
+        """Validate every group's hyper-parameters (skipped when unchanged since last time:
+        same types and values, so a scheduler's new float lr is checked, and a 0-d array
+        put in a group is normalised to a float)."""
+        try:
+            unchanged = self._hyper_snapshot() == self._checked_hyper
+        except (TypeError, ValueError):  # an array in a group: comparing fails, check it
+            unchanged = False
+        if not unchanged:
             for gi, group in enumerate(self.param_groups):
-                self._validate_group(group, f"in param_groups[{gi}]: ")
-            self._checked_hyper = snapshot
+                self._validate_group(group, f"param_groups[{gi}]")
+            self._checked_hyper = self._hyper_snapshot()
+
+    def _hyper_snapshot(self) -> tuple:
+        out = []
+        for g in self.param_groups:
+            for key in self._hyper:
+                value = g.get(key)
+                out.append((type(value), value))
+        return tuple(out)
 
     def step(self, grads: Sequence[Any], *, stream: Any = None) -> None:
         """One update of every parameter, given ``grads`` aligned with the flattened params.
@@ -215,8 +311,6 @@ class Optimizer:
         ``stream`` or else the first parameter's producer's current stream; the state is
         created on the device, of the parameters' kind.
         """
-        from .. import _core
-
         flat = self._flat()
         if not isinstance(grads, (list, tuple)):
             if isinstance(grads, np.ndarray) or not isinstance(grads, Sequence):
@@ -233,7 +327,7 @@ class Optimizer:
             kernel = getattr(_core.optim, self._kernel_name())
         else:
             kernel = self._device_kernel(stream)
-        plan = getattr(self, "_plan", None)
+        plan = self._plan
         if plan is not None and plan[0] == self._signature():
             # Steady state: every state array exists and the tensor -> coefficient mapping
             # is unchanged; only the coefficients themselves move with the step count.
@@ -375,6 +469,7 @@ class Optimizer:
                 optimizer is left unchanged.
         """
         _check_state_dict_structure(state_dict)
+        self._flat()  # adopt any change to the params first: positions refer to them
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
@@ -394,9 +489,9 @@ class Optimizer:
                 hyper["betas"] = tuple(hyper["betas"])
             merged = {**g, **hyper, "params": g["params"]}
             try:
-                self._validate_group(merged, f"in state_dict param_groups[{gi}]: ")
+                self._validate_group(merged, f"state_dict['param_groups'][{gi}]")
             except (TypeError, OverflowError) as exc:  # a hyper-parameter of the wrong type
-                raise ValueError(f"state_dict param_groups[{gi}]: {exc}") from None
+                raise ValueError(str(exc)) from None
             new_groups.append(merged)
         flat = [p for g in new_groups for p in g["params"]]
         # map saved flat indices onto ours by position within the groups
@@ -440,10 +535,10 @@ class Optimizer:
             if "step" not in restored:
                 raise ValueError(f"state[{pos}] lacks 'step'")
             new_state[pos] = restored
-        self.param_groups = new_groups
+        self.param_groups = new_groups  # the same params lists: the layout still holds
         self.state = new_state
-        self._flat_cache = None
         self._plan = None
+        self._checked_hyper = None
 
     def _restore_device_state(self, pos: int, key: str, val: Any, p: Any, want: Any) -> Any:
         """A checkpointed state array (host or device) as a fresh device array of ``p``'s
@@ -563,21 +658,32 @@ def _check_state_dict_structure(state_dict: Any) -> None:
             )
 
 
+def _param_list(params: Any, gi: int) -> _ParamList:
+    """A group's parameters as a :class:`_ParamList` (the same object if it is one),
+    each checked: an ndarray updated in place."""
+    if isinstance(params, np.ndarray) or _is_device(params):
+        params = [params]
+    elif isinstance(params, (str, bytes, dict)) or not isinstance(params, Iterable):
+        raise TypeError(
+            f"param_groups[{gi}]['params'] must be a list of arrays, got {type_name(params)}"
+        )
+    lst = params if isinstance(params, _ParamList) else _ParamList(params)
+    for j, p in enumerate(lst):
+        _check_param(p, f"param_groups[{gi}]['params'][{j}]")
+    return lst
+
+
 def _check_param(p: Any, name: str) -> None:
     """Parameters are updated in place: the shared C++ in-place check (ndarray, float32 or
-    float64, writable, C-contiguous, aligned, native byte order), at construction. Device
-    arrays get the CUDA module's in-place check (writable, C-contiguous device memory)."""
-    from .. import _core
-
+    float64, writable, C-contiguous, aligned, native byte order). Device arrays get the
+    CUDA module's in-place check (writable, C-contiguous device memory)."""
     if _is_device(p):
         from .. import cuda
 
         cuda.require().check_inplace(p, name, True)
         return
     if not isinstance(p, np.ndarray):  # a list would be read as a sequence of arrays
-        raise TypeError(
-            f"{name} must be a numpy.ndarray (updated in place), got {type(p).__name__}"
-        )
+        raise TypeError(f"{name} must be a numpy.ndarray (updated in place), got {type_name(p)}")
     _core.ops.check_inplace(p, name)
 
 

@@ -6,7 +6,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ._optimizer import Optimizer, check_bool, check_nonneg
+from .._validate import boolean, nonnegative
+from ._optimizer import Optimizer
 
 __all__ = ["Adagrad"]
 
@@ -33,13 +34,13 @@ class Adagrad(Optimizer):
     """
 
     _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "lr": check_nonneg,
-        "lr_decay": check_nonneg,
-        "weight_decay": check_nonneg,
-        "eps": check_nonneg,
-        "l1": check_nonneg,
-        "initial_accumulator_value": check_nonneg,
-        "maximize": check_bool,
+        "lr": nonnegative,
+        "lr_decay": nonnegative,
+        "weight_decay": nonnegative,
+        "eps": nonnegative,
+        "l1": nonnegative,
+        "initial_accumulator_value": nonnegative,
+        "maximize": boolean,
     }
     _state_names = ("sum", "", "")
     _kernel = "adagrad_step"

@@ -7,7 +7,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ._optimizer import Optimizer, _np_dtype, check_bool, check_nonneg, check_unit_interval
+from .._validate import boolean, choice, nonnegative, pair, unit_interval
+from ._optimizer import Optimizer, _np_dtype
 
 __all__ = ["Adam", "AdamW"]
 
@@ -15,19 +16,12 @@ _BF16 = "bfloat16"
 
 
 def _check_betas(name: str, value: Any) -> tuple[float, float]:
-    try:
-        b1, b2 = value
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}") from None
-    return (check_unit_interval(f"{name}[0]", b1), check_unit_interval(f"{name}[1]", b2))
+    return pair(name, value, unit_interval)
 
 
 def _check_state_dtype(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str) and value.lower() in (_BF16, "bf16"):
-        return _BF16
-    raise ValueError(f"{name} must be None (the parameter's dtype) or 'bfloat16', got {value!r}")
+    """None (the parameter's dtype) or 'bfloat16' (also spelled 'bf16', any case)."""
+    return None if choice(name, value, (None, _BF16, "bf16"), fold_case=True) is None else _BF16
 
 
 class Adam(Optimizer):
@@ -87,14 +81,14 @@ class Adam(Optimizer):
     """
 
     _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "lr": check_nonneg,
+        "lr": nonnegative,
         "betas": _check_betas,
-        "eps": check_nonneg,
-        "weight_decay": check_nonneg,
-        "amsgrad": check_bool,
-        "maximize": check_bool,
-        "l1": check_nonneg,
-        "decoupled_weight_decay": check_bool,
+        "eps": nonnegative,
+        "weight_decay": nonnegative,
+        "amsgrad": boolean,
+        "maximize": boolean,
+        "l1": nonnegative,
+        "decoupled_weight_decay": boolean,
     }
     _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _kernel = "adam_step"

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from .. import _core
+from .._validate import boolean, nonnegative, real, type_name
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import FloatArray
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
+
+Grads = Union["FloatArray", Sequence["FloatArray"]]
 
 
 def _as_list(grads: Any) -> list:
@@ -20,21 +26,12 @@ def _as_list(grads: Any) -> list:
         return list(grads)
     except TypeError:
         raise TypeError(
-            f"grads must be an array or a list of arrays, got {type(grads).__name__}"
+            f"grads must be an array or a list of arrays, got {type_name(grads)}"
         ) from None
 
 
-def _real(name: str, value: Any) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
-    return value
-
-
 def clip_grad_norm_(
-    grads: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+    grads: Grads, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
 ) -> float:
     r"""Scale ``grads`` in place so that their global norm is at most ``max_norm``.
 
@@ -57,12 +54,9 @@ def clip_grad_norm_(
         float: the total norm before clipping.
     """
     grads = _as_list(grads)
-    max_norm = _real("max_norm", max_norm)
-    if max_norm < 0:
-        raise ValueError(f"max_norm must be >= 0, got {max_norm}")
-    norm_type = _real("norm_type", norm_type)
-    if not isinstance(error_if_nonfinite, (bool, np.bool_)):
-        raise TypeError("error_if_nonfinite must be a bool")
+    max_norm = nonnegative("max_norm", max_norm)
+    norm_type = real("norm_type", norm_type)
+    error_if_nonfinite = boolean("error_if_nonfinite", error_if_nonfinite)
     if not (norm_type >= 0 or norm_type == -math.inf):
         raise ValueError(f"norm_type must be >= 0 or +-inf, got {norm_type}")
     _core.ops.check_inplace(grads, "grads")  # whatever the norm turns out to be
@@ -100,7 +94,7 @@ def clip_grad_norm_(
     return total
 
 
-def clip_grad_value_(grads: Any, clip_value: float) -> None:
+def clip_grad_value_(grads: Grads, clip_value: float) -> None:
     r"""Clamp every gradient element to ``[-clip_value, clip_value]`` in place.
 
     As ``torch.nn.utils.clip_grad_value_``: NaN elements stay NaN.
@@ -110,9 +104,7 @@ def clip_grad_value_(grads: Any, clip_value: float) -> None:
         clip_value (float): >= 0.
     """
     grads = _as_list(grads)
-    clip_value = _real("clip_value", clip_value)
-    if clip_value < 0:
-        raise ValueError(f"clip_value must be >= 0, got {clip_value}")
+    clip_value = nonnegative("clip_value", clip_value)
     _core.ops.check_inplace(grads, "grads")
     if grads:
         _core.ops.clamp_(grads, -clip_value, clip_value)

@@ -61,10 +61,11 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from .._validate import boolean, choice, integer, real
 
 __all__ = [
     "ConstantLR",
@@ -98,22 +99,13 @@ def _param_groups(optimizer: Any) -> list[dict[str, Any]]:
 
 
 def _real(name: str, value: Any) -> float:
-    """``value`` as a Python float; TypeError naming ``name`` if it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    return float(value)
+    """A real number (the library's rule, :mod:`pyfastopt._validate`)."""
+    return real(name, value)
 
 
 def _integer(name: str, value: Any, minimum: int | None = None) -> int:
-    """``value`` as a Python int; TypeError naming ``name`` if it is not an integer, and
-    ValueError if it is below ``minimum`` (1: "a positive integer", 0: ">= 0")."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        need = "a positive integer" if minimum == 1 else f">= {minimum}"
-        raise ValueError(f"{name} must be {need}, got {value}")
-    return value
+    """An integer, ``>= minimum`` when given (:mod:`pyfastopt._validate`)."""
+    return integer(name, value, lo=minimum)
 
 
 def _per_group(name: str, value: Any, n_groups: int) -> list[float]:
@@ -698,24 +690,17 @@ class OneCycleLR(LRScheduler):
         groups = _param_groups(optimizer)
         self.total_steps = self._cycle_length(total_steps, epochs, steps_per_epoch)
 
-        if not isinstance(pct_start, float) or not 0.0 <= pct_start <= 1.0:
-            raise ValueError(f"Expected float between 0 and 1 pct_start, but got {pct_start}")
-        if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(
-                f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy!r}"
-            )
-        self.anneal_strategy = anneal_strategy
-        div_factor = _real("div_factor", div_factor)
-        final_div_factor = _real("final_div_factor", final_div_factor)
-        if not div_factor > 0:
-            raise ValueError(f"div_factor must be positive, got {div_factor}")
-        if not final_div_factor > 0:
-            raise ValueError(f"final_div_factor must be positive, got {final_div_factor}")
+        pct_start = real("pct_start", pct_start, lo=0.0, hi=1.0)
+        self.anneal_strategy = choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+        div_factor = real("div_factor", div_factor, lo=0.0, lo_open=True)
+        final_div_factor = real("final_div_factor", final_div_factor, lo=0.0, lo_open=True)
+        three_phase = boolean("three_phase", three_phase)
 
         # Phase table: the step each phase ends at, and which group entries it
         # anneals the lr and the momentum between.
         rise_end = float(pct_start * self.total_steps) - 1
         last = self.total_steps - 1
+        self._phases: list[dict[str, Any]]
         if three_phase:
             self._phases = [
                 {
@@ -756,7 +741,7 @@ class OneCycleLR(LRScheduler):
                 group["max_lr"] = peak
                 group["min_lr"] = group["initial_lr"] / final_div_factor
 
-        self.cycle_momentum = bool(cycle_momentum)
+        self.cycle_momentum = boolean("cycle_momentum", cycle_momentum)
         self.use_beta1 = False
         if self.cycle_momentum:
             if groups and all("betas" in group for group in groups):
@@ -779,9 +764,7 @@ class OneCycleLR(LRScheduler):
     @staticmethod
     def _cycle_length(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
         def positive_int(name: str, value: Any) -> int:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-                raise ValueError(f"Expected positive integer {name}, but got {value}")
-            return int(value)
+            return integer(name, value, lo=1)
 
         if total_steps is not None:
             return positive_int("total_steps", total_steps)
@@ -897,12 +880,8 @@ class ReduceLROnPlateau(LRScheduler):
         self.cooldown = _integer("cooldown", cooldown, minimum=0)
         self.eps = _real("eps", eps)
         self.threshold = _real("threshold", threshold)
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        self.mode = mode
-        self.threshold_mode = threshold_mode
+        self.mode = choice("mode", mode, ("min", "max"))
+        self.threshold_mode = choice("threshold_mode", threshold_mode, ("rel", "abs"))
         self.last_epoch = 0
         self._last_lr = [float(group["lr"]) for group in groups]
         self._reset()
@@ -931,8 +910,9 @@ class ReduceLROnPlateau(LRScheduler):
         return value > best + self.threshold
 
     def step(self, metrics: Any) -> None:  # type: ignore[override]
-        """Record one epoch's metric (a number, or anything ``float()`` accepts)."""
-        current = float(metrics)
+        """Record one epoch's metric: a real number (a NumPy scalar, a 0-d array or tensor
+        too); NaN is allowed and never counts as an improvement, as in PyTorch."""
+        current = real("metrics", metrics, allow_nan=True)
         self.last_epoch += 1
 
         if self._is_better(current, self.best):

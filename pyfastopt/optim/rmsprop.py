@@ -6,7 +6,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ._optimizer import Optimizer, check_bool, check_nonneg
+from .._validate import boolean, nonnegative
+from ._optimizer import Optimizer
 
 __all__ = ["RMSprop"]
 
@@ -37,14 +38,14 @@ class RMSprop(Optimizer):
     """
 
     _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "lr": check_nonneg,
-        "alpha": check_nonneg,
-        "eps": check_nonneg,
-        "weight_decay": check_nonneg,
-        "momentum": check_nonneg,
-        "centered": check_bool,
-        "l1": check_nonneg,
-        "maximize": check_bool,
+        "lr": nonnegative,
+        "alpha": nonnegative,
+        "eps": nonnegative,
+        "weight_decay": nonnegative,
+        "momentum": nonnegative,
+        "centered": boolean,
+        "l1": nonnegative,
+        "maximize": boolean,
     }
     _state_names = ("square_avg", "grad_avg", "momentum_buffer")
     _kernel = "rmsprop_step"

@@ -6,7 +6,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ._optimizer import Optimizer, check_bool, check_nonneg
+from .._validate import boolean, nonnegative
+from ._optimizer import Optimizer
 
 __all__ = ["SGD"]
 
@@ -52,13 +53,13 @@ class SGD(Optimizer):
     """
 
     _hyper: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
-        "lr": check_nonneg,
-        "momentum": check_nonneg,
-        "dampening": check_nonneg,
-        "weight_decay": check_nonneg,
-        "nesterov": check_bool,
-        "maximize": check_bool,
-        "l1": check_nonneg,
+        "lr": nonnegative,
+        "momentum": nonnegative,
+        "dampening": nonnegative,
+        "weight_decay": nonnegative,
+        "nesterov": boolean,
+        "maximize": boolean,
+        "l1": nonnegative,
     }
     _state_names = ("momentum_buffer", "", "")
     _kernel = "sgd_step"

@@ -3,16 +3,25 @@ packed BLIS-style with the zero points folded in after the integer product)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .. import _core
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from .._typing import ArrayLike
 
 __all__ = ["matmul_int8"]
 
 _matmul_int8 = _core.qgemm.matmul_int8
 
 
-def matmul_int8(a_q: Any, a_zero_point: int, b_q: Any, b_zero_point: int) -> Any:
+def matmul_int8(
+    a_q: ArrayLike, a_zero_point: Any, b_q: ArrayLike, b_zero_point: Any
+) -> npt.NDArray[np.int32]:
     r"""Exact integer product of two quantized matrices.
 
     .. math:: C_{mn} = \sum_k (A_{mk} - z_a)(B_{kn} - z_b)  \quad (\text{int32})

@@ -12,12 +12,18 @@ to ``torch.quantize_per_tensor``.
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _core
+from .._validate import axis as check_axis
+from .._validate import integer, real, type_name
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from .._typing import ArrayLike, QuantArray
 
 __all__ = ["dequantize", "qrange", "quantize"]
 
@@ -32,13 +38,13 @@ def qrange(dtype: Any) -> tuple[int, int]:
     return _QDTYPES[_qdtype(dtype)]
 
 
-def _qdtype(dtype: Any) -> np.dtype:
+def _qdtype(dtype: Any, name: str = "dtype") -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"dtype must be numpy.int8 or numpy.uint8, got {dtype!r}") from None
+        raise TypeError(f"{name} must be numpy.int8 or numpy.uint8, got {dtype!r}") from None
     if dt not in _QDTYPES:
-        raise TypeError(f"dtype must be numpy.int8 or numpy.uint8, got {dt}")
+        raise TypeError(f"{name} must be numpy.int8 or numpy.uint8, got {dt}")
     return dt
 
 
@@ -53,39 +59,45 @@ def _float_input(x: Any) -> np.ndarray:
     raise TypeError(f"x must be a real floating or integer array, got dtype {a.dtype}")
 
 
-def _axis(axis: Any, ndim: int) -> int:
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis {axis} is out of range for an array of ndim {ndim}")
-    return int(axis) % ndim
-
-
 def _params(
     scale: Any, zero_point: Any, qdt: np.dtype, axis: int | None, shape: tuple, in_dtype: Any
 ) -> tuple[list[float], list[int], int]:
     """Checked (scales, zero points, axis or -1) for the binding."""
     if isinstance(scale, (float, np.floating)) and isinstance(zero_point, (int, np.integer)):
         # fast path for scalars (bool is an int, but a bool zero point is an error below)
-        sf, zi = float(scale), int(zero_point)
+        sf, zp = float(scale), int(zero_point)
         if (
             math.isfinite(sf)
             and sf > 0.0
             and (in_dtype == np.float64 or 1.2e-38 < sf < 3.4e38)  # survives float32
             and not isinstance(zero_point, (bool, np.bool_))
         ):
-            lo, hi = _QDTYPES[qdt]
-            if not lo <= zi <= hi:
+            zlo, zhi = _QDTYPES[qdt]
+            if not zlo <= zp <= zhi:
                 raise ValueError(
-                    f"zero_point must be in [{lo}, {hi}] for {qdt}, got {zero_point!r}"
+                    f"zero_point must be in [{zlo}, {zhi}] for {qdt}, got {zero_point!r}"
                 )
-            return [sf], [zi], -1
+            return [sf], [zp], -1
+    lo_q, hi_q = _QDTYPES[qdt]
+    if np.ndim(scale) == 0 and np.ndim(zero_point) == 0:
+        # per tensor: the scalar rules (real / integer); the scale's range is checked below
+        scale = real("scale", scale, allow_nan=True)
+        zero_point = integer("zero_point", zero_point)
+        if not lo_q <= zero_point <= hi_q:
+            raise ValueError(
+                f"zero_point must be in [{lo_q}, {hi_q}] for {qdt}, got {zero_point!r}"
+            )
     s = np.asarray(scale)
     z = np.asarray(zero_point)
     if s.dtype.kind not in "fiu":
-        raise TypeError(f"scale must be a real number or array, got dtype {s.dtype}")
+        raise TypeError(
+            f"scale must be a real number or array, got {type_name(scale)} of dtype {s.dtype}"
+        )
     if z.dtype.kind not in "iu":
-        raise TypeError(f"zero_point must be an integer or an integer array, got dtype {z.dtype}")
+        raise TypeError(
+            f"zero_point must be an integer or an integer array, got {type_name(zero_point)}"
+            f" of dtype {z.dtype}"
+        )
     per_channel = s.ndim > 0 or z.ndim > 0
     if per_channel:
         if axis is None:
@@ -120,11 +132,10 @@ def _params(
             raise ValueError(
                 f"scale must be positive and finite in {np.dtype(in_dtype)}, got {scale!r}"
             )
-    lo_q, hi_q = _QDTYPES[qdt]
     zi = z.astype(np.int64).reshape(-1)
     if zi.size and (int(zi.min()) < lo_q or int(zi.max()) > hi_q):
         raise ValueError(f"zero_point must be in [{lo_q}, {hi_q}] for {qdt}, got {zero_point!r}")
-    return s64.tolist(), zi.tolist(), (axis if per_channel else -1)
+    return s64.tolist(), zi.tolist(), (axis if per_channel and axis is not None else -1)
 
 
 def _check_out(out: Any, src: np.ndarray) -> None:
@@ -137,14 +148,14 @@ def _check_out(out: Any, src: np.ndarray) -> None:
 
 
 def quantize(
-    x: Any,
-    scale: Any,
-    zero_point: Any,
+    x: ArrayLike,
+    scale: float | ArrayLike,
+    zero_point: int | ArrayLike,
     dtype: Any = np.int8,
     axis: int | None = None,
     *,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
+    out: QuantArray | None = None,
+) -> QuantArray:
     r"""Quantize ``x`` to int8 or uint8.
 
     .. math:: q = \operatorname{clamp}(\operatorname{rint}(x / s) + z, q_{min}, q_{max})
@@ -179,15 +190,20 @@ def quantize(
     """
     qdt = _qdtype(dtype)
     a = _float_input(x)
-    ax = None if axis is None else _axis(axis, a.ndim)
+    ax = None if axis is None else check_axis("axis", axis, a.ndim)
     s, z, bax = _params(scale, zero_point, qdt, ax, a.shape, a.dtype)
     _check_out(out, a)
     return _core.quant.quantize(a, s, z, qdt == np.uint8, bax, out)
 
 
 def dequantize(
-    q: Any, scale: Any, zero_point: Any, axis: int | None = None, *, out: np.ndarray | None = None
-) -> np.ndarray:
+    q: ArrayLike,
+    scale: float | ArrayLike,
+    zero_point: int | ArrayLike,
+    axis: int | None = None,
+    *,
+    out: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]:
     r"""Map int8/uint8 values back to float32: :math:`y = (q - z) \cdot s`.
 
     Computed in float32 with ``scale`` rounded to float32: ``q - z`` is exact, so each
@@ -203,7 +219,7 @@ def dequantize(
     a = np.asarray(q)
     if a.dtype not in _QDTYPES:
         raise TypeError(f"q must be an int8 or uint8 array, got dtype {a.dtype}")
-    ax = None if axis is None else _axis(axis, a.ndim)
+    ax = None if axis is None else check_axis("axis", axis, a.ndim)
     s, z, bax = _params(scale, zero_point, a.dtype, ax, a.shape, np.float32)
     _check_out(out, a)
     return _core.quant.dequantize(a, s, z, bax, out)

@@ -27,11 +27,17 @@ The integer pipeline (all of it in C++, ``cpp/include/pyfastopt/qgemm.h``):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _core
+from .._validate import boolean, choice, integer, positive, type_name
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from .._typing import ArrayLike
 
 __all__ = ["QuantizedLinear", "QuantizedSequential"]
 
@@ -48,6 +54,10 @@ def _weight_qparams(w: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.nd
     s = scale[:, None] if per_channel else scale[0]
     q = np.clip(np.rint(w / s), -127, 127).astype(np.int8)
     return q, scale
+
+
+def _uint8_qparams(scale: Any, zero_point: Any) -> tuple[float, int]:
+    return positive("scale", scale, finite=True), integer("zero_point", zero_point, lo=0, hi=255)
 
 
 class QuantizedLinear:
@@ -76,10 +86,8 @@ class QuantizedLinear:
         activation: str | None = None,
         act_granularity: str = "tensor",
     ) -> None:
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-        if act_granularity not in _GRANULARITIES:
-            raise ValueError(f"act_granularity must be 'tensor' or 'row', got {act_granularity!r}")
+        activation = choice("activation", activation, _ACTIVATIONS)
+        act_granularity = choice("act_granularity", act_granularity, _GRANULARITIES)
         w = np.asarray(weight_q)
         if w.dtype != np.int8:
             raise TypeError(f"weight_q must have dtype int8, got {w.dtype}")
@@ -116,8 +124,8 @@ class QuantizedLinear:
     @classmethod
     def from_float(
         cls,
-        weight: Any,
-        bias: Any = None,
+        weight: ArrayLike,
+        bias: ArrayLike | None = None,
         per_channel: bool = True,
         activation: str | None = None,
         act_granularity: str = "tensor",
@@ -125,6 +133,7 @@ class QuantizedLinear:
         """Quantize a float ``(out_features, in_features)`` weight (symmetric int8, zero point
         0, ``scale = max|w_row| / 127`` per output channel, or per tensor with
         ``per_channel=False``; round half to even)."""
+        per_channel = boolean("per_channel", per_channel)
         w = np.asarray(weight)
         if w.dtype.kind != "f":
             raise TypeError(f"weight must be a float array, got {w.dtype}")
@@ -137,7 +146,9 @@ class QuantizedLinear:
         return cls(q, scale, bias, activation=activation, act_granularity=act_granularity)
 
     def set_input_qparams(self, scale: float, zero_point: int) -> None:
-        """Static mode: quantize inputs with calibrated uint8 qparams ``(scale, zero_point)``."""
+        """Static mode: quantize inputs with calibrated uint8 qparams ``(scale, zero_point)``:
+        ``scale`` a positive finite real, ``zero_point`` an integer in [0, 255]."""
+        scale, zero_point = _uint8_qparams(scale, zero_point)
         self._impl.set_input_qparams(scale, zero_point)
         self.mode = "static"
         self.input_scale = float(np.float32(scale))
@@ -146,13 +157,14 @@ class QuantizedLinear:
     def set_output_qparams(self, scale: float, zero_point: int) -> None:
         """Static mode only: emit uint8 quantized with ``(scale, zero_point)`` (requantize
         stage) instead of float32."""
+        scale, zero_point = _uint8_qparams(scale, zero_point)
         if self.mode != "static":
             raise ValueError("set_output_qparams needs static input qparams (set_input_qparams)")
         self._impl.set_output_qparams(scale, zero_point)
         self.output_scale = float(np.float32(scale))
         self.output_zero_point = int(zero_point)
 
-    def __call__(self, x: Any) -> Any:
+    def __call__(self, x: ArrayLike) -> npt.NDArray[Any]:
         return self._impl(x)
 
     def __repr__(self) -> str:
@@ -162,7 +174,7 @@ class QuantizedLinear:
         )
 
 
-class QuantizedSequential(_core.qgemm.QuantizedSequential):  # type: ignore[misc]
+class QuantizedSequential(_core.qgemm.QuantizedSequential):
     """A stack of :class:`QuantizedLinear` layers run in ONE call into C++.
 
     ``model(x)`` takes float32 (or float64, converted) ``(B, in)`` / ``(in,)`` input and
@@ -183,9 +195,7 @@ class QuantizedSequential(_core.qgemm.QuantizedSequential):  # type: ignore[misc
         layers = list(layers)
         for i, layer in enumerate(layers):
             if not isinstance(layer, QuantizedLinear):
-                raise TypeError(
-                    f"layers[{i}] must be a QuantizedLinear, got {type(layer).__name__}"
-                )
+                raise TypeError(f"layers[{i}] must be a QuantizedLinear, got {type_name(layer)}")
         super().__init__(layers)
 
     def __repr__(self) -> str:

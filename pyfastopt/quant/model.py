@@ -32,12 +32,20 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import _schema
+from .. import _schema, nn
+from .._validate import boolean, choice
 from . import _format
+from .linear import QuantizedLinear, QuantizedSequential
+from .observers import MinMaxObserver
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    import numpy.typing as npt
+
+    from .._typing import ArrayLike
 
 __all__ = ["QuantizedModel", "load", "quantize_model"]
 
@@ -57,8 +65,6 @@ class _FloatLinear:
 
 
 def _flatten_layers(model: Any) -> list:
-    from .. import nn
-
     if isinstance(model, nn.Sequential):
         out = []
         for layer in model:
@@ -69,8 +75,6 @@ def _flatten_layers(model: Any) -> list:
 
 def _fold(model: Any) -> tuple[list[_FloatLinear], int]:
     """The float layers of ``model`` with BatchNorm folded and ReLU fused, and in_features."""
-    from .. import nn
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a pyfastopt.nn.Module, got {type(model).__name__}")
     layers: list[_FloatLinear] = []
@@ -199,13 +203,8 @@ def quantize_model(
     Returns:
         :class:`QuantizedModel`, callable on float input ``(batch, ...)`` -> float32 logits.
     """
-    from .linear import QuantizedLinear
-    from .observers import MinMaxObserver
-
-    if mode not in ("dynamic", "static"):
-        raise ValueError(f"mode must be 'dynamic' or 'static', got {mode!r}")
-    if not isinstance(per_channel, (bool, np.bool_)):
-        raise TypeError(f"per_channel must be a bool, got {type(per_channel).__name__}")
+    mode = choice("mode", mode, ("dynamic", "static"))
+    per_channel = boolean("per_channel", per_channel)
     folded, in_features = _fold(model)
     batches = None
     if calibration_data is not None:
@@ -223,6 +222,7 @@ def quantize_model(
         for f in folded
     ]
     if mode == "static":
+        assert batches is not None  # static mode requires calibration data (checked above)
         observers = [MinMaxObserver() for _ in folded]
         for x in batches:
             h = x.astype(np.float64)
@@ -304,8 +304,6 @@ class QuantizedModel:
         per_channel: bool,
         sources: list[list[str]] | None = None,
     ):
-        from .linear import QuantizedSequential
-
         self.layers = list(layers)
         self.in_features = int(in_features)
         self.out_features = int(self.layers[-1].out_features)
@@ -315,7 +313,7 @@ class QuantizedModel:
         self.report: list[dict[str, Any]] | None = None
         self._engine = QuantizedSequential(self.layers)
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: ArrayLike) -> npt.NDArray[np.float32]:
         x = np.asarray(x)
         if (
             x.ndim < 1
@@ -330,7 +328,7 @@ class QuantizedModel:
             x = x.reshape(x.shape[0], self.in_features)
         return self._engine(x)
 
-    def predict(self, x: Any) -> np.ndarray:
+    def predict(self, x: ArrayLike) -> npt.NDArray[np.intp]:
         """Class indices ``argmax(model(x), axis=1)``."""
         return np.argmax(self(x), axis=1)
 
@@ -397,7 +395,9 @@ class QuantizedModel:
 
 
 def _qp_json(scale: float | None, zero_point: int | None) -> list | None:
-    return None if scale is None else [float(scale), int(zero_point)]
+    if scale is None or zero_point is None:
+        return None
+    return [float(scale), int(zero_point)]
 
 
 def _check_qp(value: Any, where: str) -> tuple[float, int] | None:
@@ -470,8 +470,6 @@ def load(path: str | os.PathLike, max_bytes: int | None = None) -> QuantizedMode
     over ``max_bytes``); never unpickles. ``FileNotFoundError`` and the other errors of
     opening the file pass through.
     """
-    from .linear import QuantizedLinear
-
     model, arrays = _format.read(path, max_bytes)
     path = os.fspath(path)
 

@@ -39,12 +39,15 @@ from 127.5), torch propagates NaN into the range where we ignore it, and torch r
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._validate import boolean, choice, integer, optional, real, type_name
 from ._quantize import _qdtype, qrange
+
+if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
+    from .._typing import ArrayLike
 
 __all__ = [
     "HistogramObserver",
@@ -154,17 +157,13 @@ def _check_range_fits(scale: Any, lo: Any, hi: Any) -> None:
 
 
 def _check_axis(axis: Any) -> int | None:
-    if axis is None:
-        return None
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-    return int(axis)
+    return optional(integer, "axis", axis)
 
 
 def _as_float(x: Any) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
-        raise TypeError(f"observe() needs a real array, got dtype {a.dtype}")
+        raise TypeError(f"x must be a real array, got {type_name(x)} of dtype {a.dtype}")
     return a
 
 
@@ -245,7 +244,7 @@ class _RangeObserver:
             if r is not None:
                 self._per_axis[k] = self._merge(self._per_axis[k], r)
 
-    def observe(self, x: Any) -> Any:
+    def observe(self, x: ArrayLike) -> ArrayLike:
         """Record ``x``'s range; returns ``x`` unchanged (the same object)."""
         r = self._batch_range(x)
         if r is not None:
@@ -265,6 +264,8 @@ class _RangeObserver:
         of a weight, not the batch axis of activations); other axes raise ValueError.
         """
         axis = _check_axis(axis)
+        symmetric = boolean("symmetric", symmetric)
+        qdt = _qdtype(dtype)
         if self.min_val is None:
             raise ValueError(_NO_DATA)
         lo, hi = self.min_val, self.max_val
@@ -287,7 +288,7 @@ class _RangeObserver:
         if np.ndim(lo):  # channels that never saw finite data: degenerate range
             lo = np.where(np.isfinite(lo), lo, 0.0)
             hi = np.where(np.isfinite(hi), hi, 0.0)
-        return qparams_from_range(lo, hi, dtype, symmetric)
+        return qparams_from_range(lo, hi, qdt, symmetric)
 
     def reset(self) -> None:
         self.min_val = self.max_val = None
@@ -316,12 +317,10 @@ class MovingAverageMinMaxObserver(_RangeObserver):
     """
 
     def __init__(self, averaging_constant: float = 0.01, axis: int | None = None) -> None:
-        if not isinstance(averaging_constant, numbers.Real) or isinstance(averaging_constant, bool):
-            raise TypeError("averaging_constant must be a real number in (0, 1]")
-        if not 0.0 < float(averaging_constant) <= 1.0:
-            raise ValueError(f"averaging_constant must be in (0, 1], got {averaging_constant}")
+        self.averaging_constant = real(
+            "averaging_constant", averaging_constant, lo=0.0, hi=1.0, lo_open=True
+        )
         super().__init__(axis)
-        self.averaging_constant = float(averaging_constant)
 
     def _merge(self, old: Any, new: tuple[Any, Any]) -> tuple[Any, Any]:
         if old is None:
@@ -378,17 +377,9 @@ class HistogramObserver:
     """
 
     def __init__(self, bins: int = 2048, method: str = "percentile", percentile: float = 99.99):
-        if not isinstance(bins, numbers.Integral) or isinstance(bins, bool):
-            raise TypeError(f"bins must be an int, got {type(bins).__name__}")
-        if bins < 16:
-            raise ValueError(f"bins must be at least 16, got {bins}")
-        if method not in ("percentile", "entropy", "mse"):
-            raise ValueError(f"method must be 'percentile', 'entropy' or 'mse', got {method!r}")
-        if not isinstance(percentile, numbers.Real) or not 50.0 < float(percentile) <= 100.0:
-            raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
-        self.bins = int(bins)
-        self.method = method
-        self.percentile = float(percentile)
+        self.bins = integer("bins", bins, lo=16)
+        self.method = choice("method", method, ("percentile", "entropy", "mse"))
+        self.percentile = real("percentile", percentile, lo=50.0, hi=100.0, lo_open=True)
         self.axis = None
         self.reset()
 
@@ -414,7 +405,7 @@ class HistogramObserver:
         return self.lo + self.width * np.arange(self.bins + 1, dtype=np.float64)
 
     # ---- accumulation -------------------------------------------------------------
-    def observe(self, x: Any) -> Any:
+    def observe(self, x: ArrayLike) -> ArrayLike:
         """Add ``x``'s finite values to the histogram; returns ``x`` unchanged."""
         a = _as_float(x)
         r = _finite_minmax(a, None)
@@ -480,7 +471,7 @@ class HistogramObserver:
         self.width = k * w
 
     # ---- range selection --------------------------------------------------------------
-    def _cdf_at(self, v: np.ndarray) -> np.ndarray:
+    def _cdf_at(self, v: Any) -> Any:
         """Mass below v, linear within bins."""
         cum = np.concatenate([[0.0], np.cumsum(self.counts, dtype=np.float64)])
         pos = np.clip((np.asarray(v, dtype=np.float64) - self.lo) / self.width, 0, self.bins)
@@ -537,10 +528,13 @@ class HistogramObserver:
         mass = self.counts.astype(np.float64)
         ts = amax * np.arange(1, self.bins + 1) / self.bins
         best_t, best_err = amax, np.inf
+        assert self.min_val is not None
+        assert self.max_val is not None
+        lo_seen, hi_seen = min(self.min_val, 0.0), max(self.max_val, 0.0)
         for c0 in range(0, ts.size, 256):
             t = ts[c0 : c0 + 256]
-            a = np.maximum(-t, min(self.min_val, 0.0))
-            b = np.minimum(t, max(self.max_val, 0.0))
+            a = np.maximum(-t, lo_seen)
+            b = np.minimum(t, hi_seen)
             scale = qparams_from_range(a, b, dtype, symmetric)[0].astype(np.float64)
             clipped = np.clip(centers[None, :], a[:, None], b[:, None])
             err = (centers[None, :] - clipped) ** 2 + (scale[:, None] ** 2) / 12.0
@@ -552,13 +546,16 @@ class HistogramObserver:
 
     def clip_range(self, dtype: Any = np.uint8, symmetric: bool = False) -> tuple[float, float]:
         """The ``(min, max)`` range ``qparams`` uses (before widening to hold 0)."""
-        if self.min_val is None:
+        symmetric = boolean("symmetric", symmetric)
+        dtype = _qdtype(dtype)
+        if self.min_val is None or self.max_val is None:
             raise ValueError(_NO_DATA)
+        seen_min, seen_max = self.min_val, self.max_val
         if self._too_wide:
-            _check_range_fits(np.float32(np.inf), np.float64(self.min_val), self.max_val)
+            _check_range_fits(np.float32(np.inf), np.float64(seen_min), seen_max)
         if self.width == 0.0:  # only zeros
             return 0.0, 0.0
-        qmin, qmax = qrange(_qdtype(dtype))
+        qmin, qmax = qrange(dtype)
         if self.method == "percentile":
             pq = self.percentile / 100.0
             if symmetric:
@@ -573,20 +570,20 @@ class HistogramObserver:
             else:
                 a, b = self._quantile(1.0 - pq), self._quantile(pq)
         elif self.method == "entropy":
-            one_sided = self.min_val >= 0.0 or self.max_val <= 0.0
+            one_sided = seen_min >= 0.0 or seen_max <= 0.0
             levels = (qmax - qmin + 1) if (one_sided and not symmetric) else (qmax - qmin + 1) // 2
             t = self._threshold_entropy(levels)
             a, b = -t, t
         else:
             t = self._threshold_mse(dtype, symmetric)
             a, b = -t, t
-        return max(a, self.min_val), min(b, self.max_val)
+        return max(a, seen_min), min(b, seen_max)
 
     def qparams(
         self, dtype: Any = np.uint8, symmetric: bool = False, axis: int | None = None
     ) -> tuple[float, int]:
         """Per-tensor ``(scale, zero_point)`` from :meth:`clip_range` (see the module rules)."""
-        if axis is not None:
+        if _check_axis(axis) is not None:
             raise ValueError("HistogramObserver is per tensor: qparams(axis=...) must be None")
         a, b = self.clip_range(dtype, symmetric)
         return qparams_from_range(a, b, dtype, symmetric)

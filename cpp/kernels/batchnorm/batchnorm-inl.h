@@ -311,7 +311,7 @@ void dx_kernel(const typename V::T* dy, const typename V::T* x, typename V::T* d
 }
 
 template <class VF_, class VD_>
-BatchNormKernels make_batchnorm_kernels(const char* name) {
+constexpr BatchNormKernels make_batchnorm_kernels(const char* name) {
   return BatchNormKernels{
       name, VF_::stream_fence,
       {stats_runs<VD_, float>, stats_cols<VD_, float>, grad_runs<VD_, float>,

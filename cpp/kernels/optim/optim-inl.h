@@ -212,7 +212,7 @@ void adagrad_kernel(typename V::T* p, const typename V::T* g, typename V::T* sum
 // ---------------------------------------------------------------------------- the table
 // VF / VD: this level's float and double vector traits (defined by the including file).
 template <class VF, class VD>
-OptimKernels make_optim_kernels(const char* name) {
+constexpr OptimKernels make_optim_kernels(const char* name) {
   return OptimKernels{
       name,
       {sgd_kernel<VF>, adam_kernel<VF, float>, rmsprop_kernel<VF>, adagrad_kernel<VF>},

@@ -816,7 +816,13 @@ def test_plateau_state_dict_round_trip(config, split):
 BAD_ARGS = [
     ("constant-factor-1.5", lambda m, o, other: m.ConstantLR(o, 1.5), ValueError, "between", True),
     ("constant-factor-neg", lambda m, o, other: m.ConstantLR(o, -0.1), ValueError, "0 and 1", True),
-    ("constant-factor-nan", lambda m, o, other: m.ConstantLR(o, math.nan), ValueError, "factor", False),
+    (
+        "constant-factor-nan",
+        lambda m, o, other: m.ConstantLR(o, math.nan),
+        ValueError,
+        "factor",
+        False,
+    ),
     ("constant-factor-str", lambda m, o, other: m.ConstantLR(o, "x"), TypeError, "factor", True),
     (
         "constant-total-neg",

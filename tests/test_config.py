@@ -77,8 +77,30 @@ def test_best_level_is_default_when_not_forced():
 
 
 def test_kernel_choice_follows_level(simd):
-    expected = "elementwise_ref" if simd == "scalar" else f"elementwise_{simd}"
-    assert _core.config.kernel_choices()["elementwise"] == expected
+    # amx has int8 GEMM kernels only: every other family runs its avx512 variant there
+    own = {"scalar": "ref", "amx": "avx512"}.get(simd, simd)
+    assert _core.config.kernel_choices()["elementwise"] == f"elementwise_{own}"
+
+
+def test_amx_level_falls_back_per_family():
+    compiled = _core.config.compiled_levels()
+    if "amx" not in compiled:
+        pytest.skip("this build has no amx level (compiler without -mamx-tile)")
+    amx = _core.config.kernel_choices("amx")
+    avx512 = _core.config.kernel_choices("avx512")
+    assert amx["qgemm"] == "qgemm_amx_32x32"
+    assert avx512["qgemm"] == "qgemm_avx512vnni_12x32"  # PYFASTOPT_SIMD=avx512: VNNI
+    for family, variant in amx.items():
+        if family != "qgemm":
+            assert variant == avx512[family], family
+
+
+def test_requesting_amx_without_it_names_the_missing_features():
+    if "amx" in _core.config.supported_levels():
+        pytest.skip("this machine runs amx")
+    with pytest.raises(RuntimeError, match="amx-tile, amx-int8"):
+        _core.config.set_simd_level("amx")
+    assert "amx" not in _core.config.supported_levels()
 
 
 def test_set_unknown_level_raises():
@@ -123,6 +145,30 @@ def test_resolve_level_with_fake_cpus():
         assert resolve("avx2", ALL) == "avx2"
     with pytest.raises(ValueError, match="not a SIMD level"):
         resolve("sse9", ALL)
+
+
+AMX = {**ALL, "amx_tile": True, "amx_int8": True, "os_amx": True}
+
+
+def test_resolve_amx_with_fake_cpus():
+    resolve = _core.config.resolve_level
+    if "amx" not in _core.config.compiled_levels():
+        pytest.skip("this build has no amx level")
+    assert resolve("", AMX) == "amx"  # the best level
+    assert resolve("amx", AMX) == "amx"
+    assert resolve("avx512", AMX) == "avx512"  # switchable off: the VNNI kernels
+    assert resolve("", ALL) == "avx512"
+    with pytest.raises(RuntimeError, match="lacks amx-tile, amx-int8;"):
+        resolve("amx", ALL)
+    with pytest.raises(RuntimeError, match="lacks amx-int8;"):
+        resolve("amx", {**AMX, "amx_int8": False, "os_amx": False})
+    # CPU support without the OS granting the tile state (old kernel, no arch_prctl)
+    with pytest.raises(RuntimeError, match="OS permission for the AMX tile state"):
+        resolve("amx", {**AMX, "os_amx": False})
+    assert resolve("", {**AMX, "os_amx": False}) == "avx512"
+    # AMX needs the whole avx512 level below it
+    with pytest.raises(RuntimeError, match="avx512vnni"):
+        resolve("amx", {**AMX, "avx512vnni": False})
 
 
 @pytest.mark.parametrize("level", _core.config.supported_levels())

@@ -168,12 +168,10 @@ def test_same_result_on_every_level(rng):
     got = []
     try:
         for level in QSIMD_LEVELS:
-            _core.config.set_simd_level(level.split("-")[0])
-            _core.qgemm.set_amx(level != "avx512-vnni")
+            _core.config.set_simd_level(level)
             got.append(_staged(a, 5, b, 2, "f32", cs, None, bias, False))
             got.append(_staged(a, 5, b, 2, "u8", cs * 0.1, None, None, True, 100))
     finally:
-        _core.qgemm.set_amx(True)
         _core.config.set_simd_level(previous)
     for i in range(2, len(got)):
         assert got[i].tobytes() == got[i % 2].tobytes()
@@ -309,14 +307,39 @@ def test_shape_mismatch_names_both_shapes():
         (-1, 0, "a_zero_point"),
         (0, 128, "b_zero_point"),
         (0, -129, "b_zero_point"),
-        (1.0, 0, "a_zero_point"),
-        (True, 0, "a_zero_point"),
-        (0, None, "b_zero_point"),
+        (2**70, 0, "a_zero_point"),
+        (np.uint64(2**64 - 1), 0, "a_zero_point"),
+        (np.array(300), 0, "a_zero_point"),
     ],
 )
-def test_bad_zero_points(za, zb, name):
+def test_out_of_range_zero_points(za, zb, name):
     with pytest.raises(ValueError, match=name):
         matmul_int8(np.zeros((2, 3), np.uint8), za, np.zeros((3, 4), np.int8), zb)
+
+
+@pytest.mark.parametrize(
+    ("za", "zb", "name"),
+    [
+        (1.0, 0, "a_zero_point"),
+        (True, 0, "a_zero_point"),
+        (np.bool_(True), 0, "a_zero_point"),
+        ("3", 0, "a_zero_point"),
+        (np.array([1]), 0, "a_zero_point"),
+        (0, None, "b_zero_point"),
+        (0, np.float32(2), "b_zero_point"),
+    ],
+)
+def test_zero_points_of_the_wrong_type(za, zb, name):
+    # the shared rule (pyfastopt/_validate.py): a wrong type is a TypeError
+    with pytest.raises(TypeError, match=name):
+        matmul_int8(np.zeros((2, 3), np.uint8), za, np.zeros((3, 4), np.int8), zb)
+
+
+def test_zero_point_as_0d_array():
+    a = np.full((2, 3), 130, np.uint8)
+    b = np.ones((3, 4), np.int8)
+    got = matmul_int8(a, np.array(128, np.int64), b, np.array(-1, np.int16))
+    np.testing.assert_array_equal(got, np.full((2, 4), 3 * 2 * 2))
 
 
 def test_int8_a_zero_point_range():

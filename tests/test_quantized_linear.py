@@ -282,13 +282,11 @@ def test_same_output_on_every_level_and_thread_count(rng):
     outs = []
     try:
         for level in QSIMD_LEVELS:
-            _core.config.set_simd_level(level.split("-")[0])
-            _core.qgemm.set_amx(level != "avx512-vnni")
+            _core.config.set_simd_level(level)
             for t in (1, 2, 3):
                 pyfastopt.set_num_threads(t)
                 outs.append(layer(x))
     finally:
-        _core.qgemm.set_amx(True)
         _core.config.set_simd_level(previous)
     for o in outs[1:]:
         assert o.tobytes() == outs[0].tobytes()

@@ -84,12 +84,7 @@ Array input(py::handle obj, Name name) {
   if (py::isinstance<py::array>(obj)) {
     a = py::reinterpret_borrow<py::array>(obj);
   } else {
-    try {
-      a = py::array::ensure(obj);
-    } catch (py::error_already_set&) {
-      a = py::array();
-    }
-    if (!a) type_error(name.str() + " must be array-like, got " + type_name(obj));
+    a = as_array(obj, name, "array-like");
   }
   const DType dt = float_kind(a, name);
   const int flags = a.flags();
@@ -100,7 +95,7 @@ Array input(py::handle obj, Name name) {
     a = py::reinterpret_steal<py::array>(npy::get().PyArray_FromAny_(
         a.ptr(), native.release().ptr(), 0, 0,
         npy::NPY_ARRAY_ENSUREARRAY_ | py::array::c_style | kAligned | kNotSwapped, nullptr));
-    if (!a) throw py::error_already_set();
+    if (!a) throw py::error_already_set();  // MemoryError for a huge broadcast view
   }
   return make(a, dt, name);
 }
@@ -273,6 +268,218 @@ double real_scalar(py::handle obj, Name name) {
     type_error(name.str() + " must be a real number, got " + type_name(obj));
   }
   return v;
+}
+
+// ---- raw access, conversions ---------------------------------------------------------
+
+void* data_of(const py::array& a) { return py::detail::array_proxy(a.ptr())->data; }
+
+py::array as_array(py::handle obj, Name name, const char* want) {
+  if (npy::get().PyArray_Check_(obj.ptr())) return py::reinterpret_borrow<py::array>(obj);
+  if (obj.is_none()) type_error(name.str() + " must be " + want + ", got None");
+  PyObject* r = npy::get().PyArray_FromAny_(obj.ptr(), nullptr, 0, 0, npy::NPY_ARRAY_ENSUREARRAY_, nullptr);
+  if (!r) {
+    // py::array::ensure clears every error; a resource error must stay one.
+    if (PyErr_ExceptionMatches(PyExc_MemoryError)) throw py::error_already_set();
+    PyErr_Clear();
+    type_error(name.str() + " must be " + want + ", got " + type_name(obj));
+  }
+  return py::reinterpret_steal<py::array>(r);
+}
+
+py::array c_array(const py::array& a, const py::dtype& dt, bool forcecast) {
+  const int want = py::array::c_style | kAligned;
+  if (a.dtype().equal(dt) && (a.flags() & want) == want && native_order(a)) return a;
+  int flags = npy::NPY_ARRAY_ENSUREARRAY_ | py::array::c_style | kAligned | kNotSwapped;
+  if (forcecast) flags |= npy::NPY_ARRAY_FORCECAST_;
+  py::dtype d = dt;  // PyArray_FromAny steals the reference
+  PyObject* r = npy::get().PyArray_FromAny_(a.ptr(), d.release().ptr(), 0, 0, flags, nullptr);
+  if (!r) throw py::error_already_set();
+  return py::reinterpret_steal<py::array>(r);
+}
+
+py::array copy_of(const py::array& a) {
+  PyObject* r = npy::get().PyArray_NewCopy_(a.ptr(), 0);
+  if (!r) throw py::error_already_set();
+  return py::reinterpret_steal<py::array>(r);
+}
+
+Elem elem_of(const py::array& a) {
+  const auto* d = py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr);
+  if (d->byteorder == kSwappedOrder) return Elem::other;
+  switch (d->type_num) {
+    case npy::NPY_FLOAT_: return Elem::f32;
+    case npy::NPY_DOUBLE_: return Elem::f64;
+    case npy::NPY_UBYTE_: return Elem::u8;
+    case npy::NPY_BYTE_: return Elem::i8;
+    default: break;
+  }
+  const py::dtype dt = a.dtype();
+  if (dt.kind() == 'i' && dt.itemsize() == 4) return Elem::i32;
+  if (dt.kind() == 'u' && dt.itemsize() == 4) return Elem::u32;
+  return Elem::other;
+}
+
+bool strided_float(py::handle obj, DType* dt) {
+  if (!npy::get().PyArray_Check_(obj.ptr())) return false;
+  const auto* p = py::detail::array_proxy(obj.ptr());
+  const auto* d = py::detail::array_descriptor_proxy(p->descr);
+  const bool f32 = d->type_num == npy::NPY_FLOAT_, f64 = d->type_num == npy::NPY_DOUBLE_;
+  const py::ssize_t item = f32 ? 4 : 8;
+  bool ok = (f32 || f64) && (p->flags & kAligned) && d->byteorder != kSwappedOrder;
+  for (int i = 0; ok && i < p->nd; ++i) ok = p->strides[i] % item == 0;
+  if (ok) *dt = f32 ? DType::f32 : DType::f64;
+  return ok;
+}
+
+py::array out_or_new(py::handle out, const py::dtype& dtype, const std::vector<py::ssize_t>& shape, Name name) {
+  if (out.is_none()) return py::array(dtype, shape);
+  if (!npy::get().PyArray_Check_(out.ptr()))
+    type_error(name.str() + " must be a numpy.ndarray, got " + type_name(out));
+  py::array o = py::reinterpret_borrow<py::array>(out);
+  if (!o.dtype().equal(dtype))
+    throw dtype_error(name.str() + " must have dtype " + std::string(py::str(dtype)) + ", got " +
+                      std::string(py::str(o.dtype())));
+  const std::vector<py::ssize_t> oshape(o.shape(), o.shape() + o.ndim());
+  if (oshape != shape)
+    value_error(name.str() + " has shape " + bind::shape_str(o.shape(), static_cast<int>(o.ndim())) +
+                " but the result has shape " + bind::shape_str(shape.data(), static_cast<int>(shape.size())));
+  const int need = py::array::c_style | kAligned | kWriteable;
+  if ((o.flags() & need) != need || !native_order(o))
+    value_error(name.str() + " must be C-contiguous, aligned, native-order and writable");
+  return o;
+}
+
+// ---- integer operands ---------------------------------------------------------------------
+
+ByteMat byte_matrix(py::handle obj, Name name, bool is_a, bool allow_u8, bool allow_i8) {
+  const std::string want = allow_u8 && allow_i8 ? "uint8 or int8" : (allow_u8 ? "uint8" : "int8");
+  py::array a = as_array(obj, name, ("an array of " + want).c_str());
+  const Elem e = elem_of(a);
+  const bool u8 = e == Elem::u8, i8 = e == Elem::i8;
+  if (!((u8 && allow_u8) || (i8 && allow_i8)))
+    type_error(name.str() + " must have dtype " + want + ", got " + std::string(py::str(a.dtype())));
+  const int nd = static_cast<int>(a.ndim());
+  if (nd < 1 || nd > 2)
+    value_error(name.str() + " must be 1-D or 2-D, got shape " + bind::shape_str(a.shape(), nd));
+  ByteMat m{a, static_cast<const std::uint8_t*>(data_of(a)), 0, 0, 0, 0, i8, nd};
+  if (nd == 2) {
+    m.rows = a.shape(0);
+    m.cols = a.shape(1);
+    m.rs = a.strides(0);
+    m.cs = a.strides(1);
+  } else if (is_a) {
+    m.rows = 1;
+    m.cols = a.shape(0);
+    m.rs = 0;
+    m.cs = a.strides(0);
+  } else {
+    m.rows = a.shape(0);
+    m.cols = 1;
+    m.rs = a.strides(0);
+    m.cs = 0;
+  }
+  return m;
+}
+
+namespace {
+bool integer_dtype(const py::array& a) {
+  const char k = a.dtype().kind();
+  return k == 'i' || k == 'u';
+}
+
+std::string range_str(long long lo, long long hi) {
+  return "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+}
+
+// Every value of the integer array `a` in [lo, hi], compared exactly (Python ints, so
+// uint64 and int64 extremes are fine); ValueError naming the argument otherwise.
+void require_range(const py::array& a, Name name, long long lo, long long hi, const char* what) {
+  if (a.size() == 0) return;
+  const py::int_ mn(a.attr("min")()), mx(a.attr("max")());
+  const py::int_ plo(lo), phi(hi);
+  if (mn < plo || mx > phi) {
+    const py::int_ bad = mn < plo ? mn : mx;
+    value_error(name.str() + " must have every value in " + range_str(lo, hi) + " (" + what + "), got " +
+                std::string(py::str(bad)));
+  }
+}
+
+py::array integer_array(py::handle obj, Name name) {
+  py::array a = as_array(obj, name, "an integer array");
+  if (!integer_dtype(a))
+    type_error(name.str() + " must be an integer array, got dtype " + std::string(py::str(a.dtype())));
+  return a;
+}
+}  // namespace
+
+py::array int_array(py::handle obj, Name name, Elem to) {
+  py::array a = integer_array(obj, name);
+  py::dtype dt;
+  long long lo, hi;
+  const char* what;
+  switch (to) {
+    case Elem::u8: dt = py::dtype::of<std::uint8_t>(); lo = 0; hi = 255; what = "the uint8 range"; break;
+    case Elem::i8: dt = py::dtype::of<std::int8_t>(); lo = -128; hi = 127; what = "the int8 range"; break;
+    case Elem::i32:
+      dt = py::dtype::of<std::int32_t>();
+      lo = std::numeric_limits<std::int32_t>::min();
+      hi = std::numeric_limits<std::int32_t>::max();
+      what = "the int32 range";
+      break;
+    default: throw std::logic_error("int_array: unsupported target type");
+  }
+  if (!a.dtype().equal(dt)) require_range(a, name, lo, hi, what);
+  return c_array(a, dt, true);  // in range: the cast is exact
+}
+
+std::vector<std::int32_t> int_vec(py::handle obj, std::size_t n, Name name, long long lo, long long hi) {
+  std::vector<std::int32_t> v;
+  if (obj.is_none()) return v;
+  py::array a = integer_array(obj, name);
+  if (a.ndim() != 1 || static_cast<std::size_t>(a.size()) != n)
+    value_error(name.str() + " must be 1-D with " + std::to_string(n) + " entries, got shape " +
+                bind::shape_str(a.shape(), static_cast<int>(a.ndim())));
+  require_range(a, name, lo, hi, "its allowed range");
+  py::array c = c_array(a, py::dtype::of<std::int32_t>(), true);
+  const auto* p = static_cast<const std::int32_t*>(data_of(c));
+  v.assign(p, p + n);
+  return v;
+}
+
+std::int32_t zero_point(py::handle obj, Name name, long lo, long hi, const char* dtype) {
+  static PyObject* np_integer = py::object(py::module_::import("numpy").attr("integer")).release().ptr();
+  bool is_int = (PyLong_Check(obj.ptr()) && !PyBool_Check(obj.ptr())) ||
+                PyObject_IsInstance(obj.ptr(), np_integer) == 1;
+  if (!is_int && npy::get().PyArray_Check_(obj.ptr())) {
+    const py::array a = py::reinterpret_borrow<py::array>(obj);
+    is_int = a.ndim() == 0 && integer_dtype(a);
+  }
+  if (!is_int)
+    type_error(name.str() + " must be an integer in " + range_str(lo, hi) + " (the " + dtype + " range), got " +
+               type_name(obj));
+  PyObject* idx = PyNumber_Long(obj.ptr());
+  if (!idx) throw py::error_already_set();
+  const py::int_ v = py::reinterpret_steal<py::int_>(idx);
+  if (v < py::int_(lo) || v > py::int_(hi))
+    value_error(name.str() + " must be in " + range_str(lo, hi) + " (the " + dtype + " range), got " +
+                std::string(py::str(v)));
+  return static_cast<std::int32_t>(v.cast<long>());
+}
+
+std::vector<std::int32_t> zero_points(py::handle obj, Name name, std::size_t n, long lo, long hi,
+                                      const char* dtype) {
+  const bool seq = py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj);
+  if (!seq && !(npy::get().PyArray_Check_(obj.ptr()) && py::reinterpret_borrow<py::array>(obj).ndim() != 0))
+    return std::vector<std::int32_t>(n, zero_point(obj, name, lo, hi, dtype));
+  py::array a = integer_array(obj, name);
+  if (a.ndim() != 1 || static_cast<std::size_t>(a.size()) != n)
+    value_error(name.str() + " must be an integer or a 1-D integer array of " + std::to_string(n) +
+                " entries, got shape " + bind::shape_str(a.shape(), static_cast<int>(a.ndim())));
+  require_range(a, name, lo, hi, (std::string("the ") + dtype + " range").c_str());
+  py::array c = c_array(a, py::dtype::of<std::int32_t>(), true);
+  const auto* p = static_cast<const std::int32_t*>(data_of(c));
+  return std::vector<std::int32_t>(p, p + n);
 }
 
 std::size_t checked_mul(std::size_t n1, std::size_t n2, const std::string& what) {

@@ -18,6 +18,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -91,6 +92,59 @@ std::vector<const Array*> pointers(const std::vector<Array>& v);
 double real_scalar(py::handle obj, Name name);
 // n1 * n2 with an overflow check against PTRDIFF_MAX elements.
 std::size_t checked_mul(std::size_t n1, std::size_t n2, const std::string& what);
+
+// ---- raw array access (the only pybind11 internals the bindings need) ---------------
+// The data pointer of an ndarray (no writeable check: the caller knows what it owns).
+void* data_of(const py::array& a);
+// A NumPy ndarray from any array-like (an ndarray is returned as is). A MemoryError (or
+// any other resource error) raised while converting stays what it is; any other failure
+// is a TypeError "<name> must be <want>, got <type>".
+py::array as_array(py::handle obj, Name name, const char* want);
+// `a` as a C-contiguous, aligned, native-order array of dtype `dt` (a copy when needed;
+// `forcecast` allows a lossy dtype conversion). MemoryError stays MemoryError.
+py::array c_array(const py::array& a, const py::dtype& dt, bool forcecast = false);
+// A private C-ordered copy of `a`, whatever its layout.
+py::array copy_of(const py::array& a);
+// Element types the bindings distinguish.
+enum class Elem { f32, f64, u8, i8, i32, u32, other };
+Elem elem_of(const py::array& a);
+// An ndarray of float32/float64 that kernels may read in place through its strides:
+// aligned, native order, every stride a multiple of the item size. Sets *dt.
+bool strided_float(py::handle obj, DType* dt);
+// The optional `out=` array of a binding: a new array when `out` is None, else `out`
+// itself, checked: an ndarray of `dtype` (DTypeError otherwise) and `shape`
+// (ValueError), C-contiguous, aligned and writable; never copied.
+py::array out_or_new(py::handle out, const py::dtype& dtype, const std::vector<py::ssize_t>& shape,
+                     Name name = "out");
+
+// ---- integer operands (int8 GEMM, quantization) -------------------------------------
+// An int8/uint8 matrix operand, read in place through its strides (bytes are elements).
+// For `is_a` a 1-D operand is a row (rows = 1), otherwise a column (cols = 1).
+struct ByteMat {
+  py::array arr;
+  const std::uint8_t* data;
+  py::ssize_t rows, cols, rs, cs;
+  bool is_signed;
+  int ndim;
+};
+ByteMat byte_matrix(py::handle obj, Name name, bool is_a, bool allow_u8, bool allow_i8);
+
+// An integer array-like as a C-contiguous array of `to` (Elem::u8, i8 or i32). Any
+// integer dtype is accepted; a value outside `to`'s range is a ValueError naming the
+// argument and the value (never wrapped modulo 2**bits, as astype would); a non-integer
+// dtype (bool, float, object) is a TypeError.
+py::array int_array(py::handle obj, Name name, Elem to);
+// A 1-D int32 vector of exactly n entries with every value in [lo, hi]; None -> empty.
+std::vector<std::int32_t> int_vec(py::handle obj, std::size_t n, Name name, long long lo, long long hi);
+
+// A zero point: a Python int, NumPy integer or 0-d integer array (not bool) within
+// [lo, hi] (`dtype` names the range in messages). TypeError for another type,
+// ValueError when out of range.
+std::int32_t zero_point(py::handle obj, Name name, long lo, long hi, const char* dtype);
+// Zero points per channel (per row or per column of a matrix): a scalar as above
+// (repeated n times) or a 1-D integer array of n entries, each within [lo, hi].
+std::vector<std::int32_t> zero_points(py::handle obj, Name name, std::size_t n, long lo, long hi,
+                                      const char* dtype);
 
 [[noreturn]] void type_error(const std::string& msg);
 [[noreturn]] void value_error(const std::string& msg);

@@ -75,7 +75,6 @@ py::array new_like(const Array& x, const std::vector<py::ssize_t>& shape) {
 std::vector<py::ssize_t> shape_vec(const Array& x) {
   return std::vector<py::ssize_t>(x.arr.shape(), x.arr.shape() + x.arr.ndim());
 }
-void* data_of(const py::array& a) { return py::detail::array_proxy(a.ptr())->data; }
 
 // The optional `out=` array for the element-wise result: an in-place argument with the
 // shape and dtype of `like`. Returns whether one was given.

@@ -30,8 +30,8 @@ py::dict features_dict(const CpuFeatures& f) {
 #define PF_FEAT(x) d[#x] = f.x
   PF_FEAT(sse42); PF_FEAT(avx); PF_FEAT(avx2); PF_FEAT(fma); PF_FEAT(f16c);
   PF_FEAT(avx512f); PF_FEAT(avx512bw); PF_FEAT(avx512vl); PF_FEAT(avx512dq);
-  PF_FEAT(avx512vnni); PF_FEAT(avx512bf16); PF_FEAT(avx_vnni); PF_FEAT(amx_int8);
-  PF_FEAT(os_ymm); PF_FEAT(os_zmm);
+  PF_FEAT(avx512vnni); PF_FEAT(avx512bf16); PF_FEAT(avx_vnni); PF_FEAT(amx_tile);
+  PF_FEAT(amx_int8); PF_FEAT(os_ymm); PF_FEAT(os_zmm); PF_FEAT(os_amx);
 #undef PF_FEAT
   return d;
 }
@@ -41,8 +41,8 @@ CpuFeatures features_from_dict(const py::dict& d) {
 #define PF_FEAT(x) if (d.contains(#x)) f.x = d[#x].cast<bool>()
   PF_FEAT(sse42); PF_FEAT(avx); PF_FEAT(avx2); PF_FEAT(fma); PF_FEAT(f16c);
   PF_FEAT(avx512f); PF_FEAT(avx512bw); PF_FEAT(avx512vl); PF_FEAT(avx512dq);
-  PF_FEAT(avx512vnni); PF_FEAT(avx512bf16); PF_FEAT(avx_vnni); PF_FEAT(amx_int8);
-  PF_FEAT(os_ymm); PF_FEAT(os_zmm);
+  PF_FEAT(avx512vnni); PF_FEAT(avx512bf16); PF_FEAT(avx_vnni); PF_FEAT(amx_tile);
+  PF_FEAT(amx_int8); PF_FEAT(os_ymm); PF_FEAT(os_zmm); PF_FEAT(os_amx);
 #undef PF_FEAT
   if (d.contains("arch")) f.arch = d["arch"].cast<std::string>();
   return f;
@@ -51,7 +51,7 @@ CpuFeatures features_from_dict(const py::dict& d) {
 Isa isa_from_name(const std::string& name) {
   for (int i = 0; i < kNumIsa; ++i)
     if (name == isa_name(static_cast<Isa>(i))) return static_cast<Isa>(i);
-  throw py::value_error("simd level must be one of 'scalar', 'avx2', 'avx512', got '" + name + "'");
+  throw py::value_error("simd level must be one of 'scalar', 'avx2', 'avx512', 'amx', got '" + name + "'");
 }
 
 }  // namespace
@@ -98,11 +98,14 @@ void register_config(py::module_& m) {
     }
   }, py::arg("request"), py::arg("features"),
      "Resolve a PYFASTOPT_SIMD value against the given feature dict (for tests).");
-  m.def("kernel_choices", [] {
+  m.def("kernel_choices", [](py::handle level) {
     py::dict d;
-    for (const auto& kv : kernel_choices()) d[py::str(kv.first)] = kv.second;
+    const Isa isa = level.is_none() ? active_isa() : isa_from_name(level.cast<std::string>());
+    for (const auto& kv : kernel_choices(isa)) d[py::str(kv.first)] = kv.second;
     return d;
-  }, "Kernel variant chosen per family at the level in force.");
+  }, py::arg("level") = py::none(),
+     "Kernel variant chosen per family at the level in force, or at `level` (any level the "
+     "build has a table for, run here or not: shows which families fall back).");
 
   m.def("get_num_threads", &get_num_threads);
   m.def("set_num_threads", [](int n) {

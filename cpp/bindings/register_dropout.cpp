@@ -37,8 +37,8 @@ py::tuple apply_binding(py::handle x, py::handle out, double p, std::uint64_t se
     y = ya.arr;
   }
   py::array keep = want_mask ? py::array(py::dtype("bool"), shape) : py::array();
-  void* yp = py::detail::array_proxy(y.ptr())->data;
-  auto* kp = want_mask ? reinterpret_cast<std::uint8_t*>(py::detail::array_proxy(keep.ptr())->data)
+  void* yp = data_of(y);
+  auto* kp = want_mask ? static_cast<std::uint8_t*>(data_of(keep))
                        : nullptr;
   {
     py::gil_scoped_release nogil;
@@ -53,18 +53,19 @@ py::tuple apply_binding(py::handle x, py::handle out, double p, std::uint64_t se
 py::array mask_binding(std::size_t n, double p, std::uint64_t seed, std::uint64_t offset) {
   const DropoutParams prm = params(p, seed, offset);
   py::array keep(py::dtype("bool"), std::vector<py::ssize_t>{static_cast<py::ssize_t>(n)});
-  auto* kp = reinterpret_cast<std::uint8_t*>(py::detail::array_proxy(keep.ptr())->data);
+  auto* kp = static_cast<std::uint8_t*>(data_of(keep));
   py::gil_scoped_release nogil;
   dropout_apply<float>(nullptr, nullptr, kp, n, prm);
   return keep;
 }
 
 py::array philox_binding(py::handle counters, std::uint32_t k0, std::uint32_t k1) {
-  py::array c = py::array::ensure(counters, py::array::c_style);
-  if (!c || !c.dtype().equal(py::dtype::of<std::uint32_t>()) || c.ndim() != 2 || c.shape(1) != 4)
+  py::array c = as_array(counters, "counters", "a uint32 array of shape (n, 4)");
+  if (elem_of(c) != Elem::u32 || c.ndim() != 2 || c.shape(1) != 4)
     value_error("counters must be a uint32 array of shape (n, 4)");
+  c = c_array(c, c.dtype());
   py::array_t<std::uint32_t> out({c.shape(0), py::ssize_t{4}});
-  const auto* src = reinterpret_cast<const std::uint32_t*>(py::detail::array_proxy(c.ptr())->data);
+  const auto* src = static_cast<const std::uint32_t*>(data_of(c));
   std::uint32_t* dst = out.mutable_data();
   for (py::ssize_t i = 0; i < c.shape(0); ++i) {
     std::uint32_t w[4] = {src[4 * i], src[4 * i + 1], src[4 * i + 2], src[4 * i + 3]};

@@ -15,7 +15,6 @@ namespace bind {
 
 namespace {
 
-using npy = py::detail::npy_api;
 using Shape = std::vector<py::ssize_t>;
 
 // A float array as a kernel operand: shape and ELEMENT strides, no copy when the array
@@ -32,30 +31,17 @@ struct Operand {
 std::string shape_str(const Shape& s) { return bind::shape_str(s.data(), static_cast<int>(s.size())); }
 
 Operand from_array(py::array arr, DType dt, Name name) {
-  const auto* p = py::detail::array_proxy(arr.ptr());
   const py::ssize_t item = dt == DType::f32 ? 4 : 8;
-  Operand o{std::move(arr), dt, p->data, Shape(p->dimensions, p->dimensions + p->nd),
-            Shape(p->strides, p->strides + p->nd), name};
+  const int nd = static_cast<int>(arr.ndim());
+  Operand o{arr, dt, static_cast<char*>(data_of(arr)), Shape(arr.shape(), arr.shape() + nd),
+            Shape(arr.strides(), arr.strides() + nd), name};
   for (auto& s : o.strides) s /= item;
   return o;
 }
 
 Operand operand(py::handle obj, Name name) {
-  if (npy::get().PyArray_Check_(obj.ptr())) {
-    const auto* p = py::detail::array_proxy(obj.ptr());
-    const auto* d = py::detail::array_descriptor_proxy(p->descr);
-    const bool f32 = d->type_num == npy::NPY_FLOAT_, f64 = d->type_num == npy::NPY_DOUBLE_;
-    const py::ssize_t item = f32 ? 4 : 8;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    const char swapped = '<';
-#else
-    const char swapped = '>';
-#endif
-    bool ok = (f32 || f64) && (p->flags & npy::NPY_ARRAY_ALIGNED_) && d->byteorder != swapped;
-    for (int i = 0; ok && i < p->nd; ++i) ok = p->strides[i] % item == 0;
-    if (ok)
-      return from_array(py::reinterpret_borrow<py::array>(obj), f32 ? DType::f32 : DType::f64, name);
-  }
+  DType dt;
+  if (strided_float(obj, &dt)) return from_array(py::reinterpret_borrow<py::array>(obj), dt, name);
   Array a = input(obj, name);  // TypeError for other dtypes; private C-order copy otherwise
   return from_array(a.arr, a.dtype, name);
 }
@@ -86,18 +72,14 @@ void extent(const Operand& o, const char*& lo, const char*& hi) {
 
 // A private C-ordered copy of an operand.
 void make_contiguous(Operand& o) {
-  py::array copy = py::reinterpret_steal<py::array>(npy::get().PyArray_NewCopy_(o.arr.ptr(), 0));
-  if (!copy) throw py::error_already_set();
-  o = from_array(copy, o.dtype, o.name);
+  o = from_array(copy_of(o.arr), o.dtype, o.name);
 }
 
 // An input that shares memory with the output is replaced by a private copy (the
 // kernels write C while still reading A and B).
 void detach_from(Operand& in, const py::array& out) {
-  const auto* p = py::detail::array_proxy(out.ptr());
-  const char* olo = p->data;
-  std::size_t bytes = static_cast<std::size_t>(out.itemsize());
-  for (int i = 0; i < p->nd; ++i) bytes *= static_cast<std::size_t>(p->dimensions[i]);
+  const char* olo = static_cast<const char*>(data_of(out));
+  const std::size_t bytes = static_cast<std::size_t>(out.nbytes());
   const char* ohi = olo + bytes;
   const char *lo, *hi;
   extent(in, lo, hi);
@@ -162,7 +144,6 @@ std::vector<std::ptrdiff_t> batch_offsets(const Shape& shape, const Shape& strid
   return off;
 }
 
-void* data_of(const py::array& a) { return py::detail::array_proxy(a.ptr())->data; }
 
 // ---- matmul ---------------------------------------------------------------------------
 py::object matmul(py::handle a_obj, py::handle b_obj, py::handle out_obj) {

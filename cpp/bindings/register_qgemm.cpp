@@ -5,6 +5,8 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -19,82 +21,6 @@ namespace pyfastopt {
 namespace bind {
 
 namespace {
-
-using npy = py::detail::npy_api;
-
-// An int8/uint8 matrix operand (any strides: bytes are elements).
-struct ByteMat {
-  py::array arr;
-  const std::uint8_t* data;
-  py::ssize_t rows, cols, rs, cs;
-  bool is_signed;
-  int ndim;
-};
-
-py::array as_ndarray(py::handle obj, const char* name) {
-  if (obj.is_none()) type_error(std::string(name) + " must be an array of uint8 or int8, got None");
-  if (py::isinstance<py::array>(obj)) return py::reinterpret_borrow<py::array>(obj);
-  py::array a;
-  try {
-    a = py::array::ensure(obj);
-  } catch (py::error_already_set&) {
-    a = py::array();
-  }
-  if (!a) type_error(std::string(name) + " must be array-like");
-  return a;
-}
-
-int type_num(const py::array& a) {
-  return py::detail::array_descriptor_proxy(py::detail::array_proxy(a.ptr())->descr)->type_num;
-}
-
-// a (is_a: rows = M, cols = K; 1-D a is a row) or b (1-D b is a column).
-ByteMat byte_matrix(py::handle obj, const char* name, bool is_a, bool allow_u8, bool allow_i8) {
-  py::array a = as_ndarray(obj, name);
-  const int tn = type_num(a);
-  const bool u8 = tn == npy::NPY_UBYTE_, i8 = tn == npy::NPY_BYTE_;
-  if (!((u8 && allow_u8) || (i8 && allow_i8))) {
-    const std::string want = allow_u8 && allow_i8 ? "uint8 or int8" : (allow_u8 ? "uint8" : "int8");
-    type_error(std::string(name) + " must have dtype " + want + ", got " +
-               std::string(py::str(a.dtype())));
-  }
-  const int nd = static_cast<int>(a.ndim());
-  if (nd < 1 || nd > 2)
-    value_error(std::string(name) + " must be 1-D or 2-D, got shape " + shape_str(a.shape(), nd));
-  ByteMat m{a, static_cast<const std::uint8_t*>(a.data()), 0, 0, 0, 0, i8, nd};
-  if (nd == 2) {
-    m.rows = a.shape(0);
-    m.cols = a.shape(1);
-    m.rs = a.strides(0);
-    m.cs = a.strides(1);
-  } else if (is_a) {
-    m.rows = 1;
-    m.cols = a.shape(0);
-    m.rs = 0;
-    m.cs = a.strides(0);
-  } else {
-    m.rows = a.shape(0);
-    m.cols = 1;
-    m.rs = a.strides(0);
-    m.cs = 0;
-  }
-  return m;
-}
-
-// A zero point: a Python or NumPy integer (not bool) within [lo, hi]; ValueError else.
-std::int32_t zero_point(py::handle obj, const char* name, long lo, long hi, const char* dtype) {
-  static PyObject* np_integer = py::object(py::module_::import("numpy").attr("integer")).release().ptr();
-  const bool is_int = (PyLong_Check(obj.ptr()) && !PyBool_Check(obj.ptr())) ||
-                      PyObject_IsInstance(obj.ptr(), np_integer) == 1;
-  if (!is_int)
-    value_error(std::string(name) + " must be an integer in [" + std::to_string(lo) + ", " +
-                std::to_string(hi) + "] (the " + dtype + " range), got " + std::string(py::repr(obj)));
-  const long long v = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr())).cast<long long>();
-  if (v < lo || v > hi)
-    value_error(std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                "] (the " + dtype + " range), got " + std::to_string(v));
-  return static_cast<std::int32_t>(v);
-}
 
 std::int32_t zp_for(py::handle obj, const char* name, bool is_signed) {
   return is_signed ? zero_point(obj, name, -128, 127, "int8") : zero_point(obj, name, 0, 255, "uint8");
@@ -118,25 +44,13 @@ std::vector<float> float_vec(py::handle obj, std::size_t n, const char* name, bo
   return v;
 }
 
-std::vector<std::int32_t> int_vec(py::handle obj, std::size_t n, const char* name) {
-  std::vector<std::int32_t> v;
-  if (obj.is_none()) return v;
-  py::array a = py::array::ensure(obj);
-  if (!a || a.dtype().kind() != 'i') type_error(std::string(name) + " must be an integer array");
-  py::array_t<std::int32_t> c = a.attr("astype")("int32");
-  if (static_cast<std::size_t>(c.size()) != n)
-    value_error(std::string(name) + " must have " + std::to_string(n) + " entries");
-  v.assign(c.data(), c.data() + n);
-  return v;
-}
-
 // The shared body of matmul_int8 and the private staged entry.
 py::array run_qgemm(py::handle a_obj, py::handle za_obj, py::handle b_obj, py::handle zb_obj,
                     const std::string& kind, py::handle col_scale, py::handle row_scale,
                     py::handle bias, bool relu, py::handle out_zp_obj, py::handle col_bias,
                     int threads) {
-  ByteMat A = byte_matrix(a_obj, "a_q", true, true, true);
-  ByteMat B = byte_matrix(b_obj, "b_q", false, true, true);
+  const ByteMat A = byte_matrix(a_obj, "a_q", true, true, true);
+  const ByteMat B = byte_matrix(b_obj, "b_q", false, true, true);
   if (A.cols != B.rows)
     value_error("matmul_int8: a_q.shape[-1] must equal b_q.shape[0]; got a_q shape " +
                 shape_str(A.arr.shape(), A.ndim) + " and b_q shape " + shape_str(B.arr.shape(), B.ndim));
@@ -164,7 +78,8 @@ py::array run_qgemm(py::handle a_obj, py::handle za_obj, py::handle b_obj, py::h
   std::vector<float> cs = float_vec(col_scale, n, "col_scale", false);
   std::vector<float> rsv = float_vec(row_scale, m, "row_scale", false);
   std::vector<float> bv = float_vec(bias, n, "bias", false);
-  std::vector<std::int32_t> cb = int_vec(col_bias, n, "col_bias");
+  std::vector<std::int32_t> cb = int_vec(col_bias, n, "col_bias", std::numeric_limits<std::int32_t>::min(),
+                                          std::numeric_limits<std::int32_t>::max());
   if (o.kind != QOutKind::i32 && cs.empty()) value_error("col_scale is required for this stage");
   if (o.kind == QOutKind::u8) o.out_zp = zero_point(out_zp_obj, "out_zp", 0, 255, "uint8");
   if (o.kind == QOutKind::i8) o.out_zp = zero_point(out_zp_obj, "out_zp", -128, 127, "int8");
@@ -205,16 +120,14 @@ struct QLinear {
 
 std::shared_ptr<QLinear> make_qlinear(py::handle weight_q, py::handle w_scale, py::handle bias,
                                       bool relu, bool per_row) {
-  py::array w = as_ndarray(weight_q, "weight_q");
-  if (type_num(w) != npy::NPY_BYTE_) type_error("weight_q must have dtype int8, got " + std::string(py::str(w.dtype())));
-  if (w.ndim() != 2) value_error("weight_q must be 2-D (out_features, in_features)");
+  const ByteMat w = byte_matrix(weight_q, "weight_q", true, false, true);
+  if (w.ndim != 2) value_error("weight_q must be 2-D (out_features, in_features)");
   auto q = std::make_shared<QLinear>();
   QLinearLayer& L = q->L;
-  L.out_features = static_cast<std::size_t>(w.shape(0));
-  L.in_features = static_cast<std::size_t>(w.shape(1));
-  py::array wc = py::reinterpret_steal<py::array>(npy::get().PyArray_NewCopy_(w.ptr(), 0));
-  if (!wc) throw py::error_already_set();
-  const auto* p = static_cast<const std::int8_t*>(wc.data());
+  L.out_features = static_cast<std::size_t>(w.rows);
+  L.in_features = static_cast<std::size_t>(w.cols);
+  const py::array wc = copy_of(w.arr);
+  const auto* p = static_cast<const std::int8_t*>(data_of(wc));
   L.weight.assign(p, p + L.out_features * L.in_features);
   L.w_scale = float_vec(w_scale, L.out_features, "weight_scale", true);
   if (L.w_scale.empty()) value_error("weight_scale is required");
@@ -236,25 +149,19 @@ struct LayerInput {
 
 LayerInput layer_input(py::handle x, std::size_t in_features, bool static_in) {
   LayerInput li;
-  py::array a = as_ndarray(x, "x");
-  const int tn = type_num(a);
-  if (tn == npy::NPY_UBYTE_) {
+  py::array a = as_array(x, "x", "an array of float32, float64 or uint8");
+  const Elem e = elem_of(a);
+  if (e == Elem::u8) {
     if (!static_in)
       value_error("a uint8 input needs static input qparams (set_input_qparams) on the layer");
-    a = py::reinterpret_steal<py::array>(npy::get().PyArray_FromAny_(
-        a.ptr(), py::dtype::of<std::uint8_t>().release().ptr(), 0, 0,
-        npy::NPY_ARRAY_ENSUREARRAY_ | py::array::c_style, nullptr));
-    if (!a) throw py::error_already_set();
-    li.u = static_cast<const std::uint8_t*>(a.data());
+    a = c_array(a, py::dtype::of<std::uint8_t>());
+    li.u = static_cast<const std::uint8_t*>(data_of(a));
   } else {
-    if (tn != npy::NPY_FLOAT_ && tn != npy::NPY_DOUBLE_)
-      type_error("x must have dtype float32, float64 or (static layers) uint8, got " +
-                 std::string(py::str(a.dtype())));
-    a = py::reinterpret_steal<py::array>(npy::get().PyArray_FromAny_(
-        a.ptr(), py::dtype::of<float>().release().ptr(), 0, 0,
-        npy::NPY_ARRAY_ENSUREARRAY_ | py::array::c_style | npy::NPY_ARRAY_ALIGNED_ | npy::NPY_ARRAY_FORCECAST_, nullptr));
-    if (!a) throw py::error_already_set();
-    li.f = static_cast<const float*>(a.data());
+    const py::dtype dt = a.dtype();
+    if (dt.kind() != 'f' || (dt.itemsize() != 4 && dt.itemsize() != 8))
+      type_error("x must have dtype float32, float64 or (static layers) uint8, got " + std::string(py::str(dt)));
+    a = c_array(a, py::dtype::of<float>(), true);  // float64 rounded to float32
+    li.f = static_cast<const float*>(data_of(a));
   }
   const int nd = static_cast<int>(a.ndim());
   if (nd != 1 && nd != 2) value_error("x must be 1-D or 2-D, got shape " + shape_str(a.shape(), nd));
@@ -388,10 +295,6 @@ void register_qgemm(py::module_& m) {
         py::arg("out_zp") = py::none(), py::arg("col_bias") = py::none(), py::arg("threads") = 0,
         "Private: the int8 GEMM with an explicit output stage (qgemm.h), for tests.");
 
-  m.def("amx_available", &qgemm_amx_available,
-        "Whether the int8 GEMM can use AMX tiles here (CPU support and OS permission).");
-  m.def("set_amx", &set_qgemm_amx, py::arg("on"),
-        "Private: use (default) or bypass the AMX kernels at the avx512 level (tests).");
   m.def("kernel_name", []() { return std::string(kernels().qgemm->name); },
         "The int8 GEMM kernel table in use.");
 

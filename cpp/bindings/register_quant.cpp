@@ -40,43 +40,23 @@ QuantShape layout(const py::array& a, long axis, std::size_t nparams) {
   return s;
 }
 
-void check_params(const std::vector<double>& scale, const std::vector<long long>& zp, bool is_unsigned,
-                  bool f32) {
-  if (scale.size() != zp.size()) value_error("scale and zero_point must have the same length");
-  const long long lo = is_unsigned ? 0 : -128, hi = is_unsigned ? 255 : 127;
+void check_scales(const std::vector<double>& scale, bool f32) {
   for (std::size_t c = 0; c < scale.size(); ++c) {
     const double s = f32 ? static_cast<double>(static_cast<float>(scale[c])) : scale[c];
     if (!(s > 0.0) || !std::isfinite(s))
       value_error("scale must be positive and finite (in the input's dtype), got " + std::to_string(scale[c]));
-    if (zp[c] < lo || zp[c] > hi)
-      value_error("zero_point " + std::to_string(zp[c]) + " is outside [" + std::to_string(lo) + ", " +
-                  std::to_string(hi) + "]");
   }
 }
 
-// The result array: a new one, or `out` (checked: ndarray of `dtype` and `shape`,
-// C-contiguous, aligned, writable; never copied). The Python layer has already rejected
-// an `out` that shares memory with the input.
-py::array result(py::handle out, const py::dtype& dtype, const std::vector<py::ssize_t>& shape) {
-  if (out.is_none()) return py::array(dtype, shape);
-  if (!py::isinstance<py::array>(out)) type_error("out must be a numpy.ndarray");
-  py::array o = py::reinterpret_borrow<py::array>(out);
-  if (!o.dtype().equal(dtype))
-    throw dtype_error("out must have dtype " + std::string(py::str(dtype)) + ", got " +
-                      std::string(py::str(o.dtype())));
-  const std::vector<py::ssize_t> oshape(o.shape(), o.shape() + o.ndim());
-  if (oshape != shape)
-    value_error("out has shape " + shape_str(o.shape(), static_cast<int>(o.ndim())) +
-                " but the result has shape " + shape_str(shape.data(), static_cast<int>(shape.size())));
-  const int need = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_ |
-                   py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
-  if ((o.flags() & need) != need) value_error("out must be C-contiguous, aligned and writable");
-  return o;
+// Zero points: a scalar or one per scale, each in the quantized type's range.
+std::vector<std::int32_t> zero_points_for(py::handle zp, std::size_t n, bool is_unsigned) {
+  return is_unsigned ? zero_points(zp, "zero_point", n, 0, 255, "uint8")
+                     : zero_points(zp, "zero_point", n, -128, 127, "int8");
 }
 
 template <class T, class Q>
 void run_quantize(const Array& x, void* q, const QuantShape& sh, const std::vector<double>& scale,
-                  const std::vector<long long>& zp) {
+                  const std::vector<std::int32_t>& zp) {
   std::vector<T> s(scale.size()), z(zp.size());
   for (std::size_t c = 0; c < s.size(); ++c) {
     s[c] = static_cast<T>(scale[c]);
@@ -86,15 +66,15 @@ void run_quantize(const Array& x, void* q, const QuantShape& sh, const std::vect
   quantize<T, Q>(x.ptr<T>(), static_cast<Q*>(q), sh, s.data(), z.data());
 }
 
-py::array quantize_binding(py::handle xobj, const std::vector<double>& scale,
-                           const std::vector<long long>& zp, bool is_unsigned, long axis,
-                           py::handle out) {
+py::array quantize_binding(py::handle xobj, const std::vector<double>& scale, py::handle zobj,
+                           bool is_unsigned, long axis, py::handle out) {
   const Array x = input(xobj, "x");
-  check_params(scale, zp, is_unsigned, x.dtype == DType::f32);
+  check_scales(scale, x.dtype == DType::f32);
+  const std::vector<std::int32_t> zp = zero_points_for(zobj, scale.size(), is_unsigned);
   const QuantShape sh = layout(x.arr, axis, scale.size());
   const std::vector<py::ssize_t> shape(x.arr.shape(), x.arr.shape() + x.arr.ndim());
-  py::array q = result(out, is_unsigned ? py::dtype::of<std::uint8_t>() : py::dtype::of<std::int8_t>(), shape);
-  void* qp = py::detail::array_proxy(q.ptr())->data;
+  py::array q = out_or_new(out, is_unsigned ? py::dtype::of<std::uint8_t>() : py::dtype::of<std::int8_t>(), shape);
+  void* qp = data_of(q);
   if (x.dtype == DType::f32) {
     if (is_unsigned) run_quantize<float, std::uint8_t>(x, qp, sh, scale, zp);
     else run_quantize<float, std::int8_t>(x, qp, sh, scale, zp);
@@ -105,14 +85,15 @@ py::array quantize_binding(py::handle xobj, const std::vector<double>& scale,
   return q;
 }
 
-py::array dequantize_binding(py::handle qobj, const std::vector<double>& scale,
-                             const std::vector<long long>& zp, long axis, py::handle out) {
-  py::array q = py::array::ensure(qobj, py::array::c_style);  // copies non-contiguous input
-  if (!q) type_error("q must be an int8 or uint8 array");
-  const bool s8 = q.dtype().equal(py::dtype::of<std::int8_t>());
-  const bool u8 = q.dtype().equal(py::dtype::of<std::uint8_t>());
+py::array dequantize_binding(py::handle qobj, const std::vector<double>& scale, py::handle zobj, long axis,
+                             py::handle out) {
+  py::array q = as_array(qobj, "q", "an int8 or uint8 array");
+  const Elem e = elem_of(q);
+  const bool s8 = e == Elem::i8, u8 = e == Elem::u8;
   if (!s8 && !u8) type_error("q must be an int8 or uint8 array, got dtype " + std::string(py::str(q.dtype())));
-  check_params(scale, zp, u8, true);
+  q = c_array(q, q.dtype());  // copies a non-contiguous input (MemoryError stays MemoryError)
+  check_scales(scale, true);
+  const std::vector<std::int32_t> zp = zero_points_for(zobj, scale.size(), u8);
   const QuantShape sh = layout(q, axis, scale.size());
   std::vector<float> s(scale.size()), z(zp.size());
   for (std::size_t c = 0; c < s.size(); ++c) {
@@ -120,9 +101,9 @@ py::array dequantize_binding(py::handle qobj, const std::vector<double>& scale,
     z[c] = static_cast<float>(zp[c]);
   }
   const std::vector<py::ssize_t> shape(q.shape(), q.shape() + q.ndim());
-  py::array y = result(out, py::dtype::of<float>(), shape);
-  auto* yp = reinterpret_cast<float*>(py::detail::array_proxy(y.ptr())->data);
-  const void* qp = py::detail::array_proxy(q.ptr())->data;
+  py::array y = out_or_new(out, py::dtype::of<float>(), shape);
+  auto* yp = static_cast<float*>(data_of(y));
+  const void* qp = data_of(q);
   {
     py::gil_scoped_release nogil;
     if (s8) dequantize<std::int8_t>(static_cast<const std::int8_t*>(qp), yp, sh, s.data(), z.data());

@@ -11,6 +11,10 @@
 #include <cpuid.h>
 #define PF_X86 1
 #endif
+#if defined(PF_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace pyfastopt {
 
@@ -19,6 +23,7 @@ const char* isa_name(Isa isa) {
     case Isa::scalar: return "scalar";
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
+    case Isa::amx: return "amx";
   }
   return "?";
 }
@@ -30,6 +35,18 @@ std::uint64_t xgetbv0() {
   std::uint32_t eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<std::uint64_t>(edx) << 32) | eax;
+}
+
+// AMX tile data is an XSAVE feature the Linux kernel enables in XCR0 but hands to a
+// process only on request (XFD traps the first tile instruction otherwise). Asked once,
+// here, and only on CPUs that have AMX; true when the OS granted it.
+bool request_amx_permission() {
+#if defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
 }
 #endif
 
@@ -52,8 +69,9 @@ CpuFeatures detect() {
   f.f16c = c & (1u << 29);
   const bool osxsave = c & (1u << 27);
   f.avx = c & (1u << 28);
+  std::uint64_t xcr0 = 0;
   if (osxsave) {
-    const std::uint64_t xcr0 = xgetbv0();
+    xcr0 = xgetbv0();
     f.os_ymm = (xcr0 & 0x6) == 0x6;            // XMM | YMM
     f.os_zmm = f.os_ymm && (xcr0 & 0xE0) == 0xE0;  // opmask | ZMM_Hi256 | Hi16_ZMM
   }
@@ -65,7 +83,10 @@ CpuFeatures detect() {
     f.avx512bw = b & (1u << 30);
     f.avx512vl = b & (1u << 31);
     f.avx512vnni = c & (1u << 11);
+    f.amx_tile = d & (1u << 24);
     f.amx_int8 = d & (1u << 25);
+    constexpr std::uint64_t kXtile = (1u << 17) | (1u << 18);  // XTILECFG | XTILEDATA
+    f.os_amx = f.amx_tile && f.amx_int8 && (xcr0 & kXtile) == kXtile && request_amx_permission();
     __cpuid_count(7, 1, a, b, c, d);
     f.avx_vnni = a & (1u << 4);
     f.avx512bf16 = a & (1u << 5);
@@ -95,6 +116,11 @@ std::string isa_missing_features(Isa isa, const CpuFeatures& f) {
   };
   switch (isa) {
     case Isa::scalar: break;
+    case Isa::amx:
+      need(f.amx_tile, "amx-tile");
+      need(f.amx_int8, "amx-int8");
+      if (f.amx_tile && f.amx_int8) need(f.os_amx, "OS permission for the AMX tile state (XCR0 / arch_prctl)");
+      [[fallthrough]];
     case Isa::avx512:
       need(f.avx512f, "avx512f");
       need(f.avx512bw, "avx512bw");
@@ -124,6 +150,9 @@ bool isa_compiled(Isa isa) {
 #ifdef PYFASTOPT_HAVE_AVX512
     case Isa::avx512: return true;
 #endif
+#ifdef PYFASTOPT_HAVE_AMX
+    case Isa::amx: return true;
+#endif
     default: return false;
   }
 }
@@ -151,7 +180,7 @@ Isa resolve_isa(const std::string& request, const CpuFeatures& f) {
     return isa;
   }
   throw std::invalid_argument("PYFASTOPT_SIMD='" + request +
-                              "' is not a SIMD level; use one of: scalar, avx2, avx512 "
+                              "' is not a SIMD level; use one of: scalar, avx2, avx512, amx "
                               "(or unset it for the best level this CPU runs)");
 }
 

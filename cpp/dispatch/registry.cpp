@@ -3,8 +3,6 @@
 #include "pyfastopt/registry.h"
 
 #include <array>
-#include <atomic>
-#include <mutex>
 
 namespace pyfastopt {
 
@@ -23,24 +21,31 @@ using Variants = std::array<const Table*, kNumIsa>;  // indexed by Isa; nullptr 
 #else
 #define PF_AVX512(x) nullptr
 #endif
+#ifdef PYFASTOPT_HAVE_AMX
+#define PF_AMX(x) &amx::x
+#else
+#define PF_AMX(x) nullptr
+#endif
+#define PF_NONE nullptr  // no variant at this level: the best lower one runs
 
 // ---- the registry: every family, every variant ----------------------------------
+// Columns: scalar, avx2, avx512, amx (the order of Isa).
 const Variants<ElementwiseKernels> kElementwise = {
-    &ref::elementwise_kernels, PF_AVX2(elementwise_kernels), PF_AVX512(elementwise_kernels)};
+    &ref::elementwise_kernels, PF_AVX2(elementwise_kernels), PF_AVX512(elementwise_kernels), PF_NONE};
 const Variants<MachineKernels> kMachine = {
-    &ref::machine_kernels, PF_AVX2(machine_kernels), PF_AVX512(machine_kernels)};
+    &ref::machine_kernels, PF_AVX2(machine_kernels), PF_AVX512(machine_kernels), PF_NONE};
 const Variants<OptimKernels> kOptim = {
-    &ref::optim_kernels, PF_AVX2(optim_kernels), PF_AVX512(optim_kernels)};
+    &ref::optim_kernels, PF_AVX2(optim_kernels), PF_AVX512(optim_kernels), PF_NONE};
 const Variants<DropoutKernels> kDropout = {
-    &ref::dropout_kernels, PF_AVX2(dropout_kernels), PF_AVX512(dropout_kernels)};
+    &ref::dropout_kernels, PF_AVX2(dropout_kernels), PF_AVX512(dropout_kernels), PF_NONE};
 const Variants<GemmKernels> kGemm = {
-    &ref::gemm_kernels, PF_AVX2(gemm_kernels), PF_AVX512(gemm_kernels)};
+    &ref::gemm_kernels, PF_AVX2(gemm_kernels), PF_AVX512(gemm_kernels), PF_NONE};
 const Variants<BatchNormKernels> kBatchNorm = {
-    &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels)};
+    &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels), PF_NONE};
 const Variants<QuantKernels> kQuant = {
-    &ref::quant_kernels, PF_AVX2(quant_kernels), PF_AVX512(quant_kernels)};
+    &ref::quant_kernels, PF_AVX2(quant_kernels), PF_AVX512(quant_kernels), PF_NONE};
 const Variants<QGemmKernels> kQGemm = {
-    &ref::qgemm_kernels, PF_AVX2(qgemm_kernels), PF_AVX512(qgemm_kernels)};
+    &ref::qgemm_kernels, PF_AVX2(qgemm_kernels), PF_AVX512(qgemm_kernels), PF_AMX(qgemm_kernels)};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -50,18 +55,7 @@ const Table* pick(const Variants<Table>& v, Isa isa) {
   return v[0];
 }
 
-std::atomic<bool> g_qgemm_amx{true};
-
-const QGemmKernels* amx_table() {
-#ifdef PYFASTOPT_HAVE_AVX512
-  static const QGemmKernels* t = avx512::qgemm_amx_if_usable();
-  return t;
-#else
-  return nullptr;
-#endif
-}
-
-std::array<KernelTable, kNumIsa> build_tables(bool amx) {
+std::array<KernelTable, kNumIsa> build_tables() {
   std::array<KernelTable, kNumIsa> t{};
   for (int i = 0; i < kNumIsa; ++i) {
     const Isa isa = static_cast<Isa>(i);
@@ -73,27 +67,24 @@ std::array<KernelTable, kNumIsa> build_tables(bool amx) {
     t[i].batchnorm = pick(kBatchNorm, isa);
     t[i].quant = pick(kQuant, isa);
     t[i].qgemm = pick(kQGemm, isa);
-    if (amx && isa == Isa::avx512 && amx_table()) t[i].qgemm = amx_table();
   }
   return t;
 }
 
 const std::array<KernelTable, kNumIsa>& tables() {
-  static const std::array<KernelTable, kNumIsa> plain = build_tables(false);
-  static const std::array<KernelTable, kNumIsa> with_amx = build_tables(true);
-  return g_qgemm_amx.load(std::memory_order_relaxed) ? with_amx : plain;
+  static const std::array<KernelTable, kNumIsa> t = build_tables();
+  return t;
 }
 
 }  // namespace
 
-bool qgemm_amx_available() { return amx_table() != nullptr; }
-void set_qgemm_amx(bool on) { g_qgemm_amx.store(on, std::memory_order_relaxed); }
-
 const KernelTable& kernels_for(Isa isa) { return tables()[static_cast<int>(isa)]; }
 const KernelTable& kernels() { return kernels_for(active_isa()); }
 
-std::vector<std::pair<std::string, std::string>> kernel_choices() {
-  const KernelTable& k = kernels();
+std::vector<std::pair<std::string, std::string>> kernel_choices() { return kernel_choices(active_isa()); }
+
+std::vector<std::pair<std::string, std::string>> kernel_choices(Isa isa) {
+  const KernelTable& k = kernels_for(isa);
   return {{"elementwise", k.elementwise->name},
           {"optim", k.optim->name},
           {"dropout", k.dropout->name},

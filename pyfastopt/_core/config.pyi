@@ -26,9 +26,9 @@ def init() -> str:
     """
     Resolve PYFASTOPT_SIMD (once) and return the level in force; raises if it is invalid.
     """
-def kernel_choices() -> dict:
+def kernel_choices(level: typing.Any = None) -> dict:
     """
-    Kernel variant chosen per family at the level in force.
+    Kernel variant chosen per family at the level in force, or at `level` (any level the build has a table for, run here or not: shows which families fall back).
     """
 def openmp_enabled() -> bool:
     ...

@@ -6,7 +6,7 @@ exact int8 GEMM and quantized linear layers
 from __future__ import annotations
 import numpy
 import typing
-__all__: list[str] = ['QLinear', 'QuantizedSequential', 'amx_available', 'kernel_name', 'matmul_int8', 'qgemm_staged', 'set_amx']
+__all__: list[str] = ['QLinear', 'QuantizedSequential', 'kernel_name', 'matmul_int8', 'qgemm_staged']
 class QLinear:
     """
     Private: prepacked int8 layer (pyfastopt.quant.QuantizedLinear)
@@ -32,10 +32,6 @@ class QuantizedSequential:
     @property
     def layers(self) -> tuple:
         ...
-def amx_available() -> bool:
-    """
-    Whether the int8 GEMM can use AMX tiles here (CPU support and OS permission).
-    """
 def kernel_name() -> str:
     """
     The int8 GEMM kernel table in use.
@@ -47,8 +43,4 @@ def matmul_int8(a_q: typing.Any, a_zero_point: typing.Any, b_q: typing.Any, b_ze
 def qgemm_staged(a_q: typing.Any, a_zero_point: typing.Any, b_q: typing.Any, b_zero_point: typing.Any, kind: str = 'i32', col_scale: typing.Any = None, row_scale: typing.Any = None, bias: typing.Any = None, relu: bool = False, out_zp: typing.Any = None, col_bias: typing.Any = None, threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.ndarray:
     """
     Private: the int8 GEMM with an explicit output stage (qgemm.h), for tests.
-    """
-def set_amx(on: bool) -> None:
-    """
-    Private: use (default) or bypass the AMX kernels at the avx512 level (tests).
     """

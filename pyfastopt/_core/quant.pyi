@@ -8,11 +8,11 @@ import collections.abc
 import numpy
 import typing
 __all__: list[str] = ['dequantize', 'quantize']
-def dequantize(q: typing.Any, scale: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], zero_point: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None) -> numpy.ndarray:
+def dequantize(q: typing.Any, scale: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], zero_point: typing.Any, axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None) -> numpy.ndarray:
     """
     (q - zero_point) * scale in float32; axis -1: per tensor
     """
-def quantize(x: typing.Any, scale: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], zero_point: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], unsigned: bool, axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None) -> numpy.ndarray:
+def quantize(x: typing.Any, scale: collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], zero_point: typing.Any, unsigned: bool, axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None) -> numpy.ndarray:
     """
     saturate(round_half_even(x / scale) + zero_point) -> int8/uint8; axis -1: per tensor
     """

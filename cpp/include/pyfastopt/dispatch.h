@@ -5,11 +5,16 @@
 //   avx2    x86-64 AVX2 + FMA + F16C (OS saves YMM state)
 //   avx512  x86-64 AVX-512 F + BW + VL + DQ + VNNI (OS saves ZMM/opmask state).
 //           CPUs with AVX-512F but without VNNI (Skylake-X) run the avx2 level.
+//   amx     avx512 + AMX-TILE + AMX-INT8, with the tile state enabled by the OS (XCR0)
+//           and granted to the process (Linux: arch_prctl(ARCH_REQ_XCOMP_PERM,
+//           XFEATURE_XTILEDATA), requested once by the detection). Only the int8 GEMM
+//           has AMX kernels; every other family runs its avx512 variant there.
+//           PYFASTOPT_SIMD=avx512 on an AMX machine runs the VNNI int8 GEMM.
 // Room is left for aarch64: a `neon` level would be added after `scalar` with its
 // own feature test and TU suffix (see ARCHITECTURE.md, "Adding an ISA").
 //
 // The level is chosen once (first use): the best level the CPU supports and the binary
-// was built with, unless PYFASTOPT_SIMD=scalar|avx2|avx512 forces one. Forcing a level
+// was built with, unless PYFASTOPT_SIMD=scalar|avx2|avx512|amx forces one. Forcing a level
 // the CPU lacks is an error, never a silent fallback.
 #pragma once
 
@@ -17,8 +22,8 @@
 
 namespace pyfastopt {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
-constexpr int kNumIsa = 3;
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, amx = 3 };
+constexpr int kNumIsa = 4;
 
 const char* isa_name(Isa isa);
 
@@ -28,8 +33,10 @@ struct CpuFeatures {
   std::string vendor;   // CPUID vendor string, "" when unknown
   bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
-  bool avx512vnni = false, avx512bf16 = false, avx_vnni = false, amx_int8 = false;
+  bool avx512vnni = false, avx512bf16 = false, avx_vnni = false;
+  bool amx_tile = false, amx_int8 = false;
   bool os_ymm = false, os_zmm = false;  // XCR0 says the OS saves the registers
+  bool os_amx = false;  // XCR0 has the tile state and the OS granted it to this process
 };
 
 const CpuFeatures& cpu_features();

@@ -118,8 +118,13 @@ struct QGemmKernels {
   // MR-row band at a time, left to right (A panel outer, B panels inner: C is written
   // row band by row band), and the table is free to block K inside the band (AMX).
   // When null: B panel outer, A panels inner (the B panel stays in L1), ukernel per tile.
+  // `partials`: band_partials(k4, panels) int32 of the calling thread's scratch, sized
+  // by the driver before its parallel region (kernels never allocate).
   void (*band)(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp,
-               std::size_t panel_bytes, std::size_t panels, int m, int n, const QTile& t);
+               std::size_t panel_bytes, std::size_t panels, int m, int n, const QTile& t,
+               std::int32_t* partials);
+  // int32 elements of partial sums `band` needs for `panels` B panels (null with band).
+  std::size_t (*band_partials)(std::size_t k4, std::size_t panels);
 };
 
 // std::allocator, except that resize() leaves new elements uninitialized: the packers

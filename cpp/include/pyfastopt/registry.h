@@ -34,13 +34,10 @@ struct KernelTable {
 const KernelTable& kernels();
 // The table for a given level (falls back, per family, to the best lower level built).
 const KernelTable& kernels_for(Isa isa);
-// The int8 GEMM on CPUs with AMX (and an OS that grants the tile state) uses the AMX
-// table at the avx512 level; set_qgemm_amx(false) falls back to VNNI (for tests and
-// comparisons). Returns whether AMX is usable at all.
-bool qgemm_amx_available();
-void set_qgemm_amx(bool on);
 // (family, chosen variant name) for the active level, for show_config().
 std::vector<std::pair<std::string, std::string>> kernel_choices();
+// The same for any level (whether or not this CPU runs it): shows the fallbacks.
+std::vector<std::pair<std::string, std::string>> kernel_choices(Isa isa);
 
 // Per-ISA variants. Declared here, defined in kernels/<family>/<family>_<level>.cpp.
 #define PF_DECLARE_VARIANTS                              \
@@ -54,9 +51,10 @@ std::vector<std::pair<std::string, std::string>> kernel_choices();
   extern const QGemmKernels qgemm_kernels;
 namespace ref { PF_DECLARE_VARIANTS }
 namespace avx2 { PF_DECLARE_VARIANTS }
-namespace avx512 {
-PF_DECLARE_VARIANTS
-const QGemmKernels* qgemm_amx_if_usable();  // nullptr without AMX
+namespace avx512 { PF_DECLARE_VARIANTS }
+// Levels where only some families have kernels declare just those (the rest fall back).
+namespace amx {
+extern const QGemmKernels qgemm_kernels;
 }
 #undef PF_DECLARE_VARIANTS
 

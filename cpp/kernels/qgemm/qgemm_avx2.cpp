@@ -68,7 +68,8 @@ using Gen = QGeneric<kMR, kNR>;
 }  // namespace
 
 extern const QGemmKernels qgemm_kernels = {"qgemm_avx2_6x8", kMR, kNR, 1, &Gen::pack_b,
-                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax_vec<VF>, &ukernel, nullptr, nullptr};
+                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax_vec<VF>, &ukernel, nullptr, nullptr,
+    nullptr};
 
 }  // namespace avx2
 }  // namespace pyfastopt

@@ -13,7 +13,7 @@
 // so C is written one MR-row band at a time along its rows (the panel-outer order
 // writes 32-row x 128-byte pieces down the columns, 4 KB apart for N = 1024: with an
 // int32 C of 4 MB that costed as much as the products at K = 64: 1024 x 64 x 1024,
-// 0.72 -> 0.42 ms), and the band kernel may block K (qgemm_avx512.cpp, amx_band).
+// 0.72 -> 0.42 ms), and the band kernel may block K (qgemm_amx.cpp, amx_band).
 // Threads own a grid of whole C blocks and never split K: the result (integers, and the
 // float stages computed from them) is identical for any thread count.
 #include <algorithm>
@@ -130,7 +130,10 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
   std::size_t MC = std::max<std::size_t>(MR, kABlockBytes / std::max<std::size_t>(1, k4 * 4) / MR * MR);
   MC = std::min(MC, row_panels * MR);
   const std::size_t a_bytes = (MC * k4 * 4 + 63) / 64 * 64;
-  const std::size_t per_block = a_bytes + 2 * ((MC * sizeof(std::int32_t) + 63) / 64 * 64);
+  // A band kernel's partial sums (AMX, K blocked): for the most B panels a block has.
+  const std::size_t part_elems = K.band_partials ? K.band_partials(k4, (col_panels + tn - 1) / tn) : 0;
+  const std::size_t part_bytes = (part_elems * sizeof(std::int32_t) + 63) / 64 * 64;
+  const std::size_t per_block = a_bytes + 2 * ((MC * sizeof(std::int32_t) + 63) / 64 * 64) + part_bytes;
   char* buf = static_cast<char*>(scratch(1, blocks * per_block));
   const std::size_t panel_bytes = k4 * NR * 4;
 
@@ -145,6 +148,8 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
     std::uint8_t* ap = reinterpret_cast<std::uint8_t*>(buf + t * per_block);
     std::int32_t* rowsum = reinterpret_cast<std::int32_t*>(buf + t * per_block + a_bytes);
     std::int32_t* row_corr = rowsum + (MC + 15) / 16 * 16;
+    std::int32_t* partials = part_bytes ? reinterpret_cast<std::int32_t*>(buf + (t + 1) * per_block - part_bytes)
+                                        : nullptr;
     for (std::size_t ic = i0; ic < i1; ic += MC) {
       const std::size_t mc = std::min(MC, i1 - ic);
       if (from_float) {
@@ -167,7 +172,8 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
           const int mm = static_cast<int>(std::min(MR, mc - ir));
           const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
                            a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j};
-          K.band(k4, ap + ir * k4 * 4, b.data.data() + q0 * panel_bytes, panel_bytes, q1 - q0, mm, nb, tile);
+          K.band(k4, ap + ir * k4 * 4, b.data.data() + q0 * panel_bytes, panel_bytes, q1 - q0, mm, nb, tile,
+                 partials);
         }
         continue;
       }

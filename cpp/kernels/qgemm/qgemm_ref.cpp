@@ -48,7 +48,8 @@ using Gen = QGeneric<kMR, kNR>;
 }  // namespace
 
 extern const QGemmKernels qgemm_kernels = {
-    "qgemm_ref_4x4", kMR, kNR, 1, &Gen::pack_b, &Gen::pack_a, &Gen::pack_a_f32, &Gen::minmax, &ukernel, nullptr, nullptr};
+    "qgemm_ref_4x4", kMR, kNR, 1, &Gen::pack_b, &Gen::pack_a, &Gen::pack_a_f32, &Gen::minmax, &ukernel, nullptr, nullptr,
+    nullptr};
 
 }  // namespace ref
 }  // namespace pyfastopt

@@ -16,18 +16,37 @@
 //                 FMA chain over k in the block starting from 0 (c = s_0; c = c + s_1; ...);
 //                 then c = c + bias[j]; then the activation.
 //   direct path:  the same, with K-blocks of 256 steps.
-//   dot path:     per-lane FMA chains over k (lane l takes k = l mod N), the lanes summed
-//                 in a fixed tree, + bias, activation.
-// The path depends only on the shapes and strides, never on the thread count, and no
-// path splits K across threads. So results are bitwise identical for any thread count
-// (they may differ between SIMD levels and between paths, within the usual GEMM error
-// bound |C - AB| <= K eps |A||B|).
+//   dot path:     L canonical lanes (L = 16 for float32, 8 for float64, whatever the
+//                 level's vector width): lane l is an FMA chain over k = l (mod L) in
+//                 increasing k, the lanes are summed in the tree x[i] += x[i + h] for
+//                 h = L/2, ..., 1; then + bias, activation.
+// KC = 256 on every level. The path depends only on the shapes and strides, never on the
+// thread count or the SIMD level, and no path splits K across threads. So results are
+// bitwise identical for any thread count and any SIMD level (tested; a NaN result is NaN
+// on every level, its sign and payload may differ: FMA operand order); they differ
+// between paths only within the usual GEMM error bound |C - AB| <= K eps |A||B|.
 //
 // Activation: relu(x) = max(0, x) (NaN stays NaN); gelu(x) = x * Phi(x), the exact
 // erf form (PyTorch's default; not the tanh approximation): float64 evaluates
-// 0.5 x erfc(-x / sqrt 2) with the C library per element; float32 SIMD levels use a
-// vectorized erfc (error below 2e-7 |x|; measured max 1.7e-7 |x| over [-15, 15]).
-// Both run in the write-back of each tile, while it is in L1, not as a pass over C.
+// 0.5 x erfc(-x / sqrt 2) with the C library per element; float32 evaluates one
+// polynomial erfc (gemm-inl.h, gelu_f32; error below 2e-7 |x|, measured max 1.7e-7 |x|
+// over [-15, 15]) on every level, the scalar reference included, so its bits do not
+// depend on the level either. Both run in the write-back of each tile, while it is in
+// L1, not as a pass over C.
+//
+// Adding an ISA level to this family (say NEON):
+//   1. simd/<level>-inl.h: the shared traits VF/VD (every operation scalar-inl.h lists;
+//      gelu_f32 needs abs, div, max, round, scale2, ge0_select on VF).
+//   2. kernels/gemm/gemm_<level>.cpp: in namespace pyfastopt::<level> { namespace { } },
+//      include scalar-inl.h, <level>-inl.h, derive GF : VF and GD : VD adding hsum (the
+//      fixed lane tree above) and transpose (N x N in registers), include gemm-inl.h,
+//      and name the blocking in a struct (mr, nv, er, direct_acc, dot_rows, dot_cols,
+//      mc, kc = 256, nc; see make_gemm_kernels); define `gemm_kernels` from
+//      make_gemm_kernels<GF, BlockF>() and make_gemm_kernels<GD, BlockD>().
+//   3. registry.cpp: the level's column in kGemm (the file is compiled with the level's
+//      flags by its suffix; cpp/CMakeLists.txt).
+//   4. Nothing else: the cross-level tests (tests/test_simd_equality.py) then require
+//      the new level's bits to equal the scalar reference's on every path.
 #pragma once
 
 #include <cstddef>

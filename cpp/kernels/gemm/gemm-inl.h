@@ -1,12 +1,12 @@
-// gemm-inl.h -- the GEMM kernels of gemm.h written once over per-ISA "GEMM vector" traits.
+// gemm-inl.h -- the GEMM kernels of gemm.h written once over vector traits.
 // NO include guard: included inside each ISA translation unit's anonymous namespace,
-// after the traits `G` it is instantiated with are defined. Traits interface (all static):
-//   using T, R; N (lanes); zero(); load(p); store(p, x); set1(t); fma(a, b, c) = a*b + c
-//   with one rounding; add(a, b); relu(x) = max(0, x) keeping NaN;
-//   loadn(p, n) / storen(p, x, n): lanes [0, n) only (0 <= n <= N), others read as 0 and
-//   never touched in memory; hsum(x) -> T: the lanes summed in a fixed tree;
-//   gelu(x) = x * Phi(x) per lane (activate() below is the reference definition);
+// after the traits `G` it is instantiated with are defined. G is the level's shared
+// traits (simd/scalar-inl.h: Scalar<T>, simd/<level>-inl.h: VF/VD; load, store, set1,
+// zero, fma, add, load_partial/store_partial, and for float gelu's abs, div, max, round,
+// scale2, ge0_select) plus what only GEMM needs, added by the ISA file:
+//   hsum(x) -> T: the lanes summed in the fixed tree x[i] += x[i + h], h = N/2, ..., 1;
 //   transpose(R r[N]): in place, r[c] lane t <- r[t] lane c (an N x N block in registers).
+// relu and gelu are defined here once (relu_vec, gelu_vec), not per ISA.
 // The contract of every function is in pyfastopt/gemm.h.
 
 #ifndef PF_UNROLL
@@ -24,8 +24,9 @@ inline T activate(T x, Activation act) {
   return x;
 }
 
-// float32 gelu on vectors, written once over the traits' primitives (abs, div, round,
-// scale2 (y * 2^n for integral n in [-126, 0]), ge0_select(x, a, b) = x >= 0 ? a : b):
+// float32 gelu, THE one float32 gelu of every level (the scalar reference runs it on
+// one-lane vectors), over the traits' primitives (abs, div, round, scale2 (y * 2^n for
+// integral n in [-126, 0]), ge0_select(x, a, b) = x >= 0 ? a : b):
 //   gelu(x) = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2. erfc(z), z >= 0, by the Chebyshev
 //   fit t exp(-z^2 + P(t)), t = 1 / (1 + z/2) (Numerical Recipes' erfcc: relative error
 //   below 1.2e-7 for every z >= 0); exp by range reduction to [-ln2/2, ln2/2] and a
@@ -61,13 +62,35 @@ inline typename G::R gelu_f32(typename G::R x) {
   return G::mul(x, G::ge0_select(x, G::sub(one, h), h));
 }
 
-// gelu in place on p[0:n] (a row of C just written, in L1), G::gelu per vector.
+// relu on a vector: max(0, x) with x86 semantics (x when unordered: NaN stays NaN; -0
+// stays -0), the same rule as activate().
+template <class G>
+inline typename G::R relu_vec(typename G::R x) {
+  return G::max(G::zero(), x);
+}
+
+// gelu on a vector: float32 by gelu_f32 (every level, the scalar reference included);
+// float64 per lane by activate() (the C library's erfc: full accuracy).
+template <class G>
+inline typename G::R gelu_vec(typename G::R x) {
+  using T = typename G::T;
+  if constexpr (sizeof(T) == 4) {
+    return gelu_f32<G>(x);
+  } else {
+    alignas(64) T v[G::N];
+    G::store(v, x);
+    for (int i = 0; i < G::N; ++i) v[i] = activate(v[i], Activation::gelu);
+    return G::load(v);
+  }
+}
+
+// gelu in place on p[0:n] (a row of C just written, in L1), gelu_vec per vector.
 template <class G>
 inline void gelu_row(typename G::T* p, int n) {
   constexpr int N = G::N;
   int j = 0;
-  for (; j + N <= n; j += N) G::store(p + j, G::gelu(G::load(p + j)));
-  if (j < n) G::storen(p + j, G::gelu(G::loadn(p + j, n - j)), n - j);
+  for (; j + N <= n; j += N) G::store(p + j, gelu_vec<G>(G::load(p + j)));
+  if (j < n) G::store_partial(p + j, gelu_vec<G>(G::load_partial(p + j, n - j)), n - j);
 }
 
 // One vector of a tile's write-back: C[0:n] = x (first K block) or C[0:n] + x, then
@@ -79,13 +102,13 @@ inline void write_vec(typename G::T* c, typename G::R x, int n, bool first,
   if (n >= G::N) {
     if (!first) x = G::add(G::load(c), x);
     if (bias) x = G::add(x, G::load(bias));
-    if (relu) x = G::relu(x);
+    if (relu) x = relu_vec<G>(x);
     G::store(c, x);
   } else {
-    if (!first) x = G::add(G::loadn(c, n), x);
-    if (bias) x = G::add(x, G::loadn(bias, n));
-    if (relu) x = G::relu(x);
-    G::storen(c, x, n);
+    if (!first) x = G::add(G::load_partial(c, n), x);
+    if (bias) x = G::add(x, G::load_partial(bias, n));
+    if (relu) x = relu_vec<G>(x);
+    G::store_partial(c, x, n);
   }
 }
 
@@ -146,14 +169,14 @@ inline void transpose_into(const typename G::T* src, std::ptrdiff_t lds, int row
     if (t >= rows)
       r[t] = G::zero();
     else
-      r[t] = steps == N ? G::load(src + t * lds) : G::loadn(src + t * lds, steps);
+      r[t] = steps == N ? G::load(src + t * lds) : G::load_partial(src + t * lds, steps);
   }
   G::transpose(r);
   for (int q = 0; q < steps; ++q) {
     if (width == N)
       G::store(dst + q * ldd, r[q]);
     else
-      G::storen(dst + q * ldd, r[q], width);
+      G::store_partial(dst + q * ldd, r[q], width);
   }
 }
 
@@ -173,7 +196,7 @@ void pack_b(std::size_t kc, std::size_t n, const typename G::T* b, std::ptrdiff_
         PF_UNROLL for (int v = 0; v < NR / N; ++v) {
           const int left = nn - v * N;
           G::store(dst + k * NR + v * N,
-                   left >= N ? G::load(s + v * N) : G::loadn(s + v * N, left > 0 ? left : 0));
+                   left >= N ? G::load(s + v * N) : G::load_partial(s + v * N, left > 0 ? left : 0));
         }
       }
     } else if (rs == 1) {  // columns of B contiguous (B = W^T, W row-major): transposes
@@ -260,7 +283,7 @@ void direct_tile(int mm, int nn, std::size_t k, const typename G::T* const* arow
     } else {
       PF_UNROLL for (int v = 0; v < NV; ++v) {
         const int left = nn - v * N;
-        bv[v] = G::loadn(brow + v * N, left < 0 ? 0 : (left > N ? N : left));
+        bv[v] = G::load_partial(brow + v * N, left < 0 ? 0 : (left > N ? N : left));
       }
     }
     const std::ptrdiff_t off = static_cast<std::ptrdiff_t>(q) * csa;
@@ -321,7 +344,7 @@ void direct_stream(std::size_t j0, std::size_t j1, std::size_t kd, const typenam
         PF_UNROLL for (int r = 0; r < R; ++r) G::store(t[r] + x, G::fma(av[r], bv, G::load(t[r] + x)));
       }
       if (x < w) {
-        const V bv = G::loadn(brow + x, static_cast<int>(w - x));
+        const V bv = G::load_partial(brow + x, static_cast<int>(w - x));
         PF_UNROLL for (int r = 0; r < R; ++r) G::store(t[r] + x, G::fma(av[r], bv, G::load(t[r] + x)));
       }
     }
@@ -396,39 +419,58 @@ void direct(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const 
 }
 
 // ---- dot: C[i, j] = dot(A[i, :], W[j, :]), both contiguous along k -----------------------
-// Tile: MA rows of A x NW rows of W, one vector accumulator per pair (W rows past nw
+// The canonical lane count of the dot path (gemm.h): k is split over kDotLanes<T> lanes,
+// lane l taking k = l (mod L) in increasing order (one FMA chain each, the tail's missing
+// elements read as 0), then the lanes are summed in the tree x[i] += x[i + h] for
+// h = L/2, ..., 1. A level with N-lane vectors keeps L/N vectors per sum (their pairwise
+// sums are the tree's first steps, G::hsum the rest), so every level gives the same bits.
+template <class T>
+constexpr int kDotLanes = sizeof(T) == 4 ? 16 : 8;
+
+// Tile: MA rows of A x NW rows of W, L/N vector accumulators per pair (W rows past nw
 // re-read row nw-1 and are not stored).
 template <class G, int MA, int NW>
 void dot_tile(int nw, std::size_t k, const typename G::T* const* ar, const typename G::T* const* wr,
               typename G::T* c, std::ptrdiff_t ldc, const typename G::T* bias, Activation act) {
   using T = typename G::T;
   using R = typename G::R;
-  constexpr int N = G::N;
-  R acc[MA][NW];
-  PF_UNROLL for (int s = 0; s < MA; ++s) PF_UNROLL for (int t = 0; t < NW; ++t) acc[s][t] = G::zero();
+  constexpr int N = G::N, L = kDotLanes<T>, V = L / N;
+  static_assert(L % N == 0, "the canonical dot lanes must fill whole vectors");
+  R acc[MA][NW][V];
+  PF_UNROLL for (int s = 0; s < MA; ++s) PF_UNROLL for (int t = 0; t < NW; ++t)
+    PF_UNROLL for (int v = 0; v < V; ++v) acc[s][t][v] = G::zero();
   std::size_t q = 0;
-  for (; q + N <= k; q += N) {
-    R wv[NW];
-    PF_UNROLL for (int t = 0; t < NW; ++t) wv[t] = G::load(wr[t] + q);
-    PF_UNROLL for (int s = 0; s < MA; ++s) {
-      const R av = G::load(ar[s] + q);
-      PF_UNROLL for (int t = 0; t < NW; ++t) acc[s][t] = G::fma(av, wv[t], acc[s][t]);
+  for (; q + L <= k; q += L) {
+    PF_UNROLL for (int v = 0; v < V; ++v) {
+      R wv[NW];
+      PF_UNROLL for (int t = 0; t < NW; ++t) wv[t] = G::load(wr[t] + q + v * N);
+      PF_UNROLL for (int s = 0; s < MA; ++s) {
+        const R av = G::load(ar[s] + q + v * N);
+        PF_UNROLL for (int t = 0; t < NW; ++t) acc[s][t][v] = G::fma(av, wv[t], acc[s][t][v]);
+      }
     }
   }
-  if (q < k) {
+  if (q < k) {  // every lane takes one more step; lanes past k add 0 * 0
     const int left = static_cast<int>(k - q);
-    R wv[NW];
-    PF_UNROLL for (int t = 0; t < NW; ++t) wv[t] = G::loadn(wr[t] + q, left);
-    PF_UNROLL for (int s = 0; s < MA; ++s) {
-      const R av = G::loadn(ar[s] + q, left);
-      PF_UNROLL for (int t = 0; t < NW; ++t) acc[s][t] = G::fma(av, wv[t], acc[s][t]);
+    PF_UNROLL for (int v = 0; v < V; ++v) {
+      int n = left - v * N;
+      n = n < 0 ? 0 : (n > N ? N : n);
+      const std::size_t un = static_cast<std::size_t>(n);
+      R wv[NW];
+      PF_UNROLL for (int t = 0; t < NW; ++t) wv[t] = G::load_partial(wr[t] + q + v * N, un);
+      PF_UNROLL for (int s = 0; s < MA; ++s) {
+        const R av = G::load_partial(ar[s] + q + v * N, un);
+        PF_UNROLL for (int t = 0; t < NW; ++t) acc[s][t][v] = G::fma(av, wv[t], acc[s][t][v]);
+      }
     }
   }
   PF_UNROLL for (int s = 0; s < MA; ++s) {
     T* row = c + s * ldc;
     PF_UNROLL for (int t = 0; t < NW; ++t) {
       if (t >= nw) break;
-      T x = G::hsum(acc[s][t]);
+      PF_UNROLL for (int h = V / 2; h >= 1; h /= 2)
+        PF_UNROLL for (int v = 0; v < h; ++v) acc[s][t][v] = G::add(acc[s][t][v], acc[s][t][v + h]);
+      T x = G::hsum(acc[s][t][0]);
       if (bias) x = x + bias[t];
       row[t] = act == Activation::gelu ? x : activate(x, act);
     }
@@ -470,13 +512,19 @@ void dot(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const typ
   }
 }
 
-// One dtype's table. MR x NV vectors: the micro-kernel tile; ER: rows of the edge
-// micro-kernel (the last panel of A, when it has <= ER rows); DACC: accumulators of the
-// direct tiles; DA x DW: the dot tile; blocking in elements (mc a multiple of MR).
-template <class G, int MR, int NV, int ER, int DACC, int DA, int DW>
-constexpr GemmKernelsT<typename G::T> make_gemm_kernels(int mc, int kc, int nc) {
+// One dtype's table, blocked as B says. B: a struct of static constexpr ints --
+//   mr, nv      the micro-kernel's register tile: mr rows x nv vectors (NR = nv * N)
+//   er          rows of the edge micro-kernel (the last panel of A, when it has <= er rows)
+//   direct_acc  accumulators of the direct path's tiles (8- or 4-row tiles)
+//   dot_rows, dot_cols  the dot tile: rows of A x rows of W (1, 2 or 4 each)
+//   mc, kc, nc  cache blocking in elements (mc a multiple of mr; kc is also the packed
+//               path's rounding block and must be the same on every level)
+template <class G, class B>
+constexpr GemmKernelsT<typename G::T> make_gemm_kernels() {
+  static_assert(B::mc % B::mr == 0, "mc must be a multiple of mr");
+  static_assert(B::kc == 256, "kc is the packed path's rounding block: the same on every level");
   return GemmKernelsT<typename G::T>{
-      MR, NV * G::N, ER, mc, kc, nc,
-      ukernel<G, MR, NV>, ukernel<G, ER, NV, MR>, pack_a<G, MR>, pack_b<G, NV * G::N>,
-      direct<G, DACC, true, 256>, dot<G, DA, DW>};
+      B::mr, B::nv * G::N, B::er, B::mc, B::kc, B::nc,
+      ukernel<G, B::mr, B::nv>, ukernel<G, B::er, B::nv, B::mr>, pack_a<G, B::mr>, pack_b<G, B::nv * G::N>,
+      direct<G, B::direct_acc, true, 256>, dot<G, B::dot_rows, B::dot_cols>};
 }

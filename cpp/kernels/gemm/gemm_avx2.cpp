@@ -3,12 +3,14 @@
 // Micro-kernel contract: as gemm_avx512.cpp (see pyfastopt/gemm.h, GemmKernelsT::ukernel),
 // with a 6 x 16 float / 6 x 8 double register tile (12 ymm accumulators of 16; per k
 // step 2 loads of B, 6 broadcasts of A, 12 FMAs), a 2-row edge variant, masked edges
-// through vmaskmov, and 8 x 8 / 4 x 4 register transposes for packing.
+// through vmaskmov (the shared traits' load_partial), and 8 x 8 / 4 x 4 register
+// transposes for packing.
 #include <immintrin.h>
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "pyfastopt/gemm.h"
 #include "pyfastopt/registry.h"
@@ -17,43 +19,11 @@ namespace pyfastopt {
 namespace avx2 {
 namespace {
 
-// lanes [0, n) of a mask register (n in [0, 8])
-inline __m256i lane_mask32(int n) {
-  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), iota);
-}
-inline __m256i lane_mask64(int n) {
-  const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
-  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), iota);
-}
+#include "../simd/scalar-inl.h"
+#include "../simd/avx2-inl.h"
 
-struct GF {
-  using T = float;
-  using R = __m256;
-  static constexpr int N = 8;
-  static R zero() { return _mm256_setzero_ps(); }
-  static R load(const T* p) { return _mm256_loadu_ps(p); }
-  static void store(T* p, R x) { _mm256_storeu_ps(p, x); }
-  static R set1(T x) { return _mm256_set1_ps(x); }
-  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
-  static R add(R a, R b) { return _mm256_add_ps(a, b); }
-  static R relu(R x) { return _mm256_max_ps(_mm256_setzero_ps(), x); }  // NaN: x
-  static R loadn(const T* p, int n) { return _mm256_maskload_ps(p, lane_mask32(n)); }
-  static void storen(T* p, R x, int n) { _mm256_maskstore_ps(p, lane_mask32(n), x); }
-  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
-  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
-  static R div(R a, R b) { return _mm256_div_ps(a, b); }
-  static R max(R a, R b) { return _mm256_max_ps(a, b); }
-  static R abs(R x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
-  static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  static R scale2(R y, R n) {  // 2^n for n in [-126, 0]: the exponent field directly
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-  }
-  static R ge0_select(R x, R a, R b) {
-    return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
-  }
-  static R gelu(R x);  // gelu_f32 (gemm-inl.h)
+// The level's shared traits (simd/avx2-inl.h) plus what only GEMM needs (gemm-inl.h).
+struct GF : VF {
   static T hsum(R x) {
     const __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
     const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -78,25 +48,7 @@ struct GF {
   }
 };
 
-struct GD {
-  using T = double;
-  using R = __m256d;
-  static constexpr int N = 4;
-  static R zero() { return _mm256_setzero_pd(); }
-  static R load(const T* p) { return _mm256_loadu_pd(p); }
-  static void store(T* p, R x) { _mm256_storeu_pd(p, x); }
-  static R set1(T x) { return _mm256_set1_pd(x); }
-  static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
-  static R add(R a, R b) { return _mm256_add_pd(a, b); }
-  static R relu(R x) { return _mm256_max_pd(_mm256_setzero_pd(), x); }
-  static R loadn(const T* p, int n) { return _mm256_maskload_pd(p, lane_mask64(n)); }
-  static void storen(T* p, R x, int n) { _mm256_maskstore_pd(p, lane_mask64(n), x); }
-  static R gelu(R x) {  // float64: the reference per lane (double erfc, full accuracy)
-    alignas(64) T v[N];
-    store(v, x);
-    for (int i = 0; i < N; ++i) v[i] = static_cast<T>(0.5 * v[i] * std::erfc(-v[i] * 0.70710678118654752440));
-    return load(v);
-  }
+struct GD : VD {
   static T hsum(R x) {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
@@ -113,14 +65,20 @@ struct GD {
 
 #include "gemm-inl.h"
 
-GF::R GF::gelu(R x) { return gelu_f32<GF>(x); }
+// Blocking (see make_gemm_kernels): 6 x 2 vectors = 12 ymm accumulators of 16; the dot
+// tile 2 x 2 keeps 8 accumulators of 2 vectors (the canonical 16 / 8 lanes).
+struct BlockF {
+  static constexpr int mr = 6, nv = 2, er = 2, direct_acc = 8, dot_rows = 2, dot_cols = 2;
+  static constexpr int mc = 96, kc = 256, nc = 2048;
+};
+struct BlockD : BlockF {
+  static constexpr int nc = 1024;
+};
 
 }  // namespace
 
-extern const GemmKernels gemm_kernels = {
-    "gemm_avx2_6x16",
-    make_gemm_kernels<GF, 6, 2, 2, 8, 2, 4>(96, 256, 2048),
-    make_gemm_kernels<GD, 6, 2, 2, 8, 2, 4>(96, 256, 1024)};
+extern const GemmKernels gemm_kernels = {"gemm_avx2_6x16", make_gemm_kernels<GF, BlockF>(),
+                                         make_gemm_kernels<GD, BlockD>()};
 
 }  // namespace avx2
 }  // namespace pyfastopt

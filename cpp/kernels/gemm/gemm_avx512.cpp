@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "pyfastopt/gemm.h"
 #include "pyfastopt/registry.h"
@@ -21,31 +22,11 @@ namespace pyfastopt {
 namespace avx512 {
 namespace {
 
-struct GF {
-  using T = float;
-  using R = __m512;
-  static constexpr int N = 16;
-  static __mmask16 mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
-  static R zero() { return _mm512_setzero_ps(); }
-  static R load(const T* p) { return _mm512_loadu_ps(p); }
-  static void store(T* p, R x) { _mm512_storeu_ps(p, x); }
-  static R set1(T x) { return _mm512_set1_ps(x); }
-  static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
-  static R add(R a, R b) { return _mm512_add_ps(a, b); }
-  static R relu(R x) { return _mm512_max_ps(_mm512_setzero_ps(), x); }  // NaN: x
-  static R loadn(const T* p, int n) { return _mm512_maskz_loadu_ps(mask(n), p); }
-  static void storen(T* p, R x, int n) { _mm512_mask_storeu_ps(p, mask(n), x); }
-  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
-  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
-  static R div(R a, R b) { return _mm512_div_ps(a, b); }
-  static R max(R a, R b) { return _mm512_max_ps(a, b); }
-  static R abs(R x) { return _mm512_abs_ps(x); }
-  static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-  static R scale2(R y, R n) { return _mm512_scalef_ps(y, n); }
-  static R ge0_select(R x, R a, R b) {
-    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
-  }
-  static R gelu(R x);  // gelu_f32 (gemm-inl.h)
+#include "../simd/scalar-inl.h"
+#include "../simd/avx512-inl.h"
+
+// The level's shared traits (simd/avx512-inl.h) plus what only GEMM needs (gemm-inl.h).
+struct GF : VF {
   static T hsum(R x) {  // fixed tree: 16 -> 8 -> 4 -> 2 -> 1
     const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(x),
                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
@@ -80,26 +61,7 @@ struct GF {
   }
 };
 
-struct GD {
-  using T = double;
-  using R = __m512d;
-  static constexpr int N = 8;
-  static __mmask8 mask(int n) { return static_cast<__mmask8>((1u << n) - 1u); }
-  static R zero() { return _mm512_setzero_pd(); }
-  static R load(const T* p) { return _mm512_loadu_pd(p); }
-  static void store(T* p, R x) { _mm512_storeu_pd(p, x); }
-  static R set1(T x) { return _mm512_set1_pd(x); }
-  static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
-  static R add(R a, R b) { return _mm512_add_pd(a, b); }
-  static R relu(R x) { return _mm512_max_pd(_mm512_setzero_pd(), x); }
-  static R loadn(const T* p, int n) { return _mm512_maskz_loadu_pd(mask(n), p); }
-  static void storen(T* p, R x, int n) { _mm512_mask_storeu_pd(p, mask(n), x); }
-  static R gelu(R x) {  // float64: the reference per lane (double erfc, full accuracy)
-    alignas(64) T v[N];
-    store(v, x);
-    for (int i = 0; i < N; ++i) v[i] = static_cast<T>(0.5 * v[i] * std::erfc(-v[i] * 0.70710678118654752440));
-    return load(v);
-  }
+struct GD : VD {
   static T hsum(R x) {  // fixed tree: 8 -> 4 -> 2 -> 1
     const __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(x), _mm512_extractf64x4_pd(x, 1));
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
@@ -125,14 +87,19 @@ struct GD {
 
 #include "gemm-inl.h"
 
-GF::R GF::gelu(R x) { return gelu_f32<GF>(x); }
+// Blocking (see make_gemm_kernels): 12 x 2 vectors = 24 zmm accumulators of 32.
+struct BlockF {
+  static constexpr int mr = 12, nv = 2, er = 4, direct_acc = 16, dot_rows = 4, dot_cols = 4;
+  static constexpr int mc = 144, kc = 256, nc = 4096;
+};
+struct BlockD : BlockF {
+  static constexpr int mc = 96, nc = 2048;
+};
 
 }  // namespace
 
-extern const GemmKernels gemm_kernels = {
-    "gemm_avx512_12x32",
-    make_gemm_kernels<GF, 12, 2, 4, 16, 4, 4>(144, 256, 4096),
-    make_gemm_kernels<GD, 12, 2, 4, 16, 4, 4>(96, 256, 2048)};
+extern const GemmKernels gemm_kernels = {"gemm_avx512_12x32", make_gemm_kernels<GF, BlockF>(),
+                                         make_gemm_kernels<GD, BlockD>()};
 
 }  // namespace avx512
 }  // namespace pyfastopt

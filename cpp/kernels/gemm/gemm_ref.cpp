@@ -1,7 +1,9 @@
 // gemm_ref.cpp -- reference GEMM kernels: the generic code of gemm-inl.h over one-lane
-// "vectors" (std::fma, one rounding, as in every SIMD variant). Always built.
+// "vectors" (Scalar<T>: std::fma, one rounding, as in every SIMD variant). Always built.
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 
 #include "pyfastopt/gemm.h"
 #include "pyfastopt/registry.h"
@@ -10,40 +12,29 @@ namespace pyfastopt {
 namespace ref {
 namespace {
 
+#include "../simd/scalar-inl.h"
+
+// One-lane "vectors": the shared scalar traits plus what only GEMM needs (gemm-inl.h).
 template <class TT>
-struct G1 {
+struct G1 : Scalar<TT> {
   using T = TT;
   using R = TT;
-  static constexpr int N = 1;
-  static R zero() { return T(0); }
-  static R load(const T* p) { return *p; }
-  static void store(T* p, R x) { *p = x; }
-  static R set1(T x) { return x; }
-  static R fma(R a, R b, R c) { return std::fma(a, b, c); }
-  static R add(R a, R b) { return a + b; }
-  static R relu(R x) { return x < T(0) ? T(0) : x; }
-  static R loadn(const T* p, int n) { return n > 0 ? *p : T(0); }
-  static void storen(T* p, R x, int n) {
-    if (n > 0) *p = x;
-  }
   static T hsum(R x) { return x; }
-  static R gelu(R x);  // the reference, activate() (defined after gemm-inl.h)
   static void transpose(R*) {}
 };
 
 #include "gemm-inl.h"
 
-template <class TT>
-TT G1<TT>::gelu(TT x) {
-  return activate(x, Activation::gelu);
-}
+// Blocking (see make_gemm_kernels): small tiles; the dot tile 2 x 2 (of 16 / 8 lanes).
+struct Block {
+  static constexpr int mr = 4, nv = 4, er = 2, direct_acc = 8, dot_rows = 2, dot_cols = 2;
+  static constexpr int mc = 64, kc = 256, nc = 1024;
+};
 
 }  // namespace
 
-extern const GemmKernels gemm_kernels = {
-    "gemm_ref_4x4",
-    make_gemm_kernels<G1<float>, 4, 4, 2, 8, 2, 2>(64, 256, 1024),
-    make_gemm_kernels<G1<double>, 4, 4, 2, 8, 2, 2>(64, 256, 1024)};
+extern const GemmKernels gemm_kernels = {"gemm_ref_4x4", make_gemm_kernels<G1<float>, Block>(),
+                                         make_gemm_kernels<G1<double>, Block>()};
 
 }  // namespace ref
 }  // namespace pyfastopt

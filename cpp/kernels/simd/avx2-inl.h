@@ -9,6 +9,7 @@ struct VF {
   static R load(const T* p) { return _mm256_loadu_ps(p); }
   static void store(T* p, R x) { _mm256_storeu_ps(p, x); }
   static R set1(T x) { return _mm256_set1_ps(x); }
+  static R zero() { return _mm256_setzero_ps(); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
@@ -19,6 +20,14 @@ struct VF {
   static R max(R a, R b) { return _mm256_max_ps(a, b); }
   static R min(R a, R b) { return _mm256_min_ps(a, b); }
   static R abs(R a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  static R round(R x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R scale2(R y, R n) {  // 2^n for n in [-126, 0]: the exponent field directly
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  }
+  static R ge0_select(R x, R a, R b) {
+    return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
+  }
   static bool any_nan(R a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)) != 0; }
   static R max_nan(R a, R b) {
     // max_ps(a, b) = a > b ? a : b (b when unordered: replaced by NaN below)
@@ -75,6 +84,7 @@ struct VD {
     return _mm256_cvtps_pd(_mm_maskload_ps(p, m));
   }
   static R set1(T x) { return _mm256_set1_pd(x); }
+  static R zero() { return _mm256_setzero_pd(); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm256_mul_pd(a, b); }

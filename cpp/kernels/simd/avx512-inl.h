@@ -9,6 +9,7 @@ struct VF {
   static R load(const T* p) { return _mm512_loadu_ps(p); }
   static void store(T* p, R x) { _mm512_storeu_ps(p, x); }
   static R set1(T x) { return _mm512_set1_ps(x); }
+  static R zero() { return _mm512_setzero_ps(); }
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
@@ -21,6 +22,11 @@ struct VF {
   static R max(R a, R b) { return _mm512_max_ps(a, b); }
   static R min(R a, R b) { return _mm512_min_ps(a, b); }
   static R abs(R a) { return _mm512_abs_ps(a); }
+  static R round(R x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R scale2(R y, R n) { return _mm512_scalef_ps(y, n); }
+  static R ge0_select(R x, R a, R b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), b, a);
+  }
   static bool any_nan(R a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) != 0; }
   static R max_nan(R a, R b) {
     const R m = _mm512_max_ps(a, b);  // a > b ? a : b (b when unordered: fixed below)
@@ -73,6 +79,7 @@ struct VD {
     return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(lanes_below(n), p));
   }
   static R set1(T x) { return _mm512_set1_pd(x); }
+  static R zero() { return _mm512_setzero_pd(); }
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
   static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm512_mul_pd(a, b); }

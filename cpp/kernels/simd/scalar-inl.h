@@ -7,15 +7,16 @@
 //
 // Interface (all static; all exact IEEE operations, no implicit contraction):
 //   using T; using R; static constexpr int N
-//   load, store, set1, add, sub, mul, div, sqrt, fma (one rounding), neg (sign flip),
+//   load, store, set1, zero, add, sub, mul, div, sqrt, fma (one rounding), neg (sign flip),
 //   max(a,b) = a > b ? a : b and min(a,b) = a < b ? a : b (x86 semantics: b when
 //   unordered), abs, max_nan (NaN if either is NaN), sign (-1/0/+1, 0 for NaN),
 //   any_nan(R) -> bool, and for float: load_bf16 / store_bf16 (round to nearest even).
+//   round (to nearest, ties to even), scale2(y, n) = y * 2^n for integral n in
+//   [-126, 0] (one rounding), ge0_select(x, a, b) = x >= 0 ? a : b (b for NaN).
 //   Partial vectors, for tails without a scalar loop: load_partial(p, n) reads the first
-//   n < N elements (the other lanes are 0; nothing past p + n is touched) and
-//   store_partial(p, x, n) writes only the first n lanes. For double: load_f32(p) reads
+//   min(n, N) elements (the other lanes are 0; nothing past p + n is touched) and
+//   store_partial(p, x, n) writes only the first min(n, N) lanes. For double: load_f32(p) reads
 //   N floats widened (exactly) to double, load_f32_partial(p, n) the first n of them.
-//   With N == 1 a partial count is always 0.
 //   Non-temporal stores: store_stream(p, x) writes a full vector to p aligned to
 //   sizeof(R) bypassing the caches (a plain store for Scalar); stream_fence() orders them
 //   before later stores (call it once after a kernel's last store_stream).
@@ -28,6 +29,7 @@ struct Scalar {
   static R load(const T* p) { return *p; }
   static void store(T* p, R x) { *p = x; }
   static R set1(T x) { return x; }
+  static R zero() { return T(0); }
   static R add(R a, R b) { return a + b; }
   static R sub(R a, R b) { return a - b; }
   static R mul(R a, R b) { return a * b; }
@@ -38,6 +40,10 @@ struct Scalar {
   static R max(R a, R b) { return a > b ? a : b; }  // x86 maxps: b when unordered
   static R min(R a, R b) { return a < b ? a : b; }  // x86 minps: b when unordered
   static R abs(R a) { return std::fabs(a); }
+  static R round(R a) { return std::nearbyint(a); }  // to nearest, ties to even
+  // y * 2^n for integral n in [-126, 0] (float) / [-1022, 0] (double): one rounding.
+  static R scale2(R y, R n) { return y * std::ldexp(T(1), static_cast<int>(n)); }
+  static R ge0_select(R x, R a, R b) { return x >= T(0) ? a : b; }  // NaN: b
   static bool any_nan(R a) { return a != a; }
   static R max_nan(R a, R b) { return (a != a || b != b) ? a + b : (a > b ? a : b); }
   static R sign(R a) { return a > T(0) ? T(1) : (a < T(0) ? T(-1) : T(0)); }

@@ -43,9 +43,10 @@ def matmul_int8(
     not depend on the thread count or the SIMD level.
 
     Raises:
-        TypeError: ``a_q`` or ``b_q`` is not uint8/int8 (named in the message).
+        TypeError: ``a_q`` or ``b_q`` is not uint8/int8, or a zero point is not an integer
+            (a float, bool, string, array of several values; named in the message).
         ValueError: inner dimensions differ (both shapes named), operands that are not 1-D
-            or 2-D, or a zero point that is not an integer in its dtype's range.
+            or 2-D, or a zero point outside its dtype's range.
 
     Example:
         >>> import numpy as np

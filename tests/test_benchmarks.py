@@ -193,8 +193,10 @@ def test_bench_quick_json(tmp_path):
         assert r["time_us"]["numpy"] > 0
         assert r["ratio_numpy"] > 0
         assert r["achieved"] > 0
-        assert r["limit"] > 0
-        assert r["fraction_of_limit"] > 0
+        # the int8 rows' limit is the VNNI peak: 0 on CPUs without VNNI (see above)
+        no_vnni = r["limit_kind"] == "vnni" and all(lim["vnni_gops"] == 0 for lim in limits)
+        assert r["limit"] > 0 or no_vnni, r
+        assert no_vnni or r["fraction_of_limit"] > 0, r
         if with_torch:
             assert r["time_us"]["torch"] > 0
             assert r["ratio_torch"] > 0

@@ -86,6 +86,12 @@ def test_binding_zero_points_range_checked_per_channel():
         _core.quant.quantize(x, [1.0, 1.0], np.array([0.0, 1.0]), True, 0)
     with pytest.raises(TypeError, match="zero_point"):
         _core.quant.quantize(x, [1.0], 1.5, True, -1)
+    with pytest.raises(ValueError, match=r"zero_point\[1\]"):
+        _core.quant.quantize(x, [1.0, 1.0], [0, 300], True, 0)
+    with pytest.raises(TypeError, match=r"zero_point\[0\]"):
+        _core.quant.quantize(x, [1.0, 1.0], [1.5, 0], True, 0)
+    with pytest.raises(ValueError, match="zero_point"):
+        _core.quant.quantize(x, [1.0, 1.0], [0, 0, 0], True, 0)
     got = _core.quant.quantize(x, [1.0], np.array(7), True, -1)  # a 0-d array is a scalar
     np.testing.assert_array_equal(got, np.full((2, 3), 7, np.uint8))
 

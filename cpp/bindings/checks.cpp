@@ -469,8 +469,16 @@ std::int32_t zero_point(py::handle obj, Name name, long lo, long hi, const char*
 
 std::vector<std::int32_t> zero_points(py::handle obj, Name name, std::size_t n, long lo, long hi,
                                       const char* dtype) {
-  const bool seq = py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj);
-  if (!seq && !(npy::get().PyArray_Check_(obj.ptr()) && py::reinterpret_borrow<py::array>(obj).ndim() != 0))
+  if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {  // element by element
+    const py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+    if (seq.size() != n)
+      value_error(name.str() + " must be an integer or have " + std::to_string(n) + " entries, got " +
+                  std::to_string(seq.size()));
+    std::vector<std::int32_t> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = zero_point(seq[i], Name(name.base, static_cast<long>(i)), lo, hi, dtype);
+    return v;
+  }
+  if (!(npy::get().PyArray_Check_(obj.ptr()) && py::reinterpret_borrow<py::array>(obj).ndim() != 0))
     return std::vector<std::int32_t>(n, zero_point(obj, name, lo, hi, dtype));
   py::array a = integer_array(obj, name);
   if (a.ndim() != 1 || static_cast<std::size_t>(a.size()) != n)

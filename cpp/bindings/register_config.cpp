@@ -1,6 +1,7 @@
 // register_config.cpp -- CPU features, SIMD level, kernel choices, threads, build info.
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <stdexcept>
 
 #include "checks.h"
@@ -98,9 +99,9 @@ void register_config(py::module_& m) {
     }
   }, py::arg("request"), py::arg("features"),
      "Resolve a PYFASTOPT_SIMD value against the given feature dict (for tests).");
-  m.def("kernel_choices", [](py::handle level) {
+  m.def("kernel_choices", [](const std::optional<std::string>& level) {
     py::dict d;
-    const Isa isa = level.is_none() ? active_isa() : isa_from_name(level.cast<std::string>());
+    const Isa isa = level ? isa_from_name(*level) : active_isa();
     for (const auto& kv : kernel_choices(isa)) d[py::str(kv.first)] = kv.second;
     return d;
   }, py::arg("level") = py::none(),

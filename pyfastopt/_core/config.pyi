@@ -26,7 +26,7 @@ def init() -> str:
     """
     Resolve PYFASTOPT_SIMD (once) and return the level in force; raises if it is invalid.
     """
-def kernel_choices(level: typing.Any = None) -> dict:
+def kernel_choices(level: str | None = None) -> dict:
     """
     Kernel variant chosen per family at the level in force, or at `level` (any level the build has a table for, run here or not: shows which families fall back).
     """

@@ -72,6 +72,12 @@ def config_dict() -> dict[str, Any]:
             "forced_by_env": os.environ.get("PYFASTOPT_SIMD") or None,
             "supported": _cfg.supported_levels(),
             "compiled": _cfg.compiled_levels(),
+            # compiled levels this machine cannot run, with the features it lacks
+            "unavailable": {
+                lvl: _cfg.missing_features(lvl)
+                for lvl in _cfg.compiled_levels()
+                if lvl not in _cfg.supported_levels()
+            },
         },
         "kernels": dict(_cfg.kernel_choices()),
         "threads": {
@@ -100,6 +106,10 @@ def format_config(cfg: dict[str, Any]) -> str:
         f"  SIMD level     : {s['level']}"
         + (f"  (forced by PYFASTOPT_SIMD={s['forced_by_env']})" if s["forced_by_env"] else "")
         + f"   supported: {', '.join(s['supported'])}   compiled: {', '.join(s['compiled'])}",
+        *(
+            f"  not here       : {lvl} (this CPU lacks {why})"
+            for lvl, why in s.get("unavailable", {}).items()
+        ),
         f"  threads        : {t['num_threads']}  (default {t['default']} from "
         f"{t['default_source']}; usable CPUs {t['usable_cpus']}; "
         f"OpenMP {'on' if t['openmp'] else 'off'})",

@@ -95,6 +95,17 @@ def test_amx_level_falls_back_per_family():
             assert variant == avx512[family], family
 
 
+def test_show_config_names_what_each_unavailable_level_lacks(capsys):
+    simd = pyfastopt.show_config()["simd"]
+    out = capsys.readouterr().out
+    assert set(simd["unavailable"]) == set(simd["compiled"]) - set(simd["supported"])
+    for level, why in simd["unavailable"].items():
+        assert why, level
+        assert f"{level} (this CPU lacks {why})" in out
+    if "amx" in simd["unavailable"]:
+        assert "amx-tile" in simd["unavailable"]["amx"]
+
+
 def test_requesting_amx_without_it_names_the_missing_features():
     if "amx" in _core.config.supported_levels():
         pytest.skip("this machine runs amx")

@@ -80,6 +80,10 @@ void register_config(py::module_& m) {
     }
     return v;
   }, "SIMD levels this binary can run on this CPU, lowest first.");
+  m.def("missing_features", [](const std::string& level) {
+    return isa_missing_features(isa_from_name(level), cpu_features());
+  }, py::arg("level"),
+     "The CPU/OS features `level` needs that this machine lacks, comma separated ('' if none).");
   m.def("init", [] {
     try {
       return std::string(isa_name(active_isa()));

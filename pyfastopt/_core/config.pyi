@@ -5,7 +5,7 @@ build, CPU, SIMD level, threads
 """
 from __future__ import annotations
 import typing
-__all__: list[str] = ['build_type', 'compiled_levels', 'compiler', 'cpu_features', 'cuda_build', 'default_num_threads', 'get_num_threads', 'get_simd_level', 'init', 'kernel_choices', 'min_parallel_work', 'openmp_enabled', 'resolve_level', 'sanitize_build', 'set_num_threads', 'set_simd_level', 'supported_levels', 'version']
+__all__: list[str] = ['build_type', 'compiled_levels', 'compiler', 'cpu_features', 'cuda_build', 'default_num_threads', 'get_num_threads', 'get_simd_level', 'init', 'kernel_choices', 'min_parallel_work', 'missing_features', 'openmp_enabled', 'resolve_level', 'sanitize_build', 'set_num_threads', 'set_simd_level', 'supported_levels', 'version']
 def compiled_levels() -> list[str]:
     """
     SIMD levels built into this binary.
@@ -29,6 +29,10 @@ def init() -> str:
 def kernel_choices(level: str | None = None) -> dict:
     """
     Kernel variant chosen per family at the level in force, or at `level` (any level the build has a table for, run here or not: shows which families fall back).
+    """
+def missing_features(level: str) -> str:
+    """
+    The CPU/OS features `level` needs that this machine lacks, comma separated ('' if none).
     """
 def openmp_enabled() -> bool:
     ...

@@ -292,20 +292,22 @@ def avg_pool2d_backward(
 
 
 def _adaptive_size(output_size: Any, x: Any, nhwc: bool) -> tuple[int, int]:
-    if output_size is None or isinstance(output_size, (int, np.integer)):
-        sizes: tuple[Any, Any] = (output_size, output_size)
-    elif isinstance(output_size, (list, tuple)) and len(output_size) == 2:
-        sizes = (output_size[0], output_size[1])
+    """(oh, ow) from an int or a pair whose None entries keep the input's size."""
+    if output_size is None or isinstance(output_size, (list, tuple)):
+        sizes = (output_size, output_size) if output_size is None else tuple(output_size)
+        if len(sizes) != 2:
+            raise ValueError(f"output_size must have 2 items, got {len(sizes)}")
+        names = ("output_size[0]", "output_size[1]")
     else:
-        int_tuple("output_size", output_size, (2,), lo=1, spread=2)  # raises
-        raise AssertionError  # pragma: no cover
+        sizes = (output_size, output_size)
+        names = ("output_size", "output_size")
     out = []
     for i, s in enumerate(sizes):
         if s is None:  # PyTorch: None keeps the input's size
             shape = np.shape(x)
             out.append(int(shape[(1, 2)[i] if nhwc else (2, 3)[i]]) if len(shape) == 4 else 1)
         else:
-            out.append(integer(f"output_size[{i}]" if len(sizes) == 2 else "output_size", s, lo=1))
+            out.append(integer(names[i], s, lo=1))
     return out[0], out[1]
 
 

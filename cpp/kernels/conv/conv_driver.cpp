@@ -155,6 +155,30 @@ void gather(const Map& mp, const T* src, sz cg, sz row0, sz m, sz k0, sz kc, T* 
   }
 }
 
+// The same slice written straight into the micro-kernel's packed-A layout (micro-panels
+// of MR rows, element (i, k) at panel[k * MR + i], rows beyond m zero), from a table of
+// tap offsets off[t * m + i] (-1: padding): for channels-first sources, where the rows of
+// one column are (mostly) contiguous pixels. Packs the same values as gather + pack_a.
+template <class T>
+void gather_packed(const sd* off, sz m, sz mr, const T* src, sz cg, sd cs, sz k0, sz kc, T* ap) {
+  for (sz i0 = 0; i0 < m; i0 += mr) {
+    const sz mm = std::min(mr, m - i0);
+    T* dst = ap + i0 * kc;
+    sz t = k0 / cg, c = k0 - t * cg;
+    for (sz kk = 0; kk < kc; ++kk) {
+      const sd* o = off + t * m + i0;
+      const T* s = src + static_cast<sd>(c) * cs;
+      T* d = dst + kk * mr;
+      for (sz i = 0; i < mm; ++i) d[i] = o[i] < 0 ? T(0) : s[o[i]];
+      for (sz i = mm; i < mr; ++i) d[i] = T(0);
+      if (++c == cg) {
+        c = 0;
+        ++t;
+      }
+    }
+  }
+}
+
 // Packs B (k x n, element (i, j) at b[i*rs + j*cs]) completely: KC-row blocks, each
 // ceil(n/nr) panels; block pc starts at pc * npad (npad = n rounded up to nr).
 template <class T>
@@ -217,18 +241,29 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
   const sz ntasks = task_count(units, wpu);
   const sz per_task = round_up(2 * MC * KC + (g.nhwc ? 0 : MC * ncb), 64 / sizeof(T));
   Aligned<T> scratch(ntasks * per_task);
+  const sz RS = g.R * g.S;
+  const bool packed_gather = !g.nhwc && !direct_a;  // channels-first: the tap-offset table
+  std::vector<sd> offs(packed_gather ? ntasks * RS * MC : 0);
   const sz ldo = G * cols;
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     T* apack = scratch.p + task * per_task;  // 64-byte aligned
     T* abuf = apack + MC * KC;
     T* ctile = abuf + MC * KC;
+    sd* off = packed_gather ? offs.data() + task * RS * MC : nullptr;
     for (sz u = u0; u < u1; ++u) {
       const sz gi = u / (nI * nJ), rem = u - gi * nI * nJ, ib = rem / nJ, jb = rem - ib * nJ;
       const sz r0 = ib * MC, m = std::min(MC, rows - r0), j0 = jb * ncb, nc = std::min(ncb, cols - j0);
       const Map mp = make_map(gi);
+      if (packed_gather)
+        for (sz i = 0; i < m; ++i) {
+          const RowInfo ri = mp.row(r0 + i);
+          for (sz t = 0; t < RS; ++t) off[t * m + i] = mp.tap(ri, t);
+        }
       auto fill = [&](sz pc, sz kcur, T* ap) {
         if (direct_a) {  // 1x1, stride 1, unpadded, channels-last: A is x itself
           K.pack_a(m, kcur, src + static_cast<sd>(r0 * g.C + gi * cg + pc), static_cast<sd>(g.C), 1, ap);
+        } else if (packed_gather) {
+          gather_packed(off, m, static_cast<sz>(K.mr), src, cg, mp.cstride(), pc, kcur, ap);
         } else {
           gather(mp, src, cg, r0, m, pc, kcur, abuf);
           K.pack_a(m, kcur, abuf, static_cast<sd>(kcur), 1, ap);
@@ -258,48 +293,255 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
   });
 }
 
-// Depthwise (one input channel per group) forward: direct loops.
+// ---- depthwise (one input channel per group): direct loops ------------------------
+// Every output element: acc = 0; acc = acc + x * w over the taps (r, s) in order, skipping
+// padding (multiply, then add: the driver is baseline code, so every level rounds the
+// same); the channels-last loops run over channels innermost (vectorized by the
+// compiler), the channels-first ones over a plane of pixels, in the same per-element
+// order. Backward-data: dx = sum over taps (r, s), then the group's output channels m,
+// in that order; backward-weight: per (channel, tap) a double sum over (n, oh, ow) in
+// order within each of min(N, 8) batch blocks, blocks added in order.
+
+// Valid output range [lo, hi) along one axis for tap offset `off` = r*d - p: the outputs o
+// with 0 <= o*s + off < in.
+inline void tap_range(sz out, sz stride, sd off, sz in, sz* lo, sz* hi) {
+  const sd s = static_cast<sd>(stride);
+  sd a = off >= 0 ? 0 : (-off + s - 1) / s;
+  sd b = (static_cast<sd>(in) - off + s - 1) / s;  // first o with o*s + off >= in
+  if (b < 0) b = 0;
+  if (b > static_cast<sd>(out)) b = static_cast<sd>(out);
+  if (a > b) a = b;
+  *lo = static_cast<sz>(a);
+  *hi = static_cast<sz>(b);
+}
+
 template <class T>
 void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
-  const sz cog = g.Co / g.groups, RS = g.R * g.S;
-  const sz units = g.nhwc ? g.N * g.OH : g.N * g.Co;  // output rows / output planes
-  const double wpu = static_cast<double>(g.nhwc ? g.OW * g.Co : g.OH * g.OW) * static_cast<double>(RS);
-  const sz ntasks = task_count(units, wpu);
-  auto one = [&](sz n, sz co, sz oh, sz ow) {
-    const sz ci = co / cog;
-    const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
-    const sd iw0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pl);
-    const T* wk = w + co * RS;
-    T acc = T(0);
-    for (sz r = 0; r < g.R; ++r) {
-      const sd ih = ih0 + static_cast<sd>(r * g.dh);
-      if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
-      for (sz s = 0; s < g.S; ++s) {
-        const sd iw = iw0 + static_cast<sd>(s * g.dw);
-        if (iw < 0 || iw >= static_cast<sd>(g.W)) continue;
-        const sz uh = static_cast<sz>(ih), uw = static_cast<sz>(iw);
-        const T xv = g.nhwc ? x[((n * g.H + uh) * g.W + uw) * g.C + ci] : x[((n * g.C + ci) * g.H + uh) * g.W + uw];
-        acc = acc + xv * wk[r * g.S + s];
-      }
-    }
-    if (bias) acc = acc + bias[co];
-    return activate_value(acc, act);
-  };
-  run_tasks(ntasks, units, wpu, [&](sz, sz u0, sz u1) {
-    for (sz u = u0; u < u1; ++u) {
-      if (g.nhwc) {
+  const sz cog = g.Co / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
+  if (g.nhwc) {
+    // wt[t][co]: the taps of every output channel, contiguous across channels
+    std::vector<T> wt(RS * g.Co);
+    for (sz co = 0; co < g.Co; ++co)
+      for (sz t = 0; t < RS; ++t) wt[t * g.Co + co] = w[co * RS + t];
+    const sz units = g.N * g.OH;
+    const double wpu = static_cast<double>(g.OW * g.Co * RS);
+    run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+      for (sz u = u0; u < u1; ++u) {
         const sz n = u / g.OH, oh = u - n * g.OH;
         T* yr = y + u * g.OW * g.Co;
-        for (sz ow = 0; ow < g.OW; ++ow)
-          for (sz co = 0; co < g.Co; ++co) yr[ow * g.Co + co] = one(n, co, oh, ow);
-      } else {
-        const sz n = u / g.Co, co = u - n * g.Co;
-        T* yp = y + u * g.OH * g.OW;
-        for (sz oh = 0; oh < g.OH; ++oh)
-          for (sz ow = 0; ow < g.OW; ++ow) yp[oh * g.OW + ow] = one(n, co, oh, ow);
+        for (sz ow = 0; ow < g.OW; ++ow) {
+          T* acc = yr + ow * g.Co;
+          std::fill(acc, acc + g.Co, T(0));
+          for (sz r = 0; r < g.R; ++r) {
+            const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+            if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+            for (sz s = 0; s < g.S; ++s) {
+              const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+              if (iw < 0 || iw >= static_cast<sd>(g.W)) continue;
+              const T* xp = x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C;
+              const T* wp = wt.data() + (r * g.S + s) * g.Co;
+              if (cog == 1) {
+                for (sz c = 0; c < g.Co; ++c) acc[c] = acc[c] + xp[c] * wp[c];
+              } else {
+                for (sz co = 0; co < g.Co; ++co) acc[co] = acc[co] + xp[co / cog] * wp[co];
+              }
+            }
+          }
+          if (bias || act != Activation::none)
+            for (sz co = 0; co < g.Co; ++co)
+              acc[co] = activate_value(bias ? T(acc[co] + bias[co]) : acc[co], act);
+        }
+      }
+    });
+    return;
+  }
+  const sz units = g.N * g.Co;
+  const double wpu = static_cast<double>(P * RS);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.Co, co = u - n * g.Co, ci = co / cog;
+      T* yp = y + u * P;
+      const T* xp = x + (n * g.C + ci) * g.H * g.W;
+      std::fill(yp, yp + P, T(0));
+      for (sz r = 0; r < g.R; ++r) {
+        sz oh0, oh1;
+        tap_range(g.OH, g.sh, static_cast<sd>(r * g.dh) - static_cast<sd>(g.pt), g.H, &oh0, &oh1);
+        for (sz s = 0; s < g.S; ++s) {
+          sz ow0, ow1;
+          tap_range(g.OW, g.sw, static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl), g.W, &ow0, &ow1);
+          const T wv = w[co * RS + r * g.S + s];
+          for (sz oh = oh0; oh < oh1; ++oh) {
+            // x index of output column ow: b + ow * sw (>= 0 for ow in [ow0, ow1))
+            const sd b = static_cast<sd>((oh * g.sh + r * g.dh - g.pt) * g.W) +
+                         static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl);
+            T* yr = yp + oh * g.OW;
+            if (g.sw == 1) {
+              const T* xr = xp + (b + static_cast<sd>(ow0));
+              for (sz ow = ow0; ow < ow1; ++ow) yr[ow] = yr[ow] + xr[ow - ow0] * wv;
+            } else {
+              for (sz ow = ow0; ow < ow1; ++ow) yr[ow] = yr[ow] + xp[b + static_cast<sd>(ow * g.sw)] * wv;
+            }
+          }
+        }
+      }
+      if (bias || act != Activation::none)
+        for (sz p = 0; p < P; ++p) yp[p] = activate_value(bias ? T(yp[p] + bias[co]) : yp[p], act);
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const sz cog = g.Co / g.groups, RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW;
+  if (g.nhwc) {
+    const sz units = g.N * g.H;
+    const double wpu = static_cast<double>(g.W * g.Co * RS);
+    // wt[t][co]
+    std::vector<T> wt(RS * g.Co);
+    for (sz co = 0; co < g.Co; ++co)
+      for (sz t = 0; t < RS; ++t) wt[t * g.Co + co] = w[co * RS + t];
+    run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+      for (sz u = u0; u < u1; ++u) {
+        const sz n = u / g.H, ih = u - n * g.H;
+        for (sz iw = 0; iw < g.W; ++iw) {
+          T* acc = dx + (u * g.W + iw) * g.C;
+          std::fill(acc, acc + g.C, T(0));
+          for (sz r = 0; r < g.R; ++r) {
+            const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
+            if (th < 0 || static_cast<sz>(th) % g.sh) continue;
+            const sz oh = static_cast<sz>(th) / g.sh;
+            if (oh >= g.OH) continue;
+            for (sz s = 0; s < g.S; ++s) {
+              const sd tw = static_cast<sd>(iw + g.pl) - static_cast<sd>(s * g.dw);
+              if (tw < 0 || static_cast<sz>(tw) % g.sw) continue;
+              const sz ow = static_cast<sz>(tw) / g.sw;
+              if (ow >= g.OW) continue;
+              const T* d = dy + ((n * g.OH + oh) * g.OW + ow) * g.Co;
+              const T* wp = wt.data() + (r * g.S + s) * g.Co;
+              if (cog == 1) {
+                for (sz c = 0; c < g.C; ++c) acc[c] = acc[c] + d[c] * wp[c];
+              } else {
+                for (sz c = 0; c < g.C; ++c)
+                  for (sz m = 0; m < cog; ++m) acc[c] = acc[c] + d[c * cog + m] * wp[c * cog + m];
+              }
+            }
+          }
+        }
+      }
+    });
+    return;
+  }
+  const sz units = g.N * g.C;
+  const double wpu = static_cast<double>(P * RS * cog + HW);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.C, c = u - n * g.C;
+      T* xp = dx + u * HW;
+      std::fill(xp, xp + HW, T(0));
+      // each dx element receives at most one term per (tap, m): adding them in (tap, m)
+      // order, skipping invalid ones, is the gather order of the channels-last loop
+      for (sz r = 0; r < g.R; ++r) {
+        sz oh0, oh1;
+        tap_range(g.OH, g.sh, static_cast<sd>(r * g.dh) - static_cast<sd>(g.pt), g.H, &oh0, &oh1);
+        for (sz s = 0; s < g.S; ++s) {
+          sz ow0, ow1;
+          tap_range(g.OW, g.sw, static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl), g.W, &ow0, &ow1);
+          for (sz m = 0; m < cog; ++m) {
+            const sz co = c * cog + m;
+            const T wv = w[co * RS + r * g.S + s];
+            const T* dp = dy + (n * g.Co + co) * P;
+            for (sz oh = oh0; oh < oh1; ++oh) {
+              const sd b = static_cast<sd>((oh * g.sh + r * g.dh - g.pt) * g.W) +
+                           static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl);
+              const T* dr = dp + oh * g.OW;
+              for (sz ow = ow0; ow < ow1; ++ow) {
+                T& e = xp[b + static_cast<sd>(ow * g.sw)];
+                e = e + dr[ow] * wv;
+              }
+            }
+          }
+        }
       }
     }
   });
+}
+
+template <class T>
+void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw) {
+  const sz cog = g.Co / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
+  const sz B = std::min(g.N, kMaxBatchBlocks);
+  // part[bb][co][t] (channels-first) or part[bb][t][co] (channels-last), in double
+  std::vector<double> part(B * g.Co * RS, 0.0);
+  const sz CB = 64;  // channels per unit
+  const sz ncb = ceil_div(g.Co, CB), units = B * ncb;
+  const double wpu = static_cast<double>(std::min(CB, g.Co) * P * RS) * static_cast<double>(g.N) / static_cast<double>(B);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz bb = u / ncb, cb = u - bb * ncb;
+      const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
+      const sz c0 = cb * CB, c1 = std::min(g.Co, c0 + CB);
+      double* acc = part.data() + bb * g.Co * RS;
+      if (g.nhwc) {
+        for (sz n = n0; n < n1; ++n)
+          for (sz oh = 0; oh < g.OH; ++oh)
+            for (sz ow = 0; ow < g.OW; ++ow) {
+              const T* d = dy + ((n * g.OH + oh) * g.OW + ow) * g.Co;
+              for (sz r = 0; r < g.R; ++r) {
+                const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+                if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+                for (sz s = 0; s < g.S; ++s) {
+                  const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+                  if (iw < 0 || iw >= static_cast<sd>(g.W)) continue;
+                  const T* xp = x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C;
+                  double* at = acc + (r * g.S + s) * g.Co;  // [t][co] here, [co][t] below
+                  if (cog == 1) {
+                    for (sz co = c0; co < c1; ++co)
+                      at[co] += static_cast<double>(d[co]) * static_cast<double>(xp[co]);
+                  } else {
+                    for (sz co = c0; co < c1; ++co)
+                      at[co] += static_cast<double>(d[co]) * static_cast<double>(xp[co / cog]);
+                  }
+                }
+              }
+            }
+      } else {
+        for (sz co = c0; co < c1; ++co) {
+          const sz ci = co / cog;
+          for (sz n = n0; n < n1; ++n) {
+            const T* dp = dy + (n * g.Co + co) * P;
+            const T* xp = x + (n * g.C + ci) * g.H * g.W;
+            // per tap, its valid output rectangle in (oh, ow) order: for each (co, t) the
+            // terms still come in (n, oh, ow) order, as in the channels-last loop
+            for (sz r = 0; r < g.R; ++r) {
+              sz oh0, oh1;
+              tap_range(g.OH, g.sh, static_cast<sd>(r * g.dh) - static_cast<sd>(g.pt), g.H, &oh0, &oh1);
+              for (sz s = 0; s < g.S; ++s) {
+                sz ow0, ow1;
+                tap_range(g.OW, g.sw, static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl), g.W, &ow0, &ow1);
+                double a = acc[co * RS + r * g.S + s];
+                for (sz oh = oh0; oh < oh1; ++oh) {
+                  const sd b = static_cast<sd>((oh * g.sh + r * g.dh - g.pt) * g.W) +
+                               static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl);
+                  const T* dr = dp + oh * g.OW;
+                  for (sz ow = ow0; ow < ow1; ++ow)
+                    a += static_cast<double>(dr[ow]) * static_cast<double>(xp[b + static_cast<sd>(ow * g.sw)]);
+                }
+                acc[co * RS + r * g.S + s] = a;
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  // channels-last partials are [t][co], channels-first ones [co][t]
+  for (sz co = 0; co < g.Co; ++co)
+    for (sz t = 0; t < RS; ++t) {
+      const sz e = g.nhwc ? t * g.Co + co : co * RS + t;
+      double v = part[e];
+      for (sz bb = 1; bb < B; ++bb) v += part[bb * g.Co * RS + e];
+      dw[co * RS + t] = static_cast<T>(v);
+    }
 }
 
 }  // namespace
@@ -325,6 +567,7 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cog;
   if (g.N == 0 || g.H == 0 || g.W == 0 || g.C == 0) return;
+  if (cg == 1) return depthwise_backward_data(g, dy, w, dx);
   // B per group: rows k = (t, co), columns c: wd[g][t][co][c].
   std::vector<T> wd(G * k * cg);
   for (sz gi = 0; gi < G; ++gi)
@@ -361,6 +604,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
     std::fill(dw, dw + g.Co * cg * RS, T(0));
     return;
   }
+  if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
   const GemmKernelsT<T>& K = gk<T>();
   const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
   const sz B = std::min(g.N, kMaxBatchBlocks);

@@ -146,6 +146,7 @@ def conv2d_backward(
     need_dx: bool = True,
     need_dweight: bool = True,
     need_dbias: bool = True,
+    out: tuple[FloatArray | None, FloatArray | None, FloatArray | None] | None = None,
 ) -> tuple[FloatArray | None, FloatArray | None, FloatArray | None]:
     """Gradients of :func:`conv2d` (without activation: apply the activation's derivative
     to ``dy`` first) with respect to x, weight and bias.
@@ -154,6 +155,9 @@ def conv2d_backward(
         dy: the gradient of the loss with respect to conv2d's output, in its shape.
         x, weight, stride, padding, dilation, groups, layout: as given to :func:`conv2d`.
         need_dx, need_dweight, need_dbias: which gradients to compute (the others are None).
+        out: optional ``(dx, dweight, dbias)`` arrays to write into (each may be None, a
+            new array then): writable, C-contiguous, the gradient's shape and dtype,
+            disjoint; inputs that share memory with them are copied first.
 
     Determinism: dx elements are each computed by one task (a gather over the output
     pixels whose window covers them, no scatter); dweight is a sum over fixed batch
@@ -169,8 +173,21 @@ def conv2d_backward(
         boolean("need_dweight", need_dweight),
         boolean("need_dbias", need_dbias),
     )
-    dx, dw, db = _core.conv.backward(dy, x, weight, *args, _layout(layout), *flags)
+    outs = _out_triple(out)
+    dx, dw, db = _core.conv.backward(dy, x, weight, *args, _layout(layout), *flags, *outs)
     return dx, dw, db
+
+
+def _out_triple(out: Any) -> tuple[Any, Any, Any]:
+    if out is None:
+        return (None, None, None)
+    if not isinstance(out, (tuple, list)):
+        raise TypeError(
+            f"out must be None or a tuple (dx, dweight, dbias), got {type(out).__name__}"
+        )
+    if len(out) != 3:
+        raise ValueError(f"out must have 3 items (dx, dweight, dbias), got {len(out)}")
+    return (out[0], out[1], out[2])
 
 
 # ---- pooling -------------------------------------------------------------------------
@@ -202,18 +219,21 @@ def max_pool2d(
     dilation: int | tuple[int, int] = 1,
     ceil_mode: bool = False,
     layout: str = "NCHW",
+    out: FloatArray | None = None,
 ) -> FloatArray:
     """Max pooling, PyTorch's ``F.max_pool2d``: padding counts as -inf, NaN propagates,
     ``stride`` defaults to ``kernel_size``, padding at most half the kernel, output size
     ``floor`` (or ``ceil`` with ``ceil_mode``, a last window that starts in the right
-    padding dropped) of ``(H + 2p - d (k - 1) - 1) / s + 1``.
+    padding dropped) of ``(H + 2p - d (k - 1) - 1) / s + 1``. Every pooling function and
+    backward takes ``out=``: a writable C-contiguous array of the result's shape and
+    dtype (inputs sharing memory with it are copied first).
 
     Returns:
         y, (N, C, OH, OW) or (N, OH, OW, C).
     """
     a = _pool_args(kernel_size, stride, padding, dilation)
     cm = boolean("ceil_mode", ceil_mode)
-    return _core.conv.pool_forward(0, x, *a, cm, False, 0, 0, 0, _layout(layout))
+    return _core.conv.pool_forward(0, x, *a, cm, False, 0, 0, 0, _layout(layout), out)
 
 
 def max_pool2d_backward(
@@ -225,6 +245,7 @@ def max_pool2d_backward(
     dilation: int | tuple[int, int] = 1,
     ceil_mode: bool = False,
     layout: str = "NCHW",
+    out: FloatArray | None = None,
 ) -> FloatArray:
     """Gradient of :func:`max_pool2d` with respect to x: each ``dy`` goes to the position
     of its window's maximum (recomputed from x: PyTorch's choice, the first maximum in
@@ -232,7 +253,7 @@ def max_pool2d_backward(
     """
     a = _pool_args(kernel_size, stride, padding, dilation)
     cm = boolean("ceil_mode", ceil_mode)
-    return _core.conv.pool_backward(0, dy, x, *a, cm, False, 0, 0, 0, _layout(layout))
+    return _core.conv.pool_backward(0, dy, x, *a, cm, False, 0, 0, 0, _layout(layout), out)
 
 
 def _avg_args(
@@ -259,6 +280,7 @@ def avg_pool2d(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
     layout: str = "NCHW",
+    out: FloatArray | None = None,
 ) -> FloatArray:
     """Average pooling, PyTorch's ``F.avg_pool2d``: the divisor is ``divisor_override``
     if given, else the window clipped to the padded input (``count_include_pad=True``) or
@@ -270,7 +292,7 @@ def avg_pool2d(
     a, cm, cip, div = _avg_args(
         kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
-    return _core.conv.pool_forward(1, x, *a, cm, cip, div, 0, 0, _layout(layout))
+    return _core.conv.pool_forward(1, x, *a, cm, cip, div, 0, 0, _layout(layout), out)
 
 
 def avg_pool2d_backward(
@@ -283,12 +305,13 @@ def avg_pool2d_backward(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
     layout: str = "NCHW",
+    out: FloatArray | None = None,
 ) -> FloatArray:
     """Gradient of :func:`avg_pool2d` with respect to x (x gives the input shape)."""
     a, cm, cip, div = _avg_args(
         kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
     )
-    return _core.conv.pool_backward(1, dy, x, *a, cm, cip, div, 0, 0, _layout(layout))
+    return _core.conv.pool_backward(1, dy, x, *a, cm, cip, div, 0, 0, _layout(layout), out)
 
 
 def _adaptive_size(output_size: Any, x: Any, nhwc: bool) -> tuple[int, int]:
@@ -312,28 +335,35 @@ def _adaptive_size(output_size: Any, x: Any, nhwc: bool) -> tuple[int, int]:
 
 
 def adaptive_avg_pool2d(
-    x: ArrayLike, output_size: int | tuple[int | None, int | None], layout: str = "NCHW"
+    x: ArrayLike,
+    output_size: int | tuple[int | None, int | None],
+    layout: str = "NCHW",
+    out: FloatArray | None = None,
 ) -> FloatArray:
     """Adaptive average pooling, PyTorch's ``F.adaptive_avg_pool2d``: output row ``o`` of
     an axis of size I averages the window ``[floor(o I / O), ceil((o + 1) I / O))``.
     ``output_size``: an int, or a pair whose None entries keep the input's size."""
     nhwc = _layout(layout)
     oh, ow = _adaptive_size(output_size, x, nhwc)
-    return _core.conv.pool_forward(2, x, 1, 1, 1, 1, 0, 0, 1, 1, False, False, 0, oh, ow, nhwc)
+    return _core.conv.pool_forward(2, x, 1, 1, 1, 1, 0, 0, 1, 1, False, False, 0, oh, ow, nhwc, out)
 
 
-def adaptive_avg_pool2d_backward(dy: ArrayLike, x: ArrayLike, layout: str = "NCHW") -> FloatArray:
+def adaptive_avg_pool2d_backward(
+    dy: ArrayLike, x: ArrayLike, layout: str = "NCHW", out: FloatArray | None = None
+) -> FloatArray:
     """Gradient of :func:`adaptive_avg_pool2d` with respect to x (the output size is
     dy's)."""
     nhwc = _layout(layout)
     shape = np.shape(dy)
     oh, ow = (shape[1:3] if nhwc else shape[2:4]) if len(shape) == 4 else (1, 1)
     return _core.conv.pool_backward(
-        2, dy, x, 1, 1, 1, 1, 0, 0, 1, 1, False, False, 0, max(oh, 1), max(ow, 1), nhwc
+        2, dy, x, 1, 1, 1, 1, 0, 0, 1, 1, False, False, 0, max(oh, 1), max(ow, 1), nhwc, out
     )
 
 
-def global_avg_pool2d(x: ArrayLike, layout: str = "NCHW") -> FloatArray:
+def global_avg_pool2d(
+    x: ArrayLike, layout: str = "NCHW", out: FloatArray | None = None
+) -> FloatArray:
     """The mean over H and W: :func:`adaptive_avg_pool2d` with output size 1, shape
     (N, C, 1, 1) or (N, 1, 1, C)."""
-    return adaptive_avg_pool2d(x, 1, layout)
+    return adaptive_avg_pool2d(x, 1, layout, out)

@@ -401,3 +401,30 @@ def test_bitwise_across_processes_env(tmp_path):
             assert r.returncode == 0, r.stderr
             digests.add(r.stdout.strip())
     assert len(digests) == 1, digests
+
+
+def test_backward_out_arrays(rng):
+    case = CASES[4]
+    x, w, b = make(rng, case)
+    stride, pad, dil, g = case[7], case[8], case[9], case[10]
+    dy = rng.standard_normal(pyfastopt.conv2d(x, w, b, stride, pad, dil, g).shape)
+    want = pyfastopt.conv2d_backward(dy, x, w, stride, pad, dil, g)
+    outs = (np.empty_like(x), np.empty_like(w), np.empty_like(b))
+    got = pyfastopt.conv2d_backward(dy, x, w, stride, pad, dil, g, out=outs)
+    for a, o, r in zip(got, outs, want, strict=True):
+        assert a is o and np.array_equal(a, r)
+    # partial: only dweight given; dx new
+    dw = np.empty_like(w)
+    got = pyfastopt.conv2d_backward(dy, x, w, stride, pad, dil, g, out=(None, dw, None))
+    assert got[1] is dw and np.array_equal(got[0], want[0])
+    # dx written over x itself: x is read from a private copy first
+    xx = x.copy()
+    got = pyfastopt.conv2d_backward(dy, xx, w, stride, pad, dil, g, out=(xx, None, None))
+    assert got[0] is xx and np.array_equal(xx, want[0])
+    with pytest.raises(ValueError, match=r"dweight_out must have shape \(4, 3, 3, 3\)"):
+        pyfastopt.conv2d_backward(dy, x, w, stride, pad, dil, g, out=(None, np.empty(3), None))
+    with pytest.raises(ValueError, match="out must have 3 items"):
+        pyfastopt.conv2d_backward(dy, x, w, stride, pad, dil, g, out=(None, None))
+    same = np.empty_like(x)
+    with pytest.raises(ValueError):  # outputs must not alias each other
+        pyfastopt.conv2d_backward(dy, x, x[:, :1], 1, 0, 1, 1, out=(same, same[:, :1], None))

@@ -251,3 +251,28 @@ def test_cnn_float32_layouts_agree_bitwise(rng):
     dy = rng.standard_normal((4, 8, 10, 10)).astype(np.float32)
     assert np.array_equal(to_nchw(b.backward(to_nhwc(dy))), a.backward(dy))
     assert np.array_equal(b.grad_weight, a.grad_weight)
+
+
+def test_cnn_steps_reuse_buffers_and_allocate_little(rng):
+    import tracemalloc
+
+    model = _cnn("NHWC")
+    opt = optim.SGD(model.parameters(), lr=0.01)
+    x = rng.standard_normal((64, 8, 8, 3))
+    labels = rng.integers(0, 5, 64)
+
+    def step():
+        _, d = nn.cross_entropy(model(x), labels)
+        model.backward(d, need_dx=False)
+        opt.step(model.gradients())
+
+    step()
+    step()
+    assert model[0](x) is model[0](x) and model[3](model[2]._y) is model[3](model[2]._y)
+    tracemalloc.start()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # one activation is 64 x 8 x 8 x 8 x 8 B = 256 KiB; NumPy's ufunc buffer (ReLU's
+    # dy * mask casts the bool mask in chunks of 8192 elements) is 64 KiB
+    assert peak < 100 * 1024, peak

@@ -198,3 +198,22 @@ def test_bitwise_threads_and_simd(rng):
                 assert got == ref, (level, threads)
     finally:
         _core.config.set_simd_level(previous)
+
+
+def test_out_arguments(rng):
+    x = rng.standard_normal((2, 3, 8, 7))
+    y = np.empty((2, 3, 4, 3))
+    assert pyfastopt.max_pool2d(x, 2, out=y) is y
+    assert np.array_equal(y, pyfastopt.max_pool2d(x, 2))
+    dx = np.empty_like(x)
+    assert pyfastopt.avg_pool2d_backward(y, x, 2, out=dx) is dx
+    assert np.array_equal(dx, pyfastopt.avg_pool2d_backward(y, x, 2))
+    g = np.empty((2, 3, 1, 1))
+    assert pyfastopt.global_avg_pool2d(x, out=g) is g
+    np.testing.assert_allclose(g[:, :, 0, 0], x.mean(axis=(2, 3)), atol=1e-14)
+    xx = x.copy()  # the result written over its own input
+    want = pyfastopt.max_pool2d_backward(np.ones((2, 3, 8, 7)), x, 3, 1, 1)
+    got = pyfastopt.max_pool2d_backward(np.ones((2, 3, 8, 7)), xx, 3, 1, 1, out=xx)
+    assert got is xx and np.array_equal(xx, want)
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 3, 4, 3\)"):
+        pyfastopt.max_pool2d(x, 2, out=np.empty((2, 3, 4, 4)))

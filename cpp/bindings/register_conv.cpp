@@ -62,6 +62,41 @@ std::string layout_shape(sz n, sz c, sz h, sz w, bool nhwc) {
 
 void* data_of(const py::array& a) { return py::detail::array_proxy(a.ptr())->data; }
 
+std::string shape_text(const std::vector<py::ssize_t>& shape) {
+  std::string t = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) t += (i ? ", " : "") + std::to_string(shape[i]);
+  return t + (shape.size() == 1 ? ",)" : ")");
+}
+
+// An optional in-place output `name` (None: a new array) of exactly `shape` and the dtype
+// of `like`. Returns the array to write; *given is set when the caller passed one.
+py::array output(py::handle obj, const char* name, const Array& like, const std::vector<py::ssize_t>& shape,
+                 std::vector<Array>* given) {
+  if (obj.is_none()) return py::array(like.arr.dtype(), shape);
+  Array o = inplace(obj, name);
+  require_same_dtype(o, like);
+  bool ok = o.arr.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = o.arr.shape(static_cast<py::ssize_t>(i)) == shape[i];
+  if (!ok) value_error(std::string(name) + " must have shape " + shape_text(shape) + ", got " + o.shape_str());
+  given->push_back(o);
+  return o.arr;
+}
+
+// Outputs must be disjoint, and every input overlapping one is read from a private copy:
+// convolution and pooling are not element-wise, so not even an input being exactly an
+// output is safe (a leading empty entry takes the one exemption that
+// detach_overlapping_inputs makes, ins[0] being exactly outs[0]).
+void detach_from_outputs(std::vector<Array>& ins, const std::vector<Array>& outs) {
+  if (outs.empty()) return;
+  const std::vector<const Array*> ptrs = pointers(outs);
+  require_disjoint(ptrs);
+  std::vector<Array> probe{Array{}};
+  probe[0].size = 0;
+  probe.insert(probe.end(), ins.begin(), ins.end());
+  detach_overlapping_inputs(probe, ptrs);
+  ins.assign(probe.begin() + 1, probe.end());
+}
+
 struct ConvArgs {
   sz sh, sw, pt, pb, pl, pr, dh, dw, groups;
   bool nhwc;
@@ -134,26 +169,9 @@ py::array forward(py::handle x_obj, py::handle w_obj, py::handle b_obj, sz sh, s
   }
   const Activation act = activation_of(act_code);
   const std::vector<py::ssize_t> yshape = shape4(g.N, g.Co, g.OH, g.OW, nhwc);
-  py::array y;
-  if (!out.is_none()) {
-    Array o = inplace(out, "out");
-    require_same_dtype(o, ins[0]);
-    bool ok = o.arr.ndim() == 4;
-    for (int i = 0; ok && i < 4; ++i) ok = o.arr.shape(i) == yshape[i];
-    if (!ok)
-      value_error("out must have shape " + layout_shape(g.N, g.Co, g.OH, g.OW, nhwc) + ", got " + o.shape_str());
-    // Every input overlapping out is read from a private copy (a convolution is not
-    // element-wise, so not even x being exactly out is safe): a leading empty entry takes
-    // the one exemption detach_overlapping_inputs makes (ins[0] being exactly outs[0]).
-    std::vector<Array> probe{Array{}};
-    probe.insert(probe.end(), ins.begin(), ins.end());
-    probe[0].size = 0;
-    detach_overlapping_inputs(probe, {&o});
-    ins.assign(probe.begin() + 1, probe.end());
-    y = o.arr;
-  } else {
-    y = py::array(ins[0].arr.dtype(), yshape);
-  }
+  std::vector<Array> outs;
+  py::array y = output(out, "out", ins[0], yshape, &outs);
+  detach_from_outputs(ins, outs);
   auto run = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* yp = static_cast<T*>(data_of(y));
@@ -170,7 +188,7 @@ py::array forward(py::handle x_obj, py::handle w_obj, py::handle b_obj, sz sh, s
 
 py::tuple backward(py::handle dy_obj, py::handle x_obj, py::handle w_obj, sz sh, sz sw, sz pt, sz pb,
                    sz pl, sz pr, sz dh, sz dw, sz groups, bool nhwc, bool need_dx, bool need_dw,
-                   bool need_db) {
+                   bool need_db, py::handle dx_out, py::handle dw_out, py::handle db_out) {
   const ConvArgs a{sh, sw, pt, pb, pl, pr, dh, dw, groups, nhwc};
   std::vector<Array> ins{input(dy_obj, "dy"), input(x_obj, "x"), input(w_obj, "weight")};
   const ConvGeom g = conv_geometry(ins[1], ins[2], a);
@@ -182,12 +200,13 @@ py::tuple backward(py::handle dy_obj, py::handle x_obj, py::handle w_obj, sz sh,
     value_error("dy must have the shape of conv2d's output " + layout_shape(g.N, g.Co, g.OH, g.OW, nhwc) +
                 " (x with shape " + ins[1].shape_str() + ", weight with shape " + ins[2].shape_str() +
                 "), got " + ins[0].shape_str());
-  const py::dtype dt = ins[1].arr.dtype();
   py::object dx = py::none(), dwt = py::none(), db = py::none();
   py::array dxa, dwa, dba;
-  if (need_dx) dx = dxa = py::array(dt, std::vector<py::ssize_t>(ins[1].arr.shape(), ins[1].arr.shape() + 4));
-  if (need_dw) dwt = dwa = py::array(dt, std::vector<py::ssize_t>(ins[2].arr.shape(), ins[2].arr.shape() + 4));
-  if (need_db) db = dba = py::array(dt, std::vector<py::ssize_t>{static_cast<py::ssize_t>(g.Co)});
+  std::vector<Array> outs;
+  if (need_dx) dx = dxa = output(dx_out, "dx_out", ins[1], std::vector<py::ssize_t>(ins[1].arr.shape(), ins[1].arr.shape() + 4), &outs);
+  if (need_dw) dwt = dwa = output(dw_out, "dweight_out", ins[1], std::vector<py::ssize_t>(ins[2].arr.shape(), ins[2].arr.shape() + 4), &outs);
+  if (need_db) db = dba = output(db_out, "dbias_out", ins[1], std::vector<py::ssize_t>{static_cast<py::ssize_t>(g.Co)}, &outs);
+  detach_from_outputs(ins, outs);
   auto run = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* dxp = need_dx ? static_cast<T*>(data_of(dxa)) : nullptr;
@@ -262,11 +281,15 @@ PoolArgs pool_args(long kind, sz kh, sz kw, sz sh, sz sw, sz ph, sz pw, sz dh, s
 }
 
 py::array pool_forward(long kind, py::handle x_obj, sz kh, sz kw, sz sh, sz sw, sz ph, sz pw, sz dh, sz dw,
-                       bool ceil_mode, bool include_pad, long long divisor, sz oh, sz ow, bool nhwc) {
+                       bool ceil_mode, bool include_pad, long long divisor, sz oh, sz ow, bool nhwc,
+                       py::handle out) {
   const PoolArgs a = pool_args(kind, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, include_pad, divisor, oh, ow, nhwc);
-  const Array x = input(x_obj, "x");
-  const PoolGeom g = pool_geometry(x, a);
-  py::array y(x.arr.dtype(), shape4(g.N, g.C, g.OH, g.OW, nhwc));
+  std::vector<Array> ins{input(x_obj, "x")};
+  const PoolGeom g = pool_geometry(ins[0], a);
+  std::vector<Array> outs;
+  py::array y = output(out, "out", ins[0], shape4(g.N, g.C, g.OH, g.OW, nhwc), &outs);
+  detach_from_outputs(ins, outs);
+  const Array& x = ins[0];
   auto run = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* yp = static_cast<T*>(data_of(y));
@@ -285,19 +308,22 @@ py::array pool_forward(long kind, py::handle x_obj, sz kh, sz kw, sz sh, sz sw, 
 
 py::array pool_backward(long kind, py::handle dy_obj, py::handle x_obj, sz kh, sz kw, sz sh, sz sw, sz ph,
                         sz pw, sz dh, sz dw, bool ceil_mode, bool include_pad, long long divisor, sz oh,
-                        sz ow, bool nhwc) {
+                        sz ow, bool nhwc, py::handle out) {
   const PoolArgs a = pool_args(kind, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, include_pad, divisor, oh, ow, nhwc);
-  const Array dy = input(dy_obj, "dy");
-  const Array x = input(x_obj, "x");
-  require_same_dtype(dy, x);
-  const PoolGeom g = pool_geometry(x, a);
+  std::vector<Array> ins{input(dy_obj, "dy"), input(x_obj, "x")};
+  require_same_dtype(ins[0], ins[1]);
+  const PoolGeom g = pool_geometry(ins[1], a);
   const std::vector<py::ssize_t> yshape = shape4(g.N, g.C, g.OH, g.OW, nhwc);
-  bool ok = dy.arr.ndim() == 4;
-  for (int i = 0; ok && i < 4; ++i) ok = dy.arr.shape(i) == yshape[i];
+  bool ok = ins[0].arr.ndim() == 4;
+  for (int i = 0; ok && i < 4; ++i) ok = ins[0].arr.shape(i) == yshape[i];
   if (!ok)
     value_error("dy must have the shape of the pooling output " + layout_shape(g.N, g.C, g.OH, g.OW, nhwc) +
-                " (x with shape " + x.shape_str() + "), got " + dy.shape_str());
-  py::array dx(x.arr.dtype(), std::vector<py::ssize_t>(x.arr.shape(), x.arr.shape() + 4));
+                " (x with shape " + ins[1].shape_str() + "), got " + ins[0].shape_str());
+  std::vector<Array> outs;
+  py::array dx = output(out, "out", ins[1], std::vector<py::ssize_t>(ins[1].arr.shape(), ins[1].arr.shape() + 4), &outs);
+  detach_from_outputs(ins, outs);
+  const Array& dy = ins[0];
+  const Array& x = ins[1];
   auto run = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     T* dxp = static_cast<T*>(data_of(dx));
@@ -325,15 +351,16 @@ void register_conv(py::module_& m) {
   m.def("backward", &backward, py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
         py::arg("pad_right"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"),
-        py::arg("nhwc"), py::arg("need_dx"), py::arg("need_dweight"), py::arg("need_dbias"));
+        py::arg("nhwc"), py::arg("need_dx"), py::arg("need_dweight"), py::arg("need_dbias"),
+        py::arg("dx_out") = py::none(), py::arg("dweight_out") = py::none(), py::arg("dbias_out") = py::none());
   m.def("pool_forward", &pool_forward, py::arg("kind"), py::arg("x"), py::arg("kh"), py::arg("kw"),
         py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"),
         py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor"), py::arg("out_h"),
-        py::arg("out_w"), py::arg("nhwc"));
+        py::arg("out_w"), py::arg("nhwc"), py::arg("out") = py::none());
   m.def("pool_backward", &pool_backward, py::arg("kind"), py::arg("dy"), py::arg("x"), py::arg("kh"),
         py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"),
         py::arg("dw"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor"),
-        py::arg("out_h"), py::arg("out_w"), py::arg("nhwc"));
+        py::arg("out_h"), py::arg("out_w"), py::arg("nhwc"), py::arg("out") = py::none());
 }
 
 }  // namespace bind

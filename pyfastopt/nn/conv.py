@@ -201,7 +201,7 @@ class Conv2d(Module):
         grads = not self.frozen
         if not need_dx and not grads:
             return None
-        dx, dw, db = conv2d_backward(
+        dx, _, _ = conv2d_backward(
             dz,
             x,
             self.weight,
@@ -209,13 +209,12 @@ class Conv2d(Module):
             need_dx=need_dx,
             need_dweight=grads,
             need_dbias=grads and self.bias is not None,
+            out=(
+                self._buffer("dx", x.shape, self.dtype) if need_dx else None,
+                self.grad_weight if grads else None,
+                self.grad_bias if grads else None,
+            ),
         )
-        if grads:
-            assert dw is not None
-            np.copyto(self.grad_weight, dw)
-            if self.grad_bias is not None:
-                assert db is not None
-                np.copyto(self.grad_bias, db)
         return dx
 
 
@@ -227,16 +226,24 @@ class _Pool(Module):
         self.layout = choice("layout", layout, ("NCHW", "NHWC"))
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
+        self._out_shapes: dict[tuple, tuple] = {}  # input shape -> output shape
 
-    def _fwd(self, x: np.ndarray) -> np.ndarray:
+    def _fwd(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
-    def _bwd(self, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def _bwd(self, dy: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = _x4(x, type(self).__name__)
-        y = self._fwd(x)
+        shape = self._out_shapes.get(x.shape)
+        if shape is None:  # the first input of this shape: learn the output's
+            y = self._fwd(x, None)
+            if len(self._out_shapes) > 8:
+                self._out_shapes.clear()
+            self._out_shapes[x.shape] = y.shape
+        else:
+            y = self._fwd(x, self._buffer("y", shape, x.dtype))
         self._x, self._y = x, y
         return y
 
@@ -247,7 +254,7 @@ class _Pool(Module):
         if not need_dx:
             return None
         dy = _check_grad(dy, y.shape, y.dtype, type(self).__name__)
-        return self._bwd(dy, x)
+        return self._bwd(dy, x, self._buffer("dx", x.shape, x.dtype))
 
 
 class MaxPool2d(_Pool):
@@ -286,11 +293,11 @@ class MaxPool2d(_Pool):
             "layout": self.layout,
         }
 
-    def _fwd(self, x: np.ndarray) -> np.ndarray:
-        return max_pool2d(x, **self._a())
+    def _fwd(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        return max_pool2d(x, **self._a(), out=out)
 
-    def _bwd(self, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return max_pool2d_backward(dy, x, **self._a())
+    def _bwd(self, dy: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return max_pool2d_backward(dy, x, **self._a(), out=out)
 
 
 class AvgPool2d(_Pool):
@@ -329,11 +336,11 @@ class AvgPool2d(_Pool):
             "layout": self.layout,
         }
 
-    def _fwd(self, x: np.ndarray) -> np.ndarray:
-        return avg_pool2d(x, **self._a())
+    def _fwd(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        return avg_pool2d(x, **self._a(), out=out)
 
-    def _bwd(self, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return avg_pool2d_backward(dy, x, **self._a())
+    def _bwd(self, dy: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return avg_pool2d_backward(dy, x, **self._a(), out=out)
 
 
 class AdaptiveAvgPool2d(_Pool):
@@ -348,11 +355,11 @@ class AdaptiveAvgPool2d(_Pool):
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
 
-    def _fwd(self, x: np.ndarray) -> np.ndarray:
-        return adaptive_avg_pool2d(x, self.output_size, layout=self.layout)
+    def _fwd(self, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        return adaptive_avg_pool2d(x, self.output_size, layout=self.layout, out=out)
 
-    def _bwd(self, dy: np.ndarray, x: np.ndarray) -> np.ndarray:
-        return adaptive_avg_pool2d_backward(dy, x, layout=self.layout)
+    def _bwd(self, dy: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return adaptive_avg_pool2d_backward(dy, x, layout=self.layout, out=out)
 
 
 class Residual(Sequential):

@@ -276,3 +276,30 @@ def test_cnn_steps_reuse_buffers_and_allocate_little(rng):
     # one activation is 64 x 8 x 8 x 8 x 8 B = 256 KiB; NumPy's ufunc buffer (ReLU's
     # dy * mask casts the bool mask in chunks of 8192 elements) is 64 KiB
     assert peak < 100 * 1024, peak
+
+
+def test_cnn_eval_forward_from_threads_and_deepcopy(rng):
+    import copy
+    import pickle
+    import threading
+
+    model = _cnn("NCHW")
+    model.eval()
+    xs = [rng.standard_normal((4, 3, 8, 8)) for _ in range(3)]
+    want = [model(x).copy() for x in xs]
+    got: list = [None] * 3
+
+    def work(i):
+        for _ in range(5):
+            y = model(xs[i])
+            got[i] = y.copy()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(g, w)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert np.array_equal(clone(xs[0]), want[0])

@@ -54,6 +54,17 @@ from ._config import (  # noqa: E402
     show_config,
     threads,
 )
+from ._conv import (  # noqa: E402
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    conv2d,
+    conv2d_backward,
+    global_avg_pool2d,
+    max_pool2d,
+    max_pool2d_backward,
+)
 from ._dropout import dropout, dropout_backward, dropout_mask  # noqa: E402
 from ._gemm import linear, linear_backward, matmul  # noqa: E402
 
@@ -78,17 +89,26 @@ def __getattr__(name: str) -> _ModuleType:
 __all__ = [
     "DTypeError",
     "__version__",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
     "batch_norm_backward",
     "batch_norm_infer",
     "batch_norm_train",
+    "conv2d",
+    "conv2d_backward",
     "data",
     "dropout",
     "dropout_backward",
     "dropout_mask",
     "get_num_threads",
+    "global_avg_pool2d",
     "linear",
     "linear_backward",
     "matmul",
+    "max_pool2d",
+    "max_pool2d_backward",
     "nn",
     "ops",
     "optim",

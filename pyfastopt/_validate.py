@@ -59,6 +59,7 @@ __all__ = [
     "boolean",
     "choice",
     "float_dtype",
+    "int_tuple",
     "integer",
     "nonnegative",
     "nonnegative_int",
@@ -278,6 +279,26 @@ def pair(name: str, value: Any, check: Callable[[str, Any], T]) -> tuple[T, T]:
     if len(value) != 2:
         raise ValueError(f"{name} must have 2 items, got {len(value)}")
     return check(f"{name}[0]", value[0]), check(f"{name}[1]", value[1])
+
+
+def int_tuple(
+    name: str, value: Any, lengths: Collection[int], *, lo: int | None = None, spread: int = 0
+) -> tuple[int, ...]:
+    """An integer (repeated ``spread`` times, when ``spread`` > 0) or a sequence of
+    integers of one of the allowed ``lengths``, each checked as ``name[i]`` with
+    :func:`integer` (and ``lo``): convolution strides, paddings, kernel sizes. A
+    non-sequence is a TypeError, another length a ValueError."""
+    if spread and isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
+        return (integer(name, value, lo=lo),) * spread
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        want = " or ".join(f"a tuple of {n}" for n in lengths)
+        raise TypeError(
+            f"{name} must be {'an int or ' if spread else ''}{want}, got {type_name(value)}"
+        )
+    if len(value) not in lengths:
+        want = " or ".join(str(n) for n in lengths)
+        raise ValueError(f"{name} must have {want} items, got {len(value)}")
+    return tuple(integer(f"{name}[{i}]", v, lo=lo) for i, v in enumerate(value))
 
 
 def shape(name: str, value: Any) -> tuple[int, ...]:

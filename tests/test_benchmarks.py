@@ -187,6 +187,7 @@ def test_bench_quick_json(tmp_path):
             "nn",
             "quant",
             "qgemm",
+            "conv",
         )
         assert r["status"] == "ok", r
         assert r["time_us"]["pyfastopt"] > 0

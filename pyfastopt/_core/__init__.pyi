@@ -12,8 +12,9 @@ from . import gemm
 from . import batchnorm
 from . import quant
 from . import qgemm
+from . import conv
 from . import machine
-__all__: list[str] = ['DTypeError', 'batchnorm', 'config', 'dropout', 'gemm', 'machine', 'ops', 'optim', 'qgemm', 'quant']
+__all__: list[str] = ['DTypeError', 'batchnorm', 'config', 'conv', 'dropout', 'gemm', 'machine', 'ops', 'optim', 'qgemm', 'quant']
 
 
 class DTypeError(TypeError, ValueError):

@@ -8,7 +8,8 @@ kernel family keeps its cases in its own module (``cases_ops.py`` for ``pyfastop
 ``linear_backward``, ``cases_batchnorm.py`` for ``pyfastopt.batch_norm_*``,
 ``cases_nn.py`` for a ``pyfastopt.nn`` training step, ``cases_quant.py`` for
 ``pyfastopt.quant``'s quantize/dequantize, ``cases_qgemm.py`` for
-``pyfastopt.quant.matmul_int8`` / ``QuantizedSequential``) and adds it to
+``pyfastopt.quant.matmul_int8`` / ``QuantizedSequential``, ``cases_conv.py`` for
+``pyfastopt.conv2d``) and adds it to
 :data:`CASE_MODULES`.
 
 Registering cases
@@ -92,6 +93,7 @@ CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_nn",
     "pyfastopt.bench.cases_quant",
     "pyfastopt.bench.cases_qgemm",
+    "pyfastopt.bench.cases_conv",
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.

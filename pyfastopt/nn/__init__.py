@@ -19,18 +19,24 @@ Layers reuse their output and gradient buffers between steps (a forward's output
 overwritten by the next forward: copy it to keep it); see :mod:`pyfastopt.nn.module`.
 """
 
+from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d, Residual
 from .layers import BatchNorm1d, BatchNorm2d, Dropout, Flatten, Linear, ReLU
 from .losses import cross_entropy, distillation_loss, mse_loss
 from .module import Module, Sequential
 
 __all__ = [
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Conv2d",
     "Dropout",
     "Flatten",
     "Linear",
+    "MaxPool2d",
     "Module",
     "ReLU",
+    "Residual",
     "Sequential",
     "cross_entropy",
     "distillation_loss",

@@ -186,24 +186,31 @@ class Linear(Module):
 
     def _gelu_grad(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
         z = linear(x, self.weight, self.bias, None, self._buffer("z", y.shape, self.dtype))
-        cdf = self._buffer("cdf", y.shape, self.dtype)
-        dz = self._buffer("dz", y.shape, self.dtype)
-        tiny = self._buffer("tiny", y.shape, np.bool_)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(y, z, out=cdf)  # Phi(z) = gelu(z) / z
-        np.less(np.abs(z, out=dz), 1e-6, out=tiny)
-        np.multiply(z, _SQRT_2PI_INV, out=dz)
-        np.add(dz, 0.5, out=dz)
-        np.copyto(cdf, dz, where=tiny)  # Phi(z) ~ 1/2 + z phi(0) near 0 (and 0/0)
-        # dgelu = Phi(z) + z * phi(z), phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
-        np.multiply(z, z, out=dz)
-        np.multiply(dz, -0.5, out=dz)
-        np.exp(dz, out=dz)
-        np.multiply(dz, z, out=dz)
-        np.multiply(dz, _SQRT_2PI_INV, out=dz)
-        np.add(dz, cdf, out=dz)
-        np.multiply(dz, dy, out=dz)
-        return dz
+        return _gelu_dz(self, z, y, dy)
+
+
+def _gelu_dz(layer: Module, z: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """``dy * gelu'(z)`` from the pre-activation ``z`` and the output ``y = gelu(z)``, in
+    ``layer``'s workspaces: ``Phi(z) = y / z`` (``1/2 + z phi(0)`` near 0), so no erf is
+    evaluated in NumPy."""
+    cdf = layer._buffer("cdf", y.shape, y.dtype)
+    dz = layer._buffer("dz", y.shape, y.dtype)
+    tiny = layer._buffer("tiny", y.shape, np.bool_)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(y, z, out=cdf)  # Phi(z) = gelu(z) / z
+    np.less(np.abs(z, out=dz), 1e-6, out=tiny)
+    np.multiply(z, _SQRT_2PI_INV, out=dz)
+    np.add(dz, 0.5, out=dz)
+    np.copyto(cdf, dz, where=tiny)  # Phi(z) ~ 1/2 + z phi(0) near 0 (and 0/0)
+    # dgelu = Phi(z) + z * phi(z), phi(z) = exp(-z^2 / 2) / sqrt(2 pi)
+    np.multiply(z, z, out=dz)
+    np.multiply(dz, -0.5, out=dz)
+    np.exp(dz, out=dz)
+    np.multiply(dz, z, out=dz)
+    np.multiply(dz, _SQRT_2PI_INV, out=dz)
+    np.add(dz, cdf, out=dz)
+    np.multiply(dz, dy, out=dz)
+    return dz
 
 
 # --------------------------------------------------------------------------- ReLU
@@ -263,6 +270,7 @@ class _BatchNorm(Module):
     _buffer_names: tuple[str, ...] = ("running_mean", "running_var", "num_batches_tracked")
     _ndims: tuple[int, ...] = ()
     _shapes = ""
+    _axis = 1  # the channel axis (BatchNorm2d(layout="NHWC"): -1)
 
     def __init__(
         self,
@@ -303,7 +311,7 @@ class _BatchNorm(Module):
     def _check_x(self, x: Any) -> np.ndarray:
         name = type(self).__name__
         x = _as_input(x, self.dtype, name)
-        if x.ndim not in self._ndims or x.shape[1] != self.num_features:
+        if x.ndim not in self._ndims or x.shape[self._axis] != self.num_features:
             want = self._shapes.format(c=self.num_features)
             raise ValueError(f"{name}: x has shape {x.shape}, expected {want}")
         return x
@@ -322,7 +330,7 @@ class _BatchNorm(Module):
                 self.running_var if self.training else None,
                 self.momentum,
                 self.eps,
-                1,
+                self._axis,
                 num_batches_tracked=factor_n,
                 out=out,
             )
@@ -333,7 +341,14 @@ class _BatchNorm(Module):
             assert self.running_mean is not None
             assert self.running_var is not None
             y = batch_norm_infer(
-                x, self.weight, self.bias, self.running_mean, self.running_var, self.eps, 1, out=out
+                x,
+                self.weight,
+                self.bias,
+                self.running_mean,
+                self.running_var,
+                self.eps,
+                self._axis,
+                out=out,
             )
             self._saved = ("eval", x, None, None)
         return y
@@ -348,7 +363,13 @@ class _BatchNorm(Module):
             if not need_dx and not grads:
                 return None
             dx, dw, db = batch_norm_backward(
-                dy, x, self.weight, mean, invstd, 1, out=self._buffer("dx", x.shape, self.dtype)
+                dy,
+                x,
+                self.weight,
+                mean,
+                invstd,
+                self._axis,
+                out=self._buffer("dx", x.shape, self.dtype),
             )
             if grads:
                 assert self.grad_weight is not None
@@ -359,8 +380,9 @@ class _BatchNorm(Module):
         # eval mode: y = (x - rm) * w / sqrt(rv + eps) + b, a per-channel affine map
         assert self.running_mean is not None
         assert self.running_var is not None
-        bshape = (1, -1) + (1,) * (x.ndim - 2)
-        axes = (0, *range(2, x.ndim))
+        axis = self._axis % x.ndim
+        bshape = tuple(-1 if i == axis else 1 for i in range(x.ndim))
+        axes = tuple(i for i in range(x.ndim) if i != axis)
         scale = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
         if grads:
             assert self.grad_weight is not None
@@ -392,10 +414,22 @@ class BatchNorm1d(_BatchNorm):
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch normalization over ``(N, C, H, W)`` (see :class:`BatchNorm1d`)."""
+    """Batch normalization over ``(N, C, H, W)``, or channels-last ``(N, H, W, C)`` with
+    ``layout="NHWC"`` (see :class:`BatchNorm1d`; the keyword arguments are the same)."""
 
     _ndims = (4,)
     _shapes = "(N, {c}, H, W)"
+
+    def __init__(self, num_features: int, *args: Any, layout: str = "NCHW", **kwargs: Any) -> None:
+        super().__init__(num_features, *args, **kwargs)
+        self.layout = choice("layout", layout, ("NCHW", "NHWC"))
+        if self.layout == "NHWC":
+            self._axis = -1
+            self._shapes = "(N, H, W, {c}) (layout='NHWC')"
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + ", layout='NHWC'" if self.layout == "NHWC" else s
 
 
 # --------------------------------------------------------------------------- Dropout
@@ -473,17 +507,33 @@ class Dropout(Module):
 
 class Flatten(Module):
     """Reshape ``(N, d1, d2, ...)`` to ``(N, d1*d2*...)`` (a view when ``x`` is
-    contiguous); backward reshapes ``dy`` back."""
+    contiguous); backward reshapes ``dy`` back.
 
-    def __init__(self) -> None:
+    ``layout="NHWC"``: a channels-last ``(N, H, W, C)`` input is flattened in PyTorch's
+    NCHW order ``(c, h, w)`` (a transposing copy), so the next Linear's weights are the
+    same as in the NCHW (and the PyTorch) model.
+    """
+
+    def __init__(self, layout: str = "NCHW") -> None:
         super().__init__()
+        self.layout = choice("layout", layout, ("NCHW", "NHWC"))
         self._shape: tuple | None = None
+
+    def extra_repr(self) -> str:
+        return "layout='NHWC'" if self.layout == "NHWC" else ""
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = x if isinstance(x, np.ndarray) else np.asarray(x)
         if x.ndim < 1:
             raise ValueError(f"Flatten: x must have a batch dimension, got shape {x.shape}")
         self._shape = x.shape
+        if self.layout == "NHWC":
+            if x.ndim != 4:
+                raise ValueError(f"Flatten(layout='NHWC'): x must be (N, H, W, C), got {x.shape}")
+            n, h, w, c = x.shape
+            out = self._buffer("y", (n, c * h * w), x.dtype)
+            np.copyto(out.reshape(n, c, h, w), x.transpose(0, 3, 1, 2))
+            return out
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
@@ -498,4 +548,9 @@ class Flatten(Module):
             raise ValueError(
                 f"Flatten.backward: dy has shape {dy.shape}, the forward output had shape {want}"
             )
+        if self.layout == "NHWC":
+            _, h, w, c = self._shape
+            dx = self._buffer("dx", self._shape, dy.dtype)
+            np.copyto(dx, dy.reshape(n, c, h, w).transpose(0, 2, 3, 1))
+            return dx
         return dy.reshape(self._shape)

@@ -1,0 +1,108 @@
+// conv.h -- 2-D convolution (forward, backward-data, backward-weight, bias gradient) and
+// 2-D pooling (max, average, adaptive average), float32 and float64, NCHW and NHWC.
+//
+// Shapes. x is (N, C, H, W) (NCHW) or (N, H, W, C) (NHWC); the weight is always PyTorch's
+// (Co, C/groups, R, S); y is (N, Co, OH, OW) or (N, OH, OW, Co). Padding is given as
+// top/left (bottom/right follow from OH/OW, which the caller computes); positions outside
+// the input are zeros (convolution) or ignored (pooling).
+//
+// Algorithm (kernels/conv/conv_driver.cpp): implicit GEMM on the gemm family's packed
+// micro-kernels and packing routines (kernels().gemm), never a full im2col buffer:
+//   forward:         rows = output pixels (n, oh, ow), columns = output channels of a
+//                    group, reduction k = (r, s, c) over the kernel window and the group's
+//                    input channels. A tile of at most MC pixels x KC reduction steps is
+//                    gathered from x (zeros for padding), packed and multiplied by the
+//                    weight, packed once per call.
+//   backward-data:   rows = input pixels (n, ih, iw), columns = input channels of a group,
+//                    reduction k = (r, s, co): each dx element gathers the dy values whose
+//                    window covers it (a transposed convolution as a gather: no col2im,
+//                    no scatter, so no races).
+//   backward-weight: rows = output channels, columns = (r, s, c), reduction over output
+//                    pixels, in fixed batch blocks (below).
+//   depthwise (C/groups == 1) forward: a direct loop, no GEMM.
+// 1x1 stride-1 unpadded NHWC convolutions pack x directly (a plain GEMM).
+//
+// Rounding (what makes results identical for every thread count and SIMD level):
+//   GEMM paths: each result element is computed by exactly one task as the gemm packed
+//   path's chain: FMA chains over KC-step blocks of the reduction, in order, blocks added
+//   in order (KC = 256 on every level, and each lane of every micro-kernel is the same
+//   scalar FMA chain, so the levels agree bitwise). Then, in the driver (baseline code,
+//   the same on every level): + bias, then the activation (relu: max(0, x), NaN stays
+//   NaN; gelu: x Phi(x) evaluated in double with erfc, rounded once).
+//   backward-weight: the pixels are cut into B = min(N, 8) fixed blocks of whole images;
+//   each block's partial dW is such a chain, and the partials are added in block order.
+//   bias gradient: per channel, a double sum over (n, oh, ow) in memory order of NHWC,
+//   rounded once (both layouts give the same bits).
+//   depthwise forward: acc = 0; acc = acc + x*w (multiply, then add) over (r, s) in order,
+//   skipping padding; + bias; activation.
+//   Since the reduction order (r, s, c) is the same for both layouts, NCHW and NHWC give
+//   bitwise identical results too.
+//
+// Extra memory per call (besides the outputs): the packed weight (about the weight's
+// size, padded to the micro-kernel width), plus per thread one tile of MC x KC gathered
+// and MC x KC packed values and (NCHW) an MC x min(Co/groups, 256) output tile:
+// about 0.5 MB per thread for float32 on AVX-512. backward-weight adds B partial
+// weight gradients (B <= 8). Never a buffer proportional to the input or output.
+//
+// Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py);
+// plain loops in the driver, one task per (image, channel block); backward recomputes the
+// max position from x (no indices stored) and scatters within its own task's planes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "pyfastopt/gemm.h"
+
+namespace pyfastopt {
+
+struct ConvGeom {
+  std::size_t N, C, H, W;    // input
+  std::size_t Co, R, S;      // output channels, kernel height / width
+  std::size_t OH, OW;        // output
+  std::size_t sh, sw;        // stride
+  std::size_t dh, dw;        // dilation
+  std::size_t pt, pl;        // top / left padding
+  std::size_t groups;
+  bool nhwc;
+};
+
+// y = act(conv(x, w) + bias); bias may be null.
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act,
+                    T* y);
+// dx = d(conv)/dx applied to dy (dx fully written).
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx);
+// dw = d(conv)/dw applied to dy (fully written); db (may be null) = per-channel sums of dy.
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T* db);
+
+struct PoolGeom {
+  std::size_t N, C, H, W, OH, OW;
+  std::size_t kh, kw, sh, sw, ph, pw, dh, dw;
+  bool nhwc;
+};
+
+// Max pool (PyTorch's: -inf padding, NaN propagates, ties and NaN pick the position
+// torch picks). Backward recomputes the position from x and adds dy there.
+template <class T>
+void max_pool2d_forward(const PoolGeom& g, const T* x, T* y);
+template <class T>
+void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx);
+// Average pool (no dilation); divisor: > 0 overrides; otherwise the window size clipped to
+// the padded input (count_include_pad) or to the input.
+template <class T>
+void avg_pool2d_forward(const PoolGeom& g, bool count_include_pad, std::int64_t divisor,
+                        const T* x, T* y);
+template <class T>
+void avg_pool2d_backward(const PoolGeom& g, bool count_include_pad, std::int64_t divisor,
+                         const T* dy, T* dx);
+// Adaptive average pool: window of output o along an axis of size I -> O is
+// [floor(o I / O), ceil((o + 1) I / O)). Only N, C, H, W, OH, OW, nhwc of g are used.
+template <class T>
+void adaptive_avg_pool2d_forward(const PoolGeom& g, const T* x, T* y);
+template <class T>
+void adaptive_avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx);
+
+}  // namespace pyfastopt

@@ -1,0 +1,679 @@
+// conv_driver.cpp -- 2-D convolution as implicit GEMM on the gemm family's micro-kernels.
+// The algorithm, the rounding contract and the memory bound are in pyfastopt/conv.h.
+//
+// Work is cut into "units": a tile of at most MC result rows x NCB result columns of one
+// group (backward-weight: also one fixed batch block). Each unit computes its tile
+// completely (every K block, in order), so results never depend on how units are
+// distributed: the units are split evenly over min(units, threads) tasks, each task with
+// its own scratch, allocated before the parallel region.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "pyfastopt/conv.h"
+#include "pyfastopt/parallel.h"
+#include "pyfastopt/registry.h"
+
+namespace pyfastopt {
+
+namespace {
+
+using sz = std::size_t;
+using sd = std::ptrdiff_t;
+
+constexpr sz kNcb = 256;          // result columns per unit (a multiple of every nr)
+constexpr sz kMaxBatchBlocks = 8;  // backward-weight partial sums
+
+template <class T> const GemmKernelsT<T>& gk();
+template <> const GemmKernelsT<float>& gk<float>() { return kernels().gemm->f32; }
+template <> const GemmKernelsT<double>& gk<double>() { return kernels().gemm->f64; }
+
+// A 64-byte aligned buffer (the micro-kernels' packing contract).
+template <class T>
+struct Aligned {
+  T* p = nullptr;
+  explicit Aligned(sz count) {
+    const sz bytes = (std::max<sz>(count, 1) * sizeof(T) + 63) / 64 * 64;
+    p = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!p) throw std::bad_alloc();
+  }
+  ~Aligned() { std::free(p); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+};
+
+template <class T>
+inline T activate_value(T v, Activation act) {
+  if (act == Activation::relu) return v < T(0) ? T(0) : v;  // NaN stays NaN
+  if (act == Activation::gelu) {
+    const double d = static_cast<double>(v);
+    return static_cast<T>(0.5 * d * std::erfc(-d * 0.70710678118654752440));
+  }
+  return v;
+}
+
+sz ceil_div(sz a, sz b) { return (a + b - 1) / b; }
+sz round_up(sz a, sz b) { return ceil_div(a, b) * b; }
+
+// Tasks for `units` units of `work_per_unit` multiply-adds: min(units, threads), or one
+// for small problems (the split never changes a result, see above).
+sz task_count(sz units, double work_per_unit) {
+  const double work = static_cast<double>(units) * work_per_unit;
+  if (work < static_cast<double>(kMinParallelWork) || units < 2) return 1;
+  return std::min<sz>(units, static_cast<sz>(std::max(1, get_num_threads())));
+}
+
+template <class F>
+void run_tasks(sz ntasks, sz units, double work_per_unit, const F& f) {
+  const double w = static_cast<double>(units) * work_per_unit;
+  const std::int64_t work = w > 9e18 ? INT64_MAX : static_cast<std::int64_t>(w);
+  parallel_for(static_cast<std::int64_t>(ntasks), work, [&](std::int64_t t) {
+    const sz u0 = units * static_cast<sz>(t) / ntasks, u1 = units * static_cast<sz>(t + 1) / ntasks;
+    f(static_cast<sz>(t), u0, u1);
+  });
+}
+
+// ---- gathers ---------------------------------------------------------------------
+// A row map turns a result row into the source offsets of the kernel taps t = r*S + s:
+// tap(row, t) is the element offset of the source pixel's first channel, or -1 when the
+// tap reads padding. Channels of a pixel are `cstride` elements apart.
+struct RowInfo {
+  sz n;
+  sd a, b;  // forward: ih0, iw0 (window origin); backward-data: ih + pt, iw + pl
+};
+
+// Forward (and backward-weight's im2col): rows are output pixels, the source is x.
+struct FwdMap {
+  const ConvGeom& g;
+  sz c0;  // the group's first input channel
+  RowInfo row(sz p) const {
+    const sz ohw = g.OH * g.OW, n = p / ohw, rem = p - n * ohw, oh = rem / g.OW, ow = rem - oh * g.OW;
+    return {n, static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt),
+            static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pl)};
+  }
+  sd tap(const RowInfo& ri, sz t) const {
+    const sz r = t / g.S, s = t - r * g.S;
+    const sd ih = ri.a + static_cast<sd>(r * g.dh), iw = ri.b + static_cast<sd>(s * g.dw);
+    if (ih < 0 || iw < 0 || ih >= static_cast<sd>(g.H) || iw >= static_cast<sd>(g.W)) return -1;
+    if (g.nhwc) return static_cast<sd>(((ri.n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C + c0);
+    return static_cast<sd>((ri.n * g.C + c0) * g.H * g.W + static_cast<sz>(ih) * g.W + static_cast<sz>(iw));
+  }
+  sd cstride() const { return g.nhwc ? 1 : static_cast<sd>(g.H * g.W); }
+};
+
+// Backward-data: rows are input pixels, the source is dy; tap (r, s) of input pixel
+// (ih, iw) reads output pixel ((ih + pt - r dh) / sh, (iw + pl - s dw) / sw) when both
+// divisions are exact and in range.
+struct BwdMap {
+  const ConvGeom& g;
+  sz co0;  // the group's first output channel
+  RowInfo row(sz q) const {
+    const sz hw = g.H * g.W, n = q / hw, rem = q - n * hw, ih = rem / g.W, iw = rem - ih * g.W;
+    return {n, static_cast<sd>(ih + g.pt), static_cast<sd>(iw + g.pl)};
+  }
+  sd tap(const RowInfo& ri, sz t) const {
+    const sz r = t / g.S, s = t - r * g.S;
+    const sd th = ri.a - static_cast<sd>(r * g.dh), tw = ri.b - static_cast<sd>(s * g.dw);
+    if (th < 0 || tw < 0) return -1;
+    const sz uh = static_cast<sz>(th), uw = static_cast<sz>(tw);
+    if (uh % g.sh || uw % g.sw) return -1;
+    const sz oh = uh / g.sh, ow = uw / g.sw;
+    if (oh >= g.OH || ow >= g.OW) return -1;
+    if (g.nhwc) return static_cast<sd>(((ri.n * g.OH + oh) * g.OW + ow) * g.Co + co0);
+    return static_cast<sd>((ri.n * g.Co + co0) * g.OH * g.OW + oh * g.OW + ow);
+  }
+  sd cstride() const { return g.nhwc ? 1 : static_cast<sd>(g.OH * g.OW); }
+};
+
+// buf (m x kc, row-major) = the [k0, k0 + kc) slice of rows [row0, row0 + m) of the
+// implicit matrix whose column k = t * cg + c is channel c of tap t.
+template <class T, class Map>
+void gather(const Map& mp, const T* src, sz cg, sz row0, sz m, sz k0, sz kc, T* buf) {
+  const sd cs = mp.cstride();
+  const sz k1 = k0 + kc;
+  for (sz i = 0; i < m; ++i) {
+    const RowInfo ri = mp.row(row0 + i);
+    T* d = buf + i * kc;
+    sz t = k0 / cg, c = k0 - t * cg;
+    for (sz k = k0; k < k1; ++t, c = 0) {
+      const sz len = std::min(cg - c, k1 - k);
+      const sd off = mp.tap(ri, t);
+      if (off < 0) {
+        std::fill(d, d + len, T(0));
+      } else if (cs == 1) {
+        std::memcpy(d, src + off + static_cast<sd>(c), len * sizeof(T));
+      } else {
+        const T* s = src + off + static_cast<sd>(c) * cs;
+        for (sz j = 0; j < len; ++j) d[j] = s[static_cast<sd>(j) * cs];
+      }
+      d += len;
+      k += len;
+    }
+  }
+}
+
+// The same slice written straight into the micro-kernel's packed-A layout (micro-panels
+// of MR rows, element (i, k) at panel[k * MR + i], rows beyond m zero), from a table of
+// tap offsets off[t * m + i] (-1: padding): for channels-first sources, where the rows of
+// one column are (mostly) contiguous pixels. Packs the same values as gather + pack_a.
+template <class T>
+void gather_packed(const sd* off, sz m, sz mr, const T* src, sz cg, sd cs, sz k0, sz kc, T* ap) {
+  for (sz i0 = 0; i0 < m; i0 += mr) {
+    const sz mm = std::min(mr, m - i0);
+    T* dst = ap + i0 * kc;
+    sz t = k0 / cg, c = k0 - t * cg;
+    for (sz kk = 0; kk < kc; ++kk) {
+      const sd* o = off + t * m + i0;
+      const T* s = src + static_cast<sd>(c) * cs;
+      T* d = dst + kk * mr;
+      for (sz i = 0; i < mm; ++i) d[i] = o[i] < 0 ? T(0) : s[o[i]];
+      for (sz i = mm; i < mr; ++i) d[i] = T(0);
+      if (++c == cg) {
+        c = 0;
+        ++t;
+      }
+    }
+  }
+}
+
+// Packs B (k x n, element (i, j) at b[i*rs + j*cs]) completely: KC-row blocks, each
+// ceil(n/nr) panels; block pc starts at pc * npad (npad = n rounded up to nr).
+template <class T>
+void pack_b_all(const GemmKernelsT<T>& K, sz k, sz n, const T* b, sd rs, sd cs, T* bp) {
+  const sz npad = ceil_div(n, static_cast<sz>(K.nr)) * static_cast<sz>(K.nr);
+  for (sz pc = 0; pc < k; pc += static_cast<sz>(K.kc)) {
+    const sz kcur = std::min<sz>(static_cast<sz>(K.kc), k - pc);
+    for (sz jc = 0; jc < n; jc += static_cast<sz>(K.nc)) {
+      const sz ncur = std::min<sz>(static_cast<sz>(K.nc), n - jc);
+      K.pack_b(kcur, ncur, b + static_cast<sd>(pc) * rs + static_cast<sd>(jc) * cs, rs, cs,
+               bp + pc * npad + (jc / static_cast<sz>(K.nr)) * kcur * static_cast<sz>(K.nr));
+    }
+  }
+}
+
+// c (m x ncb, row stride ldc) = sum over kc blocks of A (gathered rows) x packed B,
+// columns [j0, j0 + ncb) of B. fill(pc, kcur, apack) packs the A block.
+template <class T, class FillA>
+void tile_product(const GemmKernelsT<T>& K, sz m, sz k, sz j0, sz ncb, const T* bpack, sz npad,
+                  T* apack, T* c, sd ldc, const FillA& fill) {
+  const sz KC = static_cast<sz>(K.kc), MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
+  const Epilogue<T> none{};
+  for (sz pc = 0; pc < k; pc += KC) {
+    const sz kcur = std::min(KC, k - pc);
+    const bool first = pc == 0, last = pc + kcur == k;
+    fill(pc, kcur, apack);
+    for (sz jr = 0; jr < ncb; jr += NR) {
+      const int nn = static_cast<int>(std::min(NR, ncb - jr));
+      const T* bp = bpack + pc * npad + ((j0 + jr) / NR) * kcur * NR;
+      for (sz ir = 0; ir < m; ir += MR) {
+        const int mm = static_cast<int>(std::min(MR, m - ir));
+        (mm <= K.er ? K.ukernel_edge : K.ukernel)(kcur, apack + ir * kcur, bp,
+                                                  c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr),
+                                                  ldc, mm, nn, first, last, none);
+      }
+    }
+  }
+}
+
+// ---- forward / backward-data: rows x (group columns) with a gathered A ----------------
+// rows: total result rows (pixels); cols: columns per group; k: reduction length;
+// b: per group, the (k x cols) operand as element (i, j) at b[g*bstride + i*rs + j*cs].
+// The result row `row`, group column j lands (after post) in `out`:
+//   channels-last: out[row * ldo + g * cols + j] (written in place by the micro-kernel),
+//   channels-first: out[(n * G * cols + g * cols + j) * plane + pix] with n = row / plane.
+template <class T, class Map, class MakeMap>
+void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, const MakeMap& make_map,
+                   const T* b, sz bstride, sd rs, sd cs, bool direct_a, T* out, sz plane,
+                   const T* bias, Activation act) {
+  const GemmKernelsT<T>& K = gk<T>();
+  const sz G = g.groups, k = g.R * g.S * cg;
+  const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  const sz npad = ceil_div(cols, NR) * NR;
+  Aligned<T> bpack(G * k * npad);
+  for (sz gi = 0; gi < G; ++gi) pack_b_all(K, k, cols, b + gi * bstride, rs, cs, bpack.p + gi * k * npad);
+
+  const sz ncb = std::min(kNcb, cols);
+  const sz nI = ceil_div(rows, MC), nJ = ceil_div(cols, ncb), units = G * nI * nJ;
+  const double wpu = static_cast<double>(MC) * static_cast<double>(ncb) * static_cast<double>(k);
+  const sz ntasks = task_count(units, wpu);
+  const sz per_task = round_up(2 * MC * KC + (g.nhwc ? 0 : MC * ncb), 64 / sizeof(T));
+  Aligned<T> scratch(ntasks * per_task);
+  const sz RS = g.R * g.S;
+  const bool packed_gather = !g.nhwc && !direct_a;  // channels-first: the tap-offset table
+  std::vector<sd> offs(packed_gather ? ntasks * RS * MC : 0);
+  const sz ldo = G * cols;
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    T* apack = scratch.p + task * per_task;  // 64-byte aligned
+    T* abuf = apack + MC * KC;
+    T* ctile = abuf + MC * KC;
+    sd* off = packed_gather ? offs.data() + task * RS * MC : nullptr;
+    for (sz u = u0; u < u1; ++u) {
+      const sz gi = u / (nI * nJ), rem = u - gi * nI * nJ, ib = rem / nJ, jb = rem - ib * nJ;
+      const sz r0 = ib * MC, m = std::min(MC, rows - r0), j0 = jb * ncb, nc = std::min(ncb, cols - j0);
+      const Map mp = make_map(gi);
+      if (packed_gather)
+        for (sz i = 0; i < m; ++i) {
+          const RowInfo ri = mp.row(r0 + i);
+          for (sz t = 0; t < RS; ++t) off[t * m + i] = mp.tap(ri, t);
+        }
+      auto fill = [&](sz pc, sz kcur, T* ap) {
+        if (direct_a) {  // 1x1, stride 1, unpadded, channels-last: A is x itself
+          K.pack_a(m, kcur, src + static_cast<sd>(r0 * g.C + gi * cg + pc), static_cast<sd>(g.C), 1, ap);
+        } else if (packed_gather) {
+          gather_packed(off, m, static_cast<sz>(K.mr), src, cg, mp.cstride(), pc, kcur, ap);
+        } else {
+          gather(mp, src, cg, r0, m, pc, kcur, abuf);
+          K.pack_a(m, kcur, abuf, static_cast<sd>(kcur), 1, ap);
+        }
+      };
+      const T* bp = bpack.p + gi * k * npad;
+      const sz col0 = gi * cols + j0;  // first channel of the tile
+      if (g.nhwc) {
+        T* c = out + r0 * ldo + col0;
+        tile_product(K, m, k, j0, nc, bp, npad, apack, c, static_cast<sd>(ldo), fill);
+        if (bias || act != Activation::none)
+          for (sz i = 0; i < m; ++i) {
+            T* ci = c + i * ldo;
+            for (sz j = 0; j < nc; ++j) ci[j] = activate_value(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
+          }
+      } else {
+        tile_product(K, m, k, j0, nc, bp, npad, apack, ctile, static_cast<sd>(nc), fill);
+        for (sz i = 0; i < m; ++i) {
+          const sz row = r0 + i, n = row / plane, pix = row - n * plane;
+          T* o = out + (n * ldo + col0) * plane + pix;
+          const T* ci = ctile + i * nc;
+          for (sz j = 0; j < nc; ++j)
+            o[j * plane] = activate_value(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
+        }
+      }
+    }
+  });
+}
+
+// ---- depthwise (one input channel per group): direct loops ------------------------
+// Every output element: acc = 0; acc = acc + x * w over the taps (r, s) in order, skipping
+// padding (multiply, then add: the driver is baseline code, so every level rounds the
+// same); the channels-last loops run over channels innermost (vectorized by the
+// compiler), the channels-first ones over a plane of pixels, in the same per-element
+// order. Backward-data: dx = sum over taps (r, s), then the group's output channels m,
+// in that order; backward-weight: per (channel, tap) a double sum over (n, oh, ow) in
+// order within each of min(N, 8) batch blocks, blocks added in order.
+
+// Valid output range [lo, hi) along one axis for tap offset `off` = r*d - p: the outputs o
+// with 0 <= o*s + off < in.
+inline void tap_range(sz out, sz stride, sd off, sz in, sz* lo, sz* hi) {
+  const sd s = static_cast<sd>(stride);
+  sd a = off >= 0 ? 0 : (-off + s - 1) / s;
+  sd b = (static_cast<sd>(in) - off + s - 1) / s;  // first o with o*s + off >= in
+  if (b < 0) b = 0;
+  if (b > static_cast<sd>(out)) b = static_cast<sd>(out);
+  if (a > b) a = b;
+  *lo = static_cast<sz>(a);
+  *hi = static_cast<sz>(b);
+}
+
+template <class T>
+void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
+  const sz cog = g.Co / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
+  if (g.nhwc) {
+    // wt[t][co]: the taps of every output channel, contiguous across channels
+    std::vector<T> wt(RS * g.Co);
+    for (sz co = 0; co < g.Co; ++co)
+      for (sz t = 0; t < RS; ++t) wt[t * g.Co + co] = w[co * RS + t];
+    const sz units = g.N * g.OH;
+    const double wpu = static_cast<double>(g.OW * g.Co * RS);
+    run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+      for (sz u = u0; u < u1; ++u) {
+        const sz n = u / g.OH, oh = u - n * g.OH;
+        T* yr = y + u * g.OW * g.Co;
+        for (sz ow = 0; ow < g.OW; ++ow) {
+          T* acc = yr + ow * g.Co;
+          std::fill(acc, acc + g.Co, T(0));
+          for (sz r = 0; r < g.R; ++r) {
+            const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+            if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+            for (sz s = 0; s < g.S; ++s) {
+              const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+              if (iw < 0 || iw >= static_cast<sd>(g.W)) continue;
+              const T* xp = x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C;
+              const T* wp = wt.data() + (r * g.S + s) * g.Co;
+              if (cog == 1) {
+                for (sz c = 0; c < g.Co; ++c) acc[c] = acc[c] + xp[c] * wp[c];
+              } else {
+                for (sz co = 0; co < g.Co; ++co) acc[co] = acc[co] + xp[co / cog] * wp[co];
+              }
+            }
+          }
+          if (bias || act != Activation::none)
+            for (sz co = 0; co < g.Co; ++co)
+              acc[co] = activate_value(bias ? T(acc[co] + bias[co]) : acc[co], act);
+        }
+      }
+    });
+    return;
+  }
+  const sz units = g.N * g.Co;
+  const double wpu = static_cast<double>(P * RS);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.Co, co = u - n * g.Co, ci = co / cog;
+      T* yp = y + u * P;
+      const T* xp = x + (n * g.C + ci) * g.H * g.W;
+      std::fill(yp, yp + P, T(0));
+      for (sz r = 0; r < g.R; ++r) {
+        sz oh0, oh1;
+        tap_range(g.OH, g.sh, static_cast<sd>(r * g.dh) - static_cast<sd>(g.pt), g.H, &oh0, &oh1);
+        for (sz s = 0; s < g.S; ++s) {
+          sz ow0, ow1;
+          tap_range(g.OW, g.sw, static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl), g.W, &ow0, &ow1);
+          const T wv = w[co * RS + r * g.S + s];
+          for (sz oh = oh0; oh < oh1; ++oh) {
+            // x index of output column ow: b + ow * sw (>= 0 for ow in [ow0, ow1))
+            const sd b = static_cast<sd>((oh * g.sh + r * g.dh - g.pt) * g.W) +
+                         static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl);
+            T* yr = yp + oh * g.OW;
+            if (g.sw == 1) {
+              const T* xr = xp + (b + static_cast<sd>(ow0));
+              for (sz ow = ow0; ow < ow1; ++ow) yr[ow] = yr[ow] + xr[ow - ow0] * wv;
+            } else {
+              for (sz ow = ow0; ow < ow1; ++ow) yr[ow] = yr[ow] + xp[b + static_cast<sd>(ow * g.sw)] * wv;
+            }
+          }
+        }
+      }
+      if (bias || act != Activation::none)
+        for (sz p = 0; p < P; ++p) yp[p] = activate_value(bias ? T(yp[p] + bias[co]) : yp[p], act);
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const sz cog = g.Co / g.groups, RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW;
+  if (g.nhwc) {
+    const sz units = g.N * g.H;
+    const double wpu = static_cast<double>(g.W * g.Co * RS);
+    // wt[t][co]
+    std::vector<T> wt(RS * g.Co);
+    for (sz co = 0; co < g.Co; ++co)
+      for (sz t = 0; t < RS; ++t) wt[t * g.Co + co] = w[co * RS + t];
+    run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+      for (sz u = u0; u < u1; ++u) {
+        const sz n = u / g.H, ih = u - n * g.H;
+        for (sz iw = 0; iw < g.W; ++iw) {
+          T* acc = dx + (u * g.W + iw) * g.C;
+          std::fill(acc, acc + g.C, T(0));
+          for (sz r = 0; r < g.R; ++r) {
+            const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
+            if (th < 0 || static_cast<sz>(th) % g.sh) continue;
+            const sz oh = static_cast<sz>(th) / g.sh;
+            if (oh >= g.OH) continue;
+            for (sz s = 0; s < g.S; ++s) {
+              const sd tw = static_cast<sd>(iw + g.pl) - static_cast<sd>(s * g.dw);
+              if (tw < 0 || static_cast<sz>(tw) % g.sw) continue;
+              const sz ow = static_cast<sz>(tw) / g.sw;
+              if (ow >= g.OW) continue;
+              const T* d = dy + ((n * g.OH + oh) * g.OW + ow) * g.Co;
+              const T* wp = wt.data() + (r * g.S + s) * g.Co;
+              if (cog == 1) {
+                for (sz c = 0; c < g.C; ++c) acc[c] = acc[c] + d[c] * wp[c];
+              } else {
+                for (sz c = 0; c < g.C; ++c)
+                  for (sz m = 0; m < cog; ++m) acc[c] = acc[c] + d[c * cog + m] * wp[c * cog + m];
+              }
+            }
+          }
+        }
+      }
+    });
+    return;
+  }
+  const sz units = g.N * g.C;
+  const double wpu = static_cast<double>(P * RS * cog + HW);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.C, c = u - n * g.C;
+      T* xp = dx + u * HW;
+      std::fill(xp, xp + HW, T(0));
+      // each dx element receives at most one term per (tap, m): adding them in (tap, m)
+      // order, skipping invalid ones, is the gather order of the channels-last loop
+      for (sz r = 0; r < g.R; ++r) {
+        sz oh0, oh1;
+        tap_range(g.OH, g.sh, static_cast<sd>(r * g.dh) - static_cast<sd>(g.pt), g.H, &oh0, &oh1);
+        for (sz s = 0; s < g.S; ++s) {
+          sz ow0, ow1;
+          tap_range(g.OW, g.sw, static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl), g.W, &ow0, &ow1);
+          for (sz m = 0; m < cog; ++m) {
+            const sz co = c * cog + m;
+            const T wv = w[co * RS + r * g.S + s];
+            const T* dp = dy + (n * g.Co + co) * P;
+            for (sz oh = oh0; oh < oh1; ++oh) {
+              const sd b = static_cast<sd>((oh * g.sh + r * g.dh - g.pt) * g.W) +
+                           static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl);
+              const T* dr = dp + oh * g.OW;
+              for (sz ow = ow0; ow < ow1; ++ow) {
+                T& e = xp[b + static_cast<sd>(ow * g.sw)];
+                e = e + dr[ow] * wv;
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw) {
+  const sz cog = g.Co / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
+  const sz B = std::min(g.N, kMaxBatchBlocks);
+  // part[bb][co][t] (channels-first) or part[bb][t][co] (channels-last), in double
+  std::vector<double> part(B * g.Co * RS, 0.0);
+  const sz CB = 64;  // channels per unit
+  const sz ncb = ceil_div(g.Co, CB), units = B * ncb;
+  const double wpu = static_cast<double>(std::min(CB, g.Co) * P * RS) * static_cast<double>(g.N) / static_cast<double>(B);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz bb = u / ncb, cb = u - bb * ncb;
+      const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
+      const sz c0 = cb * CB, c1 = std::min(g.Co, c0 + CB);
+      double* acc = part.data() + bb * g.Co * RS;
+      if (g.nhwc) {
+        for (sz n = n0; n < n1; ++n)
+          for (sz oh = 0; oh < g.OH; ++oh)
+            for (sz ow = 0; ow < g.OW; ++ow) {
+              const T* d = dy + ((n * g.OH + oh) * g.OW + ow) * g.Co;
+              for (sz r = 0; r < g.R; ++r) {
+                const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+                if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+                for (sz s = 0; s < g.S; ++s) {
+                  const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+                  if (iw < 0 || iw >= static_cast<sd>(g.W)) continue;
+                  const T* xp = x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C;
+                  double* at = acc + (r * g.S + s) * g.Co;  // [t][co] here, [co][t] below
+                  if (cog == 1) {
+                    for (sz co = c0; co < c1; ++co)
+                      at[co] += static_cast<double>(d[co]) * static_cast<double>(xp[co]);
+                  } else {
+                    for (sz co = c0; co < c1; ++co)
+                      at[co] += static_cast<double>(d[co]) * static_cast<double>(xp[co / cog]);
+                  }
+                }
+              }
+            }
+      } else {
+        for (sz co = c0; co < c1; ++co) {
+          const sz ci = co / cog;
+          for (sz n = n0; n < n1; ++n) {
+            const T* dp = dy + (n * g.Co + co) * P;
+            const T* xp = x + (n * g.C + ci) * g.H * g.W;
+            // per tap, its valid output rectangle in (oh, ow) order: for each (co, t) the
+            // terms still come in (n, oh, ow) order, as in the channels-last loop
+            for (sz r = 0; r < g.R; ++r) {
+              sz oh0, oh1;
+              tap_range(g.OH, g.sh, static_cast<sd>(r * g.dh) - static_cast<sd>(g.pt), g.H, &oh0, &oh1);
+              for (sz s = 0; s < g.S; ++s) {
+                sz ow0, ow1;
+                tap_range(g.OW, g.sw, static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl), g.W, &ow0, &ow1);
+                double a = acc[co * RS + r * g.S + s];
+                for (sz oh = oh0; oh < oh1; ++oh) {
+                  const sd b = static_cast<sd>((oh * g.sh + r * g.dh - g.pt) * g.W) +
+                               static_cast<sd>(s * g.dw) - static_cast<sd>(g.pl);
+                  const T* dr = dp + oh * g.OW;
+                  for (sz ow = ow0; ow < ow1; ++ow)
+                    a += static_cast<double>(dr[ow]) * static_cast<double>(xp[b + static_cast<sd>(ow * g.sw)]);
+                }
+                acc[co * RS + r * g.S + s] = a;
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  // channels-last partials are [t][co], channels-first ones [co][t]
+  for (sz co = 0; co < g.Co; ++co)
+    for (sz t = 0; t < RS; ++t) {
+      const sz e = g.nhwc ? t * g.Co + co : co * RS + t;
+      double v = part[e];
+      for (sz bb = 1; bb < B; ++bb) v += part[bb * g.Co * RS + e];
+      dw[co * RS + t] = static_cast<T>(v);
+    }
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
+  const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cg;
+  if (g.N == 0 || g.OH == 0 || g.OW == 0 || g.Co == 0) return;
+  if (cg == 1) return depthwise_forward(g, x, w, bias, act, y);
+  // B = the weight with rows k = (t, c) for each output channel: wf[co][t][c].
+  std::vector<T> wf(g.Co * k);
+  for (sz co = 0; co < g.Co; ++co)
+    for (sz c = 0; c < cg; ++c)
+      for (sz t = 0; t < RS; ++t) wf[co * k + t * cg + c] = w[(co * cg + c) * RS + t];
+  const bool direct = g.nhwc && RS == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
+                      g.OH == g.H && g.OW == g.W;
+  implicit_gemm<T, FwdMap>(
+      g, g.N * g.OH * g.OW, cog, cg, x, [&](sz gi) { return FwdMap{g, gi * cg}; }, wf.data(),
+      cog * k, 1, static_cast<sd>(k), direct, y, g.OH * g.OW, bias, act);
+}
+
+template <class T>
+void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cog;
+  if (g.N == 0 || g.H == 0 || g.W == 0 || g.C == 0) return;
+  if (cg == 1) return depthwise_backward_data(g, dy, w, dx);
+  // B per group: rows k = (t, co), columns c: wd[g][t][co][c].
+  std::vector<T> wd(G * k * cg);
+  for (sz gi = 0; gi < G; ++gi)
+    for (sz co = 0; co < cog; ++co)
+      for (sz c = 0; c < cg; ++c)
+        for (sz t = 0; t < RS; ++t)
+          wd[gi * k * cg + (t * cog + co) * cg + c] = w[((gi * cog + co) * cg + c) * RS + t];
+  implicit_gemm<T, BwdMap>(
+      g, g.N * g.H * g.W, cg, cog, dy, [&](sz gi) { return BwdMap{g, gi * cog}; }, wd.data(),
+      k * cg, static_cast<sd>(cg), 1, false, dx, g.H * g.W, nullptr, Activation::none);
+}
+
+template <class T>
+void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T* db) {
+  const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cg;
+  const sz P = g.OH * g.OW;
+  if (db) {  // per channel, in (n, pixel) order, in double
+    const sz nblk = ceil_div(g.Co, 16);
+    const double wpu = 16.0 * static_cast<double>(g.N * P);
+    run_tasks(task_count(nblk, wpu), nblk, wpu, [&](sz, sz u0, sz u1) {
+      for (sz u = u0; u < u1; ++u) {
+        const sz c0 = u * 16, c1 = std::min(g.Co, c0 + 16);
+        double acc[16] = {};
+        for (sz n = 0; n < g.N; ++n)
+          for (sz p = 0; p < P; ++p)
+            for (sz c = c0; c < c1; ++c)
+              acc[c - c0] += static_cast<double>(g.nhwc ? dy[(n * P + p) * g.Co + c] : dy[(n * g.Co + c) * P + p]);
+        for (sz c = c0; c < c1; ++c) db[c] = static_cast<T>(acc[c - c0]);
+      }
+    });
+  }
+  if (!dw || g.Co == 0 || cg == 0) return;
+  if (g.N == 0 || P == 0) {
+    std::fill(dw, dw + g.Co * cg * RS, T(0));
+    return;
+  }
+  if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
+  const GemmKernelsT<T>& K = gk<T>();
+  const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  const sz B = std::min(g.N, kMaxBatchBlocks);
+  const sz ncb = std::min(kNcb, k), npad = ceil_div(ncb, NR) * NR;
+  const sz nI = ceil_div(cog, MC), nJ = ceil_div(k, ncb), units = B * G * nI * nJ;
+  // partial[bb][co][k] with k = (t, c)
+  Aligned<T> part(B * g.Co * k);
+  const double wpu = static_cast<double>(std::min(MC, cog)) * static_cast<double>(ncb) *
+                     static_cast<double>(g.N * P) / static_cast<double>(B);
+  const sz ntasks = task_count(units, wpu);
+  const sz per_task = round_up(MC * KC + 2 * KC * npad, 64 / sizeof(T));
+  Aligned<T> scratch(ntasks * per_task);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    T* apack = scratch.p + task * per_task;
+    T* bbuf = apack + MC * KC;
+    T* bpack = bbuf + KC * npad;
+    const Epilogue<T> none{};
+    for (sz u = u0; u < u1; ++u) {
+      sz rem = u;
+      const sz jb = rem % nJ; rem /= nJ;
+      const sz ib = rem % nI; rem /= nI;
+      const sz gi = rem % G, bb = rem / G;
+      const sz co0 = ib * MC, m = std::min(MC, cog - co0), j0 = jb * ncb, nc = std::min(ncb, k - j0);
+      const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
+      const FwdMap mp{g, gi * cg};
+      T* c = part.p + (bb * g.Co + gi * cog + co0) * k + j0;
+      for (sz n = n0; n < n1; ++n)
+        for (sz p0 = 0; p0 < P; p0 += KC) {
+          const sz kcur = std::min(KC, P - p0);
+          const bool first = n == n0 && p0 == 0, last = n + 1 == n1 && p0 + kcur == P;
+          const sz co = gi * cog + co0;
+          if (g.nhwc)
+            K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
+          else
+            K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
+          gather(mp, x, cg, n * P + p0, kcur, j0, nc, bbuf);
+          K.pack_b(kcur, nc, bbuf, static_cast<sd>(nc), 1, bpack);
+          for (sz jr = 0; jr < nc; jr += NR) {
+            const int nn = static_cast<int>(std::min(NR, nc - jr));
+            for (sz ir = 0; ir < m; ir += static_cast<sz>(K.mr)) {
+              const int mm = static_cast<int>(std::min(static_cast<sz>(K.mr), m - ir));
+              (mm <= K.er ? K.ukernel_edge : K.ukernel)(kcur, apack + ir * kcur, bpack + jr * kcur,
+                                                        c + static_cast<sd>(ir * k + jr), static_cast<sd>(k),
+                                                        mm, nn, first, last, none);
+            }
+          }
+        }
+    }
+  });
+  // dw[co][c][t] = sum of the partials in block order
+  const sz total = g.Co * k;
+  const sz nblk = ceil_div(total, 4096);
+  run_tasks(task_count(nblk, 4096.0 * static_cast<double>(B)), nblk, 4096.0 * static_cast<double>(B),
+            [&](sz, sz u0, sz u1) {
+              for (sz e = u0 * 4096; e < std::min(total, u1 * 4096); ++e) {
+                const sz co = e / k, kk = e - co * k, t = kk / cg, ci = kk - t * cg;
+                T v = part.p[e];
+                for (sz bb = 1; bb < B; ++bb) v = v + part.p[bb * total + e];
+                dw[(co * cg + ci) * RS + t] = v;
+              }
+            });
+}
+
+template void conv2d_forward<float>(const ConvGeom&, const float*, const float*, const float*, Activation, float*);
+template void conv2d_forward<double>(const ConvGeom&, const double*, const double*, const double*, Activation,
+                                     double*);
+template void conv2d_backward_data<float>(const ConvGeom&, const float*, const float*, float*);
+template void conv2d_backward_data<double>(const ConvGeom&, const double*, const double*, double*);
+template void conv2d_backward_weight<float>(const ConvGeom&, const float*, const float*, float*, float*);
+template void conv2d_backward_weight<double>(const ConvGeom&, const double*, const double*, double*, double*);
+
+}  // namespace pyfastopt

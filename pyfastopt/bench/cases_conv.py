@@ -1,0 +1,133 @@
+"""Bench cases for ``pyfastopt.conv2d`` (forward, float32): the ResNet-18 and MobileNetV2
+layers of issue 17 at batch 32, channels-last (NHWC) and channels-first (NCHW).
+
+``work``: 2 x multiply-adds (``limit="fma"``) for dense convolutions; bytes (read x,
+write y, ``limit="bandwidth_copy"``) for depthwise ones, which are memory-bound.
+
+Implementations, each one call:
+
+* ``pyfastopt``: ``conv2d`` allocating its output, and with a preallocated ``out=``.
+* ``numpy``: im2col as a strided view (``sliding_window_view`` of the zero-padded input)
+  contracted with the weight by ``np.tensordot`` (per group; depthwise by ``einsum``)
+  -- BLAS sgemm on a copy of the windows.
+* ``torch``: ``F.conv2d`` under ``no_grad`` (oneDNN); NHWC cases on ``channels_last``
+  tensors.
+
+Correctness guard: the outputs compared with NumPy's at ``rtol=1e-3, atol=1e-3``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .registry import Case, Context, Prepared, register
+
+# name: (N, C, H, W, Co, k, stride, padding, groups, quick)
+LAYERS = {
+    "resnet 3x3 64->64 56x56": (32, 64, 56, 56, 64, 3, 1, 1, 1, False),
+    "resnet 3x3 128->128 28x28": (32, 128, 28, 28, 128, 3, 1, 1, 1, False),
+    "resnet 3x3 128->128 28x28 s2": (32, 128, 28, 28, 128, 3, 2, 1, 1, False),
+    "resnet 1x1 256->256 14x14": (32, 256, 14, 14, 256, 1, 1, 0, 1, False),
+    "mbv2 1x1 24->144 56x56": (32, 24, 56, 56, 144, 1, 1, 0, 1, False),
+    "mbv2 dw3x3 144 56x56": (32, 144, 56, 56, 144, 3, 1, 1, 144, False),
+    "mbv2 1x1 144->24 56x56": (32, 144, 56, 56, 24, 1, 1, 0, 1, False),
+    "mbv2 1x1 96->576 14x14": (32, 96, 14, 14, 576, 1, 1, 0, 1, False),
+    "mbv2 dw3x3 576 14x14": (32, 576, 14, 14, 576, 3, 1, 1, 576, False),
+    "mbv2 1x1 576->96 14x14": (32, 576, 14, 14, 96, 1, 1, 0, 1, False),
+    "tiny 3x3 8->8 9x9": (2, 8, 9, 9, 8, 3, 1, 1, 1, True),
+    "tiny dw3x3 8 9x9": (2, 8, 9, 9, 8, 3, 2, 1, 8, True),
+}
+
+
+def _numpy_conv_nhwc(x, w, stride, pad, groups):
+    """NHWC x, (Co, C/g, k, k) w -> NHWC y via strided windows and tensordot."""
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+    k = w.shape[2]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(1, 2))[
+        :, ::stride, ::stride
+    ]  # (N, OH, OW, C, k, k)
+    cg, cog = w.shape[1], w.shape[0] // groups
+    if cg == 1 and cog == 1:  # depthwise
+        return np.einsum("nhwcij,cij->nhwc", win, w[:, 0], optimize=True)
+    outs = [
+        np.tensordot(
+            win[:, :, :, g * cg : (g + 1) * cg], w[g * cog : (g + 1) * cog], ([3, 4, 5], [1, 2, 3])
+        )
+        for g in range(groups)
+    ]
+    return outs[0] if groups == 1 else np.concatenate(outs, axis=3)
+
+
+def _setup(ctx: Context, spec: tuple, layout: str) -> Prepared:
+    from .. import conv2d
+
+    n, c, h, w_, co, k, s, p, g, _ = spec
+    rng = ctx.rng()
+    x_nhwc = rng.standard_normal((n, h, w_, c), dtype=np.float32)
+    wt = (
+        rng.standard_normal((co, c // g, k, k), dtype=np.float32) / np.sqrt(c // g * k * k)
+    ).astype(np.float32)
+    nhwc = layout == "NHWC"
+    x = x_nhwc if nhwc else np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))
+    args = {"stride": s, "padding": p, "groups": g, "layout": layout}
+    y_pf = conv2d(x, wt, **args)
+
+    def numpy_conv():
+        y = _numpy_conv_nhwc(x_nhwc, wt, s, p, g)
+        return y if nhwc else y.transpose(0, 3, 1, 2)
+
+    impls: dict = {
+        "pyfastopt": {
+            "allocating": functools.partial(conv2d, x, wt, **args),
+            "out=": functools.partial(conv2d, x, wt, out=y_pf, **args),
+        },
+        "numpy": numpy_conv,
+    }
+    torch = ctx.torch
+    if torch is not None:
+        F = torch.nn.functional
+        xt = torch.from_numpy(x_nhwc).permute(0, 3, 1, 2) if nhwc else torch.from_numpy(x)
+        wtt = torch.from_numpy(wt)
+        if nhwc:
+            wtt = wtt.contiguous(memory_format=torch.channels_last)
+
+        def torch_conv():
+            with torch.no_grad():
+                return F.conv2d(xt, wtt, None, s, p, 1, g)
+
+        impls["torch"] = torch_conv
+
+    def output(impl: str, returned) -> np.ndarray:
+        if impl == "torch":
+            y = returned.numpy() if not nhwc else returned.permute(0, 2, 3, 1).numpy()
+            return np.ascontiguousarray(y)
+        return np.asarray(returned)
+
+    return Prepared(impls, output=output)
+
+
+def _register() -> None:
+    for name, spec in LAYERS.items():
+        n, c, h, w, co, k, s, p, g, quick = spec
+        oh = (h + 2 * p - k) // s + 1
+        macs = n * oh * oh * co * (c // g) * k * k
+        depthwise = c // g == 1
+        for layout in ("NHWC", "NCHW"):
+            register(
+                Case(
+                    family="conv",
+                    name=f"conv2d f32 {name} {layout}",
+                    limit="bandwidth_copy" if depthwise else "fma",
+                    work=4 * (n * h * w * c + n * oh * oh * co) if depthwise else 2 * macs,
+                    setup=functools.partial(_setup, spec=spec, layout=layout),
+                    quick=quick,
+                    rtol=1e-3,
+                    atol=1e-3,
+                    note="bytes read x + write y" if depthwise else "2 x multiply-adds",
+                )
+            )
+
+
+_register()

@@ -240,11 +240,8 @@ def run_cli(args: argparse.Namespace) -> int:
             return 2
         print(f"wrote {plot_path}")
     if report.failed:
-        bad = [
-            f"{r.case} [{r.threads}t]: {r.status}"
-            for r in [*report.rows, *report.runtime]
-            if r.status != "ok"
-        ]
+        bad = [f"{r.case} [{r.threads}t]: {r.status}" for r in report.rows if r.status != "ok"]
+        bad += [f"{r.case} [{r.threads}t]: {r.status}" for r in report.runtime if r.status != "ok"]
         print("pyfastopt bench: FAILED: " + "; ".join(bad), file=sys.stderr)
         return 1
     return 0

@@ -93,7 +93,7 @@ class Report:
 
     @property
     def failed(self) -> bool:
-        return any(r.status != OK for r in [*self.rows, *self.runtime])
+        return any(r.status != OK for r in self.rows) or any(r.status != OK for r in self.runtime)
 
     def as_dict(self) -> dict[str, Any]:
         from .. import __version__

@@ -418,6 +418,43 @@ def test_bench_runtime_family_smoke(tmp_path):
     assert len({r["pid"] for r in rows}) == len(rows)  # a fresh process per row
 
 
+def _runtime_targets():
+    spec = importlib.util.spec_from_file_location(
+        "_runtime_targets", ASV_DIR / "runtime_targets.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runtime_targets_child_and_options(tmp_path):
+    # one child measurement (the script's unit of work) prints its values as JSON; the
+    # table itself is a benchmark, never run by the tests
+    rt = _runtime_targets()
+    proc = subprocess.run(
+        [sys.executable, str(ASV_DIR / "runtime_targets.py"), "--child", "axpby1e4", "--quick"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["us"] > 0
+    assert rt._parse_build("old=/usr/bin/python3:/opt/old") == (
+        "old",
+        "/usr/bin/python3",
+        "/opt/old",
+    )
+    assert rt._parse_build("new=/usr/bin/python3") == ("new", "/usr/bin/python3", None)
+    with pytest.raises(Exception, match="NAME=PYTHON"):
+        rt._parse_build("/usr/bin/python3")
+    env = rt._env("/opt/old", 2)
+    assert env["PYTHONPATH"] == "/opt/old"
+    assert all(env[v] == "2" for v in rt.THREAD_VARS)
+    assert {child for _, child, _, _, _ in rt.ROWS} >= {"mixed_numpy", "fork", "tail_linear_busy"}
+
+
 def test_bench_list(capsys):
     from pyfastopt.cli import main
 

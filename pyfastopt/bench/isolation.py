@@ -103,7 +103,11 @@ class Worker:
             text=True,
             encoding="utf-8",
         )
-        hello = self.call("hello")
+        try:
+            hello = self.call("hello")
+        except BaseException:
+            self.close()
+            raise
         self.pid: int = int(hello["pid"])
         self.threads_in_effect: dict[str, Any] = hello.get("threads", {})
         self.versions: dict[str, str] = hello.get("versions", {})

@@ -1,8 +1,10 @@
 """asv benchmarks for pyfastopt (see ``../asv.conf.json``).
 
-Each module compares pyfastopt with its plain NumPy baseline in the same class
-(``time_<kernel>_pyfastopt`` next to ``time_<kernel>_numpy``), so ``asv compare``
-and the asv web UI show both. Importing this package prints nothing; call
+Each module times pyfastopt (``Benchmark`` classes, ``time_<kernel>_pyfastopt``) and
+its baselines in classes of their own (``PeerBenchmark``: ``...NumPy``, ``Torch...``,
+``OnnxRuntime...``, ``time_<kernel>_numpy``), which never import pyfastopt: asv runs
+each benchmark in its own process, so no peer's thread pool shares a process with
+pyfastopt's (see ``common.py``). ``bench_runtime.py`` mixes them on purpose. Importing this package prints nothing; call
 :func:`show_config` to print the pyfastopt build and CPU report (once per process).
 """
 

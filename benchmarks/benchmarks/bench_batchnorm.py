@@ -11,7 +11,8 @@ preallocated ``out=`` arrays (``*_out``). ``track_bandwidth_*`` report GB/s (wit
 reads x twice and writes y; backward reads x and dy and writes dx), 8 for eval (read x,
 write y).
 
-``pyfastopt.batch_norm_train`` is looked up in ``setup``, so commits without it skip
+The NumPy baseline lives in ``BatchNormNumPy`` (``PeerBenchmark``: never in a process
+with pyfastopt). ``pyfastopt.batch_norm_train`` is looked up in ``setup``, so commits without it skip
 these benchmarks instead of breaking discovery.
 """
 
@@ -22,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .common import THREADS, Benchmark, best_seconds
+from .common import THREADS, Benchmark, PeerBenchmark, best_seconds
 
 EPS = 1e-5
 MOMENTUM = 0.1
@@ -35,22 +36,13 @@ def parse_layout(layout: str) -> tuple[tuple[int, ...], int]:
     return tuple(int(d) for d in dims.split("x")), (-1 if kind == "NHWC" else 1)
 
 
-class BatchNorm(Benchmark):
-    """Training step and eval forward: pyfastopt vs NumPy, float32."""
-
+class _BatchNormData:
     params: ClassVar[list] = [LAYOUTS, THREADS]
     param_names: ClassVar[list[str]] = ["layout", "threads"]
     #: the tiny grid tests/test_benchmarks.py runs
     smoke_params: ClassVar[list] = [["NCHW 4x8x6x6", "NHWC 4x6x6x8"], THREADS]
 
     def setup(self, layout, threads):
-        import pyfastopt
-
-        self.train = getattr(pyfastopt, "batch_norm_train", None)
-        if self.train is None:
-            raise NotImplementedError("this pyfastopt has no batch norm")
-        self.backward = pyfastopt.batch_norm_backward
-        self.infer = pyfastopt.batch_norm_infer
         self.set_threads(threads)
         shape, self.axis = parse_layout(layout)
         rng = np.random.default_rng(1234)
@@ -71,6 +63,20 @@ class BatchNorm(Benchmark):
         self.y_out = np.empty_like(self.x)
         self.dx_out = np.empty_like(self.x)
 
+
+class BatchNorm(_BatchNormData, Benchmark):
+    """Training step and eval forward: pyfastopt, float32."""
+
+    def setup(self, layout, threads):
+        import pyfastopt
+
+        self.train = getattr(pyfastopt, "batch_norm_train", None)
+        if self.train is None:
+            raise NotImplementedError("this pyfastopt has no batch norm")
+        self.backward = pyfastopt.batch_norm_backward
+        self.infer = pyfastopt.batch_norm_infer
+        super().setup(layout, threads)
+
     def _pyfastopt_step(self, y_out=None, dx_out=None):
         _, mean, invstd = self.train(
             self.x, self.w, self.b, self.rm, self.rv, MOMENTUM, EPS, self.axis, out=y_out
@@ -79,6 +85,34 @@ class BatchNorm(Benchmark):
 
     def _pyfastopt_step_out(self):
         return self._pyfastopt_step(self.y_out, self.dx_out)
+
+    def time_train_backward_pyfastopt(self, layout, threads):
+        self._pyfastopt_step()
+
+    def time_train_backward_pyfastopt_out(self, layout, threads):
+        self._pyfastopt_step_out()
+
+    def time_infer_pyfastopt(self, layout, threads):
+        self.infer(self.x, self.w, self.b, self.rm, self.rv, EPS, self.axis)
+
+    def time_infer_pyfastopt_out(self, layout, threads):
+        self.infer(self.x, self.w, self.b, self.rm, self.rv, EPS, self.axis, out=self.y_out)
+
+    def track_bandwidth_train_backward_pyfastopt(self, layout, threads):
+        return 24 * self.x.size / best_seconds(self._pyfastopt_step_out) / 1e9
+
+    track_bandwidth_train_backward_pyfastopt.unit = "GB/s"
+
+    def track_bandwidth_infer_pyfastopt(self, layout, threads):
+        x, w, b, rm, rv, axis, out = self.x, self.w, self.b, self.rm, self.rv, self.axis, self.y_out
+        seconds = best_seconds(lambda: self.infer(x, w, b, rm, rv, EPS, axis, out=out))
+        return 8 * x.size / seconds / 1e9
+
+    track_bandwidth_infer_pyfastopt.unit = "GB/s"
+
+
+class BatchNormNumPy(_BatchNormData, PeerBenchmark):
+    """The textbook NumPy formulas for the same training step and eval forward."""
 
     def _numpy_step(self):
         x, dy, axes, n = self.x, self.dy, self.axes, self.n
@@ -95,32 +129,8 @@ class BatchNorm(Benchmark):
         sum_dy_xhat = np.sum(dy * xhat, axis=axes, keepdims=True)
         return y, (w * invstd) * (dy - sum_dy / n - xhat * (sum_dy_xhat / n))
 
-    def time_train_backward_pyfastopt(self, layout, threads):
-        self._pyfastopt_step()
-
-    def time_train_backward_pyfastopt_out(self, layout, threads):
-        self._pyfastopt_step_out()
-
     def time_train_backward_numpy(self, layout, threads):
         self._numpy_step()
 
-    def time_infer_pyfastopt(self, layout, threads):
-        self.infer(self.x, self.w, self.b, self.rm, self.rv, EPS, self.axis)
-
-    def time_infer_pyfastopt_out(self, layout, threads):
-        self.infer(self.x, self.w, self.b, self.rm, self.rv, EPS, self.axis, out=self.y_out)
-
     def time_infer_numpy(self, layout, threads):
         return self.x * self.scale + self.shift
-
-    def track_bandwidth_train_backward_pyfastopt(self, layout, threads):
-        return 24 * self.x.size / best_seconds(self._pyfastopt_step_out) / 1e9
-
-    track_bandwidth_train_backward_pyfastopt.unit = "GB/s"
-
-    def track_bandwidth_infer_pyfastopt(self, layout, threads):
-        x, w, b, rm, rv, axis, out = self.x, self.w, self.b, self.rm, self.rv, self.axis, self.y_out
-        seconds = best_seconds(lambda: self.infer(x, w, b, rm, rv, EPS, axis, out=out))
-        return 8 * x.size / seconds / 1e9
-
-    track_bandwidth_infer_pyfastopt.unit = "GB/s"

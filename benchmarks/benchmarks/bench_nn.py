@@ -3,12 +3,14 @@ eval-mode forward (inference) of one model, from one thread or shared by two.
 
 ``model`` is ``"<layer sizes> b<batch>"``: ``[Linear, BatchNorm1d, ReLU(inplace),
 Dropout(0.2)]`` blocks and a final Linear, float32; one step is forward, cross-entropy,
-backward (no input gradient) and an AdamW step. The NumPy baseline is the hand-written
-preallocated step of ``pyfastopt.bench.cases_nn.NumpyMLP`` (BLAS GEMMs on the same
-thread count). ``track_gflops_step_pyfastopt`` counts the step's GEMM flops.
+backward (no input gradient) and an AdamW step. The NumPy baseline
+(``MLPTrainingStepNumPy``, a ``PeerBenchmark``: never in a process with pyfastopt) is the
+hand-written preallocated step of ``common.NumpyMLP`` (BLAS GEMMs on the same thread
+count), from its own seeded initial weights of the same shapes.
+``track_gflops_step_pyfastopt`` counts the step's GEMM flops.
 
 ``pyfastopt.nn`` is imported in ``setup``, so commits without it skip these benchmarks
-instead of breaking discovery. Both implementations take one step in ``setup``.
+instead of breaking discovery. Every implementation takes one step in ``setup``.
 """
 
 from __future__ import annotations
@@ -18,19 +20,31 @@ from typing import ClassVar
 
 import numpy as np
 
-from .common import THREADS, Benchmark, best_seconds
+from .common import (
+    P_DROP,
+    THREADS,
+    WEIGHT_DECAY,
+    Benchmark,
+    NumpyMLP,
+    PeerBenchmark,
+    best_seconds,
+    gemm_flops,
+    mlp_init,
+    parse_model,
+    pyfastopt_mlp,
+)
 
 MODELS = ["784-1024-1024-10 b256", "784-256-10 b64"]
 
 
-def parse_model(model: str) -> tuple[tuple[int, ...], int]:
-    """``"784-1024-10 b256" -> ((784, 1024, 10), 256)``."""
-    sizes, _, batch = model.partition(" b")
-    return tuple(int(s) for s in sizes.split("-")), int(batch)
+def _batch(sizes: tuple[int, ...], batch: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1234)
+    x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
+    return x, rng.integers(0, sizes[-1], batch)
 
 
 class MLPTrainingStep(Benchmark):
-    """Forward + cross-entropy + backward + AdamW: pyfastopt.nn vs NumPy, float32."""
+    """Forward + cross-entropy + backward + AdamW: pyfastopt.nn, float32."""
 
     params: ClassVar[list] = [MODELS, THREADS]
     param_names: ClassVar[list[str]] = ["model", "threads"]
@@ -40,39 +54,46 @@ class MLPTrainingStep(Benchmark):
     def setup(self, model, threads):
         try:
             from pyfastopt import nn, optim
-            from pyfastopt.bench.cases_nn import NumpyMLP, gemm_flops, make_model
         except ImportError:
             raise NotImplementedError("this pyfastopt has no nn") from None
         self.set_threads(threads)
         sizes, batch = parse_model(model)
-        rng = np.random.default_rng(1234)
-        self.x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
-        self.labels = rng.integers(0, sizes[-1], batch)
-        self.model = make_model(sizes)
-        self.opt = optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=1e-2)
+        self.x, self.labels = _batch(sizes, batch)
+        self.model = pyfastopt_mlp(sizes)
+        self.opt = optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=WEIGHT_DECAY)
         self.grads = self.model.gradients()
         self.cross_entropy = nn.cross_entropy
-        state = self.model.state_dict()
-        params = [state[k].copy() for k, _ in self.model.named_parameters()]
-        running = [v.copy() for k, v in state.items() if k.endswith(("_mean", "_var"))]
-        self.ref = NumpyMLP(params, running, batch, 0.2, seed=1)
-        self.ref.reset_optimizer()
         self.flops = gemm_flops(sizes, batch)
         self.time_step_pyfastopt(model, threads)
-        self.time_step_numpy(model, threads)
 
     def time_step_pyfastopt(self, model, threads):
         _, d = self.cross_entropy(self.model(self.x), self.labels)
         self.model.backward(d, need_dx=False)
         self.opt.step(self.grads)
 
-    def time_step_numpy(self, model, threads):
-        self.ref.step(self.x, self.labels)
-
     def track_gflops_step_pyfastopt(self, model, threads):
         return self.flops / best_seconds(lambda: self.time_step_pyfastopt(model, threads)) / 1e9
 
     track_gflops_step_pyfastopt.unit = "GFLOP/s"
+
+
+class MLPTrainingStepNumPy(PeerBenchmark):
+    """The same training step written by hand in NumPy (preallocated, BLAS GEMMs)."""
+
+    params: ClassVar[list] = [MODELS, THREADS]
+    param_names: ClassVar[list[str]] = ["model", "threads"]
+    smoke_params: ClassVar[list] = [["32-16-4 b8"], THREADS]
+
+    def setup(self, model, threads):
+        self.set_threads(threads)
+        sizes, batch = parse_model(model)
+        self.x, self.labels = _batch(sizes, batch)
+        params, running = mlp_init(sizes)
+        self.ref = NumpyMLP(params, running, batch, P_DROP, seed=1)
+        self.time_step_numpy(model, threads)
+
+    def time_step_numpy(self, model, threads):
+        self.ref.step(self.x, self.labels)
 
 
 EVAL_MODELS = ["784-512-256-10 b1", "784-512-256-10 b64", "16-16-16-16 b1"]
@@ -95,13 +116,13 @@ class MLPEvalForward(Benchmark):
 
     def setup(self, model, threads):
         try:
-            from pyfastopt.bench.cases_nn import make_model
+            import pyfastopt.nn  # noqa: F401
         except ImportError:
             raise NotImplementedError("this pyfastopt has no nn") from None
         self.set_threads(threads)
         sizes, batch = parse_model(model)
         self.x = np.random.default_rng(1234).standard_normal((batch, sizes[0]), dtype=np.float32)
-        self.model = make_model(sizes).eval()
+        self.model = pyfastopt_mlp(sizes).eval()
         self.model(self.x)
 
     def time_forward(self, model, threads):

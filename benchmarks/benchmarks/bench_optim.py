@@ -1,16 +1,18 @@
 """asv benchmarks for ``pyfastopt.optim``: one Adam, AdamW or SGD-momentum step vs NumPy.
 
-One optimizer step per ``time_*`` call, float32, with fixed gradients; pyfastopt and a
-careful NumPy step (preallocated scratch, in-place ufuncs, bias corrections as Python
-floats, a loop over the tensors) side by side in the same class, over size x threads.
+One optimizer step per ``time_*`` call, float32, with fixed gradients, over size x
+threads: pyfastopt in ``Adam`` / ``AdamW`` / ``SGDMomentum``, and a careful NumPy step
+(preallocated scratch, in-place ufuncs, bias corrections as Python floats, a loop over
+the tensors) in ``AdamNumPy`` / ``AdamWNumPy`` / ``SGDMomentumNumPy`` (``PeerBenchmark``:
+never in a process with pyfastopt).
 ``size`` is an element count (one tensor) or ``"<tensors>x<elements each>"`` (the
 multi-tensor case). ``track_bandwidth_step`` reports pyfastopt's GB/s, counting 28
 bytes per element for Adam/AdamW (read param, grad, m, v; write param, m, v) and 20 for
 SGD with momentum (read param, grad, buffer; write param, buffer).
 
 ``pyfastopt.optim`` is imported in ``setup``, so commits without it skip these
-benchmarks instead of breaking discovery. Both implementations take one step in
-``setup``: every timed call is a steady-state step with its state already allocated.
+benchmarks instead of breaking discovery. Every optimizer takes one step in ``setup``:
+every timed call is a steady-state step with its state already allocated.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .common import THREADS, Benchmark, best_seconds, get_vector
+from .common import THREADS, Benchmark, PeerBenchmark, best_seconds, get_vector
 
 SIZES = [100_000, 1_000_000, 10_000_000, "200x5e4"]
 LR = 1e-3
@@ -111,7 +113,7 @@ class NumpySGD:
 
 
 class _OptimStep(Benchmark):
-    """Shared body; asv skips this class (leading underscore), the subclasses set ``kind``."""
+    """pyfastopt's step; asv skips this class (leading underscore), subclasses set ``kind``."""
 
     params: ClassVar[list] = [SIZES, THREADS]
     param_names: ClassVar[list[str]] = ["size", "threads"]
@@ -121,7 +123,7 @@ class _OptimStep(Benchmark):
     kind: ClassVar[str | None] = None
     bytes_per_element: ClassVar[int] = 28
 
-    def make_optimizers(self, optim: Any, params_pf, params_np):
+    def make_optimizer(self, optim: Any, params):
         raise NotImplementedError
 
     def setup(self, size, threads):
@@ -133,17 +135,13 @@ class _OptimStep(Benchmark):
             raise NotImplementedError("this pyfastopt has no pyfastopt.optim") from None
         self.set_threads(threads)
         self.grads = make_tensors(size, seed=12)
-        params_pf, params_np = make_tensors(size, seed=11), make_tensors(size, seed=11)
-        self.nelements = sum(p.size for p in params_pf)
-        self.opt, self.ref = self.make_optimizers(optim, params_pf, params_np)
+        params = make_tensors(size, seed=11)
+        self.nelements = sum(p.size for p in params)
+        self.opt = self.make_optimizer(optim, params)
         self.opt.step(self.grads)  # allocate the state: time steady-state steps
-        self.ref.step(self.grads)
 
     def time_step_pyfastopt(self, size, threads):
         self.opt.step(self.grads)
-
-    def time_step_numpy(self, size, threads):
-        self.ref.step(self.grads)
 
     def track_bandwidth_step(self, size, threads):
         step, grads = self.opt.step, self.grads
@@ -153,14 +151,46 @@ class _OptimStep(Benchmark):
     track_bandwidth_step.unit = "GB/s"
 
 
+class _NumpyStep(PeerBenchmark):
+    """The NumPy baseline's step; subclasses set ``kind``."""
+
+    params: ClassVar[list] = [SIZES, THREADS]
+    param_names: ClassVar[list[str]] = ["size", "threads"]
+    smoke_params: ClassVar[list] = [[1_000, "4x250"], THREADS]
+    kind: ClassVar[str | None] = None
+
+    def make_optimizer(self, params):
+        raise NotImplementedError
+
+    def setup(self, size, threads):
+        if self.kind is None:
+            raise NotImplementedError
+        self.set_threads(threads)
+        self.grads = make_tensors(size, seed=12)
+        self.ref = self.make_optimizer(make_tensors(size, seed=11))
+        self.ref.step(self.grads)
+
+    def time_step_numpy(self, size, threads):
+        self.ref.step(self.grads)
+
+
 class Adam(_OptimStep):
     """``pyfastopt.optim.Adam(lr=1e-3)`` step; 28 bytes per element."""
 
     kind = "adam"
     bytes_per_element = 28
 
-    def make_optimizers(self, optim, params_pf, params_np):
-        return optim.Adam(params_pf, lr=LR, betas=BETAS, eps=EPS), NumpyAdam(params_np)
+    def make_optimizer(self, optim, params):
+        return optim.Adam(params, lr=LR, betas=BETAS, eps=EPS)
+
+
+class AdamNumPy(_NumpyStep):
+    """The same Adam step in NumPy."""
+
+    kind = "adam"
+
+    def make_optimizer(self, params):
+        return NumpyAdam(params)
 
 
 class AdamW(_OptimStep):
@@ -169,9 +199,17 @@ class AdamW(_OptimStep):
     kind = "adamw"
     bytes_per_element = 28
 
-    def make_optimizers(self, optim, params_pf, params_np):
-        opt = optim.AdamW(params_pf, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
-        return opt, NumpyAdam(params_np, weight_decay=WEIGHT_DECAY)
+    def make_optimizer(self, optim, params):
+        return optim.AdamW(params, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
+
+
+class AdamWNumPy(_NumpyStep):
+    """The same AdamW step in NumPy."""
+
+    kind = "adamw"
+
+    def make_optimizer(self, params):
+        return NumpyAdam(params, weight_decay=WEIGHT_DECAY)
 
 
 class SGDMomentum(_OptimStep):
@@ -180,5 +218,14 @@ class SGDMomentum(_OptimStep):
     kind = "sgd"
     bytes_per_element = 20
 
-    def make_optimizers(self, optim, params_pf, params_np):
-        return optim.SGD(params_pf, lr=LR, momentum=MOMENTUM), NumpySGD(params_np)
+    def make_optimizer(self, optim, params):
+        return optim.SGD(params, lr=LR, momentum=MOMENTUM)
+
+
+class SGDMomentumNumPy(_NumpyStep):
+    """The same SGD-momentum step in NumPy."""
+
+    kind = "sgd"
+
+    def make_optimizer(self, params):
+        return NumpySGD(params)

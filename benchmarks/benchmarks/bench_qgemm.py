@@ -9,7 +9,9 @@ quantized MLP ``pyfastopt.quant.QuantizedSequential``.
   ``quantize_dynamic`` and ONNX Runtime ``quantize_dynamic`` (model built in memory with
   ``onnx.helper``, quantized to a temporary file), each when installed.
 
-Functions are looked up in ``setup``: commits without them skip instead of failing.
+The torch and ONNX Runtime classes are ``PeerBenchmark``s: they never run in a process
+with pyfastopt. Functions are looked up in ``setup``: commits without them skip instead
+of failing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from .common import THREADS, Benchmark, best_seconds
+from .common import (
+    MLP_DIMS,
+    THREADS,
+    Benchmark,
+    PeerBenchmark,
+    best_seconds,
+    mlp_weights,
+    onnx_int8_session,
+    optional_import,
+    pyfastopt_quantized_mlp,
+    torch_dynamic_mlp,
+)
 
 
 def _quant():
@@ -27,14 +40,6 @@ def _quant():
     except ImportError as e:
         raise NotImplementedError("this pyfastopt has no pyfastopt.quant") from e
     return quant
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
 
 
 class MatmulInt8(Benchmark):
@@ -71,7 +76,7 @@ class MatmulInt8(Benchmark):
     track_gops_matmul_int8.unit = "GOP/s"
 
 
-class TorchIntMM(Benchmark):
+class TorchIntMM(PeerBenchmark):
     """``torch._int_mm`` on the same product (the uint8 operand shifted to int8)."""
 
     params: ClassVar[list] = [[256, 1024], THREADS]
@@ -79,11 +84,10 @@ class TorchIntMM(Benchmark):
     smoke_params: ClassVar[list] = [[64], THREADS]
 
     def setup(self, size, threads):
-        torch = _torch()
-        if torch is None or not hasattr(torch, "_int_mm"):
+        torch = optional_import("torch")
+        if not hasattr(torch, "_int_mm"):
             raise NotImplementedError("torch._int_mm unavailable")
         self.set_threads(threads)
-        torch.set_num_threads(threads)
         rng = np.random.default_rng(5)
         a = rng.integers(0, 256, (size, size)).astype(np.uint8)
         self.at = torch.from_numpy((a.astype(np.int16) - 128).astype(np.int8))
@@ -98,7 +102,7 @@ class TorchIntMM(Benchmark):
         self.int_mm(self.at, self.bt)
 
 
-class _MLPData(Benchmark):
+class _MLPData:
     """The MLP's weights and input (no benchmarks of its own)."""
 
     params: ClassVar[list] = [[1, 32, 256], THREADS]
@@ -106,19 +110,21 @@ class _MLPData(Benchmark):
     smoke_params: ClassVar[list] = [[2], THREADS]
 
     def setup(self, batch, threads):
+        self.set_threads(threads)
+        self.ws, self.bs = mlp_weights(11)
+        self.x = np.random.default_rng(12).standard_normal((batch, MLP_DIMS[0])).astype(np.float32)
+
+
+class QuantizedMLP(_MLPData, Benchmark):
+    """784-512-256-10 MLP inference: int8 QuantizedSequential vs the float32 linear chain."""
+
+    def setup(self, batch, threads):
         _quant()
         import pyfastopt
-        from pyfastopt.bench.mlp_models import DIMS, mlp_weights, quantized_sequential
 
-        self.set_threads(threads)
-        self.ws, self.bs = mlp_weights(np.random.default_rng(11))
-        self.model = quantized_sequential(self.ws, self.bs)
+        super().setup(batch, threads)
+        self.model = pyfastopt_quantized_mlp(self.ws, self.bs)
         self.linear = pyfastopt.linear
-        self.x = np.random.default_rng(12).standard_normal((batch, DIMS[0])).astype(np.float32)
-
-
-class QuantizedMLP(_MLPData):
-    """784-512-256-10 MLP inference: int8 QuantizedSequential vs the float32 linear chain."""
 
     def time_quantized_sequential(self, batch, threads):
         self.model(self.x)
@@ -130,17 +136,12 @@ class QuantizedMLP(_MLPData):
         lin(h, ws[2], bs[2])
 
 
-class TorchDynamicMLP(_MLPData):
+class TorchDynamicMLP(_MLPData, PeerBenchmark):
     """The same MLP through ``torch.ao.quantization.quantize_dynamic``."""
 
     def setup(self, batch, threads):
-        torch = _torch()
-        if torch is None:
-            raise NotImplementedError("torch not installed")
+        torch = optional_import("torch")
         super().setup(batch, threads)
-        torch.set_num_threads(threads)
-        from pyfastopt.bench.mlp_models import torch_dynamic_mlp
-
         try:
             self.torch_model = torch_dynamic_mlp(torch, self.ws, self.bs)
         except (RuntimeError, AttributeError) as e:
@@ -153,16 +154,14 @@ class TorchDynamicMLP(_MLPData):
             self.torch_model(self.xt)
 
 
-class OnnxRuntimeMLP(_MLPData):
+class OnnxRuntimeMLP(_MLPData, PeerBenchmark):
     """The same MLP as an ONNX model through ONNX Runtime's ``quantize_dynamic``."""
 
     def setup(self, batch, threads):
+        optional_import("onnx")
+        optional_import("onnxruntime")
         super().setup(batch, threads)
-        from pyfastopt.bench.mlp_models import onnx_int8_session
-
         self.ort = onnx_int8_session(self.ws, self.bs, threads)
-        if self.ort is None:
-            raise NotImplementedError("onnxruntime/onnx not installed")
 
     def time_onnxruntime_quantize_dynamic(self, batch, threads):
         self.ort.run(None, {"x": self.x})

@@ -1,7 +1,8 @@
 """asv benchmarks for ``pyfastopt.quant`` vs NumPy: quantize float32 -> int8 and back.
 
-One call per ``time_*`` method over size x granularity x threads; pyfastopt and NumPy
-side by side. NumPy is ``np.clip(np.rint(x / s) + zp, -128, 127).astype(np.int8)`` (float32
+One call per ``time_*`` method over size x granularity x threads; pyfastopt in
+``Quantize``, NumPy in ``QuantizeNumPy`` (``PeerBenchmark``: never in a process with
+pyfastopt). NumPy is ``np.clip(np.rint(x / s) + zp, -128, 127).astype(np.int8)`` (float32
 arithmetic: the same rule and bits) and ``(q.astype(float32) - zp) * s``. Per channel is
 axis 0 of an ``(n / 1000, 1000)`` matrix. ``track_bandwidth_*`` count 5 bytes per element
 (4 read + 1 written, or 1 read + 4 written).
@@ -15,25 +16,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from .common import THREADS, Benchmark, best_seconds, get_vector
+from .common import THREADS, Benchmark, PeerBenchmark, best_seconds, get_vector
 
 BYTES_PER_ELEMENT = 5
 COLS = 1000
 
 
-class Quantize(Benchmark):
-    """``quantize`` / ``dequantize`` per tensor and per channel vs NumPy."""
-
+class _QuantizeData:
     params: ClassVar[list] = [[1_000_000, 10_000_000], ["tensor", "channel"], THREADS]
     param_names: ClassVar[list[str]] = ["size", "granularity", "threads"]
     smoke_params: ClassVar[list] = [[2_000], ["tensor", "channel"], THREADS]
 
     def setup(self, size, granularity, threads):
-        try:
-            from pyfastopt import quant
-        except ImportError:
-            raise NotImplementedError("this pyfastopt has no quant") from None
-        self.quant = quant
         self.set_threads(threads)
         x = get_vector(size, "float32")
         if granularity == "channel":
@@ -48,25 +42,29 @@ class Quantize(Benchmark):
             self.zp = 0
             self.axis = None
             self.s = np.float32(self.scale)
-        self.q = quant.quantize(self.x, self.scale, self.zp, np.int8, self.axis)
+        # the int8 input of dequantize: the same rule as quantize (round half to even)
+        self.q = self._numpy_quantize()
 
     def _numpy_quantize(self):
         return np.clip(np.rint(self.x / self.s), -128, 127).astype(np.int8)
 
-    def _numpy_dequantize(self):
-        return self.q.astype(np.float32) * self.s
+
+class Quantize(_QuantizeData, Benchmark):
+    """``quantize`` / ``dequantize`` per tensor and per channel."""
+
+    def setup(self, size, granularity, threads):
+        try:
+            from pyfastopt import quant
+        except ImportError:
+            raise NotImplementedError("this pyfastopt has no quant") from None
+        self.quant = quant
+        super().setup(size, granularity, threads)
 
     def time_quantize_pyfastopt(self, size, granularity, threads):
         self.quant.quantize(self.x, self.scale, self.zp, np.int8, self.axis)
 
-    def time_quantize_numpy(self, size, granularity, threads):
-        self._numpy_quantize()
-
     def time_dequantize_pyfastopt(self, size, granularity, threads):
         self.quant.dequantize(self.q, self.scale, self.zp, self.axis)
-
-    def time_dequantize_numpy(self, size, granularity, threads):
-        self._numpy_dequantize()
 
     def track_bandwidth_quantize_pyfastopt(self, size, granularity, threads):
         q, x, s, z, a = self.quant.quantize, self.x, self.scale, self.zp, self.axis
@@ -74,6 +72,19 @@ class Quantize(Benchmark):
         return BYTES_PER_ELEMENT * x.size / seconds / 1e9
 
     track_bandwidth_quantize_pyfastopt.unit = "GB/s"
+
+
+class QuantizeNumPy(_QuantizeData, PeerBenchmark):
+    """NumPy's quantize / dequantize (float32 arithmetic: the same rule and bits)."""
+
+    def _numpy_dequantize(self):
+        return self.q.astype(np.float32) * self.s
+
+    def time_quantize_numpy(self, size, granularity, threads):
+        self._numpy_quantize()
+
+    def time_dequantize_numpy(self, size, granularity, threads):
+        self._numpy_dequantize()
 
     def track_bandwidth_quantize_numpy(self, size, granularity, threads):
         seconds = best_seconds(self._numpy_quantize)

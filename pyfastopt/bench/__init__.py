@@ -12,9 +12,20 @@ is installed, by idiomatic PyTorch. One run
    (timeit-style, best of several batches: :mod:`pyfastopt.bench.timing`);
 3. prints one table: microseconds per call, ``x NumPy`` / ``x torch`` speed-ups (> 1:
    pyfastopt faster), pyfastopt's achieved GB/s or GFLOP/s, and how close it comes to
-   the measured limit.
+   the measured limit;
+4. runs the ``runtime`` family (:mod:`pyfastopt.bench.runtime`): pyfastopt and a peer
+   library alternating in one process, and per-call tail latency next to a busy process.
 
-torch is imported only inside a run, never when pyfastopt is imported, and is optional.
+Isolation (:mod:`pyfastopt.bench.isolation`): this process only orchestrates and prints.
+Each library -- pyfastopt, NumPy, PyTorch -- and the machine-limit probes run in their
+own child process per thread count (:mod:`pyfastopt.bench._worker`, JSON over a pipe),
+with the thread count fixed in the child's environment before anything is imported;
+the timed batches alternate between the children (A B C A B C ...). One library's
+spinning thread pool therefore never shares a process with another library's timed
+calls. The runtime family's rows are the exception by design: they measure exactly that
+sharing, each in a fresh process of its own.
+
+torch is imported only by the torch child, never when pyfastopt is imported, and is optional.
 Exit codes: 0 ok, 1 a mismatch or error in some case, 2 bad usage (unknown family,
 ``--plot`` without matplotlib).
 """
@@ -23,10 +34,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TextIO
 
 from .registry import Case, Context, Prepared, cases, families, register
 
+#: the family of :mod:`pyfastopt.bench.runtime` (not registry cases: whole-process loops)
+RUNTIME_FAMILY = "runtime"
+
 __all__ = [
+    "RUNTIME_FAMILY",
     "Case",
     "Context",
     "Prepared",
@@ -113,7 +129,7 @@ def _fmt_work(work: float, unit: str) -> str:
     return ""  # pragma: no cover
 
 
-def _list(selected: list[Case], quick: bool, out=None) -> None:
+def _list(selected: list[Case], quick: bool, out: TextIO | None = None) -> None:
     out = sys.stdout if out is None else out  # looked up per call (pytest's capsys swaps it)
     what = "--quick smoke set" if quick else "full set"
     print(f"{len(selected)} case(s) in the {what}:", file=out)
@@ -126,6 +142,22 @@ def _list(selected: list[Case], quick: bool, out=None) -> None:
             f"  {c.family:<{wf}}  {c.name:<{wc}}  {c.limit:<{wl}}  "
             f"{_fmt_work(c.work, c.work_unit):>10}  {c.note}",
             file=out,
+        )
+
+
+def _list_runtime(out: TextIO | None = None) -> None:
+    from .runtime import MIXED, TAIL
+
+    out = sys.stdout if out is None else out
+    print(
+        f"family {RUNTIME_FAMILY!r} (each row in a fresh process, every pool at N threads):",
+        file=out,
+    )
+    for name, text in MIXED.items():
+        print(f"  mixed {name:<12}  {text}", file=out)
+    for name, text in TAIL.items():
+        print(
+            f"  tail  {name:<12}  {text}: p50/p99/max, alone and next to a busy process", file=out
         )
 
 
@@ -148,7 +180,7 @@ def run_cli(args: argparse.Namespace) -> int:
             repeats=3 if getattr(args, "quick", False) else 7,
             use_torch=not getattr(args, "no_torch", False),
         )
-    known = families()
+    known = [*families(), RUNTIME_FAMILY]
     only = _selected_families(getattr(args, "only", None))
     if only is not None:
         unknown = [name for name in only if name not in known]
@@ -161,9 +193,12 @@ def run_cli(args: argparse.Namespace) -> int:
             return 2
     quick = bool(getattr(args, "quick", False))
     selected = cases(only, quick=quick)
+    runtime_family = only is None or RUNTIME_FAMILY in only
 
     if getattr(args, "list", False):
         _list(selected, quick)
+        if runtime_family:
+            _list_runtime()
         return 0
 
     plot_path = getattr(args, "plot", None)
@@ -174,7 +209,7 @@ def run_cli(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not selected:
+    if not selected and not runtime_family:
         print("pyfastopt bench: no cases selected", file=sys.stderr)
         return 2
 
@@ -185,7 +220,11 @@ def run_cli(args: argparse.Namespace) -> int:
     from .runner import plot, run
 
     report = run(
-        selected, thread_counts, quick=quick, use_torch=not getattr(args, "no_torch", False)
+        selected,
+        thread_counts,
+        quick=quick,
+        use_torch=not getattr(args, "no_torch", False),
+        runtime_family=runtime_family,
     )
 
     json_path = getattr(args, "json", None)
@@ -202,6 +241,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"wrote {plot_path}")
     if report.failed:
         bad = [f"{r.case} [{r.threads}t]: {r.status}" for r in report.rows if r.status != "ok"]
+        bad += [f"{r.case} [{r.threads}t]: {r.status}" for r in report.runtime if r.status != "ok"]
         print("pyfastopt bench: FAILED: " + "; ".join(bad), file=sys.stderr)
         return 1
     return 0

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def _name(shape: tuple[int, ...], axis: int) -> str:
     return f"{layout} {'x'.join(map(str, shape))}"
 
 
-def _inputs(ctx: Context, shape: tuple[int, ...], axis: int):
+def _inputs(ctx: Context, shape: tuple[int, ...], axis: int) -> Any:
     rng = ctx.rng()
     x = rng.standard_normal(shape, dtype=np.float32) * 2.0 + 0.5
     dy = rng.standard_normal(shape, dtype=np.float32)
@@ -72,14 +73,14 @@ def _inputs(ctx: Context, shape: tuple[int, ...], axis: int):
     return x, dy, w, b, c, axes
 
 
-def _torch_view(torch, a: np.ndarray, axis: int):
+def _torch_view(torch: Any, a: np.ndarray, axis: int) -> Any:
     """NumPy (channels at ``axis``) -> torch NC... tensor sharing memory (channels_last
     strides for axis=-1)."""
     t = torch.from_numpy(a)
     return t.movedim(-1, 1) if axis == -1 and a.ndim > 2 else t
 
 
-def _from_torch(t, axis: int, ndim: int) -> np.ndarray:
+def _from_torch(t: Any, axis: int, ndim: int) -> np.ndarray:
     t = t.detach()
     if axis == -1 and ndim > 2:
         t = t.movedim(1, -1)
@@ -93,14 +94,14 @@ def _setup_train(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
     n = x.size // c
     rm_pf, rv_pf = np.zeros(c, np.float32), np.ones(c, np.float32)
 
-    def pyfastopt_step():
+    def pyfastopt_step() -> Any:
         y, mean, invstd = batch_norm_train(x, w, b, rm_pf, rv_pf, MOMENTUM, EPS, axis)
         dx, _, _ = batch_norm_backward(dy, x, w, mean, invstd, axis)
         return y, dx
 
     y_pf, dx_pf = np.empty_like(x), np.empty_like(x)
 
-    def pyfastopt_out():
+    def pyfastopt_out() -> Any:
         y, mean, invstd = batch_norm_train(x, w, b, rm_pf, rv_pf, MOMENTUM, EPS, axis, out=y_pf)
         dx, _, _ = batch_norm_backward(dy, x, w, mean, invstd, axis, out=dx_pf)
         return y, dx
@@ -110,7 +111,7 @@ def _setup_train(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
     bshape[axis % x.ndim] = c
     wb, bb = w.reshape(bshape), b.reshape(bshape)
 
-    def numpy_step():
+    def numpy_step() -> Any:
         mean = x.mean(axis=axes, keepdims=True)
         xc = x - mean
         var = np.mean(xc * xc, axis=axes, keepdims=True)
@@ -126,7 +127,7 @@ def _setup_train(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
 
     xc, tmp, xhat, y_np, dx_np = (np.empty_like(x) for _ in range(5))
 
-    def numpy_preallocated():
+    def numpy_preallocated() -> Any:
         mean = x.mean(axis=axes, keepdims=True)
         np.subtract(x, mean, out=xc)
         np.multiply(xc, xc, out=tmp)
@@ -159,7 +160,7 @@ def _setup_train(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
         bt = torch.from_numpy(b.copy()).requires_grad_(True)
         rm_t, rv_t = torch.zeros(c), torch.ones(c)
 
-        def torch_step():
+        def torch_step() -> Any:
             xt.grad = wt.grad = bt.grad = None
             y = F.batch_norm(xt, rm_t, rv_t, wt, bt, training=True, momentum=MOMENTUM, eps=EPS)
             y.backward(dyt)
@@ -167,7 +168,7 @@ def _setup_train(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
 
         impls["torch"] = torch_step
 
-    def output(impl: str, returned) -> np.ndarray:
+    def output(impl: str, returned: Any) -> np.ndarray:
         y, dx = returned
         if impl == "torch":
             y, dx = _from_torch(y, axis, x.ndim), _from_torch(dx, axis, x.ndim)
@@ -190,7 +191,7 @@ def _setup_eval(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
     scale = scale.reshape(bshape)
     out = np.empty_like(x)
 
-    def numpy_preallocated():
+    def numpy_preallocated() -> Any:
         np.multiply(x, scale, out=out)
         np.add(out, shift, out=out)
         return out
@@ -212,13 +213,13 @@ def _setup_eval(ctx: Context, shape: tuple[int, ...], axis: int) -> Prepared:
         xt = _torch_view(torch, x, axis)
         args = [torch.from_numpy(a) for a in (rm, rv, w, b)]
 
-        def torch_eval():
+        def torch_eval() -> Any:
             with torch.no_grad():
                 return F.batch_norm(xt, *args, training=False, eps=EPS)
 
         impls["torch"] = torch_eval
 
-    def output(impl: str, returned) -> np.ndarray:
+    def output(impl: str, returned: Any) -> np.ndarray:
         return _from_torch(returned, axis, x.ndim) if impl == "torch" else np.asarray(returned)
 
     return Prepared(impls, output=output)

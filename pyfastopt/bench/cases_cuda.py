@@ -20,6 +20,7 @@ Needs PyTorch with CUDA (the peer of every row and the source of the events).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -102,6 +103,7 @@ def _optim_case(torch: Any, kind: str, sizes: list[int], label: str) -> dict[str
     grads = [torch.randn(n, device="cuda", generator=gen) * 1e-2 for n in sizes]
     for t, g in zip(theirs, grads):
         t.grad = g.clone()
+    o: Any
     if kind == "adam":
         o = optim.Adam(ours, lr=1e-3)
         t_opt = torch.optim.Adam(theirs, lr=1e-3, fused=True)
@@ -270,13 +272,13 @@ def _cases(torch: Any, quick: bool) -> list[tuple[str, Callable[[], dict[str, An
     shape = (8, 64, 28, 28) if quick else (32, 64, 56, 56)
     out: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     for kind in ("adam", "adamw", "sgd"):
-        out.append(("optim", lambda kind=kind: _optim_case(torch, kind, [10**6], "n=1e6")))
-        out.append(("optim", lambda kind=kind: _optim_case(torch, kind, [big], f"n={big:.0e}")))
+        out.append(("optim", functools.partial(_optim_case, torch, kind, [10**6], "n=1e6")))
+        out.append(("optim", functools.partial(_optim_case, torch, kind, [big], f"n={big:.0e}")))
         out.append(
             (
                 "optim",
-                lambda kind=kind: _optim_case(
-                    torch, kind, many, f"{len(many)} tensors x {many[0]:.0e}"
+                functools.partial(
+                    _optim_case, torch, kind, many, f"{len(many)} tensors x {many[0]:.0e}"
                 ),
             )
         )

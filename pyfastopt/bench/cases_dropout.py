@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def _setup_dropout(ctx: Context, n: int, p: float) -> Prepared:
         xt = torch.from_numpy(x)
         impls["torch"] = functools.partial(torch.nn.functional.dropout, xt, p, training=True)
 
-    def output(impl: str, returned) -> np.ndarray:
+    def output(impl: str, returned: Any) -> np.ndarray:
         if hasattr(returned, "detach"):  # a torch tensor
             returned = returned.detach().cpu().numpy()
         y = np.asarray(returned)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
 
-def _tol(k: int, dtype=_F32) -> dict[str, float]:
+def _tol(k: int, dtype: Any = _F32) -> dict[str, float]:
     """Guard tolerances for a product whose reduction has length ``k``."""
     if np.dtype(dtype) == _F64:
         return {"rtol": 1e-9, "atol": 1e-9 * math.sqrt(k)}
@@ -52,7 +53,7 @@ def _shape_tag(m: int, k: int, n: int) -> str:
     return f"({m},{k},{n})"
 
 
-def _to_numpy(returned) -> np.ndarray:
+def _to_numpy(returned: Any) -> np.ndarray:
     if hasattr(returned, "detach"):  # a torch tensor
         returned = returned.detach().cpu().numpy()
     return np.asarray(returned)
@@ -61,7 +62,9 @@ def _to_numpy(returned) -> np.ndarray:
 # --------------------------------------------------------------------------- matmul
 
 
-def _setup_matmul(ctx: Context, a_shape, b_shape, dtype, transpose_a: bool = False) -> Prepared:
+def _setup_matmul(
+    ctx: Context, a_shape: Any, b_shape: Any, dtype: Any, transpose_a: bool = False
+) -> Prepared:
     """``a @ b`` for ``a`` of ``a_shape`` (read as ``a.T`` when ``transpose_a``)."""
     from .. import matmul  # resolved here: a build without it fails these cases only
 
@@ -75,7 +78,7 @@ def _setup_matmul(ctx: Context, a_shape, b_shape, dtype, transpose_a: bool = Fal
     out_np = np.empty(out_shape, dtype=dtype)
     np_matmul = np.matmul
 
-    def numpy_operator():
+    def numpy_operator() -> Any:
         return a @ b
 
     impls: dict = {
@@ -117,13 +120,13 @@ def _setup_linear(ctx: Context, m: int, k: int, n: int, bias: bool, relu: bool) 
     buf = np.empty((m, n), dtype=np.float32)
     np_matmul, maximum, add = np.matmul, np.maximum, np.add
 
-    def numpy_operator():
+    def numpy_operator() -> Any:
         y = x @ wt
         if b is not None:
             y = y + b
         return maximum(y, 0) if relu else y
 
-    def numpy_preallocated():
+    def numpy_preallocated() -> Any:
         np_matmul(x, wt, out=buf)
         if b is not None:
             add(buf, b, out=buf)
@@ -150,10 +153,10 @@ def _setup_linear(ctx: Context, m: int, k: int, n: int, bias: bool, relu: bool) 
         fl, relu_fn = F.linear, F.relu
         if relu:
 
-            def torch_relu_linear():
+            def torch_relu_linear() -> Any:
                 return relu_fn(fl(xt, wt_t, bt))
 
-            def torch_linear_relu_():
+            def torch_linear_relu_() -> Any:
                 return fl(xt, wt_t, bt).relu_()
 
             impls["torch"] = {
@@ -182,10 +185,10 @@ def _setup_linear_backward(ctx: Context, m: int, k: int, n: int) -> Prepared:
     db_buf = np.empty(n, dtype=np.float32)
     np_matmul, np_sum = np.matmul, np.sum
 
-    def numpy_operator():
+    def numpy_operator() -> Any:
         return dy @ w, dyt_np @ x, dy.sum(0)
 
-    def numpy_preallocated():
+    def numpy_preallocated() -> Any:
         np_matmul(dy, w, out=dx_buf)
         np_matmul(dyt_np, x, out=dw_buf)
         np_sum(dy, axis=0, out=db_buf)
@@ -204,12 +207,12 @@ def _setup_linear_backward(ctx: Context, m: int, k: int, n: int) -> Prepared:
         mm = torch.mm
         dyt_t = dyt.t()
 
-        def torch_products():  # what autograd's backward of F.linear computes
+        def torch_products() -> Any:  # what autograd's backward of F.linear computes
             return mm(dyt, wt), mm(dyt_t, xt), dyt.sum(0)
 
         impls["torch"] = {"(mm(dy, W), mm(dy.t(), x), dy.sum(0))": torch_products}
 
-    def output(impl: str, returned) -> np.ndarray:
+    def output(impl: str, returned: Any) -> np.ndarray:
         return np.concatenate([_to_numpy(r).ravel() for r in returned])
 
     return Prepared(impls, output=output)
@@ -218,7 +221,16 @@ def _setup_linear_backward(ctx: Context, m: int, k: int, n: int) -> Prepared:
 # --------------------------------------------------------------------------- registry
 
 
-def _register_matmul(name, a_shape, b_shape, dtype, quick, note, transpose_a=False, limit="fma"):
+def _register_matmul(
+    name: str,
+    a_shape: Any,
+    b_shape: Any,
+    dtype: Any,
+    quick: bool,
+    note: str,
+    transpose_a: bool = False,
+    limit: str = "fma",
+) -> None:
     if transpose_a:
         k, m = a_shape
     else:
@@ -246,7 +258,17 @@ def _register_matmul(name, a_shape, b_shape, dtype, quick, note, transpose_a=Fal
     )
 
 
-def _register_linear(name, m, k, n, quick, note, bias=False, relu=False, limit="fma"):
+def _register_linear(
+    name: str,
+    m: int,
+    k: int,
+    n: int,
+    quick: bool,
+    note: str,
+    bias: bool = False,
+    relu: bool = False,
+    limit: str = "fma",
+) -> None:
     work = 2 * m * n * k if limit == "fma" else 4 * (k * n + m * k + m * n)
     register(
         Case(

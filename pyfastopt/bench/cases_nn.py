@@ -34,6 +34,7 @@ and training on the same batch (lr 1e-3 keeps everything finite).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,7 @@ def gemm_flops(sizes: tuple[int, ...], batch: int) -> int:
     return 3 * sum(per_layer) - per_layer[0]
 
 
-def make_model(sizes: tuple[int, ...], p: float = P_DROP, seed: int = 0):
+def make_model(sizes: tuple[int, ...], p: float = P_DROP, seed: int = 0) -> Any:
     """The pyfastopt model: [Linear, BatchNorm1d, ReLU, Dropout] blocks, final Linear."""
     from .. import nn
 
@@ -74,7 +75,7 @@ def make_model(sizes: tuple[int, ...], p: float = P_DROP, seed: int = 0):
     return nn.Sequential(*layers)
 
 
-def _check_masks(model, batch: int) -> list[np.ndarray]:
+def _check_masks(model: Any, batch: int) -> list[np.ndarray]:
     """The keep-masks pyfastopt's dropout layers use in their next forward."""
     from .. import dropout_mask, nn
 
@@ -90,14 +91,14 @@ class NumpyMLP:
     place by the AdamW step); ``running`` the ``[mean, var] * blocks`` buffers.
     """
 
-    def __init__(self, params, running, batch: int, p: float, seed: int) -> None:
+    def __init__(self, params: Any, running: Any, batch: int, p: float, seed: int) -> None:
         self.params = params
         self.running = running
         self.grads = [np.zeros_like(q) for q in params]
         self.nblocks = (len(params) - 2) // 4
         self.batch, self.p, self.scale = batch, p, np.float32(1.0 / (1.0 - p))
         self.rng = np.random.default_rng(seed)
-        self.opt = None
+        self.opt: Any = None
         self.fixed_masks: list[np.ndarray] | None = None
         f32 = np.float32
         widths = [params[4 * i].shape[0] for i in range(self.nblocks)]
@@ -197,15 +198,16 @@ class NumpyMLP:
         return loss
 
 
-def _torch_model(torch: Any, sizes: tuple[int, ...], p: float):
+def _torch_model(torch: Any, sizes: tuple[int, ...], p: float) -> Any:
     nn_ = torch.nn
+    dropout_base: Any = nn_.Dropout
 
-    class FixableDropout(nn_.Dropout):
+    class FixableDropout(dropout_base):
         """torch's Dropout, or a given mask for one call (the correctness guard)."""
 
         fixed: Any = None
 
-        def forward(self, x):
+        def forward(self, x: Any) -> Any:
             if self.fixed is None:
                 return super().forward(x)
             mask, self.fixed = self.fixed, None
@@ -261,7 +263,7 @@ def _setup(ctx: Context, sizes: tuple[int, ...], batch: int) -> Prepared:
         xt, lt = torch.from_numpy(x), torch.from_numpy(labels)
         F = torch.nn.functional
 
-        def make_torch_step(flag: str):
+        def make_torch_step(flag: str) -> Any:
             def tstep() -> float:
                 opt = st["torch_opt"][flag]
                 opt.zero_grad(set_to_none=True)
@@ -315,6 +317,7 @@ def _setup(ctx: Context, sizes: tuple[int, ...], batch: int) -> Prepared:
         elif impl == "numpy":
             g0, g1 = ref.grads[0], ref.grads[-2]
         else:
+            assert tmodel is not None
             g0, g1 = tmodel[0].weight.grad.numpy(), tmodel[-1].weight.grad.numpy()
         parts = [np.array([loss])] + [g.ravel() / np.abs(g).max() for g in (g0, g1)]
         return np.concatenate(parts).astype(np.float64)
@@ -334,7 +337,7 @@ for _sizes, _batch, _quick in (((784, 1024, 1024, 10), 256, False), ((64, 128, 1
             name=_name(_sizes, _batch),
             limit="fma",
             work=gemm_flops(_sizes, _batch),
-            setup=lambda ctx, s=_sizes, b=_batch: _setup(ctx, s, b),
+            setup=functools.partial(_setup, sizes=_sizes, batch=_batch),
             quick=_quick,
             rtol=1e-3,
             atol=1e-4,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def _dtype_tag(dtype: np.dtype) -> str:
 # --------------------------------------------------------------------------- axpby_
 
 
-def _setup_axpby(ctx: Context, n: int, dtype) -> Prepared:
+def _setup_axpby(ctx: Context, n: int, dtype: Any) -> Prepared:
     rng = ctx.rng()
     x = rng.standard_normal(n, dtype=dtype)
     y0 = rng.standard_normal(n, dtype=dtype)
@@ -58,7 +59,7 @@ def _setup_axpby(ctx: Context, n: int, dtype) -> Prepared:
     if torch is not None:
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)  # share memory with x, y
 
-        def torch_axpby():
+        def torch_axpby() -> Any:
             return yt.mul_(b).add_(xt, alpha=a)
 
         impls["torch"] = torch_axpby
@@ -66,7 +67,7 @@ def _setup_axpby(ctx: Context, n: int, dtype) -> Prepared:
     def reset() -> None:
         np.copyto(y, y0)
 
-    def output(impl: str, returned) -> np.ndarray:
+    def output(impl: str, returned: Any) -> np.ndarray:
         return y.copy()
 
     return Prepared(impls, reset=reset, output=output)
@@ -75,7 +76,7 @@ def _setup_axpby(ctx: Context, n: int, dtype) -> Prepared:
 # --------------------------------------------------------------------------- l2_norm
 
 
-def _setup_l2_single(ctx: Context, n: int, dtype) -> Prepared:
+def _setup_l2_single(ctx: Context, n: int, dtype: Any) -> Prepared:
     x = ctx.rng().standard_normal(n, dtype=dtype)
     dot, sqrt = np.dot, math.sqrt
 
@@ -110,7 +111,7 @@ def _grad_shapes(ntensors: int, total: int, seed: int = 7) -> list[tuple[int, ..
     return shapes
 
 
-def _setup_l2_multi(ctx: Context, shapes: list[tuple[int, ...]], dtype) -> Prepared:
+def _setup_l2_multi(ctx: Context, shapes: list[tuple[int, ...]], dtype: Any) -> Prepared:
     rng = ctx.rng()
     grads = [rng.standard_normal(shape, dtype=dtype) for shape in shapes]
     vdot, dot, sqrt = np.vdot, np.dot, math.sqrt
@@ -132,7 +133,7 @@ def _setup_l2_multi(ctx: Context, shapes: list[tuple[int, ...]], dtype) -> Prepa
     torch = ctx.torch
     if torch is not None:
         tensors = [torch.from_numpy(g) for g in grads]
-        variants = {}
+        variants: dict[str, Any] = {}
         get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
         if get_total_norm is not None:
             variants["nn.utils.get_total_norm"] = functools.partial(get_total_norm, tensors)
@@ -140,14 +141,14 @@ def _setup_l2_multi(ctx: Context, shapes: list[tuple[int, ...]], dtype) -> Prepa
         if foreach_norm is not None:
             vector_norm, stack = torch.linalg.vector_norm, torch.stack
 
-            def torch_foreach():
+            def torch_foreach() -> Any:
                 return vector_norm(stack(foreach_norm(tensors)))
 
             variants["vector_norm(stack(_foreach_norm))"] = torch_foreach
         if not variants:
             cat = torch.cat
 
-            def torch_cat():
+            def torch_cat() -> Any:
                 return torch.linalg.vector_norm(cat([t.reshape(-1) for t in tensors]))
 
             variants["vector_norm(cat)"] = torch_cat

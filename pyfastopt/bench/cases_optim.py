@@ -121,7 +121,15 @@ class NumpyAdam:
     assign them (e.g. with ``np.copyto``) to start from a given state.
     """
 
-    def __init__(self, params, lr, betas, eps, weight_decay=0.0, decoupled=False):
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ) -> None:
         if weight_decay and not decoupled:
             raise ValueError("NumpyAdam: coupled weight decay is not implemented")
         self.params = list(params)
@@ -132,7 +140,16 @@ class NumpyAdam:
         self.tmp = _scratch_views(self.params)
         self.step_count = 0
 
-    def _moments(self, p, g, m, v, tmp, multiply=np.multiply, add=np.add) -> None:
+    def _moments(
+        self,
+        p: Any,
+        g: Any,
+        m: Any,
+        v: Any,
+        tmp: Any,
+        multiply: Any = np.multiply,
+        add: Any = np.add,
+    ) -> None:
         b1, b2 = self.b1, self.b2
         if self.decay is not None:
             multiply(p, self.decay, out=p)
@@ -144,7 +161,7 @@ class NumpyAdam:
         multiply(tmp, 1.0 - b2, out=tmp)
         add(v, tmp, out=v)
 
-    def step_torch_order(self, grads) -> None:
+    def step_torch_order(self, grads: Any) -> None:
         """``p -= lr/bc1 * m / (sqrt(v) / sqrt(bc2) + eps)``, in PyTorch's order."""
         self.step_count += 1
         t = self.step_count
@@ -161,7 +178,7 @@ class NumpyAdam:
             multiply(tmp, -step_size, out=tmp)
             add(p, tmp, out=p)
 
-    def step_folded(self, grads) -> None:
+    def step_folded(self, grads: Any) -> None:
         """The same update as ``p -= (lr/bc1 * c) * m / (sqrt(v) + eps * c)``, c = sqrt(bc2)."""
         self.step_count += 1
         t = self.step_count
@@ -181,14 +198,14 @@ class NumpyAdam:
 class NumpySGD:
     """SGD with momentum (PyTorch's equations, no dampening/Nesterov) with in-place ufuncs."""
 
-    def __init__(self, params, lr, momentum):
+    def __init__(self, params: Any, lr: float, momentum: float) -> None:
         self.params = list(params)
         self.lr, self.momentum = lr, momentum
         self.momentum_buffer = [np.zeros_like(p) for p in self.params]
         self.tmp = _scratch_views(self.params)
         self.step_count = 0
 
-    def step(self, grads) -> None:
+    def step(self, grads: Any) -> None:
         first = self.step_count == 0
         self.step_count += 1
         mu, neg_lr = self.momentum, -self.lr

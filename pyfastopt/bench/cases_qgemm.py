@@ -23,6 +23,7 @@ AMX the int8 GEMM uses tile instructions and can exceed that peak (more than 100
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from .mlp_models import DIMS, mlp_ops, mlp_weights, quantized_sequential, torch_
 from .registry import Case, Context, Prepared, register
 
 
-def _to_numpy(returned) -> np.ndarray:
+def _to_numpy(returned: Any) -> np.ndarray:
     if hasattr(returned, "detach"):
         returned = returned.detach().cpu().numpy()
     return np.asarray(returned)
@@ -45,7 +46,7 @@ def _setup_matmul_int8(ctx: Context, n: int) -> Prepared:
     a64 = a.astype(np.float64) - 128.0
     b64 = b.astype(np.float64)
 
-    def numpy_exact():
+    def numpy_exact() -> Any:
         return (a64 @ b64).astype(np.int32)
 
     impls: dict = {
@@ -72,7 +73,7 @@ def _setup_mlp(ctx: Context, batch: int) -> Prepared:
     wts = [w.T for w in ws]
     last = len(ws) - 1
 
-    def numpy_forward():
+    def numpy_forward() -> Any:
         h = x
         for i, (wt, b) in enumerate(zip(wts, bs)):
             h = h @ wt + b
@@ -90,7 +91,7 @@ def _setup_mlp(ctx: Context, batch: int) -> Prepared:
             tq = torch_dynamic_mlp(torch, ws, bs)
             xt = torch.from_numpy(x)
 
-            def torch_forward():
+            def torch_forward() -> Any:
                 with torch.inference_mode():
                     return tq(xt)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +37,11 @@ from .registry import Case, Context, Prepared, fmt_count, register
 _COLS = 1000
 
 
-def _data(ctx: Context, n: int, per_channel: bool):
+def _data(ctx: Context, n: int, per_channel: bool) -> tuple[np.ndarray, Any, Any]:
     rng = ctx.rng()
     x = (rng.standard_normal(n) * 2.0).astype(np.float32)
+    scale: Any
+    zp: Any
     if per_channel:
         x = x.reshape(-1, _COLS)
         scale = (np.abs(x).max(axis=1) / 127).astype(np.float32)
@@ -48,7 +51,7 @@ def _data(ctx: Context, n: int, per_channel: bool):
     return x, scale, zp
 
 
-def _to_numpy(returned):
+def _to_numpy(returned: Any) -> np.ndarray:
     if getattr(returned, "is_quantized", False):  # a quantized torch tensor
         returned = returned.int_repr()
     if hasattr(returned, "numpy"):
@@ -67,10 +70,10 @@ def _setup_quantize(ctx: Context, n: int, per_channel: bool) -> Prepared:
     q_np = np.empty(x.shape, np.int8)
     q_pf = np.empty(x.shape, np.int8)
 
-    def numpy_temporaries():
+    def numpy_temporaries() -> Any:
         return np.clip(np.rint(x / s) + z, -128, 127).astype(np.int8)
 
-    def numpy_preallocated():
+    def numpy_preallocated() -> Any:
         np.divide(x, s, out=tmp)
         np.rint(tmp, out=tmp)
         np.add(tmp, z, out=tmp, casting="unsafe")
@@ -97,7 +100,7 @@ def _setup_quantize(ctx: Context, n: int, per_channel: bool) -> Prepared:
             else:
                 f = functools.partial(torch.quantize_per_tensor, xt, float(scale), 0, torch.qint8)
 
-        def torch_quantize():
+        def torch_quantize() -> Any:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return f()
@@ -116,10 +119,10 @@ def _setup_dequantize(ctx: Context, n: int, per_channel: bool) -> Prepared:
     y_np = np.empty(x.shape, np.float32)
     y_pf = np.empty(x.shape, np.float32)
 
-    def numpy_temporaries():
+    def numpy_temporaries() -> Any:
         return (q.astype(np.float32) - np.float32(0)) * s
 
-    def numpy_preallocated():
+    def numpy_preallocated() -> Any:
         np.copyto(y_np, q, casting="unsafe")  # zp = 0: nothing to subtract
         np.multiply(y_np, s, out=y_np)
         return y_np

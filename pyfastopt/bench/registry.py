@@ -123,7 +123,7 @@ class Context:
     quick: bool = False
     seed: int = 20240611
 
-    def rng(self):
+    def rng(self) -> Any:
         import numpy as np
 
         return np.random.default_rng(self.seed)

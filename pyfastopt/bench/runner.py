@@ -1,29 +1,34 @@
 """Runs registered bench cases: correctness guard, timing per thread count, report.
 
-For each case: ``setup`` once, then for each thread count (pyfastopt via
-``pyfastopt.threads``, every BLAS/OpenMP pool via ``threadpoolctl``, torch via
-``torch.set_num_threads``, all restored afterwards): run every implementation once on
-reset inputs and compare with NumPy; time each implementation (the fastest variant
-counts); print the row at once. The machine limits are measured first, in the same run.
+For each thread count, one child process per library (pyfastopt, NumPy, torch) is
+started with its thread count set in its environment (:mod:`pyfastopt.bench.isolation`).
+For each case: every child sets the case up and runs its own implementation once on
+reset inputs; this process compares the results with NumPy's; then each child calibrates
+its batch sizes and the timed batches alternate between the children (the fastest batch
+of each variant counts, the fastest variant of each library counts); the row is printed
+at once. The machine limits are measured first, each thread count in its own child.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import sys
-import traceback
-from collections.abc import Iterator, Sequence
+import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
 
-from .limits import Limits, format_limits, measure_limits
-from .registry import IMPLEMENTATIONS, Case, Context, Prepared
-from .timing import FULL, QUICK, TimingConfig, best_time
+from .isolation import Worker, WorkerError, busy_process
+from .limits import Limits, format_limits
+from .registry import IMPLEMENTATIONS, Case, Prepared
+from .timing import FULL, QUICK, TimingConfig
 
-__all__ = ["Report", "Row", "format_table_header", "run"]
+__all__ = ["Report", "Row", "RuntimeRow", "format_table_header", "run", "run_runtime"]
 
 OK, MISMATCH, ERROR = "ok", "MISMATCH", "ERROR"
 
@@ -48,6 +53,28 @@ class Row:
     achieved: float | None = None  # work / pyfastopt time, in rate_unit
     limit: float | None = None  # machine limit for this thread count, in rate_unit
     fraction_of_limit: float | None = None
+    pid: dict[str, int] = field(default_factory=dict)  # the child that timed each library
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RuntimeRow:
+    """One measurement of the runtime family (see :mod:`pyfastopt.bench.runtime`)."""
+
+    case: str
+    kind: str  # "mixed" or "tail"
+    name: str  # the peer (mixed) or the kernel (tail)
+    threads: int
+    competitor: bool = False  # tail: next to a busy process
+    note: str = ""
+    status: str = OK
+    detail: str = ""
+    pid: int | None = None
+    family: str = "runtime"
+    #: mixed: ms_mixed, ms_pyfastopt, ms_peer, ratio; tail: p50_us, p99_us, max_us, ...
+    values: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,10 +88,12 @@ class Report:
     torch_status: str
     timing: TimingConfig
     quick: bool
+    runtime: list[RuntimeRow] = field(default_factory=list)
+    pids: dict[str, list[int]] = field(default_factory=dict)  # children per library
 
     @property
     def failed(self) -> bool:
-        return any(r.status != OK for r in self.rows)
+        return any(r.status != OK for r in self.rows) or any(r.status != OK for r in self.runtime)
 
     def as_dict(self) -> dict[str, Any]:
         from .. import __version__
@@ -82,6 +111,9 @@ class Report:
             "timing": asdict(self.timing),
             "limits": [lim.as_dict() for lim in self.limits],
             "rows": [r.as_dict() for r in self.rows],
+            "runtime": [r.as_dict() for r in self.runtime],
+            "parent_pid": os.getpid(),
+            "pids": self.pids,
             "status": "failed" if self.failed else "ok",
             "config": config_dict(),
         }
@@ -90,34 +122,18 @@ class Report:
 # ----------------------------------------------------------------------------- helpers
 
 
-def import_torch(enabled: bool = True) -> tuple[Any, str]:
-    """(torch module or None, a word on why not). Imported here only, never at import."""
+def torch_available(enabled: bool = True) -> str:
+    """ "ok", or a word on why torch is left out. The parent never imports torch: only
+    the torch child does."""
+    import importlib.util
+
     if not enabled:
-        return None, "disabled (--no-torch)"
+        return "disabled (--no-torch)"
     try:
-        import torch
-    except ImportError:
-        return None, "not installed"
+        found = importlib.util.find_spec("torch") is not None
     except Exception as exc:  # a broken install must not break the bench
-        return None, f"import failed: {type(exc).__name__}: {exc}"
-    return torch, "ok"
-
-
-@contextlib.contextmanager
-def thread_limits(n: int, controller: Any, torch: Any) -> Iterator[None]:
-    from .._config import threads
-
-    cm = controller.limit(limits=n) if controller is not None else contextlib.nullcontext()
-    with cm, threads(n):
-        previous = None
-        if torch is not None:
-            previous = torch.get_num_threads()
-            torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            if torch is not None and previous is not None:
-                torch.set_num_threads(previous)
+        return f"lookup failed: {type(exc).__name__}: {exc}"
+    return "ok" if found else "not installed"
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -190,20 +206,6 @@ def check(case: Case, prepared: Prepared, impls: dict[str, dict[str, Any]]) -> t
     if bad:
         return MISMATCH, "; ".join(bad + notes)
     return OK, "; ".join(notes)
-
-
-def _time_impls(impls: dict[str, dict[str, Any]], row: Row, timing: TimingConfig) -> None:
-    for key in IMPLEMENTATIONS:
-        variants = impls.get(key)
-        if not variants:
-            row.time_us[key] = None
-            continue
-        per_variant = {label: best_time(fn, timing) * 1e6 for label, fn in variants.items()}
-        best_label = min(per_variant, key=per_variant.__getitem__)
-        row.time_us[key] = per_variant[best_label]
-        if best_label:
-            row.variant[key] = best_label
-            row.variants_us[key] = per_variant
 
 
 def _finish_row(row: Row, limits: Limits) -> None:
@@ -298,90 +300,216 @@ def format_table_header(cases: Sequence[Case]) -> str:
 # ----------------------------------------------------------------------------- run
 
 
+#: pause after a child's batch before the next child's, so the pool it leaves spinning
+#: (OpenMP's busy-wait after a region, OpenBLAS's wait for new work) has gone to sleep
+SETTLE_S = 0.02
+
+
+def _loaded_impls(replies: dict[str, dict[str, dict[str, str]]]) -> dict[str, dict[str, Any]]:
+    """The children's check results as the zero-argument callables :func:`check` takes:
+    a saved result is loaded (and its file removed), a child's exception is re-raised."""
+    impls: dict[str, dict[str, Any]] = {}
+    for key in IMPLEMENTATIONS:
+        variants = replies.get(key)
+        if not variants:
+            continue
+        impls[key] = {}
+        for label, result in variants.items():
+            if "path" in result:
+                value = np.load(result["path"])
+                os.remove(result["path"])
+                impls[key][label] = lambda value=value: value
+            else:
+
+                def fail(message: str = result.get("error", "failed")) -> None:
+                    raise RuntimeError(message)
+
+                impls[key][label] = fail
+    return impls
+
+
+def _time_in_children(
+    workers: dict[str, Worker], row: Row, timing: TimingConfig, settle_s: float
+) -> None:
+    """Calibrate each child's variants, then ``timing.repeats`` rounds alternating between
+    the children (A B C A B C ...); each variant keeps its fastest batch."""
+    best: dict[str, dict[str, float]] = {}
+    for key, worker in workers.items():
+        best[key] = dict(worker.call("calibrate")["seconds"])
+    for _ in range(timing.repeats - 1):
+        for key, worker in workers.items():
+            if settle_s > 0:
+                time.sleep(settle_s)
+            for label, sec in worker.call("round")["seconds"].items():
+                best[key][label] = min(best[key][label], sec)
+    for key in IMPLEMENTATIONS:
+        per_variant = {label: sec * 1e6 for label, sec in best.get(key, {}).items()}
+        if not per_variant:
+            row.time_us[key] = None
+            continue
+        best_label = min(per_variant, key=per_variant.__getitem__)
+        row.time_us[key] = per_variant[best_label]
+        if best_label:
+            row.variant[key] = best_label
+            row.variants_us[key] = per_variant
+
+
+def _run_case(
+    case: Case,
+    n: int,
+    workers: dict[str, Worker],
+    timing: TimingConfig,
+    limits: Limits,
+    settle_s: float,
+) -> Row:
+    row = Row(
+        family=case.family,
+        case=case.name,
+        threads=n,
+        limit_kind=case.limit,
+        work=float(case.work),
+        work_unit=case.work_unit,
+        rate_unit=case.rate_unit,
+        note=case.note,
+    )
+    row.pid = {key: w.pid for key, w in workers.items()}
+    replies: dict[str, dict[str, dict[str, str]]] = {}
+    notes: list[str] = []
+    try:
+        for key, worker in workers.items():
+            try:
+                replies[key] = worker.call("setup", family=case.family, name=case.name)["variants"]
+            except WorkerError as exc:
+                if key != "torch":
+                    row.status, row.detail = ERROR, f"setup failed: {exc}"
+                    return row
+                notes.append(f"torch dropped: setup failed: {exc}")
+        missing = [k for k in ("pyfastopt", "numpy") if not replies.get(k)]
+        if missing:
+            row.status = ERROR
+            row.detail = f"setup failed: no {' / '.join(missing)} implementation"
+            return row
+        impls = _loaded_impls(replies)
+        row.status, row.detail = check(case, Prepared({}), impls)
+        row.detail = "; ".join(filter(None, [row.detail, *notes]))
+        if row.status == OK:
+            timed = {k: w for k, w in workers.items() if impls.get(k)}
+            _time_in_children(timed, row, timing, settle_s)
+            _finish_row(row, limits)
+    except WorkerError as exc:
+        row.status, row.detail = ERROR, str(exc)
+    finally:
+        for worker in workers.values():
+            if worker.proc.poll() is None:
+                with contextlib.suppress(WorkerError):
+                    worker.call("drop")
+    return row
+
+
+def _start_workers(
+    n: int, outdir: str, quick: bool, use_torch: bool, out: TextIO
+) -> dict[str, Worker]:
+    workers = {
+        "pyfastopt": Worker("pyfastopt", n, outdir, quick=quick),
+        "numpy": Worker("numpy", n, outdir, quick=quick),
+    }
+    if use_torch:
+        try:
+            workers["torch"] = Worker("torch", n, outdir, quick=quick)
+        except WorkerError as exc:
+            print(f"torch left out on {n} thread(s): {exc}", file=out)
+    return workers
+
+
 def run(
     cases: Sequence[Case],
     thread_counts: Sequence[int],
     *,
     quick: bool = False,
     use_torch: bool = True,
+    runtime_family: bool = False,
     out: TextIO = sys.stdout,
+    settle_s: float | None = None,
 ) -> Report:
-    """Measure the limits, then check and time every case at every thread count."""
+    """Measure the limits, then check and time every case at every thread count.
+
+    Every library runs in its own child process per thread count
+    (:mod:`pyfastopt.bench.isolation`); this process only orchestrates and prints.
+    ``runtime_family`` adds the runtime family's rows (:mod:`pyfastopt.bench.runtime`).
+    """
     from .. import __version__
     from .._config import config_dict
 
-    torch, torch_status = import_torch(use_torch)
-    torch_version = getattr(torch, "__version__", None) if torch is not None else None
-    try:
-        from threadpoolctl import ThreadpoolController
-
-        controller = ThreadpoolController()
-    except Exception:  # pragma: no cover - threadpoolctl is a declared dependency
-        controller = None
+    torch_status = torch_available(use_torch)
+    use_torch = torch_status == "ok"
     timing = QUICK if quick else FULL
+    settle = (0.0 if quick else SETTLE_S) if settle_s is None else settle_s
 
     cfg = config_dict()
-    print(
-        f"pyfastopt {__version__} bench{' --quick' if quick else ''}: SIMD {cfg['simd']['level']}, "
-        f"NumPy {np.__version__}, torch {torch_version or torch_status}, "
-        f"threads {','.join(map(str, thread_counts))}",
-        file=out,
-    )
-    limits = {n: measure_limits(n, quick=quick) for n in thread_counts}
-    print(format_limits(list(limits.values())), file=out)
-    print(file=out)
-
-    table = _Table(cases, out)
-    table.header()
-    rows: list[Row] = []
-    ctx = Context(torch=torch, quick=quick)
-    for case in cases:
-        base = dict(
-            family=case.family,
-            case=case.name,
-            limit_kind=case.limit,
-            work=float(case.work),
-            work_unit=case.work_unit,
-            rate_unit=case.rate_unit,
-            note=case.note,
-        )
-        try:
-            prepared = case.setup(ctx)
-            impls = {k: _variants(v) for k, v in prepared.impls.items()}
-            missing = [k for k in ("pyfastopt", "numpy") if not impls.get(k)]
-            if missing:
-                raise ValueError(f"setup returned no {' / '.join(missing)} implementation")
-        except Exception as exc:
-            detail = f"setup failed: {type(exc).__name__}: {exc}"
-            for n in thread_counts:
-                row = Row(threads=n, status=ERROR, detail=detail, **base)
-                rows.append(row)
-                table.row(row)
-            continue
+    with tempfile.TemporaryDirectory(prefix="pyfastopt-bench-") as outdir:
+        limits: dict[int, Limits] = {}
+        pids: dict[str, list[int]] = {}
+        for n in thread_counts if cases else ():  # the runtime family needs none
+            with Worker("limits", n, outdir, quick=quick) as probe:
+                limits[n] = Limits(**probe.call("limits")["limits"])
+                pids.setdefault("limits", []).append(probe.pid)
+        torch_version = None
+        rows: list[Row] = []
+        runtime_rows: list[RuntimeRow] = []
+        header_done = False
+        table = _Table(cases, out)
         for n in thread_counts:
-            row = Row(threads=n, **base)
-            with thread_limits(n, controller, torch):
-                try:
-                    row.status, row.detail = check(case, prepared, impls)
-                    if row.status == OK:
-                        _time_impls(impls, row, timing)
-                        _finish_row(row, limits[n])
-                except Exception as exc:
-                    row.status = ERROR
-                    row.detail = f"{type(exc).__name__}: {exc}"
-                    traceback.print_exc(file=sys.stderr)
-            rows.append(row)
-            table.row(row)
-        del prepared, impls
-
-    print(
-        "\nx NumPy / x torch = their time / pyfastopt's (> 1: pyfastopt faster); "
-        f"best of {timing.repeats} batches of >= {timing.min_batch_s * 1e3:g} ms;\n"
-        "NumPy and torch count their fastest variant (see --json). "
-        "'of machine limit': pyfastopt's rate vs the probe above\n"
-        "at the same thread count (in-cache sizes can beat the DRAM stream).",
-        file=out,
-    )
+            if not cases:
+                break
+            workers = _start_workers(n, outdir, quick, use_torch, out)
+            try:
+                if "torch" in workers:
+                    torch_version = workers["torch"].versions.get("torch", torch_version)
+                elif use_torch:
+                    torch_status = "child failed to start"
+                if not header_done:
+                    _print_header(
+                        out,
+                        __version__,
+                        cfg,
+                        quick,
+                        torch_version or torch_status,
+                        thread_counts,
+                        list(limits.values()),
+                    )
+                    table.header()
+                    header_done = True
+                for key, worker in workers.items():
+                    pids.setdefault(key, []).append(worker.pid)
+                for case in cases:
+                    row = _run_case(case, n, workers, timing, limits[n], settle)
+                    rows.append(row)
+                    table.row(row)
+                    # a dead child (crash in a case) is replaced for the next case
+                    for key, worker in list(workers.items()):
+                        if worker.proc.poll() is not None:
+                            worker.close()
+                            workers[key] = Worker(key, n, outdir, quick=quick)
+            finally:
+                for worker in workers.values():
+                    worker.close()
+        if not header_done:
+            torch_text = "installed" if torch_status == "ok" else torch_status
+            _print_header(
+                out, __version__, cfg, quick, torch_text, thread_counts, list(limits.values())
+            )
+        if rows:
+            print(
+                "\nx NumPy / x torch = their time / pyfastopt's (> 1: pyfastopt faster); "
+                f"best of {timing.repeats} batches of >= {timing.min_batch_s * 1e3:g} ms,\n"
+                "each library in its own process, rounds alternating between them; "
+                "NumPy and torch count their fastest\nvariant (see --json). "
+                "'of machine limit': pyfastopt's rate vs the probe above at the same "
+                "thread count\n(in-cache sizes can beat the DRAM stream).",
+                file=out,
+            )
+        if runtime_family:
+            runtime_rows = run_runtime(thread_counts, outdir, quick=quick, out=out)
     return Report(
         limits=list(limits.values()),
         rows=rows,
@@ -389,7 +517,126 @@ def run(
         torch_status=torch_status,
         timing=timing,
         quick=quick,
+        runtime=runtime_rows,
+        pids=pids,
     )
+
+
+def _print_header(
+    out: TextIO,
+    version: str,
+    cfg: dict[str, Any],
+    quick: bool,
+    torch_text: str,
+    thread_counts: Sequence[int],
+    limits: list[Limits],
+) -> None:
+    print(
+        f"pyfastopt {version} bench{' --quick' if quick else ''}: SIMD {cfg['simd']['level']}, "
+        f"NumPy {np.__version__}, torch {torch_text}, "
+        f"threads {','.join(map(str, thread_counts))}",
+        file=out,
+    )
+    print(format_limits(limits), file=out)
+    print(file=out)
+
+
+# ----------------------------------------------------------------------------- runtime
+
+
+def run_runtime(
+    thread_counts: Sequence[int], outdir: str, *, quick: bool = False, out: TextIO = sys.stdout
+) -> list[RuntimeRow]:
+    """The runtime family: each measurement in a fresh child with every pool at ``n``."""
+    import importlib.util
+
+    from . import runtime
+
+    rows: list[RuntimeRow] = []
+    have = {
+        "numpy": True,
+        "adam+numpy": True,
+        "torch": importlib.util.find_spec("torch") is not None,
+        "onnxruntime": all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")),
+    }
+    print(
+        "\nruntime: pyfastopt and a peer in ONE process (mixed loops; x sum = the loop / the "
+        "sum of its two\nparts timed alone in that process), and per-call latency alone and "
+        "next to a busy process",
+        file=out,
+    )
+    print(
+        f"{'family':<8}  {'case':<44}  {'thr':>3}  {'mixed ms':>9}  {'ours ms':>8}  "
+        f"{'peer ms':>8}  {'x sum':>6}",
+        file=out,
+    )
+    for n in thread_counts:
+        for name in runtime.MIXED:
+            if not have[name]:
+                print(f"{'runtime':<8}  mixed {name:<38}  {n:>3}  skipped: not installed", file=out)
+                continue
+            row = _runtime_row("mixed", name, n, outdir, quick, competitor=False)
+            rows.append(row)
+            v = row.values
+            if row.status == OK:
+                print(
+                    f"{'runtime':<8}  {row.case:<44}  {n:>3}  {v['ms_mixed']:>9.3f}  "
+                    f"{v['ms_pyfastopt']:>8.3f}  {v['ms_peer']:>8.3f}  {v['ratio']:>5.2f}x",
+                    file=out,
+                )
+            else:
+                print(
+                    f"{'runtime':<8}  {row.case:<44}  {n:>3}  {row.status}: {row.detail}", file=out
+                )
+    print(
+        f"\n{'family':<8}  {'case':<44}  {'thr':>3}  {'p50 us':>9}  {'p99 us':>9}  "
+        f"{'max us':>9}  {'p99/p50':>7}",
+        file=out,
+    )
+    for n in thread_counts:
+        for name in runtime.TAIL:
+            for competitor in (False, True):
+                row = _runtime_row("tail", name, n, outdir, quick, competitor=competitor)
+                rows.append(row)
+                v = row.values
+                if row.status == OK:
+                    print(
+                        f"{'runtime':<8}  {row.case:<44}  {n:>3}  {v['p50_us']:>9.1f}  "
+                        f"{v['p99_us']:>9.1f}  {v['max_us']:>9.1f}  {v['p99_over_p50']:>6.2f}x",
+                        file=out,
+                    )
+                else:
+                    print(
+                        f"{'runtime':<8}  {row.case:<44}  {n:>3}  {row.status}: {row.detail}",
+                        file=out,
+                    )
+    out.flush()
+    return rows
+
+
+def _runtime_row(
+    kind: str, name: str, n: int, outdir: str, quick: bool, *, competitor: bool
+) -> RuntimeRow:
+    from . import runtime
+
+    if kind == "mixed":
+        case = f"mixed {name}"
+        description = runtime.MIXED[name]
+    else:
+        case = f"tail {name}{' + busy process' if competitor else ''}"
+        description = runtime.TAIL[name]
+    row = RuntimeRow(
+        case=case, kind=kind, name=name, threads=n, competitor=competitor, note=description
+    )
+    try:
+        with Worker("runtime", n, outdir, quick=quick) as worker:
+            row.pid = worker.pid
+            busy = busy_process() if competitor else contextlib.nullcontext()
+            with busy:
+                row.values = worker.call("runtime", kind=kind, name=name)["values"]
+    except WorkerError as exc:
+        row.status, row.detail = ERROR, str(exc)
+    return row
 
 
 def plot(report: Report, path: str) -> None:

@@ -41,6 +41,7 @@ def _pyfastopt_model(ws: list[np.ndarray], bs: list[np.ndarray]) -> Any:
     layers: list[Any] = []
     for i, (w, b) in enumerate(zip(ws, bs)):
         lin = nn.Linear(w.shape[1], w.shape[0])
+        assert lin.bias is not None
         lin.weight[...] = w
         lin.bias[...] = b
         layers.append(lin)

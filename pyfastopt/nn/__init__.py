@@ -19,19 +19,34 @@ Layers reuse their output and gradient buffers between steps (a forward's output
 overwritten by the next forward: copy it to keep it); see :mod:`pyfastopt.nn.module`.
 """
 
-from .layers import BatchNorm1d, BatchNorm2d, Dropout, Flatten, Linear, ReLU
+from .layers import (
+    GELU,
+    BatchNorm1d,
+    BatchNorm2d,
+    Dropout,
+    Flatten,
+    Identity,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
 from .losses import cross_entropy, distillation_loss, mse_loss
 from .module import Module, Sequential
 
 __all__ = [
+    "GELU",
     "BatchNorm1d",
     "BatchNorm2d",
     "Dropout",
     "Flatten",
+    "Identity",
     "Linear",
     "Module",
     "ReLU",
     "Sequential",
+    "Sigmoid",
+    "Tanh",
     "cross_entropy",
     "distillation_loss",
     "mse_loss",

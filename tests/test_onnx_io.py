@@ -390,3 +390,54 @@ def test_import_pyfastopt_does_not_import_onnx():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False"]
+
+
+# ------------------------------------------------------------------ int8 -> QDQ ONNX
+def _ort_session(data, level):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = level
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_quantized_model_as_qdq(tmp_path, mode, per_channel):
+    quant = pytest.importorskip("pyfastopt.quant")
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(
+        nn.Linear(32, 64, activation="relu", seed=0),
+        nn.Linear(64, 48, seed=1),
+        nn.ReLU(),
+        nn.Linear(48, 10, seed=2),
+    ).eval()
+    cal = rng.standard_normal((256, 32)).astype(np.float32)
+    qm = quant.quantize_model(model, calibration_data=cal, mode=mode, per_channel=per_channel)
+    path = tmp_path / "q.onnx"
+    pfo.save(qm, path)
+    data = path.read_bytes()
+    ops = [n.op_type for n in onnx.load_from_string(data).graph.node]
+    assert ops.count("Gemm") == 3
+    assert ops.count("DequantizeLinear") == 6
+    assert ops.count("DynamicQuantizeLinear" if mode == "dynamic" else "QuantizeLinear") == 3
+    levels = ort.GraphOptimizationLevel
+    for batch in (1, 64):
+        x = rng.standard_normal((batch, 32)).astype(np.float32)
+        want = qm(x)
+        # the int8 arithmetic is exact on both sides; what is left is float32 rounding
+        got = _ort_session(data, levels.ORT_ENABLE_BASIC).run(None, {"input": x})[0]
+        close(got, want, rtol=1e-6)
+        if mode == "dynamic":
+            got = _ort_session(data, levels.ORT_ENABLE_ALL).run(None, {"input": x})[0]
+            close(got, want, rtol=1e-6)
+        else:  # ONNX's float QDQ semantics: a hidden level may differ at a near-tie
+            got = _ort_session(data, levels.ORT_DISABLE_ALL).run(None, {"input": x})[0]
+            close(got, want, rtol=1e-2)
+
+
+def test_quantized_per_row_dynamic_refused(tmp_path):
+    quant = pytest.importorskip("pyfastopt.quant")
+    ql = quant.QuantizedLinear.from_float(np.ones((3, 4), np.float32), act_granularity="row")
+    qm = quant.QuantizedModel([ql], 4, "dynamic", True)
+    with pytest.raises(ValueError, match="per row"):
+        pfo.save(qm, tmp_path / "r.onnx")

@@ -23,6 +23,14 @@ Out: float models
     ``Dropout`` (omitted: inference), :class:`Reshape`, or a :class:`Graph`, as an ONNX
     model (opset 17 by default) with a dynamic batch dimension. Round trip:
     ``load(save(model))`` has the same layers, weights and outputs.
+
+Out: int8 models
+    :func:`save` of a :class:`pyfastopt.quant.QuantizedModel` writes the QDQ form
+    (``QuantizeLinear``/``DynamicQuantizeLinear`` -> ``DequantizeLinear`` for the uint8
+    activations, ``DequantizeLinear`` of the int8 weights per output channel, ``Gemm``,
+    ``Relu``) that ONNX Runtime runs; see :func:`pyfastopt.onnx._export.quantized_to_onnx`
+    for how close its outputs come to pyfastopt's. Reading QDQ models back is not part
+    of :func:`load` yet.
 """
 
 from __future__ import annotations
@@ -99,13 +107,16 @@ def load(source: Any, *, max_bytes: int | None = None) -> Any:
 
 
 def save(model: Any, path: str | os.PathLike, *, opset: int = 17, input_shape: Any = None) -> int:
-    """Write a float :mod:`pyfastopt.nn` model as ONNX, crash-safely
+    """Write a float :mod:`pyfastopt.nn` model, or an int8
+    :class:`pyfastopt.quant.QuantizedModel` (as QDQ), as ONNX, crash-safely
     (:func:`pyfastopt._fileio.atomic_write`). Returns the number of bytes written.
 
     Args:
         model: a ``Sequential`` (or single layer) of ``Linear``, ``ReLU``, ``GELU``,
             ``Sigmoid``, ``Tanh``, ``Identity``, ``Flatten``, ``Dropout``,
-            :class:`Reshape`; or a :class:`Graph`. float32 or float64.
+            :class:`Reshape`; or a :class:`Graph` (float32 or float64); or a
+            ``QuantizedModel`` (input ``(batch, in_features)``, float32; per-row dynamic
+            activation quantization has no ONNX operator and is refused).
         path: the file to write.
         opset: the ONNX opset (13 or later). ``GELU`` is written as its erf
             decomposition below opset 20 and as ``Gelu`` from 20 on;

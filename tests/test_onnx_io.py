@@ -441,3 +441,35 @@ def test_quantized_per_row_dynamic_refused(tmp_path):
     qm = quant.QuantizedModel([ql], 4, "dynamic", True)
     with pytest.raises(ValueError, match="per row"):
         pfo.save(qm, tmp_path / "r.onnx")
+
+
+def test_readme_path(tmp_path):
+    """README's "Models in and out": PyTorch -> ONNX -> pyfastopt int8 -> ONNX."""
+    torch = pytest.importorskip("torch")
+    quant = pytest.importorskip("pyfastopt.quant")
+    from pyfastopt.io import load_torch
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+    ).eval()
+    x_cal = np.random.default_rng(0).standard_normal((256, 64)).astype(np.float32)
+    onnx_path, int8_path = str(tmp_path / "mlp.onnx"), str(tmp_path / "mlp_int8.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mlp, torch.randn(1, 64), onnx_path, dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+    model = pfo.load(onnx_path)
+    qmodel = quant.quantize_model(model, calibration_data=x_cal, mode="static")
+    pfo.save(qmodel, int8_path)
+
+    x = x_cal[:32]
+    close(model(x), ort_run((tmp_path / "mlp.onnx").read_bytes(), x))
+    levels = ort.GraphOptimizationLevel
+    sess = _ort_session((tmp_path / "mlp_int8.onnx").read_bytes(), levels.ORT_ENABLE_BASIC)
+    close(sess.run(None, {"input": x})[0], qmodel(x), rtol=1e-6)
+    # the weights-only path: torch.save'd state_dict into the same architecture
+    torch.save(mlp.state_dict(), tmp_path / "mlp.pt")
+    same = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    same.load_state_dict(load_torch(tmp_path / "mlp.pt"))
+    close(same.eval()(x), model(x), rtol=1e-6)

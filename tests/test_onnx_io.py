@@ -384,12 +384,14 @@ def test_external_data_refused():
 
 def test_import_pyfastopt_does_not_import_onnx():
     code = (
-        "import sys, pyfastopt, pyfastopt.io, pyfastopt.onnx\n"
-        "print('onnx' in sys.modules, 'torch' in sys.modules)\n"
+        "import sys, pyfastopt\n"
+        "print('pyfastopt.onnx' in sys.modules, 'pyfastopt.io' in sys.modules)\n"
+        "pyfastopt.io.load_torch, pyfastopt.onnx.load, pyfastopt.onnx.save\n"
+        "print('onnx' in sys.modules, 'torch' in sys.modules, 'safetensors' in sys.modules)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["False", "False"]
+    assert r.stdout.split() == ["False", "False", "False", "False", "False"]
 
 
 # ------------------------------------------------------------------ int8 -> QDQ ONNX

@@ -105,18 +105,41 @@ def _mlps():
             (3, 16),
         ),
         "residual": (Residual(), (4, 16)),
+        "batchnorm": (
+            tnn.Sequential(
+                tnn.Linear(16, 32),
+                tnn.BatchNorm1d(32),
+                tnn.ReLU(),
+                tnn.Linear(32, 4),
+                tnn.BatchNorm1d(4, affine=False),
+            ),
+            (4, 16),
+        ),
         "matmul_add": (MatMulAdd(), (4, 16)),
     }
 
 
 @pytest.mark.parametrize("opset", [13, 17])
 @pytest.mark.parametrize(
-    "name", ["relu_mlp", "gelu_flatten_dropout", "standalone_activations", "residual", "matmul_add"]
+    "name",
+    [
+        "relu_mlp",
+        "gelu_flatten_dropout",
+        "standalone_activations",
+        "residual",
+        "matmul_add",
+        "batchnorm",
+    ],
 )
 def test_torch_export_vs_onnxruntime(name, opset):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     module, shape = _mlps()[name]
+    if name == "batchnorm":  # move the running statistics away from (0, 1)
+        module.train()
+        with torch.no_grad():
+            for _ in range(5):
+                module(torch.randn(*shape) * 3 + 1)
     data = torch_export(module, torch.randn(*shape), opset=opset)
     model = pfo.load(data)
     rng = np.random.default_rng(1)
@@ -181,57 +204,69 @@ def test_state_dict_from_torch_names():
 
 
 # ------------------------------------------------------------------ pyfastopt -> ONNX
-def _our_models():
+def _our_models(dtype=np.float32):
+    def lin(*args, **kw):
+        return nn.Linear(*args, dtype=dtype, **kw)
+
     return {
         "relu": nn.Sequential(
-            nn.Linear(12, 32, activation="relu", seed=0),
-            nn.Dropout(0.2, seed=1),
-            nn.Linear(32, 5, seed=2),
+            lin(12, 32, activation="relu", seed=0), nn.Dropout(0.2, seed=1), lin(32, 5, seed=2)
         ),
         "mixed": nn.Sequential(
             nn.Flatten(),
-            nn.Linear(12, 20, activation="gelu", seed=3),
+            lin(12, 20, activation="gelu", seed=3),
             nn.Tanh(),
-            nn.Sequential(nn.Linear(20, 20, bias=False, seed=4), nn.Sigmoid()),
+            nn.Sequential(lin(20, 20, bias=False, seed=4), nn.Sigmoid()),
             nn.GELU(),
             nn.Identity(),
             nn.ReLU(),
-            nn.Linear(20, 3, seed=5),
+            lin(20, 3, seed=5),
+        ),
+        "batchnorm": nn.Sequential(
+            lin(12, 16, seed=8),
+            nn.BatchNorm1d(16, dtype=dtype),
+            nn.ReLU(),
+            lin(16, 3, seed=9),
+            nn.BatchNorm1d(3, affine=False, dtype=dtype),
         ),
         "reshape": nn.Sequential(
-            pfo.Reshape((0, -1)), nn.Linear(12, 6, seed=6), nn.GELU(), nn.Linear(6, 2, seed=7)
+            pfo.Reshape((0, -1)), lin(12, 6, seed=6), nn.GELU(), lin(6, 2, seed=7)
         ),
     }
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["relu", "mixed", "reshape"])
+@pytest.mark.parametrize("name", ["relu", "mixed", "reshape", "batchnorm"])
 def test_export_runs_in_onnxruntime_and_round_trips(tmp_path, name, dtype):
-    model = _our_models()[name]
-    if dtype == np.float64:
-        for layer in model._walk():
-            mod = layer[1]
-            if isinstance(mod, nn.Linear):
-                mod.weight = mod.weight.astype(np.float64)
-                mod.grad_weight = np.zeros_like(mod.weight)
-                if mod.bias is not None:
-                    mod.bias = mod.bias.astype(np.float64)
-                    mod.grad_bias = np.zeros_like(mod.bias)
-                mod.dtype = np.dtype(np.float64)
+    model = _our_models(dtype)[name]
     model.eval()
     path = tmp_path / "m.onnx"
-    n = pfo.save(model, path, input_shape=None if name == "relu" else (3, 4))
+    if name == "batchnorm":
+        for layer in (model[1], model[4]):
+            layer.running_mean[...] = np.linspace(-1, 1, layer.num_features)
+            layer.running_var[...] = np.linspace(0.5, 2, layer.num_features)
+        model[1].weight[...] = np.linspace(0.5, 1.5, 16)
+    n = pfo.save(model, path, input_shape=None if name in ("relu", "batchnorm") else (3, 4))
     assert n == path.stat().st_size
     rng = np.random.default_rng(0)
-    shape = (3, 4) if name != "relu" else (12,)
+    shape = (12,) if name in ("relu", "batchnorm") else (3, 4)
     for batch in (1, 9):
         x = rng.standard_normal((batch, *shape)).astype(dtype)
         want = model(x).copy()
-        if name == "relu" or dtype == np.float32:
+        if name in ("relu", "batchnorm") or dtype == np.float32:
             close(ort_run(path.read_bytes(), x), want)
         back = pfo.load(path)
-        np.testing.assert_array_equal(back(x), want)  # the same layers: bit for bit
+        if name == "batchnorm" and dtype == np.float64:
+            # ONNX keeps BatchNormalization's epsilon as a float32 attribute
+            np.testing.assert_allclose(back(x), want, rtol=1e-12)
+            assert back[1].eps == float(np.float32(model[1].eps))
+        else:
+            np.testing.assert_array_equal(back(x), want)  # the same layers: bit for bit
     a, b = model.state_dict(), back.state_dict()
+    if name == "batchnorm":  # ONNX's BatchNormalization always has scale and B
+        np.testing.assert_array_equal(b.pop("4.weight"), 1)
+        np.testing.assert_array_equal(b.pop("4.bias"), 0)
+    # the same parameters in the same order (names follow the loaded layer positions)
     assert [v.shape for v in a.values()] == [v.shape for v in b.values()]
     for va, vb in zip(a.values(), b.values()):
         np.testing.assert_array_equal(va, vb)
@@ -360,8 +395,11 @@ def test_bad_files(tmp_path):
         pfo.load(path, max_bytes=10)
     with pytest.raises(TypeError, match=r"pyfastopt\.nn\.Module"):
         pfo.save("model", tmp_path / "x.onnx")
-    with pytest.raises(ValueError, match="BatchNorm1d"):
-        pfo.save(nn.Sequential(nn.BatchNorm1d(3)), tmp_path / "x.onnx", input_shape=3)
+    bn = nn.BatchNorm1d(3, track_running_stats=False)
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        pfo.save(nn.Sequential(bn), tmp_path / "x.onnx", input_shape=3)
+    with pytest.raises(ValueError, match="Module"):
+        pfo.save(nn.Sequential(nn.Module()), tmp_path / "x.onnx", input_shape=3)
     with pytest.raises(ValueError, match="input_shape="):
         pfo.save(nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
@@ -459,14 +497,16 @@ def test_readme_path(tmp_path):
     onnx_path, int8_path = str(tmp_path / "mlp.onnx"), str(tmp_path / "mlp_int8.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(mlp, torch.randn(1, 64), onnx_path, dynamo=False,
-                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+        torch.onnx.export(mlp.eval(), torch.randn(1, 64), onnx_path, dynamo=False)
     model = pfo.load(onnx_path)
     qmodel = quant.quantize_model(model, calibration_data=x_cal, mode="static")
     pfo.save(qmodel, int8_path)
 
     x = x_cal[:32]
-    close(model(x), ort_run((tmp_path / "mlp.onnx").read_bytes(), x))
+    # the exported file has batch 1 (no dynamic_axes); the loaded model takes any batch
+    close(model(x[:1]), ort_run((tmp_path / "mlp.onnx").read_bytes(), x[:1]))
+    with torch.no_grad():
+        close(model(x), mlp(torch.from_numpy(x)).numpy())
     levels = ort.GraphOptimizationLevel
     sess = _ort_session((tmp_path / "mlp_int8.onnx").read_bytes(), levels.ORT_ENABLE_BASIC)
     close(sess.run(None, {"input": x})[0], qmodel(x), rtol=1e-6)

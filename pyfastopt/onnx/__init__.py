@@ -8,7 +8,8 @@ In: the float graphs ``torch.onnx.export`` writes for MLPs
     ``Gemm`` (``transB``, ``alpha``, ``beta``; ``transA=0``), ``MatMul`` with a constant
     weight (followed by ``Add`` of a constant bias: fused), ``Relu``, ``Gelu`` (and its
     erf decomposition ``x * 0.5 * (1 + Erf(x / sqrt 2))`` of opsets before 20),
-    ``Sigmoid``, ``Tanh``, ``Flatten`` (``axis=1``), ``Reshape`` (to a constant shape,
+    ``Sigmoid``, ``Tanh``, ``BatchNormalization`` (inference; ``BatchNorm2d`` for 4-D
+    inputs, else ``BatchNorm1d``), ``Flatten`` (``axis=1``), ``Reshape`` (to a constant shape,
     or to one computed by ``Shape``/``Gather``/``Unsqueeze``/``Concat``), ``Dropout``
     and ``Identity`` (inference: removed), ``Add`` of two tensors (residual
     connections), ``Constant``. A ``Relu`` or exact GELU that alone reads a
@@ -19,7 +20,8 @@ In: the float graphs ``torch.onnx.export`` writes for MLPs
 
 Out: float models
     :func:`save` writes an :class:`~pyfastopt.nn.Sequential` (nested ones included) of
-    ``Linear``, ``ReLU``, ``GELU``, ``Sigmoid``, ``Tanh``, ``Identity``, ``Flatten``,
+    ``Linear``, ``BatchNorm1d``/``2d`` (running statistics; ONNX keeps epsilon as
+    float32), ``ReLU``, ``GELU``, ``Sigmoid``, ``Tanh``, ``Identity``, ``Flatten``,
     ``Dropout`` (omitted: inference), :class:`Reshape`, or a :class:`Graph`, as an ONNX
     model (opset 17 by default) with a dynamic batch dimension. Round trip:
     ``load(save(model))`` has the same layers, weights and outputs.
@@ -112,7 +114,8 @@ def save(model: Any, path: str | os.PathLike, *, opset: int = 17, input_shape: A
     (:func:`pyfastopt._fileio.atomic_write`). Returns the number of bytes written.
 
     Args:
-        model: a ``Sequential`` (or single layer) of ``Linear``, ``ReLU``, ``GELU``,
+        model: a ``Sequential`` (or single layer) of ``Linear``, ``BatchNorm1d``/``2d``,
+            ``ReLU``, ``GELU``,
             ``Sigmoid``, ``Tanh``, ``Identity``, ``Flatten``, ``Dropout``,
             :class:`Reshape`; or a :class:`Graph` (float32 or float64); or a
             ``QuantizedModel`` (input ``(batch, in_features)``, float32; per-row dynamic

@@ -109,6 +109,23 @@ class _Writer:
             elif mod.activation == "gelu":
                 y = self.gelu(y, base)
             return y, rank
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if mod.running_mean is None or mod.running_var is None:
+                raise ValueError(
+                    f"layer {base!r}: a BatchNorm without running statistics "
+                    "(track_running_stats=False) normalizes with batch statistics, which "
+                    "ONNX inference does not"
+                )
+            c = mod.num_features
+            dt = mod.dtype
+            ins = [
+                x,
+                self.const(np.ones(c, dt) if mod.weight is None else mod.weight, f"{prefix}weight"),
+                self.const(np.zeros(c, dt) if mod.bias is None else mod.bias, f"{prefix}bias"),
+                self.const(mod.running_mean, f"{prefix}running_mean"),
+                self.const(mod.running_var, f"{prefix}running_var"),
+            ]
+            return self.node("BatchNormalization", ins, base, epsilon=float(mod.eps)), rank
         if isinstance(mod, nn.ReLU):
             return self.node("Relu", [x], base), rank
         if isinstance(mod, nn.GELU):
@@ -128,8 +145,8 @@ class _Writer:
             return self.graph(mod, x, prefix), None
         raise ValueError(
             f"layer {base!r} is a {type(mod).__name__}, which pyfastopt.onnx.save cannot write "
-            "(supported: Sequential, Linear, ReLU, GELU, Sigmoid, Tanh, Identity, Dropout, "
-            "Flatten, Reshape, Graph)"
+            "(supported: Sequential, Linear, BatchNorm1d/2d, ReLU, GELU, Sigmoid, Tanh, "
+            "Identity, Dropout, Flatten, Reshape, Graph)"
         )
 
     def graph(self, g: Graph, x: str, prefix: str) -> str:

@@ -45,9 +45,12 @@ def supported_ops() -> list[str]:
 
 
 class _Context:
-    def __init__(self, graph: Any, onnx: Any, dtype: np.dtype) -> None:
+    def __init__(self, model: Any, onnx: Any, dtype: np.dtype) -> None:
         from onnx import numpy_helper
 
+        graph = model.graph
+        self.model = model
+        self._ranks: dict[str, int] | None = None
         self.onnx = onnx
         self.dtype = dtype
         self.consts: dict[str, np.ndarray] = {}
@@ -94,6 +97,20 @@ class _Context:
         raise self.error(
             node, f"attributes {sorted(attrs)}; supported: value, value_float(s), value_int(s)"
         )
+
+    def rank(self, name: str) -> int | None:
+        """The rank of tensor ``name`` as ONNX's shape inference finds it, or None."""
+        if self._ranks is None:
+            self._ranks = {}
+            try:
+                g = self.onnx.shape_inference.infer_shapes(self.model).graph
+            except Exception:  # inference is a help here, not a requirement
+                g = self.model.graph
+            for vi in [*g.input, *g.value_info, *g.output]:
+                t = vi.type.tensor_type
+                if t.HasField("shape"):
+                    self._ranks[vi.name] = len(t.shape.dim)
+        return self._ranks.get(name)
 
     def const(self, name: str) -> np.ndarray | None:
         return self.consts.get(name)
@@ -347,6 +364,34 @@ def _dropout(ctx: _Context, node: Any) -> list[Step]:
     return [Step("Identity", [node.input[0]], node.output[0], nn.Identity())]
 
 
+@register("BatchNormalization")
+def _batchnorm(ctx: _Context, node: Any) -> list[Step]:
+    a = ctx.attrs(node, epsilon=1e-5, momentum=0.9, training_mode=0)
+    if a["training_mode"]:
+        raise ctx.error(node, "training_mode=1 is not supported (inference: running statistics)")
+    if any(o and ctx.consumers.get(o) for o in node.output[1:]):
+        raise ctx.error(node, "the running-statistics outputs are used; supported: inference")
+    scale, bias, mean, var = (
+        ctx.weight(node, i, what) for i, what in enumerate(("scale", "B", "mean", "var"), 1)
+    )
+    c = scale.shape[0] if scale.ndim == 1 else -1
+    if any(t.shape != (c,) for t in (scale, bias, mean, var)):
+        raise ctx.error(node, "scale, B, mean and var must be 1-D of the channel count")
+    rank = ctx.rank(node.input[0])
+    if rank not in (None, 2, 3, 4):
+        raise ctx.error(node, f"input of rank {rank}; supported: 2, 3 (BatchNorm1d), 4 (2d)")
+    cls = nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d
+    layer = cls(c, eps=float(a["epsilon"]), dtype=ctx.dtype)
+    for name, value in (
+        ("weight", scale),
+        ("bias", bias),
+        ("running_mean", mean),
+        ("running_var", var),
+    ):
+        getattr(layer, name)[...] = value
+    return [Step("BatchNormalization", [node.input[0]], node.output[0], layer)]
+
+
 @register("Flatten")
 def _flatten(ctx: _Context, node: Any) -> list[Step]:
     a = ctx.attrs(node, axis=1)
@@ -446,7 +491,7 @@ def build(model: Any, onnx: Any) -> nn.Module:
             "float32 (1) and float64 (11)"
         )
     dtype = np.dtype(_FLOAT_TYPES[elem])
-    ctx = _Context(graph, onnx, dtype)
+    ctx = _Context(model, onnx, dtype)
     order = _toposort(ctx, graph, {inputs[0].name, *ctx.consts})
     steps: list[Step] = []
     for node in order:

@@ -3,6 +3,7 @@ Runtime running the same file; pyfastopt -> ONNX -> ONNX Runtime and -> pyfastop
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -515,3 +516,39 @@ def test_readme_path(tmp_path):
     same = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
     same.load_state_dict(load_torch(tmp_path / "mlp.pt"))
     close(same.eval()(x), model(x), rtol=1e-6)
+
+
+def test_corrupt_models_fuzz():
+    """Mutated files (bytes flipped, nodes stripped of inputs or attributes of the wrong
+    type): a ValueError or a working model, never another exception."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module, shape = _mlps()["residual"]
+    data = torch_export(module, torch.randn(*shape))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    for _ in range(300):
+        mutated = bytearray(data)
+        for pos in rng.integers(0, len(data), int(rng.integers(1, 4))):
+            mutated[pos] ^= int(rng.integers(1, 256))
+        try:
+            model = pfo.load(bytes(mutated))
+        except ValueError:
+            continue
+        with contextlib.suppress(ValueError):
+            model(x)
+    # structural damage: every node loses its inputs, outputs or gets a bad attribute
+    proto = onnx.load_from_string(data)
+    for i in range(len(proto.graph.node)):
+        for damage in ("inputs", "outputs", "attr"):
+            p = onnx.ModelProto()
+            p.CopyFrom(proto)
+            node = p.graph.node[i]
+            if damage == "inputs":
+                del node.input[:]
+            elif damage == "outputs":
+                del node.output[:]
+            else:
+                node.attribute.append(onnx.helper.make_attribute("axis", "text"))
+            with contextlib.suppress(ValueError):
+                pfo.load(p)

@@ -195,7 +195,15 @@ class Graph(Module):
             if step.layer is not None:
                 env[step.output] = step.layer.forward(env[step.inputs[0]])
             else:
-                env[step.output] = FUNCTIONS[step.op](*(env[n] for n in step.inputs), **step.attrs)
+                try:
+                    env[step.output] = FUNCTIONS[step.op](
+                        *(env[n] for n in step.inputs), **step.attrs
+                    )
+                except (IndexError, TypeError, ValueError) as exc:  # AxisError is both
+                    raise ValueError(
+                        f"Graph: step {step.op} -> {step.output!r} failed on inputs of shapes "
+                        f"{[np.shape(env[n]) for n in step.inputs]}: {exc}"
+                    ) from None
         if self.training:
             self._shapes = {k: np.shape(v) for k, v in env.items()}
         return env[self.output_name]

@@ -128,9 +128,18 @@ class _Context:
                     node,
                     f"attribute {a.name!r} is not supported (supported attributes: {supported})",
                 )
-            out[a.name] = self.onnx.helper.get_attribute_value(a)
-            if isinstance(out[a.name], bytes):
-                out[a.name] = out[a.name].decode()
+            value = self.onnx.helper.get_attribute_value(a)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            want = type(defaults[a.name]) if defaults[a.name] is not None else int
+            if want is float and type(value) is int:
+                value = float(value)
+            if type(value) is not want:
+                raise self.error(
+                    node,
+                    f"attribute {a.name!r} is a {type(value).__name__}, expected {want.__name__}",
+                )
+            out[a.name] = value
         return out
 
     def weight(self, node: Any, index: int, what: str) -> np.ndarray:
@@ -476,6 +485,16 @@ def _toposort(ctx: _Context, graph: Any, known: set[str]) -> list[Any]:
 
 def build(model: Any, onnx: Any) -> nn.Module:
     """The pyfastopt model of a parsed ``onnx.ModelProto`` (see :func:`pyfastopt.onnx.load`)."""
+    try:
+        return _build(model, onnx)
+    except ValueError:
+        raise
+    except (IndexError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        # nodes without their inputs/outputs and the like, outside any one handler
+        raise ValueError(f"malformed ONNX graph ({type(exc).__name__}: {exc})") from None
+
+
+def _build(model: Any, onnx: Any) -> nn.Module:
     graph = model.graph
     init_names = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in init_names]
@@ -504,7 +523,13 @@ def build(model: Any, onnx: Any) -> nn.Module:
                 f"operator {node.domain + '.' if node.domain else ''}{node.op_type} is not "
                 f"supported; supported operators: {', '.join(supported_ops())}",
             )
-        steps.extend(handler(ctx, node))
+        try:
+            steps.extend(handler(ctx, node))
+        except ValueError:
+            raise
+        except (IndexError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            # a node missing inputs/outputs, an attribute of the wrong type, ...
+            raise ctx.error(node, f"malformed node ({type(exc).__name__}: {exc})") from None
         ctx.absorb(node)
     # Dropout/Identity are dropped: their readers read their input instead
     alias: dict[str, str] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import subprocess
 import sys
 import warnings
@@ -71,6 +72,19 @@ def _mlps():
             h = x + self.b(torch.relu(self.a(x))).reshape(x.shape[0], -1)
             return self.head(torch.tanh(h))
 
+    class GeluForms(tnn.Module):
+        """GELU written out by hand, in orders the exporter does not use itself."""
+
+        def __init__(self):
+            super().__init__()
+            self.a = tnn.Linear(16, 16)
+
+        def forward(self, x):
+            h = self.a(x)
+            h = 0.5 * h * (1.0 + torch.erf(h * 0.7071067811865476))  # Mul by 1/sqrt 2
+            c = math.sqrt(2.0 / math.pi)
+            return (h * 0.5) * (1.0 + torch.tanh(c * (h + 0.044715 * torch.pow(h, 3))))
+
     class MatMulAdd(tnn.Module):
         def __init__(self):
             super().__init__()
@@ -106,6 +120,16 @@ def _mlps():
             (3, 16),
         ),
         "residual": (Residual(), (4, 16)),
+        "gelu_tanh": (
+            tnn.Sequential(
+                tnn.Linear(16, 24),
+                tnn.GELU(approximate="tanh"),
+                tnn.Linear(24, 4),
+                tnn.GELU(approximate="tanh"),
+            ),
+            (4, 16),
+        ),
+        "gelu_functional": (GeluForms(), (4, 16)),
         "batchnorm": (
             tnn.Sequential(
                 tnn.Linear(16, 32),
@@ -130,6 +154,8 @@ def _mlps():
         "residual",
         "matmul_add",
         "batchnorm",
+        "gelu_tanh",
+        "gelu_functional",
     ],
 )
 def test_torch_export_vs_onnxruntime(name, opset):
@@ -170,6 +196,15 @@ def test_structure_of_loaded_models():
     assert m[0].activation == "relu"
     # weights are torch's
     np.testing.assert_array_equal(m[0].weight, mlps["relu_mlp"][0][0].weight.detach().numpy())
+    m = pfo.load(torch_export(*_example(mlps["gelu_tanh"])))
+    assert [(type(x).__name__, getattr(x, "approximate", None)) for x in m] == [
+        ("Linear", None), ("GELU", "tanh"), ("Linear", None), ("GELU", "tanh"),
+    ]  # fmt: skip
+    m = pfo.load(torch_export(*_example(mlps["gelu_functional"])))
+    assert [(type(x).__name__, getattr(x, "approximate", None)) for x in m] == [
+        ("Linear", None), ("GELU", "tanh"),
+    ]  # fmt: skip
+    assert m[0].activation == "gelu"
     g = pfo.load(torch_export(*_example(mlps["residual"])))
     assert isinstance(g, pfo.Graph)
     assert sorted(g.state_dict()) == [

@@ -7,7 +7,9 @@ when :func:`load` or :func:`save` is called.
 In: the float graphs ``torch.onnx.export`` writes for MLPs
     ``Gemm`` (``transB``, ``alpha``, ``beta``; ``transA=0``), ``MatMul`` with a constant
     weight (followed by ``Add`` of a constant bias: fused), ``Relu``, ``Gelu`` (and its
-    erf decomposition ``x * 0.5 * (1 + Erf(x / sqrt 2))`` of opsets before 20),
+    decompositions of opsets before 20, the erf form ``x * 0.5 * (1 + Erf(x / sqrt 2))``
+    and the tanh approximation, in any order of the elementwise nodes: recognized by
+    evaluating them on sample points),
     ``Sigmoid``, ``Tanh``, ``BatchNormalization`` (inference; ``BatchNorm2d`` for 4-D
     inputs, else ``BatchNorm1d``), ``Flatten`` (``axis=1``), ``Reshape`` (to a constant shape,
     or to one computed by ``Shape``/``Gather``/``Unsqueeze``/``Concat``), ``Dropout``

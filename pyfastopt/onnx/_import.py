@@ -41,7 +41,8 @@ def register(*ops: str) -> Callable[[Handler], Handler]:
 
 def supported_ops() -> list[str]:
     """The ONNX operators :func:`pyfastopt.onnx.load` reads (plus the fused patterns)."""
-    return sorted({*HANDLERS, *_CONSTANT_OPS, "Erf (in GELU's decomposition)"})
+    ops = sorted({*HANDLERS, *_CONSTANT_OPS} - {"Mul", "Div", "Pow", "Sub"})
+    return [*ops, "Mul/Div/Pow/Sub/Add/Erf/Tanh forming GELU's decomposition"]
 
 
 class _Context:
@@ -176,65 +177,90 @@ class _Context:
 
 
 # --------------------------------------------------------------------------- fusions
-def _near(value: float | None, want: float) -> bool:
-    return value is not None and abs(value - want) <= 1e-6 * abs(want)
+# GELU as exporters decompose it before opset 20 (erf form: Div, Erf, Add, Mul, Mul; tanh
+# form: Mul/Pow, Mul, Add, Mul, Tanh, Add, Mul, Mul): recognized by evaluating the
+# elementwise nodes that follow a tensor on sample points, whatever their order.
+_PROBE = np.linspace(-6.0, 6.0, 240)  # no exact 0 (x / x-like divisions stay defined)
 
 
-def _erf_gelu(ctx: _Context, x: str) -> tuple[list[Any], str] | None:
-    """GELU decomposed as exporters write it before opset 20, reading tensor ``x``:
-    ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)`` (operands in either order; also
-    ``Mul(x, 1/sqrt 2)`` for the Div and ``Mul(Mul(x, 0.5), ...)``). Returns (the nodes,
-    the output name) or None."""
-    users = ctx.consumers.get(x, [])
-    if x in ctx.graph_outputs:
-        return None
-    scale = next(
-        (
-            u
-            for u in users
-            if (
-                u.op_type == "Div"
-                and u.input[0] == x
-                and _near(ctx.scalar(u.input[1]), math.sqrt(2))
-            )
-            or (u.op_type == "Mul" and _near(_other_scalar(ctx, u, x), 1 / math.sqrt(2)))
-        ),
-        None,
-    )
-    if scale is None:
-        return None
-    erf = ctx.only_consumer(scale.output[0], "Erf")
-    if erf is None:
-        return None
-    add = ctx.only_consumer(erf.output[0], "Add")
-    if add is None or not _near(_other_scalar(ctx, add, erf.output[0]), 1.0):
-        return None
-    rest = [u for u in users if u is not scale]
-    if len(rest) != 1 or rest[0].op_type != "Mul":
-        return None
-    first = rest[0]
-    if _near(_other_scalar(ctx, first, x), 0.5):  # (x * 0.5) * (1 + erf)
-        last = ctx.only_consumer(first.output[0], "Mul")
-        if last is None or set(last.input) != {first.output[0], add.output[0]}:
-            return None
-        if ctx.only_consumer(add.output[0]) is not last:
-            return None
-        return [scale, erf, add, first, last], last.output[0]
-    # (x * (1 + erf)) * 0.5
-    if set(first.input) != {x, add.output[0]} or ctx.only_consumer(add.output[0]) is not first:
-        return None
-    last = ctx.only_consumer(first.output[0], "Mul")
-    if last is None or not _near(_other_scalar(ctx, last, first.output[0]), 0.5):
-        return None
-    return [scale, erf, add, first, last], last.output[0]
+def _erf(v: Any) -> np.ndarray:
+    return np.array([math.erf(t) for t in np.asarray(v, float).reshape(-1)]).reshape(np.shape(v))
 
 
-def _other_scalar(ctx: _Context, node: Any, x: str) -> float | None:
-    """The constant scalar operand of a binary node whose other operand is ``x``."""
-    if len(node.input) != 2 or x not in node.input:
-        return None
-    other = node.input[1] if node.input[0] == x else node.input[0]
-    return ctx.scalar(other)
+_GELU_REFS = {
+    "none": _PROBE * 0.5 * (1.0 + _erf(_PROBE / math.sqrt(2.0))),
+    "tanh": 0.5
+    * _PROBE
+    * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (_PROBE + 0.044715 * _PROBE**3))),
+}
+_ELEMENTWISE: dict[str, Callable[..., Any]] = {
+    "Mul": np.multiply,
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Div": np.divide,
+    "Pow": np.power,
+    "Tanh": np.tanh,
+    "Erf": _erf,
+}
+_MAX_REGION = 24
+
+
+def _gelu_region(ctx: _Context, x: str) -> tuple[list[Any], str, str] | None:
+    """(nodes, output, approximate) of a decomposed GELU reading ``x``, or None."""
+    vals: dict[str, np.ndarray] = {x: _PROBE}
+    region: list[Any] = []
+    queue = list(ctx.consumers.get(x, []))
+    seen: set[int] = set()
+    while queue and len(region) < _MAX_REGION:
+        progress = False
+        for node in list(queue):
+            if id(node) in seen or id(node) in ctx.absorbed or node.op_type not in _ELEMENTWISE:
+                queue.remove(node)
+                continue
+            if len(node.output) != 1 or any(
+                i not in vals and ctx.scalar(i) is None for i in node.input
+            ):
+                continue  # an input still to compute (or not a scalar constant)
+            args = [vals[i] if i in vals else ctx.scalar(i) for i in node.input]
+            if len(args) != (1 if node.op_type in ("Tanh", "Erf") else 2):
+                queue.remove(node)
+                continue
+            with np.errstate(all="ignore"):
+                vals[node.output[0]] = np.asarray(_ELEMENTWISE[node.op_type](*args), float)
+            region.append(node)
+            seen.add(id(node))
+            queue.remove(node)
+            queue.extend(ctx.consumers.get(node.output[0], []))
+            progress = True
+        if not progress:
+            break
+    produced = {n.output[0]: n for n in region}
+    for sink in region:
+        v = vals[sink.output[0]]
+        if np.shape(v) != _PROBE.shape:
+            continue
+        for approx, ref in _GELU_REFS.items():
+            if not np.all(np.abs(v - ref) <= 1e-5 * (1.0 + np.abs(ref))):
+                continue
+            # the nodes computing sink; each may feed only the others (or sink itself)
+            members, stack = {id(sink): sink}, [sink]
+            while stack:
+                for i in stack.pop().input:
+                    n = produced.get(i)
+                    if n is not None and id(n) not in members:
+                        members[id(n)] = n
+                        stack.append(n)
+            inner = [n for n in region if id(n) in members]
+            if all(
+                n is sink
+                or (
+                    n.output[0] not in ctx.graph_outputs
+                    and all(id(u) in members for u in ctx.consumers.get(n.output[0], []))
+                )
+                for n in inner
+            ):
+                return inner, sink.output[0], approx
+    return None
 
 
 def _activation(ctx: _Context, y: str) -> tuple[str | None, str]:
@@ -248,9 +274,9 @@ def _activation(ctx: _Context, y: str) -> tuple[str | None, str]:
     if gelu is not None and ctx.attrs(gelu, approximate="none")["approximate"] == "none":
         ctx.absorb(gelu)
         return "gelu", gelu.output[0]
-    found = _erf_gelu(ctx, y)
-    if found is not None:
-        nodes, out = found
+    found = _gelu_region(ctx, y)
+    if found is not None and found[2] == "none":  # the epilogue's gelu is the exact one
+        nodes, out, _ = found
         ctx.absorb(*nodes)
         return "gelu", out
     return None, y
@@ -339,26 +365,22 @@ def _gelu(ctx: _Context, node: Any) -> list[Step]:
     return [Step("Gelu", [node.input[0]], node.output[0], nn.GELU(a["approximate"]))]
 
 
-@register("Div")
-def _div(ctx: _Context, node: Any) -> list[Step]:
-    # only as the first node of GELU's erf decomposition (fused by the producer, or here)
-    found = _erf_gelu(ctx, node.input[0])
-    if found is None or found[0][0] is not node:
-        raise ctx.error(node, "Div is supported only inside GELU's erf decomposition")
-    nodes, out = found
-    ctx.absorb(*nodes[1:])
-    return [Step("Gelu", [node.input[0]], out, nn.GELU())]
-
-
-@register("Mul")
-def _mul(ctx: _Context, node: Any) -> list[Step]:
+@register("Mul", "Div", "Pow", "Sub")
+def _decomposed_gelu(ctx: _Context, node: Any) -> list[Step]:
+    # elementwise arithmetic only as the first node of a decomposed GELU
     for x in node.input:
-        found = _erf_gelu(ctx, x)
+        if ctx.const(x) is not None:
+            continue
+        found = _gelu_region(ctx, x)
         if found is not None and node in found[0]:
-            nodes, out = found
+            nodes, out, approx = found
             ctx.absorb(*nodes)
-            return [Step("Gelu", [x], out, nn.GELU())]
-    raise ctx.error(node, "Mul is supported only inside GELU's erf decomposition")
+            return [Step("Gelu", [x], out, nn.GELU(approx))]
+    raise ctx.error(
+        node,
+        f"{node.op_type} is supported only inside GELU's decomposition "
+        "(x * 0.5 * (1 + erf(x / sqrt 2)) or its tanh approximation)",
+    )
 
 
 @register("Dropout")

@@ -115,3 +115,35 @@ def test_in_sequential_training():
     np.testing.assert_allclose(
         model[0].grad_weight, tm[0].weight.grad.numpy(), rtol=1e-4, atol=1e-6
     )
+
+
+def test_linear_from_weights():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((5, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    layer = nn.Linear.from_weights(w, b, activation="relu")
+    assert layer.weight is w and layer.bias is b  # adopted, not copied
+    assert (layer.in_features, layer.out_features, layer.dtype) == (3, 5, np.float32)
+    ref = nn.Linear(3, 5, activation="relu")
+    ref.load_state_dict({"weight": w, "bias": b})
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x), ref(x))
+    layer.train()
+    layer.backward(np.ones((4, 5), np.float32))
+    ref.backward(np.ones((4, 5), np.float32))
+    np.testing.assert_array_equal(layer.grad_weight, ref.grad_weight)
+    assert layer.state_dict().keys() == ref.state_dict().keys()
+    # float64, no bias, read-only / strided inputs are copied
+    w64 = np.asarray(rng.standard_normal((6, 4)))[:, ::1].T.T
+    w64.flags.writeable = False
+    layer = nn.Linear.from_weights(w64)
+    assert layer.dtype == np.float64 and layer.bias is None and layer.weight is not w64
+    assert nn.Linear.from_weights(w.T).weight.flags.c_contiguous
+    with pytest.raises(TypeError, match=r"weight\.dtype"):
+        nn.Linear.from_weights(np.ones((2, 2), np.int32))
+    with pytest.raises(ValueError, match="2-D"):
+        nn.Linear.from_weights(np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="bias"):
+        nn.Linear.from_weights(w, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="activation"):
+        nn.Linear.from_weights(w, activation="swish")

@@ -151,6 +151,43 @@ class Linear(Module):
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
 
+    @classmethod
+    def from_weights(
+        cls, weight: ArrayLike, bias: ArrayLike | None = None, activation: str | None = None
+    ) -> Linear:
+        """A Linear holding ``weight`` ``(out_features, in_features)`` and ``bias``
+        ``(out_features,)`` (float32 or float64; the layer's dtype is the weight's), without
+        drawing a random initialization first (what importers of trained weights need).
+
+        A C-contiguous, writable weight/bias of the layer's dtype is used as is (not
+        copied): the layer's parameter is that array.
+        """
+        w = np.asarray(weight)
+        dtype = float_dtype("weight.dtype", w.dtype)
+        if w.ndim != 2 or 0 in w.shape:
+            raise ValueError(f"weight must be 2-D (out_features, in_features), got {w.shape}")
+        if not (w.flags.c_contiguous and w.flags.writeable):
+            w = np.array(w, order="C")
+        out_f, in_f = w.shape
+        b = None
+        if bias is not None:
+            b = np.asarray(bias)
+            if b.shape != (out_f,):
+                raise ValueError(f"bias must have shape ({out_f},), got {b.shape}")
+            if b.dtype != dtype or not (b.flags.c_contiguous and b.flags.writeable):
+                b = np.array(b, dtype=dtype, order="C")
+        layer = cls.__new__(cls)
+        Module.__init__(layer)
+        layer.in_features, layer.out_features = int(in_f), int(out_f)
+        layer.activation = choice("activation", activation, (None, "relu", "gelu"))
+        layer.dtype = dtype
+        layer.weight = w
+        layer.grad_weight = np.zeros_like(w)
+        layer.bias = b
+        layer.grad_bias = None if b is None else np.zeros_like(b)
+        layer._x = layer._y = None
+        return layer
+
     def extra_repr(self) -> str:
         act = f", activation={self.activation!r}" if self.activation else ""
         return (

@@ -88,7 +88,7 @@ def load(source: Any, *, max_bytes: int | None = None) -> Any:
         model = source
     else:
         if isinstance(source, (bytes, bytearray, memoryview)):
-            data = bytes(source)
+            data: bytes | bytearray | memoryview = source
             what = "the bytes"
         else:
             what = os.fspath(source)
@@ -99,7 +99,9 @@ def load(source: Any, *, max_bytes: int | None = None) -> Any:
                     raise _fileio.FileTooLargeError(
                         f"{what} is {size} bytes, more than max_bytes={limit}"
                     )
-                data = _fileio.read_capped(fh, size, what)
+                data = fh.read(size)  # one buffer (no chunks to join)
+                if len(data) != size:
+                    raise ValueError(f"{what} is truncated: {len(data)} of {size} bytes")
         model = onnx.ModelProto()
         try:
             model.ParseFromString(data)

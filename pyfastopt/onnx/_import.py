@@ -153,7 +153,7 @@ class _Context:
             )
         if value.dtype.kind != "f":
             raise self.error(node, f"{what} has dtype {value.dtype}, expected floats")
-        return value.astype(self.dtype)
+        return value.astype(self.dtype, copy=False)
 
     def only_consumer(self, name: str, op: str | tuple[str, ...] | None = None) -> Any:
         """The one node reading ``name`` (of type ``op``), or None (also when ``name`` is a
@@ -285,13 +285,11 @@ def _activation(ctx: _Context, y: str) -> tuple[str | None, str]:
 def _linear(
     ctx: _Context, node: Any, x: str, w: np.ndarray, b: np.ndarray | None, y: str
 ) -> list[Step]:
-    out_f, in_f = w.shape
     act, y = _activation(ctx, y)
-    layer = nn.Linear(in_f, out_f, bias=b is not None, activation=act, dtype=ctx.dtype)
-    layer.weight[...] = w
-    if b is not None:
-        assert layer.bias is not None
-        layer.bias[...] = b
+    try:
+        layer = nn.Linear.from_weights(w, b, activation=act)
+    except ValueError as exc:
+        raise ctx.error(node, str(exc)) from None
     return [Step("Linear", [x], y, layer)]
 
 
@@ -314,11 +312,14 @@ def _gemm(ctx: _Context, node: Any) -> list[Step]:
     w = ctx.weight(node, 1, "B (the weight)")
     if w.ndim != 2:
         raise ctx.error(node, f"B has shape {w.shape}, expected 2-D")
-    w = (w if a["transB"] else w.T) * np.asarray(a["alpha"], ctx.dtype)
+    w = w if a["transB"] else np.ascontiguousarray(w.T)
+    if a["alpha"] != 1.0:
+        w = w * np.asarray(a["alpha"], ctx.dtype)
     b = None
     if len(node.input) > 2 and node.input[2]:
         b = _bias_vector(ctx, node, ctx.weight(node, 2, "C (the bias)"), w.shape[0], "C")
-        b = b * np.asarray(a["beta"], ctx.dtype)
+        if a["beta"] != 1.0:
+            b = b * np.asarray(a["beta"], ctx.dtype)
     return _linear(ctx, node, node.input[0], w, b, node.output[0])
 
 

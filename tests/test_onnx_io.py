@@ -144,7 +144,7 @@ def _mlps():
     }
 
 
-@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("opset", [11, 13, 17, 20])
 @pytest.mark.parametrize(
     "name",
     [
@@ -178,6 +178,19 @@ def test_torch_export_vs_onnxruntime(name, opset):
         close(got, want)
         with torch.no_grad():
             close(got, module(torch.from_numpy(x)).numpy())
+
+
+def test_fresh_batchnorm_shared_initializers():
+    # an untrained BatchNorm's running statistics equal its weight/bias (ones, zeros):
+    # torch stores each once and aliases the others with Identity nodes
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+    tm = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    data = torch_export(tm, torch.randn(3, 6))
+    assert "Identity" in [n.op_type for n in onnx.load_from_string(data).graph.node]
+    m = pfo.load(data)
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    close(m(x), ort_run(data, x))
 
 
 def test_structure_of_loaded_models():

@@ -61,13 +61,17 @@ class _Context:
         for node in self.nodes:
             if node.op_type == "Constant":
                 self.consts[node.output[0]] = self._constant(node, numpy_helper)
+        self.absorbed: set[int] = set()
+        for node in self.nodes:  # exporters alias shared initializers with Identity nodes
+            if node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in self.consts:
+                self.consts[node.output[0]] = self.consts[node.input[0]]
+                self.absorbed.add(id(node))
         self.consumers: dict[str, list[Any]] = {}
         for node in self.nodes:
             for name in node.input:
                 if name:
                     self.consumers.setdefault(name, []).append(node)
         self.graph_outputs = {o.name for o in graph.output}
-        self.absorbed: set[int] = set()
 
     # -- reading ------------------------------------------------------------------------
     def _tensor(self, t: Any, numpy_helper: Any) -> np.ndarray:
@@ -470,10 +474,14 @@ def _gather(ctx: _Context, node: Any) -> list[Step]:
 
 @register("Unsqueeze")
 def _unsqueeze(ctx: _Context, node: Any) -> list[Step]:
-    ctx.attrs(node)  # opset >= 13: axes is an input
-    if len(node.input) < 2:
-        raise ctx.error(node, "axes must be an input (opset >= 13)")
-    return [Step("Unsqueeze", list(node.input[:2]), node.output[0])]
+    a = ctx.attrs(node, axes=[0])  # an attribute before opset 13, an input from 13 on
+    if len(node.input) >= 2:
+        return [Step("Unsqueeze", list(node.input[:2]), node.output[0])]
+    if not any(at.name == "axes" for at in node.attribute):
+        raise ctx.error(node, "no axes (neither the attribute nor an input)")
+    axes = node.output[0] + "::axes"
+    ctx.consts[axes] = np.asarray(a["axes"], np.int64)
+    return [Step("Unsqueeze", [node.input[0], axes], node.output[0])]
 
 
 @register("Concat")

@@ -110,17 +110,27 @@ def _mmap(path: str, offset: int, nbytes: int, dtype: np.dtype) -> np.ndarray:
     return m.view(np.ndarray)
 
 
-def _read_at(fh: Any, offset: int, nbytes: int, dtype: np.dtype, what: str) -> np.ndarray:
-    """``nbytes`` at ``offset`` read straight into a new array (one copy, no chunks)."""
+_READ_CHUNK = 1 << 22  # CRC each 4 MiB while it is still in the cache
+
+
+def _read_at(
+    fh: Any, offset: int, nbytes: int, dtype: np.dtype, what: str, crc: int | None = None
+) -> np.ndarray:
+    """``nbytes`` at ``offset`` read straight into a new array (no intermediate copies);
+    with ``crc``, the zip CRC-32 the bytes must have (ValueError otherwise)."""
     out = np.empty(nbytes // dtype.itemsize, dtype)
     buf = out.reshape(-1).view(np.uint8).data
     fh.seek(offset)
-    pos = 0
+    pos, check = 0, 0
     while pos < nbytes:
-        n = fh.readinto(buf[pos:])
+        n = fh.readinto(buf[pos : min(nbytes, pos + _READ_CHUNK)])
         if not n:
             raise ValueError(f"{what} is truncated: {pos} of {nbytes} bytes")
+        if crc is not None:
+            check = zlib.crc32(buf[pos : pos + n], check)
         pos += n
+    if crc is not None and check != crc:
+        raise ValueError(f"{what}: CRC mismatch (the file is corrupt)")
     return out
 
 
@@ -401,10 +411,10 @@ class _TorchArchive(_fileio.ZipReader):
             if self.mmap and nbytes >= MMAP_MIN_BYTES and start % npd.itemsize == 0:
                 return _mmap(self.path, start, nbytes, npd)
             self._take(nbytes, name)
-            arr = _read_at(self._fh, start, nbytes, npd, f"member {name!r}")
-            if zlib.crc32(arr.view(np.uint8).data) != info.CRC:
-                raise self.error(f"member {name!r}: CRC mismatch (the file is corrupt)")
-            return arr
+            try:
+                return _read_at(self._fh, start, nbytes, npd, f"member {name!r}", info.CRC)
+            except ValueError as exc:
+                raise self.error(str(exc)) from None
         return self.read_raw(name, npd, (nbytes // npd.itemsize,))
 
 

@@ -130,6 +130,10 @@ def _mlps():
             (4, 16),
         ),
         "gelu_functional": (GeluForms(), (4, 16)),
+        "rank3": (  # Linear on (batch, tokens, features): MatMul + Add
+            tnn.Sequential(tnn.Linear(16, 32), tnn.GELU(), tnn.Linear(32, 8)),
+            (4, 5, 16),
+        ),
         "batchnorm": (
             tnn.Sequential(
                 tnn.Linear(16, 32),
@@ -156,6 +160,7 @@ def _mlps():
         "batchnorm",
         "gelu_tanh",
         "gelu_functional",
+        "rank3",
     ],
 )
 def test_torch_export_vs_onnxruntime(name, opset):

@@ -261,9 +261,11 @@ def quantized_to_onnx(qmodel: Any, onnx: Any, opset: Any = 17) -> Any:
     ``ORT_ENABLE_BASIC``; with optimizations off (ONNX's float QDQ semantics) a hidden
     activation can land one level away where pyfastopt's integer requantization and the
     float division round a near-tie differently (about 1e-3 of the output's scale); at
-    ORT's default level ORT fuses the layers into ``QGemm``, whose x86 uint8 x int8 kernel
-    saturates int16 pair sums for 8-bit weights (the reason for ORT's ``reduce_range``),
-    which costs several percent -- pyfastopt's own int8 GEMM is exact.
+    ORT's default level ORT fuses the layers into ``QGemm``, whose uint8 x int8 kernel on
+    x86 CPUs without VNNI (AVX2: ``vpmaddubsw``) saturates int16 pair sums for 8-bit
+    weights (the reason for ORT's ``reduce_range``), which cost up to 9% of the output's
+    scale on the AVX2 test machine (with ``|w_q| <= 64`` it matched to 3e-7) --
+    pyfastopt's own int8 GEMM is exact.
     """
     float32 = np.float32
     opset = integer("opset", opset, lo=13)

@@ -76,8 +76,9 @@ _threadpool.register()
 # Submodules imported on first use (``pyfastopt.quant.load(...)`` after ``import
 # pyfastopt`` works). ``pyfastopt.distributed`` is deliberately not among them: it imports
 # mpi4py and installs an MPI abort hook, so it must be imported explicitly. ``cuda`` loads
-# the optional CUDA module only when first touched.
-_LAZY_SUBMODULES = ("cuda", "optim", "quant")
+# the optional CUDA module only when first touched; ``onnx`` imports the onnx package
+# only when its load/save run.
+_LAZY_SUBMODULES = ("cuda", "io", "onnx", "optim", "quant")
 
 
 def __getattr__(name: str) -> _ModuleType:
@@ -104,12 +105,14 @@ __all__ = [
     "dropout_mask",
     "get_num_threads",
     "global_avg_pool2d",
+    "io",
     "linear",
     "linear_backward",
     "matmul",
     "max_pool2d",
     "max_pool2d_backward",
     "nn",
+    "onnx",
     "ops",
     "optim",
     "prune",

@@ -20,11 +20,23 @@ overwritten by the next forward: copy it to keep it); see :mod:`pyfastopt.nn.mod
 """
 
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d, Residual
-from .layers import BatchNorm1d, BatchNorm2d, Dropout, Flatten, Linear, ReLU
+from .layers import (
+    GELU,
+    BatchNorm1d,
+    BatchNorm2d,
+    Dropout,
+    Flatten,
+    Identity,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
 from .losses import cross_entropy, distillation_loss, mse_loss
 from .module import Module, Sequential
 
 __all__ = [
+    "GELU",
     "AdaptiveAvgPool2d",
     "AvgPool2d",
     "BatchNorm1d",
@@ -32,12 +44,15 @@ __all__ = [
     "Conv2d",
     "Dropout",
     "Flatten",
+    "Identity",
     "Linear",
     "MaxPool2d",
     "Module",
     "ReLU",
     "Residual",
     "Sequential",
+    "Sigmoid",
+    "Tanh",
     "cross_entropy",
     "distillation_loss",
     "mse_loss",

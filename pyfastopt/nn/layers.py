@@ -1,4 +1,5 @@
-"""Layers on the pyfastopt kernels: Linear, ReLU, BatchNorm1d/2d, Dropout, Flatten.
+"""Layers on the pyfastopt kernels: Linear, ReLU, BatchNorm1d/2d, Dropout, Flatten, and
+the activations GELU, Sigmoid, Tanh and Identity.
 
 See :mod:`pyfastopt.nn.module` for the buffer rule (outputs are reused workspaces) and
 the gradient rule (``backward`` overwrites the gradient arrays).
@@ -30,7 +31,18 @@ from .module import Module
 if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
     from .._typing import ArrayLike
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "Dropout", "Flatten", "Linear", "ReLU"]
+__all__ = [
+    "GELU",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Dropout",
+    "Flatten",
+    "Identity",
+    "Linear",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+]
 
 _SQRT_2PI_INV = 1.0 / math.sqrt(2.0 * math.pi)
 _DROPOUT = _core.dropout.apply
@@ -138,6 +150,43 @@ class Linear(Module):
             self.bias = self.grad_bias = None
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
+
+    @classmethod
+    def from_weights(
+        cls, weight: ArrayLike, bias: ArrayLike | None = None, activation: str | None = None
+    ) -> Linear:
+        """A Linear holding ``weight`` ``(out_features, in_features)`` and ``bias``
+        ``(out_features,)`` (float32 or float64; the layer's dtype is the weight's), without
+        drawing a random initialization first (what importers of trained weights need).
+
+        A C-contiguous, writable weight/bias of the layer's dtype is used as is (not
+        copied): the layer's parameter is that array.
+        """
+        w = np.asarray(weight)
+        dtype = float_dtype("weight.dtype", w.dtype)
+        if w.ndim != 2 or 0 in w.shape:
+            raise ValueError(f"weight must be 2-D (out_features, in_features), got {w.shape}")
+        if not (w.flags.c_contiguous and w.flags.writeable):
+            w = np.array(w, order="C")
+        out_f, in_f = w.shape
+        b = None
+        if bias is not None:
+            b = np.asarray(bias)
+            if b.shape != (out_f,):
+                raise ValueError(f"bias must have shape ({out_f},), got {b.shape}")
+            if b.dtype != dtype or not (b.flags.c_contiguous and b.flags.writeable):
+                b = np.array(b, dtype=dtype, order="C")
+        layer = cls.__new__(cls)
+        Module.__init__(layer)
+        layer.in_features, layer.out_features = int(in_f), int(out_f)
+        layer.activation = choice("activation", activation, (None, "relu", "gelu"))
+        layer.dtype = dtype
+        layer.weight = w
+        layer.grad_weight = np.zeros_like(w)
+        layer.bias = b
+        layer.grad_bias = None if b is None else np.zeros_like(b)
+        layer._x = layer._y = None
+        return layer
 
     def extra_repr(self) -> str:
         act = f", activation={self.activation!r}" if self.activation else ""
@@ -554,3 +603,176 @@ class Flatten(Module):
             np.copyto(dx, dy.reshape(n, c, h, w).transpose(0, 2, 3, 1))
             return dx
         return dy.reshape(self._shape)
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def _float_input(x: Any, layer: str) -> np.ndarray:
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{layer}: x must be float32 or float64, got {x.dtype}")
+    return x
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+
+
+class GELU(Module):
+    r"""``x * Phi(x)`` (``approximate="none"``, the exact erf form, PyTorch's default) or
+    ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` (``approximate="tanh"``).
+
+    The exact form runs on the same kernel as ``Linear(..., activation="gelu")`` (its
+    float32 gelu is accurate to 2e-7 ``|x|``), so a ``Linear`` followed by ``GELU`` gives
+    the same numbers as the fused layer; prefer the fused layer, which saves a pass over
+    memory. Backward: ``Phi(x) + x phi(x)`` with ``Phi`` read off the saved output as
+    ``y / x`` (``1/2 + x phi(0)`` near 0); the tanh form differentiates its formula.
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        self.approximate = choice("approximate", approximate, ("none", "tanh"))
+        self._x: np.ndarray | None = None
+        self._y: np.ndarray | None = None
+
+    def extra_repr(self) -> str:
+        return "approximate='tanh'" if self.approximate == "tanh" else ""
+
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        x = _float_input(x, "GELU")
+        y = self._buffer("y", x.shape, x.dtype)
+        if self.approximate == "tanh":
+            t = self._buffer("t", x.shape, x.dtype)
+            np.multiply(x, x, out=t)
+            np.multiply(t, _GELU_TANH_C, out=t)
+            np.add(t, 1.0, out=t)
+            np.multiply(t, x, out=t)
+            np.multiply(t, _SQRT_2_OVER_PI, out=t)
+            np.tanh(t, out=t)
+            np.add(t, 1.0, out=t)
+            np.multiply(t, x, out=y)
+            np.multiply(y, 0.5, out=y)
+        elif x.size:
+            one = np.ones((1, 1), x.dtype)
+            linear(np.ascontiguousarray(x).reshape(-1, 1), one, None, "gelu", y.reshape(-1, 1))
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
+        x, y = self._x, self._y
+        if x is None or y is None:
+            raise RuntimeError("GELU.backward called before forward")
+        if not need_dx:
+            return None
+        dy = _check_grad(dy, y.shape, y.dtype, "GELU")
+        dx = self._buffer("dx", x.shape, x.dtype)
+        tmp = self._buffer("tmp", x.shape, x.dtype)
+        if self.approximate == "tanh":
+            # u = c0 (x + c1 x^3), t = tanh(u): dgelu = (1 + t)/2 + x (1 - t^2) du/dx / 2
+            x2 = np.multiply(x, x, out=self._buffer("x2", x.shape, x.dtype))
+            np.multiply(x2, _GELU_TANH_C, out=tmp)
+            np.add(tmp, 1.0, out=tmp)
+            np.multiply(tmp, x, out=tmp)
+            np.multiply(tmp, _SQRT_2_OVER_PI, out=tmp)
+            t = np.tanh(tmp, out=tmp)
+            np.multiply(x2, 3 * _GELU_TANH_C, out=dx)
+            np.add(dx, 1.0, out=dx)
+            np.multiply(dx, _SQRT_2_OVER_PI, out=dx)  # du/dx
+            np.multiply(dx, x, out=dx)
+            np.multiply(t, t, out=x2)
+            np.subtract(1.0, x2, out=x2)
+            np.multiply(dx, x2, out=dx)
+            np.add(dx, t, out=dx)
+            np.add(dx, 1.0, out=dx)
+            np.multiply(dx, 0.5, out=dx)
+        else:
+            tiny = self._buffer("tiny", x.shape, np.bool_)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.divide(y, x, out=tmp)  # Phi(x) = gelu(x) / x
+            np.less(np.abs(x, out=dx), 1e-6, out=tiny)
+            np.multiply(x, _SQRT_2PI_INV, out=dx)
+            np.add(dx, 0.5, out=dx)
+            np.copyto(tmp, dx, where=tiny)
+            np.multiply(x, x, out=dx)
+            np.multiply(dx, -0.5, out=dx)
+            np.exp(dx, out=dx)
+            np.multiply(dx, x, out=dx)
+            np.multiply(dx, _SQRT_2PI_INV, out=dx)
+            np.add(dx, tmp, out=dx)
+        return np.multiply(dx, dy, out=dx)
+
+
+class Sigmoid(Module):
+    """``1 / (1 + exp(-x))``, computed without overflow; backward ``dy * y * (1 - y)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: np.ndarray | None = None
+
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        x = _float_input(x, "Sigmoid")
+        y = self._buffer("y", x.shape, x.dtype)
+        e = self._buffer("e", x.shape, x.dtype)
+        # e = exp(-|x|) <= 1: sigmoid(x) = 1/(1+e) for x >= 0, e/(1+e) for x < 0
+        np.abs(x, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        np.add(e, 1.0, out=y)
+        np.divide(1.0, y, out=y)
+        neg = self._buffer("neg", x.shape, np.bool_)
+        np.less(x, 0, out=neg)
+        np.multiply(y, e, out=e)
+        np.copyto(y, e, where=neg)
+        self._y = y
+        return y
+
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
+        y = self._y
+        if y is None:
+            raise RuntimeError("Sigmoid.backward called before forward")
+        if not need_dx:
+            return None
+        dy = _check_grad(dy, y.shape, y.dtype, "Sigmoid")
+        dx = self._buffer("dx", y.shape, y.dtype)
+        np.subtract(1.0, y, out=dx)
+        np.multiply(dx, y, out=dx)
+        return np.multiply(dx, dy, out=dx)
+
+
+class Tanh(Module):
+    """``tanh(x)``; backward ``dy * (1 - y^2)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: np.ndarray | None = None
+
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        x = _float_input(x, "Tanh")
+        y = np.tanh(x, out=self._buffer("y", x.shape, x.dtype))
+        self._y = y
+        return y
+
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
+        y = self._y
+        if y is None:
+            raise RuntimeError("Tanh.backward called before forward")
+        if not need_dx:
+            return None
+        dy = _check_grad(dy, y.shape, y.dtype, "Tanh")
+        dx = self._buffer("dx", y.shape, y.dtype)
+        np.multiply(y, y, out=dx)
+        np.subtract(1.0, dx, out=dx)
+        return np.multiply(dx, dy, out=dx)
+
+
+class Identity(Module):
+    """Returns its input (PyTorch's ``nn.Identity``); backward returns ``dy``."""
+
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        return x if isinstance(x, np.ndarray) else np.asarray(x)
+
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
+        if not need_dx:
+            return None
+        return dy if isinstance(dy, np.ndarray) else np.asarray(dy)

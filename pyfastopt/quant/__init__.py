@@ -4,6 +4,8 @@
   round half to even then saturate.
 * Calibration observers: :class:`MinMaxObserver`, :class:`MovingAverageMinMaxObserver`,
   :class:`HistogramObserver` (percentile, entropy, mse), each with ``qparams``.
+* :func:`dynamic_quantize_linear`: ONNX's DynamicQuantizeLinear (uint8 with qparams from
+  the input's own range), bit for bit as ONNX Runtime.
 * :func:`matmul_int8`: exact int8 x int8 / uint8 x int8 products (int32).
 * :class:`QuantizedLinear` and :class:`QuantizedSequential` (a layer stack run in one
   call into C++).
@@ -11,6 +13,7 @@
   (``save``) and :func:`load`.
 """
 
+from ._dynamic import dynamic_quantize_linear
 from ._qgemm import matmul_int8
 from ._quantize import dequantize, quantize
 from .linear import QuantizedLinear, QuantizedSequential
@@ -25,6 +28,7 @@ __all__ = [
     "QuantizedModel",
     "QuantizedSequential",
     "dequantize",
+    "dynamic_quantize_linear",
     "load",
     "matmul_int8",
     "quantize",

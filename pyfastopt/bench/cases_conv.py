@@ -19,6 +19,7 @@ Correctness guard: the outputs compared with NumPy's at ``rtol=1e-3, atol=1e-3``
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,9 @@ LAYERS = {
 }
 
 
-def _numpy_conv_nhwc(x, w, stride, pad, groups):
+def _numpy_conv_nhwc(
+    x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int
+) -> np.ndarray:
     """NHWC x, (Co, C/g, k, k) w -> NHWC y via strided windows and tensordot."""
     xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
     k = w.shape[2]
@@ -74,7 +77,7 @@ def _setup(ctx: Context, spec: tuple, layout: str) -> Prepared:
     args = {"stride": s, "padding": p, "groups": g, "layout": layout}
     y_pf = conv2d(x, wt, **args)
 
-    def numpy_conv():
+    def numpy_conv() -> np.ndarray:
         y = _numpy_conv_nhwc(x_nhwc, wt, s, p, g)
         return y if nhwc else y.transpose(0, 3, 1, 2)
 
@@ -93,13 +96,13 @@ def _setup(ctx: Context, spec: tuple, layout: str) -> Prepared:
         if nhwc:
             wtt = wtt.contiguous(memory_format=torch.channels_last)
 
-        def torch_conv():
+        def torch_conv() -> Any:
             with torch.no_grad():
                 return F.conv2d(xt, wtt, None, s, p, 1, g)
 
         impls["torch"] = torch_conv
 
-    def output(impl: str, returned) -> np.ndarray:
+    def output(impl: str, returned: Any) -> np.ndarray:
         if impl == "torch":
             y = returned.numpy() if not nhwc else returned.permute(0, 2, 3, 1).numpy()
             return np.ascontiguousarray(y)

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .common import SEED, best_seconds
+from .common import SEED, Benchmark, best_seconds
 
 _MB = 1 << 20
 
@@ -54,7 +54,7 @@ def _write_safetensors(path: str, tensors: dict[str, np.ndarray]) -> None:
             f.write(t.tobytes())
 
 
-class WeightsLoad:
+class WeightsLoad(Benchmark):
     params: ClassVar[list] = [["torch", "safetensors", "onnx"], [True, False], [1, 100]]
     param_names: ClassVar[list[str]] = ["format", "mmap", "size_mb"]
     timeout = 300.0
@@ -98,6 +98,7 @@ class WeightsLoad:
 
     def teardown(self, fmt, mmap, size_mb):
         shutil.rmtree(self.tmp, ignore_errors=True)
+        super().teardown(fmt, mmap, size_mb)
 
     def _read(self):
         with open(self.path, "rb") as f:

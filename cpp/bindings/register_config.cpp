@@ -9,7 +9,7 @@
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
 #include "register.h"
-#include "../runtime/thread_pool.h"
+#include "runtime/thread_pool.h"
 
 #ifndef PYFASTOPT_VERSION
 #define PYFASTOPT_VERSION "unknown"

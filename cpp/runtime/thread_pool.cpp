@@ -100,9 +100,9 @@ std::int64_t spin_ns() {
 // both sequentially consistent, so one of them sees the other.
 template <class Done>
 void wait_until(const Done& done, std::atomic<std::uint32_t>& word, std::atomic<int>& sleeping,
-                bool stop_on_release) {
+                bool stop_on_release, std::int64_t min_spin_ns = 0) {
   if (done()) return;
-  const std::int64_t budget = spin_ns();
+  const std::int64_t budget = std::max(spin_ns(), min_spin_ns);
   if (budget > 0) {
     const std::uint32_t rel = g_release.load(std::memory_order_relaxed);
     const std::int64_t t0 = now_ns();
@@ -134,6 +134,7 @@ struct alignas(64) Worker {
 };
 
 constexpr std::uint64_t kLow = 0xffffffffu;
+constexpr std::int64_t kOwnerMinSpinNs = 50000;
 constexpr std::int64_t kMaxTasksPerRegion = 0x7fffffff;
 
 // Everything a process's pool owns. Allocated once per process image and never freed: at
@@ -266,8 +267,11 @@ void run_owned(Pool& p, std::int64_t begin, std::int64_t ntasks, int nworkers, T
   }
   t_in_region = true;
   work(p, gen);
+  // The caller waits only for tasks already claimed (running): it spins at least
+  // kOwnerMinSpinNs whatever the spin time (sleeping here would add a wake-up, which on a
+  // loaded machine means waiting for a time slice, to every call).
   wait_until([&] { return p.pending.load(std::memory_order_acquire) == 0; }, p.done_word,
-             p.owner_sleeping, false);
+             p.owner_sleeping, false, kOwnerMinSpinNs);
   t_in_region = false;
 }
 

@@ -23,6 +23,7 @@
 
 #include "pyfastopt/qgemm.h"
 #include "pyfastopt/registry.h"
+#include "runtime/scratch.h"
 
 namespace pyfastopt {
 namespace avx512 {
@@ -221,21 +222,10 @@ void amx_ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, 
 // K = 784 (the MLP's first layer) the spills cost what the blocking saves.
 constexpr std::size_t kAmxKC4 = 128;
 
-std::int32_t* amx_partials(std::size_t panels) {
-  struct Buf {
-    std::int32_t* p = nullptr;
-    std::size_t n = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf b;
-  const std::size_t need = panels * kAmxMR * kNR;
-  if (need > b.n) {
-    std::free(b.p);
-    b.p = static_cast<std::int32_t*>(std::aligned_alloc(64, need * sizeof(std::int32_t)));
-    b.n = b.p ? need : 0;
-    if (!b.p) throw std::bad_alloc();
-  }
-  return b.p;
+struct AmxScratch;
+std::int32_t* amx_partials(std::size_t panels) {  // this thread's (runtime/scratch.h)
+  return static_cast<std::int32_t*>(
+      thread_scratch<AmxScratch>(panels * kAmxMR * kNR * sizeof(std::int32_t)));
 }
 
 void amx_band(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, std::size_t panel_bytes,

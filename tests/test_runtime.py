@@ -157,6 +157,12 @@ def test_nested_region_runs_serially():
     assert cfg._test_region(8, 3, -1, "nested") == 8 + 8 * 16
 
 
+no_rlimit_as = pytest.mark.skipif(
+    cfg.sanitize_build, reason="ASan maps terabytes of shadow memory: RLIMIT_AS tests do not apply"
+)
+
+
+@no_rlimit_as
 def test_allocation_failure_in_region_is_memory_error(tmp_path):
     # Batched products small enough to be spread one per thread, each packing into its
     # thread's scratch buffer allocated INSIDE the region, under an address-space limit:
@@ -186,6 +192,7 @@ def test_allocation_failure_in_region_is_memory_error(tmp_path):
     assert r.stdout.strip() in ("ok", "MemoryError")
 
 
+@no_rlimit_as
 def test_thread_creation_failure_falls_back(tmp_path):
     # No room for new thread stacks: the pool stays smaller (maybe empty) and kernels run
     # on the threads it has, with the same bits.

@@ -1,7 +1,8 @@
 """pyfastopt: fast CPU kernels for deep-learning training steps and int8 inference.
 
-Hot loops are C++ kernels (one variant per SIMD level, picked at run time, OpenMP
-threads) under a NumPy-compatible API. See ``show_config()`` for what this machine runs.
+Hot loops are C++ kernels (one variant per SIMD level, picked at run time, threads from
+pyfastopt's own pool) under a NumPy-compatible API. See ``show_config()`` for what this
+machine runs.
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ from ._batchnorm import (  # noqa: E402
 )
 from ._config import (  # noqa: E402
     get_num_threads,
+    get_spin_time,
+    max_num_threads,
+    release_threads,
     set_num_threads,
+    set_spin_time,
     show_config,
     threads,
 )
@@ -104,11 +109,13 @@ __all__ = [
     "dropout_backward",
     "dropout_mask",
     "get_num_threads",
+    "get_spin_time",
     "global_avg_pool2d",
     "io",
     "linear",
     "linear_backward",
     "matmul",
+    "max_num_threads",
     "max_pool2d",
     "max_pool2d_backward",
     "nn",
@@ -118,7 +125,9 @@ __all__ = [
     "prune",
     "quant",
     "random",
+    "release_threads",
     "set_num_threads",
+    "set_spin_time",
     "show_config",
     "threads",
 ]

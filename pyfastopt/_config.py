@@ -25,12 +25,49 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads pyfastopt kernels use (process-wide, ``n >= 1``).
+    """Set the number of threads pyfastopt kernels use (process-wide).
 
-    Small inputs stay on one thread whatever this says (below ~64K elements a parallel
-    region costs more than it saves).
+    ``1 <= n <= max_num_threads()`` (the cap, ``min(1024, 4 x usable CPUs)``); beyond it
+    ``ValueError``. Small inputs stay on one thread whatever this says (below ~64K
+    elements a parallel region costs more than it saves).
     """
     _cfg.set_num_threads(positive_int("n", n))
+
+
+def max_num_threads() -> int:
+    """The cap on :func:`set_num_threads`: ``min(1024, 4 x usable CPUs)``."""
+    return _cfg.max_num_threads()
+
+
+def get_spin_time() -> int:
+    """Microseconds an idle pool worker spins (yielding the CPU) before it sleeps.
+
+    Default: ``PYFASTOPT_SPIN_US``, else 50. Spinning makes back-to-back small calls
+    cheap (the workers are awake); sleeping hands the cores to other libraries' threads
+    (a NumPy/BLAS or PyTorch call between two pyfastopt calls).
+    """
+    return _cfg.get_spin_time()
+
+
+def set_spin_time(us: int) -> None:
+    """Set how long idle pool workers spin before sleeping, in microseconds (0..1000000).
+
+    ``0`` sends them to sleep as soon as a region ends (best when pyfastopt shares the
+    process with other threaded libraries and calls are large); larger values favour
+    streams of small back-to-back pyfastopt calls.
+    """
+    if isinstance(us, bool) or not isinstance(us, int):
+        raise TypeError(f"us must be an int, got {type(us).__name__}")
+    _cfg.set_spin_time(us)
+
+
+def release_threads() -> None:
+    """Put spinning pool workers to sleep now (they wake on the next parallel region).
+
+    Call it before handing the CPU to other threaded code (a BLAS call, a PyTorch op)
+    when the spin time is long.
+    """
+    _cfg.release_threads()
 
 
 @contextlib.contextmanager
@@ -58,12 +95,12 @@ def config_dict() -> dict[str, Any]:
     flags = [k for k, v in features.items() if v is True]
     level = _cfg.get_simd_level()
     return {
-        # the contract's items, flat (API.md: version, SIMD level, OpenMP threads,
+        # the contract's items, flat (API.md: version, SIMD level, threads runtime,
         # compiler, build options such as CUDA on/off) ...
         "version": _cfg.version,
         "simd_level": level,
         "num_threads": _cfg.get_num_threads(),
-        "openmp": _cfg.openmp_enabled(),
+        "runtime": _cfg.threading_runtime,
         "compiler": _cfg.compiler,
         "cuda": _cfg.cuda_build,
         # ... and the detail
@@ -85,7 +122,10 @@ def config_dict() -> dict[str, Any]:
             "default": threads_default,
             "default_source": source,
             "usable_cpus": usable,
-            "openmp": _cfg.openmp_enabled(),
+            "max_num_threads": _cfg.max_num_threads(),
+            "runtime": _cfg.threading_runtime,
+            "spin_us": _cfg.get_spin_time(),
+            "pool_workers": _cfg.pool_size(),
             "min_parallel_elements": _cfg.min_parallel_work,
         },
         "cpu": {"arch": features["arch"], "vendor": features["vendor"], "features": flags},
@@ -112,7 +152,7 @@ def format_config(cfg: dict[str, Any]) -> str:
         ),
         f"  threads        : {t['num_threads']}  (default {t['default']} from "
         f"{t['default_source']}; usable CPUs {t['usable_cpus']}; "
-        f"OpenMP {'on' if t['openmp'] else 'off'})",
+        f"cap {t['max_num_threads']}; {t['runtime']}, spin {t['spin_us']} us)",
         "  kernels        : " + ", ".join(f"{k}={v}" for k, v in cfg["kernels"].items()),
         f"  CPU            : {cfg['cpu']['arch']} {cfg['cpu']['vendor']}: "
         + " ".join(cfg["cpu"]["features"]),
@@ -126,10 +166,12 @@ def format_config(cfg: dict[str, Any]) -> str:
 def show_config() -> dict[str, Any]:
     """Print the configuration and return it as a dict.
 
-    Keys: ``version``, ``simd_level`` (the level in force), ``num_threads``, ``openmp``,
+    Keys: ``version``, ``simd_level`` (the level in force), ``num_threads``, ``runtime``
+    (the threading runtime: ``"pyfastopt pool"``),
     ``compiler``, ``cuda`` (built with CUDA), and in detail: ``simd`` (level, supported,
     compiled, forced by ``PYFASTOPT_SIMD``), ``kernels`` (variant chosen per kernel
-    family), ``threads`` (count, default and its source, usable CPUs), ``cpu``
+    family), ``threads`` (count, default and its source, usable CPUs, cap, runtime, spin
+    time, workers alive), ``cpu``
     (architecture, vendor, features), ``build`` (compiler, build type, CUDA, sanitizers).
     """
     cfg = config_dict()

@@ -1,5 +1,5 @@
 """Matrix products and the fused linear layer (C++ GEMM: packed BLIS-style micro-kernels
-per SIMD level, OpenMP threads, bias and activation fused into the write-back)."""
+per SIMD level, threads from the pool, bias and activation fused into the write-back)."""
 
 from __future__ import annotations
 

@@ -60,7 +60,8 @@ def test_show_config_prints_and_returns(capsys):
     # the contract's items at the top level
     assert cfg["simd_level"] == cfg["simd"]["level"] == _core.config.get_simd_level()
     assert cfg["num_threads"] == pyfastopt.get_num_threads()
-    assert cfg["openmp"] is True
+    assert cfg["runtime"] == "pyfastopt pool"
+    assert "openmp" not in cfg
     assert cfg["cuda"] is cfg["build"]["cuda"]
     assert cfg["compiler"] == cfg["build"]["compiler"]
 

@@ -1,6 +1,8 @@
 // register_config.cpp -- CPU features, SIMD level, kernel choices, threads, build info.
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <new>
 #include <optional>
 #include <stdexcept>
 
@@ -8,6 +10,7 @@
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
 #include "register.h"
+#include "runtime/thread_pool.h"
 
 #ifndef PYFASTOPT_VERSION
 #define PYFASTOPT_VERSION "unknown"
@@ -113,15 +116,55 @@ void register_config(py::module_& m) {
      "build has a table for, run here or not: shows which families fall back).");
 
   m.def("get_num_threads", &get_num_threads);
-  m.def("set_num_threads", [](int n) {
+  m.def("set_num_threads", [](long long n) {
     if (n < 1) throw py::value_error("n must be >= 1, got " + std::to_string(n));
-    set_num_threads(n);
+    const int cap = max_num_threads();
+    if (n > cap)
+      throw py::value_error("n must be <= " + std::to_string(cap) +
+                            " (the thread cap: min(1024, 4 x usable CPUs)), got " + std::to_string(n));
+    set_num_threads(static_cast<int>(n));
   }, py::arg("n"));
+  m.def("max_num_threads", &max_num_threads,
+        "The cap on the thread count: min(1024, 4 x usable CPUs).");
+  m.def("get_spin_time", &runtime::get_spin_us,
+        "Microseconds idle pool workers spin (pause, yielding) before they sleep.");
+  m.def("set_spin_time", [](long long us) {
+    if (us < 0 || us > runtime::kMaxSpinUs)
+      throw py::value_error("us must be in [0, " + std::to_string(runtime::kMaxSpinUs) +
+                            "], got " + std::to_string(us));
+    runtime::set_spin_us(static_cast<int>(us));
+  }, py::arg("us"));
+  m.def("release_threads", &runtime::release_threads,
+        "Put spinning pool workers to sleep now (they wake on the next parallel region).");
+  m.def("pool_size", &runtime::pool_size, py::call_guard<py::gil_scoped_release>(),
+        "Worker threads alive in this process's pool (0 before the first parallel region).");
   m.def("default_num_threads", [] {
     const ThreadDefault d = default_num_threads();
     return py::make_tuple(d.num_threads, d.source, d.usable_cpus);
   }, "(threads, where the value came from, usable CPUs)");
-  m.def("openmp_enabled", &openmp_enabled);
+  m.attr("threading_runtime") = "pyfastopt pool";
+  // Test hook (private; tests/test_runtime.py): a region of `ntasks` tasks on `threads`
+  // threads where task `fail_at` throws std::bad_alloc ("memory") or std::runtime_error
+  // ("runtime"), or ("nested") where every task runs a 16-task region of its own; returns
+  // how many tasks (inner ones included) ran. Checks that a task's exception reaches Python.
+  m.def("_test_region", [](long long ntasks, int threads, long long fail_at, const std::string& kind) {
+    std::atomic<long long> ran{0};
+    {
+      py::gil_scoped_release nogil;
+      parallel_for_n(ntasks, threads, [&](std::int64_t t) {
+        ran.fetch_add(1, std::memory_order_relaxed);
+        if (kind == "nested")  // a region inside a task: runs serially on this thread
+          parallel_for_n(16, threads, [&](std::int64_t) { ran.fetch_add(1, std::memory_order_relaxed); });
+        if (t == fail_at) {
+          if (kind == "memory") throw std::bad_alloc();
+          throw std::runtime_error("task " + std::to_string(t) + " failed");
+        }
+        volatile double x = 0;  // a little work, so several threads take part
+        for (int i = 0; i < 20000; ++i) x = x + 1.0;
+      });
+    }
+    return ran.load();
+  }, py::arg("ntasks"), py::arg("threads"), py::arg("fail_at"), py::arg("kind"));
   m.attr("min_parallel_work") = kMinParallelWork;
 }
 

@@ -5,7 +5,9 @@ build, CPU, SIMD level, threads
 """
 from __future__ import annotations
 import typing
-__all__: list[str] = ['build_type', 'compiled_levels', 'compiler', 'cpu_features', 'cuda_build', 'default_num_threads', 'get_num_threads', 'get_simd_level', 'init', 'kernel_choices', 'min_parallel_work', 'missing_features', 'openmp_enabled', 'resolve_level', 'sanitize_build', 'set_num_threads', 'set_simd_level', 'supported_levels', 'version']
+__all__: list[str] = ['build_type', 'compiled_levels', 'compiler', 'cpu_features', 'cuda_build', 'default_num_threads', 'get_num_threads', 'get_simd_level', 'get_spin_time', 'init', 'kernel_choices', 'max_num_threads', 'min_parallel_work', 'pool_size', 'release_threads', 'resolve_level', 'sanitize_build', 'set_num_threads', 'set_simd_level', 'set_spin_time', 'supported_levels', 'threading_runtime', 'version']
+def _test_region(ntasks: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, fail_at: typing.SupportsInt | typing.SupportsIndex, kind: str) -> int:
+    ...
 def compiled_levels() -> list[str]:
     """
     SIMD levels built into this binary.
@@ -22,6 +24,10 @@ def get_num_threads() -> int:
     ...
 def get_simd_level() -> str:
     ...
+def get_spin_time() -> int:
+    """
+    Microseconds idle pool workers spin (pause, yielding) before they sleep.
+    """
 def init() -> str:
     """
     Resolve PYFASTOPT_SIMD (once) and return the level in force; raises if it is invalid.
@@ -34,8 +40,18 @@ def missing_features(level: str) -> str:
     """
     The CPU/OS features `level` needs that this machine lacks, comma separated ('' if none).
     """
-def openmp_enabled() -> bool:
-    ...
+def max_num_threads() -> int:
+    """
+    The cap on the thread count: min(1024, 4 x usable CPUs).
+    """
+def pool_size() -> int:
+    """
+    Worker threads alive in this process's pool (0 before the first parallel region).
+    """
+def release_threads() -> None:
+    """
+    Put spinning pool workers to sleep now (they wake on the next parallel region).
+    """
 def resolve_level(request: str, features: dict) -> str:
     """
     Resolve a PYFASTOPT_SIMD value against the given feature dict (for tests).
@@ -46,6 +62,8 @@ def set_simd_level(arg0: str) -> None:
     """
     Switch the SIMD level at run time (tests and benchmarks); RuntimeError if the CPU or the build lacks it.
     """
+def set_spin_time(us: typing.SupportsInt | typing.SupportsIndex) -> None:
+    ...
 def supported_levels() -> list[str]:
     """
     SIMD levels this binary can run on this CPU, lowest first.
@@ -55,4 +73,5 @@ compiler: str
 cuda_build: bool
 min_parallel_work: int
 sanitize_build: bool
+threading_runtime: str
 version: str

@@ -2,7 +2,7 @@
 //
 // Structure (BLIS-style; see ARCHITECTURE.md):
 //   driver (gemm_driver.cpp, baseline flags): path choice, cache blocking MC/KC/NC,
-//     packing buffers reused across calls, OpenMP threads;
+//     packing buffers reused across calls, threads from the pool (parallel_for);
 //   kernels (gemm_<level>.cpp, one per ISA): a register-blocked micro-kernel, the two
 //     packing routines, and two unpacked kernels for small and skinny problems.
 //

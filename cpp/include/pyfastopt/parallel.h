@@ -8,8 +8,13 @@
 // count for balance (for_each_range_even). Either way every result is bitwise identical
 // for any thread count.
 //
-// Include this only from baseline translation units (drivers): never from an ISA
-// file, so OpenMP code is compiled once, with baseline flags.
+// Threads come from pyfastopt's own pool (cpp/runtime/thread_pool.{h,cpp}): tasks are
+// claimed dynamically (the calling thread claims too), so WHICH thread runs a task, and
+// in what order tasks run, is unspecified; only the task boundaries are fixed. A task must
+// therefore write only its own outputs (its slice, its partial-result slot) and may use
+// thread_local scratch (one task at a time runs on a thread). parallel_for called from
+// inside a task runs serially. Include this only from baseline translation units
+// (drivers), never from an ISA file.
 #pragma once
 
 #include <cstddef>
@@ -22,7 +27,10 @@ namespace pyfastopt {
 // Threads used by parallel regions. Default: PYFASTOPT_NUM_THREADS, else
 // OMP_NUM_THREADS, else the CPUs this process may use (affinity mask and cgroup quota).
 int get_num_threads();
-void set_num_threads(int n);  // n >= 1 (checked by the caller)
+void set_num_threads(int n);  // 1 <= n <= max_num_threads() (checked by the caller; clamped)
+// The cap on the thread count: min(kMaxThreadCap, 4 x usable CPUs).
+int max_num_threads();
+constexpr int kMaxThreadCap = 1024;
 
 struct ThreadDefault {
   int num_threads;
@@ -30,29 +38,41 @@ struct ThreadDefault {
   int usable_cpus;
 };
 ThreadDefault default_num_threads();
-bool openmp_enabled();
+
+namespace runtime {
+using TaskFn = void (*)(const void* ctx, std::int64_t task);
+// The pool's entry point (thread_pool.cpp): fn(ctx, t) for t in [0, ntasks) on up to
+// nthreads threads; rethrows the first exception a task threw.
+void run_region(std::int64_t ntasks, int nthreads, TaskFn fn, const void* ctx);
+}  // namespace runtime
+
+// Run f(task) for task in [0, ntasks) on up to `nthreads` threads, whatever the work.
+// Tasks are claimed dynamically: f must not depend on which thread runs it. If f throws,
+// the remaining tasks are skipped and the first exception is rethrown here.
+template <class F>
+void parallel_for_n(std::int64_t ntasks, int nthreads, const F& f) {
+  if (nthreads <= 1 || ntasks < 2) {
+    for (std::int64_t t = 0; t < ntasks; ++t) f(t);
+    return;
+  }
+  runtime::run_region(
+      ntasks, nthreads,
+      [](const void* ctx, std::int64_t t) { (*static_cast<const F*>(ctx))(t); }, &f);
+}
 
 // Problems with less total work than this (in elements touched) run on one thread:
 // a parallel region costs a few microseconds, which is the time to stream ~64 KB.
 constexpr std::int64_t kMinParallelWork = 1 << 16;
 
 // Run f(task) for task in [0, ntasks). Uses up to get_num_threads() threads, one when
-// total_work < kMinParallelWork. f must not throw.
+// total_work < kMinParallelWork. Tasks are claimed dynamically (see above); an exception
+// thrown by f reaches the caller (the first one; the remaining tasks are skipped).
 template <class F>
 void parallel_for(std::int64_t ntasks, std::int64_t total_work, const F& f) {
   int nt = get_num_threads();
   if (total_work < kMinParallelWork || ntasks < 2) nt = 1;
   if (nt > ntasks) nt = static_cast<int>(ntasks);
-  if (nt <= 1) {
-    for (std::int64_t t = 0; t < ntasks; ++t) f(t);
-    return;
-  }
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (std::int64_t t = 0; t < ntasks; ++t) f(t);
-#else
-  for (std::int64_t t = 0; t < ntasks; ++t) f(t);
-#endif
+  parallel_for_n(ntasks, nt, f);
 }
 
 // Multi-tensor apply: many tensors, one parallel region. Each tensor is cut into blocks
@@ -73,20 +93,26 @@ inline std::vector<BlockTask> plan_blocks(const std::size_t* sizes, std::size_t 
   return tasks;
 }
 
-// Element-wise multi-tensor apply with perfect balance: the concatenation of all tensors
-// is cut into one contiguous range per thread (boundaries rounded to multiples of
-// `align` elements, e.g. one cache line), and body(tensor, begin, size) is called for
-// each piece of a tensor inside the calling thread's range. ONLY for element-wise work:
-// the pieces depend on the thread count (see the determinism rule above).
+// Element-wise multi-tensor apply with balance: the concatenation of all tensors is cut
+// into kEvenPartsPerThread equal contiguous ranges per thread (boundaries rounded to
+// multiples of `align` elements, e.g. one cache line), claimed dynamically, and
+// body(tensor, begin, size) is called for each piece of a tensor inside a range. Several
+// ranges per thread keep a descheduled or late-waking worker from holding the call (the
+// others take its ranges). ONLY for element-wise work: the pieces depend on the thread
+// count (see the determinism rule above).
+constexpr int kEvenPartsPerThread = 4;
+
 template <class Body>
 void for_each_range_even(const std::size_t* sizes, std::size_t count, std::size_t align,
                          std::int64_t work_per_element, const Body& body) {
   std::size_t total = 0;
   for (std::size_t t = 0; t < count; ++t) total += sizes[t];
-  int parts = get_num_threads();
-  if (static_cast<std::int64_t>(total) * work_per_element < kMinParallelWork) parts = 1;
+  int nt = get_num_threads();
+  if (static_cast<std::int64_t>(total) * work_per_element < kMinParallelWork) nt = 1;
   const std::size_t units = (total + align - 1) / align;  // split points at multiples of align
-  if (static_cast<std::size_t>(parts) > units) parts = units ? static_cast<int>(units) : 1;
+  std::size_t parts = nt <= 1 ? 1 : static_cast<std::size_t>(nt) * kEvenPartsPerThread;
+  if (parts > units) parts = units ? units : 1;
+  if (static_cast<std::size_t>(nt) > parts) nt = static_cast<int>(parts);
   auto run_range = [&](std::size_t lo, std::size_t hi) {  // [lo, hi) of the concatenation
     std::size_t start = 0;
     for (std::size_t t = 0; t < count && start < hi; start += sizes[t], ++t) {
@@ -100,9 +126,10 @@ void for_each_range_even(const std::size_t* sizes, std::size_t count, std::size_
     run_range(0, total);
     return;
   }
-  parallel_for(parts, kMinParallelWork, [&](std::int64_t k) {
-    const std::size_t lo = std::min(total, (units * static_cast<std::size_t>(k) / parts) * align);
-    const std::size_t hi = std::min(total, (units * static_cast<std::size_t>(k + 1) / parts) * align);
+  parallel_for_n(static_cast<std::int64_t>(parts), nt, [&](std::int64_t k) {
+    const std::size_t i = static_cast<std::size_t>(k);
+    const std::size_t lo = std::min(total, (units * i / parts) * align);
+    const std::size_t hi = std::min(total, (units * (i + 1) / parts) * align);
     run_range(lo, hi);
   });
 }

@@ -16,6 +16,7 @@
 #include "pyfastopt/gemm.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
+#include "runtime/scratch.h"
 
 namespace pyfastopt {
 
@@ -49,30 +50,12 @@ int threads_for(std::size_t mnk) {
   return static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(get_num_threads()), useful));
 }
 
-// A grow-only, 64-byte aligned scratch buffer owned by the calling thread, reused across
-// calls (packing buffers are not reallocated per product).
+// The calling thread's packing buffers (runtime/scratch.h), reused across calls (packing
+// buffers are not reallocated per product).
+struct GemmScratch;
 template <class T>
 T* scratch(std::size_t count) {
-  struct Buf {
-    void* p = nullptr;
-    std::size_t bytes = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf buf;
-  const std::size_t need = (count * sizeof(T) + 63) / 64 * 64;
-  if (need > buf.bytes) {
-    std::free(buf.p);
-    buf.p = std::aligned_alloc(64, need);
-    buf.bytes = buf.p ? need : 0;
-    if (!buf.p) throw std::bad_alloc();
-  }
-  return static_cast<T*>(buf.p);
-}
-
-// [lo, hi) of `count` items for part `i` of `parts`, split as evenly as possible.
-inline void even_split(std::size_t count, int parts, int i, std::size_t& lo, std::size_t& hi) {
-  lo = count * static_cast<std::size_t>(i) / static_cast<std::size_t>(parts);
-  hi = count * static_cast<std::size_t>(i + 1) / static_cast<std::size_t>(parts);
+  return static_cast<T*>(thread_scratch<GemmScratch>(count * sizeof(T)));
 }
 
 // One thread's packed GEMM on the m x n block of C at c (row stride ldc), BLIS loops
@@ -136,11 +119,10 @@ void run_packed(const GemmKernelsT<T>& K, std::size_t m, std::size_t n, std::siz
   // All buffers come from the calling thread before the parallel region: nothing inside
   // it allocates (or can throw).
   T* buf = scratch<T>(blocks * (a_elems + b_elems));
+  const GridSplit grid{row_panels, col_panels, tm, tn};
   auto block = [&](std::size_t t) {
-    const std::size_t im = t / tn, in = t % tn;
     std::size_t p0, p1, q0, q1;
-    even_split(row_panels, static_cast<int>(tm), static_cast<int>(im), p0, p1);
-    even_split(col_panels, static_cast<int>(tn), static_cast<int>(in), q0, q1);
+    grid.block(t, p0, p1, q0, q1);
     const std::size_t i0 = p0 * MR, i1 = std::min(m, p1 * MR), j0 = q0 * NR, j1 = std::min(n, q1 * NR);
     if (i0 >= i1 || j0 >= j1) return;
     T* ap = buf + t * (a_elems + b_elems);
@@ -182,7 +164,7 @@ void run_unpacked(Path path, const GemmKernelsT<T>& K, std::size_t m, std::size_
   nt = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(nt), units));
   parallel_for(nt, kMinParallelWork, [&](std::int64_t t) {
     std::size_t lo, hi;
-    even_split(units, nt, static_cast<int>(t), lo, hi);
+    even_split(units, static_cast<std::size_t>(nt), static_cast<std::size_t>(t), lo, hi);
     lo = std::min(extent, lo * align);
     hi = std::min(extent, hi * align);
     if (lo >= hi) return;

@@ -10,10 +10,6 @@
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace pyfastopt {
 
 namespace {
@@ -23,21 +19,19 @@ double now() {
   return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
 }
 
-// Best of `reps` wall-clock timings of `body(thread_index)` run on `threads` threads at
-// once; returns (work done by all threads) / seconds.
+// Best of `reps` wall-clock timings of `body(i)` for i in [0, threads), run on `threads`
+// threads at once; returns (work done by all of them) / seconds.
 template <class Body>
 double best_rate(int threads, int reps, const Body& body) {
   double best = 0.0;
+  std::vector<double> part(static_cast<std::size_t>(std::max(threads, 1)));
   for (int r = 0; r < reps; ++r) {
-    double work = 0.0;
     const double t0 = now();
-#if defined(_OPENMP)
-#pragma omp parallel num_threads(threads) reduction(+ : work)
-    work += body(omp_get_thread_num());
-#else
-    for (int t = 0; t < threads; ++t) work += body(t);
-#endif
+    parallel_for_n(threads, threads,
+                   [&](std::int64_t t) { part[static_cast<std::size_t>(t)] = body(static_cast<int>(t)); });
     const double dt = now() - t0;
+    double work = 0.0;
+    for (double w : part) work += w;
     if (dt > 0) best = std::max(best, work / dt);
   }
   return best;
@@ -71,13 +65,18 @@ double measure_bandwidth(std::size_t bytes, int threads, int reps, int updated) 
   float* a2 = updated > 2 ? arr[2].get() : nullptr;
   const float* d = arr[static_cast<std::size_t>(std::max(updated, 1))].get();
   const std::int64_t sn = static_cast<std::int64_t>(n);
-  // First touch in parallel, with the same static split as the timed loops.
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-  for (std::int64_t i = 0; i < sn; ++i)
-    for (int k = 0; k <= std::max(updated, 1); ++k)
-      arr[static_cast<std::size_t>(k)][i] = k == std::max(updated, 1) ? 0.5f : 1.0f;
+  // One contiguous range per thread (the same split for the first touch and the timed
+  // loops).
+  auto split = [&](auto&& loop) {
+    parallel_for_n(threads, threads, [&](std::int64_t t) {
+      loop(sn * t / threads, sn * (t + 1) / threads);
+    });
+  };
+  split([&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i)
+      for (int k = 0; k <= std::max(updated, 1); ++k)
+        arr[static_cast<std::size_t>(k)][i] = k == std::max(updated, 1) ? 0.5f : 1.0f;
+  });
   double best = 0.0;
   // updated = 0: y = s*d (read d, write y: 8 B/element); k >= 1: 4 (2k + 1) B/element
   const double moved = static_cast<double>(n * sizeof(float)) * (updated == 0 ? 2.0 : 2.0 * updated + 1.0);
@@ -85,32 +84,28 @@ double measure_bandwidth(std::size_t bytes, int threads, int reps, int updated) 
     const float s = r & 1 ? -1e-3f : 1e-3f;  // keeps values bounded across reps
     const double t0 = now();
     if (updated == 0) {
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-      for (std::int64_t i = 0; i < sn; ++i) a0[i] = s * d[i];
+      split([&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) a0[i] = s * d[i];
+      });
     } else if (updated == 1) {
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-      for (std::int64_t i = 0; i < sn; ++i) a0[i] += s * d[i];
+      split([&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) a0[i] += s * d[i];
+      });
     } else if (updated == 2) {
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-      for (std::int64_t i = 0; i < sn; ++i) {
-        a0[i] += s * d[i];
-        a1[i] += s * d[i];
-      }
+      split([&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) {
+          a0[i] += s * d[i];
+          a1[i] += s * d[i];
+        }
+      });
     } else {
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(threads)
-#endif
-      for (std::int64_t i = 0; i < sn; ++i) {
-        a0[i] += s * d[i];
-        a1[i] += s * d[i];
-        a2[i] += s * d[i];
-      }
+      split([&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) {
+          a0[i] += s * d[i];
+          a1[i] += s * d[i];
+          a2[i] += s * d[i];
+        }
+      });
     }
     const double dt = now() - t0;
     if (dt > 0) best = std::max(best, moved / dt);

@@ -25,6 +25,7 @@
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/qgemm.h"
 #include "pyfastopt/registry.h"
+#include "runtime/scratch.h"
 
 namespace pyfastopt {
 
@@ -36,29 +37,15 @@ namespace {
 constexpr std::size_t kMacPerThread = std::size_t{1} << 23;
 constexpr std::size_t kABlockBytes = 192 * 1024;
 
-// Grow-only 64-byte aligned scratch of the calling thread (slot s: independent buffers).
+// The calling thread's scratch (runtime/scratch.h), slot s: independent buffers.
+struct QGemmScratch;
 void* scratch(int slot, std::size_t bytes) {
-  struct Buf {
-    void* p = nullptr;
-    std::size_t bytes = 0;
-    ~Buf() { std::free(p); }
-  };
-  thread_local Buf bufs[4];
-  Buf& b = bufs[slot];
-  const std::size_t need = (std::max<std::size_t>(bytes, 64) + 63) / 64 * 64;
-  if (need > b.bytes) {
-    std::free(b.p);
-    b.p = std::aligned_alloc(64, need);
-    b.bytes = b.p ? need : 0;
-    if (!b.p) throw std::bad_alloc();
+  switch (slot) {
+    case 0: return thread_scratch<QGemmScratch, 0>(bytes);
+    case 1: return thread_scratch<QGemmScratch, 1>(bytes);
+    case 2: return thread_scratch<QGemmScratch, 2>(bytes);
+    default: return thread_scratch<QGemmScratch, 3>(bytes);
   }
-  return b.p;
-}
-
-inline void even_split(std::size_t count, std::size_t parts, std::size_t i, std::size_t& lo,
-                       std::size_t& hi) {
-  lo = count * i / parts;
-  hi = count * (i + 1) / parts;
 }
 
 inline std::uint32_t u32(std::int64_t x) { return static_cast<std::uint32_t>(x); }
@@ -137,11 +124,10 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
   char* buf = static_cast<char*>(scratch(1, blocks * per_block));
   const std::size_t panel_bytes = k4 * NR * 4;
 
+  const GridSplit grid{row_panels, col_panels, tm, tn};
   auto block = [&](std::size_t t) {
-    const std::size_t im = t / tn, in = t % tn;
     std::size_t p0, p1, q0, q1;
-    even_split(row_panels, tm, im, p0, p1);
-    even_split(col_panels, tn, in, q0, q1);
+    grid.block(t, p0, p1, q0, q1);
     const std::size_t i0 = p0 * MR, i1 = std::min(m, p1 * MR);
     if (i0 >= i1 || q0 >= q1) return;
     if (K.begin) K.begin();

@@ -5,7 +5,7 @@ build, CPU, SIMD level, threads
 """
 from __future__ import annotations
 import typing
-__all__: list[str] = ['build_type', 'compiled_levels', 'compiler', 'cpu_features', 'cuda_build', 'default_num_threads', 'get_num_threads', 'get_simd_level', 'get_spin_time', 'init', 'kernel_choices', 'max_num_threads', 'min_parallel_work', 'pool_size', 'release_threads', 'resolve_level', 'sanitize_build', 'set_num_threads', 'set_simd_level', 'set_spin_time', 'supported_levels', 'threading_runtime', 'version']
+__all__: list[str] = ['build_type', 'compiled_levels', 'compiler', 'cpu_features', 'cuda_build', 'default_num_threads', 'get_num_threads', 'get_simd_level', 'get_spin_time', 'init', 'kernel_choices', 'max_num_threads', 'min_parallel_work', 'missing_features', 'pool_size', 'release_threads', 'resolve_level', 'sanitize_build', 'set_num_threads', 'set_simd_level', 'set_spin_time', 'supported_levels', 'threading_runtime', 'version']
 def _test_region(ntasks: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, fail_at: typing.SupportsInt | typing.SupportsIndex, kind: str) -> int:
     ...
 def compiled_levels() -> list[str]:
@@ -36,13 +36,13 @@ def kernel_choices(level: str | None = None) -> dict:
     """
     Kernel variant chosen per family at the level in force, or at `level` (any level the build has a table for, run here or not: shows which families fall back).
     """
-def missing_features(level: str) -> str:
-    """
-    The CPU/OS features `level` needs that this machine lacks, comma separated ('' if none).
-    """
 def max_num_threads() -> int:
     """
     The cap on the thread count: min(1024, 4 x usable CPUs).
+    """
+def missing_features(level: str) -> str:
+    """
+    The CPU/OS features `level` needs that this machine lacks, comma separated ('' if none).
     """
 def pool_size() -> int:
     """

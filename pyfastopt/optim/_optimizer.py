@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, SupportsIndex
 
 import numpy as np
 
-from .. import _core, _fileio, _schema
+from .. import _core, _fileio, _masks, _schema
 from .._validate import type_name
 
 __all__ = ["Optimizer", "load_state_dict_file", "save_state_dict"]
@@ -321,6 +321,11 @@ class Optimizer:
                 f"grads has {len(grads)} arrays but the optimizer has {len(flat)} parameters"
             )
         self._check_hyper()
+        # pruned parameters (pyfastopt.prune): zero their pruned gradient entries now and
+        # their parameter and state entries after the update, so they stay exactly zero
+        found = _masks.find([p for _, p in flat]) if _masks.active() else None
+        if found:
+            grads = _masks.mask_grads(grads, found)
         if getattr(self, "_device", None) is None:
             if stream is not None:
                 raise ValueError("stream= is for device parameters; these are host arrays")
@@ -338,8 +343,10 @@ class Optimizer:
             kernel(params, grads, slots, index, coefs)
             for st in states:
                 st["step"] += 1
-            return
-        self._step_slow(kernel, flat, grads)
+        else:
+            self._step_slow(kernel, flat, grads)
+        if found:
+            _masks.mask_after_step(found, self.state)
 
     def _step_slow(
         self, kernel: Callable[..., None], flat: list[tuple[int, np.ndarray]], grads: Sequence[Any]

@@ -386,3 +386,28 @@ def test_prune_filters_errors():
         prune_filters(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), 0.5)
     with pytest.raises(ValueError, match="no Conv2d"):  # only feeds a residual add
         prune_filters(nn.Sequential(nn.Residual(nn.Conv2d(3, 3, 1))), 0.5)
+
+
+def test_torch_parity_forward_and_masked_gradient(rng):
+    torch = pytest.importorskip("torch")
+    tprune = pytest.importorskip("torch.nn.utils.prune")
+    ours = nn.Linear(10, 7, dtype=np.float64, seed=1)
+    tl = torch.nn.Linear(10, 7).double()
+    with torch.no_grad():
+        tl.weight.copy_(torch.from_numpy(ours.weight))
+        tl.bias.copy_(torch.from_numpy(ours.bias))
+    magnitude_prune(nn.Sequential(ours), 0.4)
+    tprune.l1_unstructured(tl, "weight", amount=0.4)
+    x = rng.standard_normal((5, 10))
+    dy = rng.standard_normal((5, 7))
+    y = ours(x)
+    ours.backward(dy)
+    tx = torch.from_numpy(x)
+    ty = tl(tx)
+    ty.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    # torch's gradient is the one of weight_orig: the full gradient times the mask
+    np.testing.assert_allclose(
+        ours.grad_weight, tl.weight_orig.grad.numpy(), rtol=1e-12, atol=1e-12
+    )
+    assert np.all(ours.grad_weight[ours.weight_mask == 0] == 0)

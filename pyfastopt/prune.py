@@ -268,8 +268,9 @@ def magnitude_prune(
             candidates).
         scope: ``"layer"`` (each weight matrix loses ``amount`` of its own entries/rows)
             or ``"global"`` (one ranking over every weight matrix together).
-        structured: ``None`` (individual entries, by ``|w|``) or ``"rows"`` (whole output
-            rows -- neurons -- by their L2 norm).
+        structured: ``None`` (individual entries, by ``|w|``), ``"rows"`` (whole output
+            rows -- neurons -- by their L2 norm) or ``"filters"`` (whole Conv2d filters by
+            their L1 norm: :func:`prune_filters` with ``norm=1``, a Sequential only).
 
     Returns:
         * ``structured=None``, or ``"rows"`` with arrays: :class:`PruningMasks`; the
@@ -299,7 +300,9 @@ def magnitude_prune(
     """
     amount = probability("amount", amount, one=True)
     scope = choice("scope", scope, ("layer", "global"))
-    structured = choice("structured", structured, (None, "rows"))
+    structured = choice("structured", structured, (None, "rows", "filters"))
+    if structured == "filters":
+        return prune_filters(model_or_arrays, amount, norm=1, scope=scope)
     if structured == "rows" and _is_module(model_or_arrays):
         return _shrink_rows(model_or_arrays, amount, scope)
     names, weights, grads = _collect(model_or_arrays)

@@ -411,3 +411,14 @@ def test_torch_parity_forward_and_masked_gradient(rng):
         ours.grad_weight, tl.weight_orig.grad.numpy(), rtol=1e-12, atol=1e-12
     )
     assert np.all(ours.grad_weight[ours.weight_mask == 0] == 0)
+
+
+def test_magnitude_prune_structured_filters_is_prune_filters_l1(rng):
+    a, b = _cnn(), _cnn()
+    assert magnitude_prune(a, 0.5, structured="filters") is a
+    prune_filters(b, 0.5, norm=1)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    for key, value in a.state_dict().items():
+        np.testing.assert_array_equal(value, b.state_dict()[key])
+    with pytest.raises(TypeError, match="Sequential"):
+        magnitude_prune([np.ones((2, 2), np.float32)], 0.5, structured="filters")

@@ -165,7 +165,8 @@ class Module:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed like PyTorch's ``state_dict``
-        (``"0.weight"``, ``"1.running_mean"``, ``"1.num_batches_tracked"``, ...)."""
+        (``"0.weight"``, ``"1.running_mean"``, ``"1.num_batches_tracked"``, ...); a pruned
+        layer adds ``"<layer>.weight_mask"`` and its ``weight`` is the masked one."""
         out: dict[str, np.ndarray] = {}
         for prefix, mod in self._walk():
             mod._apply_masks()
@@ -187,6 +188,11 @@ class Module:
     def load_state_dict(self, state: Any) -> None:
         """Copy ``state`` (as :meth:`state_dict` returns, or PyTorch's converted to
         NumPy) into the existing arrays, so optimizers keep holding the right objects.
+
+        Pruning masks (:mod:`pyfastopt.prune`): a ``"<layer>.weight_mask"`` in ``state``
+        attaches that mask to a Linear/Conv2d that has none (or replaces its mask), and
+        PyTorch's pruned keys ``weight_orig`` + ``weight_mask`` load as ``weight =
+        weight_orig * weight_mask`` with the mask.
 
         Raises:
             ValueError: a missing or unexpected key, or a shape mismatch (naming the key

@@ -305,6 +305,11 @@ class Optimizer:
         Every argument and hyper-parameter is validated before any array is touched: on
         error the parameters and the state are left exactly as they were.
 
+        Pruned parameters (layers pruned by :mod:`pyfastopt.prune`, which keep a
+        ``weight_mask``): the pruned entries of their gradients are zeroed (in the arrays
+        passed where writable, else in a copy) before the update, and those of the
+        parameter and of its state arrays after it, so they stay exactly zero.
+
         Device parameters (CuPy arrays, PyTorch CUDA tensors, any DLPack /
         ``__cuda_array_interface__`` producer; see :mod:`pyfastopt.cuda`): the same fused
         multi-tensor update runs on the GPU (one launch per dtype, the CPU's bits), on

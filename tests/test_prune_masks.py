@@ -422,3 +422,22 @@ def test_magnitude_prune_structured_filters_is_prune_filters_l1(rng):
         np.testing.assert_array_equal(value, b.state_dict()[key])
     with pytest.raises(TypeError, match="Sequential"):
         magnitude_prune([np.ones((2, 2), np.float32)], 0.5, structured="filters")
+
+
+def test_onnx_save_sees_zeros(rng, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from pyfastopt import onnx as pfo_onnx
+
+    m = _mlp()
+    magnitude_prune(m, 0.6)
+    m[0].weight[...] = 2.0  # an edit by hand: save applies the masks first
+    path = tmp_path / "pruned.onnx"
+    pfo_onnx.save(m, path)
+    inits = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    mask = m[0].weight_mask
+    match = [a for a in inits if a.shape in (mask.shape, mask.T.shape) and a.size == mask.size]
+    assert match
+    assert any(np.array_equal(a, m[0].weight) or np.array_equal(a, m[0].weight.T) for a in match)
+    assert np.all(m[0].weight[mask == 0] == 0)

@@ -42,7 +42,7 @@ from ._config import threads as _threads
 from ._fileio import atomic_write
 from .data import DataLoader, RandomShift
 from .optim import lr_scheduler
-from .prune import magnitude_prune, masked, sparsity
+from .prune import magnitude_prune, masked, remove, sparsity
 from .quant import load, quantize_model
 
 __all__ = ["DEFAULT_EPOCHS", "QUICK_EPOCHS", "run_demo"]
@@ -409,6 +409,7 @@ def _run(
         "fine-tuning); fine-tuning with masks"
     )
     fit("pruned", pruned, distill, seeds[4], ep[2], "fine-tune", masks=masks)
+    remove(pruned)  # permanent (as torch.nn.utils.prune.remove): the file holds no masks
     record("pruned student", pruned, count_nonzero_params(pruned))
     rows[-1]["sparsity"] = sparsity(pruned)
     rows[-1]["accuracy_before_finetune"] = acc_before

@@ -1,17 +1,22 @@
 """Magnitude pruning: unstructured masks that stay zero, and neuron (row) removal.
 
 * :func:`magnitude_prune` with ``structured=None`` zeroes the smallest-magnitude
-  entries of the weight matrices in place and returns :class:`PruningMasks`.
-  Wrap the optimizer with :func:`masked` (or call ``masks.apply_()`` after each step)
-  so pruned weights stay exactly zero while fine-tuning.
+  entries of the weights in place and returns :class:`PruningMasks`. On a model, each
+  pruned Linear/Conv2d keeps its mask as ``layer.weight_mask`` (PyTorch's
+  ``torch.nn.utils.prune`` semantics): every optimizer's ``step`` then keeps the pruned
+  entries (and their optimizer state) exactly zero, ``forward`` re-applies the mask, and
+  ``state_dict`` carries it; :func:`remove` makes the pruning permanent. Plain arrays
+  have no layer: wrap the optimizer with :func:`masked` (or call ``masks.apply_()``).
+* :func:`prune_filters` removes whole Conv2d filters (L1 or L2 norm), shrinking the
+  model in place.
 * ``structured="rows"`` ranks whole output rows (neurons) by their L2 norm. On a
   :class:`pyfastopt.nn.Sequential` it makes the model *smaller*, in place, and returns
   it: each pruned Linear loses those rows and bias entries, a following BatchNorm1d
   loses the same features, and the next Linear loses the matching input columns.
 * :func:`sparsity` is the fraction of zero entries in the weight matrices.
 
-"Weights" are the weight matrices of the Linear layers (``pyfastopt.nn.Linear``), never
-biases or BatchNorm parameters; with a list of arrays, every array is a weight.
+"Weights" are the weights of the Linear and Conv2d layers, never biases or BatchNorm
+parameters; with a list of arrays, every array is a weight.
 
 How many: ``k = round(amount * n)`` (Python's round, half to even) of the ``n``
 candidates (entries, or rows) -- per weight matrix with ``scope="layer"``, over all of
@@ -32,9 +37,28 @@ from typing import Any
 import numpy as np
 
 from ._validate import choice, probability
-from .nn import BatchNorm1d, Dropout, Flatten, Linear, Module, ReLU, Sequential
+from .nn import (
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    Module,
+    ReLU,
+    Sequential,
+)
 
-__all__ = ["MaskedOptimizer", "PruningMasks", "magnitude_prune", "masked", "sparsity"]
+__all__ = [
+    "MaskedOptimizer",
+    "PruningMasks",
+    "is_pruned",
+    "magnitude_prune",
+    "masked",
+    "prune_filters",
+    "remove",
+    "sparsity",
+]
 
 
 class PruningMasks(Sequence):
@@ -180,6 +204,11 @@ def _linear_layers(model: Any) -> list[tuple[str, Any]]:
     return [(prefix, mod) for prefix, mod in model._walk() if isinstance(mod, Linear)]
 
 
+def _prunable_layers(model: Any) -> list[tuple[str, Any]]:
+    """(prefix, layer) for every Linear and Conv2d in the model, in order."""
+    return [(prefix, mod) for prefix, mod in model._walk() if isinstance(mod, (Linear, Conv2d))]
+
+
 def _check_weight(a: Any, name: str) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy array (pruned in place), got {type(a).__name__}")
@@ -204,9 +233,11 @@ def _collect(obj: Any) -> tuple[list[str], list[np.ndarray], list[np.ndarray | N
             raise ValueError("model_or_arrays lists the same array twice")
         return names, weights, [None] * len(weights)
     if _is_module(obj):
-        layers = _linear_layers(obj)
+        layers = _prunable_layers(obj)
         if not layers:
-            raise ValueError(f"model_or_arrays ({type(obj).__name__}) has no Linear layer")
+            raise ValueError(
+                f"model_or_arrays ({type(obj).__name__}) has no Linear or Conv2d layer"
+            )
         names = [prefix + "weight" for prefix, _ in layers]
         weights = [_check_weight(lin.weight, n) for (_, lin), n in zip(layers, names)]
         return names, weights, [lin.grad_weight for _, lin in layers]
@@ -237,8 +268,9 @@ def magnitude_prune(
             candidates).
         scope: ``"layer"`` (each weight matrix loses ``amount`` of its own entries/rows)
             or ``"global"`` (one ranking over every weight matrix together).
-        structured: ``None`` (individual entries, by ``|w|``) or ``"rows"`` (whole output
-            rows -- neurons -- by their L2 norm).
+        structured: ``None`` (individual entries, by ``|w|``), ``"rows"`` (whole output
+            rows -- neurons -- by their L2 norm) or ``"filters"`` (whole Conv2d filters by
+            their L1 norm: :func:`prune_filters` with ``norm=1``, a Sequential only).
 
     Returns:
         * ``structured=None``, or ``"rows"`` with arrays: :class:`PruningMasks`; the
@@ -268,12 +300,20 @@ def magnitude_prune(
     """
     amount = probability("amount", amount, one=True)
     scope = choice("scope", scope, ("layer", "global"))
-    structured = choice("structured", structured, (None, "rows"))
+    structured = choice("structured", structured, (None, "rows", "filters"))
+    if structured == "filters":
+        return prune_filters(model_or_arrays, amount, norm=1, scope=scope)
     if structured == "rows" and _is_module(model_or_arrays):
         return _shrink_rows(model_or_arrays, amount, scope)
     names, weights, grads = _collect(model_or_arrays)
     if structured is None:
         masks = _unstructured_masks(weights, amount, scope)
+        if _is_module(model_or_arrays):  # the layers keep their masks (PyTorch's way)
+            for (_, layer), keep in zip(_prunable_layers(model_or_arrays), masks):
+                old = layer.__dict__.get("_pruned", {}).get("weight")
+                if old is not None:  # pruning again never revives an entry
+                    keep &= ~old
+                layer._set_mask("weight", keep)
     else:
         for n, w in zip(names, weights):
             if w.ndim != 2:
@@ -301,10 +341,13 @@ def _unstructured_masks(weights: list[np.ndarray], amount: float, scope: str) ->
 
 
 def _row_keep(
-    weights: list[np.ndarray], amount: float, scope: str, min_keep: int
+    weights: list[np.ndarray], amount: float, scope: str, min_keep: int, norm: int = 2
 ) -> list[np.ndarray]:
     """Per matrix, a bool vector of kept rows; each matrix keeps >= min_keep rows."""
-    norms = [np.sqrt(np.square(w, dtype=np.float64).sum(axis=1)) for w in weights]
+    if norm == 1:
+        norms = [np.abs(w).astype(np.float64).sum(axis=1) for w in weights]
+    else:
+        norms = [np.sqrt(np.square(w, dtype=np.float64).sum(axis=1)) for w in weights]
     if scope == "layer":
         out = []
         for nrm in norms:
@@ -386,17 +429,22 @@ def _sub_linear(layer: Any, rows: np.ndarray, cols: np.ndarray | None) -> Any:
     if layer.bias is not None:
         assert new.bias is not None
         new.bias[...] = layer.bias[rows]
+    pruned = layer.__dict__.get("_pruned", {}).get("weight")
+    if pruned is not None:  # a mask kept by the layer is cut the same way
+        new._set_mask("weight", ~(pruned[rows] if cols is None else pruned[np.ix_(rows, cols)]))
     return new
 
 
 def _sub_batchnorm(layer: Any, cols: np.ndarray) -> Any:
-    new = BatchNorm1d(
+    extra = {"layout": layer.layout} if isinstance(layer, BatchNorm2d) else {}
+    new = type(layer)(
         cols.size,
         eps=layer.eps,
         momentum=layer.momentum,
         affine=layer.weight is not None,
         track_running_stats=layer.running_mean is not None,
         dtype=layer.dtype,
+        **extra,
     )
     for name in ("weight", "bias", "running_mean", "running_var"):
         src = getattr(layer, name)
@@ -416,7 +464,7 @@ def sparsity(model_or_arrays: Any) -> float:
     elif isinstance(model_or_arrays, (list, tuple)):
         weights = [np.asarray(a) for a in model_or_arrays]
     elif _is_module(model_or_arrays):
-        weights = [lin.weight for _, lin in _linear_layers(model_or_arrays)]
+        weights = [lin.weight for _, lin in _prunable_layers(model_or_arrays)]
     else:
         raise TypeError(
             "model_or_arrays must be a pyfastopt.nn Module, an array or a list of arrays, "
@@ -426,3 +474,230 @@ def sparsity(model_or_arrays: Any) -> float:
     if total == 0:
         raise ValueError("model_or_arrays has no weight entries")
     return sum(int(np.count_nonzero(w == 0)) for w in weights) / total
+
+
+def is_pruned(module: Any) -> bool:
+    """True if ``module`` or any layer inside it carries a pruning mask (as
+    ``torch.nn.utils.prune.is_pruned``)."""
+    if not _is_module(module):
+        raise TypeError(f"module must be a pyfastopt.nn Module, got {type(module).__name__}")
+    return any(mod.__dict__.get("_pruned") for _, mod in module._walk())
+
+
+def remove(module: Any, name: str = "weight") -> Any:
+    """Make the pruning of ``module``'s parameter ``name`` permanent (as
+    ``torch.nn.utils.prune.remove``): the pruned entries stay zero in the array, but the
+    mask (``<name>_mask``) is dropped from the layer and from ``state_dict``, and
+    optimizers no longer hold those entries at zero. On a container, every pruned layer
+    inside it is made permanent. Returns ``module``.
+
+    Raises:
+        ValueError: nothing named ``name`` is pruned in ``module``.
+    """
+    if not _is_module(module):
+        raise TypeError(f"module must be a pyfastopt.nn Module, got {type(module).__name__}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    done = False
+    for _, mod in module._walk():
+        if name in mod.__dict__.get("_pruned", {}):
+            mod._remove_mask(name)
+            done = True
+    if not done:
+        raise ValueError(
+            f"parameter {name!r} of {type(module).__name__} has to be pruned before pruning "
+            "can be removed"
+        )
+    return module
+
+
+# --------------------------------------------------------------------------- filters
+#: layers that act on each channel separately: a filter's channel passes through them
+_CHANNELWISE = (
+    "ReLU",
+    "GELU",
+    "Sigmoid",
+    "Tanh",
+    "Identity",
+    "Dropout",
+    "BatchNorm2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+)
+#: feature-wise layers allowed between Flatten and the Linear that consumes it
+_FEATUREWISE = ("ReLU", "GELU", "Sigmoid", "Tanh", "Identity", "Dropout", "BatchNorm1d")
+
+
+def prune_filters(model: Any, amount: float, norm: int = 1, scope: str = "layer") -> Any:
+    """Remove whole Conv2d filters (output channels) of smallest L1 or L2 norm, making
+    the model smaller in place, as ``magnitude_prune(..., structured="rows")`` does for
+    Linear rows.
+
+    In each :class:`~pyfastopt.nn.Sequential` (and, recursively, inside each
+    :class:`~pyfastopt.nn.Residual` block), a Conv2d is a candidate when its output reaches
+    another Conv2d, or a Flatten followed by a Linear, through channel-wise layers only
+    (ReLU, GELU, Sigmoid, Tanh, Identity, Dropout, BatchNorm2d, MaxPool2d, AvgPool2d,
+    AdaptiveAvgPool2d; after Flatten: those feature-wise ones and BatchNorm1d). Pruning
+    filter ``c`` removes ``weight[c]`` and ``bias[c]``, feature ``c`` of every BatchNorm2d
+    on the way, and input channel ``c`` of the next Conv2d -- or, after Flatten, the
+    matching block of ``H*W`` input columns of the Linear (Flatten's (c, h, w) order, both
+    layouts). A Conv2d whose output reaches a residual add (the last conv of a Residual
+    body, or one feeding a Residual block) or the model's output is never a candidate, so
+    the shapes the add needs are kept. Every candidate keeps at least one filter.
+
+    ``k = round(amount * n)`` filters per candidate (``scope="layer"``) or over all of them
+    (``scope="global"``, norms compared as they are), ties to the earlier filter. The
+    model then computes what the original computes with those channels silenced (the
+    filters' weights and bias, and the weight and bias of the BatchNorm2d features after
+    them, set to zero) -- up to rounding, in fewer operations;
+    changed layers are replaced in ``.layers`` (rebuild optimizers). Masks kept by the
+    pruned layers (:func:`magnitude_prune`) are cut to the kept channels.
+
+    Args:
+        model: a ``pyfastopt.nn.Sequential``.
+        amount (float): fraction in [0, 1] of the candidates' filters to remove.
+        norm (int): 1 (L1, as ``torch.nn.utils.prune.ln_structured(n=1)``) or 2.
+        scope: ``"layer"`` or ``"global"``.
+
+    Returns:
+        The same model, smaller.
+
+    Raises:
+        ValueError: amount outside [0, 1], bad norm/scope, a model with no candidate, a
+            candidate or the conv it feeds with ``groups != 1`` (grouped and depthwise
+            convolutions tie channels together; the error names the layer), a Linear whose
+            in_features is not a multiple of the channels.
+        TypeError: ``model`` is not a Sequential.
+    """
+    amount = probability("amount", amount, one=True)
+    scope = choice("scope", scope, ("layer", "global"))
+    if isinstance(norm, bool) or norm not in (1, 2):
+        raise ValueError(f"norm must be 1 or 2, got {norm!r}")
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a pyfastopt.nn.Sequential, got {type(model).__name__}")
+    plans: list[tuple[Any, int, list[int], int, str]] = []
+    _plan_filters(model, "", plans)
+    if not plans:
+        raise ValueError(
+            "prune_filters: the model has no Conv2d whose output feeds another Conv2d or a "
+            "Flatten + Linear (convs that feed a residual add or the output are not pruned)"
+        )
+    convs = [seq.layers[i] for seq, i, _, _, _ in plans]
+    for (_, _, _, _, where), conv in zip(plans, convs):
+        _check_weight(conv.weight, f"{where} weight")
+    flat = [c.weight.reshape(c.weight.shape[0], -1) for c in convs]
+    keeps = _row_keep(flat, amount, scope, min_keep=1, norm=norm)
+    for (seq, i, between, j, where), keep in zip(plans, keeps):
+        _cut_filters(seq, i, between, j, np.flatnonzero(keep), where)
+    return model
+
+
+def _plan_filters(seq: Any, prefix: str, plans: list) -> None:
+    layers = seq.layers
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Sequential):  # a Residual (or nested Sequential) body
+            _plan_filters(layer, f"{prefix}{i}.", plans)
+            continue
+        if not isinstance(layer, Conv2d):
+            continue
+        where = f"layer {prefix}{i} (Conv2d)"
+        j = i + 1
+        while j < len(layers) and type(layers[j]).__name__ in _CHANNELWISE:
+            j += 1
+        between = list(range(i + 1, j))
+        if j == len(layers):
+            continue  # feeds the output (or, in a Residual body, the add): not a candidate
+        nxt = layers[j]
+        if isinstance(nxt, Conv2d):
+            for lay, w in ((layer, where), (nxt, f"layer {prefix}{j} (Conv2d)")):
+                if lay.groups != 1:
+                    raise ValueError(
+                        f"prune_filters: {w} has groups={lay.groups}; filters of grouped or "
+                        "depthwise convolutions cannot be removed one by one (use "
+                        "magnitude_prune for unstructured pruning)"
+                    )
+            plans.append((seq, i, between, j, where))
+        elif isinstance(nxt, Flatten):
+            k = j + 1
+            while k < len(layers) and type(layers[k]).__name__ in _FEATUREWISE:
+                k += 1
+            if k < len(layers) and isinstance(layers[k], Linear):
+                if layer.groups != 1:
+                    raise ValueError(
+                        f"prune_filters: {where} has groups={layer.groups}; filters of grouped "
+                        "or depthwise convolutions cannot be removed one by one"
+                    )
+                if layers[k].in_features % layer.out_channels:
+                    raise ValueError(
+                        f"prune_filters: layer {prefix}{k} (Linear) has in_features "
+                        f"{layers[k].in_features}, not a multiple of the {layer.out_channels} "
+                        f"channels of {where}"
+                    )
+                plans.append((seq, i, [*between, *range(j + 1, k)], k, where))
+
+
+def _cut_filters(
+    seq: Any, i: int, between: list[int], j: int, kept: np.ndarray, where: str
+) -> None:
+    layers = seq.layers
+    conv = layers[i]
+    c = conv.out_channels
+    _replace(seq, i, _sub_conv(conv, rows=kept, cols=None))
+    block = None  # after Flatten: each channel is a block of H*W features
+    for b in between:
+        layer = layers[b]
+        if isinstance(layer, Flatten):
+            block = layers[j].in_features // c
+        elif isinstance(layer, (BatchNorm1d, BatchNorm2d)):
+            cols = kept if block is None else _blocks(kept, block)
+            _replace(seq, b, _sub_batchnorm(layer, cols))
+    consumer = layers[j]
+    if isinstance(consumer, Conv2d):
+        _replace(seq, j, _sub_conv(consumer, rows=None, cols=kept))
+    else:
+        cols = _blocks(kept, consumer.in_features // c)
+        _replace(seq, j, _sub_linear(consumer, np.arange(consumer.out_features), cols))
+
+
+def _blocks(kept: np.ndarray, size: int) -> np.ndarray:
+    return (kept[:, None] * size + np.arange(size)[None, :]).ravel()
+
+
+def _replace(seq: Any, index: int, fresh: Any) -> None:
+    old = seq.layers[index]
+    fresh.training, fresh.frozen = old.training, old.frozen
+    seq.layers[index] = fresh
+
+
+def _sub_conv(layer: Any, rows: np.ndarray | None, cols: np.ndarray | None) -> Any:
+    w = layer.weight
+    keep = layer.__dict__.get("_pruned", {}).get("weight")
+    keep = None if keep is None else ~keep
+    if rows is not None:
+        w = w[rows]
+        keep = None if keep is None else keep[rows]
+    if cols is not None:
+        w = w[:, cols]
+        keep = None if keep is None else keep[:, cols]
+    new = Conv2d(
+        w.shape[1],
+        w.shape[0],
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        dilation=layer.dilation,
+        groups=1,
+        bias=layer.bias is not None,
+        activation=layer.activation,
+        layout=layer.layout,
+        dtype=layer.dtype,
+        seed=0,
+    )
+    new.weight[...] = w
+    if layer.bias is not None:
+        assert new.bias is not None
+        new.bias[...] = layer.bias if rows is None else layer.bias[rows]
+    if keep is not None:
+        new._set_mask("weight", keep)
+    return new

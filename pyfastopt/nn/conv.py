@@ -66,6 +66,7 @@ class Conv2d(Module):
     """
 
     _param_names = ("weight", "bias")
+    _maskable = True
 
     def __init__(
         self,
@@ -168,6 +169,7 @@ class Conv2d(Module):
         return (n, oh, ow, c) if self.layout == "NHWC" else (n, c, oh, ow)
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        self._apply_masks()  # pruned weights: exactly zero (pyfastopt.prune)
         x = _as_input(x, self.dtype, "Conv2d")
         out = None
         if x.ndim == 4:
@@ -215,6 +217,8 @@ class Conv2d(Module):
                 self.grad_bias if grads else None,
             ),
         )
+        if grads:
+            self._mask_grads()
         return dx
 
 

@@ -119,6 +119,7 @@ class Linear(Module):
     """
 
     _param_names = ("weight", "bias")
+    _maskable = True
 
     def __init__(
         self,
@@ -196,6 +197,7 @@ class Linear(Module):
         )
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        self._apply_masks()  # pruned weights: exactly zero (pyfastopt.prune)
         x = _as_input(x, self.dtype, "Linear")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
@@ -227,6 +229,7 @@ class Linear(Module):
             matmul(dz2.T, x2, self.grad_weight)
             if self.bias is not None:
                 np.add.reduce(dz2, axis=0, out=self.grad_bias)
+            self._mask_grads()
         if not need_dx:
             return None
         dx = self._buffer("dx", x.shape, self.dtype)

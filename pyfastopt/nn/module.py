@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import _masks
 from .._validate import boolean
 
 if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
@@ -164,9 +165,11 @@ class Module:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed like PyTorch's ``state_dict``
-        (``"0.weight"``, ``"1.running_mean"``, ``"1.num_batches_tracked"``, ...)."""
+        (``"0.weight"``, ``"1.running_mean"``, ``"1.num_batches_tracked"``, ...); a pruned
+        layer adds ``"<layer>.weight_mask"`` and its ``weight`` is the masked one."""
         out: dict[str, np.ndarray] = {}
         for prefix, mod in self._walk():
+            mod._apply_masks()
             for name, p, _ in mod._own_params():
                 out[prefix + name] = p.copy()
             for name in mod._buffer_names:
@@ -186,6 +189,11 @@ class Module:
         """Copy ``state`` (as :meth:`state_dict` returns, or PyTorch's converted to
         NumPy) into the existing arrays, so optimizers keep holding the right objects.
 
+        Pruning masks (:mod:`pyfastopt.prune`): a ``"<layer>.weight_mask"`` in ``state``
+        attaches that mask to a Linear/Conv2d that has none (or replaces its mask), and
+        PyTorch's pruned keys ``weight_orig`` + ``weight_mask`` load as ``weight =
+        weight_orig * weight_mask`` with the mask.
+
         Raises:
             ValueError: a missing or unexpected key, or a shape mismatch (naming the key
                 and both shapes). Everything is checked before anything is copied.
@@ -193,7 +201,17 @@ class Module:
         """
         if not hasattr(state, "keys"):
             raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+        state = _from_torch_pruned(state)
+        modules = dict(self._walk())
         own = self._state_arrays()
+        attach = []  # (module, param name): masks in `state` for layers not pruned yet
+        for key in state:
+            if key.endswith("_mask") and key not in own and key[: -len("_mask")] in own:
+                prefix, _, pname = key[: -len("_mask")].rpartition(".")
+                mod = modules.get(prefix + "." if prefix else "")
+                if mod is not None and pname in mod._param_names and mod._maskable:
+                    attach.append((mod, pname))
+                    own[key] = own[key[: -len("_mask")]]  # same shape; attached below
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
@@ -212,8 +230,63 @@ class Module:
                     f"load_state_dict: {key!r} has shape {src.shape}, the model's is {dst.shape}"
                 )
             values[key] = src
+        for mod, pname in attach:
+            mod._set_mask(pname, np.ones(getattr(mod, pname).shape, dtype=bool))
+        own = self._state_arrays()
         for key, dst in own.items():
             np.copyto(dst, values[key], casting="unsafe")
+        for _, mod in self._walk():  # masks may have changed: re-derive and re-apply
+            for pname in list(mod.__dict__.get("_pruned", {})):
+                mod._set_mask(pname, getattr(mod, pname + "_mask") != 0)
+
+    # ------------------------------------------------------------------ pruning masks
+    #: layers whose weight can carry a pruning mask (Linear, Conv2d)
+    _maskable = False
+
+    def _set_mask(self, name: str, keep: np.ndarray) -> None:
+        """Attach (or replace) the pruning mask of parameter ``name``: ``<name>_mask`` (a
+        buffer, 1.0 kept / 0.0 pruned, the parameter's dtype, in ``state_dict`` as
+        PyTorch's), zero the pruned entries, and register them with the optimizers."""
+        p = getattr(self, name)
+        keep = np.asarray(keep, dtype=bool)
+        pruned = self.__dict__.setdefault("_pruned", {})
+        pruned[name] = ~keep
+        setattr(self, name + "_mask", keep.astype(p.dtype))
+        if name + "_mask" not in self._buffer_names:
+            self._buffer_names = (*self._buffer_names, name + "_mask")
+        np.copyto(p, 0, where=pruned[name])
+        grad = getattr(self, "grad_" + name, None)
+        if grad is not None:
+            np.copyto(grad, 0, where=pruned[name])
+        _masks.register(p, pruned[name])
+
+    def _remove_mask(self, name: str) -> None:
+        pruned = self.__dict__.get("_pruned", {})
+        if name not in pruned:
+            raise ValueError(f"{type(self).__name__}.{name} is not pruned (nothing to remove)")
+        p = getattr(self, name)
+        np.copyto(p, 0, where=pruned.pop(name))
+        _masks.unregister(p)
+        delattr(self, name + "_mask")
+        self._buffer_names = tuple(n for n in self._buffer_names if n != name + "_mask")
+
+    def _apply_masks(self) -> None:
+        """Set the pruned entries of this module's own parameters to exactly zero."""
+        pruned = self.__dict__.get("_pruned")
+        if pruned:
+            for name, where in pruned.items():
+                np.copyto(getattr(self, name), 0, where=where)
+
+    def _mask_grads(self) -> None:
+        pruned = self.__dict__.get("_pruned")
+        if pruned:
+            for name, where in pruned.items():
+                np.copyto(getattr(self, "grad_" + name), 0, where=where)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for name, where in state.get("_pruned", {}).items():  # copies are pruned too
+            _masks.register(getattr(self, name), where)
 
     # ------------------------------------------------------------------ copies
     #: attributes that refer to the last forward (inputs, outputs, saved statistics)
@@ -272,6 +345,22 @@ class Module:
             return f"{type(self).__name__}({self.extra_repr()})"
         lines = [f"  ({name}): " + repr(c).replace("\n", "\n  ") for name, c in children]
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def _from_torch_pruned(state: Any) -> Any:
+    """PyTorch's pruned-module keys (``weight_orig`` + ``weight_mask``) as ours
+    (``weight`` = ``weight_orig * weight_mask`` + ``weight_mask``)."""
+    keys = list(state.keys())
+    origs = [k for k in keys if k.endswith("_orig")]
+    if not origs:
+        return state
+    out = {k: state[k] for k in keys}
+    for key in origs:
+        base = key[: -len("_orig")]
+        if base not in out and base + "_mask" in out:
+            orig = np.asarray(out.pop(key))
+            out[base] = orig * (np.asarray(out[base + "_mask"]) != 0)
+    return out
 
 
 class Sequential(Module):

@@ -144,5 +144,7 @@ def save(model: Any, path: str | os.PathLike, *, opset: int = 17, input_shape: A
     from .. import _fileio
     from ._export import to_onnx
 
+    for _, mod in getattr(model, "_walk", lambda: ())():  # pruned weights: exactly zero
+        mod._apply_masks()
     proto = to_onnx(model, onnx, opset, input_shape)
     return _fileio.atomic_write_bytes(path, proto.SerializeToString())

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, SupportsIndex
 
 import numpy as np
 
-from .. import _core, _fileio, _schema
+from .. import _core, _fileio, _masks, _schema
 from .._validate import type_name
 
 __all__ = ["Optimizer", "load_state_dict_file", "save_state_dict"]
@@ -305,6 +305,11 @@ class Optimizer:
         Every argument and hyper-parameter is validated before any array is touched: on
         error the parameters and the state are left exactly as they were.
 
+        Pruned parameters (layers pruned by :mod:`pyfastopt.prune`, which keep a
+        ``weight_mask``): the pruned entries of their gradients are zeroed (in the arrays
+        passed where writable, else in a copy) before the update, and those of the
+        parameter and of its state arrays after it, so they stay exactly zero.
+
         Device parameters (CuPy arrays, PyTorch CUDA tensors, any DLPack /
         ``__cuda_array_interface__`` producer; see :mod:`pyfastopt.cuda`): the same fused
         multi-tensor update runs on the GPU (one launch per dtype, the CPU's bits), on
@@ -321,6 +326,11 @@ class Optimizer:
                 f"grads has {len(grads)} arrays but the optimizer has {len(flat)} parameters"
             )
         self._check_hyper()
+        # pruned parameters (pyfastopt.prune): zero their pruned gradient entries now and
+        # their parameter and state entries after the update, so they stay exactly zero
+        found = _masks.find([p for _, p in flat]) if _masks.active() else None
+        if found:
+            grads = _masks.mask_grads(grads, found)
         if getattr(self, "_device", None) is None:
             if stream is not None:
                 raise ValueError("stream= is for device parameters; these are host arrays")
@@ -338,8 +348,10 @@ class Optimizer:
             kernel(params, grads, slots, index, coefs)
             for st in states:
                 st["step"] += 1
-            return
-        self._step_slow(kernel, flat, grads)
+        else:
+            self._step_slow(kernel, flat, grads)
+        if found:
+            _masks.mask_after_step(found, self.state)
 
     def _step_slow(
         self, kernel: Callable[..., None], flat: list[tuple[int, np.ndarray]], grads: Sequence[Any]

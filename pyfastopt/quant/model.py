@@ -77,6 +77,8 @@ def _fold(model: Any) -> tuple[list[_FloatLinear], int]:
     """The float layers of ``model`` with BatchNorm folded and ReLU fused, and in_features."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a pyfastopt.nn.Module, got {type(model).__name__}")
+    for _, mod in model._walk():  # pruned weights: exactly zero (pyfastopt.prune)
+        mod._apply_masks()
     layers: list[_FloatLinear] = []
     open_for_bn = False  # the last layer is a Linear with nothing applied after it yet
     for i, layer in enumerate(_flatten_layers(model)):

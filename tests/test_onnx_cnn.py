@@ -121,6 +121,7 @@ def _models():
         "mobilenetv2_block": (_randomize_bn(InvertedResidual(8)), (8, 9, 9)),
         "pools": (
             tnn.Sequential(
+                tnn.BatchNorm2d(3),  # not after a conv: not folded by the exporter
                 tnn.Conv2d(3, 8, 3, stride=2, padding=(1, 2), dilation=(1, 2)),
                 tnn.BatchNorm2d(8),
                 tnn.ReLU(),
@@ -175,6 +176,10 @@ def test_structure():
     assert [(c.lo, c.hi) for c in clips] == [(0.0, 6.0)] * 2
     dw = [s.layer for s in mb.steps if isinstance(s.layer, nn.Conv2d) and s.layer.groups > 1]
     assert len(dw) == 1 and dw[0].groups == 32
+    pools = pfo.load(export(MODELS["pools"][0], (1, 3, 21, 23)))
+    kinds = [type(m).__name__ for m in pools]
+    assert kinds[:2] == ["BatchNorm2d", "Conv2d"]
+    assert {"AvgPool2d", "MaxPool2d", "AdaptiveAvgPool2d"} <= set(kinds)
 
 
 # ------------------------------------------------------------------ hand-made graphs
@@ -325,3 +330,23 @@ def test_export_refuses_nhwc_and_adaptive(tmp_path):
         pfo.save(nn.AdaptiveAvgPool2d(2), tmp_path / "b.onnx", input_shape=(2, 4, 4))
     with pytest.raises(ValueError, match="divisor_override"):
         pfo.save(nn.AvgPool2d(2, divisor_override=3), tmp_path / "c.onnx", input_shape=(1, 4, 4))
+
+
+def test_loaded_block_backward_matches_torch():
+    """Graph.backward through Conv (depthwise; the exporter folds the eval-mode BatchNorms
+    into the convolutions), Clip (ReLU6) and the residual Add: dx equals torch's autograd
+    through the eval-mode module."""
+    module, shape = MODELS["mobilenetv2_block"]
+    model = pfo.load(export(module, (1, *shape)))
+    assert not any(isinstance(s.layer, nn.BatchNorm2d) for s in model.steps)
+    x = np.random.default_rng(7).standard_normal((2, *shape)).astype(np.float32)
+    dy = np.random.default_rng(8).standard_normal((2, *shape)).astype(np.float32)
+    model.train()  # Graph.backward needs a training-mode forward
+    y = model(x)
+    dx = model.backward(dy)
+    module.eval()
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = module(xt)
+    yt.backward(torch.from_numpy(dy))
+    close(y, yt.detach().numpy())
+    close(dx, xt.grad.numpy(), 1e-4)

@@ -80,6 +80,22 @@ class BasicBlock(tnn.Module):
         return torch.relu(self.bn2(self.conv2(y)) + x)
 
 
+class DownBlock(tnn.Module):
+    """A ResNet basic block with stride 2 and a 1x1 convolution on the shortcut."""
+
+    def __init__(self, c, d):
+        super().__init__()
+        self.conv1 = tnn.Conv2d(c, d, 3, stride=2, padding=1, bias=False)
+        self.bn1 = tnn.BatchNorm2d(d)
+        self.conv2 = tnn.Conv2d(d, d, 3, padding=1, bias=False)
+        self.bn2 = tnn.BatchNorm2d(d)
+        self.down = tnn.Sequential(tnn.Conv2d(c, d, 1, stride=2, bias=False), tnn.BatchNorm2d(d))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + self.down(x))
+
+
 class InvertedResidual(tnn.Module):
     def __init__(self, c, expand=4):
         super().__init__()
@@ -118,6 +134,7 @@ def _models():
             (1, 28, 28),
         ),
         "resnet_block": (_randomize_bn(BasicBlock(8)), (8, 10, 10)),
+        "resnet_down_block": (_randomize_bn(DownBlock(4, 8)), (4, 9, 9)),
         "mobilenetv2_block": (_randomize_bn(InvertedResidual(8)), (8, 9, 9)),
         "pools": (
             tnn.Sequential(
@@ -226,6 +243,24 @@ def test_conv_attributes_match_onnxruntime(attrs):
         ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
         ("AveragePool", {"kernel_shape": [3, 2], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
         ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+        (
+            "AveragePool",
+            {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+        ),
+        (
+            "AveragePool",
+            {
+                "kernel_shape": [3, 2],
+                "strides": [2, 3],
+                "pads": [1, 1, 1, 1],
+                "ceil_mode": 1,
+                "count_include_pad": 1,
+            },
+        ),
+        (
+            "MaxPool",
+            {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1},
+        ),
         ("GlobalAveragePool", {}),
     ],
 )

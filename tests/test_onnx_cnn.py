@@ -385,3 +385,13 @@ def test_loaded_block_backward_matches_torch():
     yt.backward(torch.from_numpy(dy))
     close(y, yt.detach().numpy())
     close(dx, xt.grad.numpy(), 1e-4)
+
+
+@pytest.mark.parametrize("opset", [11, 19])
+@pytest.mark.parametrize("name", ["mobilenetv2_block", "pools"])
+def test_other_opsets(name, opset):
+    """Clip's bounds as inputs (opset 11+), AveragePool with a dilations attribute (19)."""
+    module, shape = MODELS[name]
+    data = export(module, (1, *shape), opset=opset)
+    x = np.random.default_rng(9).standard_normal((2, *shape)).astype(np.float32)
+    close(pfo.load(data)(x), ort_run(data, x))

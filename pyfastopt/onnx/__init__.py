@@ -14,9 +14,13 @@ In: the float graphs ``torch.onnx.export`` writes for MLPs
     inputs, else ``BatchNorm1d``), ``Flatten`` (``axis=1``), ``Reshape`` (to a constant shape,
     or to one computed by ``Shape``/``Gather``/``Unsqueeze``/``Concat``), ``Dropout``
     and ``Identity`` (inference: removed), ``Add`` of two tensors (residual
-    connections), ``Constant``. A ``Relu`` or exact GELU that alone reads a
-    ``Gemm``/``MatMul`` output is fused into the :class:`pyfastopt.nn.Linear` (its
-    epilogue). A graph that is a chain becomes an :class:`pyfastopt.nn.Sequential`;
+    connections), ``Constant``; and for CNNs (2-D, NCHW) ``Conv`` (strides, pads incl.
+    asymmetric, dilations, group, bias, ``auto_pad`` NOTSET/VALID and SAME_* with stride
+    1), ``MaxPool`` (symmetric pads, dilations, ceil_mode; no Indices output),
+    ``AveragePool`` (symmetric pads, ceil_mode, count_include_pad), ``GlobalAveragePool``,
+    ``Clip`` with constant bounds (:class:`Clip`: ReLU6). A ``Relu`` or exact GELU that
+    alone reads a ``Gemm``/``MatMul``/``Conv`` output is fused into the
+    :class:`pyfastopt.nn.Linear` or :class:`pyfastopt.nn.Conv2d` (its epilogue). A graph that is a chain becomes an :class:`pyfastopt.nn.Sequential`;
     anything else a :class:`Graph` (steps in topological order). Any other operator or
     attribute is a ``ValueError`` naming the node, the operator and what is supported.
 
@@ -24,7 +28,9 @@ Out: float models
     :func:`save` writes an :class:`~pyfastopt.nn.Sequential` (nested ones included) of
     ``Linear``, ``BatchNorm1d``/``2d`` (running statistics; ONNX keeps epsilon as
     float32), ``ReLU``, ``GELU``, ``Sigmoid``, ``Tanh``, ``Identity``, ``Flatten``,
-    ``Dropout`` (omitted: inference), :class:`Reshape`, or a :class:`Graph`, as an ONNX
+    ``Dropout`` (omitted: inference), :class:`Reshape`, :class:`Clip`, the NCHW CNN layers
+    ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d(1)``, ``Residual``,
+    or a :class:`Graph`, as an ONNX
     model (opset 17 by default) with a dynamic batch dimension. Round trip:
     ``load(save(model))`` has the same layers, weights and outputs.
 
@@ -42,9 +48,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._graph import Graph, Reshape, Step
+from ._graph import Clip, Graph, Reshape, Step
 
-__all__ = ["Graph", "Reshape", "Step", "load", "save", "supported_ops"]
+__all__ = ["Clip", "Graph", "Reshape", "Step", "load", "save", "supported_ops"]
 
 
 def _onnx() -> Any:
@@ -121,7 +127,8 @@ def save(model: Any, path: str | os.PathLike, *, opset: int = 17, input_shape: A
         model: a ``Sequential`` (or single layer) of ``Linear``, ``BatchNorm1d``/``2d``,
             ``ReLU``, ``GELU``,
             ``Sigmoid``, ``Tanh``, ``Identity``, ``Flatten``, ``Dropout``,
-            :class:`Reshape`; or a :class:`Graph` (float32 or float64); or a
+            :class:`Reshape`, :class:`Clip`, ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``,
+            ``AdaptiveAvgPool2d(1)``, ``Residual`` (NCHW); or a :class:`Graph` (float32 or float64); or a
             ``QuantizedModel`` (input ``(batch, in_features)``, float32; per-row dynamic
             activation quantization has no ONNX operator and is refused).
         path: the file to write.

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from .. import nn
+from .._conv import _conv_padding, _pool_args
 from .._validate import integer
-from ._graph import Graph, Reshape
+from ._graph import Clip, Graph, Reshape
 
 _ONNX_TYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 11}  # TensorProto FLOAT/DOUBLE
 
@@ -90,6 +91,15 @@ class _Writer:
     ) -> tuple[str, int | None]:
         """Emit ``mod`` reading ``x`` (of rank ``rank``, None when unknown)."""
         base = prefix.rstrip(".") or "model"
+        layout = getattr(mod, "layout", "NCHW")
+        if layout != "NCHW":
+            raise ValueError(
+                f"layer {base!r} ({type(mod).__name__}) has layout={layout!r}; ONNX "
+                "models are NCHW: write a model built with layout='NCHW'"
+            )
+        if isinstance(mod, nn.Residual):  # body(x) + x
+            y, _ = self.layer(nn.Sequential(*[c for _, c in mod._children()]), x, rank, prefix)
+            return self.node("Add", [y, x], base), rank
         if isinstance(mod, nn.Sequential):
             for name, child in mod._children():
                 x, rank = self.layer(child, x, rank, f"{prefix}{name}.")
@@ -109,6 +119,42 @@ class _Writer:
             elif mod.activation == "gelu":
                 y = self.gelu(y, base)
             return y, rank
+        if isinstance(mod, nn.Conv2d):
+            return self.conv(mod, x, prefix, base), rank
+        if isinstance(mod, nn.MaxPool2d):
+            kh, kw, sh, sw, ph, pw, dh, dw = _pool_args(
+                mod.kernel_size, mod.stride, mod.padding, mod.dilation
+            )
+            attrs: dict[str, Any] = {"kernel_shape": [kh, kw], "strides": [sh, sw]}
+            attrs["pads"] = [ph, pw, ph, pw]
+            if (dh, dw) != (1, 1):
+                attrs["dilations"] = [dh, dw]
+            if mod.ceil_mode:
+                attrs["ceil_mode"] = 1
+            return self.node("MaxPool", [x], base, **attrs), rank
+        if isinstance(mod, nn.AvgPool2d):
+            if mod.divisor_override is not None:
+                raise ValueError(
+                    f"layer {base!r}: AvgPool2d(divisor_override=...) has no ONNX operator"
+                )
+            kh, kw, sh, sw, ph, pw, _, _ = _pool_args(mod.kernel_size, mod.stride, mod.padding, 1)
+            attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph, pw, ph, pw]}
+            if mod.ceil_mode:
+                attrs["ceil_mode"] = 1
+            if mod.count_include_pad and (ph or pw):
+                attrs["count_include_pad"] = 1
+            return self.node("AveragePool", [x], base, **attrs), rank
+        if isinstance(mod, nn.AdaptiveAvgPool2d):
+            if mod.output_size not in (1, (1, 1), [1, 1]):
+                raise ValueError(
+                    f"layer {base!r}: AdaptiveAvgPool2d(output_size={mod.output_size!r}); "
+                    "ONNX has global average pooling only (output_size=1)"
+                )
+            return self.node("GlobalAveragePool", [x], base), rank
+        if isinstance(mod, Clip):
+            lo = self.const(np.asarray(mod.lo, self.dtype), f"{prefix}min")
+            hi = self.const(np.asarray(mod.hi, self.dtype), f"{prefix}max")
+            return self.node("Clip", [x, lo, hi], base), rank
         if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if mod.running_mean is None or mod.running_var is None:
                 raise ValueError(
@@ -145,9 +191,37 @@ class _Writer:
             return self.graph(mod, x, prefix), None
         raise ValueError(
             f"layer {base!r} is a {type(mod).__name__}, which pyfastopt.onnx.save cannot write "
-            "(supported: Sequential, Linear, BatchNorm1d/2d, ReLU, GELU, Sigmoid, Tanh, "
-            "Identity, Dropout, Flatten, Reshape, Graph)"
+            "(supported: Sequential, Residual, Linear, Conv2d, MaxPool2d, AvgPool2d, "
+            "AdaptiveAvgPool2d(1), BatchNorm1d/2d, ReLU, GELU, Sigmoid, Tanh, Clip, Identity, "
+            "Dropout, Flatten, Reshape, Graph)"
         )
+
+    def conv(self, mod: nn.Conv2d, x: str, prefix: str, base: str) -> str:
+        kh, kw = mod.kernel_size
+        t, b, left, r = _conv_padding(
+            mod.padding,
+            mod.weight,
+            (mod.dilation[0], mod.dilation[1]),
+            (mod.stride[0], mod.stride[1]),
+        )
+        ins = [x, self.const(mod.weight, f"{prefix}weight")]
+        if mod.bias is not None:
+            ins.append(self.const(mod.bias, f"{prefix}bias"))
+        y = self.node(
+            "Conv",
+            ins,
+            base,
+            kernel_shape=[kh, kw],
+            strides=list(mod.stride),
+            pads=[t, left, b, r],
+            dilations=list(mod.dilation),
+            group=mod.groups,
+        )
+        if mod.activation == "relu":
+            y = self.node("Relu", [y], base)
+        elif mod.activation == "gelu":
+            y = self.gelu(y, base)
+        return y
 
     def graph(self, g: Graph, x: str, prefix: str) -> str:
         env = {g.input_name: x}

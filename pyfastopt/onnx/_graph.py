@@ -23,7 +23,7 @@ from ..nn import Module
 if TYPE_CHECKING:
     from .._typing import ArrayLike
 
-__all__ = ["FUNCTIONS", "Graph", "Reshape", "Step"]
+__all__ = ["FUNCTIONS", "Clip", "Graph", "Reshape", "Step"]
 
 
 # --------------------------------------------------------------------------- Reshape
@@ -78,6 +78,39 @@ class Reshape(Module):
         if dy.size != math.prod(self._shape):
             raise ValueError(f"Reshape.backward: dy has shape {dy.shape}, x had {self._shape}")
         return dy.reshape(self._shape)
+
+
+# --------------------------------------------------------------------------- Clip
+class Clip(Module):
+    """ONNX ``Clip``: ``y = min(max(x, lo), hi)`` with constant bounds (``Clip(0, 6)`` is
+    ReLU6). NaN propagates. Backward passes ``dy`` where ``lo < x < hi``, else 0."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        super().__init__()
+        self.lo, self.hi = float(lo), float(hi)
+        if not self.lo <= self.hi:
+            raise ValueError(f"Clip: min={self.lo} must be <= max={self.hi}")
+        self._x: np.ndarray | None = None
+
+    def extra_repr(self) -> str:
+        return f"min={self.lo:g}, max={self.hi:g}"
+
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        x = x if isinstance(x, np.ndarray) else np.asarray(x)
+        self._x = x
+        lo, hi = x.dtype.type(self.lo), x.dtype.type(self.hi)
+        return np.minimum(np.maximum(x, lo), hi)
+
+    def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
+        x = self._x
+        if x is None:
+            raise RuntimeError("Clip.backward called before forward")
+        if not need_dx:
+            return None
+        dy = dy if isinstance(dy, np.ndarray) else np.asarray(dy)
+        if dy.shape != x.shape:
+            raise ValueError(f"Clip.backward: dy has shape {dy.shape}, x had {x.shape}")
+        return np.where((x > self.lo) & (x < self.hi), dy, np.zeros((), dy.dtype))
 
 
 # --------------------------------------------------------------------------- functions

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import nn
-from ._graph import FUNCTIONS, Graph, Reshape, Step
+from ._graph import FUNCTIONS, Clip, Graph, Reshape, Step
 
 Handler = Callable[["_Context", Any], "list[Step]"]
 HANDLERS: dict[str, Handler] = {}
@@ -488,6 +488,224 @@ def _unsqueeze(ctx: _Context, node: Any) -> list[Step]:
 def _concat(ctx: _Context, node: Any) -> list[Step]:
     a = ctx.attrs(node, axis=0)
     return [Step("Concat", list(node.input), node.output[0], attrs={"axis": a["axis"]})]
+
+
+# --------------------------------------------------------------------------- CNN
+def _pair_attr(ctx: _Context, node: Any, a: dict[str, Any], key: str) -> tuple[int, int]:
+    v = a[key]
+    if len(v) != 2:
+        raise ctx.error(node, f"{key}={list(v)}; supported: 2 values (2-D, NCHW)")
+    return (int(v[0]), int(v[1]))
+
+
+def _pads(ctx: _Context, node: Any, a: dict[str, Any]) -> tuple[int, int, int, int]:
+    """ONNX pads ``[top, left, bottom, right]`` as pyfastopt's (top, bottom, left, right)."""
+    p = a["pads"]
+    if len(p) != 4 or min(p) < 0:
+        raise ctx.error(node, f"pads={list(p)}; supported: 4 values >= 0 (2-D)")
+    return (int(p[0]), int(p[2]), int(p[1]), int(p[3]))
+
+
+def _auto_pad(
+    ctx: _Context,
+    node: Any,
+    a: dict[str, Any],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """The explicit (top, bottom, left, right) of ``auto_pad`` and ``pads``."""
+    mode = a["auto_pad"]
+    if mode == "NOTSET":
+        return _pads(ctx, node, a)
+    if any(a["pads"]):
+        raise ctx.error(node, f"auto_pad={mode!r} together with pads")
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    if mode in ("SAME_UPPER", "SAME_LOWER"):
+        if strides != (1, 1):
+            raise ctx.error(
+                node,
+                f"auto_pad={mode!r} with strides={list(strides)}; supported: SAME_UPPER and "
+                "SAME_LOWER with strides 1 (else explicit pads), NOTSET, VALID",
+            )
+        out = []
+        for k, d in zip(kernel, dilations):
+            total = d * (k - 1)
+            small, big = total // 2, total - total // 2
+            out.append((small, big) if mode == "SAME_UPPER" else (big, small))
+        return (out[0][0], out[0][1], out[1][0], out[1][1])
+    raise ctx.error(
+        node, f"auto_pad={mode!r}; supported: NOTSET, VALID, SAME_UPPER, SAME_LOWER (stride 1)"
+    )
+
+
+def _rank4(ctx: _Context, node: Any) -> None:
+    rank = ctx.rank(node.input[0])
+    if rank not in (None, 4):
+        raise ctx.error(node, f"input of rank {rank}; supported: 4 (N, C, H, W)")
+
+
+@register("Conv")
+def _conv(ctx: _Context, node: Any) -> list[Step]:
+    a = ctx.attrs(
+        node,
+        auto_pad="NOTSET",
+        dilations=[1, 1],
+        group=1,
+        kernel_shape=[],
+        pads=[0, 0, 0, 0],
+        strides=[1, 1],
+    )
+    _rank4(ctx, node)
+    w = ctx.weight(node, 1, "W (the weight)")
+    if w.ndim != 4:
+        raise ctx.error(node, f"W has shape {w.shape}; supported: 4-D (2-D convolution)")
+    kernel = (w.shape[2], w.shape[3])
+    if a["kernel_shape"] and tuple(a["kernel_shape"]) != kernel:
+        raise ctx.error(node, f"kernel_shape={list(a['kernel_shape'])} but W has shape {w.shape}")
+    strides = _pair_attr(ctx, node, a, "strides")
+    dilations = _pair_attr(ctx, node, a, "dilations")
+    pads = _auto_pad(ctx, node, a, kernel, strides, dilations)
+    group = int(a["group"])
+    b = None
+    if len(node.input) > 2 and node.input[2]:
+        b = ctx.weight(node, 2, "B (the bias)")
+        if b.shape != (w.shape[0],):
+            raise ctx.error(node, f"B has shape {b.shape}, expected ({w.shape[0]},)")
+    act, y = _activation(ctx, node.output[0])
+    try:
+        layer = nn.Conv2d(
+            w.shape[1] * group,
+            w.shape[0],
+            kernel,
+            stride=strides,
+            padding=pads,
+            dilation=dilations,
+            groups=group,
+            bias=b is not None,
+            activation=act,
+            dtype=ctx.dtype,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ctx.error(node, str(exc)) from None
+    layer.weight[...] = w
+    if b is not None and layer.bias is not None:
+        layer.bias[...] = b
+    return [Step("Conv", [node.input[0]], y, layer)]
+
+
+def _pool_pads(
+    ctx: _Context,
+    node: Any,
+    a: dict[str, Any],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int],
+) -> tuple[int, int]:
+    if a["auto_pad"] not in ("NOTSET", "VALID"):
+        raise ctx.error(node, f"auto_pad={a['auto_pad']!r}; supported: NOTSET, VALID")
+    t, bt, lf, r = _auto_pad(ctx, node, a, kernel, strides, dilations)
+    if t != bt or lf != r:
+        raise ctx.error(
+            node,
+            f"asymmetric pads {list(a['pads'])}; supported: the same padding at both ends "
+            "(pads=[h, w, h, w])",
+        )
+    return (t, lf)
+
+
+def _kernel(ctx: _Context, node: Any, a: dict[str, Any]) -> tuple[int, int]:
+    if not a["kernel_shape"]:
+        raise ctx.error(node, "no kernel_shape")
+    return _pair_attr(ctx, node, a, "kernel_shape")
+
+
+@register("MaxPool")
+def _maxpool(ctx: _Context, node: Any) -> list[Step]:
+    a = ctx.attrs(
+        node,
+        auto_pad="NOTSET",
+        ceil_mode=0,
+        dilations=[1, 1],
+        kernel_shape=[],
+        pads=[0, 0, 0, 0],
+        storage_order=0,
+        strides=[1, 1],
+    )
+    _rank4(ctx, node)
+    if a["storage_order"] != 0:
+        raise ctx.error(node, f"storage_order={a['storage_order']}; supported: 0 (row major)")
+    if len(node.output) > 1 and node.output[1]:
+        raise ctx.error(node, "the Indices output is not supported (supported: the values only)")
+    kernel = _kernel(ctx, node, a)
+    strides = _pair_attr(ctx, node, a, "strides")
+    dilations = _pair_attr(ctx, node, a, "dilations")
+    pads = _pool_pads(ctx, node, a, kernel, strides, dilations)
+    try:
+        layer = nn.MaxPool2d(kernel, strides, pads, dilations, ceil_mode=bool(a["ceil_mode"]))
+    except (ValueError, TypeError) as exc:
+        raise ctx.error(node, str(exc)) from None
+    return [Step("MaxPool", [node.input[0]], node.output[0], layer)]
+
+
+@register("AveragePool")
+def _avgpool(ctx: _Context, node: Any) -> list[Step]:
+    a = ctx.attrs(
+        node,
+        auto_pad="NOTSET",
+        ceil_mode=0,
+        count_include_pad=0,
+        dilations=[1, 1],
+        kernel_shape=[],
+        pads=[0, 0, 0, 0],
+        strides=[1, 1],
+    )
+    _rank4(ctx, node)
+    kernel = _kernel(ctx, node, a)
+    strides = _pair_attr(ctx, node, a, "strides")
+    if _pair_attr(ctx, node, a, "dilations") != (1, 1):
+        raise ctx.error(node, f"dilations={list(a['dilations'])}; supported: 1")
+    pads = _pool_pads(ctx, node, a, kernel, strides, (1, 1))
+    try:
+        layer = nn.AvgPool2d(
+            kernel,
+            strides,
+            pads,
+            ceil_mode=bool(a["ceil_mode"]),
+            count_include_pad=bool(a["count_include_pad"]),
+        )
+    except (ValueError, TypeError) as exc:
+        raise ctx.error(node, str(exc)) from None
+    return [Step("AveragePool", [node.input[0]], node.output[0], layer)]
+
+
+@register("GlobalAveragePool")
+def _global_avgpool(ctx: _Context, node: Any) -> list[Step]:
+    ctx.attrs(node)
+    _rank4(ctx, node)
+    return [Step("GlobalAveragePool", [node.input[0]], node.output[0], nn.AdaptiveAvgPool2d(1))]
+
+
+@register("Clip")
+def _clip(ctx: _Context, node: Any) -> list[Step]:
+    # opset 6-10: min/max attributes; from 11: optional constant inputs
+    a = ctx.attrs(node, min=-3.4028234663852886e38, max=3.4028234663852886e38)
+    lo, hi = a["min"], a["max"]
+    for i, what in ((1, "min"), (2, "max")):
+        if len(node.input) > i and node.input[i]:
+            v = ctx.scalar(node.input[i])
+            if v is None:
+                raise ctx.error(node, f"{what} must be a constant scalar")
+            if what == "min":
+                lo = v
+            else:
+                hi = v
+    try:
+        layer = Clip(lo, hi)
+    except ValueError as exc:
+        raise ctx.error(node, str(exc)) from None
+    return [Step("Clip", [node.input[0]], node.output[0], layer)]
 
 
 # --------------------------------------------------------------------------- driver

@@ -101,6 +101,9 @@ def config_dict() -> dict[str, Any]:
         "simd_level": level,
         "num_threads": _cfg.get_num_threads(),
         "runtime": _cfg.threading_runtime,
+        # kept for scripts written against the first contract ("OpenMP threads"): always
+        # False now, the threads are pyfastopt's own pool ("runtime")
+        "openmp": False,
         "compiler": _cfg.compiler,
         "cuda": _cfg.cuda_build,
         # ... and the detail

@@ -204,22 +204,62 @@ def dequantize(
     *,
     out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
-    r"""Map int8/uint8 values back to float32: :math:`y = (q - z) \cdot s`.
+    r"""Map int8/uint8 (or int32) values back to float32: :math:`y = (q - z) \cdot s`.
 
     Computed in float32 with ``scale`` rounded to float32: ``q - z`` is exact, so each
     result is the one rounding of the product -- bit for bit what
     ``torch.Tensor.dequantize`` gives per tensor, and per channel when the scales are
     float32 values (torch multiplies per-channel scales in their own dtype, so float64
     scales that are not float32 values can differ from torch by one float32 ulp).
-    Parameters as in :func:`quantize` (``out``: float32, ``q``'s shape).
+    Parameters as in :func:`quantize` (``out``: float32, ``q``'s shape). int32 ``q``
+    (biases, int32 accumulators) follows ONNX DequantizeLinear: the zero point must be
+    0 and ``y = float32(q) * float32(scale)``, ONNX Runtime's bits.
 
     Returns:
         A float32 array of ``q``'s shape (``out`` when given).
     """
     a = np.asarray(q)
+    if a.dtype == np.int32:
+        return _dequantize_int32(a, scale, zero_point, axis, out)
     if a.dtype not in _QDTYPES:
-        raise TypeError(f"q must be an int8 or uint8 array, got dtype {a.dtype}")
+        raise TypeError(f"q must be an int8, uint8 or int32 array, got dtype {a.dtype}")
     ax = None if axis is None else check_axis("axis", axis, a.ndim)
     s, z, bax = _params(scale, zero_point, a.dtype, ax, a.shape, np.float32)
     _check_out(out, a)
     return _core.quant.dequantize(a, s, z, bax, out)
+
+
+def _dequantize_int32(
+    a: np.ndarray, scale: Any, zero_point: Any, axis: int | None, out: np.ndarray | None
+) -> npt.NDArray[np.float32]:
+    """int32 values (biases, accumulators) to float32, as ONNX DequantizeLinear: the zero
+    point must be 0, ``y = float32(q) * float32(scale)`` (the int32 -> float32 conversion
+    rounds to nearest even beyond 2**24, as a C cast does in ONNX Runtime)."""
+    z = np.asarray(zero_point)
+    if z.dtype.kind not in "iu" or isinstance(zero_point, (bool, np.bool_)):
+        raise TypeError(
+            f"zero_point must be an integer or an integer array, got {type_name(zero_point)}"
+            f" of dtype {z.dtype}"
+        )
+    if np.any(z != 0):
+        raise ValueError(
+            f"zero_point must be 0 for int32 input (ONNX DequantizeLinear), got {zero_point!r}"
+        )
+    ax = None if axis is None else check_axis("axis", axis, a.ndim)
+    # the scale rules of the int8 path (finite, > 0, per-channel length), zero points 0
+    s, _, bax = _params(
+        scale, np.zeros(z.shape, np.int8), np.dtype(np.int8), ax, a.shape, np.float32
+    )
+    _check_out(out, a)
+    if out is not None and out.dtype != np.float32:
+        raise TypeError(f"out must be a float32 array, got dtype {out.dtype}")
+    if out is not None and out.shape != a.shape:
+        raise ValueError(f"out must have q's shape {a.shape}, got {out.shape}")
+    s32 = np.asarray(s, dtype=np.float32)
+    if bax >= 0:
+        view = [1] * a.ndim
+        view[bax] = s32.size
+        s32 = s32.reshape(view)
+    else:
+        s32 = s32.reshape(())
+    return np.multiply(a.astype(np.float32), s32, out=out, dtype=np.float32)

@@ -324,7 +324,7 @@ def test_out_of_range_zero_points(za, zb, name):
         (True, 0, "a_zero_point"),
         (np.bool_(True), 0, "a_zero_point"),
         ("3", 0, "a_zero_point"),
-        (np.array([1]), 0, "a_zero_point"),
+        (np.array(["1"]), 0, "a_zero_point"),  # 1-element int arrays are valid (ONNX)
         (0, None, "b_zero_point"),
         (0, np.float32(2), "b_zero_point"),
     ],

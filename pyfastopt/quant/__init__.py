@@ -16,6 +16,7 @@
 from ._dynamic import dynamic_quantize_linear
 from ._qgemm import matmul_int8
 from ._quantize import dequantize, quantize
+from ._requantize import qlinear_matmul, requantize
 from .linear import QuantizedLinear, QuantizedSequential
 from .model import QuantizedModel, load, quantize_model
 from .observers import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
@@ -31,6 +32,8 @@ __all__ = [
     "dynamic_quantize_linear",
     "load",
     "matmul_int8",
+    "qlinear_matmul",
     "quantize",
     "quantize_model",
+    "requantize",
 ]

@@ -17,18 +17,25 @@ every timed call is a steady-state step with its state already allocated.
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .common import THREADS, Benchmark, PeerBenchmark, best_seconds, get_vector
+from .common import (
+    BETAS,
+    EPS,
+    LR,
+    THREADS,
+    WEIGHT_DECAY,
+    Benchmark,
+    NumpyAdamW,
+    PeerBenchmark,
+    best_seconds,
+    get_vector,
+    scratch_views,
+)
 
 SIZES = [100_000, 1_000_000, 10_000_000, "200x5e4"]
-LR = 1e-3
-BETAS = (0.9, 0.999)
-EPS = 1e-8
-WEIGHT_DECAY = 1e-2
 MOMENTUM = 0.9
 
 
@@ -47,55 +54,13 @@ def make_tensors(size, seed: int) -> list[np.ndarray]:
     return [flat[i * each : (i + 1) * each].copy() for i in range(count)]
 
 
-def _scratch_views(params: list[np.ndarray]) -> list[np.ndarray]:
-    scratch = np.empty(max(p.size for p in params), dtype=params[0].dtype)
-    return [scratch[: p.size].reshape(p.shape) for p in params]
-
-
-class NumpyAdam:
-    """Adam / AdamW (decoupled weight decay) in NumPy, PyTorch's equations, with the
-    constants folded: ``p -= (lr / bc1 * c) * m / (sqrt(v) + eps * c)``, c = sqrt(bc2)."""
-
-    def __init__(self, params, weight_decay: float = 0.0):
-        self.params = params
-        self.decay = 1.0 - LR * weight_decay if weight_decay else None
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.tmp = _scratch_views(params)
-        self.t = 0
-
-    def step(self, grads) -> None:
-        self.t += 1
-        b1, b2 = BETAS
-        c = math.sqrt(1.0 - b2**self.t)
-        scale = -LR / (1.0 - b1**self.t) * c
-        eps_c = EPS * c
-        decay = self.decay
-        multiply, add, divide, sqrt = np.multiply, np.add, np.divide, np.sqrt
-        for p, g, m, v, tmp in zip(self.params, grads, self.m, self.v, self.tmp):
-            if decay is not None:
-                multiply(p, decay, out=p)
-            multiply(m, b1, out=m)
-            multiply(g, 1.0 - b1, out=tmp)
-            add(m, tmp, out=m)
-            multiply(v, b2, out=v)
-            multiply(g, g, out=tmp)
-            multiply(tmp, 1.0 - b2, out=tmp)
-            add(v, tmp, out=v)
-            sqrt(v, out=tmp)
-            add(tmp, eps_c, out=tmp)
-            divide(m, tmp, out=tmp)
-            multiply(tmp, scale, out=tmp)
-            add(p, tmp, out=p)
-
-
 class NumpySGD:
     """SGD with momentum in NumPy (PyTorch's equations, no dampening or Nesterov)."""
 
     def __init__(self, params):
         self.params = params
         self.buf = [np.zeros_like(p) for p in params]
-        self.tmp = _scratch_views(params)
+        self.tmp = scratch_views(params)
         self.t = 0
 
     def step(self, grads) -> None:
@@ -190,7 +155,7 @@ class AdamNumPy(_NumpyStep):
     kind = "adam"
 
     def make_optimizer(self, params):
-        return NumpyAdam(params)
+        return NumpyAdamW(params, weight_decay=0.0)
 
 
 class AdamW(_OptimStep):
@@ -209,7 +174,7 @@ class AdamWNumPy(_NumpyStep):
     kind = "adamw"
 
     def make_optimizer(self, params):
-        return NumpyAdam(params, weight_decay=WEIGHT_DECAY)
+        return NumpyAdamW(params, weight_decay=WEIGHT_DECAY)
 
 
 class SGDMomentum(_OptimStep):

@@ -373,6 +373,12 @@ def mlp_init(sizes: tuple[int, ...], seed: int = 0) -> tuple[list[np.ndarray], l
     return params, running
 
 
+def scratch_views(params: list[np.ndarray]) -> list[np.ndarray]:
+    """One scratch buffer as big as the largest parameter, viewed in each one's shape."""
+    scratch = np.empty(max(p.size for p in params), dtype=params[0].dtype)
+    return [scratch[: p.size].reshape(p.shape) for p in params]
+
+
 class NumpyAdamW:
     """AdamW (decoupled weight decay) in NumPy with in-place ufuncs and the constants
     folded: ``p -= (lr / bc1 * c) * m / (sqrt(v) + eps * c)``, c = sqrt(bc2)."""
@@ -382,8 +388,7 @@ class NumpyAdamW:
         self.decay = 1.0 - LR * weight_decay if weight_decay else None
         self.m = [np.zeros_like(p) for p in params]
         self.v = [np.zeros_like(p) for p in params]
-        scratch = np.empty(max(p.size for p in params), dtype=params[0].dtype)
-        self.tmp = [scratch[: p.size].reshape(p.shape) for p in params]
+        self.tmp = scratch_views(params)
         self.t = 0
 
     def step(self, grads: list[np.ndarray]) -> None:

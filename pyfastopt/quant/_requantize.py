@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._validate import type_name
+from .._validate import integer, type_name
 from ._qgemm import matmul_int8
 
 if TYPE_CHECKING:
@@ -35,16 +35,11 @@ def _scale(name: str, s: Any) -> np.ndarray:
 
 
 def _zero_point(name: str, z: Any, dtype: np.dtype) -> int:
-    a = np.asarray(z)
-    if a.dtype.kind not in "iu" or isinstance(z, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got {type_name(z)}")
-    if a.size != 1:
-        raise ValueError(f"{name} must be one value (per tensor), got shape {a.shape}")
-    v = int(a.reshape(()))
+    """One integer in ``dtype``'s range (a Python/NumPy integer, 0-d or 1-element array)."""
+    if np.ndim(z) and np.size(z) != 1:
+        raise ValueError(f"{name} must be one value (per tensor), got shape {np.shape(z)}")
     lo, hi = _OUT[dtype]
-    if not lo <= v <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}] for {dtype}, got {v}")
-    return v
+    return integer(name, np.asarray(z).reshape(()) if np.ndim(z) else z, lo=lo, hi=hi)
 
 
 def requantize(

@@ -28,7 +28,7 @@ from .._conv import (
     max_pool2d_backward,
 )
 from .._validate import boolean, choice, float_dtype, int_tuple, positive_int
-from .layers import _as_input, _check_grad, _gelu_dz, _rng
+from .layers import _as_input, _check_grad, _gelu_dz, _relu_dz, _rng
 from .module import Module, Sequential
 
 if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
@@ -186,9 +186,7 @@ class Conv2d(Module):
             raise RuntimeError("Conv2d.backward called before forward")
         dy = _check_grad(dy, y.shape, self.dtype, "Conv2d")
         if self.activation == "relu":
-            keep = self._buffer("relu_mask", y.shape, np.bool_)
-            np.greater(y, 0, out=keep)
-            dz = np.multiply(dy, keep, out=self._buffer("dz", y.shape, self.dtype))
+            dz = _relu_dz(self, y, dy)
         elif self.activation == "gelu":
             z = conv2d(
                 x,

@@ -215,9 +215,7 @@ class Linear(Module):
             raise RuntimeError("Linear.backward called before forward")
         dy = _check_grad(dy, y.shape, self.dtype, "Linear")
         if self.activation == "relu":
-            keep = self._buffer("relu_mask", y.shape, np.bool_)
-            np.greater(y, 0, out=keep)
-            dz = np.multiply(dy, keep, out=self._buffer("dz", y.shape, self.dtype))
+            dz = _relu_dz(self, y, dy)
         elif self.activation == "gelu":
             dz = self._gelu_grad(x, y, dy)
         else:
@@ -239,6 +237,14 @@ class Linear(Module):
     def _gelu_grad(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
         z = linear(x, self.weight, self.bias, None, self._buffer("z", y.shape, self.dtype))
         return _gelu_dz(self, z, y, dy)
+
+
+def _relu_dz(layer: Module, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """``dy * relu'(z)`` from the output ``y = relu(z)`` (``z > 0`` exactly where
+    ``y > 0``), in ``layer``'s workspaces."""
+    keep = layer._buffer("relu_mask", y.shape, np.bool_)
+    np.greater(y, 0, out=keep)
+    return np.multiply(dy, keep, out=layer._buffer("dz", y.shape, y.dtype))
 
 
 def _gelu_dz(layer: Module, z: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:

@@ -1,0 +1,422 @@
+"""The int8 model an ONNX quantized graph becomes: :class:`QuantizedGraph`, a list of
+steps over NumPy arrays whose integer work runs in :mod:`pyfastopt.quant`'s kernels.
+
+Every operator computes what ONNX Runtime's CPU kernels compute (its default, fully
+optimized session, where the QDQ patterns are fused into integer operators), step by
+step:
+
+* ``QuantizeLinear``: :func:`pyfastopt.quant.quantize` (a float32 division, round half to
+  even, saturation); NaN gives the type's minimum, as ONNX Runtime's clamp does.
+* ``DequantizeLinear``: :func:`pyfastopt.quant.dequantize` (``float32(q - z) * s``).
+* ``DynamicQuantizeLinear``: :func:`pyfastopt.quant.dynamic_quantize_linear`.
+* ``MatMulInteger``: :func:`pyfastopt.quant.matmul_int8` (exact int32).
+* ``QLinearMatMul`` and ``QGemm`` (``com.microsoft``): the exact int32 product plus the
+  int32 bias, then ``rint(float32(acc) * m) + z_y`` saturated, with the multiplier
+  ``m = float32(float32(alpha * s_a * s_b) / s_y)`` per tensor or per output channel
+  (ONNX Runtime's order of the float32 operations); ``QGemm`` without ``y_scale`` gives
+  ``float32(acc) * float32(alpha * s_a * s_b)``.
+* ``QLinearConv`` / ``ConvInteger``: the exact int32 convolution (see :func:`conv_int`),
+  requantized per output channel as ``QLinearMatMul``.
+* ``QLinearAdd``, ``QLinearGlobalAveragePool`` (``com.microsoft``): ONNX Runtime computes
+  these through fixed-point or float shortcuts that differ by architecture; here
+  ``rint((s_a (a - z_a) + s_b (b - z_b)) / s_c) + z_c`` and
+  ``rint(float32(sum(x - z_x)) * float32(s_x / (s_y * HW))) + z_y`` in float32: within
+  one quantization level of ONNX Runtime (documented bound, tested).
+* ``MaxPool``, ``Reshape``, ``Flatten`` on 8-bit tensors: exact (no arithmetic).
+* Float ``Cast``/``Mul``/``Add``/``Relu``: NumPy float32, one rounding per operation as
+  ONNX Runtime; float layers left between the quantized ones (an unfused QDQ pattern)
+  run as :mod:`pyfastopt.nn` layers (float32, within 1e-5 relative).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["QFUNCTIONS", "QStep", "QuantizedGraph", "conv_int"]
+
+_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+
+
+def _scalar_zp(z: Any) -> int:
+    return int(np.asarray(z).reshape(-1)[0])
+
+
+def _zp_dtype(z: Any) -> np.dtype:
+    return np.asarray(z).dtype if z is not None else np.dtype(np.uint8)
+
+
+def _saturate(v: np.ndarray, zp: Any) -> np.ndarray:
+    """``rint(v) + zp`` saturated to ``zp``'s dtype (float32 ``v``)."""
+    dt = _zp_dtype(zp)
+    lo, hi = _RANGE[dt]
+    return np.clip(np.rint(v) + np.float32(_scalar_zp(zp)), lo, hi).astype(dt)
+
+
+# --------------------------------------------------------------------------- operators
+def quantize_linear(x: np.ndarray, scale: Any, zp: Any = None, axis: int = 1) -> np.ndarray:
+    from .. import quant
+
+    zp = np.zeros((), np.uint8) if zp is None else np.asarray(zp)
+    s = np.asarray(scale, np.float32)
+    x = np.asarray(x, np.float32)
+    if s.size == 1:
+        q = quant.quantize(x, np.float32(s.reshape(-1)[0]), _scalar_zp(zp), dtype=zp.dtype)
+    else:
+        q = quant.quantize(x, s.reshape(-1), zp.reshape(-1), dtype=zp.dtype, axis=axis)
+    nan = np.isnan(x)
+    if nan.any():  # ONNX Runtime's clamp sends NaN to the type's minimum
+        q[nan] = _RANGE[zp.dtype][0]
+    return q
+
+
+def dequantize_linear(q: np.ndarray, scale: Any, zp: Any = None, axis: int = 1) -> np.ndarray:
+    from .. import quant
+
+    q = np.asarray(q)
+    s = np.asarray(scale, np.float32)
+    if zp is None:
+        zp = np.zeros(s.shape, q.dtype if q.dtype != np.int32 else np.int32)
+    z = np.asarray(zp)
+    if s.size == 1:
+        return quant.dequantize(q, np.float32(s.reshape(-1)[0]), _scalar_zp(z))
+    return quant.dequantize(q, s.reshape(-1), z.reshape(-1).astype(np.int64), axis=axis)
+
+
+def dynamic_quantize_linear(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from .. import quant
+
+    y, s, z = quant.dynamic_quantize_linear(x)
+    return y, np.asarray(s, np.float32), np.asarray(z, np.uint8)
+
+
+def _matmul_nd(a: np.ndarray, za: Any, b: np.ndarray, zb: Any) -> np.ndarray:
+    """int32 ``(a - za) @ (b - zb)`` for an N-D ``a`` and a 2-D ``b``."""
+    from .. import quant
+
+    a = np.asarray(a)
+    lead = a.shape[:-1]
+    a2 = a.reshape(-1, a.shape[-1])
+    zav = np.asarray(za).reshape(-1) if za is not None else np.zeros(1, a.dtype)
+    zbv = np.asarray(zb).reshape(-1) if zb is not None else np.zeros(1, b.dtype)
+    zbx: Any = zbv.reshape(()) if zbv.size == 1 else zbv
+    acc = quant.matmul_int8(a2, zav.reshape(()), b, zbx)
+    return acc.reshape(*lead, b.shape[1])
+
+
+def matmul_integer(a: np.ndarray, b: np.ndarray, za: Any = None, zb: Any = None) -> np.ndarray:
+    return _matmul_nd(a, za, b, zb)
+
+
+def _multiplier(alpha: float, sa: Any, sb: Any, sy: Any) -> np.ndarray:
+    m = np.float32(alpha) * np.float32(np.asarray(sa).reshape(-1)[0])
+    m = (m * np.asarray(sb, np.float32).reshape(-1)).astype(np.float32)
+    if sy is not None:
+        m = (m / np.float32(np.asarray(sy).reshape(-1)[0])).astype(np.float32)
+    return m
+
+
+def qlinear_matmul(
+    a: np.ndarray,
+    sa: Any,
+    za: Any,
+    b: np.ndarray,
+    sb: Any,
+    zb: Any,
+    sy: Any,
+    zy: Any,
+) -> np.ndarray:
+    acc = _matmul_nd(a, za, b, zb)
+    return _saturate(acc.astype(np.float32) * _multiplier(1.0, sa, sb, sy), zy)
+
+
+def qgemm(
+    a: np.ndarray,
+    sa: Any,
+    za: Any,
+    b: np.ndarray,
+    sb: Any,
+    zb: Any,
+    c: Any = None,
+    sy: Any = None,
+    zy: Any = None,
+    alpha: float = 1.0,
+    transA: int = 0,
+    transB: int = 0,
+) -> np.ndarray:
+    a = np.asarray(a)
+    if transA:
+        a = a.T
+    b = np.asarray(b)
+    if transB:
+        b = b.T
+    acc = _matmul_nd(a, za, b, zb)
+    if c is not None:
+        acc = acc + np.asarray(c, np.int32)  # int32 wraps as ONNX Runtime's
+    v = acc.astype(np.float32) * _multiplier(alpha, sa, sb, sy)
+    return v if sy is None else _saturate(v, zy)
+
+
+def conv_int(
+    x: np.ndarray,
+    zx: Any,
+    w: np.ndarray,
+    zw: Any,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    group: int,
+) -> np.ndarray:
+    """The exact int32 convolution ``sum (x - zx)(w - zw)`` (NCHW, zero points per tensor
+    for ``x``, per tensor or per output channel for ``w``; padding is ``zx``, i.e. 0 after
+    the subtraction, as ONNX defines it).
+
+    Path: :func:`pyfastopt.conv2d` in float64 on the integer values. Every product and
+    every partial sum is an integer below ``2**53`` in magnitude (``|x - zx|, |w - zw| <=
+    255``, so up to ``2**37`` terms), so float64 computes each accumulator exactly, in
+    any order; the result is converted to int32 (wrapped modulo ``2**32`` as ONNX
+    Runtime's int32 arithmetic when a sum does not fit).
+    """
+    from .. import conv2d
+
+    xf = np.asarray(x).astype(np.float64) - float(_scalar_zp(zx) if zx is not None else 0)
+    zwv = np.zeros(1) if zw is None else np.asarray(zw, np.float64).reshape(-1)
+    wf = np.asarray(w).astype(np.float64)
+    wf = wf - (zwv[0] if zwv.size == 1 else zwv[:, None, None, None])
+    y = conv2d(xf, wf, None, strides, pads, dilations, group)
+    return y.astype(np.int64).astype(np.int32)
+
+
+def _conv_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: attrs[k] for k in ("strides", "pads", "dilations", "group") if k in attrs}
+
+
+def qlinear_conv(
+    x: np.ndarray,
+    sx: Any,
+    zx: Any,
+    w: np.ndarray,
+    sw: Any,
+    zw: Any,
+    sy: Any,
+    zy: Any,
+    bias: Any = None,
+    **attrs: Any,
+) -> np.ndarray:
+    acc = conv_int(x, zx, w, zw, **_conv_attrs(attrs))
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int32)[None, :, None, None]
+    m = _multiplier(1.0, sx, sw, sy)
+    m = m.reshape(1, -1, 1, 1) if m.size > 1 else m.reshape(())
+    return _saturate(acc.astype(np.float32) * m, zy)
+
+
+def conv_integer(
+    x: np.ndarray, w: np.ndarray, zx: Any = None, zw: Any = None, **attrs: Any
+) -> np.ndarray:
+    return conv_int(x, zx, w, zw, **_conv_attrs(attrs))
+
+
+def qlinear_add(
+    a: np.ndarray, sa: Any, za: Any, b: np.ndarray, sb: Any, zb: Any, sc: Any, zc: Any
+) -> np.ndarray:
+    f32 = np.float32
+    va = (np.asarray(a).astype(np.int32) - _scalar_zp(za)).astype(f32) * f32(np.asarray(sa))
+    vb = (np.asarray(b).astype(np.int32) - _scalar_zp(zb)).astype(f32) * f32(np.asarray(sb))
+    return _saturate(((va + vb) / f32(np.asarray(sc))).astype(f32), zc)
+
+
+def qlinear_global_average_pool(
+    x: np.ndarray, sx: Any, zx: Any, sy: Any, zy: Any, channels_last: int = 0
+) -> np.ndarray:
+    x = np.asarray(x)
+    axes = (1, 2) if channels_last else (2, 3)
+    hw = x.shape[axes[0]] * x.shape[axes[1]]
+    acc = x.astype(np.int64).sum(axis=axes, keepdims=True) - _scalar_zp(zx) * hw
+    f32 = np.float32
+    m = f32(f32(np.asarray(sx).reshape(-1)[0]) / f32(f32(np.asarray(sy).reshape(-1)[0]) * hw))
+    return _saturate(acc.astype(f32) * m, zy)
+
+
+def max_pool_int(
+    x: np.ndarray,
+    kernel: tuple[int, int] = (1, 1),
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+    ceil_mode: bool = False,
+) -> np.ndarray:
+    """MaxPool of an 8-bit tensor: exact (float64 holds every value; padding never wins)."""
+    from .. import nn
+
+    layer = nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=ceil_mode)
+    x = np.asarray(x)
+    return layer.forward(x.astype(np.float64)).astype(x.dtype)
+
+
+def _cast(x: np.ndarray, to: int = 1) -> np.ndarray:
+    return np.asarray(x).astype(_ONNX_TYPES[to])
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, np.zeros((), np.asarray(x).dtype))
+
+
+def _reshape(x: np.ndarray, shape: np.ndarray, allowzero: int = 0) -> np.ndarray:
+    from ._graph import _onnx_shape
+
+    return np.asarray(x).reshape(_onnx_shape(np.shape(x), shape, allowzero))
+
+
+def _flatten(x: np.ndarray, axis: int = 1) -> np.ndarray:
+    x = np.asarray(x)
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+_ONNX_TYPES = {
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    6: np.int32,
+    7: np.int64,
+    11: np.float64,
+}
+
+#: ONNX operator -> function of a :class:`QStep` (inputs, then attributes); a function
+#: with several outputs returns a tuple
+QFUNCTIONS: dict[str, Callable[..., Any]] = {
+    "QuantizeLinear": quantize_linear,
+    "DequantizeLinear": dequantize_linear,
+    "DynamicQuantizeLinear": dynamic_quantize_linear,
+    "MatMulInteger": matmul_integer,
+    "QLinearMatMul": qlinear_matmul,
+    "QGemm": qgemm,
+    "QLinearConv": qlinear_conv,
+    "ConvInteger": conv_integer,
+    "QLinearAdd": qlinear_add,
+    "QLinearGlobalAveragePool": qlinear_global_average_pool,
+    "MaxPoolInt": max_pool_int,
+    "Cast": _cast,
+    "Mul": np.multiply,
+    "Add": np.add,
+    "Relu": _relu,
+    "Reshape": _reshape,
+    "Flatten": _flatten,
+}
+
+
+def _add_float_functions() -> None:
+    """The shape arithmetic of :data:`pyfastopt.onnx._graph.FUNCTIONS` (float steps)."""
+    from ._graph import FUNCTIONS
+
+    for k, v in FUNCTIONS.items():
+        QFUNCTIONS.setdefault(k, v)
+
+
+_add_float_functions()
+
+
+@dataclass
+class QStep:
+    """One step of a :class:`QuantizedGraph`: ``outputs = layer(inputs[0])`` when
+    ``layer`` is set (a float :mod:`pyfastopt.nn` layer), else
+    ``QFUNCTIONS[op](*inputs, **attrs)``. An empty input name is an omitted optional
+    input (None)."""
+
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    layer: Any = None
+    domain: str = ""
+
+
+class QuantizedGraph:
+    """An int8 ONNX model (QDQ or QOperator, from :func:`pyfastopt.onnx.load`): steps
+    run in topological order over NumPy arrays, the integer products in
+    :mod:`pyfastopt.quant`'s exact int8 kernels. Call it on the graph's float input.
+
+    Attributes: ``steps`` (list of :class:`QStep`), ``input_name``, ``output_name``,
+    ``constants`` (``{name: ndarray}``: the int8 weights, scales, zero points, int32
+    biases), ``input_shape`` (one sample's shape when known), ``opset``.
+
+    ``pyfastopt.onnx.save`` writes it back as a QDQ model; loading that file gives the
+    same steps and the same outputs, bit for bit.
+    """
+
+    def __init__(
+        self,
+        steps: list[QStep],
+        input_name: str,
+        output_name: str,
+        constants: dict[str, np.ndarray],
+        input_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        self.steps = list(steps)
+        self.input_name = input_name
+        self.output_name = output_name
+        self.constants = dict(constants)
+        self.input_shape = input_shape
+        known = {input_name, "", *self.constants}
+        for i, step in enumerate(self.steps):
+            if step.layer is None and step.op not in QFUNCTIONS:
+                raise ValueError(f"QuantizedGraph: step {i} ({step.op}) has no function")
+            for name in step.inputs:
+                if name not in known:
+                    raise ValueError(
+                        f"QuantizedGraph: step {i} ({step.op}) reads {name!r} before it is set"
+                    )
+            known.update(step.outputs)
+        if output_name not in known:
+            raise ValueError(f"QuantizedGraph: the output {output_name!r} is never computed")
+
+    training = False
+
+    def eval(self) -> QuantizedGraph:
+        return self
+
+    def forward(self, x: Any) -> np.ndarray:
+        env: dict[str, Any] = dict(self.constants)
+        env[""] = None
+        env[self.input_name] = np.asarray(x, np.float32)
+        for step in self.steps:
+            args = [env[n] for n in step.inputs]
+            try:
+                if step.layer is not None:
+                    out: Any = step.layer.forward(args[0])
+                else:
+                    out = QFUNCTIONS[step.op](*args, **step.attrs)
+            except (IndexError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"QuantizedGraph: step {step.op} -> {step.outputs} failed on inputs of "
+                    f"shapes {[np.shape(a) for a in args]}: {exc}"
+                ) from None
+            if len(step.outputs) == 1:
+                env[step.outputs[0]] = out
+            else:
+                for name, value in zip(step.outputs, out):
+                    if name:
+                        env[name] = value
+        return np.asarray(env[self.output_name])
+
+    __call__ = forward
+
+    def predict(self, x: Any) -> np.ndarray:
+        return np.argmax(self(x), axis=1)
+
+    def save(self, path: str | os.PathLike) -> int:
+        """:func:`pyfastopt.onnx.save` of this model (QDQ ONNX)."""
+        from . import save
+
+        return save(self, path)
+
+    def __repr__(self) -> str:
+        lines = []
+        for step in self.steps:
+            what = repr(step.layer) if step.layer is not None else step.op
+            lines.append(f"  {', '.join(step.outputs)} = {what}({', '.join(step.inputs)})")
+        return "QuantizedGraph(\n" + "\n".join(lines) + "\n)"

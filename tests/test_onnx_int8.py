@@ -379,3 +379,78 @@ def test_cnn_vs_onnxruntime(tmp_path, name, how):
             np.testing.assert_array_equal(got, exact)
         if not np.array_equal(exact, want):  # ONNX Runtime's int8-weight kernel saturated
             assert levels_apart(want, exact, float(np.max(np.abs(exact)))) <= SATURATION_BOUND
+
+
+# ------------------------------------------------------------------ round trip
+ROUND_TRIP = [
+    ("mlp", "dynamic", "QInt8"),
+    ("mlp", "qdq", "QInt8"),
+    ("mlp", "qoperator", "QUInt8"),
+    ("lenet", "qoperator", "QUInt8"),
+    ("lenet", "dynamic", "QInt8"),
+    ("resnet_block", "qdq", "QInt8"),
+    ("mobilenetv2_block", "qoperator", "QInt8"),
+    ("pooled", "qdq", "QUInt8"),
+]
+
+
+@pytest.mark.parametrize(("name", "how", "wt"), ROUND_TRIP)
+def test_save_load_round_trip(tmp_path, name, how, wt):
+    """QuantizedGraph -> save (QDQ, default domain only) -> load: the same steps and the
+    same outputs bit for bit; ONNX Runtime runs the saved file with pyfastopt's outputs
+    (its exact arithmetic: the uint8-weight form where its int8 kernel saturates)."""
+    if name == "mlp":
+        module, shape = mlp(), (48,)
+    else:
+        module, shape = cnns()[name]
+    data = quantize(
+        tmp_path,
+        export(module, torch.randn(1, *shape)),
+        how,
+        (4, *shape),
+        weight=getattr(oq.QuantType, wt),
+    )
+    model = pfo.load(data)
+    path = tmp_path / "saved.onnx"
+    assert pfo.save(model, path) == path.stat().st_size
+    saved = path.read_bytes()
+    proto = onnx.load_from_string(saved)
+    assert {n.domain for n in proto.graph.node} <= {""}
+    again = pfo.load(path)
+    assert [s.op for s in again.steps] == [s.op for s in model.steps]
+    for k, v in model.constants.items():
+        if k in again.constants:
+            np.testing.assert_array_equal(again.constants[k], v)
+    rng = np.random.default_rng(5)
+    for batch in (1, 4):
+        x = rng.standard_normal((batch, *shape)).astype(np.float32)
+        got = model(x)
+        np.testing.assert_array_equal(again(x), got)
+        ops = {s.op for s in model.steps}
+        want = ort_run(as_uint8_weights(saved), x)
+        if ops & _INEXACT_OPS:
+            step = float(np.max(np.abs(want))) / 127
+            assert levels_apart(got, want, step) <= 2 * len(ops & _INEXACT_OPS) + 2
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_quantized_model_qdq_loads_back(tmp_path, mode):
+    """pyfastopt.quant's QuantizedModel -> save (QDQ) -> load: a QuantizedGraph whose
+    float Gemm on the dequantized values (the unfused QDQ form the writer uses) is
+    within float32 rounding of the int8 engine's output."""
+    from pyfastopt import nn, quant
+
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(
+        nn.Linear(32, 64, activation="relu", seed=0), nn.Linear(64, 10, seed=1)
+    ).eval()
+    cal = rng.standard_normal((256, 32)).astype(np.float32)
+    qm = quant.quantize_model(model, calibration_data=cal, mode=mode)
+    pfo.save(qm, tmp_path / "q.onnx")
+    g = pfo.load(tmp_path / "q.onnx")
+    assert isinstance(g, pfo.QuantizedGraph)
+    x = rng.standard_normal((16, 32)).astype(np.float32)
+    want = qm(x)
+    assert float(np.max(np.abs(g(x) - want))) <= 1e-6 * float(np.max(np.abs(want)))

@@ -311,12 +311,15 @@ def _quant_op(q: _Q, node: Any) -> None:
     elif op == "DequantizeLinear":
         a = ctx.attrs(node, axis=1)
         x = q.const(node.input[0])
-        s = _check_const(q, node, 1, "x_scale")
-        z = _check_const(q, node, 2, "x_zero_point", required=False)
+        s = q.const(node.input[1])
+        z = q.const(node.input[2]) if len(node.input) > 2 else None
         if x is not None:  # a weight or bias: folded into a float constant
+            s = _check_const(q, node, 1, "x_scale")
+            z = _check_const(q, node, 2, "x_zero_point", required=False)
             ctx.consts[out[0]] = _qgraph.dequantize_linear(x, s, z, int(a["axis"]) % max(x.ndim, 1))
             return
-        if s.size != 1:
+        # an activation's: per tensor (the scale may be computed, e.g. dynamic)
+        if s is not None and s.size != 1:
             raise q.error(node, "per-axis scales for an activation; supported: per tensor")
         q.emit(op, _inputs(node, 3)[:3], out[:1])
     elif op == "DynamicQuantizeLinear":

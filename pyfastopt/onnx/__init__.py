@@ -39,8 +39,17 @@ Out: int8 models
     (``QuantizeLinear``/``DynamicQuantizeLinear`` -> ``DequantizeLinear`` for the uint8
     activations, ``DequantizeLinear`` of the int8 weights per output channel, ``Gemm``,
     ``Relu``) that ONNX Runtime runs; see :func:`pyfastopt.onnx._export.quantized_to_onnx`
-    for how close its outputs come to pyfastopt's. Reading QDQ models back is not part
-    of :func:`load` yet.
+    for how close its outputs come to pyfastopt's; :func:`load` reads the file back as a
+    :class:`QuantizedGraph`. :func:`save` of a :class:`QuantizedGraph` writes QDQ (see
+    :mod:`pyfastopt.onnx._qexport`); ``load(save(g))`` gives the same steps and outputs,
+    bit for bit.
+
+In: int8 models
+    Graphs written by ``onnxruntime.quantization`` (``quantize_dynamic``;
+    ``quantize_static`` in the QDQ and QOperator formats) become a
+    :class:`QuantizedGraph` computing what ONNX Runtime computes: see
+    :mod:`pyfastopt.onnx._qimport` for the operators and the QDQ fusions and
+    :mod:`pyfastopt.onnx._qgraph` for the arithmetic and where it is bit-exact.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from ._qconv import (
 from ._qgemm import matmul_int8
 from ._quantize import dequantize, quantize
 from ._requantize import qlinear_matmul, requantize
+from .cnn import QuantizedCNN
 from .linear import QuantizedLinear, QuantizedSequential
 from .model import QuantizedModel, load, quantize_model
 from .observers import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
@@ -34,6 +35,7 @@ __all__ = [
     "HistogramObserver",
     "MinMaxObserver",
     "MovingAverageMinMaxObserver",
+    "QuantizedCNN",
     "QuantizedLinear",
     "QuantizedModel",
     "QuantizedSequential",

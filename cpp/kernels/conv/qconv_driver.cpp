@@ -75,6 +75,30 @@ inline void store_out(const QOutput& o, std::int32_t acc, sz co, sz idx) {
   }
 }
 
+// Output channels [0, Co) of one pixel (element co at base + co * stride of o.c): the
+// stage of store_out, with the kind's switch outside the channel loop.
+inline void store_run(const QOutput& o, const std::uint32_t* acc, sz Co, sz base, sz stride) {
+  switch (o.kind) {
+    case QOutKind::i32: {
+      std::int32_t* y = static_cast<std::int32_t*>(o.c) + base;
+      for (sz co = 0; co < Co; ++co) y[co * stride] = static_cast<std::int32_t>(acc[co]);
+      return;
+    }
+    case QOutKind::f32: {
+      float* y = static_cast<float*>(o.c) + base;
+      for (sz co = 0; co < Co; ++co) {
+        float v = static_cast<float>(static_cast<std::int32_t>(acc[co])) * o.col_scale[co];
+        if (o.bias) v = v + o.bias[co];
+        if (o.relu) v = v < 0.0f ? 0.0f : v;
+        y[co * stride] = v;
+      }
+      return;
+    }
+    default:
+      for (sz co = 0; co < Co; ++co) store_out(o, static_cast<std::int32_t>(acc[co]), co, base + co * stride);
+  }
+}
+
 sz task_count(sz units, double mac) {
   if (units < 2) return 1;
   const double by_work = mac / kMacPerTask;
@@ -253,20 +277,21 @@ void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, cons
             if (mult == 1 && cs == 1) {
               for (sz co = 0; co < Co; ++co)
                 acc[co] += static_cast<std::uint32_t>((byte_value<SIGNED>(px[co]) - zx) * wt[co]);
-            } else {
-              for (sz co = 0; co < Co; ++co)
-                acc[co] += static_cast<std::uint32_t>((byte_value<SIGNED>(px[(co / mult) * cs]) - zx) * wt[co]);
+            } else {  // input channel c feeds output channels [c * mult, c * mult + mult)
+              for (sz c = 0; c < g.groups; ++c) {
+                const std::int32_t xv = byte_value<SIGNED>(px[c * cs]) - zx;
+                const std::int32_t* wc = wt + c * mult;
+                std::uint32_t* ac = acc + c * mult;
+                for (sz j = 0; j < mult; ++j) ac[j] += static_cast<std::uint32_t>(xv * wc[j]);
+              }
             }
           }
         }
         const sz p = row * g.OW + ow;
-        if (g.nhwc) {
-          for (sz co = 0; co < Co; ++co) store_out(o, static_cast<std::int32_t>(acc[co]), co, p * Co + co);
-        } else {
-          const sz pix = oh * g.OW + ow;
-          for (sz co = 0; co < Co; ++co)
-            store_out(o, static_cast<std::int32_t>(acc[co]), co, (n * Co + co) * ohw + pix);
-        }
+        if (g.nhwc)
+          store_run(o, acc, Co, p * Co, 1);
+        else
+          store_run(o, acc, Co, n * Co * ohw + oh * g.OW + ow, ohw);
       }
     }
   });

@@ -49,7 +49,9 @@ def test_file_is_an_npz(good):
         np.testing.assert_array_equal(npz["w"], ARRAYS["w"])
     with zipfile.ZipFile(good) as zf:
         header = json.loads(zf.read("header.json"))
-    assert header["format"] == _format.FORMAT_NAME and header["version"] == _format.FORMAT_VERSION == 2
+    assert (
+        header["format"] == _format.FORMAT_NAME and header["version"] == _format.FORMAT_VERSION == 2
+    )
 
 
 def test_write_refuses_object_arrays(tmp_path):

@@ -454,3 +454,23 @@ def test_quantized_model_qdq_loads_back(tmp_path, mode):
     x = rng.standard_normal((16, 32)).astype(np.float32)
     want = qm(x)
     assert float(np.max(np.abs(g(x) - want))) <= 1e-6 * float(np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("wt", ["QInt8", "QUInt8"])
+@pytest.mark.parametrize("how", ["qdq", "qoperator"])
+def test_cnn_per_channel(tmp_path, how, wt):
+    """Per-channel conv weights: int8 (zero points 0: the int8 conv kernel) and uint8
+    (zero points that differ per channel: the exact float64 path)."""
+    module, shape = cnns()["lenet"]
+    data = quantize(
+        tmp_path,
+        export(module, torch.randn(1, *shape)),
+        how,
+        (4, *shape),
+        per_channel=True,
+        weight=getattr(oq.QuantType, wt),
+    )
+    model = pfo.load(data)
+    assert "QLinearConv" in {s.op for s in model.steps}
+    x = np.random.default_rng(7).standard_normal((3, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), ort_run(as_uint8_weights(data), x))

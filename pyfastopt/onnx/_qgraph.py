@@ -15,8 +15,9 @@ step:
   ``m = float32(float32(alpha * s_a * s_b) / s_y)`` per tensor or per output channel
   (ONNX Runtime's order of the float32 operations); ``QGemm`` without ``y_scale`` gives
   ``float32(acc) * float32(alpha * s_a * s_b)``.
-* ``QLinearConv`` / ``ConvInteger``: the exact int32 convolution (see :func:`conv_int`),
-  requantized per output channel as ``QLinearMatMul``.
+* ``QLinearConv`` / ``ConvInteger``: the exact int32 convolution
+  (:func:`pyfastopt.quant.conv2d_int8`; see :func:`conv_int`), requantized per output
+  channel as ``QLinearMatMul``.
 * ``QLinearAdd``, ``QLinearGlobalAveragePool`` (``com.microsoft``): ONNX Runtime computes
   these through fixed-point or float shortcuts that differ by architecture; here
   ``rint((s_a (a - z_a) + s_b (b - z_b)) / s_c) + z_c`` and
@@ -161,6 +162,14 @@ def qgemm(
     return v if sy is None else _saturate(v, zy)
 
 
+def _uniform_zp(zw: Any) -> int | None:
+    """The weight zero point when it is one value for every channel, else None."""
+    if zw is None:
+        return 0
+    z = np.asarray(zw).reshape(-1)
+    return int(z[0]) if z.size == 1 or bool(np.all(z == z[0])) else None
+
+
 def conv_int(
     x: np.ndarray,
     zx: Any,
@@ -175,18 +184,21 @@ def conv_int(
     for ``x``, per tensor or per output channel for ``w``; padding is ``zx``, i.e. 0 after
     the subtraction, as ONNX defines it).
 
-    Path: :func:`pyfastopt.conv2d` in float64 on the integer values. Every product and
-    every partial sum is an integer below ``2**53`` in magnitude (``|x - zx|, |w - zw| <=
-    255``, so up to ``2**37`` terms), so float64 computes each accumulator exactly, in
-    any order; the result is converted to int32 (wrapped modulo ``2**32`` as ONNX
-    Runtime's int32 arithmetic when a sum does not fit).
+    Path: :func:`pyfastopt.quant.conv2d_int8` (exact int32 accumulation) when the weight
+    zero point is one value; per-channel weight zero points that differ take
+    :func:`pyfastopt.conv2d` in float64 on the integer values, also exact: every product
+    and partial sum is an integer below ``2**53`` in magnitude (``|x - zx|, |w - zw| <=
+    255``, so up to ``2**37`` terms), the result converted to int32.
     """
-    from .. import conv2d
+    from .. import conv2d, quant
 
-    xf = np.asarray(x).astype(np.float64) - float(_scalar_zp(zx) if zx is not None else 0)
-    zwv = np.zeros(1) if zw is None else np.asarray(zw, np.float64).reshape(-1)
-    wf = np.asarray(w).astype(np.float64)
-    wf = wf - (zwv[0] if zwv.size == 1 else zwv[:, None, None, None])
+    zxv = _scalar_zp(zx) if zx is not None else 0
+    zwu = _uniform_zp(zw)
+    if zwu is not None:
+        return quant.conv2d_int8(x, zxv, w, zwu, None, strides, pads, dilations, group)
+    xf = np.asarray(x).astype(np.float64) - float(zxv)
+    zwv = np.asarray(zw, np.float64).reshape(-1)
+    wf = np.asarray(w).astype(np.float64) - zwv[:, None, None, None]
     y = conv2d(xf, wf, None, strides, pads, dilations, group)
     return y.astype(np.int64).astype(np.int32)
 
@@ -207,7 +219,29 @@ def qlinear_conv(
     bias: Any = None,
     **attrs: Any,
 ) -> np.ndarray:
-    acc = conv_int(x, zx, w, zw, **_conv_attrs(attrs))
+    geo = _conv_attrs(attrs)
+    zwu = _uniform_zp(zw)
+    zyv = np.asarray(zy) if zy is not None else np.zeros((), np.uint8)
+    if zwu is not None:  # one call: exact int32 accumulation, ORT's requantization
+        from .. import quant
+
+        ws = np.asarray(sw, np.float32).reshape(-1)
+        return quant.conv2d_int8(
+            x,
+            _scalar_zp(zx) if zx is not None else 0,
+            w,
+            zwu,
+            None if bias is None else np.asarray(bias, np.int32),
+            geo["strides"],
+            geo["pads"],
+            geo["dilations"],
+            geo["group"],
+            x_scale=float(np.asarray(sx, np.float32).reshape(-1)[0]),
+            weight_scale=ws if ws.size > 1 else float(ws[0]),
+            out_scale=float(np.asarray(sy, np.float32).reshape(-1)[0]),
+            out_zero_point=zyv.reshape(()).astype(zyv.dtype)[()],
+        )
+    acc = conv_int(x, zx, w, zw, **geo)
     if bias is not None:
         acc = acc + np.asarray(bias, np.int32)[None, :, None, None]
     m = _multiplier(1.0, sx, sw, sy)

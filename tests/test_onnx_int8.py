@@ -474,3 +474,19 @@ def test_cnn_per_channel(tmp_path, how, wt):
     assert "QLinearConv" in {s.op for s in model.steps}
     x = np.random.default_rng(7).standard_normal((3, *shape)).astype(np.float32)
     np.testing.assert_array_equal(model(x), ort_run(as_uint8_weights(data), x))
+
+
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool_int_matches_float(ceil_mode):
+    """The 8-bit MaxPool step (quant.max_pool2d_int8) equals float max pooling of the
+    same values, padding included (it never wins)."""
+    from pyfastopt import nn
+    from pyfastopt.onnx._qgraph import max_pool_int
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 3, 9, 8)).astype(np.uint8)
+    got = max_pool_int(x, (3, 3), (2, 2), (1, 1), (1, 1), ceil_mode)
+    want = nn.MaxPool2d((3, 3), (2, 2), (1, 1), (1, 1), ceil_mode=ceil_mode).forward(
+        x.astype(np.float64)
+    )
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, want.astype(np.uint8))

@@ -284,12 +284,12 @@ def max_pool_int(
     dilation: tuple[int, int] = (1, 1),
     ceil_mode: bool = False,
 ) -> np.ndarray:
-    """MaxPool of an 8-bit tensor: exact (float64 holds every value; padding never wins)."""
-    from .. import nn
+    """MaxPool of an 8-bit tensor: :func:`pyfastopt.quant.max_pool2d_int8` (exact)."""
+    from .. import quant
 
-    layer = nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=ceil_mode)
-    x = np.asarray(x)
-    return layer.forward(x.astype(np.float64)).astype(x.dtype)
+    return quant.max_pool2d_int8(
+        np.asarray(x), kernel, stride, padding, dilation, ceil_mode=bool(ceil_mode)
+    )
 
 
 def _cast(x: np.ndarray, to: int = 1) -> np.ndarray:

@@ -145,6 +145,19 @@ def _conv_geometry(q: _Q, node: Any, wshape: tuple[int, ...]) -> dict[str, Any]:
     return {"strides": strides, "pads": pads, "dilations": dilations, "group": int(a["group"])}
 
 
+def _pretransposed(q: _Q, ins: list[str], index: int, trans_b: int) -> tuple[list[str], int]:
+    """QGemm's constant B stored (K, N) contiguous once (``transB=0``): the int8 product
+    then reads it in order on every call."""
+    b = q.const(ins[index])
+    if not trans_b or b is None:
+        return ins, trans_b
+    name = f"{ins[index]}::T"
+    q.ctx.consts[name] = np.ascontiguousarray(b.T)
+    out = list(ins)
+    out[index] = name
+    return out, 0
+
+
 # --------------------------------------------------------------------------- QDQ fusion
 def _fuse(q: _Q, node: Any) -> bool:
     """Fuse ``DQ -> node -> Q`` as ONNX Runtime does; True when done."""
@@ -203,13 +216,14 @@ def _fuse(q: _Q, node: Any) -> bool:
             out_axis = 0 if a["transB"] else 1
             if ws.size > 1 and q.axis(w_dq) % 2 != out_axis:
                 return False
+            gins, trans_b = _pretransposed(q, [*xi, *wi, bias, y_scale, y_zp], 3, int(a["transB"]))
             q.emit(
                 "QGemm",
-                [*xi, *wi, bias, y_scale, y_zp],
+                gins,
                 [y],
                 alpha=float(a["alpha"]),
                 transA=int(a["transA"]),
-                transB=int(a["transB"]),
+                transB=trans_b,
             )
         else:  # Conv
             if wq is None or (ws.size > 1 and q.axis(w_dq) != 0):
@@ -344,14 +358,14 @@ def _quant_op(q: _Q, node: Any) -> None:
         b = _check_const(q, node, 3, "B")
         if b.ndim != 2:
             raise q.error(node, f"B has shape {b.shape}; supported: 2-D")
-        ins = _inputs(node, 9)[:9]
+        ins, trans_b = _pretransposed(q, _inputs(node, 9)[:9], 3, int(a["transB"]))
         q.emit(
             op,
             ins,
             out[:1],
             alpha=float(a["alpha"]),
             transA=int(a["transA"]),
-            transB=int(a["transB"]),
+            transB=trans_b,
         )
         if ins[7]:
             q.ints.add(out[0])

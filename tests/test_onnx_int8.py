@@ -490,3 +490,72 @@ def test_max_pool_int_matches_float(ceil_mode):
     )
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, want.astype(np.uint8))
+
+
+def test_corrupt_int8_models_fuzz(tmp_path):
+    """Mutated int8 files (bytes flipped; nodes stripped of inputs, attributes of the
+    wrong type): a ValueError or a working model, never another exception."""
+    import contextlib
+
+    data = quantize(tmp_path, export(mlp(), torch.randn(1, 48)), "qdq", (16, 48))
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 48)).astype(np.float32)
+    for _ in range(200):
+        mutated = bytearray(data)
+        for pos in rng.integers(0, len(data), int(rng.integers(1, 4))):
+            mutated[pos] ^= int(rng.integers(1, 256))
+        try:
+            model = pfo.load(bytes(mutated))
+        except ValueError:
+            continue
+        with contextlib.suppress(ValueError):
+            model(x)
+    proto = onnx.load_from_string(data)
+    for i in range(len(proto.graph.node)):
+        for damage in ("inputs", "attr"):
+            p = onnx.ModelProto()
+            p.CopyFrom(proto)
+            node = p.graph.node[i]
+            if damage == "inputs":
+                del node.input[1:]
+            else:
+                node.attribute.append(onnx.helper.make_attribute("axis", "text"))
+            try:
+                model = pfo.load(p)
+            except ValueError:
+                continue
+            with contextlib.suppress(ValueError):
+                model(x)
+
+
+@pytest.mark.parametrize("how", ["qdq", "qoperator"])
+def test_prepacked_path_same_bits(tmp_path, how):
+    """QGemm steps with their weights packed once (QuantizedLinear, float32 of the exact
+    int32 accumulators) give the same bits as the per-call matmul_int8 path."""
+    data = quantize(tmp_path, export(mlp(), torch.randn(1, 48)), how, (16, 48))
+    model = pfo.load(data)
+    assert len(model._fast) == 3
+    x = np.random.default_rng(9).standard_normal((17, 48)).astype(np.float32) * 3
+    fast = model(x)
+    model._fast.clear()
+    np.testing.assert_array_equal(fast, model(x))
+
+
+def test_prepacked_refused_beyond_float32_exactness():
+    """Weights whose accumulators could pass 2**24 keep the int32 path."""
+    from pyfastopt.onnx._qgraph import QStep, _prepacked
+
+    k = 600
+    consts = {
+        "b": np.full((k, 4), 127, np.int8),  # 255 * 127 * 600 > 2**24
+        "sa": np.array(0.1, np.float32),
+        "za": np.array(3, np.uint8),
+        "sb": np.array(0.01, np.float32),
+        "zb": np.array(0, np.int8),
+        "sy": np.array(0.5, np.float32),
+        "zy": np.array(128, np.uint8),
+    }
+    step = QStep("QLinearMatMul", ["x", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"])
+    assert _prepacked(step, consts) is None
+    consts["b"] = np.full((100, 4), 127, np.int8)
+    assert _prepacked(step, consts) is not None

@@ -354,6 +354,73 @@ def _add_float_functions() -> None:
 _add_float_functions()
 
 
+_F32_EXACT = 1 << 24  # integers up to this magnitude are exact in float32
+
+
+def _prepacked(step: QStep, consts: dict[str, np.ndarray]) -> Any:
+    """A :class:`pyfastopt.quant.QuantizedLinear` computing ``float32(acc + bias)`` of a
+    QGemm/QLinearMatMul step with its weights packed once, or None.
+
+    It runs in static mode with input qparams ``(1.0, a_zero_point)``, weight scale 1 and
+    the int32 bias as a float32 bias, so its output is ``float32(acc) * 1 + float32(bias)``
+    (one rounding per operation): equal to ``float32(acc + bias)`` whenever every
+    ``|acc| + |bias|`` stays below ``2**24``, which is checked here from the weights
+    (``|acc| <= 255 * sum_k |w_kn|``). Used for uint8 activations, constant int8 weights
+    with zero point 0 and a constant activation zero point (static quantization)."""
+    from ..quant import QuantizedLinear
+
+    if step.op == "QGemm":
+        b, za, zb, c = (step.inputs[i] for i in (3, 2, 5, 6))
+        if step.attrs.get("transA") or step.attrs.get("transB"):
+            return None
+    elif step.op == "QLinearMatMul":
+        b, za, zb, c = step.inputs[3], step.inputs[2], step.inputs[5], ""
+    else:
+        return None
+    w = consts.get(b)
+    zav = consts.get(za) if za else np.zeros((), np.uint8)
+    zbv = consts.get(zb) if zb else np.zeros((), np.int8)
+    bias = consts.get(c) if c else None
+    if w is None or zav is None or zbv is None or (c and bias is None):
+        return None
+    if w.dtype != np.int8 or w.ndim != 2 or zav.size != 1 or zav.dtype != np.uint8:
+        return None
+    if np.any(zbv != 0):
+        return None
+    if bias is not None and (bias.dtype != np.int32 or bias.shape != (w.shape[1],)):
+        return None
+    bound = 255 * np.abs(w.astype(np.int64)).sum(axis=0)
+    if bias is not None:
+        bound = bound + np.abs(bias.astype(np.int64))
+    if bound.size and int(bound.max()) >= _F32_EXACT:
+        return None
+    ql = QuantizedLinear(
+        np.ascontiguousarray(w.T),
+        np.ones(1, np.float32),
+        None if bias is None else bias.astype(np.float32),
+    )
+    ql.set_input_qparams(1.0, int(zav.reshape(-1)[0]))
+    return ql
+
+
+def _run_prepacked(step: QStep, ql: Any, env: dict[str, Any]) -> np.ndarray:
+    """The step's output from :func:`_prepacked`'s layer (the requantization as in
+    :func:`qgemm` / :func:`qlinear_matmul`)."""
+    ins = step.inputs
+    a = env[ins[0]]
+    lead = a.shape[:-1]
+    acc = ql(a.reshape(-1, a.shape[-1])).reshape(*lead, ql.out_features)
+    alpha = float(step.attrs.get("alpha", 1.0))
+    sy = env[ins[7]] if step.op == "QGemm" and ins[7] else None
+    if step.op == "QLinearMatMul":
+        sy = env[ins[6]]
+    v = acc * _multiplier(alpha, env[ins[1]], env[ins[4]], sy)
+    if sy is None:
+        return v
+    zy = env[ins[8]] if step.op == "QGemm" else env[ins[7]]
+    return _saturate(v, zy)
+
+
 @dataclass
 class QStep:
     """One step of a :class:`QuantizedGraph`: ``outputs = layer(inputs[0])`` when
@@ -407,6 +474,13 @@ class QuantizedGraph:
             known.update(step.outputs)
         if output_name not in known:
             raise ValueError(f"QuantizedGraph: the output {output_name!r} is never computed")
+        # int8 products with the weights packed once (exactly the same values)
+        self._fast: dict[int, Any] = {}
+        for i, step in enumerate(self.steps):
+            if step.layer is None and step.op in ("QGemm", "QLinearMatMul"):
+                ql = _prepacked(step, self.constants)
+                if ql is not None:
+                    self._fast[i] = ql
 
     training = False
 
@@ -417,14 +491,17 @@ class QuantizedGraph:
         env: dict[str, Any] = dict(self.constants)
         env[""] = None
         env[self.input_name] = np.asarray(x, np.float32)
-        for step in self.steps:
+        for i, step in enumerate(self.steps):
             args = [env[n] for n in step.inputs]
             try:
-                if step.layer is not None:
-                    out: Any = step.layer.forward(args[0])
+                fast = self._fast.get(i)
+                if fast is not None and args[0].dtype == np.uint8:
+                    out: Any = _run_prepacked(step, fast, env)
+                elif step.layer is not None:
+                    out = step.layer.forward(args[0])
                 else:
                     out = QFUNCTIONS[step.op](*args, **step.attrs)
-            except (IndexError, TypeError, ValueError) as exc:
+            except (IndexError, TypeError, ValueError, KeyError, ArithmeticError) as exc:
                 raise ValueError(
                     f"QuantizedGraph: step {step.op} -> {step.outputs} failed on inputs of "
                     f"shapes {[np.shape(a) for a in args]}: {exc}"

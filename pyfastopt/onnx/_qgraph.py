@@ -403,22 +403,31 @@ def _prepacked(step: QStep, consts: dict[str, np.ndarray]) -> Any:
     return ql
 
 
-def _run_prepacked(step: QStep, ql: Any, env: dict[str, Any]) -> np.ndarray:
-    """The step's output from :func:`_prepacked`'s layer (the requantization as in
-    :func:`qgemm` / :func:`qlinear_matmul`)."""
+def _requant_params(step: QStep, env: dict[str, Any]) -> tuple[np.ndarray, Any]:
+    """(the float32 multiplier, the output zero point or None for a float output) of a
+    QGemm/QLinearMatMul step, as :func:`qgemm` / :func:`qlinear_matmul` compute them."""
     ins = step.inputs
-    a = env[ins[0]]
+    if step.op == "QLinearMatMul":
+        sy, zy = env[ins[6]], env[ins[7]]
+    else:
+        sy = env[ins[7]] if ins[7] else None
+        zy = env[ins[8]] if sy is not None else None
+    alpha = float(step.attrs.get("alpha", 1.0))
+    m = _multiplier(alpha, env[ins[1]], env[ins[4]], sy)
+    return m, (None if sy is None else (zy if zy is not None else np.zeros((), np.uint8)))
+
+
+def _run_prepacked(
+    step: QStep, ql: Any, params: tuple[np.ndarray, Any] | None, env: dict[str, Any]
+) -> np.ndarray:
+    """The step's output from :func:`_prepacked`'s layer (the requantization as in
+    :func:`qgemm` / :func:`qlinear_matmul`; ``params`` precomputed when constant)."""
+    a = env[step.inputs[0]]
     lead = a.shape[:-1]
     acc = ql(a.reshape(-1, a.shape[-1])).reshape(*lead, ql.out_features)
-    alpha = float(step.attrs.get("alpha", 1.0))
-    sy = env[ins[7]] if step.op == "QGemm" and ins[7] else None
-    if step.op == "QLinearMatMul":
-        sy = env[ins[6]]
-    v = acc * _multiplier(alpha, env[ins[1]], env[ins[4]], sy)
-    if sy is None:
-        return v
-    zy = env[ins[8]] if step.op == "QGemm" else env[ins[7]]
-    return _saturate(v, zy)
+    m, zy = params if params is not None else _requant_params(step, env)
+    v = acc * m
+    return v if zy is None else _saturate(v, zy)
 
 
 @dataclass
@@ -480,7 +489,12 @@ class QuantizedGraph:
             if step.layer is None and step.op in ("QGemm", "QLinearMatMul"):
                 ql = _prepacked(step, self.constants)
                 if ql is not None:
-                    self._fast[i] = ql
+                    scales = [step.inputs[j] for j in (1, 4, 6, 7, 8) if j < len(step.inputs)]
+                    consts = {**self.constants, "": None}
+                    params = None
+                    if all(n in consts for n in scales):
+                        params = _requant_params(step, consts)
+                    self._fast[i] = (ql, params)
 
     training = False
 
@@ -496,7 +510,7 @@ class QuantizedGraph:
             try:
                 fast = self._fast.get(i)
                 if fast is not None and args[0].dtype == np.uint8:
-                    out: Any = _run_prepacked(step, fast, env)
+                    out: Any = _run_prepacked(step, fast[0], fast[1], env)
                 elif step.layer is not None:
                     out = step.layer.forward(args[0])
                 else:

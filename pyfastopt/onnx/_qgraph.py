@@ -9,7 +9,10 @@ step:
   even, saturation); NaN gives the type's minimum, as ONNX Runtime's clamp does.
 * ``DequantizeLinear``: :func:`pyfastopt.quant.dequantize` (``float32(q - z) * s``).
 * ``DynamicQuantizeLinear``: :func:`pyfastopt.quant.dynamic_quantize_linear`.
-* ``MatMulInteger``: :func:`pyfastopt.quant.matmul_int8` (exact int32).
+* ``MatMulInteger``: :func:`pyfastopt.quant.matmul_int8` (exact int32). ``QGemm`` and
+  ``QLinearMatMul`` with constant int8 weights (zero point 0) whose accumulators stay
+  below ``2**24`` run on a :class:`pyfastopt.quant.QuantizedLinear` with the weights
+  packed once (its float32 output is then the exact accumulator; see ``_prepacked``).
 * ``QLinearMatMul`` and ``QGemm`` (``com.microsoft``): the exact int32 product plus the
   int32 bias, then ``rint(float32(acc) * m) + z_y`` saturated, with the multiplier
   ``m = float32(float32(alpha * s_a * s_b) / s_y)`` per tensor or per output channel

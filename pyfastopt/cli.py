@@ -34,6 +34,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             plot=args.plot,
             quick=args.quick,
             threads=args.threads or None,
+            model=args.model,
         )
     except ImportError as exc:  # scikit-learn missing: say what to install
         print(f"pyfastopt demo: {exc}", file=sys.stderr)
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write demo.png (training curves + table; needs matplotlib)",
     )
     p.add_argument("--quick", action="store_true", help="a few epochs only (for tests)")
+    p.add_argument(
+        "--model",
+        choices=("mlp", "cnn"),
+        default="mlp",
+        help="mlp (default) or cnn: convolutional teacher/student on the digits as 8x8 images",
+    )
     p.add_argument(
         "--threads",
         type=int,

@@ -17,6 +17,15 @@ Stages (everything on the bundled 8x8 digits: nothing is downloaded):
    model file, reloaded from it, and the reloaded model is evaluated
    (:func:`_quantize_stage`).
 
+``pyfastopt demo --model cnn`` (``run_demo(model="cnn")``) runs the same four stages with
+convolutional networks on the digits as 8x8x1 images (channels-last): a teacher CNN
+(three 3x3 conv-BatchNorm-ReLU blocks 32-64-64, max pools, a linear classifier), a
+student CNN distilled from it (16-32 channels, about 9x fewer parameters), 25% of the
+student's filters removed (:func:`pyfastopt.prune.prune_filters`: the convolutions and
+the classifier really shrink) and 50% of the remaining weights masked, fine-tuned, then
+int8 (BatchNorm2d folded into the convolutions, int8 convolutions and pools,
+:class:`pyfastopt.quant.QuantizedCNN`).
+
 The result is one table: stage, test accuracy, parameters (non-zero ones for the pruned
 model), bytes on disk (``np.savez_compressed`` of the float state dict), and inference
 latency per sample (the whole test set as one batch, best of several runs, divided by its
@@ -42,19 +51,23 @@ from ._config import threads as _threads
 from ._fileio import atomic_write
 from .data import DataLoader, RandomShift
 from .optim import lr_scheduler
-from .prune import magnitude_prune, masked, remove, sparsity
+from .prune import magnitude_prune, masked, prune_filters, remove, sparsity
 from .quant import load, quantize_model
 
-__all__ = ["DEFAULT_EPOCHS", "QUICK_EPOCHS", "run_demo"]
+__all__ = ["CNN_EPOCHS", "DEFAULT_EPOCHS", "QUICK_EPOCHS", "run_demo"]
 
 #: epochs of (teacher, student, pruned fine-tuning) for a normal run and for ``--quick``
 DEFAULT_EPOCHS = (40, 40, 13)
 QUICK_EPOCHS = (3, 3, 1)
+#: epochs of the CNN pipeline (``model="cnn"``; ``--quick``: QUICK_CNN_EPOCHS)
+CNN_EPOCHS = (12, 12, 4)
+QUICK_CNN_EPOCHS = (2, 2, 1)
 _SPLIT_SEED = 0  # the train/test split is fixed, whatever --seed is
 _TEST_FRACTION = 0.2
 _BATCH = 64
 #: AdamW peak learning rates of the three training stages
 _LR = {"teacher": 3e-3, "student": 1e-2, "pruned": 3e-3}
+_CNN_LR = {"teacher": 3e-3, "student": 5e-3, "pruned": 2e-3}
 
 
 # ------------------------------------------------------------------------------- data
@@ -93,6 +106,31 @@ def mlp(sizes: Iterable[int], dropout: float, seed: int) -> nn.Sequential:
             if dropout > 0:
                 layers.append(nn.Dropout(dropout, seed=seeds[2 * i + 1]))
     return nn.Sequential(*layers)
+
+
+def cnn(channels: Iterable[int], pools: Iterable[bool], seed: int) -> nn.Sequential:
+    """Channels-last CNN on 8x8x1 images: ``Conv2d 3x3 -> BatchNorm2d -> ReLU`` blocks
+    (``MaxPool2d(2)`` after the blocks flagged in ``pools``), then ``Flatten -> Linear``."""
+    chans, pools = [1, *channels], list(pools)
+    seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(len(chans), np.uint32)]
+    layers: list[nn.Module] = []
+    size = 8
+    for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])):
+        layers += [
+            nn.Conv2d(a, b, 3, padding=1, bias=False, layout="NHWC", seed=seeds[i]),
+            nn.BatchNorm2d(b, layout="NHWC"),
+            nn.ReLU(),
+        ]
+        if pools[i]:
+            layers.append(nn.MaxPool2d(2, layout="NHWC"))
+            size //= 2
+    layers += [nn.Flatten(layout="NHWC"), nn.Linear(chans[-1] * size * size, 10, seed=seeds[-1])]
+    return nn.Sequential(*layers)
+
+
+def _images(x: np.ndarray) -> np.ndarray:
+    """Flat 64-pixel digits as channels-last images (N, 8, 8, 1)."""
+    return x.reshape(x.shape[0], 8, 8, 1)
 
 
 def count_params(model: nn.Module) -> int:
@@ -167,11 +205,11 @@ class _NoBar:
 
 
 def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> tuple[Any, list[np.ndarray]]:
-    """AdamW with decay on weight matrices only; returns it and the gradient list in the
+    """AdamW with decay on weight matrices (and conv kernels) only; returns it and the gradient list in the
     optimizer's parameter order (the same arrays that ``backward`` fills)."""
     params, grads = model.parameters(), model.gradients()
-    decay = [i for i, p in enumerate(params) if p.ndim == 2]
-    rest = [i for i, p in enumerate(params) if p.ndim != 2]
+    decay = [i for i, p in enumerate(params) if p.ndim >= 2]  # Linear and Conv2d weights
+    rest = [i for i, p in enumerate(params) if p.ndim < 2]
     opt = optim.AdamW(
         [
             {"params": [params[i] for i in decay], "weight_decay": weight_decay},
@@ -268,6 +306,7 @@ def run_demo(
     progress: bool | None = None,
     verbose: bool = True,
     threads: int | None = 1,
+    model: str = "mlp",
 ) -> list[dict[str, Any]]:
     """Run the pipeline and return the table rows.
 
@@ -289,15 +328,20 @@ def run_demo(
             buys little, and on a loaded machine each parallel region can wait for a
             descheduled thread (measured: 6x slower on 2 busy cores). Results are the
             same bits for any thread count; latencies change.
+        model: ``"mlp"`` (default) or ``"cnn"`` (the convolutional pipeline, see the
+            module docstring; default epochs ``CNN_EPOCHS``).
 
     Returns:
         list of dict, one per stage: ``stage``, ``accuracy``, ``params``, ``bytes``,
         ``latency_us`` (plus ``path``: the saved file).
     """
+    if model not in ("mlp", "cnn"):
+        raise ValueError(f"model must be 'mlp' or 'cnn', got {model!r}")
+    cnn_ = model == "cnn"
     if threads is None:
-        return _run(epochs, seed, outdir, plot, quick, progress, verbose)
+        return _run(epochs, seed, outdir, plot, quick, progress, verbose, cnn_)
     with _threads(threads):
-        return _run(epochs, seed, outdir, plot, quick, progress, verbose)
+        return _run(epochs, seed, outdir, plot, quick, progress, verbose, cnn_)
 
 
 def _run(
@@ -308,10 +352,13 @@ def _run(
     quick: bool,
     progress: bool | None,
     verbose: bool,
+    use_cnn: bool = False,
 ) -> list[dict[str, Any]]:
     t_start = time.perf_counter()
     ep: tuple[int, ...]
-    if epochs is None:
+    if epochs is None and use_cnn:
+        ep = QUICK_CNN_EPOCHS if quick else CNN_EPOCHS
+    elif epochs is None:
         ep = QUICK_EPOCHS if quick else DEFAULT_EPOCHS
     elif isinstance(epochs, int):
         if epochs < 1:
@@ -328,6 +375,8 @@ def _run(
     bars = _Progress(progress if verbose else False)
 
     x_tr, y_tr, x_te, y_te = load_digits_split()
+    if use_cnn:
+        return _run_cnn(ep, seed, outdir, plot, verbose, progress, t_start, say)
     say(
         f"digits: {x_tr.shape[0]} train / {x_te.shape[0]} test samples, 8x8 images; "
         f"epochs (teacher, student, fine-tune) = {ep}; seed {seed}; output in {outdir}"
@@ -434,6 +483,126 @@ def _run(
         }
     )
 
+    wall = time.perf_counter() - t_start
+    say("")
+    say(format_table(rows))
+    say(f"\nwall time {wall:.1f} s; files in {outdir}")
+    if plot:
+        _plot(curves, rows, os.path.join(outdir, "demo.png"), say)
+    return rows
+
+
+def _run_cnn(
+    ep: tuple[int, ...],
+    seed: int,
+    outdir: str,
+    plot: bool,
+    verbose: bool,
+    progress: bool | None,
+    t_start: float,
+    say: Callable[..., None],
+) -> list[dict[str, Any]]:
+    """The convolutional pipeline (module docstring); same table and plot as the MLP's."""
+    bars = _Progress(progress if verbose else False)
+    x_tr, y_tr, x_te, y_te = load_digits_split()
+    x_tr, x_te = _images(x_tr), _images(x_te)
+    say(
+        f"digits: {x_tr.shape[0]} train / {x_te.shape[0]} test 8x8x1 images (channels-last); "
+        f"epochs (teacher, student, fine-tune) = {ep}; seed {seed}; output in {outdir}"
+    )
+    seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(5, np.uint32)]
+    flat_shift = RandomShift(1, image_shape=(8, 8))
+
+    def shift(x: np.ndarray, rng: Any) -> np.ndarray:
+        return _images(flat_shift(x.reshape(x.shape[0], 64), rng))
+
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, dict[str, list[float]]] = {}
+
+    def record(stage: str, model: nn.Module, params: int) -> None:
+        path = os.path.join(outdir, f"cnn_{stage.split()[0]}.npz")
+        nbytes = save_float(model, path)
+        model.eval()
+        rows.append(
+            {
+                "stage": stage,
+                "accuracy": accuracy(model, x_te, y_te),
+                "params": params,
+                "bytes": nbytes,
+                "latency_us": 1e6 * latency_per_sample(model, x_te),
+                "path": path,
+            }
+        )
+
+    def fit(
+        key: str, model: nn.Module, loss: Callable, seed_: int, epochs: int, masks: Any = None
+    ) -> None:
+        loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seed_, transform=shift)
+        bar = bars(epochs, key)
+        curves[key] = train(
+            model, loader, epochs, loss, lambda: accuracy(model, x_te, y_te),
+            lr=_CNN_LR[key], masks=masks, bar=bar,
+        )  # fmt: skip
+        bar.close()
+
+    teacher = cnn([32, 64, 64], [False, True, True], seed=seeds[0])
+
+    def ce(logits: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+        return nn.cross_entropy(logits, yb)
+
+    say("[1/4] training the teacher CNN conv 32-64-64 (3x3, BatchNorm, ReLU, max pools)")
+    fit("teacher", teacher, ce, seeds[1], ep[0])
+    record("teacher", teacher, count_params(teacher))
+    teacher.eval()
+
+    def distill(logits: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
+        return nn.distillation_loss(logits, teacher(xb), yb, temperature=4.0, alpha=0.9)
+
+    student = cnn([16, 32], [True, True], seed=seeds[2])
+    ratio = count_params(teacher) / count_params(student)
+    say(f"[2/4] distilling a student CNN conv 16-32 ({ratio:.1f}x fewer parameters)")
+    fit("student", student, distill, seeds[3], ep[1])
+    record("student", student, count_params(student))
+
+    pruned = prune_filters(copy.deepcopy(student), 0.25)
+    masks = magnitude_prune(pruned, 0.5, scope="global")
+    widths = [c.out_channels for c in pruned if isinstance(c, nn.Conv2d)]
+    acc_before = accuracy(pruned, x_te, y_te)
+    say(
+        f"[3/4] pruning the student: 25% of the filters removed (conv widths {widths}), then "
+        f"50% of the remaining weights (test accuracy {acc_before:.4f} before fine-tuning); "
+        "fine-tuning with masks"
+    )
+    fit("pruned", pruned, distill, seeds[4], ep[2], masks=masks)
+    remove(pruned)
+    record("pruned student", pruned, count_nonzero_params(pruned))
+    rows[-1]["sparsity"] = sparsity(pruned)
+    rows[-1]["accuracy_before_finetune"] = acc_before
+
+    say("[4/4] int8 quantization (BatchNorm2d folded, int8 convolutions), save, reload")
+    qmodel = quantize_model(pruned, x_tr[:256], mode="static", per_channel=True)
+    for line in qmodel.format_report().splitlines():
+        say("      " + line)
+    path = os.path.join(outdir, "cnn_student_int8.pfq")
+    qmodel.save(path)
+    reloaded = load(path)
+    # non-zero parameters, as for the pruned student (BatchNorm2d is folded away)
+    params = 0
+    for node in reloaded.layers:
+        if node.kind == "conv":
+            params += int(np.count_nonzero(node.weight_q)) + node.weight_q.shape[0]
+        elif node.kind == "linear":
+            params += int(np.count_nonzero(node.ql.weight_q)) + node.ql.out_features
+    rows.append(
+        {
+            "stage": "int8 student",
+            "accuracy": float(np.mean(np.argmax(reloaded(x_te), axis=1) == y_te)),
+            "params": int(params),
+            "bytes": os.path.getsize(path),
+            "latency_us": 1e6 * latency_per_sample(reloaded, x_te),
+            "path": path,
+        }
+    )
     wall = time.perf_counter() - t_start
     say("")
     say(format_table(rows))

@@ -49,7 +49,9 @@ def test_file_is_an_npz(good):
         np.testing.assert_array_equal(npz["w"], ARRAYS["w"])
     with zipfile.ZipFile(good) as zf:
         header = json.loads(zf.read("header.json"))
-    assert header["format"] == _format.FORMAT_NAME and header["version"] == 1
+    assert (
+        header["format"] == _format.FORMAT_NAME and header["version"] == _format.FORMAT_VERSION == 2
+    )
 
 
 def test_write_refuses_object_arrays(tmp_path):
@@ -105,7 +107,7 @@ def test_rejects_foreign_and_corrupt_files(good, tmp_path):
     cases["pickle"] = pk
     h = _header(good)
     cases["other format"] = _rewrite(good, header={**h, "format": "onnx"})
-    cases["newer version"] = _rewrite(good, header={**h, "version": 2})
+    cases["newer version"] = _rewrite(good, header={**h, "version": _format.FORMAT_VERSION + 1})
     cases["version not int"] = _rewrite(good, header={**h, "version": "1"})
     cases["header not json"] = _rewrite(good, header=b"{nope")
     cases["header not utf8"] = _rewrite(good, header=b"\xff\xfe")

@@ -7,7 +7,9 @@ torch), a hand-written ``.safetensors``, and ``pyfastopt.onnx.save`` of a Linear
 (skipped without onnx). ``time_load`` times the loader, ``time_read_bytes`` reads the
 file with ``open().read()``, and ``track_ratio_to_read`` is their quotient measured in
 the same run (the number the issue's speed target is about: <= 1.5x). With ``mmap=True``
-large tensors are memory-mapped, so the load does not touch the data.
+large tensors are memory-mapped, so the load does not touch the data. ``pyfastopt.onnx.load``
+always maps a file over 1 MiB and takes the initializers as views of the map (protobuf
+parses only the graph), then the layers copy their weights once.
 """
 
 from __future__ import annotations

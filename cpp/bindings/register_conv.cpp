@@ -8,12 +8,19 @@
 // (strides >= 1, paddings >= 0, dilations >= 1, groups >= 1, 'same'/'valid').
 #include <pybind11/numpy.h>
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
 
 #include "checks.h"
 #include "pyfastopt/conv.h"
+#include "pyfastopt/qconv.h"
+#include "pyfastopt/registry.h"
 #include "register.h"
 
 namespace pyfastopt {
@@ -341,6 +348,148 @@ py::array pool_backward(long kind, py::handle dy_obj, py::handle x_obj, sz kh, s
   return dx;
 }
 
+// ---- int8 convolution and pooling (qconv.h) ---------------------------------------------
+// Byte operands: any uint8/int8 array-like (copied to C order when needed). The geometry
+// checks above only read shapes and the name: a byte array is given to them as an Array
+// whose dtype tag is the placeholder u16 (never used to read elements here).
+Array byte_array(py::handle obj, const char* name, py::array* keep, bool* is_signed) {
+  py::array a = as_array(obj, name, "an array of uint8 or int8");
+  const Elem e = elem_of(a);
+  if (e != Elem::u8 && e != Elem::i8)
+    type_error(std::string(name) + " must have dtype uint8 or int8, got " + std::string(py::str(a.dtype())));
+  *is_signed = e == Elem::i8;
+  a = c_array(a, a.dtype());
+  *keep = a;
+  return Array{a, DType::u16, data_of(a), static_cast<std::size_t>(a.size()), Name(name)};
+}
+
+struct QConv {
+  QConvWeights w;
+  std::mutex mu;
+};
+
+std::shared_ptr<QConv> make_qconv(py::handle w_obj, sz groups) {
+  py::array keep;
+  bool w_signed = false;
+  const Array wa = byte_array(w_obj, "weight_q", &keep, &w_signed);
+  if (wa.arr.ndim() != 4)
+    value_error("weight_q must be 4-D (out_channels, in_channels/groups, kh, kw), got shape " + wa.shape_str());
+  if (groups < 1) value_error("groups must be >= 1");
+  auto q = std::make_shared<QConv>();
+  QConvWeights& w = q->w;
+  w.Co = static_cast<sz>(wa.arr.shape(0));
+  w.cg = static_cast<sz>(wa.arr.shape(1));
+  w.R = static_cast<sz>(wa.arr.shape(2));
+  w.S = static_cast<sz>(wa.arr.shape(3));
+  w.groups = groups;
+  w.w_unsigned = !w_signed;
+  if (w.Co == 0 || w.Co % groups)
+    value_error("weight_q's out_channels (" + std::to_string(w.Co) + ", shape " + wa.shape_str() +
+                ") must be a positive multiple of groups=" + std::to_string(groups));
+  if (w.cg == 0 || w.R == 0 || w.S == 0) value_error("weight_q with shape " + wa.shape_str() + " is empty");
+  const auto* p = static_cast<const std::int8_t*>(wa.data);
+  w.weight.assign(p, p + wa.size);
+  {
+    py::gil_scoped_release nogil;
+    w.prepare();
+  }
+  return q;
+}
+
+std::vector<float> float_vector(py::handle obj, sz n, const char* name) {
+  std::vector<float> v;
+  if (obj.is_none()) return v;
+  const Array a = input(obj, name);
+  if (a.arr.ndim() != 1 || a.size != n)
+    value_error(std::string(name) + " must have shape (" + std::to_string(n) + ",), got " + a.shape_str());
+  v.resize(n);
+  for (sz j = 0; j < n; ++j) {
+    v[j] = a.dtype == DType::f32 ? a.ptr<float>()[j] : static_cast<float>(a.ptr<double>()[j]);
+    if (!std::isfinite(v[j])) value_error(std::string(name) + " must be finite");
+  }
+  return v;
+}
+
+py::array qconv_call(QConv& q, py::handle x_obj, py::handle zx_obj, py::handle zw_obj, sz sh, sz sw, sz pt,
+                     sz pb, sz pl, sz pr, sz dh, sz dw, bool nhwc, const std::string& kind, py::handle col_scale,
+                     py::handle bias, py::handle col_bias, bool relu, py::handle out_zp) {
+  const QConvWeights& w = q.w;
+  py::array xkeep;
+  bool x_signed = false;
+  const Array xa = byte_array(x_obj, "x_q", &xkeep, &x_signed);
+  // the weight's shape for the shared checks (only its shape is read)
+  py::array wshape(py::dtype::of<std::uint8_t>(),
+                   std::vector<py::ssize_t>{static_cast<py::ssize_t>(w.Co), static_cast<py::ssize_t>(w.cg),
+                                            static_cast<py::ssize_t>(w.R), static_cast<py::ssize_t>(w.S)});
+  const Array wa{wshape, DType::u16, nullptr, 0, Name("weight_q")};
+  const ConvGeom g = conv_geometry(xa, wa, ConvArgs{sh, sw, pt, pb, pl, pr, dh, dw, w.groups, nhwc});
+  const std::int32_t zx = x_signed ? zero_point(zx_obj, "x_zero_point", -128, 127, "int8")
+                                   : zero_point(zx_obj, "x_zero_point", 0, 255, "uint8");
+  const std::int32_t zw = w.w_unsigned ? zero_point(zw_obj, "weight_zero_point", 0, 255, "uint8")
+                                       : zero_point(zw_obj, "weight_zero_point", -128, 127, "int8");
+  QOutput o;
+  py::dtype dt;
+  if (kind == "i32") {
+    o.kind = QOutKind::i32;
+    dt = py::dtype::of<std::int32_t>();
+  } else if (kind == "f32") {
+    o.kind = QOutKind::f32;
+    dt = py::dtype::of<float>();
+  } else if (kind == "u8") {
+    o.kind = QOutKind::u8;
+    dt = py::dtype::of<std::uint8_t>();
+  } else if (kind == "i8") {
+    o.kind = QOutKind::i8;
+    dt = py::dtype::of<std::int8_t>();
+  } else {
+    value_error("kind must be 'i32', 'f32', 'u8' or 'i8'");
+  }
+  const std::vector<float> cs = float_vector(col_scale, g.Co, "col_scale");
+  const std::vector<float> bv = float_vector(bias, g.Co, "bias");
+  const std::vector<std::int32_t> cb = int_vec(col_bias, g.Co, "bias", std::numeric_limits<std::int32_t>::min(),
+                                               std::numeric_limits<std::int32_t>::max());
+  if (o.kind != QOutKind::i32 && cs.empty()) value_error("col_scale is required for a float or 8-bit output");
+  if (o.kind == QOutKind::u8) o.out_zp = zero_point(out_zp, "out_zero_point", 0, 255, "uint8");
+  if (o.kind == QOutKind::i8) o.out_zp = zero_point(out_zp, "out_zero_point", -128, 127, "int8");
+  o.col_scale = cs.empty() ? nullptr : cs.data();
+  o.bias = bv.empty() ? nullptr : bv.data();
+  o.col_bias = cb.empty() ? nullptr : cb.data();
+  o.relu = relu;
+  py::array y(dt, shape4(g.N, g.Co, g.OH, g.OW, nhwc));
+  o.c = data_of(y);
+  const auto* xp = static_cast<const std::uint8_t*>(xa.data);
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(q.mu);
+    if (!w.direct() && (w.packed.empty() || w.packed[0].kern != kernels().qgemm)) q.w.prepare();
+    qconv2d_forward(g, xp, x_signed, zx, w, zw, o);
+  }
+  return y;
+}
+
+py::array qpool_forward(long kind, py::handle x_obj, py::handle zx_obj, sz kh, sz kw, sz sh, sz sw, sz ph, sz pw,
+                        sz dh, sz dw, bool ceil_mode, bool include_pad, long long divisor, sz oh, sz ow,
+                        bool nhwc) {
+  const PoolArgs a = pool_args(kind, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, include_pad, divisor, oh, ow, nhwc);
+  py::array keep;
+  bool x_signed = false;
+  Array xa = byte_array(x_obj, "x_q", &keep, &x_signed);
+  xa.name = Name("x_q");
+  const PoolGeom g = pool_geometry(xa, a);
+  std::int32_t zx = 0;
+  if (kind != 0)
+    zx = x_signed ? zero_point(zx_obj, "x_zero_point", -128, 127, "int8")
+                  : zero_point(zx_obj, "x_zero_point", 0, 255, "uint8");
+  py::array y(keep.dtype(), shape4(g.N, g.C, g.OH, g.OW, nhwc));
+  auto* yp = static_cast<std::uint8_t*>(data_of(y));
+  const auto* xp = static_cast<const std::uint8_t*>(xa.data);
+  {
+    py::gil_scoped_release nogil;
+    qpool2d_forward(static_cast<int>(kind), g, include_pad, divisor, xp, x_signed, zx, yp);
+  }
+  return y;
+}
+
 }  // namespace
 
 void register_conv(py::module_& m) {
@@ -361,6 +510,16 @@ void register_conv(py::module_& m) {
         py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"),
         py::arg("dw"), py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor"),
         py::arg("out_h"), py::arg("out_w"), py::arg("nhwc"), py::arg("out") = py::none());
+  py::class_<QConv, std::shared_ptr<QConv>>(m, "QConv", "Private: prepacked int8 convolution weights (pyfastopt.quant.conv2d_int8)")
+      .def(py::init(&make_qconv), py::arg("weight_q"), py::arg("groups"))
+      .def("__call__", &qconv_call, py::arg("x_q"), py::arg("x_zero_point"), py::arg("weight_zero_point"),
+           py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
+           py::arg("pad_right"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("nhwc"), py::arg("kind"),
+           py::arg("col_scale"), py::arg("bias"), py::arg("col_bias"), py::arg("relu"), py::arg("out_zero_point"));
+  m.def("qpool_forward", &qpool_forward, py::arg("kind"), py::arg("x_q"), py::arg("x_zero_point"), py::arg("kh"),
+        py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"),
+        py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor"), py::arg("out_h"), py::arg("out_w"),
+        py::arg("nhwc"));
 }
 
 }  // namespace bind

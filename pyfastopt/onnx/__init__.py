@@ -39,8 +39,17 @@ Out: int8 models
     (``QuantizeLinear``/``DynamicQuantizeLinear`` -> ``DequantizeLinear`` for the uint8
     activations, ``DequantizeLinear`` of the int8 weights per output channel, ``Gemm``,
     ``Relu``) that ONNX Runtime runs; see :func:`pyfastopt.onnx._export.quantized_to_onnx`
-    for how close its outputs come to pyfastopt's. Reading QDQ models back is not part
-    of :func:`load` yet.
+    for how close its outputs come to pyfastopt's; :func:`load` reads the file back as a
+    :class:`QuantizedGraph`. :func:`save` of a :class:`QuantizedGraph` writes QDQ (see
+    :mod:`pyfastopt.onnx._qexport`); ``load(save(g))`` gives the same steps and outputs,
+    bit for bit.
+
+In: int8 models
+    Graphs written by ``onnxruntime.quantization`` (``quantize_dynamic``;
+    ``quantize_static`` in the QDQ and QOperator formats) become a
+    :class:`QuantizedGraph` computing what ONNX Runtime computes: see
+    :mod:`pyfastopt.onnx._qimport` for the operators and the QDQ fusions and
+    :mod:`pyfastopt.onnx._qgraph` for the arithmetic and where it is bit-exact.
 """
 
 from __future__ import annotations
@@ -49,8 +58,19 @@ import os
 from typing import Any
 
 from ._graph import Clip, Graph, Reshape, Step
+from ._qgraph import QStep, QuantizedGraph
 
-__all__ = ["Clip", "Graph", "Reshape", "Step", "load", "save", "supported_ops"]
+__all__ = [
+    "Clip",
+    "Graph",
+    "QStep",
+    "QuantizedGraph",
+    "Reshape",
+    "Step",
+    "load",
+    "save",
+    "supported_ops",
+]
 
 
 def _onnx() -> Any:
@@ -88,13 +108,15 @@ def load(source: Any, *, max_bytes: int | None = None) -> Any:
     """
     onnx = _onnx()
     from .. import _fileio
+    from ._fastread import split
     from ._import import build
 
+    arrays = None
     if isinstance(source, onnx.ModelProto):
         model = source
     else:
         if isinstance(source, (bytes, bytearray, memoryview)):
-            data: bytes | bytearray | memoryview = source
+            data: Any = source
             what = "the bytes"
         else:
             what = os.fspath(source)
@@ -105,9 +127,15 @@ def load(source: Any, *, max_bytes: int | None = None) -> Any:
                     raise _fileio.FileTooLargeError(
                         f"{what} is {size} bytes, more than max_bytes={limit}"
                     )
-                data = fh.read(size)  # one buffer (no chunks to join)
+                data = _map(fh, size)
                 if len(data) != size:
                     raise ValueError(f"{what} is truncated: {len(data)} of {size} bytes")
+        # the weights as views of the file's bytes, protobuf parses the rest (small)
+        found = split(data)
+        if found is not None:
+            data, arrays = found
+        elif not isinstance(data, (bytes, bytearray)):
+            data = bytes(data)
         model = onnx.ModelProto()
         try:
             model.ParseFromString(data)
@@ -115,7 +143,21 @@ def load(source: Any, *, max_bytes: int | None = None) -> Any:
             raise ValueError(f"{what} is not an ONNX model ({type(exc).__name__}: {exc})") from None
         if not model.HasField("graph"):
             raise ValueError(f"{what} is not an ONNX model (it has no graph)")
-    return build(model, onnx)
+    return build(model, onnx, arrays)
+
+
+def _map(fh: Any, size: int) -> Any:
+    """The file's bytes: a copy-on-write memory map (weights become views of it, read
+    from the page cache once, when a layer copies them), or a read for small or
+    unmappable files."""
+    import mmap
+
+    if size >= 1 << 20:
+        try:
+            return mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):
+            pass
+    return fh.read(size)
 
 
 def save(model: Any, path: str | os.PathLike, *, opset: int = 17, input_shape: Any = None) -> int:
@@ -153,5 +195,10 @@ def save(model: Any, path: str | os.PathLike, *, opset: int = 17, input_shape: A
 
     for _, mod in getattr(model, "_walk", lambda: ())():  # pruned weights: exactly zero
         mod._apply_masks()
-    proto = to_onnx(model, onnx, opset, input_shape)
+    if isinstance(model, QuantizedGraph):
+        from ._qexport import qgraph_to_onnx
+
+        proto = qgraph_to_onnx(model, onnx, opset)
+    else:
+        proto = to_onnx(model, onnx, opset, input_shape)
     return _fileio.atomic_write_bytes(path, proto.SerializeToString())

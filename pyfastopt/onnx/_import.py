@@ -46,7 +46,9 @@ def supported_ops() -> list[str]:
 
 
 class _Context:
-    def __init__(self, model: Any, onnx: Any, dtype: np.dtype) -> None:
+    def __init__(
+        self, model: Any, onnx: Any, dtype: np.dtype, arrays: dict[str, np.ndarray] | None = None
+    ) -> None:
         from onnx import numpy_helper
 
         graph = model.graph
@@ -55,8 +57,11 @@ class _Context:
         self.onnx = onnx
         self.dtype = dtype
         self.consts: dict[str, np.ndarray] = {}
+        arrays = arrays or {}
         for init in graph.initializer:
-            self.consts[init.name] = self._tensor(init, numpy_helper)
+            # arrays: the initializers read as views of the file (pyfastopt.onnx._fastread)
+            pre = arrays.get(init.name)
+            self.consts[init.name] = pre if pre is not None else self._tensor(init, numpy_helper)
         self.nodes = list(graph.node)
         for node in self.nodes:
             if node.op_type == "Constant":
@@ -732,10 +737,11 @@ def _toposort(ctx: _Context, graph: Any, known: set[str]) -> list[Any]:
     return order
 
 
-def build(model: Any, onnx: Any) -> nn.Module:
-    """The pyfastopt model of a parsed ``onnx.ModelProto`` (see :func:`pyfastopt.onnx.load`)."""
+def build(model: Any, onnx: Any, arrays: dict[str, np.ndarray] | None = None) -> Any:
+    """The pyfastopt model of a parsed ``onnx.ModelProto`` (see :func:`pyfastopt.onnx.load`);
+    ``arrays`` holds initializers already read (their protobuf entries have no data)."""
     try:
-        return _build(model, onnx)
+        return _build(model, onnx, arrays)
     except ValueError:
         raise
     except (IndexError, KeyError, TypeError, AttributeError, OverflowError) as exc:
@@ -743,7 +749,7 @@ def build(model: Any, onnx: Any) -> nn.Module:
         raise ValueError(f"malformed ONNX graph ({type(exc).__name__}: {exc})") from None
 
 
-def _build(model: Any, onnx: Any) -> nn.Module:
+def _build(model: Any, onnx: Any, arrays: dict[str, np.ndarray] | None) -> Any:
     graph = model.graph
     init_names = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in init_names]
@@ -759,7 +765,15 @@ def _build(model: Any, onnx: Any) -> nn.Module:
             "float32 (1) and float64 (11)"
         )
     dtype = np.dtype(_FLOAT_TYPES[elem])
-    ctx = _Context(model, onnx, dtype)
+    from ._qimport import build_quantized, is_quantized
+
+    if is_quantized(model):
+        if dtype != np.float32:
+            raise ValueError(
+                f"the int8 graph's input {inputs[0].name!r} is float64; supported: float32"
+            )
+        return build_quantized(model, onnx, inputs[0].name, graph.output[0].name, arrays)
+    ctx = _Context(model, onnx, dtype, arrays)
     order = _toposort(ctx, graph, {inputs[0].name, *ctx.consts})
     steps: list[Step] = []
     for node in order:

@@ -1,11 +1,15 @@
 """The int8 model file: a versioned npz (zip of ``.npy`` members) with a JSON header.
 
-Layout (format version 1)::
+Layout (format version 2; version 1 files, MLPs only, still load)::
 
-    header.json          UTF-8 JSON: {"format": "pyfastopt.int8-model", "version": 1,
+    header.json          UTF-8 JSON: {"format": "pyfastopt.int8-model", "version": 2,
                                       "arrays": {name: {"dtype": str, "shape": [int]}},
                                       "model": {...}}   (the layer graph, see model.py)
     <name>.npy           one member per entry of "arrays", NumPy format 1.0/2.0/3.0
+
+Version 2 adds the model kind ``"graph"`` (convolutional models: conv, pooling, flatten,
+linear and residual nodes, see :mod:`pyfastopt.quant.cnn`); ``"sequential"`` (the MLP
+chain) is unchanged from version 1.
 
 ``numpy.load`` opens such a file (its arrays by name; ``header.json`` comes back as
 raw bytes). Nothing is ever unpickled: object arrays are refused before any data is read,
@@ -28,7 +32,7 @@ import numpy as np
 from .. import _fileio, _schema
 
 FORMAT_NAME = "pyfastopt.int8-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER = "header.json"
 _MAX_HEADER_BYTES = 1 << 20
 # dtypes a model file may hold; anything else (object, void, strings...) is refused.

@@ -22,8 +22,11 @@ into C++ (:class:`pyfastopt.quant.QuantizedSequential`):
    the same (float) input: ``SNR = 10 log10(sum(y^2) / sum((y - y_q)^2))`` dB, and the same
    for the whole model's output ("end to end", the errors accumulated).
 
-Unsupported layers or orders (``BatchNorm2d``, a ``BatchNorm`` that does not follow a
-``Linear`` directly, ``gelu``, a ``ReLU`` before the first ``Linear``) raise ``ValueError``
+Models with ``Conv2d``, pooling, ``BatchNorm2d`` or ``Residual`` layers take the CNN path
+(:mod:`pyfastopt.quant.cnn`: BatchNorm2d folded into the convolution, int8 convolutions and
+pools, residual adds) and give a :class:`pyfastopt.quant.QuantizedCNN`.
+
+Unsupported layers or orders (a ``BatchNorm`` that does not follow a ``Linear`` directly, ``gelu``, a ``ReLU`` before the first ``Linear``) raise ``ValueError``
 naming the layer and its position, rather than converting to something else.
 """
 
@@ -38,7 +41,7 @@ import numpy as np
 
 from .. import _schema, nn
 from .._validate import boolean, choice
-from . import _format
+from . import _format, cnn
 from .linear import QuantizedLinear, QuantizedSequential
 from .observers import MinMaxObserver
 
@@ -189,7 +192,7 @@ def _snr_db(ref: np.ndarray, got: np.ndarray) -> float:
 
 def quantize_model(
     model: Any, calibration_data: Any = None, mode: str = "dynamic", per_channel: bool = True
-) -> QuantizedModel:
+) -> QuantizedModel | cnn.QuantizedCNN:
     """Convert a :mod:`pyfastopt.nn` model to int8 (see the module docstring for the rules).
 
     Args:
@@ -203,10 +206,15 @@ def quantize_model(
         per_channel: int8 weight scale per output channel (True) or one per layer.
 
     Returns:
-        :class:`QuantizedModel`, callable on float input ``(batch, ...)`` -> float32 logits.
+        :class:`QuantizedModel`, callable on float input ``(batch, ...)`` -> float32 logits;
+        for a model with ``Conv2d``, pooling, ``BatchNorm2d`` or ``Residual`` layers a
+        :class:`pyfastopt.quant.QuantizedCNN` (the rules: :mod:`pyfastopt.quant.cnn`;
+        calibration batches then keep their sample shape, e.g. ``(batch, C, H, W)``).
     """
     mode = choice("mode", mode, ("dynamic", "static"))
     per_channel = boolean("per_channel", per_channel)
+    if isinstance(model, nn.Module) and cnn.is_cnn(model):
+        return _quantize_cnn(model, calibration_data, mode, per_channel)
     folded, in_features = _fold(model)
     batches = None
     if calibration_data is not None:
@@ -241,6 +249,47 @@ def quantize_model(
     )
     if batches is not None:
         qm.report = _report(folded, qlayers, qm, batches)
+    return qm
+
+
+def _cnn_batches(data: Any, name: str) -> list[np.ndarray]:
+    """Calibration data of a CNN: arrays (batch, *sample_shape), one sample shape."""
+    if isinstance(data, np.ndarray) or not hasattr(data, "__iter__"):
+        data = [data]
+    batches: list[np.ndarray] = []
+    for item in data:
+        x = np.asarray(item[0] if isinstance(item, (tuple, list)) else item)
+        if x.dtype not in (np.float32, np.float64):
+            raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"{name}: each batch must have shape (batch, ...), got {x.shape}")
+        if batches and x.shape[1:] != batches[0].shape[1:]:
+            raise ValueError(
+                f"{name}: batches of different sample shapes {batches[0].shape[1:]} and "
+                f"{x.shape[1:]}"
+            )
+        if x.shape[0]:
+            batches.append(np.ascontiguousarray(x))
+    if not batches:
+        raise ValueError(f"{name} is empty")
+    return batches
+
+
+def _quantize_cnn(
+    model: Any, calibration_data: Any, mode: str, per_channel: bool
+) -> cnn.QuantizedCNN:
+    """The CNN path (:mod:`pyfastopt.quant.cnn`)."""
+    folded = cnn.fold(model)
+    batches = None
+    if calibration_data is not None:
+        batches = _cnn_batches(calibration_data, "calibration_data")
+    elif mode == "static":
+        raise ValueError("mode='static' needs calibration_data to fix the activation ranges")
+    qps = cnn.calibrate(folded, batches) if mode == "static" and batches is not None else None
+    nodes, input_qp = cnn.build(folded, mode, per_channel, qps)
+    qm = cnn.QuantizedCNN(nodes, mode, per_channel, input_qp)
+    if batches is not None:
+        qm.report = cnn.report(folded, nodes, input_qp, batches)
     return qm
 
 
@@ -456,7 +505,9 @@ _MODEL = _schema.Dict(
 )
 
 
-def load(path: str | os.PathLike, max_bytes: int | None = None) -> QuantizedModel:
+def load(
+    path: str | os.PathLike, max_bytes: int | None = None
+) -> QuantizedModel | cnn.QuantizedCNN:
     """Read a model written by :meth:`QuantizedModel.save`.
 
     Args:
@@ -477,6 +528,14 @@ def load(path: str | os.PathLike, max_bytes: int | None = None) -> QuantizedMode
 
     def bad(why: str) -> ValueError:
         return _format._fail(path, why)
+
+    if model.get("kind") == "graph":  # format version 2: convolutional models
+        try:
+            return cnn.load_graph(model, arrays, bad)
+        except _format.ModelFileError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            raise bad(f"{type(exc).__name__}: {exc}") from None
 
     try:
         _MODEL.check(model, "header['model']")

@@ -1,0 +1,70 @@
+// qconv.h -- int8 2-D convolution and int8 pooling (issue 17 point 5), on the qgemm
+// family's packed micro-kernels (qgemm.h) and its output stages.
+//
+// What is computed (x uint8 or int8, weight int8 or uint8, PyTorch's weight layout
+// (Co, C/groups, R, S), geometry and layouts as conv.h):
+//   acc[n, co, oh, ow] = col_bias[co] + sum_{c, r, s} (x[n, g(co) Cg + c, ih, iw] - zx)
+//                                                   * (w[co, c, r, s] - zw)
+// in int32 arithmetic modulo 2^32 (exact whenever the true value fits int32: always for
+// Cg * R * S <= 33025), positions outside the input counting as x = zx (real zero). The
+// result goes through the qgemm output stage QOutput (qgemm.h, with column = output
+// channel): int32, float32 (f32(acc) * col_scale[co] (+ bias[co]) (relu)), or requantized
+// uint8/int8 (round half to even of f32(acc) * col_scale[co], + out_zp, saturated, relu as
+// a lower bound of out_zp). The float operations are the qgemm stage's, in its order.
+//
+// Algorithm (kernels/conv/qconv_driver.cpp):
+//   Cg > 1 (general): implicit GEMM per group, rows = output pixels, columns = the group's
+//     output channels, reduction k = (r, s, c). A tile of at most MC pixels x K bytes is
+//     gathered from x (padding = zx), packed by the level's pack_a (row sums for the zero
+//     point algebra) and multiplied by the weight, prepacked once per layer by pack_b, in
+//     the qgemm micro-kernels with the output stage on each finished register tile. NCHW
+//     output goes through an MC x Co/groups tile transposed into place.
+//   Cg == 1 (depthwise, and single-channel inputs): a direct loop per output pixel over
+//     the taps, int32 products of (x - zx)(w - zw), then the same output stage (scalar).
+// Every output element is computed whole by one task (the reduction is never split), so
+// results are bitwise identical for any thread count and SIMD level.
+//
+// Extra memory per call: per task one gathered tile (MC x K bytes, MC chosen so that it
+// stays near 192 KB, at least MR rows), its packed copy, MC row sums and (NCHW) an
+// MC x Co/groups output tile; depthwise: (R*S) x Co int32 weights and Co int32 per task.
+// Never a buffer proportional to the input (no full im2col).
+//
+// Pooling on 8-bit data (the output keeps the input's scale and zero point):
+//   max pool: PyTorch's windows (padding ignored), exact.
+//   average / adaptive average pool: sum of (x - zx) over the window's input positions
+//     (padding counts as zx, i.e. real zero, which is what count_include_pad means), the
+//     exact quotient by the divisor rounded half to even, + zx, saturated.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "pyfastopt/conv.h"
+#include "pyfastopt/qgemm.h"
+
+namespace pyfastopt {
+
+// The weights of one int8 convolution, prepacked for the active SIMD level.
+struct QConvWeights {
+  std::size_t Co = 0, cg = 0, R = 0, S = 0, groups = 1;
+  bool w_unsigned = false;
+  std::vector<std::int8_t> weight;  // (Co, cg, R, S) as given (uint8 as bit patterns)
+  std::vector<PackedB> packed;      // GEMM path (cg > 1): one per group
+  // (Re)pack for the active level when needed (call under the owner's lock).
+  void prepare();
+  bool direct() const { return cg == 1; }
+};
+
+// y = output stage o of the convolution above. o.c: y (N, Co, OH, OW) or (N, OH, OW, Co)
+// by g.nhwc, C-contiguous; o.ldc is ignored; col_bias is folded into acc. g.C / g.Co /
+// g.R / g.S / g.groups must match w.
+void qconv2d_forward(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
+                     const QConvWeights& w, std::int32_t zw, const QOutput& o);
+
+// kind 0: max pool, 1: average pool (include_pad, divisor > 0 overrides), 2: adaptive
+// average pool (only N, C, H, W, OH, OW, nhwc of g used). x and y of one byte type.
+void qpool2d_forward(int kind, const PoolGeom& g, bool include_pad, std::int64_t divisor,
+                     const std::uint8_t* x, bool x_signed, std::int32_t zx, std::uint8_t* y);
+
+}  // namespace pyfastopt

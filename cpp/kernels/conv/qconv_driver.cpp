@@ -1,0 +1,431 @@
+// qconv_driver.cpp -- int8 convolution (implicit GEMM on the qgemm micro-kernels, and a
+// direct loop for Cg == 1) and int8 pooling. Contract, rounding and memory: qconv.h.
+//
+// Work units: (group, tile of MC output pixels) for the GEMM path, (image, output row)
+// for the direct path and pooling. Each unit computes its outputs whole, so the results
+// never depend on how units are spread over tasks (split evenly, one scratch slice per
+// task, allocated before the parallel region).
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "pyfastopt/parallel.h"
+#include "pyfastopt/qconv.h"
+#include "pyfastopt/registry.h"
+#include "runtime/scratch.h"
+
+namespace pyfastopt {
+
+namespace {
+
+using sz = std::size_t;
+using sd = std::ptrdiff_t;
+
+constexpr sz kTileBytes = 192 * 1024;       // gathered + packed A tile target
+constexpr double kMacPerTask = 1 << 20;     // multiply-adds below which a task does not pay
+
+struct QConvScratch;
+
+sz ceil_div(sz a, sz b) { return (a + b - 1) / b; }
+sz round64(sz bytes) { return (bytes + 63) / 64 * 64; }
+inline std::uint32_t u32(std::int64_t v) { return static_cast<std::uint32_t>(v); }
+
+// round half to even for |x| <= 2^22 (as qgemm-inl.h; -ffp-contract=off keeps it exact)
+inline float round_even_small(float x) {
+  const float magic = 12582912.0f;  // 1.5 * 2^23
+  return (x + magic) - magic;
+}
+
+sz out_size(QOutKind k) { return (k == QOutKind::u8 || k == QOutKind::i8) ? 1 : 4; }
+
+// One element of the qgemm output stage (qgemm-inl.h finish_rows: same operations, same
+// order), for output channel co, written at element index idx of o.c.
+inline void store_out(const QOutput& o, std::int32_t acc, sz co, sz idx) {
+  switch (o.kind) {
+    case QOutKind::i32:
+      static_cast<std::int32_t*>(o.c)[idx] = acc;
+      return;
+    case QOutKind::f32: {
+      float y = static_cast<float>(acc) * o.col_scale[co];
+      if (o.bias) y = y + o.bias[co];
+      if (o.relu) y = y < 0.0f ? 0.0f : y;
+      static_cast<float*>(o.c)[idx] = y;
+      return;
+    }
+    case QOutKind::u8:
+    case QOutKind::i8: {
+      const bool u = o.kind == QOutKind::u8;
+      std::int32_t qlo = u ? 0 : -128;
+      const std::int32_t qhi = u ? 255 : 127;
+      if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+      float v = static_cast<float>(acc) * o.col_scale[co];
+      v = v < -1024.0f ? -1024.0f : v;
+      v = v > 1024.0f ? 1024.0f : v;
+      std::int32_t r = static_cast<std::int32_t>(round_even_small(v)) + o.out_zp;
+      r = r < qlo ? qlo : r;
+      r = r > qhi ? qhi : r;
+      if (u)
+        static_cast<std::uint8_t*>(o.c)[idx] = static_cast<std::uint8_t>(r);
+      else
+        static_cast<std::int8_t*>(o.c)[idx] = static_cast<std::int8_t>(r);
+      return;
+    }
+  }
+}
+
+// Output channels [0, Co) of one pixel (element co at base + co * stride of o.c): the
+// stage of store_out, with the kind's switch outside the channel loop.
+inline void store_run(const QOutput& o, const std::uint32_t* acc, sz Co, sz base, sz stride) {
+  switch (o.kind) {
+    case QOutKind::i32: {
+      std::int32_t* y = static_cast<std::int32_t*>(o.c) + base;
+      for (sz co = 0; co < Co; ++co) y[co * stride] = static_cast<std::int32_t>(acc[co]);
+      return;
+    }
+    case QOutKind::f32: {
+      float* y = static_cast<float*>(o.c) + base;
+      for (sz co = 0; co < Co; ++co) {
+        float v = static_cast<float>(static_cast<std::int32_t>(acc[co])) * o.col_scale[co];
+        if (o.bias) v = v + o.bias[co];
+        if (o.relu) v = v < 0.0f ? 0.0f : v;
+        y[co * stride] = v;
+      }
+      return;
+    }
+    default:
+      for (sz co = 0; co < Co; ++co) store_out(o, static_cast<std::int32_t>(acc[co]), co, base + co * stride);
+  }
+}
+
+sz task_count(sz units, double mac) {
+  if (units < 2) return 1;
+  const double by_work = mac / kMacPerTask;
+  sz nt = static_cast<sz>(std::max(1, get_num_threads()));
+  nt = std::min(nt, units);
+  if (by_work < static_cast<double>(nt)) nt = std::max<sz>(1, static_cast<sz>(by_work));
+  return nt;
+}
+
+std::int64_t work_of(double mac) { return mac > 9e18 ? INT64_MAX : static_cast<std::int64_t>(mac); }
+
+// Rows [p0, p0 + mc) of the implicit im2col matrix of group channels [c0, c0 + cg):
+// row p = output pixel (n, oh, ow), column (r*S + s)*cg + c; padding = `pad`.
+void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, sz cg, sz p0, sz mc,
+            std::uint8_t* dst) {
+  const sz kk = g.R * g.S * cg, ohw = g.OH * g.OW, hw = g.H * g.W;
+  for (sz i = 0; i < mc; ++i) {
+    const sz p = p0 + i, n = p / ohw, rem = p - n * ohw, oh = rem / g.OW, ow = rem - oh * g.OW;
+    const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
+    const sd iw0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pl);
+    std::uint8_t* d = dst + i * kk;
+    for (sz r = 0; r < g.R; ++r) {
+      const sd ih = ih0 + static_cast<sd>(r * g.dh);
+      const bool row_ok = ih >= 0 && ih < static_cast<sd>(g.H);
+      for (sz s = 0; s < g.S; ++s, d += cg) {
+        const sd iw = iw0 + static_cast<sd>(s * g.dw);
+        if (!row_ok || iw < 0 || iw >= static_cast<sd>(g.W)) {
+          std::memset(d, pad, cg);
+        } else if (g.nhwc) {
+          std::memcpy(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C + c0, cg);
+        } else {
+          const std::uint8_t* src = x + ((n * g.C + c0) * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw);
+          for (sz c = 0; c < cg; ++c) d[c] = src[c * hw];
+        }
+      }
+    }
+  }
+}
+
+void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
+               const QConvWeights& w, std::int32_t zw, const QOutput& o) {
+  const sz M = g.N * g.OH * g.OW;
+  if (M == 0) return;
+  const PackedB& pb0 = w.packed[0];
+  const QGemmKernels& K = *pb0.kern;
+  const sz MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
+  const sz cg = w.cg, cog = g.Co / g.groups, kk = g.R * g.S * cg, k4 = pb0.k4;
+  // zero-point algebra of qgemm.h: A' = A + off_a, B' = B - off_b
+  const std::uint32_t zap = u32(static_cast<std::int64_t>(zx) + (x_signed ? 128 : 0));
+  const std::uint32_t zbp = u32(static_cast<std::int64_t>(zw) - (w.w_unsigned ? 128 : 0));
+  std::vector<std::int32_t> col_corr(g.Co);
+  for (sz gi = 0; gi < g.groups; ++gi)
+    for (sz j = 0; j < cog; ++j) {
+      const sz co = gi * cog + j;
+      std::uint32_t c = o.col_bias ? static_cast<std::uint32_t>(o.col_bias[co]) : 0u;
+      c += u32(static_cast<std::int64_t>(kk)) * zap * zbp - zap * static_cast<std::uint32_t>(w.packed[gi].colsum[j]);
+      col_corr[co] = static_cast<std::int32_t>(c);
+    }
+  sz MC = std::max<sz>(MR, kTileBytes / std::max<sz>(1, kk + k4 * 4) / MR * MR);
+  MC = std::min(MC, ceil_div(M, MR) * MR);
+  const sz tiles = ceil_div(M, MC), units = tiles * g.groups;
+  const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(g.Co);
+  const sz nt = task_count(units, mac);
+  const sz es = out_size(o.kind);
+  const sz g_bytes = round64(MC * kk), a_bytes = round64(MC * k4 * 4), s_bytes = round64(MC * 4);
+  const sz p_bytes = K.band_partials ? round64(K.band_partials(k4, pb0.panels) * 4) : 0;
+  const sz o_bytes = g.nhwc ? 0 : round64(MC * cog * es);
+  const sz per_task = g_bytes + a_bytes + 2 * s_bytes + p_bytes + o_bytes;
+  char* buf = static_cast<char*>(thread_scratch<QConvScratch, 0>(nt * per_task));
+  const std::uint8_t pad = static_cast<std::uint8_t>(zx);  // int8 zx: its bit pattern
+  const sz panel_bytes = k4 * NR * 4, ohw = g.OH * g.OW;
+
+  auto unit = [&](sz t, sz u) {
+    const sz gi = u / tiles, p0 = (u - gi * tiles) * MC, mc = std::min(MC, M - p0);
+    char* base = buf + t * per_task;
+    std::uint8_t* gt = reinterpret_cast<std::uint8_t*>(base);
+    std::uint8_t* ap = reinterpret_cast<std::uint8_t*>(base + g_bytes);
+    std::int32_t* rowsum = reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes);
+    std::int32_t* row_corr = reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes + s_bytes);
+    std::int32_t* partials = p_bytes ? reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes + 2 * s_bytes) : nullptr;
+    char* ot = base + g_bytes + a_bytes + 2 * s_bytes + p_bytes;
+    gather(g, x, pad, gi * cg, cg, p0, mc, gt);
+    K.pack_a(mc, kk, gt, static_cast<sd>(kk), 1, x_signed, ap, rowsum);
+    for (sz i = 0; i < mc; ++i) row_corr[i] = static_cast<std::int32_t>(0u - zbp * static_cast<std::uint32_t>(rowsum[i]));
+    QOutput og = o;
+    og.col_bias = nullptr;  // folded into col_corr
+    og.row_scale = nullptr;
+    og.col_scale = o.col_scale ? o.col_scale + gi * cog : nullptr;
+    og.bias = o.bias ? o.bias + gi * cog : nullptr;
+    sz i0 = 0;
+    if (g.nhwc) {
+      og.c = static_cast<char*>(o.c) + gi * cog * es;
+      og.ldc = static_cast<sd>(g.Co);
+      i0 = p0;
+    } else {
+      og.c = ot;
+      og.ldc = static_cast<sd>(cog);
+    }
+    const PackedB& pb = w.packed[gi];
+    const std::int32_t* cc = col_corr.data() + gi * cog;
+    if (K.begin) K.begin();
+    if (K.band) {
+      for (sz ir = 0; ir < mc; ir += MR) {
+        const int mm = static_cast<int>(std::min(MR, mc - ir));
+        const QTile tile{&og, i0 + ir, 0, row_corr + ir, cc, nullptr, pb.colsum.data()};
+        K.band(k4, ap + ir * k4 * 4, pb.data.data(), panel_bytes, pb.panels, mm, static_cast<int>(cog), tile,
+               partials);
+      }
+    } else {
+      for (sz p = 0; p < pb.panels; ++p) {
+        const sz j = p * NR;
+        const int nn = static_cast<int>(std::min(NR, cog - j));
+        const std::int8_t* bp = pb.data.data() + p * panel_bytes;
+        for (sz ir = 0; ir < mc; ir += MR) {
+          const int mm = static_cast<int>(std::min(MR, mc - ir));
+          const QTile tile{&og, i0 + ir, j, row_corr + ir, cc + j, nullptr, pb.colsum.data() + j};
+          K.ukernel(k4, ap + ir * k4 * 4, bp, mm, nn, tile);
+        }
+      }
+    }
+    if (!g.nhwc) {  // the tile (mc x cog) into the NCHW planes
+      char* y = static_cast<char*>(o.c);
+      for (sz i = 0; i < mc; ++i) {
+        const sz p = p0 + i, n = p / ohw, pix = p - n * ohw;
+        for (sz j = 0; j < cog; ++j)
+          std::memcpy(y + ((n * g.Co + gi * cog + j) * ohw + pix) * es, ot + (i * cog + j) * es, es);
+      }
+    }
+  };
+  parallel_for(static_cast<std::int64_t>(nt), work_of(mac), [&](std::int64_t t) {
+    const sz ts = static_cast<sz>(t), u0 = units * ts / nt, u1 = units * (ts + 1) / nt;
+    for (sz u = u0; u < u1; ++u) unit(ts, u);
+  });
+}
+
+template <bool SIGNED>
+inline std::int32_t byte_value(std::uint8_t b) {
+  return SIGNED ? static_cast<std::int32_t>(static_cast<std::int8_t>(b)) : static_cast<std::int32_t>(b);
+}
+
+template <bool SIGNED>
+void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, const QConvWeights& w,
+                 std::int32_t zw, const QOutput& o) {
+  const sz Co = g.Co, RS = g.R * g.S, mult = Co / g.groups, ohw = g.OH * g.OW;
+  const sz rows = g.N * g.OH;
+  if (rows == 0 || g.OW == 0) return;
+  // (w - zw) per tap, tap-major: wz[t * Co + co]
+  std::vector<std::int32_t> wz(RS * Co);
+  for (sz co = 0; co < Co; ++co)
+    for (sz t = 0; t < RS; ++t) {
+      const std::uint8_t b = static_cast<std::uint8_t>(w.weight[co * RS + t]);
+      wz[t * Co + co] = (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw;
+    }
+  const double mac = static_cast<double>(rows * g.OW) * static_cast<double>(RS * Co);
+  const sz nt = task_count(rows, mac);
+  std::vector<std::uint32_t> accs(nt * Co);
+  const sz cs = g.nhwc ? 1 : g.H * g.W;
+  parallel_for(static_cast<std::int64_t>(nt), work_of(mac), [&](std::int64_t t) {
+    const sz ts = static_cast<sz>(t), r0 = rows * ts / nt, r1 = rows * (ts + 1) / nt;
+    std::uint32_t* acc = accs.data() + ts * Co;
+    for (sz row = r0; row < r1; ++row) {
+      const sz n = row / g.OH, oh = row - n * g.OH;
+      const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
+      for (sz ow = 0; ow < g.OW; ++ow) {
+        const sd iw0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pl);
+        for (sz co = 0; co < Co; ++co) acc[co] = o.col_bias ? static_cast<std::uint32_t>(o.col_bias[co]) : 0u;
+        for (sz r = 0; r < g.R; ++r) {
+          const sd ih = ih0 + static_cast<sd>(r * g.dh);
+          if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+          for (sz s = 0; s < g.S; ++s) {
+            const sd iw = iw0 + static_cast<sd>(s * g.dw);
+            if (iw < 0 || iw >= static_cast<sd>(g.W)) continue;
+            const sz pix = static_cast<sz>(ih) * g.W + static_cast<sz>(iw);
+            const std::uint8_t* px = g.nhwc ? x + (n * g.H * g.W + pix) * g.C : x + n * g.C * g.H * g.W + pix;
+            const std::int32_t* wt = wz.data() + (r * g.S + s) * Co;
+            if (mult == 1 && cs == 1) {
+              for (sz co = 0; co < Co; ++co)
+                acc[co] += static_cast<std::uint32_t>((byte_value<SIGNED>(px[co]) - zx) * wt[co]);
+            } else {  // input channel c feeds output channels [c * mult, c * mult + mult)
+              for (sz c = 0; c < g.groups; ++c) {
+                const std::int32_t xv = byte_value<SIGNED>(px[c * cs]) - zx;
+                const std::int32_t* wc = wt + c * mult;
+                std::uint32_t* ac = acc + c * mult;
+                for (sz j = 0; j < mult; ++j) ac[j] += static_cast<std::uint32_t>(xv * wc[j]);
+              }
+            }
+          }
+        }
+        const sz p = row * g.OW + ow;
+        if (g.nhwc)
+          store_run(o, acc, Co, p * Co, 1);
+        else
+          store_run(o, acc, Co, n * Co * ohw + oh * g.OW + ow, ohw);
+      }
+    }
+  });
+}
+
+// exact round half to even of num / den (den > 0)
+inline std::int64_t div_round_even(std::int64_t num, std::int64_t den) {
+  std::int64_t q = num / den, r = num % den;
+  if (r < 0) {  // floor division
+    q -= 1;
+    r += den;
+  }
+  if (2 * r > den || (2 * r == den && (q & 1))) ++q;
+  return q;
+}
+
+template <bool SIGNED>
+void pool_path(int kind, const PoolGeom& g, bool include_pad, std::int64_t divisor, const std::uint8_t* x,
+               std::int32_t zx, std::uint8_t* y) {
+  const sz rows = g.N * g.OH, C = g.C;
+  if (rows == 0 || g.OW == 0 || C == 0) return;
+  const std::int64_t lo = SIGNED ? -128 : 0, hi = SIGNED ? 127 : 255;
+  const double work = static_cast<double>(rows * g.OW * C) *
+                      static_cast<double>(kind == 2 ? (g.H / std::max<sz>(g.OH, 1) + 1) * (g.W / std::max<sz>(g.OW, 1) + 1)
+                                                    : g.kh * g.kw);
+  sz nt = static_cast<sz>(std::max(1, get_num_threads()));
+  nt = std::min(nt, rows);
+  if (work < static_cast<double>(kMinParallelWork)) nt = 1;
+  std::vector<std::int64_t> accs(nt * C);
+  const sz cs = g.nhwc ? 1 : g.H * g.W;
+  parallel_for(static_cast<std::int64_t>(nt), work_of(work), [&](std::int64_t t) {
+    const sz ts = static_cast<sz>(t), r0 = rows * ts / nt, r1 = rows * (ts + 1) / nt;
+    std::int64_t* acc = accs.data() + ts * C;
+    for (sz row = r0; row < r1; ++row) {
+      const sz n = row / g.OH, oh = row - n * g.OH;
+      const std::uint8_t* xn = x + n * C * g.H * g.W;
+      for (sz ow = 0; ow < g.OW; ++ow) {
+        // window: positions h = h0 + i*dh in [h0, h1), w likewise, all inside the input
+        sd h0, h1, w0, w1, dh = 1, dw = 1;
+        std::int64_t div = 1;
+        if (kind == 2) {
+          h0 = static_cast<sd>(oh * g.H / g.OH);
+          h1 = static_cast<sd>(((oh + 1) * g.H + g.OH - 1) / g.OH);
+          w0 = static_cast<sd>(ow * g.W / g.OW);
+          w1 = static_cast<sd>(((ow + 1) * g.W + g.OW - 1) / g.OW);
+          div = (h1 - h0) * (w1 - w0);
+        } else if (kind == 1) {  // PyTorch's avg_pool2d window and divisor
+          h0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.ph);
+          w0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pw);
+          h1 = std::min<sd>(h0 + static_cast<sd>(g.kh), static_cast<sd>(g.H + g.ph));
+          w1 = std::min<sd>(w0 + static_cast<sd>(g.kw), static_cast<sd>(g.W + g.pw));
+          const sd pool = (h1 - h0) * (w1 - w0);
+          h0 = std::max<sd>(h0, 0);
+          w0 = std::max<sd>(w0, 0);
+          h1 = std::min<sd>(h1, static_cast<sd>(g.H));
+          w1 = std::min<sd>(w1, static_cast<sd>(g.W));
+          div = divisor > 0 ? divisor : (include_pad ? pool : (h1 - h0) * (w1 - w0));
+        } else {  // max pool: PyTorch's dilated window
+          dh = static_cast<sd>(g.dh);
+          dw = static_cast<sd>(g.dw);
+          h0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.ph);
+          w0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pw);
+          h1 = std::min<sd>(h0 + static_cast<sd>((g.kh - 1) * g.dh) + 1, static_cast<sd>(g.H));
+          w1 = std::min<sd>(w0 + static_cast<sd>((g.kw - 1) * g.dw) + 1, static_cast<sd>(g.W));
+          while (h0 < 0) h0 += dh;
+          while (w0 < 0) w0 += dw;
+        }
+        const bool empty = h0 >= h1 || w0 >= w1;
+        for (sz c = 0; c < C; ++c) acc[c] = kind == 0 ? lo : 0;
+        if (!empty) {
+          for (sd h = h0; h < h1; h += dh)
+            for (sd wv = w0; wv < w1; wv += dw) {
+              const sz pix = static_cast<sz>(h) * g.W + static_cast<sz>(wv);
+              const std::uint8_t* px = g.nhwc ? xn + pix * C : xn + pix;
+              if (kind == 0) {
+                for (sz c = 0; c < C; ++c) acc[c] = std::max<std::int64_t>(acc[c], byte_value<SIGNED>(px[c * cs]));
+              } else {
+                for (sz c = 0; c < C; ++c) acc[c] += byte_value<SIGNED>(px[c * cs]) - zx;
+              }
+            }
+        }
+        for (sz c = 0; c < C; ++c) {
+          std::int64_t q = acc[c];
+          if (kind != 0) q = empty ? zx : div_round_even(q, div) + zx;
+          q = std::min(hi, std::max(lo, q));
+          const sz idx = g.nhwc ? ((n * g.OH + oh) * g.OW + ow) * C + c : ((n * C + c) * g.OH + oh) * g.OW + ow;
+          y[idx] = static_cast<std::uint8_t>(static_cast<std::int32_t>(q) & 0xff);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void QConvWeights::prepare() {
+  if (direct()) {
+    packed.clear();
+    return;
+  }
+  const QGemmKernels* kt = kernels().qgemm;
+  if (packed.size() == groups && !packed.empty() && packed[0].kern == kt) return;
+  const sz cog = Co / groups, kk = R * S * cg, RS = R * S;
+  std::vector<std::int8_t> b(kk * cog);
+  std::vector<PackedB> fresh(groups);
+  for (sz gi = 0; gi < groups; ++gi) {
+    for (sz j = 0; j < cog; ++j) {
+      const sz co = gi * cog + j;
+      for (sz c = 0; c < cg; ++c)
+        for (sz t = 0; t < RS; ++t) b[(t * cg + c) * cog + j] = weight[(co * cg + c) * RS + t];
+    }
+    qgemm_pack_b(kk, cog, b.data(), static_cast<sd>(cog), 1, w_unsigned, fresh[gi]);
+  }
+  packed.swap(fresh);
+}
+
+void qconv2d_forward(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
+                     const QConvWeights& w, std::int32_t zw, const QOutput& o) {
+  if (w.direct()) {
+    if (x_signed)
+      direct_path<true>(g, x, zx, w, zw, o);
+    else
+      direct_path<false>(g, x, zx, w, zw, o);
+    return;
+  }
+  gemm_path(g, x, x_signed, zx, w, zw, o);
+}
+
+void qpool2d_forward(int kind, const PoolGeom& g, bool include_pad, std::int64_t divisor,
+                     const std::uint8_t* x, bool x_signed, std::int32_t zx, std::uint8_t* y) {
+  if (x_signed)
+    pool_path<true>(kind, g, include_pad, divisor, x, zx, y);
+  else
+    pool_path<false>(kind, g, include_pad, divisor, x, zx, y);
+}
+
+}  // namespace pyfastopt

@@ -94,13 +94,28 @@ def _run(
         else x_zero_point
     )
     zw = _weight_zero_point(weight_zero_point)
+    stage = _stage(co, bias, x_scale, weight_scale, out_scale, out_zero_point, out_dtype, relu)
+    return conv(x_q, zx, zw, *geom[:10], nhwc, *stage)
+
+
+def _stage(
+    co: int,
+    bias: Any,
+    x_scale: Any,
+    weight_scale: Any,
+    out_scale: Any,
+    out_zero_point: Any,
+    out_dtype: Any,
+    relu: bool,
+) -> tuple[Any, ...]:
+    """The output-stage arguments of the binding: (kind, col_scale, float bias, int32
+    bias, relu, out zero point), validated and computed once."""
     b = None if bias is None else np.asarray(bias)
     if b is not None and b.dtype.kind not in "iuf":
         raise TypeError(f"bias must be an integer (int32) or float array, got dtype {b.dtype}")
     int_bias = b is not None and b.dtype.kind in "iu"
     if (x_scale is None) != (weight_scale is None):
         raise ValueError("x_scale and weight_scale must be given together (or neither, for int32)")
-    geo = geom[:10]
     if x_scale is None:  # int32 accumulators
         if out_scale is not None or out_zero_point is not None:
             raise ValueError("out_scale/out_zero_point need x_scale and weight_scale")
@@ -110,7 +125,7 @@ def _run(
             )
         if b is not None and not int_bias:
             raise TypeError("bias of an int32 output must be an integer (int32) array")
-        return conv(x_q, zx, zw, *geo, nhwc, "i32", None, None, b, False, None)
+        return ("i32", None, None, b, False, None)
     xs = _positive_scale("x_scale", x_scale, None)
     ws = _positive_scale("weight_scale", weight_scale, co)
     acc_scale = np.broadcast_to((xs * ws).astype(np.float32), (co,))  # f32(xs * ws)
@@ -118,9 +133,7 @@ def _run(
         if out_zero_point is not None:
             raise ValueError("out_zero_point needs out_scale")
         fb = None if (b is None or int_bias) else b
-        return conv(
-            x_q, zx, zw, *geo, nhwc, "f32", acc_scale, fb, b if int_bias else None, relu, None
-        )
+        return ("f32", acc_scale, fb, b if int_bias else None, relu, None)
     ys = _positive_scale("out_scale", out_scale, None)
     if out_dtype is None:
         zdt = np.asarray(out_zero_point).dtype if out_zero_point is not None else None
@@ -145,7 +158,7 @@ def _run(
                 raise ValueError("bias must be finite")
             den = xs.astype(np.float64) * np.broadcast_to(ws.astype(np.float64), (co,))
             qb = np.clip(np.rint(fb64 / den), -(2**31), 2**31 - 1).astype(np.int32)
-    return conv(x_q, zx, zw, *geo, nhwc, kind, mult, None, qb, relu, zy)
+    return (kind, mult, None, qb, relu, zy)
 
 
 def conv2d_int8(

@@ -279,12 +279,14 @@ void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, cons
   const sz Co = g.Co, RS = g.R * g.S, mult = Co / g.groups, ohw = g.OH * g.OW;
   const sz rows = g.N * g.OH;
   if (rows == 0 || g.OW == 0) return;
-  // (w - zw) per tap, tap-major: wz[t * Co + co]
-  std::vector<std::int32_t> wz(RS * Co);
+  // (w - zw) per tap, tap-major: wz[t * Co + co]; |w - zw| <= 255 fits int16, so the
+  // products are int16 x int16 -> int32 (widening multiplies the baseline ISA has)
+  std::vector<std::int16_t> wz(RS * Co);
   for (sz co = 0; co < Co; ++co)
     for (sz t = 0; t < RS; ++t) {
       const std::uint8_t b = static_cast<std::uint8_t>(w.weight[co * RS + t]);
-      wz[t * Co + co] = (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw;
+      wz[t * Co + co] = static_cast<std::int16_t>(
+          (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw);
     }
   const double mac = static_cast<double>(rows * g.OW) * static_cast<double>(RS * Co);
   const sz nt = task_count(rows, mac);
@@ -307,14 +309,16 @@ void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, cons
             if (iw < 0 || iw >= static_cast<sd>(g.W)) continue;
             const sz pix = static_cast<sz>(ih) * g.W + static_cast<sz>(iw);
             const std::uint8_t* px = g.nhwc ? x + (n * g.H * g.W + pix) * g.C : x + n * g.C * g.H * g.W + pix;
-            const std::int32_t* wt = wz.data() + (r * g.S + s) * Co;
+            const std::int16_t* wt = wz.data() + (r * g.S + s) * Co;
             if (mult == 1 && cs == 1) {
-              for (sz co = 0; co < Co; ++co)
-                acc[co] += static_cast<std::uint32_t>((byte_value<SIGNED>(px[co]) - zx) * wt[co]);
+              for (sz co = 0; co < Co; ++co) {
+                const auto xv = static_cast<std::int16_t>(byte_value<SIGNED>(px[co]) - zx);
+                acc[co] += static_cast<std::uint32_t>(static_cast<std::int32_t>(xv) * static_cast<std::int32_t>(wt[co]));
+              }
             } else {  // input channel c feeds output channels [c * mult, c * mult + mult)
               for (sz c = 0; c < g.groups; ++c) {
                 const std::int32_t xv = byte_value<SIGNED>(px[c * cs]) - zx;
-                const std::int32_t* wc = wt + c * mult;
+                const std::int16_t* wc = wt + c * mult;
                 std::uint32_t* ac = acc + c * mult;
                 for (sz j = 0; j < mult; ++j) ac[j] += static_cast<std::uint32_t>(xv * wc[j]);
               }

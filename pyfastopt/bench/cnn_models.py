@@ -57,13 +57,13 @@ def float_model(layout: str = "NHWC", seed: int = 0) -> Any:
     ]
     model = nn.Sequential(*layers)
     rng = np.random.default_rng(seed + 1)
-    for _, m in model._walk():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight[...] = rng.uniform(0.5, 1.5, n)
-            m.bias[...] = rng.uniform(-0.2, 0.2, n)
-            m.running_mean[...] = rng.uniform(-0.1, 0.1, n)
-            m.running_var[...] = rng.uniform(0.2, 0.6, n)
+    bns: list[Any] = [m for _, m in model._walk() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        n = bn.num_features
+        bn.weight[...] = rng.uniform(0.5, 1.5, n)
+        bn.bias[...] = rng.uniform(-0.2, 0.2, n)
+        bn.running_mean[...] = rng.uniform(-0.1, 0.1, n)
+        bn.running_var[...] = rng.uniform(0.2, 0.6, n)
     return model.eval()
 
 

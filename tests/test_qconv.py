@@ -31,7 +31,7 @@ def ref_conv(x, zx, w, zw, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1
     co, cg, r_, s_ = w.shape
     t, b, lf, r = pad
     xz = np.pad(x.astype(np.int64) - zx, ((0, 0), (0, 0), (t, b), (lf, r)))
-    wz = w.astype(np.int64) - zw
+    wz = w.astype(np.int64) - np.reshape(zw, (-1, 1, 1, 1) if np.ndim(zw) else ())
     oh = (h + t + b - dil[0] * (r_ - 1) - 1) // stride[0] + 1
     ow = (wd + lf + r - dil[1] * (s_ - 1) - 1) // stride[1] + 1
     out = np.zeros((n, co, oh, ow), np.int64)
@@ -171,6 +171,31 @@ def test_requantized_output(qsimd, rng, out_dtype, groups, relu):
         out_zero_point=np.dtype(out_dtype).type(zy), activation="relu" if relu else None,
     )  # fmt: skip
     np.testing.assert_array_equal(got2, want)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_per_channel_weight_zero_points(rng, groups, layout):
+    """ONNX ConvInteger's per-output-channel weight zero points (differing values)."""
+    x = rand(rng, np.uint8, (2, 6, 7, 8))
+    w = rand(rng, np.uint8, (6, 6 // groups, 3, 3))
+    zw = rng.integers(0, 256, 6).astype(np.uint8)
+    qb = rng.integers(-1000, 1000, 6).astype(np.int32)
+    want = ref_conv(x, 9, w, zw, (2, 1), (1, 1, 0, 2), groups=groups, bias=qb)
+    xin = nhwc(x) if layout == "NHWC" else x
+    fix = nhwc if layout == "NHWC" else (lambda a: a)
+    args = dict(stride=(2, 1), padding=(1, 1, 0, 2), groups=groups, layout=layout)
+    np.testing.assert_array_equal(conv2d_int8(xin, 9, w, zw, qb, **args), fix(want))
+    ws = rng.uniform(1e-3, 1e-2, 6).astype(np.float32)
+    cs = (np.float32(0.05) * ws).astype(np.float32)
+    got = conv2d_int8(xin, 9, w, zw, qb, x_scale=0.05, weight_scale=ws, activation="relu", **args)
+    assert got.tobytes() == fix(float_stage(want, cs, relu=True)).tobytes()
+    mult = (cs / np.float32(0.4)).astype(np.float32)
+    got = conv2d_int8(
+        xin, 9, w, zw, qb, x_scale=0.05, weight_scale=ws, out_scale=0.4, out_zero_point=np.int8(-4),
+        **args,
+    )  # fmt: skip
+    np.testing.assert_array_equal(got, fix(requant_stage(want, mult, -4, np.int8)))
 
 
 def test_multiple_tiles_and_large_k(rng):
@@ -370,7 +395,9 @@ def test_bad_arguments(rng):
     with pytest.raises(ValueError, match="weight_zero_point"):
         conv2d_int8(x, 0, w, 128)
     with pytest.raises(ValueError, match="weight_zero_point"):
-        conv2d_int8(x, 0, w, np.array([0, 1, 0, 0]))
+        conv2d_int8(x, 0, w, np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match="weight_zero_point"):
+        conv2d_int8(x, 0, w, np.array([0, 1, 0, 200]))
     with pytest.raises(TypeError, match="x_zero_point"):
         conv2d_int8(x, 1.5, w, 0)
     with pytest.raises(ValueError, match="bias"):

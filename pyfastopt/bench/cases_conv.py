@@ -14,6 +14,13 @@ Implementations, each one call:
   tensors.
 
 Correctness guard: the outputs compared with NumPy's at ``rtol=1e-3, atol=1e-3``.
+
+Also the int8 inference of a small MobileNet-like CNN (``cnn_models.py``) at 3x64x64,
+batch 1 and 32: ``conv2d int8 mobilenet-like ...`` (pyfastopt: the static
+``QuantizedCNN``; limit ``vnni``, work 2 x multiply-adds) and ``conv2d f32
+mobilenet-like ...`` (pyfastopt's fp32 ``nn`` forward; limit ``fma``), each against
+NumPy's float forward of the folded network (int8 rows guarded at ``rtol=atol=0.05``:
+quantization error, logits of about 0.2).
 """
 
 from __future__ import annotations
@@ -111,7 +118,39 @@ def _setup(ctx: Context, spec: tuple, layout: str) -> Prepared:
     return Prepared(impls, output=output)
 
 
+def _setup_mobilenet(ctx: Context, batch: int, int8: bool) -> Prepared:
+    from . import cnn_models
+
+    model = cnn_models.float_model("NHWC", seed=0)
+    x = cnn_models.images(batch, "NHWC", seed=2)
+    ref = cnn_models.numpy_forward(model)
+    if int8:
+        qm = cnn_models.int8_model(seed=0)
+        impls: dict = {"pyfastopt": {"int8 QuantizedCNN (static)": functools.partial(qm, x)}}
+    else:
+        impls = {"pyfastopt": {"fp32 nn forward": functools.partial(model, x)}}
+    impls["numpy"] = {"float32 (folded, im2col)": functools.partial(ref, x)}
+    return Prepared(impls)
+
+
 def _register() -> None:
+    from .cnn_models import macs as network_macs
+
+    for batch, quick in ((1, False), (32, False)):
+        for int8 in (True, False):
+            register(
+                Case(
+                    family="conv",
+                    name=f"conv2d {'int8' if int8 else 'f32'} mobilenet-like 3x64x64 b{batch} NHWC",
+                    limit="vnni" if int8 else "fma",
+                    work=2 * network_macs(batch),
+                    setup=functools.partial(_setup_mobilenet, batch=batch, int8=int8),
+                    quick=quick,
+                    rtol=0.05 if int8 else 1e-3,
+                    atol=0.05 if int8 else 1e-3,
+                    note="2 x multiply-adds of the whole network",
+                )
+            )
     for name, spec in LAYERS.items():
         n, c, h, w, co, k, s, p, g, quick = spec
         oh = (h + 2 * p - k) // s + 1

@@ -50,7 +50,8 @@ def _positive_scale(name: str, s: Any, length: int | None) -> np.ndarray:
 
 
 def _weight_zero_point(z: Any) -> Any:
-    """One weight zero point (per-channel arrays must hold a single repeated value)."""
+    """One weight zero point (a per-channel array holding one repeated value counts as
+    one), or the 1-D array of differing per-channel zero points."""
     if isinstance(z, (np.ndarray, list, tuple)) and np.ndim(z) >= 1:
         a = np.asarray(z)
         if a.ndim != 1 or a.size == 0:
@@ -58,11 +59,7 @@ def _weight_zero_point(z: Any) -> Any:
         if a.dtype.kind not in "iu":
             raise TypeError(f"weight_zero_point must be an integer or integer array, got {a.dtype}")
         if np.any(a != a[0]):
-            raise ValueError(
-                "weight_zero_point: per-channel zero points must all be equal (int8 weights "
-                "are symmetric per channel; run an asymmetric weight through int32 and "
-                "requantize)"
-            )
+            return a  # per-channel zero points (see _per_channel_zw)
         return a[0]
     return z
 
@@ -87,6 +84,7 @@ def _run(
     out_zero_point: Any,
     out_dtype: Any,
     relu: bool,
+    wq_info: tuple[np.dtype, tuple[int, ...], int] | None = None,
 ) -> np.ndarray:
     zx = (
         x_zero_point.reshape(())
@@ -94,13 +92,83 @@ def _run(
         else x_zero_point
     )
     zw = _weight_zero_point(weight_zero_point)
+    stage = _stage(co, bias, x_scale, weight_scale, out_scale, out_zero_point, out_dtype, relu)
+    if isinstance(zw, np.ndarray):
+        if wq_info is None:
+            raise ValueError("per-channel weight zero points need conv2d_int8")
+        return _per_channel_zw(conv, x_q, zx, zw, co, geom, nhwc, stage, *wq_info)
+    return conv(x_q, zx, zw, *geom[:10], nhwc, *stage)
+
+
+def _per_channel_zw(
+    conv: Any,
+    x_q: Any,
+    zx: Any,
+    zw: np.ndarray,
+    co: int,
+    geom: tuple[int, ...],
+    nhwc: bool,
+    stage: tuple[Any, ...],
+    w_dtype: np.dtype,
+    w_shape: tuple[int, ...],
+    groups: int,
+) -> np.ndarray:
+    """Differing per-channel weight zero points (ONNX ConvInteger allows them):
+    ``acc = acc(zw = 0) - zw[o] * S[g(o)]`` with ``S`` the window sums of ``x - zx`` over
+    the group's channels (the same kernel with a weight of ones), int64 wrapped to int32
+    as the kernel's arithmetic; then the output stage in NumPy with the kernel's float32
+    operations in its order (the same values)."""
+    info = np.iinfo(w_dtype)
+    if zw.shape != (co,):
+        raise ValueError(
+            f"weight_zero_point of shape {zw.shape} must hold one value per output channel ({co})"
+        )
+    if int(zw.min()) < info.min or int(zw.max()) > info.max:
+        raise ValueError(
+            f"weight_zero_point values must be in [{info.min}, {info.max}] (the {w_dtype} range)"
+        )
+    kind, scale, fbias, qbias, relu, zy = stage
+    acc = conv(x_q, zx, 0, *geom[:10], nhwc, "i32", None, None, qbias, False, None)
+    ones = _prepared(np.ones((groups, *w_shape[1:]), np.int8), groups)
+    sums = ones(x_q, zx, 0, *geom[:10], nhwc, "i32", None, None, None, False, None)
+    axis = 3 if nhwc else 1
+    shape = [1, 1, 1, 1]
+    shape[axis] = co
+    per_group = np.take(sums, np.arange(co) // (co // groups), axis=axis).astype(np.int64)
+    acc = (acc.astype(np.int64) - zw.astype(np.int64).reshape(shape) * per_group).astype(np.int32)
+    if kind == "i32":
+        return acc
+    y = acc.astype(np.float32) * np.asarray(scale, np.float32).reshape(shape)
+    if kind == "f32":
+        if fbias is not None:
+            y = y + np.asarray(fbias, np.float32).reshape(shape)
+        return np.where(y < 0, np.float32(0), y) if relu else y
+    lo, hi = (0, 255) if kind == "u8" else (-128, 127)
+    z = int(np.asarray(zy).reshape(()))
+    if relu:
+        lo = max(lo, z)
+    q = np.rint(np.clip(y, -1024, 1024)).astype(np.int32) + z
+    return np.clip(q, lo, hi).astype(np.uint8 if kind == "u8" else np.int8)
+
+
+def _stage(
+    co: int,
+    bias: Any,
+    x_scale: Any,
+    weight_scale: Any,
+    out_scale: Any,
+    out_zero_point: Any,
+    out_dtype: Any,
+    relu: bool,
+) -> tuple[Any, ...]:
+    """The output-stage arguments of the binding: (kind, col_scale, float bias, int32
+    bias, relu, out zero point), validated and computed once."""
     b = None if bias is None else np.asarray(bias)
     if b is not None and b.dtype.kind not in "iuf":
         raise TypeError(f"bias must be an integer (int32) or float array, got dtype {b.dtype}")
     int_bias = b is not None and b.dtype.kind in "iu"
     if (x_scale is None) != (weight_scale is None):
         raise ValueError("x_scale and weight_scale must be given together (or neither, for int32)")
-    geo = geom[:10]
     if x_scale is None:  # int32 accumulators
         if out_scale is not None or out_zero_point is not None:
             raise ValueError("out_scale/out_zero_point need x_scale and weight_scale")
@@ -110,7 +178,7 @@ def _run(
             )
         if b is not None and not int_bias:
             raise TypeError("bias of an int32 output must be an integer (int32) array")
-        return conv(x_q, zx, zw, *geo, nhwc, "i32", None, None, b, False, None)
+        return ("i32", None, None, b, False, None)
     xs = _positive_scale("x_scale", x_scale, None)
     ws = _positive_scale("weight_scale", weight_scale, co)
     acc_scale = np.broadcast_to((xs * ws).astype(np.float32), (co,))  # f32(xs * ws)
@@ -118,9 +186,7 @@ def _run(
         if out_zero_point is not None:
             raise ValueError("out_zero_point needs out_scale")
         fb = None if (b is None or int_bias) else b
-        return conv(
-            x_q, zx, zw, *geo, nhwc, "f32", acc_scale, fb, b if int_bias else None, relu, None
-        )
+        return ("f32", acc_scale, fb, b if int_bias else None, relu, None)
     ys = _positive_scale("out_scale", out_scale, None)
     if out_dtype is None:
         zdt = np.asarray(out_zero_point).dtype if out_zero_point is not None else None
@@ -145,7 +211,7 @@ def _run(
                 raise ValueError("bias must be finite")
             den = xs.astype(np.float64) * np.broadcast_to(ws.astype(np.float64), (co,))
             qb = np.clip(np.rint(fb64 / den), -(2**31), 2**31 - 1).astype(np.int32)
-    return conv(x_q, zx, zw, *geo, nhwc, kind, mult, None, qb, relu, zy)
+    return (kind, mult, None, qb, relu, zy)
 
 
 def conv2d_int8(
@@ -189,8 +255,11 @@ def conv2d_int8(
         x_zero_point: integer in ``x_q``'s dtype range (or a 1-element array).
         weight_q: int8 (or uint8) ``(out_channels, C / groups, kh, kw)`` (PyTorch's layout
             in both layouts).
-        weight_zero_point: integer in ``weight_q``'s range; a per-channel array is accepted
-            when all its entries are equal (symmetric per-channel weights have 0).
+        weight_zero_point: integer in ``weight_q``'s range, or (as ONNX ConvInteger) a 1-D
+            array of one per output channel: when its entries differ, the window sums of
+            ``x - x_zero_point`` are subtracted in int64 (wrapped to int32) and the output
+            stage runs in NumPy with the same float32 operations (same values, one more
+            pass over x).
         bias: None; an integer array ``(out_channels,)`` (int32 range): the quantized
             bias of ONNX QLinearConv, scale ``x_scale * weight_scale``, added to ``acc``;
             or (with scales) a float array: added to the float output, or quantized as
@@ -229,10 +298,11 @@ def conv2d_int8(
     nhwc = _layout(layout)
     relu = choice("activation", activation, (None, "relu")) == "relu"
     conv = _prepared(weight_q, g[8])
-    co = int(np.shape(weight_q)[0])
+    w = np.asarray(weight_q)
+    co = int(w.shape[0])
     return _run(
         conv, x_q, x_zero_point, weight_zero_point, co, g[:8], nhwc, bias, x_scale,
-        weight_scale, out_scale, out_zero_point, out_dtype, relu,
+        weight_scale, out_scale, out_zero_point, out_dtype, relu, (w.dtype, w.shape, g[8]),
     )  # fmt: skip
 
 

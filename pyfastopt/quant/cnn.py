@@ -46,7 +46,7 @@ from . import _format
 from ._dynamic import dynamic_quantize_linear
 from ._qconv import (
     _prepared,
-    _run,
+    _stage,
     adaptive_avg_pool2d_int8,
     avg_pool2d_int8,
     max_pool2d_int8,
@@ -368,6 +368,7 @@ class QConvNode:
         self.source = source or []
         self._conv = _prepared(self.weight_q, self.groups)
         self._geom = (*self.stride, *self.padding, *self.dilation)
+        self._stages: dict[Any, tuple[Any, ...]] = {}
 
     @classmethod
     def from_float(cls, f: _FConv, per_channel: bool, out_qp: QP) -> QConvNode:
@@ -391,13 +392,17 @@ class QConvNode:
             qp_in: tuple[float, int] = (float(s), int(z))
         else:
             xq, qp_in = x, qp
-        co = self.weight_q.shape[0]
         oq = self.output_qparams
-        y = _run(
-            self._conv, xq, qp_in[1], 0, co, self._geom, self.layout == "NHWC", self.bias,
-            qp_in[0], self.weight_scale, None if oq is None else oq[0],
-            None if oq is None else oq[1], None if oq is None else np.uint8, self.relu,
-        )  # fmt: skip
+        stage = self._stages.get(qp_in)
+        if stage is None:  # the output stage's constants, once per input qparams
+            stage = _stage(
+                self.weight_q.shape[0], self.bias, qp_in[0], self.weight_scale,
+                None if oq is None else oq[0], None if oq is None else oq[1],
+                None if oq is None else np.uint8, self.relu,
+            )  # fmt: skip
+            if len(self._stages) < 4:  # static mode: one entry; dynamic: do not grow
+                self._stages[qp_in] = stage
+        y = self._conv(xq, qp_in[1], 0, *self._geom, self.layout == "NHWC", *stage)
         return y, oq
 
 

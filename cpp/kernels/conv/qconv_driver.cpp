@@ -94,8 +94,30 @@ inline void store_run(const QOutput& o, const std::uint32_t* acc, sz Co, sz base
       }
       return;
     }
-    default:
-      for (sz co = 0; co < Co; ++co) store_out(o, static_cast<std::int32_t>(acc[co]), co, base + co * stride);
+    case QOutKind::u8:
+    case QOutKind::i8: {
+      const bool u = o.kind == QOutKind::u8;
+      std::int32_t qlo = u ? 0 : -128;
+      const std::int32_t qhi = u ? 255 : 127;
+      if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+      const std::int32_t zp = o.out_zp;
+      auto q = [&](sz co) {
+        float v = static_cast<float>(static_cast<std::int32_t>(acc[co])) * o.col_scale[co];
+        v = v < -1024.0f ? -1024.0f : v;
+        v = v > 1024.0f ? 1024.0f : v;
+        std::int32_t r = static_cast<std::int32_t>(round_even_small(v)) + zp;
+        r = r < qlo ? qlo : r;
+        return r > qhi ? qhi : r;
+      };
+      if (u) {
+        std::uint8_t* y = static_cast<std::uint8_t*>(o.c) + base;
+        for (sz co = 0; co < Co; ++co) y[co * stride] = static_cast<std::uint8_t>(q(co));
+      } else {
+        std::int8_t* y = static_cast<std::int8_t*>(o.c) + base;
+        for (sz co = 0; co < Co; ++co) y[co * stride] = static_cast<std::int8_t>(q(co));
+      }
+      return;
+    }
   }
 }
 
@@ -123,6 +145,12 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
     for (sz r = 0; r < g.R; ++r) {
       const sd ih = ih0 + static_cast<sd>(r * g.dh);
       const bool row_ok = ih >= 0 && ih < static_cast<sd>(g.H);
+      if (g.nhwc && row_ok && g.dw == 1 && iw0 >= 0 && iw0 + static_cast<sd>(g.S) <= static_cast<sd>(g.W) &&
+          cg == g.C) {  // the row's S taps are S*C contiguous bytes
+        std::memcpy(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw0)) * g.C, g.S * cg);
+        d += g.S * cg;
+        continue;
+      }
       for (sz s = 0; s < g.S; ++s, d += cg) {
         const sd iw = iw0 + static_cast<sd>(s * g.dw);
         if (!row_ok || iw < 0 || iw >= static_cast<sd>(g.W)) {
@@ -163,7 +191,9 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(g.Co);
   const sz nt = task_count(units, mac);
   const sz es = out_size(o.kind);
-  const sz g_bytes = round64(MC * kk), a_bytes = round64(MC * k4 * 4), s_bytes = round64(MC * 4);
+  const bool direct_rows = g.nhwc && g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
+                           g.OH == g.H && g.OW == g.W;
+  const sz g_bytes = direct_rows ? 0 : round64(MC * kk), a_bytes = round64(MC * k4 * 4), s_bytes = round64(MC * 4);
   const sz p_bytes = K.band_partials ? round64(K.band_partials(k4, pb0.panels) * 4) : 0;
   const sz o_bytes = g.nhwc ? 0 : round64(MC * cog * es);
   const sz per_task = g_bytes + a_bytes + 2 * s_bytes + p_bytes + o_bytes;
@@ -180,8 +210,12 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
     std::int32_t* row_corr = reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes + s_bytes);
     std::int32_t* partials = p_bytes ? reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes + 2 * s_bytes) : nullptr;
     char* ot = base + g_bytes + a_bytes + 2 * s_bytes + p_bytes;
-    gather(g, x, pad, gi * cg, cg, p0, mc, gt);
-    K.pack_a(mc, kk, gt, static_cast<sd>(kk), 1, x_signed, ap, rowsum);
+    if (direct_rows) {  // 1x1, stride 1, no padding, NHWC: the rows of x are the rows of A
+      K.pack_a(mc, kk, x + p0 * g.C + gi * cg, static_cast<sd>(g.C), 1, x_signed, ap, rowsum);
+    } else {
+      gather(g, x, pad, gi * cg, cg, p0, mc, gt);
+      K.pack_a(mc, kk, gt, static_cast<sd>(kk), 1, x_signed, ap, rowsum);
+    }
     for (sz i = 0; i < mc; ++i) row_corr[i] = static_cast<std::int32_t>(0u - zbp * static_cast<std::uint32_t>(rowsum[i]));
     QOutput og = o;
     og.col_bias = nullptr;  // folded into col_corr
@@ -245,12 +279,14 @@ void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, cons
   const sz Co = g.Co, RS = g.R * g.S, mult = Co / g.groups, ohw = g.OH * g.OW;
   const sz rows = g.N * g.OH;
   if (rows == 0 || g.OW == 0) return;
-  // (w - zw) per tap, tap-major: wz[t * Co + co]
-  std::vector<std::int32_t> wz(RS * Co);
+  // (w - zw) per tap, tap-major: wz[t * Co + co]; |w - zw| <= 255 fits int16, so the
+  // products are int16 x int16 -> int32 (widening multiplies the baseline ISA has)
+  std::vector<std::int16_t> wz(RS * Co);
   for (sz co = 0; co < Co; ++co)
     for (sz t = 0; t < RS; ++t) {
       const std::uint8_t b = static_cast<std::uint8_t>(w.weight[co * RS + t]);
-      wz[t * Co + co] = (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw;
+      wz[t * Co + co] = static_cast<std::int16_t>(
+          (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw);
     }
   const double mac = static_cast<double>(rows * g.OW) * static_cast<double>(RS * Co);
   const sz nt = task_count(rows, mac);
@@ -273,14 +309,16 @@ void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, cons
             if (iw < 0 || iw >= static_cast<sd>(g.W)) continue;
             const sz pix = static_cast<sz>(ih) * g.W + static_cast<sz>(iw);
             const std::uint8_t* px = g.nhwc ? x + (n * g.H * g.W + pix) * g.C : x + n * g.C * g.H * g.W + pix;
-            const std::int32_t* wt = wz.data() + (r * g.S + s) * Co;
+            const std::int16_t* wt = wz.data() + (r * g.S + s) * Co;
             if (mult == 1 && cs == 1) {
-              for (sz co = 0; co < Co; ++co)
-                acc[co] += static_cast<std::uint32_t>((byte_value<SIGNED>(px[co]) - zx) * wt[co]);
+              for (sz co = 0; co < Co; ++co) {
+                const auto xv = static_cast<std::int16_t>(byte_value<SIGNED>(px[co]) - zx);
+                acc[co] += static_cast<std::uint32_t>(static_cast<std::int32_t>(xv) * static_cast<std::int32_t>(wt[co]));
+              }
             } else {  // input channel c feeds output channels [c * mult, c * mult + mult)
               for (sz c = 0; c < g.groups; ++c) {
                 const std::int32_t xv = byte_value<SIGNED>(px[c * cs]) - zx;
-                const std::int32_t* wc = wt + c * mult;
+                const std::int16_t* wc = wt + c * mult;
                 std::uint32_t* ac = acc + c * mult;
                 for (sz j = 0; j < mult; ++j) ac[j] += static_cast<std::uint32_t>(xv * wc[j]);
               }

@@ -75,7 +75,8 @@ def matmul_int8(
     """
     a_zero_point = _one_element(a_zero_point)
     b_zero_point = _one_element(b_zero_point)
-    a_nd, b_nd = np.ndim(a_q), np.ndim(b_q)
+    a_q, b_q = _as_array(a_q, "a_q"), _as_array(b_q, "b_q")
+    a_nd, b_nd = a_q.ndim, b_q.ndim
     za = _vector_zero_point(a_zero_point)
     zb = _vector_zero_point(b_zero_point)
     if a_nd <= 2 and b_nd <= 2 and (za is None or za.ndim == 1) and (zb is None or zb.ndim == 1):
@@ -83,6 +84,22 @@ def matmul_int8(
             return _matmul_int8(a_q, a_zero_point, b_q, b_zero_point)
         return _matmul_int8_vector_zp(a_q, a_zero_point, za, b_q, b_zero_point, zb)
     return _matmul_int8_batched(a_q, a_zero_point, za, b_q, b_zero_point, zb)
+
+
+def _as_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray; a conversion failure is a TypeError naming ``name`` (a
+    MemoryError stays one), as the binding's own conversion reports it."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise TypeError(
+            f"{name} must be an array of uint8 or int8; converting it failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _one_element(z: Any) -> Any:

@@ -35,7 +35,8 @@ def load_model_variant(library: str, path: str, kind: str, x_path: str, threads:
             from .. import onnx as pf_onnx
 
             model = pf_onnx.load(path)
-            model.eval()
+            if hasattr(model, "eval"):  # nn models (an int8 graph has no training mode)
+                model.eval()
         return lambda: model(x)
     if library == "onnxruntime":
         import onnxruntime as ort

@@ -71,7 +71,7 @@ from ._conv import (  # noqa: E402
     max_pool2d_backward,
 )
 from ._dropout import dropout, dropout_backward, dropout_mask  # noqa: E402
-from ._gemm import linear, linear_backward, matmul  # noqa: E402
+from ._gemm import gelu, linear, linear_backward, matmul  # noqa: E402
 
 __version__: str = _core.config.version
 DTypeError = _core.DTypeError
@@ -108,6 +108,7 @@ __all__ = [
     "dropout",
     "dropout_backward",
     "dropout_mask",
+    "gelu",
     "get_num_threads",
     "get_spin_time",
     "global_avg_pool2d",

@@ -11,14 +11,16 @@ from ._validate import boolean, choice
 if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
     from ._typing import ArrayLike, FloatArray
 
-__all__ = ["linear", "linear_backward", "matmul"]
+__all__ = ["gelu", "linear", "linear_backward", "matmul"]
 
 _matmul = _core.gemm.matmul
 _linear = _core.gemm.linear
 _linear_backward = _core.gemm.linear_backward
+_activate = _core.gemm.activate
 
 
-_ACTIVATIONS = (None, "relu", "gelu")
+_ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
+_GELU = {"none": "gelu", "tanh": "gelu_tanh"}
 
 
 def matmul(a: ArrayLike, b: ArrayLike, out: FloatArray | None = None) -> Any:
@@ -66,9 +68,10 @@ def linear(
         weight: ``(out_features, in_features)`` (PyTorch's layout). Read in place whatever
             its strides: ``x @ weight.T`` is never formed by transposing a copy.
         bias: ``(out_features,)`` or None.
-        activation: None, ``"relu"`` (``max(0, z)``; NaN stays NaN) or ``"gelu"`` (the
-            exact erf form ``z * Phi(z)``, PyTorch's default, not the tanh approximation;
-            float32 uses a vectorized erfc accurate to 2e-7 |z|). Bias and activation are
+        activation: None, ``"relu"`` (``max(0, z)``; NaN stays NaN), ``"gelu"`` (the
+            exact erf form ``z * Phi(z)``, PyTorch's default; float32 uses a vectorized
+            erfc accurate to 2e-7 |z|) or ``"gelu_tanh"`` (PyTorch's
+            ``gelu(approximate="tanh")``, see :func:`gelu`). Bias and activation are
             applied in the GEMM's write-back of each tile, not as extra passes over memory.
         out: optional result array ``(..., out_features)`` (C-contiguous, result dtype).
 
@@ -102,3 +105,38 @@ def linear_backward(
         transposes absorbed by packing.
     """
     return _linear_backward(dy, x, weight, boolean("need_dx", need_dx))
+
+
+def gelu(x: ArrayLike, approximate: str = "none", out: FloatArray | None = None) -> FloatArray:
+    r"""GELU element-wise, as ``torch.nn.functional.gelu``.
+
+    * ``approximate="none"``: :math:`x \Phi(x) = \tfrac{x}{2}(1 + \mathrm{erf}(x/\sqrt 2))`.
+    * ``approximate="tanh"``: :math:`\tfrac{x}{2}(1 + \tanh(u))`,
+      :math:`u = \sqrt{2/\pi}\,(x + 0.044715 x^3)`.
+
+    The same kernel, and so the same bits, as ``linear(..., activation="gelu")`` /
+    ``"gelu_tanh"``'s epilogue, on every SIMD level and thread count:
+
+    * float64: per element with the C library (``erfc``; the tanh form as
+      ``x * sigmoid(2u)`` with ``exp``): within a few ulp of the formula.
+    * float32, erf form: a vectorized erfc, error below 2e-7 ``|x|``.
+    * float32, tanh form: ``u`` rounded as PyTorch rounds it, then
+      ``x * (x >= 0 ? 1 : e) / (1 + e)`` with ``e = exp(-2|u|)`` from a vectorized exp
+      (no cancellation for negative ``x``, where ``1 + tanh(u)`` has one); error below
+      5e-7 ``|x|``. Where ``2|u| > 87`` the result is ``x`` (``x > 0``) or ``-0``
+      (``x < 0``), as PyTorch's float32 gives.
+
+    Args:
+        x: array-like, float32 or float64 (other dtypes: ``TypeError``), any shape and
+            strides (a non-contiguous ``x`` is read through a private copy).
+        approximate: ``"none"`` (default) or ``"tanh"``.
+        out: optional result array: ``x``'s shape and dtype, writable, C-contiguous; may be
+            ``x`` itself (in place).
+
+    Returns:
+        An array of ``x``'s shape and dtype (``out`` when given). NaN stays NaN.
+    """
+    act = _GELU.get(approximate) if isinstance(approximate, str) else None
+    if act is None:
+        act = _GELU[choice("approximate", approximate, tuple(_GELU))]
+    return _activate(x, act, out)

@@ -1,4 +1,4 @@
-"""The ``pyfastopt`` command line: ``info``, ``demo``, ``bench``.
+"""The ``pyfastopt`` command line: ``info``, ``demo``, ``bench``, ``quantize``, ``infer``.
 
 Installed as a console script (``pyfastopt ...``) and runnable as ``python -m pyfastopt``.
 """
@@ -46,12 +46,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_cli(args)
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from . import _cli_models
+
+    return _cli_models.run(_cli_models.cmd_quantize, args, "quantize")
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from . import _cli_models
+
+    return _cli_models.run(_cli_models.cmd_infer, args, "infer")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyfastopt", description="pyfastopt: fast CPU training and int8 inference kernels."
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="{info,demo,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{info,demo,bench,quantize,infer}")
 
     p = sub.add_parser("info", help="show the build, CPU, SIMD level, threads and kernels")
     p.add_argument("--json", action="store_true", help="print the configuration as JSON")
@@ -96,9 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("bench", help="side-by-side benchmarks against NumPy and PyTorch")
+    p = sub.add_parser(
+        "bench",
+        help="side-by-side benchmarks against NumPy and PyTorch (--model: a model against "
+        "ONNX Runtime)",
+    )
     add_arguments(p)
     p.set_defaults(func=_cmd_bench)
+
+    from ._cli_models import add_infer_arguments, add_quantize_arguments
+
+    p = sub.add_parser(
+        "quantize",
+        help="float ONNX model -> pyfastopt int8 model file (.pfq)",
+        description="Load a float ONNX model (an MLP: Gemm/MatMul, Relu, BatchNormalization, "
+        "...), quantize it to int8 (weights per output channel) and save the pyfastopt "
+        "model file. Example: pyfastopt quantize mlp.onnx --calibration x.npy --mode static "
+        "-o mlp.pfq",
+    )
+    add_quantize_arguments(p)
+    p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser(
+        "infer",
+        help="run a model (.pfq or .onnx) on an array (.npy)",
+        description="Run MODEL (a pyfastopt int8 model file or an ONNX model) on the samples "
+        "in X.npy; print the outputs or save them with -o Y.npy.",
+    )
+    add_infer_arguments(p)
+    p.set_defaults(func=_cmd_infer)
     return parser
 
 

@@ -307,7 +307,7 @@ def test_linear_shape_errors_name_the_argument(dtype):
             )
 
 
-@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu6", "gelu_tanh", "RELU", ""])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu6", "gelu-tanh", "RELU", ""])
 def test_unknown_activation_named(activation):
     x, w = np.ones((3, 4)), np.ones((2, 4))
     with pytest.raises(ValueError, match=re.escape(activation) or None):

@@ -3,7 +3,7 @@
 Each level runs in its own interpreter with PYFASTOPT_SIMD=<level> (the level is then
 fixed from start-up, as users set it), computes every case below and prints a digest of
 each result's bytes; every level must print the scalar reference's digests. Covers every
-GEMM path (packed, direct, dot, batched), linear with each epilogue (bias, relu, gelu,
+GEMM path (packed, direct, dot, batched), linear with each epilogue (bias, relu, gelu, gelu_tanh,
 both dtypes), linear_backward, the activations on edge values, and the int8/quantization
 and element-wise families (the other families' own tests compare levels in-process).
 """
@@ -68,7 +68,7 @@ SCRIPT = textwrap.dedent(
             w = data(i + o, (o, i), dt) * 0.3
             bias = data(o, (o,), dt)
             paths[f"linear {d} {m}x{i}x{o}"] = _core.gemm.path(m, o, i, i, 1, 1, i)
-            for act in (None, "relu", "gelu"):
+            for act in (None, "relu", "gelu", "gelu_tanh"):
                 for bb in (None, bias):
                     tag = f"linear {d} {m}x{i}x{o} act={act} bias={bb is not None}"
                     record(tag, pyfastopt.linear(x, w, bb, activation=act))
@@ -78,7 +78,8 @@ SCRIPT = textwrap.dedent(
         # activations on edge values (through a 1x1 identity weight: the epilogue alone)
         v = np.concatenate([np.linspace(-15, 15, 3001), [0.0, -0.0, 1e-30, -1e-30, 1e-45, 40, -40,
                             np.inf, -np.inf, np.nan]]).astype(dt)
-        for act in ("relu", "gelu"):
+        for act in ("relu", "gelu", "gelu_tanh"):
+            record(f"standalone {act} {d}", _core.gemm.activate(v, act))
             for shape_tag, x, w in [("col", v[:, None], np.ones((1, 1), dt)),
                                     ("row", v[None, :], np.eye(v.size, dtype=dt)[:64])]:
                 record(f"act {act} {d} {shape_tag}", pyfastopt.linear(x, w, activation=act))

@@ -105,9 +105,10 @@ Activation activation(py::handle act) {
     const std::string s = py::str(act);
     if (s == "relu") return Activation::relu;
     if (s == "gelu") return Activation::gelu;
-    value_error("activation must be None, 'relu' or 'gelu', got '" + s + "'");
+    if (s == "gelu_tanh") return Activation::gelu_tanh;
+    value_error("activation must be None, 'relu', 'gelu' or 'gelu_tanh', got '" + s + "'");
   }
-  value_error("activation must be None, 'relu' or 'gelu', got " + std::string(py::repr(act)));
+  value_error("activation must be None, 'relu', 'gelu' or 'gelu_tanh', got " + std::string(py::repr(act)));
 }
 
 // One strided matrix of a batch: rows/cols (sizes, element strides).
@@ -284,6 +285,26 @@ py::array linear(py::handle x_obj, py::handle w_obj, py::handle b_obj, py::handl
   return C;
 }
 
+// ---- activate: the epilogue's activation alone (pyfastopt.gelu) ----------------------
+py::array activate(py::handle x_obj, py::handle act_obj, py::handle out_obj) {
+  const Activation act = activation(act_obj);
+  std::vector<Array> xs{input(x_obj, "x")};  // float32/float64; a private C-order copy if needed
+  const Shape shape(xs[0].arr.shape(), xs[0].arr.shape() + xs[0].arr.ndim());
+  py::array Y = result(out_obj, shape, xs[0].dtype);
+  std::vector<Array> ys{Array{Y, xs[0].dtype, data_of(Y), xs[0].size, "out"}};
+  // out may be x itself (each element reads only what it writes); any other overlap: copy
+  detach_overlapping_inputs(xs, pointers(ys));
+  const Array& X = xs[0];
+  {
+    py::gil_scoped_release nogil;
+    if (X.dtype == DType::f32)
+      pyfastopt::activation<float>(X.ptr<float>(), ys[0].ptr<float>(), X.size, act);
+    else
+      pyfastopt::activation<double>(X.ptr<double>(), ys[0].ptr<double>(), X.size, act);
+  }
+  return Y;
+}
+
 // ---- linear_backward ------------------------------------------------------------------
 py::tuple linear_backward(py::handle dy_obj, py::handle x_obj, py::handle w_obj, bool need_dx) {
   Operand DY = operand(dy_obj, "dy"), X = operand(x_obj, "x"), W = operand(w_obj, "weight");
@@ -355,6 +376,8 @@ void register_gemm(py::module_& m) {
   m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out") = py::none());
   m.def("linear", &linear, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("activation") = py::none(), py::arg("out") = py::none());
+  m.def("activate", &activate, py::arg("x"), py::arg("activation"), py::arg("out") = py::none(),
+        "y = activation(x) element-wise, the bits of linear's epilogue (relu, gelu, gelu_tanh).");
   m.def("linear_backward", &linear_backward, py::arg("dy"), py::arg("x"), py::arg("weight"),
         py::arg("need_dx") = true);
   m.def("path", &path, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("rsa"), py::arg("csa"),

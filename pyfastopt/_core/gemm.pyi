@@ -6,7 +6,11 @@ matrix products and the linear layer
 from __future__ import annotations
 import numpy
 import typing
-__all__: list[str] = ['linear', 'linear_backward', 'matmul', 'path']
+__all__: list[str] = ['activate', 'linear', 'linear_backward', 'matmul', 'path']
+def activate(x: typing.Any, activation: typing.Any, out: typing.Any = None) -> numpy.ndarray:
+    """
+    y = activation(x) element-wise, the bits of linear's epilogue (relu, gelu, gelu_tanh).
+    """
 def linear(x: typing.Any, weight: typing.Any, bias: typing.Any = None, activation: typing.Any = None, out: typing.Any = None) -> numpy.ndarray:
     ...
 def linear_backward(dy: typing.Any, x: typing.Any, weight: typing.Any, need_dx: bool = True) -> tuple:

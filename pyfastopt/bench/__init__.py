@@ -109,6 +109,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-torch", action="store_true", help="leave PyTorch out even where installed"
     )
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="time this model (MODEL.onnx, or MODEL.pfq exported to ONNX for ONNX Runtime) "
+        "in pyfastopt and in ONNX Runtime, each in its own process, and exit",
+    )
+    parser.add_argument(
+        "--batch",
+        type=_thread_list,
+        metavar="N,M",
+        help="with --model: the batch sizes (default: 1,32)",
+    )
 
 
 def _selected_families(only: list[str] | None) -> list[str] | None:
@@ -173,6 +185,20 @@ def run_cli(args: argparse.Namespace) -> int:
         from .cases_cuda import run_cuda_cli
 
         return run_cuda_cli(args)
+    if getattr(args, "model", None):
+        from .._cli_models import CliError
+        from .model import run_model_bench
+
+        try:
+            return run_model_bench(
+                args.model,
+                args.batch or [1, 32],
+                args.threads or sorted({1, get_num_threads()}),
+                bool(getattr(args, "quick", False)),
+            )
+        except CliError as exc:
+            print(f"pyfastopt bench: {exc}", file=sys.stderr)
+            return 1
     if getattr(args, "startup", False):
         from .startup import run_startup
 

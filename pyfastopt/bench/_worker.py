@@ -9,7 +9,8 @@ with the thread-count environment variables already set (see
 :func:`pyfastopt.bench.isolation.child_env`), so every pool the library starts has the
 row's size from its first use. ``--library`` is one of ``pyfastopt``, ``numpy``,
 ``torch`` (cases: only that library's implementation is ever *run* here), ``limits``
-(the machine-limit probes) or ``runtime`` (one measurement of the runtime family).
+(the machine-limit probes), ``runtime`` (one measurement of the runtime family) or
+``onnxruntime`` (``bench --model``: ONNX Runtime's side of a model).
 
 Protocol: the parent writes one JSON object per line on stdin, ``{"cmd": ..., ...}``;
 the worker answers each with one JSON line on its *original* stdout (file descriptor 1
@@ -20,7 +21,10 @@ Commands: ``hello`` (pid, library, threads in effect), ``setup`` (``family``, ``
 set the case up, run this library's variants once on reset inputs and save each result
 as ``.npy`` in ``outdir`` for the parent's correctness check), ``calibrate`` (warm up,
 choose each variant's batch size), ``round`` (one timed batch per variant, seconds per
-call), ``drop`` (free the case), ``limits``, ``runtime`` (``kind``, ``name``), ``exit``.
+call), ``drop`` (free the case), ``limits``, ``runtime`` (``kind``, ``name``), ``model``
+(``path``, ``kind``, ``input``: load a model file in this library, run it once on the
+saved input and save the output as ``.npy``; then ``calibrate``/``round`` time it),
+``exit``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import sys
 import traceback
 from typing import Any, Callable, TextIO
 
-LIBRARIES = ("pyfastopt", "numpy", "torch", "limits", "runtime")
+LIBRARIES = ("pyfastopt", "numpy", "torch", "limits", "runtime", "onnxruntime")
 
 
 class _State:
@@ -172,6 +176,21 @@ def _runtime(state: _State, msg: dict[str, Any]) -> dict[str, Any]:
     return {"values": measure(msg["name"], state.threads, quick=state.quick)}
 
 
+def _model(state: _State, msg: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from .model import load_model_variant
+
+    _drop(state, msg)
+    fn = load_model_variant(state.library, msg["path"], msg["kind"], msg["input"], state.threads)
+    y = np.asarray(fn())
+    state.seq += 1
+    path = os.path.join(state.outdir, f"{state.library}-{os.getpid()}-{state.seq}.npy")
+    np.save(path, y)
+    state.variants = {"model": fn}
+    return {"output": path}
+
+
 _COMMANDS: dict[str, Callable[[_State, dict[str, Any]], dict[str, Any]]] = {
     "hello": _hello,
     "setup": _setup,
@@ -180,6 +199,7 @@ _COMMANDS: dict[str, Callable[[_State, dict[str, Any]], dict[str, Any]]] = {
     "drop": _drop,
     "limits": _limits,
     "runtime": _runtime,
+    "model": _model,
 }
 
 

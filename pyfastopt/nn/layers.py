@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _core
 from .._batchnorm import batch_norm_backward, batch_norm_infer, batch_norm_train
-from .._gemm import linear, matmul
+from .._gemm import gelu, linear, matmul
 from .._validate import (
     boolean,
     choice,
@@ -90,15 +90,19 @@ def _check_grad(dy: Any, shape: tuple, dtype: np.dtype, layer: str) -> np.ndarra
 # --------------------------------------------------------------------------- Linear
 
 
+_LINEAR_ACTIVATIONS = (None, "relu", "gelu", "gelu_tanh")
+
+
 class Linear(Module):
     r"""``y = act(x @ weight.T + bias)`` on the fused :func:`pyfastopt.linear` kernel.
 
     Args:
         in_features, out_features (int): sizes, >= 1.
         bias (bool): learn an additive bias (default True).
-        activation: None, ``"relu"`` or ``"gelu"`` (exact erf form), applied in the GEMM's
-            epilogue: ``Linear(a, b, activation="relu")`` is ``Sequential(Linear(a, b),
-            ReLU())`` in one pass.
+        activation: None, ``"relu"``, ``"gelu"`` (exact erf form) or ``"gelu_tanh"``
+            (``GELU(approximate="tanh")``), applied in the GEMM's epilogue:
+            ``Linear(a, b, activation="relu")`` is ``Sequential(Linear(a, b), ReLU())``
+            in one pass.
         dtype: float32 (default) or float64 parameters; inputs must have the same dtype.
         seed: int, None or a ``numpy.random.Generator`` for the initialization.
 
@@ -116,6 +120,7 @@ class Linear(Module):
       the saved output as ``y / z`` (``0.5 + z phi(0)`` for ``|z| < 1e-6``), so no erf is
       evaluated in NumPy. The kernel's float32 gelu is accurate to 2e-7 ``|z|``, so
       ``Phi`` is accurate to 2e-7 absolute.
+    * gelu_tanh: ``z`` recomputed the same way, then the tanh form's derivative in NumPy.
     """
 
     _param_names = ("weight", "bias")
@@ -134,7 +139,7 @@ class Linear(Module):
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
         bias = boolean("bias", bias)
-        self.activation = choice("activation", activation, (None, "relu", "gelu"))
+        self.activation = choice("activation", activation, _LINEAR_ACTIVATIONS)
         self.dtype = float_dtype("dtype", dtype)
         rng = _rng(seed)
         bound = 1.0 / math.sqrt(self.in_features)
@@ -180,7 +185,7 @@ class Linear(Module):
         layer = cls.__new__(cls)
         Module.__init__(layer)
         layer.in_features, layer.out_features = int(in_f), int(out_f)
-        layer.activation = choice("activation", activation, (None, "relu", "gelu"))
+        layer.activation = choice("activation", activation, _LINEAR_ACTIVATIONS)
         layer.dtype = dtype
         layer.weight = w
         layer.grad_weight = np.zeros_like(w)
@@ -218,6 +223,9 @@ class Linear(Module):
             dz = _relu_dz(self, y, dy)
         elif self.activation == "gelu":
             dz = self._gelu_grad(x, y, dy)
+        elif self.activation == "gelu_tanh":
+            z = linear(x, self.weight, self.bias, None, self._buffer("z", y.shape, self.dtype))
+            dz = _gelu_tanh_dz(self, z, dy)
         else:
             dz = dy
         n = self.in_features
@@ -269,6 +277,30 @@ def _gelu_dz(layer: Module, z: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.
     np.add(dz, cdf, out=dz)
     np.multiply(dz, dy, out=dz)
     return dz
+
+
+def _gelu_tanh_dz(layer: Module, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """``dy * gelu_tanh'(x)`` in ``layer``'s workspaces: with ``u = c0 (x + c1 x^3)``,
+    ``t = tanh(u)``: ``(1 + t)/2 + x (1 - t^2) du/dx / 2``."""
+    dx = layer._buffer("dz", x.shape, x.dtype)
+    tmp = layer._buffer("tmp", x.shape, x.dtype)
+    x2 = np.multiply(x, x, out=layer._buffer("x2", x.shape, x.dtype))
+    np.multiply(x2, _GELU_TANH_C, out=tmp)
+    np.add(tmp, 1.0, out=tmp)
+    np.multiply(tmp, x, out=tmp)
+    np.multiply(tmp, _SQRT_2_OVER_PI, out=tmp)
+    t = np.tanh(tmp, out=tmp)
+    np.multiply(x2, 3 * _GELU_TANH_C, out=dx)
+    np.add(dx, 1.0, out=dx)
+    np.multiply(dx, _SQRT_2_OVER_PI, out=dx)  # du/dx
+    np.multiply(dx, x, out=dx)
+    np.multiply(t, t, out=x2)
+    np.subtract(1.0, x2, out=x2)
+    np.multiply(dx, x2, out=dx)
+    np.add(dx, t, out=dx)
+    np.add(dx, 1.0, out=dx)
+    np.multiply(dx, 0.5, out=dx)
+    return np.multiply(dx, dy, out=dx)
 
 
 # --------------------------------------------------------------------------- ReLU
@@ -632,11 +664,12 @@ class GELU(Module):
     r"""``x * Phi(x)`` (``approximate="none"``, the exact erf form, PyTorch's default) or
     ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`` (``approximate="tanh"``).
 
-    The exact form runs on the same kernel as ``Linear(..., activation="gelu")`` (its
-    float32 gelu is accurate to 2e-7 ``|x|``), so a ``Linear`` followed by ``GELU`` gives
-    the same numbers as the fused layer; prefer the fused layer, which saves a pass over
-    memory. Backward: ``Phi(x) + x phi(x)`` with ``Phi`` read off the saved output as
-    ``y / x`` (``1/2 + x phi(0)`` near 0); the tanh form differentiates its formula.
+    Both forms run on :func:`pyfastopt.gelu`, the kernel of ``Linear(...,
+    activation="gelu")`` / ``"gelu_tanh"`` (float32: error below 2e-7 / 5e-7 ``|x|``), so
+    a ``Linear`` followed by ``GELU`` gives the same numbers as the fused layer; prefer
+    the fused layer, which saves a pass over memory. Backward: ``Phi(x) + x phi(x)`` with
+    ``Phi`` read off the saved output as ``y / x`` (``1/2 + x phi(0)`` near 0); the tanh
+    form differentiates its formula.
     """
 
     def __init__(self, approximate: str = "none") -> None:
@@ -651,20 +684,7 @@ class GELU(Module):
     def forward(self, x: ArrayLike) -> np.ndarray:
         x = _float_input(x, "GELU")
         y = self._buffer("y", x.shape, x.dtype)
-        if self.approximate == "tanh":
-            t = self._buffer("t", x.shape, x.dtype)
-            np.multiply(x, x, out=t)
-            np.multiply(t, _GELU_TANH_C, out=t)
-            np.add(t, 1.0, out=t)
-            np.multiply(t, x, out=t)
-            np.multiply(t, _SQRT_2_OVER_PI, out=t)
-            np.tanh(t, out=t)
-            np.add(t, 1.0, out=t)
-            np.multiply(t, x, out=y)
-            np.multiply(y, 0.5, out=y)
-        elif x.size:
-            one = np.ones((1, 1), x.dtype)
-            linear(np.ascontiguousarray(x).reshape(-1, 1), one, None, "gelu", y.reshape(-1, 1))
+        gelu(x, self.approximate, out=y)  # the kernel of Linear's epilogue, either form
         self._x, self._y = x, y
         return y
 
@@ -675,41 +695,9 @@ class GELU(Module):
         if not need_dx:
             return None
         dy = _check_grad(dy, y.shape, y.dtype, "GELU")
-        dx = self._buffer("dx", x.shape, x.dtype)
-        tmp = self._buffer("tmp", x.shape, x.dtype)
         if self.approximate == "tanh":
-            # u = c0 (x + c1 x^3), t = tanh(u): dgelu = (1 + t)/2 + x (1 - t^2) du/dx / 2
-            x2 = np.multiply(x, x, out=self._buffer("x2", x.shape, x.dtype))
-            np.multiply(x2, _GELU_TANH_C, out=tmp)
-            np.add(tmp, 1.0, out=tmp)
-            np.multiply(tmp, x, out=tmp)
-            np.multiply(tmp, _SQRT_2_OVER_PI, out=tmp)
-            t = np.tanh(tmp, out=tmp)
-            np.multiply(x2, 3 * _GELU_TANH_C, out=dx)
-            np.add(dx, 1.0, out=dx)
-            np.multiply(dx, _SQRT_2_OVER_PI, out=dx)  # du/dx
-            np.multiply(dx, x, out=dx)
-            np.multiply(t, t, out=x2)
-            np.subtract(1.0, x2, out=x2)
-            np.multiply(dx, x2, out=dx)
-            np.add(dx, t, out=dx)
-            np.add(dx, 1.0, out=dx)
-            np.multiply(dx, 0.5, out=dx)
-        else:
-            tiny = self._buffer("tiny", x.shape, np.bool_)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                np.divide(y, x, out=tmp)  # Phi(x) = gelu(x) / x
-            np.less(np.abs(x, out=dx), 1e-6, out=tiny)
-            np.multiply(x, _SQRT_2PI_INV, out=dx)
-            np.add(dx, 0.5, out=dx)
-            np.copyto(tmp, dx, where=tiny)
-            np.multiply(x, x, out=dx)
-            np.multiply(dx, -0.5, out=dx)
-            np.exp(dx, out=dx)
-            np.multiply(dx, x, out=dx)
-            np.multiply(dx, _SQRT_2PI_INV, out=dx)
-            np.add(dx, tmp, out=dx)
-        return np.multiply(dx, dy, out=dx)
+            return _gelu_tanh_dz(self, x, dy)
+        return _gelu_dz(self, x, y, dy)
 
 
 class Sigmoid(Module):

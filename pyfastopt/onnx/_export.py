@@ -118,6 +118,8 @@ class _Writer:
                 y = self.node("Relu", [y], base)
             elif mod.activation == "gelu":
                 y = self.gelu(y, base)
+            elif mod.activation == "gelu_tanh":
+                y = self.gelu(y, base, "tanh")
             return y, rank
         if isinstance(mod, nn.Conv2d):
             return self.conv(mod, x, prefix, base), rank

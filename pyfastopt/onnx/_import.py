@@ -272,29 +272,31 @@ def _gelu_region(ctx: _Context, x: str) -> tuple[list[Any], str, str] | None:
     return None
 
 
-def _activation(ctx: _Context, y: str) -> tuple[str | None, str]:
+def _activation(ctx: _Context, y: str, tanh: bool = False) -> tuple[str | None, str]:
     """A Relu or (exact) GELU that alone reads the linear output ``y``: fused into the
-    Linear (its epilogue). Returns (activation, the output name)."""
+    Linear (its epilogue); with ``tanh`` (Linear only) also GELU's tanh form, as
+    ``"gelu_tanh"``. Returns (activation, the output name)."""
     relu = ctx.only_consumer(y, "Relu")
     if relu is not None:
         ctx.absorb(relu)
         return "relu", relu.output[0]
+    fused = {"none": "gelu", "tanh": "gelu_tanh"} if tanh else {"none": "gelu"}
     gelu = ctx.only_consumer(y, "Gelu")
-    if gelu is not None and ctx.attrs(gelu, approximate="none")["approximate"] == "none":
+    if gelu is not None and ctx.attrs(gelu, approximate="none")["approximate"] in fused:
         ctx.absorb(gelu)
-        return "gelu", gelu.output[0]
+        return fused[ctx.attrs(gelu, approximate="none")["approximate"]], gelu.output[0]
     found = _gelu_region(ctx, y)
-    if found is not None and found[2] == "none":  # the epilogue's gelu is the exact one
-        nodes, out, _ = found
+    if found is not None and found[2] in fused:
+        nodes, out, approx = found
         ctx.absorb(*nodes)
-        return "gelu", out
+        return fused[approx], out
     return None, y
 
 
 def _linear(
     ctx: _Context, node: Any, x: str, w: np.ndarray, b: np.ndarray | None, y: str
 ) -> list[Step]:
-    act, y = _activation(ctx, y)
+    act, y = _activation(ctx, y, tanh=True)
     try:
         layer = nn.Linear.from_weights(w, b, activation=act)
     except ValueError as exc:

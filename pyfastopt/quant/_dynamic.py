@@ -38,7 +38,10 @@ def dynamic_quantize_linear(x: ArrayLike) -> tuple[np.ndarray, np.float32, np.ui
     Raises:
         TypeError: ``x`` is not a float array.
         ValueError: ``x`` holds NaN or infinity (the range, so every value, would be
-            meaningless; ONNX leaves it undefined), or ``max - min`` overflows float32
+            meaningless; ONNX leaves it undefined, and ONNX Runtime 1.32 gives results
+            that depend on the input's length: NaN skipped by the range of a 3-element
+            input, a NaN scale and all-zero ``y`` for 40 elements, an infinite scale for
+            ``inf``), or ``max - min`` overflows float32
             (beyond 3.4e38) or ``(max - min) / 255`` underflows to 0 (where ONNX's formula
             gives an infinite or zero scale and ONNX Runtime returns meaningless values).
     """

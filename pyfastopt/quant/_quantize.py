@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import _core
 from .._validate import axis as check_axis
-from .._validate import integer, real, type_name
+from .._validate import choice, integer, real, type_name
 
 if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
     import numpy.typing as npt
@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
 __all__ = ["dequantize", "qrange", "quantize"]
 
 _QDTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+# what a NaN input becomes: "qmax" (torch's, the default) or "qmin" (ONNX Runtime's)
+_NAN_POLICIES = ("qmax", "qmin")
 # Doubles at or beyond these round to float32 inf / 0 (ties to even).
 _F32_ROUNDS_TO_MAX = 3.4028235677973366e38
 _F32_ROUNDS_TO_ZERO = 7.006492321624085e-46
@@ -154,6 +156,7 @@ def quantize(
     dtype: Any = np.int8,
     axis: int | None = None,
     *,
+    nan: str = "qmax",
     out: QuantArray | None = None,
 ) -> QuantArray:
     r"""Quantize ``x`` to int8 or uint8.
@@ -169,6 +172,11 @@ def quantize(
             a scalar is used for every channel).
         dtype: ``numpy.int8`` (range [-128, 127]) or ``numpy.uint8`` ([0, 255]).
         axis: the channel axis for per-channel parameters (negative counts from the end).
+        nan: what a NaN element becomes: ``"qmax"`` (the default: the dtype's largest
+            level, what ``torch.quantize_per_tensor`` gives) or ``"qmin"`` (the smallest
+            level, whatever the zero point: what ONNX Runtime's QuantizeLinear gives, for
+            ONNX graphs; uint8 NaN -> 0, int8 NaN -> -128). Either way the same bits on
+            every SIMD level and thread count.
         out: optional result array (``dtype``, ``x``'s shape, C-contiguous, writable, not
             overlapping ``x``); saves the allocation and its page faults on large inputs.
 
@@ -180,7 +188,8 @@ def quantize(
           correctly rounded division (every SIMD level gives the same bits), ``rint``
           rounds half to even, ``zero_point`` is added after rounding, then the result
           saturates. ``+inf`` gives qmax, ``-inf`` qmin.
-        * NaN gives qmax, like ``torch.quantize_per_tensor``.
+        * NaN gives qmax, like ``torch.quantize_per_tensor`` (``nan="qmin"``: qmin, like
+          ONNX Runtime's QuantizeLinear; the ONNX standard leaves it unspecified).
         * Versus ``torch.quantize_per_tensor`` (fbgemm): torch multiplies by the float32
           reciprocal ``1/scale`` and adds the zero point *before* rounding, so on exact
           ties with an odd zero point, and where ``x * (1/scale)`` and ``x / scale`` round
@@ -192,6 +201,13 @@ def quantize(
     a = _float_input(x)
     ax = None if axis is None else check_axis("axis", axis, a.ndim)
     s, z, bax = _params(scale, zero_point, qdt, ax, a.shape, a.dtype)
+    if nan != "qmax" and choice("nan", nan, _NAN_POLICIES) == "qmin":
+        _check_out(out, a)
+        q = _core.quant.quantize(a, s, z, qdt == np.uint8, bax, out)
+        # the kernel's NaN -> qmax, then those elements set to qmin: an exact select,
+        # so the bits stay those of every SIMD level and thread count
+        np.copyto(q, _QDTYPES[qdt][0], where=np.isnan(a))
+        return q
     _check_out(out, a)
     return _core.quant.quantize(a, s, z, qdt == np.uint8, bax, out)
 

@@ -90,6 +90,8 @@ def qlinear_matmul(
     y_scale, y_zero_point)`` with the multiplier computed in float32 as ONNX Runtime does
     (``float32(float32(a_scale * b_scale) / y_scale)``). ``b_scale`` and ``b_zero_point``
     may be per column (1-D of ``N``); ``a_zero_point`` per row (see :func:`matmul_int8`).
+    ``a`` and ``b`` may be N-D with batch dimensions broadcasting as in
+    :func:`matmul_int8` (QLinearMatMul's matmul semantics).
     The output dtype is ``y_zero_point``'s when it is a NumPy integer, else ``dtype``
     (default uint8)."""
     acc = matmul_int8(a, a_zero_point, b, b_zero_point)

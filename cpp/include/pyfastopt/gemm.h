@@ -33,6 +33,12 @@
 // over [-15, 15]) on every level, the scalar reference included, so its bits do not
 // depend on the level either. Both run in the write-back of each tile, while it is in
 // L1, not as a pass over C.
+// gelu_tanh(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3) (PyTorch's
+// approximate="tanh"), evaluated as x * sigmoid(2u) with e = exp(-2|u|):
+// x * (x >= 0 ? 1 : e) / (1 + e), which has no cancellation for negative x (1 + tanh(u)
+// has). float64: per element with the C library's exp; float32: one vectorized exp
+// (gemm-inl.h, gelu_tanh_f32, the exp of gelu_f32) on every level. u is rounded as
+// PyTorch rounds it: x*x*x, times 0.044715, plus x, times sqrt(2/pi).
 //
 // Adding an ISA level to this family (say NEON):
 //   1. simd/<level>-inl.h: the shared traits VF/VD (every operation scalar-inl.h lists;
@@ -54,7 +60,9 @@
 
 namespace pyfastopt {
 
-enum class Activation : int { none = 0, relu = 1, gelu = 2 };
+enum class Activation : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3 };
+
+static inline bool is_gelu(Activation a) { return a == Activation::gelu || a == Activation::gelu_tanh; }
 
 // What the write-back of a tile does (tile origin: row i0, column j0 of C).
 template <class T>
@@ -103,6 +111,11 @@ struct GemmKernelsT {
   void (*dot)(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const T* a,
               std::ptrdiff_t lda, const T* w, std::ptrdiff_t ldw, T* c, std::ptrdiff_t ldc,
               const Epilogue<T>& ep);
+
+  // The epilogue's activation alone, element-wise: y[i] = act(x[i]) for i < n, the same
+  // bits as in a GEMM's write-back (standalone gelu). x == y is allowed, any other
+  // overlap is not.
+  void (*activate)(const T* x, T* y, std::size_t n, Activation act);
 };
 
 struct GemmKernels {
@@ -131,6 +144,11 @@ void gemm(std::size_t batch, const std::ptrdiff_t* a_off, const std::ptrdiff_t* 
 template <class T>
 void column_sums(std::size_t m, std::size_t n, const T* dy, std::ptrdiff_t rs, std::ptrdiff_t cs,
                  T* dbias);
+
+// y = act(x), element-wise over n elements, split evenly over the threads (any split gives
+// the same bits). x == y is allowed.
+template <class T>
+void activation(const T* x, T* y, std::size_t n, Activation act);
 
 // The path `gemm` takes for one product (for tests and show_config): "empty", "direct",
 // "dot" or "packed".

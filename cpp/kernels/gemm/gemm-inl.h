@@ -21,6 +21,12 @@ inline T activate(T x, Activation act) {
     const double d = static_cast<double>(x);
     return static_cast<T>(0.5 * d * std::erfc(-d * 0.70710678118654752440));
   }
+  if (act == Activation::gelu_tanh) {  // x * sigmoid(2u), gemm.h (float64 lanes only)
+    const double d = static_cast<double>(x);
+    const double u = 0.79788456080286535588 * (d + 0.044715 * (d * d * d));
+    const double e = std::exp(-2.0 * std::fabs(u));
+    return static_cast<T>(d * ((d >= 0.0 ? 1.0 : e) / (1.0 + e)));
+  }
   return x;
 }
 
@@ -62,6 +68,22 @@ inline typename G::R gelu_f32(typename G::R x) {
   return G::mul(x, G::ge0_select(x, G::sub(one, h), h));
 }
 
+// float32 gelu_tanh (gemm.h), THE one of every level: x * (x >= 0 ? 1 : e) / (1 + e),
+// e = exp(-2|u|) by exp_neg_f32, and e = 0 where -2|u| < -87 (beyond exp_neg_f32's clamp;
+// also u = inf from x^3 overflowing): y = x for x > 0 there and -0 for x < 0, as
+// PyTorch's float32 (|true y| < 1.7e-38 |x| there). NaN stays NaN (the final product
+// with x).
+template <class G>
+inline typename G::R gelu_tanh_f32(typename G::R x) {
+  using R = typename G::R;
+  const R one = G::set1(1.0f);
+  const R x3 = G::mul(G::mul(x, x), x);
+  const R u = G::mul(G::set1(0.7978845608f), G::add(x, G::mul(G::set1(0.044715f), x3)));
+  const R a = G::mul(G::set1(-2.0f), G::abs(u));  // <= 0
+  const R e = G::ge0_select(G::add(a, G::set1(87.0f)), exp_neg_f32<G>(a), G::zero());
+  return G::mul(x, G::div(G::ge0_select(x, one, e), G::add(one, e)));
+}
+
 // relu on a vector: max(0, x) with x86 semantics (x when unordered: NaN stays NaN; -0
 // stays -0), the same rule as activate().
 template <class G>
@@ -69,28 +91,48 @@ inline typename G::R relu_vec(typename G::R x) {
   return G::max(G::zero(), x);
 }
 
-// gelu on a vector: float32 by gelu_f32 (every level, the scalar reference included);
-// float64 per lane by activate() (the C library's erfc: full accuracy).
+// gelu (act: gelu or gelu_tanh) on a vector: float32 by gelu_f32 / gelu_tanh_f32 (every
+// level, the scalar reference included); float64 per lane by activate() (the C library's
+// erfc / exp: full accuracy).
 template <class G>
-inline typename G::R gelu_vec(typename G::R x) {
+inline typename G::R gelu_vec(typename G::R x, Activation act) {
   using T = typename G::T;
   if constexpr (sizeof(T) == 4) {
-    return gelu_f32<G>(x);
+    return act == Activation::gelu_tanh ? gelu_tanh_f32<G>(x) : gelu_f32<G>(x);
   } else {
     alignas(64) T v[G::N];
     G::store(v, x);
-    for (int i = 0; i < G::N; ++i) v[i] = activate(v[i], Activation::gelu);
+    for (int i = 0; i < G::N; ++i) v[i] = activate(v[i], act);
     return G::load(v);
   }
 }
 
 // gelu in place on p[0:n] (a row of C just written, in L1), gelu_vec per vector.
 template <class G>
-inline void gelu_row(typename G::T* p, int n) {
+inline void gelu_row(typename G::T* p, int n, Activation act) {
   constexpr int N = G::N;
   int j = 0;
-  for (; j + N <= n; j += N) G::store(p + j, gelu_vec<G>(G::load(p + j)));
-  if (j < n) G::store_partial(p + j, gelu_vec<G>(G::load_partial(p + j, n - j)), n - j);
+  for (; j + N <= n; j += N) G::store(p + j, gelu_vec<G>(G::load(p + j), act));
+  if (j < n) G::store_partial(p + j, gelu_vec<G>(G::load_partial(p + j, n - j), act), n - j);
+}
+
+// y[0:n] = act(x[0:n]) (GemmKernelsT::activate): relu by relu_vec, gelu by gelu_vec, so
+// the bits are the epilogue's. x == y allowed.
+template <class G>
+void activate_run(const typename G::T* x, typename G::T* y, std::size_t n, Activation act) {
+  using R = typename G::R;
+  constexpr std::size_t N = G::N;
+  auto f = [act](R v) {
+    if (act == Activation::relu) return relu_vec<G>(v);
+    if (is_gelu(act)) return gelu_vec<G>(v, act);
+    return v;
+  };
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) G::store(y + i, f(G::load(x + i)));
+  if (i < n) {
+    const int r = static_cast<int>(n - i);
+    G::store_partial(y + i, f(G::load_partial(x + i, r)), r);
+  }
 }
 
 // One vector of a tile's write-back: C[0:n] = x (first K block) or C[0:n] + x, then
@@ -151,7 +193,7 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
       if (nn <= 0) break;
       write_vec<G>(row + v * N, acc[i][v], nn, first, bias ? bias + v * N : nullptr, relu);
     }
-    if (last && ep.act == Activation::gelu) gelu_row<G>(row, n);
+    if (last && is_gelu(ep.act)) gelu_row<G>(row, n, ep.act);
   }
 }
 
@@ -302,7 +344,7 @@ void direct_tile(int mm, int nn, std::size_t k, const typename G::T* const* arow
       if (left <= 0) break;
       write_vec<G>(row + v * N, acc[i][v], left, first, bias ? bias + v * N : nullptr, relu);
     }
-    if (last && act == Activation::gelu) gelu_row<G>(row, nn);
+    if (last && is_gelu(act)) gelu_row<G>(row, nn, act);
   }
 }
 
@@ -356,7 +398,7 @@ void direct_stream(std::size_t j0, std::size_t j1, std::size_t kd, const typenam
         const int n = static_cast<int>(w - x < static_cast<std::size_t>(N) ? w - x : N);
         write_vec<G>(row + x, G::load(t[r] + x), n, first, bias ? bias + x : nullptr, relu);
       }
-      if (last && ep.act == Activation::gelu) gelu_row<G>(row, static_cast<int>(w));
+      if (last && is_gelu(ep.act)) gelu_row<G>(row, static_cast<int>(w), ep.act);
     }
   }
 }
@@ -472,9 +514,9 @@ void dot_tile(int nw, std::size_t k, const typename G::T* const* ar, const typen
         PF_UNROLL for (int v = 0; v < h; ++v) acc[s][t][v] = G::add(acc[s][t][v], acc[s][t][v + h]);
       T x = G::hsum(acc[s][t][0]);
       if (bias) x = x + bias[t];
-      row[t] = act == Activation::gelu ? x : activate(x, act);
+      row[t] = is_gelu(act) ? x : activate(x, act);
     }
-    if (act == Activation::gelu) gelu_row<G>(row, nw);
+    if (is_gelu(act)) gelu_row<G>(row, nw, act);
   }
 }
 
@@ -526,5 +568,5 @@ constexpr GemmKernelsT<typename G::T> make_gemm_kernels() {
   return GemmKernelsT<typename G::T>{
       B::mr, B::nv * G::N, B::er, B::mc, B::kc, B::nc,
       ukernel<G, B::mr, B::nv>, ukernel<G, B::er, B::nv, B::mr>, pack_a<G, B::mr>, pack_b<G, B::nv * G::N>,
-      direct<G, B::direct_acc, true, 256>, dot<G, B::dot_rows, B::dot_cols>};
+      direct<G, B::direct_acc, true, 256>, dot<G, B::dot_rows, B::dot_cols>, activate_run<G>};
 }

@@ -240,6 +240,17 @@ void column_sums(std::size_t m, std::size_t n, const T* dy, std::ptrdiff_t rs, s
   });
 }
 
+template <class T>
+void activation(const T* x, T* y, std::size_t n, Activation act) {
+  const GemmKernelsT<T>& K = table(*kernels().gemm, static_cast<const T*>(nullptr));
+  // element-wise: any split gives the same bits; gelu costs ~30 flops per element
+  for_each_range_even(&n, 1, 16, is_gelu(act) ? 32 : 2, [&](std::size_t, std::size_t b0, std::size_t len) {
+    K.activate(x + b0, y + b0, len, act);
+  });
+}
+
+template void activation<float>(const float*, float*, std::size_t, Activation);
+template void activation<double>(const double*, double*, std::size_t, Activation);
 template void gemm<float>(std::size_t, const std::ptrdiff_t*, const std::ptrdiff_t*, std::size_t,
                           std::size_t, std::size_t, MatRef<float>, MatRef<float>, float*,
                           const Epilogue<float>&);

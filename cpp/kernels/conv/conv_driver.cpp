@@ -315,6 +315,173 @@ inline void tap_range(sz out, sz stride, sd off, sz in, sz* lo, sz* hi) {
   *hi = static_cast<sz>(b);
 }
 
+template <class T> const ConvTapOps<T>& ck();
+template <> const ConvTapOps<float>& ck<float>() { return kernels().conv->f32; }
+template <> const ConvTapOps<double>& ck<double>() { return kernels().conv->f64; }
+
+// Outputs o along one axis whose every tap s < S reads inside [0, in): o*stride + s*dil -
+// pad in [0, in) for all s. Returns [lo, hi) (empty: lo == hi).
+inline void interior_range(sz out, sz stride, sz dil, sz taps, sz pad, sz in, sz* lo, sz* hi) {
+  const sz first = (pad + stride - 1) / stride;  // o*stride >= pad
+  const sz span = (taps - 1) * dil;              // last tap's offset
+  sz last = 0;                                   // one past the last o with o*stride + span - pad < in
+  if (in + pad > span) last = (in + pad - span - 1) / stride + 1;
+  *lo = std::min(first, out);
+  *hi = std::max(*lo, std::min(last, out));
+}
+
+// Channels-last depthwise with one output channel per group (Co == C == groups), on the
+// tap kernels. Forward and backward-data gather, per output element, the products of the
+// taps in (r, s) order, skipping padding: exactly the chain of the generic loops.
+template <class T>
+void depthwise1_forward_nhwc(const ConvGeom& g, const T* x, const T* wt, const T* bias, Activation act, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, RS = g.R * g.S, units = g.N * g.OH;
+  sz owa, owb;
+  interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
+  const double wpu = static_cast<double>(g.OW * C * RS);
+  const sz ntasks = task_count(units, wpu);
+  // per task: RS offsets and RS weight pointers (allocated before the region)
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<const T*> wps(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    const T** wp = wps.data() + task * RS;
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.OH, oh = u - n * g.OH;
+      T* yr = y + u * g.OW * C;
+      auto pixel_taps = [&](sz ow, bool all_s) {  // the valid taps of output pixel ow
+        sz nt = 0;
+        for (sz r = 0; r < g.R; ++r) {
+          const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+          if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+          for (sz s = 0; s < g.S; ++s) {
+            const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+            if (!all_s && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
+            off[nt] = ((static_cast<sd>(n * g.H) + ih) * static_cast<sd>(g.W) + iw) * static_cast<sd>(C);
+            wp[nt] = wt + (r * g.S + s) * C;
+            ++nt;
+          }
+        }
+        return nt;
+      };
+      for (sz ow = 0; ow < owa; ++ow)
+        K.tap_dot(1, C, pixel_taps(ow, false), x, 0, off, wp, yr + ow * C, 0);
+      if (owa < owb)  // interior: the same taps for every pixel, x advancing by sw pixels
+        K.tap_dot(owb - owa, C, pixel_taps(owa, true), x, static_cast<sd>(g.sw * C), off, wp, yr + owa * C,
+                  static_cast<sd>(C));
+      for (sz ow = std::max(owa, owb); ow < g.OW; ++ow)
+        K.tap_dot(1, C, pixel_taps(ow, false), x, 0, off, wp, yr + ow * C, 0);
+      if (bias || act != Activation::none)
+        for (sz i = 0; i < g.OW; ++i) {
+          T* acc = yr + i * C;
+          for (sz c = 0; c < C; ++c) acc[c] = activate_value(bias ? T(acc[c] + bias[c]) : acc[c], act);
+        }
+    }
+  });
+}
+
+template <class T>
+void depthwise1_backward_data_nhwc(const ConvGeom& g, const T* dy, const T* wt, T* dx) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, RS = g.R * g.S, units = g.N * g.H;
+  // interior (stride 1 only): input columns iw whose every tap s reads output column
+  // iw + pl - s*dw inside [0, OW)
+  sz iwa = 0, iwb = 0;
+  if (g.sw == 1) {
+    iwa = std::min(g.W, (g.S - 1) * g.dw > g.pl ? (g.S - 1) * g.dw - g.pl : sz(0));
+    iwb = g.OW > g.pl ? std::min(g.W, g.OW - g.pl) : sz(0);
+    if (iwb < iwa) iwb = iwa;
+  }
+  const double wpu = static_cast<double>(g.W * C * RS);
+  const sz ntasks = task_count(units, wpu);
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<const T*> wps(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    const T** wp = wps.data() + task * RS;
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.H, ih = u - n * g.H;
+      T* xr = dx + u * g.W * C;
+      auto pixel_taps = [&](sz iw, bool all_s) {
+        sz nt = 0;
+        for (sz r = 0; r < g.R; ++r) {
+          const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
+          if (th < 0 || static_cast<sz>(th) % g.sh) continue;
+          const sz oh = static_cast<sz>(th) / g.sh;
+          if (oh >= g.OH) continue;
+          for (sz s = 0; s < g.S; ++s) {
+            const sd tw = static_cast<sd>(iw + g.pl) - static_cast<sd>(s * g.dw);
+            if (!all_s && (tw < 0 || static_cast<sz>(tw) % g.sw || static_cast<sz>(tw) / g.sw >= g.OW)) continue;
+            off[nt] = (static_cast<sd>((n * g.OH + oh) * g.OW) + tw / static_cast<sd>(g.sw)) * static_cast<sd>(C);
+            wp[nt] = wt + (r * g.S + s) * C;
+            ++nt;
+          }
+        }
+        return nt;
+      };
+      for (sz iw = 0; iw < iwa; ++iw) K.tap_dot(1, C, pixel_taps(iw, false), dy, 0, off, wp, xr + iw * C, 0);
+      if (iwa < iwb)
+        K.tap_dot(iwb - iwa, C, pixel_taps(iwa, true), dy, static_cast<sd>(C), off, wp, xr + iwa * C,
+                  static_cast<sd>(C));
+      for (sz iw = std::max(iwa, iwb); iw < g.W; ++iw)
+        K.tap_dot(1, C, pixel_taps(iw, false), dy, 0, off, wp, xr + iw * C, 0);
+    }
+  });
+}
+
+// backward-weight, channels-last, one output channel per group: part[bb][t][c] += the
+// (n, oh, ow)-ordered products, channel block by channel block (the generic loop's order).
+template <class T>
+void depthwise1_backward_weight_nhwc(const ConvGeom& g, const T* dy, const T* x, double* part, sz B) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, RS = g.R * g.S;
+  const sz CB = 64, ncb = ceil_div(C, CB), units = B * ncb;
+  sz owa, owb;
+  interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
+  const double wpu = static_cast<double>(std::min(CB, C) * g.OH * g.OW * RS) * static_cast<double>(g.N) / static_cast<double>(B);
+  const sz ntasks = task_count(units, wpu);
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<double*> accs(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    double** ap = accs.data() + task * RS;
+    for (sz u = u0; u < u1; ++u) {
+      const sz bb = u / ncb, cb = u - bb * ncb;
+      const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
+      const sz c0 = cb * CB, nc = std::min(C, c0 + CB) - c0;
+      double* acc = part + bb * C * RS + c0;
+      for (sz n = n0; n < n1; ++n)
+        for (sz oh = 0; oh < g.OH; ++oh) {
+          const T* dr = dy + (n * g.OH + oh) * g.OW * C + c0;
+          auto pixel_taps = [&](sz ow, bool all_s) {
+            sz nt = 0;
+            for (sz r = 0; r < g.R; ++r) {
+              const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+              if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+              for (sz s = 0; s < g.S; ++s) {
+                const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+                if (!all_s && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
+                off[nt] = ((static_cast<sd>(n * g.H) + ih) * static_cast<sd>(g.W) + iw) * static_cast<sd>(C) +
+                          static_cast<sd>(c0);
+                ap[nt] = acc + (r * g.S + s) * C;
+                ++nt;
+              }
+            }
+            return nt;
+          };
+          for (sz ow = 0; ow < owa; ++ow)
+            K.tap_outer(1, nc, pixel_taps(ow, false), dr + ow * C, 0, x, 0, off, ap);
+          if (owa < owb)
+            K.tap_outer(owb - owa, nc, pixel_taps(owa, true), dr + owa * C, static_cast<sd>(C), x,
+                        static_cast<sd>(g.sw * C), off, ap);
+          for (sz ow = std::max(owa, owb); ow < g.OW; ++ow)
+            K.tap_outer(1, nc, pixel_taps(ow, false), dr + ow * C, 0, x, 0, off, ap);
+        }
+    }
+  });
+}
+
 template <class T>
 void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz cog = g.Co / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
@@ -323,6 +490,7 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
     std::vector<T> wt(RS * g.Co);
     for (sz co = 0; co < g.Co; ++co)
       for (sz t = 0; t < RS; ++t) wt[t * g.Co + co] = w[co * RS + t];
+    if (cog == 1) return depthwise1_forward_nhwc(g, x, wt.data(), bias, act, y);
     const sz units = g.N * g.OH;
     const double wpu = static_cast<double>(g.OW * g.Co * RS);
     run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
@@ -400,6 +568,7 @@ void depthwise_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) 
     std::vector<T> wt(RS * g.Co);
     for (sz co = 0; co < g.Co; ++co)
       for (sz t = 0; t < RS; ++t) wt[t * g.Co + co] = w[co * RS + t];
+    if (cog == 1) return depthwise1_backward_data_nhwc(g, dy, wt.data(), dx);
     run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
       for (sz u = u0; u < u1; ++u) {
         const sz n = u / g.H, ih = u - n * g.H;
@@ -472,6 +641,9 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
   const sz B = std::min(g.N, kMaxBatchBlocks);
   // part[bb][co][t] (channels-first) or part[bb][t][co] (channels-last), in double
   std::vector<double> part(B * g.Co * RS, 0.0);
+  if (g.nhwc && cog == 1) {
+    depthwise1_backward_weight_nhwc(g, dy, x, part.data(), B);
+  } else {
   const sz CB = 64;  // channels per unit
   const sz ncb = ceil_div(g.Co, CB), units = B * ncb;
   const double wpu = static_cast<double>(std::min(CB, g.Co) * P * RS) * static_cast<double>(g.N) / static_cast<double>(B);
@@ -534,6 +706,7 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
       }
     }
   });
+  }
   // channels-last partials are [t][co], channels-first ones [co][t]
   for (sz co = 0; co < g.Co; ++co)
     for (sz t = 0; t < RS; ++t) {

@@ -35,7 +35,9 @@
 //   rounded once (both layouts give the same bits).
 //   depthwise forward: acc = 0; acc = acc + x*w (multiply, then add) over (r, s) in order,
 //   skipping padding; + bias; activation. Channels-last depthwise loops run on the tap
-//   kernels below (per ISA, vectorized across channels: the same chains on every level).
+//   kernels below (per ISA, vectorized across channels: the same chains on every level);
+//   NCHW depthwise with one channel per group converts x/dy to channels-last and the
+//   result back (a copy of the input and one of the output) and runs those.
 //   Since the reduction order (r, s, c) is the same for both layouts, NCHW and NHWC give
 //   bitwise identical results too.
 //

@@ -482,6 +482,41 @@ void depthwise1_backward_weight_nhwc(const ConvGeom& g, const T* dy, const T* x,
   });
 }
 
+// Planes <-> channels-last for one-channel-per-group depthwise in NCHW: the channels-last
+// tap kernels are several times faster than per-plane loops, so NCHW converts its
+// operands (one copy of the input and one of the output: a small multiple of the output)
+// and runs the channels-last path; the chains are the same, so are the bits.
+// dst[n][p][c] = src[n][c][p] (to_last) or the reverse; P pixels, C channels per image.
+template <class T>
+void relayout(const T* src, T* dst, sz N, sz C, sz P, bool to_last) {
+  constexpr sz kB = 32;  // cache blocks of 32 x 32
+  const sz pb = ceil_div(P, kB), cb = ceil_div(C, kB), units = N * pb;
+  const double wpu = static_cast<double>(kB * C);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / pb, p0 = (u - n * pb) * kB, p1 = std::min(P, p0 + kB);
+      const T* s = src + n * C * P;
+      T* d = dst + n * C * P;
+      for (sz j = 0; j < cb; ++j) {
+        const sz c0 = j * kB, c1 = std::min(C, c0 + kB);
+        if (to_last) {
+          for (sz p = p0; p < p1; ++p)
+            for (sz c = c0; c < c1; ++c) d[p * C + c] = s[c * P + p];
+        } else {
+          for (sz c = c0; c < c1; ++c)
+            for (sz p = p0; p < p1; ++p) d[c * P + p] = s[p * C + c];
+        }
+      }
+    }
+  });
+}
+
+inline ConvGeom as_nhwc(const ConvGeom& g) {
+  ConvGeom h = g;
+  h.nhwc = true;
+  return h;
+}
+
 template <class T>
 void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz cog = g.Co / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
@@ -723,6 +758,13 @@ template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cg;
   if (g.N == 0 || g.OH == 0 || g.OW == 0 || g.Co == 0) return;
+  if (cg == 1 && cog == 1 && !g.nhwc) {
+    std::vector<T> xl(g.N * g.H * g.W * g.C), yl(g.N * g.OH * g.OW * g.Co);
+    relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
+    depthwise_forward(as_nhwc(g), xl.data(), w, bias, act, yl.data());
+    relayout(yl.data(), y, g.N, g.Co, g.OH * g.OW, false);
+    return;
+  }
   if (cg == 1) return depthwise_forward(g, x, w, bias, act, y);
   // B = the weight with rows k = (t, c) for each output channel: wf[co][t][c].
   std::vector<T> wf(g.Co * k);
@@ -740,6 +782,13 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cog;
   if (g.N == 0 || g.H == 0 || g.W == 0 || g.C == 0) return;
+  if (cg == 1 && cog == 1 && !g.nhwc) {
+    std::vector<T> dyl(g.N * g.OH * g.OW * g.Co), dxl(g.N * g.H * g.W * g.C);
+    relayout(dy, dyl.data(), g.N, g.Co, g.OH * g.OW, true);
+    depthwise_backward_data(as_nhwc(g), dyl.data(), w, dxl.data());
+    relayout(dxl.data(), dx, g.N, g.C, g.H * g.W, false);
+    return;
+  }
   if (cg == 1) return depthwise_backward_data(g, dy, w, dx);
   // B per group: rows k = (t, co), columns c: wd[g][t][co][c].
   std::vector<T> wd(G * k * cg);
@@ -776,6 +825,12 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   if (g.N == 0 || P == 0) {
     std::fill(dw, dw + g.Co * cg * RS, T(0));
     return;
+  }
+  if (cg == 1 && cog == 1 && !g.nhwc) {
+    std::vector<T> dyl(g.N * P * g.Co), xl(g.N * g.H * g.W * g.C);
+    relayout(dy, dyl.data(), g.N, g.Co, P, true);
+    relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
+    return depthwise_backward_weight(as_nhwc(g), dyl.data(), xl.data(), dw);
   }
   if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
   const GemmKernelsT<T>& K = gk<T>();

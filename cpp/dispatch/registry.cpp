@@ -46,6 +46,8 @@ const Variants<QuantKernels> kQuant = {
     &ref::quant_kernels, PF_AVX2(quant_kernels), PF_AVX512(quant_kernels), PF_NONE};
 const Variants<QGemmKernels> kQGemm = {
     &ref::qgemm_kernels, PF_AVX2(qgemm_kernels), PF_AVX512(qgemm_kernels), PF_AMX(qgemm_kernels)};
+const Variants<ConvKernels> kConv = {
+    &ref::conv_kernels, PF_AVX2(conv_kernels), PF_AVX512(conv_kernels), PF_NONE};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -67,6 +69,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].batchnorm = pick(kBatchNorm, isa);
     t[i].quant = pick(kQuant, isa);
     t[i].qgemm = pick(kQGemm, isa);
+    t[i].conv = pick(kConv, isa);
   }
   return t;
 }
@@ -92,6 +95,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices(Isa isa) {
           {"batchnorm", k.batchnorm->name},
           {"quant", k.quant->name},
           {"qgemm", k.qgemm->name},
+          {"conv", k.conv->name},
           {"machine", k.machine->name}};
 }
 

@@ -2,6 +2,7 @@
 #include "thread_pool.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sched.h>
 #include <signal.h>
 #include <unistd.h>
@@ -100,9 +101,9 @@ std::int64_t spin_ns() {
 // both sequentially consistent, so one of them sees the other.
 template <class Done>
 void wait_until(const Done& done, std::atomic<std::uint32_t>& word, std::atomic<int>& sleeping,
-                bool stop_on_release, std::int64_t min_spin_ns = 0) {
+                bool stop_on_release, std::int64_t min_spin_ns = 0, bool no_spin = false) {
   if (done()) return;
-  const std::int64_t budget = std::max(spin_ns(), min_spin_ns);
+  const std::int64_t budget = no_spin ? min_spin_ns : std::max(spin_ns(), min_spin_ns);
   if (budget > 0) {
     const std::uint32_t rel = g_release.load(std::memory_order_relaxed);
     const std::int64_t t0 = now_ns();
@@ -127,6 +128,12 @@ void wait_until(const Done& done, std::atomic<std::uint32_t>& word, std::atomic<
   sleeping.store(0, std::memory_order_relaxed);
 }
 
+// One participant's share of a region's tasks: (generation << 32) | tasks of the share not
+// claimed yet. The share is a contiguous range of task indices fixed by (ntasks, slots).
+struct alignas(64) Slot {
+  std::atomic<std::uint64_t> word{0};
+};
+
 struct alignas(64) Worker {
   std::atomic<std::uint32_t> wake{0};  // generation of the last region this worker joined
   std::atomic<int> sleeping{0};
@@ -146,14 +153,18 @@ struct Pool {
   bool creation_failed = false;  // a thread could not be created: stop trying
 
   // The current region. fn/ctx/ntasks/error are written by the owner before it publishes
-  // `claim` (release) and read by a worker only after it claimed a task of that region
+  // the slots (release) and read by a worker only after it claimed a task of that region
   // (acquire), which pins the region: the owner does not return, or start another,
   // before every claimed task has finished (pending == 0).
   TaskFn fn = nullptr;
   const void* ctx = nullptr;
   std::int64_t ntasks = 0;
   std::uint32_t gen = 0;
-  alignas(64) std::atomic<std::uint64_t> claim{0};  // (generation << 32) | tasks left to claim
+  // Participants of the current region (the owner is slot 0, worker i is slot i + 1).
+  // Atomic because a worker that wakes late may read it while the next region sets it;
+  // such a worker then finds every slot stamped with another generation and leaves.
+  std::atomic<int> nslots{0};
+  std::unique_ptr<Slot[]> slots;  // thread_cap() + 1 of them, allocated with the pool
   alignas(64) std::atomic<std::int64_t> pending{0};  // tasks not finished yet
   std::atomic<bool> failed{false};
   std::exception_ptr error;  // first exception; written by the task that set `failed`
@@ -172,44 +183,92 @@ Pool& pool() {
   p = g_pool.load(std::memory_order_relaxed);
   if (!p) {
     p = new Pool();
+    p->slots.reset(new Slot[static_cast<std::size_t>(thread_cap()) + 1]);
     g_pool.store(p, std::memory_order_release);
   }
   return *p;
 }
 
-// Claim and run tasks of region `gen` until none is left to claim.
-void work(Pool& p, std::uint32_t gen) {
+// First task of share s of n (the shares cut [0, ntasks) into n contiguous ranges).
+inline std::int64_t share_begin(std::int64_t ntasks, std::int64_t s, std::int64_t n) {
+  return ntasks / n * s + std::min(s, ntasks % n);
+}
+
+// Claim one task of region `gen` from slot s, or return -1 when that share is used up or
+// belongs to another region.
+inline std::int64_t claim_from(Pool& p, std::uint32_t gen, int s, int n) {
+  std::atomic<std::uint64_t>& word = p.slots[static_cast<std::size_t>(s)].word;
+  std::uint64_t c = word.load(std::memory_order_acquire);
   for (;;) {
-    std::uint64_t c = p.claim.load(std::memory_order_acquire);
+    if ((c >> 32) != gen || (c & kLow) == 0) return -1;
+    if (word.compare_exchange_weak(c, c - 1, std::memory_order_acq_rel, std::memory_order_acquire))
+      break;
+  }
+  // Claimed: the region is pinned (its owner waits for this task), so ntasks is stable.
+  return share_begin(p.ntasks, s + 1, n) - static_cast<std::int64_t>(c & kLow);
+}
+
+void run_task(Pool& p, std::int64_t task) {
+  if (!p.failed.load(std::memory_order_relaxed)) {
+    try {
+      p.fn(p.ctx, task);
+    } catch (...) {
+      if (!p.failed.exchange(true, std::memory_order_acq_rel)) p.error = std::current_exception();
+    }
+  }
+  if (p.pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    p.done_word.fetch_add(1, std::memory_order_seq_cst);
+    if (p.owner_sleeping.load(std::memory_order_seq_cst)) futex_wake(&p.done_word, 1);
+  }
+}
+
+// Participant `self` runs tasks of region `gen`: its own share first, in order, then
+// whatever is left of the others' shares (taken from their fronts). With every thread on
+// time each runs exactly its own contiguous share, call after call, so the data a thread
+// touches stays in its caches as under a static schedule; a late or descheduled thread's
+// share is taken over by the others.
+void work(Pool& p, std::uint32_t gen, int self) {
+  const int n = p.nslots.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    const int s = (self + i) % n;
     for (;;) {
-      if ((c >> 32) != gen || (c & kLow) == 0) return;
-      if (p.claim.compare_exchange_weak(c, c - 1, std::memory_order_acq_rel,
-                                        std::memory_order_acquire))
-        break;
-    }
-    const std::int64_t task = p.ntasks - static_cast<std::int64_t>(c & kLow);
-    if (!p.failed.load(std::memory_order_relaxed)) {
-      try {
-        p.fn(p.ctx, task);
-      } catch (...) {
-        if (!p.failed.exchange(true, std::memory_order_acq_rel)) p.error = std::current_exception();
-      }
-    }
-    if (p.pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      p.done_word.fetch_add(1, std::memory_order_seq_cst);
-      if (p.owner_sleeping.load(std::memory_order_seq_cst)) futex_wake(&p.done_word, 1);
+      const std::int64_t task = claim_from(p, gen, s, n);
+      if (task < 0) break;
+      run_task(p, task);
     }
   }
 }
 
-void worker_main(Pool* p, Worker* w) {
+// Involuntary context switches of the calling thread so far (Linux), else 0.
+long involuntary_switches() {
+#if defined(RUSAGE_THREAD)
+  rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) == 0) return ru.ru_nivcsw;
+#endif
+  return 0;
+}
+
+// Regions a worker skips spinning after the OS preempted it (another runnable thread
+// wanted its core): spinning then only takes the core from that thread and costs this
+// worker its scheduling credit, so the next region would find it descheduled.
+constexpr int kContendedRegions = 16;
+
+void worker_main(Pool* p, Worker* w, int self) {
   t_in_region = true;
   std::uint32_t seen = 0;
+  long switches = involuntary_switches();
+  int quiet_spin_left = 0;  // > 0: contended lately, sleep at once after a region
   for (;;) {
     wait_until([&] { return w->wake.load(std::memory_order_acquire) != seen; }, w->wake,
-               w->sleeping, true);
+               w->sleeping, true, 0, quiet_spin_left > 0);
     seen = w->wake.load(std::memory_order_acquire);
-    work(*p, seen);
+    work(*p, seen, self);
+    const long now = involuntary_switches();
+    if (now != switches)
+      quiet_spin_left = kContendedRegions;
+    else if (quiet_spin_left > 0)
+      --quiet_spin_left;
+    switches = now;
   }
 }
 
@@ -226,7 +285,7 @@ int ensure_workers(Pool& p, int want) {
   try {
     while (static_cast<int>(p.workers.size()) < want) {
       std::unique_ptr<Worker> w(new Worker());
-      w->thread = std::thread(worker_main, &p, w.get());
+      w->thread = std::thread(worker_main, &p, w.get(), static_cast<int>(p.workers.size()) + 1);
       p.workers.push_back(std::move(w));
     }
   } catch (const std::exception&) {  // std::system_error, or bad_alloc for the vector
@@ -258,15 +317,21 @@ void run_owned(Pool& p, std::int64_t begin, std::int64_t ntasks, int nworkers, T
   p.error = nullptr;
   p.pending.store(ntasks, std::memory_order_relaxed);
   const std::uint32_t gen = ++p.gen == 0 ? ++p.gen : p.gen;  // 0 = "never woken"
-  p.claim.store((static_cast<std::uint64_t>(gen) << 32) | static_cast<std::uint64_t>(ntasks),
-                std::memory_order_release);
+  const int n = nworkers + 1;
+  p.nslots.store(n, std::memory_order_relaxed);
+  for (int s = 0; s < n; ++s) {
+    const std::int64_t size = share_begin(ntasks, s + 1, n) - share_begin(ntasks, s, n);
+    p.slots[static_cast<std::size_t>(s)].word.store(
+        (static_cast<std::uint64_t>(gen) << 32) | static_cast<std::uint64_t>(size),
+        std::memory_order_release);
+  }
   for (int i = 0; i < nworkers; ++i) {
     Worker& w = *p.workers[static_cast<std::size_t>(i)];
     w.wake.store(gen, std::memory_order_seq_cst);
     if (w.sleeping.load(std::memory_order_seq_cst)) futex_wake(&w.wake, 1);
   }
   t_in_region = true;
-  work(p, gen);
+  work(p, gen, 0);
   // The caller waits only for tasks already claimed (running): it spins at least
   // kOwnerMinSpinNs whatever the spin time (sleeping here would add a wake-up, which on a
   // loaded machine means waiting for a time slice, to every call).

@@ -4,11 +4,17 @@
 // end in run_region() below. See ARCHITECTURE.md "Threads" for the design:
 //  - one process-wide pool of std::thread workers, created on first use, grown on demand,
 //    never shrunk (a smaller thread count just leaves the extra workers asleep);
-//  - a region publishes (fn, ctx, ntasks) and wakes the workers it wants; tasks are claimed
-//    DYNAMICALLY from one shared counter, the calling thread claims too, so a worker the OS
-//    deschedules holds at most the one task it has claimed, never the call;
+//  - a region publishes (fn, ctx, ntasks) and wakes the workers it wants; the tasks are
+//    cut into one contiguous share per participant (the calling thread is one), and tasks
+//    are claimed DYNAMICALLY: each thread takes its own share in order, then takes over
+//    what is left of the others'. On time, each thread runs the same share call after
+//    call (cache locality, as a static schedule); a worker the OS deschedules holds at
+//    most the one task it has claimed, never the call;
 //  - after a region, idle workers spin (pause + periodic sched_yield) for a bounded TIME
-//    (spin_us), then sleep on a futex; release_threads() sends spinners to sleep at once;
+//    (spin_us), then sleep on a futex; release_threads() sends spinners to sleep at once.
+//    A worker the OS preempted (an involuntary context switch: another runnable thread
+//    wanted its core) skips the spin for the next regions and sleeps at once, so next to
+//    a busy process it does not burn the scheduling credit it needs to run on time;
 //  - one region at a time owns the pool: a concurrent caller (another Python thread with
 //    the GIL released) that cannot take it runs its region serially on its own thread, and
 //    a parallel_for nested inside a task runs serially;

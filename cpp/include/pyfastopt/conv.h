@@ -34,7 +34,10 @@
 //   bias gradient: per channel, a double sum over (n, oh, ow) in memory order of NHWC,
 //   rounded once (both layouts give the same bits).
 //   depthwise forward: acc = 0; acc = acc + x*w (multiply, then add) over (r, s) in order,
-//   skipping padding; + bias; activation.
+//   skipping padding; + bias; activation. Channels-last depthwise loops run on the tap
+//   kernels below (per ISA, vectorized across channels: the same chains on every level);
+//   NCHW depthwise with one channel per group converts x/dy to channels-last and the
+//   result back (a copy of the input and one of the output) and runs those.
 //   Since the reduction order (r, s, c) is the same for both layouts, NCHW and NHWC give
 //   bitwise identical results too.
 //
@@ -55,6 +58,33 @@
 #include "pyfastopt/gemm.h"
 
 namespace pyfastopt {
+
+// ---- tap kernels: the per-ISA part (kernels/conv/conv-inl.h, one per SIMD level) -------
+// The depthwise channels-last loops (one input channel per group and per output channel)
+// run on these, vectorized across channels. Pointer arithmetic is in elements.
+//
+//   tap_dot(npix, n, ntaps, a, a_step, a_off, b, y, y_step): for pixel p < npix and
+//       channel c < n: acc = 0; for t < ntaps in order: acc = acc + a[p*a_step + a_off[t] + c]
+//       * b[t][c] (multiply, then add: two roundings); y[p*y_step + c] = acc.
+//       (depthwise forward: a = x, b = the taps' weights; backward-data: a = dy.)
+//   tap_outer(npix, n, ntaps, d, d_step, x, x_step, x_off, acc): for t < ntaps and c < n,
+//       for p < npix in order: acc[t][c] = acc[t][c] + double(d[p*d_step + c]) *
+//       double(x[p*x_step + x_off[t] + c]) (the product of two floats is exact in double).
+//       (depthwise backward-weight.)
+// Every level computes exactly these chains, so every level gives the same bits.
+template <class T>
+struct ConvTapOps {
+  void (*tap_dot)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
+                  const std::ptrdiff_t* a_off, const T* const* b, T* y, std::ptrdiff_t y_step);
+  void (*tap_outer)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,
+                    const T* x, std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc);
+};
+
+struct ConvKernels {
+  const char* name;
+  ConvTapOps<float> f32;
+  ConvTapOps<double> f64;
+};
 
 struct ConvGeom {
   std::size_t N, C, H, W;    // input

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "pyfastopt/batchnorm.h"
+#include "pyfastopt/conv.h"
 #include "pyfastopt/dispatch.h"
 #include "pyfastopt/dropout.h"
 #include "pyfastopt/elementwise.h"
@@ -28,6 +29,7 @@ struct KernelTable {
   const BatchNormKernels* batchnorm;
   const QuantKernels* quant;
   const QGemmKernels* qgemm;
+  const ConvKernels* conv;
 };
 
 // The table of the active level (one atomic load after the first call).
@@ -48,7 +50,8 @@ std::vector<std::pair<std::string, std::string>> kernel_choices(Isa isa);
   extern const GemmKernels gemm_kernels;               \
   extern const BatchNormKernels batchnorm_kernels;     \
   extern const QuantKernels quant_kernels;             \
-  extern const QGemmKernels qgemm_kernels;
+  extern const QGemmKernels qgemm_kernels;              \
+  extern const ConvKernels conv_kernels;
 namespace ref { PF_DECLARE_VARIANTS }
 namespace avx2 { PF_DECLARE_VARIANTS }
 namespace avx512 { PF_DECLARE_VARIANTS }

@@ -315,6 +315,208 @@ inline void tap_range(sz out, sz stride, sd off, sz in, sz* lo, sz* hi) {
   *hi = static_cast<sz>(b);
 }
 
+template <class T> const ConvTapOps<T>& ck();
+template <> const ConvTapOps<float>& ck<float>() { return kernels().conv->f32; }
+template <> const ConvTapOps<double>& ck<double>() { return kernels().conv->f64; }
+
+// Outputs o along one axis whose every tap s < S reads inside [0, in): o*stride + s*dil -
+// pad in [0, in) for all s. Returns [lo, hi) (empty: lo == hi).
+inline void interior_range(sz out, sz stride, sz dil, sz taps, sz pad, sz in, sz* lo, sz* hi) {
+  const sz first = (pad + stride - 1) / stride;  // o*stride >= pad
+  const sz span = (taps - 1) * dil;              // last tap's offset
+  sz last = 0;                                   // one past the last o with o*stride + span - pad < in
+  if (in + pad > span) last = (in + pad - span - 1) / stride + 1;
+  *lo = std::min(first, out);
+  *hi = std::max(*lo, std::min(last, out));
+}
+
+// Channels-last depthwise with one output channel per group (Co == C == groups), on the
+// tap kernels. Forward and backward-data gather, per output element, the products of the
+// taps in (r, s) order, skipping padding: exactly the chain of the generic loops.
+template <class T>
+void depthwise1_forward_nhwc(const ConvGeom& g, const T* x, const T* wt, const T* bias, Activation act, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, RS = g.R * g.S, units = g.N * g.OH;
+  sz owa, owb;
+  interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
+  const double wpu = static_cast<double>(g.OW * C * RS);
+  const sz ntasks = task_count(units, wpu);
+  // per task: RS offsets and RS weight pointers (allocated before the region)
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<const T*> wps(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    const T** wp = wps.data() + task * RS;
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.OH, oh = u - n * g.OH;
+      T* yr = y + u * g.OW * C;
+      auto pixel_taps = [&](sz ow, bool all_s) {  // the valid taps of output pixel ow
+        sz nt = 0;
+        for (sz r = 0; r < g.R; ++r) {
+          const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+          if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+          for (sz s = 0; s < g.S; ++s) {
+            const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+            if (!all_s && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
+            off[nt] = ((static_cast<sd>(n * g.H) + ih) * static_cast<sd>(g.W) + iw) * static_cast<sd>(C);
+            wp[nt] = wt + (r * g.S + s) * C;
+            ++nt;
+          }
+        }
+        return nt;
+      };
+      for (sz ow = 0; ow < owa; ++ow)
+        K.tap_dot(1, C, pixel_taps(ow, false), x, 0, off, wp, yr + ow * C, 0);
+      if (owa < owb)  // interior: the same taps for every pixel, x advancing by sw pixels
+        K.tap_dot(owb - owa, C, pixel_taps(owa, true), x, static_cast<sd>(g.sw * C), off, wp, yr + owa * C,
+                  static_cast<sd>(C));
+      for (sz ow = std::max(owa, owb); ow < g.OW; ++ow)
+        K.tap_dot(1, C, pixel_taps(ow, false), x, 0, off, wp, yr + ow * C, 0);
+      if (bias || act != Activation::none)
+        for (sz i = 0; i < g.OW; ++i) {
+          T* acc = yr + i * C;
+          for (sz c = 0; c < C; ++c) acc[c] = activate_value(bias ? T(acc[c] + bias[c]) : acc[c], act);
+        }
+    }
+  });
+}
+
+template <class T>
+void depthwise1_backward_data_nhwc(const ConvGeom& g, const T* dy, const T* wt, T* dx) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, RS = g.R * g.S, units = g.N * g.H;
+  // interior (stride 1 only): input columns iw whose every tap s reads output column
+  // iw + pl - s*dw inside [0, OW)
+  sz iwa = 0, iwb = 0;
+  if (g.sw == 1) {
+    iwa = std::min(g.W, (g.S - 1) * g.dw > g.pl ? (g.S - 1) * g.dw - g.pl : sz(0));
+    iwb = g.OW > g.pl ? std::min(g.W, g.OW - g.pl) : sz(0);
+    if (iwb < iwa) iwb = iwa;
+  }
+  const double wpu = static_cast<double>(g.W * C * RS);
+  const sz ntasks = task_count(units, wpu);
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<const T*> wps(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    const T** wp = wps.data() + task * RS;
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.H, ih = u - n * g.H;
+      T* xr = dx + u * g.W * C;
+      auto pixel_taps = [&](sz iw, bool all_s) {
+        sz nt = 0;
+        for (sz r = 0; r < g.R; ++r) {
+          const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
+          if (th < 0 || static_cast<sz>(th) % g.sh) continue;
+          const sz oh = static_cast<sz>(th) / g.sh;
+          if (oh >= g.OH) continue;
+          for (sz s = 0; s < g.S; ++s) {
+            const sd tw = static_cast<sd>(iw + g.pl) - static_cast<sd>(s * g.dw);
+            if (!all_s && (tw < 0 || static_cast<sz>(tw) % g.sw || static_cast<sz>(tw) / g.sw >= g.OW)) continue;
+            off[nt] = (static_cast<sd>((n * g.OH + oh) * g.OW) + tw / static_cast<sd>(g.sw)) * static_cast<sd>(C);
+            wp[nt] = wt + (r * g.S + s) * C;
+            ++nt;
+          }
+        }
+        return nt;
+      };
+      for (sz iw = 0; iw < iwa; ++iw) K.tap_dot(1, C, pixel_taps(iw, false), dy, 0, off, wp, xr + iw * C, 0);
+      if (iwa < iwb)
+        K.tap_dot(iwb - iwa, C, pixel_taps(iwa, true), dy, static_cast<sd>(C), off, wp, xr + iwa * C,
+                  static_cast<sd>(C));
+      for (sz iw = std::max(iwa, iwb); iw < g.W; ++iw)
+        K.tap_dot(1, C, pixel_taps(iw, false), dy, 0, off, wp, xr + iw * C, 0);
+    }
+  });
+}
+
+// backward-weight, channels-last, one output channel per group: part[bb][t][c] += the
+// (n, oh, ow)-ordered products, channel block by channel block (the generic loop's order).
+template <class T>
+void depthwise1_backward_weight_nhwc(const ConvGeom& g, const T* dy, const T* x, double* part, sz B) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, RS = g.R * g.S;
+  const sz CB = 64, ncb = ceil_div(C, CB), units = B * ncb;
+  sz owa, owb;
+  interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
+  const double wpu = static_cast<double>(std::min(CB, C) * g.OH * g.OW * RS) * static_cast<double>(g.N) / static_cast<double>(B);
+  const sz ntasks = task_count(units, wpu);
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<double*> accs(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    double** ap = accs.data() + task * RS;
+    for (sz u = u0; u < u1; ++u) {
+      const sz bb = u / ncb, cb = u - bb * ncb;
+      const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
+      const sz c0 = cb * CB, nc = std::min(C, c0 + CB) - c0;
+      double* acc = part + bb * C * RS + c0;
+      for (sz n = n0; n < n1; ++n)
+        for (sz oh = 0; oh < g.OH; ++oh) {
+          const T* dr = dy + (n * g.OH + oh) * g.OW * C + c0;
+          auto pixel_taps = [&](sz ow, bool all_s) {
+            sz nt = 0;
+            for (sz r = 0; r < g.R; ++r) {
+              const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+              if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+              for (sz s = 0; s < g.S; ++s) {
+                const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+                if (!all_s && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
+                off[nt] = ((static_cast<sd>(n * g.H) + ih) * static_cast<sd>(g.W) + iw) * static_cast<sd>(C) +
+                          static_cast<sd>(c0);
+                ap[nt] = acc + (r * g.S + s) * C;
+                ++nt;
+              }
+            }
+            return nt;
+          };
+          for (sz ow = 0; ow < owa; ++ow)
+            K.tap_outer(1, nc, pixel_taps(ow, false), dr + ow * C, 0, x, 0, off, ap);
+          if (owa < owb)
+            K.tap_outer(owb - owa, nc, pixel_taps(owa, true), dr + owa * C, static_cast<sd>(C), x,
+                        static_cast<sd>(g.sw * C), off, ap);
+          for (sz ow = std::max(owa, owb); ow < g.OW; ++ow)
+            K.tap_outer(1, nc, pixel_taps(ow, false), dr + ow * C, 0, x, 0, off, ap);
+        }
+    }
+  });
+}
+
+// Planes <-> channels-last for one-channel-per-group depthwise in NCHW: the channels-last
+// tap kernels are several times faster than per-plane loops, so NCHW converts its
+// operands (one copy of the input and one of the output: a small multiple of the output)
+// and runs the channels-last path; the chains are the same, so are the bits.
+// dst[n][p][c] = src[n][c][p] (to_last) or the reverse; P pixels, C channels per image.
+template <class T>
+void relayout(const T* src, T* dst, sz N, sz C, sz P, bool to_last) {
+  constexpr sz kB = 32;  // cache blocks of 32 x 32
+  const sz pb = ceil_div(P, kB), cb = ceil_div(C, kB), units = N * pb;
+  const double wpu = static_cast<double>(kB * C);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / pb, p0 = (u - n * pb) * kB, p1 = std::min(P, p0 + kB);
+      const T* s = src + n * C * P;
+      T* d = dst + n * C * P;
+      for (sz j = 0; j < cb; ++j) {
+        const sz c0 = j * kB, c1 = std::min(C, c0 + kB);
+        if (to_last) {
+          for (sz p = p0; p < p1; ++p)
+            for (sz c = c0; c < c1; ++c) d[p * C + c] = s[c * P + p];
+        } else {
+          for (sz c = c0; c < c1; ++c)
+            for (sz p = p0; p < p1; ++p) d[c * P + p] = s[p * C + c];
+        }
+      }
+    }
+  });
+}
+
+inline ConvGeom as_nhwc(const ConvGeom& g) {
+  ConvGeom h = g;
+  h.nhwc = true;
+  return h;
+}
+
 template <class T>
 void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz cog = g.Co / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
@@ -323,6 +525,7 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
     std::vector<T> wt(RS * g.Co);
     for (sz co = 0; co < g.Co; ++co)
       for (sz t = 0; t < RS; ++t) wt[t * g.Co + co] = w[co * RS + t];
+    if (cog == 1) return depthwise1_forward_nhwc(g, x, wt.data(), bias, act, y);
     const sz units = g.N * g.OH;
     const double wpu = static_cast<double>(g.OW * g.Co * RS);
     run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
@@ -400,6 +603,7 @@ void depthwise_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) 
     std::vector<T> wt(RS * g.Co);
     for (sz co = 0; co < g.Co; ++co)
       for (sz t = 0; t < RS; ++t) wt[t * g.Co + co] = w[co * RS + t];
+    if (cog == 1) return depthwise1_backward_data_nhwc(g, dy, wt.data(), dx);
     run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
       for (sz u = u0; u < u1; ++u) {
         const sz n = u / g.H, ih = u - n * g.H;
@@ -472,6 +676,9 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
   const sz B = std::min(g.N, kMaxBatchBlocks);
   // part[bb][co][t] (channels-first) or part[bb][t][co] (channels-last), in double
   std::vector<double> part(B * g.Co * RS, 0.0);
+  if (g.nhwc && cog == 1) {
+    depthwise1_backward_weight_nhwc(g, dy, x, part.data(), B);
+  } else {
   const sz CB = 64;  // channels per unit
   const sz ncb = ceil_div(g.Co, CB), units = B * ncb;
   const double wpu = static_cast<double>(std::min(CB, g.Co) * P * RS) * static_cast<double>(g.N) / static_cast<double>(B);
@@ -534,6 +741,7 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
       }
     }
   });
+  }
   // channels-last partials are [t][co], channels-first ones [co][t]
   for (sz co = 0; co < g.Co; ++co)
     for (sz t = 0; t < RS; ++t) {
@@ -550,6 +758,13 @@ template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cg;
   if (g.N == 0 || g.OH == 0 || g.OW == 0 || g.Co == 0) return;
+  if (cg == 1 && cog == 1 && !g.nhwc) {
+    std::vector<T> xl(g.N * g.H * g.W * g.C), yl(g.N * g.OH * g.OW * g.Co);
+    relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
+    depthwise_forward(as_nhwc(g), xl.data(), w, bias, act, yl.data());
+    relayout(yl.data(), y, g.N, g.Co, g.OH * g.OW, false);
+    return;
+  }
   if (cg == 1) return depthwise_forward(g, x, w, bias, act, y);
   // B = the weight with rows k = (t, c) for each output channel: wf[co][t][c].
   std::vector<T> wf(g.Co * k);
@@ -567,6 +782,13 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cog;
   if (g.N == 0 || g.H == 0 || g.W == 0 || g.C == 0) return;
+  if (cg == 1 && cog == 1 && !g.nhwc) {
+    std::vector<T> dyl(g.N * g.OH * g.OW * g.Co), dxl(g.N * g.H * g.W * g.C);
+    relayout(dy, dyl.data(), g.N, g.Co, g.OH * g.OW, true);
+    depthwise_backward_data(as_nhwc(g), dyl.data(), w, dxl.data());
+    relayout(dxl.data(), dx, g.N, g.C, g.H * g.W, false);
+    return;
+  }
   if (cg == 1) return depthwise_backward_data(g, dy, w, dx);
   // B per group: rows k = (t, co), columns c: wd[g][t][co][c].
   std::vector<T> wd(G * k * cg);
@@ -603,6 +825,12 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   if (g.N == 0 || P == 0) {
     std::fill(dw, dw + g.Co * cg * RS, T(0));
     return;
+  }
+  if (cg == 1 && cog == 1 && !g.nhwc) {
+    std::vector<T> dyl(g.N * P * g.Co), xl(g.N * g.H * g.W * g.C);
+    relayout(dy, dyl.data(), g.N, g.Co, P, true);
+    relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
+    return depthwise_backward_weight(as_nhwc(g), dyl.data(), xl.data(), dw);
   }
   if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
   const GemmKernelsT<T>& K = gk<T>();

@@ -1,0 +1,101 @@
+// conv-inl.h -- the conv family's per-ISA kernels (contracts in pyfastopt/conv.h, "Tap
+// kernels"), written once over the vector traits. NO include guard: included inside each
+// level's translation unit (conv_<level>.cpp) after the traits it names.
+//
+// Both kernels vectorize across channels only; every output (or accumulator) element is
+// the same scalar chain on every level: start from 0 (tap_dot) or the stored value
+// (tap_outer), then add each product in tap (tap_dot) or pixel (tap_outer) order, with the
+// multiply and the add rounded separately (no FMA). So the levels agree bitwise.
+
+template <class V>
+void tap_dot_v(std::size_t npix, std::size_t n, std::size_t ntaps, const typename V::T* a,
+               std::ptrdiff_t a_step, const std::ptrdiff_t* a_off, const typename V::T* const* b,
+               typename V::T* y, std::ptrdiff_t y_step) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr std::size_t N = static_cast<std::size_t>(V::N);
+  for (std::size_t p = 0; p < npix; ++p) {
+    const T* ap = a + static_cast<std::ptrdiff_t>(p) * a_step;
+    T* yp = y + static_cast<std::ptrdiff_t>(p) * y_step;
+    std::size_t c = 0;
+    for (; c + 4 * N <= n; c += 4 * N) {  // four registers of channels, all taps
+      R r0 = V::zero(), r1 = V::zero(), r2 = V::zero(), r3 = V::zero();
+      for (std::size_t t = 0; t < ntaps; ++t) {
+        const T* at = ap + a_off[t] + static_cast<std::ptrdiff_t>(c);
+        const T* bt = b[t] + c;
+        r0 = V::add(r0, V::mul(V::load(at), V::load(bt)));
+        r1 = V::add(r1, V::mul(V::load(at + N), V::load(bt + N)));
+        r2 = V::add(r2, V::mul(V::load(at + 2 * N), V::load(bt + 2 * N)));
+        r3 = V::add(r3, V::mul(V::load(at + 3 * N), V::load(bt + 3 * N)));
+      }
+      V::store(yp + c, r0);
+      V::store(yp + c + N, r1);
+      V::store(yp + c + 2 * N, r2);
+      V::store(yp + c + 3 * N, r3);
+    }
+    for (; c < n; c += N) {  // the rest, one register (masked at the end)
+      const std::size_t m = n - c < N ? n - c : N;
+      R r0 = V::zero();
+      for (std::size_t t = 0; t < ntaps; ++t)
+        r0 = V::add(r0, V::mul(V::load_partial(ap + a_off[t] + static_cast<std::ptrdiff_t>(c), m),
+                               V::load_partial(b[t] + c, m)));
+      V::store_partial(yp + c, r0, m);
+    }
+  }
+}
+
+// float -> the double lanes of VD, or double as is
+template <class VD_>
+inline typename VD_::R load_wide(const float* p) { return VD_::load_f32(p); }
+template <class VD_>
+inline typename VD_::R load_wide(const double* p) { return VD_::load(p); }
+template <class VD_>
+inline typename VD_::R load_wide_partial(const float* p, std::size_t m) { return VD_::load_f32_partial(p, m); }
+template <class VD_>
+inline typename VD_::R load_wide_partial(const double* p, std::size_t m) { return VD_::load_partial(p, m); }
+
+template <class VD_, class T>
+void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,
+                 const T* x, std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
+  using R = typename VD_::R;
+  constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
+  std::size_t c = 0;
+  for (; c + 2 * N <= n; c += 2 * N) {
+    for (std::size_t t = 0; t < ntaps; ++t) {
+      double* at = acc[t] + c;
+      R s0 = VD_::load(at), s1 = VD_::load(at + N);
+      const T* xt = x + x_off[t] + static_cast<std::ptrdiff_t>(c);
+      const T* dp = d + c;
+      for (std::size_t p = 0; p < npix; ++p) {
+        const std::ptrdiff_t xo = static_cast<std::ptrdiff_t>(p) * x_step, dox = static_cast<std::ptrdiff_t>(p) * d_step;
+        s0 = VD_::add(s0, VD_::mul(load_wide<VD_>(dp + dox), load_wide<VD_>(xt + xo)));
+        s1 = VD_::add(s1, VD_::mul(load_wide<VD_>(dp + dox + N), load_wide<VD_>(xt + xo + N)));
+      }
+      VD_::store(at, s0);
+      VD_::store(at + N, s1);
+    }
+  }
+  for (; c < n; c += N) {
+    const std::size_t m = n - c < N ? n - c : N;
+    for (std::size_t t = 0; t < ntaps; ++t) {
+      double* at = acc[t] + c;
+      R s0 = VD_::load_partial(at, m);
+      const T* xt = x + x_off[t] + static_cast<std::ptrdiff_t>(c);
+      for (std::size_t p = 0; p < npix; ++p)
+        s0 = VD_::add(s0, VD_::mul(load_wide_partial<VD_>(d + c + static_cast<std::ptrdiff_t>(p) * d_step, m),
+                                   load_wide_partial<VD_>(xt + static_cast<std::ptrdiff_t>(p) * x_step, m)));
+      VD_::store_partial(at, s0, m);
+    }
+  }
+}
+
+template <class VF_, class VD_>
+ConvKernels make_conv_kernels(const char* name) {
+  ConvKernels k{};
+  k.name = name;
+  k.f32.tap_dot = &tap_dot_v<VF_>;
+  k.f64.tap_dot = &tap_dot_v<VD_>;
+  k.f32.tap_outer = &tap_outer_v<VD_, float>;
+  k.f64.tap_outer = &tap_outer_v<VD_, double>;
+  return k;
+}

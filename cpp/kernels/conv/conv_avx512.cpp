@@ -1,0 +1,23 @@
+// conv_avx512.cpp -- the conv family's tap kernels at the avx512 level (conv-inl.h over this
+// level's vector traits; the same bits as every other level).
+#include <immintrin.h>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "pyfastopt/conv.h"
+#include "pyfastopt/registry.h"
+
+namespace pyfastopt {
+namespace avx512 {
+namespace {
+#include "../simd/scalar-inl.h"
+#include "../simd/avx512-inl.h"
+#include "conv-inl.h"
+}  // namespace
+
+extern const ConvKernels conv_kernels = make_conv_kernels<VF, VD>("conv_avx512");
+
+}  // namespace avx512
+}  // namespace pyfastopt

@@ -1,4 +1,4 @@
-// elementwise_neon.cpp -- NEON (aarch64 Advanced SIMD) variant (compiled with -mneon -mfma only here).
+// elementwise_neon.cpp -- NEON (aarch64 Advanced SIMD) variant (compiled with the neon flags only here).
 // Same bits as elementwise_ref.cpp: every kernel is elementwise-inl.h over this level's
 // traits (simd/neon-inl.h); see the contracts in elementwise.h.
 #include <arm_neon.h>

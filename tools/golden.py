@@ -17,7 +17,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from golden_cases import compute  # noqa: E402
+from golden_cases import compute  # type: ignore[import-not-found]  # noqa: E402
 
 from pyfastopt import _core  # noqa: E402
 

@@ -36,6 +36,7 @@ py::dict features_dict(const CpuFeatures& f) {
   PF_FEAT(avx512f); PF_FEAT(avx512bw); PF_FEAT(avx512vl); PF_FEAT(avx512dq);
   PF_FEAT(avx512vnni); PF_FEAT(avx512bf16); PF_FEAT(avx_vnni); PF_FEAT(amx_tile);
   PF_FEAT(amx_int8); PF_FEAT(os_ymm); PF_FEAT(os_zmm); PF_FEAT(os_amx);
+  PF_FEAT(asimd); PF_FEAT(asimddp); PF_FEAT(i8mm);
 #undef PF_FEAT
   return d;
 }
@@ -47,6 +48,7 @@ CpuFeatures features_from_dict(const py::dict& d) {
   PF_FEAT(avx512f); PF_FEAT(avx512bw); PF_FEAT(avx512vl); PF_FEAT(avx512dq);
   PF_FEAT(avx512vnni); PF_FEAT(avx512bf16); PF_FEAT(avx_vnni); PF_FEAT(amx_tile);
   PF_FEAT(amx_int8); PF_FEAT(os_ymm); PF_FEAT(os_zmm); PF_FEAT(os_amx);
+  PF_FEAT(asimd); PF_FEAT(asimddp); PF_FEAT(i8mm);
 #undef PF_FEAT
   if (d.contains("arch")) f.arch = d["arch"].cast<std::string>();
   return f;
@@ -55,7 +57,7 @@ CpuFeatures features_from_dict(const py::dict& d) {
 Isa isa_from_name(const std::string& name) {
   for (int i = 0; i < kNumIsa; ++i)
     if (name == isa_name(static_cast<Isa>(i))) return static_cast<Isa>(i);
-  throw py::value_error("simd level must be one of 'scalar', 'avx2', 'avx512', 'amx', got '" + name + "'");
+  throw py::value_error("simd level must be one of 'scalar', 'avx2', 'avx512', 'amx', 'neon', 'dotprod', 'i8mm', got '" + name + "'");
 }
 
 }  // namespace

@@ -15,6 +15,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 namespace pyfastopt {
 
@@ -24,6 +27,9 @@ const char* isa_name(Isa isa) {
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
     case Isa::amx: return "amx";
+    case Isa::neon: return "neon";
+    case Isa::dotprod: return "dotprod";
+    case Isa::i8mm: return "i8mm";
   }
   return "?";
 }
@@ -93,6 +99,15 @@ CpuFeatures detect() {
   }
 #elif defined(__aarch64__)
   f.arch = "aarch64";
+#if defined(__linux__)
+  // Linux's uapi bit numbers (asm/hwcap.h), spelled out for older headers.
+  constexpr unsigned long kHwcapAsimd = 1ul << 1, kHwcapAsimddp = 1ul << 20;
+  constexpr unsigned long kHwcap2I8mm = 1ul << 13;
+  const unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  f.asimd = (hw & kHwcapAsimd) != 0;
+  f.asimddp = (hw & kHwcapAsimddp) != 0;
+  f.i8mm = (hw2 & kHwcap2I8mm) != 0;
+#endif
 #else
   f.arch = "unknown";
 #endif
@@ -116,6 +131,15 @@ std::string isa_missing_features(Isa isa, const CpuFeatures& f) {
   };
   switch (isa) {
     case Isa::scalar: break;
+    case Isa::i8mm:
+      need(f.i8mm, "i8mm");
+      [[fallthrough]];
+    case Isa::dotprod:
+      need(f.asimddp, "asimddp (dotprod)");
+      [[fallthrough]];
+    case Isa::neon:
+      need(f.asimd, "asimd (neon)");
+      break;
     case Isa::amx:
       need(f.amx_tile, "amx-tile");
       need(f.amx_int8, "amx-int8");
@@ -153,6 +177,15 @@ bool isa_compiled(Isa isa) {
 #ifdef PYFASTOPT_HAVE_AMX
     case Isa::amx: return true;
 #endif
+#ifdef PYFASTOPT_HAVE_NEON
+    case Isa::neon: return true;
+#endif
+#ifdef PYFASTOPT_HAVE_DOTPROD
+    case Isa::dotprod: return true;
+#endif
+#ifdef PYFASTOPT_HAVE_I8MM
+    case Isa::i8mm: return true;
+#endif
     default: return false;
   }
 }
@@ -181,7 +214,7 @@ Isa resolve_isa(const std::string& request, const CpuFeatures& f) {
   }
   throw std::invalid_argument("PYFASTOPT_SIMD='" + request +
                               "' is not a SIMD level; use one of: scalar, avx2, avx512, amx "
-                              "(or unset it for the best level this CPU runs)");
+                              "(x86-64), neon, dotprod, i8mm (aarch64) (or unset it for the best level this CPU runs)");
 }
 
 Isa active_isa() {

@@ -26,35 +26,61 @@ using Variants = std::array<const Table*, kNumIsa>;  // indexed by Isa; nullptr 
 #else
 #define PF_AMX(x) nullptr
 #endif
+#ifdef PYFASTOPT_HAVE_NEON
+#define PF_NEON(x) &neon::x
+#else
+#define PF_NEON(x) nullptr
+#endif
+#ifdef PYFASTOPT_HAVE_DOTPROD
+#define PF_DOTPROD(x) &dotprod::x
+#else
+#define PF_DOTPROD(x) nullptr
+#endif
+#ifdef PYFASTOPT_HAVE_I8MM
+#define PF_I8MM(x) &i8mm::x
+#else
+#define PF_I8MM(x) nullptr
+#endif
 #define PF_NONE nullptr  // no variant at this level: the best lower one runs
 
 // ---- the registry: every family, every variant ----------------------------------
-// Columns: scalar, avx2, avx512, amx (the order of Isa).
+// Columns: scalar, avx2, avx512, amx, neon, dotprod, i8mm (the order of Isa).
 const Variants<ElementwiseKernels> kElementwise = {
-    &ref::elementwise_kernels, PF_AVX2(elementwise_kernels), PF_AVX512(elementwise_kernels), PF_NONE};
+    &ref::elementwise_kernels, PF_AVX2(elementwise_kernels), PF_AVX512(elementwise_kernels), PF_NONE,
+    PF_NEON(elementwise_kernels), PF_NONE, PF_NONE};
 const Variants<MachineKernels> kMachine = {
-    &ref::machine_kernels, PF_AVX2(machine_kernels), PF_AVX512(machine_kernels), PF_NONE};
+    &ref::machine_kernels, PF_AVX2(machine_kernels), PF_AVX512(machine_kernels), PF_NONE,
+    PF_NEON(machine_kernels), PF_NONE, PF_NONE};
 const Variants<OptimKernels> kOptim = {
-    &ref::optim_kernels, PF_AVX2(optim_kernels), PF_AVX512(optim_kernels), PF_NONE};
+    &ref::optim_kernels, PF_AVX2(optim_kernels), PF_AVX512(optim_kernels), PF_NONE,
+    PF_NEON(optim_kernels), PF_NONE, PF_NONE};
 const Variants<DropoutKernels> kDropout = {
-    &ref::dropout_kernels, PF_AVX2(dropout_kernels), PF_AVX512(dropout_kernels), PF_NONE};
+    &ref::dropout_kernels, PF_AVX2(dropout_kernels), PF_AVX512(dropout_kernels), PF_NONE,
+    PF_NEON(dropout_kernels), PF_NONE, PF_NONE};
 const Variants<GemmKernels> kGemm = {
-    &ref::gemm_kernels, PF_AVX2(gemm_kernels), PF_AVX512(gemm_kernels), PF_NONE};
+    &ref::gemm_kernels, PF_AVX2(gemm_kernels), PF_AVX512(gemm_kernels), PF_NONE,
+    PF_NEON(gemm_kernels), PF_NONE, PF_NONE};
 const Variants<BatchNormKernels> kBatchNorm = {
-    &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels), PF_NONE};
+    &ref::batchnorm_kernels, PF_AVX2(batchnorm_kernels), PF_AVX512(batchnorm_kernels), PF_NONE,
+    PF_NEON(batchnorm_kernels), PF_NONE, PF_NONE};
 const Variants<QuantKernels> kQuant = {
-    &ref::quant_kernels, PF_AVX2(quant_kernels), PF_AVX512(quant_kernels), PF_NONE};
+    &ref::quant_kernels, PF_AVX2(quant_kernels), PF_AVX512(quant_kernels), PF_NONE,
+    PF_NEON(quant_kernels), PF_NONE, PF_NONE};
 const Variants<QGemmKernels> kQGemm = {
-    &ref::qgemm_kernels, PF_AVX2(qgemm_kernels), PF_AVX512(qgemm_kernels), PF_AMX(qgemm_kernels)};
+    &ref::qgemm_kernels, PF_AVX2(qgemm_kernels), PF_AVX512(qgemm_kernels), PF_AMX(qgemm_kernels),
+    PF_NEON(qgemm_kernels), PF_DOTPROD(qgemm_kernels), PF_I8MM(qgemm_kernels)};
 const Variants<ConvKernels> kConv = {
-    &ref::conv_kernels, PF_AVX2(conv_kernels), PF_AVX512(conv_kernels), PF_NONE};
+    &ref::conv_kernels, PF_AVX2(conv_kernels), PF_AVX512(conv_kernels), PF_NONE,
+    PF_NEON(conv_kernels), PF_NONE, PF_NONE};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
 const Table* pick(const Variants<Table>& v, Isa isa) {
-  for (int i = static_cast<int>(isa); i >= 0; --i)
-    if (v[i]) return v[i];
-  return v[0];
+  // the level itself, else its parents on the same architecture (isa_parent), else scalar
+  for (;; isa = isa_parent(isa)) {
+    if (v[static_cast<int>(isa)]) return v[static_cast<int>(isa)];
+    if (isa == Isa::scalar) return v[0];
+  }
 }
 
 std::array<KernelTable, kNumIsa> build_tables() {

@@ -10,20 +10,38 @@
 //           XFEATURE_XTILEDATA), requested once by the detection). Only the int8 GEMM
 //           has AMX kernels; every other family runs its avx512 variant there.
 //           PYFASTOPT_SIMD=avx512 on an AMX machine runs the VNNI int8 GEMM.
-// Room is left for aarch64: a `neon` level would be added after `scalar` with its
-// own feature test and TU suffix (see ARCHITECTURE.md, "Adding an ISA").
+// aarch64 (Linux; features from getauxval(AT_HWCAP / AT_HWCAP2)):
+//   neon    Advanced SIMD (ASIMD, the aarch64 baseline): every family.
+//   dotprod neon + SDOT/UDOT (FEAT_DotProd, Armv8.2; HWCAP_ASIMDDP): the int8 GEMM only,
+//           every other family runs its neon variant.
+//   i8mm    dotprod + USMMLA/SUDOT (FEAT_I8MM, Armv8.6; HWCAP2_I8MM): the int8 GEMM
+//           only (mixed-sign u8 x s8 products without correction terms).
+// The two architectures' levels share one enum; each level's parent (isa_parent) is the
+// level below it on the same architecture, and a family with no variant at a level runs
+// its parent's. Levels of the other architecture are never compiled.
 //
 // The level is chosen once (first use): the best level the CPU supports and the binary
-// was built with, unless PYFASTOPT_SIMD=scalar|avx2|avx512|amx forces one. Forcing a level
-// the CPU lacks is an error, never a silent fallback.
+// was built with, unless PYFASTOPT_SIMD=scalar|avx2|avx512|amx|neon|dotprod|i8mm forces
+// one. Forcing a level the CPU (or the build) lacks is an error, never a silent fallback.
 #pragma once
 
 #include <string>
 
 namespace pyfastopt {
 
-enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, amx = 3 };
-constexpr int kNumIsa = 4;
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2, amx = 3, neon = 4, dotprod = 5, i8mm = 6 };
+constexpr int kNumIsa = 7;
+
+// The level below `isa` on its architecture (scalar for scalar): the fallback chain.
+constexpr Isa isa_parent(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return Isa::avx2;
+    case Isa::amx: return Isa::avx512;
+    case Isa::dotprod: return Isa::neon;
+    case Isa::i8mm: return Isa::dotprod;
+    default: return Isa::scalar;
+  }
+}
 
 const char* isa_name(Isa isa);
 
@@ -37,6 +55,8 @@ struct CpuFeatures {
   bool amx_tile = false, amx_int8 = false;
   bool os_ymm = false, os_zmm = false;  // XCR0 says the OS saves the registers
   bool os_amx = false;  // XCR0 has the tile state and the OS granted it to this process
+  // aarch64 (HWCAP_ASIMD, HWCAP_ASIMDDP, HWCAP2_I8MM)
+  bool asimd = false, asimddp = false, i8mm = false;
 };
 
 const CpuFeatures& cpu_features();

@@ -59,6 +59,13 @@ namespace avx512 { PF_DECLARE_VARIANTS }
 namespace amx {
 extern const QGemmKernels qgemm_kernels;
 }
+namespace neon { PF_DECLARE_VARIANTS }
+namespace dotprod {
+extern const QGemmKernels qgemm_kernels;
+}
+namespace i8mm {
+extern const QGemmKernels qgemm_kernels;
+}
 #undef PF_DECLARE_VARIANTS
 
 }  // namespace pyfastopt

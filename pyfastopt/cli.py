@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "quantize",
         help="float ONNX model -> pyfastopt int8 model file (.pfq)",
-        description="Load a float ONNX model (an MLP: Gemm/MatMul, Relu, BatchNormalization, "
-        "...), quantize it to int8 (weights per output channel) and save the pyfastopt "
+        description="Load a float ONNX model (an MLP or a CNN: Gemm/MatMul, Conv, Relu, "
+        "BatchNormalization, pooling, ...), quantize it to int8 (weights per output channel) and save the pyfastopt "
         "model file. Example: pyfastopt quantize mlp.onnx --calibration x.npy --mode static "
         "-o mlp.pfq",
     )

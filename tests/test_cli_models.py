@@ -194,20 +194,37 @@ def test_unsupported_operator_and_layers(files):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     (files / "softmax.onnx").write_bytes(model.SerializeToString())
     fails(run("infer", "softmax.onnx", "--input", "x.npy", cwd=files), "softmax.onnx", "Softmax")
-    # a CNN loads, but quantize_model takes MLPs: a clear refusal
+    # a CNN: loads, quantizes (static, calibrated; BN/ReLU folding as quantize_model does)
+    # and runs from the .pfq close to the float model
     cnn = nn.Sequential(
         nn.Conv2d(1, 2, 3, seed=0), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2, seed=1)
     )
     cnn.eval()
     pf_onnx.save(cnn, files / "cnn.onnx", input_shape=(1, 4, 4))
-    np.save(files / "img.npy", np.zeros((2, 1, 4, 4), np.float32))
-    err = fails(
-        run("quantize", "cnn.onnx", "--calibration", "img.npy", "-o", "cnn.pfq", cwd=files),
+    img = np.random.default_rng(3).standard_normal((16, 1, 4, 4)).astype(np.float32)
+    np.save(files / "img.npy", img)
+    proc = run(
+        "quantize",
         "cnn.onnx",
+        "--calibration",
+        "img.npy",
+        "--mode",
+        "static",
+        "-o",
+        "cnn.pfq",
+        cwd=files,
     )
-    assert "Conv2d" in err
-    proc = run("infer", "cnn.onnx", "--input", "img.npy", cwd=files)
     assert proc.returncode == 0, proc.stderr
+    assert "cnn.pfq" in proc.stdout
+    proc = run("infer", "cnn.onnx", "--input", "img.npy", "-o", "yf.npy", cwd=files)
+    assert proc.returncode == 0, proc.stderr
+    proc = run("infer", "cnn.pfq", "--input", "img.npy", "-o", "yq.npy", cwd=files)
+    assert proc.returncode == 0, proc.stderr
+    yf, yq = np.load(files / "yf.npy"), np.load(files / "yq.npy")
+    assert yq.shape == yf.shape == (16, 2)
+    assert np.abs(yq - yf).max() <= 0.1 * np.abs(yf).max() + 1e-3
+    # 2-D samples for a convolutional model: one line naming the file
+    fails(run("infer", "cnn.pfq", "--input", "x.npy", cwd=files), "cnn.pfq")
 
 
 @pytest.mark.parametrize("model", ["mlp.onnx", "bench.pfq"])

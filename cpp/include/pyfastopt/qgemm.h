@@ -125,6 +125,10 @@ struct QGemmKernels {
                std::int32_t* partials);
   // int32 elements of partial sums `band` needs for `panels` B panels (null with band).
   std::size_t (*band_partials)(std::size_t k4, std::size_t panels);
+  // Bytes per packed element of A and B: 1 (the byte layouts above), or 2 (AVX2: the
+  // same layouts with every byte widened to int16, see qgemm_avx2.cpp). Panel sizes and
+  // offsets in the driver are multiplied by it.
+  int elem_bytes = 1;
 };
 
 // std::allocator, except that resize() leaves new elements uninitialized: the packers
@@ -153,7 +157,7 @@ struct NoInitAllocator : std::allocator<T> {
 struct PackedB {
   const QGemmKernels* kern = nullptr;
   std::size_t k = 0, n = 0, k4 = 0, panels = 0;
-  std::vector<std::int8_t, NoInitAllocator<std::int8_t>> data;  // panels * k4 * nr * 4 bytes
+  std::vector<std::int8_t, NoInitAllocator<std::int8_t>> data;  // panels * k4 * nr * 4 * elem_bytes
   std::vector<std::int32_t> colsum;
   bool b_unsigned = false;
 };

@@ -13,8 +13,9 @@
 // result is exact whenever the true value fits int32, which is always the case for
 // K <= 33025 (|A - za| <= 255, |B - zb| <= 255: 33025 * 255^2 < 2^31).
 //   AVX-512 (VNNI): vpdpbusd, u8 x s8 products summed in fours into int32, no
-//     intermediate saturation. AVX2: bytes widened to int16, vpmaddwd (exact: two
-//     products of at most 255*128 in int32); never vpmaddubsw (saturates to int16).
+//     intermediate saturation. AVX2: A' and B' packed widened to int16 (elem_bytes 2),
+//     vpmaddwd (exact: two products of at most 255*128 in int32); never vpmaddubsw
+//     (saturates to int16).
 //   AMX (CPUs with AMX-INT8, when Linux grants the tile state): TDPBUSD on 16 x 16 int32
 //     tiles, same exactness; picked by the registry at the avx512 level (see registry.h).
 //   ref: plain int32 loops.

@@ -112,14 +112,30 @@ void pack_b_w16(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff
 // i.e. the byte layout with every byte widened (k-pairs of rows, 4 bytes per row).
 template <int MR, bool W16 = false>
 inline void put_row(const std::uint8_t* row, std::size_t k, std::uint8_t* panel, int i) {
-  if (W16) {
+  if constexpr (W16) {
     std::uint8_t* d = panel + static_cast<std::size_t>(i) * 4;
     const std::size_t k2 = (k + 3) / 4 * 2, full = k / 2;
-    for (std::size_t q = 0; q < full; ++q) {
+    std::size_t q = 0;
+#if defined(__AVX2__)
+    for (; q + 8 <= full; q += 8) {  // 16 bytes -> 8 words of two uint16, MR * 4 bytes apart
+      const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * q)));
+      const __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+      std::uint8_t* o = d + q * MR * 4;
+      _mm_storeu_si32(o, lo);
+      _mm_storeu_si32(o + 1 * MR * 4, _mm_shuffle_epi32(lo, 1));
+      _mm_storeu_si32(o + 2 * MR * 4, _mm_shuffle_epi32(lo, 2));
+      _mm_storeu_si32(o + 3 * MR * 4, _mm_shuffle_epi32(lo, 3));
+      _mm_storeu_si32(o + 4 * MR * 4, hi);
+      _mm_storeu_si32(o + 5 * MR * 4, _mm_shuffle_epi32(hi, 1));
+      _mm_storeu_si32(o + 6 * MR * 4, _mm_shuffle_epi32(hi, 2));
+      _mm_storeu_si32(o + 7 * MR * 4, _mm_shuffle_epi32(hi, 3));
+    }
+#endif
+    for (; q < full; ++q) {
       const std::uint32_t w = static_cast<std::uint32_t>(row[2 * q]) | (static_cast<std::uint32_t>(row[2 * q + 1]) << 16);
       std::memcpy(d + q * MR * 4, &w, 4);
     }
-    for (std::size_t q = full; q < k2; ++q) {
+    for (q = full; q < k2; ++q) {
       const std::uint32_t w = 2 * q < k ? static_cast<std::uint32_t>(row[2 * q]) : 0u;
       std::memcpy(d + q * MR * 4, &w, 4);
     }

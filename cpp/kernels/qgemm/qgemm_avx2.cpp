@@ -65,6 +65,60 @@ void ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int 
   by_rows<kMR, Tile>(std::make_integer_sequence<int, kMR>{}, k4, ap, bp, m, n, t);
 }
 
+// B' in the int16 layout (pack_b_w16), full panels of contiguous rows with intrinsics:
+// per pair of rows, 16 bytes of each interleaved (vpunpck*bw) and sign-extended, and the
+// column sums through vpmaddwd with ones. Everything else (edge panel, strided B, the
+// last odd row) through the generic packer, which writes the same bytes.
+void pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs, std::ptrdiff_t cs,
+            bool bu, std::int8_t* bp, std::int32_t* colsum) {
+  static_assert(kNR == 16, "pack_b handles 16-column panels");
+  if (cs != 1) {
+    pack_b_w16<kNR>(k, n, b, rs, cs, bu, bp, colsum);
+    return;
+  }
+  const std::size_t k2 = (k + 3) / 4 * 2, panels = (n + kNR - 1) / kNR, pairs = k / 2;
+  const std::size_t panel_bytes = k2 * kNR * 4;
+  const __m128i flip = _mm_set1_epi8(bu ? static_cast<char>(0x80) : 0);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (std::size_t p = 0; p < panels; ++p) {
+    const std::size_t j0 = p * kNR;
+    std::int8_t* dst = bp + p * panel_bytes;
+    if (n - j0 < static_cast<std::size_t>(kNR)) {  // edge panel: generic
+      pack_b_w16<kNR>(k, std::min<std::size_t>(kNR, n - j0), b + j0, rs, 1, bu, dst, colsum + j0);
+      continue;
+    }
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (std::size_t q = 0; q < pairs; ++q) {
+      const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(2 * q) * rs + static_cast<std::ptrdiff_t>(j0);
+      const __m128i x0 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0)), flip);
+      const __m128i x1 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + rs)), flip);
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(x0, x1));
+      const __m256i w1 = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(x0, x1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kNR * 4), w0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kNR * 4 + 32), w1);
+      s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(w0, ones));
+      s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(w1, ones));
+    }
+    // the last row when k is odd, then zero pairs up to k2 (generic rules)
+    for (std::size_t q = pairs; q < k2; ++q) {
+      std::int16_t words[kNR * 2] = {};
+      if (2 * q < k) {
+        const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(2 * q) * rs + static_cast<std::ptrdiff_t>(j0);
+        for (int c = 0; c < kNR; ++c)
+          words[2 * c] = static_cast<std::int8_t>(static_cast<std::uint8_t>(r0[c]) ^ (bu ? 0x80 : 0x00));
+      }
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + 16));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kNR * 4), w0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kNR * 4 + 32), w1);
+      s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(w0, ones));
+      s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(w1, ones));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + j0), s0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + j0 + 8), s1);
+  }
+}
+
 void pack_a(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs, std::ptrdiff_t cs,
             bool as, std::uint8_t* ap, std::int32_t* rowsum) {
   pack_a_generic<kMR, true>(m, k, a, rs, cs, as, ap, rowsum);
@@ -76,7 +130,7 @@ void pack_a_f32(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld,
 
 }  // namespace
 
-extern const QGemmKernels qgemm_kernels = {"qgemm_avx2_madd16_4x16", kMR, kNR, 1, &pack_b_w16<kNR>,
+extern const QGemmKernels qgemm_kernels = {"qgemm_avx2_madd16_4x16", kMR, kNR, 1, &pack_b,
                                            &pack_a, &pack_a_f32, &minmax_vec<VF>, &ukernel, nullptr, nullptr,
                                            nullptr, 2};
 

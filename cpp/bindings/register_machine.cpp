@@ -34,7 +34,8 @@ void register_machine(py::module_& m) {
   m.def("fma_peak", peak(&measure_fma_peak), py::arg("threads") = 1, py::arg("reps") = 5,
         "Peak fp32 FMA throughput (GFLOP/s) on `threads` threads, best ISA the CPU runs.");
   m.def("vnni_peak", peak(&measure_vnni_peak), py::arg("threads") = 1, py::arg("reps") = 5,
-        "Peak u8*s8 dot-product throughput (GOP/s, 2 ops per MAC); 0 without VNNI.");
+        "Peak u8*s8 multiply-add throughput (GOP/s, 2 ops per MAC) of the int8 GEMM's "
+        "instructions on the best ISA: vpdpbusd (VNNI), else vpmaddwd+vpaddd (AVX2); 0 without.");
   m.def("bandwidth", [](std::size_t bytes, int threads, int reps, int updated) {
     check_threads(threads);
     check_reps(reps);

@@ -16,5 +16,5 @@ def fma_peak(threads: typing.SupportsInt | typing.SupportsIndex = 1, reps: typin
     """
 def vnni_peak(threads: typing.SupportsInt | typing.SupportsIndex = 1, reps: typing.SupportsInt | typing.SupportsIndex = 5) -> tuple[float, str]:
     """
-    Peak u8*s8 dot-product throughput (GOP/s, 2 ops per MAC); 0 without VNNI.
+    Peak u8*s8 multiply-add throughput (GOP/s, 2 ops per MAC) of the int8 GEMM's instructions on the best ISA: vpdpbusd (VNNI), else vpmaddwd+vpaddd (AVX2); 0 without.
     """

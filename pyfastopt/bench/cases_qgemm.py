@@ -2,8 +2,11 @@
 quantized MLP ``pyfastopt.quant.QuantizedSequential``.
 
 Limit ``"vnni"`` (work = int8 ops, 2 per multiply-accumulate), so the report gives the
-fraction of the machine's measured VNNI peak (``_core.machine.vnni_peak``). On CPUs with
-AMX the int8 GEMM uses tile instructions and can exceed that peak (more than 100%).
+fraction of the machine's measured int8 peak (``_core.machine.vnni_peak``: vpdpbusd on
+AVX-512 VNNI CPUs, vpmaddwd + vpaddd, the AVX2 kernel's exact pair, on AVX2-only CPUs).
+On CPUs with AMX the int8 GEMM uses tile instructions and can exceed that peak (more
+than 100%); ``PYFASTOPT_SIMD=avx512`` there runs the VNNI kernel instead. Each case's
+note names the int8 kernel that ran (``_core.qgemm.kernel_name()``).
 
 * ``matmul_int8 n^3``: uint8 ``(n, n)`` with zero point 128 times int8 ``(n, n)``
   (zero point 0; B packed on every call, as the function must). NumPy: the float64 BLAS
@@ -102,7 +105,15 @@ def _setup_mlp(ctx: Context, batch: int) -> Prepared:
     return Prepared(impls, output=lambda impl, returned: _to_numpy(returned))
 
 
+def _kernel() -> str:
+    """The int8 GEMM kernel of the active SIMD level (the children inherit the level)."""
+    from .. import _core
+
+    return str(_core.qgemm.kernel_name())
+
+
 def _register() -> None:
+    kernel = _kernel()
     for n, quick in ((1024, False), (256, False), (64, True)):
         register(
             Case(
@@ -112,7 +123,7 @@ def _register() -> None:
                 work=2 * n**3,
                 setup=functools.partial(_setup_matmul_int8, n=n),
                 quick=quick,
-                note="C = (A - 128) @ B exactly, uint8 x int8 -> int32; ops = 2 n^3",
+                note=f"C = (A - 128) @ B exactly, uint8 x int8 -> int32; ops = 2 n^3; {kernel}",
                 rtol=0.0,
                 atol=0.0,
             )
@@ -126,7 +137,7 @@ def _register() -> None:
                 work=mlp_ops(batch),
                 setup=functools.partial(_setup_mlp, batch=batch),
                 quick=quick,
-                note="int8 relu MLP, dynamic per-tensor activations, one C++ call",
+                note=f"int8 relu MLP, dynamic per-tensor activations, one C++ call; {kernel}",
                 rtol=0.0,
                 atol=0.25,  # outputs are O(1..4): admits the int8 quantization error
             )

@@ -23,8 +23,10 @@ The probes are pyfastopt's own kernels in ``pyfastopt._core.machine``:
   moves its own mix of bytes. The Adam-like probe holds 4 x ``bytes`` while it runs.
 * ``fma_peak(threads, reps)``: independent fp32 FMA chains at the widest SIMD level this
   CPU runs, in GFLOP/s.
-* ``vnni_peak(threads, reps)``: u8 x s8 dot-product instructions, GOP/s (2 ops per
-  multiply-accumulate); 0 when the CPU has no VNNI.
+* ``vnni_peak(threads, reps)``: the int8 peak, GOP/s (2 ops per multiply-accumulate), of
+  the instructions the int8 GEMM uses on the best level this CPU runs: vpdpbusd (AVX-512
+  VNNI), else vpmaddwd + vpaddd on int16 pairs (AVX2, the exact sequence of
+  ``qgemm_avx2.cpp``); the kernel label names which. 0 when neither exists.
 """
 
 from __future__ import annotations
@@ -119,10 +121,14 @@ def format_limits(limits: list[Limits]) -> str:
         "  stream = a += s*b, 12 B/element; SGD-like = 2 arrays += s*d, 20 B/element;",
         "  Adam-like = 3 arrays += s*d, 28 B/element; copy = y = s*x, 8 B/element):",
         f"  {'threads':>7}  {'stream GB/s':>11}  {'SGD-like GB/s':>13}  {'Adam-like GB/s':>14}  "
-        f"{'copy GB/s':>9}  {'fp32 FMA GFLOP/s':>24}  {'int8 VNNI GOP/s':>24}",
+        f"{'copy GB/s':>9}  {'fp32 FMA GFLOP/s':>24}  {'int8 peak GOP/s':>24}",
     ]
     for lim in limits:
-        vnni = f"{lim.vnni_gops:.1f} ({lim.vnni_kernel})" if lim.vnni_gops > 0 else "n/a (no VNNI)"
+        vnni = (
+            f"{lim.vnni_gops:.1f} ({lim.vnni_kernel})"
+            if lim.vnni_gops > 0
+            else "n/a (no int8 probe)"
+        )
         copy = f"{lim.bandwidth_copy_gbs:.1f}" if lim.bandwidth_copy_gbs > 0 else "n/a"
         lines.append(
             f"  {lim.threads:>7}  {lim.bandwidth_gbs:>11.1f}  {lim.bandwidth_sgd_gbs:>13.1f}  "

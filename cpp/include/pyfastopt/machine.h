@@ -20,7 +20,11 @@ constexpr int kFmaChains = 12;  // enough independent chains to cover 4-cycle la
 struct MachineKernels {
   const char* name;
   double (*fma_f32)(std::int64_t iters);
+  // The int8 probe: u8 x s8 multiply-adds with the instructions this level's int8 GEMM
+  // uses (avx512: vpdpbusd; avx2: vpmaddwd + vpaddd on int16 pairs, the exact AVX2
+  // sequence of qgemm_avx2.cpp), 2 ops per multiply-add; returns 0 where there is none.
   double (*vnni_u8s8)(std::int64_t iters);
+  const char* int8_name = nullptr;  // the int8 probe's label (null: name)
 };
 
 // Driver API (machine_driver.cpp). Seconds are wall-clock, best of `reps`.
@@ -30,7 +34,7 @@ struct PeakResult {
   const char* kernel;
 };
 PeakResult measure_fma_peak(int threads, int reps);   // best ISA the CPU runs
-PeakResult measure_vnni_peak(int threads, int reps);  // gflops == 0 when no VNNI
+PeakResult measure_vnni_peak(int threads, int reps);  // int8 probe; gflops == 0 when none
 // Streams over float32 arrays of `bytes` each. updated = 0: y[i] = s*d[i] (copy-scale,
 // 8 B/element: the limit for out-of-place element-wise ops such as dropout). updated =
 // 1..3: that many arrays each get a[i] += s*d[i] from one read-only array d, in one pass.

@@ -13,8 +13,9 @@
 // result is exact whenever the true value fits int32, which is always the case for
 // K <= 33025 (|A - za| <= 255, |B - zb| <= 255: 33025 * 255^2 < 2^31).
 //   AVX-512 (VNNI): vpdpbusd, u8 x s8 products summed in fours into int32, no
-//     intermediate saturation. AVX2: bytes widened to int16, vpmaddwd (exact: two
-//     products of at most 255*128 in int32); never vpmaddubsw (saturates to int16).
+//     intermediate saturation. AVX2: A' and B' packed widened to int16 (elem_bytes 2),
+//     vpmaddwd (exact: two products of at most 255*128 in int32); never vpmaddubsw
+//     (saturates to int16).
 //   AMX (CPUs with AMX-INT8, when Linux grants the tile state): TDPBUSD on 16 x 16 int32
 //     tiles, same exactness; picked by the registry at the avx512 level (see registry.h).
 //   ref: plain int32 loops.
@@ -125,6 +126,10 @@ struct QGemmKernels {
                std::int32_t* partials);
   // int32 elements of partial sums `band` needs for `panels` B panels (null with band).
   std::size_t (*band_partials)(std::size_t k4, std::size_t panels);
+  // Bytes per packed element of A and B: 1 (the byte layouts above), or 2 (AVX2: the
+  // same layouts with every byte widened to int16, see qgemm_avx2.cpp). Panel sizes and
+  // offsets in the driver are multiplied by it.
+  int elem_bytes = 1;
 };
 
 // std::allocator, except that resize() leaves new elements uninitialized: the packers
@@ -153,7 +158,7 @@ struct NoInitAllocator : std::allocator<T> {
 struct PackedB {
   const QGemmKernels* kern = nullptr;
   std::size_t k = 0, n = 0, k4 = 0, panels = 0;
-  std::vector<std::int8_t, NoInitAllocator<std::int8_t>> data;  // panels * k4 * nr * 4 bytes
+  std::vector<std::int8_t, NoInitAllocator<std::int8_t>> data;  // panels * k4 * nr * 4 * elem_bytes
   std::vector<std::int32_t> colsum;
   bool b_unsigned = false;
 };

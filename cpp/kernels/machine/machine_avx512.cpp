@@ -50,7 +50,7 @@ double vnni_u8s8(std::int64_t iters) {
 
 }  // namespace
 
-extern const MachineKernels machine_kernels = {"machine_avx512", fma_f32, vnni_u8s8};
+extern const MachineKernels machine_kernels = {"machine_avx512", fma_f32, vnni_u8s8, "machine_avx512 (vpdpbusd)"};
 
 }  // namespace avx512
 }  // namespace pyfastopt

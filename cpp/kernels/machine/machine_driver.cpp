@@ -52,7 +52,7 @@ PeakResult measure_fma_peak(int threads, int reps) {
 PeakResult measure_vnni_peak(int threads, int reps) {
   const MachineKernels& m = best_machine();
   const double rate = best_rate(threads, reps, [&](int) { return m.vnni_u8s8(2000000); });
-  return {rate * 1e-9, threads, m.name};
+  return {rate * 1e-9, threads, m.int8_name ? m.int8_name : m.name};
 }
 
 double measure_bandwidth(std::size_t bytes, int threads, int reps, int updated) {

@@ -64,9 +64,83 @@ void pack_b_generic(std::size_t k, std::size_t n, const std::int8_t* b, std::ptr
   }
 }
 
+// The same B' in the int16 layout (elem_bytes 2): panel p holds k4 * 2 pairs of k; pair
+// q is NR words of two int16, (B'[2q, c], B'[2q + 1, c]) for column c (the vpmaddwd
+// operand), zero for k >= K and columns >= N.
+template <int NR>
+void pack_b_w16(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
+                std::ptrdiff_t cs, bool b_unsigned, std::int8_t* bp, std::int32_t* colsum) {
+  const std::size_t k2 = (k + 3) / 4 * 2, panels = (n + NR - 1) / NR;
+  const std::uint8_t flip = b_unsigned ? 0x80 : 0x00;
+  for (std::size_t p = 0; p < panels; ++p) {
+    const std::size_t j0 = p * NR;
+    const int nn = static_cast<int>(std::min<std::size_t>(NR, n - j0));
+    std::int8_t* dst = bp + p * k2 * NR * 4;
+    std::int32_t sums[NR] = {};
+    for (std::size_t q = 0; q < k2; ++q) {
+      std::int16_t words[NR * 2];
+      const std::size_t k0 = 2 * q;
+      if (cs == 1 && nn == NR && k0 + 2 <= k) {  // two contiguous rows: a vectorizable interleave
+        const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(k0) * rs + static_cast<std::ptrdiff_t>(j0);
+        const std::int8_t* r1 = r0 + rs;
+        for (int c = 0; c < NR; ++c) {
+          const std::int8_t x0 = static_cast<std::int8_t>(static_cast<std::uint8_t>(r0[c]) ^ flip);
+          const std::int8_t x1 = static_cast<std::int8_t>(static_cast<std::uint8_t>(r1[c]) ^ flip);
+          words[2 * c] = x0;
+          words[2 * c + 1] = x1;
+          sums[c] += x0 + x1;
+        }
+      } else {
+        for (int e = 0; e < 2 * NR; ++e) words[e] = 0;
+        for (std::size_t kk = k0; kk < k0 + 2 && kk < k; ++kk) {
+          const std::int8_t* row = b + static_cast<std::ptrdiff_t>(kk) * rs + static_cast<std::ptrdiff_t>(j0) * cs;
+          for (int c = 0; c < nn; ++c) {
+            const std::int8_t v = static_cast<std::int8_t>(static_cast<std::uint8_t>(row[c * cs]) ^ flip);
+            words[2 * c + static_cast<int>(kk - k0)] = v;
+            sums[c] += v;
+          }
+        }
+      }
+      std::memcpy(dst + q * NR * 4, words, sizeof(words));
+    }
+    for (int c = 0; c < nn; ++c) colsum[j0 + static_cast<std::size_t>(c)] = sums[c];
+  }
+}
+
 // Copy one row of A' (k bytes, contiguous) into its slot (row i) of an MR-row panel.
-template <int MR>
+// W16: the int16 layout (elem_bytes 2): element (i, k) at uint16 (k/2)*MR*2 + i*2 + k%2,
+// i.e. the byte layout with every byte widened (k-pairs of rows, 4 bytes per row).
+template <int MR, bool W16 = false>
 inline void put_row(const std::uint8_t* row, std::size_t k, std::uint8_t* panel, int i) {
+  if constexpr (W16) {
+    std::uint8_t* d = panel + static_cast<std::size_t>(i) * 4;
+    const std::size_t k2 = (k + 3) / 4 * 2, full = k / 2;
+    std::size_t q = 0;
+#if defined(__AVX2__)
+    for (; q + 8 <= full; q += 8) {  // 16 bytes -> 8 words of two uint16, MR * 4 bytes apart
+      const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * q)));
+      const __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+      std::uint8_t* o = d + q * MR * 4;
+      _mm_storeu_si32(o, lo);
+      _mm_storeu_si32(o + 1 * MR * 4, _mm_shuffle_epi32(lo, 1));
+      _mm_storeu_si32(o + 2 * MR * 4, _mm_shuffle_epi32(lo, 2));
+      _mm_storeu_si32(o + 3 * MR * 4, _mm_shuffle_epi32(lo, 3));
+      _mm_storeu_si32(o + 4 * MR * 4, hi);
+      _mm_storeu_si32(o + 5 * MR * 4, _mm_shuffle_epi32(hi, 1));
+      _mm_storeu_si32(o + 6 * MR * 4, _mm_shuffle_epi32(hi, 2));
+      _mm_storeu_si32(o + 7 * MR * 4, _mm_shuffle_epi32(hi, 3));
+    }
+#endif
+    for (; q < full; ++q) {
+      const std::uint32_t w = static_cast<std::uint32_t>(row[2 * q]) | (static_cast<std::uint32_t>(row[2 * q + 1]) << 16);
+      std::memcpy(d + q * MR * 4, &w, 4);
+    }
+    for (q = full; q < k2; ++q) {
+      const std::uint32_t w = 2 * q < k ? static_cast<std::uint32_t>(row[2 * q]) : 0u;
+      std::memcpy(d + q * MR * 4, &w, 4);
+    }
+    return;
+  }
   const std::size_t k4 = (k + 3) / 4;
   std::uint8_t* d = panel + static_cast<std::size_t>(i) * 4;
   const std::size_t full = k / 4;
@@ -81,15 +155,16 @@ inline void put_row(const std::uint8_t* row, std::size_t k, std::uint8_t* panel,
 // Rows [0, m) of A (bytes, strides rs/cs; int8 made unsigned by x ^ 0x80 = x + 128) into
 // ceil(m/MR) panels; row sums of A'. The slots of rows m..(panel end) are left as they
 // are: the micro-kernel is told how many rows a panel has and reads no others.
-template <int MR>
+template <int MR, bool W16 = false>
 void pack_a_generic(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs,
                     std::ptrdiff_t cs, bool a_signed, std::uint8_t* ap, std::int32_t* rowsum) {
+  constexpr std::size_t EB = W16 ? 2 : 1;
   const std::size_t k4 = (k + 3) / 4, panels = (m + MR - 1) / MR;
   const std::uint8_t flip = a_signed ? 0x80 : 0x00;
   constexpr std::size_t kChunk = 1024;
   std::uint8_t buf[kChunk];
   for (std::size_t p = 0; p < panels; ++p) {
-    std::uint8_t* panel = ap + p * k4 * MR * 4;
+    std::uint8_t* panel = ap + p * k4 * MR * 4 * EB;
     for (int i = 0; i < MR; ++i) {
       const std::size_t r = p * MR + static_cast<std::size_t>(i);
       if (r >= m) break;  // rows past m are never read (ukernel gets m)
@@ -110,7 +185,7 @@ void pack_a_generic(std::size_t m, std::size_t k, const std::uint8_t* a, std::pt
             sum += v;
           }
         }
-        put_row<MR>(buf, kn, panel + (k0 / 4) * MR * 4, i);
+        put_row<MR, W16>(buf, kn, panel + (k0 / 4) * MR * 4 * EB, i);
       }
       rowsum[r] = sum;
     }
@@ -120,15 +195,16 @@ void pack_a_generic(std::size_t m, std::size_t k, const std::uint8_t* a, std::pt
 // Float rows quantized while packing: q = clamp(round_even(x / scale) + zp, 0, 255).
 // The quotient is clamped to [-1024, 1024] first (same saturated result, and the
 // rounding trick stays exact).
-template <int MR>
+template <int MR, bool W16 = false>
 void pack_a_f32_generic(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld,
                         QuantParams q, std::uint8_t* ap, std::int32_t* rowsum) {
+  constexpr std::size_t EB = W16 ? 2 : 1;
   const std::size_t k4 = (k + 3) / 4, panels = (m + MR - 1) / MR;
   constexpr std::size_t kChunk = 1024;
   alignas(64) std::uint8_t buf[kChunk];
   alignas(64) std::int32_t qi[kChunk];
   for (std::size_t p = 0; p < panels; ++p) {
-    std::uint8_t* panel = ap + p * k4 * MR * 4;
+    std::uint8_t* panel = ap + p * k4 * MR * 4 * EB;
     for (int i = 0; i < MR; ++i) {
       const std::size_t r = p * MR + static_cast<std::size_t>(i);
       if (r >= m) break;  // rows past m are never read (ukernel gets m)
@@ -151,7 +227,7 @@ void pack_a_f32_generic(std::size_t m, std::size_t k, const float* x, std::ptrdi
           buf[t] = static_cast<std::uint8_t>(qi[t]);
           sum += qi[t];
         }
-        put_row<MR>(buf, kn, panel + (k0 / 4) * MR * 4, i);
+        put_row<MR, W16>(buf, kn, panel + (k0 / 4) * MR * 4 * EB, i);
       }
       rowsum[r] = sum;
     }

@@ -1,11 +1,17 @@
 // qgemm_avx2.cpp -- AVX2 int8 GEMM kernels (no VNNI).
 //
-// Micro-kernel: a 6 x 8 int32 tile. Per group of 4 k: the 32 bytes of B (8 columns x 4
-// int8) are sign-extended to two vectors of int16 (columns 0-3, 4-7); per row the 4
-// bytes of A are zero-extended to int16 and broadcast, and vpmaddwd gives, per column,
-// the two pair sums a0 b0 + a1 b1 and a2 b2 + a3 b3 in int32 (exact: |each| <= 2 * 255 *
-// 128). Never vpmaddubsw, which saturates its pair sums to int16. The pair lanes are
-// added at the end (vphaddd, wrap-around like every other int32 add here).
+// Exact u8 x s8 products through vpmaddwd on operands widened to int16 WHILE PACKING
+// (elem_bytes 2, qgemm.h): A' (0..255) and B' (-128..127) are stored as int16 k-pairs,
+// so the inner loop has no widening shuffles at all. Micro-kernel: a kMR x (8 kNV) int32
+// tile (4 x 16: 8 ymm accumulators). Per pair of k: kNV loads of B (8 columns x 2 int16
+// each), per row one 4-byte broadcast load of A (vpbroadcastd from memory), kNV
+// vpmaddwd (per column a0 b0 + a1 b1 in int32: exact, |each| <= 255 * 128) and kNV
+// vpaddd (wrap-around like every other int32 add here). Never vpmaddubsw, which
+// saturates its pair sums to int16. The accumulator lanes are the tile's columns: the
+// finished tile is stored as is. Zen 3 issues 2 vpmaddwd per cycle (16 multiply-adds
+// each: twice the fp32 FMA rate); tiles of 12 accumulators (6 x 16, 4 x 24) measured
+// ~1/3 slower there than 8-9 (4 x 16, 3 x 24). benchmarks/qgemm_tuning.md has the
+// measurements (the previous 6 x 8 kernel widened bytes inside the loop: ~1x fp32).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -26,34 +32,30 @@ namespace {
 
 #define PF_QUNROLL _Pragma("GCC unroll 16")
 
-constexpr int kMR = 6, kNR = 8;
+constexpr int kMR = 4, kNV = 2, kNR = 8 * kNV;  // NR columns in kNV ymm per row
 
 template <int ROWS>
 struct Tile {
   static void run(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int m, int n,
                   const QTile& t) {
-    __m256i acc[ROWS][2];
-    PF_QUNROLL for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-    for (std::size_t g = 0; g < k4; ++g) {
-      const __m256i braw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp));
-      const __m256i b0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(braw));
-      const __m256i b1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(braw, 1));
+    __m256i acc[ROWS][kNV];
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) PF_QUNROLL for (int v = 0; v < kNV; ++v) acc[i][v] = _mm256_setzero_si256();
+    const std::size_t k2 = 2 * k4;
+    for (std::size_t q = 0; q < k2; ++q) {
+      __m256i b[kNV];
+      PF_QUNROLL for (int v = 0; v < kNV; ++v) b[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + 32 * v));
       PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
         std::int32_t av;
         std::memcpy(&av, ap + i * 4, 4);
-        const __m256i a = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(av)));
-        acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(a, b0));
-        acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(a, b1));
+        const __m256i a = _mm256_set1_epi32(av);
+        PF_QUNROLL for (int v = 0; v < kNV; ++v) acc[i][v] = _mm256_add_epi32(acc[i][v], _mm256_madd_epi16(a, b[v]));
       }
       ap += kMR * 4;
       bp += kNR * 4;
     }
     alignas(32) std::int32_t tile[ROWS * kNR];
-    PF_QUNROLL for (int i = 0; i < ROWS; ++i) {
-      // hadd: [c0 c1 c4 c5 | c2 c3 c6 c7] -> 64-bit lanes (0, 2, 1, 3): c0..c7
-      const __m256i h = _mm256_hadd_epi32(acc[i][0], acc[i][1]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(tile + i * kNR), _mm256_permute4x64_epi64(h, 0xD8));
-    }
+    PF_QUNROLL for (int i = 0; i < ROWS; ++i) PF_QUNROLL for (int v = 0; v < kNV; ++v)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tile + i * kNR + 8 * v), acc[i][v]);
     finish_tile<kNR>(tile, m, n, t);
   }
 };
@@ -63,13 +65,74 @@ void ukernel(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, int 
   by_rows<kMR, Tile>(std::make_integer_sequence<int, kMR>{}, k4, ap, bp, m, n, t);
 }
 
-using Gen = QGeneric<kMR, kNR>;
+// B' in the int16 layout (pack_b_w16), full panels of contiguous rows with intrinsics:
+// per pair of rows, 16 bytes of each interleaved (vpunpck*bw) and sign-extended, and the
+// column sums through vpmaddwd with ones. Everything else (edge panel, strided B, the
+// last odd row) through the generic packer, which writes the same bytes.
+void pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs, std::ptrdiff_t cs,
+            bool bu, std::int8_t* bp, std::int32_t* colsum) {
+  static_assert(kNR == 16, "pack_b handles 16-column panels");
+  if (cs != 1) {
+    pack_b_w16<kNR>(k, n, b, rs, cs, bu, bp, colsum);
+    return;
+  }
+  const std::size_t k2 = (k + 3) / 4 * 2, panels = (n + kNR - 1) / kNR, pairs = k / 2;
+  const std::size_t panel_bytes = k2 * kNR * 4;
+  const __m128i flip = _mm_set1_epi8(bu ? static_cast<char>(0x80) : 0);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (std::size_t p = 0; p < panels; ++p) {
+    const std::size_t j0 = p * kNR;
+    std::int8_t* dst = bp + p * panel_bytes;
+    if (n - j0 < static_cast<std::size_t>(kNR)) {  // edge panel: generic
+      pack_b_w16<kNR>(k, std::min<std::size_t>(kNR, n - j0), b + j0, rs, 1, bu, dst, colsum + j0);
+      continue;
+    }
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (std::size_t q = 0; q < pairs; ++q) {
+      const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(2 * q) * rs + static_cast<std::ptrdiff_t>(j0);
+      const __m128i x0 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0)), flip);
+      const __m128i x1 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r0 + rs)), flip);
+      const __m256i w0 = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(x0, x1));
+      const __m256i w1 = _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(x0, x1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kNR * 4), w0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kNR * 4 + 32), w1);
+      s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(w0, ones));
+      s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(w1, ones));
+    }
+    // the last row when k is odd, then zero pairs up to k2 (generic rules)
+    for (std::size_t q = pairs; q < k2; ++q) {
+      std::int16_t words[kNR * 2] = {};
+      if (2 * q < k) {
+        const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(2 * q) * rs + static_cast<std::ptrdiff_t>(j0);
+        for (int c = 0; c < kNR; ++c)
+          words[2 * c] = static_cast<std::int8_t>(static_cast<std::uint8_t>(r0[c]) ^ (bu ? 0x80 : 0x00));
+      }
+      const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words));
+      const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + 16));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kNR * 4), w0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + q * kNR * 4 + 32), w1);
+      s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(w0, ones));
+      s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(w1, ones));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + j0), s0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(colsum + j0 + 8), s1);
+  }
+}
+
+void pack_a(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs, std::ptrdiff_t cs,
+            bool as, std::uint8_t* ap, std::int32_t* rowsum) {
+  pack_a_generic<kMR, true>(m, k, a, rs, cs, as, ap, rowsum);
+}
+void pack_a_f32(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld, QuantParams q,
+                std::uint8_t* ap, std::int32_t* rowsum) {
+  pack_a_f32_generic<kMR, true>(m, k, x, ld, q, ap, rowsum);
+}
 
 }  // namespace
 
-extern const QGemmKernels qgemm_kernels = {"qgemm_avx2_6x8", kMR, kNR, 1, &Gen::pack_b,
-                                           &Gen::pack_a, &Gen::pack_a_f32, &minmax_vec<VF>, &ukernel, nullptr, nullptr,
-    nullptr};
+extern const QGemmKernels qgemm_kernels = {"qgemm_avx2_madd16_4x16", kMR, kNR, 1, &pack_b,
+                                           &pack_a, &pack_a_f32, &minmax_vec<VF>, &ukernel, nullptr, nullptr,
+                                           nullptr, 2};
 
 }  // namespace avx2
 }  // namespace pyfastopt

@@ -63,7 +63,7 @@ void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdi
   out.k4 = ((k + 3) / 4 + ka - 1) / ka * ka;
   out.panels = (n + NR - 1) / NR;
   out.b_unsigned = b_unsigned;
-  const std::size_t panel_bytes = out.k4 * NR * 4;
+  const std::size_t panel_bytes = out.k4 * NR * 4 * static_cast<std::size_t>(K.elem_bytes);
   out.data.clear();  // every byte is written below (NoInitAllocator: no zero fill)
   out.data.resize(std::max<std::size_t>(1, out.panels * panel_bytes));
   out.colsum.assign(n, 0);
@@ -86,6 +86,7 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
   if (m == 0 || n == 0) return;
   const QGemmKernels& K = *b.kern;
   const std::size_t MR = static_cast<std::size_t>(K.mr), NR = static_cast<std::size_t>(K.nr);
+  const std::size_t row_bytes = k4 * 4 * static_cast<std::size_t>(K.elem_bytes);  // one packed row / column
   const bool from_float = a.f32 != nullptr;
   // A' = A + off_a, B' = B - off_b (qgemm.h): za' = za + off_a, zb' = zb - off_b.
   const std::int64_t off_a = (!from_float && a.a_signed) ? 128 : 0;
@@ -114,15 +115,15 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
   const std::size_t tm = std::min(nt, row_panels);
   const std::size_t tn = std::max<std::size_t>(1, std::min(nt / tm, col_panels));
   const std::size_t blocks = tm * tn;
-  std::size_t MC = std::max<std::size_t>(MR, kABlockBytes / std::max<std::size_t>(1, k4 * 4) / MR * MR);
+  std::size_t MC = std::max<std::size_t>(MR, kABlockBytes / std::max<std::size_t>(1, row_bytes) / MR * MR);
   MC = std::min(MC, row_panels * MR);
-  const std::size_t a_bytes = (MC * k4 * 4 + 63) / 64 * 64;
+  const std::size_t a_bytes = (MC * row_bytes + 63) / 64 * 64;
   // A band kernel's partial sums (AMX, K blocked): for the most B panels a block has.
   const std::size_t part_elems = K.band_partials ? K.band_partials(k4, (col_panels + tn - 1) / tn) : 0;
   const std::size_t part_bytes = (part_elems * sizeof(std::int32_t) + 63) / 64 * 64;
   const std::size_t per_block = a_bytes + 2 * ((MC * sizeof(std::int32_t) + 63) / 64 * 64) + part_bytes;
   char* buf = static_cast<char*>(scratch(1, blocks * per_block));
-  const std::size_t panel_bytes = k4 * NR * 4;
+  const std::size_t panel_bytes = row_bytes * NR;
 
   const GridSplit grid{row_panels, col_panels, tm, tn};
   auto block = [&](std::size_t t) {
@@ -158,7 +159,7 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
           const int mm = static_cast<int>(std::min(MR, mc - ir));
           const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
                            a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j};
-          K.band(k4, ap + ir * k4 * 4, b.data.data() + q0 * panel_bytes, panel_bytes, q1 - q0, mm, nb, tile,
+          K.band(k4, ap + ir * row_bytes, b.data.data() + q0 * panel_bytes, panel_bytes, q1 - q0, mm, nb, tile,
                  partials);
         }
         continue;
@@ -171,7 +172,7 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
           const int mm = static_cast<int>(std::min(MR, mc - ir));
           const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
                            a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j};
-          K.ukernel(k4, ap + ir * k4 * 4, bp, mm, nn, tile);
+          K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
         }
       }
     }

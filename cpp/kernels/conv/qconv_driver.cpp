@@ -174,6 +174,9 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   const QGemmKernels& K = *pb0.kern;
   const sz MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
   const sz cg = w.cg, cog = g.Co / g.groups, kk = g.R * g.S * cg, k4 = pb0.k4;
+  // bytes of one packed row of A / column of B: k4 groups of 4 values, each value
+  // elem_bytes wide (2 on AVX2, whose kernel packs int16 pairs)
+  const sz row_bytes = k4 * 4 * static_cast<sz>(K.elem_bytes);
   // zero-point algebra of qgemm.h: A' = A + off_a, B' = B - off_b
   const std::uint32_t zap = u32(static_cast<std::int64_t>(zx) + (x_signed ? 128 : 0));
   const std::uint32_t zbp = u32(static_cast<std::int64_t>(zw) - (w.w_unsigned ? 128 : 0));
@@ -185,7 +188,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
       c += u32(static_cast<std::int64_t>(kk)) * zap * zbp - zap * static_cast<std::uint32_t>(w.packed[gi].colsum[j]);
       col_corr[co] = static_cast<std::int32_t>(c);
     }
-  sz MC = std::max<sz>(MR, kTileBytes / std::max<sz>(1, kk + k4 * 4) / MR * MR);
+  sz MC = std::max<sz>(MR, kTileBytes / std::max<sz>(1, kk + row_bytes) / MR * MR);
   MC = std::min(MC, ceil_div(M, MR) * MR);
   const sz tiles = ceil_div(M, MC), units = tiles * g.groups;
   const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(g.Co);
@@ -193,13 +196,13 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   const sz es = out_size(o.kind);
   const bool direct_rows = g.nhwc && g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                            g.OH == g.H && g.OW == g.W;
-  const sz g_bytes = direct_rows ? 0 : round64(MC * kk), a_bytes = round64(MC * k4 * 4), s_bytes = round64(MC * 4);
+  const sz g_bytes = direct_rows ? 0 : round64(MC * kk), a_bytes = round64(MC * row_bytes), s_bytes = round64(MC * 4);
   const sz p_bytes = K.band_partials ? round64(K.band_partials(k4, pb0.panels) * 4) : 0;
   const sz o_bytes = g.nhwc ? 0 : round64(MC * cog * es);
   const sz per_task = g_bytes + a_bytes + 2 * s_bytes + p_bytes + o_bytes;
   char* buf = static_cast<char*>(thread_scratch<QConvScratch, 0>(nt * per_task));
   const std::uint8_t pad = static_cast<std::uint8_t>(zx);  // int8 zx: its bit pattern
-  const sz panel_bytes = k4 * NR * 4, ohw = g.OH * g.OW;
+  const sz panel_bytes = row_bytes * NR, ohw = g.OH * g.OW;
 
   auto unit = [&](sz t, sz u) {
     const sz gi = u / tiles, p0 = (u - gi * tiles) * MC, mc = std::min(MC, M - p0);
@@ -238,7 +241,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
       for (sz ir = 0; ir < mc; ir += MR) {
         const int mm = static_cast<int>(std::min(MR, mc - ir));
         const QTile tile{&og, i0 + ir, 0, row_corr + ir, cc, nullptr, pb.colsum.data()};
-        K.band(k4, ap + ir * k4 * 4, pb.data.data(), panel_bytes, pb.panels, mm, static_cast<int>(cog), tile,
+        K.band(k4, ap + ir * row_bytes, pb.data.data(), panel_bytes, pb.panels, mm, static_cast<int>(cog), tile,
                partials);
       }
     } else {
@@ -249,7 +252,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
         for (sz ir = 0; ir < mc; ir += MR) {
           const int mm = static_cast<int>(std::min(MR, mc - ir));
           const QTile tile{&og, i0 + ir, j, row_corr + ir, cc + j, nullptr, pb.colsum.data() + j};
-          K.ukernel(k4, ap + ir * k4 * 4, bp, mm, nn, tile);
+          K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
         }
       }
     }

@@ -803,7 +803,7 @@ class QuantizedGraph:
                 out = fn(env)
             except (IndexError, TypeError, ValueError, KeyError, ArithmeticError) as exc:
                 known: dict[str, Any] = {**self.constants, **env}
-                shapes = [np.shape(known.get(n)) for n in step.inputs]
+                shapes = [np.shape(known[n]) if n in known else () for n in step.inputs]
                 raise ValueError(
                     f"QuantizedGraph: step {step.op} -> {step.outputs} failed on inputs of "
                     f"shapes {shapes}: {exc}"

@@ -470,7 +470,6 @@ def _u8_output_layer(
     rounding changes nothing after saturation) give :func:`_saturate`'s bits. An int8
     output zero point ``z_y`` runs as the uint8 ``z_y + 128`` and the result ``^ 0x80``
     (``sat_u8(r + z_y + 128) - 128 = sat_i8(r + z_y)``)."""
-    from ..quant import QuantizedLinear
 
     if params is None:
         return None
@@ -481,9 +480,29 @@ def _u8_output_layer(
     if m.size not in (1, ql.out_features) or not (np.all(np.isfinite(m)) and np.all(m > 0)):
         return None
     cname = step.inputs[6] if step.op == "QGemm" and len(step.inputs) > 6 else ""
+    return _u8_stage_layer(
+        ql.weight_q, m, consts[cname] if cname else None, int(ql.input_zero_point), zy
+    )
+
+
+def _u8_stage_layer(w_out_in: np.ndarray, m: np.ndarray, c: Any, za_u8: int, zy: Any) -> Any:
+    """The :class:`pyfastopt.quant.QuantizedLinear` of :func:`_u8_output_layer`: int8
+    weights ``(out, in)``, float32 multipliers ``m`` (1 or ``out``), int32 bias ``c`` or
+    None, the uint8 input zero point, the output zero point (uint8 or int8); None when
+    the bias cannot be carried exactly or an accumulator may reach ``2**24``."""
+    from ..quant import QuantizedLinear
+
+    bound = 255 * np.abs(w_out_in.astype(np.int64)).sum(axis=1)
+    if c is not None:
+        c = np.asarray(c)
+        if c.dtype != np.int32 or c.shape != (w_out_in.shape[0],):
+            return None
+        bound = bound + np.abs(c.astype(np.int64))
+    if bound.size and int(bound.max()) >= _F32_EXACT:
+        return None
     bias = None
-    if cname:
-        c = consts[cname].astype(np.int64)
+    if c is not None:
+        c = c.astype(np.int64)
         mb = np.broadcast_to(m.astype(np.float64), c.shape)
         b = (c * mb).astype(np.float32)
         for _ in range(4):  # the float32 neighbours where the first guess rounds off
@@ -499,10 +518,75 @@ def _u8_output_layer(
     # an int8 output as the uint8 one with z_y + 128, then ^ 0x80: sat_u8(r + z_y + 128) -
     # 128 = sat_i8(r + z_y)
     shift = 128 if np.asarray(zy).dtype == np.int8 else 0
-    out = QuantizedLinear(ql.weight_q, m, bias)
-    out.set_input_qparams(1.0, int(ql.input_zero_point))
+    out = QuantizedLinear(np.ascontiguousarray(w_out_in), m, bias)
+    out.set_input_qparams(1.0, za_u8)
     out.set_output_qparams(1.0, int(np.asarray(zy).reshape(-1)[0]) + shift)
     return out
+
+
+def _bind_qlinear_conv_gemm(
+    step: QStep, consts: dict[str, Any]
+) -> Callable[[dict[str, Any]], Any] | None:
+    """QLinearConv (one group, dilation 1, constant int8 weights with zero point 0,
+    constant per-tensor activation qparams) as an im2col matrix times the weights packed
+    once, requantized in the kernel's output stage (:func:`_u8_stage_layer`): the exact
+    int32 ``bias + sum (x - z_x) w`` (padding is ``z_x``) and the multiplier
+    ``float32(float32(s_x * s_w) / s_y)``, as :func:`qlinear_conv`; or None."""
+    ins = step.inputs
+    if len(ins) < 8 or any(n not in consts or consts[n] is None for n in ins[1:8]):
+        return None
+    if len(ins) > 8 and ins[8] and ins[8] not in consts:
+        return None
+    geo = _conv_attrs(step.attrs)
+    if geo.get("group", 1) != 1 or tuple(geo.get("dilations", (1, 1))) != (1, 1):
+        return None
+    w, zx, zy = consts[ins[3]], np.asarray(consts[ins[2]]), np.asarray(consts[ins[7]])
+    if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.ndim != 4:
+        return None
+    if _uniform_zp(consts[ins[5]]) != 0 or zx.size != 1 or zx.dtype not in _RANGE:
+        return None
+    if zy.size != 1 or zy.dtype not in _RANGE:
+        return None
+    m = _multiplier(1.0, consts[ins[1]], consts[ins[4]], consts[ins[6]]).reshape(-1)
+    co, ci, kh, kw = (int(d) for d in w.shape)
+    if m.size not in (1, co) or not (np.all(np.isfinite(m)) and np.all(m > 0)):
+        return None
+    shift = 128 if zx.dtype == np.int8 else 0
+    zx_u8 = int(zx.reshape(-1)[0]) + shift
+    bias = consts[ins[8]] if len(ins) > 8 and ins[8] else None
+    layer = _u8_stage_layer(w.reshape(co, ci * kh * kw), m, bias, zx_u8, zy)
+    if layer is None:
+        return None
+    impl = layer._impl
+    out_i8 = zy.dtype == np.int8
+    sh, sw = (int(v) for v in geo["strides"])
+    pt, pb, pl, pr = (int(v) for v in geo["pads"])
+    x_name, x_dtype = ins[0], zx.dtype
+    window = np.lib.stride_tricks.sliding_window_view
+
+    def run(env: dict[str, Any]) -> np.ndarray:
+        x = env[x_name]
+        if not isinstance(x, np.ndarray) or x.dtype != x_dtype or x.ndim != 4:
+            raise _Fallback
+        n, c, h, wd = x.shape
+        if c != ci or h + pt + pb < kh or wd + pl + pr < kw:
+            raise _Fallback
+        xu = _as_u8(x)
+        if pt or pb or pl or pr:
+            xp = np.full((n, c, h + pt + pb, wd + pl + pr), zx_u8, np.uint8)
+            xp[:, :, pt : pt + h, pl : pl + wd] = xu
+        else:
+            xp = xu
+        win = window(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]  # (n, c, oh, ow, kh, kw)
+        oh, ow = win.shape[2], win.shape[3]
+        cols = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(-1, c * kh * kw)
+        y = impl(cols)
+        if out_i8:
+            np.bitwise_xor(y, np.uint8(0x80), out=y)
+            y = y.view(np.int8)
+        return np.ascontiguousarray(y.reshape(n, oh, ow, co).transpose(0, 3, 1, 2))
+
+    return run
 
 
 def _bind_matmul_integer_f32(
@@ -784,6 +868,10 @@ class QuantizedGraph:
                         passthrough.add(r[0])
             elif fast is not None:
                 fn = _bind_prepacked(step, fast[0], fast[1], consts)
+            elif step.layer is None and step.op == "QLinearConv":
+                f = _bind_qlinear_conv_gemm(step, consts)
+                if f is not None:
+                    fn = _with_fallback(f, _bind(step, consts))
             elif step.layer is None and step.op == "QuantizeLinear":
                 fn = _bind_quantize(step, consts)
             if fn is None:

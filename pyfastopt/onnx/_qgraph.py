@@ -34,6 +34,7 @@ step:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -693,6 +694,45 @@ def _pass_float32(
     return run
 
 
+def _bind_dynamic_quantize(step: QStep) -> Callable[[dict[str, Any]], Any]:
+    """DynamicQuantizeLinear of a finite, non-empty float32 input with
+    :func:`pyfastopt.quant.dynamic_quantize_linear`'s float32 operations on Python floats:
+    each ``-``/``/`` of two float32 values done in float64 and rounded to float32 is the
+    float32 operation's result (float64 has more than ``2 * 24 + 2`` bits), ``round`` is
+    half to even as ``numpy.rint``. Anything else (NaN, infinity, an empty or non-float32
+    input, a range that overflows) takes the generic function, which raises as it did."""
+    from .. import _core
+
+    generic = _bind(step, {})
+    x_name = step.inputs[0]
+    kernel = _core.quant.quantize
+    f32 = np.float32
+    f32_max = float(np.finfo(np.float32).max)
+
+    def run(env: dict[str, Any]) -> Any:
+        x = env[x_name]
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.size):
+            return generic(env)
+        lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return generic(env)
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        if hi == lo:
+            scale = 1.0
+        else:
+            if hi - lo > f32_max:
+                return generic(env)
+            scale = float(f32(float(f32(hi - lo)) / 255.0))
+            if scale == 0.0:
+                return generic(env)
+        zpf = -float(f32(lo / scale))
+        zp = round(min(max(zpf, 0.0), 255.0))
+        y = kernel(x, [scale], [zp], True, -1, None)
+        return y, np.array(scale, np.float32), np.array(zp, np.uint8)
+
+    return run
+
+
 def _bind_quantize(step: QStep, consts: dict[str, Any]) -> Callable[[dict[str, Any]], Any] | None:
     """QuantizeLinear with a constant per-tensor scale and zero point: the kernel called
     with the checked parameters (as :func:`quantize_linear`: NaN -> the type's minimum)."""
@@ -834,9 +874,11 @@ class QuantizedGraph:
                     self._fast[i] = (ql, params)
         self._compile()
 
-    def _compile(self) -> None:
+    def _compile(self, fast: bool = True) -> None:
         """The run plan: one ``env -> output`` function per step, with the constant
-        inputs, multipliers and prepacked weights resolved here, once."""
+        inputs, multipliers and prepacked weights resolved here, once. ``fast=False``:
+        every step runs its generic function (:data:`QFUNCTIONS`, the reference the fast
+        paths are tested against); ``_fast_steps`` lists the steps given a fast path."""
         consts: dict[str, Any] = {**self.constants, "": None}
         readers: dict[str, list[int]] = {}
         for i, step in enumerate(self.steps):
@@ -844,10 +886,13 @@ class QuantizedGraph:
                 readers.setdefault(n, []).append(i)
         plan: list[tuple[Callable[[dict[str, Any]], Any], QStep]] = []
         passthrough: set[int] = set()  # Casts whose MatMulInteger already gives float32
+        fast_steps: list[int] = []
         for i, step in enumerate(self.steps):
             fn: Callable[[dict[str, Any]], Any] | None = None
-            fast = self._fast.get(i)
-            if i in passthrough:
+            pre = self._fast.get(i)
+            if not fast:
+                pass
+            elif i in passthrough:
                 src = step.inputs[0]
                 fn = _bind(step, consts)
                 fn = _pass_float32(src, fn)
@@ -866,18 +911,23 @@ class QuantizedGraph:
                     if f is not None:
                         fn = _with_fallback(f, _bind(step, consts))
                         passthrough.add(r[0])
-            elif fast is not None:
-                fn = _bind_prepacked(step, fast[0], fast[1], consts)
+            elif pre is not None:
+                fn = _bind_prepacked(step, pre[0], pre[1], consts)
             elif step.layer is None and step.op == "QLinearConv":
                 f = _bind_qlinear_conv_gemm(step, consts)
                 if f is not None:
                     fn = _with_fallback(f, _bind(step, consts))
             elif step.layer is None and step.op == "QuantizeLinear":
                 fn = _bind_quantize(step, consts)
+            elif step.layer is None and step.op == "DynamicQuantizeLinear":
+                fn = _bind_dynamic_quantize(step)
             if fn is None:
                 fn = _bind(step, consts)
+            else:
+                fast_steps.append(i)
             plan.append((fn, step))
         self._plan = plan
+        self._fast_steps = fast_steps
 
     training = False
 

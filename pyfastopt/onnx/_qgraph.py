@@ -30,6 +30,17 @@ step:
 * Float ``Cast``/``Mul``/``Add``/``Relu``: NumPy float32, one rounding per operation as
   ONNX Runtime; float layers left between the quantized ones (an unfused QDQ pattern)
   run as :mod:`pyfastopt.nn` layers (float32, within 1e-5 relative).
+
+Speed: :class:`QuantizedGraph` compiles its steps into a plan at load
+(``QuantizedGraph._compile``): constant inputs bound once, and fast paths that give the
+generic functions' bits (``tests/test_onnx_int8.py`` compares them with
+``_compile(fast=False)``): prepacked QGemm/QLinearMatMul requantized in the int8 GEMM's
+uint8 output stage (:func:`_u8_output_layer`; int8 activations and outputs through
+``^ 0x80``), MatMulInteger + Cast on prepacked weights (:func:`_bind_matmul_integer_f32`),
+QLinearConv as im2col times prepacked weights (:func:`_bind_qlinear_conv_gemm`),
+QuantizeLinear and DynamicQuantizeLinear calling the kernel with precomputed parameters.
+A fast path meeting inputs it does not cover (another dtype or shape) runs the generic
+function.
 """
 
 from __future__ import annotations

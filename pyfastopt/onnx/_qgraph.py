@@ -384,7 +384,6 @@ def _prepacked(step: QStep, consts: dict[str, np.ndarray]) -> Any:
     given to the layer as the uint8 ``a ^ 0x80 = a + 128``, with ``z_a + 128`` as its zero
     point: the same ``a - z_a``), constant int8 weights with zero point 0 and a constant
     activation zero point (static quantization)."""
-    from ..quant import QuantizedLinear
 
     if step.op == "QGemm":
         b, za, zb, c = (step.inputs[i] for i in (3, 2, 5, 6))
@@ -411,15 +410,35 @@ def _prepacked(step: QStep, consts: dict[str, np.ndarray]) -> Any:
         bound = bound + np.abs(bias.astype(np.int64))
     if bound.size and int(bound.max()) >= _F32_EXACT:
         return None
-    ql = QuantizedLinear(
-        np.ascontiguousarray(w.T),
-        np.ones(1, np.float32),
-        None if bias is None else bias.astype(np.float32),
-    )
     # int8 activations run as uint8 ones: a ^ 0x80 = a + 128 and z_a + 128 (the same a - z_a)
     shift = 128 if zav.dtype == np.int8 else 0
-    ql.set_input_qparams(1.0, int(zav.reshape(-1)[0]) + shift)
-    return ql
+    return _LazyLinear(
+        np.ascontiguousarray(w.T),
+        None if bias is None else bias.astype(np.float32),
+        int(zav.reshape(-1)[0]) + shift,
+    )
+
+
+class _LazyLinear:
+    """:func:`_prepacked`'s layer, its weights packed on the first call (a step whose
+    uint8 output stage runs in :func:`_u8_output_layer`'s layer never packs these)."""
+
+    def __init__(self, weight_q: np.ndarray, bias: np.ndarray | None, zero_point: int) -> None:
+        self.weight_q = weight_q
+        self.bias = bias
+        self.input_zero_point = zero_point
+        self.out_features = int(weight_q.shape[0])
+        self._layer: Any = None
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        layer = self._layer
+        if layer is None:
+            from ..quant import QuantizedLinear
+
+            layer = QuantizedLinear(self.weight_q, np.ones(1, np.float32), self.bias)
+            layer.set_input_qparams(1.0, self.input_zero_point)
+            self._layer = layer
+        return layer(a)
 
 
 def _requant_params(step: QStep, env: dict[str, Any]) -> tuple[np.ndarray, Any]:

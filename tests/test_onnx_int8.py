@@ -53,7 +53,9 @@ class Reader(oq.CalibrationDataReader):
         return next(self.data, None)
 
 
-def quantize(tmp_path, data, how, shape, per_channel=False, weight=None, reduce_range=False):
+def quantize(
+    tmp_path, data, how, shape, per_channel=False, weight=None, reduce_range=False, act=None
+):
     src, dst = tmp_path / "f.onnx", tmp_path / f"{how}.onnx"
     src.write_bytes(data)
     qt = oq.QuantType
@@ -76,7 +78,7 @@ def quantize(tmp_path, data, how, shape, per_channel=False, weight=None, reduce_
                 Reader(shape),
                 quant_format=fmt,
                 weight_type=wt,
-                activation_type=qt.QUInt8,
+                activation_type=act or qt.QUInt8,
                 per_channel=per_channel,
                 reduce_range=reduce_range,
             )
@@ -537,8 +539,53 @@ def test_prepacked_path_same_bits(tmp_path, how):
     assert len(model._fast) == 3
     x = np.random.default_rng(9).standard_normal((17, 48)).astype(np.float32) * 3
     fast = model(x)
-    model._fast.clear()
+    model._compile(fast=False)  # every step through its generic QFUNCTIONS function
+    assert model._fast_steps == []
     np.testing.assert_array_equal(fast, model(x))
+
+
+FAST_CASES = [
+    (name, how, act)
+    for name in ("mlp", "lenet", "resnet_block", "mobilenetv2_block")
+    for how, act in (("qdq", "QUInt8"), ("qdq", "QInt8"), ("qoperator", "QInt8"), ("dynamic", ""))
+]
+
+
+@pytest.mark.parametrize(("name", "how", "act"), FAST_CASES)
+def test_fast_plan_same_bits_as_generic_steps(tmp_path, name, how, act):
+    """The plan compiled at load (prepacked QGemm/QLinearMatMul/MatMulInteger, QLinearConv
+    as im2col x prepacked weights, requantization in the kernels' output stage, the
+    scalar DynamicQuantizeLinear) gives the generic step functions' bits: uint8 and int8
+    activations, padded and unpadded convolutions, batch 1 and 5, a NaN input."""
+    if name == "mlp":
+        module, shape = mlp(), (48,)
+    else:
+        module, shape = cnns()[name]
+    data = quantize(
+        tmp_path,
+        export(module, torch.randn(1, *shape)),
+        how,
+        (4, *shape),
+        act=getattr(oq.QuantType, act) if act else None,
+    )
+    model = pfo.load(data)
+    fast_ops = {model.steps[i].op for i in model._fast_steps}
+    ops = {s.op for s in model.steps}
+    for op in ("QGemm", "QLinearMatMul", "MatMulInteger", "DynamicQuantizeLinear"):
+        if op in ops:
+            assert op in fast_ops, (op, fast_ops)
+    if name == "lenet" and how != "dynamic":
+        assert "QLinearConv" in fast_ops
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((b, *shape)).astype(np.float32) * 2 for b in (1, 5)]
+    if how != "dynamic":
+        xs[1].reshape(-1)[7] = np.nan
+    fast = [model(x) for x in xs]
+    model._compile(fast=False)
+    for x, f in zip(xs, fast):
+        want = model(x)
+        assert f.dtype == want.dtype
+        np.testing.assert_array_equal(f, want)
 
 
 def test_prepacked_refused_beyond_float32_exactness():

@@ -30,10 +30,22 @@ step:
 * Float ``Cast``/``Mul``/``Add``/``Relu``: NumPy float32, one rounding per operation as
   ONNX Runtime; float layers left between the quantized ones (an unfused QDQ pattern)
   run as :mod:`pyfastopt.nn` layers (float32, within 1e-5 relative).
+
+Speed: :class:`QuantizedGraph` compiles its steps into a plan at load
+(``QuantizedGraph._compile``): constant inputs bound once, and fast paths that give the
+generic functions' bits (``tests/test_onnx_int8.py`` compares them with
+``_compile(fast=False)``): prepacked QGemm/QLinearMatMul requantized in the int8 GEMM's
+uint8 output stage (:func:`_u8_output_layer`; int8 activations and outputs through
+``^ 0x80``), MatMulInteger + Cast on prepacked weights (:func:`_bind_matmul_integer_f32`),
+QLinearConv as im2col times prepacked weights (:func:`_bind_qlinear_conv_gemm`),
+QuantizeLinear and DynamicQuantizeLinear calling the kernel with precomputed parameters.
+A fast path meeting inputs it does not cover (another dtype or shape) runs the generic
+function.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -368,9 +380,10 @@ def _prepacked(step: QStep, consts: dict[str, np.ndarray]) -> Any:
     the int32 bias as a float32 bias, so its output is ``float32(acc) * 1 + float32(bias)``
     (one rounding per operation): equal to ``float32(acc + bias)`` whenever every
     ``|acc| + |bias|`` stays below ``2**24``, which is checked here from the weights
-    (``|acc| <= 255 * sum_k |w_kn|``). Used for uint8 activations, constant int8 weights
-    with zero point 0 and a constant activation zero point (static quantization)."""
-    from ..quant import QuantizedLinear
+    (``|acc| <= 255 * sum_k |w_kn|``). Used for uint8 or int8 activations (an int8 one is
+    given to the layer as the uint8 ``a ^ 0x80 = a + 128``, with ``z_a + 128`` as its zero
+    point: the same ``a - z_a``), constant int8 weights with zero point 0 and a constant
+    activation zero point (static quantization)."""
 
     if step.op == "QGemm":
         b, za, zb, c = (step.inputs[i] for i in (3, 2, 5, 6))
@@ -386,7 +399,7 @@ def _prepacked(step: QStep, consts: dict[str, np.ndarray]) -> Any:
     bias = consts.get(c) if c else None
     if w is None or zav is None or zbv is None or (c and bias is None):
         return None
-    if w.dtype != np.int8 or w.ndim != 2 or zav.size != 1 or zav.dtype != np.uint8:
+    if w.dtype != np.int8 or w.ndim != 2 or zav.size != 1 or zav.dtype not in _RANGE:
         return None
     if np.any(zbv != 0):
         return None
@@ -397,13 +410,35 @@ def _prepacked(step: QStep, consts: dict[str, np.ndarray]) -> Any:
         bound = bound + np.abs(bias.astype(np.int64))
     if bound.size and int(bound.max()) >= _F32_EXACT:
         return None
-    ql = QuantizedLinear(
+    # int8 activations run as uint8 ones: a ^ 0x80 = a + 128 and z_a + 128 (the same a - z_a)
+    shift = 128 if zav.dtype == np.int8 else 0
+    return _LazyLinear(
         np.ascontiguousarray(w.T),
-        np.ones(1, np.float32),
         None if bias is None else bias.astype(np.float32),
+        int(zav.reshape(-1)[0]) + shift,
     )
-    ql.set_input_qparams(1.0, int(zav.reshape(-1)[0]))
-    return ql
+
+
+class _LazyLinear:
+    """:func:`_prepacked`'s layer, its weights packed on the first call (a step whose
+    uint8 output stage runs in :func:`_u8_output_layer`'s layer never packs these)."""
+
+    def __init__(self, weight_q: np.ndarray, bias: np.ndarray | None, zero_point: int) -> None:
+        self.weight_q = weight_q
+        self.bias = bias
+        self.input_zero_point = zero_point
+        self.out_features = int(weight_q.shape[0])
+        self._layer: Any = None
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        layer = self._layer
+        if layer is None:
+            from ..quant import QuantizedLinear
+
+            layer = QuantizedLinear(self.weight_q, np.ones(1, np.float32), self.bias)
+            layer.set_input_qparams(1.0, self.input_zero_point)
+            self._layer = layer
+        return layer(a)
 
 
 def _requant_params(step: QStep, env: dict[str, Any]) -> tuple[np.ndarray, Any]:
@@ -425,12 +460,395 @@ def _run_prepacked(
 ) -> np.ndarray:
     """The step's output from :func:`_prepacked`'s layer (the requantization as in
     :func:`qgemm` / :func:`qlinear_matmul`; ``params`` precomputed when constant)."""
-    a = env[step.inputs[0]]
+    a = _as_u8(env[step.inputs[0]])
     lead = a.shape[:-1]
     acc = ql(a.reshape(-1, a.shape[-1])).reshape(*lead, ql.out_features)
     m, zy = params if params is not None else _requant_params(step, env)
-    v = acc * m
-    return v if zy is None else _saturate(v, zy)
+    v = np.multiply(acc, m, out=acc) if acc.dtype == np.float32 and m.ndim <= 1 else acc * m
+    return v if zy is None else _saturate_owned(v, zy)
+
+
+def _as_u8(a: np.ndarray) -> np.ndarray:
+    """An int8 activation as the uint8 ``a + 128`` (:func:`_prepacked`'s layers)."""
+    return np.bitwise_xor(a.view(np.uint8), np.uint8(0x80)) if a.dtype == np.int8 else a
+
+
+def _saturate_owned(v: np.ndarray, zp: Any) -> np.ndarray:
+    """:func:`_saturate` computed in place in ``v`` (a float32 array the caller owns):
+    the same float32 operations, without the temporaries."""
+    dt = _zp_dtype(zp)
+    lo, hi = _RANGE[dt]
+    np.rint(v, out=v)
+    v += np.float32(_scalar_zp(zp))
+    np.clip(v, lo, hi, out=v)
+    return v.astype(dt)
+
+
+def _u8_output_layer(
+    step: QStep, ql: Any, params: tuple[np.ndarray, Any] | None, consts: dict[str, np.ndarray]
+) -> Any:
+    """A :class:`pyfastopt.quant.QuantizedLinear` whose C++ output stage computes the whole
+    requantized uint8 output of a prepacked QGemm/QLinearMatMul step, or None.
+
+    The layer's static output stage is ``sat(rint(float32(acc + bias_q) * mult) + z_y)``
+    with ``mult = float32(in_scale * w_scale / out_scale)`` and ``bias_q =
+    nearbyint(bias / (in_scale * w_scale))`` (float64). With ``in_scale = out_scale = 1``
+    and ``w_scale = m`` (the step's float32 multiplier, :func:`_multiplier`) ``mult`` is
+    ``m`` exactly; the float32 bias is chosen so that ``bias_q`` is the int32 bias, which is
+    checked here with the same float64 operations. ``acc + bias`` stays below ``2**24``
+    (:func:`_prepacked`'s bound), so ``float32(acc + bias_q)`` is what :func:`qgemm`
+    converts, and the kernel's ``rint``/zero point/saturation (its clamp to +-1024 before
+    rounding changes nothing after saturation) give :func:`_saturate`'s bits. An int8
+    output zero point ``z_y`` runs as the uint8 ``z_y + 128`` and the result ``^ 0x80``
+    (``sat_u8(r + z_y + 128) - 128 = sat_i8(r + z_y)``)."""
+
+    if params is None:
+        return None
+    m, zy = params
+    if zy is None or np.asarray(zy).dtype not in _RANGE or np.asarray(zy).size != 1:
+        return None
+    m = np.asarray(m, np.float32).reshape(-1)
+    if m.size not in (1, ql.out_features) or not (np.all(np.isfinite(m)) and np.all(m > 0)):
+        return None
+    cname = step.inputs[6] if step.op == "QGemm" and len(step.inputs) > 6 else ""
+    return _u8_stage_layer(
+        ql.weight_q, m, consts[cname] if cname else None, int(ql.input_zero_point), zy
+    )
+
+
+def _u8_stage_layer(w_out_in: np.ndarray, m: np.ndarray, c: Any, za_u8: int, zy: Any) -> Any:
+    """The :class:`pyfastopt.quant.QuantizedLinear` of :func:`_u8_output_layer`: int8
+    weights ``(out, in)``, float32 multipliers ``m`` (1 or ``out``), int32 bias ``c`` or
+    None, the uint8 input zero point, the output zero point (uint8 or int8); None when
+    the bias cannot be carried exactly or an accumulator may reach ``2**24``."""
+    from ..quant import QuantizedLinear
+
+    bound = 255 * np.abs(w_out_in.astype(np.int64)).sum(axis=1)
+    if c is not None:
+        c = np.asarray(c)
+        if c.dtype != np.int32 or c.shape != (w_out_in.shape[0],):
+            return None
+        bound = bound + np.abs(c.astype(np.int64))
+    if bound.size and int(bound.max()) >= _F32_EXACT:
+        return None
+    bias = None
+    if c is not None:
+        c = c.astype(np.int64)
+        mb = np.broadcast_to(m.astype(np.float64), c.shape)
+        b = (c * mb).astype(np.float32)
+        for _ in range(4):  # the float32 neighbours where the first guess rounds off
+            q = np.rint(b.astype(np.float64) / mb)
+            bad = q != c
+            if not bad.any():
+                break
+            b = np.where(bad, np.nextafter(b, np.where(q > c, -np.inf, np.inf)), b)
+            b = b.astype(np.float32)
+        if np.any(np.rint(b.astype(np.float64) / mb) != c):
+            return None
+        bias = b
+    # an int8 output as the uint8 one with z_y + 128, then ^ 0x80: sat_u8(r + z_y + 128) -
+    # 128 = sat_i8(r + z_y)
+    shift = 128 if np.asarray(zy).dtype == np.int8 else 0
+    out = QuantizedLinear(np.ascontiguousarray(w_out_in), m, bias)
+    out.set_input_qparams(1.0, za_u8)
+    out.set_output_qparams(1.0, int(np.asarray(zy).reshape(-1)[0]) + shift)
+    return out
+
+
+_TAPS_FROM = 1 << 16  # im2col elements from which the per-tap copy is used
+
+
+def _bind_qlinear_conv_gemm(
+    step: QStep, consts: dict[str, Any]
+) -> Callable[[dict[str, Any]], Any] | None:
+    """QLinearConv (one group, dilation 1, constant int8 weights with zero point 0,
+    constant per-tensor activation qparams) as an im2col matrix times the weights packed
+    once, requantized in the kernel's output stage (:func:`_u8_stage_layer`): the exact
+    int32 ``bias + sum (x - z_x) w`` (padding is ``z_x``) and the multiplier
+    ``float32(float32(s_x * s_w) / s_y)``, as :func:`qlinear_conv`; or None."""
+    ins = step.inputs
+    if len(ins) < 8 or any(n not in consts or consts[n] is None for n in ins[1:8]):
+        return None
+    if len(ins) > 8 and ins[8] and ins[8] not in consts:
+        return None
+    geo = _conv_attrs(step.attrs)
+    if geo.get("group", 1) != 1 or tuple(geo.get("dilations", (1, 1))) != (1, 1):
+        return None
+    w, zx, zy = consts[ins[3]], np.asarray(consts[ins[2]]), np.asarray(consts[ins[7]])
+    if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.ndim != 4:
+        return None
+    if _uniform_zp(consts[ins[5]]) != 0 or zx.size != 1 or zx.dtype not in _RANGE:
+        return None
+    if zy.size != 1 or zy.dtype not in _RANGE:
+        return None
+    m = _multiplier(1.0, consts[ins[1]], consts[ins[4]], consts[ins[6]]).reshape(-1)
+    co, ci, kh, kw = (int(d) for d in w.shape)
+    if m.size not in (1, co) or not (np.all(np.isfinite(m)) and np.all(m > 0)):
+        return None
+    shift = 128 if zx.dtype == np.int8 else 0
+    zx_u8 = int(zx.reshape(-1)[0]) + shift
+    bias = consts[ins[8]] if len(ins) > 8 and ins[8] else None
+    layer = _u8_stage_layer(w.reshape(co, ci * kh * kw), m, bias, zx_u8, zy)
+    if layer is None:
+        return None
+    impl = layer._impl
+    out_i8 = zy.dtype == np.int8
+    sh, sw = (int(v) for v in geo["strides"])
+    pt, pb, pl, pr = (int(v) for v in geo["pads"])
+    x_name, x_dtype = ins[0], zx.dtype
+    window = np.lib.stride_tricks.sliding_window_view
+
+    def run(env: dict[str, Any]) -> np.ndarray:
+        x = env[x_name]
+        if not isinstance(x, np.ndarray) or x.dtype != x_dtype or x.ndim != 4:
+            raise _Fallback
+        n, c, h, wd = x.shape
+        if c != ci or h + pt + pb < kh or wd + pl + pr < kw:
+            raise _Fallback
+        xu = _as_u8(x)
+        if pt or pb or pl or pr:
+            xp = np.full((n, c, h + pt + pb, wd + pl + pr), zx_u8, np.uint8)
+            xp[:, :, pt : pt + h, pl : pl + wd] = xu
+        else:
+            xp = xu
+        hp, wp = xp.shape[2], xp.shape[3]
+        oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+        if n * oh * ow * c * kh * kw < _TAPS_FROM:  # small: one copy of the window view
+            win = window(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+            cols = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5))
+        else:  # im2col, one strided copy per kernel tap: cols[b, i, j, c, di, dj] =
+            # xp[b, c, i * sh + di, j * sw + dj] (faster than the 6-D copy on large inputs)
+            cols = np.empty((n, oh, ow, c, kh, kw), np.uint8)
+            xt = xp.transpose(0, 2, 3, 1)
+            for di in range(kh):
+                for dj in range(kw):
+                    cols[:, :, :, :, di, dj] = xt[
+                        :, di : di + sh * (oh - 1) + 1 : sh, dj : dj + sw * (ow - 1) + 1 : sw, :
+                    ]
+        y = impl(cols.reshape(-1, c * kh * kw))
+        if out_i8:
+            np.bitwise_xor(y, np.uint8(0x80), out=y)
+            y = y.view(np.int8)
+        return np.ascontiguousarray(y.reshape(n, oh, ow, co).transpose(0, 3, 1, 2))
+
+    return run
+
+
+def _bind_matmul_integer_f32(
+    step: QStep, consts: dict[str, Any]
+) -> Callable[[dict[str, Any]], Any] | None:
+    """``float32(MatMulInteger)`` (the step followed by its only consumer, a Cast to
+    float) with the constant int8 weights packed once, or None.
+
+    A :class:`pyfastopt.quant.QuantizedLinear` with input qparams ``(1, 0)``, weight
+    scale 1 and no bias gives ``float32(sum_k a * w)`` exactly while ``255 * sum_k |w|``
+    stays below ``2**24`` (checked here); the activation zero point (known only when
+    the step runs: DynamicQuantizeLinear's) is then removed as ``za * sum_k w``, an exact
+    float32 subtraction of integers below ``2**24``: the result is the exact int32
+    accumulator in float32, which is what the Cast gives."""
+    from ..quant import QuantizedLinear
+
+    ins = step.inputs
+    if len(ins) < 2 or ins[0] in consts or ins[1] not in consts:
+        return None
+    w = consts[ins[1]]
+    zb = consts.get(ins[3]) if len(ins) > 3 and ins[3] else np.zeros((), np.int8)
+    if len(ins) > 3 and ins[3] and ins[3] not in consts:
+        return None
+    if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.ndim != 2:
+        return None
+    if zb is None or np.asarray(zb).size != 1 or np.any(np.asarray(zb) != 0):
+        return None
+    za_name = ins[2] if len(ins) > 2 else ""
+    za_const = consts.get(za_name) if za_name in consts else _DYN
+    w64 = w.astype(np.int64)
+    if w.size and int((255 * np.abs(w64).sum(axis=0)).max()) >= _F32_EXACT:
+        return None
+    colsum = w64.sum(axis=0).astype(np.float32)  # exact: |sum| < 2**24 / 255
+    ql = QuantizedLinear(np.ascontiguousarray(w.T), np.ones(1, np.float32), None)
+    ql.set_input_qparams(1.0, 0)
+    impl = ql._impl
+    a_name, n_out = ins[0], int(w.shape[1])
+
+    def run(env: dict[str, Any]) -> np.ndarray:
+        a = env[a_name]
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim < 1:
+            raise _Fallback
+        za = za_const if za_const is not _DYN else env[za_name]
+        if za is None:
+            zav = 0
+        else:
+            za = np.asarray(za)
+            if za.size != 1:
+                raise _Fallback
+            zav = int(za.reshape(-1)[0])
+        y = impl(a if a.ndim == 2 else a.reshape(-1, a.shape[-1]))
+        if zav:
+            y -= np.float32(zav) * colsum
+        return y if a.ndim == 2 else y.reshape(*a.shape[:-1], n_out)
+
+    return run
+
+
+class _Fallback(Exception):
+    """A fast path met inputs it does not cover: the step's generic function runs."""
+
+
+def _with_fallback(
+    fast: Callable[[dict[str, Any]], Any], generic: Callable[[dict[str, Any]], Any]
+) -> Callable[[dict[str, Any]], Any]:
+    def run(env: dict[str, Any]) -> Any:
+        try:
+            return fast(env)
+        except _Fallback:
+            return generic(env)
+
+    return run
+
+
+_DYN = object()  # a step input computed while the graph runs (not a constant)
+
+
+def _bind(step: QStep, consts: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    """``env -> the step's output``: its constant inputs fetched once, here."""
+    fn = step.layer.forward if step.layer is not None else QFUNCTIONS[step.op]
+    names = step.inputs[:1] if step.layer is not None else step.inputs
+    attrs = step.attrs
+    pairs = [(n, consts.get(n, _DYN)) for n in names]
+    if all(c is _DYN for _, c in pairs):
+        if len(names) == 1:
+            n0 = names[0]
+            if attrs:
+                return lambda env: fn(env[n0], **attrs)
+            return lambda env: fn(env[n0])
+        return lambda env: fn(*[env[n] for n in names], **attrs)
+    return lambda env: fn(*[env[n] if c is _DYN else c for n, c in pairs], **attrs)
+
+
+def _pass_float32(
+    src: str, generic: Callable[[dict[str, Any]], Any]
+) -> Callable[[dict[str, Any]], Any]:
+    """A Cast to float32 of an input that is already float32 (the fused MatMulInteger's):
+    the same values, no copy (the only reader of that input is this step)."""
+
+    def run(env: dict[str, Any]) -> Any:
+        v = env[src]
+        return v if isinstance(v, np.ndarray) and v.dtype == np.float32 else generic(env)
+
+    return run
+
+
+def _bind_dynamic_quantize(step: QStep) -> Callable[[dict[str, Any]], Any]:
+    """DynamicQuantizeLinear of a finite, non-empty float32 input with
+    :func:`pyfastopt.quant.dynamic_quantize_linear`'s float32 operations on Python floats:
+    each ``-``/``/`` of two float32 values done in float64 and rounded to float32 is the
+    float32 operation's result (float64 has more than ``2 * 24 + 2`` bits), ``round`` is
+    half to even as ``numpy.rint``. Anything else (NaN, infinity, an empty or non-float32
+    input, a range that overflows) takes the generic function, which raises as it did."""
+    from .. import _core
+
+    generic = _bind(step, {})
+    x_name = step.inputs[0]
+    kernel = _core.quant.quantize
+    f32 = np.float32
+    f32_max = float(np.finfo(np.float32).max)
+
+    def run(env: dict[str, Any]) -> Any:
+        x = env[x_name]
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.size):
+            return generic(env)
+        lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return generic(env)
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        if hi == lo:
+            scale = 1.0
+        else:
+            if hi - lo > f32_max:
+                return generic(env)
+            scale = float(f32(float(f32(hi - lo)) / 255.0))
+            if scale == 0.0:
+                return generic(env)
+        zpf = -float(f32(lo / scale))
+        zp = round(min(max(zpf, 0.0), 255.0))
+        y = kernel(x, [scale], [zp], True, -1, None)
+        return y, np.array(scale, np.float32), np.array(zp, np.uint8)
+
+    return run
+
+
+def _bind_quantize(step: QStep, consts: dict[str, Any]) -> Callable[[dict[str, Any]], Any] | None:
+    """QuantizeLinear with a constant per-tensor scale and zero point: the kernel called
+    with the checked parameters (as :func:`quantize_linear`: NaN -> the type's minimum)."""
+    from .. import _core
+
+    ins = step.inputs
+    if len(ins) < 2 or ins[1] not in consts or (len(ins) > 2 and ins[2] and ins[2] not in consts):
+        return None
+    s = np.asarray(consts[ins[1]], np.float32)
+    z = np.asarray(consts[ins[2]]) if len(ins) > 2 and ins[2] else np.zeros((), np.uint8)
+    if s.size != 1 or z.size != 1 or z.dtype not in _RANGE:
+        return None
+    sf = float(s.reshape(-1)[0])
+    if not (np.isfinite(sf) and 1.2e-38 < sf < 3.4e38):
+        return None
+    sl, zl, unsigned = [sf], [int(z.reshape(-1)[0])], z.dtype == np.uint8
+    qmin = _RANGE[z.dtype][0]
+    x_name = ins[0]
+    kernel = _core.quant.quantize
+
+    def run(env: dict[str, Any]) -> np.ndarray:
+        x = env[x_name]
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float32):
+            x = np.asarray(x, np.float32)
+        q = kernel(x, sl, zl, unsigned, -1, None)
+        if x.size and np.isnan(x.min()):  # ONNX Runtime's clamp sends NaN to the minimum
+            q[np.isnan(x)] = qmin
+        return q
+
+    return run
+
+
+def _bind_prepacked(
+    step: QStep, ql: Any, params: tuple[np.ndarray, Any] | None, consts: dict[str, Any]
+) -> Callable[[dict[str, Any]], Any]:
+    """A prepacked QGemm/QLinearMatMul step (uint8 activations; any other dtype takes the
+    generic function)."""
+    generic = _bind(step, consts)
+    a_name = step.inputs[0]
+    if a_name in consts:
+        return generic
+    za = step.inputs[2]
+    a_dtype = np.asarray(consts[za]).dtype if za else np.dtype(np.uint8)
+    u8 = _u8_output_layer(step, ql, params, consts)
+    if u8 is not None:
+        impl = u8._impl
+        n_out = u8.out_features
+        out_i8 = params is not None and np.asarray(params[1]).dtype == np.int8
+
+        def run_u8(env: dict[str, Any]) -> np.ndarray:
+            a = env[a_name]
+            if not isinstance(a, np.ndarray) or a.dtype != a_dtype or a.ndim < 1:
+                return generic(env)
+            a = _as_u8(a)
+            if a.ndim == 2:
+                y = impl(a)
+            else:
+                y = impl(a.reshape(-1, a.shape[-1])).reshape(*a.shape[:-1], n_out)
+            if out_i8:
+                np.bitwise_xor(y, np.uint8(0x80), out=y)
+                return y.view(np.int8)
+            return y
+
+        return run_u8
+
+    def run(env: dict[str, Any]) -> np.ndarray:
+        a = env[a_name]
+        if not isinstance(a, np.ndarray) or a.dtype != a_dtype or a.ndim < 1:
+            return generic(env)
+        return _run_prepacked(step, ql, params, env)
+
+    return run
 
 
 @dataclass
@@ -498,6 +916,62 @@ class QuantizedGraph:
                     if all(n in consts for n in scales):
                         params = _requant_params(step, consts)
                     self._fast[i] = (ql, params)
+        self._compile()
+
+    def _compile(self, fast: bool = True) -> None:
+        """The run plan: one ``env -> output`` function per step, with the constant
+        inputs, multipliers and prepacked weights resolved here, once. ``fast=False``:
+        every step runs its generic function (:data:`QFUNCTIONS`, the reference the fast
+        paths are tested against); ``_fast_steps`` lists the steps given a fast path."""
+        consts: dict[str, Any] = {**self.constants, "": None}
+        readers: dict[str, list[int]] = {}
+        for i, step in enumerate(self.steps):
+            for n in step.inputs if step.layer is None else step.inputs[:1]:
+                readers.setdefault(n, []).append(i)
+        plan: list[tuple[Callable[[dict[str, Any]], Any], QStep]] = []
+        passthrough: set[int] = set()  # Casts whose MatMulInteger already gives float32
+        fast_steps: list[int] = []
+        for i, step in enumerate(self.steps):
+            fn: Callable[[dict[str, Any]], Any] | None = None
+            pre = self._fast.get(i)
+            if not fast:
+                pass
+            elif i in passthrough:
+                src = step.inputs[0]
+                fn = _bind(step, consts)
+                fn = _pass_float32(src, fn)
+            elif step.layer is None and step.op == "MatMulInteger" and len(step.outputs) == 1:
+                out = step.outputs[0]
+                r = readers.get(out, [])
+                c = self.steps[r[0]] if len(r) == 1 else None
+                if (
+                    c is not None
+                    and out != self.output_name
+                    and c.layer is None
+                    and c.op == "Cast"
+                    and int(c.attrs.get("to", 1)) == 1
+                ):
+                    f = _bind_matmul_integer_f32(step, consts)
+                    if f is not None:
+                        fn = _with_fallback(f, _bind(step, consts))
+                        passthrough.add(r[0])
+            elif pre is not None:
+                fn = _bind_prepacked(step, pre[0], pre[1], consts)
+            elif step.layer is None and step.op == "QLinearConv":
+                f = _bind_qlinear_conv_gemm(step, consts)
+                if f is not None:
+                    fn = _with_fallback(f, _bind(step, consts))
+            elif step.layer is None and step.op == "QuantizeLinear":
+                fn = _bind_quantize(step, consts)
+            elif step.layer is None and step.op == "DynamicQuantizeLinear":
+                fn = _bind_dynamic_quantize(step)
+            if fn is None:
+                fn = _bind(step, consts)
+            else:
+                fast_steps.append(i)
+            plan.append((fn, step))
+        self._plan = plan
+        self._fast_steps = fast_steps
 
     training = False
 
@@ -505,23 +979,16 @@ class QuantizedGraph:
         return self
 
     def forward(self, x: Any) -> np.ndarray:
-        env: dict[str, Any] = dict(self.constants)
-        env[""] = None
-        env[self.input_name] = np.asarray(x, np.float32)
-        for i, step in enumerate(self.steps):
-            args = [env[n] for n in step.inputs]
+        env: dict[str, Any] = {self.input_name: np.asarray(x, np.float32)}
+        for fn, step in self._plan:
             try:
-                fast = self._fast.get(i)
-                if fast is not None and args[0].dtype == np.uint8:
-                    out: Any = _run_prepacked(step, fast[0], fast[1], env)
-                elif step.layer is not None:
-                    out = step.layer.forward(args[0])
-                else:
-                    out = QFUNCTIONS[step.op](*args, **step.attrs)
+                out = fn(env)
             except (IndexError, TypeError, ValueError, KeyError, ArithmeticError) as exc:
+                known: dict[str, Any] = {**self.constants, **env}
+                shapes = [np.shape(known[n]) if n in known else () for n in step.inputs]
                 raise ValueError(
                     f"QuantizedGraph: step {step.op} -> {step.outputs} failed on inputs of "
-                    f"shapes {[np.shape(a) for a in args]}: {exc}"
+                    f"shapes {shapes}: {exc}"
                 ) from None
             if len(step.outputs) == 1:
                 env[step.outputs[0]] = out
@@ -529,7 +996,8 @@ class QuantizedGraph:
                 for name, value in zip(step.outputs, out):
                     if name:
                         env[name] = value
-        return np.asarray(env[self.output_name])
+        name = self.output_name
+        return np.asarray(env[name] if name in env else self.constants[name])
 
     __call__ = forward
 

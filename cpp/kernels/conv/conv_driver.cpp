@@ -330,6 +330,35 @@ inline void interior_range(sz out, sz stride, sz dil, sz taps, sz pad, sz in, sz
   *hi = std::max(*lo, std::min(last, out));
 }
 
+// The taps (r, s) of output pixel (n, oh, ow) that read inside x (all s when all_s: the
+// caller knows the column is interior), in (r, s) order: emit(i, t, off) for the i-th
+// one, t = r*S + s, off = the element offset of its input pixel's first channel in a
+// channels-last x. Returns how many.
+template <class Emit>
+sz forward_taps(const ConvGeom& g, sz n, sz oh, sz ow, bool all_s, const Emit& emit) {
+  sz nt = 0;
+  for (sz r = 0; r < g.R; ++r) {
+    const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+    if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+    for (sz s = 0; s < g.S; ++s) {
+      const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
+      if (!all_s && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
+      emit(nt++, r * g.S + s, ((static_cast<sd>(n * g.H) + ih) * static_cast<sd>(g.W) + iw) * static_cast<sd>(g.C));
+    }
+  }
+  return nt;
+}
+
+// A row of `count` pixels cut into edge pixels one at a time and one interior run
+// [lo, hi) (every tap valid, the same taps for each pixel), in pixel order:
+// f(first, npix, interior).
+template <class F>
+void for_pixel_runs(sz count, sz lo, sz hi, const F& f) {
+  for (sz p = 0; p < lo; ++p) f(p, sz(1), false);
+  if (lo < hi) f(lo, hi - lo, true);
+  for (sz p = std::max(lo, hi); p < count; ++p) f(p, sz(1), false);
+}
+
 // Channels-last depthwise with one output channel per group (Co == C == groups), on the
 // tap kernels. Forward and backward-data gather, per output element, the products of the
 // taps in (r, s) order, skipping padding: exactly the chain of the generic loops.
@@ -350,28 +379,14 @@ void depthwise1_forward_nhwc(const ConvGeom& g, const T* x, const T* wt, const T
     for (sz u = u0; u < u1; ++u) {
       const sz n = u / g.OH, oh = u - n * g.OH;
       T* yr = y + u * g.OW * C;
-      auto pixel_taps = [&](sz ow, bool all_s) {  // the valid taps of output pixel ow
-        sz nt = 0;
-        for (sz r = 0; r < g.R; ++r) {
-          const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
-          if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
-          for (sz s = 0; s < g.S; ++s) {
-            const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
-            if (!all_s && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
-            off[nt] = ((static_cast<sd>(n * g.H) + ih) * static_cast<sd>(g.W) + iw) * static_cast<sd>(C);
-            wp[nt] = wt + (r * g.S + s) * C;
-            ++nt;
-          }
-        }
-        return nt;
-      };
-      for (sz ow = 0; ow < owa; ++ow)
-        K.tap_dot(1, C, pixel_taps(ow, false), x, 0, off, wp, yr + ow * C, 0);
-      if (owa < owb)  // interior: the same taps for every pixel, x advancing by sw pixels
-        K.tap_dot(owb - owa, C, pixel_taps(owa, true), x, static_cast<sd>(g.sw * C), off, wp, yr + owa * C,
-                  static_cast<sd>(C));
-      for (sz ow = std::max(owa, owb); ow < g.OW; ++ow)
-        K.tap_dot(1, C, pixel_taps(ow, false), x, 0, off, wp, yr + ow * C, 0);
+      for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
+        const sz nt = forward_taps(g, n, oh, ow, interior, [&](sz i, sz t, sd o) {
+          off[i] = o;
+          wp[i] = wt + t * C;
+        });
+        // interior: x advances by sw pixels per output pixel
+        K.tap_dot(npix, C, nt, x, interior ? static_cast<sd>(g.sw * C) : 0, off, wp, yr + ow * C, static_cast<sd>(C));
+      });
       if (bias || act != Activation::none)
         for (sz i = 0; i < g.OW; ++i) {
           T* acc = yr + i * C;
@@ -420,12 +435,11 @@ void depthwise1_backward_data_nhwc(const ConvGeom& g, const T* dy, const T* wt, 
         }
         return nt;
       };
-      for (sz iw = 0; iw < iwa; ++iw) K.tap_dot(1, C, pixel_taps(iw, false), dy, 0, off, wp, xr + iw * C, 0);
-      if (iwa < iwb)
-        K.tap_dot(iwb - iwa, C, pixel_taps(iwa, true), dy, static_cast<sd>(C), off, wp, xr + iwa * C,
+      for_pixel_runs(g.W, iwa, iwb, [&](sz iw, sz npix, bool interior) {
+        // interior (stride 1): dy advances by one pixel per input pixel
+        K.tap_dot(npix, C, pixel_taps(iw, interior), dy, interior ? static_cast<sd>(C) : 0, off, wp, xr + iw * C,
                   static_cast<sd>(C));
-      for (sz iw = std::max(iwa, iwb); iw < g.W; ++iw)
-        K.tap_dot(1, C, pixel_taps(iw, false), dy, 0, off, wp, xr + iw * C, 0);
+      });
     }
   });
 }
@@ -454,29 +468,14 @@ void depthwise1_backward_weight_nhwc(const ConvGeom& g, const T* dy, const T* x,
       for (sz n = n0; n < n1; ++n)
         for (sz oh = 0; oh < g.OH; ++oh) {
           const T* dr = dy + (n * g.OH + oh) * g.OW * C + c0;
-          auto pixel_taps = [&](sz ow, bool all_s) {
-            sz nt = 0;
-            for (sz r = 0; r < g.R; ++r) {
-              const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
-              if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
-              for (sz s = 0; s < g.S; ++s) {
-                const sd iw = static_cast<sd>(ow * g.sw + s * g.dw) - static_cast<sd>(g.pl);
-                if (!all_s && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
-                off[nt] = ((static_cast<sd>(n * g.H) + ih) * static_cast<sd>(g.W) + iw) * static_cast<sd>(C) +
-                          static_cast<sd>(c0);
-                ap[nt] = acc + (r * g.S + s) * C;
-                ++nt;
-              }
-            }
-            return nt;
-          };
-          for (sz ow = 0; ow < owa; ++ow)
-            K.tap_outer(1, nc, pixel_taps(ow, false), dr + ow * C, 0, x, 0, off, ap);
-          if (owa < owb)
-            K.tap_outer(owb - owa, nc, pixel_taps(owa, true), dr + owa * C, static_cast<sd>(C), x,
-                        static_cast<sd>(g.sw * C), off, ap);
-          for (sz ow = std::max(owa, owb); ow < g.OW; ++ow)
-            K.tap_outer(1, nc, pixel_taps(ow, false), dr + ow * C, 0, x, 0, off, ap);
+          for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
+            const sz nt = forward_taps(g, n, oh, ow, interior, [&](sz i, sz t, sd o) {
+              off[i] = o + static_cast<sd>(c0);
+              ap[i] = acc + t * C;
+            });
+            K.tap_outer(npix, nc, nt, dr + ow * C, static_cast<sd>(C), x, interior ? static_cast<sd>(g.sw * C) : 0,
+                        off, ap);
+          });
         }
     }
   });

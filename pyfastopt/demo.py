@@ -344,6 +344,30 @@ def run_demo(
         return _run(epochs, seed, outdir, plot, quick, progress, verbose, cnn_)
 
 
+def _stage_row(
+    stage: str,
+    model: nn.Module,
+    params: int,
+    outdir: str,
+    prefix: str,
+    x_te: np.ndarray,
+    y_te: np.ndarray,
+) -> dict[str, Any]:
+    """One row of the demo's table: save the float model (``<prefix><first word>.npz``
+    in outdir), then its test accuracy, size and per-sample latency in eval mode."""
+    path = os.path.join(outdir, f"{prefix}{stage.split()[0]}.npz")
+    nbytes = save_float(model, path)
+    model.eval()
+    return {
+        "stage": stage,
+        "accuracy": accuracy(model, x_te, y_te),
+        "params": params,
+        "bytes": nbytes,
+        "latency_us": 1e6 * latency_per_sample(model, x_te),
+        "path": path,
+    }
+
+
 def _run(
     epochs: int | tuple[int, int, int] | None,
     seed: int,
@@ -387,19 +411,7 @@ def _run(
     curves: dict[str, dict[str, list[float]]] = {}
 
     def record(stage: str, model: nn.Module, params: int) -> None:
-        path = os.path.join(outdir, f"{stage.split()[0]}.npz")
-        nbytes = save_float(model, path)
-        model.eval()
-        rows.append(
-            {
-                "stage": stage,
-                "accuracy": accuracy(model, x_te, y_te),
-                "params": params,
-                "bytes": nbytes,
-                "latency_us": 1e6 * latency_per_sample(model, x_te),
-                "path": path,
-            }
-        )
+        rows.append(_stage_row(stage, model, params, outdir, "", x_te, y_te))
 
     def fit(
         key: str,
@@ -520,19 +532,7 @@ def _run_cnn(
     curves: dict[str, dict[str, list[float]]] = {}
 
     def record(stage: str, model: nn.Module, params: int) -> None:
-        path = os.path.join(outdir, f"cnn_{stage.split()[0]}.npz")
-        nbytes = save_float(model, path)
-        model.eval()
-        rows.append(
-            {
-                "stage": stage,
-                "accuracy": accuracy(model, x_te, y_te),
-                "params": params,
-                "bytes": nbytes,
-                "latency_us": 1e6 * latency_per_sample(model, x_te),
-                "path": path,
-            }
-        )
+        rows.append(_stage_row(stage, model, params, outdir, "cnn_", x_te, y_te))
 
     def fit(
         key: str, model: nn.Module, loss: Callable, seed_: int, epochs: int, masks: Any = None

@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -296,6 +297,27 @@ def _quantize_stage(
     return "int8 student", reloaded, path, params
 
 
+def _quantize_cnn_stage(
+    student: nn.Module, calib_x: np.ndarray, outdir: str, say: Callable[[str], None] = print
+) -> Any:
+    """:func:`_quantize_stage` for the CNN: BatchNorm2d folded into the convolutions, int8
+    convolutions and pools (:class:`pyfastopt.quant.QuantizedCNN`); same return value."""
+    qmodel = quantize_model(student, calib_x, mode="static", per_channel=True)
+    for line in qmodel.format_report().splitlines():
+        say("      " + line)
+    path = os.path.join(outdir, "cnn_student_int8.pfq")
+    qmodel.save(path)
+    reloaded = load(path)
+    # non-zero parameters, as for the pruned student (BatchNorm2d is folded away)
+    params = 0
+    for node in reloaded.layers:
+        if node.kind == "conv":
+            params += int(np.count_nonzero(node.weight_q)) + node.weight_q.shape[0]
+        elif node.kind == "linear":
+            params += int(np.count_nonzero(node.ql.weight_q)) + node.ql.out_features
+    return "int8 student", reloaded, path, params
+
+
 # ------------------------------------------------------------------------------- demo
 def run_demo(
     epochs: int | tuple[int, int, int] | None = None,
@@ -400,18 +422,109 @@ def _run(
 
     x_tr, y_tr, x_te, y_te = load_digits_split()
     if use_cnn:
-        return _run_cnn(ep, seed, outdir, plot, verbose, progress, t_start, say)
+        x_tr, x_te = _images(x_tr), _images(x_te)
+        flat_shift = RandomShift(1, image_shape=(8, 8))
+
+        def image_shift(x: np.ndarray, rng: Any) -> np.ndarray:
+            return _images(flat_shift(x.reshape(x.shape[0], 64), rng))
+
+        pipe = _Pipeline(
+            intro=f"{x_tr.shape[0]} train / {x_te.shape[0]} test 8x8x1 images (channels-last)",
+            prefix="cnn_",
+            lr=_CNN_LR,
+            transform=image_shift,
+            teacher=lambda s: cnn([32, 64, 64], [False, True, True], seed=s),
+            teacher_text="a teacher CNN conv 32-64-64 (3x3, BatchNorm, ReLU, max pools)",
+            student=lambda s: cnn([16, 32], [True, True], seed=s),
+            student_text="a student CNN conv 16-32",
+            prune=_prune_cnn,
+            quantize=_quantize_cnn_stage,
+            quantize_text="int8 quantization (BatchNorm2d folded, int8 convolutions), save, reload",
+        )
+    else:
+        pipe = _Pipeline(
+            intro=f"{x_tr.shape[0]} train / {x_te.shape[0]} test samples, 8x8 images",
+            prefix="",
+            lr=_LR,
+            transform=RandomShift(1, image_shape=(8, 8)),
+            teacher=lambda s: mlp([64, 256, 256, 10], dropout=0.2, seed=s),
+            teacher_text=("the teacher 64-256-256-10 (AdamW, warmup + cosine, clipping, shifts)"),
+            student=lambda s: mlp([64, 128, 64, 10], dropout=0.0, seed=s),
+            student_text="a student 64-128-64-10",
+            prune=_prune_mlp,
+            quantize=_quantize_stage,
+            quantize_text="int8 quantization, save, reload",
+        )
     say(
-        f"digits: {x_tr.shape[0]} train / {x_te.shape[0]} test samples, 8x8 images; "
-        f"epochs (teacher, student, fine-tune) = {ep}; seed {seed}; output in {outdir}"
+        f"digits: {pipe.intro}; epochs (teacher, student, fine-tune) = {ep}; seed {seed}; "
+        f"output in {outdir}"
     )
+    rows, curves = _run_stages(pipe, ep, seed, outdir, (x_tr, y_tr, x_te, y_te), bars, say)
+    wall = time.perf_counter() - t_start
+    say("")
+    say(format_table(rows))
+    say(f"\nwall time {wall:.1f} s; files in {outdir}")
+    if plot:
+        _plot(curves, rows, os.path.join(outdir, "demo.png"), say)
+    return rows
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """What differs between the MLP and the CNN demo: data, models, pruning, int8."""
+
+    intro: str  # the data line
+    prefix: str  # saved file names start with this
+    lr: dict[str, float]  # peak learning rate per stage
+    transform: Callable[[np.ndarray, Any], np.ndarray]  # training augmentation
+    teacher: Callable[[int], nn.Module]  # seed -> model
+    teacher_text: str
+    student: Callable[[int], nn.Module]
+    student_text: str
+    prune: Callable[[nn.Module], tuple[nn.Module, Any, str]]  # -> (pruned, masks, what)
+    quantize: Callable[..., Any]  # (model, calib_x, outdir, say) -> (stage, predict, path, params)
+    quantize_text: str
+
+
+def _prune_mlp(student: nn.Module) -> tuple[nn.Module, Any, str]:
+    pruned = magnitude_prune(copy.deepcopy(student), 0.25, structured="rows")
+    masks = magnitude_prune(pruned, 0.6, scope="global")
+    hidden = [lin.out_features for lin in pruned if isinstance(lin, nn.Linear)][:-1]
+    return (
+        pruned,
+        masks,
+        f"25% of hidden neurons removed (hidden sizes {hidden}), then 60% of the remaining weights",
+    )
+
+
+def _prune_cnn(student: nn.Module) -> tuple[nn.Module, Any, str]:
+    pruned = prune_filters(copy.deepcopy(student), 0.25)
+    masks = magnitude_prune(pruned, 0.5, scope="global")
+    widths = [c.out_channels for c in pruned if isinstance(c, nn.Conv2d)]
+    return (
+        pruned,
+        masks,
+        f"25% of the filters removed (conv widths {widths}), then 50% of the remaining weights",
+    )
+
+
+def _run_stages(
+    pipe: _Pipeline,
+    ep: tuple[int, ...],
+    seed: int,
+    outdir: str,
+    data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    bars: _Progress,
+    say: Callable[..., None],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[float]]]]:
+    """The four stages (module docstring) of one pipeline: the table rows and the curves."""
+    x_tr, y_tr, x_te, y_te = data
     seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(5, np.uint32)]
-    shift = RandomShift(1, image_shape=(8, 8))
     rows: list[dict[str, Any]] = []
     curves: dict[str, dict[str, list[float]]] = {}
 
     def record(stage: str, model: nn.Module, params: int) -> None:
-        rows.append(_stage_row(stage, model, params, outdir, "", x_te, y_te))
+        rows.append(_stage_row(stage, model, params, outdir, pipe.prefix, x_te, y_te))
 
     def fit(
         key: str,
@@ -422,8 +535,8 @@ def _run(
         label: str,
         masks: Any = None,
     ) -> None:
-        """Train ``model`` for one stage (shifted mini-batches keyed by ``seed_``)."""
-        loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seed_, transform=shift)
+        """Train ``model`` for one stage (augmented mini-batches keyed by ``seed_``)."""
+        loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seed_, transform=pipe.transform)
         bar = bars(epochs, label)
         curves[key] = train(
             model,
@@ -431,19 +544,19 @@ def _run(
             epochs,
             loss,
             lambda: accuracy(model, x_te, y_te),
-            lr=_LR[key],
+            lr=pipe.lr[key],
             masks=masks,
             bar=bar,
         )
         bar.close()
 
     # 1. teacher ------------------------------------------------------------------
-    teacher = mlp([64, 256, 256, 10], dropout=0.2, seed=seeds[0])
+    teacher = pipe.teacher(seeds[0])
 
     def ce(logits: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
         return nn.cross_entropy(logits, yb)
 
-    say("[1/4] training the teacher 64-256-256-10 (AdamW, warmup + cosine, clipping, shifts)")
+    say(f"[1/4] training {pipe.teacher_text}")
     fit("teacher", teacher, ce, seeds[1], ep[0], "teacher")
     record("teacher", teacher, count_params(teacher))
 
@@ -453,20 +566,17 @@ def _run(
     def distill(logits: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
         return nn.distillation_loss(logits, teacher(xb), yb, temperature=4.0, alpha=0.9)
 
-    student = mlp([64, 128, 64, 10], dropout=0.0, seed=seeds[2])
+    student = pipe.student(seeds[2])
     ratio = count_params(teacher) / count_params(student)
-    say(f"[2/4] distilling a student 64-128-64-10 ({ratio:.1f}x fewer parameters)")
+    say(f"[2/4] distilling {pipe.student_text} ({ratio:.1f}x fewer parameters)")
     fit("student", student, distill, seeds[3], ep[1], "student")
     record("student", student, count_params(student))
 
-    # 3. pruning: rows (really smaller), then magnitude, then masked fine-tuning ----------
-    pruned = magnitude_prune(copy.deepcopy(student), 0.25, structured="rows")
-    masks = magnitude_prune(pruned, 0.6, scope="global")
-    hidden = [lin.out_features for lin in pruned if isinstance(lin, nn.Linear)][:-1]
+    # 3. pruning: structured (really smaller), then magnitude, then masked fine-tuning ---
+    pruned, masks, what = pipe.prune(student)
     acc_before = accuracy(pruned, x_te, y_te)
     say(
-        f"[3/4] pruning the student: 25% of hidden neurons removed (hidden sizes {hidden}), "
-        f"then 60% of the remaining weights (test accuracy {acc_before:.4f} before "
+        f"[3/4] pruning the student: {what} (test accuracy {acc_before:.4f} before "
         "fine-tuning); fine-tuning with masks"
     )
     fit("pruned", pruned, distill, seeds[4], ep[2], "fine-tune", masks=masks)
@@ -482,8 +592,8 @@ def _run(
         raise RuntimeError("the saved pruned model does not reload to the same accuracy")
 
     # 4. int8 ------------------------------------------------------------------------
-    say("[4/4] int8 quantization, save, reload")
-    stage, predict, path, params = _quantize_stage(pruned, x_tr[:256], outdir, say)
+    say(f"[4/4] {pipe.quantize_text}")
+    stage, predict, path, params = pipe.quantize(pruned, x_tr[:256], outdir, say)
     rows.append(
         {
             "stage": stage,
@@ -494,122 +604,7 @@ def _run(
             "path": path,
         }
     )
-
-    wall = time.perf_counter() - t_start
-    say("")
-    say(format_table(rows))
-    say(f"\nwall time {wall:.1f} s; files in {outdir}")
-    if plot:
-        _plot(curves, rows, os.path.join(outdir, "demo.png"), say)
-    return rows
-
-
-def _run_cnn(
-    ep: tuple[int, ...],
-    seed: int,
-    outdir: str,
-    plot: bool,
-    verbose: bool,
-    progress: bool | None,
-    t_start: float,
-    say: Callable[..., None],
-) -> list[dict[str, Any]]:
-    """The convolutional pipeline (module docstring); same table and plot as the MLP's."""
-    bars = _Progress(progress if verbose else False)
-    x_tr, y_tr, x_te, y_te = load_digits_split()
-    x_tr, x_te = _images(x_tr), _images(x_te)
-    say(
-        f"digits: {x_tr.shape[0]} train / {x_te.shape[0]} test 8x8x1 images (channels-last); "
-        f"epochs (teacher, student, fine-tune) = {ep}; seed {seed}; output in {outdir}"
-    )
-    seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(5, np.uint32)]
-    flat_shift = RandomShift(1, image_shape=(8, 8))
-
-    def shift(x: np.ndarray, rng: Any) -> np.ndarray:
-        return _images(flat_shift(x.reshape(x.shape[0], 64), rng))
-
-    rows: list[dict[str, Any]] = []
-    curves: dict[str, dict[str, list[float]]] = {}
-
-    def record(stage: str, model: nn.Module, params: int) -> None:
-        rows.append(_stage_row(stage, model, params, outdir, "cnn_", x_te, y_te))
-
-    def fit(
-        key: str, model: nn.Module, loss: Callable, seed_: int, epochs: int, masks: Any = None
-    ) -> None:
-        loader = DataLoader(x_tr, y_tr, batch_size=_BATCH, seed=seed_, transform=shift)
-        bar = bars(epochs, key)
-        curves[key] = train(
-            model, loader, epochs, loss, lambda: accuracy(model, x_te, y_te),
-            lr=_CNN_LR[key], masks=masks, bar=bar,
-        )  # fmt: skip
-        bar.close()
-
-    teacher = cnn([32, 64, 64], [False, True, True], seed=seeds[0])
-
-    def ce(logits: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
-        return nn.cross_entropy(logits, yb)
-
-    say("[1/4] training the teacher CNN conv 32-64-64 (3x3, BatchNorm, ReLU, max pools)")
-    fit("teacher", teacher, ce, seeds[1], ep[0])
-    record("teacher", teacher, count_params(teacher))
-    teacher.eval()
-
-    def distill(logits: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> tuple[float, np.ndarray]:
-        return nn.distillation_loss(logits, teacher(xb), yb, temperature=4.0, alpha=0.9)
-
-    student = cnn([16, 32], [True, True], seed=seeds[2])
-    ratio = count_params(teacher) / count_params(student)
-    say(f"[2/4] distilling a student CNN conv 16-32 ({ratio:.1f}x fewer parameters)")
-    fit("student", student, distill, seeds[3], ep[1])
-    record("student", student, count_params(student))
-
-    pruned = prune_filters(copy.deepcopy(student), 0.25)
-    masks = magnitude_prune(pruned, 0.5, scope="global")
-    widths = [c.out_channels for c in pruned if isinstance(c, nn.Conv2d)]
-    acc_before = accuracy(pruned, x_te, y_te)
-    say(
-        f"[3/4] pruning the student: 25% of the filters removed (conv widths {widths}), then "
-        f"50% of the remaining weights (test accuracy {acc_before:.4f} before fine-tuning); "
-        "fine-tuning with masks"
-    )
-    fit("pruned", pruned, distill, seeds[4], ep[2], masks=masks)
-    remove(pruned)
-    record("pruned student", pruned, count_nonzero_params(pruned))
-    rows[-1]["sparsity"] = sparsity(pruned)
-    rows[-1]["accuracy_before_finetune"] = acc_before
-
-    say("[4/4] int8 quantization (BatchNorm2d folded, int8 convolutions), save, reload")
-    qmodel = quantize_model(pruned, x_tr[:256], mode="static", per_channel=True)
-    for line in qmodel.format_report().splitlines():
-        say("      " + line)
-    path = os.path.join(outdir, "cnn_student_int8.pfq")
-    qmodel.save(path)
-    reloaded = load(path)
-    # non-zero parameters, as for the pruned student (BatchNorm2d is folded away)
-    params = 0
-    for node in reloaded.layers:
-        if node.kind == "conv":
-            params += int(np.count_nonzero(node.weight_q)) + node.weight_q.shape[0]
-        elif node.kind == "linear":
-            params += int(np.count_nonzero(node.ql.weight_q)) + node.ql.out_features
-    rows.append(
-        {
-            "stage": "int8 student",
-            "accuracy": float(np.mean(np.argmax(reloaded(x_te), axis=1) == y_te)),
-            "params": int(params),
-            "bytes": os.path.getsize(path),
-            "latency_us": 1e6 * latency_per_sample(reloaded, x_te),
-            "path": path,
-        }
-    )
-    wall = time.perf_counter() - t_start
-    say("")
-    say(format_table(rows))
-    say(f"\nwall time {wall:.1f} s; files in {outdir}")
-    if plot:
-        _plot(curves, rows, os.path.join(outdir, "demo.png"), say)
-    return rows
+    return rows, curves
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

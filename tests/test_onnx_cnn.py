@@ -5,9 +5,6 @@ ONNX Runtime and -> pyfastopt."""
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 import pytest
 
@@ -18,66 +15,15 @@ ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 pfo = pytest.importorskip("pyfastopt.onnx")
 
-RTOL = 1e-5
+from onnx_helpers import close, ort_run, torch_export  # noqa: E402
+from torch_blocks import BasicBlock, InvertedResidual, randomize_bn  # noqa: E402
+
 tnn = torch.nn
 
 
-def ort_run(data: bytes, x: np.ndarray) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
-def close(got, want, rtol=RTOL):
-    """|got - want| <= rtol * max|want| elementwise (relative to the output's scale)."""
-    assert got.shape == want.shape, (got.shape, want.shape)
-    scale = max(float(np.max(np.abs(want))), 1e-30)
-    err = float(np.max(np.abs(got.astype(np.float64) - want)))
-    assert err <= rtol * scale, f"max error {err:.3g} > {rtol} x {scale:.3g}"
-
-
 def export(module, shape, opset=17):
-    module.eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (torch.zeros(shape),),
-            buf,
-            dynamo=False,
-            opset_version=opset,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-        )
-    return buf.getvalue()
-
-
-def _randomize_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, tnn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return module
-
-
-class BasicBlock(tnn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(c)
-        self.conv2 = tnn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(c)
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + x)
+    """torch_export of ``module`` on zeros of ``shape``, batch axis dynamic on x and y."""
+    return torch_export(module, torch.zeros(shape), opset, dynamic=("x", "y"))
 
 
 class DownBlock(tnn.Module):
@@ -94,25 +40,6 @@ class DownBlock(tnn.Module):
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))
         return torch.relu(self.bn2(self.conv2(y)) + self.down(x))
-
-
-class InvertedResidual(tnn.Module):
-    def __init__(self, c, expand=4):
-        super().__init__()
-        h = c * expand
-        self.body = tnn.Sequential(
-            tnn.Conv2d(c, h, 1, bias=False),
-            tnn.BatchNorm2d(h),
-            tnn.ReLU6(),
-            tnn.Conv2d(h, h, 3, padding=1, groups=h, bias=False),
-            tnn.BatchNorm2d(h),
-            tnn.ReLU6(),
-            tnn.Conv2d(h, c, 1, bias=False),
-            tnn.BatchNorm2d(c),
-        )
-
-    def forward(self, x):
-        return x + self.body(x)
 
 
 def _models():
@@ -133,9 +60,9 @@ def _models():
             ),
             (1, 28, 28),
         ),
-        "resnet_block": (_randomize_bn(BasicBlock(8)), (8, 10, 10)),
-        "resnet_down_block": (_randomize_bn(DownBlock(4, 8)), (4, 9, 9)),
-        "mobilenetv2_block": (_randomize_bn(InvertedResidual(8)), (8, 9, 9)),
+        "resnet_block": (randomize_bn(BasicBlock(8)), (8, 10, 10)),
+        "resnet_down_block": (randomize_bn(DownBlock(4, 8)), (4, 9, 9)),
+        "mobilenetv2_block": (randomize_bn(InvertedResidual(8)), (8, 9, 9)),
         "pools": (
             tnn.Sequential(
                 tnn.BatchNorm2d(3),  # not after a conv: not folded by the exporter
@@ -161,7 +88,7 @@ MODELS = _models()
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_torch_cnn_matches_onnxruntime(name, tmp_path):
     module, shape = MODELS[name]
-    _randomize_bn(module, 1)
+    randomize_bn(module, 1)
     data = export(module, (1, *shape))
     model = pfo.load(data)
     x = np.random.default_rng(0).standard_normal((3, *shape)).astype(np.float32)

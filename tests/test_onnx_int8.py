@@ -5,7 +5,6 @@ bound elsewhere."""
 
 from __future__ import annotations
 
-import io
 import logging
 import warnings
 
@@ -18,26 +17,11 @@ torch = pytest.importorskip("torch")
 oq = pytest.importorskip("onnxruntime.quantization")
 pfo = pytest.importorskip("pyfastopt.onnx")
 
+from onnx_helpers import ort_run, torch_export  # noqa: E402
+from torch_blocks import BasicBlock, InvertedResidual, randomize_bn  # noqa: E402
+
 logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing"
 ort.set_default_logger_severity(3)  # "Removing initializer ..." warnings
-
-
-def export(module, example, opset=17):
-    module.eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (example,),
-            buf,
-            dynamo=False,
-            opset_version=opset,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}},
-        )
-    return buf.getvalue()
 
 
 class Reader(oq.CalibrationDataReader):
@@ -83,13 +67,6 @@ def quantize(
                 reduce_range=reduce_range,
             )
     return dst.read_bytes()
-
-
-def ort_run(data, x, threads=1):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
 def as_uint8_weights(data):
@@ -153,7 +130,7 @@ SATURATION_BOUND = 0.3
 def test_mlp_vs_onnxruntime(tmp_path, how, wt, reduce, per_channel, exact):
     data = quantize(
         tmp_path,
-        export(mlp(), torch.randn(1, 48)),
+        torch_export(mlp(), torch.randn(1, 48)),
         how,
         (16, 48),
         per_channel=per_channel,
@@ -180,7 +157,7 @@ def test_mlp_vs_onnxruntime(tmp_path, how, wt, reduce, per_channel, exact):
 def test_dynamic_form(tmp_path):
     """quantize_dynamic's graph: DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul."""
     data = quantize(
-        tmp_path, export(mlp(), torch.randn(1, 48)), "dynamic", (16, 48), reduce_range=True
+        tmp_path, torch_export(mlp(), torch.randn(1, 48)), "dynamic", (16, 48), reduce_range=True
     )
     assert {"DynamicQuantizeLinear", "MatMulInteger", "Cast", "Mul"} <= ops_of(data)
     model = pfo.load(data)
@@ -190,7 +167,7 @@ def test_dynamic_form(tmp_path):
 
 def test_qdq_fused_as_onnxruntime(tmp_path):
     """QDQ Gemm patterns become QGemm steps (ONNX Runtime's fusion), no float Gemm left."""
-    data = quantize(tmp_path, export(mlp(), torch.randn(1, 48)), "qdq", (16, 48))
+    data = quantize(tmp_path, torch_export(mlp(), torch.randn(1, 48)), "qdq", (16, 48))
     assert "QuantizeLinear" in ops_of(data) and "Gemm" in ops_of(data)
     ops = [s.op for s in pfo.load(data).steps]
     assert ops.count("QGemm") == 3 and "Gemm" not in ops
@@ -200,7 +177,7 @@ def test_qdq_fused_as_onnxruntime(tmp_path):
 def test_nan_input_like_onnxruntime(tmp_path):
     data = quantize(
         tmp_path,
-        export(mlp(), torch.randn(1, 48)),
+        torch_export(mlp(), torch.randn(1, 48)),
         "qoperator",
         (16, 48),
         weight=oq.QuantType.QUInt8,
@@ -268,50 +245,6 @@ def test_quantize_dequantize_roundtrip_graph():
 tnn = torch.nn
 
 
-def _randomize_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, tnn.BatchNorm2d):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return module
-
-
-class BasicBlock(tnn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv1 = tnn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(c)
-        self.conv2 = tnn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(c)
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + x)
-
-
-class InvertedResidual(tnn.Module):
-    def __init__(self, c, expand=4):
-        super().__init__()
-        h = c * expand
-        self.body = tnn.Sequential(
-            tnn.Conv2d(c, h, 1, bias=False),
-            tnn.BatchNorm2d(h),
-            tnn.ReLU6(),
-            tnn.Conv2d(h, h, 3, padding=1, groups=h, bias=False),
-            tnn.BatchNorm2d(h),
-            tnn.ReLU6(),
-            tnn.Conv2d(h, c, 1, bias=False),
-            tnn.BatchNorm2d(c),
-        )
-
-    def forward(self, x):
-        return x + self.body(x)
-
-
 class Pooled(tnn.Module):
     """conv -> relu -> global average pool -> linear (QLinearGlobalAveragePool)."""
 
@@ -343,8 +276,8 @@ def cnns():
             ),
             (1, 28, 28),
         ),
-        "resnet_block": (_randomize_bn(BasicBlock(8)), (8, 10, 10)),
-        "mobilenetv2_block": (_randomize_bn(InvertedResidual(8)), (8, 9, 9)),
+        "resnet_block": (randomize_bn(BasicBlock(8)), (8, 10, 10)),
+        "mobilenetv2_block": (randomize_bn(InvertedResidual(8)), (8, 9, 9)),
         "pooled": (Pooled(), (3, 8, 8)),
     }
 
@@ -359,7 +292,7 @@ def test_cnn_vs_onnxruntime(tmp_path, name, how):
     module, shape = cnns()[name]
     data = quantize(
         tmp_path,
-        export(module, torch.randn(1, *shape)),
+        torch_export(module, torch.randn(1, *shape)),
         how,
         (4, *shape),
         weight=oq.QuantType.QUInt8 if how != "dynamic" else oq.QuantType.QInt8,
@@ -407,7 +340,7 @@ def test_save_load_round_trip(tmp_path, name, how, wt):
         module, shape = cnns()[name]
     data = quantize(
         tmp_path,
-        export(module, torch.randn(1, *shape)),
+        torch_export(module, torch.randn(1, *shape)),
         how,
         (4, *shape),
         weight=getattr(oq.QuantType, wt),
@@ -466,7 +399,7 @@ def test_cnn_per_channel(tmp_path, how, wt):
     module, shape = cnns()["lenet"]
     data = quantize(
         tmp_path,
-        export(module, torch.randn(1, *shape)),
+        torch_export(module, torch.randn(1, *shape)),
         how,
         (4, *shape),
         per_channel=True,
@@ -499,7 +432,7 @@ def test_corrupt_int8_models_fuzz(tmp_path):
     wrong type): a ValueError or a working model, never another exception."""
     import contextlib
 
-    data = quantize(tmp_path, export(mlp(), torch.randn(1, 48)), "qdq", (16, 48))
+    data = quantize(tmp_path, torch_export(mlp(), torch.randn(1, 48)), "qdq", (16, 48))
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 48)).astype(np.float32)
     for _ in range(200):
@@ -534,7 +467,7 @@ def test_corrupt_int8_models_fuzz(tmp_path):
 def test_prepacked_path_same_bits(tmp_path, how):
     """QGemm steps with their weights packed once (QuantizedLinear, float32 of the exact
     int32 accumulators) give the same bits as the per-call matmul_int8 path."""
-    data = quantize(tmp_path, export(mlp(), torch.randn(1, 48)), how, (16, 48))
+    data = quantize(tmp_path, torch_export(mlp(), torch.randn(1, 48)), how, (16, 48))
     model = pfo.load(data)
     assert len(model._fast) == 3
     x = np.random.default_rng(9).standard_normal((17, 48)).astype(np.float32) * 3
@@ -563,7 +496,7 @@ def test_fast_plan_same_bits_as_generic_steps(tmp_path, name, how, act):
         module, shape = cnns()[name]
     data = quantize(
         tmp_path,
-        export(module, torch.randn(1, *shape)),
+        torch_export(module, torch.randn(1, *shape)),
         how,
         (4, *shape),
         act=getattr(oq.QuantType, act) if act else None,

@@ -4,7 +4,6 @@ Runtime running the same file; pyfastopt -> ONNX -> ONNX Runtime and -> pyfastop
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import subprocess
 import sys
@@ -19,42 +18,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pfo = pytest.importorskip("pyfastopt.onnx")
 
-RTOL = 1e-5
-
-
-def ort_run(data: bytes, x: np.ndarray) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
-def close(got, want, rtol=RTOL):
-    """|got - want| <= rtol * max|want| elementwise (relative to the output's scale)."""
-    assert got.shape == want.shape, (got.shape, want.shape)
-    scale = max(float(np.max(np.abs(want))), 1e-30)
-    err = float(np.max(np.abs(got.astype(np.float64) - want)))
-    assert err <= rtol * scale, f"max error {err:.3g} > {rtol} x {scale:.3g}"
-
-
-# ------------------------------------------------------------------ torch -> pyfastopt
-def torch_export(module, example, opset=17, dynamic=True):
-    torch = pytest.importorskip("torch")
-    module.eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (example,),
-            buf,
-            dynamo=False,  # the dynamo exporter needs onnxscript
-            opset_version=opset,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "batch"}} if dynamic else None,
-        )
-    return buf.getvalue()
+from onnx_helpers import close, ort_run, torch_export  # noqa: E402
 
 
 def _mlps():

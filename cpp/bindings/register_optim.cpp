@@ -18,6 +18,7 @@
 #include "checks.h"
 #include "pyfastopt/optim.h"
 #include "pyfastopt/optim_coef.h"
+#include "optim_coef_tuples.h"
 #include "register.h"
 
 namespace pyfastopt {
@@ -121,73 +122,11 @@ Refs<T, S> select(const Parsed& p, DType want) {
   return r;
 }
 
-// Reads a coefficient tuple field by field.
-struct TupleReader {
-  py::tuple t;
-  std::size_t i = 0;
-  double num() { return t[i++].cast<double>(); }
-  bool flag() { return t[i++].cast<bool>(); }
-};
+using coef_tuples::adagrad_coefs;
+using coef_tuples::adam_coefs;
+using coef_tuples::rmsprop_coefs;
+using coef_tuples::sgd_coefs;
 
-// A coefficient tuple -> struct in T (pyfastopt/optim_coef.h, shared with the CUDA
-// module). Fields are read in the documented order.
-template <class T>
-std::vector<SgdCoef<T>> sgd_coefs(py::handle coefs) {
-  // (lr, momentum, dampening, weight_decay, l1, maximize, nesterov, first_step)
-  std::vector<SgdCoef<T>> out;
-  for (py::handle h : coefs) {
-    TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
-    const double lr = r.num(), momentum = r.num(), dampening = r.num(), wd = r.num(),
-                 l1 = r.num();
-    const bool maximize = r.flag(), nesterov = r.flag(), first_step = r.flag();
-    out.push_back(make_sgd_coef<T>(lr, momentum, dampening, wd, l1, maximize, nesterov, first_step));
-  }
-  return out;
-}
-
-template <class T>
-std::vector<AdamCoef<T>> adam_coefs(py::handle coefs) {
-  // (lr, beta1, beta2, eps, weight_decay, l1, step, maximize, amsgrad, decoupled)
-  std::vector<AdamCoef<T>> out;
-  for (py::handle h : coefs) {
-    TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
-    const double lr = r.num(), beta1 = r.num(), beta2 = r.num(), eps = r.num();
-    const double wd = r.num(), l1 = r.num(), step = r.num();
-    const bool maximize = r.flag(), amsgrad = r.flag(), decoupled = r.flag();
-    out.push_back(make_adam_coef<T>(lr, beta1, beta2, eps, wd, l1, step, maximize, amsgrad, decoupled));
-  }
-  return out;
-}
-
-template <class T>
-std::vector<RmspropCoef<T>> rmsprop_coefs(py::handle coefs) {
-  // (lr, alpha, eps, weight_decay, l1, momentum, maximize, centered)
-  std::vector<RmspropCoef<T>> out;
-  for (py::handle h : coefs) {
-    TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
-    const double lr = r.num(), alpha = r.num(), eps = r.num(), wd = r.num(), l1 = r.num(),
-                 momentum = r.num();
-    const bool maximize = r.flag(), centered = r.flag();
-    out.push_back(make_rmsprop_coef<T>(lr, alpha, eps, wd, l1, momentum, maximize, centered));
-  }
-  return out;
-}
-
-template <class T>
-std::vector<AdagradCoef<T>> adagrad_coefs(py::handle coefs) {
-  // (lr, lr_decay, eps, weight_decay, l1, step, maximize)
-  std::vector<AdagradCoef<T>> out;
-  for (py::handle h : coefs) {
-    TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
-    const double lr = r.num(), lr_decay = r.num(), eps = r.num(), wd = r.num(), l1 = r.num(),
-                 step = r.num();
-    const bool maximize = r.flag();
-    out.push_back(make_adagrad_coef<T>(lr, lr_decay, eps, wd, l1, step, maximize));
-  }
-  return out;
-}
-
-// Validate, build both dtypes' coefficient tables, release the GIL, run each dtype once.
 template <template <class> class Coef, class MakeF, class MakeD, class RunF, class RunD>
 void run_step(py::handle params, py::handle grads, py::handle states, py::handle coef_index,
               py::handle coefs, const char* const names[3], MakeF make_f, MakeD make_d,

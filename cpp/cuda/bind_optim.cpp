@@ -20,6 +20,7 @@
 #include "device_array.h"
 #include "kernels.h"
 #include "pyfastopt/optim_coef.h"
+#include "../bindings/optim_coef_tuples.h"
 
 namespace pyfastopt {
 namespace cuda {
@@ -127,60 +128,10 @@ std::vector<MtTensor> select(Call& call, Parsed& p, DT want) {
   return t;
 }
 
-struct TupleReader {
-  py::tuple t;
-  std::size_t i = 0;
-  double num() { return t[i++].cast<double>(); }
-  bool flag() { return t[i++].cast<bool>(); }
-};
-
-template <class T>
-std::vector<SgdCoef<T>> sgd_coefs(py::handle coefs) {
-  std::vector<SgdCoef<T>> out;
-  for (py::handle h : coefs) {
-    TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
-    const double lr = r.num(), momentum = r.num(), dampening = r.num(), wd = r.num(), l1 = r.num();
-    const bool maximize = r.flag(), nesterov = r.flag(), first_step = r.flag();
-    out.push_back(make_sgd_coef<T>(lr, momentum, dampening, wd, l1, maximize, nesterov, first_step));
-  }
-  return out;
-}
-template <class T>
-std::vector<AdamCoef<T>> adam_coefs(py::handle coefs) {
-  std::vector<AdamCoef<T>> out;
-  for (py::handle h : coefs) {
-    TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
-    const double lr = r.num(), beta1 = r.num(), beta2 = r.num(), eps = r.num();
-    const double wd = r.num(), l1 = r.num(), step = r.num();
-    const bool maximize = r.flag(), amsgrad = r.flag(), decoupled = r.flag();
-    out.push_back(make_adam_coef<T>(lr, beta1, beta2, eps, wd, l1, step, maximize, amsgrad, decoupled));
-  }
-  return out;
-}
-template <class T>
-std::vector<RmspropCoef<T>> rmsprop_coefs(py::handle coefs) {
-  std::vector<RmspropCoef<T>> out;
-  for (py::handle h : coefs) {
-    TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
-    const double lr = r.num(), alpha = r.num(), eps = r.num(), wd = r.num(), l1 = r.num(),
-                 momentum = r.num();
-    const bool maximize = r.flag(), centered = r.flag();
-    out.push_back(make_rmsprop_coef<T>(lr, alpha, eps, wd, l1, momentum, maximize, centered));
-  }
-  return out;
-}
-template <class T>
-std::vector<AdagradCoef<T>> adagrad_coefs(py::handle coefs) {
-  std::vector<AdagradCoef<T>> out;
-  for (py::handle h : coefs) {
-    TupleReader r{py::reinterpret_borrow<py::tuple>(h)};
-    const double lr = r.num(), lr_decay = r.num(), eps = r.num(), wd = r.num(), l1 = r.num(),
-                 step = r.num();
-    const bool maximize = r.flag();
-    out.push_back(make_adagrad_coef<T>(lr, lr_decay, eps, wd, l1, step, maximize));
-  }
-  return out;
-}
+using coef_tuples::adagrad_coefs;
+using coef_tuples::adam_coefs;
+using coef_tuples::rmsprop_coefs;
+using coef_tuples::sgd_coefs;
 
 template <template <class> class Coef, class MakeF, class MakeD, class RunF, class RunD>
 void run_step(py::handle params, py::handle grads, py::handle states, py::handle coef_index,

@@ -634,6 +634,107 @@ def _bind_qlinear_conv_gemm(
     return run
 
 
+def _qlinear_conv_spec(step: QStep, consts: dict[str, Any]) -> dict[str, Any] | None:
+    """The constants of a QLinearConv that a channels-last conv chain (:func:`_bind_conv_chain`)
+    runs: uint8 activations with constant per-tensor qparams, constant int8 weights with
+    zero point 0, an optional constant int32 bias; or None."""
+    ins = step.inputs
+    if step.layer is not None or step.op != "QLinearConv" or len(step.outputs) != 1:
+        return None
+    if len(ins) < 8 or any(n not in consts or consts[n] is None for n in ins[1:8]):
+        return None
+    if len(ins) > 8 and ins[8] and ins[8] not in consts:
+        return None
+    w, zx, zy = consts[ins[3]], np.asarray(consts[ins[2]]), np.asarray(consts[ins[7]])
+    if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.ndim != 4:
+        return None
+    if _uniform_zp(consts[ins[5]]) != 0 or zx.size != 1 or zx.dtype != np.uint8:
+        return None
+    if zy.size != 1 or zy.dtype != np.uint8:
+        return None
+    co = int(w.shape[0])
+    m = _multiplier(1.0, consts[ins[1]], consts[ins[4]], consts[ins[6]]).reshape(-1)
+    if m.size not in (1, co) or not (np.all(np.isfinite(m)) and np.all(m > 0)):
+        return None
+    bias = consts[ins[8]] if len(ins) > 8 and ins[8] else None
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.dtype != np.int32 or bias.shape != (co,):
+            return None
+    geo = _conv_attrs(step.attrs)
+    g = int(geo.get("group", 1))
+    if g < 1 or co % g:
+        return None
+    return {
+        "w": np.ascontiguousarray(w),
+        "group": g,
+        "strides": tuple(int(v) for v in geo.get("strides", (1, 1))),
+        "pads": tuple(int(v) for v in geo.get("pads", (0, 0, 0, 0))),
+        "dilations": tuple(int(v) for v in geo.get("dilations", (1, 1))),
+        "zx": int(zx.reshape(-1)[0]),
+        "zy": int(zy.reshape(-1)[0]),
+        "m": np.ascontiguousarray(np.broadcast_to(m, (co,)), np.float32),
+        "bias": None if bias is None else np.ascontiguousarray(bias),
+    }
+
+
+def _bind_conv_chain(
+    steps: list[QStep], specs: list[dict[str, Any]], generics: list[Callable[[dict[str, Any]], Any]]
+) -> Callable[[dict[str, Any]], Any]:
+    """A chain of QLinearConv steps (each output read only by the next) in ONE call of a
+    channels-last run plan (``_core.conv.QCNNPlan``, made once per input shape): the
+    input transposed to NHWC once, every convolution's exact int32 accumulation and
+    uint8 requantization (multiplier ``float32(float32(s_x * s_w) / s_y)``, as
+    :func:`qlinear_conv`) on NHWC buffers, the last output transposed back to NCHW. No
+    im2col, no per-layer transposes. Inputs the plan does not cover (another dtype, a
+    channel count that does not fit) run the steps' generic functions."""
+    from .. import _core
+
+    x_name = steps[0].inputs[0]
+    plans: dict[tuple[int, ...], Any] = {}
+
+    def build(h: int, w: int, c: int) -> Any:
+        plan = _core.conv.QCNNPlan(h, w, c)
+        for sp in specs:
+            co, cg, kh, kw = sp["w"].shape
+            if c != cg * sp["group"]:
+                return None
+            # pads as the step's attrs hold them: (top, bottom, left, right), conv2d_int8's
+            (sh, sw), (dh, dw), (pt, pb, pl, pr) = sp["strides"], sp["dilations"], sp["pads"]
+            oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+            ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+            if oh < 1 or ow < 1:
+                return None
+            plan.add_conv(
+                sp["w"], sp["group"], h, w, c, oh, ow, sh, sw, pt, pl, dh, dw, sp["zx"], 0,
+                sp["m"], sp["bias"], False, sp["zy"],
+            )  # fmt: skip
+            h, w, c = oh, ow, co
+        return plan
+
+    def generic(env: dict[str, Any]) -> Any:
+        out = None
+        for st, fn in zip(steps, generics):
+            out = fn(env)
+            env[st.outputs[0]] = out
+        return out
+
+    def run(env: dict[str, Any]) -> Any:
+        x = env[x_name]
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+            return generic(env)
+        key = x.shape[1:]
+        if key not in plans:
+            plans[key] = build(x.shape[2], x.shape[3], x.shape[1])
+        plan = plans[key]
+        if plan is None:
+            return generic(env)
+        y = plan.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+    return run
+
+
 def _bind_matmul_integer_f32(
     step: QStep, consts: dict[str, Any]
 ) -> Callable[[dict[str, Any]], Any] | None:
@@ -931,9 +1032,27 @@ class QuantizedGraph:
         plan: list[tuple[Callable[[dict[str, Any]], Any], QStep]] = []
         passthrough: set[int] = set()  # Casts whose MatMulInteger already gives float32
         fast_steps: list[int] = []
+        chains = self._conv_chains(consts, readers) if fast else {}
+        in_chain: set[int] = {j for c in chains.values() for j in c[1:]}
         for i, step in enumerate(self.steps):
             fn: Callable[[dict[str, Any]], Any] | None = None
             pre = self._fast.get(i)
+            if i in in_chain:  # run by the chain's first step
+                fast_steps.append(i)
+                continue
+            if i in chains:
+                idx = chains[i]
+                members = [self.steps[j] for j in idx]
+                specs = [_qlinear_conv_spec(st, consts) for st in members]
+                generics = [_bind(st, consts) for st in members]
+                chain_fn = _bind_conv_chain(members, specs, generics)  # type: ignore[arg-type]
+                last = members[-1]
+                chain_step = QStep(
+                    "QLinearConv", list(step.inputs), list(last.outputs), dict(step.attrs)
+                )
+                plan.append((chain_fn, chain_step))
+                fast_steps.append(i)
+                continue
             if not fast:
                 pass
             elif i in passthrough:
@@ -972,6 +1091,31 @@ class QuantizedGraph:
             plan.append((fn, step))
         self._plan = plan
         self._fast_steps = fast_steps
+
+    def _conv_chains(
+        self, consts: dict[str, Any], readers: dict[str, list[int]]
+    ) -> dict[int, list[int]]:
+        """First step -> the step indices of each maximal chain of QLinearConv steps that
+        :func:`_bind_conv_chain` runs: every member covered by :func:`_qlinear_conv_spec`,
+        each member's output read only by the next member (and not the graph output)."""
+        ok = {i for i, st in enumerate(self.steps) if _qlinear_conv_spec(st, consts)}
+        chains: dict[int, list[int]] = {}
+        taken: set[int] = set()
+        for i in sorted(ok):
+            if i in taken:
+                continue
+            idx = [i]
+            while True:
+                out = self.steps[idx[-1]].outputs[0]
+                r = readers.get(out, [])
+                if out == self.output_name or len(r) != 1 or r[0] not in ok or r[0] in taken:
+                    break
+                if self.steps[r[0]].inputs[0] != out:
+                    break
+                idx.append(r[0])
+            taken.update(idx)
+            chains[i] = idx
+        return chains
 
     training = False
 

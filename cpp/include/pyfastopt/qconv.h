@@ -21,7 +21,11 @@
 //     stride 1, unpadded NHWC convolutions pack x's rows directly, no gather). NCHW
 //     output goes through an MC x Co/groups tile transposed into place.
 //   Cg == 1 (depthwise, and single-channel inputs): a direct loop per output pixel over
-//     the taps, int32 products of (x - zx)(w - zw), then the same output stage (scalar).
+//     the taps, int32 products of (x - zx)(w - zw), then the same output stage. NHWC
+//     depthwise (one output channel per input channel) runs the level's QConvKernels:
+//     per output row, the interior pixels (every tap inside the input) as one call over
+//     all taps, the edge pixels with their valid taps only, then requant over the row;
+//     other cases (NCHW, channel multipliers) a scalar loop.
 // Every output element is computed whole by one task (the reduction is never split), so
 // results are bitwise identical for any thread count and SIMD level.
 //
@@ -30,7 +34,8 @@
 // MC x Co/groups output tile; depthwise: (R*S) x Co int32 weights and Co int32 per task.
 // Never a buffer proportional to the input (no full im2col).
 //
-// Pooling on 8-bit data (the output keeps the input's scale and zero point):
+// Pooling on 8-bit data (the output keeps the input's scale and zero point; NHWC through
+// QConvKernels max_taps / sum_taps per output pixel, NCHW a scalar loop):
 //   max pool: PyTorch's windows (padding ignored), exact.
 //   average / adaptive average pool: sum of (x - zx) over the window's input positions
 //     (padding counts as zx, i.e. real zero, which is what count_include_pad means), the
@@ -45,6 +50,34 @@
 #include "pyfastopt/qgemm.h"
 
 namespace pyfastopt {
+
+// ---- per-ISA kernels (kernels/conv/qconv_<level>.cpp; the registry's `qconv` family) ---
+// Channels-last, vectorized across channels; exact integer arithmetic (and, for requant,
+// the float32 operations of the qgemm output stage in its order), so every level gives
+// the same bits. "Pixel p, tap t" reads x + p * x_step + x_off[t] + c for channels
+// c in [0, C). Bytes are uint8 or (x_signed) int8 values.
+struct QConvKernels {
+  const char* name;
+  // Depthwise accumulators: acc[p * C + c] = bias[c] (0 when null)
+  //   + sum_t (x[p, t, c] - zx) * w[t][c]   (int32 modulo 2^32; w[t][c] = weight - zw,
+  //   |w| <= 255, so each product is exact).
+  void (*dw_acc)(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
+                 std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, const std::int16_t* const* w,
+                 bool x_signed, std::int32_t zx, const std::int32_t* bias, std::int32_t* acc);
+  // The 8-bit output stage (qconv_driver.cpp store_out): r = rint_even(clamp(f32(acc) *
+  // scale[c], +-1024)) + zp, saturated to [lo, hi], stored as its low byte at
+  // y[p * y_step + c].
+  void (*requant)(std::size_t npix, std::size_t C, const std::int32_t* acc, const float* scale,
+                  std::int32_t zp, std::int32_t lo, std::int32_t hi, std::uint8_t* y, std::ptrdiff_t y_step);
+  // Max over the taps (the type's minimum for ntaps == 0): y[p * y_step + c].
+  void (*max_taps)(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
+                   std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, bool x_signed, std::uint8_t* y,
+                   std::ptrdiff_t y_step);
+  // Sum over the taps of (x - zx): acc[p * C + c] (int32; exact for ntaps <= 2^23).
+  void (*sum_taps)(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
+                   std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, bool x_signed, std::int32_t zx,
+                   std::int32_t* acc);
+};
 
 // The weights of one int8 convolution, prepacked for the active SIMD level.
 struct QConvWeights {

@@ -276,6 +276,78 @@ inline std::int32_t byte_value(std::uint8_t b) {
   return SIGNED ? static_cast<std::int32_t>(static_cast<std::int8_t>(b)) : static_cast<std::int32_t>(b);
 }
 
+// NHWC depthwise (Co == C == groups) on the level's QConvKernels. Per output row: the
+// interior run of pixels (every tap inside the input along w) in one dw_acc call over the
+// row's valid taps, each edge pixel with its valid taps only (padding adds (zx - zx) * w
+// = 0, so skipping it is exact), then the row's output stage (requant for 8-bit output).
+void depthwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
+                    const std::vector<std::int16_t>& wz, const QOutput& o) {
+  const QConvKernels& K = *kernels().qconv;
+  const sz C = g.C, R = g.R, S = g.S, RS = R * S, rows = g.N * g.OH;
+  const double mac = static_cast<double>(rows * g.OW) * static_cast<double>(RS * C);
+  const sz nt = task_count(rows, mac);
+  // per task: OW * C accumulators, RS offsets and RS weight pointers
+  std::vector<std::int32_t> accs(nt * g.OW * C);
+  std::vector<std::ptrdiff_t> offs(nt * RS);
+  std::vector<const std::int16_t*> wps(nt * RS);
+  const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
+  std::int32_t qlo = 0, qhi = 0;
+  if (q8) {
+    const bool u = o.kind == QOutKind::u8;
+    qlo = u ? 0 : -128;
+    qhi = u ? 255 : 127;
+    if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+  }
+  // interior ow: ow * sw - pl >= 0 and ow * sw - pl + (S - 1) * dw <= W - 1
+  const sd span = static_cast<sd>((S - 1) * g.dw);
+  sz ow_lo = (g.pl + g.sw - 1) / g.sw;
+  sz ow_hi = 0;  // exclusive
+  if (static_cast<sd>(g.W) - 1 - span + static_cast<sd>(g.pl) >= 0)
+    ow_hi = static_cast<sz>(static_cast<sd>(g.W) - 1 - span + static_cast<sd>(g.pl)) / g.sw + 1;
+  ow_hi = std::min(ow_hi, g.OW);
+  ow_lo = std::min(ow_lo, ow_hi);
+  const sd xs = static_cast<sd>(C);
+  parallel_for(static_cast<std::int64_t>(nt), work_of(mac), [&](std::int64_t t) {
+    const sz ts = static_cast<sz>(t), r0 = rows * ts / nt, r1 = rows * (ts + 1) / nt;
+    std::int32_t* acc = accs.data() + ts * g.OW * C;
+    std::ptrdiff_t* off = offs.data() + ts * RS;
+    const std::int16_t** wp = wps.data() + ts * RS;
+    for (sz row = r0; row < r1; ++row) {
+      const sz n = row / g.OH, oh = row - n * g.OH;
+      const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
+      const std::uint8_t* xn = x + n * g.H * g.W * C;
+      // pixels [a, b) with the taps whose s is in [s0, s1): offsets from pixel a's origin
+      auto run = [&](sz a, sz b) {
+        const sd iw0 = static_cast<sd>(a * g.sw) - static_cast<sd>(g.pl);
+        sz nt_ = 0;
+        for (sz r = 0; r < R; ++r) {
+          const sd ih = ih0 + static_cast<sd>(r * g.dh);
+          if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+          for (sz s = 0; s < S; ++s) {
+            const sd iw = iw0 + static_cast<sd>(s * g.dw);
+            if (b - a == 1 && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
+            off[nt_] = (ih * static_cast<sd>(g.W) + iw) * xs;
+            wp[nt_] = wz.data() + (r * S + s) * C;
+            ++nt_;
+          }
+        }
+        K.dw_acc(b - a, C, nt_, xn, static_cast<sd>(g.sw) * xs, off, wp, x_signed, zx, o.col_bias, acc + a * C);
+      };
+      for (sz ow = 0; ow < ow_lo; ++ow) run(ow, ow + 1);
+      if (ow_lo < ow_hi) run(ow_lo, ow_hi);
+      for (sz ow = std::max(ow_lo, ow_hi); ow < g.OW; ++ow) run(ow, ow + 1);
+      const sz p0 = row * g.OW;
+      if (q8) {
+        K.requant(g.OW, C, acc, o.col_scale, o.out_zp, qlo, qhi, static_cast<std::uint8_t*>(o.c) + p0 * C,
+                  static_cast<sd>(C));
+      } else {
+        for (sz ow = 0; ow < g.OW; ++ow)
+          store_run(o, reinterpret_cast<const std::uint32_t*>(acc + ow * C), C, (p0 + ow) * C, 1);
+      }
+    }
+  });
+}
+
 template <bool SIGNED>
 void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, const QConvWeights& w,
                  std::int32_t zw, const QOutput& o) {
@@ -291,6 +363,10 @@ void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, cons
       wz[t * Co + co] = static_cast<std::int16_t>(
           (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw);
     }
+  if (g.nhwc && mult == 1) {
+    depthwise_nhwc(g, x, SIGNED, zx, wz, o);
+    return;
+  }
   const double mac = static_cast<double>(rows * g.OW) * static_cast<double>(RS * Co);
   const sz nt = task_count(rows, mac);
   std::vector<std::uint32_t> accs(nt * Co);
@@ -363,9 +439,18 @@ void pool_path(int kind, const PoolGeom& g, bool include_pad, std::int64_t divis
   if (work < static_cast<double>(kMinParallelWork)) nt = 1;
   std::vector<std::int64_t> accs(nt * C);
   const sz cs = g.nhwc ? 1 : g.H * g.W;
+  // NHWC: the level's kernels over a window's taps (max: all kh*kw at once; sums: at most
+  // kSumTaps per call, int32 partial sums added into the int64 accumulators)
+  constexpr sz kSumTaps = 4096;
+  const QConvKernels& K = *kernels().qconv;
+  const sz cap = !g.nhwc ? 0 : (kind == 0 ? g.kh * g.kw : kSumTaps);
+  std::vector<std::ptrdiff_t> offs(nt * cap);
+  std::vector<std::int32_t> sums(g.nhwc ? nt * C : 0);
   parallel_for(static_cast<std::int64_t>(nt), work_of(work), [&](std::int64_t t) {
     const sz ts = static_cast<sz>(t), r0 = rows * ts / nt, r1 = rows * (ts + 1) / nt;
     std::int64_t* acc = accs.data() + ts * C;
+    std::ptrdiff_t* off = offs.data() + ts * cap;
+    std::int32_t* part = g.nhwc ? sums.data() + ts * C : nullptr;
     for (sz row = r0; row < r1; ++row) {
       const sz n = row / g.OH, oh = row - n * g.OH;
       const std::uint8_t* xn = x + n * C * g.H * g.W;
@@ -401,8 +486,39 @@ void pool_path(int kind, const PoolGeom& g, bool include_pad, std::int64_t divis
           while (w0 < 0) w0 += dw;
         }
         const bool empty = h0 >= h1 || w0 >= w1;
-        for (sz c = 0; c < C; ++c) acc[c] = kind == 0 ? lo : 0;
-        if (!empty) {
+        if (g.nhwc) {
+          const sd W = static_cast<sd>(g.W), Cd = static_cast<sd>(C);
+          if (kind == 0) {
+            sz k = 0;
+            if (!empty)
+              for (sd h = h0; h < h1; h += dh)
+                for (sd wv = w0; wv < w1; wv += dw) off[k++] = (h * W + wv) * Cd;
+            K.max_taps(1, C, k, xn, 0, off, SIGNED, y + ((n * g.OH + oh) * g.OW + ow) * C, 0);
+            continue;
+          }
+          for (sz c = 0; c < C; ++c) acc[c] = 0;
+          auto flush = [&](sz k) {
+            K.sum_taps(1, C, k, xn, 0, off, SIGNED, zx, part);
+            for (sz c = 0; c < C; ++c) acc[c] += part[c];
+          };
+          if (!empty && static_cast<sz>((h1 - h0) * (w1 - w0)) <= cap) {
+            sz k = 0;
+            for (sd h = h0; h < h1; ++h)
+              for (sd wv = w0; wv < w1; ++wv) off[k++] = (h * W + wv) * Cd;
+            flush(k);
+          } else if (!empty) {  // row by row, at most cap taps per call
+            for (sd h = h0; h < h1; ++h)
+              for (sd wa = w0; wa < w1; wa += static_cast<sd>(cap)) {
+                const sd wb = std::min(w1, wa + static_cast<sd>(cap));
+                sz k = 0;
+                for (sd wv = wa; wv < wb; ++wv) off[k++] = (h * W + wv) * Cd;
+                flush(k);
+              }
+          }
+        } else {
+          for (sz c = 0; c < C; ++c) acc[c] = kind == 0 ? lo : 0;
+        }
+        if (!empty && !g.nhwc) {
           for (sd h = h0; h < h1; h += dh)
             for (sd wv = w0; wv < w1; wv += dw) {
               const sz pix = static_cast<sz>(h) * g.W + static_cast<sz>(wv);

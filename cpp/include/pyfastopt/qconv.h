@@ -17,7 +17,9 @@
 //     output channels, reduction k = (r, s, c). A tile of at most MC pixels x K bytes is
 //     gathered from x (padding = zx), packed by the level's pack_a (row sums for the zero
 //     point algebra) and multiplied by the weight, prepacked once per layer by pack_b, in
-//     the qgemm micro-kernels with the output stage on each finished register tile (1x1,
+//     the qgemm micro-kernels with the output stage on each finished register tile (an
+//     8-bit output: the kernels store exact int32 accumulators of a band of MR rows, and
+//     the level's QConvKernels::requant runs the same stage over the band, vectorized; 1x1,
 //     stride 1, unpadded NHWC convolutions pack x's rows directly, no gather). NCHW
 //     output goes through an MC x Co/groups tile transposed into place.
 //   Cg == 1 (depthwise, and single-channel inputs): a direct loop per output pixel over

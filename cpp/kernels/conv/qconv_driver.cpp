@@ -199,7 +199,21 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   const sz g_bytes = direct_rows ? 0 : round64(MC * kk), a_bytes = round64(MC * row_bytes), s_bytes = round64(MC * 4);
   const sz p_bytes = K.band_partials ? round64(K.band_partials(k4, pb0.panels) * 4) : 0;
   const sz o_bytes = g.nhwc ? 0 : round64(MC * cog * es);
-  const sz per_task = g_bytes + a_bytes + 2 * s_bytes + p_bytes + o_bytes;
+  // 8-bit output: the micro-kernels store exact int32 accumulators (bands of MR rows, or
+  // the whole tile when the level has no band kernel) and the level's qconv requant runs
+  // the output stage over them (the same float operations; vectorized across channels)
+  const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
+  const sz acc_rows = K.band ? MR : MC;
+  const sz i_bytes = q8 ? round64(acc_rows * cog * 4) : 0;
+  std::int32_t qlo = 0, qhi = 0;
+  if (q8) {
+    const bool u = o.kind == QOutKind::u8;
+    qlo = u ? 0 : -128;
+    qhi = u ? 255 : 127;
+    if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+  }
+  const QConvKernels& QK = *kernels().qconv;
+  const sz per_task = g_bytes + a_bytes + 2 * s_bytes + p_bytes + o_bytes + i_bytes;
   char* buf = static_cast<char*>(thread_scratch<QConvScratch, 0>(nt * per_task));
   const std::uint8_t pad = static_cast<std::uint8_t>(zx);  // int8 zx: its bit pattern
   const sz panel_bytes = row_bytes * NR, ohw = g.OH * g.OW;
@@ -213,6 +227,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
     std::int32_t* row_corr = reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes + s_bytes);
     std::int32_t* partials = p_bytes ? reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes + 2 * s_bytes) : nullptr;
     char* ot = base + g_bytes + a_bytes + 2 * s_bytes + p_bytes;
+    std::int32_t* accb = q8 ? reinterpret_cast<std::int32_t*>(ot + o_bytes) : nullptr;
     if (direct_rows) {  // 1x1, stride 1, no padding, NHWC: the rows of x are the rows of A
       K.pack_a(mc, kk, x + p0 * g.C + gi * cg, static_cast<sd>(g.C), 1, x_signed, ap, rowsum);
     } else {
@@ -236,13 +251,28 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
     }
     const PackedB& pb = w.packed[gi];
     const std::int32_t* cc = col_corr.data() + gi * cog;
+    // q8: where rows [r, r + m) of the tile go (NHWC: y itself; NCHW: the tile ot)
+    std::uint8_t* qdst = nullptr;
+    sd qstep = 0;
+    if (q8) {
+      og.kind = QOutKind::i32;
+      og.c = accb;
+      og.ldc = static_cast<sd>(cog);
+      og.relu = false;
+      i0 = 0;
+      qdst = g.nhwc ? static_cast<std::uint8_t*>(o.c) + p0 * g.Co + gi * cog : reinterpret_cast<std::uint8_t*>(ot);
+      qstep = static_cast<sd>(g.nhwc ? g.Co : cog);
+    }
     if (K.begin) K.begin();
     if (K.band) {
       for (sz ir = 0; ir < mc; ir += MR) {
         const int mm = static_cast<int>(std::min(MR, mc - ir));
-        const QTile tile{&og, i0 + ir, 0, row_corr + ir, cc, nullptr, pb.colsum.data()};
+        const QTile tile{&og, q8 ? 0 : i0 + ir, 0, row_corr + ir, cc, nullptr, pb.colsum.data()};
         K.band(k4, ap + ir * row_bytes, pb.data.data(), panel_bytes, pb.panels, mm, static_cast<int>(cog), tile,
                partials);
+        if (q8)
+          QK.requant(static_cast<sz>(mm), cog, accb, o.col_scale + gi * cog, o.out_zp, qlo, qhi,
+                     qdst + static_cast<sd>(ir) * qstep, qstep);
       }
     } else {
       for (sz p = 0; p < pb.panels; ++p) {
@@ -255,6 +285,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
           K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
         }
       }
+      if (q8) QK.requant(mc, cog, accb, o.col_scale + gi * cog, o.out_zp, qlo, qhi, qdst, qstep);
     }
     if (!g.nhwc) {  // the tile (mc x cog) into the NCHW planes
       char* y = static_cast<char*>(o.c);

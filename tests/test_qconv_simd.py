@@ -245,3 +245,66 @@ def test_plan_bad_input_falls_back_to_errors():
         plan.run(np.zeros((1, 5, 5, 3), np.uint8))
     with pytest.raises(ValueError):
         plan.run(np.zeros((1, 12, 12, 3), np.float32))
+
+
+# ---- QuantizedGraph: QLinearConv chains in channels-last plans ---------------------------
+
+
+@pytest.fixture(scope="module")
+def mobilenet_qdq(tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from pyfastopt.bench import cnn_models
+
+    path = str(tmp_path_factory.mktemp("qdq") / "mobilenet_int8.onnx")
+    return cnn_models.onnx_int8_model(path)
+
+
+def test_graph_conv_chain_same_bits_as_generic_steps(mobilenet_qdq):
+    """ONNX Runtime's QDQ int8 of the MobileNet-like CNN (BatchNormalization left in
+    float between the QLinearConvs): one NHWC plan runs every QLinearConv and every
+    DequantizeLinear -> BatchNormalization -> QuantizeLinear segment (a per-channel
+    table), with the generic steps' bits, for several batch sizes and thread counts."""
+    import pyfastopt.onnx as pfo
+    from pyfastopt.bench import cnn_models
+
+    model = pfo.load(mobilenet_qdq)
+    chains = [fn for fn, _ in model._plan if fn.__qualname__.startswith("_bind_conv_chain")]
+    assert len(chains) == 1
+    assert sum(st.op == "QLinearConv" for st in model.steps) == 7
+    assert len(model._plan) < len(model.steps) - 20  # 7 convs + 6 segments in one step
+    xs = [cnn_models.images(b, "NCHW", seed=b) for b in (1, 3)]
+    fast = [_each_level_and_threads(lambda x=x: model(x)) for x in xs]
+    model._compile(fast=False)
+    for x, outs in zip(xs, fast):
+        want = model(x)
+        for _, _, got in outs:
+            np.testing.assert_array_equal(got, want)
+    # another dtype: the chain's generic fallback (int8 input to the first conv) is not
+    # reachable from float input; a different spatial size makes a second plan
+    model._compile(fast=True)
+    x = np.random.default_rng(0).uniform(0, 1, (2, 3, 48, 40)).astype(np.float32)
+    got = model(x)
+    model._compile(fast=False)
+    np.testing.assert_array_equal(got, model(x))
+
+
+def test_graph_float_batchnorm_in_eval_mode(mobilenet_qdq):
+    """Float BatchNormalization steps of an imported graph use the running statistics
+    (inference), so the output does not depend on the rest of the batch and stays
+    within a few output quantization steps of ONNX Runtime's."""
+    import onnxruntime as ort
+
+    import pyfastopt.onnx as pfo
+    from pyfastopt.bench import cnn_models
+
+    model = pfo.load(mobilenet_qdq)
+    bns = [st.layer for st in model.steps if st.layer is not None]
+    assert bns and not any(b.training for b in bns)
+    x = cnn_models.images(6, "NCHW", seed=3)
+    y = model(x)
+    np.testing.assert_array_equal(model(x[:1]), y[:1])
+    sess = ort.InferenceSession(mobilenet_qdq, providers=["CPUExecutionProvider"])
+    y_ort = sess.run(None, {"input": x})[0]
+    out_scale = float(np.asarray(model.constants[model.steps[-1].inputs[1]]).reshape(-1)[0])
+    assert np.abs(y - y_ort).max() <= 4 * out_scale

@@ -35,7 +35,8 @@ namespace py = pybind11;
 using sz = std::size_t;
 
 struct PlanStep {
-  int kind = 0;  // 0 conv, 1 pool, 2 push the current tensor (residual begin), 3 residual add
+  int kind = 0;  // 0 conv, 1 pool, 2 push the current tensor (residual begin), 3 residual add,
+                 // 4 per-channel table y = lut[c][x]
   sz H = 0, W = 0, C = 0, OH = 0, OW = 0, Co = 0;  // per-sample input / output shape
   // conv
   QConvWeights w;
@@ -52,6 +53,8 @@ struct PlanStep {
   // residual add: y = sat(rint((a - za) * ma) + rint((b - zb) * mb) + zy)
   std::int32_t za = 0, zb = 0;
   float ma = 0.0f, mb = 0.0f;
+  // table: lut[c * 256 + v]
+  std::vector<std::uint8_t> lut;
 };
 
 struct Buffer {
@@ -130,6 +133,17 @@ class QCNNPlan {
     steps_.push_back(std::move(s));
   }
 
+  // A per-channel elementwise uint8 -> uint8 map (C, 256), C the current channel count.
+  void add_lut(py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> lut) {
+    if (lut.ndim() != 2 || lut.shape(1) != 256 || lut.shape(0) < 1)
+      value_error("QCNNPlan.add_lut: the table must have shape (C, 256)");
+    PlanStep s;
+    s.kind = 4;
+    s.C = static_cast<sz>(lut.shape(0));
+    s.lut.assign(lut.data(), lut.data() + lut.size());
+    steps_.push_back(std::move(s));
+  }
+
   py::array run(py::handle x_obj) {
     auto x = py::array_t<std::uint8_t, py::array::c_style>::ensure(x_obj);
     if (!x || !py::isinstance<py::array_t<std::uint8_t>>(x_obj) || x.ndim() != 4 ||
@@ -159,6 +173,8 @@ class QCNNPlan {
           if (stack.empty() || stack.back() != std::make_tuple(h, w, c))
             value_error("QCNNPlan.run: residual add of tensors of different shapes");
           stack.pop_back();
+        } else if (s.kind == 4) {
+          if (s.C != c) value_error("QCNNPlan.run: table channel count mismatch");
         } else {
           if (s.H != h || s.W != w || s.C != c) value_error("QCNNPlan.run: step input shape mismatch");
           h = s.OH, w = s.OW, c = s.Co;
@@ -192,6 +208,11 @@ class QCNNPlan {
         } else if (s.kind == 1) {
           PoolGeom g{N, s.C, s.H, s.W, s.OH, s.OW, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw, true};
           qpool2d_forward(s.pkind, g, s.include_pad, s.divisor, cur, false, s.zx, out);
+        } else if (s.kind == 4) {
+          const sz n = bufs_[i].data.size(), C = s.C;
+          const std::uint8_t* lut = s.lut.data();
+          for (sz p = 0; p < n; p += C)
+            for (sz c = 0; c < C; ++c) out[p + c] = lut[c * 256 + cur[p + c]];
         } else {
           const std::uint8_t* skip = stack.back().first;
           stack.pop_back();
@@ -248,6 +269,7 @@ void register_qconv(py::module_& m) {
       .def("add_push", &QCNNPlan::add_push)
       .def("add_residual", &QCNNPlan::add_residual, py::arg("za"), py::arg("ma"), py::arg("zb"), py::arg("mb"),
            py::arg("zy"), py::arg("relu"))
+      .def("add_lut", &QCNNPlan::add_lut, py::arg("lut"))
       .def("run", &QCNNPlan::run, py::arg("x_q"))
       .def("__len__", &QCNNPlan::size);
 }

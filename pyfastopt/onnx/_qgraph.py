@@ -678,24 +678,54 @@ def _qlinear_conv_spec(step: QStep, consts: dict[str, Any]) -> dict[str, Any] | 
     }
 
 
+def _channel_lut(
+    steps: list[QStep], generics: list[Callable[[dict[str, Any]], Any]], c: int
+) -> np.ndarray | None:
+    """The (c, 256) uint8 table of a uint8 -> uint8 per-channel elementwise segment
+    (DequantizeLinear, float BatchNormalization / Relu, QuantizeLinear): the segment's
+    own generic functions run once on every byte value of every channel, so the table
+    holds exactly their results; None when the probe does not come back as uint8."""
+    probe = np.broadcast_to(np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16), (1, c, 16, 16))
+    env: dict[str, Any] = {steps[0].inputs[0]: np.ascontiguousarray(probe)}
+    out: Any = None
+    for st, fn in zip(steps, generics):
+        out = fn(env)
+        env[st.outputs[0]] = out
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != (1, c, 16, 16):
+        return None
+    return np.ascontiguousarray(out.reshape(c, 256))
+
+
 def _bind_conv_chain(
-    steps: list[QStep], specs: list[dict[str, Any]], generics: list[Callable[[dict[str, Any]], Any]]
+    steps: list[QStep],
+    items: list[tuple[str, Any, list[QStep]]],
+    generics: list[Callable[[dict[str, Any]], Any]],
 ) -> Callable[[dict[str, Any]], Any]:
-    """A chain of QLinearConv steps (each output read only by the next) in ONE call of a
+    """A chain of uint8 steps (each output read only by the next) in ONE call of a
     channels-last run plan (``_core.conv.QCNNPlan``, made once per input shape): the
-    input transposed to NHWC once, every convolution's exact int32 accumulation and
+    input transposed to NHWC once; every QLinearConv's exact int32 accumulation and
     uint8 requantization (multiplier ``float32(float32(s_x * s_w) / s_y)``, as
-    :func:`qlinear_conv`) on NHWC buffers, the last output transposed back to NCHW. No
-    im2col, no per-layer transposes. Inputs the plan does not cover (another dtype, a
-    channel count that does not fit) run the steps' generic functions."""
+    :func:`qlinear_conv`) and every per-channel elementwise segment (DequantizeLinear ->
+    float BatchNormalization/Relu -> QuantizeLinear, as a table of the segment's own
+    results for each byte value, :func:`_channel_lut`) on NHWC buffers; the last output
+    transposed back to NCHW. No im2col, no per-layer transposes. Inputs the plan does not
+    cover (another dtype, a channel count that does not fit) run the steps' generic
+    functions. ``items``: ("conv", spec, [step]) or ("lut", None, [segment steps])."""
     from .. import _core
 
     x_name = steps[0].inputs[0]
     plans: dict[tuple[int, ...], Any] = {}
+    gen_of = dict(zip((id(st) for st in steps), generics))
 
     def build(h: int, w: int, c: int) -> Any:
         plan = _core.conv.QCNNPlan(h, w, c)
-        for sp in specs:
+        for kind, sp, members in items:
+            if kind == "lut":
+                lut = _channel_lut(members, [gen_of[id(st)] for st in members], c)
+                if lut is None:
+                    return None
+                plan.add_lut(lut)
+                continue
             co, cg, kh, kw = sp["w"].shape
             if c != cg * sp["group"]:
                 return None
@@ -733,6 +763,18 @@ def _bind_conv_chain(
         return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
     return run
+
+
+def _elementwise_per_channel(st: QStep) -> bool:
+    """A float step whose every output element depends only on the input element at the
+    same position and its channel (NCHW): BatchNorm2d in eval mode, ReLU."""
+    from .. import nn
+
+    if st.layer is not None:
+        if isinstance(st.layer, nn.BatchNorm2d):
+            return getattr(st.layer, "layout", "NCHW") == "NCHW" and not st.layer.training
+        return isinstance(st.layer, nn.ReLU)
+    return st.op == "Relu" and len(st.outputs) == 1
 
 
 def _bind_matmul_integer_f32(
@@ -989,6 +1031,9 @@ class QuantizedGraph:
         input_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.steps = list(steps)
+        for step in self.steps:  # an inference graph: float layers (BatchNorm2d) in eval mode
+            if step.layer is not None and hasattr(step.layer, "eval"):
+                step.layer.eval()
         self.input_name = input_name
         self.output_name = output_name
         self.constants = dict(constants)
@@ -1043,9 +1088,22 @@ class QuantizedGraph:
             if i in chains:
                 idx = chains[i]
                 members = [self.steps[j] for j in idx]
-                specs = [_qlinear_conv_spec(st, consts) for st in members]
                 generics = [_bind(st, consts) for st in members]
-                chain_fn = _bind_conv_chain(members, specs, generics)  # type: ignore[arg-type]
+                items: list[tuple[str, Any, list[QStep]]] = []
+                k = 0
+                while k < len(members):
+                    spec = _qlinear_conv_spec(members[k], consts)
+                    if spec is not None:
+                        items.append(("conv", spec, [members[k]]))
+                        k += 1
+                        continue
+                    seg = [members[k]]  # DequantizeLinear ... QuantizeLinear
+                    while seg[-1].op != "QuantizeLinear" or seg[-1].layer is not None:
+                        k += 1
+                        seg.append(members[k])
+                    items.append(("lut", None, seg))
+                    k += 1
+                chain_fn = _bind_conv_chain(members, items, generics)
                 last = members[-1]
                 chain_step = QStep(
                     "QLinearConv", list(step.inputs), list(last.outputs), dict(step.attrs)
@@ -1101,21 +1159,76 @@ class QuantizedGraph:
         ok = {i for i, st in enumerate(self.steps) if _qlinear_conv_spec(st, consts)}
         chains: dict[int, list[int]] = {}
         taken: set[int] = set()
+
+        def next_of(j: int) -> int | None:
+            """The only reader of step j's output, reading it as its first input."""
+            out = self.steps[j].outputs[0]
+            r = readers.get(out, [])
+            if out == self.output_name or len(r) != 1 or r[0] in taken:
+                return None
+            if r[0] <= j or self.steps[r[0]].inputs[0] != out:
+                return None
+            return r[0]
+
+        def segment(j: int) -> list[int] | None:
+            """Steps of a per-channel uint8 elementwise segment starting at j."""
+            if not self._dq_u8(self.steps[j], consts):
+                return None
+            seg = [j]
+            while True:
+                nxt = next_of(seg[-1])
+                if nxt is None:
+                    return None
+                st = self.steps[nxt]
+                seg.append(nxt)
+                if st.layer is None and st.op == "QuantizeLinear":
+                    return seg if self._q_u8(st, consts) else None
+                if not _elementwise_per_channel(st):
+                    return None
+
         for i in sorted(ok):
             if i in taken:
                 continue
             idx = [i]
+            end = [i]  # chain ends after a conv or a whole segment
             while True:
-                out = self.steps[idx[-1]].outputs[0]
-                r = readers.get(out, [])
-                if out == self.output_name or len(r) != 1 or r[0] not in ok or r[0] in taken:
+                nxt = next_of(idx[-1])
+                if nxt is None:
                     break
-                if self.steps[r[0]].inputs[0] != out:
+                if nxt in ok:
+                    idx.append(nxt)
+                    end = list(idx)
+                    continue
+                seg = segment(nxt)
+                if seg is None:
                     break
-                idx.append(r[0])
-            taken.update(idx)
-            chains[i] = idx
+                idx += seg
+                end = list(idx)
+            taken.update(end)
+            chains[i] = end
         return chains
+
+    @staticmethod
+    def _dq_u8(st: QStep, consts: dict[str, Any]) -> bool:
+        """A DequantizeLinear of uint8 with constant per-tensor scale and zero point."""
+        if st.layer is not None or st.op != "DequantizeLinear" or len(st.inputs) < 3:
+            return False
+        s_, z = consts.get(st.inputs[1]), consts.get(st.inputs[2])
+        return (
+            s_ is not None and z is not None and np.asarray(s_).size == 1
+            and np.asarray(z).size == 1 and np.asarray(z).dtype == np.uint8
+        )  # fmt: skip
+
+    @staticmethod
+    def _q_u8(st: QStep, consts: dict[str, Any]) -> bool:
+        """A QuantizeLinear to uint8 with constant per-tensor scale and zero point."""
+        if len(st.inputs) < 3:
+            return False
+        s_, z = consts.get(st.inputs[1]), consts.get(st.inputs[2])
+        return (
+            s_ is not None and z is not None and np.asarray(s_).size == 1
+            and np.asarray(z).size == 1 and np.asarray(z).dtype == np.uint8
+        )  # fmt: skip
 
     training = False
 

@@ -132,6 +132,15 @@ sz task_count(sz units, double mac) {
 
 std::int64_t work_of(double mac) { return mac > 9e18 ? INT64_MAX : static_cast<std::int64_t>(mac); }
 
+// n bytes (short runs inline: a few channels per tap, as the RGB stem, are 3-byte runs)
+inline void copy_bytes(std::uint8_t* d, const std::uint8_t* s, sz n) {
+  if (n <= 16) {
+    for (sz k = 0; k < n; ++k) d[k] = s[k];
+  } else {
+    std::memcpy(d, s, n);
+  }
+}
+
 // Rows [p0, p0 + mc) of the implicit im2col matrix of group channels [c0, c0 + cg):
 // row p = output pixel (n, oh, ow), column (r*S + s)*cg + c; padding = `pad`.
 void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, sz cg, sz p0, sz mc,
@@ -147,7 +156,7 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
       const bool row_ok = ih >= 0 && ih < static_cast<sd>(g.H);
       if (g.nhwc && row_ok && g.dw == 1 && iw0 >= 0 && iw0 + static_cast<sd>(g.S) <= static_cast<sd>(g.W) &&
           cg == g.C) {  // the row's S taps are S*C contiguous bytes
-        std::memcpy(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw0)) * g.C, g.S * cg);
+        copy_bytes(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw0)) * g.C, g.S * cg);
         d += g.S * cg;
         continue;
       }
@@ -156,7 +165,7 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
         if (!row_ok || iw < 0 || iw >= static_cast<sd>(g.W)) {
           std::memset(d, pad, cg);
         } else if (g.nhwc) {
-          std::memcpy(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C + c0, cg);
+          copy_bytes(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C + c0, cg);
         } else {
           const std::uint8_t* src = x + ((n * g.C + c0) * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw);
           for (sz c = 0; c < cg; ++c) d[c] = src[c * hw];

@@ -24,7 +24,6 @@ from pyfastopt.quant import (
 
 from .conftest import QSIMD_LEVELS
 from .test_qconv import nhwc, rand, ref_avg_pool, ref_conv, ref_max_pool, requant_stage
-from .test_quant_cnn import _cnn, _data, _warm
 
 # (N, C, H, W, k, stride, padding (t, b, l, r), dilation): odd channel counts around the
 # vector widths (16 int16 lanes, 32 bytes), stride 2, asymmetric and large padding
@@ -39,6 +38,49 @@ DW_CASES = [
     (1, 48, 3, 3, 5, 1, (3, 3, 3, 3), 1),
     (3, 64, 12, 10, 3, 2, (1, 1, 1, 1), 1),
 ]
+
+
+def _cnn(layout="NCHW", seed=0):
+    """conv-BN-ReLU, max pool, a residual block, depthwise, 1x1, avg pools, linear."""
+    L = layout
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, layout=L, seed=seed),
+        nn.BatchNorm2d(8, layout=L),
+        nn.ReLU(),
+        nn.MaxPool2d(2, layout=L),
+        nn.Residual(
+            nn.Conv2d(8, 8, 3, padding=1, activation="relu", layout=L, seed=seed + 1),
+            nn.Conv2d(8, 8, 3, padding=1, layout=L, seed=seed + 2),
+            nn.BatchNorm2d(8, layout=L),
+        ),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, layout=L, seed=seed + 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 12, 1, layout=L, seed=seed + 4),
+        nn.AvgPool2d(2, layout=L),
+        nn.AdaptiveAvgPool2d(1, layout=L),
+        nn.Flatten(layout=L),
+        nn.Linear(12, 5, seed=seed + 5),
+    )
+
+
+def _warm(model, x):
+    """Non-trivial BatchNorm statistics and affine parameters, then eval mode."""
+    rng = np.random.default_rng(5)
+    model.train()
+    for _, m in model._walk():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight[...] = rng.uniform(0.5, 2.0, m.weight.shape)
+            m.bias[...] = rng.uniform(-0.5, 0.5, m.bias.shape)
+    for i in range(3):
+        model(x[i::3] * (1 + 0.5 * i) + 0.1 * i)
+    model.eval()
+    return model
+
+
+def _data(layout, n=96):
+    x = np.random.default_rng(3).standard_normal((n, 3, 12, 12)).astype(np.float32)
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == "NHWC" else x
 
 
 def _each_level_and_threads(fn):
@@ -308,3 +350,75 @@ def test_graph_float_batchnorm_in_eval_mode(mobilenet_qdq):
     y_ort = sess.run(None, {"input": x})[0]
     out_scale = float(np.asarray(model.constants[model.steps[-1].inputs[1]]).reshape(-1)[0])
     assert np.abs(y - y_ort).max() <= 4 * out_scale
+
+
+@pytest.mark.parametrize(("c", "co"), [(1, 1), (3, 5), (16, 32), (17, 13), (64, 128), (33, 40)])
+@pytest.mark.parametrize("x_dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("out_dtype", [np.uint8, np.int8])
+def test_pointwise_nhwc_requantized(qsimd, rng, c, co, x_dtype, out_dtype):
+    """1x1 NHWC convolutions with an 8-bit output (the qconv pw_u8 kernel): the exact
+    accumulator (int64 reference) through the requantization stage."""
+    x = rand(rng, x_dtype, (2, c, 5, 7))
+    w = rand(rng, np.int8, (co, c, 1, 1))
+    info = np.iinfo(x_dtype)
+    zx = int(rng.integers(info.min, info.max + 1))
+    zw = int(rng.integers(-128, 128))
+    ws = rng.uniform(1e-4, 1e-3, co).astype(np.float32)
+    zy = 9 if out_dtype == np.uint8 else -4
+    qb = rng.integers(-(2**18), 2**18, size=co).astype(np.int32)
+    xs, ys = np.float32(0.05), np.float32(0.2)
+    mult = ((xs * ws).astype(np.float32) / ys).astype(np.float32)
+    acc = ref_conv(x, zx, w, zw, bias=qb)
+    for relu in (False, True):
+        got = conv2d_int8(
+            nhwc(x), zx, w, zw, qb, layout="NHWC", x_scale=xs, weight_scale=ws, out_scale=ys,
+            out_zero_point=out_dtype(zy), activation="relu" if relu else None,
+        )  # fmt: skip
+        np.testing.assert_array_equal(got, nhwc(requant_stage(acc, mult, zy, out_dtype, relu)))
+    # the same layer through the implicit GEMM (NCHW) path: the same bits
+    got_nchw = conv2d_int8(
+        x, zx, w, zw, qb, layout="NCHW", x_scale=xs, weight_scale=ws, out_scale=ys,
+        out_zero_point=out_dtype(zy),
+    )  # fmt: skip
+    np.testing.assert_array_equal(nhwc(got_nchw), conv2d_int8(
+        nhwc(x), zx, w, zw, qb, layout="NHWC", x_scale=xs, weight_scale=ws, out_scale=ys,
+        out_zero_point=out_dtype(zy),
+    ))  # fmt: skip
+
+
+def test_pointwise_levels_and_threads_bitwise(rng):
+    x = rand(rng, np.uint8, (3, 9, 11, 45))
+    w = rand(rng, np.int8, (70, 45, 1, 1))
+    ws = rng.uniform(1e-4, 1e-3, 70).astype(np.float32)
+
+    def run():
+        return conv2d_int8(
+            x, 77, w, 0, None, layout="NHWC", x_scale=0.1, weight_scale=ws, out_scale=0.05,
+            out_zero_point=5, activation="relu",
+        ).tobytes()  # fmt: skip
+
+    outs = _each_level_and_threads(run)
+    assert all(o[2] == outs[0][2] for o in outs)
+
+
+@pytest.mark.parametrize(
+    ("c", "co", "k", "s", "pad", "d"),
+    [(3, 16, 3, 2, (1, 1, 1, 1), 1), (3, 13, 3, 1, (1, 0, 2, 1), 1), (1, 8, 5, 2, (2, 2, 2, 2), 1),
+     (4, 9, 3, 1, (2, 2, 2, 2), 2), (2, 24, 7, 2, (3, 3, 3, 3), 1)],
+)  # fmt: skip
+@pytest.mark.parametrize("x_dtype", [np.uint8, np.int8])
+def test_small_dense_nhwc_requantized(qsimd, rng, c, co, k, s, pad, d, x_dtype):
+    """Small dense NHWC convolutions (the RGB stem): gathered tiles through pw_u8."""
+    x = rand(rng, x_dtype, (3, c, 13, 11))
+    w = rand(rng, np.int8, (co, c, k, k))
+    info = np.iinfo(x_dtype)
+    zx = int(rng.integers(info.min, info.max + 1))
+    ws = rng.uniform(1e-4, 1e-3, co).astype(np.float32)
+    xs, ys = np.float32(0.05), np.float32(0.2)
+    mult = ((xs * ws).astype(np.float32) / ys).astype(np.float32)
+    acc = ref_conv(x, zx, w, 2, (s, s), pad, (d, d))
+    got = conv2d_int8(
+        nhwc(x), zx, w, 2, None, s, pad, d, layout="NHWC", x_scale=xs, weight_scale=ws,
+        out_scale=ys, out_zero_point=np.uint8(6), activation="relu",
+    )  # fmt: skip
+    np.testing.assert_array_equal(got, nhwc(requant_stage(acc, mult, 6, np.uint8, True)))

@@ -75,11 +75,26 @@ struct QConvKernels {
   void (*max_taps)(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
                    std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, bool x_signed, std::uint8_t* y,
                    std::ptrdiff_t y_step);
+  // Pointwise (1x1) convolution straight to the 8-bit output stage, for npix pixels of C
+  // channels (pixel p at x + p * x_step): acc[co] = bias[co] (0 when null) + sum_c
+  // (x[c] - zx) * w(co, c) (int32 modulo 2^32), then requant's stage into y[p * y_step +
+  // co]. wp: the weights minus their zero point packed by qconv_pack_pointwise.
+  void (*pw_u8)(std::size_t npix, std::size_t C, std::size_t Co, const std::uint8_t* x, std::ptrdiff_t x_step,
+                bool x_signed, std::int32_t zx, const std::int16_t* wp, const std::int32_t* bias,
+                const float* scale, std::int32_t zp, std::int32_t lo, std::int32_t hi, std::uint8_t* y,
+                std::ptrdiff_t y_step);
   // Sum over the taps of (x - zx): acc[p * C + c] (int32; exact for ntaps <= 2^23).
   void (*sum_taps)(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
                    std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, bool x_signed, std::int32_t zx,
                    std::int32_t* acc);
 };
+
+// The layout pw_u8 reads (every level): blocks of 8 output channels, in each the channel
+// pairs q = 0 .. ceil(C/2) - 1, in each the 8 channels' (w[co][2q], w[co][2q+1]) as int16
+// (zero beyond C or Co): wp[((b * P + q) * 8 + j) * 2 + h], P = ceil(C / 2).
+inline std::size_t qconv_pointwise_size(std::size_t C, std::size_t Co) {
+  return (Co + 7) / 8 * ((C + 1) / 2) * 16;
+}
 
 // The weights of one int8 convolution, prepacked for the active SIMD level.
 struct QConvWeights {

@@ -108,3 +108,32 @@ void qc_sum_generic(std::size_t npix, std::size_t C, std::size_t ntaps, const st
   else
     qc_sum_loop<false>(npix, C, ntaps, x, x_step, x_off, zx, acc);
 }
+
+template <bool SIGNED>
+void qc_pw_loop(std::size_t npix, std::size_t C, std::size_t Co, const std::uint8_t* x, std::ptrdiff_t x_step,
+                std::int32_t zx, const std::int16_t* wp, const std::int32_t* bias, const float* scale,
+                std::int32_t zp, std::int32_t lo, std::int32_t hi, std::uint8_t* y, std::ptrdiff_t y_step) {
+  const std::size_t P = (C + 1) / 2;
+  for (std::size_t p = 0; p < npix; ++p) {
+    const std::uint8_t* xp = x + static_cast<std::ptrdiff_t>(p) * x_step;
+    std::uint8_t* yp = y + static_cast<std::ptrdiff_t>(p) * y_step;
+    for (std::size_t co = 0; co < Co; ++co) {
+      const std::int16_t* wb = wp + (co / 8) * P * 16 + (co % 8) * 2;
+      std::uint32_t a = bias ? static_cast<std::uint32_t>(bias[co]) : 0u;
+      for (std::size_t c = 0; c < C; ++c)
+        a += static_cast<std::uint32_t>((qc_byte<SIGNED>(xp[c]) - zx) * static_cast<std::int32_t>(wb[(c / 2) * 16 + (c % 2)]));
+      const std::int32_t r = qc_requant_one(static_cast<std::int32_t>(a), scale[co], zp, lo, hi);
+      yp[co] = static_cast<std::uint8_t>(static_cast<std::uint32_t>(r) & 0xffu);
+    }
+  }
+}
+
+void qc_pw_generic(std::size_t npix, std::size_t C, std::size_t Co, const std::uint8_t* x, std::ptrdiff_t x_step,
+                   bool x_signed, std::int32_t zx, const std::int16_t* wp, const std::int32_t* bias,
+                   const float* scale, std::int32_t zp, std::int32_t lo, std::int32_t hi, std::uint8_t* y,
+                   std::ptrdiff_t y_step) {
+  if (x_signed)
+    qc_pw_loop<true>(npix, C, Co, x, x_step, zx, wp, bias, scale, zp, lo, hi, y, y_step);
+  else
+    qc_pw_loop<false>(npix, C, Co, x, x_step, zx, wp, bias, scale, zp, lo, hi, y, y_step);
+}

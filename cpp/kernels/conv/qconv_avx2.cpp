@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "pyfastopt/qconv.h"
 #include "pyfastopt/registry.h"
@@ -16,7 +17,7 @@ namespace {
 #include "qconv_x86-inl.h"
 }  // namespace
 
-extern const QConvKernels qconv_kernels = {"qconv_avx2", &qx_dw_acc, &qx_requant, &qx_max, &qx_sum};
+extern const QConvKernels qconv_kernels = {"qconv_avx2", &qx_dw_acc, &qx_requant, &qx_max, &qx_pw, &qx_sum};
 
 }  // namespace avx2
 }  // namespace pyfastopt

@@ -146,8 +146,17 @@ inline void copy_bytes(std::uint8_t* d, const std::uint8_t* s, sz n) {
 void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, sz cg, sz p0, sz mc,
             std::uint8_t* dst) {
   const sz kk = g.R * g.S * cg, ohw = g.OH * g.OW, hw = g.H * g.W;
-  for (sz i = 0; i < mc; ++i) {
-    const sz p = p0 + i, n = p / ohw, rem = p - n * ohw, oh = rem / g.OW, ow = rem - oh * g.OW;
+  if (mc == 0 || ohw == 0) return;
+  // (n, oh, ow) of pixel p0, then stepped (no divisions per pixel)
+  sz n = p0 / ohw, oh = (p0 - n * ohw) / g.OW, ow = p0 - n * ohw - oh * g.OW;
+  for (sz i = 0; i < mc; ++i, ++ow) {
+    if (ow == g.OW) {
+      ow = 0;
+      if (++oh == g.OH) {
+        oh = 0;
+        ++n;
+      }
+    }
     const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
     const sd iw0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pl);
     std::uint8_t* d = dst + i * kk;
@@ -388,6 +397,59 @@ void depthwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
   });
 }
 
+// Small dense NHWC convolutions (groups 1, K * Co = R*S*C * Co <= kPointwiseMaxKN: the
+// 1x1 layers and the RGB stem of edge CNNs) with an 8-bit output on the level's pw_u8: no
+// packing of x, no int32 round trip. 1x1 stride-1 unpadded: x's rows as they are; else
+// tiles of kSmallTile pixels gathered as the implicit-GEMM path gathers them (padding =
+// zx, contributing 0). The pixels split evenly over the tasks; weights packed per call.
+constexpr sz kPointwiseMaxKN = 4096;
+constexpr sz kSmallTile = 128;
+
+void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
+                    const QConvWeights& w, std::int32_t zw, const QOutput& o) {
+  const sz M = g.N * g.OH * g.OW, C = g.C, Co = g.Co, RS = g.R * g.S, kk = RS * C;
+  if (M == 0) return;
+  const QConvKernels& K = *kernels().qconv;
+  const sz P = (kk + 1) / 2;
+  std::vector<std::int16_t> wp(qconv_pointwise_size(kk, Co), 0);
+  for (sz co = 0; co < Co; ++co)
+    for (sz c = 0; c < C; ++c)
+      for (sz t = 0; t < RS; ++t) {  // column (r * S + s) * C + c, as gather()
+        const std::uint8_t b = static_cast<std::uint8_t>(w.weight[(co * C + c) * RS + t]);
+        const std::int32_t v =
+            (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw;
+        const sz k = t * C + c;
+        wp[(((co / 8) * P + k / 2) * 8 + co % 8) * 2 + k % 2] = static_cast<std::int16_t>(v);
+      }
+  const bool rows = g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H &&
+                    g.OW == g.W;
+  const bool u = o.kind == QOutKind::u8;
+  std::int32_t qlo = u ? 0 : -128;
+  const std::int32_t qhi = u ? 255 : 127;
+  if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+  const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(Co);
+  const sz nt = task_count(ceil_div(M, 16), mac);
+  auto* y = static_cast<std::uint8_t*>(o.c);
+  std::vector<std::uint8_t> tiles(rows ? 0 : nt * kSmallTile * kk);
+  const std::uint8_t pad = static_cast<std::uint8_t>(zx);
+  parallel_for(static_cast<std::int64_t>(nt), work_of(mac), [&](std::int64_t t) {
+    const sz ts = static_cast<sz>(t), p0 = M * ts / nt, p1 = M * (ts + 1) / nt;
+    if (p1 <= p0) return;
+    if (rows) {
+      K.pw_u8(p1 - p0, C, Co, x + p0 * C, static_cast<sd>(C), x_signed, zx, wp.data(), o.col_bias, o.col_scale,
+              o.out_zp, qlo, qhi, y + p0 * Co, static_cast<sd>(Co));
+      return;
+    }
+    std::uint8_t* tile = tiles.data() + ts * kSmallTile * kk;
+    for (sz p = p0; p < p1; p += kSmallTile) {
+      const sz m = std::min(kSmallTile, p1 - p);
+      gather(g, x, pad, 0, C, p, m, tile);
+      K.pw_u8(m, kk, Co, tile, static_cast<sd>(kk), x_signed, zx, wp.data(), o.col_bias, o.col_scale, o.out_zp, qlo,
+              qhi, y + p * Co, static_cast<sd>(Co));
+    }
+  });
+}
+
 template <bool SIGNED>
 void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, const QConvWeights& w,
                  std::int32_t zw, const QOutput& o) {
@@ -607,6 +669,11 @@ void QConvWeights::prepare() {
 
 void qconv2d_forward(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
                      const QConvWeights& w, std::int32_t zw, const QOutput& o) {
+  const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
+  if (q8 && g.nhwc && g.groups == 1 && g.R * g.S * g.C * g.Co <= kPointwiseMaxKN && g.R * g.S * g.C <= 1024) {
+    pointwise_nhwc(g, x, x_signed, zx, w, zw, o);
+    return;
+  }
   if (w.direct()) {
     if (x_signed)
       direct_path<true>(g, x, zx, w, zw, o);

@@ -14,7 +14,7 @@ namespace {
 }  // namespace
 
 extern const QConvKernels qconv_kernels = {"qconv_neon", &qc_dw_acc_generic, &qc_requant_generic, &qc_max_generic,
-                                           &qc_sum_generic};
+                                           &qc_pw_generic, &qc_sum_generic};
 
 }  // namespace neon
 }  // namespace pyfastopt

@@ -211,8 +211,18 @@ class QCNNPlan {
         } else if (s.kind == 4) {
           const sz n = bufs_[i].data.size(), C = s.C;
           const std::uint8_t* lut = s.lut.data();
-          for (sz p = 0; p < n; p += C)
-            for (sz c = 0; c < C; ++c) out[p + c] = lut[c * 256 + cur[p + c]];
+          for (sz p = 0; p < n; p += C) {
+            const std::uint8_t* in = cur + p;
+            std::uint8_t* o = out + p;
+            const std::uint8_t* l = lut;
+            sz c = 0;
+            for (; c + 4 <= C; c += 4, l += 1024) {  // four independent table loads
+              const std::uint8_t a0 = l[in[c]], a1 = l[256 + in[c + 1]], a2 = l[512 + in[c + 2]],
+                                 a3 = l[768 + in[c + 3]];
+              o[c] = a0, o[c + 1] = a1, o[c + 2] = a2, o[c + 3] = a3;
+            }
+            for (; c < C; ++c, l += 256) o[c] = l[in[c]];
+          }
         } else {
           const std::uint8_t* skip = stack.back().first;
           stack.pop_back();

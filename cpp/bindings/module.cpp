@@ -58,6 +58,7 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_qgemm(qgemm);
   py::module_ conv = m.def_submodule("conv", "2-D convolution and pooling");
   pyfastopt::bind::register_conv(conv);
+  pyfastopt::bind::register_qconv(conv);
   py::module_ machine = m.def_submodule("machine", "machine-limit probes");
   pyfastopt::bind::register_machine(machine);
 }

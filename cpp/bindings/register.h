@@ -15,5 +15,6 @@ void register_batchnorm(pybind11::module_& m);
 void register_quant(pybind11::module_& m);
 void register_qgemm(pybind11::module_& m);
 void register_conv(pybind11::module_& m);
+void register_qconv(pybind11::module_& m);
 }  // namespace bind
 }  // namespace pyfastopt

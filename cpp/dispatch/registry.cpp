@@ -72,6 +72,9 @@ const Variants<QGemmKernels> kQGemm = {
 const Variants<ConvKernels> kConv = {
     &ref::conv_kernels, PF_AVX2(conv_kernels), PF_AVX512(conv_kernels), PF_NONE,
     PF_NEON(conv_kernels), PF_NONE, PF_NONE};
+const Variants<QConvKernels> kQConv = {
+    &ref::qconv_kernels, PF_AVX2(qconv_kernels), PF_AVX512(qconv_kernels), PF_NONE,
+    PF_NEON(qconv_kernels), PF_NONE, PF_NONE};
 // ---------------------------------------------------------------------------------
 
 template <class Table>
@@ -96,6 +99,7 @@ std::array<KernelTable, kNumIsa> build_tables() {
     t[i].quant = pick(kQuant, isa);
     t[i].qgemm = pick(kQGemm, isa);
     t[i].conv = pick(kConv, isa);
+    t[i].qconv = pick(kQConv, isa);
   }
   return t;
 }
@@ -122,6 +126,7 @@ std::vector<std::pair<std::string, std::string>> kernel_choices(Isa isa) {
           {"quant", k.quant->name},
           {"qgemm", k.qgemm->name},
           {"conv", k.conv->name},
+          {"qconv", k.qconv->name},
           {"machine", k.machine->name}};
 }
 

@@ -5,8 +5,9 @@
 """
 from __future__ import annotations
 import numpy
+import numpy.typing
 import typing
-__all__: list[str] = ['QConv', 'backward', 'forward', 'pool_backward', 'pool_forward', 'qpool_forward']
+__all__: list[str] = ['QCNNPlan', 'QConv', 'backward', 'forward', 'pool_backward', 'pool_forward', 'qpool_forward']
 class QConv:
     """
     Private: prepacked int8 convolution weights (pyfastopt.quant.conv2d_int8)
@@ -14,6 +15,26 @@ class QConv:
     def __call__(self, x_q: typing.Any, x_zero_point: typing.Any, weight_zero_point: typing.Any, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, nhwc: bool, kind: str, col_scale: typing.Any, bias: typing.Any, col_bias: typing.Any, relu: bool, out_zero_point: typing.Any) -> numpy.ndarray:
         ...
     def __init__(self, weight_q: typing.Any, groups: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class QCNNPlan:
+    """
+    Private: a chain of int8 NHWC layers run in one call (pyfastopt.quant.QuantizedCNN)
+    """
+    def __init__(self, H: typing.SupportsInt | typing.SupportsIndex, W: typing.SupportsInt | typing.SupportsIndex, C: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __len__(self) -> int:
+        ...
+    def add_conv(self, weight_q: typing.Any, groups: typing.SupportsInt | typing.SupportsIndex, H: typing.SupportsInt | typing.SupportsIndex, W: typing.SupportsInt | typing.SupportsIndex, C: typing.SupportsInt | typing.SupportsIndex, OH: typing.SupportsInt | typing.SupportsIndex, OW: typing.SupportsInt | typing.SupportsIndex, sh: typing.SupportsInt | typing.SupportsIndex, sw: typing.SupportsInt | typing.SupportsIndex, pt: typing.SupportsInt | typing.SupportsIndex, pl: typing.SupportsInt | typing.SupportsIndex, dh: typing.SupportsInt | typing.SupportsIndex, dw: typing.SupportsInt | typing.SupportsIndex, zx: typing.SupportsInt | typing.SupportsIndex, zw: typing.SupportsInt | typing.SupportsIndex, scale: typing.Annotated[numpy.typing.ArrayLike, numpy.float32], qbias: typing.Any, relu: bool, zy: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def add_lut(self, lut: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8]) -> None:
+        ...
+    def add_pool(self, kind: typing.SupportsInt | typing.SupportsIndex, H: typing.SupportsInt | typing.SupportsIndex, W: typing.SupportsInt | typing.SupportsIndex, C: typing.SupportsInt | typing.SupportsIndex, OH: typing.SupportsInt | typing.SupportsIndex, OW: typing.SupportsInt | typing.SupportsIndex, kh: typing.SupportsInt | typing.SupportsIndex, kw: typing.SupportsInt | typing.SupportsIndex, sh: typing.SupportsInt | typing.SupportsIndex, sw: typing.SupportsInt | typing.SupportsIndex, ph: typing.SupportsInt | typing.SupportsIndex, pw: typing.SupportsInt | typing.SupportsIndex, dh: typing.SupportsInt | typing.SupportsIndex, dw: typing.SupportsInt | typing.SupportsIndex, include_pad: bool, divisor: typing.SupportsInt | typing.SupportsIndex, zx: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def add_push(self) -> None:
+        ...
+    def add_residual(self, za: typing.SupportsInt | typing.SupportsIndex, ma: typing.SupportsFloat | typing.SupportsIndex, zb: typing.SupportsInt | typing.SupportsIndex, mb: typing.SupportsFloat | typing.SupportsIndex, zy: typing.SupportsInt | typing.SupportsIndex, relu: bool) -> None:
+        ...
+    def run(self, x_q: typing.Any) -> numpy.ndarray:
         ...
 def backward(dy: typing.Any, x: typing.Any, weight: typing.Any, stride_h: typing.SupportsInt | typing.SupportsIndex, stride_w: typing.SupportsInt | typing.SupportsIndex, pad_top: typing.SupportsInt | typing.SupportsIndex, pad_bottom: typing.SupportsInt | typing.SupportsIndex, pad_left: typing.SupportsInt | typing.SupportsIndex, pad_right: typing.SupportsInt | typing.SupportsIndex, dilation_h: typing.SupportsInt | typing.SupportsIndex, dilation_w: typing.SupportsInt | typing.SupportsIndex, groups: typing.SupportsInt | typing.SupportsIndex, nhwc: bool, need_dx: bool, need_dweight: bool, need_dbias: bool, dx_out: typing.Any = None, dweight_out: typing.Any = None, dbias_out: typing.Any = None) -> tuple:
     ...

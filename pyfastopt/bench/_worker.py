@@ -103,7 +103,7 @@ def _setup(state: _State, msg: dict[str, Any]) -> dict[str, Any]:
 
     _drop(state, msg)
     case = _find_case(msg["family"], msg["name"], state.quick)
-    ctx = Context(torch=state.torch, quick=state.quick)
+    ctx = Context(torch=state.torch, quick=state.quick, threads=state.threads)
     prepared = case.setup(ctx)
     impl = prepared.impls.get(state.library)
     variants = _variants(impl) if impl else {}

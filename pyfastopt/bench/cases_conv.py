@@ -20,7 +20,9 @@ batch 1 and 32: ``conv2d int8 mobilenet-like ...`` (pyfastopt: the static
 ``QuantizedCNN``; limit ``vnni``, work 2 x multiply-adds) and ``conv2d f32
 mobilenet-like ...`` (pyfastopt's fp32 ``nn`` forward; limit ``fma``), each against
 NumPy's float forward of the folded network (int8 rows guarded at ``rtol=atol=0.05``:
-quantization error, logits of about 0.2).
+quantization error, logits of about 0.2). The int8 rows also time ONNX Runtime's int8
+(``quantize_static`` QDQ of the same network, NCHW input) in its own child process
+(``Case.peers``): its time and pyfastopt's speed-up over it are in the row's detail.
 """
 
 from __future__ import annotations
@@ -127,6 +129,16 @@ def _setup_mobilenet(ctx: Context, batch: int, int8: bool) -> Prepared:
     if int8:
         qm = cnn_models.int8_model(seed=0)
         impls: dict = {"pyfastopt": {"int8 QuantizedCNN (static)": functools.partial(qm, x)}}
+        # ONNX Runtime (only ever called in its own child: the session is made there)
+        x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        session: list[Any] = []
+
+        def ort_int8() -> Any:
+            if not session:
+                session.append(cnn_models.ort_int8_session(ctx.threads, seed=0))
+            return session[0].run(None, {"input": x_nchw})[0]
+
+        impls["onnxruntime"] = {"int8 QDQ (quantize_static)": ort_int8}
     else:
         impls = {"pyfastopt": {"fp32 nn forward": functools.partial(model, x)}}
     impls["numpy"] = {"float32 (folded, im2col)": functools.partial(ref, x)}
@@ -149,6 +161,7 @@ def _register() -> None:
                     rtol=0.05 if int8 else 1e-3,
                     atol=0.05 if int8 else 1e-3,
                     note="2 x multiply-adds of the whole network",
+                    peers=("onnxruntime",) if int8 else (),
                 )
             )
     for name, spec in LAYERS.items():

@@ -12,9 +12,14 @@ has non-trivial running statistics (seeded), so folding matters.
   on seeded random images (:class:`pyfastopt.quant.QuantizedCNN`).
 * :func:`numpy_forward`: the folded float network in NumPy (the rows' reference).
 
-Used by ``cases_conv.py`` (``pyfastopt bench``). ONNX Runtime's int8 (quantize_static,
-QDQ) of the same network is timed by the asv suite (benchmarks/benchmarks/bench_qconv.py,
-each runtime in its own process): ``pyfastopt bench`` rows have no ONNX Runtime column.
+* :func:`onnx_float_model` / :func:`ort_int8_session`: the same network (same weights)
+  as an NCHW float ONNX graph, and ONNX Runtime's int8 of it
+  (``onnxruntime.quantization.quantize_static``, QDQ, per-channel int8 weights, uint8
+  activations, calibrated on the same images as :func:`int8_model`).
+
+Used by ``cases_conv.py`` (``pyfastopt bench``: the int8 rows time ONNX Runtime in its
+own child process, reported in the row's detail) and by the asv suite
+(benchmarks/benchmarks/bench_qconv.py).
 """
 
 from __future__ import annotations
@@ -119,3 +124,99 @@ def numpy_forward(model: Any) -> Any:
         return h
 
     return f
+
+
+def onnx_float_model(seed: int = 0) -> Any:
+    """:func:`float_model`'s network and weights as an in-memory NCHW float ONNX graph
+    (Conv, BatchNormalization, Relu, GlobalAveragePool, Flatten, Gemm; opset 17): input
+    ``"input"`` (N, 3, 64, 64), output ``"output"`` (N, 10)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = float_model("NCHW", seed)
+    sd = {k: np.ascontiguousarray(v, np.float32) for k, v in model.state_dict().items()}
+    convs = [(0, 3, 2, 1)]  # (state_dict index, kernel, stride, groups)
+    for i, (a, _b, s) in enumerate(BLOCKS):
+        convs += [(3 + 6 * i, 3, s, a), (6 + 6 * i, 1, 1, 1)]
+    nodes, inits, prev = [], [], "input"
+    for idx, k, s, g in convs:
+        names = [f"{idx}.weight"] + [
+            f"{idx + 1}.{p}" for p in ("weight", "bias", "running_mean", "running_var")
+        ]
+        inits += [numpy_helper.from_array(sd[n], n) for n in names]
+        p = k // 2
+        nodes += [
+            helper.make_node("Conv", [prev, names[0]], [f"c{idx}"], kernel_shape=[k, k],
+                             strides=[s, s], pads=[p, p, p, p], group=g),
+            helper.make_node("BatchNormalization", [f"c{idx}", *names[1:]], [f"b{idx}"],
+                             epsilon=1e-5),
+            helper.make_node("Relu", [f"b{idx}"], [f"r{idx}"]),
+        ]  # fmt: skip
+        prev = f"r{idx}"
+    inits += [numpy_helper.from_array(sd[n], n) for n in ("23.weight", "23.bias")]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [prev], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "23.weight", "23.bias"], ["output"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mobilenet_like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *INPUT])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx_model.ir_version = 8
+    return onnx_model
+
+
+def onnx_int8_model(path: str, seed: int = 0, calib: int = 32) -> str:
+    """Write ONNX Runtime's static int8 (QDQ, per-channel int8 weights, uint8 activations)
+    of :func:`onnx_float_model` to ``path``, calibrated on ``calib`` images; ``path``."""
+    import logging
+    import os
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    data = images(calib, "NCHW")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": data[i : i + 1]} for i in range(calib)])
+
+        def get_next(self) -> Any:
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as d:
+        fp = os.path.join(d, "float.onnx")
+        onnx.save(onnx_float_model(seed), fp)
+        logging.getLogger().setLevel(logging.ERROR)
+        quantize_static(
+            fp, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+    return path
+
+
+def ort_int8_session(threads: int, seed: int = 0, calib: int = 32) -> Any:
+    """An ONNX Runtime session (CPU, ``threads`` intra-op threads, sequential) of
+    :func:`onnx_int8_model`. Run: ``s.run(None, {"input": x_nchw})``."""
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        path = onnx_int8_model(os.path.join(d, "int8.onnx"), seed, calib)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])

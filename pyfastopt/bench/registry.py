@@ -122,6 +122,7 @@ class Context:
     torch: Any = None
     quick: bool = False
     seed: int = 20240611
+    threads: int = 1  # the child's thread count (for peers configured per session)
 
     def rng(self) -> Any:
         import numpy as np
@@ -157,6 +158,10 @@ class Case:
     rtol: float = 1e-5
     atol: float = 1e-6
     note: str = ""
+    #: extra libraries (``"onnxruntime"``) timed for this row only, each in its own child
+    #: process; their times go to ``Row.time_us`` and the row's detail, not the columns
+    #: (a tuple of names; typed Any so that cases may pass ``**tolerances`` dicts)
+    peers: Any = ()
 
     def __post_init__(self) -> None:
         if self.limit not in LIMIT_KINDS:

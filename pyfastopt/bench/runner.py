@@ -12,6 +12,7 @@ at once. The machine limits are measured first, each thread count in its own chi
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import platform
 import sys
@@ -175,14 +176,14 @@ def check(case: Case, prepared: Prepared, impls: dict[str, dict[str, Any]]) -> t
                 got = prepared.output(key, returned) if prepared.output else returned
                 results.append((key, label, _to_numpy(got)))
             except Exception as exc:
-                if key == "torch":
+                if key not in ("pyfastopt", "numpy"):
                     del impls[key][label]
                     notes.append(
-                        f"torch{' ' + label if label else ''} dropped: {type(exc).__name__}: {exc}"
+                        f"{key}{' ' + label if label else ''} dropped: {type(exc).__name__}: {exc}"
                     )
                     continue
                 return ERROR, f"{key} {label}: {type(exc).__name__}: {exc}"
-        if key == "torch" and not impls[key]:
+        if key not in ("pyfastopt", "numpy") and not impls[key]:
             del impls[key]
     if prepared.reset is not None:
         prepared.reset()
@@ -197,8 +198,8 @@ def check(case: Case, prepared: Prepared, impls: dict[str, dict[str, Any]]) -> t
             continue
         name = f"{key}[{label}]" if label else key
         message = f"{name} vs numpy: {_describe_diff(got, ref[2])}"
-        if key == "torch":
-            # torch is the comparison, not the subject: its own rounding (e.g. float32
+        if key not in ("pyfastopt", "numpy"):
+            # torch (and a row's peers) is the comparison, not the subject: its own rounding (e.g. float32
             # accumulation in norms) is reported, and the row still counts.
             notes.append(f"note: {message} (outside rtol={case.rtol:g}, atol={case.atol:g})")
         else:
@@ -309,7 +310,7 @@ def _loaded_impls(replies: dict[str, dict[str, dict[str, str]]]) -> dict[str, di
     """The children's check results as the zero-argument callables :func:`check` takes:
     a saved result is loaded (and its file removed), a child's exception is re-raised."""
     impls: dict[str, dict[str, Any]] = {}
-    for key in IMPLEMENTATIONS:
+    for key in (*IMPLEMENTATIONS, *(k for k in replies if k not in IMPLEMENTATIONS)):
         variants = replies.get(key)
         if not variants:
             continue
@@ -342,7 +343,7 @@ def _time_in_children(
                 time.sleep(settle_s)
             for label, sec in worker.call("round")["seconds"].items():
                 best[key][label] = min(best[key][label], sec)
-    for key in IMPLEMENTATIONS:
+    for key in (*IMPLEMENTATIONS, *(k for k in best if k not in IMPLEMENTATIONS)):
         per_variant = {label: sec * 1e6 for label, sec in best.get(key, {}).items()}
         if not per_variant:
             row.time_us[key] = None
@@ -404,6 +405,34 @@ def _run_case(
                 with contextlib.suppress(WorkerError):
                     worker.call("drop")
     return row
+
+
+def _start_peers(case: Case, n: int, outdir: str, quick: bool) -> dict[str, Worker]:
+    """The row's extra libraries (``case.peers``), each in its own child; a library that
+    is not installed or whose child fails to start is left out."""
+    peers: dict[str, Worker] = {}
+    for lib in case.peers:
+        if importlib.util.find_spec(lib) is None:
+            continue
+        with contextlib.suppress(WorkerError):
+            peers[lib] = Worker(lib, n, outdir, quick=quick)
+    return peers
+
+
+def _peer_detail(row: Row, peers: dict[str, Worker]) -> None:
+    """The peers' times in the row's detail: ``onnxruntime <variant>: T us (own process,
+    pyfastopt R x faster)``."""
+    t_pf = row.time_us.get("pyfastopt")
+    parts = []
+    for lib in peers:
+        t = row.time_us.get(lib)
+        if t is None or row.status != OK:
+            continue
+        label = row.variant.get(lib, "")
+        ratio = f", x {lib} {t / t_pf:.2f}" if t_pf else ""
+        parts.append(f"{lib}{' ' + label if label else ''}: {_fmt_us(t)} us (own process{ratio})")
+    if parts:
+        row.detail = "; ".join(filter(None, [*parts, row.detail]))
 
 
 def _start_workers(
@@ -482,7 +511,13 @@ def run(
                 for key, worker in workers.items():
                     pids.setdefault(key, []).append(worker.pid)
                 for case in cases:
-                    row = _run_case(case, n, workers, timing, limits[n], settle)
+                    peers = _start_peers(case, n, outdir, quick)
+                    try:
+                        row = _run_case(case, n, {**workers, **peers}, timing, limits[n], settle)
+                    finally:
+                        for peer in peers.values():
+                            peer.close()
+                    _peer_detail(row, peers)
                     rows.append(row)
                     table.row(row)
                     # a dead child (crash in a case) is replaced for the next case

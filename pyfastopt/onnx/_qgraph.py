@@ -634,6 +634,149 @@ def _bind_qlinear_conv_gemm(
     return run
 
 
+def _qlinear_conv_spec(step: QStep, consts: dict[str, Any]) -> dict[str, Any] | None:
+    """The constants of a QLinearConv that a channels-last conv chain (:func:`_bind_conv_chain`)
+    runs: uint8 activations with constant per-tensor qparams, constant int8 weights with
+    zero point 0, an optional constant int32 bias; or None."""
+    ins = step.inputs
+    if step.layer is not None or step.op != "QLinearConv" or len(step.outputs) != 1:
+        return None
+    if len(ins) < 8 or any(n not in consts or consts[n] is None for n in ins[1:8]):
+        return None
+    if len(ins) > 8 and ins[8] and ins[8] not in consts:
+        return None
+    w, zx, zy = consts[ins[3]], np.asarray(consts[ins[2]]), np.asarray(consts[ins[7]])
+    if not isinstance(w, np.ndarray) or w.dtype != np.int8 or w.ndim != 4:
+        return None
+    if _uniform_zp(consts[ins[5]]) != 0 or zx.size != 1 or zx.dtype != np.uint8:
+        return None
+    if zy.size != 1 or zy.dtype != np.uint8:
+        return None
+    co = int(w.shape[0])
+    m = _multiplier(1.0, consts[ins[1]], consts[ins[4]], consts[ins[6]]).reshape(-1)
+    if m.size not in (1, co) or not (np.all(np.isfinite(m)) and np.all(m > 0)):
+        return None
+    bias = consts[ins[8]] if len(ins) > 8 and ins[8] else None
+    if bias is not None:
+        bias = np.asarray(bias)
+        if bias.dtype != np.int32 or bias.shape != (co,):
+            return None
+    geo = _conv_attrs(step.attrs)
+    g = int(geo.get("group", 1))
+    if g < 1 or co % g:
+        return None
+    return {
+        "w": np.ascontiguousarray(w),
+        "group": g,
+        "strides": tuple(int(v) for v in geo.get("strides", (1, 1))),
+        "pads": tuple(int(v) for v in geo.get("pads", (0, 0, 0, 0))),
+        "dilations": tuple(int(v) for v in geo.get("dilations", (1, 1))),
+        "zx": int(zx.reshape(-1)[0]),
+        "zy": int(zy.reshape(-1)[0]),
+        "m": np.ascontiguousarray(np.broadcast_to(m, (co,)), np.float32),
+        "bias": None if bias is None else np.ascontiguousarray(bias),
+    }
+
+
+def _channel_lut(
+    steps: list[QStep], generics: list[Callable[[dict[str, Any]], Any]], c: int
+) -> np.ndarray | None:
+    """The (c, 256) uint8 table of a uint8 -> uint8 per-channel elementwise segment
+    (DequantizeLinear, float BatchNormalization / Relu, QuantizeLinear): the segment's
+    own generic functions run once on every byte value of every channel, so the table
+    holds exactly their results; None when the probe does not come back as uint8."""
+    probe = np.broadcast_to(np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16), (1, c, 16, 16))
+    env: dict[str, Any] = {steps[0].inputs[0]: np.ascontiguousarray(probe)}
+    out: Any = None
+    for st, fn in zip(steps, generics):
+        out = fn(env)
+        env[st.outputs[0]] = out
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != (1, c, 16, 16):
+        return None
+    return np.ascontiguousarray(out.reshape(c, 256))
+
+
+def _bind_conv_chain(
+    steps: list[QStep],
+    items: list[tuple[str, Any, list[QStep]]],
+    generics: list[Callable[[dict[str, Any]], Any]],
+) -> Callable[[dict[str, Any]], Any]:
+    """A chain of uint8 steps (each output read only by the next) in ONE call of a
+    channels-last run plan (``_core.conv.QCNNPlan``, made once per input shape): the
+    input transposed to NHWC once; every QLinearConv's exact int32 accumulation and
+    uint8 requantization (multiplier ``float32(float32(s_x * s_w) / s_y)``, as
+    :func:`qlinear_conv`) and every per-channel elementwise segment (DequantizeLinear ->
+    float BatchNormalization/Relu -> QuantizeLinear, as a table of the segment's own
+    results for each byte value, :func:`_channel_lut`) on NHWC buffers; the last output
+    transposed back to NCHW. No im2col, no per-layer transposes. Inputs the plan does not
+    cover (another dtype, a channel count that does not fit) run the steps' generic
+    functions. ``items``: ("conv", spec, [step]) or ("lut", None, [segment steps])."""
+    from .. import _core
+
+    x_name = steps[0].inputs[0]
+    plans: dict[tuple[int, ...], Any] = {}
+    gen_of = dict(zip((id(st) for st in steps), generics))
+
+    def build(h: int, w: int, c: int) -> Any:
+        plan = _core.conv.QCNNPlan(h, w, c)
+        for kind, sp, members in items:
+            if kind == "lut":
+                lut = _channel_lut(members, [gen_of[id(st)] for st in members], c)
+                if lut is None:
+                    return None
+                plan.add_lut(lut)
+                continue
+            co, cg, kh, kw = sp["w"].shape
+            if c != cg * sp["group"]:
+                return None
+            # pads as the step's attrs hold them: (top, bottom, left, right), conv2d_int8's
+            (sh, sw), (dh, dw), (pt, pb, pl, pr) = sp["strides"], sp["dilations"], sp["pads"]
+            oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+            ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+            if oh < 1 or ow < 1:
+                return None
+            plan.add_conv(
+                sp["w"], sp["group"], h, w, c, oh, ow, sh, sw, pt, pl, dh, dw, sp["zx"], 0,
+                sp["m"], sp["bias"], False, sp["zy"],
+            )  # fmt: skip
+            h, w, c = oh, ow, co
+        return plan
+
+    def generic(env: dict[str, Any]) -> Any:
+        out = None
+        for st, fn in zip(steps, generics):
+            out = fn(env)
+            env[st.outputs[0]] = out
+        return out
+
+    def run(env: dict[str, Any]) -> Any:
+        x = env[x_name]
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+            return generic(env)
+        key = x.shape[1:]
+        if key not in plans:
+            plans[key] = build(x.shape[2], x.shape[3], x.shape[1])
+        plan = plans[key]
+        if plan is None:
+            return generic(env)
+        y = plan.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+    return run
+
+
+def _elementwise_per_channel(st: QStep) -> bool:
+    """A float step whose every output element depends only on the input element at the
+    same position and its channel (NCHW): BatchNorm2d in eval mode, ReLU."""
+    from .. import nn
+
+    if st.layer is not None:
+        if isinstance(st.layer, nn.BatchNorm2d):
+            return getattr(st.layer, "layout", "NCHW") == "NCHW" and not st.layer.training
+        return isinstance(st.layer, nn.ReLU)
+    return st.op == "Relu" and len(st.outputs) == 1
+
+
 def _bind_matmul_integer_f32(
     step: QStep, consts: dict[str, Any]
 ) -> Callable[[dict[str, Any]], Any] | None:
@@ -888,6 +1031,9 @@ class QuantizedGraph:
         input_shape: tuple[int, ...] | None = None,
     ) -> None:
         self.steps = list(steps)
+        for step in self.steps:  # an inference graph: float layers (BatchNorm2d) in eval mode
+            if step.layer is not None and hasattr(step.layer, "eval"):
+                step.layer.eval()
         self.input_name = input_name
         self.output_name = output_name
         self.constants = dict(constants)
@@ -931,9 +1077,40 @@ class QuantizedGraph:
         plan: list[tuple[Callable[[dict[str, Any]], Any], QStep]] = []
         passthrough: set[int] = set()  # Casts whose MatMulInteger already gives float32
         fast_steps: list[int] = []
+        chains = self._conv_chains(consts, readers) if fast else {}
+        in_chain: set[int] = {j for c in chains.values() for j in c[1:]}
         for i, step in enumerate(self.steps):
             fn: Callable[[dict[str, Any]], Any] | None = None
             pre = self._fast.get(i)
+            if i in in_chain:  # run by the chain's first step
+                fast_steps.append(i)
+                continue
+            if i in chains:
+                idx = chains[i]
+                members = [self.steps[j] for j in idx]
+                generics = [_bind(st, consts) for st in members]
+                items: list[tuple[str, Any, list[QStep]]] = []
+                k = 0
+                while k < len(members):
+                    spec = _qlinear_conv_spec(members[k], consts)
+                    if spec is not None:
+                        items.append(("conv", spec, [members[k]]))
+                        k += 1
+                        continue
+                    seg = [members[k]]  # DequantizeLinear ... QuantizeLinear
+                    while seg[-1].op != "QuantizeLinear" or seg[-1].layer is not None:
+                        k += 1
+                        seg.append(members[k])
+                    items.append(("lut", None, seg))
+                    k += 1
+                chain_fn = _bind_conv_chain(members, items, generics)
+                last = members[-1]
+                chain_step = QStep(
+                    "QLinearConv", list(step.inputs), list(last.outputs), dict(step.attrs)
+                )
+                plan.append((chain_fn, chain_step))
+                fast_steps.append(i)
+                continue
             if not fast:
                 pass
             elif i in passthrough:
@@ -972,6 +1149,86 @@ class QuantizedGraph:
             plan.append((fn, step))
         self._plan = plan
         self._fast_steps = fast_steps
+
+    def _conv_chains(
+        self, consts: dict[str, Any], readers: dict[str, list[int]]
+    ) -> dict[int, list[int]]:
+        """First step -> the step indices of each maximal chain of QLinearConv steps that
+        :func:`_bind_conv_chain` runs: every member covered by :func:`_qlinear_conv_spec`,
+        each member's output read only by the next member (and not the graph output)."""
+        ok = {i for i, st in enumerate(self.steps) if _qlinear_conv_spec(st, consts)}
+        chains: dict[int, list[int]] = {}
+        taken: set[int] = set()
+
+        def next_of(j: int) -> int | None:
+            """The only reader of step j's output, reading it as its first input."""
+            out = self.steps[j].outputs[0]
+            r = readers.get(out, [])
+            if out == self.output_name or len(r) != 1 or r[0] in taken:
+                return None
+            if r[0] <= j or self.steps[r[0]].inputs[0] != out:
+                return None
+            return r[0]
+
+        def segment(j: int) -> list[int] | None:
+            """Steps of a per-channel uint8 elementwise segment starting at j."""
+            if not self._dq_u8(self.steps[j], consts):
+                return None
+            seg = [j]
+            while True:
+                nxt = next_of(seg[-1])
+                if nxt is None:
+                    return None
+                st = self.steps[nxt]
+                seg.append(nxt)
+                if st.layer is None and st.op == "QuantizeLinear":
+                    return seg if self._q_u8(st, consts) else None
+                if not _elementwise_per_channel(st):
+                    return None
+
+        for i in sorted(ok):
+            if i in taken:
+                continue
+            idx = [i]
+            end = [i]  # chain ends after a conv or a whole segment
+            while True:
+                nxt = next_of(idx[-1])
+                if nxt is None:
+                    break
+                if nxt in ok:
+                    idx.append(nxt)
+                    end = list(idx)
+                    continue
+                seg = segment(nxt)
+                if seg is None:
+                    break
+                idx += seg
+                end = list(idx)
+            taken.update(end)
+            chains[i] = end
+        return chains
+
+    @staticmethod
+    def _dq_u8(st: QStep, consts: dict[str, Any]) -> bool:
+        """A DequantizeLinear of uint8 with constant per-tensor scale and zero point."""
+        if st.layer is not None or st.op != "DequantizeLinear" or len(st.inputs) < 3:
+            return False
+        s_, z = consts.get(st.inputs[1]), consts.get(st.inputs[2])
+        return (
+            s_ is not None and z is not None and np.asarray(s_).size == 1
+            and np.asarray(z).size == 1 and np.asarray(z).dtype == np.uint8
+        )  # fmt: skip
+
+    @staticmethod
+    def _q_u8(st: QStep, consts: dict[str, Any]) -> bool:
+        """A QuantizeLinear to uint8 with constant per-tensor scale and zero point."""
+        if len(st.inputs) < 3:
+            return False
+        s_, z = consts.get(st.inputs[1]), consts.get(st.inputs[2])
+        return (
+            s_ is not None and z is not None and np.asarray(s_).size == 1
+            and np.asarray(z).size == 1 and np.asarray(z).dtype == np.uint8
+        )  # fmt: skip
 
     training = False
 

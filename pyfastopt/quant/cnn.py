@@ -88,7 +88,7 @@ def _flatten(x: np.ndarray, layout: str) -> np.ndarray:
         if x.ndim != 4:
             raise ValueError(f"Flatten(layout='NHWC'): x must be (N, H, W, C), got {x.shape}")
         x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x).reshape(x.shape[0], -1)
+    return np.ascontiguousarray(x).reshape(x.shape[0], math.prod(x.shape[1:]))
 
 
 # ---- float (folded) nodes --------------------------------------------------------------
@@ -528,8 +528,101 @@ def build(
     return nodes, (qps[-1] if static and qps else None)
 
 
-def run_int8(nodes: list[Any], x: np.ndarray, input_qparams: QP) -> np.ndarray:
-    """The int8 model on float input x; float32 output."""
+def _make_plan(nodes: list[Any], t: tuple[np.ndarray, QP]) -> tuple[Any, int, QP] | None:
+    """The run plan of the static uint8 channels-last prefix of ``nodes`` for inputs of
+    ``t``'s sample shape: ``(plan, number of nodes it covers, its output qparams)``, or
+    None when the first node cannot be planned.
+
+    The nodes run once on ``t`` through the per-node path (:meth:`QConvNode.run`, ...),
+    and every shape and output-stage constant of the plan is taken from that run: the
+    plan computes the same operations on the same values, so the same bits
+    (``tests/test_quant_cnn.py`` compares the two paths). Convolutions with a uint8
+    output, pools and residual adds (uint8, all qparams known) are planned; the plan
+    stops before the first other node (flatten, linear, float steps) and never inside a
+    residual block it cannot finish."""
+    from .. import _core
+
+    x, qp = t
+    if qp is None or x.dtype != np.uint8 or x.ndim != 4 or not x.flags.c_contiguous:
+        return None
+    ops: list[tuple[str, tuple[Any, ...]]] = []
+    stack: list[tuple[np.ndarray, QP]] = []
+    best: tuple[int, int, QP] = (0, 0, qp)  # (nodes covered, ops, output qparams)
+    for i, node in enumerate(nodes):
+        kind = node.kind
+        _, h, w, c = x.shape
+        if kind == "conv":
+            oq = node.output_qparams
+            if node.layout != "NHWC" or oq is None or qp is None:
+                break
+            y, oq = node.run(x, qp)
+            stage = node._stages.get(qp)
+            if stage is None or stage[0] != "u8" or y.dtype != np.uint8:
+                break
+            sh, sw, pt, _pb, pl, _pr, dh, dw = node._geom
+            ops.append((
+                "add_conv",
+                (node.weight_q, node.groups, h, w, c, y.shape[1], y.shape[2], sh, sw, pt, pl,
+                 dh, dw, int(qp[1]), 0, stage[1], stage[3], bool(stage[4]), int(stage[5])),
+            ))  # fmt: skip
+        elif kind in ("maxpool", "avgpool", "adaptive_avgpool"):
+            sp = node.spec
+            if sp["layout"] != "NHWC" or qp is None:
+                break
+            y, oq = node.run(x, qp)
+            if kind == "maxpool":
+                a = _conv._pool_args(sp["kernel_size"], sp["stride"], sp["padding"], sp["dilation"])
+                pargs: tuple[Any, ...] = (0, *a, False, 0, 0)
+            elif kind == "avgpool":
+                a, _cm, cip, div = _conv._avg_args(
+                    sp["kernel_size"], sp["stride"], sp["padding"], sp["ceil_mode"],
+                    sp["count_include_pad"], sp["divisor_override"],
+                )  # fmt: skip
+                pargs = (1, *a, cip, div, int(qp[1]))
+            else:
+                pargs = (2, 1, 1, 1, 1, 0, 0, 1, 1, False, 0, int(qp[1]))
+            k, *rest = pargs
+            ops.append(("add_pool", (k, h, w, c, y.shape[1], y.shape[2], *rest)))
+        elif kind == "residual_begin":
+            stack.append((x, qp))
+            ops.append(("add_push", ()))
+            y, oq = x, qp
+        elif kind == "residual_add":
+            if not stack:
+                break
+            b, qb = stack.pop()
+            oq = node.output_qparams
+            if oq is None or qb is None or b.shape != x.shape or b.dtype != np.uint8:
+                break
+            y, oq = node.run(x, qp, (b, qb))
+            so = np.float32(oq[0])
+            ma, mb = np.float32(qp[0]) / so, np.float32(qb[0]) / so
+            ops.append((
+                "add_residual",
+                (int(qp[1]), float(ma), int(qb[1]), float(mb), int(oq[1]),
+                 bool(node.spec.get("relu"))),
+            ))  # fmt: skip
+        else:
+            break
+        if y.dtype != np.uint8 or y.ndim != 4 or not y.flags.c_contiguous:
+            break
+        x, qp = y, oq
+        if not stack:
+            best = (i + 1, len(ops), qp)
+    n_nodes, n_ops, out_qp = best
+    if n_nodes == 0:
+        return None
+    plan = _core.conv.QCNNPlan(*t[0].shape[1:])
+    for name, args in ops[:n_ops]:
+        getattr(plan, name)(*args)
+    return plan, n_nodes, out_qp
+
+
+def run_int8(
+    nodes: list[Any], x: np.ndarray, input_qparams: QP, plans: dict[Any, Any] | None = None
+) -> np.ndarray:
+    """The int8 model on float input x; float32 output. ``plans`` (a dict kept by the
+    model): run plans by input sample shape (:func:`_make_plan`), made on first use."""
     if input_qparams is not None:
         t: tuple[np.ndarray, QP] = (
             quantize(x, input_qparams[0], input_qparams[1], dtype=np.uint8),
@@ -537,6 +630,20 @@ def run_int8(nodes: list[Any], x: np.ndarray, input_qparams: QP) -> np.ndarray:
         )
     else:
         t = (np.ascontiguousarray(x, np.float32), None)
+    start = 0
+    if plans is not None and t[1] is not None and t[0].ndim == 4:
+        key = t[0].shape[1:]
+        if key not in plans:
+            plans[key] = _make_plan(nodes, t)
+        entry = plans[key]
+        if entry is not None:
+            plan, start, qp = entry
+            t = (plan.run(t[0]), qp)
+    return _run_nodes(nodes[start:], t)
+
+
+def _run_nodes(nodes: list[Any], t: tuple[np.ndarray, QP]) -> np.ndarray:
+    """The per-node path: each node's ``run`` in order (residual blocks on a stack)."""
     stack: list[tuple[np.ndarray, QP]] = []
     for node in nodes:
         if node.kind == "residual_begin":
@@ -671,6 +778,7 @@ class QuantizedCNN:
         self.per_channel = bool(per_channel)
         self.input_qparams = input_qparams
         self.report: list[dict[str, Any]] | None = None
+        self._plans: dict[Any, Any] = {}  # run plans by input sample shape (run_int8)
 
     @property
     def layers(self) -> list[Any]:
@@ -685,7 +793,7 @@ class QuantizedCNN:
             raise ValueError(
                 f"x must be 4-D ({first.layout}) for this convolutional model, got shape {x.shape}"
             )
-        return run_int8(self.nodes, x, self.input_qparams)
+        return run_int8(self.nodes, x, self.input_qparams, self._plans)
 
     def predict(self, x: Any) -> np.ndarray:
         """Class indices ``argmax(model(x), axis=1)``."""

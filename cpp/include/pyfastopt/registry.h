@@ -16,6 +16,7 @@
 #include "pyfastopt/machine.h"
 #include "pyfastopt/optim.h"
 #include "pyfastopt/quant.h"
+#include "pyfastopt/qconv.h"
 #include "pyfastopt/qgemm.h"
 
 namespace pyfastopt {
@@ -30,6 +31,7 @@ struct KernelTable {
   const QuantKernels* quant;
   const QGemmKernels* qgemm;
   const ConvKernels* conv;
+  const QConvKernels* qconv;
 };
 
 // The table of the active level (one atomic load after the first call).
@@ -51,7 +53,8 @@ std::vector<std::pair<std::string, std::string>> kernel_choices(Isa isa);
   extern const BatchNormKernels batchnorm_kernels;     \
   extern const QuantKernels quant_kernels;             \
   extern const QGemmKernels qgemm_kernels;              \
-  extern const ConvKernels conv_kernels;
+  extern const ConvKernels conv_kernels;                \
+  extern const QConvKernels qconv_kernels;
 namespace ref { PF_DECLARE_VARIANTS }
 namespace avx2 { PF_DECLARE_VARIANTS }
 namespace avx512 { PF_DECLARE_VARIANTS }

@@ -132,13 +132,31 @@ sz task_count(sz units, double mac) {
 
 std::int64_t work_of(double mac) { return mac > 9e18 ? INT64_MAX : static_cast<std::int64_t>(mac); }
 
+// n bytes (short runs inline: a few channels per tap, as the RGB stem, are 3-byte runs)
+inline void copy_bytes(std::uint8_t* d, const std::uint8_t* s, sz n) {
+  if (n <= 16) {
+    for (sz k = 0; k < n; ++k) d[k] = s[k];
+  } else {
+    std::memcpy(d, s, n);
+  }
+}
+
 // Rows [p0, p0 + mc) of the implicit im2col matrix of group channels [c0, c0 + cg):
 // row p = output pixel (n, oh, ow), column (r*S + s)*cg + c; padding = `pad`.
 void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, sz cg, sz p0, sz mc,
             std::uint8_t* dst) {
   const sz kk = g.R * g.S * cg, ohw = g.OH * g.OW, hw = g.H * g.W;
-  for (sz i = 0; i < mc; ++i) {
-    const sz p = p0 + i, n = p / ohw, rem = p - n * ohw, oh = rem / g.OW, ow = rem - oh * g.OW;
+  if (mc == 0 || ohw == 0) return;
+  // (n, oh, ow) of pixel p0, then stepped (no divisions per pixel)
+  sz n = p0 / ohw, oh = (p0 - n * ohw) / g.OW, ow = p0 - n * ohw - oh * g.OW;
+  for (sz i = 0; i < mc; ++i, ++ow) {
+    if (ow == g.OW) {
+      ow = 0;
+      if (++oh == g.OH) {
+        oh = 0;
+        ++n;
+      }
+    }
     const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
     const sd iw0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pl);
     std::uint8_t* d = dst + i * kk;
@@ -147,7 +165,7 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
       const bool row_ok = ih >= 0 && ih < static_cast<sd>(g.H);
       if (g.nhwc && row_ok && g.dw == 1 && iw0 >= 0 && iw0 + static_cast<sd>(g.S) <= static_cast<sd>(g.W) &&
           cg == g.C) {  // the row's S taps are S*C contiguous bytes
-        std::memcpy(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw0)) * g.C, g.S * cg);
+        copy_bytes(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw0)) * g.C, g.S * cg);
         d += g.S * cg;
         continue;
       }
@@ -156,7 +174,7 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
         if (!row_ok || iw < 0 || iw >= static_cast<sd>(g.W)) {
           std::memset(d, pad, cg);
         } else if (g.nhwc) {
-          std::memcpy(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C + c0, cg);
+          copy_bytes(d, x + ((n * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw)) * g.C + c0, cg);
         } else {
           const std::uint8_t* src = x + ((n * g.C + c0) * g.H + static_cast<sz>(ih)) * g.W + static_cast<sz>(iw);
           for (sz c = 0; c < cg; ++c) d[c] = src[c * hw];
@@ -199,7 +217,21 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   const sz g_bytes = direct_rows ? 0 : round64(MC * kk), a_bytes = round64(MC * row_bytes), s_bytes = round64(MC * 4);
   const sz p_bytes = K.band_partials ? round64(K.band_partials(k4, pb0.panels) * 4) : 0;
   const sz o_bytes = g.nhwc ? 0 : round64(MC * cog * es);
-  const sz per_task = g_bytes + a_bytes + 2 * s_bytes + p_bytes + o_bytes;
+  // 8-bit output: the micro-kernels store exact int32 accumulators (bands of MR rows, or
+  // the whole tile when the level has no band kernel) and the level's qconv requant runs
+  // the output stage over them (the same float operations; vectorized across channels)
+  const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
+  const sz acc_rows = K.band ? MR : MC;
+  const sz i_bytes = q8 ? round64(acc_rows * cog * 4) : 0;
+  std::int32_t qlo = 0, qhi = 0;
+  if (q8) {
+    const bool u = o.kind == QOutKind::u8;
+    qlo = u ? 0 : -128;
+    qhi = u ? 255 : 127;
+    if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+  }
+  const QConvKernels& QK = *kernels().qconv;
+  const sz per_task = g_bytes + a_bytes + 2 * s_bytes + p_bytes + o_bytes + i_bytes;
   char* buf = static_cast<char*>(thread_scratch<QConvScratch, 0>(nt * per_task));
   const std::uint8_t pad = static_cast<std::uint8_t>(zx);  // int8 zx: its bit pattern
   const sz panel_bytes = row_bytes * NR, ohw = g.OH * g.OW;
@@ -213,6 +245,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
     std::int32_t* row_corr = reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes + s_bytes);
     std::int32_t* partials = p_bytes ? reinterpret_cast<std::int32_t*>(base + g_bytes + a_bytes + 2 * s_bytes) : nullptr;
     char* ot = base + g_bytes + a_bytes + 2 * s_bytes + p_bytes;
+    std::int32_t* accb = q8 ? reinterpret_cast<std::int32_t*>(ot + o_bytes) : nullptr;
     if (direct_rows) {  // 1x1, stride 1, no padding, NHWC: the rows of x are the rows of A
       K.pack_a(mc, kk, x + p0 * g.C + gi * cg, static_cast<sd>(g.C), 1, x_signed, ap, rowsum);
     } else {
@@ -236,13 +269,28 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
     }
     const PackedB& pb = w.packed[gi];
     const std::int32_t* cc = col_corr.data() + gi * cog;
+    // q8: where rows [r, r + m) of the tile go (NHWC: y itself; NCHW: the tile ot)
+    std::uint8_t* qdst = nullptr;
+    sd qstep = 0;
+    if (q8) {
+      og.kind = QOutKind::i32;
+      og.c = accb;
+      og.ldc = static_cast<sd>(cog);
+      og.relu = false;
+      i0 = 0;
+      qdst = g.nhwc ? static_cast<std::uint8_t*>(o.c) + p0 * g.Co + gi * cog : reinterpret_cast<std::uint8_t*>(ot);
+      qstep = static_cast<sd>(g.nhwc ? g.Co : cog);
+    }
     if (K.begin) K.begin();
     if (K.band) {
       for (sz ir = 0; ir < mc; ir += MR) {
         const int mm = static_cast<int>(std::min(MR, mc - ir));
-        const QTile tile{&og, i0 + ir, 0, row_corr + ir, cc, nullptr, pb.colsum.data()};
+        const QTile tile{&og, q8 ? 0 : i0 + ir, 0, row_corr + ir, cc, nullptr, pb.colsum.data()};
         K.band(k4, ap + ir * row_bytes, pb.data.data(), panel_bytes, pb.panels, mm, static_cast<int>(cog), tile,
                partials);
+        if (q8)
+          QK.requant(static_cast<sz>(mm), cog, accb, o.col_scale + gi * cog, o.out_zp, qlo, qhi,
+                     qdst + static_cast<sd>(ir) * qstep, qstep);
       }
     } else {
       for (sz p = 0; p < pb.panels; ++p) {
@@ -255,6 +303,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
           K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
         }
       }
+      if (q8) QK.requant(mc, cog, accb, o.col_scale + gi * cog, o.out_zp, qlo, qhi, qdst, qstep);
     }
     if (!g.nhwc) {  // the tile (mc x cog) into the NCHW planes
       char* y = static_cast<char*>(o.c);
@@ -276,6 +325,131 @@ inline std::int32_t byte_value(std::uint8_t b) {
   return SIGNED ? static_cast<std::int32_t>(static_cast<std::int8_t>(b)) : static_cast<std::int32_t>(b);
 }
 
+// NHWC depthwise (Co == C == groups) on the level's QConvKernels. Per output row: the
+// interior run of pixels (every tap inside the input along w) in one dw_acc call over the
+// row's valid taps, each edge pixel with its valid taps only (padding adds (zx - zx) * w
+// = 0, so skipping it is exact), then the row's output stage (requant for 8-bit output).
+void depthwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
+                    const std::vector<std::int16_t>& wz, const QOutput& o) {
+  const QConvKernels& K = *kernels().qconv;
+  const sz C = g.C, R = g.R, S = g.S, RS = R * S, rows = g.N * g.OH;
+  const double mac = static_cast<double>(rows * g.OW) * static_cast<double>(RS * C);
+  const sz nt = task_count(rows, mac);
+  // per task: OW * C accumulators, RS offsets and RS weight pointers
+  std::vector<std::int32_t> accs(nt * g.OW * C);
+  std::vector<std::ptrdiff_t> offs(nt * RS);
+  std::vector<const std::int16_t*> wps(nt * RS);
+  const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
+  std::int32_t qlo = 0, qhi = 0;
+  if (q8) {
+    const bool u = o.kind == QOutKind::u8;
+    qlo = u ? 0 : -128;
+    qhi = u ? 255 : 127;
+    if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+  }
+  // interior ow: ow * sw - pl >= 0 and ow * sw - pl + (S - 1) * dw <= W - 1
+  const sd span = static_cast<sd>((S - 1) * g.dw);
+  sz ow_lo = (g.pl + g.sw - 1) / g.sw;
+  sz ow_hi = 0;  // exclusive
+  if (static_cast<sd>(g.W) - 1 - span + static_cast<sd>(g.pl) >= 0)
+    ow_hi = static_cast<sz>(static_cast<sd>(g.W) - 1 - span + static_cast<sd>(g.pl)) / g.sw + 1;
+  ow_hi = std::min(ow_hi, g.OW);
+  ow_lo = std::min(ow_lo, ow_hi);
+  const sd xs = static_cast<sd>(C);
+  parallel_for(static_cast<std::int64_t>(nt), work_of(mac), [&](std::int64_t t) {
+    const sz ts = static_cast<sz>(t), r0 = rows * ts / nt, r1 = rows * (ts + 1) / nt;
+    std::int32_t* acc = accs.data() + ts * g.OW * C;
+    std::ptrdiff_t* off = offs.data() + ts * RS;
+    const std::int16_t** wp = wps.data() + ts * RS;
+    for (sz row = r0; row < r1; ++row) {
+      const sz n = row / g.OH, oh = row - n * g.OH;
+      const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
+      const std::uint8_t* xn = x + n * g.H * g.W * C;
+      // pixels [a, b) with the taps whose s is in [s0, s1): offsets from pixel a's origin
+      auto run = [&](sz a, sz b) {
+        const sd iw0 = static_cast<sd>(a * g.sw) - static_cast<sd>(g.pl);
+        sz nt_ = 0;
+        for (sz r = 0; r < R; ++r) {
+          const sd ih = ih0 + static_cast<sd>(r * g.dh);
+          if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+          for (sz s = 0; s < S; ++s) {
+            const sd iw = iw0 + static_cast<sd>(s * g.dw);
+            if (b - a == 1 && (iw < 0 || iw >= static_cast<sd>(g.W))) continue;
+            off[nt_] = (ih * static_cast<sd>(g.W) + iw) * xs;
+            wp[nt_] = wz.data() + (r * S + s) * C;
+            ++nt_;
+          }
+        }
+        K.dw_acc(b - a, C, nt_, xn, static_cast<sd>(g.sw) * xs, off, wp, x_signed, zx, o.col_bias, acc + a * C);
+      };
+      for (sz ow = 0; ow < ow_lo; ++ow) run(ow, ow + 1);
+      if (ow_lo < ow_hi) run(ow_lo, ow_hi);
+      for (sz ow = std::max(ow_lo, ow_hi); ow < g.OW; ++ow) run(ow, ow + 1);
+      const sz p0 = row * g.OW;
+      if (q8) {
+        K.requant(g.OW, C, acc, o.col_scale, o.out_zp, qlo, qhi, static_cast<std::uint8_t*>(o.c) + p0 * C,
+                  static_cast<sd>(C));
+      } else {
+        for (sz ow = 0; ow < g.OW; ++ow)
+          store_run(o, reinterpret_cast<const std::uint32_t*>(acc + ow * C), C, (p0 + ow) * C, 1);
+      }
+    }
+  });
+}
+
+// Small dense NHWC convolutions (groups 1, K * Co = R*S*C * Co <= kPointwiseMaxKN: the
+// 1x1 layers and the RGB stem of edge CNNs) with an 8-bit output on the level's pw_u8: no
+// packing of x, no int32 round trip. 1x1 stride-1 unpadded: x's rows as they are; else
+// tiles of kSmallTile pixels gathered as the implicit-GEMM path gathers them (padding =
+// zx, contributing 0). The pixels split evenly over the tasks; weights packed per call.
+constexpr sz kPointwiseMaxKN = 4096;
+constexpr sz kSmallTile = 128;
+
+void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
+                    const QConvWeights& w, std::int32_t zw, const QOutput& o) {
+  const sz M = g.N * g.OH * g.OW, C = g.C, Co = g.Co, RS = g.R * g.S, kk = RS * C;
+  if (M == 0) return;
+  const QConvKernels& K = *kernels().qconv;
+  const sz P = (kk + 1) / 2;
+  std::vector<std::int16_t> wp(qconv_pointwise_size(kk, Co), 0);
+  for (sz co = 0; co < Co; ++co)
+    for (sz c = 0; c < C; ++c)
+      for (sz t = 0; t < RS; ++t) {  // column (r * S + s) * C + c, as gather()
+        const std::uint8_t b = static_cast<std::uint8_t>(w.weight[(co * C + c) * RS + t]);
+        const std::int32_t v =
+            (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw;
+        const sz k = t * C + c;
+        wp[(((co / 8) * P + k / 2) * 8 + co % 8) * 2 + k % 2] = static_cast<std::int16_t>(v);
+      }
+  const bool rows = g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H &&
+                    g.OW == g.W;
+  const bool u = o.kind == QOutKind::u8;
+  std::int32_t qlo = u ? 0 : -128;
+  const std::int32_t qhi = u ? 255 : 127;
+  if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+  const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(Co);
+  const sz nt = task_count(ceil_div(M, 16), mac);
+  auto* y = static_cast<std::uint8_t*>(o.c);
+  std::vector<std::uint8_t> tiles(rows ? 0 : nt * kSmallTile * kk);
+  const std::uint8_t pad = static_cast<std::uint8_t>(zx);
+  parallel_for(static_cast<std::int64_t>(nt), work_of(mac), [&](std::int64_t t) {
+    const sz ts = static_cast<sz>(t), p0 = M * ts / nt, p1 = M * (ts + 1) / nt;
+    if (p1 <= p0) return;
+    if (rows) {
+      K.pw_u8(p1 - p0, C, Co, x + p0 * C, static_cast<sd>(C), x_signed, zx, wp.data(), o.col_bias, o.col_scale,
+              o.out_zp, qlo, qhi, y + p0 * Co, static_cast<sd>(Co));
+      return;
+    }
+    std::uint8_t* tile = tiles.data() + ts * kSmallTile * kk;
+    for (sz p = p0; p < p1; p += kSmallTile) {
+      const sz m = std::min(kSmallTile, p1 - p);
+      gather(g, x, pad, 0, C, p, m, tile);
+      K.pw_u8(m, kk, Co, tile, static_cast<sd>(kk), x_signed, zx, wp.data(), o.col_bias, o.col_scale, o.out_zp, qlo,
+              qhi, y + p * Co, static_cast<sd>(Co));
+    }
+  });
+}
+
 template <bool SIGNED>
 void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, const QConvWeights& w,
                  std::int32_t zw, const QOutput& o) {
@@ -291,6 +465,10 @@ void direct_path(const ConvGeom& g, const std::uint8_t* x, std::int32_t zx, cons
       wz[t * Co + co] = static_cast<std::int16_t>(
           (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw);
     }
+  if (g.nhwc && mult == 1) {
+    depthwise_nhwc(g, x, SIGNED, zx, wz, o);
+    return;
+  }
   const double mac = static_cast<double>(rows * g.OW) * static_cast<double>(RS * Co);
   const sz nt = task_count(rows, mac);
   std::vector<std::uint32_t> accs(nt * Co);
@@ -363,9 +541,18 @@ void pool_path(int kind, const PoolGeom& g, bool include_pad, std::int64_t divis
   if (work < static_cast<double>(kMinParallelWork)) nt = 1;
   std::vector<std::int64_t> accs(nt * C);
   const sz cs = g.nhwc ? 1 : g.H * g.W;
+  // NHWC: the level's kernels over a window's taps (max: all kh*kw at once; sums: at most
+  // kSumTaps per call, int32 partial sums added into the int64 accumulators)
+  constexpr sz kSumTaps = 4096;
+  const QConvKernels& K = *kernels().qconv;
+  const sz cap = !g.nhwc ? 0 : (kind == 0 ? g.kh * g.kw : kSumTaps);
+  std::vector<std::ptrdiff_t> offs(nt * cap);
+  std::vector<std::int32_t> sums(g.nhwc ? nt * C : 0);
   parallel_for(static_cast<std::int64_t>(nt), work_of(work), [&](std::int64_t t) {
     const sz ts = static_cast<sz>(t), r0 = rows * ts / nt, r1 = rows * (ts + 1) / nt;
     std::int64_t* acc = accs.data() + ts * C;
+    std::ptrdiff_t* off = offs.data() + ts * cap;
+    std::int32_t* part = g.nhwc ? sums.data() + ts * C : nullptr;
     for (sz row = r0; row < r1; ++row) {
       const sz n = row / g.OH, oh = row - n * g.OH;
       const std::uint8_t* xn = x + n * C * g.H * g.W;
@@ -401,8 +588,39 @@ void pool_path(int kind, const PoolGeom& g, bool include_pad, std::int64_t divis
           while (w0 < 0) w0 += dw;
         }
         const bool empty = h0 >= h1 || w0 >= w1;
-        for (sz c = 0; c < C; ++c) acc[c] = kind == 0 ? lo : 0;
-        if (!empty) {
+        if (g.nhwc) {
+          const sd W = static_cast<sd>(g.W), Cd = static_cast<sd>(C);
+          if (kind == 0) {
+            sz k = 0;
+            if (!empty)
+              for (sd h = h0; h < h1; h += dh)
+                for (sd wv = w0; wv < w1; wv += dw) off[k++] = (h * W + wv) * Cd;
+            K.max_taps(1, C, k, xn, 0, off, SIGNED, y + ((n * g.OH + oh) * g.OW + ow) * C, 0);
+            continue;
+          }
+          for (sz c = 0; c < C; ++c) acc[c] = 0;
+          auto flush = [&](sz k) {
+            K.sum_taps(1, C, k, xn, 0, off, SIGNED, zx, part);
+            for (sz c = 0; c < C; ++c) acc[c] += part[c];
+          };
+          if (!empty && static_cast<sz>((h1 - h0) * (w1 - w0)) <= cap) {
+            sz k = 0;
+            for (sd h = h0; h < h1; ++h)
+              for (sd wv = w0; wv < w1; ++wv) off[k++] = (h * W + wv) * Cd;
+            flush(k);
+          } else if (!empty) {  // row by row, at most cap taps per call
+            for (sd h = h0; h < h1; ++h)
+              for (sd wa = w0; wa < w1; wa += static_cast<sd>(cap)) {
+                const sd wb = std::min(w1, wa + static_cast<sd>(cap));
+                sz k = 0;
+                for (sd wv = wa; wv < wb; ++wv) off[k++] = (h * W + wv) * Cd;
+                flush(k);
+              }
+          }
+        } else {
+          for (sz c = 0; c < C; ++c) acc[c] = kind == 0 ? lo : 0;
+        }
+        if (!empty && !g.nhwc) {
           for (sd h = h0; h < h1; h += dh)
             for (sd wv = w0; wv < w1; wv += dw) {
               const sz pix = static_cast<sz>(h) * g.W + static_cast<sz>(wv);
@@ -451,6 +669,11 @@ void QConvWeights::prepare() {
 
 void qconv2d_forward(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
                      const QConvWeights& w, std::int32_t zw, const QOutput& o) {
+  const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
+  if (q8 && g.nhwc && g.groups == 1 && g.R * g.S * g.C * g.Co <= kPointwiseMaxKN && g.R * g.S * g.C <= 1024) {
+    pointwise_nhwc(g, x, x_signed, zx, w, zw, o);
+    return;
+  }
   if (w.direct()) {
     if (x_signed)
       direct_path<true>(g, x, zx, w, zw, o);

@@ -4,8 +4,9 @@ The rule is ONNX QuantizeLinear's, computed in the input's float type:
 
 .. math:: q = \\operatorname{clamp}\\big(\\operatorname{rint}(x / s) + z,\\; q_{min},\\; q_{max}\\big)
 
-with one correctly rounded IEEE division (never a reciprocal), ``rint`` rounding half to
-even, and the zero point added after rounding. See :func:`quantize` for how this relates
+with one correctly rounded IEEE division (kernels may multiply by the reciprocal only
+where that provably gives the same integer), ``rint`` rounding half to even, and the zero
+point added after rounding. See :func:`quantize` for how this relates
 to ``torch.quantize_per_tensor``.
 """
 

@@ -226,6 +226,66 @@ def test_thread_counts_give_identical_bits(rng, dtype):
             assert_same(a, b)
 
 
+# ---- float32 per tensor: the reciprocal path (quant_avx2.cpp quantize_f32) ------------------
+# Half the vectors of a 32-element step are multiplied by RN(1/s) instead of divided, and
+# redone by division where the product lies within 2^-11 of a half-integer; scales outside
+# [2^-64, 2^64] divide everything. These inputs sit on and around every decision point.
+RECIP_SCALES = [0.1, 1.0 / 3.0, 0.0173, 0.7, 2.0**-64, 2.0**64, 2.0**-70, 2.0**70, 3.3e-38, 3.0e38]
+
+
+def near_ties(scale, ks, ulps=40):
+    """float32 x within +-ulps ulps of (k + 0.5) * scale and of k * scale, every k."""
+    s = np.float32(scale)
+    with np.errstate(over="ignore"):  # beyond float32 for the largest scales: dropped below
+        centres = np.concatenate([(ks + 0.5) * np.float64(s), ks * np.float64(s)]).astype(
+            np.float32
+        )
+    bits = centres.view(np.int32)[:, None] + np.arange(-ulps, ulps + 1, dtype=np.int32)
+    x = bits.reshape(-1).view(np.float32)
+    return x[np.isfinite(x)]
+
+
+@pytest.mark.parametrize("qdt", QDTYPES)
+@pytest.mark.parametrize("scale", RECIP_SCALES)
+def test_float32_near_ties_every_scale_range(simd, qdt, scale):
+    x = near_ties(scale, np.arange(-300, 301))
+    for zp in (0, 1, -7, 127) if qdt == np.int8 else (0, 1, 128, 255):
+        for n in (x.size, x.size - 31, 33):  # every lane offset in a 32-element step, and tails
+            assert_same(quantize(x[:n], scale, zp, qdt), ref_quantize(x[:n], scale, zp, qdt))
+
+
+@pytest.mark.parametrize("qdt", QDTYPES)
+def test_float32_specials_at_every_block_position(simd, rng, qdt):
+    # NaN, infinities, huge, subnormal and signed zeros at each position of a 32-element
+    # step, among near-tie neighbours (so blocks take both the product and the division)
+    specials = np.array(
+        [np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-45, -1e-45, 0.0, -0.0, 1.17e-38], np.float32
+    )
+    for scale in (0.1, 2.0**-64, 2.0**64, 2.0**-80):
+        base = near_ties(scale, np.arange(-40, 41), ulps=3)[: 32 * 40].copy()
+        for pos in range(32):
+            x = base.copy()
+            x[pos::32][: specials.size] = specials
+            x[pos + 64 :: 96] = specials[rng.integers(0, specials.size, x[pos + 64 :: 96].size)]
+            zp = 3 if qdt == np.int8 else 200
+            with np.errstate(over="ignore", invalid="ignore"):  # 3e38 / 2**-80 in the reference
+                want = ref_quantize(x, scale, zp, qdt)
+            assert_same(quantize(x, scale, zp, qdt), want)
+
+
+def test_float32_random_scales_and_ranges(simd, rng):
+    for _ in range(40):
+        scale = float(np.float32(np.exp(rng.uniform(-60, 60))))
+        x = (rng.standard_normal(4099) * scale * rng.choice([0.3, 30.0, 300.0, 3e4])).astype(
+            np.float32
+        )
+        for qdt, zp in (
+            (np.int8, int(rng.integers(-128, 128))),
+            (np.uint8, int(rng.integers(0, 256))),
+        ):
+            assert_same(quantize(x, scale, zp, qdt), ref_quantize(x, scale, zp, qdt))
+
+
 # ---- errors ----------------------------------------------------------------------------
 def test_bad_arguments():
     x = np.ones((4, 3), np.float32)

@@ -1,8 +1,8 @@
 """asv benchmarks for ``pyfastopt.quant`` vs NumPy: quantize float32 -> int8 and back.
 
 One call per ``time_*`` method over size x granularity x threads; pyfastopt in
-``Quantize``, NumPy in ``QuantizeNumPy`` (``PeerBenchmark``: never in a process with
-pyfastopt). NumPy is ``np.clip(np.rint(x / s) + zp, -128, 127).astype(np.int8)`` (float32
+``Quantize``, NumPy in ``QuantizeNumPy`` and PyTorch in ``QuantizeTorch``
+(``PeerBenchmark``s: never in a process with pyfastopt). NumPy is ``np.clip(np.rint(x / s) + zp, -128, 127).astype(np.int8)`` (float32
 arithmetic: the same rule and bits) and ``(q.astype(float32) - zp) * s``. Per channel is
 axis 0 of an ``(n / 1000, 1000)`` matrix. ``track_bandwidth_*`` count 5 bytes per element
 (4 read + 1 written, or 1 read + 4 written).
@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .common import THREADS, Benchmark, PeerBenchmark, best_seconds, get_vector
+from .common import THREADS, Benchmark, PeerBenchmark, best_seconds, get_vector, optional_import
 
 BYTES_PER_ELEMENT = 5
 COLS = 1000
@@ -91,3 +91,37 @@ class QuantizeNumPy(_QuantizeData, PeerBenchmark):
         return BYTES_PER_ELEMENT * self.x.size / seconds / 1e9
 
     track_bandwidth_quantize_numpy.unit = "GB/s"
+
+
+class QuantizeTorch(_QuantizeData, PeerBenchmark):
+    """``torch.quantize_per_tensor`` / ``quantize_per_channel`` to qint8 and
+    ``Tensor.dequantize`` (fbgemm: multiplies by the float32 reciprocal of the scale)."""
+
+    def setup(self, size, granularity, threads):
+        import warnings
+
+        torch = optional_import("torch")
+        super().setup(size, granularity, threads)
+        # qint8 deprecation notices; this process runs torch only
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
+        self.xt = torch.from_numpy(np.array(self.x))  # writable: no read-only notice
+        if granularity == "channel":
+            st = torch.from_numpy(self.scale.astype(np.float64))
+            zt = torch.from_numpy(self.zp)
+            self.quantize = lambda: torch.quantize_per_channel(self.xt, st, zt, 0, torch.qint8)
+        else:
+            scale = self.scale
+            self.quantize = lambda: torch.quantize_per_tensor(self.xt, scale, 0, torch.qint8)
+        self.qt = self.quantize()
+
+    def time_quantize_torch(self, size, granularity, threads):
+        self.quantize()
+
+    def time_dequantize_torch(self, size, granularity, threads):
+        self.qt.dequantize()
+
+    def track_bandwidth_quantize_torch(self, size, granularity, threads):
+        seconds = best_seconds(self.quantize)
+        return BYTES_PER_ELEMENT * self.x.size / seconds / 1e9
+
+    track_bandwidth_quantize_torch.unit = "GB/s"

@@ -4,8 +4,9 @@ The rule is ONNX QuantizeLinear's, computed in the input's float type:
 
 .. math:: q = \\operatorname{clamp}\\big(\\operatorname{rint}(x / s) + z,\\; q_{min},\\; q_{max}\\big)
 
-with one correctly rounded IEEE division (never a reciprocal), ``rint`` rounding half to
-even, and the zero point added after rounding. See :func:`quantize` for how this relates
+with one correctly rounded IEEE division (kernels may multiply by the reciprocal only
+where that provably gives the same integer), ``rint`` rounding half to even, and the zero
+point added after rounding. See :func:`quantize` for how this relates
 to ``torch.quantize_per_tensor``.
 """
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # annotations only: numpy.typing costs import time
 __all__ = ["dequantize", "qrange", "quantize"]
 
 _QDTYPES = {np.dtype(np.int8): (-128, 127), np.dtype(np.uint8): (0, 255)}
+_I8, _U8 = np.dtype(np.int8), np.dtype(np.uint8)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 # what a NaN input becomes: "qmax" (torch's, the default) or "qmin" (ONNX Runtime's)
 _NAN_POLICIES = ("qmax", "qmin")
 # Doubles at or beyond these round to float32 inf / 0 (ties to even).
@@ -41,6 +44,10 @@ def qrange(dtype: Any) -> tuple[int, int]:
 
 
 def _qdtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    if dtype is np.int8:  # the common spellings without np.dtype() (per-call overhead)
+        return _I8
+    if dtype is np.uint8:
+        return _U8
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -52,7 +59,8 @@ def _qdtype(dtype: Any, name: str = "dtype") -> np.dtype:
 
 def _float_input(x: Any) -> np.ndarray:
     a = np.asarray(x)
-    if a.dtype in (np.float32, np.float64):
+    dt = a.dtype
+    if dt is _F32 or dt is _F64 or dt in (np.float32, np.float64):
         return a
     if a.dtype == np.float16:
         return a.astype(np.float32)  # exact
@@ -71,7 +79,7 @@ def _params(
         if (
             math.isfinite(sf)
             and sf > 0.0
-            and (in_dtype == np.float64 or 1.2e-38 < sf < 3.4e38)  # survives float32
+            and (1.2e-38 < sf < 3.4e38 or in_dtype == np.float64)  # survives float32
             and not isinstance(zero_point, (bool, np.bool_))
         ):
             zlo, zhi = _QDTYPES[qdt]
@@ -203,13 +211,14 @@ def quantize(
     s, z, bax = _params(scale, zero_point, qdt, ax, a.shape, a.dtype)
     if nan != "qmax" and choice("nan", nan, _NAN_POLICIES) == "qmin":
         _check_out(out, a)
-        q = _core.quant.quantize(a, s, z, qdt == np.uint8, bax, out)
+        q = _core.quant.quantize(a, s, z, qdt.char == "B", bax, out)
         # the kernel's NaN -> qmax, then those elements set to qmin: an exact select,
         # so the bits stay those of every SIMD level and thread count
         np.copyto(q, _QDTYPES[qdt][0], where=np.isnan(a))
         return q
-    _check_out(out, a)
-    return _core.quant.quantize(a, s, z, qdt == np.uint8, bax, out)
+    if out is not None:
+        _check_out(out, a)
+    return _core.quant.quantize(a, s, z, qdt.char == "B", bax, out)
 
 
 def dequantize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qconv_reference import nhwc, rand, ref_avg_pool, ref_conv, ref_max_pool, requant_stage
 
 import pyfastopt
 import pyfastopt.nn as nn
@@ -23,7 +24,6 @@ from pyfastopt.quant import (
 )
 
 from .conftest import QSIMD_LEVELS
-from .test_qconv import nhwc, rand, ref_avg_pool, ref_conv, ref_max_pool, requant_stage
 
 # (N, C, H, W, k, stride, padding (t, b, l, r), dilation): odd channel counts around the
 # vector widths (16 int16 lanes, 32 bytes), stride 2, asymmetric and large padding

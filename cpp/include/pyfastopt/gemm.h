@@ -112,6 +112,20 @@ struct GemmKernelsT {
               std::ptrdiff_t lda, const T* w, std::ptrdiff_t ldw, T* c, std::ptrdiff_t ldc,
               const Epilogue<T>& ep);
 
+  // Micro-kernel reading A in place (implicit GEMM: no gather, no packing): the same
+  // register tile, the same per-lane FMA chain and the same write-back as ukernel, but
+  // A's kc steps come in nseg segments, in order: segment s has seg[s] steps, and its
+  // row i (i < mr) reads arow[s*mr + i][0 : seg[s]] (contiguous). Rows >= m are computed
+  // but not stored: their pointers must still be readable (a zero row). So for the same
+  // A values it gives the bits of ukernel on the packed A.
+  void (*ukernel_rows)(std::size_t nseg, const std::size_t* seg, const T* const* arow, const T* bp,
+                       T* c, std::ptrdiff_t ldc, int m, int n, bool first, bool last,
+                       const Epilogue<T>& ep);
+  // The same with er rows computed (m <= er; the table still has mr pointers per segment).
+  void (*ukernel_rows_edge)(std::size_t nseg, const std::size_t* seg, const T* const* arow,
+                            const T* bp, T* c, std::ptrdiff_t ldc, int m, int n, bool first,
+                            bool last, const Epilogue<T>& ep);
+
   // The epilogue's activation alone, element-wise: y[i] = act(x[i]) for i < n, the same
   // bits as in a GEMM's write-back (standalone gelu). x == y is allowed, any other
   // overlap is not.

@@ -218,19 +218,71 @@ void tile_product(const GemmKernelsT<T>& K, sz m, sz k, sz j0, sz ncb, const T* 
   }
 }
 
+// The same product with A read in place by the micro-kernel (GemmKernelsT::ukernel_rows),
+// for channels-last sources: row i's values of tap t are the cg contiguous channels at
+// src + off[t * m + i] (padding: a zero row). Per KC block, the block's steps are cut
+// into segments at tap boundaries, and each micro-panel of MR rows gets one pointer per
+// (segment, row): the same A values in the same k order as gather + pack_a, so the same
+// bits, without copying A twice.
+template <class T>
+void tile_product_rows(const GemmKernelsT<T>& K, sz m, sz k, sz cg, const sd* off, const T* src,
+                       const T* zeros, sz j0, sz ncb, const T* bpack, sz npad, sz smax, const T** ptrs,
+                       sz* seg, T* c, sd ldc) {
+  const sz KC = static_cast<sz>(K.kc), MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
+  const Epilogue<T> none{};
+  const sz ntile = ceil_div(m, MR);
+  for (sz pc = 0; pc < k; pc += KC) {
+    const sz kcur = std::min(KC, k - pc);
+    const bool first = pc == 0, last = pc + kcur == k;
+    // segments of [pc, pc + kcur): (tap t, first channel c, length)
+    sz nseg = 0;
+    {
+      sz t = pc / cg, c0 = pc - t * cg;
+      for (sz kk = 0; kk < kcur; ++t, c0 = 0) {
+        const sz len = std::min(cg - c0, kcur - kk);
+        seg[nseg] = len;
+        for (sz it = 0; it < ntile; ++it)
+          for (sz i = 0; i < MR; ++i) {
+            const sz row = it * MR + i;
+            const sd o = row < m ? off[t * m + row] : -1;
+            ptrs[(it * smax + nseg) * MR + i] = o < 0 ? zeros : src + o + static_cast<sd>(c0);
+          }
+        ++nseg;
+        kk += len;
+      }
+    }
+    for (sz jr = 0; jr < ncb; jr += NR) {
+      const int nn = static_cast<int>(std::min(NR, ncb - jr));
+      const T* bp = bpack + pc * npad + ((j0 + jr) / NR) * kcur * NR;
+      for (sz it = 0; it < ntile; ++it) {
+        const sz ir = it * MR;
+        const int mm = static_cast<int>(std::min(MR, m - ir));
+        (mm <= K.er ? K.ukernel_rows_edge : K.ukernel_rows)(
+            nseg, seg, ptrs + it * smax * MR, bp, c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr), ldc, mm,
+            nn, first, last, none);
+      }
+    }
+  }
+}
+
+// Channels per group from which a channels-last source is read in place (fewer: more
+// segments than the gather's copies are worth).
+constexpr sz kRowsMinCg = 8;
+
 // ---- forward / backward-data: rows x (group columns) with a gathered A ----------------
 // rows: total result rows (pixels); cols: columns per group; k: reduction length;
 // b: per group, the (k x cols) operand as element (i, j) at b[g*bstride + i*rs + j*cs].
-// The result row `row`, group column j lands (after post) in `out`:
+// g.nhwc is the source's layout (the map reads src in it); out_cl the result's:
 //   channels-last: out[row * ldo + g * cols + j] (written in place by the micro-kernel),
 //   channels-first: out[(n * G * cols + g * cols + j) * plane + pix] with n = row / plane.
 template <class T, class Map, class MakeMap>
 void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, const MakeMap& make_map,
-                   const T* b, sz bstride, sd rs, sd cs, bool direct_a, T* out, sz plane,
+                   const T* b, sz bstride, sd rs, sd cs, bool direct_a, bool out_cl, T* out, sz plane,
                    const T* bias, Activation act) {
   const GemmKernelsT<T>& K = gk<T>();
   const sz G = g.groups, k = g.R * g.S * cg;
   const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  const sz MR = static_cast<sz>(K.mr);
   const sz npad = ceil_div(cols, NR) * NR;
   Aligned<T> bpack(G * k * npad);
   for (sz gi = 0; gi < G; ++gi) pack_b_all(K, k, cols, b + gi * bstride, rs, cs, bpack.p + gi * k * npad);
@@ -239,22 +291,31 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
   const sz nI = ceil_div(rows, MC), nJ = ceil_div(cols, ncb), units = G * nI * nJ;
   const double wpu = static_cast<double>(MC) * static_cast<double>(ncb) * static_cast<double>(k);
   const sz ntasks = task_count(units, wpu);
-  const sz per_task = round_up(2 * MC * KC + (g.nhwc ? 0 : MC * ncb), 64 / sizeof(T));
+  const bool in_place = g.nhwc && (direct_a || cg >= kRowsMinCg);  // ukernel_rows
+  const sz per_task = round_up((in_place ? 0 : 2 * MC * KC) + (out_cl ? 0 : MC * ncb), 64 / sizeof(T));
   Aligned<T> scratch(ntasks * per_task);
   const sz RS = g.R * g.S;
   const bool packed_gather = !g.nhwc && !direct_a;  // channels-first: the tap-offset table
-  std::vector<sd> offs(packed_gather ? ntasks * RS * MC : 0);
+  const bool need_off = packed_gather || in_place;
+  std::vector<sd> offs(need_off ? ntasks * RS * MC : 0);
+  // in place: per task, per micro-panel of MR rows, up to smax segments of MR pointers
+  const sz smax = std::min(KC, KC / cg + 2);
+  const sz ptr_per_task = in_place ? ceil_div(MC, MR) * smax * MR : 0;
+  std::vector<const T*> ptrs(ntasks * ptr_per_task);
+  std::vector<sz> segs(in_place ? ntasks * smax : 0);
+  Aligned<T> zeros(in_place ? KC : 0);
+  std::fill(zeros.p, zeros.p + (in_place ? KC : 0), T(0));
   const sz ldo = G * cols;
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     T* apack = scratch.p + task * per_task;  // 64-byte aligned
     T* abuf = apack + MC * KC;
-    T* ctile = abuf + MC * KC;
-    sd* off = packed_gather ? offs.data() + task * RS * MC : nullptr;
+    T* ctile = in_place ? scratch.p + task * per_task : abuf + MC * KC;
+    sd* off = need_off ? offs.data() + task * RS * MC : nullptr;
     for (sz u = u0; u < u1; ++u) {
       const sz gi = u / (nI * nJ), rem = u - gi * nI * nJ, ib = rem / nJ, jb = rem - ib * nJ;
       const sz r0 = ib * MC, m = std::min(MC, rows - r0), j0 = jb * ncb, nc = std::min(ncb, cols - j0);
       const Map mp = make_map(gi);
-      if (packed_gather)
+      if (need_off)
         for (sz i = 0; i < m; ++i) {
           const RowInfo ri = mp.row(r0 + i);
           for (sz t = 0; t < RS; ++t) off[t * m + i] = mp.tap(ri, t);
@@ -271,22 +332,35 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
       };
       const T* bp = bpack.p + gi * k * npad;
       const sz col0 = gi * cols + j0;  // first channel of the tile
-      if (g.nhwc) {
-        T* c = out + r0 * ldo + col0;
-        tile_product(K, m, k, j0, nc, bp, npad, apack, c, static_cast<sd>(ldo), fill);
+      T* c = out_cl ? out + r0 * ldo + col0 : ctile;
+      const sd ldc = static_cast<sd>(out_cl ? ldo : nc);
+      if (in_place)
+        tile_product_rows(K, m, k, cg, off, src, zeros.p, j0, nc, bp, npad, smax,
+                          ptrs.data() + task * ptr_per_task, segs.data() + task * smax, c, ldc);
+      else
+        tile_product(K, m, k, j0, nc, bp, npad, apack, c, ldc, fill);
+      if (out_cl) {
         if (bias || act != Activation::none)
           for (sz i = 0; i < m; ++i) {
             T* ci = c + i * ldo;
             for (sz j = 0; j < nc; ++j) ci[j] = activate_value(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
           }
       } else {
-        tile_product(K, m, k, j0, nc, bp, npad, apack, ctile, static_cast<sd>(nc), fill);
-        for (sz i = 0; i < m; ++i) {
-          const sz row = r0 + i, n = row / plane, pix = row - n * plane;
+        // runs of consecutive pixels of one image, written plane-contiguous per channel
+        for (sz i0 = 0; i0 < m;) {
+          const sz row = r0 + i0, n = row / plane, pix = row - n * plane;
+          const sz len = std::min(m - i0, plane - pix);
           T* o = out + (n * ldo + col0) * plane + pix;
-          const T* ci = ctile + i * nc;
-          for (sz j = 0; j < nc; ++j)
-            o[j * plane] = activate_value(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
+          for (sz j = 0; j < nc; ++j) {
+            const T* ci = ctile + i0 * nc + j;
+            T* oj = o + j * plane;
+            const T bj = bias ? bias[col0 + j] : T(0);
+            if (bias || act != Activation::none)
+              for (sz i = 0; i < len; ++i) oj[i] = activate_value(bias ? T(ci[i * nc] + bj) : ci[i * nc], act);
+            else
+              for (sz i = 0; i < len; ++i) oj[i] = ci[i * nc];
+          }
+          i0 += len;
         }
       }
     }
@@ -772,9 +846,18 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Ac
       for (sz t = 0; t < RS; ++t) wf[co * k + t * cg + c] = w[(co * cg + c) * RS + t];
   const bool direct = g.nhwc && RS == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                       g.OH == g.H && g.OW == g.W;
+  if (!g.nhwc && cg >= kRowsMinCg) {  // channels-first: a channels-last copy of x, read in place
+    const ConvGeom gl = as_nhwc(g);
+    std::vector<T> xl(g.N * g.H * g.W * g.C);
+    relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
+    implicit_gemm<T, FwdMap>(
+        gl, g.N * g.OH * g.OW, cog, cg, xl.data(), [&](sz gi) { return FwdMap{gl, gi * cg}; }, wf.data(),
+        cog * k, 1, static_cast<sd>(k), false, false, y, g.OH * g.OW, bias, act);
+    return;
+  }
   implicit_gemm<T, FwdMap>(
       g, g.N * g.OH * g.OW, cog, cg, x, [&](sz gi) { return FwdMap{g, gi * cg}; }, wf.data(),
-      cog * k, 1, static_cast<sd>(k), direct, y, g.OH * g.OW, bias, act);
+      cog * k, 1, static_cast<sd>(k), direct, g.nhwc, y, g.OH * g.OW, bias, act);
 }
 
 template <class T>
@@ -796,9 +879,18 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
       for (sz c = 0; c < cg; ++c)
         for (sz t = 0; t < RS; ++t)
           wd[gi * k * cg + (t * cog + co) * cg + c] = w[((gi * cog + co) * cg + c) * RS + t];
+  if (!g.nhwc && cog >= kRowsMinCg) {  // channels-first: a channels-last copy of dy, read in place
+    const ConvGeom gl = as_nhwc(g);
+    std::vector<T> dyl(g.N * g.OH * g.OW * g.Co);
+    relayout(dy, dyl.data(), g.N, g.Co, g.OH * g.OW, true);
+    implicit_gemm<T, BwdMap>(
+        gl, g.N * g.H * g.W, cg, cog, dyl.data(), [&](sz gi) { return BwdMap{gl, gi * cog}; }, wd.data(),
+        k * cg, static_cast<sd>(cg), 1, false, false, dx, g.H * g.W, nullptr, Activation::none);
+    return;
+  }
   implicit_gemm<T, BwdMap>(
       g, g.N * g.H * g.W, cg, cog, dy, [&](sz gi) { return BwdMap{g, gi * cog}; }, wd.data(),
-      k * cg, static_cast<sd>(cg), 1, false, dx, g.H * g.W, nullptr, Activation::none);
+      k * cg, static_cast<sd>(cg), 1, false, g.nhwc, dx, g.H * g.W, nullptr, Activation::none);
 }
 
 template <class T>

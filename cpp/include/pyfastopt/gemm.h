@@ -76,6 +76,7 @@ struct GemmKernelsT {
   // Register tile and cache blocking of this ISA (elements). KC is also the rounding
   // block of the packed path (see above).
   int mr, nr, er, mc, kc, nc;
+  int nr_narrow;  // columns of ukernel_rows_narrow (nr / 2 where nr is two vectors or more)
 
   // Micro-kernel: C[0:m, 0:n] (row stride ldc, unit column stride) gets the product of
   // an A micro-panel ap (kc steps of mr values, k-major) and a B micro-panel bp (kc steps
@@ -125,6 +126,11 @@ struct GemmKernelsT {
   void (*ukernel_rows_edge)(std::size_t nseg, const std::size_t* seg, const T* const* arow,
                             const T* bp, T* c, std::ptrdiff_t ldc, int m, int n, bool first,
                             bool last, const Epilogue<T>& ep);
+  // The same for n <= nr_narrow columns (mr rows; computes only the first nr_narrow
+  // columns of the B panel: a column tail of at most half a panel costs half).
+  void (*ukernel_rows_narrow)(std::size_t nseg, const std::size_t* seg, const T* const* arow,
+                              const T* bp, T* c, std::ptrdiff_t ldc, int m, int n, bool first,
+                              bool last, const Epilogue<T>& ep);
 
   // The epilogue's activation alone, element-wise: y[i] = act(x[i]) for i < n, the same
   // bits as in a GEMM's write-back (standalone gelu). x == y is allowed, any other

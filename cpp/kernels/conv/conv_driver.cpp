@@ -257,8 +257,10 @@ void tile_product_rows(const GemmKernelsT<T>& K, sz m, sz k, sz cg, const sd* of
       for (sz it = 0; it < ntile; ++it) {
         const sz ir = it * MR;
         const int mm = static_cast<int>(std::min(MR, m - ir));
-        (mm <= K.er ? K.ukernel_rows_edge : K.ukernel_rows)(
-            nseg, seg, ptrs + it * smax * MR, bp, c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr), ldc, mm,
+        const auto kern = mm <= K.er ? K.ukernel_rows_edge
+                          : nn <= K.nr_narrow ? K.ukernel_rows_narrow
+                                              : K.ukernel_rows;
+        kern(nseg, seg, ptrs + it * smax * MR, bp, c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr), ldc, mm,
             nn, first, last, none);
       }
     }

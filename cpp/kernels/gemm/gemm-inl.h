@@ -200,7 +200,8 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
 // ---- micro-kernel reading A in place (GemmKernelsT::ukernel_rows) ----------------------
 // The k loop of ukernel with A's step k of segment s, row i, at arow[s*PANEL + i][k]
 // instead of ap[k*PANEL + i]: the same FMAs in the same order, the same write-back.
-template <class G, int MR, int NV, int PANEL = MR>
+// NVB: vectors per step of the B panel (NV < NVB: the narrow variant, first NV*N columns).
+template <class G, int MR, int NV, int PANEL = MR, int NVB = NV>
 void ukernel_rows(std::size_t nseg, const std::size_t* seg, const typename G::T* const* arow,
                   const typename G::T* bp, typename G::T* c, std::ptrdiff_t ldc, int m, int n,
                   bool first, bool last, const Epilogue<typename G::T>& ep) {
@@ -225,7 +226,7 @@ void ukernel_rows(std::size_t nseg, const std::size_t* seg, const typename G::T*
         const R av = G::set1(a[i][k]);
         PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::fma(av, b[v], acc[i][v]);
       }
-      bp += NV * N;
+      bp += NVB * N;
     }
   }
   const bool relu = last && ep.act == Activation::relu;
@@ -611,8 +612,9 @@ constexpr GemmKernelsT<typename G::T> make_gemm_kernels() {
   static_assert(B::mc % B::mr == 0, "mc must be a multiple of mr");
   static_assert(B::kc == 256, "kc is the packed path's rounding block: the same on every level");
   return GemmKernelsT<typename G::T>{
-      B::mr, B::nv * G::N, B::er, B::mc, B::kc, B::nc,
+      B::mr, B::nv * G::N, B::er, B::mc, B::kc, B::nc, (B::nv > 1 ? B::nv / 2 : 1) * G::N,
       ukernel<G, B::mr, B::nv>, ukernel<G, B::er, B::nv, B::mr>, pack_a<G, B::mr>, pack_b<G, B::nv * G::N>,
       direct<G, B::direct_acc, true, 256>, dot<G, B::dot_rows, B::dot_cols>,
-      ukernel_rows<G, B::mr, B::nv>, ukernel_rows<G, B::er, B::nv, B::mr>, activate_run<G>};
+      ukernel_rows<G, B::mr, B::nv>, ukernel_rows<G, B::er, B::nv, B::mr>,
+      ukernel_rows<G, B::mr, (B::nv > 1 ? B::nv / 2 : 1), B::mr, B::nv>, activate_run<G>};
 }

@@ -131,6 +131,14 @@ struct GemmKernelsT {
   void (*ukernel_rows_narrow)(std::size_t nseg, const std::size_t* seg, const T* const* arow,
                               const T* bp, T* c, std::ptrdiff_t ldc, int m, int n, bool first,
                               bool last, const Epilogue<T>& ep);
+  // Micro-kernel reading B in place: ukernel with B's step k (nr values, always read in
+  // full: n only limits what is written) at brow[k] + boff instead of the packed panel;
+  // A packed as for ukernel. The same chains and write-back as ukernel. _edge: er rows.
+  void (*ukernel_brows)(std::size_t kc, const T* ap, const T* const* brow, std::ptrdiff_t boff, T* c,
+                        std::ptrdiff_t ldc, int m, int n, bool first, bool last, const Epilogue<T>& ep);
+  void (*ukernel_brows_edge)(std::size_t kc, const T* ap, const T* const* brow, std::ptrdiff_t boff,
+                             T* c, std::ptrdiff_t ldc, int m, int n, bool first, bool last,
+                             const Epilogue<T>& ep);
 
   // The epilogue's activation alone, element-wise: y[i] = act(x[i]) for i < n, the same
   // bits as in a GEMM's write-back (standalone gelu). x == y is allowed, any other

@@ -928,6 +928,15 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
   const GemmKernelsT<T>& K = gk<T>();
   const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  // B (the im2col of x) read in place by ukernel_brows when every NR-column panel lies in
+  // one tap of a channels-last x (NCHW: a channels-last copy of x); else gathered + packed
+  const bool in_place = cg % NR == 0;
+  const ConvGeom gl = as_nhwc(g);
+  std::vector<T> xl(in_place && !g.nhwc ? g.N * g.H * g.W * g.C : 0);
+  if (!xl.empty()) relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
+  const T* xs = xl.empty() ? x : xl.data();
+  Aligned<T> zeros(in_place ? cg : 0);
+  std::fill(zeros.p, zeros.p + (in_place ? cg : 0), T(0));
   const sz B = std::min(g.N, kMaxBatchBlocks);
   const sz ncb = std::min(kNcb, k), npad = ceil_div(ncb, NR) * NR;
   const sz nI = ceil_div(cog, MC), nJ = ceil_div(k, ncb), units = B * G * nI * nJ;
@@ -936,12 +945,14 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   const double wpu = static_cast<double>(std::min(MC, cog)) * static_cast<double>(ncb) *
                      static_cast<double>(g.N * P) / static_cast<double>(B);
   const sz ntasks = task_count(units, wpu);
-  const sz per_task = round_up(MC * KC + 2 * KC * npad, 64 / sizeof(T));
+  const sz per_task = round_up(MC * KC + (in_place ? 0 : 2 * KC * npad), 64 / sizeof(T));
   Aligned<T> scratch(ntasks * per_task);
+  std::vector<const T*> rowptr(in_place ? ntasks * RS * KC : 0);  // [task][tap][pixel]
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     T* apack = scratch.p + task * per_task;
     T* bbuf = apack + MC * KC;
     T* bpack = bbuf + KC * npad;
+    const T** bptr = in_place ? rowptr.data() + task * RS * KC : nullptr;
     const Epilogue<T> none{};
     for (sz u = u0; u < u1; ++u) {
       sz rem = u;
@@ -961,6 +972,29 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
             K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
           else
             K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
+          if (in_place) {
+            const FwdMap ml{gl, gi * cg};
+            const sz t0 = j0 / cg, t1 = (j0 + nc - 1) / cg;
+            for (sz q = 0; q < kcur; ++q) {
+              const RowInfo ri = ml.row(n * P + p0 + q);
+              for (sz t = t0; t <= t1; ++t) {
+                const sd o = ml.tap(ri, t);
+                bptr[t * KC + q] = o < 0 ? zeros.p - static_cast<sd>(gi * cg) : xs + o - static_cast<sd>(gi * cg);
+              }
+            }
+            for (sz jr = 0; jr < nc; jr += NR) {
+              const sz col = j0 + jr, t = col / cg;
+              const sd boff = static_cast<sd>(gi * cg + col - t * cg);
+              const int nn = static_cast<int>(std::min(NR, nc - jr));
+              for (sz ir = 0; ir < m; ir += static_cast<sz>(K.mr)) {
+                const int mm = static_cast<int>(std::min(static_cast<sz>(K.mr), m - ir));
+                (mm <= K.er ? K.ukernel_brows_edge : K.ukernel_brows)(
+                    kcur, apack + ir * kcur, bptr + t * KC, boff, c + static_cast<sd>(ir * k + jr),
+                    static_cast<sd>(k), mm, nn, first, last, none);
+              }
+            }
+            continue;
+          }
           gather(mp, x, cg, n * P + p0, kcur, j0, nc, bbuf);
           K.pack_b(kcur, nc, bbuf, static_cast<sd>(nc), 1, bpack);
           for (sz jr = 0; jr < nc; jr += NR) {

@@ -46,6 +46,8 @@ CASES = [
     # channels per group a multiple of the panel width: backward-weight reads x in place
     (2, 32, 7, 6, 10, 3, 3, (2, 1), (1, 2, 1, 0), (1, 1), 2),  # groups 2, padding rows
     (1, 32, 5, 5, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # k = 288: a second column block
+    # 1x1 NCHW: a GEMM per image (no layout copy): 2 K blocks, 14 rows (6 + 6 + 2), 15 pixels
+    (2, 300, 3, 5, 14, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -369,7 +371,7 @@ def _all_results(x, w, b, dy, case, layout):
 def test_bitwise_threads_simd_layouts(rng, dtype):
     """Every result has the same bits for 1/2/3 threads, every SIMD level and both layouts
     (the reduction order (r, s, c) does not depend on the layout)."""
-    cases = [c for i, c in enumerate(CASES) if i in (1, 4, 5, 10, 12, 14, 15, 17, 18, 19)]
+    cases = [c for i, c in enumerate(CASES) if i in (1, 4, 5, 10, 12, 14, 15, 17, 18, 19, 20)]
     cases.append((8, 24, 20, 20, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1))  # many tasks
     previous = _core.config.get_simd_level()
     try:

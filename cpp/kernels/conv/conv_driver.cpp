@@ -369,6 +369,75 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
   });
 }
 
+// ---- 1x1, stride 1, unpadded, one group, channels-first: a plain GEMM per image ------
+// out[n] (rows x P) = A (rows x k, element (i, q) at a[i*ars + q*acs]) @ src[n] (k x P),
+// then + bias[row] and the activation (driver code, as implicit_gemm's). With A the
+// weight this is the forward (rows = Co, k = C); with A = W^T the backward-data (rows = C,
+// k = Co). Per element the same FMA chain over k in KC blocks as the channels-last path
+// (a*b = b*a: the same products), so the same bits, with no layout copy. B is read in
+// place (ukernel_brows, row pointers src[n] + q*P); a last panel of fewer than NR pixels
+// is packed (ukernel).
+template <class T>
+void gemm_1x1_nchw(sz N, sz rows, sz k, sz P, const T* a, sd ars, sd acs, const T* src, T* out,
+                   const T* bias, Activation act) {
+  const GemmKernelsT<T>& K = gk<T>();
+  const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  const sz MR = static_cast<sz>(K.mr);
+  const sz mpad = ceil_div(rows, MR) * MR;
+  Aligned<T> apack(mpad * k);  // block pc at pc * mpad, panel ir at + ir * kcur
+  for (sz pc = 0; pc < k; pc += KC) {
+    const sz kcur = std::min(KC, k - pc);
+    for (sz ic = 0; ic < rows; ic += MC)
+      K.pack_a(std::min(MC, rows - ic), kcur, a + static_cast<sd>(ic) * ars + static_cast<sd>(pc) * acs, ars, acs,
+               apack.p + pc * mpad + ic * kcur);
+  }
+  constexpr sz kPb = 256;  // pixels per unit (a multiple of every nr)
+  const sz nP = ceil_div(P, kPb), units = N * nP;
+  const double wpu = static_cast<double>(rows) * static_cast<double>(std::min(P, kPb)) * static_cast<double>(k);
+  const sz ntasks = task_count(units, wpu);
+  const sz per_task = round_up(KC * NR, 64 / sizeof(T));
+  Aligned<T> scratch(ntasks * per_task);
+  std::vector<const T*> rowptr(ntasks * KC);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    T* bpack = scratch.p + task * per_task;
+    const T** brow = rowptr.data() + task * KC;
+    const Epilogue<T> none{};
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / nP, p0 = (u - n * nP) * kPb, np = std::min(kPb, P - p0);
+      T* o = out + n * rows * P + p0;
+      for (sz pc = 0; pc < k; pc += KC) {
+        const sz kcur = std::min(KC, k - pc);
+        const bool first = pc == 0, last = pc + kcur == k;
+        const T* s0 = src + (n * k + pc) * P;
+        for (sz q = 0; q < kcur; ++q) brow[q] = s0 + q * P;
+        const T* ab = apack.p + pc * mpad;
+        for (sz jr = 0; jr < np; jr += NR) {
+          const int nn = static_cast<int>(std::min(NR, np - jr));
+          const bool full = nn == static_cast<int>(NR);
+          if (!full) K.pack_b(kcur, static_cast<sz>(nn), s0 + p0 + jr, static_cast<sd>(P), 1, bpack);
+          for (sz ir = 0; ir < rows; ir += MR) {
+            const int mm = static_cast<int>(std::min(MR, rows - ir));
+            T* c = o + ir * P + jr;
+            const bool edge = mm <= K.er;
+            if (full)
+              (edge ? K.ukernel_brows_edge : K.ukernel_brows)(kcur, ab + ir * kcur, brow,
+                                                              static_cast<sd>(p0 + jr), c, static_cast<sd>(P),
+                                                              mm, nn, first, last, none);
+            else
+              (edge ? K.ukernel_edge : K.ukernel)(kcur, ab + ir * kcur, bpack, c, static_cast<sd>(P), mm, nn,
+                                                  first, last, none);
+          }
+        }
+      }
+      if (bias || act != Activation::none)
+        for (sz i = 0; i < rows; ++i) {
+          T* oi = o + i * P;
+          for (sz j = 0; j < np; ++j) oi[j] = activate_value(bias ? T(oi[j] + bias[i]) : oi[j], act);
+        }
+    }
+  });
+}
+
 // ---- depthwise (one input channel per group): direct loops ------------------------
 // Every output element: acc = 0; acc = acc + x * w over the taps (r, s) in order, skipping
 // padding (multiply, then add: the driver is baseline code, so every level rounds the
@@ -848,6 +917,10 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Ac
       for (sz t = 0; t < RS; ++t) wf[co * k + t * cg + c] = w[(co * cg + c) * RS + t];
   const bool direct = g.nhwc && RS == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                       g.OH == g.H && g.OW == g.W;
+  const bool plain_1x1 = RS == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H &&
+                         g.OW == g.W && G == 1;
+  if (!g.nhwc && plain_1x1)  // y[n] = W x[n]
+    return gemm_1x1_nchw<T>(g.N, g.Co, g.C, g.H * g.W, w, static_cast<sd>(g.C), 1, x, y, bias, act);
   if (!g.nhwc && cg >= kRowsMinCg) {  // channels-first: a channels-last copy of x, read in place
     const ConvGeom gl = as_nhwc(g);
     std::vector<T> xl(g.N * g.H * g.W * g.C);
@@ -881,6 +954,10 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
       for (sz c = 0; c < cg; ++c)
         for (sz t = 0; t < RS; ++t)
           wd[gi * k * cg + (t * cog + co) * cg + c] = w[((gi * cog + co) * cg + c) * RS + t];
+  if (!g.nhwc && RS == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W &&
+      G == 1)  // dx[n] = W^T dy[n]
+    return gemm_1x1_nchw<T>(g.N, g.C, g.Co, g.H * g.W, w, 1, static_cast<sd>(g.C), dy, dx, nullptr,
+                            Activation::none);
   if (!g.nhwc && cog >= kRowsMinCg) {  // channels-first: a channels-last copy of dy, read in place
     const ConvGeom gl = as_nhwc(g);
     std::vector<T> dyl(g.N * g.OH * g.OW * g.Co);

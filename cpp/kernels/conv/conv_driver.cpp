@@ -13,6 +13,10 @@
 #include <new>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
@@ -218,6 +222,28 @@ void tile_product(const GemmKernelsT<T>& K, sz m, sz k, sz j0, sz ncb, const T* 
   }
 }
 
+// An uninitialized buffer for a layout copy of a whole input (tens of MB): 2 MB aligned and
+// advised as huge pages where Linux offers them, since first-touch page faults of 4 KB
+// pages cost more than the copy itself (measured 5x on this project's VMs).
+template <class T>
+struct BigBuffer {
+  T* p = nullptr;
+  explicit BigBuffer(sz count) {
+    constexpr sz kHuge = sz(2) << 20;
+    const sz raw = std::max<sz>(count, 1) * sizeof(T);
+    const sz al = raw >= 2 * kHuge ? kHuge : 64;
+    const sz bytes = (raw + al - 1) / al * al;
+    p = static_cast<T*>(std::aligned_alloc(al, bytes));
+    if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (al == kHuge) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
+  }
+  ~BigBuffer() { std::free(p); }
+  BigBuffer(const BigBuffer&) = delete;
+  BigBuffer& operator=(const BigBuffer&) = delete;
+};
+
 // The same product with A read in place by the micro-kernel (GemmKernelsT::ukernel_rows),
 // for channels-last sources: row i's values of tap t are the cg contiguous channels at
 // src + off[t * m + i] (padding: a zero row). Per KC block, the block's steps are cut
@@ -270,6 +296,10 @@ void tile_product_rows(const GemmKernelsT<T>& K, sz m, sz k, sz cg, const sd* of
 // Channels per group from which a channels-last source is read in place (fewer: more
 // segments than the gather's copies are worth).
 constexpr sz kRowsMinCg = 8;
+// A channels-first input is copied to channels-last (then read in place) only when each
+// copied element feeds at least this many multiply-adds (columns per group x taps):
+// below, the copy costs more than gathering from channels-first in place.
+constexpr sz kCopyMinReuse = 128;
 
 // ---- forward / backward-data: rows x (group columns) with a gathered A ----------------
 // rows: total result rows (pixels); cols: columns per group; k: reduction length;
@@ -921,12 +951,12 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Ac
                          g.OW == g.W && G == 1;
   if (!g.nhwc && plain_1x1)  // y[n] = W x[n]
     return gemm_1x1_nchw<T>(g.N, g.Co, g.C, g.H * g.W, w, static_cast<sd>(g.C), 1, x, y, bias, act);
-  if (!g.nhwc && cg >= kRowsMinCg) {  // channels-first: a channels-last copy of x, read in place
+  if (!g.nhwc && cg >= kRowsMinCg && cog * RS >= kCopyMinReuse) {  // a channels-last copy of x
     const ConvGeom gl = as_nhwc(g);
-    std::vector<T> xl(g.N * g.H * g.W * g.C);
-    relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
+    BigBuffer<T> xl(g.N * g.H * g.W * g.C);
+    relayout(x, xl.p, g.N, g.C, g.H * g.W, true);
     implicit_gemm<T, FwdMap>(
-        gl, g.N * g.OH * g.OW, cog, cg, xl.data(), [&](sz gi) { return FwdMap{gl, gi * cg}; }, wf.data(),
+        gl, g.N * g.OH * g.OW, cog, cg, xl.p, [&](sz gi) { return FwdMap{gl, gi * cg}; }, wf.data(),
         cog * k, 1, static_cast<sd>(k), false, false, y, g.OH * g.OW, bias, act);
     return;
   }
@@ -958,12 +988,12 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
       G == 1)  // dx[n] = W^T dy[n]
     return gemm_1x1_nchw<T>(g.N, g.C, g.Co, g.H * g.W, w, 1, static_cast<sd>(g.C), dy, dx, nullptr,
                             Activation::none);
-  if (!g.nhwc && cog >= kRowsMinCg) {  // channels-first: a channels-last copy of dy, read in place
+  if (!g.nhwc && cog >= kRowsMinCg && cg * RS >= kCopyMinReuse) {  // a channels-last copy of dy
     const ConvGeom gl = as_nhwc(g);
-    std::vector<T> dyl(g.N * g.OH * g.OW * g.Co);
-    relayout(dy, dyl.data(), g.N, g.Co, g.OH * g.OW, true);
+    BigBuffer<T> dyl(g.N * g.OH * g.OW * g.Co);
+    relayout(dy, dyl.p, g.N, g.Co, g.OH * g.OW, true);
     implicit_gemm<T, BwdMap>(
-        gl, g.N * g.H * g.W, cg, cog, dyl.data(), [&](sz gi) { return BwdMap{gl, gi * cog}; }, wd.data(),
+        gl, g.N * g.H * g.W, cg, cog, dyl.p, [&](sz gi) { return BwdMap{gl, gi * cog}; }, wd.data(),
         k * cg, static_cast<sd>(cg), 1, false, false, dx, g.H * g.W, nullptr, Activation::none);
     return;
   }
@@ -1007,11 +1037,12 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
   // B (the im2col of x) read in place by ukernel_brows when every NR-column panel lies in
   // one tap of a channels-last x (NCHW: a channels-last copy of x); else gathered + packed
-  const bool in_place = cg % NR == 0;
+  const bool in_place = cg % NR == 0 && (g.nhwc || cog * RS >= kCopyMinReuse);
   const ConvGeom gl = as_nhwc(g);
-  std::vector<T> xl(in_place && !g.nhwc ? g.N * g.H * g.W * g.C : 0);
-  if (!xl.empty()) relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
-  const T* xs = xl.empty() ? x : xl.data();
+  const bool copy_x = in_place && !g.nhwc;
+  BigBuffer<T> xl(copy_x ? g.N * g.H * g.W * g.C : 0);
+  if (copy_x) relayout(x, xl.p, g.N, g.C, g.H * g.W, true);
+  const T* xs = copy_x ? xl.p : x;
   Aligned<T> zeros(in_place ? cg : 0);
   std::fill(zeros.p, zeros.p + (in_place ? cg : 0), T(0));
   const sz B = std::min(g.N, kMaxBatchBlocks);

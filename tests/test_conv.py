@@ -36,6 +36,18 @@ CASES = [
     (2, 7, 9, 9, 5, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),  # 1x1 stride 2
     (2, 300, 6, 5, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # K > 256: several K blocks
     (2, 16, 6, 6, 300, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),  # Co > 256: column blocks
+    # >= 8 channels per group: A read in place (ukernel_rows), NCHW through a channels-last
+    # copy; a K block ending inside a tap (270 = 256 + 14), groups 2, stride 2, asymmetric
+    # padding (padding rows at the zero row), 11 output channels per group (column tails)
+    (2, 60, 5, 7, 22, 3, 3, (2, 2), (1, 0, 2, 1), (1, 1), 2),
+    (1, 8, 5, 7, 13, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),  # 35 rows: 6-row tails, edge panel
+    (2, 12, 9, 9, 16, 3, 3, (2, 2), (1, 1, 1, 1), (2, 2), 1),  # dilation 2, stride 2
+    (1, 10, 2, 1, 9, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # 2 rows: mostly padding
+    # channels per group a multiple of the panel width: backward-weight reads x in place
+    (2, 32, 7, 6, 10, 3, 3, (2, 1), (1, 2, 1, 0), (1, 1), 2),  # groups 2, padding rows
+    (1, 32, 5, 5, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # k = 288: a second column block
+    # 1x1 NCHW: a GEMM per image (no layout copy): 2 K blocks, 14 rows (6 + 6 + 2), 15 pixels
+    (2, 300, 3, 5, 14, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -259,6 +271,26 @@ def test_non_contiguous_inputs(rng):
         assert np.array_equal(a, bb)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_non_contiguous_inputs_in_place_path(rng, layout):
+    """Strided x / dy (copied at the boundary) on the path that reads A in place."""
+    case = CASES[14]
+    x, w, b = make(rng, case, np.float32)
+    stride, pad, dil, g = case[7], case[8], case[9], case[10]
+    xl = to_nhwc(x) if layout == "NHWC" else x
+    xs = np.repeat(xl, 2, axis=0)[::2]
+    assert not xs.flags.c_contiguous
+    args = (stride, pad, dil, g)
+    y = pyfastopt.conv2d(xs, w, b, *args, layout=layout)
+    assert np.array_equal(y, pyfastopt.conv2d(xl, w, b, *args, layout=layout))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dys = np.repeat(dy, 2, axis=0)[::2]
+    got = pyfastopt.conv2d_backward(dys, xs, w, *args, layout=layout)
+    want = pyfastopt.conv2d_backward(dy, xl, w, *args, layout=layout)
+    for a, bb in zip(got, want, strict=True):
+        assert np.array_equal(a, bb)
+
+
 def test_out_argument_and_aliasing(rng):
     x = rng.standard_normal((2, 4, 6, 6))
     w = rng.standard_normal((4, 4, 1, 1))
@@ -339,7 +371,7 @@ def _all_results(x, w, b, dy, case, layout):
 def test_bitwise_threads_simd_layouts(rng, dtype):
     """Every result has the same bits for 1/2/3 threads, every SIMD level and both layouts
     (the reduction order (r, s, c) does not depend on the layout)."""
-    cases = [c for i, c in enumerate(CASES) if i in (1, 4, 5, 10, 12)]
+    cases = [c for i, c in enumerate(CASES) if i in (1, 4, 5, 10, 12, 14, 15, 17, 18, 19, 20)]
     cases.append((8, 24, 20, 20, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1))  # many tasks
     previous = _core.config.get_simd_level()
     try:

@@ -15,6 +15,12 @@ Implementations, each one call:
 
 Correctness guard: the outputs compared with NumPy's at ``rtol=1e-3, atol=1e-3``.
 
+``conv2d f32 fwd+bwd ...`` (the dense layers): forward and backward producing y, dx,
+dweight and dbias (pyfastopt: ``conv2d`` + ``conv2d_backward``; torch: ``F.conv2d`` and
+``torch.autograd.grad`` with respect to x, weight and bias; NumPy: per-tap tensordots),
+work 3 x 2 x multiply-adds; the checked vector is y, dx, dweight and dbias (the last two
+divided by sqrt(pixels)).
+
 Also the int8 inference of a small MobileNet-like CNN (``cnn_models.py``) at 3x64x64,
 batch 1 and 32: ``conv2d int8 mobilenet-like ...`` (pyfastopt: the static
 ``QuantizedCNN``; limit ``vnni``, work 2 x multiply-adds) and ``conv2d f32
@@ -120,6 +126,95 @@ def _setup(ctx: Context, spec: tuple, layout: str) -> Prepared:
     return Prepared(impls, output=output)
 
 
+def _numpy_conv_backward_nhwc(
+    dy: np.ndarray, x: np.ndarray, w: np.ndarray, stride: int, pad: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dweight, dbias) of a groups=1 convolution, NHWC dy and x, by tensordot per tap."""
+    _, h, w_, _ = x.shape
+    _, _, kh, kw = w.shape
+    oh, ow = dy.shape[1], dy.shape[2]
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+    dxp = np.zeros_like(xp)
+    dw = np.empty_like(w)
+    for r in range(kh):
+        for s in range(kw):
+            rows = slice(r, r + stride * (oh - 1) + 1, stride)
+            cols = slice(s, s + stride * (ow - 1) + 1, stride)
+            dxp[:, rows, cols] += dy @ w[:, :, r, s]
+            dw[:, :, r, s] = np.tensordot(dy, xp[:, rows, cols], ([0, 1, 2], [0, 1, 2]))
+    dx = dxp[:, pad : pad + h, pad : pad + w_] if pad else dxp
+    return dx, dw, dy.sum(axis=(0, 1, 2))
+
+
+def _setup_backward(ctx: Context, spec: tuple, layout: str) -> Prepared:
+    """Forward + backward (y, dx, dweight, dbias) of one layer; torch by autograd."""
+    from .. import conv2d, conv2d_backward
+
+    n, c, h, w_, co, k, s, p, g, _ = spec
+    rng = ctx.rng()
+    x_nhwc = rng.standard_normal((n, h, w_, c), dtype=np.float32)
+    wt = (
+        rng.standard_normal((co, c // g, k, k), dtype=np.float32) / np.sqrt(c // g * k * k)
+    ).astype(np.float32)
+    b = rng.standard_normal(co, dtype=np.float32)
+    oh = (h + 2 * p - k) // s + 1
+    dy_nhwc = rng.standard_normal((n, oh, oh, co), dtype=np.float32)
+    nhwc = layout == "NHWC"
+
+    def to_layout(a: np.ndarray) -> np.ndarray:
+        return a if nhwc else np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+    def from_layout(a: np.ndarray) -> np.ndarray:
+        return a if nhwc else a.transpose(0, 2, 3, 1)
+
+    x, dy = to_layout(x_nhwc), to_layout(dy_nhwc)
+    args = {"stride": s, "padding": p, "groups": g, "layout": layout}
+
+    def pyfastopt_step() -> tuple:
+        y = conv2d(x, wt, b, **args)
+        return (y, *conv2d_backward(dy, x, wt, **args))
+
+    def numpy_step() -> tuple:
+        y = _numpy_conv_nhwc(x_nhwc, wt, s, p, g) + b
+        dx, dw, db = _numpy_conv_backward_nhwc(dy_nhwc, x_nhwc, wt, s, p)
+        return to_layout(y), to_layout(dx), dw, db
+
+    impls: dict = {"pyfastopt": {"conv2d + conv2d_backward": pyfastopt_step}, "numpy": numpy_step}
+    torch = ctx.torch
+    if torch is not None:
+        F = torch.nn.functional
+        if nhwc:
+            xt = torch.from_numpy(x_nhwc).permute(0, 3, 1, 2)
+            dyt = torch.from_numpy(dy_nhwc).permute(0, 3, 1, 2)
+            wtt = torch.from_numpy(wt).contiguous(memory_format=torch.channels_last)
+        else:
+            xt, dyt, wtt = torch.from_numpy(x), torch.from_numpy(dy), torch.from_numpy(wt)
+        xt.requires_grad_(True)
+        wtt.requires_grad_(True)
+        bt = torch.from_numpy(b).requires_grad_(True)
+
+        def torch_step() -> tuple:
+            y = F.conv2d(xt, wtt, bt, s, p, 1, g)
+            return (y, *torch.autograd.grad(y, (xt, wtt, bt), dyt))
+
+        impls["torch"] = torch_step
+
+    def output(impl: str, returned: Any) -> np.ndarray:
+        y, dx, dw, db = returned
+        if impl == "torch":
+            y, dx = (t.detach().permute(0, 2, 3, 1).numpy() for t in (y, dx))
+            dw, db = dw.detach().numpy(), db.detach().numpy()
+        else:
+            y, dx = from_layout(np.asarray(y)), from_layout(np.asarray(dx))
+        # scaled so that one tolerance fits all: dweight and dbias sum over every pixel
+        scale = 1.0 / np.sqrt(n * oh * oh)
+        return np.concatenate(
+            [np.ravel(y), np.ravel(dx), np.ravel(dw) * scale, np.ravel(db) * scale]
+        )
+
+    return Prepared(impls, output=output)
+
+
 def _setup_mobilenet(ctx: Context, batch: int, int8: bool) -> Prepared:
     from . import cnn_models
 
@@ -181,6 +276,21 @@ def _register() -> None:
                     rtol=1e-3,
                     atol=1e-3,
                     note="bytes read x + write y" if depthwise else "2 x multiply-adds",
+                )
+            )
+            if depthwise or g != 1:
+                continue  # the depthwise fwd+bwd rows belong to the depthwise kernels
+            register(
+                Case(
+                    family="conv",
+                    name=f"conv2d f32 fwd+bwd {name} {layout}",
+                    limit="fma",
+                    work=3 * 2 * macs,
+                    setup=functools.partial(_setup_backward, spec=spec, layout=layout),
+                    quick=quick,
+                    rtol=1e-3,
+                    atol=1e-3,
+                    note="3 x 2 x multiply-adds (y, dx, dweight)",
                 )
             )
 

@@ -10,17 +10,28 @@
 // micro-kernels and packing routines (kernels().gemm), never a full im2col buffer:
 //   forward:         rows = output pixels (n, oh, ow), columns = output channels of a
 //                    group, reduction k = (r, s, c) over the kernel window and the group's
-//                    input channels. A tile of at most MC pixels x KC reduction steps is
-//                    gathered from x (zeros for padding), packed and multiplied by the
-//                    weight, packed once per call.
+//                    input channels. The weight is packed once per call; A is read in
+//                    place from channels-last x by the micro-kernel (GemmKernelsT::
+//                    ukernel_rows: per micro-panel row, one pointer per tap segment of a
+//                    KC block, padding pointing at a zero row) when a group has >= 8
+//                    channels; NCHW inputs then go through a channels-last copy of x
+//                    when each copied value feeds >= 128 multiply-adds (else gathered
+//                    from channels-first). 1x1 stride-1 unpadded NCHW (forward and
+//                    backward-data): a GEMM per image, y[n] = W x[n], x rows read in
+//                    place (ukernel_brows), no copy.
+//                    Otherwise a tile of at most MC pixels x KC reduction steps is
+//                    gathered from x (zeros for padding) and packed.
 //   backward-data:   rows = input pixels (n, ih, iw), columns = input channels of a group,
 //                    reduction k = (r, s, co): each dx element gathers the dy values whose
 //                    window covers it (a transposed convolution as a gather: no col2im,
 //                    no scatter, so no races).
 //   backward-weight: rows = output channels, columns = (r, s, c), reduction over output
-//                    pixels, in fixed batch blocks (below).
+//                    pixels, in fixed batch blocks (below); the (pixel x (r, s, c))
+//                    operand read in place from channels-last x (ukernel_brows) when the
+//                    group's channels are a multiple of the panel width nr.
 //   depthwise (C/groups == 1) forward: a direct loop, no GEMM.
-// 1x1 stride-1 unpadded NHWC convolutions pack x directly (a plain GEMM).
+// 1x1 stride-1 unpadded NHWC convolutions read x as A directly (a plain GEMM).
+// backward-data reads dy the same way (NCHW: a channels-last copy of dy).
 //
 // Rounding (what makes results identical for every thread count and SIMD level):
 //   GEMM paths: each result element is computed by exactly one task as the gemm packed
@@ -43,8 +54,10 @@
 //
 // Extra memory per call (besides the outputs): the packed weight (about the weight's
 // size, padded to the micro-kernel width), plus per thread one tile of MC x KC gathered
-// and MC x KC packed values and (NCHW) an MC x min(Co/groups, 256) output tile:
-// about 0.5 MB per thread for float32 on AVX-512. backward-weight adds B partial
+// and MC x KC packed values (none when A is read in place: then MC x (KC/cg + 2) row
+// pointers) and (NCHW) an MC x min(Co/groups, 256) output tile: about 0.5 MB per thread
+// for float32 on AVX-512. NCHW calls that take the channels-last copy (above) add one
+// copy of x / dy (the input's size, huge-page advised; the same as converting the layout). backward-weight adds B partial
 // weight gradients (B <= 8). Never a buffer proportional to the input or output.
 //
 // Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py);

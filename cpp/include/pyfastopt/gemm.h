@@ -76,6 +76,7 @@ struct GemmKernelsT {
   // Register tile and cache blocking of this ISA (elements). KC is also the rounding
   // block of the packed path (see above).
   int mr, nr, er, mc, kc, nc;
+  int nr_narrow;  // columns of ukernel_rows_narrow (nr / 2 where nr is two vectors or more)
 
   // Micro-kernel: C[0:m, 0:n] (row stride ldc, unit column stride) gets the product of
   // an A micro-panel ap (kc steps of mr values, k-major) and a B micro-panel bp (kc steps
@@ -111,6 +112,33 @@ struct GemmKernelsT {
   void (*dot)(std::size_t m, std::size_t j0, std::size_t j1, std::size_t k, const T* a,
               std::ptrdiff_t lda, const T* w, std::ptrdiff_t ldw, T* c, std::ptrdiff_t ldc,
               const Epilogue<T>& ep);
+
+  // Micro-kernel reading A in place (implicit GEMM: no gather, no packing): the same
+  // register tile, the same per-lane FMA chain and the same write-back as ukernel, but
+  // A's kc steps come in nseg segments, in order: segment s has seg[s] steps, and its
+  // row i (i < mr) reads arow[s*mr + i][0 : seg[s]] (contiguous). Rows >= m are computed
+  // but not stored: their pointers must still be readable (a zero row). So for the same
+  // A values it gives the bits of ukernel on the packed A.
+  void (*ukernel_rows)(std::size_t nseg, const std::size_t* seg, const T* const* arow, const T* bp,
+                       T* c, std::ptrdiff_t ldc, int m, int n, bool first, bool last,
+                       const Epilogue<T>& ep);
+  // The same with er rows computed (m <= er; the table still has mr pointers per segment).
+  void (*ukernel_rows_edge)(std::size_t nseg, const std::size_t* seg, const T* const* arow,
+                            const T* bp, T* c, std::ptrdiff_t ldc, int m, int n, bool first,
+                            bool last, const Epilogue<T>& ep);
+  // The same for n <= nr_narrow columns (mr rows; computes only the first nr_narrow
+  // columns of the B panel: a column tail of at most half a panel costs half).
+  void (*ukernel_rows_narrow)(std::size_t nseg, const std::size_t* seg, const T* const* arow,
+                              const T* bp, T* c, std::ptrdiff_t ldc, int m, int n, bool first,
+                              bool last, const Epilogue<T>& ep);
+  // Micro-kernel reading B in place: ukernel with B's step k (nr values, always read in
+  // full: n only limits what is written) at brow[k] + boff instead of the packed panel;
+  // A packed as for ukernel. The same chains and write-back as ukernel. _edge: er rows.
+  void (*ukernel_brows)(std::size_t kc, const T* ap, const T* const* brow, std::ptrdiff_t boff, T* c,
+                        std::ptrdiff_t ldc, int m, int n, bool first, bool last, const Epilogue<T>& ep);
+  void (*ukernel_brows_edge)(std::size_t kc, const T* ap, const T* const* brow, std::ptrdiff_t boff,
+                             T* c, std::ptrdiff_t ldc, int m, int n, bool first, bool last,
+                             const Epilogue<T>& ep);
 
   // The epilogue's activation alone, element-wise: y[i] = act(x[i]) for i < n, the same
   // bits as in a GEMM's write-back (standalone gelu). x == y is allowed, any other

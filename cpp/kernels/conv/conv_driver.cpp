@@ -13,6 +13,10 @@
 #include <new>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
@@ -218,19 +222,99 @@ void tile_product(const GemmKernelsT<T>& K, sz m, sz k, sz j0, sz ncb, const T* 
   }
 }
 
+// An uninitialized buffer for a layout copy of a whole input (tens of MB): 2 MB aligned and
+// advised as huge pages where Linux offers them, since first-touch page faults of 4 KB
+// pages cost more than the copy itself (measured 5x on this project's VMs).
+template <class T>
+struct BigBuffer {
+  T* p = nullptr;
+  explicit BigBuffer(sz count) {
+    constexpr sz kHuge = sz(2) << 20;
+    const sz raw = std::max<sz>(count, 1) * sizeof(T);
+    const sz al = raw >= 2 * kHuge ? kHuge : 64;
+    const sz bytes = (raw + al - 1) / al * al;
+    p = static_cast<T*>(std::aligned_alloc(al, bytes));
+    if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (al == kHuge) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
+  }
+  ~BigBuffer() { std::free(p); }
+  BigBuffer(const BigBuffer&) = delete;
+  BigBuffer& operator=(const BigBuffer&) = delete;
+};
+
+// The same product with A read in place by the micro-kernel (GemmKernelsT::ukernel_rows),
+// for channels-last sources: row i's values of tap t are the cg contiguous channels at
+// src + off[t * m + i] (padding: a zero row). Per KC block, the block's steps are cut
+// into segments at tap boundaries, and each micro-panel of MR rows gets one pointer per
+// (segment, row): the same A values in the same k order as gather + pack_a, so the same
+// bits, without copying A twice.
+template <class T>
+void tile_product_rows(const GemmKernelsT<T>& K, sz m, sz k, sz cg, const sd* off, const T* src,
+                       const T* zeros, sz j0, sz ncb, const T* bpack, sz npad, sz smax, const T** ptrs,
+                       sz* seg, T* c, sd ldc) {
+  const sz KC = static_cast<sz>(K.kc), MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
+  const Epilogue<T> none{};
+  const sz ntile = ceil_div(m, MR);
+  for (sz pc = 0; pc < k; pc += KC) {
+    const sz kcur = std::min(KC, k - pc);
+    const bool first = pc == 0, last = pc + kcur == k;
+    // segments of [pc, pc + kcur): (tap t, first channel c, length)
+    sz nseg = 0;
+    {
+      sz t = pc / cg, c0 = pc - t * cg;
+      for (sz kk = 0; kk < kcur; ++t, c0 = 0) {
+        const sz len = std::min(cg - c0, kcur - kk);
+        seg[nseg] = len;
+        for (sz it = 0; it < ntile; ++it)
+          for (sz i = 0; i < MR; ++i) {
+            const sz row = it * MR + i;
+            const sd o = row < m ? off[t * m + row] : -1;
+            ptrs[(it * smax + nseg) * MR + i] = o < 0 ? zeros : src + o + static_cast<sd>(c0);
+          }
+        ++nseg;
+        kk += len;
+      }
+    }
+    for (sz jr = 0; jr < ncb; jr += NR) {
+      const int nn = static_cast<int>(std::min(NR, ncb - jr));
+      const T* bp = bpack + pc * npad + ((j0 + jr) / NR) * kcur * NR;
+      for (sz it = 0; it < ntile; ++it) {
+        const sz ir = it * MR;
+        const int mm = static_cast<int>(std::min(MR, m - ir));
+        const auto kern = mm <= K.er ? K.ukernel_rows_edge
+                          : nn <= K.nr_narrow ? K.ukernel_rows_narrow
+                                              : K.ukernel_rows;
+        kern(nseg, seg, ptrs + it * smax * MR, bp, c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr), ldc, mm,
+            nn, first, last, none);
+      }
+    }
+  }
+}
+
+// Channels per group from which a channels-last source is read in place (fewer: more
+// segments than the gather's copies are worth).
+constexpr sz kRowsMinCg = 8;
+// A channels-first input is copied to channels-last (then read in place) only when each
+// copied element feeds at least this many multiply-adds (columns per group x taps):
+// below, the copy costs more than gathering from channels-first in place.
+constexpr sz kCopyMinReuse = 128;
+
 // ---- forward / backward-data: rows x (group columns) with a gathered A ----------------
 // rows: total result rows (pixels); cols: columns per group; k: reduction length;
 // b: per group, the (k x cols) operand as element (i, j) at b[g*bstride + i*rs + j*cs].
-// The result row `row`, group column j lands (after post) in `out`:
+// g.nhwc is the source's layout (the map reads src in it); out_cl the result's:
 //   channels-last: out[row * ldo + g * cols + j] (written in place by the micro-kernel),
 //   channels-first: out[(n * G * cols + g * cols + j) * plane + pix] with n = row / plane.
 template <class T, class Map, class MakeMap>
 void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, const MakeMap& make_map,
-                   const T* b, sz bstride, sd rs, sd cs, bool direct_a, T* out, sz plane,
+                   const T* b, sz bstride, sd rs, sd cs, bool direct_a, bool out_cl, T* out, sz plane,
                    const T* bias, Activation act) {
   const GemmKernelsT<T>& K = gk<T>();
   const sz G = g.groups, k = g.R * g.S * cg;
   const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  const sz MR = static_cast<sz>(K.mr);
   const sz npad = ceil_div(cols, NR) * NR;
   Aligned<T> bpack(G * k * npad);
   for (sz gi = 0; gi < G; ++gi) pack_b_all(K, k, cols, b + gi * bstride, rs, cs, bpack.p + gi * k * npad);
@@ -239,22 +323,31 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
   const sz nI = ceil_div(rows, MC), nJ = ceil_div(cols, ncb), units = G * nI * nJ;
   const double wpu = static_cast<double>(MC) * static_cast<double>(ncb) * static_cast<double>(k);
   const sz ntasks = task_count(units, wpu);
-  const sz per_task = round_up(2 * MC * KC + (g.nhwc ? 0 : MC * ncb), 64 / sizeof(T));
+  const bool in_place = g.nhwc && (direct_a || cg >= kRowsMinCg);  // ukernel_rows
+  const sz per_task = round_up((in_place ? 0 : 2 * MC * KC) + (out_cl ? 0 : MC * ncb), 64 / sizeof(T));
   Aligned<T> scratch(ntasks * per_task);
   const sz RS = g.R * g.S;
   const bool packed_gather = !g.nhwc && !direct_a;  // channels-first: the tap-offset table
-  std::vector<sd> offs(packed_gather ? ntasks * RS * MC : 0);
+  const bool need_off = packed_gather || in_place;
+  std::vector<sd> offs(need_off ? ntasks * RS * MC : 0);
+  // in place: per task, per micro-panel of MR rows, up to smax segments of MR pointers
+  const sz smax = std::min(KC, KC / cg + 2);
+  const sz ptr_per_task = in_place ? ceil_div(MC, MR) * smax * MR : 0;
+  std::vector<const T*> ptrs(ntasks * ptr_per_task);
+  std::vector<sz> segs(in_place ? ntasks * smax : 0);
+  Aligned<T> zeros(in_place ? KC : 0);
+  std::fill(zeros.p, zeros.p + (in_place ? KC : 0), T(0));
   const sz ldo = G * cols;
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     T* apack = scratch.p + task * per_task;  // 64-byte aligned
     T* abuf = apack + MC * KC;
-    T* ctile = abuf + MC * KC;
-    sd* off = packed_gather ? offs.data() + task * RS * MC : nullptr;
+    T* ctile = in_place ? scratch.p + task * per_task : abuf + MC * KC;
+    sd* off = need_off ? offs.data() + task * RS * MC : nullptr;
     for (sz u = u0; u < u1; ++u) {
       const sz gi = u / (nI * nJ), rem = u - gi * nI * nJ, ib = rem / nJ, jb = rem - ib * nJ;
       const sz r0 = ib * MC, m = std::min(MC, rows - r0), j0 = jb * ncb, nc = std::min(ncb, cols - j0);
       const Map mp = make_map(gi);
-      if (packed_gather)
+      if (need_off)
         for (sz i = 0; i < m; ++i) {
           const RowInfo ri = mp.row(r0 + i);
           for (sz t = 0; t < RS; ++t) off[t * m + i] = mp.tap(ri, t);
@@ -271,24 +364,106 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
       };
       const T* bp = bpack.p + gi * k * npad;
       const sz col0 = gi * cols + j0;  // first channel of the tile
-      if (g.nhwc) {
-        T* c = out + r0 * ldo + col0;
-        tile_product(K, m, k, j0, nc, bp, npad, apack, c, static_cast<sd>(ldo), fill);
+      T* c = out_cl ? out + r0 * ldo + col0 : ctile;
+      const sd ldc = static_cast<sd>(out_cl ? ldo : nc);
+      if (in_place)
+        tile_product_rows(K, m, k, cg, off, src, zeros.p, j0, nc, bp, npad, smax,
+                          ptrs.data() + task * ptr_per_task, segs.data() + task * smax, c, ldc);
+      else
+        tile_product(K, m, k, j0, nc, bp, npad, apack, c, ldc, fill);
+      if (out_cl) {
         if (bias || act != Activation::none)
           for (sz i = 0; i < m; ++i) {
             T* ci = c + i * ldo;
             for (sz j = 0; j < nc; ++j) ci[j] = activate_value(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
           }
       } else {
-        tile_product(K, m, k, j0, nc, bp, npad, apack, ctile, static_cast<sd>(nc), fill);
-        for (sz i = 0; i < m; ++i) {
-          const sz row = r0 + i, n = row / plane, pix = row - n * plane;
+        // runs of consecutive pixels of one image, written plane-contiguous per channel
+        for (sz i0 = 0; i0 < m;) {
+          const sz row = r0 + i0, n = row / plane, pix = row - n * plane;
+          const sz len = std::min(m - i0, plane - pix);
           T* o = out + (n * ldo + col0) * plane + pix;
-          const T* ci = ctile + i * nc;
-          for (sz j = 0; j < nc; ++j)
-            o[j * plane] = activate_value(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
+          for (sz j = 0; j < nc; ++j) {
+            const T* ci = ctile + i0 * nc + j;
+            T* oj = o + j * plane;
+            const T bj = bias ? bias[col0 + j] : T(0);
+            if (bias || act != Activation::none)
+              for (sz i = 0; i < len; ++i) oj[i] = activate_value(bias ? T(ci[i * nc] + bj) : ci[i * nc], act);
+            else
+              for (sz i = 0; i < len; ++i) oj[i] = ci[i * nc];
+          }
+          i0 += len;
         }
       }
+    }
+  });
+}
+
+// ---- 1x1, stride 1, unpadded, one group, channels-first: a plain GEMM per image ------
+// out[n] (rows x P) = A (rows x k, element (i, q) at a[i*ars + q*acs]) @ src[n] (k x P),
+// then + bias[row] and the activation (driver code, as implicit_gemm's). With A the
+// weight this is the forward (rows = Co, k = C); with A = W^T the backward-data (rows = C,
+// k = Co). Per element the same FMA chain over k in KC blocks as the channels-last path
+// (a*b = b*a: the same products), so the same bits, with no layout copy. B is read in
+// place (ukernel_brows, row pointers src[n] + q*P); a last panel of fewer than NR pixels
+// is packed (ukernel).
+template <class T>
+void gemm_1x1_nchw(sz N, sz rows, sz k, sz P, const T* a, sd ars, sd acs, const T* src, T* out,
+                   const T* bias, Activation act) {
+  const GemmKernelsT<T>& K = gk<T>();
+  const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  const sz MR = static_cast<sz>(K.mr);
+  const sz mpad = ceil_div(rows, MR) * MR;
+  Aligned<T> apack(mpad * k);  // block pc at pc * mpad, panel ir at + ir * kcur
+  for (sz pc = 0; pc < k; pc += KC) {
+    const sz kcur = std::min(KC, k - pc);
+    for (sz ic = 0; ic < rows; ic += MC)
+      K.pack_a(std::min(MC, rows - ic), kcur, a + static_cast<sd>(ic) * ars + static_cast<sd>(pc) * acs, ars, acs,
+               apack.p + pc * mpad + ic * kcur);
+  }
+  constexpr sz kPb = 256;  // pixels per unit (a multiple of every nr)
+  const sz nP = ceil_div(P, kPb), units = N * nP;
+  const double wpu = static_cast<double>(rows) * static_cast<double>(std::min(P, kPb)) * static_cast<double>(k);
+  const sz ntasks = task_count(units, wpu);
+  const sz per_task = round_up(KC * NR, 64 / sizeof(T));
+  Aligned<T> scratch(ntasks * per_task);
+  std::vector<const T*> rowptr(ntasks * KC);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    T* bpack = scratch.p + task * per_task;
+    const T** brow = rowptr.data() + task * KC;
+    const Epilogue<T> none{};
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / nP, p0 = (u - n * nP) * kPb, np = std::min(kPb, P - p0);
+      T* o = out + n * rows * P + p0;
+      for (sz pc = 0; pc < k; pc += KC) {
+        const sz kcur = std::min(KC, k - pc);
+        const bool first = pc == 0, last = pc + kcur == k;
+        const T* s0 = src + (n * k + pc) * P;
+        for (sz q = 0; q < kcur; ++q) brow[q] = s0 + q * P;
+        const T* ab = apack.p + pc * mpad;
+        for (sz jr = 0; jr < np; jr += NR) {
+          const int nn = static_cast<int>(std::min(NR, np - jr));
+          const bool full = nn == static_cast<int>(NR);
+          if (!full) K.pack_b(kcur, static_cast<sz>(nn), s0 + p0 + jr, static_cast<sd>(P), 1, bpack);
+          for (sz ir = 0; ir < rows; ir += MR) {
+            const int mm = static_cast<int>(std::min(MR, rows - ir));
+            T* c = o + ir * P + jr;
+            const bool edge = mm <= K.er;
+            if (full)
+              (edge ? K.ukernel_brows_edge : K.ukernel_brows)(kcur, ab + ir * kcur, brow,
+                                                              static_cast<sd>(p0 + jr), c, static_cast<sd>(P),
+                                                              mm, nn, first, last, none);
+            else
+              (edge ? K.ukernel_edge : K.ukernel)(kcur, ab + ir * kcur, bpack, c, static_cast<sd>(P), mm, nn,
+                                                  first, last, none);
+          }
+        }
+      }
+      if (bias || act != Activation::none)
+        for (sz i = 0; i < rows; ++i) {
+          T* oi = o + i * P;
+          for (sz j = 0; j < np; ++j) oi[j] = activate_value(bias ? T(oi[j] + bias[i]) : oi[j], act);
+        }
     }
   });
 }
@@ -772,9 +947,22 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Ac
       for (sz t = 0; t < RS; ++t) wf[co * k + t * cg + c] = w[(co * cg + c) * RS + t];
   const bool direct = g.nhwc && RS == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                       g.OH == g.H && g.OW == g.W;
+  const bool plain_1x1 = RS == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H &&
+                         g.OW == g.W && G == 1;
+  if (!g.nhwc && plain_1x1)  // y[n] = W x[n]
+    return gemm_1x1_nchw<T>(g.N, g.Co, g.C, g.H * g.W, w, static_cast<sd>(g.C), 1, x, y, bias, act);
+  if (!g.nhwc && cg >= kRowsMinCg && cog * RS >= kCopyMinReuse) {  // a channels-last copy of x
+    const ConvGeom gl = as_nhwc(g);
+    BigBuffer<T> xl(g.N * g.H * g.W * g.C);
+    relayout(x, xl.p, g.N, g.C, g.H * g.W, true);
+    implicit_gemm<T, FwdMap>(
+        gl, g.N * g.OH * g.OW, cog, cg, xl.p, [&](sz gi) { return FwdMap{gl, gi * cg}; }, wf.data(),
+        cog * k, 1, static_cast<sd>(k), false, false, y, g.OH * g.OW, bias, act);
+    return;
+  }
   implicit_gemm<T, FwdMap>(
       g, g.N * g.OH * g.OW, cog, cg, x, [&](sz gi) { return FwdMap{g, gi * cg}; }, wf.data(),
-      cog * k, 1, static_cast<sd>(k), direct, y, g.OH * g.OW, bias, act);
+      cog * k, 1, static_cast<sd>(k), direct, g.nhwc, y, g.OH * g.OW, bias, act);
 }
 
 template <class T>
@@ -796,9 +984,22 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
       for (sz c = 0; c < cg; ++c)
         for (sz t = 0; t < RS; ++t)
           wd[gi * k * cg + (t * cog + co) * cg + c] = w[((gi * cog + co) * cg + c) * RS + t];
+  if (!g.nhwc && RS == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H && g.OW == g.W &&
+      G == 1)  // dx[n] = W^T dy[n]
+    return gemm_1x1_nchw<T>(g.N, g.C, g.Co, g.H * g.W, w, 1, static_cast<sd>(g.C), dy, dx, nullptr,
+                            Activation::none);
+  if (!g.nhwc && cog >= kRowsMinCg && cg * RS >= kCopyMinReuse) {  // a channels-last copy of dy
+    const ConvGeom gl = as_nhwc(g);
+    BigBuffer<T> dyl(g.N * g.OH * g.OW * g.Co);
+    relayout(dy, dyl.p, g.N, g.Co, g.OH * g.OW, true);
+    implicit_gemm<T, BwdMap>(
+        gl, g.N * g.H * g.W, cg, cog, dyl.p, [&](sz gi) { return BwdMap{gl, gi * cog}; }, wd.data(),
+        k * cg, static_cast<sd>(cg), 1, false, false, dx, g.H * g.W, nullptr, Activation::none);
+    return;
+  }
   implicit_gemm<T, BwdMap>(
       g, g.N * g.H * g.W, cg, cog, dy, [&](sz gi) { return BwdMap{g, gi * cog}; }, wd.data(),
-      k * cg, static_cast<sd>(cg), 1, false, dx, g.H * g.W, nullptr, Activation::none);
+      k * cg, static_cast<sd>(cg), 1, false, g.nhwc, dx, g.H * g.W, nullptr, Activation::none);
 }
 
 template <class T>
@@ -834,6 +1035,16 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
   const GemmKernelsT<T>& K = gk<T>();
   const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  // B (the im2col of x) read in place by ukernel_brows when every NR-column panel lies in
+  // one tap of a channels-last x (NCHW: a channels-last copy of x); else gathered + packed
+  const bool in_place = cg % NR == 0 && (g.nhwc || cog * RS >= kCopyMinReuse);
+  const ConvGeom gl = as_nhwc(g);
+  const bool copy_x = in_place && !g.nhwc;
+  BigBuffer<T> xl(copy_x ? g.N * g.H * g.W * g.C : 0);
+  if (copy_x) relayout(x, xl.p, g.N, g.C, g.H * g.W, true);
+  const T* xs = copy_x ? xl.p : x;
+  Aligned<T> zeros(in_place ? cg : 0);
+  std::fill(zeros.p, zeros.p + (in_place ? cg : 0), T(0));
   const sz B = std::min(g.N, kMaxBatchBlocks);
   const sz ncb = std::min(kNcb, k), npad = ceil_div(ncb, NR) * NR;
   const sz nI = ceil_div(cog, MC), nJ = ceil_div(k, ncb), units = B * G * nI * nJ;
@@ -842,12 +1053,14 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   const double wpu = static_cast<double>(std::min(MC, cog)) * static_cast<double>(ncb) *
                      static_cast<double>(g.N * P) / static_cast<double>(B);
   const sz ntasks = task_count(units, wpu);
-  const sz per_task = round_up(MC * KC + 2 * KC * npad, 64 / sizeof(T));
+  const sz per_task = round_up(MC * KC + (in_place ? 0 : 2 * KC * npad), 64 / sizeof(T));
   Aligned<T> scratch(ntasks * per_task);
+  std::vector<const T*> rowptr(in_place ? ntasks * RS * KC : 0);  // [task][tap][pixel]
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     T* apack = scratch.p + task * per_task;
     T* bbuf = apack + MC * KC;
     T* bpack = bbuf + KC * npad;
+    const T** bptr = in_place ? rowptr.data() + task * RS * KC : nullptr;
     const Epilogue<T> none{};
     for (sz u = u0; u < u1; ++u) {
       sz rem = u;
@@ -867,6 +1080,29 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
             K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
           else
             K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
+          if (in_place) {
+            const FwdMap ml{gl, gi * cg};
+            const sz t0 = j0 / cg, t1 = (j0 + nc - 1) / cg;
+            for (sz q = 0; q < kcur; ++q) {
+              const RowInfo ri = ml.row(n * P + p0 + q);
+              for (sz t = t0; t <= t1; ++t) {
+                const sd o = ml.tap(ri, t);
+                bptr[t * KC + q] = o < 0 ? zeros.p - static_cast<sd>(gi * cg) : xs + o - static_cast<sd>(gi * cg);
+              }
+            }
+            for (sz jr = 0; jr < nc; jr += NR) {
+              const sz col = j0 + jr, t = col / cg;
+              const sd boff = static_cast<sd>(gi * cg + col - t * cg);
+              const int nn = static_cast<int>(std::min(NR, nc - jr));
+              for (sz ir = 0; ir < m; ir += static_cast<sz>(K.mr)) {
+                const int mm = static_cast<int>(std::min(static_cast<sz>(K.mr), m - ir));
+                (mm <= K.er ? K.ukernel_brows_edge : K.ukernel_brows)(
+                    kcur, apack + ir * kcur, bptr + t * KC, boff, c + static_cast<sd>(ir * k + jr),
+                    static_cast<sd>(k), mm, nn, first, last, none);
+              }
+            }
+            continue;
+          }
           gather(mp, x, cg, n * P + p0, kcur, j0, nc, bbuf);
           K.pack_b(kcur, nc, bbuf, static_cast<sd>(nc), 1, bpack);
           for (sz jr = 0; jr < nc; jr += NR) {

@@ -197,6 +197,93 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
   }
 }
 
+// ---- micro-kernel reading A in place (GemmKernelsT::ukernel_rows) ----------------------
+// The k loop of ukernel with A's step k of segment s, row i, at arow[s*PANEL + i][k]
+// instead of ap[k*PANEL + i]: the same FMAs in the same order, the same write-back.
+// NVB: vectors per step of the B panel (NV < NVB: the narrow variant, first NV*N columns).
+template <class G, int MR, int NV, int PANEL = MR, int NVB = NV>
+void ukernel_rows(std::size_t nseg, const std::size_t* seg, const typename G::T* const* arow,
+                  const typename G::T* bp, typename G::T* c, std::ptrdiff_t ldc, int m, int n,
+                  bool first, bool last, const Epilogue<typename G::T>& ep) {
+  using T = typename G::T;
+  using R = typename G::R;
+  constexpr int N = G::N;
+  R acc[MR][NV];
+  PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
+  PF_UNROLL for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    const char* row = reinterpret_cast<const char*>(c + i * ldc);
+    PF_UNROLL for (int l = 0; l < static_cast<int>(NV * N * sizeof(T)); l += 64) __builtin_prefetch(row + l, 1);
+  }
+  for (std::size_t s = 0; s < nseg; ++s) {
+    const T* a[MR];
+    PF_UNROLL for (int i = 0; i < MR; ++i) a[i] = arow[s * PANEL + static_cast<std::size_t>(i)];
+    const std::size_t len = seg[s];
+    _Pragma("GCC unroll 4") for (std::size_t k = 0; k < len; ++k) {
+      R b[NV];
+      PF_UNROLL for (int v = 0; v < NV; ++v) b[v] = G::load(bp + v * N);
+      PF_UNROLL for (int i = 0; i < MR; ++i) {
+        const R av = G::set1(a[i][k]);
+        PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::fma(av, b[v], acc[i][v]);
+      }
+      bp += NVB * N;
+    }
+  }
+  const bool relu = last && ep.act == Activation::relu;
+  const T* bias = last ? ep.bias : nullptr;
+  PF_UNROLL for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    T* row = c + i * ldc;
+    PF_UNROLL for (int v = 0; v < NV; ++v) {
+      const int nn = n - v * N;
+      if (nn <= 0) break;
+      write_vec<G>(row + v * N, acc[i][v], nn, first, bias ? bias + v * N : nullptr, relu);
+    }
+    if (last && is_gelu(ep.act)) gelu_row<G>(row, n, ep.act);
+  }
+}
+
+// ---- micro-kernel reading B in place (GemmKernelsT::ukernel_brows) ---------------------
+// The k loop of ukernel with B's step k at brow[k] + boff (NV*N contiguous values)
+// instead of bp[k*NV*N]: the same FMAs in the same order, the same write-back.
+template <class G, int MR, int NV, int PANEL = MR>
+void ukernel_brows(std::size_t kc, const typename G::T* ap, const typename G::T* const* brow,
+                   std::ptrdiff_t boff, typename G::T* c, std::ptrdiff_t ldc, int m, int n,
+                   bool first, bool last, const Epilogue<typename G::T>& ep) {
+  using T = typename G::T;
+  using R = typename G::R;
+  constexpr int N = G::N;
+  R acc[MR][NV];
+  PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
+  PF_UNROLL for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    const char* row = reinterpret_cast<const char*>(c + i * ldc);
+    PF_UNROLL for (int l = 0; l < static_cast<int>(NV * N * sizeof(T)); l += 64) __builtin_prefetch(row + l, 1);
+  }
+  _Pragma("GCC unroll 4") for (std::size_t k = 0; k < kc; ++k) {
+    const T* bk = brow[k] + boff;
+    R b[NV];
+    PF_UNROLL for (int v = 0; v < NV; ++v) b[v] = G::load(bk + v * N);
+    PF_UNROLL for (int i = 0; i < MR; ++i) {
+      const R a = G::set1(ap[i]);
+      PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::fma(a, b[v], acc[i][v]);
+    }
+    ap += PANEL;
+  }
+  const bool relu = last && ep.act == Activation::relu;
+  const T* bias = last ? ep.bias : nullptr;
+  PF_UNROLL for (int i = 0; i < MR; ++i) {
+    if (i >= m) break;
+    T* row = c + i * ldc;
+    PF_UNROLL for (int v = 0; v < NV; ++v) {
+      const int nn = n - v * N;
+      if (nn <= 0) break;
+      write_vec<G>(row + v * N, acc[i][v], nn, first, bias ? bias + v * N : nullptr, relu);
+    }
+    if (last && is_gelu(ep.act)) gelu_row<G>(row, n, ep.act);
+  }
+}
+
 // ---- packing --------------------------------------------------------------------------
 // Transposing copy of one block through registers:
 //   dst[q*ldd + t] = src[t*lds + q]  for t < rows (0 for rows <= t < width), q < steps,
@@ -566,7 +653,10 @@ constexpr GemmKernelsT<typename G::T> make_gemm_kernels() {
   static_assert(B::mc % B::mr == 0, "mc must be a multiple of mr");
   static_assert(B::kc == 256, "kc is the packed path's rounding block: the same on every level");
   return GemmKernelsT<typename G::T>{
-      B::mr, B::nv * G::N, B::er, B::mc, B::kc, B::nc,
+      B::mr, B::nv * G::N, B::er, B::mc, B::kc, B::nc, (B::nv > 1 ? B::nv / 2 : 1) * G::N,
       ukernel<G, B::mr, B::nv>, ukernel<G, B::er, B::nv, B::mr>, pack_a<G, B::mr>, pack_b<G, B::nv * G::N>,
-      direct<G, B::direct_acc, true, 256>, dot<G, B::dot_rows, B::dot_cols>, activate_run<G>};
+      direct<G, B::direct_acc, true, 256>, dot<G, B::dot_rows, B::dot_cols>,
+      ukernel_rows<G, B::mr, B::nv>, ukernel_rows<G, B::er, B::nv, B::mr>,
+      ukernel_rows<G, B::mr, (B::nv > 1 ? B::nv / 2 : 1), B::mr, B::nv>,
+      ukernel_brows<G, B::mr, B::nv>, ukernel_brows<G, B::er, B::nv, B::mr>, activate_run<G>};
 }

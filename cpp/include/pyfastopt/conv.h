@@ -71,9 +71,27 @@ namespace pyfastopt {
 //       for p < npix in order: acc[t][c] = acc[t][c] + double(d[p*d_step + c]) *
 //       double(x[p*x_step + x_off[t] + c]) (the product of two floats is exact in double).
 //       (depthwise backward-weight.)
+//   tap_rows(n, ntaps, a, wv, y): for j < n: acc = 0; for t < ntaps in order: acc = acc +
+//       a[t][j] * wv[t] (multiply, then add); y[j] = acc. Vectorized along the row (one
+//       broadcast weight per tap): the channels-first depthwise loops (one plane at a
+//       time, a[t] = the row of tap t in a zero-padded copy of the plane, see conv_driver).
+//   pool_max(npix, n, ntaps, a, a_step, a_off, y, y_step): for p < npix, c < n: best =
+//       -inf; for t < ntaps in order: v = a[p*a_step + a_off[t] + c]; if (v > best ||
+//       isnan(v)) best = v; y[p*y_step + c] = best (PyTorch's max pool scan: exact).
+//   pool_avg(npix, n, ntaps, a, a_step, a_off, div, div_p, div_c, y, y_step): for p, c:
+//       s = 0 (double); for t in order: s = s + double(a[p*a_step + a_off[t] + c]);
+//       y[p*y_step + c] = T(s / div[p*div_p + c*div_c]) (one division, one rounding).
+//   Both serve channels-last pooling (c = channel) and channels-first rows (npix = 1, c =
+//   the output column, a_off = the taps' rows in a padded, phase-split copy).
 // Every level computes exactly these chains, so every level gives the same bits.
 template <class T>
 struct ConvTapOps {
+  void (*pool_max)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
+                   const std::ptrdiff_t* a_off, T* y, std::ptrdiff_t y_step);
+  void (*pool_avg)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
+                   const std::ptrdiff_t* a_off, const double* div, std::ptrdiff_t div_p, std::ptrdiff_t div_c,
+                   T* y, std::ptrdiff_t y_step);
+  void (*tap_rows)(std::size_t n, std::size_t ntaps, const T* const* a, const T* wv, T* y);
   void (*tap_dot)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
                   const std::ptrdiff_t* a_off, const T* const* b, T* y, std::ptrdiff_t y_step);
   void (*tap_outer)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,

@@ -44,6 +44,45 @@ void tap_dot_v(std::size_t npix, std::size_t n, std::size_t ntaps, const typenam
   }
 }
 
+template <class V>
+void tap_rows_v(std::size_t n, std::size_t ntaps, const typename V::T* const* a, const typename V::T* wv,
+                typename V::T* y) {
+  using R = typename V::R;
+  constexpr std::size_t N = static_cast<std::size_t>(V::N);
+  std::size_t j = 0;
+  for (; j + 4 * N <= n; j += 4 * N) {  // four registers along the row, all taps
+    R r0 = V::zero(), r1 = V::zero(), r2 = V::zero(), r3 = V::zero();
+    for (std::size_t t = 0; t < ntaps; ++t) {
+      const typename V::T* at = a[t] + j;
+      const R w = V::set1(wv[t]);
+      r0 = V::add(r0, V::mul(V::load(at), w));
+      r1 = V::add(r1, V::mul(V::load(at + N), w));
+      r2 = V::add(r2, V::mul(V::load(at + 2 * N), w));
+      r3 = V::add(r3, V::mul(V::load(at + 3 * N), w));
+    }
+    V::store(y + j, r0);
+    V::store(y + j + N, r1);
+    V::store(y + j + 2 * N, r2);
+    V::store(y + j + 3 * N, r3);
+  }
+  for (; j + 2 * N <= n; j += 2 * N) {
+    R r0 = V::zero(), r1 = V::zero();
+    for (std::size_t t = 0; t < ntaps; ++t) {
+      const R w = V::set1(wv[t]);
+      r0 = V::add(r0, V::mul(V::load(a[t] + j), w));
+      r1 = V::add(r1, V::mul(V::load(a[t] + j + N), w));
+    }
+    V::store(y + j, r0);
+    V::store(y + j + N, r1);
+  }
+  for (; j < n; j += N) {  // the rest, one register (masked at the end)
+    const std::size_t m = n - j < N ? n - j : N;
+    R r0 = V::zero();
+    for (std::size_t t = 0; t < ntaps; ++t) r0 = V::add(r0, V::mul(V::load_partial(a[t] + j, m), V::set1(wv[t])));
+    V::store_partial(y + j, r0, m);
+  }
+}
+
 // float -> the double lanes of VD, or double as is
 template <class VD_>
 inline typename VD_::R load_wide(const float* p) { return VD_::load_f32(p); }
@@ -89,12 +128,98 @@ void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d,
   }
 }
 
+template <class V>
+void pool_max_v(std::size_t npix, std::size_t n, std::size_t ntaps, const typename V::T* a, std::ptrdiff_t a_step,
+                const std::ptrdiff_t* a_off, typename V::T* y, std::ptrdiff_t y_step) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr std::size_t N = static_cast<std::size_t>(V::N);
+  for (std::size_t p = 0; p < npix; ++p) {
+    const T* ap = a + static_cast<std::ptrdiff_t>(p) * a_step;
+    T* yp = y + static_cast<std::ptrdiff_t>(p) * y_step;
+    for (std::size_t c = 0; c < n; c += N) {
+      const std::size_t m = n - c < N ? n - c : N;
+      // max(v, best) = v > best ? v : best: the scan while no lane is NaN
+      R best = V::set1(-std::numeric_limits<T>::infinity());
+      bool nan = false;
+      for (std::size_t t = 0; t < ntaps; ++t) {
+        const R v = m == N ? V::load(ap + a_off[t] + static_cast<std::ptrdiff_t>(c))
+                           : V::load_partial(ap + a_off[t] + static_cast<std::ptrdiff_t>(c), m);
+        if (V::any_nan(v)) {
+          nan = true;
+          break;
+        }
+        best = V::max(v, best);
+      }
+      if (!nan) {
+        if (m == N)
+          V::store(yp + c, best);
+        else
+          V::store_partial(yp + c, best, m);
+        continue;
+      }
+      for (std::size_t i = c; i < c + m; ++i) {  // a NaN: the scan lane by lane
+        T b = -std::numeric_limits<T>::infinity();
+        for (std::size_t t = 0; t < ntaps; ++t) {
+          const T v = ap[a_off[t] + static_cast<std::ptrdiff_t>(i)];
+          if (v > b || v != v) b = v;
+        }
+        yp[i] = b;
+      }
+    }
+  }
+}
+
+template <class VD_, class T>
+void pool_avg_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
+                const std::ptrdiff_t* a_off, const double* div, std::ptrdiff_t div_p, std::ptrdiff_t div_c, T* y,
+                std::ptrdiff_t y_step) {
+  using R = typename VD_::R;
+  constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
+  double q[N];
+  for (std::size_t p = 0; p < npix; ++p) {
+    const T* ap = a + static_cast<std::ptrdiff_t>(p) * a_step;
+    T* yp = y + static_cast<std::ptrdiff_t>(p) * y_step;
+    const double* dp = div + static_cast<std::ptrdiff_t>(p) * div_p;
+    std::size_t c = 0;
+    for (; c + 2 * N <= n; c += 2 * N) {
+      R s0 = VD_::zero(), s1 = VD_::zero();
+      for (std::size_t t = 0; t < ntaps; ++t) {
+        const T* at = ap + a_off[t] + static_cast<std::ptrdiff_t>(c);
+        s0 = VD_::add(s0, load_wide<VD_>(at));
+        s1 = VD_::add(s1, load_wide<VD_>(at + N));
+      }
+      const R d0 = div_c ? VD_::load(dp + c) : VD_::set1(*dp);
+      const R d1 = div_c ? VD_::load(dp + c + N) : VD_::set1(*dp);
+      VD_::store(q, VD_::div(s0, d0));
+      for (std::size_t i = 0; i < N; ++i) yp[c + i] = static_cast<T>(q[i]);
+      VD_::store(q, VD_::div(s1, d1));
+      for (std::size_t i = 0; i < N; ++i) yp[c + N + i] = static_cast<T>(q[i]);
+    }
+    for (; c < n; c += N) {
+      const std::size_t m = n - c < N ? n - c : N;
+      R s0 = VD_::zero();
+      for (std::size_t t = 0; t < ntaps; ++t)
+        s0 = VD_::add(s0, load_wide_partial<VD_>(ap + a_off[t] + static_cast<std::ptrdiff_t>(c), m));
+      const R d0 = div_c ? VD_::load_partial(dp + c, m) : VD_::set1(*dp);
+      VD_::store(q, VD_::div(s0, d0));
+      for (std::size_t i = 0; i < m; ++i) yp[c + i] = static_cast<T>(q[i]);
+    }
+  }
+}
+
 template <class VF_, class VD_>
-ConvKernels make_conv_kernels(const char* name) {
+constexpr ConvKernels make_conv_kernels(const char* name) {
   ConvKernels k{};
   k.name = name;
   k.f32.tap_dot = &tap_dot_v<VF_>;
   k.f64.tap_dot = &tap_dot_v<VD_>;
+  k.f32.tap_rows = &tap_rows_v<VF_>;
+  k.f64.tap_rows = &tap_rows_v<VD_>;
+  k.f32.pool_max = &pool_max_v<VF_>;
+  k.f64.pool_max = &pool_max_v<VD_>;
+  k.f32.pool_avg = &pool_avg_v<VD_, float>;
+  k.f64.pool_avg = &pool_avg_v<VD_, double>;
   k.f32.tap_outer = &tap_outer_v<VD_, float>;
   k.f64.tap_outer = &tap_outer_v<VD_, double>;
   return k;

@@ -481,6 +481,136 @@ void depthwise1_backward_weight_nhwc(const ConvGeom& g, const T* dy, const T* x,
   });
 }
 
+// Channels-first depthwise with one output channel per group and finite weights: one
+// plane at a time on tap_rows, vectorized along the output row, reading x once and
+// writing y once (no channels-last copy). The plane is first copied into a per-task
+// buffer with zero padding around it and each row split by column phase (q mod stride,
+// q the padded column) so that every tap reads a contiguous run. Taps whose row is
+// outside the input are skipped as in the contract; taps whose column is padding read a
+// zero instead. With a finite weight that product is +-0, and adding +-0 leaves the chain
+// unchanged (acc starts at +0 and a sum that is exactly zero rounds to +0, so acc is never
+// -0), so the values are the skipping chain's bit for bit, the same as channels-last.
+template <class T>
+bool all_finite(const T* p, sz n) {
+  for (sz i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+// row `src` (len elements, column iw) -> dst[phase * kc + k] for padded column q = k*sw +
+// phase = iw + pad, q < sw * kc; zero where iw is outside [0, len).
+template <class T>
+void phase_row(const T* src, sz len, sz pad, sz sw, sz kc, T* dst) {
+  const sz qn = sw * kc;
+  if (sw == 1) {
+    const sz lo = std::min(pad, qn), cnt = std::min(len, qn - lo);
+    std::fill(dst, dst + lo, T(0));
+    std::memcpy(dst + lo, src, cnt * sizeof(T));
+    std::fill(dst + lo + cnt, dst + qn, T(0));
+    return;
+  }
+  for (sz q = 0; q < qn; ++q) {
+    const sd iw = static_cast<sd>(q) - static_cast<sd>(pad);
+    dst[(q % sw) * kc + q / sw] = (iw >= 0 && iw < static_cast<sd>(len)) ? src[iw] : T(0);
+  }
+}
+
+template <class T>
+void depthwise1_forward_nchw(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz RS = g.R * g.S, sw = g.sw, HW = g.H * g.W, P = g.OH * g.OW;
+  const sz kc = ceil_div((g.OW - 1) * sw + (g.S - 1) * g.dw + 1, sw);  // columns per phase
+  const sz rowlen = sw * kc, plane = g.H * rowlen, units = g.N * g.C;
+  const double wpu = static_cast<double>(P * RS + HW);
+  const sz ntasks = task_count(units, wpu);
+  std::vector<T> buf(ntasks * plane), wvs(ntasks * RS);
+  std::vector<const T*> ptrs(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    T* b = buf.data() + task * plane;
+    T* wv = wvs.data() + task * RS;
+    const T** pt = ptrs.data() + task * RS;
+    for (sz u = u0; u < u1; ++u) {
+      const sz c = u % g.C;
+      const T* xp = x + u * HW;
+      T* yp = y + u * P;
+      for (sz ih = 0; ih < g.H; ++ih) phase_row(xp + ih * g.W, g.W, g.pl, sw, kc, b + ih * rowlen);
+      for (sz oh = 0; oh < g.OH; ++oh) {
+        sz nt = 0;
+        for (sz r = 0; r < g.R; ++r) {
+          const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
+          if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
+          for (sz s = 0; s < g.S; ++s, ++nt) {
+            const sz o = s * g.dw;
+            pt[nt] = b + static_cast<sz>(ih) * rowlen + (o % sw) * kc + o / sw;
+            wv[nt] = w[c * RS + r * g.S + s];
+          }
+        }
+        T* yr = yp + oh * g.OW;
+        K.tap_rows(g.OW, nt, pt, wv, yr);
+        if (bias || act != Activation::none)
+          for (sz i = 0; i < g.OW; ++i) yr[i] = activate_value(bias ? T(yr[i] + bias[c]) : yr[i], act);
+      }
+    }
+  });
+}
+
+// Backward-data, channels-first, one output channel per group, finite weights: per dx row
+// and column phase (iw = k*sw + phase), the taps (r, s) that reach an output pixel are
+// those with ih + pt - r*dh a multiple of sh inside [0, OH) (skipped otherwise) and
+// phase + pl - s*dw a multiple of sw; such a tap reads dy column k + (phase + pl - s*dw) / sw,
+// a contiguous run of a zero-padded copy of the dy plane (zeros as in the forward).
+template <class T>
+void depthwise1_backward_data_nchw(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz RS = g.R * g.S, sw = g.sw, HW = g.H * g.W, P = g.OH * g.OW;
+  const sz lp = ceil_div((g.S - 1) * g.dw, sw);                    // zero columns left of ow = 0
+  const sz kmax = ceil_div(g.W, sw);                               // dx columns per phase (at most)
+  const sz rowlen = lp + std::max(g.OW, kmax + (sw - 1 + g.pl) / sw);
+  const sz plane = g.OH * rowlen, units = g.N * g.C;
+  const double wpu = static_cast<double>(HW * RS + P);
+  const sz ntasks = task_count(units, wpu);
+  std::vector<T> buf(ntasks * (plane + kmax)), wvs(ntasks * RS);
+  std::vector<const T*> ptrs(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    T* b = buf.data() + task * (plane + kmax);
+    T* tmp = b + plane;
+    T* wv = wvs.data() + task * RS;
+    const T** pt = ptrs.data() + task * RS;
+    for (sz u = u0; u < u1; ++u) {
+      const sz c = u % g.C;
+      const T* dp = dy + u * P;
+      T* xp = dx + u * HW;
+      for (sz oh = 0; oh < g.OH; ++oh) phase_row(dp + oh * g.OW, g.OW, lp, 1, rowlen, b + oh * rowlen);
+      for (sz ih = 0; ih < g.H; ++ih) {
+        T* xr = xp + ih * g.W;
+        for (sz ph = 0; ph < sw && ph < g.W; ++ph) {
+          sz nt = 0;
+          for (sz r = 0; r < g.R; ++r) {
+            const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
+            if (th < 0 || static_cast<sz>(th) % g.sh) continue;
+            const sz oh = static_cast<sz>(th) / g.sh;
+            if (oh >= g.OH) continue;
+            for (sz s = 0; s < g.S; ++s) {
+              const sd e = static_cast<sd>(ph + g.pl) - static_cast<sd>(s * g.dw);
+              if (((e % static_cast<sd>(sw)) + static_cast<sd>(sw)) % static_cast<sd>(sw)) continue;
+              pt[nt] = b + oh * rowlen + static_cast<sd>(lp) + e / static_cast<sd>(sw);
+              wv[nt] = w[c * RS + r * g.S + s];
+              ++nt;
+            }
+          }
+          const sz kn = (g.W - ph + sw - 1) / sw;
+          if (sw == 1) {
+            K.tap_rows(kn, nt, pt, wv, xr);
+          } else {
+            K.tap_rows(kn, nt, pt, wv, tmp);
+            for (sz k = 0; k < kn; ++k) xr[k * sw + ph] = tmp[k];
+          }
+        }
+      }
+    }
+  });
+}
+
 // Planes <-> channels-last for one-channel-per-group depthwise in NCHW: the channels-last
 // tap kernels are several times faster than per-plane loops, so NCHW converts its
 // operands (one copy of the input and one of the output: a small multiple of the output)
@@ -757,6 +887,8 @@ template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cg;
   if (g.N == 0 || g.OH == 0 || g.OW == 0 || g.Co == 0) return;
+  if (cg == 1 && cog == 1 && !g.nhwc && all_finite(w, g.Co * RS))
+    return depthwise1_forward_nchw(g, x, w, bias, act, y);
   if (cg == 1 && cog == 1 && !g.nhwc) {
     std::vector<T> xl(g.N * g.H * g.W * g.C), yl(g.N * g.OH * g.OW * g.Co);
     relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
@@ -781,6 +913,8 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cog;
   if (g.N == 0 || g.H == 0 || g.W == 0 || g.C == 0) return;
+  if (cg == 1 && cog == 1 && !g.nhwc && all_finite(w, g.Co * RS))
+    return depthwise1_backward_data_nchw(g, dy, w, dx);
   if (cg == 1 && cog == 1 && !g.nhwc) {
     std::vector<T> dyl(g.N * g.OH * g.OW * g.Co), dxl(g.N * g.H * g.W * g.C);
     relayout(dy, dyl.data(), g.N, g.Co, g.OH * g.OW, true);

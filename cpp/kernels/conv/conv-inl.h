@@ -93,8 +93,43 @@ inline typename VD_::R load_wide_partial(const float* p, std::size_t m) { return
 template <class VD_>
 inline typename VD_::R load_wide_partial(const double* p, std::size_t m) { return VD_::load_partial(p, m); }
 
+// tap_outer with NT taps held in registers: per pixel one load of d feeds NT independent
+// chains (the generic loop below runs one or two chains per pass over the pixels, so it
+// waits on the add latency). Each (t, c) chain still adds its pixels in order: same bits.
+template <class VD_, class T, int NT>
+void tap_outer_fixed(std::size_t npix, std::size_t n, const T* d, std::ptrdiff_t d_step, const T* x,
+                     std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
+  using R = typename VD_::R;
+  constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
+  for (std::size_t c = 0; c < n; c += N) {
+    const std::size_t m = n - c < N ? n - c : N;
+    R s[NT];
+    const T* xt[NT];
+    for (int t = 0; t < NT; ++t) {
+      s[t] = m == N ? VD_::load(acc[t] + c) : VD_::load_partial(acc[t] + c, m);
+      xt[t] = x + x_off[t] + static_cast<std::ptrdiff_t>(c);
+    }
+    const T* dp = d + c;
+    if (m == N) {
+      for (std::size_t p = 0; p < npix; ++p) {
+        const std::ptrdiff_t xo = static_cast<std::ptrdiff_t>(p) * x_step;
+        const R dv = load_wide<VD_>(dp + static_cast<std::ptrdiff_t>(p) * d_step);
+        for (int t = 0; t < NT; ++t) s[t] = VD_::add(s[t], VD_::mul(dv, load_wide<VD_>(xt[t] + xo)));
+      }
+      for (int t = 0; t < NT; ++t) VD_::store(acc[t] + c, s[t]);
+    } else {
+      for (std::size_t p = 0; p < npix; ++p) {
+        const std::ptrdiff_t xo = static_cast<std::ptrdiff_t>(p) * x_step;
+        const R dv = load_wide_partial<VD_>(dp + static_cast<std::ptrdiff_t>(p) * d_step, m);
+        for (int t = 0; t < NT; ++t) s[t] = VD_::add(s[t], VD_::mul(dv, load_wide_partial<VD_>(xt[t] + xo, m)));
+      }
+      for (int t = 0; t < NT; ++t) VD_::store_partial(acc[t] + c, s[t], m);
+    }
+  }
+}
+
 template <class VD_, class T>
-void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,
+void tap_outer_generic(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,
                  const T* x, std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
   using R = typename VD_::R;
   constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
@@ -205,6 +240,19 @@ void pool_avg_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, 
       VD_::store(q, VD_::div(s0, d0));
       for (std::size_t i = 0; i < m; ++i) yp[c + i] = static_cast<T>(q[i]);
     }
+  }
+}
+
+template <class VD_, class T>
+void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step, const T* x,
+                 std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
+  switch (ntaps) {  // the 3x3 window and its clipped edges
+    case 9: return tap_outer_fixed<VD_, T, 9>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 6: return tap_outer_fixed<VD_, T, 6>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 4: return tap_outer_fixed<VD_, T, 4>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 3: return tap_outer_fixed<VD_, T, 3>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 2: return tap_outer_fixed<VD_, T, 2>(npix, n, d, d_step, x, x_step, x_off, acc);
+    default: return tap_outer_generic<VD_, T>(npix, n, ntaps, d, d_step, x, x_step, x_off, acc);
   }
 }
 

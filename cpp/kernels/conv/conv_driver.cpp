@@ -16,6 +16,7 @@
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
+#include "padded_plane.h"
 
 namespace pyfastopt {
 
@@ -481,15 +482,69 @@ void depthwise1_backward_weight_nhwc(const ConvGeom& g, const T* dy, const T* x,
   });
 }
 
+// backward-weight, channels-first, one output channel per group: per unit (batch block,
+// block of CB channels), each image's CB planes of x and dy are transposed into per-task
+// channels-last tiles (CB channels per pixel, bounded by a few planes) and run on the
+// channels-last loop above; part[bb][t][c] gets the same (n, oh, ow)-ordered chains.
+template <class T>
+void depthwise1_backward_weight_nchw(const ConvGeom& g, const T* dy, const T* x, double* part, sz B) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW;
+  const sz CB = 8, ncb = ceil_div(C, CB), units = B * ncb;
+  ConvGeom gt = g;  // one image of a tile: CB channels per pixel
+  gt.N = 1;
+  gt.nhwc = true;
+  sz owa, owb;
+  interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
+  const double wpu = static_cast<double>(std::min(CB, C) * P * RS) * static_cast<double>(g.N) / static_cast<double>(B);
+  const sz ntasks = task_count(units, wpu);
+  const sz per_task = (HW + P) * CB;
+  Aligned<T> tiles(ntasks * per_task);
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<double*> accs(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    double** ap = accs.data() + task * RS;
+    T* xt = tiles.p + task * per_task;
+    T* dt = xt + HW * CB;
+    for (sz u = u0; u < u1; ++u) {
+      const sz bb = u / ncb, cb = u - bb * ncb;
+      const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
+      const sz c0 = cb * CB, nc = std::min(C, c0 + CB) - c0;
+      ConvGeom gi = gt;
+      gi.C = gi.Co = gi.groups = nc;
+      double* acc = part + bb * C * RS + c0;
+      for (sz n = n0; n < n1; ++n) {
+        for (sz c = 0; c < nc; ++c) {
+          const T* xs = x + (n * C + c0 + c) * HW;
+          for (sz p = 0; p < HW; ++p) xt[p * nc + c] = xs[p];
+          const T* ds = dy + (n * C + c0 + c) * P;
+          for (sz p = 0; p < P; ++p) dt[p * nc + c] = ds[p];
+        }
+        for (sz oh = 0; oh < g.OH; ++oh) {
+          const T* dr = dt + oh * g.OW * nc;
+          for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
+            const sz nt = forward_taps(gi, 0, oh, ow, interior, [&](sz i, sz t, sd o) {
+              off[i] = o;
+              ap[i] = acc + t * C;
+            });
+            K.tap_outer(npix, nc, nt, dr + ow * nc, static_cast<sd>(nc), xt, interior ? static_cast<sd>(g.sw * nc) : 0,
+                        off, ap);
+          });
+        }
+      }
+    }
+  });
+}
+
 // Channels-first depthwise with one output channel per group and finite weights: one
-// plane at a time on tap_rows, vectorized along the output row, reading x once and
-// writing y once (no channels-last copy). The plane is first copied into a per-task
-// buffer with zero padding around it and each row split by column phase (q mod stride,
-// q the padded column) so that every tap reads a contiguous run. Taps whose row is
-// outside the input are skipped as in the contract; taps whose column is padding read a
-// zero instead. With a finite weight that product is +-0, and adding +-0 leaves the chain
-// unchanged (acc starts at +0 and a sum that is exactly zero rounds to +0, so acc is never
-// -0), so the values are the skipping chain's bit for bit, the same as channels-last.
+// plane per kernel call (tap_rows, vectorized along the flattened plane), reading x once
+// and writing y once (no channels-last copy). Each plane is copied into a per-task
+// zero-padded, phase-split buffer (padded_plane.h) in which every tap of every output
+// is a constant offset. Taps that read padding read a zero instead of being skipped: with
+// a finite weight that product is +-0, and adding +-0 leaves the chain unchanged (acc
+// starts at +0 and a sum that is exactly zero rounds to +0, so acc is never -0), so the
+// values are the skipping chain's bit for bit, the same as channels-last.
 template <class T>
 bool all_finite(const T* p, sz n) {
   for (sz i = 0; i < n; ++i)
@@ -497,116 +552,105 @@ bool all_finite(const T* p, sz n) {
   return true;
 }
 
-// row `src` (len elements, column iw) -> dst[phase * kc + k] for padded column q = k*sw +
-// phase = iw + pad, q < sw * kc; zero where iw is outside [0, len).
-template <class T>
-void phase_row(const T* src, sz len, sz pad, sz sw, sz kc, T* dst) {
-  const sz qn = sw * kc;
-  if (sw == 1) {
-    const sz lo = std::min(pad, qn), cnt = std::min(len, qn - lo);
-    std::fill(dst, dst + lo, T(0));
-    std::memcpy(dst + lo, src, cnt * sizeof(T));
-    std::fill(dst + lo + cnt, dst + qn, T(0));
-    return;
-  }
-  for (sz q = 0; q < qn; ++q) {
-    const sd iw = static_cast<sd>(q) - static_cast<sd>(pad);
-    dst[(q % sw) * kc + q / sw] = (iw >= 0 && iw < static_cast<sd>(len)) ? src[iw] : T(0);
-  }
-}
-
 template <class T>
 void depthwise1_forward_nchw(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const ConvTapOps<T>& K = ck<T>();
-  const sz RS = g.R * g.S, sw = g.sw, HW = g.H * g.W, P = g.OH * g.OW;
-  const sz kc = ceil_div((g.OW - 1) * sw + (g.S - 1) * g.dw + 1, sw);  // columns per phase
-  const sz rowlen = sw * kc, plane = g.H * rowlen, units = g.N * g.C;
+  const sz RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW;
+  const conv_detail::PaddedPlane pp{g.sh, g.sw, g.OH + (g.R - 1) * g.dh / g.sh + 1,
+                                    g.OW + (g.S - 1) * g.dw / g.sw, g.pt, g.pl};
+  const sz nflat = g.OH * pp.kc, per_task = pp.size() + nflat, units = g.N * g.C;
+  std::vector<sd> toff(RS);
+  for (sz r = 0; r < g.R; ++r)
+    for (sz s = 0; s < g.S; ++s) toff[r * g.S + s] = static_cast<sd>(pp.tap_offset(r * g.dh, s * g.dw));
   const double wpu = static_cast<double>(P * RS + HW);
   const sz ntasks = task_count(units, wpu);
-  std::vector<T> buf(ntasks * plane), wvs(ntasks * RS);
+  Aligned<T> buf(ntasks * per_task);
+  std::vector<T> wvs(ntasks * RS);
   std::vector<const T*> ptrs(ntasks * RS);
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
-    T* b = buf.data() + task * plane;
+    T* b = buf.p + task * per_task;
+    T* flat = b + pp.size();
     T* wv = wvs.data() + task * RS;
     const T** pt = ptrs.data() + task * RS;
+    std::fill(b, b + pp.size(), T(0));
+    for (sz t = 0; t < RS; ++t) pt[t] = b + toff[t];
     for (sz u = u0; u < u1; ++u) {
       const sz c = u % g.C;
-      const T* xp = x + u * HW;
       T* yp = y + u * P;
-      for (sz ih = 0; ih < g.H; ++ih) phase_row(xp + ih * g.W, g.W, g.pl, sw, kc, b + ih * rowlen);
+      pp.copy(x + u * HW, g.H, g.W, b);
+      for (sz t = 0; t < RS; ++t) wv[t] = w[c * RS + t];
+      K.tap_rows(nflat, RS, pt, wv, flat);
       for (sz oh = 0; oh < g.OH; ++oh) {
-        sz nt = 0;
-        for (sz r = 0; r < g.R; ++r) {
-          const sd ih = static_cast<sd>(oh * g.sh + r * g.dh) - static_cast<sd>(g.pt);
-          if (ih < 0 || ih >= static_cast<sd>(g.H)) continue;
-          for (sz s = 0; s < g.S; ++s, ++nt) {
-            const sz o = s * g.dw;
-            pt[nt] = b + static_cast<sz>(ih) * rowlen + (o % sw) * kc + o / sw;
-            wv[nt] = w[c * RS + r * g.S + s];
-          }
-        }
         T* yr = yp + oh * g.OW;
-        K.tap_rows(g.OW, nt, pt, wv, yr);
-        if (bias || act != Activation::none)
-          for (sz i = 0; i < g.OW; ++i) yr[i] = activate_value(bias ? T(yr[i] + bias[c]) : yr[i], act);
+        const T* fr = flat + oh * pp.kc;
+        if (bias || act != Activation::none) {
+          for (sz i = 0; i < g.OW; ++i) yr[i] = activate_value(bias ? T(fr[i] + bias[c]) : fr[i], act);
+        } else {
+          std::memcpy(yr, fr, g.OW * sizeof(T));
+        }
       }
     }
   });
 }
 
-// Backward-data, channels-first, one output channel per group, finite weights: per dx row
-// and column phase (iw = k*sw + phase), the taps (r, s) that reach an output pixel are
-// those with ih + pt - r*dh a multiple of sh inside [0, OH) (skipped otherwise) and
-// phase + pl - s*dw a multiple of sw; such a tap reads dy column k + (phase + pl - s*dw) / sw,
-// a contiguous run of a zero-padded copy of the dy plane (zeros as in the forward).
+// Backward-data, channels-first, one output channel per group, finite weights: per phase
+// (ph, pw) of dx (ih = a*sh + ph, iw = b*sw + pw) the taps (r, s) that reach an output pixel
+// are those with ph + pt - r*dh a multiple of sh and pw + pl - s*dw a multiple of sw (in
+// (r, s) order; the others are skipped as in the contract), and such a tap reads dy pixel
+// (a + (ph + pt - r*dh) / sh, b + (pw + pl - s*dw) / sw): a constant offset into a
+// zero-padded copy of the dy plane (zeros where that pixel is outside dy, as in the forward).
 template <class T>
 void depthwise1_backward_data_nchw(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const ConvTapOps<T>& K = ck<T>();
-  const sz RS = g.R * g.S, sw = g.sw, HW = g.H * g.W, P = g.OH * g.OW;
-  const sz lp = ceil_div((g.S - 1) * g.dw, sw);                    // zero columns left of ow = 0
-  const sz kmax = ceil_div(g.W, sw);                               // dx columns per phase (at most)
-  const sz rowlen = lp + std::max(g.OW, kmax + (sw - 1 + g.pl) / sw);
-  const sz plane = g.OH * rowlen, units = g.N * g.C;
+  const sz RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW, sh = g.sh, sw = g.sw;
+  const sz t0 = ceil_div((g.R - 1) * g.dh, sh), l0 = ceil_div((g.S - 1) * g.dw, sw);
+  const sz amax = ceil_div(g.H, sh), bmax = ceil_div(g.W, sw);
+  const sz wb = l0 + std::max(g.OW, bmax + (sw - 1 + g.pl) / sw);
+  const sz hb = t0 + std::max(g.OH, amax + (sh - 1 + g.pt) / sh) + 1;
+  const conv_detail::PaddedPlane pp{1, 1, hb, wb, t0, l0};
+  const sz per_task = pp.size() + amax * wb, units = g.N * g.C;
   const double wpu = static_cast<double>(HW * RS + P);
   const sz ntasks = task_count(units, wpu);
-  std::vector<T> buf(ntasks * (plane + kmax)), wvs(ntasks * RS);
+  Aligned<T> buf(ntasks * per_task);
+  std::vector<T> wvs(ntasks * RS);
   std::vector<const T*> ptrs(ntasks * RS);
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
-    T* b = buf.data() + task * (plane + kmax);
-    T* tmp = b + plane;
+    T* b = buf.p + task * per_task;
+    T* flat = b + pp.size();
     T* wv = wvs.data() + task * RS;
     const T** pt = ptrs.data() + task * RS;
+    std::fill(b, b + pp.size(), T(0));
     for (sz u = u0; u < u1; ++u) {
       const sz c = u % g.C;
-      const T* dp = dy + u * P;
       T* xp = dx + u * HW;
-      for (sz oh = 0; oh < g.OH; ++oh) phase_row(dp + oh * g.OW, g.OW, lp, 1, rowlen, b + oh * rowlen);
-      for (sz ih = 0; ih < g.H; ++ih) {
-        T* xr = xp + ih * g.W;
-        for (sz ph = 0; ph < sw && ph < g.W; ++ph) {
+      pp.copy(dy + u * P, g.OH, g.OW, b);
+      for (sz ph = 0; ph < sh && ph < g.H; ++ph)
+        for (sz pw = 0; pw < sw && pw < g.W; ++pw) {
           sz nt = 0;
           for (sz r = 0; r < g.R; ++r) {
-            const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
-            if (th < 0 || static_cast<sz>(th) % g.sh) continue;
-            const sz oh = static_cast<sz>(th) / g.sh;
-            if (oh >= g.OH) continue;
+            const sd e = static_cast<sd>(ph + g.pt) - static_cast<sd>(r * g.dh);
+            if (((e % static_cast<sd>(sh)) + static_cast<sd>(sh)) % static_cast<sd>(sh)) continue;
             for (sz s = 0; s < g.S; ++s) {
-              const sd e = static_cast<sd>(ph + g.pl) - static_cast<sd>(s * g.dw);
-              if (((e % static_cast<sd>(sw)) + static_cast<sd>(sw)) % static_cast<sd>(sw)) continue;
-              pt[nt] = b + oh * rowlen + static_cast<sd>(lp) + e / static_cast<sd>(sw);
+              const sd f = static_cast<sd>(pw + g.pl) - static_cast<sd>(s * g.dw);
+              if (((f % static_cast<sd>(sw)) + static_cast<sd>(sw)) % static_cast<sd>(sw)) continue;
+              pt[nt] = b + (static_cast<sd>(t0) + e / static_cast<sd>(sh)) * static_cast<sd>(wb) +
+                       static_cast<sd>(l0) + f / static_cast<sd>(sw);
               wv[nt] = w[c * RS + r * g.S + s];
               ++nt;
             }
           }
-          const sz kn = (g.W - ph + sw - 1) / sw;
-          if (sw == 1) {
-            K.tap_rows(kn, nt, pt, wv, xr);
-          } else {
-            K.tap_rows(kn, nt, pt, wv, tmp);
-            for (sz k = 0; k < kn; ++k) xr[k * sw + ph] = tmp[k];
+          const sz na = (g.H - ph + sh - 1) / sh, nb = (g.W - pw + sw - 1) / sw;
+          K.tap_rows(na * wb, nt, pt, wv, flat);
+          for (sz a = 0; a < na; ++a) {
+            T* xr = xp + (a * sh + ph) * g.W + pw;
+            const T* fr = flat + a * wb;
+            if (sw == 1) {
+              std::memcpy(xr, fr, nb * sizeof(T));
+            } else {
+              for (sz bb = 0; bb < nb; ++bb) xr[bb * sw] = fr[bb];
+            }
           }
         }
-      }
     }
   });
 }
@@ -807,6 +851,8 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
   std::vector<double> part(B * g.Co * RS, 0.0);
   if (g.nhwc && cog == 1) {
     depthwise1_backward_weight_nhwc(g, dy, x, part.data(), B);
+  } else if (cog == 1) {
+    depthwise1_backward_weight_nchw(g, dy, x, part.data(), B);
   } else {
   const sz CB = 64;  // channels per unit
   const sz ncb = ceil_div(g.Co, CB), units = B * ncb;
@@ -871,10 +917,11 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
     }
   });
   }
-  // channels-last partials are [t][co], channels-first ones [co][t]
+  // channels-last (and one-channel-per-group) partials are [t][co], the others [co][t]
+  const bool tco = g.nhwc || cog == 1;
   for (sz co = 0; co < g.Co; ++co)
     for (sz t = 0; t < RS; ++t) {
-      const sz e = g.nhwc ? t * g.Co + co : co * RS + t;
+      const sz e = tco ? t * g.Co + co : co * RS + t;
       double v = part[e];
       for (sz bb = 1; bb < B; ++bb) v += part[bb * g.Co * RS + e];
       dw[co * RS + t] = static_cast<T>(v);
@@ -958,12 +1005,6 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   if (g.N == 0 || P == 0) {
     std::fill(dw, dw + g.Co * cg * RS, T(0));
     return;
-  }
-  if (cg == 1 && cog == 1 && !g.nhwc) {
-    std::vector<T> dyl(g.N * P * g.Co), xl(g.N * g.H * g.W * g.C);
-    relayout(dy, dyl.data(), g.N, g.Co, P, true);
-    relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
-    return depthwise_backward_weight(as_nhwc(g), dyl.data(), xl.data(), dw);
   }
   if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
   const GemmKernelsT<T>& K = gk<T>();

@@ -19,6 +19,7 @@
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
+#include "padded_plane.h"
 
 namespace pyfastopt {
 
@@ -218,63 +219,50 @@ void pool_forward_nhwc(const PoolGeom& g, bool is_max, bool include_pad, std::in
   });
 }
 
-// Channels-first max / average forward, one plane at a time: the plane is copied into a
-// buffer padded with `pad_value` (-inf for max: never > best and not NaN, so the scan is
-// unchanged; 0 for average: s + 0 == s since s is never -0) with each row split by
-// column phase (padded column q = k*sw + phase at [phase][k]), so tap (r, s) of output
-// row oh reads a contiguous run; rows outside the input are skipped as taps.
+// Channels-first max / average forward, one plane per kernel call: the plane is copied
+// into a buffer padded with `fill` (-inf for max: never > best and not NaN, so the scan is
+// unchanged; 0 for average: s + 0 == s since s is never -0) and phase-split
+// (padded_plane.h), so every tap of every output is a constant offset and the kernel
+// runs along the flattened plane (junk columns dropped). Average divisors per output
+// (the same for every plane) are computed once.
 template <class T>
 void pool_forward_nchw(const PoolGeom& g, bool is_max, bool include_pad, std::int64_t divisor, const T* x, T* y) {
   const ConvTapOps<T>& K = ck<T>();
-  const sz sw = g.sw, dw = is_max ? g.dw : 1, dh = is_max ? g.dh : 1;
-  const sz kc = ceil_div((g.OW - 1) * sw + (g.kw - 1) * dw + 1, sw);
-  const sz rowlen = sw * kc, plane = g.H * rowlen, taps = g.kh * g.kw, units = g.N * g.C;
-  const T pad_value = is_max ? -std::numeric_limits<T>::infinity() : T(0);
+  const sz dh = is_max ? g.dh : 1, dw = is_max ? g.dw : 1, taps = g.kh * g.kw, units = g.N * g.C;
+  const conv_detail::PaddedPlane pp{g.sh, g.sw, g.OH + (g.kh - 1) * dh / g.sh + 1, g.OW + (g.kw - 1) * dw / g.sw,
+                                    g.ph, g.pw};
+  const sz nflat = g.OH * pp.kc, per_task = pp.size() + nflat;
+  const T fill = is_max ? -std::numeric_limits<T>::infinity() : T(0);
+  std::vector<sd> off(taps);
+  for (sz r = 0; r < g.kh; ++r)
+    for (sz s = 0; s < g.kw; ++s) off[r * g.kw + s] = static_cast<sd>(pp.tap_offset(r * dh, s * dw));
+  std::vector<double> div(is_max ? 0 : nflat, 1.0);
+  std::vector<unsigned char> empty(is_max ? 0 : g.OH * g.OW, 0);
+  bool any_empty = false;
+  if (!is_max)
+    for (sz oh = 0; oh < g.OH; ++oh)
+      for (sz ow = 0; ow < g.OW; ++ow) {
+        const AvgWin a = avg_window(g, include_pad, divisor, oh, ow);
+        if (a.empty) empty[oh * g.OW + ow] = 1, any_empty = true;
+        else div[oh * pp.kc + ow] = a.div;
+      }
   const sz ntasks = std::min<sz>(units, static_cast<sz>(std::max(get_num_threads(), 1)));
-  std::vector<T> buf(ntasks * plane);
-  std::vector<sd> offs(ntasks * taps);
-  std::vector<double> divs(is_max ? 0 : ntasks * g.OW);
+  std::vector<T> buf(ntasks * per_task);
   run_units(units, static_cast<double>(g.OH * g.OW * taps + g.H * g.W), [&](sz task, sz u0, sz u1) {
-    T* b = buf.data() + task * plane;
-    sd* off = offs.data() + task * taps;
-    double* dv = is_max ? nullptr : divs.data() + task * g.OW;
+    T* b = buf.data() + task * per_task;
+    T* flat = b + pp.size();
+    std::fill(b, b + pp.size(), fill);
     for (sz u = u0; u < u1; ++u) {
-      const T* xp = x + u * g.H * g.W;
+      pp.copy(x + u * g.H * g.W, g.H, g.W, b);
+      if (is_max)
+        K.pool_max(1, nflat, taps, b, 0, off.data(), flat, 0);
+      else
+        K.pool_avg(1, nflat, taps, b, 0, off.data(), div.data(), 0, 1, flat, 0);
       T* yp = y + u * g.OH * g.OW;
-      for (sz h = 0; h < g.H; ++h) {
-        const T* src = xp + h * g.W;
-        T* dst = b + h * rowlen;
-        for (sz q = 0; q < rowlen; ++q) {
-          const sd w = static_cast<sd>(q) - static_cast<sd>(g.pw);
-          dst[(q % sw) * kc + q / sw] = (w >= 0 && w < static_cast<sd>(g.W)) ? src[w] : pad_value;
-        }
-      }
-      for (sz oh = 0; oh < g.OH; ++oh) {
-        sz nt = 0;
-        for (sz r = 0; r < g.kh; ++r) {
-          const sd h = static_cast<sd>(oh * g.sh + r * dh) - static_cast<sd>(g.ph);
-          if (h < 0 || h >= static_cast<sd>(g.H)) continue;
-          for (sz s = 0; s < g.kw; ++s) {
-            const sz o = s * dw;
-            off[nt++] = static_cast<sd>(static_cast<sz>(h) * rowlen + (o % sw) * kc + o / sw);
-          }
-        }
-        T* yr = yp + oh * g.OW;
-        if (is_max) {
-          K.pool_max(1, g.OW, nt, b, 0, off, yr, 0);
-          continue;
-        }
-        bool any_empty = false;
-        for (sz ow = 0; ow < g.OW; ++ow) {
-          const AvgWin a = avg_window(g, include_pad, divisor, oh, ow);
-          any_empty |= a.empty;
-          dv[ow] = a.empty ? 1.0 : a.div;
-        }
-        K.pool_avg(1, g.OW, nt, b, 0, off, dv, 0, 1, yr, 0);
-        if (any_empty)
-          for (sz ow = 0; ow < g.OW; ++ow)
-            if (avg_window(g, include_pad, divisor, oh, ow).empty) yr[ow] = T(0);
-      }
+      for (sz oh = 0; oh < g.OH; ++oh) std::memcpy(yp + oh * g.OW, flat + oh * pp.kc, g.OW * sizeof(T));
+      if (any_empty)
+        for (sz i = 0; i < g.OH * g.OW; ++i)
+          if (empty[i]) yp[i] = T(0);
     }
   });
 }

@@ -35,9 +35,13 @@
 //   rounded once (both layouts give the same bits).
 //   depthwise forward: acc = 0; acc = acc + x*w (multiply, then add) over (r, s) in order,
 //   skipping padding; + bias; activation. Channels-last depthwise loops run on the tap
-//   kernels below (per ISA, vectorized across channels: the same chains on every level);
-//   NCHW depthwise with one channel per group converts x/dy to channels-last and the
-//   result back (a copy of the input and one of the output) and runs those.
+//   kernels below (per ISA, vectorized across channels: the same chains on every level).
+//   NCHW depthwise with one channel per group and finite weights runs one plane at a
+//   time on tap_rows over a zero-padded copy of the plane (a padding product is then
+//   +-0 and adding it leaves the chain's value unchanged, since acc is never -0: the
+//   same bits as skipping); with a non-finite weight it converts x/dy to channels-last
+//   and the result back. NCHW depthwise backward-weight transposes tiles of 8 channels
+//   of one image to channels-last and runs tap_outer on them.
 //   Since the reduction order (r, s, c) is the same for both layouts, NCHW and NHWC give
 //   bitwise identical results too.
 //
@@ -47,9 +51,13 @@
 // about 0.5 MB per thread for float32 on AVX-512. backward-weight adds B partial
 // weight gradients (B <= 8). Never a buffer proportional to the input or output.
 //
-// Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py);
-// plain loops in the driver, one task per (image, channel block); backward recomputes the
-// max position from x (no indices stored) and scatters within its own task's planes.
+// Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py).
+// Channels-last forward runs on pool_max / pool_avg / tap_outer (vectorized across
+// channels); channels-first max / average forward on pool_max / pool_avg along a padded
+// plane (-inf / 0 padding: neither changes a chain); backward recomputes the max position
+// from x (no indices stored) and scatters within its own task's (image, channel block)
+// or plane. Max: torch's scan (v > best or NaN replaces); average: a double sum in
+// window order, one division, one rounding; the same bits on every level and layout.
 #pragma once
 
 #include <cstddef>

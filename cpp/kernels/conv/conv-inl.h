@@ -243,6 +243,38 @@ void pool_avg_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, 
   }
 }
 
+// One tap (the pooling sums): four registers of channels per pass over the pixels, so
+// four independent chains hide the add latency. Same per-(c) pixel order: same bits.
+template <class VD_, class T>
+void tap_outer_one(std::size_t npix, std::size_t n, const T* d, std::ptrdiff_t d_step, const T* x,
+                   std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
+  using R = typename VD_::R;
+  constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
+  std::size_t c = 0;
+  const T* x0 = x + x_off[0];
+  for (; c + 4 * N <= n; c += 4 * N) {
+    double* a = acc[0] + c;
+    R s0 = VD_::load(a), s1 = VD_::load(a + N), s2 = VD_::load(a + 2 * N), s3 = VD_::load(a + 3 * N);
+    for (std::size_t p = 0; p < npix; ++p) {
+      const T* dp = d + static_cast<std::ptrdiff_t>(p) * d_step + c;
+      const T* xp = x0 + static_cast<std::ptrdiff_t>(p) * x_step + c;
+      s0 = VD_::add(s0, VD_::mul(load_wide<VD_>(dp), load_wide<VD_>(xp)));
+      s1 = VD_::add(s1, VD_::mul(load_wide<VD_>(dp + N), load_wide<VD_>(xp + N)));
+      s2 = VD_::add(s2, VD_::mul(load_wide<VD_>(dp + 2 * N), load_wide<VD_>(xp + 2 * N)));
+      s3 = VD_::add(s3, VD_::mul(load_wide<VD_>(dp + 3 * N), load_wide<VD_>(xp + 3 * N)));
+    }
+    VD_::store(a, s0);
+    VD_::store(a + N, s1);
+    VD_::store(a + 2 * N, s2);
+    VD_::store(a + 3 * N, s3);
+  }
+  if (c < n) {
+    double* rest[1] = {acc[0] + c};
+    const std::ptrdiff_t off0 = 0;
+    tap_outer_generic<VD_, T>(npix, n - c, 1, d + c, d_step, x0 + c, x_step, &off0, rest);
+  }
+}
+
 template <class VD_, class T>
 void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step, const T* x,
                  std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
@@ -252,6 +284,7 @@ void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d,
     case 4: return tap_outer_fixed<VD_, T, 4>(npix, n, d, d_step, x, x_step, x_off, acc);
     case 3: return tap_outer_fixed<VD_, T, 3>(npix, n, d, d_step, x, x_step, x_off, acc);
     case 2: return tap_outer_fixed<VD_, T, 2>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 1: return tap_outer_one<VD_, T>(npix, n, d, d_step, x, x_step, x_off, acc);
     default: return tap_outer_generic<VD_, T>(npix, n, ntaps, d, d_step, x, x_step, x_off, acc);
   }
 }

@@ -94,6 +94,8 @@ CASE_MODULES: list[str] = [
     "pyfastopt.bench.cases_quant",
     "pyfastopt.bench.cases_qgemm",
     "pyfastopt.bench.cases_conv",
+    "pyfastopt.bench.cases_pool",
+    "pyfastopt.bench.cases_cnn",
 ]
 
 #: Implementation keys, in report order. ``numpy`` is the reference for correctness.

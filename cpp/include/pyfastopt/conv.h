@@ -46,9 +46,13 @@
 //   rounded once (both layouts give the same bits).
 //   depthwise forward: acc = 0; acc = acc + x*w (multiply, then add) over (r, s) in order,
 //   skipping padding; + bias; activation. Channels-last depthwise loops run on the tap
-//   kernels below (per ISA, vectorized across channels: the same chains on every level);
-//   NCHW depthwise with one channel per group converts x/dy to channels-last and the
-//   result back (a copy of the input and one of the output) and runs those.
+//   kernels below (per ISA, vectorized across channels: the same chains on every level).
+//   NCHW depthwise with one channel per group and finite weights runs one plane at a
+//   time on tap_rows over a zero-padded copy of the plane (a padding product is then
+//   +-0 and adding it leaves the chain's value unchanged, since acc is never -0: the
+//   same bits as skipping); with a non-finite weight it converts x/dy to channels-last
+//   and the result back. NCHW depthwise backward-weight transposes tiles of 8 channels
+//   of one image to channels-last and runs tap_outer on them.
 //   Since the reduction order (r, s, c) is the same for both layouts, NCHW and NHWC give
 //   bitwise identical results too.
 //
@@ -60,9 +64,13 @@
 // copy of x / dy (the input's size, huge-page advised; the same as converting the layout). backward-weight adds B partial
 // weight gradients (B <= 8). Never a buffer proportional to the input or output.
 //
-// Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py);
-// plain loops in the driver, one task per (image, channel block); backward recomputes the
-// max position from x (no indices stored) and scatters within its own task's planes.
+// Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py).
+// Channels-last forward runs on pool_max / pool_avg / tap_outer (vectorized across
+// channels); channels-first max / average forward on pool_max / pool_avg along a padded
+// plane (-inf / 0 padding: neither changes a chain); backward recomputes the max position
+// from x (no indices stored) and scatters within its own task's (image, channel block)
+// or plane. Max: torch's scan (v > best or NaN replaces); average: a double sum in
+// window order, one division, one rounding; the same bits on every level and layout.
 #pragma once
 
 #include <cstddef>
@@ -84,9 +92,27 @@ namespace pyfastopt {
 //       for p < npix in order: acc[t][c] = acc[t][c] + double(d[p*d_step + c]) *
 //       double(x[p*x_step + x_off[t] + c]) (the product of two floats is exact in double).
 //       (depthwise backward-weight.)
+//   tap_rows(n, ntaps, a, wv, y): for j < n: acc = 0; for t < ntaps in order: acc = acc +
+//       a[t][j] * wv[t] (multiply, then add); y[j] = acc. Vectorized along the row (one
+//       broadcast weight per tap): the channels-first depthwise loops (one plane at a
+//       time, a[t] = the row of tap t in a zero-padded copy of the plane, see conv_driver).
+//   pool_max(npix, n, ntaps, a, a_step, a_off, y, y_step): for p < npix, c < n: best =
+//       -inf; for t < ntaps in order: v = a[p*a_step + a_off[t] + c]; if (v > best ||
+//       isnan(v)) best = v; y[p*y_step + c] = best (PyTorch's max pool scan: exact).
+//   pool_avg(npix, n, ntaps, a, a_step, a_off, div, div_p, div_c, y, y_step): for p, c:
+//       s = 0 (double); for t in order: s = s + double(a[p*a_step + a_off[t] + c]);
+//       y[p*y_step + c] = T(s / div[p*div_p + c*div_c]) (one division, one rounding).
+//   Both serve channels-last pooling (c = channel) and channels-first rows (npix = 1, c =
+//   the output column, a_off = the taps' rows in a padded, phase-split copy).
 // Every level computes exactly these chains, so every level gives the same bits.
 template <class T>
 struct ConvTapOps {
+  void (*pool_max)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
+                   const std::ptrdiff_t* a_off, T* y, std::ptrdiff_t y_step);
+  void (*pool_avg)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
+                   const std::ptrdiff_t* a_off, const double* div, std::ptrdiff_t div_p, std::ptrdiff_t div_c,
+                   T* y, std::ptrdiff_t y_step);
+  void (*tap_rows)(std::size_t n, std::size_t ntaps, const T* const* a, const T* wv, T* y);
   void (*tap_dot)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
                   const std::ptrdiff_t* a_off, const T* const* b, T* y, std::ptrdiff_t y_step);
   void (*tap_outer)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,

@@ -44,6 +44,45 @@ void tap_dot_v(std::size_t npix, std::size_t n, std::size_t ntaps, const typenam
   }
 }
 
+template <class V>
+void tap_rows_v(std::size_t n, std::size_t ntaps, const typename V::T* const* a, const typename V::T* wv,
+                typename V::T* y) {
+  using R = typename V::R;
+  constexpr std::size_t N = static_cast<std::size_t>(V::N);
+  std::size_t j = 0;
+  for (; j + 4 * N <= n; j += 4 * N) {  // four registers along the row, all taps
+    R r0 = V::zero(), r1 = V::zero(), r2 = V::zero(), r3 = V::zero();
+    for (std::size_t t = 0; t < ntaps; ++t) {
+      const typename V::T* at = a[t] + j;
+      const R w = V::set1(wv[t]);
+      r0 = V::add(r0, V::mul(V::load(at), w));
+      r1 = V::add(r1, V::mul(V::load(at + N), w));
+      r2 = V::add(r2, V::mul(V::load(at + 2 * N), w));
+      r3 = V::add(r3, V::mul(V::load(at + 3 * N), w));
+    }
+    V::store(y + j, r0);
+    V::store(y + j + N, r1);
+    V::store(y + j + 2 * N, r2);
+    V::store(y + j + 3 * N, r3);
+  }
+  for (; j + 2 * N <= n; j += 2 * N) {
+    R r0 = V::zero(), r1 = V::zero();
+    for (std::size_t t = 0; t < ntaps; ++t) {
+      const R w = V::set1(wv[t]);
+      r0 = V::add(r0, V::mul(V::load(a[t] + j), w));
+      r1 = V::add(r1, V::mul(V::load(a[t] + j + N), w));
+    }
+    V::store(y + j, r0);
+    V::store(y + j + N, r1);
+  }
+  for (; j < n; j += N) {  // the rest, one register (masked at the end)
+    const std::size_t m = n - j < N ? n - j : N;
+    R r0 = V::zero();
+    for (std::size_t t = 0; t < ntaps; ++t) r0 = V::add(r0, V::mul(V::load_partial(a[t] + j, m), V::set1(wv[t])));
+    V::store_partial(y + j, r0, m);
+  }
+}
+
 // float -> the double lanes of VD, or double as is
 template <class VD_>
 inline typename VD_::R load_wide(const float* p) { return VD_::load_f32(p); }
@@ -54,8 +93,43 @@ inline typename VD_::R load_wide_partial(const float* p, std::size_t m) { return
 template <class VD_>
 inline typename VD_::R load_wide_partial(const double* p, std::size_t m) { return VD_::load_partial(p, m); }
 
+// tap_outer with NT taps held in registers: per pixel one load of d feeds NT independent
+// chains (the generic loop below runs one or two chains per pass over the pixels, so it
+// waits on the add latency). Each (t, c) chain still adds its pixels in order: same bits.
+template <class VD_, class T, int NT>
+void tap_outer_fixed(std::size_t npix, std::size_t n, const T* d, std::ptrdiff_t d_step, const T* x,
+                     std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
+  using R = typename VD_::R;
+  constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
+  for (std::size_t c = 0; c < n; c += N) {
+    const std::size_t m = n - c < N ? n - c : N;
+    R s[NT];
+    const T* xt[NT];
+    for (int t = 0; t < NT; ++t) {
+      s[t] = m == N ? VD_::load(acc[t] + c) : VD_::load_partial(acc[t] + c, m);
+      xt[t] = x + x_off[t] + static_cast<std::ptrdiff_t>(c);
+    }
+    const T* dp = d + c;
+    if (m == N) {
+      for (std::size_t p = 0; p < npix; ++p) {
+        const std::ptrdiff_t xo = static_cast<std::ptrdiff_t>(p) * x_step;
+        const R dv = load_wide<VD_>(dp + static_cast<std::ptrdiff_t>(p) * d_step);
+        for (int t = 0; t < NT; ++t) s[t] = VD_::add(s[t], VD_::mul(dv, load_wide<VD_>(xt[t] + xo)));
+      }
+      for (int t = 0; t < NT; ++t) VD_::store(acc[t] + c, s[t]);
+    } else {
+      for (std::size_t p = 0; p < npix; ++p) {
+        const std::ptrdiff_t xo = static_cast<std::ptrdiff_t>(p) * x_step;
+        const R dv = load_wide_partial<VD_>(dp + static_cast<std::ptrdiff_t>(p) * d_step, m);
+        for (int t = 0; t < NT; ++t) s[t] = VD_::add(s[t], VD_::mul(dv, load_wide_partial<VD_>(xt[t] + xo, m)));
+      }
+      for (int t = 0; t < NT; ++t) VD_::store_partial(acc[t] + c, s[t], m);
+    }
+  }
+}
+
 template <class VD_, class T>
-void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,
+void tap_outer_generic(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,
                  const T* x, std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
   using R = typename VD_::R;
   constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
@@ -89,12 +163,144 @@ void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d,
   }
 }
 
+template <class V>
+void pool_max_v(std::size_t npix, std::size_t n, std::size_t ntaps, const typename V::T* a, std::ptrdiff_t a_step,
+                const std::ptrdiff_t* a_off, typename V::T* y, std::ptrdiff_t y_step) {
+  using T = typename V::T;
+  using R = typename V::R;
+  constexpr std::size_t N = static_cast<std::size_t>(V::N);
+  for (std::size_t p = 0; p < npix; ++p) {
+    const T* ap = a + static_cast<std::ptrdiff_t>(p) * a_step;
+    T* yp = y + static_cast<std::ptrdiff_t>(p) * y_step;
+    for (std::size_t c = 0; c < n; c += N) {
+      const std::size_t m = n - c < N ? n - c : N;
+      // max(v, best) = v > best ? v : best: the scan while no lane is NaN
+      R best = V::set1(-std::numeric_limits<T>::infinity());
+      bool nan = false;
+      for (std::size_t t = 0; t < ntaps; ++t) {
+        const R v = m == N ? V::load(ap + a_off[t] + static_cast<std::ptrdiff_t>(c))
+                           : V::load_partial(ap + a_off[t] + static_cast<std::ptrdiff_t>(c), m);
+        if (V::any_nan(v)) {
+          nan = true;
+          break;
+        }
+        best = V::max(v, best);
+      }
+      if (!nan) {
+        if (m == N)
+          V::store(yp + c, best);
+        else
+          V::store_partial(yp + c, best, m);
+        continue;
+      }
+      for (std::size_t i = c; i < c + m; ++i) {  // a NaN: the scan lane by lane
+        T b = -std::numeric_limits<T>::infinity();
+        for (std::size_t t = 0; t < ntaps; ++t) {
+          const T v = ap[a_off[t] + static_cast<std::ptrdiff_t>(i)];
+          if (v > b || v != v) b = v;
+        }
+        yp[i] = b;
+      }
+    }
+  }
+}
+
+template <class VD_, class T>
+void pool_avg_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
+                const std::ptrdiff_t* a_off, const double* div, std::ptrdiff_t div_p, std::ptrdiff_t div_c, T* y,
+                std::ptrdiff_t y_step) {
+  using R = typename VD_::R;
+  constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
+  double q[N];
+  for (std::size_t p = 0; p < npix; ++p) {
+    const T* ap = a + static_cast<std::ptrdiff_t>(p) * a_step;
+    T* yp = y + static_cast<std::ptrdiff_t>(p) * y_step;
+    const double* dp = div + static_cast<std::ptrdiff_t>(p) * div_p;
+    std::size_t c = 0;
+    for (; c + 2 * N <= n; c += 2 * N) {
+      R s0 = VD_::zero(), s1 = VD_::zero();
+      for (std::size_t t = 0; t < ntaps; ++t) {
+        const T* at = ap + a_off[t] + static_cast<std::ptrdiff_t>(c);
+        s0 = VD_::add(s0, load_wide<VD_>(at));
+        s1 = VD_::add(s1, load_wide<VD_>(at + N));
+      }
+      const R d0 = div_c ? VD_::load(dp + c) : VD_::set1(*dp);
+      const R d1 = div_c ? VD_::load(dp + c + N) : VD_::set1(*dp);
+      VD_::store(q, VD_::div(s0, d0));
+      for (std::size_t i = 0; i < N; ++i) yp[c + i] = static_cast<T>(q[i]);
+      VD_::store(q, VD_::div(s1, d1));
+      for (std::size_t i = 0; i < N; ++i) yp[c + N + i] = static_cast<T>(q[i]);
+    }
+    for (; c < n; c += N) {
+      const std::size_t m = n - c < N ? n - c : N;
+      R s0 = VD_::zero();
+      for (std::size_t t = 0; t < ntaps; ++t)
+        s0 = VD_::add(s0, load_wide_partial<VD_>(ap + a_off[t] + static_cast<std::ptrdiff_t>(c), m));
+      const R d0 = div_c ? VD_::load_partial(dp + c, m) : VD_::set1(*dp);
+      VD_::store(q, VD_::div(s0, d0));
+      for (std::size_t i = 0; i < m; ++i) yp[c + i] = static_cast<T>(q[i]);
+    }
+  }
+}
+
+// One tap (the pooling sums): four registers of channels per pass over the pixels, so
+// four independent chains hide the add latency. Same per-(c) pixel order: same bits.
+template <class VD_, class T>
+void tap_outer_one(std::size_t npix, std::size_t n, const T* d, std::ptrdiff_t d_step, const T* x,
+                   std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
+  using R = typename VD_::R;
+  constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
+  std::size_t c = 0;
+  const T* x0 = x + x_off[0];
+  for (; c + 4 * N <= n; c += 4 * N) {
+    double* a = acc[0] + c;
+    R s0 = VD_::load(a), s1 = VD_::load(a + N), s2 = VD_::load(a + 2 * N), s3 = VD_::load(a + 3 * N);
+    for (std::size_t p = 0; p < npix; ++p) {
+      const T* dp = d + static_cast<std::ptrdiff_t>(p) * d_step + c;
+      const T* xp = x0 + static_cast<std::ptrdiff_t>(p) * x_step + c;
+      s0 = VD_::add(s0, VD_::mul(load_wide<VD_>(dp), load_wide<VD_>(xp)));
+      s1 = VD_::add(s1, VD_::mul(load_wide<VD_>(dp + N), load_wide<VD_>(xp + N)));
+      s2 = VD_::add(s2, VD_::mul(load_wide<VD_>(dp + 2 * N), load_wide<VD_>(xp + 2 * N)));
+      s3 = VD_::add(s3, VD_::mul(load_wide<VD_>(dp + 3 * N), load_wide<VD_>(xp + 3 * N)));
+    }
+    VD_::store(a, s0);
+    VD_::store(a + N, s1);
+    VD_::store(a + 2 * N, s2);
+    VD_::store(a + 3 * N, s3);
+  }
+  if (c < n) {
+    double* rest[1] = {acc[0] + c};
+    const std::ptrdiff_t off0 = 0;
+    tap_outer_generic<VD_, T>(npix, n - c, 1, d + c, d_step, x0 + c, x_step, &off0, rest);
+  }
+}
+
+template <class VD_, class T>
+void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step, const T* x,
+                 std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc) {
+  switch (ntaps) {  // the 3x3 window and its clipped edges
+    case 9: return tap_outer_fixed<VD_, T, 9>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 6: return tap_outer_fixed<VD_, T, 6>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 4: return tap_outer_fixed<VD_, T, 4>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 3: return tap_outer_fixed<VD_, T, 3>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 2: return tap_outer_fixed<VD_, T, 2>(npix, n, d, d_step, x, x_step, x_off, acc);
+    case 1: return tap_outer_one<VD_, T>(npix, n, d, d_step, x, x_step, x_off, acc);
+    default: return tap_outer_generic<VD_, T>(npix, n, ntaps, d, d_step, x, x_step, x_off, acc);
+  }
+}
+
 template <class VF_, class VD_>
-ConvKernels make_conv_kernels(const char* name) {
+constexpr ConvKernels make_conv_kernels(const char* name) {
   ConvKernels k{};
   k.name = name;
   k.f32.tap_dot = &tap_dot_v<VF_>;
   k.f64.tap_dot = &tap_dot_v<VD_>;
+  k.f32.tap_rows = &tap_rows_v<VF_>;
+  k.f64.tap_rows = &tap_rows_v<VD_>;
+  k.f32.pool_max = &pool_max_v<VF_>;
+  k.f64.pool_max = &pool_max_v<VD_>;
+  k.f32.pool_avg = &pool_avg_v<VD_, float>;
+  k.f64.pool_avg = &pool_avg_v<VD_, double>;
   k.f32.tap_outer = &tap_outer_v<VD_, float>;
   k.f64.tap_outer = &tap_outer_v<VD_, double>;
   return k;

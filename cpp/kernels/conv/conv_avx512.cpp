@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "pyfastopt/conv.h"
 #include "pyfastopt/registry.h"

@@ -20,6 +20,7 @@
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
+#include "padded_plane.h"
 
 namespace pyfastopt {
 
@@ -656,6 +657,179 @@ void depthwise1_backward_weight_nhwc(const ConvGeom& g, const T* dy, const T* x,
   });
 }
 
+// backward-weight, channels-first, one output channel per group: per unit (batch block,
+// block of CB channels), each image's CB planes of x and dy are transposed into per-task
+// channels-last tiles (CB channels per pixel, bounded by a few planes) and run on the
+// channels-last loop above; part[bb][t][c] gets the same (n, oh, ow)-ordered chains.
+template <class T>
+void depthwise1_backward_weight_nchw(const ConvGeom& g, const T* dy, const T* x, double* part, sz B) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW;
+  const sz CB = 8, ncb = ceil_div(C, CB), units = B * ncb;
+  ConvGeom gt = g;  // one image of a tile: CB channels per pixel
+  gt.N = 1;
+  gt.nhwc = true;
+  sz owa, owb;
+  interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
+  const double wpu = static_cast<double>(std::min(CB, C) * P * RS) * static_cast<double>(g.N) / static_cast<double>(B);
+  const sz ntasks = task_count(units, wpu);
+  const sz per_task = (HW + P) * CB;
+  Aligned<T> tiles(ntasks * per_task);
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<double*> accs(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    double** ap = accs.data() + task * RS;
+    T* xt = tiles.p + task * per_task;
+    T* dt = xt + HW * CB;
+    for (sz u = u0; u < u1; ++u) {
+      const sz bb = u / ncb, cb = u - bb * ncb;
+      const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
+      const sz c0 = cb * CB, nc = std::min(C, c0 + CB) - c0;
+      ConvGeom gi = gt;
+      gi.C = gi.Co = gi.groups = nc;
+      double* acc = part + bb * C * RS + c0;
+      for (sz n = n0; n < n1; ++n) {
+        for (sz c = 0; c < nc; ++c) {
+          const T* xs = x + (n * C + c0 + c) * HW;
+          for (sz p = 0; p < HW; ++p) xt[p * nc + c] = xs[p];
+          const T* ds = dy + (n * C + c0 + c) * P;
+          for (sz p = 0; p < P; ++p) dt[p * nc + c] = ds[p];
+        }
+        for (sz oh = 0; oh < g.OH; ++oh) {
+          const T* dr = dt + oh * g.OW * nc;
+          for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
+            const sz nt = forward_taps(gi, 0, oh, ow, interior, [&](sz i, sz t, sd o) {
+              off[i] = o;
+              ap[i] = acc + t * C;
+            });
+            K.tap_outer(npix, nc, nt, dr + ow * nc, static_cast<sd>(nc), xt, interior ? static_cast<sd>(g.sw * nc) : 0,
+                        off, ap);
+          });
+        }
+      }
+    }
+  });
+}
+
+// Channels-first depthwise with one output channel per group and finite weights: one
+// plane per kernel call (tap_rows, vectorized along the flattened plane), reading x once
+// and writing y once (no channels-last copy). Each plane is copied into a per-task
+// zero-padded, phase-split buffer (padded_plane.h) in which every tap of every output
+// is a constant offset. Taps that read padding read a zero instead of being skipped: with
+// a finite weight that product is +-0, and adding +-0 leaves the chain unchanged (acc
+// starts at +0 and a sum that is exactly zero rounds to +0, so acc is never -0), so the
+// values are the skipping chain's bit for bit, the same as channels-last.
+template <class T>
+bool all_finite(const T* p, sz n) {
+  for (sz i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+template <class T>
+void depthwise1_forward_nchw(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW;
+  const conv_detail::PaddedPlane pp{g.sh, g.sw, g.OH + (g.R - 1) * g.dh / g.sh + 1,
+                                    g.OW + (g.S - 1) * g.dw / g.sw, g.pt, g.pl};
+  const sz nflat = g.OH * pp.kc, per_task = pp.size() + nflat, units = g.N * g.C;
+  std::vector<sd> toff(RS);
+  for (sz r = 0; r < g.R; ++r)
+    for (sz s = 0; s < g.S; ++s) toff[r * g.S + s] = static_cast<sd>(pp.tap_offset(r * g.dh, s * g.dw));
+  const double wpu = static_cast<double>(P * RS + HW);
+  const sz ntasks = task_count(units, wpu);
+  Aligned<T> buf(ntasks * per_task);
+  std::vector<T> wvs(ntasks * RS);
+  std::vector<const T*> ptrs(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    T* b = buf.p + task * per_task;
+    T* flat = b + pp.size();
+    T* wv = wvs.data() + task * RS;
+    const T** pt = ptrs.data() + task * RS;
+    std::fill(b, b + pp.size(), T(0));
+    for (sz t = 0; t < RS; ++t) pt[t] = b + toff[t];
+    for (sz u = u0; u < u1; ++u) {
+      const sz c = u % g.C;
+      T* yp = y + u * P;
+      pp.copy(x + u * HW, g.H, g.W, b);
+      for (sz t = 0; t < RS; ++t) wv[t] = w[c * RS + t];
+      K.tap_rows(nflat, RS, pt, wv, flat);
+      for (sz oh = 0; oh < g.OH; ++oh) {
+        T* yr = yp + oh * g.OW;
+        const T* fr = flat + oh * pp.kc;
+        if (bias || act != Activation::none) {
+          for (sz i = 0; i < g.OW; ++i) yr[i] = activate_value(bias ? T(fr[i] + bias[c]) : fr[i], act);
+        } else {
+          std::memcpy(yr, fr, g.OW * sizeof(T));
+        }
+      }
+    }
+  });
+}
+
+// Backward-data, channels-first, one output channel per group, finite weights: per phase
+// (ph, pw) of dx (ih = a*sh + ph, iw = b*sw + pw) the taps (r, s) that reach an output pixel
+// are those with ph + pt - r*dh a multiple of sh and pw + pl - s*dw a multiple of sw (in
+// (r, s) order; the others are skipped as in the contract), and such a tap reads dy pixel
+// (a + (ph + pt - r*dh) / sh, b + (pw + pl - s*dw) / sw): a constant offset into a
+// zero-padded copy of the dy plane (zeros where that pixel is outside dy, as in the forward).
+template <class T>
+void depthwise1_backward_data_nchw(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW, sh = g.sh, sw = g.sw;
+  const sz t0 = ceil_div((g.R - 1) * g.dh, sh), l0 = ceil_div((g.S - 1) * g.dw, sw);
+  const sz amax = ceil_div(g.H, sh), bmax = ceil_div(g.W, sw);
+  const sz wb = l0 + std::max(g.OW, bmax + (sw - 1 + g.pl) / sw);
+  const sz hb = t0 + std::max(g.OH, amax + (sh - 1 + g.pt) / sh) + 1;
+  const conv_detail::PaddedPlane pp{1, 1, hb, wb, t0, l0};
+  const sz per_task = pp.size() + amax * wb, units = g.N * g.C;
+  const double wpu = static_cast<double>(HW * RS + P);
+  const sz ntasks = task_count(units, wpu);
+  Aligned<T> buf(ntasks * per_task);
+  std::vector<T> wvs(ntasks * RS);
+  std::vector<const T*> ptrs(ntasks * RS);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    T* b = buf.p + task * per_task;
+    T* flat = b + pp.size();
+    T* wv = wvs.data() + task * RS;
+    const T** pt = ptrs.data() + task * RS;
+    std::fill(b, b + pp.size(), T(0));
+    for (sz u = u0; u < u1; ++u) {
+      const sz c = u % g.C;
+      T* xp = dx + u * HW;
+      pp.copy(dy + u * P, g.OH, g.OW, b);
+      for (sz ph = 0; ph < sh && ph < g.H; ++ph)
+        for (sz pw = 0; pw < sw && pw < g.W; ++pw) {
+          sz nt = 0;
+          for (sz r = 0; r < g.R; ++r) {
+            const sd e = static_cast<sd>(ph + g.pt) - static_cast<sd>(r * g.dh);
+            if (((e % static_cast<sd>(sh)) + static_cast<sd>(sh)) % static_cast<sd>(sh)) continue;
+            for (sz s = 0; s < g.S; ++s) {
+              const sd f = static_cast<sd>(pw + g.pl) - static_cast<sd>(s * g.dw);
+              if (((f % static_cast<sd>(sw)) + static_cast<sd>(sw)) % static_cast<sd>(sw)) continue;
+              pt[nt] = b + (static_cast<sd>(t0) + e / static_cast<sd>(sh)) * static_cast<sd>(wb) +
+                       static_cast<sd>(l0) + f / static_cast<sd>(sw);
+              wv[nt] = w[c * RS + r * g.S + s];
+              ++nt;
+            }
+          }
+          const sz na = (g.H - ph + sh - 1) / sh, nb = (g.W - pw + sw - 1) / sw;
+          K.tap_rows(na * wb, nt, pt, wv, flat);
+          for (sz a = 0; a < na; ++a) {
+            T* xr = xp + (a * sh + ph) * g.W + pw;
+            const T* fr = flat + a * wb;
+            if (sw == 1) {
+              std::memcpy(xr, fr, nb * sizeof(T));
+            } else {
+              for (sz bb = 0; bb < nb; ++bb) xr[bb * sw] = fr[bb];
+            }
+          }
+        }
+    }
+  });
+}
+
 // Planes <-> channels-last for one-channel-per-group depthwise in NCHW: the channels-last
 // tap kernels are several times faster than per-plane loops, so NCHW converts its
 // operands (one copy of the input and one of the output: a small multiple of the output)
@@ -852,6 +1026,8 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
   std::vector<double> part(B * g.Co * RS, 0.0);
   if (g.nhwc && cog == 1) {
     depthwise1_backward_weight_nhwc(g, dy, x, part.data(), B);
+  } else if (cog == 1) {
+    depthwise1_backward_weight_nchw(g, dy, x, part.data(), B);
   } else {
   const sz CB = 64;  // channels per unit
   const sz ncb = ceil_div(g.Co, CB), units = B * ncb;
@@ -916,10 +1092,11 @@ void depthwise_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw
     }
   });
   }
-  // channels-last partials are [t][co], channels-first ones [co][t]
+  // channels-last (and one-channel-per-group) partials are [t][co], the others [co][t]
+  const bool tco = g.nhwc || cog == 1;
   for (sz co = 0; co < g.Co; ++co)
     for (sz t = 0; t < RS; ++t) {
-      const sz e = g.nhwc ? t * g.Co + co : co * RS + t;
+      const sz e = tco ? t * g.Co + co : co * RS + t;
       double v = part[e];
       for (sz bb = 1; bb < B; ++bb) v += part[bb * g.Co * RS + e];
       dw[co * RS + t] = static_cast<T>(v);
@@ -932,6 +1109,8 @@ template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cg;
   if (g.N == 0 || g.OH == 0 || g.OW == 0 || g.Co == 0) return;
+  if (cg == 1 && cog == 1 && !g.nhwc && all_finite(w, g.Co * RS))
+    return depthwise1_forward_nchw(g, x, w, bias, act, y);
   if (cg == 1 && cog == 1 && !g.nhwc) {
     std::vector<T> xl(g.N * g.H * g.W * g.C), yl(g.N * g.OH * g.OW * g.Co);
     relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
@@ -969,6 +1148,8 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cog;
   if (g.N == 0 || g.H == 0 || g.W == 0 || g.C == 0) return;
+  if (cg == 1 && cog == 1 && !g.nhwc && all_finite(w, g.Co * RS))
+    return depthwise1_backward_data_nchw(g, dy, w, dx);
   if (cg == 1 && cog == 1 && !g.nhwc) {
     std::vector<T> dyl(g.N * g.OH * g.OW * g.Co), dxl(g.N * g.H * g.W * g.C);
     relayout(dy, dyl.data(), g.N, g.Co, g.OH * g.OW, true);
@@ -1025,12 +1206,6 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   if (g.N == 0 || P == 0) {
     std::fill(dw, dw + g.Co * cg * RS, T(0));
     return;
-  }
-  if (cg == 1 && cog == 1 && !g.nhwc) {
-    std::vector<T> dyl(g.N * P * g.Co), xl(g.N * g.H * g.W * g.C);
-    relayout(dy, dyl.data(), g.N, g.Co, P, true);
-    relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);
-    return depthwise_backward_weight(as_nhwc(g), dyl.data(), xl.data(), dw);
   }
   if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
   const GemmKernelsT<T>& K = gk<T>();

@@ -1,14 +1,25 @@
 // pool_driver.cpp -- 2-D max / average / adaptive average pooling, forward and backward,
-// NCHW and NHWC (see pyfastopt/conv.h). Plain loops: one unit per (image, channel) plane,
-// units split evenly over the threads. Each output element is computed by one unit in a
-// fixed order, and backward scatters only into its own plane (in output order), so results
-// are identical for any thread count and SIMD level.
+// NCHW and NHWC (see pyfastopt/conv.h).
+//
+// Channels-last forward runs on the conv family's per-ISA kernels (pool_max, pool_avg,
+// tap_outer), vectorized across channels, one task per run of output rows; channels-last
+// backward loops over channels innermost, one task per (image, channel block), so each
+// task scatters only into its own part of dx. Channels-first max / average forward copy
+// each plane into a padded, phase-split buffer (padding -inf for max, 0 for average:
+// neither changes a chain, see below) and run the same kernels along output rows. The
+// other channels-first paths are plain loops, one unit per (image, channel) plane.
+// Every output element is computed by one task as the chain of conv.h, so results are
+// identical for any thread count, SIMD level and layout.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
+#include "pyfastopt/registry.h"
+#include "padded_plane.h"
 
 namespace pyfastopt {
 
@@ -106,6 +117,266 @@ AvgWin avg_window(const PoolGeom& g, bool include_pad, std::int64_t divisor, sz 
 inline sz ada_start(sz o, sz in, sz out) { return o * in / out; }
 inline sz ada_end(sz o, sz in, sz out) { return ((o + 1) * in + out - 1) / out; }
 
+template <class T> const ConvTapOps<T>& ck();
+template <> const ConvTapOps<float>& ck<float>() { return kernels().conv->f32; }
+template <> const ConvTapOps<double>& ck<double>() { return kernels().conv->f64; }
+
+// `units` units of `work` each over min(units, threads) tasks (one for small problems):
+// f(task, u0, u1). How units are split never changes a result.
+template <class F>
+void run_units(sz units, double work_per_unit, const F& f) {
+  if (units == 0) return;
+  const double work = static_cast<double>(units) * work_per_unit;
+  int nt = get_num_threads();
+  if (work < static_cast<double>(kMinParallelWork)) nt = 1;
+  const sz ntasks = std::min<sz>(units, static_cast<sz>(std::max(nt, 1)));
+  parallel_for(static_cast<std::int64_t>(ntasks), static_cast<std::int64_t>(std::min(work, 9e18)),
+               [&](std::int64_t t) {
+                 f(static_cast<sz>(t), units * static_cast<sz>(t) / ntasks, units * static_cast<sz>(t + 1) / ntasks);
+               });
+}
+
+inline sz ceil_div(sz a, sz b) { return (a + b - 1) / b; }
+
+// Output columns whose whole window (taps s < k, dilation d) lies inside [0, in):
+// [lo, hi), possibly empty.
+inline void inside_range(sz out, sz stride, sz dil, sz k, sz pad, sz in, sz* lo, sz* hi) {
+  const sz first = (pad + stride - 1) / stride;
+  const sz span = (k - 1) * dil;
+  sz last = 0;
+  if (in + pad > span) last = (in + pad - span - 1) / stride + 1;
+  *lo = std::min(first, out);
+  *hi = std::max(*lo, std::min(last, out));
+}
+
+// The valid taps of output pixel (oh, ow) in scan order (h outer, w inner), as element
+// offsets of a channels-last image (pixel stride C); all w when all_w. Returns how many.
+// dh, dw: the dilation (1 for average pooling, which has none).
+inline sz window_taps(const PoolGeom& g, sz dh, sz dw, sz oh, sz ow, bool all_w, sd* off) {
+  sz nt = 0;
+  for (sz r = 0; r < g.kh; ++r) {
+    const sd h = static_cast<sd>(oh * g.sh + r * dh) - static_cast<sd>(g.ph);
+    if (h < 0 || h >= static_cast<sd>(g.H)) continue;
+    for (sz s = 0; s < g.kw; ++s) {
+      const sd w = static_cast<sd>(ow * g.sw + s * dw) - static_cast<sd>(g.pw);
+      if (!all_w && (w < 0 || w >= static_cast<sd>(g.W))) continue;
+      off[nt++] = (h * static_cast<sd>(g.W) + w) * static_cast<sd>(g.C);
+    }
+  }
+  return nt;
+}
+
+// Channels-last max / average forward: tasks over output rows (n, oh); per row, edge
+// pixels one at a time and the interior run (every tap inside, same divisor) at once.
+template <class T>
+void pool_forward_nhwc(const PoolGeom& g, bool is_max, bool include_pad, std::int64_t divisor, const T* x, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, taps = g.kh * g.kw, units = g.N * g.OH;
+  const sz dh = is_max ? g.dh : 1, dw = is_max ? g.dw : 1;
+  sz owa, owb;
+  inside_range(g.OW, g.sw, dw, g.kw, g.pw, g.W, &owa, &owb);
+  const sz ntasks = std::min<sz>(units, static_cast<sz>(std::max(get_num_threads(), 1)));
+  std::vector<sd> offs(ntasks * std::max<sz>(taps, 1));
+  run_units(units, static_cast<double>(g.OW * C * taps), [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * std::max<sz>(taps, 1);
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.OH, oh = u - n * g.OH;
+      const T* xn = x + n * g.H * g.W * C;
+      T* yr = y + u * g.OW * C;
+      auto one = [&](sz ow) {  // one pixel, its valid taps (offsets from the image)
+        const sz nt = window_taps(g, dh, dw, oh, ow, false, off);
+        if (is_max) return K.pool_max(1, C, nt, xn, 0, off, yr + ow * C, 0);
+        const AvgWin a = avg_window(g, include_pad, divisor, oh, ow);
+        if (a.empty) return std::fill(yr + ow * C, yr + (ow + 1) * C, T(0));
+        K.pool_avg(1, C, nt, xn, 0, off, &a.div, 0, 0, yr + ow * C, 0);
+      };
+      // the interior run: offsets taken at ow = owa, x advancing by sw pixels per pixel
+      for (sz ow = 0; ow < owa; ++ow) one(ow);
+      if (owa < owb) {
+        if (is_max) {
+          const sz nt = window_taps(g, dh, dw, oh, owa, true, off);
+          for (sz i = 0; i < nt; ++i) off[i] -= static_cast<sd>(owa * g.sw * C);
+          K.pool_max(owb - owa, C, nt, xn + static_cast<sd>(owa * g.sw * C), static_cast<sd>(g.sw * C), off,
+                     yr + owa * C, static_cast<sd>(C));
+        } else {
+          // every interior pixel of this row has the same divisor only if it equals the
+          // first one's and the last one's (it depends on the row and on clipping at the
+          // right by W + pw, which no interior pixel reaches); check both ends
+          const AvgWin a0 = avg_window(g, include_pad, divisor, oh, owa);
+          const AvgWin a1 = avg_window(g, include_pad, divisor, oh, owb - 1);
+          if (!a0.empty && a0.div == a1.div) {
+            const sz nt = window_taps(g, dh, dw, oh, owa, true, off);
+            for (sz i = 0; i < nt; ++i) off[i] -= static_cast<sd>(owa * g.sw * C);
+            K.pool_avg(owb - owa, C, nt, xn + static_cast<sd>(owa * g.sw * C), static_cast<sd>(g.sw * C), off,
+                       &a0.div, 0, 0, yr + owa * C, static_cast<sd>(C));
+          } else {
+            for (sz ow = owa; ow < owb; ++ow) one(ow);
+          }
+        }
+      }
+      for (sz ow = std::max(owa, owb); ow < g.OW; ++ow) one(ow);
+    }
+  });
+}
+
+// Channels-first max / average forward, one plane per kernel call: the plane is copied
+// into a buffer padded with `fill` (-inf for max: never > best and not NaN, so the scan is
+// unchanged; 0 for average: s + 0 == s since s is never -0) and phase-split
+// (padded_plane.h), so every tap of every output is a constant offset and the kernel
+// runs along the flattened plane (junk columns dropped). Average divisors per output
+// (the same for every plane) are computed once.
+template <class T>
+void pool_forward_nchw(const PoolGeom& g, bool is_max, bool include_pad, std::int64_t divisor, const T* x, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz dh = is_max ? g.dh : 1, dw = is_max ? g.dw : 1, taps = g.kh * g.kw, units = g.N * g.C;
+  const conv_detail::PaddedPlane pp{g.sh, g.sw, g.OH + (g.kh - 1) * dh / g.sh + 1, g.OW + (g.kw - 1) * dw / g.sw,
+                                    g.ph, g.pw};
+  const sz nflat = g.OH * pp.kc, per_task = pp.size() + nflat;
+  const T fill = is_max ? -std::numeric_limits<T>::infinity() : T(0);
+  std::vector<sd> off(taps);
+  for (sz r = 0; r < g.kh; ++r)
+    for (sz s = 0; s < g.kw; ++s) off[r * g.kw + s] = static_cast<sd>(pp.tap_offset(r * dh, s * dw));
+  std::vector<double> div(is_max ? 0 : nflat, 1.0);
+  std::vector<unsigned char> empty(is_max ? 0 : g.OH * g.OW, 0);
+  bool any_empty = false;
+  if (!is_max)
+    for (sz oh = 0; oh < g.OH; ++oh)
+      for (sz ow = 0; ow < g.OW; ++ow) {
+        const AvgWin a = avg_window(g, include_pad, divisor, oh, ow);
+        if (a.empty) empty[oh * g.OW + ow] = 1, any_empty = true;
+        else div[oh * pp.kc + ow] = a.div;
+      }
+  const sz ntasks = std::min<sz>(units, static_cast<sz>(std::max(get_num_threads(), 1)));
+  std::vector<T> buf(ntasks * per_task);
+  run_units(units, static_cast<double>(g.OH * g.OW * taps + g.H * g.W), [&](sz task, sz u0, sz u1) {
+    T* b = buf.data() + task * per_task;
+    T* flat = b + pp.size();
+    std::fill(b, b + pp.size(), fill);
+    for (sz u = u0; u < u1; ++u) {
+      pp.copy(x + u * g.H * g.W, g.H, g.W, b);
+      if (is_max)
+        K.pool_max(1, nflat, taps, b, 0, off.data(), flat, 0);
+      else
+        K.pool_avg(1, nflat, taps, b, 0, off.data(), div.data(), 0, 1, flat, 0);
+      T* yp = y + u * g.OH * g.OW;
+      for (sz oh = 0; oh < g.OH; ++oh) std::memcpy(yp + oh * g.OW, flat + oh * pp.kc, g.OW * sizeof(T));
+      if (any_empty)
+        for (sz i = 0; i < g.OH * g.OW; ++i)
+          if (empty[i]) yp[i] = T(0);
+    }
+  });
+}
+
+// Channels-last backward: tasks over (image, channel block); dx of the task's block
+// zeroed, then each output pixel in (oh, ow) order adds its share, channels innermost.
+constexpr sz kPoolCB = 256;
+
+template <class T, class F>
+void nhwc_backward_units(const PoolGeom& g, double work_per_image, T* dx, const F& f) {
+  const sz ncb = ceil_div(g.C, kPoolCB), units = g.N * ncb;
+  run_units(units, work_per_image / static_cast<double>(ncb), [&](sz task, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / ncb, c0 = (u - n * ncb) * kPoolCB, nc = std::min(g.C, c0 + kPoolCB) - c0;
+      T* dn = dx + n * g.H * g.W * g.C + c0;
+      for (sz p = 0; p < g.H * g.W; ++p) std::fill(dn + p * g.C, dn + p * g.C + nc, T(0));
+      f(task, n, c0, nc, dn);
+    }
+  });
+}
+
+template <class T>
+void max_backward_nhwc(const PoolGeom& g, const T* x, const T* dy, T* dx) {
+  const sz taps = g.kh * g.kw;
+  const sz ntasks = std::min<sz>(g.N * ceil_div(g.C, kPoolCB), static_cast<sz>(std::max(get_num_threads(), 1)));
+  std::vector<sd> offs(ntasks * std::max<sz>(taps, 1));
+  std::vector<T> bests(ntasks * kPoolCB);
+  std::vector<unsigned> idxs(ntasks * kPoolCB);
+  nhwc_backward_units(g, static_cast<double>(g.OH * g.OW * g.C * taps + g.H * g.W * g.C), dx,
+                      [&](sz task, sz n, sz c0, sz nc, T* dn) {
+                        sd* off = offs.data() + task * std::max<sz>(taps, 1);
+                        T* best = bests.data() + task * kPoolCB;
+                        unsigned* idx = idxs.data() + task * kPoolCB;
+                        const T* xn = x + n * g.H * g.W * g.C + c0;
+                        for (sz oh = 0; oh < g.OH; ++oh)
+                          for (sz ow = 0; ow < g.OW; ++ow) {
+                            const sz nt = window_taps(g, g.dh, g.dw, oh, ow, false, off);
+                            if (nt == 0) continue;
+                            // the scan of max_window: first valid tap by default
+                            for (sz c = 0; c < nc; ++c) {
+                              best[c] = -std::numeric_limits<T>::infinity();
+                              idx[c] = 0;
+                            }
+                            for (sz t = 0; t < nt; ++t) {
+                              const T* xt = xn + off[t];
+                              for (sz c = 0; c < nc; ++c) {
+                                const T v = xt[c];
+                                const bool take = v > best[c] || v != v;
+                                best[c] = take ? v : best[c];
+                                idx[c] = take ? static_cast<unsigned>(t) : idx[c];
+                              }
+                            }
+                            const T* d = dy + ((n * g.OH + oh) * g.OW + ow) * g.C + c0;
+                            for (sz c = 0; c < nc; ++c) dn[off[idx[c]] + static_cast<sd>(c)] += d[c];
+                          }
+                      });
+}
+
+// Average / adaptive backward, channels-last: share[c] = T(double(dy) / div), added to
+// every input pixel of the window (clipped to the input).
+template <class T, class Window>
+void avg_backward_nhwc(const PoolGeom& g, double taps, const T* dy, T* dx, const Window& window) {
+  const sz ntasks = std::min<sz>(g.N * ceil_div(g.C, kPoolCB), static_cast<sz>(std::max(get_num_threads(), 1)));
+  std::vector<T> shares(ntasks * kPoolCB);
+  nhwc_backward_units(g, static_cast<double>(g.OH * g.OW * g.C) * taps + static_cast<double>(g.H * g.W * g.C), dx,
+                      [&](sz task, sz n, sz c0, sz nc, T* dn) {
+                        T* share = shares.data() + task * kPoolCB;
+                        for (sz oh = 0; oh < g.OH; ++oh)
+                          for (sz ow = 0; ow < g.OW; ++ow) {
+                            sz h0, h1, w0, w1;
+                            double div;
+                            if (!window(oh, ow, &h0, &h1, &w0, &w1, &div)) continue;
+                            const T* d = dy + ((n * g.OH + oh) * g.OW + ow) * g.C + c0;
+                            for (sz c = 0; c < nc; ++c) share[c] = static_cast<T>(static_cast<double>(d[c]) / div);
+                            for (sz h = h0; h < h1; ++h)
+                              for (sz w = w0; w < w1; ++w) {
+                                T* e = dn + (h * g.W + w) * g.C;
+                                for (sz c = 0; c < nc; ++c) e[c] += share[c];
+                              }
+                          }
+                      });
+}
+
+// Adaptive average forward, channels-last: per output pixel, per window row, the double
+// sums run on tap_outer with a factor of exactly 1 (1 * x == x in double), in (h, w)
+// order; y = T(sum / count).
+template <class T>
+void adaptive_forward_nhwc(const PoolGeom& g, const T* x, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, units = g.N * g.OH;
+  const sz ntasks = std::min<sz>(units, static_cast<sz>(std::max(get_num_threads(), 1)));
+  std::vector<double> accs(ntasks * C);
+  const std::vector<T> ones(C, T(1));
+  const sd zero_off = 0;
+  run_units(units, static_cast<double>(g.OW * C) * static_cast<double>(ceil_div(g.H, g.OH) * ceil_div(g.W, g.OW)),
+            [&](sz task, sz u0, sz u1) {
+              double* acc = accs.data() + task * C;
+              for (sz u = u0; u < u1; ++u) {
+                const sz n = u / g.OH, oh = u - n * g.OH;
+                const sz h0 = ada_start(oh, g.H, g.OH), h1 = ada_end(oh, g.H, g.OH);
+                for (sz ow = 0; ow < g.OW; ++ow) {
+                  const sz w0 = ada_start(ow, g.W, g.OW), w1 = ada_end(ow, g.W, g.OW);
+                  std::fill(acc, acc + C, 0.0);
+                  for (sz h = h0; h < h1; ++h)
+                    K.tap_outer(w1 - w0, C, 1, ones.data(), 0, x + ((n * g.H + h) * g.W + w0) * C,
+                                static_cast<sd>(C), &zero_off, &acc);
+                  const double cnt = static_cast<double>((h1 - h0) * (w1 - w0));
+                  T* yp = y + (u * g.OW + ow) * C;
+                  for (sz c = 0; c < C; ++c) yp[c] = static_cast<T>(acc[c] / cnt);
+                }
+              }
+            });
+}
+
 template <class T>
 void zero_plane(const PoolGeom& g, T* dx, const Plane& p) {
   for (sz h = 0; h < g.H; ++h)
@@ -116,17 +387,14 @@ void zero_plane(const PoolGeom& g, T* dx, const Plane& p) {
 
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  for_planes(g, static_cast<double>(g.OH * g.OW * g.kh * g.kw), [&](const Plane& p) {
-    for (sz oh = 0; oh < g.OH; ++oh)
-      for (sz ow = 0; ow < g.OW; ++ow) {
-        sd bh, bw;
-        y[p.base_out + oh * p.hs_out + ow * p.ws_out] = max_window(g, x, p, oh, ow, &bh, &bw);
-      }
-  });
+  if (g.N * g.C * g.OH * g.OW == 0) return;
+  if (g.nhwc) return pool_forward_nhwc(g, true, false, 0, x, y);
+  pool_forward_nchw(g, true, false, 0, x, y);
 }
 
 template <class T>
 void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx) {
+  if (g.nhwc && g.N * g.C * g.H * g.W > 0) return max_backward_nhwc(g, x, dy, dx);
   for_planes(g, static_cast<double>(g.OH * g.OW * g.kh * g.kw + g.H * g.W), [&](const Plane& p) {
     zero_plane(g, dx, p);
     for (sz oh = 0; oh < g.OH; ++oh)
@@ -142,24 +410,21 @@ void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx) {
 
 template <class T>
 void avg_pool2d_forward(const PoolGeom& g, bool include_pad, std::int64_t divisor, const T* x, T* y) {
-  for_planes(g, static_cast<double>(g.OH * g.OW * g.kh * g.kw), [&](const Plane& p) {
-    for (sz oh = 0; oh < g.OH; ++oh)
-      for (sz ow = 0; ow < g.OW; ++ow) {
-        const AvgWin a = avg_window(g, include_pad, divisor, oh, ow);
-        T out = T(0);
-        if (!a.empty) {
-          double s = 0;
-          for (sz h = a.h0; h < a.h1; ++h)
-            for (sz w = a.w0; w < a.w1; ++w) s += static_cast<double>(x[p.base_in + h * p.hs_in + w * p.ws_in]);
-          out = static_cast<T>(s / a.div);
-        }
-        y[p.base_out + oh * p.hs_out + ow * p.ws_out] = out;
-      }
-  });
+  if (g.N * g.C * g.OH * g.OW == 0) return;
+  if (g.nhwc) return pool_forward_nhwc(g, false, include_pad, divisor, x, y);
+  pool_forward_nchw(g, false, include_pad, divisor, x, y);
 }
 
 template <class T>
 void avg_pool2d_backward(const PoolGeom& g, bool include_pad, std::int64_t divisor, const T* dy, T* dx) {
+  if (g.nhwc && g.N * g.C * g.H * g.W > 0)
+    return avg_backward_nhwc(g, static_cast<double>(g.kh * g.kw), dy, dx,
+                             [&](sz oh, sz ow, sz* h0, sz* h1, sz* w0, sz* w1, double* div) {
+                               const AvgWin a = avg_window(g, include_pad, divisor, oh, ow);
+                               if (a.empty) return false;
+                               *h0 = a.h0, *h1 = a.h1, *w0 = a.w0, *w1 = a.w1, *div = a.div;
+                               return true;
+                             });
   for_planes(g, static_cast<double>(g.OH * g.OW * g.kh * g.kw + g.H * g.W), [&](const Plane& p) {
     zero_plane(g, dx, p);
     for (sz oh = 0; oh < g.OH; ++oh)
@@ -175,6 +440,7 @@ void avg_pool2d_backward(const PoolGeom& g, bool include_pad, std::int64_t divis
 
 template <class T>
 void adaptive_avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
+  if (g.nhwc && g.N * g.C * g.OH * g.OW > 0) return adaptive_forward_nhwc(g, x, y);
   for_planes(g, static_cast<double>(g.H * g.W + g.OH * g.OW), [&](const Plane& p) {
     for (sz oh = 0; oh < g.OH; ++oh) {
       const sz h0 = ada_start(oh, g.H, g.OH), h1 = ada_end(oh, g.H, g.OH);
@@ -191,6 +457,14 @@ void adaptive_avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
 
 template <class T>
 void adaptive_avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
+  if (g.nhwc && g.N * g.C * g.H * g.W > 0)
+    return avg_backward_nhwc(g, static_cast<double>(ceil_div(g.H, g.OH) * ceil_div(g.W, g.OW)), dy, dx,
+                             [&](sz oh, sz ow, sz* h0, sz* h1, sz* w0, sz* w1, double* div) {
+                               *h0 = ada_start(oh, g.H, g.OH), *h1 = ada_end(oh, g.H, g.OH);
+                               *w0 = ada_start(ow, g.W, g.OW), *w1 = ada_end(ow, g.W, g.OW);
+                               *div = static_cast<double>((*h1 - *h0) * (*w1 - *w0));
+                               return true;
+                             });
   for_planes(g, static_cast<double>(2 * g.H * g.W + g.OH * g.OW), [&](const Plane& p) {
     zero_plane(g, dx, p);
     for (sz oh = 0; oh < g.OH; ++oh) {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,9 @@ DTYPES = [np.float32, np.float64]
 # 0, 1, sizes around every vector width / unroll (8, 16, 32, 64) and block edge, large.
 ODD_SIZES = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 129, 1000]
 BLOCK_EDGE_SIZES = [16383, 16384, 16385, 65535, 65536, 65537, 1_000_003]
+# Multiplies the time limits of child interpreters: .ci/aarch64 sets it, since an
+# emulated Python (qemu user mode) on a shared machine takes minutes to import numpy.
+TIMEOUT_SCALE = float(os.environ.get("PF_TEST_TIMEOUT_SCALE", "1"))
 
 
 @pytest.fixture(params=SIMD_LEVELS)

@@ -92,7 +92,7 @@ def test_aarch64_levels_fall_back_per_family():
     neon = _core.config.kernel_choices("neon")
     assert neon["qgemm"] == "qgemm_neon_4x4"
     assert _core.config.kernel_choices("dotprod")["qgemm"] == "qgemm_udot_8x12"
-    assert _core.config.kernel_choices("i8mm")["qgemm"] == "qgemm_sudot_8x12"
+    assert _core.config.kernel_choices("i8mm")["qgemm"] == "qgemm_usmmla_8x12"
     for level in ("dotprod", "i8mm"):
         for family, variant in _core.config.kernel_choices(level).items():
             if family != "qgemm":

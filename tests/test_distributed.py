@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TIMEOUT_SCALE
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 TIMEOUT = 60  # seconds per MPI job; a hang fails the test instead of blocking the suite
@@ -134,7 +135,11 @@ def test_thread_setup_with_different_environments_per_rank(tmp_path):
 
 def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd="/"
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60 * TIMEOUT_SCALE,
+        cwd="/",
     )
 
 

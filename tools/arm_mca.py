@@ -1,13 +1,15 @@
 """Static speed analysis of the aarch64 kernels without Arm hardware (issue 20, point 5).
 
 1. Micro-kernels: the NEON float32 GEMM tile (gemm_neon.cpp, ukernel 8 x 12), the UDOT
-   int8 tile (qgemm_dotprod.cpp) and the SUDOT int8 tile (qgemm_i8mm.cpp) are compiled
+   int8 tile (qgemm_dotprod.cpp) and the USMMLA int8 tile (qgemm_i8mm.cpp) are compiled
    with ``clang++ --target=aarch64-linux-gnu -O3 -S -mcpu=<cpu>``; the steady-state loop
    (the basic block that branches to itself, inside the named function, with the most
-   FMLA/UDOT/SUDOT) is fed to ``llvm-mca -mcpu=<cpu>``. Pipe utilisation = (sum of the
+   FMLA/UDOT/USMMLA) is fed to ``llvm-mca -mcpu=<cpu>``. Pipe utilisation = (sum of the
    reciprocal throughputs of the FMA/dot instructions, i.e. the cycles they need on
    their pipes) / (cycles per loop iteration llvm-mca reports): 100% means the loop is
-   bound by its FMA/dot pipes and nothing else.
+   bound by its FMA/dot pipes and nothing else. MACs/cycle: the useful multiply-adds of
+   one iteration (FMLA .4s: 4, .2d: 2, UDOT: 16 but 2 of every 26 sum A's rows for the
+   correction, USMMLA: 32) / cycles per iteration.
 2. Element-wise kernels: instructions per element of the hot loop of the same kernel on
    aarch64 (neon, clang) and x86-64 (avx2, clang), from the loop body's instruction
    count and the bytes it stores (each kernel stores a known number of bytes per
@@ -31,7 +33,8 @@ import tempfile
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 CPP = os.path.join(ROOT, "cpp")
 
-# (name, source, -march flags, function substring (demangled), counted mnemonic regex)
+# (name, source, -march flags, function substring (demangled), counted mnemonic regex,
+#  useful multiply-adds of n counted instructions)
 MICRO = [
     (
         "gemm f32 8x12 (FMLA)",
@@ -39,6 +42,7 @@ MICRO = [
         "-march=armv8-a",
         "ukernel<pyfastopt::neon::(anonymous namespace)::GF, 8, 3, 8>",
         r"^fmla\b.*\.4s",
+        lambda n: 4 * n,
     ),
     (
         "gemm f64 8x6 (FMLA)",
@@ -46,6 +50,7 @@ MICRO = [
         "-march=armv8-a",
         "ukernel<pyfastopt::neon::(anonymous namespace)::GD, 8, 3, 8>",
         r"^fmla\b.*\.2d",
+        lambda n: 2 * n,
     ),
     (
         "qgemm u8s8 8x12 (UDOT)",
@@ -53,18 +58,23 @@ MICRO = [
         "-march=armv8.2-a+dotprod",
         "Tile<8>::run",
         r"^udot\b",
+        lambda n: 16 * n * 24 // 26,
     ),
     (
-        "qgemm u8s8 8x12 (SUDOT)",
+        "qgemm u8s8 8x12 (USMMLA)",
         "kernels/qgemm/qgemm_i8mm.cpp",
         "-march=armv8.2-a+dotprod+i8mm",
         "Tile<8>::run",
-        r"^sudot\b",
+        r"^usmmla\b",
+        lambda n: 32 * n,
     ),
 ]
 CPUS = ["cortex-a76", "neoverse-n1", "neoverse-v1"]
-# SUDOT needs i8mm: not on A76/N1
-NEEDS_I8MM = {"qgemm u8s8 8x12 (SUDOT)"}
+# USMMLA needs i8mm: not on A76/N1; the cores LLVM 19 models that have it (cortex-a710
+# and cortex-x2 use the Neoverse-N2 model's numbers)
+CPUS_FOR = {
+    "qgemm u8s8 8x12 (USMMLA)": ["neoverse-v1", "neoverse-n2", "neoverse-v2", "cortex-a710"]
+}
 
 # element-wise: (name, family source stem, function substring with {ns} and {v}, bytes
 # stored per element)
@@ -237,22 +247,20 @@ def main() -> int:
 
     print(
         "| micro-kernel | -mcpu | loop insns | FMA/dot insns | cycles/iter (mca) | "
-        "FMA/dot pipe cycles | utilisation |"
+        "FMA/dot pipe cycles | utilisation | MACs/cycle |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for name, src, march, fn, pattern in MICRO:
-        for cpu in CPUS:
-            if name in NEEDS_I8MM and cpu != "neoverse-v1":
-                continue
+    print("|---|---|---|---|---|---|---|---|")
+    for name, src, march, fn, pattern, macs in MICRO:
+        for cpu in CPUS_FOR.get(name, CPUS):
             asm = compile_asm(args.clang, src, "aarch64-linux-gnu", [march, f"-mtune={cpu}"])
             body = pick(functions(asm, args.cxxfilt), fn, pattern)
             if not body:
-                print(f"| {name} | {cpu} | loop not found | | | | |")
+                print(f"| {name} | {cpu} | loop not found | | | | | |")
                 continue
             per_iter, need, n = mca(args.mca, cpu, body, pattern)
             print(
                 f"| {name} | {cpu} | {len(body)} | {n} | {per_iter:.2f} | {need:.2f} | "
-                f"{100 * need / per_iter:.0f}% |"
+                f"{100 * need / per_iter:.0f}% | {macs(n) / per_iter:.1f} |"
             )
 
     print(

@@ -14,7 +14,7 @@
 //   neon    Advanced SIMD (ASIMD, the aarch64 baseline): every family.
 //   dotprod neon + SDOT/UDOT (FEAT_DotProd, Armv8.2; HWCAP_ASIMDDP): the int8 GEMM only,
 //           every other family runs its neon variant.
-//   i8mm    dotprod + USMMLA/SUDOT (FEAT_I8MM, Armv8.6; HWCAP2_I8MM): the int8 GEMM
+//   i8mm    dotprod + USMMLA (FEAT_I8MM, Armv8.6; HWCAP2_I8MM): the int8 GEMM
 //           only (mixed-sign u8 x s8 products without correction terms).
 // The two architectures' levels share one enum; each level's parent (isa_parent) is the
 // level below it on the same architecture, and a family with no variant at a level runs

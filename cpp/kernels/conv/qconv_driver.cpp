@@ -42,7 +42,7 @@ sz out_size(QOutKind k) { return (k == QOutKind::u8 || k == QOutKind::i8) ? 1 : 
 
 // One element of the qgemm output stage (qgemm-inl.h finish_rows: same operations, same
 // order), for output channel co, written at element index idx of o.c.
-inline void store_out(const QOutput& o, std::int32_t acc, sz co, sz idx) {
+[[maybe_unused]] inline void store_out(const QOutput& o, std::int32_t acc, sz co, sz idx) {
   switch (o.kind) {
     case QOutKind::i32:
       static_cast<std::int32_t*>(o.c)[idx] = acc;

@@ -1,6 +1,8 @@
-// qgemm_dot-inl.h -- the aarch64 dot-product int8 tile (8 x 12 int32), shared by the
-// dotprod table (UDOT: both operands unsigned) and the i8mm table (SUDOT: signed B,
-// unsigned A, no correction). Included inside each TU's ISA namespace after qgemm-inl.h.
+// qgemm_dot-inl.h -- the aarch64 dot-product int8 tile (8 x 12 int32) of the dotprod
+// table (UDOT: both operands unsigned; B stored + 128, row-sum correction), written over
+// a Dot policy (a signed-B dot such as SUDOT needs no correction: kUnsignedB false; the
+// i8mm table uses USMMLA instead, qgemm_i8mm.cpp). Included inside each TU's ISA
+// namespace after qgemm-inl.h.
 // No include guard on purpose (see ARCHITECTURE.md, "-inl.h files").
 //
 // Per group of 4 k: 3 loads of B (12 columns x 4 bytes), 2 loads of A (8 rows x 4

@@ -27,7 +27,7 @@ void qc_dw_acc_loop(std::size_t npix, std::size_t C, std::size_t ntaps, const st
   }
 }
 
-void qc_dw_acc_generic(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
+[[maybe_unused]] void qc_dw_acc_generic(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
                        std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, const std::int16_t* const* w,
                        bool x_signed, std::int32_t zx, const std::int32_t* bias, std::int32_t* acc) {
   if (x_signed)
@@ -49,7 +49,7 @@ inline std::int32_t qc_requant_one(std::int32_t acc, float scale, std::int32_t z
   return r > hi ? hi : r;
 }
 
-void qc_requant_generic(std::size_t npix, std::size_t C, const std::int32_t* acc, const float* scale,
+[[maybe_unused]] void qc_requant_generic(std::size_t npix, std::size_t C, const std::int32_t* acc, const float* scale,
                         std::int32_t zp, std::int32_t lo, std::int32_t hi, std::uint8_t* y,
                         std::ptrdiff_t y_step) {
   for (std::size_t p = 0; p < npix; ++p) {
@@ -75,7 +75,7 @@ void qc_max_loop(std::size_t npix, std::size_t C, std::size_t ntaps, const std::
   }
 }
 
-void qc_max_generic(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
+[[maybe_unused]] void qc_max_generic(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
                     std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, bool x_signed, std::uint8_t* y,
                     std::ptrdiff_t y_step) {
   if (x_signed)
@@ -100,7 +100,7 @@ void qc_sum_loop(std::size_t npix, std::size_t C, std::size_t ntaps, const std::
   }
 }
 
-void qc_sum_generic(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
+[[maybe_unused]] void qc_sum_generic(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
                     std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, bool x_signed, std::int32_t zx,
                     std::int32_t* acc) {
   if (x_signed)
@@ -128,7 +128,7 @@ void qc_pw_loop(std::size_t npix, std::size_t C, std::size_t Co, const std::uint
   }
 }
 
-void qc_pw_generic(std::size_t npix, std::size_t C, std::size_t Co, const std::uint8_t* x, std::ptrdiff_t x_step,
+[[maybe_unused]] void qc_pw_generic(std::size_t npix, std::size_t C, std::size_t Co, const std::uint8_t* x, std::ptrdiff_t x_step,
                    bool x_signed, std::int32_t zx, const std::int16_t* wp, const std::int32_t* bias,
                    const float* scale, std::int32_t zp, std::int32_t lo, std::int32_t hi, std::uint8_t* y,
                    std::ptrdiff_t y_step) {

@@ -377,6 +377,32 @@ void adaptive_forward_nhwc(const PoolGeom& g, const T* x, T* y) {
             });
 }
 
+// Global average, channels-first (OH == OW == 1): kPlanes planes at a time, pixel by
+// pixel, so their double sums -- each still 0 + x0 + x1 + ... in (h, w) order, exactly
+// the one-plane chain -- run side by side instead of one add-latency-bound chain after
+// another. Same bits as the per-plane loop (and as channels-last).
+template <class T>
+void global_forward_nchw(const PoolGeom& g, const T* x, T* y) {
+  constexpr sz kPlanes = 8;
+  const sz hw = g.H * g.W, planes = g.N * g.C;
+  const double cnt = static_cast<double>(hw);
+  run_units(ceil_div(planes, kPlanes), static_cast<double>(kPlanes * hw), [&](sz, sz b0, sz b1) {
+    for (sz b = b0; b < b1; ++b) {
+      const sz p0 = b * kPlanes, np = std::min(kPlanes, planes - p0);
+      const T* xp = x + p0 * hw;
+      double s[kPlanes] = {};
+      if (np == kPlanes) {
+        for (sz i = 0; i < hw; ++i)
+          for (sz j = 0; j < kPlanes; ++j) s[j] += static_cast<double>(xp[j * hw + i]);
+      } else {
+        for (sz j = 0; j < np; ++j)
+          for (sz i = 0; i < hw; ++i) s[j] += static_cast<double>(xp[j * hw + i]);
+      }
+      for (sz j = 0; j < np; ++j) y[p0 + j] = static_cast<T>(s[j] / cnt);
+    }
+  });
+}
+
 template <class T>
 void zero_plane(const PoolGeom& g, T* dx, const Plane& p) {
   for (sz h = 0; h < g.H; ++h)
@@ -441,6 +467,7 @@ void avg_pool2d_backward(const PoolGeom& g, bool include_pad, std::int64_t divis
 template <class T>
 void adaptive_avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
   if (g.nhwc && g.N * g.C * g.OH * g.OW > 0) return adaptive_forward_nhwc(g, x, y);
+  if (!g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C > 0) return global_forward_nchw(g, x, y);
   for_planes(g, static_cast<double>(g.H * g.W + g.OH * g.OW), [&](const Plane& p) {
     for (sz oh = 0; oh < g.OH; ++oh) {
       const sz h0 = ada_start(oh, g.H, g.OH), h1 = ada_end(oh, g.H, g.OH);

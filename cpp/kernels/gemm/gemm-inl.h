@@ -154,35 +154,26 @@ inline void write_vec(typename G::T* c, typename G::R x, int n, bool first,
   }
 }
 
-// ---- micro-kernel: MR x (NV*N) register tile over packed panels ----------------------
-// PANEL: the row stride of the packed A panel (the table's MR). MR <= PANEL rows are
-// computed: the edge variant (MR < PANEL) serves the last, short panel of A.
-template <class G, int MR, int NV, int PANEL = MR>
-void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
-             typename G::T* c, std::ptrdiff_t ldc, int m, int n, bool first, bool last,
-             const Epilogue<typename G::T>& ep) {
+// ---- the register tile's prelude and write-back, shared by the micro-kernels ----------
+// C's MR x (NV*N) tile is written (and maybe read) after the k loop: start fetching it.
+template <class G, int MR, int NV>
+__attribute__((always_inline)) inline void prefetch_tile(const typename G::T* c, std::ptrdiff_t ldc, int m) {
   using T = typename G::T;
-  using R = typename G::R;
-  constexpr int N = G::N;
-  R acc[MR][NV];
-  PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
-  // C's tile is written (and maybe read) after the k loop: start fetching it now
   PF_UNROLL for (int i = 0; i < MR; ++i) {
     if (i >= m) break;
     const char* row = reinterpret_cast<const char*>(c + i * ldc);
-    PF_UNROLL for (int l = 0; l < static_cast<int>(NV * N * sizeof(T)); l += 64) __builtin_prefetch(row + l, 1);
+    PF_UNROLL for (int l = 0; l < static_cast<int>(NV * G::N * sizeof(T)); l += 64) __builtin_prefetch(row + l, 1);
   }
-  _Pragma("GCC unroll 4") for (std::size_t k = 0; k < kc; ++k) {
-    R b[NV];
-    PF_UNROLL for (int v = 0; v < NV; ++v) b[v] = G::load(bp + v * N);
-    PF_UNROLL for (int i = 0; i < MR; ++i) {
-      const R a = G::set1(ap[i]);
-      PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::fma(a, b[v], acc[i][v]);
-    }
-    ap += PANEL;
-    bp += NV * N;
-  }
-  // Write-back: C (+)= tile, then bias and activation on the last K block.
+}
+
+// Write-back: C (+)= tile (rows < m, columns < n), then bias and activation on the last K
+// block.
+template <class G, int MR, int NV>
+__attribute__((always_inline)) inline void write_tile(const typename G::R (&acc)[MR][NV], typename G::T* c,
+                                                      std::ptrdiff_t ldc, int m, int n, bool first, bool last,
+                                                      const Epilogue<typename G::T>& ep) {
+  using T = typename G::T;
+  constexpr int N = G::N;
   const bool relu = last && ep.act == Activation::relu;
   const T* bias = last ? ep.bias : nullptr;
   PF_UNROLL for (int i = 0; i < MR; ++i) {
@@ -195,6 +186,31 @@ void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
     }
     if (last && is_gelu(ep.act)) gelu_row<G>(row, n, ep.act);
   }
+}
+
+// ---- micro-kernel: MR x (NV*N) register tile over packed panels ----------------------
+// PANEL: the row stride of the packed A panel (the table's MR). MR <= PANEL rows are
+// computed: the edge variant (MR < PANEL) serves the last, short panel of A.
+template <class G, int MR, int NV, int PANEL = MR>
+void ukernel(std::size_t kc, const typename G::T* ap, const typename G::T* bp,
+             typename G::T* c, std::ptrdiff_t ldc, int m, int n, bool first, bool last,
+             const Epilogue<typename G::T>& ep) {
+  using R = typename G::R;
+  constexpr int N = G::N;
+  R acc[MR][NV];
+  PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
+  prefetch_tile<G, MR, NV>(c, ldc, m);
+  _Pragma("GCC unroll 4") for (std::size_t k = 0; k < kc; ++k) {
+    R b[NV];
+    PF_UNROLL for (int v = 0; v < NV; ++v) b[v] = G::load(bp + v * N);
+    PF_UNROLL for (int i = 0; i < MR; ++i) {
+      const R a = G::set1(ap[i]);
+      PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::fma(a, b[v], acc[i][v]);
+    }
+    ap += PANEL;
+    bp += NV * N;
+  }
+  write_tile<G, MR, NV>(acc, c, ldc, m, n, first, last, ep);
 }
 
 // ---- micro-kernel reading A in place (GemmKernelsT::ukernel_rows) ----------------------
@@ -210,11 +226,7 @@ void ukernel_rows(std::size_t nseg, const std::size_t* seg, const typename G::T*
   constexpr int N = G::N;
   R acc[MR][NV];
   PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
-  PF_UNROLL for (int i = 0; i < MR; ++i) {
-    if (i >= m) break;
-    const char* row = reinterpret_cast<const char*>(c + i * ldc);
-    PF_UNROLL for (int l = 0; l < static_cast<int>(NV * N * sizeof(T)); l += 64) __builtin_prefetch(row + l, 1);
-  }
+  prefetch_tile<G, MR, NV>(c, ldc, m);
   for (std::size_t s = 0; s < nseg; ++s) {
     const T* a[MR];
     PF_UNROLL for (int i = 0; i < MR; ++i) a[i] = arow[s * PANEL + static_cast<std::size_t>(i)];
@@ -229,18 +241,7 @@ void ukernel_rows(std::size_t nseg, const std::size_t* seg, const typename G::T*
       bp += NVB * N;
     }
   }
-  const bool relu = last && ep.act == Activation::relu;
-  const T* bias = last ? ep.bias : nullptr;
-  PF_UNROLL for (int i = 0; i < MR; ++i) {
-    if (i >= m) break;
-    T* row = c + i * ldc;
-    PF_UNROLL for (int v = 0; v < NV; ++v) {
-      const int nn = n - v * N;
-      if (nn <= 0) break;
-      write_vec<G>(row + v * N, acc[i][v], nn, first, bias ? bias + v * N : nullptr, relu);
-    }
-    if (last && is_gelu(ep.act)) gelu_row<G>(row, n, ep.act);
-  }
+  write_tile<G, MR, NV>(acc, c, ldc, m, n, first, last, ep);
 }
 
 // ---- micro-kernel reading B in place (GemmKernelsT::ukernel_brows) ---------------------
@@ -255,11 +256,7 @@ void ukernel_brows(std::size_t kc, const typename G::T* ap, const typename G::T*
   constexpr int N = G::N;
   R acc[MR][NV];
   PF_UNROLL for (int i = 0; i < MR; ++i) PF_UNROLL for (int v = 0; v < NV; ++v) acc[i][v] = G::zero();
-  PF_UNROLL for (int i = 0; i < MR; ++i) {
-    if (i >= m) break;
-    const char* row = reinterpret_cast<const char*>(c + i * ldc);
-    PF_UNROLL for (int l = 0; l < static_cast<int>(NV * N * sizeof(T)); l += 64) __builtin_prefetch(row + l, 1);
-  }
+  prefetch_tile<G, MR, NV>(c, ldc, m);
   _Pragma("GCC unroll 4") for (std::size_t k = 0; k < kc; ++k) {
     const T* bk = brow[k] + boff;
     R b[NV];
@@ -270,18 +267,7 @@ void ukernel_brows(std::size_t kc, const typename G::T* ap, const typename G::T*
     }
     ap += PANEL;
   }
-  const bool relu = last && ep.act == Activation::relu;
-  const T* bias = last ? ep.bias : nullptr;
-  PF_UNROLL for (int i = 0; i < MR; ++i) {
-    if (i >= m) break;
-    T* row = c + i * ldc;
-    PF_UNROLL for (int v = 0; v < NV; ++v) {
-      const int nn = n - v * N;
-      if (nn <= 0) break;
-      write_vec<G>(row + v * N, acc[i][v], nn, first, bias ? bias + v * N : nullptr, relu);
-    }
-    if (last && is_gelu(ep.act)) gelu_row<G>(row, n, ep.act);
-  }
+  write_tile<G, MR, NV>(acc, c, ldc, m, n, first, last, ep);
 }
 
 // ---- packing --------------------------------------------------------------------------

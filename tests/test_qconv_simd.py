@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qconv_reference import nhwc, rand, ref_avg_pool, ref_conv, ref_max_pool, requant_stage
+from small_cnn import cnn_data as _data
+from small_cnn import small_cnn as _cnn
+from small_cnn import warm_batchnorm as _warm
 
 import pyfastopt
 import pyfastopt.nn as nn
@@ -38,49 +41,6 @@ DW_CASES = [
     (1, 48, 3, 3, 5, 1, (3, 3, 3, 3), 1),
     (3, 64, 12, 10, 3, 2, (1, 1, 1, 1), 1),
 ]
-
-
-def _cnn(layout="NCHW", seed=0):
-    """conv-BN-ReLU, max pool, a residual block, depthwise, 1x1, avg pools, linear."""
-    L = layout
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, layout=L, seed=seed),
-        nn.BatchNorm2d(8, layout=L),
-        nn.ReLU(),
-        nn.MaxPool2d(2, layout=L),
-        nn.Residual(
-            nn.Conv2d(8, 8, 3, padding=1, activation="relu", layout=L, seed=seed + 1),
-            nn.Conv2d(8, 8, 3, padding=1, layout=L, seed=seed + 2),
-            nn.BatchNorm2d(8, layout=L),
-        ),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1, groups=8, layout=L, seed=seed + 3),
-        nn.ReLU(),
-        nn.Conv2d(8, 12, 1, layout=L, seed=seed + 4),
-        nn.AvgPool2d(2, layout=L),
-        nn.AdaptiveAvgPool2d(1, layout=L),
-        nn.Flatten(layout=L),
-        nn.Linear(12, 5, seed=seed + 5),
-    )
-
-
-def _warm(model, x):
-    """Non-trivial BatchNorm statistics and affine parameters, then eval mode."""
-    rng = np.random.default_rng(5)
-    model.train()
-    for _, m in model._walk():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight[...] = rng.uniform(0.5, 2.0, m.weight.shape)
-            m.bias[...] = rng.uniform(-0.5, 0.5, m.bias.shape)
-    for i in range(3):
-        model(x[i::3] * (1 + 0.5 * i) + 0.1 * i)
-    model.eval()
-    return model
-
-
-def _data(layout, n=96):
-    x = np.random.default_rng(3).standard_normal((n, 3, 12, 12)).astype(np.float32)
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if layout == "NHWC" else x
 
 
 def _each_level_and_threads(fn):

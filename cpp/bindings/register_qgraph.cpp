@@ -102,13 +102,8 @@ struct Slot {
 // _bind_dynamic_quantize computes them (float32 operations, half-to-even rounding);
 // false for a non-finite input or a range that float32 cannot hold.
 bool dyn_qparams(const float* x, sz n, float* scale, std::int32_t* zp) {
-  float lo = x[0], hi = x[0];
-  for (sz i = 0; i < n; ++i) {
-    const float v = x[i];
-    if (!std::isfinite(v)) return false;
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
-  }
+  float lo = 0.0f, hi = 0.0f;
+  if (!kernels().qgemm->minmax(n, x, &lo, &hi)) return false;  // vectorized; false: NaN/inf
   lo = std::min(lo, 0.0f);
   hi = std::max(hi, 0.0f);
   float s = 1.0f;
@@ -392,9 +387,12 @@ class QGraphPlan {
           std::uint8_t* q = uptr(o.out);
           if (o.sgn) quantize<float, std::int8_t>(xi, reinterpret_cast<std::int8_t*>(q), sh, &s, &z);
           else quantize<float, std::uint8_t>(xi, q, sh, &s, &z);
-          const std::uint8_t qmin = o.sgn ? 0x80 : 0;
-          for (sz i = 0; i < n_in; ++i)
-            if (std::isnan(xi[i])) q[i] = qmin;  // ONNX Runtime's clamp sends NaN to the minimum
+          float lo = 0.0f, hi = 0.0f;
+          if (!kernels().qgemm->minmax(n_in, xi, &lo, &hi)) {  // a NaN or infinity somewhere
+            const std::uint8_t qmin = o.sgn ? 0x80 : 0;
+            for (sz i = 0; i < n_in; ++i)
+              if (std::isnan(xi[i])) q[i] = qmin;  // ONNX Runtime's clamp sends NaN to the minimum
+          }
           break;
         }
         case kDynQuant: {

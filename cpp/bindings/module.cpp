@@ -56,6 +56,7 @@ PYBIND11_MODULE(_core, m) {
   pyfastopt::bind::register_quant(quant);
   py::module_ qgemm = m.def_submodule("qgemm", "exact int8 GEMM and quantized linear layers");
   pyfastopt::bind::register_qgemm(qgemm);
+  pyfastopt::bind::register_qgraph(qgemm);
   py::module_ conv = m.def_submodule("conv", "2-D convolution and pooling");
   pyfastopt::bind::register_conv(conv);
   pyfastopt::bind::register_qconv(conv);

@@ -16,5 +16,6 @@ void register_quant(pybind11::module_& m);
 void register_qgemm(pybind11::module_& m);
 void register_conv(pybind11::module_& m);
 void register_qconv(pybind11::module_& m);
+void register_qgraph(pybind11::module_& m);
 }  // namespace bind
 }  // namespace pyfastopt

@@ -1064,11 +1064,17 @@ class QuantizedGraph:
                     self._fast[i] = (ql, params)
         self._compile()
 
-    def _compile(self, fast: bool = True) -> None:
+    def _compile(self, fast: bool = True, native: bool | None = None) -> None:
         """The run plan: one ``env -> output`` function per step, with the constant
         inputs, multipliers and prepacked weights resolved here, once. ``fast=False``:
         every step runs its generic function (:data:`QFUNCTIONS`, the reference the fast
-        paths are tested against); ``_fast_steps`` lists the steps given a fast path."""
+        paths are tested against); ``_fast_steps`` lists the steps given a fast path.
+        ``native`` (default: ``fast``): lower the whole graph to one native call
+        (:func:`pyfastopt.onnx._qlower.lower`, made per input sample shape on first use)
+        where it fits; the step plan runs otherwise."""
+        self._native: dict[tuple[int, ...], Any] | None = (
+            {} if (fast if native is None else native) else None
+        )
         consts: dict[str, Any] = {**self.constants, "": None}
         readers: dict[str, list[int]] = {}
         for i, step in enumerate(self.steps):
@@ -1236,7 +1242,21 @@ class QuantizedGraph:
         return self
 
     def forward(self, x: Any) -> np.ndarray:
-        env: dict[str, Any] = {self.input_name: np.asarray(x, np.float32)}
+        xa = np.asarray(x, np.float32)
+        native = self._native
+        if native is not None and xa.ndim >= 1 and xa.shape[0] > 0:
+            key = xa.shape[1:]
+            if key in native:
+                plan = native[key]
+            else:
+                from ._qlower import lower
+
+                plan = native[key] = lower(self, key)
+            if plan is not None:
+                y = plan.run(xa if xa.flags.c_contiguous else np.ascontiguousarray(xa))
+                if y is not None:
+                    return y
+        env: dict[str, Any] = {self.input_name: xa}
         for fn, step in self._plan:
             try:
                 out = fn(env)

@@ -50,9 +50,17 @@ QUANT_OPS = {
     "QGemm",
     "QLinearAdd",
     "QLinearGlobalAveragePool",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
 }
 _MS = "com.microsoft"
-_MS_OPS = {"QGemm", "QLinearAdd", "QLinearGlobalAveragePool"}
+_MS_OPS = {
+    "QGemm",
+    "QLinearAdd",
+    "QLinearGlobalAveragePool",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+}
 
 
 def is_quantized(model: Any) -> bool:
@@ -384,8 +392,52 @@ def _quant_op(q: _Q, node: Any) -> None:
         a = ctx.attrs(node, channels_last=0)
         q.emit(op, _inputs(node, 5)[:5], out[:1], channels_last=int(a["channels_last"]))
         q.ints.add(out[0])
+    elif op in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat"):
+        _integer_to_float(q, node)
     else:  # pragma: no cover - QUANT_OPS and this table agree
         raise q.error(node, "no int8 handler")
+
+
+def _integer_to_float(q: _Q, node: Any) -> None:
+    """``com.microsoft`` DynamicQuantizeMatMul(A, B, b_scale[, b_zero_point][, bias]) and
+    MatMulIntegerToFloat(A, B, a_scale, b_scale[, a_zero_point][, b_zero_point][, bias])
+    (what ONNX Runtime's optimizer writes for ``quantize_dynamic``'s layers) as the
+    standard steps they fuse: [DynamicQuantizeLinear(A) ->] MatMulInteger -> Cast(float)
+    -> Mul(Mul(a_scale, b_scale)) [-> Add(bias)]. ONNX Runtime computes the last two as
+    one ``acc * scale + bias`` (a fused multiply-add in its AVX2 output stage): the
+    results differ from it by at most one rounding of that sum (documented bound)."""
+    ctx = q.ctx
+    op = node.op_type
+    ctx.attrs(node)
+    y = node.output[0]
+    b = _check_const(q, node, 1, "B")
+    if b.ndim != 2:
+        raise q.error(node, f"B has shape {b.shape}; supported: 2-D")
+    if b.dtype not in (np.uint8, np.int8):
+        raise q.error(node, f"B of dtype {b.dtype}; supported: uint8, int8")
+    ins = _inputs(node, 7)
+    if op == "DynamicQuantizeMatMul":
+        a, bs, bz, bias = ins[0], ins[2], ins[3], ins[4]
+        _check_const(q, node, 2, "b_scale")
+        aq, as_, az = f"{y}::a_q", f"{y}::a_scale", f"{y}::a_zero_point"
+        q.emit("DynamicQuantizeLinear", [a], [aq, as_, az])
+    else:
+        aq, as_, bs, az, bz, bias = ins[0], ins[2], ins[3], ins[4], ins[5], ins[6]
+        _check_const(q, node, 3, "b_scale")
+        if not as_:
+            raise q.error(node, "missing a_scale")
+    if bz:
+        _check_const(q, node, 3 if op == "DynamicQuantizeMatMul" else 5, "b_zero_point")
+    acc, f, scale = f"{y}::acc", f"{y}::acc_f32", f"{y}::scale"
+    q.emit("Mul", [as_, bs], [scale])
+    q.emit("MatMulInteger", [aq, ins[1], az, bz], [acc])
+    q.emit("Cast", [acc], [f], to=1)
+    if bias:
+        scaled = f"{y}::scaled"
+        q.emit("Mul", [f, scale], [scaled])
+        q.emit("Add", [scaled, bias], [y])
+    else:
+        q.emit("Mul", [f, scale], [y])
 
 
 def _other_op(q: _Q, node: Any) -> None:

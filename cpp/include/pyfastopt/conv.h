@@ -72,7 +72,9 @@
 // channels); channels-first max / average forward on pool_max / pool_avg along a padded
 // plane (-inf / 0 padding: neither changes a chain); backward recomputes the max position
 // from x (no indices stored) and scatters within its own task's (image, channel block)
-// or plane. Max: torch's scan (v > best or NaN replaces); average: a double sum in
+// or plane; with disjoint windows (dilation 1, stride >= kernel, e.g. 2x2 stride 2) each
+// dx element is written once instead (0 + dy at the max position, 0 elsewhere: the
+// scatter's bits), no zeroing pass unless some input lies outside every window. Max: torch's scan (v > best or NaN replaces); average: a double sum in
 // window order, one division, one rounding; the same bits on every level and layout.
 #pragma once
 

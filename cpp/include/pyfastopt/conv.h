@@ -30,6 +30,9 @@
 //                    operand read in place from channels-last x (ukernel_brows) when the
 //                    group's channels are a multiple of the panel width nr.
 //   depthwise (C/groups == 1) forward: a direct loop, no GEMM.
+//   few input channels (channels-last, groups 1, 2 <= C <= 4, R*S*C <= KC): forward and
+//   backward-weight run direct register tiles over a zero-padded copy of one image per
+//   task (kernels/conv/conv_small.h), the same chains as the GEMM path (below).
 // 1x1 stride-1 unpadded NHWC convolutions read x as A directly (a plain GEMM).
 // backward-data reads dy the same way (NCHW: a channels-last copy of dy).
 //
@@ -69,7 +72,9 @@
 // channels); channels-first max / average forward on pool_max / pool_avg along a padded
 // plane (-inf / 0 padding: neither changes a chain); backward recomputes the max position
 // from x (no indices stored) and scatters within its own task's (image, channel block)
-// or plane. Max: torch's scan (v > best or NaN replaces); average: a double sum in
+// or plane; with disjoint windows (dilation 1, stride >= kernel, e.g. 2x2 stride 2) each
+// dx element is written once instead (0 + dy at the max position, 0 elsewhere: the
+// scatter's bits), no zeroing pass unless some input lies outside every window. Max: torch's scan (v > best or NaN replaces); average: a double sum in
 // window order, one division, one rounding; the same bits on every level and layout.
 #pragma once
 
@@ -104,6 +109,16 @@ namespace pyfastopt {
 //       y[p*y_step + c] = T(s / div[p*div_p + c*div_c]) (one division, one rounding).
 //   Both serve channels-last pooling (c = channel) and channels-first rows (npix = 1, c =
 //   the output column, a_off = the taps' rows in a padded, phase-split copy).
+//   small_fwd(npix, k, a, a_off, w, ldw, n, bias, y, y_step): for p < npix, j < n: acc =
+//       0; for i < k in order: acc = fma(a[p][a_off[i]], w[i*ldw + j], acc) (one
+//       rounding); y[p*y_step + j] = acc, or acc + bias[j]. w: ldw >= round_up(n, 16)
+//       columns, zeros past n. (The direct path for few input channels, conv_small.h: a[p]
+//       = pixel p's window origin in a zero-padded image, i = (tap, channel).)
+//   small_bww(npix, k, x, x_off, d, d_step, n, acc, ld, first): for i < k, j < n: s = 0;
+//       for p < npix in order: s = fma(d[p*d_step + j], x[p][x_off[i]], s); acc[i*ld + j]
+//       = first ? s : acc[i*ld + j] + s (one KC block of backward-weight's chain).
+//   Both are the gemm packed path's chains for these operands, so the direct path gives
+//   the implicit GEMM's bits.
 // Every level computes exactly these chains, so every level gives the same bits.
 template <class T>
 struct ConvTapOps {
@@ -117,6 +132,10 @@ struct ConvTapOps {
                   const std::ptrdiff_t* a_off, const T* const* b, T* y, std::ptrdiff_t y_step);
   void (*tap_outer)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d, std::ptrdiff_t d_step,
                     const T* x, std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, double* const* acc);
+  void (*small_fwd)(std::size_t npix, std::size_t k, const T* const* a, const std::ptrdiff_t* a_off, const T* w,
+                    std::size_t ldw, std::size_t n, const T* bias, T* y, std::ptrdiff_t y_step);
+  void (*small_bww)(std::size_t npix, std::size_t k, const T* const* x, const std::ptrdiff_t* x_off, const T* d,
+                    std::ptrdiff_t d_step, std::size_t n, T* acc, std::size_t ld, bool first);
 };
 
 struct ConvKernels {

@@ -289,6 +289,8 @@ void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d,
   }
 }
 
+#include "conv_small-inl.h"
+
 template <class VF_, class VD_>
 constexpr ConvKernels make_conv_kernels(const char* name) {
   ConvKernels k{};
@@ -303,5 +305,9 @@ constexpr ConvKernels make_conv_kernels(const char* name) {
   k.f64.pool_avg = &pool_avg_v<VD_, double>;
   k.f32.tap_outer = &tap_outer_v<VD_, float>;
   k.f64.tap_outer = &tap_outer_v<VD_, double>;
+  k.f32.small_fwd = &small_fwd_v<VF_>;
+  k.f64.small_fwd = &small_fwd_v<VD_>;
+  k.f32.small_bww = &small_bww_v<VF_>;
+  k.f64.small_bww = &small_bww_v<VD_>;
   return k;
 }

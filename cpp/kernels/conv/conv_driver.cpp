@@ -21,6 +21,7 @@
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
 #include "padded_plane.h"
+#include "conv_small.h"
 
 namespace pyfastopt {
 
@@ -1119,6 +1120,7 @@ void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Ac
     return;
   }
   if (cg == 1) return depthwise_forward(g, x, w, bias, act, y);
+  if (conv_detail::small_cin_forward(g, x, w, bias, act, y)) return;  // few input channels
   // B = the weight with rows k = (t, c) for each output channel: wf[co][t][c].
   std::vector<T> wf(g.Co * k);
   for (sz co = 0; co < g.Co; ++co)
@@ -1208,6 +1210,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
     return;
   }
   if (cg == 1) return depthwise_backward_weight(g, dy, x, dw);
+  if (conv_detail::small_cin_backward_weight(g, dy, x, dw)) return;  // few input channels
   const GemmKernelsT<T>& K = gk<T>();
   const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
   // B (the im2col of x) read in place by ukernel_brows when every NR-column panel lies in

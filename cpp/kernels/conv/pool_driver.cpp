@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "pyfastopt/conv.h"
@@ -409,6 +410,124 @@ void zero_plane(const PoolGeom& g, T* dx, const Plane& p) {
     for (sz w = 0; w < g.W; ++w) dx[p.base_in + h * p.hs_in + w * p.ws_in] = T(0);
 }
 
+
+// ---- max backward with disjoint windows (dilation 1, stride >= kernel: 2x2 stride 2) --
+// Each input position lies in at most one window, so its dx is 0 + dy at the window's
+// max position (the value the scatter into a zeroed dx gives, -0 included) and 0 at the
+// window's other positions: written once, no zeroing pass, no read-modify-write. Input
+// positions outside every window (stride > kernel, or a remainder at the bottom/right)
+// are zeroed first, only when there are any.
+bool disjoint_windows(const PoolGeom& g) { return g.dh == 1 && g.dw == 1 && g.sh >= g.kh && g.sw >= g.kw; }
+
+// Clipped window [lo, hi) of output o along one axis.
+inline void win_1d(sz o, sz s, sz k, sz p, sz in, sz* lo, sz* hi) {
+  const sd a = static_cast<sd>(o * s) - static_cast<sd>(p);
+  const sd b = std::min<sd>(a + static_cast<sd>(k), static_cast<sd>(in));
+  *lo = static_cast<sz>(std::max<sd>(a, 0));
+  *hi = std::max(*lo, static_cast<sz>(std::max<sd>(b, 0)));
+}
+
+bool windows_cover(const PoolGeom& g) {
+  sz th = 0, tw = 0, lo, hi;
+  for (sz o = 0; o < g.OH; ++o) win_1d(o, g.sh, g.kh, g.ph, g.H, &lo, &hi), th += hi - lo;
+  for (sz o = 0; o < g.OW; ++o) win_1d(o, g.sw, g.kw, g.pw, g.W, &lo, &hi), tw += hi - lo;
+  return th == g.H && tw == g.W;
+}
+
+template <class T>
+void max_backward_disjoint(const PoolGeom& g, const T* x, const T* dy, T* dx) {
+  using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  const bool cover = windows_cover(g);
+  if (g.nhwc) {
+    const sz C = g.C, units = g.N * g.OH;
+    if (!cover)
+      run_units(g.N, static_cast<double>(g.H * g.W * C), [&](sz, sz u0, sz u1) {
+        std::fill(dx + u0 * g.H * g.W * C, dx + u1 * g.H * g.W * C, T(0));
+      });
+    const sz ntasks = std::min<sz>(units, static_cast<sz>(std::max(get_num_threads(), 1)));
+    std::vector<T> bests(ntasks * kPoolCB);
+    std::vector<unsigned> idxs(ntasks * kPoolCB);
+    run_units(units, static_cast<double>(g.OW * C * g.kh * g.kw * 2), [&](sz task, sz u0, sz u1) {
+      T* best = bests.data() + task * kPoolCB;
+      unsigned* idx = idxs.data() + task * kPoolCB;
+      for (sz u = u0; u < u1; ++u) {
+        const sz n = u / g.OH, oh = u - n * g.OH;
+        sz h0, h1;
+        win_1d(oh, g.sh, g.kh, g.ph, g.H, &h0, &h1);
+        const T* xn = x + n * g.H * g.W * C;
+        T* dn = dx + n * g.H * g.W * C;
+        const T* dr = dy + u * g.OW * C;
+        for (sz ow = 0; ow < g.OW; ++ow) {
+          sz w0, w1;
+          win_1d(ow, g.sw, g.kw, g.pw, g.W, &w0, &w1);
+          const sz ww = w1 - w0;
+          if (h0 >= h1 || ww == 0) continue;  // an empty window: no positions
+          for (sz c0 = 0; c0 < C; c0 += kPoolCB) {
+            const sz nc = std::min(kPoolCB, C - c0);
+            for (sz c = 0; c < nc; ++c) {
+              best[c] = -std::numeric_limits<T>::infinity();
+              idx[c] = 0;
+            }
+            unsigned t = 0;  // the scan of max_window: first valid tap by default
+            for (sz h = h0; h < h1; ++h)
+              for (sz w = w0; w < w1; ++w, ++t) {
+                const T* xt = xn + (h * g.W + w) * C + c0;
+                for (sz c = 0; c < nc; ++c) {
+                  const T v = xt[c];
+                  const bool take = v > best[c] || v != v;
+                  best[c] = take ? v : best[c];
+                  idx[c] = take ? t : idx[c];
+                }
+              }
+            const T* d = dr + ow * C + c0;
+            t = 0;
+            for (sz h = h0; h < h1; ++h)
+              for (sz w = w0; w < w1; ++w, ++t) {
+                T* e = dn + (h * g.W + w) * C + c0;
+                // e = idx == t ? 0 + d : +0, as a bit mask: a select on a float add
+                // stays a branch (the add may trap), bits vectorize
+                for (sz c = 0; c < nc; ++c) {
+                  const T v = T(0) + d[c];
+                  U b;
+                  std::memcpy(&b, &v, sizeof b);
+                  b &= idx[c] == t ? ~U(0) : U(0);
+                  std::memcpy(e + c, &b, sizeof b);
+                }
+              }
+          }
+        }
+      }
+    });
+    return;
+  }
+  for_planes(g, static_cast<double>(g.OH * g.OW * g.kh * g.kw + g.H * g.W), [&](const Plane& p) {
+    if (!cover) zero_plane(g, dx, p);
+    const T* xp = x + p.base_in;
+    T* dp = dx + p.base_in;
+    const T* d = dy + p.base_out;
+    for (sz oh = 0; oh < g.OH; ++oh) {
+      sz h0, h1;
+      win_1d(oh, g.sh, g.kh, g.ph, g.H, &h0, &h1);
+      if (h0 >= h1) continue;
+      // the window rows of this output row: zeros, then each window's one term
+      std::fill(dp + h0 * g.W, dp + h1 * g.W, T(0));
+      for (sz ow = 0; ow < g.OW; ++ow) {
+        sz w0, w1;
+        win_1d(ow, g.sw, g.kw, g.pw, g.W, &w0, &w1);
+        if (w0 >= w1) continue;
+        T best = -std::numeric_limits<T>::infinity();
+        sz at = h0 * g.W + w0;
+        for (sz h = h0; h < h1; ++h)
+          for (sz w = w0; w < w1; ++w) {
+            const T v = xp[h * g.W + w];
+            if (v > best || v != v) best = v, at = h * g.W + w;
+          }
+        dp[at] = T(T(0) + d[oh * g.OW + ow]);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 template <class T>
@@ -420,6 +539,8 @@ void max_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
 
 template <class T>
 void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx) {
+  if (g.N * g.C * g.H * g.W == 0) return;
+  if (disjoint_windows(g)) return max_backward_disjoint(g, x, dy, dx);
   if (g.nhwc && g.N * g.C * g.H * g.W > 0) return max_backward_nhwc(g, x, dy, dx);
   for_planes(g, static_cast<double>(g.OH * g.OW * g.kh * g.kw + g.H * g.W), [&](const Plane& p) {
     zero_plane(g, dx, p);

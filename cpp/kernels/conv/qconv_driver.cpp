@@ -160,6 +160,9 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
             std::uint8_t* dst) {
   const sz kk = g.R * g.S * cg, ohw = g.OH * g.OW, hw = g.H * g.W;
   if (mc == 0 || ohw == 0) return;
+  const sz run = g.S * cg, row_step = g.dh * g.W * g.C;
+  const bool short_runs = g.nhwc && cg == g.C && g.dw == 1 && run >= 8 && run <= 16;
+  const sd last_r = static_cast<sd>((g.R - 1) * g.dh);
   // (n, oh, ow) of pixel p0, then stepped (no divisions per pixel)
   sz n = p0 / ohw, oh = (p0 - n * ohw) / g.OW, ow = p0 - n * ohw - oh * g.OW;
   for (sz i = 0; i < mc; ++i, ++ow) {
@@ -173,6 +176,20 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
     const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
     const sd iw0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pl);
     std::uint8_t* d = dst + i * kk;
+    if (short_runs && ih0 >= 0 && ih0 + last_r < static_cast<sd>(g.H) && iw0 >= 0 &&
+        iw0 + static_cast<sd>(g.S) <= static_cast<sd>(g.W)) {
+      // interior pixel, each of the R rows one run of 8..16 bytes: two overlapping
+      // 8-byte moves per row (the RGB stem's 3x3x3 taps: 9-byte runs)
+      const std::uint8_t* src = x + ((n * g.H + static_cast<sz>(ih0)) * g.W + static_cast<sz>(iw0)) * g.C;
+      for (sz r = 0; r < g.R; ++r, src += row_step, d += run) {
+        std::uint64_t a, b;
+        std::memcpy(&a, src, 8);
+        std::memcpy(&b, src + run - 8, 8);
+        std::memcpy(d, &a, 8);
+        std::memcpy(d + run - 8, &b, 8);
+      }
+      continue;
+    }
     for (sz r = 0; r < g.R; ++r) {
       const sd ih = ih0 + static_cast<sd>(r * g.dh);
       const bool row_ok = ih >= 0 && ih < static_cast<sd>(g.H);

@@ -249,13 +249,13 @@ void qx_sum(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8
 }
 
 // Pointwise: register tiles of 4 pixels x 16 output channels (the qgemm AVX2 tile's
-// shape: 8 accumulators). The 4 pixels' x - zx are widened to int16 rows once (a stack
-// tile, C <= kPwMaxC; 16 channels per vector, the last partial group by an overlapping
-// load ending at channel C), then per channel pair q one 4-byte broadcast of each row's
-// (x[2q], x[2q+1]) and one vpmaddwd per row and block of 8 channels against the packed
-// (w[co][2q], w[co][2q+1]) pairs of blocks b and b + 1 (two loads shared by the 4 rows;
-// exact: |sum| <= 2 * 255^2). The finished accumulators go through requant's stage in
-// registers and are stored as bytes (the last block's tail through a small buffer).
+// shape: 8 accumulators). A block of pixels' x - zx is widened to int16 rows once (a
+// stack buffer, C <= kPwMaxC; 16 channels per vector, the last partial group by an
+// overlapping load ending at channel C), then per pair of 8-channel blocks and per 4
+// rows, per channel pair q one 4-byte broadcast of each row's (x[2q], x[2q+1]) and one
+// vpmaddwd per row and block against the packed (w[co][2q], w[co][2q+1]) pairs of blocks
+// b and b + 1 (two loads shared by the 4 rows; exact: |sum| <= 2 * 255^2). The finished
+// accumulators go through requant's stage in registers and are stored as bytes.
 constexpr std::size_t kPwMaxC = 1024;
 constexpr std::size_t kPwRows = 4;
 
@@ -302,21 +302,16 @@ inline void qx_store_2x16(__m256i a0, __m256i a1, __m256i b0, __m256i b1, bool s
 }
 
 // ROWS (<= kPwRows) rows of xz (int16 pairs, row stride xs int32 pairs) x blocks
-// [b, b + NB) (NB 1 or 2), stored to rows y + i * y_step. The accumulators start at
-// the bias (int32 adds wrap: the same sum in another order). Not inlined: the 8
-// accumulators, 2 weight and 4 broadcast registers need the whole register file (the
-// caller's live stage constants made GCC spill and copy accumulators every step).
+// [b, b + NB) (NB 1 or 2), stored to rows y + i * y_step; sc/bi: the blocks' scales and
+// biases (memory). The accumulators start at the bias (int32 adds wrap: the same sum in
+// another order).
 template <int ROWS, int NB>
-[[gnu::noinline]] void qx_pw_tile(std::size_t P, std::size_t Co, const std::int32_t* xz, std::size_t xs, const std::int16_t* wp,
-                       std::size_t b, const float* scale, const std::int32_t* bias, const QxStage& st, bool sgn,
+inline void qx_pw_tile(std::size_t P, std::size_t Co, const std::int32_t* xz, std::size_t xs, const std::int16_t* wp,
+                       std::size_t b, const __m256* sc, const __m256i* bi, const QxStage& st, bool sgn,
                        std::uint8_t* y, std::ptrdiff_t y_step) {
-  __m256 sc[NB];
   __m256i acc[ROWS][NB];
-  _Pragma("GCC unroll 2") for (int v = 0; v < NB; ++v) {
-    __m256i bi;
-    qx_pw_block_consts(b + static_cast<std::size_t>(v), Co, scale, bias, sc[v], bi);
-    _Pragma("GCC unroll 8") for (int i = 0; i < ROWS; ++i) acc[i][v] = bi;
-  }
+  _Pragma("GCC unroll 2") for (int v = 0; v < NB; ++v)
+    _Pragma("GCC unroll 8") for (int i = 0; i < ROWS; ++i) acc[i][v] = bi[v];
   const std::int16_t* w0 = wp + b * P * 16;
   const std::size_t bs = P * 16;
   for (std::size_t q = 0; q < P; ++q) {
@@ -346,17 +341,37 @@ template <int ROWS, int NB>
       qx_pw_store8(y + static_cast<std::ptrdiff_t>(i) * y_step, b + static_cast<std::size_t>(v), Co, qx_low_bytes(acc[i][v]));
 }
 
-template <int ROWS>
-inline void qx_pw_rows(std::size_t P, std::size_t Co, const std::int32_t* xz, std::size_t xs, const std::int16_t* wp,
-                       const float* scale, const std::int32_t* bias, const QxStage& st, bool sgn, std::uint8_t* y,
-                       std::ptrdiff_t y_step) {
-  const std::size_t nb = (Co + 7) / 8;
-  std::size_t b = 0;
-  for (; b + 2 <= nb; b += 2) qx_pw_tile<ROWS, 2>(P, Co, xz, xs, wp, b, scale, bias, st, sgn, y, y_step);
-  if (b < nb) qx_pw_tile<ROWS, 1>(P, Co, xz, xs, wp, b, scale, bias, st, sgn, y, y_step);
+// All `rows` rows of xz against blocks [b, b + NB): the blocks' constants once, then
+// tiles of 4 rows. Not inlined, and each tile starts after a compiler barrier so that the
+// stage constants are reloaded from memory rather than kept in registers across tiles:
+// the 8 accumulators, 2 weight and 4 broadcast registers need the whole register file
+// (with the constants live, GCC spilled and copied accumulators every step).
+template <int NB>
+[[gnu::noinline]] void qx_pw_block(std::size_t rows, std::size_t P, std::size_t Co, const std::int32_t* xz,
+                                   std::size_t xs, const std::int16_t* wp, std::size_t b, const float* scale,
+                                   const std::int32_t* bias, const QxStage& st, bool sgn, std::uint8_t* y,
+                                   std::ptrdiff_t y_step) {
+  alignas(32) __m256 sc[NB];
+  alignas(32) __m256i bi[NB];
+  for (int v = 0; v < NB; ++v) qx_pw_block_consts(b + static_cast<std::size_t>(v), Co, scale, bias, sc[v], bi[v]);
+  std::size_t i = 0;
+  for (; i + kPwRows <= rows; i += kPwRows) {
+    asm volatile("" ::: "memory");
+    qx_pw_tile<4, NB>(P, Co, xz + i * xs, xs, wp, b, sc, bi, st, sgn, y + static_cast<std::ptrdiff_t>(i) * y_step,
+                      y_step);
+  }
+  asm volatile("" ::: "memory");
+  std::uint8_t* yi = y + static_cast<std::ptrdiff_t>(i) * y_step;
+  switch (rows - i) {
+    case 3: qx_pw_tile<3, NB>(P, Co, xz + i * xs, xs, wp, b, sc, bi, st, sgn, yi, y_step); break;
+    case 2: qx_pw_tile<2, NB>(P, Co, xz + i * xs, xs, wp, b, sc, bi, st, sgn, yi, y_step); break;
+    case 1: qx_pw_tile<1, NB>(P, Co, xz + i * xs, xs, wp, b, sc, bi, st, sgn, yi, y_step); break;
+    default: break;
+  }
 }
 
-// x - zx of one pixel's C bytes as int16 at d (d[C] = 0 when C is odd)
+// x - zx of one pixel's C bytes as int16 at d (d[C] = 0 when C is odd: the odd channel's
+// partner, whose weight is 0 too)
 template <bool SIGNED>
 inline void qx_pw_widen(const std::uint8_t* xp, std::size_t C, __m256i vzx, std::int32_t zx, std::int16_t* d) {
   std::size_t c = 0;
@@ -366,31 +381,33 @@ inline void qx_pw_widen(const std::uint8_t* xp, std::size_t C, __m256i vzx, std:
   } else {
     for (; c < C; ++c) d[c] = static_cast<std::int16_t>(qc_byte<SIGNED>(xp[c]) - zx);
   }
-  d[C] = 0;  // the odd channel's partner (its weight is 0 too)
+  if (C % 2) d[C] = 0;
 }
+
+// Blocks of up to kPwBlockRows pixels (fewer for wide inputs: the widened rows stay
+// within kPwBufElems int16) widened once, then every pair of 8-channel blocks over them.
+constexpr std::size_t kPwBufElems = 16384, kPwBlockRows = 32;
 
 template <bool SIGNED>
 void qx_pw_loop(std::size_t npix, std::size_t C, std::size_t Co, const std::uint8_t* x, std::ptrdiff_t x_step,
                 std::int32_t zx, const std::int16_t* wp, const std::int32_t* bias, const float* scale,
                 std::int32_t zp, std::int32_t lo, std::int32_t hi, std::uint8_t* y, std::ptrdiff_t y_step) {
   const std::size_t P = (C + 1) / 2, xs = (P + 7) / 8 * 8;  // row stride in int32 pairs
-  alignas(32) std::int16_t xz[kPwRows * (kPwMaxC + 16)];
+  const std::size_t block = std::max(kPwRows, std::min(kPwBlockRows, kPwBufElems / (2 * xs)));
+  alignas(32) std::int16_t xz[kPwBufElems + 2 * kPwRows * 16];
   const QxStage st(zp, lo, hi);
   const bool sgn = lo < 0;
   const __m256i vzx = _mm256_set1_epi16(static_cast<short>(zx));
   const std::int32_t* xzp = reinterpret_cast<const std::int32_t*>(xz);
-  std::size_t p = 0;
-  for (; p < npix; p += kPwRows) {
-    const std::size_t rows = std::min(kPwRows, npix - p);
+  const std::size_t nb = (Co + 7) / 8;
+  for (std::size_t p = 0; p < npix; p += block) {
+    const std::size_t rows = std::min(block, npix - p);
     for (std::size_t i = 0; i < rows; ++i)
       qx_pw_widen<SIGNED>(x + static_cast<std::ptrdiff_t>(p + i) * x_step, C, vzx, zx, xz + i * 2 * xs);
     std::uint8_t* yp = y + static_cast<std::ptrdiff_t>(p) * y_step;
-    switch (rows) {
-      case 4: qx_pw_rows<4>(P, Co, xzp, xs, wp, scale, bias, st, sgn, yp, y_step); break;
-      case 3: qx_pw_rows<3>(P, Co, xzp, xs, wp, scale, bias, st, sgn, yp, y_step); break;
-      case 2: qx_pw_rows<2>(P, Co, xzp, xs, wp, scale, bias, st, sgn, yp, y_step); break;
-      default: qx_pw_rows<1>(P, Co, xzp, xs, wp, scale, bias, st, sgn, yp, y_step); break;
-    }
+    std::size_t b = 0;
+    for (; b + 2 <= nb; b += 2) qx_pw_block<2>(rows, P, Co, xzp, xs, wp, b, scale, bias, st, sgn, yp, y_step);
+    if (b < nb) qx_pw_block<1>(rows, P, Co, xzp, xs, wp, b, scale, bias, st, sgn, yp, y_step);
   }
 }
 

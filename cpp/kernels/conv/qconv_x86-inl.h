@@ -26,13 +26,44 @@ inline void qx_store(void* p, __m256i v) { _mm256_storeu_si256(reinterpret_cast<
 
 constexpr std::size_t kDwMaxPairs = 32;  // taps per call through the paired path (64)
 
+// The pixels of one 16-channel group of the paired depthwise path (below): NT taps (0:
+// ntaps at run time), pairs of taps through vpmaddwd against the interleaved weights.
+template <bool SIGNED, int NT>
+inline void qx_dw_pixels(std::size_t npix, std::size_t ntaps_rt, const std::uint8_t* xc, std::ptrdiff_t x_step,
+                         const std::ptrdiff_t* x_off, const __m256i* wl, const __m256i* wh, __m256i il, __m256i ih,
+                         std::int32_t* acc, std::size_t C) {
+  const std::size_t ntaps = NT ? static_cast<std::size_t>(NT) : ntaps_rt;
+  const std::size_t full = ntaps / 2;
+  std::ptrdiff_t off[NT ? NT : 1];
+  if (NT)
+    for (std::size_t t = 0; t < ntaps; ++t) off[t] = x_off[t];
+  const std::ptrdiff_t* o = NT ? off : x_off;
+  const __m256i zero = _mm256_setzero_si256();
+  for (std::size_t p = 0; p < npix; ++p, xc += x_step, acc += C) {
+    __m256i lo = il, hi = ih;
+    _Pragma("GCC unroll 8") for (std::size_t j = 0; j < full; ++j) {
+      const __m256i x0 = qx_widen16<SIGNED>(xc + o[2 * j]);
+      const __m256i x1 = qx_widen16<SIGNED>(xc + o[2 * j + 1]);
+      lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wl[j]));
+      hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wh[j]));
+    }
+    if (ntaps % 2) {  // the odd last tap, paired with zeros
+      const __m256i x0 = qx_widen16<SIGNED>(xc + o[ntaps - 1]);
+      lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, zero), wl[full]));
+      hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, zero), wh[full]));
+    }
+    qx_store(acc, _mm256_permute2x128_si256(lo, hi, 0x20));      // channels 0-7
+    qx_store(acc + 8, _mm256_permute2x128_si256(lo, hi, 0x31));  // channels 8-15
+  }
+}
+
 template <bool SIGNED>
 void qx_dw_acc_loop(std::size_t npix, std::size_t C, std::size_t ntaps, const std::uint8_t* x,
                     std::ptrdiff_t x_step, const std::ptrdiff_t* x_off, const std::int16_t* const* w,
                     std::int32_t zx, const std::int32_t* bias, std::int32_t* acc) {
   const __m256i vzx = _mm256_set1_epi16(static_cast<short>(zx));
   const __m256i zero = _mm256_setzero_si256();
-  const std::size_t np = (ntaps + 1) / 2, full = ntaps / 2;
+  const std::size_t np = (ntaps + 1) / 2;
   if (np <= kDwMaxPairs) {
     // Per 16 channels, pixels inner: the taps' weights interleaved in pairs once
     // (wl/wh: the vpunpck{l,h}wd halves), and sum_t x_t w_t - zx sum_t w_t computed
@@ -56,24 +87,10 @@ void qx_dw_acc_loop(std::size_t npix, std::size_t C, std::size_t ntaps, const st
         il = _mm256_add_epi32(il, _mm256_permute2x128_si256(b0, b1, 0x20));
         ih = _mm256_add_epi32(ih, _mm256_permute2x128_si256(b0, b1, 0x31));
       }
-      const std::uint8_t* xc = x + c;
-      for (std::size_t p = 0; p < npix; ++p, xc += x_step) {
-        __m256i lo = il, hi = ih;
-        for (std::size_t j = 0; j < full; ++j) {
-          const __m256i x0 = qx_widen16<SIGNED>(xc + x_off[2 * j]);
-          const __m256i x1 = qx_widen16<SIGNED>(xc + x_off[2 * j + 1]);
-          lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), wl[j]));
-          hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), wh[j]));
-        }
-        if (full < np) {  // the odd last tap, paired with zeros
-          const __m256i x0 = qx_widen16<SIGNED>(xc + x_off[ntaps - 1]);
-          lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, zero), wl[full]));
-          hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, zero), wh[full]));
-        }
-        std::int32_t* a = acc + p * C + c;
-        qx_store(a, _mm256_permute2x128_si256(lo, hi, 0x20));      // channels 0-7
-        qx_store(a + 8, _mm256_permute2x128_si256(lo, hi, 0x31));  // channels 8-15
-      }
+      if (ntaps == 9)  // 3x3 interior pixels: taps unrolled, offsets in registers
+        qx_dw_pixels<SIGNED, 9>(npix, ntaps, x + c, x_step, x_off, wl, wh, il, ih, acc + c, C);
+      else
+        qx_dw_pixels<SIGNED, 0>(npix, ntaps, x + c, x_step, x_off, wl, wh, il, ih, acc + c, C);
     }
     if (c < C) {
       for (std::size_t p = 0; p < npix; ++p) {

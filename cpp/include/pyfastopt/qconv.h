@@ -102,6 +102,9 @@ struct QConvWeights {
   bool w_unsigned = false;
   std::vector<std::int8_t> weight;  // (Co, cg, R, S) as given (uint8 as bit patterns)
   std::vector<PackedB> packed;      // GEMM path (cg > 1): one per group
+  // small dense layers (groups 1, R*S*cg*Co <= 8192): the weights in pw_u8's layout for
+  // weight zero point 0 (any other zero point is packed per call); level-independent
+  std::vector<std::int16_t> pointwise;
   // (Re)pack for the active level when needed (call under the owner's lock).
   void prepare();
   bool direct() const { return cg == 1; }

@@ -4,6 +4,7 @@
 // integers: the same bits as every other level).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

@@ -132,9 +132,22 @@ sz task_count(sz units, double mac) {
 
 std::int64_t work_of(double mac) { return mac > 9e18 ? INT64_MAX : static_cast<std::int64_t>(mac); }
 
-// n bytes (short runs inline: a few channels per tap, as the RGB stem, are 3-byte runs)
+// n bytes (short runs inline: a few channels per tap, as the RGB stem, are 3- or 9-byte
+// runs: two overlapping fixed-size moves instead of a byte loop)
 inline void copy_bytes(std::uint8_t* d, const std::uint8_t* s, sz n) {
-  if (n <= 16) {
+  if (n >= 8 && n <= 16) {
+    std::uint64_t a, b;
+    std::memcpy(&a, s, 8);
+    std::memcpy(&b, s + n - 8, 8);
+    std::memcpy(d, &a, 8);
+    std::memcpy(d + n - 8, &b, 8);
+  } else if (n >= 4 && n < 8) {
+    std::uint32_t a, b;
+    std::memcpy(&a, s, 4);
+    std::memcpy(&b, s + n - 4, 4);
+    std::memcpy(d, &a, 4);
+    std::memcpy(d + n - 4, &b, 4);
+  } else if (n < 4) {
     for (sz k = 0; k < n; ++k) d[k] = s[k];
   } else {
     std::memcpy(d, s, n);
@@ -147,6 +160,9 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
             std::uint8_t* dst) {
   const sz kk = g.R * g.S * cg, ohw = g.OH * g.OW, hw = g.H * g.W;
   if (mc == 0 || ohw == 0) return;
+  const sz run = g.S * cg, row_step = g.dh * g.W * g.C;
+  const bool short_runs = g.nhwc && cg == g.C && g.dw == 1 && run >= 8 && run <= 16;
+  const sd last_r = static_cast<sd>((g.R - 1) * g.dh);
   // (n, oh, ow) of pixel p0, then stepped (no divisions per pixel)
   sz n = p0 / ohw, oh = (p0 - n * ohw) / g.OW, ow = p0 - n * ohw - oh * g.OW;
   for (sz i = 0; i < mc; ++i, ++ow) {
@@ -160,6 +176,20 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
     const sd ih0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.pt);
     const sd iw0 = static_cast<sd>(ow * g.sw) - static_cast<sd>(g.pl);
     std::uint8_t* d = dst + i * kk;
+    if (short_runs && ih0 >= 0 && ih0 + last_r < static_cast<sd>(g.H) && iw0 >= 0 &&
+        iw0 + static_cast<sd>(g.S) <= static_cast<sd>(g.W)) {
+      // interior pixel, each of the R rows one run of 8..16 bytes: two overlapping
+      // 8-byte moves per row (the RGB stem's 3x3x3 taps: 9-byte runs)
+      const std::uint8_t* src = x + ((n * g.H + static_cast<sz>(ih0)) * g.W + static_cast<sz>(iw0)) * g.C;
+      for (sz r = 0; r < g.R; ++r, src += row_step, d += run) {
+        std::uint64_t a, b;
+        std::memcpy(&a, src, 8);
+        std::memcpy(&b, src + run - 8, 8);
+        std::memcpy(d, &a, 8);
+        std::memcpy(d + run - 8, &b, 8);
+      }
+      continue;
+    }
     for (sz r = 0; r < g.R; ++r) {
       const sd ih = ih0 + static_cast<sd>(r * g.dh);
       const bool row_ok = ih >= 0 && ih < static_cast<sd>(g.H);
@@ -402,25 +432,41 @@ void depthwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
 // packing of x, no int32 round trip. 1x1 stride-1 unpadded: x's rows as they are; else
 // tiles of kSmallTile pixels gathered as the implicit-GEMM path gathers them (padding =
 // zx, contributing 0). The pixels split evenly over the tasks; weights packed per call.
-constexpr sz kPointwiseMaxKN = 4096;
+constexpr sz kPointwiseMaxKN = 8192;
+constexpr sz kPointwiseMaxK = 1024;
 constexpr sz kSmallTile = 128;
 
-void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
-                    const QConvWeights& w, std::int32_t zw, const QOutput& o) {
-  const sz M = g.N * g.OH * g.OW, C = g.C, Co = g.Co, RS = g.R * g.S, kk = RS * C;
-  if (M == 0) return;
-  const QConvKernels& K = *kernels().qconv;
-  const sz P = (kk + 1) / 2;
-  std::vector<std::int16_t> wp(qconv_pointwise_size(kk, Co), 0);
+bool pointwise_case(const ConvGeom& g) {
+  return g.nhwc && g.groups == 1 && g.R * g.S * g.C * g.Co <= kPointwiseMaxKN && g.R * g.S * g.C <= kPointwiseMaxK;
+}
+
+// The weights minus zw in pw_u8's layout (qconv_pointwise_size), columns (r * S + s) * C
+// + c as gather() lays out the taps.
+void pack_pointwise(const QConvWeights& w, std::int32_t zw, std::vector<std::int16_t>& wp) {
+  const sz C = w.cg, Co = w.Co, RS = w.R * w.S, kk = RS * C, P = (kk + 1) / 2;
+  wp.assign(qconv_pointwise_size(kk, Co), 0);
   for (sz co = 0; co < Co; ++co)
     for (sz c = 0; c < C; ++c)
-      for (sz t = 0; t < RS; ++t) {  // column (r * S + s) * C + c, as gather()
+      for (sz t = 0; t < RS; ++t) {
         const std::uint8_t b = static_cast<std::uint8_t>(w.weight[(co * C + c) * RS + t]);
         const std::int32_t v =
             (w.w_unsigned ? static_cast<std::int32_t>(b) : static_cast<std::int32_t>(static_cast<std::int8_t>(b))) - zw;
         const sz k = t * C + c;
         wp[(((co / 8) * P + k / 2) * 8 + co % 8) * 2 + k % 2] = static_cast<std::int16_t>(v);
       }
+}
+
+void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
+                    const QConvWeights& w, std::int32_t zw, const QOutput& o) {
+  const sz M = g.N * g.OH * g.OW, C = g.C, Co = g.Co, RS = g.R * g.S, kk = RS * C;
+  if (M == 0) return;
+  const QConvKernels& K = *kernels().qconv;
+  std::vector<std::int16_t> local;
+  const std::int16_t* wpd = w.pointwise.data();
+  if (zw != 0 || w.pointwise.size() != qconv_pointwise_size(kk, Co)) {  // not prepacked for zw
+    pack_pointwise(w, zw, local);
+    wpd = local.data();
+  }
   const bool rows = g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H &&
                     g.OW == g.W;
   const bool u = o.kind == QOutKind::u8;
@@ -436,7 +482,7 @@ void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
     const sz ts = static_cast<sz>(t), p0 = M * ts / nt, p1 = M * (ts + 1) / nt;
     if (p1 <= p0) return;
     if (rows) {
-      K.pw_u8(p1 - p0, C, Co, x + p0 * C, static_cast<sd>(C), x_signed, zx, wp.data(), o.col_bias, o.col_scale,
+      K.pw_u8(p1 - p0, C, Co, x + p0 * C, static_cast<sd>(C), x_signed, zx, wpd, o.col_bias, o.col_scale,
               o.out_zp, qlo, qhi, y + p0 * Co, static_cast<sd>(Co));
       return;
     }
@@ -444,7 +490,7 @@ void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
     for (sz p = p0; p < p1; p += kSmallTile) {
       const sz m = std::min(kSmallTile, p1 - p);
       gather(g, x, pad, 0, C, p, m, tile);
-      K.pw_u8(m, kk, Co, tile, static_cast<sd>(kk), x_signed, zx, wp.data(), o.col_bias, o.col_scale, o.out_zp, qlo,
+      K.pw_u8(m, kk, Co, tile, static_cast<sd>(kk), x_signed, zx, wpd, o.col_bias, o.col_scale, o.out_zp, qlo,
               qhi, y + p * Co, static_cast<sd>(Co));
     }
   });
@@ -647,6 +693,11 @@ void pool_path(int kind, const PoolGeom& g, bool include_pad, std::int64_t divis
 }  // namespace
 
 void QConvWeights::prepare() {
+  if (groups == 1 && R * S * cg * Co <= kPointwiseMaxKN && R * S * cg <= kPointwiseMaxK) {
+    if (pointwise.empty()) pack_pointwise(*this, 0, pointwise);  // (the same on every level)
+  } else {
+    pointwise.clear();
+  }
   if (direct()) {
     packed.clear();
     return;
@@ -670,7 +721,7 @@ void QConvWeights::prepare() {
 void qconv2d_forward(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
                      const QConvWeights& w, std::int32_t zw, const QOutput& o) {
   const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
-  if (q8 && g.nhwc && g.groups == 1 && g.R * g.S * g.C * g.Co <= kPointwiseMaxKN && g.R * g.S * g.C <= 1024) {
+  if (q8 && pointwise_case(g)) {
     pointwise_nhwc(g, x, x_signed, zx, w, zw, o);
     return;
   }

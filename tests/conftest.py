@@ -19,8 +19,28 @@ BLOCK_EDGE_SIZES = [16383, 16384, 16385, 65535, 65536, 65537, 1_000_003]
 # emulated Python (qemu user mode) on a shared machine takes minutes to import numpy.
 TIMEOUT_SCALE = float(os.environ.get("PF_TEST_TIMEOUT_SCALE", "1"))
 
+# The levels the `simd` / `qsimd` fixtures run each test at: by default every level the
+# machine has, so one pytest run covers them all. PF_TEST_SIMD_LEVELS=forced (set by
+# .ci/aarch64 for its runs of the whole suite or the subset with PYFASTOPT_SIMD forced
+# to each level in turn) runs them at the forced level only: every level is still
+# tested, once, in its own run, instead of every level again in each of the runs (4x4
+# times under emulation). Tests that compare levels with each other loop over
+# SIMD_LEVELS / QSIMD_LEVELS themselves and keep every level.
+if os.environ.get("PF_TEST_SIMD_LEVELS", "all") == "forced":
+    _forced = os.environ.get("PYFASTOPT_SIMD", "")
+    if _forced not in SIMD_LEVELS:
+        raise pytest.UsageError(
+            f"PF_TEST_SIMD_LEVELS=forced needs PYFASTOPT_SIMD set to one of {SIMD_LEVELS}, "
+            f"got {_forced!r}"
+        )
+    FIXTURE_LEVELS = [_forced]
+elif os.environ.get("PF_TEST_SIMD_LEVELS", "all") == "all":
+    FIXTURE_LEVELS = list(SIMD_LEVELS)
+else:
+    raise pytest.UsageError("PF_TEST_SIMD_LEVELS must be 'all' (default) or 'forced'")
 
-@pytest.fixture(params=SIMD_LEVELS)
+
+@pytest.fixture(params=FIXTURE_LEVELS)
 def simd(request):
     """Run the test under each SIMD level the machine has, then restore the level."""
     previous = _core.config.get_simd_level()
@@ -49,7 +69,7 @@ def _restore_threads():
 QSIMD_LEVELS = list(SIMD_LEVELS)
 
 
-@pytest.fixture(params=QSIMD_LEVELS)
+@pytest.fixture(params=FIXTURE_LEVELS)
 def qsimd(request):
     """Like ``simd``, for the int8 GEMM (amx is one of the levels)."""
     previous = _core.config.get_simd_level()

@@ -28,6 +28,9 @@ ASV_DIR = ROOT / "benchmarks"
 BENCH_DIR = ASV_DIR / "benchmarks"
 PKG = "_pyfastopt_asv_benchmarks"  # a private name: never clashes with another "benchmarks"
 BENCH_PREFIXES = ("time_", "track_", "mem_", "peakmem_", "timeraw_")
+# conftest.TIMEOUT_SCALE, read here: PEER_CHECK imports this module in a child that must
+# not import pyfastopt (conftest does).
+TIMEOUT_SCALE = float(os.environ.get("PF_TEST_TIMEOUT_SCALE", "1"))
 
 
 def _load_bench_package():
@@ -176,7 +179,7 @@ def test_asv_peer_classes_never_import_pyfastopt(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=300 * TIMEOUT_SCALE,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -278,7 +281,7 @@ def test_bench_quick_json(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=300 * TIMEOUT_SCALE,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "machine limits" in proc.stdout
@@ -442,7 +445,7 @@ def test_runtime_targets_child_and_options(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=120 * TIMEOUT_SCALE,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["us"] > 0

@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import TIMEOUT_SCALE
 
 from pyfastopt import nn, quant
 
@@ -25,7 +26,7 @@ def _cmd() -> list[str]:
     return [script] if script else [sys.executable, "-m", "pyfastopt"]
 
 
-def run(*args, cwd, timeout=300):
+def run(*args, cwd, timeout=300 * TIMEOUT_SCALE):
     env = dict(os.environ, PYFASTOPT_NUM_THREADS="1")
     return subprocess.run(
         [*_cmd(), *map(str, args)],

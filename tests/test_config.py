@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TIMEOUT_SCALE
 
 import pyfastopt
 from pyfastopt import _core
@@ -19,7 +20,13 @@ def run_cli(args, tmp_path, env=None):
     cmd = [*pyfastopt_command(), *args]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=120, check=False
+        cmd,
+        cwd=tmp_path,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120 * TIMEOUT_SCALE,
+        check=False,
     )
 
 
@@ -38,7 +45,7 @@ def run_python(code, tmp_path, env=None):
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=120 * TIMEOUT_SCALE,
         check=False,
     )
 
@@ -290,7 +297,7 @@ def test_python_dash_m(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=120 * TIMEOUT_SCALE,
         check=False,
     )
     assert r.returncode == 0, r.stderr

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TIMEOUT_SCALE
 
 import pyfastopt
 from pyfastopt import _core
@@ -427,7 +428,7 @@ def test_bitwise_across_processes_env(tmp_path):
                 env=env,
                 capture_output=True,
                 text=True,
-                timeout=120,
+                timeout=120 * TIMEOUT_SCALE,
                 check=False,
             )
             assert r.returncode == 0, r.stderr

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import TIMEOUT_SCALE
 
 import pyfastopt
 from pyfastopt import _core
@@ -40,7 +41,7 @@ def child_env(**updates):
     return env
 
 
-def run_child(code, tmp_path, timeout=120, **env):
+def run_child(code, tmp_path, timeout=120 * TIMEOUT_SCALE, **env):
     r = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
@@ -239,7 +240,7 @@ def test_concurrent_python_threads():
         for t in ts:
             t.start()
         for t in ts:
-            t.join(timeout=300)
+            t.join(timeout=300 * TIMEOUT_SCALE)
         assert not any(t.is_alive() for t in ts), "deadlock"
     assert not errors
     assert not mismatches

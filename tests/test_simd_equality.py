@@ -17,10 +17,11 @@ import sys
 import textwrap
 
 import pytest
+from conftest import FIXTURE_LEVELS, TIMEOUT_SCALE
 
-from pyfastopt import _core
-
-LEVELS = _core.config.supported_levels()
+# Each level the machine has against scalar's bits; with PF_TEST_SIMD_LEVELS=forced
+# (conftest.py) only the forced level, since the runs at the other forced levels check theirs.
+COMPARED = [lvl for lvl in FIXTURE_LEVELS if lvl != "scalar"]
 
 SCRIPT = textwrap.dedent(
     r"""
@@ -105,7 +106,11 @@ SCRIPT = textwrap.dedent(
 def run_level(level: str) -> dict:
     env = dict(os.environ, PYFASTOPT_SIMD=level, PYFASTOPT_NUM_THREADS="2")
     r = subprocess.run(
-        [sys.executable, "-P", "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-P", "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600 * TIMEOUT_SCALE,
     )
     assert r.returncode == 0, r.stderr[-4000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -125,7 +130,7 @@ def test_cases_cover_every_gemm_path(scalar_result):
     assert scalar_result["paths"]["linear float32 256x128x10"] == "dot"
 
 
-@pytest.mark.parametrize("level", [lvl for lvl in LEVELS if lvl != "scalar"])
+@pytest.mark.parametrize("level", COMPARED)
 def test_every_level_gives_the_scalar_bits(level, scalar_result):
     got = run_level(level)
     assert got["paths"] == scalar_result["paths"]  # the path never depends on the level

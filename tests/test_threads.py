@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import TIMEOUT_SCALE
 
 import pyfastopt
 
@@ -23,7 +24,7 @@ def child_threads(env_updates, tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=60 * TIMEOUT_SCALE,
         check=False,
     )
     assert r.returncode == 0, r.stderr

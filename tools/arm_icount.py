@@ -22,12 +22,13 @@ so the fixed per-call work (argument checks, dispatch, tails) cancels.
 One thread (PYFASTOPT_NUM_THREADS=1). Usage::
 
     python tools/arm_icount.py --stage build/aarch64-gcc/stage --arm-root $PF_ARM_ROOT \\
-        --levels neon avx2 [--n 65536] [-k adam]
+        --levels neon avx2 [--n 65536] [-k adam dropout] [--jobs 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import re
 import subprocess
@@ -35,6 +36,7 @@ import sys
 import tempfile
 
 REPS = 2
+ARM_LEVELS = ("neon", "dotprod", "i8mm", "scalar-arm")
 
 # name -> (what, setup code defining `call` for n elements)
 CASES = {
@@ -121,7 +123,15 @@ def program(case: str, n: int) -> str:
 
 
 def env_for(level: str, pythonpath: str | None) -> dict[str, str]:
-    env = dict(os.environ, PYFASTOPT_SIMD=level, PYFASTOPT_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    # a fixed hash seed: the same program makes the same allocations, so under qemu the
+    # module lands at the same address in repeated runs
+    env = dict(
+        os.environ,
+        PYFASTOPT_SIMD=level,
+        PYFASTOPT_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONHASHSEED="0",
+    )
     env.pop("PYTHONHOME", None)
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
@@ -132,14 +142,17 @@ def arm_run(args: argparse.Namespace, level: str, code: str, text: str, log: str
     """Run code under qemu with block logging inside `text`; its module text range."""
     qemu = ["setarch", "-R", "qemu-aarch64-static", "-cpu", "max", "-L", args.arm_root]
     py = [os.path.join(args.arm_root, "usr/bin/python3"), "-c", code]
-    out = subprocess.run(
+    r = subprocess.run(
         [*qemu, "-d", "in_asm,exec,nochain", "-dfilter", text, "-D", log, *py],
-        check=True,
+        check=False,
         env=env_for(level, args.stage),
         cwd=os.path.dirname(log),
         capture_output=True,
         text=True,
-    ).stdout
+    )
+    if r.returncode != 0:
+        raise SystemExit(f"qemu run failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    out = r.stdout
     lo, hi = re.findall(r"^TEXT (\w+)-(\w+)$", out, re.M)[-1]
     return f"0x{lo}..0x{int(hi, 16) - 1:x}"
 
@@ -152,9 +165,15 @@ def arm_text(args: argparse.Namespace) -> str:
 def arm_count(args: argparse.Namespace, level: str, code: str, text: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "q.log")
-        got = arm_run(args, level, code, text, log)
-        if got != text:
-            raise SystemExit(f"the module moved under qemu: {got}, counted {text}")
+        # The module's address can differ from the first run's (which ran another
+        # program): then again, filtering on where this program put it.
+        for _ in range(3):
+            got = arm_run(args, level, code, text, log)
+            if got == text:
+                break
+            text = got
+        else:
+            raise SystemExit(f"the module moved under qemu in every run: {got}")
         size: dict[int, int] = {}
         total = 0
         cur_pc: int | None = None
@@ -218,29 +237,39 @@ def main() -> int:
     ap.add_argument("--arm-root", default=os.environ.get("PF_ARM_ROOT"))
     ap.add_argument("--levels", nargs="+", default=["neon", "avx2"])
     ap.add_argument("--n", type=int, default=1 << 16)
-    ap.add_argument("-k", default="", help="only cases whose name contains this")
+    ap.add_argument(
+        "-k", nargs="+", default=[""], help="only cases whose name contains one of these"
+    )
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="counting runs at a time (each is one process)"
+    )
     args = ap.parse_args()
+    if args.stage:  # the runs' working folder is a temporary one
+        args.stage = os.path.abspath(args.stage)
     text = ""
-    if any(lv in ("neon", "dotprod", "i8mm", "scalar-arm") for lv in args.levels):
+    if any(lv in ARM_LEVELS for lv in args.levels):
         text = arm_text(args)
         print(f"aarch64: module text at {text} under qemu", file=sys.stderr)
+
+    def count(case: str, lv: str, n: int) -> int:
+        level = "scalar" if lv == "scalar-arm" else lv
+        code = program(case, n)
+        return (
+            arm_count(args, level, code, text) if lv in ARM_LEVELS else x86_count(args, level, code)
+        )
+
+    cases = [case for case in CASES if any(k in case for k in args.k)]
+    runs = [(case, lv, n) for case in cases for lv in args.levels for n in (args.n, 2 * args.n)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        counts = dict(zip(runs, pool.map(lambda r: count(*r), runs)))
     print(f"| kernel | {' | '.join(f'{lv} insns/element' for lv in args.levels)} |")
     print(f"|---|{'---|' * len(args.levels)}")
-    for case, (what, _) in CASES.items():
-        if args.k not in case:
-            continue
-        row = []
-        for lv in args.levels:
-            arm = lv in ("neon", "dotprod", "i8mm", "scalar-arm")
-            level = "scalar" if lv == "scalar-arm" else lv
-            counts = []
-            for n in (args.n, 2 * args.n):
-                code = program(case, n)
-                counts.append(
-                    arm_count(args, level, code, text) if arm else x86_count(args, level, code)
-                )
-            row.append(f"{(counts[1] - counts[0]) / (REPS * args.n):.2f}")
-        print(f"| {what} | {' | '.join(row)} |", flush=True)
+    for case in cases:
+        row = [
+            f"{(counts[case, lv, 2 * args.n] - counts[case, lv, args.n]) / (REPS * args.n):.2f}"
+            for lv in args.levels
+        ]
+        print(f"| {CASES[case][0]} | {' | '.join(row)} |", flush=True)
     return 0
 
 

@@ -461,3 +461,77 @@ def test_backward_out_arrays(rng):
     same = np.empty_like(x)
     with pytest.raises(ValueError):  # outputs must not alias each other
         pyfastopt.conv2d_backward(dy, x, x[:, :1], 1, 0, 1, 1, out=(same, same[:, :1], None))
+
+
+# Strided backward-data (>= 8 output channels per group) runs one stride phase of dx at a
+# time over the taps that reach it (NHWC; NCHW when it copies dy to channels-last); NCHW
+# with few input channels per group and few taps (C/groups x kh x kw < 128) still gathers
+# every tap, padding zeros included. Both must give the same bits.
+# (N, C, H, W, Co, kh, kw, stride, padding (t, b, l, r), dilation, groups)
+PHASE_CASES = [
+    (2, 8, 9, 9, 100, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 1),  # K blocks cut inside taps
+    (2, 8, 11, 10, 16, 3, 3, (2, 3), (1, 0, 2, 1), (1, 1), 1),  # stride 2 x 3, asymmetric
+    (1, 4, 13, 12, 40, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1), 1),  # 5x5
+    (2, 12, 9, 9, 16, 3, 3, (2, 2), (1, 1, 1, 1), (2, 2), 1),  # dilation 2: live taps r = 0, 1, 2
+    (2, 8, 7, 7, 18, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),  # 1x1: three of four phases dead
+    (2, 16, 9, 8, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 2),  # groups 2
+    (1, 8, 1, 9, 16, 3, 3, (3, 2), (1, 1, 1, 1), (1, 1), 1),  # H = 1 < stride: one row phase
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", PHASE_CASES, ids=[f"phase{i}" for i in range(len(PHASE_CASES))])
+def test_backward_data_strided_phases_bitwise(rng, case, dtype):
+    """The phase split skips taps that only ever multiply zeros; it keeps the gather's bits,
+    with signed zeros (products that underflow: a chain of -0 turned +0 by a skipped zero
+    product, or not) and with non-finite weights on skipped taps (0 x inf = NaN)."""
+    stride, pad, dil, g = case[7], case[8], case[9], case[10]
+    assert case[1] // g * case[5] * case[6] < 128  # NCHW takes the gather
+    x, w, _ = make(rng, case, dtype)
+    dy = rng.standard_normal(torch_conv(x, w, None, case).shape).astype(dtype)
+    tiny = np.finfo(dtype).tiny
+    variants = [(dy, w)]
+    # values whose products underflow to signed zeros, and exact zeros
+    # every product underflows to -0, except the last step's (tap (kh-1, kw-1), last output
+    # channel) on input channel 0 (+0): skipping that zero product where its tap is dead
+    # would leave -0 where the gather gives +0
+    dy2, w2 = np.abs(dy) * np.sqrt(tiny) * 1e-12, -np.abs(w) * np.sqrt(tiny) * 1e-12
+    dy2[:, ::3] = 0.0
+    w2[-1, 0, -1, -1] = -w2[-1, 0, -1, -1]
+    variants.append((dy2, w2))
+    w3 = w.copy()
+    w3.flat[:: max(1, w3.size // 5)] = np.inf
+    w3.flat[7] = np.nan
+    variants.append((dy, w3))
+    for d, wt in variants:
+        want = pyfastopt.conv2d_backward(
+            d, x, wt, stride, pad, dil, g, need_dweight=False, need_dbias=False
+        )[0]
+        if dtype == np.float64 and wt is w:
+            ref = x.copy()
+            xt = torch.tensor(ref, requires_grad=True)
+            p = (pad[2], pad[3], pad[0], pad[1])
+            yt = F.conv2d(F.pad(xt, p), torch.tensor(wt), None, stride, 0, dil, g)
+            (gx,) = torch.autograd.grad(yt, xt, torch.tensor(d))
+            np.testing.assert_allclose(want, gx.numpy(), rtol=1e-10, atol=1e-10)
+        for threads in (1, 2, 3):
+            pyfastopt.set_num_threads(threads)
+            got = pyfastopt.conv2d_backward(
+                to_nhwc(d),
+                to_nhwc(x),
+                wt,
+                stride,
+                pad,
+                dil,
+                g,
+                layout="NHWC",
+                need_dweight=False,
+                need_dbias=False,
+            )[0]
+            got = to_nchw(got)
+            nan = np.isnan(want)
+            assert np.array_equal(np.isnan(got), nan)
+            assert got[~nan].tobytes() == want[~nan].tobytes(), (case, threads)
+        if wt is w2:
+            assert np.all(want == 0)
+            assert np.any(np.signbit(want)) and not np.all(np.signbit(want))

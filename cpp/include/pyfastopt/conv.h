@@ -24,7 +24,14 @@
 //   backward-data:   rows = input pixels (n, ih, iw), columns = input channels of a group,
 //                    reduction k = (r, s, co): each dx element gathers the dy values whose
 //                    window covers it (a transposed convolution as a gather: no col2im,
-//                    no scatter, so no races).
+//                    no scatter, so no races). Strided (sh or sw > 1, >= 8 output
+//                    channels per group; NCHW through a channels-last copy of dy): one
+//                    stride phase (ih mod sh, iw mod sw) of dx at a time, a dense implicit
+//                    GEMM over the taps that reach that phase (the others only multiply
+//                    zeros); each run of skipped zero steps inside a KC block is one step
+//                    with a synthetic B row (+-1, or the run's non-finite weight) that
+//                    reproduces the run's effect on the chain (-0 -> +0, NaN), so the bits
+//                    are the gather's (conv_driver.cpp, backward_data_phases).
 //   backward-weight: rows = output channels, columns = (r, s, c), reduction over output
 //                    pixels, in fixed batch blocks (below); the (pixel x (r, s, c))
 //                    operand read in place from channels-last x (ukernel_brows) when the
@@ -65,7 +72,9 @@
 // pointers) and (NCHW) an MC x min(Co/groups, 256) output tile: about 0.5 MB per thread
 // for float32 on AVX-512. NCHW calls that take the channels-last copy (above) add one
 // copy of x / dy (the input's size, huge-page advised; the same as converting the layout). backward-weight adds B partial
-// weight gradients (B <= 8). Never a buffer proportional to the input or output.
+// weight gradients (B <= 8). Strided backward-data packs B per stride phase (in all the
+// weight's size plus one row per skipped run) and uses an MC x min(C/groups, 256) result
+// tile per thread. Never a buffer proportional to the input or output.
 //
 // Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py).
 // Channels-last forward runs on pool_max / pool_avg / tap_outer (vectorized across

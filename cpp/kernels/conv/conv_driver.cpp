@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
@@ -866,6 +867,273 @@ inline ConvGeom as_nhwc(const ConvGeom& g) {
   return h;
 }
 
+// ---- backward-data of a strided convolution, one stride phase at a time -----------------
+// dx pixel (n, ih, iw) with ih = a*sh + ph, iw = b*sw + pw (its phase (ph, pw)) is reached
+// only by the taps (r, s) with ph + pt - r*dh = 0 (mod sh) and pw + pl - s*dw = 0 (mod sw),
+// the phase's live taps; they read dy pixel (a + eh, b + ew), eh = (ph + pt - r*dh) / sh,
+// ew = (pw + pl - s*dw) / sw (a zero row where that is outside dy). Every other tap of
+// implicit_gemm's BwdMap is a zero row for the whole phase: with stride 2, three in four
+// of the gather's steps multiply zeros. So the rows of one phase are computed as a dense
+// implicit GEMM over the live taps only, with the same bits as the gather:
+// each element's chain stays the gather's chain over k = (t, co) in KC-step blocks; each
+// maximal run of dead steps inside a block (a run of fma(+0, w_k, acc), A = +0) becomes ONE
+// step fma(+0, w*, acc) with a synthetic B row w*. For finite w_k such a run leaves acc
+// unchanged except that -0 becomes +0 when some w_k has its sign bit clear (+0 + -0 = +0,
+// -0 + -0 = -0): w* = +1 then, else -1 (fma(+0, -1, acc) = acc). A non-finite w_k makes acc
+// NaN, and so does w* = that w_k. An all-dead block is that one step (c = c + (+0), as the
+// gather's block of zeros). The B operand of each (phase, group) is packed once per call
+// with the phase's own block lengths: in all about the size of implicit_gemm's packed B
+// (each tap is live in exactly one phase) plus one row per dead run. A is read in place
+// from channels-last dy (NCHW: a channels-last copy of dy) by ukernel_rows; each unit's
+// result tile (MC x 256) goes to dx through a per-task tile, since the rows of a phase are
+// not evenly spaced in dx. Units (phase, group, MC-row tile, column block) are split over
+// the tasks by their work (phases differ in live taps), which never changes a result.
+struct PhaseStep {
+  sz live;    // index into the phase's live taps, or kDead: a synthetic step
+  sz c0, len;  // live: the first channel and the number of steps; dead: len = 1
+  sz k0, k1;  // dead: the run [k0, k1) of the full reduction it replaces
+};
+constexpr sz kDead = ~sz(0);
+
+struct Phase {
+  sz ph, pw, na, nb;                   // rows: N x na x nb, pixel (n, a*sh + ph, b*sw + pw)
+  std::vector<sd> eh, ew;             // per live tap: dy pixel offsets
+  std::vector<sz> ltap;               // per live tap: t = r*S + s
+  std::vector<PhaseStep> steps;       // every block's steps, in order
+  std::vector<sz> bstart;             // block b: steps [bstart[b], bstart[b + 1])
+  std::vector<sz> blen;               // block b: its B rows (k steps of the micro-kernel)
+  sz total = 0;                       // sum of blen
+  sz boff = 0;                        // offset of its first group's packed B (elements)
+};
+
+template <class T>
+void backward_data_phases(const ConvGeom& g, sz cg, sz cog, const T* dyl, const T* wd, T* dx) {
+  const GemmKernelsT<T>& K = gk<T>();
+  const sz G = g.groups, RS = g.R * g.S, k = RS * cog;
+  const sz MC = static_cast<sz>(K.mc), KC = static_cast<sz>(K.kc), NR = static_cast<sz>(K.nr);
+  const sz MR = static_cast<sz>(K.mr), NCmax = static_cast<sz>(K.nc);
+  const sz npad = ceil_div(cg, NR) * NR;
+  const sz nblk = ceil_div(k, KC);
+  // ---- the phases and their step schedules
+  std::vector<Phase> phases;
+  sz smax = 1, lmax = 0, ltmax = 0, total_b = 0;
+  for (sz ph = 0; ph < std::min(g.sh, g.H); ++ph)
+    for (sz pw = 0; pw < std::min(g.sw, g.W); ++pw) {
+      Phase P;
+      P.ph = ph;
+      P.pw = pw;
+      P.na = ceil_div(g.H - ph, g.sh);
+      P.nb = ceil_div(g.W - pw, g.sw);
+      std::vector<sz> live_of_t(RS, kDead);
+      for (sz r = 0; r < g.R; ++r) {
+        const sd e = static_cast<sd>(ph + g.pt) - static_cast<sd>(r * g.dh);
+        if (((e % static_cast<sd>(g.sh)) + static_cast<sd>(g.sh)) % static_cast<sd>(g.sh)) continue;
+        for (sz s = 0; s < g.S; ++s) {
+          const sd f = static_cast<sd>(pw + g.pl) - static_cast<sd>(s * g.dw);
+          if (((f % static_cast<sd>(g.sw)) + static_cast<sd>(g.sw)) % static_cast<sd>(g.sw)) continue;
+          live_of_t[r * g.S + s] = P.ltap.size();
+          P.ltap.push_back(r * g.S + s);
+          P.eh.push_back(e / static_cast<sd>(g.sh));
+          P.ew.push_back(f / static_cast<sd>(g.sw));
+        }
+      }
+      for (sz b = 0; b < nblk; ++b) {
+        const sz kb0 = b * KC, kb1 = std::min(k, kb0 + KC);
+        P.bstart.push_back(P.steps.size());
+        sz len = 0;
+        for (sz kk = kb0; kk < kb1;) {
+          const sz t = kk / cog, c0 = kk - t * cog;
+          if (live_of_t[t] != kDead) {
+            const sz l = std::min(cog - c0, kb1 - kk);
+            P.steps.push_back({live_of_t[t], c0, l, kk, kk + l});
+            len += l;
+            kk += l;
+          } else {  // the dead run: through the following dead taps, within the block
+            sz ke = kk;
+            while (ke < kb1 && live_of_t[ke / cog] == kDead) ke = std::min(kb1, (ke / cog + 1) * cog);
+            P.steps.push_back({kDead, 0, 1, kk, ke});
+            len += 1;
+            kk = ke;
+          }
+        }
+        P.blen.push_back(len);
+        P.total += len;
+        smax = std::max(smax, P.steps.size() - P.bstart.back());
+        lmax = std::max(lmax, len);
+      }
+      P.bstart.push_back(P.steps.size());
+      P.boff = total_b;
+      total_b += G * P.total * npad;
+      ltmax = std::max(ltmax, P.ltap.size());
+      phases.push_back(std::move(P));
+    }
+  // ---- B per (phase, group): block b at (sum of the earlier blocks' lengths) * npad, panel
+  // j / NR at + (j / NR) * blen * NR (pack_b's layout; NC-column chunks as pack_b_all)
+  Aligned<T> bpack(total_b);
+  {
+    std::vector<T> stage(lmax * cg);
+    using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    constexpr int kSignShift = 8 * sizeof(T) - 1;
+    constexpr U kExpMask = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+    std::vector<U> pos(cg), bad(cg);
+    for (const Phase& P : phases)
+      for (sz gi = 0; gi < G; ++gi) {
+        const T* wg = wd + gi * k * cg;  // row kk = (t, co), columns c
+        T* dst = bpack.p + P.boff + gi * P.total * npad;
+        for (sz b = 0; b < nblk; ++b) {
+          sz row = 0;
+          for (sz si = P.bstart[b]; si < P.bstart[b + 1]; ++si) {
+            const PhaseStep& st = P.steps[si];
+            if (st.live != kDead) {
+              std::memcpy(stage.data() + row * cg, wg + st.k0 * cg, st.len * cg * sizeof(T));
+              row += st.len;
+              continue;
+            }
+            // per column: a sign bit clear anywhere in the run (pos), a non-finite value (bad);
+            // on the bit patterns, row by row (vectorizable)
+            std::fill(pos.begin(), pos.end(), U(0));
+            std::fill(bad.begin(), bad.end(), U(0));
+            for (sz kk = st.k0; kk < st.k1; ++kk) {
+              const T* wr = wg + kk * cg;
+              for (sz c = 0; c < cg; ++c) {
+                U u;
+                std::memcpy(&u, wr + c, sizeof(U));
+                pos[c] |= ~u >> kSignShift;
+                bad[c] |= (u & kExpMask) == kExpMask ? U(1) : U(0);
+              }
+            }
+            T* sr = stage.data() + row * cg;
+            for (sz c = 0; c < cg; ++c) {
+              sr[c] = pos[c] ? T(1) : T(-1);
+              if (bad[c])  // the run's first non-finite value
+                for (sz kk = st.k0; kk < st.k1; ++kk)
+                  if (!std::isfinite(wg[kk * cg + c])) {
+                    sr[c] = wg[kk * cg + c];
+                    break;
+                  }
+            }
+            ++row;
+          }
+          const sz L = P.blen[b];
+          for (sz jc = 0; jc < cg; jc += NCmax)
+            K.pack_b(L, std::min(NCmax, cg - jc), stage.data() + jc, static_cast<sd>(cg), 1, dst + jc * L);
+          dst += L * npad;
+        }
+      }
+  }
+  // ---- units: (phase, group, MC-row tile, column block), weighted by their steps
+  const sz ncb = std::min(kNcb, cg), nJ = ceil_div(cg, ncb);
+  std::vector<sz> unit_phase_start;  // first unit of each phase
+  std::vector<double> prefix(1, 0.0);
+  for (const Phase& P : phases) {
+    unit_phase_start.push_back(prefix.size() - 1);
+    const sz rows = g.N * P.na * P.nb, nI = ceil_div(rows, MC);
+    for (sz u = 0; u < G * nI * nJ; ++u) {
+      const sz ib = (u / nJ) % nI, jb = u % nJ;
+      const double w = static_cast<double>(std::min(MC, rows - ib * MC)) *
+                       static_cast<double>(std::min(ncb, cg - jb * ncb)) * static_cast<double>(P.total);
+      prefix.push_back(prefix.back() + w);
+    }
+  }
+  unit_phase_start.push_back(prefix.size() - 1);
+  const sz units = prefix.size() - 1;
+  const double total_work = prefix.back();
+  const sz ntasks = task_count(units, units ? total_work / static_cast<double>(units) : 0.0);
+  const sz ntile_max = ceil_div(MC, MR);
+  const sz per_task = round_up(MC * ncb, 64 / sizeof(T));
+  Aligned<T> scratch(ntasks * per_task);
+  std::vector<sd> offs(ntasks * std::max<sz>(ltmax, 1) * MC);
+  std::vector<const T*> ptrs(ntasks * ntile_max * smax * MR);
+  std::vector<sz> segs(ntasks * smax);
+  Aligned<T> zeros(KC);
+  std::fill(zeros.p, zeros.p + KC, T(0));
+  const sz HW = g.H * g.W;
+  const std::int64_t iwork = total_work > 9e18 ? INT64_MAX : static_cast<std::int64_t>(total_work);
+  parallel_for(static_cast<std::int64_t>(ntasks), iwork, [&](std::int64_t ti) {
+    const sz task = static_cast<sz>(ti);
+    // units [u0, u1): those whose work starts in this task's share of the total
+    const double lo = total_work * static_cast<double>(task) / static_cast<double>(ntasks);
+    const double hi = total_work * static_cast<double>(task + 1) / static_cast<double>(ntasks);
+    const sz u0 = task == 0 ? 0 : static_cast<sz>(std::lower_bound(prefix.begin(), prefix.end() - 1, lo) - prefix.begin());
+    const sz u1 = task + 1 == ntasks ? units
+                                     : static_cast<sz>(std::lower_bound(prefix.begin(), prefix.end() - 1, hi) - prefix.begin());
+    T* ct = scratch.p + task * per_task;
+    sd* off = offs.data() + task * std::max<sz>(ltmax, 1) * MC;
+    const T** pt = ptrs.data() + task * ntile_max * smax * MR;
+    sz* seg = segs.data() + task * smax;
+    const Epilogue<T> none{};
+    sz pi = 0;
+    for (sz u = u0; u < u1; ++u) {
+      while (u >= unit_phase_start[pi + 1]) ++pi;
+      const Phase& P = phases[pi];
+      const sz rows = g.N * P.na * P.nb, nI = ceil_div(rows, MC);
+      const sz v = u - unit_phase_start[pi];
+      const sz gi = v / (nI * nJ), ib = (v / nJ) % nI, jb = v % nJ;
+      const sz r0 = ib * MC, m = std::min(MC, rows - r0), j0 = jb * ncb, nc = std::min(ncb, cg - j0);
+      const sz nl = P.ltap.size(), ntile = ceil_div(m, MR);
+      // dy offsets of the live taps of each row (-1: outside dy)
+      for (sz i = 0; i < m; ++i) {
+        const sz q = r0 + i, n = q / (P.na * P.nb), rem = q - n * P.na * P.nb, a = rem / P.nb, bq = rem - a * P.nb;
+        for (sz l = 0; l < nl; ++l) {
+          const sd oh = static_cast<sd>(a) + P.eh[l], ow = static_cast<sd>(bq) + P.ew[l];
+          off[l * m + i] = oh < 0 || ow < 0 || oh >= static_cast<sd>(g.OH) || ow >= static_cast<sd>(g.OW)
+                               ? -1
+                               : ((static_cast<sd>(n * g.OH) + oh) * static_cast<sd>(g.OW) + ow) *
+                                         static_cast<sd>(g.Co) + static_cast<sd>(gi * cog);
+        }
+      }
+      const T* bg = bpack.p + P.boff + gi * P.total * npad;
+      for (sz b = 0; b < nblk; ++b) {
+        const sz L = P.blen[b], s0 = P.bstart[b], ns = P.bstart[b + 1] - s0;
+        const bool first = b == 0, last = b + 1 == nblk;
+        for (sz si = 0; si < ns; ++si) {
+          const PhaseStep& st = P.steps[s0 + si];
+          seg[si] = st.len;
+          for (sz it = 0; it < ntile; ++it)
+            for (sz i = 0; i < MR; ++i) {
+              const sz row = it * MR + i;
+              const sd o = st.live == kDead || row >= m ? -1 : off[st.live * m + row];
+              pt[(it * smax + si) * MR + i] = o < 0 ? zeros.p : dyl + o + static_cast<sd>(st.c0);
+            }
+        }
+        for (sz jr = 0; jr < nc; jr += NR) {
+          const int nn = static_cast<int>(std::min(NR, nc - jr));
+          const T* bp = bg + ((j0 + jr) / NR) * L * NR;
+          for (sz it = 0; it < ntile; ++it) {
+            const sz ir = it * MR;
+            const int mm = static_cast<int>(std::min(MR, m - ir));
+            const auto kern = mm <= K.er ? K.ukernel_rows_edge
+                              : nn <= K.nr_narrow ? K.ukernel_rows_narrow
+                                                  : K.ukernel_rows;
+            kern(ns, seg, pt + it * smax * MR, bp, ct + ir * nc + jr, static_cast<sd>(nc), mm, nn, first, last,
+                 none);
+          }
+        }
+        bg += L * npad;
+      }
+      // the tile to dx
+      const sz c0 = gi * cg + j0;
+      for (sz i = 0; i < m;) {
+        const sz q = r0 + i, n = q / (P.na * P.nb), rem = q - n * P.na * P.nb, a = rem / P.nb, bq = rem - a * P.nb;
+        const sz run = std::min(m - i, P.nb - bq);  // rows of one dx row (n, a*sh + ph)
+        const sz ih = a * g.sh + P.ph, iw0 = bq * g.sw + P.pw;
+        if (g.nhwc) {
+          T* o = dx + ((n * g.H + ih) * g.W + iw0) * g.C + c0;
+          for (sz e = 0; e < run; ++e) std::memcpy(o + e * g.sw * g.C, ct + (i + e) * nc, nc * sizeof(T));
+        } else {
+          T* o = dx + (n * g.C + c0) * HW + ih * g.W + iw0;
+          for (sz j = 0; j < nc; ++j) {
+            T* oj = o + j * HW;
+            const T* cj = ct + i * nc + j;
+            for (sz e = 0; e < run; ++e) oj[e * g.sw] = cj[e * nc];
+          }
+        }
+        i += run;
+      }
+    }
+  });
+}
+
 template <class T>
 void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz cog = g.Co / g.groups, RS = g.R * g.S, P = g.OH * g.OW;
@@ -1171,6 +1439,12 @@ void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
       G == 1)  // dx[n] = W^T dy[n]
     return gemm_1x1_nchw<T>(g.N, g.C, g.Co, g.H * g.W, w, 1, static_cast<sd>(g.C), dy, dx, nullptr,
                             Activation::none);
+  if ((g.sh > 1 || g.sw > 1) && cog >= kRowsMinCg && (g.nhwc || cg * RS >= kCopyMinReuse)) {  // by phase
+    if (g.nhwc) return backward_data_phases(g, cg, cog, dy, wd.data(), dx);
+    BigBuffer<T> dyl(g.N * g.OH * g.OW * g.Co);
+    relayout(dy, dyl.p, g.N, g.Co, g.OH * g.OW, true);
+    return backward_data_phases(g, cg, cog, dyl.p, wd.data(), dx);
+  }
   if (!g.nhwc && cog >= kRowsMinCg && cg * RS >= kCopyMinReuse) {  // a channels-last copy of dy
     const ConvGeom gl = as_nhwc(g);
     BigBuffer<T> dyl(g.N * g.OH * g.OW * g.Co);

@@ -328,3 +328,23 @@ def test_sequential_matches_torch_float64():
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
     for g, (tname, tp) in zip(model.gradients(), tmodel.named_parameters()):
         np.testing.assert_allclose(g, tp.grad.numpy(), rtol=1e-10, atol=1e-10, err_msg=tname)
+
+
+def test_deepcopy_and_pickle_of_a_fused_model():
+    import copy
+    import pickle
+
+    model = _model("NHWC", np.float32, True)
+    x = data((3, 8, 8, 3), np.float32, seed=5)
+    dy = data((3, 3), np.float32, seed=6)
+    model.forward(x)
+    model.backward(dy)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        with pytest.raises(RuntimeError, match="before forward"):
+            clone.layers[2].backward(dy)  # a copy starts with a forward
+        same_bits(clone.forward(x + 1), model.forward(x + 1), "output of the copy")
+        same_bits(clone.backward(dy), model.backward(dy), "dx of the copy")
+    relu = nn.ReLU()
+    del relu.__dict__["_fused"]  # as unpickled from before the fusion existed
+    relu.forward(x)
+    assert relu.backward(dy=np.ones_like(x)).shape == x.shape

@@ -320,6 +320,8 @@ class ReLU(Module):
     layers run separately).
     """
 
+    _fused = False  # class default: ReLUs pickled before the fusion existed load fine
+
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = boolean("inplace", inplace)

@@ -30,6 +30,15 @@ def _check_axis(axis: Any) -> int:
     return integer("axis", axis)  # its range is checked against x's ndim in C++
 
 
+def _check_activation(activation: Any) -> bool:
+    """activation: None or "relu" -> whether a ReLU is fused."""
+    if activation is None:
+        return False
+    if isinstance(activation, str) and activation == "relu":
+        return True
+    raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+
+
 def _update_factor(momentum: Any, num_batches_tracked: Any, running: bool) -> float:
     """The weight of this batch in the running statistics."""
     if num_batches_tracked is not None:
@@ -58,6 +67,7 @@ def batch_norm_train(
     *,
     num_batches_tracked: int | None = None,
     out: FloatArray | None = None,
+    activation: str | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     r"""Batch normalization in training mode (PyTorch's ``F.batch_norm(training=True)``).
 
@@ -99,6 +109,11 @@ def batch_norm_train(
         out: optional array for ``y``: writable, C-contiguous, ``x``'s shape and dtype;
             may be ``x`` itself (normalization in place). In a training loop a
             preallocated ``out`` saves the page faults of a fresh array on every call.
+        activation: None, or ``"relu"`` for ``y = max(batch_norm(x), 0)`` in the same
+            pass (NumPy's ``maximum(., 0)`` bit for bit: NaN stays NaN, ``-0.0`` becomes
+            ``0.0``); its backward is ``batch_norm_backward(..., activation="relu",
+            y=y)``. :class:`pyfastopt.nn.Sequential` uses it for a training-mode
+            ``BatchNorm*`` followed by ``ReLU``.
 
     Returns:
         ``(y, save_mean, save_invstd)``: ``y`` with the shape and dtype of ``x``
@@ -150,6 +165,7 @@ def batch_norm_train(
         _check_eps(eps, training=True),
         _check_axis(axis),
         out,
+        _check_activation(activation),
     )
 
 
@@ -197,6 +213,8 @@ def batch_norm_backward(
     axis: int = 1,
     *,
     out: FloatArray | None = None,
+    activation: str | None = None,
+    y: ArrayLike | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     r"""Gradients of :func:`batch_norm_train` (PyTorch's training-mode backward).
 
@@ -218,6 +236,13 @@ def batch_norm_backward(
         axis (int): the channel axis used in the forward pass.
         out: optional array for ``dx``: writable, C-contiguous, ``x``'s shape and dtype;
             may be ``dy`` itself.
+        activation: None, or ``"relu"`` for the backward of
+            ``batch_norm_train(..., activation="relu")``: ``dy`` is the gradient of its
+            output ``y`` (required, passed as ``y=``), and ``dy * (y > 0)`` (NumPy's
+            product, bit for bit) enters both passes without a pass of its own. The result
+            is bitwise that of the ReLU backward followed by the plain batch-norm backward.
+        y: the forward output with ``activation="relu"`` (``x``'s shape and dtype); only
+            with that activation.
 
     Returns:
         ``(dx, dweight, dbias)``: ``dx`` like ``x``; ``dweight`` and ``dbias`` of shape
@@ -230,4 +255,14 @@ def batch_norm_backward(
         is large compared with the spread. For the ``save_mean`` of the forward pass this
         is PyTorch's formula exactly; ``save_mean`` is not meant to be anything else.
     """
-    return _core.batchnorm.backward(dy, x, weight, save_mean, save_invstd, _check_axis(axis), out)
+    relu = _check_activation(activation)
+    if relu and y is None:
+        raise ValueError(
+            "y (the forward output) is required with activation='relu': its mask y > 0 is "
+            "the ReLU's gradient"
+        )
+    if not relu and y is not None:
+        raise ValueError("y is only used with activation='relu'; pass activation='relu' or y=None")
+    return _core.batchnorm.backward(
+        dy, x, weight, save_mean, save_invstd, _check_axis(axis), out, y if relu else None
+    )

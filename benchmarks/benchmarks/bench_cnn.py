@@ -8,6 +8,11 @@ input gradient) and SGD (lr 0.01, momentum 0.9).
 autograd and ``torch.optim.SGD``, in NCHW and channels_last. The same network is the
 ``pyfastopt bench`` row of ``cases_cnn.py``. Commits without ``pyfastopt.nn.Conv2d`` skip
 these benchmarks.
+
+``CNNBatchNormReLU`` times one block's ``BatchNorm2d -> ReLU(inplace=True)`` pair of that
+network (training forward + backward, channels-last) as ``nn.Sequential`` runs it: fused
+(``batch_norm_train(..., activation="relu")`` and its backward) and, for comparison, the
+two layers one after the other (commits without the fusion skip ``fused=True``).
 """
 
 from __future__ import annotations
@@ -101,3 +106,37 @@ class TorchCNNTrainingStep(PeerBenchmark):
         self.opt.zero_grad(set_to_none=True)
         self.F.cross_entropy(self.model(self.x), self.labels).backward()
         self.opt.step()
+
+
+# (batch, H=W, C) of the three BatchNorm2d layers of the network
+BN_SHAPES = ["64x32x32x32", "64x16x16x64", "64x8x8x128"]
+
+
+class CNNBatchNormReLU(Benchmark):
+    """One BatchNorm2d + ReLU pair of the network, NHWC float32, train forward + backward."""
+
+    params: ClassVar[list] = [BN_SHAPES, [True, False], THREADS]
+    param_names: ClassVar[list[str]] = ["shape", "fused", "threads"]
+    smoke_params: ClassVar[list] = [["64x8x8x128"], [True], [1]]
+
+    def setup(self, shape, fused, threads):
+        import inspect
+
+        import pyfastopt
+        from pyfastopt import nn
+
+        if fused and "activation" not in inspect.signature(pyfastopt.batch_norm_train).parameters:
+            raise NotImplementedError("this pyfastopt has no fused batch norm + ReLU")
+        self.set_threads(threads)
+        n, h, w, c = (int(v) for v in shape.split("x"))
+        rng = np.random.default_rng(5)
+        self.x = rng.standard_normal((n, h, w, c), dtype=np.float32)
+        self.dy = rng.standard_normal((n, h, w, c), dtype=np.float32)
+        self.model = nn.Sequential(nn.BatchNorm2d(c, layout="NHWC"), nn.ReLU(inplace=True))
+        if not fused and hasattr(self.model[0], "_fuses_relu"):
+            self.model[0]._fuses_relu = lambda: False  # the layers one by one
+        self.time_train_step(shape, fused, threads)
+
+    def time_train_step(self, shape, fused, threads):
+        self.model.forward(self.x)
+        self.model.backward(self.dy)

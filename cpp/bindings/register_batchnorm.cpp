@@ -87,7 +87,8 @@ bool out_array(py::handle out, const Array& like, Array* result) {
 }
 
 py::tuple train_binding(py::handle x_obj, py::handle weight, py::handle bias, py::handle rm_obj,
-                        py::handle rv_obj, double factor, double eps, long axis, py::handle out) {
+                        py::handle rv_obj, double factor, double eps, long axis, py::handle out,
+                        bool relu) {
   std::vector<Array> ins{input(x_obj, "x")};
   const Layout l = layout_of(ins[0], axis);
   const std::size_t n = l.dims.outer * l.dims.inner;
@@ -147,6 +148,7 @@ py::tuple train_binding(py::handle x_obj, py::handle weight, py::handle bias, py
     a.eps = eps;
     a.save_mean = static_cast<T*>(data_of(save_mean));
     a.save_invstd = static_cast<T*>(data_of(save_invstd));
+    a.relu = relu;
     py::gil_scoped_release nogil;
     batch_norm_train<T>(a);
   };
@@ -185,10 +187,18 @@ py::array infer_binding(py::handle x_obj, py::handle weight, py::handle bias, py
 }
 
 py::tuple backward_binding(py::handle dy_obj, py::handle x_obj, py::handle weight,
-                           py::handle mean_obj, py::handle invstd_obj, long axis, py::handle out) {
+                           py::handle mean_obj, py::handle invstd_obj, long axis, py::handle out,
+                           py::handle relu_y_obj) {
   std::vector<Array> ins{input(dy_obj, "dy"), input(x_obj, "x")};
   require_same_shape(ins[0], ins[1]);
   require_same_dtype(ins[0], ins[1]);
+  // relu_y: the output of a training forward with relu=True (its ReLU mask y > 0)
+  const bool relu = !relu_y_obj.is_none();
+  if (relu) {
+    ins.push_back(input(relu_y_obj, "y"));
+    require_same_shape(ins[2], ins[1]);
+    require_same_dtype(ins[2], ins[1]);
+  }
   const Layout l = layout_of(ins[1], axis);
   const std::vector<double> w = per_channel(weight, "weight", ins[1], l, true);
   const std::vector<double> mean = per_channel(mean_obj, "save_mean", ins[1], l, false);
@@ -200,6 +210,7 @@ py::tuple backward_binding(py::handle dy_obj, py::handle x_obj, py::handle weigh
   if (has_out) detach_overlapping_inputs(ins, {&dxa});
   const Array& dy = ins[0];
   const Array& x = ins[1];
+  const Array* ry = relu ? &ins[2] : nullptr;
   py::array dx = has_out ? dxa.arr : new_like(x, shape_vec(x));
   const std::vector<py::ssize_t> cshape{static_cast<py::ssize_t>(l.dims.channels)};
   py::array dweight = new_like(x, cshape), dbias = new_like(x, cshape);
@@ -208,9 +219,10 @@ py::tuple backward_binding(py::handle dy_obj, py::handle x_obj, py::handle weigh
     T* dxp = static_cast<T*>(data_of(dx));
     T* dwp = static_cast<T*>(data_of(dweight));
     T* dbp = static_cast<T*>(data_of(dbias));
+    const T* ryp = ry ? ry->ptr<T>() : nullptr;
     py::gil_scoped_release nogil;
     batch_norm_backward<T>(dy.ptr<T>(), x.ptr<T>(), dxp, l.dims, data_or_null(w), mean.data(),
-                           invstd.data(), dwp, dbp);
+                           invstd.data(), dwp, dbp, ryp);
   };
   if (x.dtype == DType::f32)
     run(static_cast<float*>(nullptr));
@@ -224,13 +236,13 @@ py::tuple backward_binding(py::handle dy_obj, py::handle x_obj, py::handle weigh
 void register_batchnorm(py::module_& m) {
   m.def("train", &train_binding, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("running_mean"), py::arg("running_var"), py::arg("factor"), py::arg("eps"),
-        py::arg("axis"), py::arg("out") = py::none());
+        py::arg("axis"), py::arg("out") = py::none(), py::arg("relu") = false);
   m.def("infer", &infer_binding, py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("running_mean"), py::arg("running_var"), py::arg("eps"), py::arg("axis"),
         py::arg("out") = py::none());
   m.def("backward", &backward_binding, py::arg("dy"), py::arg("x"), py::arg("weight"),
         py::arg("save_mean"), py::arg("save_invstd"), py::arg("axis"),
-        py::arg("out") = py::none());
+        py::arg("out") = py::none(), py::arg("relu_y") = py::none());
 }
 
 }  // namespace bind

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy
 import typing
 __all__: list[str] = ['backward', 'infer', 'train']
-def backward(dy: typing.Any, x: typing.Any, weight: typing.Any, save_mean: typing.Any, save_invstd: typing.Any, axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None) -> tuple:
+def backward(dy: typing.Any, x: typing.Any, weight: typing.Any, save_mean: typing.Any, save_invstd: typing.Any, axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None, relu_y: typing.Any = None) -> tuple:
     ...
 def infer(x: typing.Any, weight: typing.Any, bias: typing.Any, running_mean: typing.Any, running_var: typing.Any, eps: typing.SupportsFloat | typing.SupportsIndex, axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None) -> numpy.ndarray:
     ...
-def train(x: typing.Any, weight: typing.Any, bias: typing.Any, running_mean: typing.Any, running_var: typing.Any, factor: typing.SupportsFloat | typing.SupportsIndex, eps: typing.SupportsFloat | typing.SupportsIndex, axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None) -> tuple:
+def train(x: typing.Any, weight: typing.Any, bias: typing.Any, running_mean: typing.Any, running_var: typing.Any, factor: typing.SupportsFloat | typing.SupportsIndex, eps: typing.SupportsFloat | typing.SupportsIndex, axis: typing.SupportsInt | typing.SupportsIndex, out: typing.Any = None, relu: bool = False) -> tuple:
     ...

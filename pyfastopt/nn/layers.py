@@ -312,12 +312,26 @@ class ReLU(Module):
     ``inplace=True`` overwrites the input (as PyTorch's): safe after BatchNorm or Linear
     without activation, whose backward does not read their own output, and it saves one
     pass over memory.
+
+    In a training :class:`Sequential`, a ReLU right after a ``BatchNorm1d``/``BatchNorm2d``
+    is fused into it (``batch_norm_train(..., activation="relu")``): the batch norm writes
+    ``max(y, 0)`` itself and applies the mask ``dy * (y > 0)`` inside its own backward, and
+    this layer's backward then passes ``dy`` through unchanged (the same bits as the two
+    layers run separately).
     """
+
+    _fused = False  # class default: ReLUs pickled before the fusion existed load fine
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = boolean("inplace", inplace)
         self._y: np.ndarray | None = None
+        self._fused = False  # the last forward was done by the preceding batch norm
+
+    def _take_fused(self, y: np.ndarray) -> None:
+        """The preceding batch norm computed this layer's output ``y`` (and owns the mask)."""
+        self._y = y
+        self._fused = True
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
@@ -338,6 +352,7 @@ class ReLU(Module):
         else:
             y = np.maximum(x, 0, out=self._buffer("y", x.shape, x.dtype))
         self._y = y
+        self._fused = False
         return y
 
     def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
@@ -347,6 +362,8 @@ class ReLU(Module):
         if not need_dx:
             return None
         dy = _check_grad(dy, y.shape, y.dtype, "ReLU")
+        if self._fused:  # the batch norm before applies dy * (y > 0) in its backward
+            return dy
         keep = self._buffer("mask", y.shape, np.bool_)
         np.greater(y, 0, out=keep)
         return np.multiply(dy, keep, out=self._buffer("dx", y.shape, y.dtype))
@@ -407,6 +424,12 @@ class _BatchNorm(Module):
         return x
 
     def forward(self, x: ArrayLike) -> np.ndarray:
+        return self._forward(x, False)
+
+    def _forward(self, x: ArrayLike, relu: bool) -> np.ndarray:
+        """The forward pass; ``relu``: a following ReLU fused in (only when
+        :meth:`_fuses_relu`)."""
+        assert not relu or self._fuses_relu()
         x = self._check_x(x)
         out = self._buffer("y", x.shape, self.dtype)
         if self.training or not self.track_running_stats:
@@ -423,10 +446,11 @@ class _BatchNorm(Module):
                 self._axis,
                 num_batches_tracked=factor_n,
                 out=out,
+                activation="relu" if relu else None,
             )
             if self.training and tracked is not None:
                 tracked += 1
-            self._saved = ("train", x, mean, invstd)
+            self._saved = ("train", x, mean, invstd, y if relu else None)
         else:
             assert self.running_mean is not None
             assert self.running_var is not None
@@ -440,13 +464,17 @@ class _BatchNorm(Module):
                 self._axis,
                 out=out,
             )
-            self._saved = ("eval", x, None, None)
+            self._saved = ("eval", x, None, None, None)
         return y
+
+    def _fuses_relu(self) -> bool:
+        """Whether :meth:`_forward` would use batch statistics (the fused ReLU kernel)."""
+        return self.training or not self.track_running_stats
 
     def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        mode, x, mean, invstd = self._saved
+        mode, x, mean, invstd, relu_y = self._saved
         dy = _check_grad(dy, x.shape, self.dtype, type(self).__name__)
         grads = not self.frozen and self.weight is not None
         if mode == "train":
@@ -460,6 +488,8 @@ class _BatchNorm(Module):
                 invstd,
                 self._axis,
                 out=self._buffer("dx", x.shape, self.dtype),
+                activation=None if relu_y is None else "relu",
+                y=relu_y,
             )
             if grads:
                 assert self.grad_weight is not None

@@ -395,11 +395,34 @@ class Sequential(Module):
             return out
         guard = self._enter_training("forward")
         try:
-            for layer in self.layers:
-                out = layer.forward(out)
-            return out
+            return self._train_forward(out)
         finally:
             guard.release()
+
+    def _train_forward(self, out: Any) -> Any:
+        """Training forward. A training-mode ``BatchNorm*`` directly followed by a
+        ``ReLU`` runs as one fused batch norm + ReLU (one pass fewer over the activations
+        forward and backward, the same bits); the ReLU then passes its gradient through."""
+        from .layers import ReLU, _BatchNorm  # here: layers imports this module
+
+        layers = self.layers
+        i, n = 0, len(layers)
+        while i < n:
+            layer = layers[i]
+            nxt = layers[i + 1] if i + 1 < n else None
+            if (
+                type(nxt) is ReLU
+                and isinstance(nxt, ReLU)  # for the type checker
+                and isinstance(layer, _BatchNorm)
+                and layer._fuses_relu()
+            ):
+                out = layer._forward(out, True)
+                nxt._take_fused(out)
+                i += 2
+            else:
+                out = layer.forward(out)
+                i += 1
+        return out
 
     def _enter_training(self, what: str) -> Any:
         """The training-mode guard: one thread at a time (re-entry by the same thread is

@@ -60,6 +60,14 @@
 //       kBnParamPad repeated after the last (vectors run across the wrap-around).
 //   dx(dy, x, dx, begin, end, C, inner, {m, a, b, d}, stream):
 //       dx[i] = fma(a[c], dy[i], fma(b[c], x[i] - m[c], d[c])), same indexing.
+//   ReLU variants (batch norm fused with a following ReLU, training only):
+//   affine_relu: y[i] = max_nan(fma(p[c], x[i] - m[c], q[c]), 0) (NumPy's maximum(., 0):
+//       NaN stays NaN, -0 becomes +0).
+//   grad_runs_relu(dy, y, x, ...), grad_cols_relu(dy, y, x, ...), dx_relu(dy, y, x, dx, ...):
+//       as grad_runs, grad_cols and dx with dy replaced by g = dy * (y > 0 ? 1 : 0) (y the
+//       forward's output; computed in T for dx, in double for the sums, where it is the
+//       same value widened), so the fused backward is the unfused ReLU backward (NumPy's
+//       dy * (y > 0)) then the batch-norm backward, bit for bit, without the pass over g.
 //   stream: write full, aligned vectors with non-temporal stores (same values; for
 //       outputs far larger than the caches, it saves the read-for-ownership of y / dx).
 //       The caller then calls fence() before the output is read (once per task).
@@ -101,6 +109,15 @@ struct BatchNormOps {
                  std::size_t inner, const T* const* mpq, bool stream);
   void (*dx)(const T* dy, const T* x, T* dx, std::size_t begin, std::size_t end, std::size_t C,
              std::size_t inner, const T* const* mabd, bool stream);
+  void (*grad_runs_relu)(const T* dy, const T* y, const T* x, std::size_t rows,
+                         std::size_t stride, std::size_t len, T m, double* out);
+  void (*grad_cols_relu)(const T* dy, const T* y, const T* x, std::size_t rows, std::size_t ld,
+                         std::size_t ncols, const T* m, double* s_dy, double* s_dyc,
+                         double* s_c);
+  void (*affine_relu)(const T* x, T* y, std::size_t begin, std::size_t end, std::size_t C,
+                      std::size_t inner, const T* const* mpq, bool stream);
+  void (*dx_relu)(const T* dy, const T* y, const T* x, T* dx, std::size_t begin, std::size_t end,
+                  std::size_t C, std::size_t inner, const T* const* mabd, bool stream);
 };
 
 struct BatchNormKernels {
@@ -130,6 +147,7 @@ struct BnTrain {
   double eps;
   T* save_mean;     // outputs, `channels` values each
   T* save_invstd;
+  bool relu;        // y = max(batch norm, 0) (a fused ReLU)
 };
 template <class T>
 void batch_norm_train(const BnTrain<T>& a);
@@ -138,9 +156,11 @@ template <class T>
 void batch_norm_infer(const T* x, T* y, BnDims dims, const double* weight, const double* bias,
                       const double* running_mean, const double* running_var, double eps);
 
+// relu_y: nullptr, or the output of a training forward with relu (the ReLU's backward,
+// dy * (y > 0), is then applied to dy inside both passes).
 template <class T>
 void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims dims, const double* weight,
                          const double* save_mean, const double* save_invstd, T* dweight,
-                         T* dbias);
+                         T* dbias, const T* relu_y = nullptr);
 
 }  // namespace pyfastopt

@@ -69,9 +69,18 @@ void stats_runs(const T* x, std::size_t rows, std::size_t stride, std::size_t le
   out[1] = lanes_sum16(l2);
 }
 
-template <class D, class T>
-void grad_runs(const T* dy, const T* x, std::size_t rows, std::size_t stride, std::size_t len,
-               T m, double* out) {
+// The ReLU mask as a multiplier: 1 where y > 0, else 0 (also for NaN): max(sign(y), 0).
+// dy * keep is NumPy's dy * (y > 0) bit for bit (the unfused ReLU backward), and is exact
+// in double for a float dy.
+template <class V>
+inline typename V::R relu_keep(typename V::R y) {
+  return V::max(V::sign(y), V::zero());
+}
+
+// kRelu: the gradient reduced is g = dy * (y > 0) (y: the forward's output after ReLU).
+template <class D, class T, bool kRelu>
+void grad_runs_impl(const T* dy, const T* y, const T* x, std::size_t rows, std::size_t stride,
+                    std::size_t len, T m, double* out) {
   using R = typename D::R;
   constexpr std::size_t N = D::N;
   constexpr std::size_t G = kBnLanes / N;
@@ -84,9 +93,11 @@ void grad_runs(const T* dy, const T* x, std::size_t rows, std::size_t stride, st
   for (std::size_t r = 0; r < rows; ++r) {
     const T* p = x + r * stride;
     const T* q = dy + r * stride;
+    const T* yr = kRelu ? y + r * stride : nullptr;
     for (std::size_t i = 0; i < body; i += kBnLanes) {
       for (std::size_t g = 0; g < G; ++g) {
-        const R g_ = bn_load<D>(q + i + g * N);
+        R g_ = bn_load<D>(q + i + g * N);
+        if constexpr (kRelu) g_ = D::mul(g_, relu_keep<D>(bn_load<D>(yr + i + g * N)));
         const R cx = D::sub(bn_load<D>(p + i + g * N), mv);
         a[g] = D::add(a[g], g_);
         b[g] = D::fma(g_, cx, b[g]);
@@ -95,7 +106,8 @@ void grad_runs(const T* dy, const T* x, std::size_t rows, std::size_t stride, st
     }
     for (std::size_t g = 0; g * N < rem; ++g) {
       const std::size_t left = rem - g * N;
-      const R g_ = bn_load_upto<D>(q + body + g * N, left);
+      R g_ = bn_load_upto<D>(q + body + g * N, left);
+      if constexpr (kRelu) g_ = D::mul(g_, relu_keep<D>(bn_load_upto<D>(yr + body + g * N, left)));
       const R cx = D::sub(bn_load_upto<D>(p + body + g * N, left), mv);
       D::store(ta + g * N, D::add(D::load(ta + g * N), g_));
       D::store(tb + g * N, D::fma(g_, cx, D::load(tb + g * N)));
@@ -116,6 +128,17 @@ void grad_runs(const T* dy, const T* x, std::size_t rows, std::size_t stride, st
   out[0] = lanes_sum16(la);
   out[1] = lanes_sum16(lb);
   out[2] = lanes_sum16(lc);
+}
+
+template <class D, class T>
+void grad_runs(const T* dy, const T* x, std::size_t rows, std::size_t stride, std::size_t len,
+               T m, double* out) {
+  grad_runs_impl<D, T, false>(dy, nullptr, x, rows, stride, len, m, out);
+}
+template <class D, class T>
+void grad_runs_relu(const T* dy, const T* y, const T* x, std::size_t rows, std::size_t stride,
+                    std::size_t len, T m, double* out) {
+  grad_runs_impl<D, T, true>(dy, y, x, rows, stride, len, m, out);
 }
 
 // --------------------------------------------------------------- reductions, columns
@@ -158,15 +181,16 @@ void stats_cols(const T* x, std::size_t rows, std::size_t ld, std::size_t ncols,
   }
 }
 
-template <class D, class T>
-void grad_cols(const T* dy, const T* x, std::size_t rows, std::size_t ld, std::size_t ncols,
-               const T* m, double* s_dy, double* s_dyc, double* s_c) {
+template <class D, class T, bool kRelu>
+void grad_cols_impl(const T* dy, const T* y, const T* x, std::size_t rows, std::size_t ld,
+                    std::size_t ncols, const T* m, double* s_dy, double* s_dyc, double* s_c) {
   using R = typename D::R;
   constexpr std::size_t N = D::N;
   for (std::size_t r0 = 0; r0 < rows; r0 += kColRows) {
     const std::size_t rr = rows - r0 < kColRows ? rows - r0 : kColRows;
     const T* xb = x + r0 * ld;
     const T* gb = dy + r0 * ld;
+    const T* yb = kRelu ? y + r0 * ld : nullptr;
     for (std::size_t j = 0; j < ncols; j += N) {
       const std::size_t left = ncols - j;
       const R mv = bn_load_upto<D>(m + j, left);
@@ -181,7 +205,8 @@ void grad_cols(const T* dy, const T* x, std::size_t rows, std::size_t ld, std::s
         c = D::load_partial(s_c + j, left);
       }
       for (std::size_t q = 0; q < rr; ++q) {
-        const R g_ = bn_load_upto<D>(gb + q * ld + j, left);
+        R g_ = bn_load_upto<D>(gb + q * ld + j, left);
+        if constexpr (kRelu) g_ = D::mul(g_, relu_keep<D>(bn_load_upto<D>(yb + q * ld + j, left)));
         const R cx = D::sub(bn_load_upto<D>(xb + q * ld + j, left), mv);
         a = D::add(a, g_);
         b = D::fma(g_, cx, b);
@@ -198,6 +223,17 @@ void grad_cols(const T* dy, const T* x, std::size_t rows, std::size_t ld, std::s
       }
     }
   }
+}
+
+template <class D, class T>
+void grad_cols(const T* dy, const T* x, std::size_t rows, std::size_t ld, std::size_t ncols,
+               const T* m, double* s_dy, double* s_dyc, double* s_c) {
+  grad_cols_impl<D, T, false>(dy, nullptr, x, rows, ld, ncols, m, s_dy, s_dyc, s_c);
+}
+template <class D, class T>
+void grad_cols_relu(const T* dy, const T* y, const T* x, std::size_t rows, std::size_t ld,
+                    std::size_t ncols, const T* m, double* s_dy, double* s_dyc, double* s_c) {
+  grad_cols_impl<D, T, true>(dy, y, x, rows, ld, ncols, m, s_dy, s_dyc, s_c);
 }
 
 // ------------------------------------------------------------------ element-wise
@@ -297,6 +333,19 @@ void affine(const typename V::T* x, typename V::T* y, std::size_t begin, std::si
                        });
 }
 
+// y = max_nan(fma(p, x - m, q), 0): the affine map then NumPy's maximum(., 0) (NaN stays
+// NaN, -0 becomes +0), bit for bit
+template <class V>
+void affine_relu(const typename V::T* x, typename V::T* y, std::size_t begin, std::size_t end,
+                 std::size_t C, std::size_t inner, const typename V::T* const* prm, bool stream) {
+  using R = typename V::R;
+  bn_elementwise<V, 3>(y, begin, end, C, inner, prm, stream,
+                       [x](std::size_t i, std::size_t count, const R* pv) {
+                         const R z = V::fma(pv[1], V::sub(bn_ld<V>(x + i, count), pv[0]), pv[2]);
+                         return V::max_nan(z, V::zero());
+                       });
+}
+
 // dx = fma(a, dy, fma(b, x - m, d));  prm = {m, a, b, d}
 template <class V>
 void dx_kernel(const typename V::T* dy, const typename V::T* x, typename V::T* dx,
@@ -310,12 +359,28 @@ void dx_kernel(const typename V::T* dy, const typename V::T* x, typename V::T* d
                        });
 }
 
+// dx = fma(a, g, fma(b, x - m, d)), g = dy * (y > 0);  prm = {m, a, b, d}
+template <class V>
+void dx_relu_kernel(const typename V::T* dy, const typename V::T* y, const typename V::T* x,
+                    typename V::T* dx, std::size_t begin, std::size_t end, std::size_t C,
+                    std::size_t inner, const typename V::T* const* prm, bool stream) {
+  using R = typename V::R;
+  bn_elementwise<V, 4>(dx, begin, end, C, inner, prm, stream,
+                       [dy, y, x](std::size_t i, std::size_t count, const R* pv) {
+                         const R c = V::fma(pv[2], V::sub(bn_ld<V>(x + i, count), pv[0]), pv[3]);
+                         const R g = V::mul(bn_ld<V>(dy + i, count), relu_keep<V>(bn_ld<V>(y + i, count)));
+                         return V::fma(pv[1], g, c);
+                       });
+}
+
 template <class VF_, class VD_>
 constexpr BatchNormKernels make_batchnorm_kernels(const char* name) {
   return BatchNormKernels{
       name, VF_::stream_fence,
       {stats_runs<VD_, float>, stats_cols<VD_, float>, grad_runs<VD_, float>,
-       grad_cols<VD_, float>, affine<VF_>, dx_kernel<VF_>},
+       grad_cols<VD_, float>, affine<VF_>, dx_kernel<VF_>, grad_runs_relu<VD_, float>,
+       grad_cols_relu<VD_, float>, affine_relu<VF_>, dx_relu_kernel<VF_>},
       {stats_runs<VD_, double>, stats_cols<VD_, double>, grad_runs<VD_, double>,
-       grad_cols<VD_, double>, affine<VD_>, dx_kernel<VD_>}};
+       grad_cols<VD_, double>, affine<VD_>, dx_kernel<VD_>, grad_runs_relu<VD_, double>,
+       grad_cols_relu<VD_, double>, affine_relu<VD_>, dx_relu_kernel<VD_>}};
 }

@@ -198,8 +198,8 @@ void elementwise(const Plan& p, std::int64_t work_per_element, std::vector<T>* p
 }
 
 template <class T>
-void affine_pass(const Plan& p, const T* x, T* y, std::vector<T>* mpq) {
-  const auto kernel = ops<T>(kernels()).affine;
+void affine_pass(const Plan& p, const T* x, T* y, std::vector<T>* mpq, bool relu = false) {
+  const auto kernel = relu ? ops<T>(kernels()).affine_relu : ops<T>(kernels()).affine;
   elementwise<T>(p, 2, mpq, 3,
                  [&](std::size_t b, std::size_t e, std::size_t C, std::size_t inner, const T* const* q,
                      bool stream) { kernel(x, y, b, e, C, inner, q, stream); });
@@ -330,13 +330,14 @@ void batch_norm_train(const BnTrain<T>& a) {
   };
 
   Params<T, 3> prm(C);
+  const auto affine = a.relu ? k.affine_relu : k.affine;
   const FusePlan f = fuse_plan(p, sizeof(T));
   if (f.ntasks) {
     const bool stream = stream_output(p, sizeof(T));
     fused<2>(
         p, f, 2 * work, stream, [&](std::size_t c, double* s) { run(c * d.inner, p.outer, d.inner, c, s); },
         [&](std::size_t c, const double* s) { finish(c, s, prm); },
-        [&](std::size_t b, std::size_t e) { k.affine(a.x, a.y, b, e, C, d.inner, prm.ptr, stream); });
+        [&](std::size_t b, std::size_t e) { affine(a.x, a.y, b, e, C, d.inner, prm.ptr, stream); });
     return;
   }
   const std::vector<double> sums = reduce<2>(p, work, run, col);
@@ -344,7 +345,7 @@ void batch_norm_train(const BnTrain<T>& a) {
     const double s[2] = {sums[c], sums[C + c]};
     finish(c, s, prm);
   }
-  affine_pass<T>(p, a.x, a.y, prm.v);
+  affine_pass<T>(p, a.x, a.y, prm.v, a.relu);
 }
 
 template <class T>
@@ -368,7 +369,7 @@ void batch_norm_infer(const T* x, T* y, BnDims d, const double* weight, const do
 template <class T>
 void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double* weight,
                          const double* save_mean, const double* save_invstd, T* dweight,
-                         T* dbias) {
+                         T* dbias, const T* relu_y) {
   const std::size_t C = d.channels;
   if (C == 0) return;
   const std::size_t n = d.outer * d.inner;
@@ -402,20 +403,35 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
     prm.set(c, 3, static_cast<T>(D));
   };
   auto run = [&](std::size_t off, std::size_t rows, std::size_t len, std::size_t c, double* out) {
-    k.grad_runs(dy + off, x + off, rows, p.ncols, len, centre[c], out);
+    if (relu_y)
+      k.grad_runs_relu(dy + off, relu_y + off, x + off, rows, p.ncols, len, centre[c], out);
+    else
+      k.grad_runs(dy + off, x + off, rows, p.ncols, len, centre[c], out);
   };
   auto col = [&](std::size_t off, std::size_t rows, std::size_t nc, std::size_t j0, double* const* s) {
-    k.grad_cols(dy + off, x + off, rows, p.ncols, nc, centre_cols.data() + j0, s[0], s[1], s[2]);
+    if (relu_y)
+      k.grad_cols_relu(dy + off, relu_y + off, x + off, rows, p.ncols, nc, centre_cols.data() + j0, s[0],
+                       s[1], s[2]);
+    else
+      k.grad_cols(dy + off, x + off, rows, p.ncols, nc, centre_cols.data() + j0, s[0], s[1], s[2]);
+  };
+  // the element-wise pass: dx from dy (masked by relu_y > 0 when given), x
+  auto dx_call = [&](std::size_t b, std::size_t e, std::size_t Cp, std::size_t inner, const T* const* q,
+                     bool stream) {
+    if (relu_y)
+      k.dx_relu(dy, relu_y, x, dx, b, e, Cp, inner, q, stream);
+    else
+      k.dx(dy, x, dx, b, e, Cp, inner, q, stream);
   };
 
   Params<T, 4> prm(C);
-  const FusePlan f = fuse_plan(p, 2 * sizeof(T));
+  const FusePlan f = fuse_plan(p, (relu_y ? 3 : 2) * sizeof(T));
   if (f.ntasks) {
     const bool stream = stream_output(p, sizeof(T));
     fused<3>(
         p, f, 3 * n * C, stream, [&](std::size_t c, double* s) { run(c * d.inner, p.outer, d.inner, c, s); },
         [&](std::size_t c, const double* s) { finish(c, s, prm); },
-        [&](std::size_t b, std::size_t e) { k.dx(dy, x, dx, b, e, C, d.inner, prm.ptr, stream); });
+        [&](std::size_t b, std::size_t e) { dx_call(b, e, C, d.inner, prm.ptr, stream); });
     return;
   }
   const std::vector<double> sums = reduce<3>(p, work, run, col);
@@ -423,10 +439,7 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
     const double s[3] = {sums[c], sums[C + c], sums[2 * C + c]};
     finish(c, s, prm);
   }
-  const auto kernel = k.dx;
-  elementwise<T>(p, 3, prm.v, 4,
-                 [&](std::size_t b, std::size_t e, std::size_t Cp, std::size_t inner, const T* const* q,
-                     bool stream) { kernel(dy, x, dx, b, e, Cp, inner, q, stream); });
+  elementwise<T>(p, relu_y ? 4 : 3, prm.v, 4, dx_call);
 }
 
 template void batch_norm_train<float>(const BnTrain<float>&);
@@ -436,9 +449,10 @@ template void batch_norm_infer<float>(const float*, float*, BnDims, const double
 template void batch_norm_infer<double>(const double*, double*, BnDims, const double*, const double*,
                                        const double*, const double*, double);
 template void batch_norm_backward<float>(const float*, const float*, float*, BnDims, const double*,
-                                         const double*, const double*, float*, float*);
+                                         const double*, const double*, float*, float*,
+                                         const float*);
 template void batch_norm_backward<double>(const double*, const double*, double*, BnDims,
                                           const double*, const double*, const double*, double*,
-                                          double*);
+                                          double*, const double*);
 
 }  // namespace pyfastopt

@@ -373,6 +373,12 @@ void finish_rows(const std::int32_t* t, int m, int n_, const QTile& tile) {
         acc[j] = static_cast<std::int32_t>(static_cast<std::uint32_t>(t[i * NR + j]) + rc +
                                            static_cast<std::uint32_t>(tile.col_corr[j]));
     }
+    if (tile.col_zb) {  // per-column zero points of B: acc -= zb'[j] (rowsum'[i] - K za'[i])
+      const std::uint32_t rs = static_cast<std::uint32_t>(tile.row_sum[i]);
+      for (int j = 0; j < n; ++j)
+        acc[j] = static_cast<std::int32_t>(static_cast<std::uint32_t>(acc[j]) -
+                                           static_cast<std::uint32_t>(tile.col_zb[j]) * rs);
+    }
     const std::size_t j0 = tile.j0;
     switch (o.kind) {
       case QOutKind::i32: {

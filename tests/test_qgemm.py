@@ -141,7 +141,8 @@ def test_empty_shapes(qsimd, m, k, n):
 
 
 def test_thread_counts_identical(rng):
-    # 203 * 1001 * 211 multiply-adds: enough work for 3 threads (driver: 8M per thread)
+    # 203 * 1001 * 211 multiply-adds: enough work for 3 threads on every table (driver: 8M
+    # per thread by default, 1M for the AVX2 and scalar tables)
     a = rand(rng, np.uint8, (203, 1001))
     b = rand(rng, np.int8, (1001, 211))
     cs = rng.uniform(1e-4, 1e-2, 211).astype(np.float32)
@@ -157,6 +158,28 @@ def test_thread_counts_identical(rng):
         np.testing.assert_array_equal(o, outs_i[0])
     for o in outs_f[1:]:
         assert o.tobytes() == outs_f[0].tobytes()
+
+
+def test_batch32_layer_thread_counts_identical(qsimd, rng):
+    # the batch-32 MLP's 784 x 512 layer (12.8M multiply-adds): split over 2-3 threads
+    # on the AVX2 and scalar tables since their 1M-per-thread threshold (the 8M default
+    # kept it on one); every stage bitwise identical for 1, 2 and 3 threads
+    a = rand(rng, np.uint8, (32, 784))
+    b = rand(rng, np.int8, (784, 512))
+    cs = rng.uniform(1e-4, 1e-2, 512).astype(np.float32)
+    bias = rng.standard_normal(512).astype(np.float32)
+    want = reference(a, 91, b, 0)
+    outs = []
+    for t in (1, 2, 3):
+        pyfastopt.set_num_threads(t)
+        np.testing.assert_array_equal(matmul_int8(a, 91, b, 0), want)
+        outs.append(
+            (
+                _staged(a, 91, b, 0, "f32", cs, None, bias, True, None, None, t).tobytes(),
+                _staged(a, 91, b, 0, "u8", cs, None, None, False, 7, None, t).tobytes(),
+            )
+        )
+    assert outs[1] == outs[0] and outs[2] == outs[0]
 
 
 def test_same_result_on_every_level(rng):

@@ -7,6 +7,7 @@
 // (same values, so the same bits); a call checks only x (uint8, C-contiguous, the planned
 // (H, W, C)), then runs all steps with the GIL released on buffers kept between calls of
 // the same batch size (allocated outside any parallel region, before the first kernel).
+// The steps execute in qplan::QCNNExec (pyfastopt/qplan.h, cpp/kernels/qplan/qplan_driver.cpp).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -23,6 +24,7 @@
 #include "checks.h"
 #include "pyfastopt/conv.h"
 #include "pyfastopt/qconv.h"
+#include "pyfastopt/qplan.h"
 #include "pyfastopt/registry.h"
 #include "register.h"
 
@@ -34,37 +36,17 @@ namespace {
 namespace py = pybind11;
 using sz = std::size_t;
 
-struct PlanStep {
-  int kind = 0;  // 0 conv, 1 pool, 2 push the current tensor (residual begin), 3 residual add,
-                 // 4 per-channel table y = lut[c][x]
-  sz H = 0, W = 0, C = 0, OH = 0, OW = 0, Co = 0;  // per-sample input / output shape
-  // conv
-  QConvWeights w;
-  sz sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1;
-  std::int32_t zx = 0, zw = 0, zy = 0;
-  std::vector<float> scale;
-  std::vector<std::int32_t> qbias;
-  bool relu = false;
-  // pool
-  int pkind = 0;
-  sz kh = 1, kw = 1, ph = 0, pw = 0;
-  bool include_pad = false;
-  long long divisor = 0;
-  // residual add: y = sat(rint((a - za) * ma) + rint((b - zb) * mb) + zy)
-  std::int32_t za = 0, zb = 0;
-  float ma = 0.0f, mb = 0.0f;
-  // table: lut[c * 256 + v]
-  std::vector<std::uint8_t> lut;
-};
+using qplan::CNNBuffer;
+using qplan::PlanStep;
 
-struct Buffer {
-  std::vector<std::uint8_t> data;
-  sz H = 0, W = 0, C = 0;
-};
-
+// The binding of qplan::QCNNExec (pyfastopt/qplan.h): every add_* validates its arguments
+// and builds one step; run() checks x and the chain's shapes and sizes the buffers, then
+// executes with the GIL released.
 class QCNNPlan {
  public:
-  QCNNPlan(sz H, sz W, sz C) : H_(H), W_(W), C_(C) {}
+  QCNNPlan(sz H, sz W, sz C) : H_(H), W_(W), C_(C) {
+    ex_.in_h = H, ex_.in_w = W, ex_.in_c = C;
+  }
 
   void add_conv(py::handle weight_q, sz groups, sz H, sz W, sz C, sz OH, sz OW, sz sh, sz sw, sz pt, sz pl, sz dh,
                 sz dw, std::int32_t zx, std::int32_t zw, py::array_t<float, py::array::c_style | py::array::forcecast> scale,
@@ -103,7 +85,7 @@ class QCNNPlan {
       py::gil_scoped_release nogil;
       s.w.prepare();
     }
-    steps_.push_back(std::move(s));
+    ex_.steps.push_back(std::move(s));
   }
 
   void add_pool(int pkind, sz H, sz W, sz C, sz OH, sz OW, sz kh, sz kw, sz sh, sz sw, sz ph, sz pw, sz dh, sz dw,
@@ -117,20 +99,20 @@ class QCNNPlan {
     s.H = H, s.W = W, s.C = C, s.OH = OH, s.OW = OW, s.Co = C;
     s.kh = kh, s.kw = kw, s.sh = sh, s.sw = sw, s.ph = ph, s.pw = pw, s.dh = dh, s.dw = dw;
     s.include_pad = include_pad, s.divisor = divisor, s.zx = zx;
-    steps_.push_back(std::move(s));
+    ex_.steps.push_back(std::move(s));
   }
 
   void add_push() {
     PlanStep s;
     s.kind = 2;
-    steps_.push_back(std::move(s));
+    ex_.steps.push_back(std::move(s));
   }
 
   void add_residual(std::int32_t za, float ma, std::int32_t zb, float mb, std::int32_t zy, bool relu) {
     PlanStep s;
     s.kind = 3;
     s.za = za, s.ma = ma, s.zb = zb, s.mb = mb, s.zy = zy, s.relu = relu;
-    steps_.push_back(std::move(s));
+    ex_.steps.push_back(std::move(s));
   }
 
   // A per-channel elementwise uint8 -> uint8 map (C, 256), C the current channel count.
@@ -141,7 +123,7 @@ class QCNNPlan {
     s.kind = 4;
     s.C = static_cast<sz>(lut.shape(0));
     s.lut.assign(lut.data(), lut.data() + lut.size());
-    steps_.push_back(std::move(s));
+    ex_.steps.push_back(std::move(s));
   }
 
   py::array run(py::handle x_obj) {
@@ -153,8 +135,8 @@ class QCNNPlan {
     const sz N = static_cast<sz>(x.shape(0));
     std::lock_guard<std::mutex> lock(mu_);
     // buffers: one per step output (kept between calls of the same N)
-    if (bufs_.size() != steps_.size() || N_ != N) {
-      bufs_.assign(steps_.size(), Buffer{});
+    if (ex_.bufs.size() != ex_.steps.size() || N_ != N) {
+      ex_.bufs.assign(ex_.steps.size(), CNNBuffer{});
       N_ = N;
     }
     const std::uint8_t* cur = x.data();
@@ -163,8 +145,8 @@ class QCNNPlan {
     {
       sz h = H_, w = W_, c = C_;
       std::vector<std::tuple<sz, sz, sz>> stack;
-      for (sz i = 0; i < steps_.size(); ++i) {
-        const PlanStep& s = steps_[i];
+      for (sz i = 0; i < ex_.steps.size(); ++i) {
+        const PlanStep& s = ex_.steps[i];
         if (s.kind == 2) {
           stack.emplace_back(h, w, c);
           continue;
@@ -179,87 +161,32 @@ class QCNNPlan {
           if (s.H != h || s.W != w || s.C != c) value_error("QCNNPlan.run: step input shape mismatch");
           h = s.OH, w = s.OW, c = s.Co;
         }
-        Buffer& b = bufs_[i];
+        CNNBuffer& b = ex_.bufs[i];
         b.H = h, b.W = w, b.C = c;
         b.data.resize(N * h * w * c);
       }
     }
     {
       py::gil_scoped_release nogil;
-      std::vector<std::pair<const std::uint8_t*, sz>> stack;  // pushed tensors (no copy: read-only)
-      for (sz i = 0; i < steps_.size(); ++i) {
-        PlanStep& s = steps_[i];
-        if (s.kind == 2) {
-          stack.emplace_back(cur, 0);
-          continue;
-        }
-        std::uint8_t* out = bufs_[i].data.data();
-        if (s.kind == 0) {
-          if (s.w.packed.empty() || s.w.packed[0].kern != kernels().qgemm) s.w.prepare();
-          ConvGeom g{N, s.C, s.H, s.W, s.Co, s.w.R, s.w.S, s.OH, s.OW, s.sh, s.sw, s.dh, s.dw, s.pt, s.pl, s.w.groups, true};
-          QOutput o;
-          o.kind = QOutKind::u8;
-          o.c = out;
-          o.col_scale = s.scale.data();
-          o.col_bias = s.qbias.empty() ? nullptr : s.qbias.data();
-          o.relu = s.relu;
-          o.out_zp = s.zy;
-          qconv2d_forward(g, cur, false, s.zx, s.w, s.zw, o);
-        } else if (s.kind == 1) {
-          PoolGeom g{N, s.C, s.H, s.W, s.OH, s.OW, s.kh, s.kw, s.sh, s.sw, s.ph, s.pw, s.dh, s.dw, true};
-          qpool2d_forward(s.pkind, g, s.include_pad, s.divisor, cur, false, s.zx, out);
-        } else if (s.kind == 4) {
-          const sz n = bufs_[i].data.size(), C = s.C;
-          const std::uint8_t* lut = s.lut.data();
-          for (sz p = 0; p < n; p += C) {
-            const std::uint8_t* in = cur + p;
-            std::uint8_t* o = out + p;
-            const std::uint8_t* l = lut;
-            sz c = 0;
-            for (; c + 4 <= C; c += 4, l += 1024) {  // four independent table loads
-              const std::uint8_t a0 = l[in[c]], a1 = l[256 + in[c + 1]], a2 = l[512 + in[c + 2]],
-                                 a3 = l[768 + in[c + 3]];
-              o[c] = a0, o[c + 1] = a1, o[c + 2] = a2, o[c + 3] = a3;
-            }
-            for (; c < C; ++c, l += 256) o[c] = l[in[c]];
-          }
-        } else {
-          const std::uint8_t* skip = stack.back().first;
-          stack.pop_back();
-          residual_add(cur, skip, bufs_[i].data.size(), s, out);
-        }
-        cur = out;
-        cH = bufs_[i].H, cW = bufs_[i].W, cC = bufs_[i].C;
-      }
+      cur = ex_.execute(x.data(), N);
     }
+    for (sz i = ex_.steps.size(); i-- > 0;)  // the last step with an output (a push has none)
+      if (ex_.steps[i].kind != 2) {
+        cH = ex_.bufs[i].H, cW = ex_.bufs[i].W, cC = ex_.bufs[i].C;
+        break;
+      }
     py::array_t<std::uint8_t> y({static_cast<py::ssize_t>(N), static_cast<py::ssize_t>(cH),
                                  static_cast<py::ssize_t>(cW), static_cast<py::ssize_t>(cC)});
     std::copy(cur, cur + N * cH * cW * cC, y.mutable_data());
     return y;
   }
 
-  sz size() const { return steps_.size(); }
+  sz size() const { return ex_.steps.size(); }
 
  private:
-  // numpy's rint((f32(a) - f32(za)) * ma): float32 subtract, multiply, round half to even
-  static std::int64_t rescale(std::uint8_t v, std::int32_t z, float m) {
-    const float d = static_cast<float>(v) - static_cast<float>(z);
-    const float r = std::nearbyint(d * m);
-    return static_cast<std::int64_t>(std::max(-1e18f, std::min(1e18f, r)));
-  }
-  static void residual_add(const std::uint8_t* a, const std::uint8_t* b, sz n, const PlanStep& s, std::uint8_t* y) {
-    const std::int64_t lo = s.relu ? std::max<std::int64_t>(0, s.zy) : 0;
-    for (sz i = 0; i < n; ++i) {
-      std::int64_t q = rescale(a[i], s.za, s.ma) + rescale(b[i], s.zb, s.mb) + s.zy;
-      q = std::min<std::int64_t>(255, std::max(lo, q));
-      y[i] = static_cast<std::uint8_t>(q);
-    }
-  }
-
   sz H_, W_, C_;
   sz N_ = 0;
-  std::vector<PlanStep> steps_;
-  std::vector<Buffer> bufs_;
+  qplan::QCNNExec ex_;
   std::mutex mu_;
 };
 

@@ -54,10 +54,28 @@ py::array run_qgemm(py::handle a_obj, py::handle za_obj, py::handle b_obj, py::h
   if (A.cols != B.rows)
     value_error("matmul_int8: a_q.shape[-1] must equal b_q.shape[0]; got a_q shape " +
                 shape_str(A.arr.shape(), A.ndim) + " and b_q shape " + shape_str(B.arr.shape(), B.ndim));
-  const std::int32_t za = zp_for(za_obj, "a_zero_point", A.is_signed);
-  const std::int32_t zb = zp_for(zb_obj, "b_zero_point", B.is_signed);
   const std::size_t m = static_cast<std::size_t>(A.rows), n = static_cast<std::size_t>(B.cols),
                     k = static_cast<std::size_t>(A.cols);
+  // A zero point: an integer (0-d array), or a 1-D array: one per row of A / column of B
+  // (ONNX MatMulInteger's per-row a_zero_point / per-column b_zero_point), applied in
+  // the kernel's output stage (qgemm.h: row_za, col_zb), int32 wrap-around as always.
+  auto is_vec = [](py::handle o) {
+    return py::isinstance<py::array>(o) && py::reinterpret_borrow<py::array>(o).ndim() != 0;
+  };
+  auto zps = [](py::handle o, const char* name, std::size_t cnt, bool sgn) {
+    return sgn ? zero_points(o, name, cnt, -128, 127, "int8") : zero_points(o, name, cnt, 0, 255, "uint8");
+  };
+  std::vector<std::int32_t> za_rows, zb_cols;
+  std::int32_t za = 0, zb = 0;
+  if (is_vec(za_obj)) {
+    za_rows = zps(za_obj, "a_zero_point", m, A.is_signed);
+    if (A.is_signed)  // the kernel's rows are stored + 128 (za' = za + 128, qgemm.h)
+      for (std::int32_t& z : za_rows) z += 128;
+  } else {
+    za = zp_for(za_obj, "a_zero_point", A.is_signed);
+  }
+  if (is_vec(zb_obj)) zb_cols = zps(zb_obj, "b_zero_point", n, B.is_signed);
+  else zb = zp_for(zb_obj, "b_zero_point", B.is_signed);
   QOutput o;
   py::dtype dt;
   if (kind == "i32") {
@@ -106,7 +124,8 @@ py::array run_qgemm(py::handle a_obj, py::handle za_obj, py::handle b_obj, py::h
     qa.cs = A.cs;
     qa.a_signed = A.is_signed;
     qa.za = za;
-    qgemm(m, qa, pb, zb, o, threads);
+    qa.row_za = za_rows.empty() ? nullptr : za_rows.data();
+    qgemm(m, qa, pb, zb, o, threads, zb_cols.empty() ? nullptr : zb_cols.data());
   }
   return c;
 }
@@ -288,7 +307,8 @@ void register_qgemm(py::module_& m) {
                          py::none(), 0);
       },
       py::arg("a_q"), py::arg("a_zero_point"), py::arg("b_q"), py::arg("b_zero_point"),
-      "Exact int8 product sum_k (A - za)(B - zb) as int32 (see pyfastopt.quant.matmul_int8).");
+      "Exact int8 product sum_k (A - za)(B - zb) as int32 (see pyfastopt.quant.matmul_int8); za: an "
+      "integer or one per row of a_q (1-D), zb: an integer or one per column of b_q (1-D).");
   m.def("qgemm_staged", &run_qgemm, py::arg("a_q"), py::arg("a_zero_point"), py::arg("b_q"),
         py::arg("b_zero_point"), py::arg("kind") = "i32", py::arg("col_scale") = py::none(),
         py::arg("row_scale") = py::none(), py::arg("bias") = py::none(), py::arg("relu") = false,

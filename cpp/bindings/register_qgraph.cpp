@@ -12,6 +12,8 @@
 // C-contiguous, the planned per-sample size); everything else runs with the GIL released.
 // A DynamicQuantizeLinear meeting a non-finite input (or a range that overflows float32)
 // makes run() return None, and the Python side runs its step path (which raises as before).
+// This file validates and builds the ops; they execute in qplan::QGraphExec
+// (pyfastopt/qplan.h, cpp/kernels/qplan/qplan_driver.cpp).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -31,6 +33,7 @@
 #include "pyfastopt/conv.h"
 #include "pyfastopt/qconv.h"
 #include "pyfastopt/qgemm.h"
+#include "pyfastopt/qplan.h"
 #include "pyfastopt/quant.h"
 #include "pyfastopt/registry.h"
 #include "register.h"
@@ -43,99 +46,36 @@ namespace {
 namespace py = pybind11;
 using sz = std::size_t;
 
-enum Kind : int {
-  kQuant = 0,      // f32 -> 8-bit, per tensor (NaN -> the type's minimum, ONNX Runtime's)
-  kDynQuant = 1,   // f32 -> uint8, DynamicQuantizeLinear (scale, zero point kept per call)
-  kGemm = 2,       // 8-bit (rows x K) times packed B -> u8 / i8 / f32 output stage
-  kConv = 3,       // NHWC uint8 convolution, requantized to uint8
-  kMaxPool = 4,    // NHWC 8-bit max pool
-  kLut = 5,        // per-channel table, channels last
-  kToNHWC = 6,     // (N, C, H, W) -> (N, H, W, C), bytes
-  kToNCHW = 7,     // (N, H, W, C) -> (N, C, H, W), bytes
-  kDequant = 8,    // 8-bit -> f32, per tensor
-};
+using qplan::Op;
+using qplan::Value;
+using Kind = qplan::Kind;
+using qplan::kConv;
+using qplan::kDequant;
+using qplan::kDynQuant;
+using qplan::kGemm;
+using qplan::kLut;
+using qplan::kMaxPool;
+using qplan::kQuant;
+using qplan::kToNCHW;
+using qplan::kToNHWC;
 
-struct Value {
-  bool f32 = false;
-  sz per_sample = 0;  // elements per batch entry
-  std::vector<float> f;
-  std::vector<std::uint8_t> u;
-};
-
-struct Op {
-  int kind = 0;
-  int in = 0, out = 0;
-  // quant / dequant: scale, zero point, signedness of the 8-bit side
-  float scale = 1.0f;
-  std::int32_t zp = 0;
-  bool sgn = false;
-  // dynamic quantization: its slot (scale, zp) used by later gemms
-  int slot = -1;
-  // gemm: rows of the value are (batch * per_sample / K)
-  sz K = 0, Nc = 0;
-  std::vector<std::int8_t> b;  // K x Nc (row-major as given: element (k, n) at b[k*brs + n*bcs])
-  std::ptrdiff_t brs = 0, bcs = 1;
-  bool b_unsigned = false, a_signed = false;
-  PackedB pb;
-  std::int32_t za = 0, zb = 0;
-  int za_slot = -1;                // zero point (and scale) from a dynamic quantization
-  QOutKind okind = QOutKind::f32;
-  std::vector<float> col_scale;    // f32 / u8 / i8 multiplier, or (dynamic) the weight scales
-  std::vector<std::int32_t> col_bias;
-  std::vector<float> bias;
-  bool relu = false;
-  std::int32_t out_zp = 0;
-  // conv / pool / transposes / table (per sample, NHWC)
-  sz H = 0, W = 0, C = 0, OH = 0, OW = 0, Co = 0;
-  QConvWeights w;
-  sz sh = 1, sw = 1, pt = 0, pl = 0, dh = 1, dw = 1, kh = 1, kw = 1;
-  std::int32_t zx = 0, zy = 0;
-  std::vector<std::uint8_t> lut;
-};
-
-struct Slot {
-  float scale = 1.0f;
-  std::int32_t zp = 0;
-};
-
-// DynamicQuantizeLinear's scalars exactly as pyfastopt/onnx/_qgraph.py's
-// _bind_dynamic_quantize computes them (float32 operations, half-to-even rounding);
-// false for a non-finite input or a range that float32 cannot hold.
-bool dyn_qparams(const float* x, sz n, float* scale, std::int32_t* zp) {
-  float lo = 0.0f, hi = 0.0f;
-  if (!kernels().qgemm->minmax(n, x, &lo, &hi)) return false;  // vectorized; false: NaN/inf
-  lo = std::min(lo, 0.0f);
-  hi = std::max(hi, 0.0f);
-  float s = 1.0f;
-  if (hi != lo) {
-    if (static_cast<double>(hi) - static_cast<double>(lo) > static_cast<double>(FLT_MAX)) return false;
-    const float d = hi - lo;
-    s = d / 255.0f;
-    if (s == 0.0f) return false;
-  }
-  const float q = lo / s;
-  double zpf = -static_cast<double>(q);
-  zpf = std::min(std::max(zpf, 0.0), 255.0);
-  *scale = s;
-  *zp = static_cast<std::int32_t>(std::nearbyint(zpf));
-  return true;
-}
-
+// The binding of qplan::QGraphExec (pyfastopt/qplan.h): every add_* validates its
+// arguments and builds one op; run() checks x, then executes with the GIL released.
 class QGraphPlan {
  public:
   explicit QGraphPlan(sz in_per_sample) {
     Value v;
     v.f32 = true;
     v.per_sample = in_per_sample;
-    vals_.push_back(std::move(v));
+    ex_.vals.push_back(std::move(v));
   }
 
   int add_value(bool f32, sz per_sample) {
     Value v;
     v.f32 = f32;
     v.per_sample = per_sample;
-    vals_.push_back(std::move(v));
-    return static_cast<int>(vals_.size()) - 1;
+    ex_.vals.push_back(std::move(v));
+    return static_cast<int>(ex_.vals.size()) - 1;
   }
 
   void add_quant(int in, int out, float scale, std::int32_t zp, bool sgn) {
@@ -143,17 +83,17 @@ class QGraphPlan {
     if (!(scale > 0.0f) || !std::isfinite(scale)) value_error("QGraphPlan.add_quant: bad scale");
     o.scale = scale, o.zp = zp, o.sgn = sgn;
     same_size(o);
-    ops_.push_back(std::move(o));
+    ex_.ops.push_back(std::move(o));
   }
 
   void add_dyn_quant(int in, int out) {
     Op o = base(kDynQuant, in, out, true, false);
-    o.slot = static_cast<int>(nslots_++);
+    o.slot = static_cast<int>(ex_.nslots++);
     same_size(o);
-    ops_.push_back(std::move(o));
+    ex_.ops.push_back(std::move(o));
   }
 
-  int last_slot() const { return static_cast<int>(nslots_) - 1; }
+  int last_slot() const { return static_cast<int>(ex_.nslots) - 1; }
 
   // b: (K, Nc) int8/uint8 (any strides: a transposed view for transB). col_scale: the
   // multiplier (u8/i8: requantize; f32: the factor), or with za_slot >= 0 the weight
@@ -166,9 +106,9 @@ class QGraphPlan {
     Op o = base(kGemm, in, out, false, okind == static_cast<int>(QOutKind::f32));
     o.K = static_cast<sz>(B.rows);
     o.Nc = static_cast<sz>(B.cols);
-    if (o.K == 0 || o.Nc == 0 || vals_[in].per_sample % o.K)
+    if (o.K == 0 || o.Nc == 0 || ex_.vals[in].per_sample % o.K)
       value_error("QGraphPlan.add_gemm: the input's size is not a multiple of K");
-    if (vals_[out].per_sample != vals_[in].per_sample / o.K * o.Nc)
+    if (ex_.vals[out].per_sample != ex_.vals[in].per_sample / o.K * o.Nc)
       value_error("QGraphPlan.add_gemm: output size mismatch");
     o.b.resize(o.K * o.Nc);
     for (sz k = 0; k < o.K; ++k)  // read through its strides (a transposed view for transB)
@@ -179,7 +119,7 @@ class QGraphPlan {
     o.b_unsigned = !B.is_signed;
     o.a_signed = a_signed;
     o.za = za, o.za_slot = za_slot, o.zb = zb;
-    if (za_slot >= static_cast<int>(nslots_)) value_error("QGraphPlan.add_gemm: no such slot");
+    if (za_slot >= static_cast<int>(ex_.nslots)) value_error("QGraphPlan.add_gemm: no such slot");
     if (okind < 1 || okind > 3) value_error("QGraphPlan.add_gemm: okind must be 1 (f32), 2 (u8) or 3 (i8)");
     o.okind = static_cast<QOutKind>(okind);
     if (col_scale.ndim() != 1 || (col_scale.size() != 1 && static_cast<sz>(col_scale.size()) != o.Nc))
@@ -204,7 +144,7 @@ class QGraphPlan {
       py::gil_scoped_release nogil;
       qgemm_pack_b(o.K, o.Nc, o.b.data(), o.brs, o.bcs, o.b_unsigned, o.pb);
     }
-    ops_.push_back(std::move(o));
+    ex_.ops.push_back(std::move(o));
   }
 
   void add_conv(int in, int out, py::handle weight_q, sz groups, sz H, sz W, sz C, sz OH, sz OW, sz sh, sz sw, sz pt,
@@ -227,7 +167,7 @@ class QGraphPlan {
     o.H = H, o.W = W, o.C = C, o.OH = OH, o.OW = OW, o.Co = o.w.Co;
     o.sh = sh, o.sw = sw, o.pt = pt, o.pl = pl, o.dh = dh, o.dw = dw;
     o.zx = zx, o.zy = zy;
-    if (vals_[in].per_sample != H * W * C || vals_[out].per_sample != OH * OW * o.Co)
+    if (ex_.vals[in].per_sample != H * W * C || ex_.vals[out].per_sample != OH * OW * o.Co)
       value_error("QGraphPlan.add_conv: value sizes do not match the geometry");
     if (scale.ndim() != 1 || static_cast<sz>(scale.size()) != o.Co)
       value_error("QGraphPlan.add_conv: scale must have one value per output channel");
@@ -242,7 +182,7 @@ class QGraphPlan {
       py::gil_scoped_release nogil;
       o.w.prepare();
     }
-    ops_.push_back(std::move(o));
+    ex_.ops.push_back(std::move(o));
   }
 
   void add_max_pool(int in, int out, bool sgn, sz H, sz W, sz C, sz OH, sz OW, sz kh, sz kw, sz sh, sz sw, sz ph,
@@ -250,12 +190,12 @@ class QGraphPlan {
     Op o = base(kMaxPool, in, out, false, false);
     if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || OH == 0 || OW == 0)
       value_error("QGraphPlan.add_max_pool: bad pooling geometry");
-    if (vals_[in].per_sample != H * W * C || vals_[out].per_sample != OH * OW * C)
+    if (ex_.vals[in].per_sample != H * W * C || ex_.vals[out].per_sample != OH * OW * C)
       value_error("QGraphPlan.add_max_pool: value sizes do not match the geometry");
     o.sgn = sgn;
     o.H = H, o.W = W, o.C = C, o.OH = OH, o.OW = OW, o.Co = C;
     o.kh = kh, o.kw = kw, o.sh = sh, o.sw = sw, o.pt = ph, o.pl = pw, o.dh = dh, o.dw = dw;
-    ops_.push_back(std::move(o));
+    ex_.ops.push_back(std::move(o));
   }
 
   void add_lut(int in, int out, py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> lut) {
@@ -264,17 +204,17 @@ class QGraphPlan {
       value_error("QGraphPlan.add_lut: the table must have shape (C, 256)");
     o.C = static_cast<sz>(lut.shape(0));
     same_size(o);
-    if (vals_[in].per_sample % o.C) value_error("QGraphPlan.add_lut: channel count mismatch");
+    if (ex_.vals[in].per_sample % o.C) value_error("QGraphPlan.add_lut: channel count mismatch");
     o.lut.assign(lut.data(), lut.data() + lut.size());
-    ops_.push_back(std::move(o));
+    ex_.ops.push_back(std::move(o));
   }
 
   void add_transpose(int in, int out, bool to_nhwc, sz H, sz W, sz C) {
     Op o = base(to_nhwc ? kToNHWC : kToNCHW, in, out, false, false);
     o.H = H, o.W = W, o.C = C;
     same_size(o);
-    if (vals_[in].per_sample != H * W * C) value_error("QGraphPlan.add_transpose: size mismatch");
-    ops_.push_back(std::move(o));
+    if (ex_.vals[in].per_sample != H * W * C) value_error("QGraphPlan.add_transpose: size mismatch");
+    ex_.ops.push_back(std::move(o));
   }
 
   void add_dequant(int in, int out, float scale, std::int32_t zp, bool sgn) {
@@ -282,7 +222,7 @@ class QGraphPlan {
     if (!(scale > 0.0f) || !std::isfinite(scale)) value_error("QGraphPlan.add_dequant: bad scale");
     o.scale = scale, o.zp = zp, o.sgn = sgn;
     same_size(o);
-    ops_.push_back(std::move(o));
+    ex_.ops.push_back(std::move(o));
   }
 
   // Result: value `out`, shape (N, *sample_shape).
@@ -290,24 +230,24 @@ class QGraphPlan {
     check_value(out);
     sz n = 1;
     for (auto d : sample_shape) n *= static_cast<sz>(d);
-    if (n != vals_[out].per_sample) value_error("QGraphPlan.set_output: shape does not match the value's size");
-    out_ = out;
+    if (n != ex_.vals[out].per_sample) value_error("QGraphPlan.set_output: shape does not match the value's size");
+    ex_.out_value = out;
     out_shape_ = std::move(sample_shape);
   }
 
   // None when a dynamic quantization met a non-finite input (the caller falls back).
   py::object run(py::handle x_obj) {
-    if (out_ < 0) value_error("QGraphPlan.run: no output set");
+    if (ex_.out_value < 0) value_error("QGraphPlan.run: no output set");
     auto x = py::array_t<float, py::array::c_style>::ensure(x_obj);
     if (!x || !py::isinstance<py::array_t<float>>(x_obj) || x.ndim() < 1)
       value_error("QGraphPlan.run: x must be a C-contiguous float32 array");
     const sz N = static_cast<sz>(x.shape(0));
-    if (static_cast<sz>(x.size()) != N * vals_[0].per_sample || N == 0)
+    if (static_cast<sz>(x.size()) != N * ex_.vals[0].per_sample || N == 0)
       value_error("QGraphPlan.run: x has " + std::to_string(x.size()) + " elements, expected " +
-                  std::to_string(vals_[0].per_sample) + " per sample and a non-empty batch");
+                  std::to_string(ex_.vals[0].per_sample) + " per sample and a non-empty batch");
     std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(N)};
     shape.insert(shape.end(), out_shape_.begin(), out_shape_.end());
-    const bool of32 = vals_[out_].f32;
+    const bool of32 = ex_.vals[ex_.out_value].f32;
     const bool osgn = out_signed_();
     py::array y(of32 ? py::dtype::of<float>() : (osgn ? py::dtype::of<std::int8_t>() : py::dtype::of<std::uint8_t>()),
                 shape);
@@ -316,33 +256,33 @@ class QGraphPlan {
     {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> lock(mu_);
-      ok = execute(x.data(), N, yp);
+      ok = ex_.execute(x.data(), N, yp);
     }
     if (!ok) return py::none();
     return std::move(y);
   }
 
-  sz size() const { return ops_.size(); }
+  sz size() const { return ex_.ops.size(); }
 
  private:
   Op base(int kind, int in, int out, bool in_f32, bool out_f32) {
     check_value(in);
     check_value(out);
     if (in == out || out == 0) value_error("QGraphPlan: an op must write a new value");
-    if (vals_[in].f32 != in_f32 || vals_[out].f32 != out_f32) value_error("QGraphPlan: value type mismatch");
+    if (ex_.vals[in].f32 != in_f32 || ex_.vals[out].f32 != out_f32) value_error("QGraphPlan: value type mismatch");
     Op o;
     o.kind = kind, o.in = in, o.out = out;
     return o;
   }
   void check_value(int v) const {
-    if (v < 0 || v >= static_cast<int>(vals_.size())) value_error("QGraphPlan: no such value");
+    if (v < 0 || v >= static_cast<int>(ex_.vals.size())) value_error("QGraphPlan: no such value");
   }
   void same_size(const Op& o) const {
-    if (vals_[o.in].per_sample != vals_[o.out].per_sample) value_error("QGraphPlan: value sizes differ");
+    if (ex_.vals[o.in].per_sample != ex_.vals[o.out].per_sample) value_error("QGraphPlan: value sizes differ");
   }
   bool out_signed_() const {
-    for (const Op& o : ops_)
-      if (o.out == out_) {
+    for (const Op& o : ex_.ops)
+      if (o.out == ex_.out_value) {
         if (o.kind == kQuant) return o.sgn;
         if (o.kind == kGemm) return o.okind == QOutKind::i8;
         if (o.kind == kMaxPool || o.kind == kToNHWC || o.kind == kToNCHW) return signed_of(o.in);
@@ -350,7 +290,7 @@ class QGraphPlan {
     return false;
   }
   bool signed_of(int v) const {
-    for (const Op& o : ops_)
+    for (const Op& o : ex_.ops)
       if (o.out == v) {
         if (o.kind == kQuant) return o.sgn;
         if (o.kind == kGemm) return o.okind == QOutKind::i8;
@@ -359,144 +299,7 @@ class QGraphPlan {
     return false;
   }
 
-  bool execute(const float* x, sz N, void* y) {
-    if (N != N_) {  // buffers for this batch size (outside any parallel region)
-      for (sz v = 1; v < vals_.size(); ++v) {
-        Value& val = vals_[v];
-        if (static_cast<int>(v) == out_) continue;
-        if (val.f32) val.f.resize(N * val.per_sample);
-        else val.u.resize(N * val.per_sample);
-      }
-      N_ = N;
-    }
-    slots_.assign(nslots_, Slot{});
-    auto fptr = [&](int v) -> float* {
-      return v == out_ ? static_cast<float*>(y) : vals_[v].f.data();
-    };
-    auto uptr = [&](int v) -> std::uint8_t* {
-      return v == out_ ? static_cast<std::uint8_t*>(y) : vals_[v].u.data();
-    };
-    auto fin = [&](int v) -> const float* { return v == 0 ? x : fptr(v); };
-    for (Op& o : ops_) {
-      const sz n_in = N * vals_[o.in].per_sample;
-      switch (o.kind) {
-        case kQuant: {
-          const float* xi = fin(o.in);
-          const float s = o.scale, z = static_cast<float>(o.zp);
-          const QuantShape sh{1, 1, n_in};
-          std::uint8_t* q = uptr(o.out);
-          if (o.sgn) quantize<float, std::int8_t>(xi, reinterpret_cast<std::int8_t*>(q), sh, &s, &z);
-          else quantize<float, std::uint8_t>(xi, q, sh, &s, &z);
-          float lo = 0.0f, hi = 0.0f;
-          if (!kernels().qgemm->minmax(n_in, xi, &lo, &hi)) {  // a NaN or infinity somewhere
-            const std::uint8_t qmin = o.sgn ? 0x80 : 0;
-            for (sz i = 0; i < n_in; ++i)
-              if (std::isnan(xi[i])) q[i] = qmin;  // ONNX Runtime's clamp sends NaN to the minimum
-          }
-          break;
-        }
-        case kDynQuant: {
-          const float* xi = fin(o.in);
-          Slot& sl = slots_[o.slot];
-          if (!dyn_qparams(xi, n_in, &sl.scale, &sl.zp)) return false;
-          const float s = sl.scale, z = static_cast<float>(sl.zp);
-          quantize<float, std::uint8_t>(xi, uptr(o.out), QuantShape{1, 1, n_in}, &s, &z);
-          break;
-        }
-        case kGemm: {
-          if (o.pb.kern != kernels().qgemm)  // the SIMD level changed: repack
-            qgemm_pack_b(o.K, o.Nc, o.b.data(), o.brs, o.bcs, o.b_unsigned, o.pb);
-          const sz m = n_in / o.K;
-          QOperandA qa;
-          qa.u8 = uptr(o.in);
-          qa.rs = static_cast<std::ptrdiff_t>(o.K);
-          qa.cs = 1;
-          qa.a_signed = o.a_signed;
-          qa.za = o.za_slot >= 0 ? slots_[o.za_slot].zp : o.za;
-          QOutput out;
-          out.kind = o.okind;
-          out.ldc = static_cast<std::ptrdiff_t>(o.Nc);
-          if (o.za_slot >= 0) {
-            const float s = slots_[o.za_slot].scale;
-            scale_tmp_.resize(o.Nc);
-            for (sz j = 0; j < o.Nc; ++j) scale_tmp_[j] = s * o.col_scale[j];
-            out.col_scale = scale_tmp_.data();
-          } else {
-            out.col_scale = o.col_scale.data();
-          }
-          out.bias = o.bias.empty() ? nullptr : o.bias.data();
-          out.col_bias = o.col_bias.empty() ? nullptr : o.col_bias.data();
-          out.relu = o.relu;
-          out.out_zp = o.out_zp;
-          out.c = o.okind == QOutKind::f32 ? static_cast<void*>(fptr(o.out)) : static_cast<void*>(uptr(o.out));
-          qgemm(m, qa, o.pb, o.zb, out);
-          break;
-        }
-        case kConv: {
-          if (o.w.packed.empty() || o.w.packed[0].kern != kernels().qgemm) o.w.prepare();
-          ConvGeom g{N, o.C, o.H, o.W, o.Co, o.w.R, o.w.S, o.OH, o.OW, o.sh, o.sw, o.dh, o.dw, o.pt, o.pl, o.w.groups, true};
-          QOutput out;
-          out.kind = QOutKind::u8;
-          out.c = uptr(o.out);
-          out.col_scale = o.col_scale.data();
-          out.col_bias = o.col_bias.empty() ? nullptr : o.col_bias.data();
-          out.out_zp = o.zy;
-          qconv2d_forward(g, uptr(o.in), false, o.zx, o.w, 0, out);
-          break;
-        }
-        case kMaxPool: {
-          PoolGeom g{N, o.C, o.H, o.W, o.OH, o.OW, o.kh, o.kw, o.sh, o.sw, o.pt, o.pl, o.dh, o.dw, true};
-          qpool2d_forward(0, g, false, 0, uptr(o.in), o.sgn, 0, uptr(o.out));
-          break;
-        }
-        case kLut: {
-          const std::uint8_t* in = uptr(o.in);
-          std::uint8_t* out = uptr(o.out);
-          const sz C = o.C;
-          const std::uint8_t* lut = o.lut.data();
-          for (sz p = 0; p < n_in; p += C)
-            for (sz c = 0; c < C; ++c) out[p + c] = lut[c * 256 + in[p + c]];
-          break;
-        }
-        case kToNHWC:
-        case kToNCHW: {
-          const std::uint8_t* in = uptr(o.in);
-          std::uint8_t* out = uptr(o.out);
-          const sz HW = o.H * o.W, C = o.C, per = HW * C;
-          for (sz b = 0; b < N; ++b) {
-            const std::uint8_t* ib = in + b * per;
-            std::uint8_t* ob = out + b * per;
-            if (o.kind == kToNHWC) {
-              for (sz c = 0; c < C; ++c)
-                for (sz p = 0; p < HW; ++p) ob[p * C + c] = ib[c * HW + p];
-            } else {
-              for (sz p = 0; p < HW; ++p)
-                for (sz c = 0; c < C; ++c) ob[c * HW + p] = ib[p * C + c];
-            }
-          }
-          break;
-        }
-        case kDequant: {
-          const float s = o.scale, z = static_cast<float>(o.zp);
-          const QuantShape sh{1, 1, n_in};
-          if (o.sgn) dequantize<std::int8_t>(reinterpret_cast<const std::int8_t*>(uptr(o.in)), fptr(o.out), sh, &s, &z);
-          else dequantize<std::uint8_t>(uptr(o.in), fptr(o.out), sh, &s, &z);
-          break;
-        }
-        default:
-          break;
-      }
-    }
-    return true;
-  }
-
-  std::vector<Value> vals_;
-  std::vector<Op> ops_;
-  std::vector<Slot> slots_;
-  std::vector<float> scale_tmp_;
-  sz nslots_ = 0;
-  sz N_ = 0;
-  int out_ = -1;
+  qplan::QGraphExec ex_;
   std::vector<py::ssize_t> out_shape_;
   std::mutex mu_;
 };

@@ -72,7 +72,7 @@ def kernel_name() -> str:
     """
 def matmul_int8(a_q: typing.Any, a_zero_point: typing.Any, b_q: typing.Any, b_zero_point: typing.Any) -> numpy.ndarray:
     """
-    Exact int8 product sum_k (A - za)(B - zb) as int32 (see pyfastopt.quant.matmul_int8).
+    Exact int8 product sum_k (A - za)(B - zb) as int32 (see pyfastopt.quant.matmul_int8); za: an integer or one per row of a_q (1-D), zb: an integer or one per column of b_q (1-D).
     """
 def qgemm_staged(a_q: typing.Any, a_zero_point: typing.Any, b_q: typing.Any, b_zero_point: typing.Any, kind: str = 'i32', col_scale: typing.Any = None, row_scale: typing.Any = None, bias: typing.Any = None, relu: bool = False, out_zp: typing.Any = None, col_bias: typing.Any = None, threads: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.ndarray:
     """

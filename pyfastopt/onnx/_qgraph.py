@@ -678,6 +678,34 @@ def _qlinear_conv_spec(step: QStep, consts: dict[str, Any]) -> dict[str, Any] | 
     }
 
 
+@dataclass(frozen=True)
+class _ConvGeometry:
+    """A QLinearConv's output geometry on one input (:func:`_qconv_geometry`)."""
+
+    co: int
+    oh: int
+    ow: int
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]  # (top, bottom, left, right), as the step's attrs
+    dilations: tuple[int, int]
+
+
+def _qconv_geometry(spec: dict[str, Any], h: int, w: int, c: int) -> _ConvGeometry | None:
+    """The output geometry of the conv of a :func:`_qlinear_conv_spec` on a ``(c, h, w)``
+    input (with the spec's strides, pads and dilations), or None when ``c`` does not match
+    the weights and groups or the output would be empty. The one place both the conv
+    chain plan and the lowered graph plan (``_qlower``) compute it."""
+    co, cg, kh, kw = (int(d) for d in spec["w"].shape)
+    if c != cg * spec["group"]:
+        return None
+    (sh, sw), (dh, dw), (pt, pb, pl, pr) = spec["strides"], spec["dilations"], spec["pads"]
+    oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        return None
+    return _ConvGeometry(co, oh, ow, (sh, sw), (pt, pb, pl, pr), (dh, dw))
+
+
 def _channel_lut(
     steps: list[QStep], generics: list[Callable[[dict[str, Any]], Any]], c: int
 ) -> np.ndarray | None:
@@ -726,20 +754,15 @@ def _bind_conv_chain(
                     return None
                 plan.add_lut(lut)
                 continue
-            co, cg, kh, kw = sp["w"].shape
-            if c != cg * sp["group"]:
+            g = _qconv_geometry(sp, h, w, c)
+            if g is None:
                 return None
-            # pads as the step's attrs hold them: (top, bottom, left, right), conv2d_int8's
-            (sh, sw), (dh, dw), (pt, pb, pl, pr) = sp["strides"], sp["dilations"], sp["pads"]
-            oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-            ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-            if oh < 1 or ow < 1:
-                return None
+            (sh, sw), (dh, dw), (pt, _, pl, _) = g.strides, g.dilations, g.pads
             plan.add_conv(
-                sp["w"], sp["group"], h, w, c, oh, ow, sh, sw, pt, pl, dh, dw, sp["zx"], 0,
+                sp["w"], sp["group"], h, w, c, g.oh, g.ow, sh, sw, pt, pl, dh, dw, sp["zx"], 0,
                 sp["m"], sp["bias"], False, sp["zy"],
             )  # fmt: skip
-            h, w, c = oh, ow, co
+            h, w, c = g.oh, g.ow, g.co
         return plan
 
     def generic(env: dict[str, Any]) -> Any:

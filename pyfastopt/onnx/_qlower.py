@@ -35,6 +35,7 @@ from ._qgraph import (
     _channel_lut,
     _elementwise_per_channel,
     _multiplier,
+    _qconv_geometry,
     _qlinear_conv_spec,
     _uniform_zp,
 )
@@ -446,17 +447,13 @@ class _Builder:
         if spec is None:
             raise _No
         c, h, w = x.shape
-        co, cg, kh, kw = spec["w"].shape
-        if c != cg * spec["group"]:
+        g = _qconv_geometry(spec, h, w, c)
+        if g is None:
             raise _No
-        (sh, sw), (dh, dw), (pt, pb, pl, pr) = spec["strides"], spec["dilations"], spec["pads"]
-        oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-        ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-        if oh < 1 or ow < 1:
-            raise _No
-        y = self.new(y_dt, (co, oh, ow), nhwc=True)
+        (sh, sw), (dh, dw), (pt, _, pl, _) = g.strides, g.dilations, g.pads
+        y = self.new(y_dt, (g.co, g.oh, g.ow), nhwc=True)
         self.plan.add_conv(
-            x.vid, y.vid, spec["w"], spec["group"], h, w, c, oh, ow, sh, sw, pt, pl, dh, dw,
+            x.vid, y.vid, spec["w"], spec["group"], h, w, c, g.oh, g.ow, sh, sw, pt, pl, dh, dw,
             spec["zx"], spec["m"], spec["bias"], spec["zy"],
         )  # fmt: skip
         self.vals[st.outputs[0]] = y

@@ -60,11 +60,10 @@ def matmul_int8(
             shapes named), 0-d operands, a zero point outside its dtype's range, or
             per-row/per-column zero points of the wrong shape.
 
-    Per-row/per-column zero points run the product with zero points 0 and subtract the
-    row/column-sum corrections in int64 (NumPy, one more pass over each operand),
-    wrapped to int32 at the end: the same values (modulo 2**32) as the per-tensor path.
-    The int8 GEMM's output stage does not take them (yet): the correction stays a
-    Python pass.
+    Per-row/per-column zero points go to the int8 GEMM with the operands: its output
+    stage subtracts ``za[i] colsum(B)[j]`` and ``zb[j] (rowsum(A)[i] - K za[i])`` in the
+    same int32 wrap-around arithmetic as the per-tensor path (the same values modulo
+    2**32; no extra pass over the operands).
 
     Example:
         >>> import numpy as np
@@ -133,37 +132,22 @@ def _check_vector_zp(name: str, z: np.ndarray, dtype: np.dtype, length: int, dim
 def _matmul_int8_vector_zp(
     a_q: Any, a_zp: Any, za: np.ndarray | None, b_q: Any, b_zp: Any, zb: np.ndarray | None
 ) -> npt.NDArray[np.int32]:
+    """2-D (or 1-D) operands with a 1-D per-row ``za`` and/or per-column ``zb``: one
+    kernel call with the vectors (the binding checks the operands first: dtypes, ranks,
+    shapes and the scalar zero points)."""
     a = np.asarray(a_q)
     b = np.asarray(b_q)
-    # dtypes, ranks, shapes and the scalar zero points: the binding's checks, on a call
-    # with the same operands (its result is the product with zero points 0 when both
-    # are vectors, else with the scalar one folded in)
-    p = _matmul_int8(a, 0 if za is not None else a_zp, b, 0 if zb is not None else b_zp)
+    if a.dtype not in _BYTE_DTYPES or b.dtype not in _BYTE_DTYPES:  # the binding's TypeError
+        return _matmul_int8(a, 0 if za is not None else a_zp, b, 0 if zb is not None else b_zp)
     if za is not None and a.ndim != 2:
         raise ValueError(f"per-row a_zero_point needs a 2-D a_q, got shape {a.shape}")
     if zb is not None and b.ndim != 2:
         raise ValueError(f"per-column b_zero_point needs a 2-D b_q, got shape {b.shape}")
-    k = a.shape[-1]
-    m = a.shape[0] if a.ndim == 2 else 1
-    n = b.shape[1] if b.ndim == 2 else 1
-    a2 = a.reshape(m, k).astype(np.int64)
-    b2 = b.reshape(k, n).astype(np.int64)
-    acc = p.reshape(m, n).astype(np.int64)
     if za is not None:
-        _check_vector_zp("a_zero_point", za, a.dtype, m, "row of a_q")
-        zav = za.astype(np.int64)[:, None]
-        # scalar b zero point already folded in p: sum_k (A - 0)(B - zb) -> subtract za*sum_k(B - zb)
-        bz = b2 if zb is not None else b2 - int(np.asarray(b_zp).reshape(()))
-        acc -= zav * bz.sum(axis=0)[None, :]
+        _check_vector_zp("a_zero_point", za, a.dtype, a.shape[0], "row of a_q")
     if zb is not None:
-        _check_vector_zp("b_zero_point", zb, b.dtype, n, "column of b_q")
-        zbv = zb.astype(np.int64)[None, :]
-        az = a2 - (
-            za.astype(np.int64)[:, None] if za is not None else int(np.asarray(a_zp).reshape(()))
-        )
-        acc -= zbv * az.sum(axis=1)[:, None]
-    # int64 -> int32 wraps modulo 2**32, as the kernel's arithmetic does
-    return acc.astype(np.int32).reshape(p.shape)
+        _check_vector_zp("b_zero_point", zb, b.dtype, b.shape[1], "column of b_q")
+    return _matmul_int8(a, a_zp if za is None else za, b, b_zp if zb is None else zb)
 
 
 _BYTE_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -223,8 +207,9 @@ def _matmul_int8_batched(
     a_q: Any, a_zp: Any, za: np.ndarray | None, b_q: Any, b_zp: Any, zb: np.ndarray | None
 ) -> npt.NDArray[np.int32]:
     """N-D operands (numpy.matmul broadcasting) and N-D zero points: one kernel call per
-    matrix of the broadcast batch (one call in all for a 2-D ``b_q``), then the per-row /
-    per-column corrections in int64."""
+    matrix of the broadcast batch (one call in all for a 2-D ``b_q``), per-row /
+    per-column zero points handed to each call as vectors (the kernel's output stage
+    applies them)."""
     a = _byte_operand("a_q", a_q)
     b = _byte_operand("b_q", b_q)
     a2 = a[None, :] if a.ndim == 1 else a
@@ -253,28 +238,19 @@ def _matmul_int8_batched(
     out_shape = (*batch, m, n)
     if b2.ndim == 2 and len(batch) == a2.ndim - 2:
         # a weight: every row of every batch of a against the same b, one call
-        p = _matmul_int8(a2.reshape(-1, k), za_k, b2, zb_k).reshape(out_shape)
+        za_all = za_k if za64 is None else np.broadcast_to(za64, (*batch, m, 1)).reshape(-1)
+        zb_all = zb_k if zb64 is None else zb64.reshape(n)
+        p = _matmul_int8(a2.reshape(-1, k), za_all, b2, zb_all).reshape(out_shape)
     else:
         p = np.empty(out_shape, np.int32)
         ab = np.broadcast_to(a2, (*batch, m, k))
         bb = np.broadcast_to(b2, (*batch, k, n))
+        zab = None if za64 is None else np.broadcast_to(za64, (*batch, m, 1))
+        zbb = None if zb64 is None else np.broadcast_to(zb64, (*batch, 1, n))
         for idx in np.ndindex(*batch):
-            p[idx] = _matmul_int8(ab[idx], za_k, bb[idx], zb_k)
-    if za64 is not None or zb64 is not None:
-        # sum_k (A - za)(B - zb) = P + (za_k - za) colsum(B) + (zb_k - zb) rowsum(A)
-        #                          + K (za zb - za_k zb_k), P the kernel's product
-        zak = np.int64(0 if za64 is not None else np.asarray(a_zp).reshape(()))
-        zbk = np.int64(0 if zb64 is not None else np.asarray(b_zp).reshape(()))
-        zav = za64 if za64 is not None else zak
-        zbv = zb64 if zb64 is not None else zbk
-        acc = p.astype(np.int64)
-        if za64 is not None:
-            acc += (zak - zav) * b2.sum(axis=-2, keepdims=True, dtype=np.int64)
-        if zb64 is not None:
-            acc += (zbk - zbv) * a2.sum(axis=-1, keepdims=True, dtype=np.int64)
-        acc += np.int64(k) * (zav * zbv - zak * zbk)
-        # int64 -> int32 wraps modulo 2**32, as the kernel's arithmetic does
-        p = np.broadcast_to(acc, out_shape).astype(np.int32)
+            za_i = za_k if zab is None else zab[idx].reshape(m)
+            zb_i = zb_k if zbb is None else zbb[idx].reshape(n)
+            p[idx] = _matmul_int8(ab[idx], za_i, bb[idx], zb_i)
     if b.ndim == 1:
         p = p[..., 0]
     if a.ndim == 1:

@@ -78,6 +78,10 @@ struct QTile {
   const std::int32_t* col_corr;     // [n] added to every row of a column
   const std::int32_t* row_za;       // [m] or null: then acc -= row_za[i] * col_sum[j]
   const std::int32_t* col_sum;      // [n] colsum(B') (with row_za only)
+  // Per-column zero points of B (qgemm's col_zb), or null: then acc -= col_zb[j] * row_sum[i]
+  // (uint32 wrap-around), col_zb[j] = zb'[j] and row_sum[i] = rowsum(A')[i] - K za'[i].
+  const std::int32_t* row_sum = nullptr;  // [m]
+  const std::int32_t* col_zb = nullptr;   // [n]
 };
 
 // Dynamic / static quantization of float32 rows while packing A:
@@ -130,6 +134,10 @@ struct QGemmKernels {
   // same layouts with every byte widened to int16, see qgemm_avx2.cpp). Panel sizes and
   // offsets in the driver are multiplied by it.
   int elem_bytes = 1;
+  // Multiply-adds per thread below which the driver does not add a thread (0: the
+  // driver's default, 8M, measured with AVX-512 VNNI / AMX). Slower kernels pay for a
+  // thread on less work (qgemm_avx2.cpp: 1M).
+  std::size_t mac_per_thread = 0;
 };
 
 // std::allocator, except that resize() leaves new elements uninitialized: the packers
@@ -172,7 +180,8 @@ struct QOperandA {
   // or float32 rows (unit column stride, row stride rs) quantized with q
   const float* f32 = nullptr;
   QuantParams q{nullptr, nullptr, 0};
-  // zero point: one value (za), or per row (row_za, length m) for float rows
+  // zero point: one value (za), or per row (row_za, length m: for byte rows in the
+  // stored form, i.e. + 128 for int8 rows, as za' of qgemm.h)
   std::int32_t za = 0;
   const std::int32_t* row_za = nullptr;
 };
@@ -183,9 +192,11 @@ void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdi
 
 // C (m x n) = output stage of (A - za)(B - zb). Threads: a grid of C blocks, each
 // running the serial loops; K is never split, so any thread count gives the same bits.
-// max_threads <= 0: the process-wide count.
+// max_threads <= 0: the process-wide count. col_zb (n entries, as given: int8 or uint8
+// values), or null: per-column zero points of B instead of zb (ONNX MatMulInteger's
+// b_zero_point per column); the correction runs in the tiles' output stage.
 void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
-           const QOutput& out, int max_threads = 0);
+           const QOutput& out, int max_threads = 0, const std::int32_t* col_zb = nullptr);
 
 // Dynamic quantization parameters of float32 data (row-major m x k, row stride ld):
 // lo = min(min x, 0), hi = max(max x, 0); scale = f32((f64 hi - f64 lo) / 255), 1 when

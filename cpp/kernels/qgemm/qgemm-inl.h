@@ -354,7 +354,9 @@ bool minmax_vec(std::size_t n, const float* x, float* lo_out, float* hi_out) {
 // corrections (uint32: wrap-around) and runs the output stage of qgemm.h.
 // FULL: n == NR, so every loop below has a compile-time trip count (fully vectorized,
 // no remainder handling); the same operations in the same order either way.
-template <int NR, bool FULL>
+// ZB: the tile has per-column zero points of B (tile.col_zb; a separate instantiation, so
+// the common path's code is not touched by it).
+template <int NR, bool FULL, bool ZB = false>
 void finish_rows(const std::int32_t* t, int m, int n_, const QTile& tile) {
   const int n = FULL ? NR : n_;
   const QOutput& o = *tile.out;
@@ -362,7 +364,15 @@ void finish_rows(const std::int32_t* t, int m, int n_, const QTile& tile) {
     const std::size_t gi = tile.i0 + static_cast<std::size_t>(i);
     const std::uint32_t rc = static_cast<std::uint32_t>(tile.row_corr[i]);
     alignas(64) std::int32_t acc[NR];
-    if (tile.row_za) {
+    if constexpr (ZB) {  // acc -= zb'[j] (rowsum'[i] - K za'[i]) (and za'[i] colsum[j] per row)
+      const std::uint32_t za = tile.row_za ? static_cast<std::uint32_t>(tile.row_za[i]) : 0u;
+      const std::uint32_t rs = static_cast<std::uint32_t>(tile.row_sum[i]);
+      for (int j = 0; j < n; ++j)
+        acc[j] = static_cast<std::int32_t>(static_cast<std::uint32_t>(t[i * NR + j]) + rc +
+                                           static_cast<std::uint32_t>(tile.col_corr[j]) -
+                                           za * static_cast<std::uint32_t>(tile.col_sum[j]) -
+                                           static_cast<std::uint32_t>(tile.col_zb[j]) * rs);
+    } else if (tile.row_za) {
       const std::uint32_t za = static_cast<std::uint32_t>(tile.row_za[i]);
       for (int j = 0; j < n; ++j)
         acc[j] = static_cast<std::int32_t>(static_cast<std::uint32_t>(t[i * NR + j]) + rc +
@@ -429,7 +439,9 @@ void finish_rows(const std::int32_t* t, int m, int n_, const QTile& tile) {
 
 template <int NR>
 void finish_tile(const std::int32_t* t, int m, int n, const QTile& tile) {
-  if (n == NR)
+  if (tile.col_zb)  // per-column zero points (matmul_int8's vector b_zero_point): rare
+    finish_rows<NR, false, true>(t, m, n, tile);
+  else if (n == NR)
     finish_rows<NR, true>(t, m, n, tile);
   else
     finish_rows<NR, false>(t, m, n, tile);

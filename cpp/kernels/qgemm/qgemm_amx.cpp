@@ -161,6 +161,7 @@ void amx_band(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, std
     s.j0 += q * kNR;
     s.col_corr += q * kNR;
     if (s.col_sum) s.col_sum += q * kNR;
+    if (s.col_zb) s.col_zb += q * kNR;
     return s;
   };
   auto cols = [&](std::size_t q) { return std::min(kNR, n - static_cast<int>(q * kNR)); };

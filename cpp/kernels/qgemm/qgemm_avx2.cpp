@@ -132,7 +132,7 @@ void pack_a_f32(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld,
 
 extern const QGemmKernels qgemm_kernels = {"qgemm_avx2_madd16_4x16", kMR, kNR, 1, &pack_b,
                                            &pack_a, &pack_a_f32, &minmax_vec<VF>, &ukernel, nullptr, nullptr,
-                                           nullptr, 2};
+                                           nullptr, 2, std::size_t{1} << 20};
 
 }  // namespace avx2
 }  // namespace pyfastopt

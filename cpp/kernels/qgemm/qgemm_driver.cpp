@@ -31,9 +31,11 @@ namespace pyfastopt {
 
 namespace {
 
-// Multiply-adds per thread below which another thread does not pay for itself (8M: a
-// few microseconds on AMX, ~20 us with VNNI; the (32, 784) x 512 layer of a batch-32
-// MLP measured 45 us on one thread, 55 us on two).
+// Multiply-adds per thread below which another thread does not pay for itself, unless
+// the kernel table says otherwise (QGemmKernels::mac_per_thread). 8M: a few microseconds
+// on AMX, ~20 us with VNNI (the (32, 784) x 512 layer of a batch-32 MLP measured 45 us
+// on one thread, 55 us on two). The AVX2 kernel is 3-4x slower per multiply-add, so 8M
+// kept that 12.8M-MAC layer (~150 us there) on one thread: its table says 1M.
 constexpr std::size_t kMacPerThread = std::size_t{1} << 23;
 constexpr std::size_t kABlockBytes = 192 * 1024;
 
@@ -81,7 +83,7 @@ void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdi
 }
 
 void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
-           const QOutput& out, int max_threads) {
+           const QOutput& out, int max_threads, const std::int32_t* col_zb) {
   const std::size_t n = b.n, k = b.k, k4 = b.k4;
   if (m == 0 || n == 0) return;
   const QGemmKernels& K = *b.kern;
@@ -96,11 +98,19 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
   const std::uint32_t kk = u32(static_cast<std::int64_t>(k));
 
   // Column corrections: -za' colsum[j] + K za' zb' (+ col_bias); with per-row zero
-  // points the za' terms move to the rows and the tile (row_za).
+  // points the za' terms move to the rows and the tile (row_za). With per-column zero
+  // points of B (col_zb) every zb' term moves to the tile: acc -= zb'[j] (rowsum'[i] -
+  // K za'[i]), the row factor kept in rowsum (below), zb'[j] in zbv.
   std::int32_t* col_corr = static_cast<std::int32_t*>(scratch(0, n * sizeof(std::int32_t)));
+  std::int32_t* zbv = col_zb ? static_cast<std::int32_t*>(scratch(2, n * sizeof(std::int32_t))) : nullptr;
   for (std::size_t j = 0; j < n; ++j) {
     std::uint32_t c = out.col_bias ? static_cast<std::uint32_t>(out.col_bias[j]) : 0u;
-    if (!a.row_za) c += kk * zap * zbp - zap * static_cast<std::uint32_t>(b.colsum[j]);
+    if (zbv) {
+      zbv[j] = static_cast<std::int32_t>(u32(static_cast<std::int64_t>(col_zb[j]) - off_b));
+      if (!a.row_za) c -= zap * static_cast<std::uint32_t>(b.colsum[j]);
+    } else if (!a.row_za) {
+      c += kk * zap * zbp - zap * static_cast<std::uint32_t>(b.colsum[j]);
+    }
     col_corr[j] = static_cast<std::int32_t>(c);
   }
 
@@ -111,7 +121,8 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
   const std::size_t row_panels = (m + MR - 1) / MR, col_panels = b.panels;
   const std::size_t mac = m * n * std::max<std::size_t>(k, 1);
   std::size_t nt = static_cast<std::size_t>(max_threads > 0 ? max_threads : get_num_threads());
-  nt = std::max<std::size_t>(1, std::min(nt, mac / kMacPerThread));
+  const std::size_t per_thread = K.mac_per_thread ? K.mac_per_thread : kMacPerThread;
+  nt = std::max<std::size_t>(1, std::min(nt, mac / per_thread));
   const std::size_t tm = std::min(nt, row_panels);
   const std::size_t tn = std::max<std::size_t>(1, std::min(nt / tm, col_panels));
   const std::size_t blocks = tm * tn;
@@ -148,8 +159,14 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
         K.pack_a(mc, k, a.u8 + static_cast<std::ptrdiff_t>(ic) * a.rs, a.rs, a.cs, a.a_signed, ap, rowsum);
       }
       for (std::size_t i = 0; i < mc; ++i) {
+        const std::uint32_t zai = a.row_za ? static_cast<std::uint32_t>(a.row_za[ic + i]) : zap;
+        if (zbv) {  // the tile subtracts zb'[j] (rowsum'[i] - K za'[i])
+          row_corr[i] = 0;
+          rowsum[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(rowsum[i]) - kk * zai);
+          continue;
+        }
         std::uint32_t c = 0u - zbp * static_cast<std::uint32_t>(rowsum[i]);
-        if (a.row_za) c += kk * static_cast<std::uint32_t>(a.row_za[ic + i]) * zbp;
+        if (a.row_za) c += kk * zai * zbp;
         row_corr[i] = static_cast<std::int32_t>(c);
       }
       if (K.band) {  // MR-row bands of C, each left to right (the table blocks K inside)
@@ -158,7 +175,8 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
         for (std::size_t ir = 0; ir < mc; ir += MR) {
           const int mm = static_cast<int>(std::min(MR, mc - ir));
           const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
-                           a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j};
+                           a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j,
+                           rowsum + ir, zbv ? zbv + j : nullptr};
           K.band(k4, ap + ir * row_bytes, b.data.data() + q0 * panel_bytes, panel_bytes, q1 - q0, mm, nb, tile,
                  partials);
         }
@@ -171,7 +189,8 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
         for (std::size_t ir = 0; ir < mc; ir += MR) {
           const int mm = static_cast<int>(std::min(MR, mc - ir));
           const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
-                           a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j};
+                           a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j,
+                           rowsum + ir, zbv ? zbv + j : nullptr};
           K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
         }
       }

@@ -49,7 +49,7 @@ using Gen = QGeneric<kMR, kNR>;
 
 extern const QGemmKernels qgemm_kernels = {
     "qgemm_ref_4x4", kMR, kNR, 1, &Gen::pack_b, &Gen::pack_a, &Gen::pack_a_f32, &Gen::minmax, &ukernel, nullptr, nullptr,
-    nullptr};
+    nullptr, 1, std::size_t{1} << 20};  // scalar: a thread pays from 1M multiply-adds
 
 }  // namespace ref
 }  // namespace pyfastopt

@@ -1483,12 +1483,21 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
     run_tasks(task_count(nblk, wpu), nblk, wpu, [&](sz, sz u0, sz u1) {
       for (sz u = u0; u < u1; ++u) {
         const sz c0 = u * 16, c1 = std::min(g.Co, c0 + 16);
+        const sz nc = c1 - c0;
         double acc[16] = {};
-        for (sz n = 0; n < g.N; ++n)
-          for (sz p = 0; p < P; ++p)
-            for (sz c = c0; c < c1; ++c)
-              acc[c - c0] += static_cast<double>(g.nhwc ? dy[(n * P + p) * g.Co + c] : dy[(n * g.Co + c) * P + p]);
-        for (sz c = c0; c < c1; ++c) db[c] = static_cast<T>(acc[c - c0]);
+        if (g.nhwc) {  // the layout test out of the loops: contiguous channels vectorize
+          for (sz q = 0; q < g.N * P; ++q) {
+            const T* d = dy + q * g.Co + c0;
+            for (sz c = 0; c < nc; ++c) acc[c] += static_cast<double>(d[c]);
+          }
+        } else {
+          for (sz n = 0; n < g.N; ++n)
+            for (sz p = 0; p < P; ++p) {
+              const T* d = dy + (n * g.Co + c0) * P + p;
+              for (sz c = 0; c < nc; ++c) acc[c] += static_cast<double>(d[c * P]);
+            }
+        }
+        for (sz c = 0; c < nc; ++c) db[c0 + c] = static_cast<T>(acc[c]);
       }
     });
   }

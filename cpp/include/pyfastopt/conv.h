@@ -47,9 +47,11 @@
 //   GEMM paths: each result element is computed by exactly one task as the gemm packed
 //   path's chain: FMA chains over KC-step blocks of the reduction, in order, blocks added
 //   in order (KC = 256 on every level, and each lane of every micro-kernel is the same
-//   scalar FMA chain, so the levels agree bitwise). Then, in the driver (baseline code,
-//   the same on every level): + bias, then the activation (relu: max(0, x), NaN stays
-//   NaN; gelu: x Phi(x) evaluated in double with erfc, rounded once).
+//   scalar FMA chain, so the levels agree bitwise). Then + bias, then the activation
+//   (relu: max(0, x), NaN stays NaN; gelu: x Phi(x) evaluated in double with erfc, rounded
+//   once): bias and relu in the micro-kernels' write-back of the last KC block (the same
+//   two roundings on every level), gelu and the 1x1 NCHW GEMM's per-row bias in the
+//   driver (baseline code, the same on every level).
 //   backward-weight: the pixels are cut into B = min(N, 8) fixed blocks of whole images;
 //   each block's partial dW is such a chain, and the partials are added in block order.
 //   bias gradient: per channel, a double sum over (n, oh, ow) in memory order of NHWC,

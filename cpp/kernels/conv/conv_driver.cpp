@@ -202,12 +202,12 @@ void pack_b_all(const GemmKernelsT<T>& K, sz k, sz n, const T* b, sd rs, sd cs, 
 }
 
 // c (m x ncb, row stride ldc) = sum over kc blocks of A (gathered rows) x packed B,
-// columns [j0, j0 + ncb) of B. fill(pc, kcur, apack) packs the A block.
+// columns [j0, j0 + ncb) of B, then the micro-kernels' epilogue ep (bias: at the tile's first
+// column; act: none or relu) on the last block. fill(pc, kcur, apack) packs the A block.
 template <class T, class FillA>
 void tile_product(const GemmKernelsT<T>& K, sz m, sz k, sz j0, sz ncb, const T* bpack, sz npad,
-                  T* apack, T* c, sd ldc, const FillA& fill) {
+                  T* apack, T* c, sd ldc, const Epilogue<T>& ep, const FillA& fill) {
   const sz KC = static_cast<sz>(K.kc), MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
-  const Epilogue<T> none{};
   for (sz pc = 0; pc < k; pc += KC) {
     const sz kcur = std::min(KC, k - pc);
     const bool first = pc == 0, last = pc + kcur == k;
@@ -215,11 +215,12 @@ void tile_product(const GemmKernelsT<T>& K, sz m, sz k, sz j0, sz ncb, const T* 
     for (sz jr = 0; jr < ncb; jr += NR) {
       const int nn = static_cast<int>(std::min(NR, ncb - jr));
       const T* bp = bpack + pc * npad + ((j0 + jr) / NR) * kcur * NR;
+      const Epilogue<T> e{ep.bias ? ep.bias + jr : nullptr, ep.act};
       for (sz ir = 0; ir < m; ir += MR) {
         const int mm = static_cast<int>(std::min(MR, m - ir));
         (mm <= K.er ? K.ukernel_edge : K.ukernel)(kcur, apack + ir * kcur, bp,
                                                   c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr),
-                                                  ldc, mm, nn, first, last, none);
+                                                  ldc, mm, nn, first, last, e);
       }
     }
   }
@@ -247,6 +248,14 @@ struct BigBuffer {
   BigBuffer& operator=(const BigBuffer&) = delete;
 };
 
+// The ukernel_rows variant for a micro-panel of mm rows and a column panel of nn columns:
+// the edge kernel for a short last panel (mm <= er), the narrow one for a column tail of at
+// most nr_narrow columns, else the full one (all compute the same chains, see gemm.h).
+template <class T>
+auto rows_kernel(const GemmKernelsT<T>& K, int mm, int nn) -> decltype(K.ukernel_rows) {
+  return mm <= K.er ? K.ukernel_rows_edge : nn <= K.nr_narrow ? K.ukernel_rows_narrow : K.ukernel_rows;
+}
+
 // The same product with A read in place by the micro-kernel (GemmKernelsT::ukernel_rows),
 // for channels-last sources: row i's values of tap t are the cg contiguous channels at
 // src + off[t * m + i] (padding: a zero row). Per KC block, the block's steps are cut
@@ -256,9 +265,8 @@ struct BigBuffer {
 template <class T>
 void tile_product_rows(const GemmKernelsT<T>& K, sz m, sz k, sz cg, const sd* off, const T* src,
                        const T* zeros, sz j0, sz ncb, const T* bpack, sz npad, sz smax, const T** ptrs,
-                       sz* seg, T* c, sd ldc) {
+                       sz* seg, T* c, sd ldc, const Epilogue<T>& ep) {
   const sz KC = static_cast<sz>(K.kc), MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
-  const Epilogue<T> none{};
   const sz ntile = ceil_div(m, MR);
   for (sz pc = 0; pc < k; pc += KC) {
     const sz kcur = std::min(KC, k - pc);
@@ -283,14 +291,12 @@ void tile_product_rows(const GemmKernelsT<T>& K, sz m, sz k, sz cg, const sd* of
     for (sz jr = 0; jr < ncb; jr += NR) {
       const int nn = static_cast<int>(std::min(NR, ncb - jr));
       const T* bp = bpack + pc * npad + ((j0 + jr) / NR) * kcur * NR;
+      const Epilogue<T> e{ep.bias ? ep.bias + jr : nullptr, ep.act};
       for (sz it = 0; it < ntile; ++it) {
         const sz ir = it * MR;
         const int mm = static_cast<int>(std::min(MR, m - ir));
-        const auto kern = mm <= K.er ? K.ukernel_rows_edge
-                          : nn <= K.nr_narrow ? K.ukernel_rows_narrow
-                                              : K.ukernel_rows;
-        kern(nseg, seg, ptrs + it * smax * MR, bp, c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr), ldc, mm,
-            nn, first, last, none);
+        rows_kernel(K, mm, nn)(nseg, seg, ptrs + it * smax * MR, bp,
+                               c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr), ldc, mm, nn, first, last, e);
       }
     }
   }
@@ -341,6 +347,9 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
   Aligned<T> zeros(in_place ? KC : 0);
   std::fill(zeros.p, zeros.p + (in_place ? KC : 0), T(0));
   const sz ldo = G * cols;
+  // bias and relu in the micro-kernels' write-back: the same (sum + bias, then max(0, .))
+  // as the loops below; gelu stays there (x Phi(x) in double, not the kernels' float gelu)
+  const bool fused = act == Activation::none || act == Activation::relu;
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     T* apack = scratch.p + task * per_task;  // 64-byte aligned
     T* abuf = apack + MC * KC;
@@ -369,13 +378,14 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
       const sz col0 = gi * cols + j0;  // first channel of the tile
       T* c = out_cl ? out + r0 * ldo + col0 : ctile;
       const sd ldc = static_cast<sd>(out_cl ? ldo : nc);
+      const Epilogue<T> ep = fused ? Epilogue<T>{bias ? bias + col0 : nullptr, act} : Epilogue<T>{};
       if (in_place)
         tile_product_rows(K, m, k, cg, off, src, zeros.p, j0, nc, bp, npad, smax,
-                          ptrs.data() + task * ptr_per_task, segs.data() + task * smax, c, ldc);
+                          ptrs.data() + task * ptr_per_task, segs.data() + task * smax, c, ldc, ep);
       else
-        tile_product(K, m, k, j0, nc, bp, npad, apack, c, ldc, fill);
+        tile_product(K, m, k, j0, nc, bp, npad, apack, c, ldc, ep, fill);
       if (out_cl) {
-        if (bias || act != Activation::none)
+        if (!fused)
           for (sz i = 0; i < m; ++i) {
             T* ci = c + i * ldo;
             for (sz j = 0; j < nc; ++j) ci[j] = activate_value(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
@@ -390,7 +400,7 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
             const T* ci = ctile + i0 * nc + j;
             T* oj = o + j * plane;
             const T bj = bias ? bias[col0 + j] : T(0);
-            if (bias || act != Activation::none)
+            if (!fused)
               for (sz i = 0; i < len; ++i) oj[i] = activate_value(bias ? T(ci[i * nc] + bj) : ci[i * nc], act);
             else
               for (sz i = 0; i < len; ++i) oj[i] = ci[i * nc];
@@ -460,13 +470,20 @@ void gemm_1x1_nchw(sz N, sz rows, sz k, sz P, const T* a, sd ars, sd acs, const 
               (edge ? K.ukernel_edge : K.ukernel)(kcur, ab + ir * kcur, bpack, c, static_cast<sd>(P), mm, nn,
                                                   first, last, none);
           }
+          // the panel's final values (rows x nn, still in cache): + bias[row], activation
+          if (last && (bias || act != Activation::none))
+            for (sz i = 0; i < rows; ++i) {
+              T* oi = o + i * P + jr;
+              const T bi = bias ? bias[i] : T(0);
+              if (act == Activation::none)
+                for (int j = 0; j < nn; ++j) oi[j] = oi[j] + bi;
+              else if (act == Activation::relu && bias)
+                for (int j = 0; j < nn; ++j) oi[j] = activate_value(T(oi[j] + bi), Activation::relu);
+              else
+                for (int j = 0; j < nn; ++j) oi[j] = activate_value(bias ? T(oi[j] + bi) : oi[j], act);
+            }
         }
       }
-      if (bias || act != Activation::none)
-        for (sz i = 0; i < rows; ++i) {
-          T* oi = o + i * P;
-          for (sz j = 0; j < np; ++j) oi[j] = activate_value(bias ? T(oi[j] + bias[i]) : oi[j], act);
-        }
     }
   });
 }
@@ -1102,11 +1119,8 @@ void backward_data_phases(const ConvGeom& g, sz cg, sz cog, const T* dyl, const 
           for (sz it = 0; it < ntile; ++it) {
             const sz ir = it * MR;
             const int mm = static_cast<int>(std::min(MR, m - ir));
-            const auto kern = mm <= K.er ? K.ukernel_rows_edge
-                              : nn <= K.nr_narrow ? K.ukernel_rows_narrow
-                                                  : K.ukernel_rows;
-            kern(ns, seg, pt + it * smax * MR, bp, ct + ir * nc + jr, static_cast<sd>(nc), mm, nn, first, last,
-                 none);
+            rows_kernel(K, mm, nn)(ns, seg, pt + it * smax * MR, bp, ct + ir * nc + jr, static_cast<sd>(nc), mm, nn,
+                                   first, last, none);
           }
         }
         bg += L * npad;
@@ -1469,12 +1483,21 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
     run_tasks(task_count(nblk, wpu), nblk, wpu, [&](sz, sz u0, sz u1) {
       for (sz u = u0; u < u1; ++u) {
         const sz c0 = u * 16, c1 = std::min(g.Co, c0 + 16);
+        const sz nc = c1 - c0;
         double acc[16] = {};
-        for (sz n = 0; n < g.N; ++n)
-          for (sz p = 0; p < P; ++p)
-            for (sz c = c0; c < c1; ++c)
-              acc[c - c0] += static_cast<double>(g.nhwc ? dy[(n * P + p) * g.Co + c] : dy[(n * g.Co + c) * P + p]);
-        for (sz c = c0; c < c1; ++c) db[c] = static_cast<T>(acc[c - c0]);
+        if (g.nhwc) {  // the layout test out of the loops: contiguous channels vectorize
+          for (sz q = 0; q < g.N * P; ++q) {
+            const T* d = dy + q * g.Co + c0;
+            for (sz c = 0; c < nc; ++c) acc[c] += static_cast<double>(d[c]);
+          }
+        } else {
+          for (sz n = 0; n < g.N; ++n)
+            for (sz p = 0; p < P; ++p) {
+              const T* d = dy + (n * g.Co + c0) * P + p;
+              for (sz c = 0; c < nc; ++c) acc[c] += static_cast<double>(d[c * P]);
+            }
+        }
+        for (sz c = 0; c < nc; ++c) db[c0 + c] = static_cast<T>(acc[c]);
       }
     });
   }
@@ -1569,18 +1592,27 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
         }
     }
   });
-  // dw[co][c][t] = sum of the partials in block order
-  const sz total = g.Co * k;
-  const sz nblk = ceil_div(total, 4096);
-  run_tasks(task_count(nblk, 4096.0 * static_cast<double>(B)), nblk, 4096.0 * static_cast<double>(B),
-            [&](sz, sz u0, sz u1) {
-              for (sz e = u0 * 4096; e < std::min(total, u1 * 4096); ++e) {
-                const sz co = e / k, kk = e - co * k, t = kk / cg, ci = kk - t * cg;
-                T v = part.p[e];
-                for (sz bb = 1; bb < B; ++bb) v = v + part.p[bb * total + e];
-                dw[(co * cg + ci) * RS + t] = v;
-              }
-            });
+  // dw[co][c][t] = sum of the partials in block order; one unit per (co, t): cg partial
+  // sums contiguous in part, written RS apart in dw
+  const sz total = g.Co * k, nrow = g.Co * RS;
+  const double rwork = static_cast<double>(cg * B);
+  run_tasks(task_count(nrow, rwork), nrow, rwork, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz co = u / RS, t = u - co * RS;
+      const T* p0 = part.p + co * k + t * cg;
+      T* d = dw + co * cg * RS + t;
+      for (sz c0 = 0; c0 < cg; c0 += 64) {  // 64 chains at a time, block by block
+        const sz nc = std::min<sz>(64, cg - c0);
+        T v[64];
+        for (sz ci = 0; ci < nc; ++ci) v[ci] = p0[c0 + ci];
+        for (sz bb = 1; bb < B; ++bb) {
+          const T* pb = p0 + bb * total + c0;
+          for (sz ci = 0; ci < nc; ++ci) v[ci] = v[ci] + pb[ci];
+        }
+        for (sz ci = 0; ci < nc; ++ci) d[(c0 + ci) * RS] = v[ci];
+      }
+    }
+  });
 }
 
 template void conv2d_forward<float>(const ConvGeom&, const float*, const float*, const float*, Activation, float*);

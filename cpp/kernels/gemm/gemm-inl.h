@@ -344,7 +344,12 @@ void pack_a(std::size_t m, std::size_t kc, const typename G::T* a, std::ptrdiff_
   for (std::size_t i0 = 0; i0 < m; i0 += MR) {
     const int mm = static_cast<int>(m - i0 < MR ? m - i0 : MR);
     T* dst = ap + i0 * kc;
-    if (rs == 1) {  // columns of A contiguous (A = dy^T): MR consecutive values per step
+    if (rs == 1 && mm == MR) {  // columns of A contiguous (A = dy^T): MR consecutive values per step
+      for (std::size_t k = 0; k < kc; ++k) {
+        const T* s = a + static_cast<std::ptrdiff_t>(i0) + static_cast<std::ptrdiff_t>(k) * cs;
+        PF_UNROLL for (int i = 0; i < MR; ++i) dst[k * MR + i] = s[i];
+      }
+    } else if (rs == 1) {  // the same for the last, short panel (zeros past mm)
       for (std::size_t k = 0; k < kc; ++k) {
         const T* s = a + static_cast<std::ptrdiff_t>(i0) + static_cast<std::ptrdiff_t>(k) * cs;
         for (int i = 0; i < MR; ++i) dst[k * MR + i] = i < mm ? s[i] : T(0);

@@ -326,17 +326,19 @@ bool all_finite(const T* p, sz n) {
   return true;
 }
 
+// Any channel multiplier cog = Co / C (cog == 1: one output channel per group): each
+// input plane is copied once and serves its cog output planes (co = c*cog + m, in order).
 template <class T>
 void depthwise1_forward_nchw(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const ConvTapOps<T>& K = ck<T>();
-  const sz RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW;
+  const sz RS = g.R * g.S, HW = g.H * g.W, P = g.OH * g.OW, cog = g.Co / g.C;
   const conv_detail::PaddedPlane pp{g.sh, g.sw, g.OH + (g.R - 1) * g.dh / g.sh + 1,
                                     g.OW + (g.S - 1) * g.dw / g.sw, g.pt, g.pl};
   const sz nflat = g.OH * pp.kc, per_task = pp.size() + nflat, units = g.N * g.C;
   std::vector<sd> toff(RS);
   for (sz r = 0; r < g.R; ++r)
     for (sz s = 0; s < g.S; ++s) toff[r * g.S + s] = static_cast<sd>(pp.tap_offset(r * g.dh, s * g.dw));
-  const double wpu = static_cast<double>(P * RS + HW);
+  const double wpu = static_cast<double>(cog * P * RS + HW);
   const sz ntasks = task_count(units, wpu);
   Aligned<T> buf(ntasks * per_task);
   std::vector<T> wvs(ntasks * RS);
@@ -349,20 +351,75 @@ void depthwise1_forward_nchw(const ConvGeom& g, const T* x, const T* w, const T*
     std::fill(b, b + pp.size(), T(0));
     for (sz t = 0; t < RS; ++t) pt[t] = b + toff[t];
     for (sz u = u0; u < u1; ++u) {
-      const sz c = u % g.C;
-      T* yp = y + u * P;
+      const sz n = u / g.C, c = u - n * g.C;
       pp.copy(x + u * HW, g.H, g.W, b);
-      for (sz t = 0; t < RS; ++t) wv[t] = w[c * RS + t];
-      K.tap_rows(nflat, RS, pt, wv, flat);
-      for (sz oh = 0; oh < g.OH; ++oh) {
-        T* yr = yp + oh * g.OW;
-        const T* fr = flat + oh * pp.kc;
-        if (bias || act != Activation::none) {
-          for (sz i = 0; i < g.OW; ++i) yr[i] = activate_value(bias ? T(fr[i] + bias[c]) : fr[i], act);
-        } else {
-          std::memcpy(yr, fr, g.OW * sizeof(T));
+      for (sz m = 0; m < cog; ++m) {
+        const sz co = c * cog + m;
+        T* yp = y + (n * g.Co + co) * P;
+        for (sz t = 0; t < RS; ++t) wv[t] = w[co * RS + t];
+        K.tap_rows(nflat, RS, pt, wv, flat);
+        for (sz oh = 0; oh < g.OH; ++oh) {
+          T* yr = yp + oh * g.OW;
+          const T* fr = flat + oh * pp.kc;
+          if (bias || act != Activation::none) {
+            for (sz i = 0; i < g.OW; ++i) yr[i] = activate_value(bias ? T(fr[i] + bias[co]) : fr[i], act);
+          } else {
+            std::memcpy(yr, fr, g.OW * sizeof(T));
+          }
         }
       }
+    }
+  });
+}
+
+// Channels-last forward with a channel multiplier cog = Co / C > 1: per output row and
+// per m < cog, the tap kernel computes the row of output channels co = c*cog + m (c < C)
+// with the weights wm[m][t][c] = w[(c*cog + m)*RS + t] into a per-task row, then scatters
+// it into y's channels. Each element's chain is the generic loop's (0, then + x * w per
+// valid tap in (r, s) order, multiply then add): same bits.
+template <class T>
+void depthwise_mult_forward_nhwc(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, Co = g.Co, cog = Co / C, RS = g.R * g.S, units = g.N * g.OH;
+  std::vector<T> wm(cog * RS * C);
+  for (sz c = 0; c < C; ++c)
+    for (sz m = 0; m < cog; ++m)
+      for (sz t = 0; t < RS; ++t) wm[(m * RS + t) * C + c] = w[(c * cog + m) * RS + t];
+  sz owa, owb;
+  interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
+  const double wpu = static_cast<double>(g.OW * Co * RS);
+  const sz ntasks = task_count(units, wpu);
+  std::vector<sd> offs(ntasks * RS);
+  std::vector<const T*> wps(ntasks * RS);
+  Aligned<T> rows(ntasks * g.OW * C);
+  run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
+    sd* off = offs.data() + task * RS;
+    const T** wp = wps.data() + task * RS;
+    T* tr = rows.p + task * g.OW * C;
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / g.OH, oh = u - n * g.OH;
+      T* yr = y + u * g.OW * Co;
+      for (sz m = 0; m < cog; ++m) {
+        const T* wmm = wm.data() + m * RS * C;
+        for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
+          const sz nt = forward_taps(g, n, oh, ow, interior, [&](sz i, sz t, sd o) {
+            off[i] = o;
+            wp[i] = wmm + t * C;
+          });
+          K.tap_dot(npix, C, nt, x, interior ? static_cast<sd>(g.sw * C) : 0, off, wp, tr + ow * C,
+                    static_cast<sd>(C));
+        });
+        for (sz i = 0; i < g.OW; ++i) {
+          const T* src = tr + i * C;
+          T* dst = yr + i * Co + m;
+          for (sz c = 0; c < C; ++c) dst[c * cog] = src[c];
+        }
+      }
+      if (bias || act != Activation::none)
+        for (sz i = 0; i < g.OW * Co; ++i) {
+          const sz co = i % Co;
+          yr[i] = activate_value(bias ? T(yr[i] + bias[co]) : yr[i], act);
+        }
     }
   });
 }
@@ -708,7 +765,8 @@ namespace conv_detail {
 template <class T>
 void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz cog = g.Co / g.groups, RS = g.R * g.S;
-  if (cog == 1 && !g.nhwc && all_finite(w, g.Co * RS)) return depthwise1_forward_nchw(g, x, w, bias, act, y);
+  if (!g.nhwc && all_finite(w, g.Co * RS)) return depthwise1_forward_nchw(g, x, w, bias, act, y);  // any cog
+  if (g.nhwc && cog > 1) return depthwise_mult_forward_nhwc(g, x, w, bias, act, y);
   if (cog == 1 && !g.nhwc) {
     std::vector<T> xl(g.N * g.H * g.W * g.C), yl(g.N * g.OH * g.OW * g.Co);
     relayout(x, xl.data(), g.N, g.C, g.H * g.W, true);

@@ -72,6 +72,7 @@ GLOBAL_SHAPES = [
     (2, 35, 9, 1),  # W = 1
     (1, 130, 3, 3),  # channels-last: three channel blocks of 64
     (2, 5, 2, 2),  # fewer planes than one block
+    (1, 64, 33, 40),  # channels-last image over 256 KB: the row-by-row adaptive loop
 ]
 
 

@@ -93,8 +93,8 @@
 // of kh double rows and runs the double pool_avg on it (the float kernel would convert
 // every input kh*kw times): ring kh x W x C doubles per task, taken up to 2^19 doubles.
 // Global average pooling: channels-first sums 16 planes per plane_sums call;
-// channels-last one pool_avg call per (image, 64 channels) with the H*W pixels as taps
-// (an offset table of H*W entries).
+// channels-last (images up to 256 KB) one pool_avg call per (image, 64 channels) with the
+// H*W pixels as taps (an offset table of H*W entries).
 #pragma once
 
 #include <cstddef>

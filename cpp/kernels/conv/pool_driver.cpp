@@ -484,7 +484,11 @@ void global_forward_nchw(const PoolGeom& g, const T* x, T* y) {
 // Global average, channels-last: per (image, block of kGlobalCB channels) one pool_avg
 // call whose taps are the image's H*W pixels in (h, w) order: the chain 0 + x0 + x1 + ...
 // of the adaptive loop (which adds 1 * x == x), one division, one rounding: same bits.
+// Each pass of pool_avg reads a few registers of channels of every pixel, so the image
+// is read C / (pass width) times: taken only while one image fits kGlobalImageMax bytes
+// (L2; the 512x7x7 head: 100 KB); larger images keep the row-by-row adaptive loop.
 constexpr sz kGlobalCB = 64;
+constexpr sz kGlobalImageMax = sz(1) << 18;
 
 template <class T>
 void global_forward_nhwc(const PoolGeom& g, const T* x, T* y) {
@@ -685,7 +689,8 @@ void avg_pool2d_backward(const PoolGeom& g, bool include_pad, std::int64_t divis
 
 template <class T>
 void adaptive_avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  if (g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C * g.H * g.W > 0) return global_forward_nhwc(g, x, y);
+  if (g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C * g.H * g.W > 0 && g.H * g.W * g.C * sizeof(T) <= kGlobalImageMax)
+    return global_forward_nhwc(g, x, y);
   if (g.nhwc && g.N * g.C * g.OH * g.OW > 0) return adaptive_forward_nhwc(g, x, y);
   if (!g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C > 0) return global_forward_nchw(g, x, y);
   for_planes(g, static_cast<double>(g.H * g.W + g.OH * g.OW), [&](const Plane& p) {

@@ -89,9 +89,6 @@
 // dx element is written once instead (0 + dy at the max position, 0 elsewhere: the
 // scatter's bits), no zeroing pass unless some input lies outside every window. Max: torch's scan (v > best or NaN replaces); average: a double sum in
 // window order, one division, one rounding; the same bits on every level and layout.
-// Channels-last float average pooling converts each input row once into a per-task ring
-// of kh double rows and runs the double pool_avg on it (the float kernel would convert
-// every input kh*kw times): ring kh x W x C doubles per task, taken up to 2^19 doubles.
 // Global average pooling: channels-first sums 16 planes per plane_sums call;
 // channels-last (images up to 256 KB) one pool_avg call per (image, 64 channels) with the
 // H*W pixels as taps (an offset table of H*W entries).

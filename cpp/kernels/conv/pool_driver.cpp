@@ -220,89 +220,6 @@ void pool_forward_nhwc(const PoolGeom& g, bool is_max, bool include_pad, std::in
   });
 }
 
-// Channels-last average forward, float: the window sums are double chains of converted
-// floats, and with overlapping windows (3x3 stride 1) every input converts kh*kw times on
-// the float kernel (the convert is its bottleneck). Here each task converts each input
-// row it needs once, into a ring of kh double rows (the rows of output row oh are kh
-// consecutive input rows: distinct slots mod kh), and runs the double pool_avg on it into
-// a double row, rounded to float at the end. pool_avg<double>'s y is double(s / div), whose
-// rounding to float is the float kernel's y: the same chains, the same bits. Taken when
-// the ring fits kRingMax doubles per task.
-constexpr sz kRingMax = sz(1) << 19;
-
-template <class T>
-bool avg_forward_nhwc_ring(const PoolGeom& g, bool include_pad, std::int64_t divisor, const T* x, T* y) {
-  if (!std::is_same<T, float>::value) return false;
-  const sz C = g.C, WC = g.W * C, units = g.N * g.OH, taps = g.kh * g.kw;
-  if (g.kh * WC > kRingMax || taps == 0) return false;
-  const ConvTapOps<double>& K = ck<double>();
-  sz owa, owb;
-  inside_range(g.OW, g.sw, 1, g.kw, g.pw, g.W, &owa, &owb);
-  const sz ntasks = std::min<sz>(units, static_cast<sz>(std::max(get_num_threads(), 1)));
-  const sz per_task = g.kh * WC + g.OW * C;
-  std::vector<double> bufs(ntasks * per_task);
-  std::vector<sd> keys(ntasks * g.kh);
-  std::vector<sd> offs(ntasks * taps);
-  run_units(units, static_cast<double>(g.OW * C * taps), [&](sz task, sz u0, sz u1) {
-    double* ring = bufs.data() + task * per_task;
-    double* yrow = ring + g.kh * WC;
-    sd* key = keys.data() + task * g.kh;
-    sd* off = offs.data() + task * taps;
-    std::fill(key, key + g.kh, sd(-1));
-    for (sz u = u0; u < u1; ++u) {
-      const sz n = u / g.OH, oh = u - n * g.OH;
-      const sd h0 = static_cast<sd>(oh * g.sh) - static_cast<sd>(g.ph);
-      for (sz r = 0; r < g.kh; ++r) {  // the window rows of this output row, converted once
-        const sd h = h0 + static_cast<sd>(r);
-        if (h < 0 || h >= static_cast<sd>(g.H)) continue;
-        const sz slot = static_cast<sz>(h) % g.kh;
-        const sd k = static_cast<sd>(n * g.H) + h;
-        if (key[slot] == k) continue;
-        key[slot] = k;
-        const T* src = x + static_cast<sz>(k) * WC;
-        double* dst = ring + slot * WC;
-        for (sz i = 0; i < WC; ++i) dst[i] = static_cast<double>(src[i]);
-      }
-      // window_taps on the ring: row h at its slot
-      auto taps_of = [&](sz ow, bool all_w) {
-        sz nt = 0;
-        for (sz r = 0; r < g.kh; ++r) {
-          const sd h = h0 + static_cast<sd>(r);
-          if (h < 0 || h >= static_cast<sd>(g.H)) continue;
-          for (sz s = 0; s < g.kw; ++s) {
-            const sd w = static_cast<sd>(ow * g.sw + s) - static_cast<sd>(g.pw);
-            if (!all_w && (w < 0 || w >= static_cast<sd>(g.W))) continue;
-            off[nt++] = static_cast<sd>((static_cast<sz>(h) % g.kh) * WC) + w * static_cast<sd>(C);
-          }
-        }
-        return nt;
-      };
-      auto one = [&](sz ow) {
-        const AvgWin a = avg_window(g, include_pad, divisor, oh, ow);
-        if (a.empty) return std::fill(yrow + ow * C, yrow + (ow + 1) * C, 0.0);
-        K.pool_avg(1, C, taps_of(ow, false), ring, 0, off, &a.div, 0, 0, yrow + ow * C, 0);
-      };
-      for (sz ow = 0; ow < owa; ++ow) one(ow);
-      if (owa < owb) {
-        const AvgWin a0 = avg_window(g, include_pad, divisor, oh, owa);
-        const AvgWin a1 = avg_window(g, include_pad, divisor, oh, owb - 1);
-        if (!a0.empty && a0.div == a1.div) {  // see pool_forward_nhwc
-          const sz nt = taps_of(owa, true);
-          for (sz i = 0; i < nt; ++i) off[i] -= static_cast<sd>(owa * g.sw * C);
-          K.pool_avg(owb - owa, C, nt, ring + owa * g.sw * C, static_cast<sd>(g.sw * C), off, &a0.div, 0, 0,
-                     yrow + owa * C, static_cast<sd>(C));
-        } else {
-          for (sz ow = owa; ow < owb; ++ow) one(ow);
-        }
-      }
-      for (sz ow = std::max(owa, owb); ow < g.OW; ++ow) one(ow);
-      T* yr = y + u * g.OW * C;
-      for (sz i = 0; i < g.OW * C; ++i) yr[i] = static_cast<T>(yrow[i]);
-    }
-  });
-  return true;
-}
-
 // Channels-first max / average forward, one plane per kernel call: the plane is copied
 // into a buffer padded with `fill` (-inf for max: never > best and not NaN, so the scan is
 // unchanged; 0 for average: s + 0 == s since s is never -0) and phase-split
@@ -659,7 +576,6 @@ void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx) {
 template <class T>
 void avg_pool2d_forward(const PoolGeom& g, bool include_pad, std::int64_t divisor, const T* x, T* y) {
   if (g.N * g.C * g.OH * g.OW == 0) return;
-  if (g.nhwc && avg_forward_nhwc_ring(g, include_pad, divisor, x, y)) return;
   if (g.nhwc) return pool_forward_nhwc(g, false, include_pad, divisor, x, y);
   pool_forward_nchw(g, false, include_pad, divisor, x, y);
 }

@@ -36,7 +36,8 @@
 //                    pixels, in fixed batch blocks (below); the (pixel x (r, s, c))
 //                    operand read in place from channels-last x (ukernel_brows) when the
 //                    group's channels are a multiple of the panel width nr.
-//   depthwise (C/groups == 1) forward: a direct loop, no GEMM.
+//   depthwise (C/groups == 1, any channel multiplier Co/C): direct loops, no GEMM
+//   (kernels/conv/depthwise_driver.cpp, conv_depthwise.h).
 //   few input channels (channels-last, groups 1, 2 <= C <= 4, R*S*C <= KC): forward and
 //   backward-weight run direct register tiles over a zero-padded copy of one image per
 //   task (kernels/conv/conv_small.h), the same chains as the GEMM path (below).
@@ -59,7 +60,10 @@
 //   depthwise forward: acc = 0; acc = acc + x*w (multiply, then add) over (r, s) in order,
 //   skipping padding; + bias; activation. Channels-last depthwise loops run on the tap
 //   kernels below (per ISA, vectorized across channels: the same chains on every level).
-//   NCHW depthwise with one channel per group and finite weights runs one plane at a
+//   With a channel multiplier, channels-last forward runs tap_dot once per m < Co/C on
+//   the weights of the output channels c*(Co/C) + m into a per-task row, scattered into y.
+//   NCHW depthwise forward with finite weights (any multiplier; backward-data: one
+//   channel per group) runs one plane at a
 //   time on tap_rows over a zero-padded copy of the plane (a padding product is then
 //   +-0 and adding it leaves the chain's value unchanged, since acc is never -0: the
 //   same bits as skipping); with a non-finite weight it converts x/dy to channels-last
@@ -87,6 +91,9 @@
 // dx element is written once instead (0 + dy at the max position, 0 elsewhere: the
 // scatter's bits), no zeroing pass unless some input lies outside every window. Max: torch's scan (v > best or NaN replaces); average: a double sum in
 // window order, one division, one rounding; the same bits on every level and layout.
+// Global average pooling: channels-first sums 16 planes per plane_sums call;
+// channels-last (images up to 256 KB) one pool_avg call per (image, 64 channels) with the
+// H*W pixels as taps (an offset table of H*W entries).
 #pragma once
 
 #include <cstddef>
@@ -120,6 +127,9 @@ namespace pyfastopt {
 //       y[p*y_step + c] = T(s / div[p*div_p + c*div_c]) (one division, one rounding).
 //   Both serve channels-last pooling (c = channel) and channels-first rows (npix = 1, c =
 //   the output column, a_off = the taps' rows in a padded, phase-split copy).
+//   plane_sums(np, len, a, a_stride, s): for j < np: acc = s[j]; for i < len in order:
+//       acc = acc + double(a[j*a_stride + i]); s[j] = acc. (Channels-first global average
+//       pooling: several planes side by side.)
 //   small_fwd(npix, k, a, a_off, w, ldw, n, bias, y, y_step): for p < npix, j < n: acc =
 //       0; for i < k in order: acc = fma(a[p][a_off[i]], w[i*ldw + j], acc) (one
 //       rounding); y[p*y_step + j] = acc, or acc + bias[j]. w: ldw >= round_up(n, 16)
@@ -138,6 +148,7 @@ struct ConvTapOps {
   void (*pool_avg)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
                    const std::ptrdiff_t* a_off, const double* div, std::ptrdiff_t div_p, std::ptrdiff_t div_c,
                    T* y, std::ptrdiff_t y_step);
+  void (*plane_sums)(std::size_t np, std::size_t len, const T* a, std::size_t a_stride, double* s);
   void (*tap_rows)(std::size_t n, std::size_t ntaps, const T* const* a, const T* wv, T* y);
   void (*tap_dot)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
                   const std::ptrdiff_t* a_off, const T* const* b, T* y, std::ptrdiff_t y_step);

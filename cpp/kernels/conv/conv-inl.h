@@ -217,6 +217,24 @@ void pool_avg_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, 
     T* yp = y + static_cast<std::ptrdiff_t>(p) * y_step;
     const double* dp = div + static_cast<std::ptrdiff_t>(p) * div_p;
     std::size_t c = 0;
+    // four registers of channels per pass over the taps: four independent chains (two
+    // leave the loop waiting on the add latency); each (p, c) chain is unchanged
+    for (; c + 4 * N <= n; c += 4 * N) {
+      R s0 = VD_::zero(), s1 = VD_::zero(), s2 = VD_::zero(), s3 = VD_::zero();
+      for (std::size_t t = 0; t < ntaps; ++t) {
+        const T* at = ap + a_off[t] + static_cast<std::ptrdiff_t>(c);
+        s0 = VD_::add(s0, load_wide<VD_>(at));
+        s1 = VD_::add(s1, load_wide<VD_>(at + N));
+        s2 = VD_::add(s2, load_wide<VD_>(at + 2 * N));
+        s3 = VD_::add(s3, load_wide<VD_>(at + 3 * N));
+      }
+      const R s[4] = {s0, s1, s2, s3};
+      for (std::size_t k = 0; k < 4; ++k) {
+        const R dk = div_c ? VD_::load(dp + c + k * N) : VD_::set1(*dp);
+        VD_::store(q, VD_::div(s[k], dk));
+        for (std::size_t i = 0; i < N; ++i) yp[c + k * N + i] = static_cast<T>(q[i]);
+      }
+    }
     for (; c + 2 * N <= n; c += 2 * N) {
       R s0 = VD_::zero(), s1 = VD_::zero();
       for (std::size_t t = 0; t < ntaps; ++t) {
@@ -289,6 +307,66 @@ void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d,
   }
 }
 
+// plane_sums: independent per-plane double sums in element order. Generic: eight planes
+// side by side (eight chains instead of one add-latency-bound chain). float with AVX (the
+// avx2 and avx512 levels): four planes per register -- a 4 x 4 register transpose of four
+// pixels of four planes, then one widening convert and one add per pixel, in pixel
+// order -- sixteen planes (four chains) at a time. Every plane's chain is the same sum in
+// the same order on every path: same bits.
+template <class T>
+void plane_sums_generic(std::size_t np, std::size_t len, const T* a, std::size_t a_stride, double* s) {
+  std::size_t j = 0;
+  for (; j + 8 <= np; j += 8) {
+    double acc[8];
+    for (std::size_t k = 0; k < 8; ++k) acc[k] = s[j + k];
+    const T* aj = a + j * a_stride;
+    for (std::size_t i = 0; i < len; ++i)
+      for (std::size_t k = 0; k < 8; ++k) acc[k] += static_cast<double>(aj[k * a_stride + i]);
+    for (std::size_t k = 0; k < 8; ++k) s[j + k] = acc[k];
+  }
+  for (; j < np; ++j) {
+    double acc = s[j];
+    const T* aj = a + j * a_stride;
+    for (std::size_t i = 0; i < len; ++i) acc += static_cast<double>(aj[i]);
+    s[j] = acc;
+  }
+}
+
+inline void plane_sums_v(std::size_t np, std::size_t len, const double* a, std::size_t a_stride, double* s) {
+  plane_sums_generic(np, len, a, a_stride, s);
+}
+
+inline void plane_sums_v(std::size_t np, std::size_t len, const float* a, std::size_t a_stride, double* s) {
+#if defined(__AVX__)
+  constexpr std::size_t G = 4;  // groups of four planes per pass
+  std::size_t j = 0;
+  const std::size_t len4 = len / 4 * 4;
+  for (; j + 4 * G <= np; j += 4 * G) {
+    __m256d acc[G];
+    for (std::size_t g = 0; g < G; ++g) acc[g] = _mm256_loadu_pd(s + j + 4 * g);
+    const float* aj = a + j * a_stride;
+    for (std::size_t i = 0; i < len4; i += 4) {
+      for (std::size_t g = 0; g < G; ++g) {
+        const float* ag = aj + 4 * g * a_stride + i;
+        __m128 r0 = _mm_loadu_ps(ag), r1 = _mm_loadu_ps(ag + a_stride);
+        __m128 r2 = _mm_loadu_ps(ag + 2 * a_stride), r3 = _mm_loadu_ps(ag + 3 * a_stride);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);  // r_k = pixel i + k of the four planes
+        acc[g] = _mm256_add_pd(acc[g], _mm256_cvtps_pd(r0));
+        acc[g] = _mm256_add_pd(acc[g], _mm256_cvtps_pd(r1));
+        acc[g] = _mm256_add_pd(acc[g], _mm256_cvtps_pd(r2));
+        acc[g] = _mm256_add_pd(acc[g], _mm256_cvtps_pd(r3));
+      }
+    }
+    for (std::size_t g = 0; g < G; ++g) _mm256_storeu_pd(s + j + 4 * g, acc[g]);
+    for (std::size_t k = 0; k < 4 * G; ++k)  // the last len % 4 pixels, in order
+      for (std::size_t i = len4; i < len; ++i) s[j + k] += static_cast<double>(aj[k * a_stride + i]);
+  }
+  plane_sums_generic(np - j, len, a + j * a_stride, a_stride, s + j);
+#else
+  plane_sums_generic(np, len, a, a_stride, s);
+#endif
+}
+
 #include "conv_small-inl.h"
 
 template <class VF_, class VD_>
@@ -303,6 +381,8 @@ constexpr ConvKernels make_conv_kernels(const char* name) {
   k.f64.pool_max = &pool_max_v<VD_>;
   k.f32.pool_avg = &pool_avg_v<VD_, float>;
   k.f64.pool_avg = &pool_avg_v<VD_, double>;
+  k.f32.plane_sums = static_cast<void (*)(std::size_t, std::size_t, const float*, std::size_t, double*)>(&plane_sums_v);
+  k.f64.plane_sums = static_cast<void (*)(std::size_t, std::size_t, const double*, std::size_t, double*)>(&plane_sums_v);
   k.f32.tap_outer = &tap_outer_v<VD_, float>;
   k.f64.tap_outer = &tap_outer_v<VD_, double>;
   k.f32.small_fwd = &small_fwd_v<VF_>;

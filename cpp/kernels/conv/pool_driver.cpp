@@ -378,28 +378,46 @@ void adaptive_forward_nhwc(const PoolGeom& g, const T* x, T* y) {
             });
 }
 
-// Global average, channels-first (OH == OW == 1): kPlanes planes at a time, pixel by
-// pixel, so their double sums -- each still 0 + x0 + x1 + ... in (h, w) order, exactly
-// the one-plane chain -- run side by side instead of one add-latency-bound chain after
-// another. Same bits as the per-plane loop (and as channels-last).
+// Global average, channels-first (OH == OW == 1): kPlanes consecutive planes per unit on
+// plane_sums, their double sums -- each 0 + x0 + x1 + ... in (h, w) order, exactly the
+// one-plane chain -- side by side (the float levels with AVX transpose four planes per
+// register). Same bits as the per-plane loop (and as channels-last).
 template <class T>
 void global_forward_nchw(const PoolGeom& g, const T* x, T* y) {
-  constexpr sz kPlanes = 8;
+  const ConvTapOps<T>& K = ck<T>();
+  constexpr sz kPlanes = 16;
   const sz hw = g.H * g.W, planes = g.N * g.C;
   const double cnt = static_cast<double>(hw);
   run_units(ceil_div(planes, kPlanes), static_cast<double>(kPlanes * hw), [&](sz, sz b0, sz b1) {
     for (sz b = b0; b < b1; ++b) {
       const sz p0 = b * kPlanes, np = std::min(kPlanes, planes - p0);
-      const T* xp = x + p0 * hw;
       double s[kPlanes] = {};
-      if (np == kPlanes) {
-        for (sz i = 0; i < hw; ++i)
-          for (sz j = 0; j < kPlanes; ++j) s[j] += static_cast<double>(xp[j * hw + i]);
-      } else {
-        for (sz j = 0; j < np; ++j)
-          for (sz i = 0; i < hw; ++i) s[j] += static_cast<double>(xp[j * hw + i]);
-      }
+      K.plane_sums(np, hw, x + p0 * hw, hw, s);
       for (sz j = 0; j < np; ++j) y[p0 + j] = static_cast<T>(s[j] / cnt);
+    }
+  });
+}
+
+// Global average, channels-last: per (image, block of kGlobalCB channels) one pool_avg
+// call whose taps are the image's H*W pixels in (h, w) order: the chain 0 + x0 + x1 + ...
+// of the adaptive loop (which adds 1 * x == x), one division, one rounding: same bits.
+// Each pass of pool_avg reads a few registers of channels of every pixel, so the image
+// is read C / (pass width) times: taken only while one image fits kGlobalImageMax bytes
+// (L2; the 512x7x7 head: 100 KB); larger images keep the row-by-row adaptive loop.
+constexpr sz kGlobalCB = 64;
+constexpr sz kGlobalImageMax = sz(1) << 18;
+
+template <class T>
+void global_forward_nhwc(const PoolGeom& g, const T* x, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, hw = g.H * g.W, ncb = ceil_div(C, kGlobalCB);
+  std::vector<sd> off(hw);
+  for (sz t = 0; t < hw; ++t) off[t] = static_cast<sd>(t * C);
+  const double div = static_cast<double>(hw);
+  run_units(g.N * ncb, static_cast<double>(hw * std::min(C, kGlobalCB)), [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / ncb, c0 = (u - n * ncb) * kGlobalCB, nc = std::min(C, c0 + kGlobalCB) - c0;
+      K.pool_avg(1, nc, hw, x + n * hw * C + c0, 0, off.data(), &div, 0, 0, y + n * C + c0, 0);
     }
   });
 }
@@ -587,6 +605,8 @@ void avg_pool2d_backward(const PoolGeom& g, bool include_pad, std::int64_t divis
 
 template <class T>
 void adaptive_avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
+  if (g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C * g.H * g.W > 0 && g.H * g.W * g.C * sizeof(T) <= kGlobalImageMax)
+    return global_forward_nhwc(g, x, y);
   if (g.nhwc && g.N * g.C * g.OH * g.OW > 0) return adaptive_forward_nhwc(g, x, y);
   if (!g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C > 0) return global_forward_nchw(g, x, y);
   for_planes(g, static_cast<double>(g.H * g.W + g.OH * g.OW), [&](const Plane& p) {

@@ -1,0 +1,102 @@
+// conv_common.h -- helpers shared by the conv drivers (conv_driver.cpp: implicit GEMM;
+// depthwise_driver.cpp: depthwise). Internal header of kernels/conv: aligned scratch,
+// the task split (results never depend on it: every unit is computed whole by one task)
+// and the NCHW <-> channels-last relayout.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
+#include "pyfastopt/conv.h"
+#include "pyfastopt/parallel.h"
+
+namespace pyfastopt {
+namespace conv_detail {
+
+using sz = std::size_t;
+
+// A 64-byte aligned buffer (the micro-kernels' packing contract).
+template <class T>
+struct Aligned {
+  T* p = nullptr;
+  explicit Aligned(sz count) {
+    const sz bytes = (std::max<sz>(count, 1) * sizeof(T) + 63) / 64 * 64;
+    p = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!p) throw std::bad_alloc();
+  }
+  ~Aligned() { std::free(p); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+};
+
+template <class T>
+inline T activate_value(T v, Activation act) {
+  if (act == Activation::relu) return v < T(0) ? T(0) : v;  // NaN stays NaN
+  if (act == Activation::gelu) {
+    const double d = static_cast<double>(v);
+    return static_cast<T>(0.5 * d * std::erfc(-d * 0.70710678118654752440));
+  }
+  return v;
+}
+
+inline sz ceil_div(sz a, sz b) { return (a + b - 1) / b; }
+inline sz round_up(sz a, sz b) { return ceil_div(a, b) * b; }
+
+// Tasks for `units` units of `work_per_unit` multiply-adds: min(units, threads), or one
+// for small problems (the split never changes a result, see above).
+inline sz task_count(sz units, double work_per_unit) {
+  const double work = static_cast<double>(units) * work_per_unit;
+  if (work < static_cast<double>(kMinParallelWork) || units < 2) return 1;
+  return std::min<sz>(units, static_cast<sz>(std::max(1, get_num_threads())));
+}
+
+template <class F>
+void run_tasks(sz ntasks, sz units, double work_per_unit, const F& f) {
+  const double w = static_cast<double>(units) * work_per_unit;
+  const std::int64_t work = w > 9e18 ? INT64_MAX : static_cast<std::int64_t>(w);
+  parallel_for(static_cast<std::int64_t>(ntasks), work, [&](std::int64_t t) {
+    const sz u0 = units * static_cast<sz>(t) / ntasks, u1 = units * static_cast<sz>(t + 1) / ntasks;
+    f(static_cast<sz>(t), u0, u1);
+  });
+}
+
+// Planes <-> channels-last for one-channel-per-group depthwise in NCHW: the channels-last
+// tap kernels are several times faster than per-plane loops, so NCHW converts its
+// operands (one copy of the input and one of the output: a small multiple of the output)
+// and runs the channels-last path; the chains are the same, so are the bits.
+// dst[n][p][c] = src[n][c][p] (to_last) or the reverse; P pixels, C channels per image.
+template <class T>
+void relayout(const T* src, T* dst, sz N, sz C, sz P, bool to_last) {
+  constexpr sz kB = 32;  // cache blocks of 32 x 32
+  const sz pb = ceil_div(P, kB), cb = ceil_div(C, kB), units = N * pb;
+  const double wpu = static_cast<double>(kB * C);
+  run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / pb, p0 = (u - n * pb) * kB, p1 = std::min(P, p0 + kB);
+      const T* s = src + n * C * P;
+      T* d = dst + n * C * P;
+      for (sz j = 0; j < cb; ++j) {
+        const sz c0 = j * kB, c1 = std::min(C, c0 + kB);
+        if (to_last) {
+          for (sz p = p0; p < p1; ++p)
+            for (sz c = c0; c < c1; ++c) d[p * C + c] = s[c * P + p];
+        } else {
+          for (sz c = c0; c < c1; ++c)
+            for (sz p = p0; p < p1; ++p) d[c * P + p] = s[p * C + c];
+        }
+      }
+    }
+  });
+}
+
+inline ConvGeom as_nhwc(const ConvGeom& g) {
+  ConvGeom h = g;
+  h.nhwc = true;
+  return h;
+}
+
+}  // namespace conv_detail
+}  // namespace pyfastopt

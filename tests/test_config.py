@@ -31,10 +31,31 @@ def run_cli(args, tmp_path, env=None):
 
 
 def pyfastopt_command():
-    """The installed console script: next to this interpreter, else on PATH."""
+    """The installed console script: next to this interpreter, else on PATH when it runs
+    with this interpreter (a script on PATH for another Python, e.g. the x86 CI venv's
+    seen from the emulated aarch64 run inside .ci/run, would import another build), else
+    ``python -m pyfastopt``."""
     here = os.path.join(os.path.dirname(sys.executable), "pyfastopt")
-    exe = here if os.path.exists(here) else shutil.which("pyfastopt")
-    return [exe] if exe else [sys.executable, "-m", "pyfastopt"]
+    if os.path.exists(here):
+        return [here]
+    exe = shutil.which("pyfastopt")
+    if exe and _script_interpreter(exe) == os.path.normpath(sys.executable):
+        return [exe]
+    return [sys.executable, "-m", "pyfastopt"]
+
+
+def _script_interpreter(script):
+    """The interpreter path in a console script's #! line, normalized, not resolved (venv
+    interpreters are links to one binary) (None: none)."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].decode(errors="replace").split()
+    return os.path.normpath(parts[0]) if parts else None
 
 
 def run_python(code, tmp_path, env=None):

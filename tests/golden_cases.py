@@ -111,6 +111,20 @@ def _batchnorm(out: dict[str, np.ndarray]) -> None:
         out[f"batchnorm/{name}/dw"] = dw
         out[f"batchnorm/{name}/db"] = db
         out[f"batchnorm/{name}/infer"] = pyfastopt.batch_norm_infer(x, w, b, rm, rv, eps=1e-5)
+        # batch norm fused with ReLU (forward and backward), channels-first and -last
+        for axis in (1, 3):
+            c = x.shape[axis]
+            wr, br = _floats(c, 10 + axis, dtype) + dtype(1.0), _floats(c, 12 + axis, dtype)
+            yr, mr, sr = pyfastopt.batch_norm_train(x, wr, br, axis=axis, activation="relu")
+            out[f"batchnorm/{name}/relu{axis}/y"] = yr
+            out[f"batchnorm/{name}/relu{axis}/grads"] = np.concatenate(
+                [
+                    np.ravel(g)
+                    for g in pyfastopt.batch_norm_backward(
+                        dy, x, wr, mr, sr, axis=axis, activation="relu", y=yr
+                    )
+                ]
+            )
 
 
 def _qgemm(out: dict[str, np.ndarray]) -> None:
@@ -160,6 +174,135 @@ def _gemm(out: dict[str, np.ndarray]) -> None:
     out["gemm/float32/linear_gelu"] = pyfastopt.linear(a, w, None, activation="gelu")
 
 
+def _conv(out: dict[str, np.ndarray]) -> None:
+    # Every conv path has a fixed reduction order (r, s, c) and fixed batch blocks for
+    # dweight: the packed implicit GEMM (both layouts, stride, dilation, asymmetric padding,
+    # groups), 1x1, the small-Cin path, depthwise (with a channel multiplier); float32 gelu
+    # is the polynomial of the gemm epilogue (float64 gelu uses libm: left out).
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        cases = {
+            # key: (N, C, H, W, Co, k, stride, padding, dilation, groups)
+            "3x3": (2, 29, 5, 4, 6, 3, 1, 1, 1, 1),
+            "s2d2": (1, 9, 9, 10, 5, 3, 2, (1, 0, 2, 1), 2, 1),
+            "1x1": (2, 17, 3, 5, 9, 1, 1, 0, 1, 1),
+            "cin3": (2, 3, 9, 7, 8, 3, 2, 1, 1, 1),
+            "groups2": (1, 12, 5, 6, 10, 3, 1, 1, 1, 2),
+            "dw": (2, 11, 6, 5, 11, 3, 1, 1, 1, 11),
+            "dwmult": (2, 6, 8, 7, 12, 3, 2, 1, 1, 6),
+        }
+        for i, (key, (n, c, h, w_, co, k, st, pad, dil, g)) in enumerate(cases.items()):
+            x = _floats(n * c * h * w_, 20 + i, dtype).reshape(n, c, h, w_)
+            wt = _floats(co * (c // g) * k * k, 40 + i, dtype).reshape(co, c // g, k, k)
+            bias = _floats(co, 60 + i, dtype)
+            geo = dict(stride=st, padding=pad, dilation=dil, groups=g)
+            for layout in ("NCHW", "NHWC"):
+                xl = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+                y = pyfastopt.conv2d(xl, wt, bias, activation="relu", layout=layout, **geo)
+                out[f"conv/{name}/{key}/{layout}/y"] = y
+                dy = _floats(y.size, 80 + i, dtype).reshape(y.shape)
+                grads = pyfastopt.conv2d_backward(dy, xl, wt, layout=layout, **geo)
+                out[f"conv/{name}/{key}/{layout}/grads"] = np.concatenate(
+                    [np.ravel(v) for v in grads]
+                )
+    x = _floats(2 * 8 * 6 * 6, 99, np.float32).reshape(2, 6, 6, 8)
+    wt = _floats(12 * 8 * 9, 98, np.float32).reshape(12, 8, 3, 3)
+    out["conv/float32/gelu/NHWC/y"] = pyfastopt.conv2d(
+        x, wt, None, padding="same", activation="gelu", layout="NHWC"
+    )
+
+
+def _pool(out: dict[str, np.ndarray]) -> None:
+    for dtype in (np.float32, np.float64):
+        name = np.dtype(dtype).name
+        x = _floats(11 * 7 * 6, 101, dtype).reshape(1, 11, 7, 6)
+        for layout in ("NCHW", "NHWC"):
+            xl = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+            calls = {
+                "max": (
+                    pyfastopt.max_pool2d,
+                    pyfastopt.max_pool2d_backward,
+                    (3,),
+                    {"stride": 2, "padding": 1},
+                ),
+                "max_ceil": (
+                    pyfastopt.max_pool2d,
+                    pyfastopt.max_pool2d_backward,
+                    (2,),
+                    {"stride": 2, "dilation": 2, "ceil_mode": True},
+                ),
+                "avg": (
+                    pyfastopt.avg_pool2d,
+                    pyfastopt.avg_pool2d_backward,
+                    (3,),
+                    {"stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False},
+                ),
+                "avg_s1": (
+                    pyfastopt.avg_pool2d,
+                    pyfastopt.avg_pool2d_backward,
+                    (3,),
+                    {"stride": 1},
+                ),
+                "adaptive": (
+                    pyfastopt.adaptive_avg_pool2d,
+                    pyfastopt.adaptive_avg_pool2d_backward,
+                    ((4, 3),),
+                    {},
+                ),
+            }
+            for key, (fwd, bwd, args, kw) in calls.items():
+                y = fwd(xl, *args, layout=layout, **kw)
+                dy = _floats(y.size, 102, dtype).reshape(y.shape)
+                if key == "adaptive":
+                    dx = bwd(dy, xl, layout=layout)
+                else:
+                    dx = bwd(dy, xl, *args, layout=layout, **kw)
+                out[f"pool/{name}/{key}/{layout}/y"] = y
+                out[f"pool/{name}/{key}/{layout}/dx"] = dx
+            out[f"pool/{name}/global/{layout}/y"] = pyfastopt.global_avg_pool2d(xl, layout=layout)
+
+
+def _qconv(out: dict[str, np.ndarray]) -> None:
+    x = _bytes((2, 13, 9, 10), 110, np.uint8)
+    w = _bytes((17, 13, 3, 3), 111, np.int8)
+    wd = _bytes((13, 1, 3, 3), 112, np.int8)
+    bias = (_bytes((17,), 113, np.int8).astype(np.int32) * 37).astype(np.int32)
+    ws = (np.arange(1, 18, dtype=np.float32) / 700.0).astype(np.float32)
+    for layout in ("NCHW", "NHWC"):
+        xl = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        out[f"qconv/i32/{layout}"] = quant.conv2d_int8(
+            xl, 7, w, 0, bias, stride=2, padding=1, layout=layout
+        )
+        out[f"qconv/f32/{layout}"] = quant.conv2d_int8(
+            xl,
+            7,
+            w,
+            0,
+            bias,
+            padding=1,
+            layout=layout,
+            x_scale=0.02,
+            weight_scale=ws,
+            activation="relu",
+        )
+        out[f"qconv/u8/{layout}"] = quant.conv2d_int8(
+            xl,
+            7,
+            w,
+            0,
+            bias,
+            padding=1,
+            layout=layout,
+            x_scale=0.02,
+            weight_scale=ws,
+            out_scale=0.05,
+            out_zero_point=np.uint8(100),
+        )
+        out[f"qconv/dw/{layout}"] = quant.conv2d_int8(
+            xl, 128, wd, 0, None, padding=1, groups=13, layout=layout
+        )
+
+
 def compute() -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     _optimizers(out)
@@ -168,4 +311,7 @@ def compute() -> dict[str, np.ndarray]:
     _batchnorm(out)
     _qgemm(out)
     _gemm(out)
+    _conv(out)
+    _pool(out)
+    _qconv(out)
     return out

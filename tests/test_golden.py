@@ -22,7 +22,17 @@ def golden():
 def test_golden_file_is_small_and_complete(golden):
     assert os.path.getsize(GOLDEN) < 1_000_000
     families = {k.split("/")[0] for k in golden}
-    assert families == {"optim", "dropout", "quant", "batchnorm", "qgemm", "gemm"}
+    assert families == {
+        "optim",
+        "dropout",
+        "quant",
+        "batchnorm",
+        "qgemm",
+        "gemm",
+        "conv",
+        "pool",
+        "qconv",
+    }
 
 
 def test_same_bits_as_x86(simd, golden):

@@ -322,28 +322,33 @@ inline typename V::R bn_ld(const typename V::T* p, std::size_t count) {
   return count >= static_cast<std::size_t>(V::N) ? V::load(p) : V::load_partial(p, count);
 }
 
-// y = fma(p, x - m, q);  prm = {m, p, q}
-template <class V>
-void affine(const typename V::T* x, typename V::T* y, std::size_t begin, std::size_t end,
-            std::size_t C, std::size_t inner, const typename V::T* const* prm, bool stream) {
-  using R = typename V::R;
-  bn_elementwise<V, 3>(y, begin, end, C, inner, prm, stream,
-                       [x](std::size_t i, std::size_t count, const R* pv) {
-                         return V::fma(pv[1], V::sub(bn_ld<V>(x + i, count), pv[0]), pv[2]);
-                       });
-}
-
-// y = max_nan(fma(p, x - m, q), 0): the affine map then NumPy's maximum(., 0) (NaN stays
-// NaN, -0 becomes +0), bit for bit
-template <class V>
-void affine_relu(const typename V::T* x, typename V::T* y, std::size_t begin, std::size_t end,
+// y = fma(p, x - m, q);  prm = {m, p, q}.  kRelu: y = max_nan(that, 0), NumPy's
+// maximum(., 0) after the affine map (NaN stays NaN, -0 becomes +0), bit for bit.
+template <class V, bool kRelu>
+void affine_impl(const typename V::T* x, typename V::T* y, std::size_t begin, std::size_t end,
                  std::size_t C, std::size_t inner, const typename V::T* const* prm, bool stream) {
   using R = typename V::R;
   bn_elementwise<V, 3>(y, begin, end, C, inner, prm, stream,
                        [x](std::size_t i, std::size_t count, const R* pv) {
                          const R z = V::fma(pv[1], V::sub(bn_ld<V>(x + i, count), pv[0]), pv[2]);
-                         return V::max_nan(z, V::zero());
+                         if constexpr (kRelu) {
+                           return V::max_nan(z, V::zero());
+                         } else {
+                           return z;
+                         }
                        });
+}
+
+template <class V>
+void affine(const typename V::T* x, typename V::T* y, std::size_t begin, std::size_t end,
+            std::size_t C, std::size_t inner, const typename V::T* const* prm, bool stream) {
+  affine_impl<V, false>(x, y, begin, end, C, inner, prm, stream);
+}
+
+template <class V>
+void affine_relu(const typename V::T* x, typename V::T* y, std::size_t begin, std::size_t end,
+                 std::size_t C, std::size_t inner, const typename V::T* const* prm, bool stream) {
+  affine_impl<V, true>(x, y, begin, end, C, inner, prm, stream);
 }
 
 // dx = fma(a, dy, fma(b, x - m, d));  prm = {m, a, b, d}

@@ -273,30 +273,12 @@ def _qconv(out: dict[str, np.ndarray]) -> None:
         out[f"qconv/i32/{layout}"] = quant.conv2d_int8(
             xl, 7, w, 0, bias, stride=2, padding=1, layout=layout
         )
+        scaled = dict(padding=1, layout=layout, x_scale=0.02, weight_scale=ws)
         out[f"qconv/f32/{layout}"] = quant.conv2d_int8(
-            xl,
-            7,
-            w,
-            0,
-            bias,
-            padding=1,
-            layout=layout,
-            x_scale=0.02,
-            weight_scale=ws,
-            activation="relu",
+            xl, 7, w, 0, bias, **scaled, activation="relu"
         )
         out[f"qconv/u8/{layout}"] = quant.conv2d_int8(
-            xl,
-            7,
-            w,
-            0,
-            bias,
-            padding=1,
-            layout=layout,
-            x_scale=0.02,
-            weight_scale=ws,
-            out_scale=0.05,
-            out_zero_point=np.uint8(100),
+            xl, 7, w, 0, bias, **scaled, out_scale=0.05, out_zero_point=np.uint8(100)
         )
         out[f"qconv/dw/{layout}"] = quant.conv2d_int8(
             xl, 128, wd, 0, None, padding=1, groups=13, layout=layout

@@ -117,7 +117,7 @@ py::array run_qgemm(py::handle a_obj, py::handle za_obj, py::handle b_obj, py::h
   {
     py::gil_scoped_release nogil;  // only raw pointers below; arrays kept alive above
     PackedB pb;
-    qgemm_pack_b(k, n, reinterpret_cast<const std::int8_t*>(B.data), B.rs, B.cs, !B.is_signed, pb);
+    qgemm_pack_b(k, n, reinterpret_cast<const std::int8_t*>(B.data), B.rs, B.cs, !B.is_signed, pb, true);
     QOperandA qa;
     qa.u8 = A.data;
     qa.rs = A.rs;

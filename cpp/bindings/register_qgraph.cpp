@@ -142,7 +142,7 @@ class QGraphPlan {
     o.out_zp = out_zp;
     {
       py::gil_scoped_release nogil;
-      qgemm_pack_b(o.K, o.Nc, o.b.data(), o.brs, o.bcs, o.b_unsigned, o.pb);
+      qgemm_pack_b(o.K, o.Nc, o.b.data(), o.brs, o.bcs, o.b_unsigned, o.pb, true);
     }
     ex_.ops.push_back(std::move(o));
   }

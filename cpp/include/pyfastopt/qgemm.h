@@ -82,6 +82,12 @@ struct QTile {
   // (uint32 wrap-around), col_zb[j] = zb'[j] and row_sum[i] = rowsum(A')[i] - K za'[i].
   const std::int32_t* row_sum = nullptr;  // [m]
   const std::int32_t* col_zb = nullptr;   // [n]
+  // Sparse remainder of a clamped packed B (PackedB::fix, the tile's panel), or null:
+  // nfix entries of two int32, (aoff, (c << 8) | uint8(delta)): the ukernel adds
+  // A'[i, k] * delta to column c of every row i, A'[i, k] at byte aoff + 4 i of the A
+  // panel (aoff = (k / 4) * MR * 4 + k % 4). Only tables with clamp_b set read it.
+  const std::int32_t* fix = nullptr;
+  std::size_t nfix = 0;
 };
 
 // Dynamic / static quantization of float32 rows while packing A:
@@ -138,6 +144,18 @@ struct QGemmKernels {
   // driver's default, 8M, measured with AVX-512 VNNI / AMX). Slower kernels pay for a
   // thread on less work (qgemm_avx2.cpp: 1M).
   std::size_t mac_per_thread = 0;
+  // A second table for the B that qgemm_pack_b packs with product = true (the
+  // products of qgemm(): matmul_int8, linear layers, the int8 graph plans; not qconv,
+  // which packs A itself in this table's layout), or null: this table for both.
+  const QGemmKernels* product = nullptr;
+  // The table's pack_b stores a CLAMPED B'' instead of B' (byte layout, elem_bytes 1):
+  // every pair of bytes (k = 2q, 2q + 1 of a column) with both values of one sign and
+  // |sum| > 128 has its second value replaced by sign * (128 - |first|), so that
+  // 255 * (b0 + b1) never leaves the int16 range (the pair sums of vpmaddubsw on
+  // A' in 0..255 are then exact); colsum stays that of B'. qgemm_pack_b records
+  // B' - B'' (few entries: ~0.07% of the pairs of Gaussian-like int8 weights) per panel
+  // in PackedB::fix, and the ukernel adds them (QTile::fix).
+  bool clamp_b = false;
 };
 
 // std::allocator, except that resize() leaves new elements uninitialized: the packers
@@ -164,11 +182,15 @@ struct NoInitAllocator : std::allocator<T> {
 
 // B prepacked for the kernels of one SIMD level (repack when the level changes).
 struct PackedB {
-  const QGemmKernels* kern = nullptr;
+  const QGemmKernels* kern = nullptr;  // the active level's table when packed (staleness check)
+  const QGemmKernels* run = nullptr;   // the table whose kernels run it (kern or kern->product)
   std::size_t k = 0, n = 0, k4 = 0, panels = 0;
   std::vector<std::int8_t, NoInitAllocator<std::int8_t>> data;  // panels * k4 * nr * 4 * elem_bytes
   std::vector<std::int32_t> colsum;
   bool b_unsigned = false;
+  // run->clamp_b: entries (QTile::fix) of panel p at fix[2 * fix_off[p] .. 2 * fix_off[p + 1])
+  std::vector<std::int32_t> fix;
+  std::vector<std::size_t> fix_off;
 };
 
 // The A operand of a product.
@@ -186,9 +208,10 @@ struct QOperandA {
   const std::int32_t* row_za = nullptr;
 };
 
-// Pack B (k x n) with the active level's kernels.
+// Pack B (k x n) with the active level's kernels; product: for qgemm() (the level's
+// product table when it has one), else for the table itself (qconv packs A itself).
 void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
-                  std::ptrdiff_t cs, bool b_unsigned, PackedB& out);
+                  std::ptrdiff_t cs, bool b_unsigned, PackedB& out, bool product = false);
 
 // C (m x n) = output stage of (A - za)(B - zb). Threads: a grid of C blocks, each
 // running the serial loops; K is never split, so any thread count gives the same bits.

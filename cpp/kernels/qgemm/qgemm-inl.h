@@ -350,6 +350,72 @@ bool minmax_vec(std::size_t n, const float* x, float* lo_out, float* hi_out) {
 }
 
 // ---- output stages -----------------------------------------------------------------------
+#if defined(__AVX2__)
+// finish_rows (below) for full tiles (n == NR) without row_za / col_zb, vectorized: per
+// element exactly the scalar path's operations (uint32 adds; f32(acc) * scale [* row
+// scale] [+ bias], relu as `y < 0 ? 0 : y` (a blend, so NaN and -0 pass as they do
+// there); requantize: the +-1024 clamp with the NaN-propagating operand order of `v < lo
+// ? lo : v`, round half to even by the 1.5 * 2^23 trick, truncating conversion, + zp,
+// integer clamp). Identical bits to the scalar loops on every input.
+template <int NR>
+void finish_rows_avx2(const std::int32_t* t, int m, const QTile& tile) {
+  const QOutput& o = *tile.out;
+  const std::size_t j0 = tile.j0;
+  constexpr int NV = NR / 8;
+  __m256i cc[NV];
+  for (int v = 0; v < NV; ++v) cc[v] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile.col_corr + 8 * v));
+  for (int i = 0; i < m; ++i) {
+    const std::size_t gi = tile.i0 + static_cast<std::size_t>(i);
+    const __m256i rc = _mm256_set1_epi32(tile.row_corr[i]);
+    __m256i acc[NV];
+    for (int v = 0; v < NV; ++v)
+      acc[v] = _mm256_add_epi32(_mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + i * NR + 8 * v)), rc), cc[v]);
+    switch (o.kind) {
+      case QOutKind::i32: {
+        std::int32_t* c = static_cast<std::int32_t*>(o.c) + static_cast<std::ptrdiff_t>(gi) * o.ldc + static_cast<std::ptrdiff_t>(j0);
+        for (int v = 0; v < NV; ++v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(c + 8 * v), acc[v]);
+        break;
+      }
+      case QOutKind::f32: {
+        float* c = static_cast<float*>(o.c) + static_cast<std::ptrdiff_t>(gi) * o.ldc + static_cast<std::ptrdiff_t>(j0);
+        const __m256 zero = _mm256_setzero_ps();
+        for (int v = 0; v < NV; ++v) {
+          __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), _mm256_loadu_ps(o.col_scale + j0 + 8 * v));
+          if (o.row_scale) y = _mm256_mul_ps(y, _mm256_set1_ps(o.row_scale[gi]));
+          if (o.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(o.bias + j0 + 8 * v));
+          if (o.relu) y = _mm256_blendv_ps(y, zero, _mm256_cmp_ps(y, zero, _CMP_LT_OQ));
+          _mm256_storeu_ps(c + 8 * v, y);
+        }
+        break;
+      }
+      case QOutKind::u8:
+      case QOutKind::i8: {
+        const bool u = o.kind == QOutKind::u8;
+        std::int32_t qlo = u ? 0 : -128;
+        const std::int32_t qhi = u ? 255 : 127;
+        if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+        const __m256 lo = _mm256_set1_ps(-1024.0f), hi = _mm256_set1_ps(1024.0f);
+        const __m256 magic = _mm256_set1_ps(12582912.0f);
+        const __m256i zp = _mm256_set1_epi32(o.out_zp), vlo = _mm256_set1_epi32(qlo), vhi = _mm256_set1_epi32(qhi);
+        std::uint8_t* c = static_cast<std::uint8_t*>(o.c) + static_cast<std::ptrdiff_t>(gi) * o.ldc + static_cast<std::ptrdiff_t>(j0);
+        for (int v = 0; v < NV; ++v) {
+          __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[v]), _mm256_loadu_ps(o.col_scale + j0 + 8 * v));
+          x = _mm256_max_ps(lo, x);  // x < lo ? lo : x (max returns its second operand on NaN)
+          x = _mm256_min_ps(hi, x);  // x > hi ? hi : x
+          x = _mm256_sub_ps(_mm256_add_ps(x, magic), magic);
+          __m256i r = _mm256_add_epi32(_mm256_cvttps_epi32(x), zp);
+          r = _mm256_min_epi32(_mm256_max_epi32(r, vlo), vhi);
+          const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+          const __m128i b8 = u ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);  // in range: exact
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(c + 8 * v), b8);
+        }
+        break;
+      }
+    }
+  }
+}
+#endif
+
 // t: the raw tile, rows [0, m), NR int32 per row (sum_k A'B'). Adds the zero-point
 // corrections (uint32: wrap-around) and runs the output stage of qgemm.h.
 // FULL: n == NR, so every loop below has a compile-time trip count (fully vectorized,
@@ -360,6 +426,16 @@ template <int NR, bool FULL, bool ZB = false>
 void finish_rows(const std::int32_t* t, int m, int n_, const QTile& tile) {
   const int n = FULL ? NR : n_;
   const QOutput& o = *tile.out;
+#if defined(__AVX2__)
+  // Full tiles without per-row / per-column zero points: the same operations in the same
+  // order, 8 columns per vector (the scalar loops below compile to mostly scalar code).
+  if constexpr (FULL && !ZB && NR % 8 == 0) {
+    if (!tile.row_za) {
+      finish_rows_avx2<NR>(t, m, tile);
+      return;
+    }
+  }
+#endif
   for (int i = 0; i < m; ++i) {
     const std::size_t gi = tile.i0 + static_cast<std::size_t>(i);
     const std::uint32_t rc = static_cast<std::uint32_t>(tile.row_corr[i]);

@@ -55,10 +55,12 @@ inline std::uint32_t u32(std::int64_t x) { return static_cast<std::uint32_t>(x);
 }  // namespace
 
 void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
-                  std::ptrdiff_t cs, bool b_unsigned, PackedB& out) {
-  const QGemmKernels& K = *kernels().qgemm;
+                  std::ptrdiff_t cs, bool b_unsigned, PackedB& out, bool product) {
+  const QGemmKernels& L = *kernels().qgemm;
+  const QGemmKernels& K = product && L.product ? *L.product : L;
   const std::size_t NR = static_cast<std::size_t>(K.nr);
-  out.kern = &K;
+  out.kern = &L;
+  out.run = &K;
   out.k = k;
   out.n = n;
   const std::size_t ka = static_cast<std::size_t>(K.k4_align);
@@ -69,6 +71,8 @@ void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdi
   out.data.clear();  // every byte is written below (NoInitAllocator: no zero fill)
   out.data.resize(std::max<std::size_t>(1, out.panels * panel_bytes));
   out.colsum.assign(n, 0);
+  out.fix.clear();
+  out.fix_off.assign(out.panels + 1, 0);
   if (n == 0) return;
   // panels are independent: chunks of 8 panels per task
   constexpr std::size_t kChunk = 8;
@@ -80,13 +84,39 @@ void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdi
     K.pack_b(k, j1 - j0, b + static_cast<std::ptrdiff_t>(j0) * cs, rs, cs, b_unsigned,
              out.data.data() + p0 * panel_bytes, out.colsum.data() + j0);
   });
+  if (!K.clamp_b) return;
+  // The remainder B' - B'' of the clamped pairs (qgemm.h, QGemmKernels::clamp_b), panel
+  // by panel: a clamped pair sums to exactly +-128, so only those pairs are compared
+  // with B' (byte layout: B''[k, p NR + c] at ((k/4) NR + c) 4 + k%4).
+  const std::uint8_t flip = b_unsigned ? 0x80 : 0x00;
+  const std::size_t MR = static_cast<std::size_t>(K.mr);
+  for (std::size_t p = 0; p < out.panels; ++p) {
+    const std::int8_t* pp = out.data.data() + p * panel_bytes;
+    const std::size_t j0 = p * NR, nn = std::min(NR, n - j0);
+    for (std::size_t kp = 0; kp + 1 < k; kp += 2) {
+      const std::size_t g = kp / 4, r = kp % 4;
+      for (std::size_t c = 0; c < nn; ++c) {
+        const std::int8_t* q = pp + (g * NR + c) * 4 + r;
+        const int s = q[0] + q[1];
+        if (s != 128 && s != -128) continue;
+        const std::int8_t* src = b + static_cast<std::ptrdiff_t>(kp + 1) * rs + static_cast<std::ptrdiff_t>(j0 + c) * cs;
+        const int orig = static_cast<std::int8_t>(static_cast<std::uint8_t>(*src) ^ flip);
+        const int delta = orig - q[1];
+        if (delta == 0) continue;
+        const std::size_t kk = kp + 1;
+        out.fix.push_back(static_cast<std::int32_t>((kk / 4) * MR * 4 + kk % 4));
+        out.fix.push_back(static_cast<std::int32_t>((c << 8) | static_cast<std::uint8_t>(static_cast<std::int8_t>(delta))));
+      }
+    }
+    out.fix_off[p + 1] = out.fix.size() / 2;
+  }
 }
 
 void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
            const QOutput& out, int max_threads, const std::int32_t* col_zb) {
   const std::size_t n = b.n, k = b.k, k4 = b.k4;
   if (m == 0 || n == 0) return;
-  const QGemmKernels& K = *b.kern;
+  const QGemmKernels& K = b.run ? *b.run : *b.kern;
   const std::size_t MR = static_cast<std::size_t>(K.mr), NR = static_cast<std::size_t>(K.nr);
   const std::size_t row_bytes = k4 * 4 * static_cast<std::size_t>(K.elem_bytes);  // one packed row / column
   const bool from_float = a.f32 != nullptr;
@@ -186,11 +216,14 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
         const std::size_t j = p * NR;
         const int nn = static_cast<int>(std::min(NR, n - j));
         const std::int8_t* bp = b.data.data() + p * panel_bytes;
+        const bool fx = K.clamp_b && b.fix_off.size() > p + 1;
+        const std::int32_t* fix = fx ? b.fix.data() + 2 * b.fix_off[p] : nullptr;
+        const std::size_t nfix = fx ? b.fix_off[p + 1] - b.fix_off[p] : 0;
         for (std::size_t ir = 0; ir < mc; ir += MR) {
           const int mm = static_cast<int>(std::min(MR, mc - ir));
           const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
                            a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j,
-                           rowsum + ir, zbv ? zbv + j : nullptr};
+                           rowsum + ir, zbv ? zbv + j : nullptr, fix, nfix};
           K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
         }
       }
@@ -243,7 +276,7 @@ bool qgemm_dynamic_qparams(std::size_t m, std::size_t k, const float* x, std::pt
 void QLinearLayer::prepare() {
   const std::size_t n = out_features;
   if (!w.kern || w.kern != kernels().qgemm)  // B = W^T: B[k, j] = W[j, k]
-    qgemm_pack_b(in_features, n, weight.data(), 1, static_cast<std::ptrdiff_t>(in_features), false, w);
+    qgemm_pack_b(in_features, n, weight.data(), 1, static_cast<std::ptrdiff_t>(in_features), false, w, true);
   if (static_in) {
     static_col_scale.resize(n);
     for (std::size_t j = 0; j < n; ++j) static_col_scale[j] = in_scale * w_scale[j];

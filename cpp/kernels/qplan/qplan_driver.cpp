@@ -91,7 +91,7 @@ bool QGraphExec::execute(const float* x, sz N, void* y) {
       }
       case kGemm: {
         if (o.pb.kern != kernels().qgemm)  // the SIMD level changed: repack
-          qgemm_pack_b(o.K, o.Nc, o.b.data(), o.brs, o.bcs, o.b_unsigned, o.pb);
+          qgemm_pack_b(o.K, o.Nc, o.b.data(), o.brs, o.bcs, o.b_unsigned, o.pb, true);
         const sz m = n_in / o.K;
         QOperandA qa;
         qa.u8 = uptr(o.in);

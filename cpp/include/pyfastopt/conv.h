@@ -140,6 +140,10 @@ namespace pyfastopt {
 //       = first ? s : acc[i*ld + j] + s (one KC block of backward-weight's chain).
 //   Both are the gemm packed path's chains for these operands, so the direct path gives
 //   the implicit GEMM's bits.
+//   transpose(rows, cols, a, lda, b, ldb): b[j*ldb + i] = a[i*lda + j] for i < rows, j <
+//       cols (a moves values only: no arithmetic). The NCHW <-> channels-last relayout
+//       (conv_common.h): register tiles per level (transpose-inl.h: 8 x 8 float / 4 x 4
+//       double with AVX, 4 x 4 / 2 x 2 on neon), the scalar loop as the reference.
 // Every level computes exactly these chains, so every level gives the same bits.
 template <class T>
 struct ConvTapOps {
@@ -158,6 +162,7 @@ struct ConvTapOps {
                     std::size_t ldw, std::size_t n, const T* bias, T* y, std::ptrdiff_t y_step);
   void (*small_bww)(std::size_t npix, std::size_t k, const T* const* x, const std::ptrdiff_t* x_off, const T* d,
                     std::ptrdiff_t d_step, std::size_t n, T* acc, std::size_t ld, bool first);
+  void (*transpose)(std::size_t rows, std::size_t cols, const T* a, std::size_t lda, T* b, std::size_t ldb);
 };
 
 struct ConvKernels {

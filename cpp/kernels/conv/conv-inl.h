@@ -368,6 +368,7 @@ inline void plane_sums_v(std::size_t np, std::size_t len, const float* a, std::s
 }
 
 #include "conv_small-inl.h"
+#include "transpose-inl.h"
 
 template <class VF_, class VD_>
 constexpr ConvKernels make_conv_kernels(const char* name) {
@@ -389,5 +390,9 @@ constexpr ConvKernels make_conv_kernels(const char* name) {
   k.f64.small_fwd = &small_fwd_v<VD_>;
   k.f32.small_bww = &small_bww_v<VF_>;
   k.f64.small_bww = &small_bww_v<VD_>;
+  k.f32.transpose = static_cast<void (*)(std::size_t, std::size_t, const float*, std::size_t, float*, std::size_t)>(
+      &transpose_v);
+  k.f64.transpose = static_cast<void (*)(std::size_t, std::size_t, const double*, std::size_t, double*, std::size_t)>(
+      &transpose_v);
   return k;
 }

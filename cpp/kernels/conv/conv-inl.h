@@ -367,6 +367,39 @@ inline void plane_sums_v(std::size_t np, std::size_t len, const float* a, std::s
 #endif
 }
 
+// chan_sums: per channel the double chain s[c] + x0 + x1 + ... in pixel order. The pixels
+// go in chunks of kChanChunk (a few KB, in L1 after the first pass) and each chunk in passes
+// of eight registers of channels (eight independent chains), then one register at a time
+// (the last one partial). Only the order in which chains advance changes: same bits.
+constexpr std::size_t kChanChunk = 32;
+
+template <class VD_, class T>
+void chan_sums_v(std::size_t npix, std::size_t n, const T* a, std::size_t a_step, double* s) {
+  using R = typename VD_::R;
+  constexpr std::size_t N = static_cast<std::size_t>(VD_::N);
+  for (std::size_t p0 = 0; p0 < npix; p0 += kChanChunk) {
+    const std::size_t p1 = npix - p0 < kChanChunk ? npix : p0 + kChanChunk;
+    std::size_t c = 0;
+    for (; c + 8 * N <= n; c += 8 * N) {
+      R r[8];
+      for (std::size_t k = 0; k < 8; ++k) r[k] = VD_::load(s + c + k * N);
+      for (std::size_t p = p0; p < p1; ++p) {
+        const T* ap = a + p * a_step + c;
+        for (std::size_t k = 0; k < 8; ++k) r[k] = VD_::add(r[k], load_wide<VD_>(ap + k * N));
+      }
+      for (std::size_t k = 0; k < 8; ++k) VD_::store(s + c + k * N, r[k]);
+    }
+    for (; c < n; c += N) {
+      const std::size_t m = n - c < N ? n - c : N;
+      R r0 = VD_::load_partial(s + c, m);
+      for (std::size_t p = p0; p < p1; ++p) r0 = VD_::add(r0, load_wide_partial<VD_>(a + p * a_step + c, m));
+      double q[N];
+      VD_::store(q, r0);
+      for (std::size_t i = 0; i < m; ++i) s[c + i] = q[i];
+    }
+  }
+}
+
 #include "conv_small-inl.h"
 #include "transpose-inl.h"
 
@@ -384,6 +417,8 @@ constexpr ConvKernels make_conv_kernels(const char* name) {
   k.f64.pool_avg = &pool_avg_v<VD_, double>;
   k.f32.plane_sums = static_cast<void (*)(std::size_t, std::size_t, const float*, std::size_t, double*)>(&plane_sums_v);
   k.f64.plane_sums = static_cast<void (*)(std::size_t, std::size_t, const double*, std::size_t, double*)>(&plane_sums_v);
+  k.f32.chan_sums = &chan_sums_v<VD_, float>;
+  k.f64.chan_sums = &chan_sums_v<VD_, double>;
   k.f32.tap_outer = &tap_outer_v<VD_, float>;
   k.f64.tap_outer = &tap_outer_v<VD_, double>;
   k.f32.small_fwd = &small_fwd_v<VF_>;

@@ -130,6 +130,10 @@ namespace pyfastopt {
 //   plane_sums(np, len, a, a_stride, s): for j < np: acc = s[j]; for i < len in order:
 //       acc = acc + double(a[j*a_stride + i]); s[j] = acc. (Channels-first global average
 //       pooling: several planes side by side.)
+//   chan_sums(npix, n, a, a_step, s): for c < n: acc = s[c]; for p < npix in order: acc =
+//       acc + double(a[p*a_step + c]); s[c] = acc. (Channels-last global average pooling of
+//       images larger than L2: walked in chunks of pixels x eight registers of channels, so
+//       the image is read about once, in order.)
 //   small_fwd(npix, k, a, a_off, w, ldw, n, bias, y, y_step): for p < npix, j < n: acc =
 //       0; for i < k in order: acc = fma(a[p][a_off[i]], w[i*ldw + j], acc) (one
 //       rounding); y[p*y_step + j] = acc, or acc + bias[j]. w: ldw >= round_up(n, 16)
@@ -140,6 +144,10 @@ namespace pyfastopt {
 //       = first ? s : acc[i*ld + j] + s (one KC block of backward-weight's chain).
 //   Both are the gemm packed path's chains for these operands, so the direct path gives
 //   the implicit GEMM's bits.
+//   transpose(rows, cols, a, lda, b, ldb): b[j*ldb + i] = a[i*lda + j] for i < rows, j <
+//       cols (a moves values only: no arithmetic). The NCHW <-> channels-last relayout
+//       (conv_common.h): register tiles per level (transpose-inl.h: 8 x 8 float / 4 x 4
+//       double with AVX, 4 x 4 / 2 x 2 on neon), the scalar loop as the reference.
 // Every level computes exactly these chains, so every level gives the same bits.
 template <class T>
 struct ConvTapOps {
@@ -149,6 +157,7 @@ struct ConvTapOps {
                    const std::ptrdiff_t* a_off, const double* div, std::ptrdiff_t div_p, std::ptrdiff_t div_c,
                    T* y, std::ptrdiff_t y_step);
   void (*plane_sums)(std::size_t np, std::size_t len, const T* a, std::size_t a_stride, double* s);
+  void (*chan_sums)(std::size_t npix, std::size_t n, const T* a, std::size_t a_step, double* s);
   void (*tap_rows)(std::size_t n, std::size_t ntaps, const T* const* a, const T* wv, T* y);
   void (*tap_dot)(std::size_t npix, std::size_t n, std::size_t ntaps, const T* a, std::ptrdiff_t a_step,
                   const std::ptrdiff_t* a_off, const T* const* b, T* y, std::ptrdiff_t y_step);
@@ -158,6 +167,7 @@ struct ConvTapOps {
                     std::size_t ldw, std::size_t n, const T* bias, T* y, std::ptrdiff_t y_step);
   void (*small_bww)(std::size_t npix, std::size_t k, const T* const* x, const std::ptrdiff_t* x_off, const T* d,
                     std::ptrdiff_t d_step, std::size_t n, T* acc, std::size_t ld, bool first);
+  void (*transpose)(std::size_t rows, std::size_t cols, const T* a, std::size_t lda, T* b, std::size_t ldb);
 };
 
 struct ConvKernels {

@@ -1,7 +1,7 @@
 // conv_common.h -- helpers shared by the conv drivers (conv_driver.cpp: implicit GEMM;
 // depthwise_driver.cpp: depthwise). Internal header of kernels/conv: aligned scratch,
 // the task split (results never depend on it: every unit is computed whole by one task)
-// and the NCHW <-> channels-last relayout.
+// and the NCHW <-> channels-last relayout (on the conv family's transpose kernels).
 #pragma once
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
+#include "pyfastopt/registry.h"
 
 namespace pyfastopt {
 namespace conv_detail {
@@ -63,30 +64,36 @@ void run_tasks(sz ntasks, sz units, double work_per_unit, const F& f) {
   });
 }
 
-// Planes <-> channels-last for one-channel-per-group depthwise in NCHW: the channels-last
-// tap kernels are several times faster than per-plane loops, so NCHW converts its
-// operands (one copy of the input and one of the output: a small multiple of the output)
-// and runs the channels-last path; the chains are the same, so are the bits.
-// dst[n][p][c] = src[n][c][p] (to_last) or the reverse; P pixels, C channels per image.
+template <class T>
+const ConvTapOps<T>& tap_ops();
+template <>
+inline const ConvTapOps<float>& tap_ops<float>() { return kernels().conv->f32; }
+template <>
+inline const ConvTapOps<double>& tap_ops<double>() { return kernels().conv->f64; }
+
+// NCHW <-> channels-last: the NCHW paths that are faster on a channels-last operand
+// (implicit GEMM with A or B read in place, the depthwise tap kernels, the strided
+// backward-data phases) copy it once and run the channels-last code; the chains are the
+// same, so are the bits. dst[n][p][c] = src[n][c][p] (to_last) or the reverse; P pixels, C
+// channels per image. Units: an image's block of kB pixels x all channels, in kB x kB cache
+// blocks, each one call of the conv family's transpose (register tiles per level).
 template <class T>
 void relayout(const T* src, T* dst, sz N, sz C, sz P, bool to_last) {
   constexpr sz kB = 32;  // cache blocks of 32 x 32
+  const auto transpose = tap_ops<T>().transpose;
   const sz pb = ceil_div(P, kB), cb = ceil_div(C, kB), units = N * pb;
   const double wpu = static_cast<double>(kB * C);
   run_tasks(task_count(units, wpu), units, wpu, [&](sz, sz u0, sz u1) {
     for (sz u = u0; u < u1; ++u) {
-      const sz n = u / pb, p0 = (u - n * pb) * kB, p1 = std::min(P, p0 + kB);
+      const sz n = u / pb, p0 = (u - n * pb) * kB, np = std::min(P, p0 + kB) - p0;
       const T* s = src + n * C * P;
       T* d = dst + n * C * P;
       for (sz j = 0; j < cb; ++j) {
-        const sz c0 = j * kB, c1 = std::min(C, c0 + kB);
-        if (to_last) {
-          for (sz p = p0; p < p1; ++p)
-            for (sz c = c0; c < c1; ++c) d[p * C + c] = s[c * P + p];
-        } else {
-          for (sz c = c0; c < c1; ++c)
-            for (sz p = p0; p < p1; ++p) d[c * P + p] = s[p * C + c];
-        }
+        const sz c0 = j * kB, nc = std::min(C, c0 + kB) - c0;
+        if (to_last)  // rows c (P apart) -> rows p (C apart)
+          transpose(nc, np, s + c0 * P + p0, P, d + p0 * C + c0, C);
+        else
+          transpose(np, nc, s + p0 * C + c0, C, d + c0 * P + p0, P);
       }
     }
   });

@@ -40,14 +40,7 @@ template <class T> const GemmKernelsT<T>& gk();
 template <> const GemmKernelsT<float>& gk<float>() { return kernels().gemm->f32; }
 template <> const GemmKernelsT<double>& gk<double>() { return kernels().gemm->f64; }
 
-using conv_detail::Aligned;
-using conv_detail::activate_value;
-using conv_detail::as_nhwc;
-using conv_detail::ceil_div;
-using conv_detail::relayout;
-using conv_detail::round_up;
-using conv_detail::run_tasks;
-using conv_detail::task_count;
+using namespace conv_detail;  // conv_common.h's helpers
 
 // ---- gathers ---------------------------------------------------------------------
 // A row map turns a result row into the source offsets of the kernel taps t = r*S + s:

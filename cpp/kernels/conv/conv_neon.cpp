@@ -15,6 +15,7 @@ namespace neon {
 namespace {
 #include "../simd/scalar-inl.h"
 #include "../simd/neon-inl.h"
+#define PF_CONV_TRANSPOSE_NEON 1  // transpose-inl.h: the neon register tiles
 #include "conv-inl.h"
 }  // namespace
 

@@ -24,14 +24,7 @@ using sd = std::ptrdiff_t;
 
 constexpr sz kMaxBatchBlocks = 8;  // backward-weight partial sums
 
-using conv_detail::Aligned;
-using conv_detail::activate_value;
-using conv_detail::as_nhwc;
-using conv_detail::ceil_div;
-using conv_detail::relayout;
-using conv_detail::round_up;
-using conv_detail::run_tasks;
-using conv_detail::task_count;
+using namespace conv_detail;  // conv_common.h's helpers
 
 // ---- depthwise (one input channel per group): direct loops ------------------------
 // Every output element: acc = 0; acc = acc + x * w over the taps (r, s) in order, skipping

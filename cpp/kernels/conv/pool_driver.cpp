@@ -403,7 +403,7 @@ void global_forward_nchw(const PoolGeom& g, const T* x, T* y) {
 // of the adaptive loop (which adds 1 * x == x), one division, one rounding: same bits.
 // Each pass of pool_avg reads a few registers of channels of every pixel, so the image
 // is read C / (pass width) times: taken only while one image fits kGlobalImageMax bytes
-// (L2; the 512x7x7 head: 100 KB); larger images keep the row-by-row adaptive loop.
+// (L2; the 512x7x7 head: 100 KB); larger images: global_forward_nhwc_large (chan_sums).
 constexpr sz kGlobalCB = 64;
 constexpr sz kGlobalImageMax = sz(1) << 18;
 
@@ -418,6 +418,31 @@ void global_forward_nhwc(const PoolGeom& g, const T* x, T* y) {
     for (sz u = u0; u < u1; ++u) {
       const sz n = u / ncb, c0 = (u - n * ncb) * kGlobalCB, nc = std::min(C, c0 + kGlobalCB) - c0;
       K.pool_avg(1, nc, hw, x + n * hw * C + c0, 0, off.data(), &div, 0, 0, y + n * C + c0, 0);
+    }
+  });
+}
+
+// Global average, channels-last, images over kGlobalImageMax: per (image, block of
+// kGlobalLargeCB channels) one chan_sums call over the image's pixels -- the same chain
+// 0 + x0 + x1 + ... in (h, w) order as the adaptive loop (1 * x == x), one division, one
+// rounding: same bits -- which reads the image about once, in order (chunks of pixels x
+// eight registers of channels), where the adaptive loop's passes of four registers per
+// window row read it at about half the bandwidth.
+constexpr sz kGlobalLargeCB = 256;
+
+template <class T>
+void global_forward_nhwc_large(const PoolGeom& g, const T* x, T* y) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C, hw = g.H * g.W, ncb = ceil_div(C, kGlobalLargeCB);
+  const double div = static_cast<double>(hw);
+  run_units(g.N * ncb, static_cast<double>(hw * std::min(C, kGlobalLargeCB)), [&](sz, sz u0, sz u1) {
+    double s[kGlobalLargeCB];
+    for (sz u = u0; u < u1; ++u) {
+      const sz n = u / ncb, c0 = (u - n * ncb) * kGlobalLargeCB, nc = std::min(C, c0 + kGlobalLargeCB) - c0;
+      std::fill(s, s + nc, 0.0);
+      K.chan_sums(hw, nc, x + n * hw * C + c0, C, s);
+      T* yn = y + n * C + c0;
+      for (sz c = 0; c < nc; ++c) yn[c] = static_cast<T>(s[c] / div);
     }
   });
 }
@@ -607,6 +632,7 @@ template <class T>
 void adaptive_avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
   if (g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C * g.H * g.W > 0 && g.H * g.W * g.C * sizeof(T) <= kGlobalImageMax)
     return global_forward_nhwc(g, x, y);
+  if (g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C * g.H * g.W > 0) return global_forward_nhwc_large(g, x, y);
   if (g.nhwc && g.N * g.C * g.OH * g.OW > 0) return adaptive_forward_nhwc(g, x, y);
   if (!g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C > 0) return global_forward_nchw(g, x, y);
   for_planes(g, static_cast<double>(g.H * g.W + g.OH * g.OW), [&](const Plane& p) {

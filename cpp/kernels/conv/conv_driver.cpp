@@ -792,7 +792,12 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
         const sz c0 = u * 16, c1 = std::min(g.Co, c0 + 16);
         const sz nc = c1 - c0;
         double acc[16] = {};
-        if (g.nhwc) {  // the layout test out of the loops: contiguous channels vectorize
+        if (g.nhwc && nc == 16) {  // a constant trip count: the chains run as vectors
+          for (sz q = 0; q < g.N * P; ++q) {
+            const T* d = dy + q * g.Co + c0;
+            for (sz c = 0; c < 16; ++c) acc[c] += static_cast<double>(d[c]);
+          }
+        } else if (g.nhwc) {  // the layout test out of the loops: contiguous channels vectorize
           for (sz q = 0; q < g.N * P; ++q) {
             const T* d = dy + q * g.Co + c0;
             for (sz c = 0; c < nc; ++c) acc[c] += static_cast<double>(d[c]);
@@ -838,65 +843,97 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
   const sz per_task = round_up(MC * KC + (in_place ? 0 : 2 * KC * npad), 64 / sizeof(T));
   Aligned<T> scratch(ntasks * per_task);
   std::vector<const T*> rowptr(in_place ? ntasks * RS * KC : 0);  // [task][tap][pixel]
+  // in place: the offset of tap t of output pixel p from its image's start in the
+  // channels-last x, toff[t * P + p] (-1: padding), the same for every image and group
+  std::vector<sd> toff(in_place ? RS * P : 0);
+  if (in_place) {
+    const FwdMap m0{gl, 0};
+    for (sz p = 0; p < P; ++p) {
+      const RowInfo ri = m0.row(p);
+      for (sz t = 0; t < RS; ++t) toff[t * P + p] = m0.tap(ri, t);
+    }
+  }
+  const sz HWC = g.H * g.W * g.C;
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     T* apack = scratch.p + task * per_task;
     T* bbuf = apack + MC * KC;
     T* bpack = bbuf + KC * npad;
     const T** bptr = in_place ? rowptr.data() + task * RS * KC : nullptr;
     const Epilogue<T> none{};
-    for (sz u = u0; u < u1; ++u) {
+    for (sz u = u0; u < u1;) {
       sz rem = u;
       const sz jb = rem % nJ; rem /= nJ;
       const sz ib = rem % nI; rem /= nI;
       const sz gi = rem % G, bb = rem / G;
-      const sz co0 = ib * MC, m = std::min(MC, cog - co0), j0 = jb * ncb, nc = std::min(ncb, k - j0);
+      // the task's run of units [u, ue) of this (batch block, group, row tile): they share
+      // the packed dy block and the tap pointers of every K block
+      const sz ue = std::min(u1, u - jb + nJ);
+      const sz co0 = ib * MC, m = std::min(MC, cog - co0);
       const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
-      const FwdMap mp{g, gi * cg};
-      T* c = part.p + (bb * g.Co + gi * cog + co0) * k + j0;
-      for (sz n = n0; n < n1; ++n)
-        for (sz p0 = 0; p0 < P; p0 += KC) {
-          const sz kcur = std::min(KC, P - p0);
-          const bool first = n == n0 && p0 == 0, last = n + 1 == n1 && p0 + kcur == P;
-          const sz co = gi * cog + co0;
-          if (g.nhwc)
-            K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
-          else
-            K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
-          if (in_place) {
-            const FwdMap ml{gl, gi * cg};
-            const sz t0 = j0 / cg, t1 = (j0 + nc - 1) / cg;
-            for (sz q = 0; q < kcur; ++q) {
-              const RowInfo ri = ml.row(n * P + p0 + q);
-              for (sz t = t0; t <= t1; ++t) {
-                const sd o = ml.tap(ri, t);
-                bptr[t * KC + q] = o < 0 ? zeros.p - static_cast<sd>(gi * cg) : xs + o - static_cast<sd>(gi * cg);
-              }
+      const sz co = gi * cog + co0;
+      T* crow = part.p + (bb * g.Co + co) * k;  // + j0: the unit's tile
+      if (in_place) {
+        const sz t0 = jb * ncb / cg, t1 = (std::min(k, (jb + ue - u) * ncb) - 1) / cg;
+        const T* zg = zeros.p - static_cast<sd>(gi * cg);
+        for (sz n = n0; n < n1; ++n) {
+          const T* xn = xs + n * HWC;
+          for (sz p0 = 0; p0 < P; p0 += KC) {
+            const sz kcur = std::min(KC, P - p0);
+            const bool first = n == n0 && p0 == 0, last = n + 1 == n1 && p0 + kcur == P;
+            if (g.nhwc)
+              K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
+            else
+              K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
+            for (sz t = t0; t <= t1; ++t) {
+              const sd* o = toff.data() + t * P + p0;
+              const T** bt = bptr + t * KC;
+              for (sz q = 0; q < kcur; ++q) bt[q] = o[q] < 0 ? zg : xn + o[q];
             }
-            for (sz jr = 0; jr < nc; jr += NR) {
-              const sz col = j0 + jr, t = col / cg;
-              const sd boff = static_cast<sd>(gi * cg + col - t * cg);
-              const int nn = static_cast<int>(std::min(NR, nc - jr));
-              for (sz ir = 0; ir < m; ir += static_cast<sz>(K.mr)) {
-                const int mm = static_cast<int>(std::min(static_cast<sz>(K.mr), m - ir));
-                (mm <= K.er ? K.ukernel_brows_edge : K.ukernel_brows)(
-                    kcur, apack + ir * kcur, bptr + t * KC, boff, c + static_cast<sd>(ir * k + jr),
-                    static_cast<sd>(k), mm, nn, first, last, none);
+            for (sz v = u; v < ue; ++v) {
+              const sz j0 = (jb + v - u) * ncb, nc = std::min(ncb, k - j0);
+              T* c = crow + j0;
+              for (sz jr = 0; jr < nc; jr += NR) {
+                const sz col = j0 + jr, t = col / cg;
+                const sd boff = static_cast<sd>(gi * cg + col - t * cg);
+                const int nn = static_cast<int>(std::min(NR, nc - jr));
+                for (sz ir = 0; ir < m; ir += static_cast<sz>(K.mr)) {
+                  const int mm = static_cast<int>(std::min(static_cast<sz>(K.mr), m - ir));
+                  (mm <= K.er ? K.ukernel_brows_edge : K.ukernel_brows)(
+                      kcur, apack + ir * kcur, bptr + t * KC, boff, c + static_cast<sd>(ir * k + jr),
+                      static_cast<sd>(k), mm, nn, first, last, none);
+                }
               }
-            }
-            continue;
-          }
-          gather(mp, x, cg, n * P + p0, kcur, j0, nc, bbuf);
-          K.pack_b(kcur, nc, bbuf, static_cast<sd>(nc), 1, bpack);
-          for (sz jr = 0; jr < nc; jr += NR) {
-            const int nn = static_cast<int>(std::min(NR, nc - jr));
-            for (sz ir = 0; ir < m; ir += static_cast<sz>(K.mr)) {
-              const int mm = static_cast<int>(std::min(static_cast<sz>(K.mr), m - ir));
-              (mm <= K.er ? K.ukernel_edge : K.ukernel)(kcur, apack + ir * kcur, bpack + jr * kcur,
-                                                        c + static_cast<sd>(ir * k + jr), static_cast<sd>(k),
-                                                        mm, nn, first, last, none);
             }
           }
         }
+        u = ue;
+        continue;
+      }
+      const FwdMap mp{g, gi * cg};
+      for (; u < ue; ++u) {
+        const sz j0 = (u % nJ) * ncb, nc = std::min(ncb, k - j0);
+        T* c = crow + j0;
+        for (sz n = n0; n < n1; ++n)
+          for (sz p0 = 0; p0 < P; p0 += KC) {
+            const sz kcur = std::min(KC, P - p0);
+            const bool first = n == n0 && p0 == 0, last = n + 1 == n1 && p0 + kcur == P;
+            if (g.nhwc)
+              K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
+            else
+              K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
+            gather(mp, x, cg, n * P + p0, kcur, j0, nc, bbuf);
+            K.pack_b(kcur, nc, bbuf, static_cast<sd>(nc), 1, bpack);
+            for (sz jr = 0; jr < nc; jr += NR) {
+              const int nn = static_cast<int>(std::min(NR, nc - jr));
+              for (sz ir = 0; ir < m; ir += static_cast<sz>(K.mr)) {
+                const int mm = static_cast<int>(std::min(static_cast<sz>(K.mr), m - ir));
+                (mm <= K.er ? K.ukernel_edge : K.ukernel)(kcur, apack + ir * kcur, bpack + jr * kcur,
+                                                          c + static_cast<sd>(ir * k + jr), static_cast<sd>(k),
+                                                          mm, nn, first, last, none);
+              }
+            }
+          }
+      }
     }
   });
   // dw[co][c][t] = sum of the partials in block order; one unit per (co, t): cg partial

@@ -30,6 +30,17 @@ inline void small_fwd_tile(std::size_t k, const typename V::T* const* a, const s
     }
     wp += ldw;
   }
+  if (j + static_cast<std::size_t>(NV) * N <= n) {  // every vector whole: the same values, no masks
+    for (int p = 0; p < PB; ++p) {
+      T* yp = y + static_cast<std::ptrdiff_t>(p) * y_step + j;
+      for (int v = 0; v < NV; ++v) {
+        R r = acc[p][v];
+        if (bias) r = V::add(r, V::load(bias + j + static_cast<std::size_t>(v) * N));
+        V::store(yp + static_cast<std::size_t>(v) * N, r);
+      }
+    }
+    return;
+  }
   for (int p = 0; p < PB; ++p) {
     T* yp = y + static_cast<std::ptrdiff_t>(p) * y_step + j;
     for (int v = 0; v < NV; ++v) {
@@ -54,6 +65,11 @@ inline void small_fwd_cols(std::size_t npix, std::size_t k, const typename V::T*
   for (; p + PB <= npix; p += PB)
     small_fwd_tile<V, PB, NV>(k, a + p, a_off, w, ldw, j, n, bias, y + static_cast<std::ptrdiff_t>(p) * y_step,
                               y_step);
+  if (PB > 2 && p + 2 <= npix) {  // two pixels left: one tile of two (same chains per pixel)
+    small_fwd_tile<V, 2, NV>(k, a + p, a_off, w, ldw, j, n, bias, y + static_cast<std::ptrdiff_t>(p) * y_step,
+                             y_step);
+    p += 2;
+  }
   for (; p < npix; ++p)
     small_fwd_tile<V, 1, NV>(k, a + p, a_off, w, ldw, j, n, bias, y + static_cast<std::ptrdiff_t>(p) * y_step,
                              y_step);
@@ -79,7 +95,8 @@ void small_fwd_v(std::size_t npix, std::size_t k, const typename V::T* const* a,
 }
 
 // Backward-weight tile: CB reduction columns [i0, i0 + CB) x NV vectors of output channels.
-template <class V, int CB, int NV>
+// FULL: every vector of the tile whole (the last one's mask test out of the pixel loop).
+template <class V, int CB, int NV, bool FULL>
 inline void small_bww_tile(std::size_t npix, const typename V::T* const* x, const std::ptrdiff_t* x_off,
                            const typename V::T* d, std::ptrdiff_t d_step, std::size_t j, std::size_t n,
                            typename V::T* acc, std::size_t ld, bool first) {
@@ -95,8 +112,8 @@ inline void small_bww_tile(std::size_t npix, const typename V::T* const* x, cons
   for (std::size_t p = 0; p < npix; ++p) {
     R dv[NV];
     for (int v = 0; v + 1 < NV; ++v) dv[v] = V::load(dp + static_cast<std::size_t>(v) * N);
-    dv[NV - 1] = mlast == N ? V::load(dp + static_cast<std::size_t>(NV - 1) * N)
-                            : V::load_partial(dp + static_cast<std::size_t>(NV - 1) * N, mlast);
+    dv[NV - 1] = FULL ? V::load(dp + static_cast<std::size_t>(NV - 1) * N)
+                      : V::load_partial(dp + static_cast<std::size_t>(NV - 1) * N, mlast);
     const T* xp = x[p];
     for (int c = 0; c < CB; ++c) {
       const R xv = V::set1(xp[x_off[c]]);
@@ -122,10 +139,20 @@ template <class V, int CB, int NV>
 inline void small_bww_rows(std::size_t npix, std::size_t k, const typename V::T* const* x,
                            const std::ptrdiff_t* x_off, const typename V::T* d, std::ptrdiff_t d_step, std::size_t j,
                            std::size_t n, typename V::T* acc, std::size_t ld, bool first) {
+  constexpr std::size_t N = static_cast<std::size_t>(V::N);
+  if (j + static_cast<std::size_t>(NV) * N <= n) {
+    std::size_t i = 0;
+    for (; i + CB <= k; i += CB)
+      small_bww_tile<V, CB, NV, true>(npix, x, x_off + i, d, d_step, j, n, acc + i * ld, ld, first);
+    for (; i < k; ++i)
+      small_bww_tile<V, 1, NV, true>(npix, x, x_off + i, d, d_step, j, n, acc + i * ld, ld, first);
+    return;
+  }
   std::size_t i = 0;
   for (; i + CB <= k; i += CB)
-    small_bww_tile<V, CB, NV>(npix, x, x_off + i, d, d_step, j, n, acc + i * ld, ld, first);
-  for (; i < k; ++i) small_bww_tile<V, 1, NV>(npix, x, x_off + i, d, d_step, j, n, acc + i * ld, ld, first);
+    small_bww_tile<V, CB, NV, false>(npix, x, x_off + i, d, d_step, j, n, acc + i * ld, ld, first);
+  for (; i < k; ++i)
+    small_bww_tile<V, 1, NV, false>(npix, x, x_off + i, d, d_step, j, n, acc + i * ld, ld, first);
 }
 
 // small_bww(npix, k, x, x_off, d, d_step, n, acc, ld, first): for i < k, j < n: s = 0;

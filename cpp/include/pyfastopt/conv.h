@@ -35,7 +35,10 @@
 //   backward-weight: rows = output channels, columns = (r, s, c), reduction over output
 //                    pixels, in fixed batch blocks (below); the (pixel x (r, s, c))
 //                    operand read in place from channels-last x (ukernel_brows) when the
-//                    group's channels are a multiple of the panel width nr.
+//                    group's channels are a multiple of the panel width nr: tap offsets
+//                    from a per-call table (R*S x OH*OW), and each task packs a dy block
+//                    and fills its tap pointers once for all its column tiles of that
+//                    (batch block, group, row tile).
 //   depthwise (C/groups == 1, any channel multiplier Co/C): direct loops, no GEMM
 //   (kernels/conv/depthwise_driver.cpp, conv_depthwise.h).
 //   few input channels (channels-last, groups 1, 2 <= C <= 4, R*S*C <= KC): forward and
@@ -78,7 +81,7 @@
 // pointers) and (NCHW) an MC x min(Co/groups, 256) output tile: about 0.5 MB per thread
 // for float32 on AVX-512. NCHW calls that take the channels-last copy (above) add one
 // copy of x / dy (the input's size, huge-page advised; the same as converting the layout). backward-weight adds B partial
-// weight gradients (B <= 8). Strided backward-data packs B per stride phase (in all the
+// weight gradients (B <= 8) and, read in place, R*S*OH*OW tap offsets (one image's). Strided backward-data packs B per stride phase (in all the
 // weight's size plus one row per skipped run) and uses an MC x min(C/groups, 256) result
 // tile per thread. Never a buffer proportional to the input or output.
 //

@@ -66,6 +66,14 @@ def test_native_plan_same_bits_as_step_paths(tmp_path, name, how, act):
     xs.append(rng.standard_normal((3, *shape)).astype(np.float32) * 40)
     if how != "dynamic":
         xs[1].reshape(-1)[7] = np.nan
+        # infinities (saturate) and an all-finite batch whose quantization the first
+        # gemm fuses into its packing (QGraphExec::fuse), edge values included
+        inf = rng.standard_normal((2, *shape)).astype(np.float32)
+        inf.reshape(-1)[[0, 3]] = [np.inf, -np.inf]
+        xs.append(inf)
+        edge = rng.standard_normal((7, *shape)).astype(np.float32) * 1e4
+        edge.reshape(-1)[:4] = [0.0, -0.0, 3e38, -3e38]
+        xs.append(edge)
     native = [model(x) for x in xs]
     plans = model._native
     assert plans is not None

@@ -110,6 +110,10 @@ void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdi
     }
     out.fix_off[p + 1] = out.fix.size() / 2;
   }
+  // Weights far from Gaussian (e.g. most pairs near +-127) would make the sparse list
+  // dense and its scalar loop the bottleneck: past one fix per 64 pairs (+ 64), pack for the
+  // level's own table instead (exact either way).
+  if (out.fix.size() / 2 > k * n / 128 + 64) qgemm_pack_b(k, n, b, rs, cs, b_unsigned, out, false);
 }
 
 void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,

@@ -380,7 +380,7 @@ void adaptive_forward_nhwc(const PoolGeom& g, const T* x, T* y) {
 
 // Global average, channels-first (OH == OW == 1): kPlanes consecutive planes per unit on
 // plane_sums, their double sums -- each 0 + x0 + x1 + ... in (h, w) order, exactly the
-// one-plane chain -- side by side (the float levels with AVX transpose eight planes per
+// one-plane chain -- side by side (the float levels with AVX transpose four planes per
 // register). Same bits as the per-plane loop (and as channels-last).
 template <class T>
 void global_forward_nchw(const PoolGeom& g, const T* x, T* y) {

@@ -307,13 +307,11 @@ void tap_outer_v(std::size_t npix, std::size_t n, std::size_t ntaps, const T* d,
   }
 }
 
-#include "transpose-inl.h"
-
 // plane_sums: independent per-plane double sums in element order. Generic: eight planes
 // side by side (eight chains instead of one add-latency-bound chain). float with AVX (the
-// avx2 and avx512 levels): an 8 x 8 register transpose of eight pixels of eight planes
-// (transpose-inl.h), then per pixel two widening converts and two adds (planes 0-3, 4-7),
-// in pixel order -- sixteen planes (four chains) at a time. Every plane's chain is the same sum in
+// avx2 and avx512 levels): four planes per register -- a 4 x 4 register transpose of four
+// pixels of four planes, then one widening convert and one add per pixel, in pixel
+// order -- sixteen planes (four chains) at a time. Every plane's chain is the same sum in
 // the same order on every path: same bits.
 template <class T>
 void plane_sums_generic(std::size_t np, std::size_t len, const T* a, std::size_t a_stride, double* s) {
@@ -340,34 +338,28 @@ inline void plane_sums_v(std::size_t np, std::size_t len, const double* a, std::
 
 inline void plane_sums_v(std::size_t np, std::size_t len, const float* a, std::size_t a_stride, double* s) {
 #if defined(__AVX__)
-  constexpr std::size_t G = 1;  // groups of eight planes per pass
+  constexpr std::size_t G = 4;  // groups of four planes per pass
   std::size_t j = 0;
-  const std::size_t len8 = len / 8 * 8;
-  for (; j + 8 * G <= np; j += 8 * G) {
-    __m256d lo[G], hi[G];  // planes 0..3 and 4..7 of each group
-    for (std::size_t g = 0; g < G; ++g) {
-      lo[g] = _mm256_loadu_pd(s + j + 8 * g);
-      hi[g] = _mm256_loadu_pd(s + j + 8 * g + 4);
-    }
+  const std::size_t len4 = len / 4 * 4;
+  for (; j + 4 * G <= np; j += 4 * G) {
+    __m256d acc[G];
+    for (std::size_t g = 0; g < G; ++g) acc[g] = _mm256_loadu_pd(s + j + 4 * g);
     const float* aj = a + j * a_stride;
-    for (std::size_t i = 0; i < len8; i += 8) {
+    for (std::size_t i = 0; i < len4; i += 4) {
       for (std::size_t g = 0; g < G; ++g) {
-        const float* ag = aj + 8 * g * a_stride + i;
-        __m256 r[8];
-        for (std::size_t k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(ag + k * a_stride);
-        transpose8x8_ps(r);  // r[k] = pixel i + k of the eight planes
-        for (std::size_t k = 0; k < 8; ++k) {
-          lo[g] = _mm256_add_pd(lo[g], _mm256_cvtps_pd(_mm256_castps256_ps128(r[k])));
-          hi[g] = _mm256_add_pd(hi[g], _mm256_cvtps_pd(_mm256_extractf128_ps(r[k], 1)));
-        }
+        const float* ag = aj + 4 * g * a_stride + i;
+        __m128 r0 = _mm_loadu_ps(ag), r1 = _mm_loadu_ps(ag + a_stride);
+        __m128 r2 = _mm_loadu_ps(ag + 2 * a_stride), r3 = _mm_loadu_ps(ag + 3 * a_stride);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);  // r_k = pixel i + k of the four planes
+        acc[g] = _mm256_add_pd(acc[g], _mm256_cvtps_pd(r0));
+        acc[g] = _mm256_add_pd(acc[g], _mm256_cvtps_pd(r1));
+        acc[g] = _mm256_add_pd(acc[g], _mm256_cvtps_pd(r2));
+        acc[g] = _mm256_add_pd(acc[g], _mm256_cvtps_pd(r3));
       }
     }
-    for (std::size_t g = 0; g < G; ++g) {
-      _mm256_storeu_pd(s + j + 8 * g, lo[g]);
-      _mm256_storeu_pd(s + j + 8 * g + 4, hi[g]);
-    }
-    for (std::size_t k = 0; k < 8 * G; ++k)  // the last len % 8 pixels, in order
-      for (std::size_t i = len8; i < len; ++i) s[j + k] += static_cast<double>(aj[k * a_stride + i]);
+    for (std::size_t g = 0; g < G; ++g) _mm256_storeu_pd(s + j + 4 * g, acc[g]);
+    for (std::size_t k = 0; k < 4 * G; ++k)  // the last len % 4 pixels, in order
+      for (std::size_t i = len4; i < len; ++i) s[j + k] += static_cast<double>(aj[k * a_stride + i]);
   }
   plane_sums_generic(np - j, len, a + j * a_stride, a_stride, s + j);
 #else
@@ -409,6 +401,7 @@ void chan_sums_v(std::size_t npix, std::size_t n, const T* a, std::size_t a_step
 }
 
 #include "conv_small-inl.h"
+#include "transpose-inl.h"
 
 template <class VF_, class VD_>
 constexpr ConvKernels make_conv_kernels(const char* name) {

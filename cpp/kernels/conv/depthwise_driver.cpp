@@ -247,12 +247,8 @@ void depthwise1_backward_weight_nchw(const ConvGeom& g, const T* dy, const T* x,
       gi.C = gi.Co = gi.groups = nc;
       double* acc = part + bb * C * RS + c0;
       for (sz n = n0; n < n1; ++n) {
-        for (sz c = 0; c < nc; ++c) {
-          const T* xs = x + (n * C + c0 + c) * HW;
-          for (sz p = 0; p < HW; ++p) xt[p * nc + c] = xs[p];
-          const T* ds = dy + (n * C + c0 + c) * P;
-          for (sz p = 0; p < P; ++p) dt[p * nc + c] = ds[p];
-        }
+        K.transpose(nc, HW, x + (n * C + c0) * HW, HW, xt, nc);  // the relayout's register tiles
+        K.transpose(nc, P, dy + (n * C + c0) * P, P, dt, nc);
         for (sz oh = 0; oh < g.OH; ++oh) {
           const T* dr = dt + oh * g.OW * nc;
           for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {

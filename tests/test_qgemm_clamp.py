@@ -2,8 +2,10 @@
 of int8 weights (k = 2q, 2q + 1) whose same-sign sum leaves [-128, 128] are stored
 clamped and their remainder added from a sparse list; the result must stay exact for
 every pair at and around that boundary, every A value (255 included), and the awkward
-shapes (K odd, K not a multiple of 4, N not a multiple of 16, M = 1..33), on every level
-and thread count."""
+shapes (K odd, K not a multiple of 4, N not a multiple of 16, M = 1..33 rows modulo the
+4-row tile), on every level and thread count. ``matmul_int8`` packs B for the product
+table from 64 rows of A on (fewer: the level's own table, cheaper to pack), so the tests
+give A at least 64 rows (:func:`tall`)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,13 @@ PAIRS = [
 ]
 
 
+def tall(a, rng):
+    """a with 64 random rows appended (the same row count modulo the 4-row tile): enough
+    rows for matmul_int8 to take the product table."""
+    extra = rng.integers(0, 256, size=(64, a.shape[1])).astype(np.uint8)
+    return np.vstack([a, extra.view(a.dtype) if a.dtype == np.int8 else extra])
+
+
 def reference(a, za, b, zb):
     return (a.astype(np.int64) - za) @ (b.astype(np.int64) - zb)
 
@@ -70,6 +79,7 @@ def test_boundary_pairs_exact(qsimd, rng, k):
         for m in (1, 2, 3, 4, 5, 7, 8, 9, 31, 32, 33):
             a = np.full((m, k), 255, np.uint8)
             a[1::2] = rng.integers(0, 256, size=a[1::2].shape)
+            a = tall(a, rng)
             for za, zb in ((0, 0), (255, 0), (0, -128), (17, 5)):
                 np.testing.assert_array_equal(matmul_int8(a, za, b, zb), reference(a, za, b, zb))
 
@@ -79,7 +89,7 @@ def test_boundary_pairs_uint8_and_strided_b(qsimd, rng):
     k, n, m = 45, 37, 21
     bs = boundary_b(k, n, rng)
     bu = (bs.astype(np.int16) + 128).astype(np.uint8)
-    a = rng.integers(200, 256, size=(m, k)).astype(np.uint8)
+    a = tall(rng.integers(200, 256, size=(m, k)).astype(np.uint8), rng)
     np.testing.assert_array_equal(matmul_int8(a, 3, bu, 128), reference(a, 3, bu, 128))
     bt = np.ascontiguousarray(bs.T).T  # column-major view
     np.testing.assert_array_equal(matmul_int8(a, 3, bt, -7), reference(a, 3, bs, -7))
@@ -109,3 +119,13 @@ def test_output_stages_and_threads_with_clamped_pairs(rng):
         u8 = _staged(a, 9, b, 0, "u8", cs, None, None, False, 7, None, t)
         outs.append((f.tobytes(), u8.tobytes()))
     assert outs[1] == outs[0] and outs[2] == outs[0]
+
+
+def test_dense_clamping_falls_back_exactly(qsimd, rng):
+    # most pairs clamped (weights near +-127): the remainder list would be dense, so the
+    # driver packs for the level's own table instead, as soon as its scan passes the limit
+    k, n, m = 130, 40, 70
+    b = rng.choice(np.array([-128, -127, 126, 127], np.int8), size=(k, n))
+    a = tall(np.full((m - 64, k), 255, np.uint8), rng)
+    for za, zb in ((0, 0), (255, -128), (3, 1)):
+        np.testing.assert_array_equal(matmul_int8(a, za, b, zb), reference(a, za, b, zb))

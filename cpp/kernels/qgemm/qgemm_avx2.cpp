@@ -187,11 +187,22 @@ void ukernel_ub(std::size_t k4, const std::uint8_t* ap, const std::int8_t* bp, i
 void pack_b_ub(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs, std::ptrdiff_t cs,
                bool bu, std::int8_t* bp, std::int32_t* colsum) {
   pack_b_generic<kNR>(k, n, b, rs, cs, bu, bp, colsum);
-  const std::size_t bytes = (k + 3) / 4 * 4 * kNR * ((n + kNR - 1) / kNR);
-  for (std::size_t i = 0; i < bytes; i += 2) {
-    const int b0 = bp[i], b1 = bp[i + 1];
-    if (b0 > 0 && b1 > 0 && b0 + b1 > 128) bp[i + 1] = static_cast<std::int8_t>(128 - b0);
-    else if (b0 < 0 && b1 < 0 && b0 + b1 < -128) bp[i + 1] = static_cast<std::int8_t>(-128 - b0);
+  // b0 + b1 > 128 (< -128) implies both positive (negative) for int8 values, so the clamp
+  // is b1 := 128 - b0 (-128 - b0) exactly where the int16 pair sum leaves [-128, 128];
+  // 16 pairs per step on int16 lanes (b0 the low byte, b1 the high one), branch-free.
+  const std::size_t bytes = (k + 3) / 4 * 4 * kNR * ((n + kNR - 1) / kNR);  // a multiple of 64
+  const __m256i p128 = _mm256_set1_epi16(128), m128 = _mm256_set1_epi16(-128);
+  const __m256i lo_mask = _mm256_set1_epi16(0x00ff);
+  for (std::size_t i = 0; i < bytes; i += 32) {
+    __m256i* q = reinterpret_cast<__m256i*>(bp + i);
+    const __m256i x = _mm256_loadu_si256(q);
+    const __m256i b0 = _mm256_srai_epi16(_mm256_slli_epi16(x, 8), 8);
+    const __m256i b1 = _mm256_srai_epi16(x, 8);
+    const __m256i s = _mm256_add_epi16(b0, b1);
+    const __m256i hi = _mm256_cmpgt_epi16(s, p128), lo = _mm256_cmpgt_epi16(m128, s);
+    __m256i nb1 = _mm256_blendv_epi8(b1, _mm256_sub_epi16(p128, b0), hi);
+    nb1 = _mm256_blendv_epi8(nb1, _mm256_sub_epi16(m128, b0), lo);
+    _mm256_storeu_si256(q, _mm256_or_si256(_mm256_and_si256(x, lo_mask), _mm256_slli_epi16(nb1, 8)));
   }
 }
 

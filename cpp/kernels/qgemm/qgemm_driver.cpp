@@ -90,30 +90,45 @@ void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdi
   // with B' (byte layout: B''[k, p NR + c] at ((k/4) NR + c) 4 + k%4).
   const std::uint8_t flip = b_unsigned ? 0x80 : 0x00;
   const std::size_t MR = static_cast<std::size_t>(K.mr);
+  // Weights far from Gaussian (e.g. most pairs near +-127) would make the sparse list
+  // dense and its scalar loop the bottleneck: past one fix per 64 pairs (+ 64), pack for
+  // the level's own table instead (exact either way), as soon as the scan gets there.
+  const std::size_t limit = k * n / 128 + 64;
   for (std::size_t p = 0; p < out.panels; ++p) {
+    if (out.fix.size() / 2 > limit) return qgemm_pack_b(k, n, b, rs, cs, b_unsigned, out, false);
     const std::int8_t* pp = out.data.data() + p * panel_bytes;
     const std::size_t j0 = p * NR, nn = std::min(NR, n - j0);
-    for (std::size_t kp = 0; kp + 1 < k; kp += 2) {
-      const std::size_t g = kp / 4, r = kp % 4;
-      for (std::size_t c = 0; c < nn; ++c) {
-        const std::int8_t* q = pp + (g * NR + c) * 4 + r;
-        const int s = q[0] + q[1];
-        if (s != 128 && s != -128) continue;
-        const std::int8_t* src = b + static_cast<std::ptrdiff_t>(kp + 1) * rs + static_cast<std::ptrdiff_t>(j0 + c) * cs;
-        const int orig = static_cast<std::int8_t>(static_cast<std::uint8_t>(*src) ^ flip);
-        const int delta = orig - q[1];
-        if (delta == 0) continue;
-        const std::size_t kk = kp + 1;
-        out.fix.push_back(static_cast<std::int32_t>((kk / 4) * MR * 4 + kk % 4));
-        out.fix.push_back(static_cast<std::int32_t>((c << 8) | static_cast<std::uint8_t>(static_cast<std::int8_t>(delta))));
+    // In memory order: groups g of 4 k, 8-byte words (two columns, pairs r = 0, 2 each).
+    // A pair summing to +-128 has a byte in [64, 127] or [-128, -65] (bit 7 != bit 6) or
+    // is (-64, -64): words with neither are skipped whole (most, for Gaussian-like weights).
+    constexpr std::uint64_t kHigh = 0x8080808080808080ULL, kOnes = 0x0101010101010101ULL;
+    for (std::size_t g = 0; 4 * g + 1 < k; ++g) {
+      const std::int8_t* row = pp + g * NR * 4;
+      for (std::size_t o = 0; o < nn * 4; o += 8) {  // a row has NR * 4 bytes (NR even)
+        std::uint64_t w;
+        std::memcpy(&w, row + o, 8);
+        const std::uint64_t v = w ^ 0xC0C0C0C0C0C0C0C0ULL;
+        if ((((w ^ (w << 1)) & kHigh) | ((v - kOnes) & ~v & kHigh)) == 0) continue;
+        for (std::size_t e = o; e < o + 8 && e < nn * 4; e += 2) {
+          const std::size_t c = e / 4, r = e % 4;
+          const std::int8_t* q = row + e;
+          const int s = q[0] + q[1];
+          if (s != 128 && s != -128) continue;  // rare: the clamped pairs and a few others
+          const std::size_t kp = 4 * g + r;
+          if (kp + 1 >= k) continue;
+          const std::int8_t* src = b + static_cast<std::ptrdiff_t>(kp + 1) * rs + static_cast<std::ptrdiff_t>(j0 + c) * cs;
+          const int orig = static_cast<std::int8_t>(static_cast<std::uint8_t>(*src) ^ flip);
+          const int delta = orig - q[1];
+          if (delta == 0) continue;
+          const std::size_t kk = kp + 1;
+          out.fix.push_back(static_cast<std::int32_t>((kk / 4) * MR * 4 + kk % 4));
+          out.fix.push_back(static_cast<std::int32_t>((c << 8) | static_cast<std::uint8_t>(static_cast<std::int8_t>(delta))));
+        }
       }
     }
     out.fix_off[p + 1] = out.fix.size() / 2;
   }
-  // Weights far from Gaussian (e.g. most pairs near +-127) would make the sparse list
-  // dense and its scalar loop the bottleneck: past one fix per 64 pairs (+ 64), pack for the
-  // level's own table instead (exact either way).
-  if (out.fix.size() / 2 > k * n / 128 + 64) qgemm_pack_b(k, n, b, rs, cs, b_unsigned, out, false);
+  if (out.fix.size() / 2 > limit) qgemm_pack_b(k, n, b, rs, cs, b_unsigned, out, false);
 }
 
 void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,

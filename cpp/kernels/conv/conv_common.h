@@ -33,15 +33,7 @@ struct Aligned {
   Aligned& operator=(const Aligned&) = delete;
 };
 
-template <class T>
-inline T activate_value(T v, Activation act) {
-  if (act == Activation::relu) return v < T(0) ? T(0) : v;  // NaN stays NaN
-  if (act == Activation::gelu) {
-    const double d = static_cast<double>(v);
-    return static_cast<T>(0.5 * d * std::erfc(-d * 0.70710678118654752440));
-  }
-  return v;
-}
+#include "../gemm/activate-inl.h"  // activate(x, act): the GEMM epilogue's scalar form
 
 inline sz ceil_div(sz a, sz b) { return (a + b - 1) / b; }
 inline sz round_up(sz a, sz b) { return ceil_div(a, b) * b; }

@@ -347,7 +347,7 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
         if (!fused)
           for (sz i = 0; i < m; ++i) {
             T* ci = c + i * ldo;
-            for (sz j = 0; j < nc; ++j) ci[j] = activate_value(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
+            for (sz j = 0; j < nc; ++j) ci[j] = activate(bias ? T(ci[j] + bias[col0 + j]) : ci[j], act);
           }
       } else {
         // runs of consecutive pixels of one image, written plane-contiguous per channel
@@ -360,7 +360,7 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
             T* oj = o + j * plane;
             const T bj = bias ? bias[col0 + j] : T(0);
             if (!fused)
-              for (sz i = 0; i < len; ++i) oj[i] = activate_value(bias ? T(ci[i * nc] + bj) : ci[i * nc], act);
+              for (sz i = 0; i < len; ++i) oj[i] = activate(bias ? T(ci[i * nc] + bj) : ci[i * nc], act);
             else
               for (sz i = 0; i < len; ++i) oj[i] = ci[i * nc];
           }
@@ -437,9 +437,9 @@ void gemm_1x1_nchw(sz N, sz rows, sz k, sz P, const T* a, sd ars, sd acs, const 
               if (act == Activation::none)
                 for (int j = 0; j < nn; ++j) oi[j] = oi[j] + bi;
               else if (act == Activation::relu && bias)
-                for (int j = 0; j < nn; ++j) oi[j] = activate_value(T(oi[j] + bi), Activation::relu);
+                for (int j = 0; j < nn; ++j) oi[j] = activate(T(oi[j] + bi), Activation::relu);
               else
-                for (int j = 0; j < nn; ++j) oi[j] = activate_value(bias ? T(oi[j] + bi) : oi[j], act);
+                for (int j = 0; j < nn; ++j) oi[j] = activate(bias ? T(oi[j] + bi) : oi[j], act);
             }
         }
       }
@@ -871,6 +871,13 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
       const sz co0 = ib * MC, m = std::min(MC, cog - co0);
       const sz n0 = g.N * bb / B, n1 = g.N * (bb + 1) / B;
       const sz co = gi * cog + co0;
+      // dy's rows co .. co + m of image n, pixels p0 .. p0 + kcur, packed as A
+      auto pack_dy = [&](sz n, sz p0, sz kcur) {
+        if (g.nhwc)
+          K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
+        else
+          K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
+      };
       T* crow = part.p + (bb * g.Co + co) * k;  // + j0: the unit's tile
       if (in_place) {
         const sz t0 = jb * ncb / cg, t1 = (std::min(k, (jb + ue - u) * ncb) - 1) / cg;
@@ -880,10 +887,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
           for (sz p0 = 0; p0 < P; p0 += KC) {
             const sz kcur = std::min(KC, P - p0);
             const bool first = n == n0 && p0 == 0, last = n + 1 == n1 && p0 + kcur == P;
-            if (g.nhwc)
-              K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
-            else
-              K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
+            pack_dy(n, p0, kcur);
             for (sz t = t0; t <= t1; ++t) {
               const sd* o = toff.data() + t * P + p0;
               const T** bt = bptr + t * KC;
@@ -917,10 +921,7 @@ void conv2d_backward_weight(const ConvGeom& g, const T* dy, const T* x, T* dw, T
           for (sz p0 = 0; p0 < P; p0 += KC) {
             const sz kcur = std::min(KC, P - p0);
             const bool first = n == n0 && p0 == 0, last = n + 1 == n1 && p0 + kcur == P;
-            if (g.nhwc)
-              K.pack_a(m, kcur, dy + ((n * P + p0) * g.Co + co), 1, static_cast<sd>(g.Co), apack);
-            else
-              K.pack_a(m, kcur, dy + (n * g.Co + co) * P + p0, static_cast<sd>(P), 1, apack);
+            pack_dy(n, p0, kcur);
             gather(mp, x, cg, n * P + p0, kcur, j0, nc, bbuf);
             K.pack_b(kcur, nc, bbuf, static_cast<sd>(nc), 1, bpack);
             for (sz jr = 0; jr < nc; jr += NR) {

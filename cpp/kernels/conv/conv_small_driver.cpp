@@ -30,15 +30,7 @@ template <class T> sz gemm_kc();
 template <> sz gemm_kc<float>() { return static_cast<sz>(kernels().gemm->f32.kc); }
 template <> sz gemm_kc<double>() { return static_cast<sz>(kernels().gemm->f64.kc); }
 
-template <class T>
-inline T act_value(T v, Activation act) {  // conv_driver's activate_value
-  if (act == Activation::relu) return v < T(0) ? T(0) : v;  // NaN stays NaN
-  if (act == Activation::gelu) {
-    const double d = static_cast<double>(v);
-    return static_cast<T>(0.5 * d * std::erfc(-d * 0.70710678118654752440));
-  }
-  return v;
-}
+#include "../gemm/activate-inl.h"  // activate(x, act): the GEMM epilogue's scalar form
 
 // The padded image: rows [0, Hp), columns [0, Wp), x at (pt, pl); zeros elsewhere.
 struct Pad {
@@ -117,7 +109,7 @@ bool small_cin_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
       T* yr = y + u * g.OW * g.Co;
       K.small_fwd(g.OW, k, a, off.data(), wk.data(), ldw, g.Co, bias, yr, static_cast<sd>(g.Co));
       if (act != Activation::none)
-        for (sz i = 0; i < g.OW * g.Co; ++i) yr[i] = act_value(yr[i], act);
+        for (sz i = 0; i < g.OW * g.Co; ++i) yr[i] = activate(yr[i], act);
     }
   });
   return true;

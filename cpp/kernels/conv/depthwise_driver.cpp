@@ -123,7 +123,7 @@ void depthwise1_forward_nhwc(const ConvGeom& g, const T* x, const T* wt, const T
       if (bias || act != Activation::none)
         for (sz i = 0; i < g.OW; ++i) {
           T* acc = yr + i * C;
-          for (sz c = 0; c < C; ++c) acc[c] = activate_value(bias ? T(acc[c] + bias[c]) : acc[c], act);
+          for (sz c = 0; c < C; ++c) acc[c] = activate(bias ? T(acc[c] + bias[c]) : acc[c], act);
         }
     }
   });
@@ -316,7 +316,7 @@ void depthwise1_forward_nchw(const ConvGeom& g, const T* x, const T* w, const T*
           T* yr = yp + oh * g.OW;
           const T* fr = flat + oh * pp.kc;
           if (bias || act != Activation::none) {
-            for (sz i = 0; i < g.OW; ++i) yr[i] = activate_value(bias ? T(fr[i] + bias[co]) : fr[i], act);
+            for (sz i = 0; i < g.OW; ++i) yr[i] = activate(bias ? T(fr[i] + bias[co]) : fr[i], act);
           } else {
             std::memcpy(yr, fr, g.OW * sizeof(T));
           }
@@ -372,7 +372,7 @@ void depthwise_mult_forward_nhwc(const ConvGeom& g, const T* x, const T* w, cons
       if (bias || act != Activation::none)
         for (sz i = 0; i < g.OW * Co; ++i) {
           const sz co = i % Co;
-          yr[i] = activate_value(bias ? T(yr[i] + bias[co]) : yr[i], act);
+          yr[i] = activate(bias ? T(yr[i] + bias[co]) : yr[i], act);
         }
     }
   });
@@ -475,7 +475,7 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
           }
           if (bias || act != Activation::none)
             for (sz co = 0; co < g.Co; ++co)
-              acc[co] = activate_value(bias ? T(acc[co] + bias[co]) : acc[co], act);
+              acc[co] = activate(bias ? T(acc[co] + bias[co]) : acc[co], act);
         }
       }
     });
@@ -511,7 +511,7 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
         }
       }
       if (bias || act != Activation::none)
-        for (sz p = 0; p < P; ++p) yp[p] = activate_value(bias ? T(yp[p] + bias[co]) : yp[p], act);
+        for (sz p = 0; p < P; ++p) yp[p] = activate(bias ? T(yp[p] + bias[co]) : yp[p], act);
     }
   });
 }

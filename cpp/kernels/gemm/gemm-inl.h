@@ -14,21 +14,7 @@
 #endif
 
 
-template <class T>
-inline T activate(T x, Activation act) {
-  if (act == Activation::relu) return x < T(0) ? T(0) : x;  // NaN stays NaN
-  if (act == Activation::gelu) {
-    const double d = static_cast<double>(x);
-    return static_cast<T>(0.5 * d * std::erfc(-d * 0.70710678118654752440));
-  }
-  if (act == Activation::gelu_tanh) {  // x * sigmoid(2u), gemm.h (float64 lanes only)
-    const double d = static_cast<double>(x);
-    const double u = 0.79788456080286535588 * (d + 0.044715 * (d * d * d));
-    const double e = std::exp(-2.0 * std::fabs(u));
-    return static_cast<T>(d * ((d >= 0.0 ? 1.0 : e) / (1.0 + e)));
-  }
-  return x;
-}
+#include "activate-inl.h"  // activate(x, act): the scalar epilogue, shared with conv
 
 // float32 gelu, THE one float32 gelu of every level (the scalar reference runs it on
 // one-lane vectors), over the traits' primitives (abs, div, round, scale2 (y * 2^n for

@@ -121,11 +121,14 @@ def test_output_stages_and_threads_with_clamped_pairs(rng):
     assert outs[1] == outs[0] and outs[2] == outs[0]
 
 
-def test_dense_clamping_falls_back_exactly(qsimd, rng):
+@pytest.mark.parametrize("benign_rows", [0, 32])
+def test_dense_clamping_falls_back_exactly(qsimd, rng, benign_rows):
     # most pairs clamped (weights near +-127): the remainder list would be dense, so the
-    # driver packs for the level's own table instead, as soon as its scan passes the limit
+    # driver packs for the level's own table instead: at once when its sample (the first
+    # 16 row pairs) shows it, else as soon as its scan passes the limit (benign first rows)
     k, n, m = 130, 40, 70
     b = rng.choice(np.array([-128, -127, 126, 127], np.int8), size=(k, n))
+    b[:benign_rows] = rng.integers(-20, 21, size=(benign_rows, n))
     a = tall(np.full((m - 64, k), 255, np.uint8), rng)
     for za, zb in ((0, 0), (255, -128), (3, 1)):
         np.testing.assert_array_equal(matmul_int8(a, za, b, zb), reference(a, za, b, zb))

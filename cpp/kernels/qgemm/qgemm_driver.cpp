@@ -57,6 +57,26 @@ inline std::uint32_t u32(std::int64_t x) { return static_cast<std::uint32_t>(x);
 void qgemm_pack_b(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_t rs,
                   std::ptrdiff_t cs, bool b_unsigned, PackedB& out, bool product) {
   const QGemmKernels& L = *kernels().qgemm;
+  if (product && L.product && L.product->clamp_b && k >= 2 && n > 0) {
+    // A sample (the first <= 16 row pairs) whose share of clamped pairs is past the dense
+    // limit below (1 in 64): weights far from Gaussian (e.g. uniform int8); pack for the
+    // level's own table right away instead of byte-packing, clamping and scanning first.
+    // Only a guess: the scan below still decides, so either way the result is exact.
+    const std::uint8_t flip = b_unsigned ? 0x80 : 0x00;
+    const std::size_t rows = std::min<std::size_t>(k / 2, 16);
+    std::size_t hits = 0;
+    for (std::size_t q = 0; q < rows; ++q) {
+      const std::int8_t* r0 = b + static_cast<std::ptrdiff_t>(2 * q) * rs;
+      const std::int8_t* r1 = r0 + rs;
+      for (std::size_t j = 0; j < n; ++j) {
+        const std::ptrdiff_t o = static_cast<std::ptrdiff_t>(j) * cs;
+        const int s = static_cast<std::int8_t>(static_cast<std::uint8_t>(r0[o]) ^ flip) +
+                      static_cast<std::int8_t>(static_cast<std::uint8_t>(r1[o]) ^ flip);
+        hits += (s > 128) | (s < -128);
+      }
+    }
+    if (hits * 64 > rows * n) product = false;
+  }
   const QGemmKernels& K = product && L.product ? *L.product : L;
   const std::size_t NR = static_cast<std::size_t>(K.nr);
   out.kern = &L;

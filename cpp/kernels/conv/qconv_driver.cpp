@@ -32,11 +32,7 @@ sz ceil_div(sz a, sz b) { return (a + b - 1) / b; }
 sz round64(sz bytes) { return (bytes + 63) / 64 * 64; }
 inline std::uint32_t u32(std::int64_t v) { return static_cast<std::uint32_t>(v); }
 
-// round half to even for |x| <= 2^22 (as qgemm-inl.h; -ffp-contract=off keeps it exact)
-inline float round_even_small(float x) {
-  const float magic = 12582912.0f;  // 1.5 * 2^23
-  return (x + magic) - magic;
-}
+#include "../qgemm/qout-inl.h"  // round_even_small, q_out_range: the qgemm output stage's
 
 sz out_size(QOutKind k) { return (k == QOutKind::u8 || k == QOutKind::i8) ? 1 : 4; }
 
@@ -57,9 +53,8 @@ sz out_size(QOutKind k) { return (k == QOutKind::u8 || k == QOutKind::i8) ? 1 : 
     case QOutKind::u8:
     case QOutKind::i8: {
       const bool u = o.kind == QOutKind::u8;
-      std::int32_t qlo = u ? 0 : -128;
-      const std::int32_t qhi = u ? 255 : 127;
-      if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+      const QOutRange qr = q_out_range(o);
+      const std::int32_t qlo = qr.lo, qhi = qr.hi;
       float v = static_cast<float>(acc) * o.col_scale[co];
       v = v < -1024.0f ? -1024.0f : v;
       v = v > 1024.0f ? 1024.0f : v;
@@ -97,9 +92,8 @@ inline void store_run(const QOutput& o, const std::uint32_t* acc, sz Co, sz base
     case QOutKind::u8:
     case QOutKind::i8: {
       const bool u = o.kind == QOutKind::u8;
-      std::int32_t qlo = u ? 0 : -128;
-      const std::int32_t qhi = u ? 255 : 127;
-      if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+      const QOutRange qr = q_out_range(o);
+      const std::int32_t qlo = qr.lo, qhi = qr.hi;
       const std::int32_t zp = o.out_zp;
       auto q = [&](sz co) {
         float v = static_cast<float>(static_cast<std::int32_t>(acc[co])) * o.col_scale[co];
@@ -253,13 +247,8 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
   const sz acc_rows = K.band ? MR : MC;
   const sz i_bytes = q8 ? round64(acc_rows * cog * 4) : 0;
-  std::int32_t qlo = 0, qhi = 0;
-  if (q8) {
-    const bool u = o.kind == QOutKind::u8;
-    qlo = u ? 0 : -128;
-    qhi = u ? 255 : 127;
-    if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
-  }
+  const QOutRange qr = q8 ? q_out_range(o) : QOutRange{0, 0};
+  const std::int32_t qlo = qr.lo, qhi = qr.hi;
   const QConvKernels& QK = *kernels().qconv;
   const sz per_task = g_bytes + a_bytes + 2 * s_bytes + p_bytes + o_bytes + i_bytes;
   char* buf = static_cast<char*>(thread_scratch<QConvScratch, 0>(nt * per_task));
@@ -370,13 +359,8 @@ void depthwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
   std::vector<std::ptrdiff_t> offs(nt * RS);
   std::vector<const std::int16_t*> wps(nt * RS);
   const bool q8 = o.kind == QOutKind::u8 || o.kind == QOutKind::i8;
-  std::int32_t qlo = 0, qhi = 0;
-  if (q8) {
-    const bool u = o.kind == QOutKind::u8;
-    qlo = u ? 0 : -128;
-    qhi = u ? 255 : 127;
-    if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
-  }
+  const QOutRange qr = q8 ? q_out_range(o) : QOutRange{0, 0};
+  const std::int32_t qlo = qr.lo, qhi = qr.hi;
   // interior ow: ow * sw - pl >= 0 and ow * sw - pl + (S - 1) * dw <= W - 1
   const sd span = static_cast<sd>((S - 1) * g.dw);
   sz ow_lo = (g.pl + g.sw - 1) / g.sw;
@@ -469,10 +453,8 @@ void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
   }
   const bool rows = g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.OH == g.H &&
                     g.OW == g.W;
-  const bool u = o.kind == QOutKind::u8;
-  std::int32_t qlo = u ? 0 : -128;
-  const std::int32_t qhi = u ? 255 : 127;
-  if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+  const QOutRange qr = q_out_range(o);
+  const std::int32_t qlo = qr.lo, qhi = qr.hi;
   const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(Co);
   const sz nt = task_count(ceil_div(M, 16), mac);
   auto* y = static_cast<std::uint8_t*>(o.c);

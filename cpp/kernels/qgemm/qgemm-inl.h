@@ -6,12 +6,7 @@
 // IEEE operations in the same order everywhere (-ffp-contract=off: nothing fused), so
 // the float32 and requantized outputs are identical on every level.
 
-// round half to even for |x| <= 2^22 (adding 1.5 * 2^23 rounds in the FPU's default
-// mode; -ffp-contract=off and no -ffast-math keep the two operations).
-inline float round_even_small(float x) {
-  const float magic = 12582912.0f;  // 1.5 * 2^23
-  return (x + magic) - magic;
-}
+#include "qout-inl.h"  // round_even_small, q_out_range: shared with qconv_driver.cpp
 
 // ---- packing ---------------------------------------------------------------------------
 // B (k x n, strides rs/cs) -> panels of NR columns, K in groups of 4 (layout in qgemm.h),
@@ -391,9 +386,8 @@ void finish_rows_avx2(const std::int32_t* t, int m, const QTile& tile) {
       case QOutKind::u8:
       case QOutKind::i8: {
         const bool u = o.kind == QOutKind::u8;
-        std::int32_t qlo = u ? 0 : -128;
-        const std::int32_t qhi = u ? 255 : 127;
-        if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+        const QOutRange qr = q_out_range(o);
+        const std::int32_t qlo = qr.lo, qhi = qr.hi;
         const __m256 lo = _mm256_set1_ps(-1024.0f), hi = _mm256_set1_ps(1024.0f);
         const __m256 magic = _mm256_set1_ps(12582912.0f);
         const __m256i zp = _mm256_set1_epi32(o.out_zp), vlo = _mm256_set1_epi32(qlo), vhi = _mm256_set1_epi32(qhi);
@@ -487,9 +481,8 @@ void finish_rows(const std::int32_t* t, int m, int n_, const QTile& tile) {
       case QOutKind::u8:
       case QOutKind::i8: {
         const bool u = o.kind == QOutKind::u8;
-        std::int32_t qlo = u ? 0 : -128;
-        const std::int32_t qhi = u ? 255 : 127;
-        if (o.relu && o.out_zp > qlo) qlo = o.out_zp;
+        const QOutRange qr = q_out_range(o);
+        const std::int32_t qlo = qr.lo, qhi = qr.hi;
         const float* ms = o.col_scale + j0;
         alignas(64) std::int32_t q[NR];
         for (int j = 0; j < n; ++j) {

@@ -29,6 +29,7 @@ CASES = [
     (3, 9, 7, 9, 1, 3, 3, (2, 3), (0, 2, 1, 0), (1, 2)),  # asymmetric everything
     (2, 37, 6, 40, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),  # long rows, many channels
     (2, 33, 5, 37, 1, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (2, 150, 4, 45, 1, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),  # channel blocks (64, 64, 22)
     (1, 4, 6, 6, 2, 3, 3, (1, 1), (1, 2, 0, 1), (1, 1)),  # multiplier 2
     (2, 3, 7, 8, 3, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),  # multiplier 3, stride 2
 ]
@@ -106,16 +107,37 @@ def test_depthwise_float32_close_to_torch(rng, case):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-4, err_msg=name)
 
 
-def test_depthwise_relu_gelu_bias(rng):
-    case = CASES[1]
-    x, w, b = make(rng, case)
-    for act in ("relu", "gelu"):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [CASES[1], CASES[10]], ids=["stride2", "channel-blocks"])
+def test_depthwise_relu_gelu_bias(rng, case, dtype):
+    """The epilogue (bias, then the activation) in both layouts, the same bits; NaN passes
+    relu unchanged, as activate() defines it."""
+    x, w, b = make(rng, case, dtype)
+    x[0, 1, 2, 3] = np.nan
+    for act in (None, "relu", "gelu"):
         y1 = pyfastopt.conv2d(x, w, b, activation=act, **args(case))
         y2 = pyfastopt.conv2d(to_nhwc(x), w, b, activation=act, layout="NHWC", **args(case))
         assert y1.tobytes() == to_nchw(y2).tobytes()
-        y0 = torch_all(x, w, b, np.zeros(y1.shape), case)[0]
-        expect = np.maximum(y0, 0) if act == "relu" else F.gelu(torch.tensor(y0)).numpy()
-        np.testing.assert_allclose(y1, expect, rtol=1e-10, atol=1e-10)
+        y0 = torch_all(
+            x.astype(np.float64),
+            w.astype(np.float64),
+            b.astype(np.float64),
+            np.zeros(y1.shape),
+            case,
+        )[0]
+        if act == "relu":
+            expect = np.where(y0 < 0, 0.0, y0)
+        elif act == "gelu":
+            expect = F.gelu(torch.tensor(y0)).numpy()
+        else:
+            expect = y0
+        tol = 1e-10 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(y1, expect, rtol=tol, atol=tol)
+        assert np.isnan(y1).sum() == np.isnan(expect).sum() > 0
+    # relu fused = relu applied to the plain convolution's output, bit for bit
+    y = pyfastopt.conv2d(x, w, b, activation="relu", **args(case))
+    y_lin = pyfastopt.conv2d(x, w, b, **args(case))
+    assert y.tobytes() == np.where(y_lin < 0, dtype(0), y_lin).tobytes()
 
 
 def test_depthwise_non_contiguous(rng):

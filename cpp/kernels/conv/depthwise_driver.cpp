@@ -52,6 +52,27 @@ template <class T> const ConvTapOps<T>& ck();
 template <> const ConvTapOps<float>& ck<float>() { return kernels().conv->f32; }
 template <> const ConvTapOps<double>& ck<double>() { return kernels().conv->f64; }
 
+// y[i] = activate(src[i] + b(i)) for i < n (has_bias false: activate(src[i])): the
+// epilogue's chain (add, then the activation) written once per activation, so the compiler
+// vectorizes none and relu (`v < 0 ? 0 : v`: NaN and -0 stay, activate()'s rule); gelu
+// per element through activate(). b(i): bias[i] of a channels-last row or one channel's.
+template <class T, class B>
+void bias_act(const T* src, T* y, sz n, bool has_bias, const B& b, Activation act) {
+  if (act == Activation::none) {
+    if (has_bias)
+      for (sz i = 0; i < n; ++i) y[i] = src[i] + b(i);
+    else if (src != y)
+      std::memcpy(y, src, n * sizeof(T));
+  } else if (act == Activation::relu) {
+    for (sz i = 0; i < n; ++i) {
+      const T v = has_bias ? T(src[i] + b(i)) : src[i];
+      y[i] = v < T(0) ? T(0) : v;
+    }
+  } else {
+    for (sz i = 0; i < n; ++i) y[i] = activate(has_bias ? T(src[i] + b(i)) : src[i], act);
+  }
+}
+
 // Outputs o along one axis whose every tap s < S reads inside [0, in): o*stride + s*dil -
 // pad in [0, in) for all s. Returns [lo, hi) (empty: lo == hi).
 inline void interior_range(sz out, sz stride, sz dil, sz taps, sz pad, sz in, sz* lo, sz* hi) {
@@ -92,6 +113,17 @@ void for_pixel_runs(sz count, sz lo, sz hi, const F& f) {
   for (sz p = std::max(lo, hi); p < count; ++p) f(p, sz(1), false);
 }
 
+// Channels per block of a channels-last depthwise row (forward): the R input rows a block
+// reads (bytes_per_channel = R * W * sizeof(T)) fit in about 24 KB of L1, so each x value
+// is reused by its taps from L1; a multiple of 64 channels (whole register groups on
+// every level), at least 64, all C when they fit. Each output's chain is unchanged.
+inline sz dw_channel_block(sz C, sz bytes_per_channel) {
+  constexpr sz kBudget = 24 * 1024;
+  if (C * bytes_per_channel <= kBudget) return C;
+  const sz cb = std::max<sz>(64, kBudget / bytes_per_channel / 64 * 64);
+  return std::min(cb, C);
+}
+
 // Channels-last depthwise with one output channel per group (Co == C == groups), on the
 // tap kernels. Forward and backward-data gather, per output element, the products of the
 // taps in (r, s) order, skipping padding: exactly the chain of the generic loops.
@@ -103,6 +135,7 @@ void depthwise1_forward_nhwc(const ConvGeom& g, const T* x, const T* wt, const T
   interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
   const double wpu = static_cast<double>(g.OW * C * RS);
   const sz ntasks = task_count(units, wpu);
+  const sz cb = dw_channel_block(C, g.R * g.W * sizeof(T));
   // per task: RS offsets and RS weight pointers (allocated before the region)
   std::vector<sd> offs(ntasks * RS);
   std::vector<const T*> wps(ntasks * RS);
@@ -112,19 +145,22 @@ void depthwise1_forward_nhwc(const ConvGeom& g, const T* x, const T* wt, const T
     for (sz u = u0; u < u1; ++u) {
       const sz n = u / g.OH, oh = u - n * g.OH;
       T* yr = y + u * g.OW * C;
-      for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
-        const sz nt = forward_taps(g, n, oh, ow, interior, [&](sz i, sz t, sd o) {
-          off[i] = o;
-          wp[i] = wt + t * C;
+      for (sz c0 = 0; c0 < C; c0 += cb) {  // a block of channels across the whole row
+        const sz nc = std::min(cb, C - c0);
+        for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
+          const sz nt = forward_taps(g, n, oh, ow, interior, [&](sz i, sz t, sd o) {
+            off[i] = o;
+            wp[i] = wt + t * C + c0;
+          });
+          // interior: x advances by sw pixels per output pixel
+          K.tap_dot(npix, nc, nt, x + c0, interior ? static_cast<sd>(g.sw * C) : 0, off, wp, yr + ow * C + c0,
+                    static_cast<sd>(C));
         });
-        // interior: x advances by sw pixels per output pixel
-        K.tap_dot(npix, C, nt, x, interior ? static_cast<sd>(g.sw * C) : 0, off, wp, yr + ow * C, static_cast<sd>(C));
-      });
-      if (bias || act != Activation::none)
-        for (sz i = 0; i < g.OW; ++i) {
-          T* acc = yr + i * C;
-          for (sz c = 0; c < C; ++c) acc[c] = activate(bias ? T(acc[c] + bias[c]) : acc[c], act);
-        }
+        if (bias || act != Activation::none)
+          for (sz i = 0; i < g.OW; ++i)
+            bias_act(yr + i * C + c0, yr + i * C + c0, nc, bias != nullptr, [bias, c0](sz c) { return bias[c0 + c]; },
+                     act);
+      }
     }
   });
 }
@@ -315,11 +351,7 @@ void depthwise1_forward_nchw(const ConvGeom& g, const T* x, const T* w, const T*
         for (sz oh = 0; oh < g.OH; ++oh) {
           T* yr = yp + oh * g.OW;
           const T* fr = flat + oh * pp.kc;
-          if (bias || act != Activation::none) {
-            for (sz i = 0; i < g.OW; ++i) yr[i] = activate(bias ? T(fr[i] + bias[co]) : fr[i], act);
-          } else {
-            std::memcpy(yr, fr, g.OW * sizeof(T));
-          }
+          bias_act(fr, yr, g.OW, bias != nullptr, [bias, co](sz) { return bias[co]; }, act);
         }
       }
     }
@@ -370,10 +402,8 @@ void depthwise_mult_forward_nhwc(const ConvGeom& g, const T* x, const T* w, cons
         }
       }
       if (bias || act != Activation::none)
-        for (sz i = 0; i < g.OW * Co; ++i) {
-          const sz co = i % Co;
-          yr[i] = activate(bias ? T(yr[i] + bias[co]) : yr[i], act);
-        }
+        for (sz i = 0; i < g.OW; ++i)
+          bias_act(yr + i * Co, yr + i * Co, Co, bias != nullptr, [bias](sz co) { return bias[co]; }, act);
     }
   });
 }
@@ -474,8 +504,7 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
             }
           }
           if (bias || act != Activation::none)
-            for (sz co = 0; co < g.Co; ++co)
-              acc[co] = activate(bias ? T(acc[co] + bias[co]) : acc[co], act);
+            bias_act(acc, acc, g.Co, bias != nullptr, [bias](sz co) { return bias[co]; }, act);
         }
       }
     });
@@ -511,7 +540,7 @@ void depthwise_forward(const ConvGeom& g, const T* x, const T* w, const T* bias,
         }
       }
       if (bias || act != Activation::none)
-        for (sz p = 0; p < P; ++p) yp[p] = activate(bias ? T(yp[p] + bias[co]) : yp[p], act);
+        bias_act(yp, yp, P, bias != nullptr, [bias, co](sz) { return bias[co]; }, act);
     }
   });
 }

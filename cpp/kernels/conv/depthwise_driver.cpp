@@ -179,36 +179,40 @@ void depthwise1_backward_data_nhwc(const ConvGeom& g, const T* dy, const T* wt, 
   }
   const double wpu = static_cast<double>(g.W * C * RS);
   const sz ntasks = task_count(units, wpu);
+  const sz cb = dw_channel_block(C, g.R * g.OW * sizeof(T));  // the R dy rows a block reads
   std::vector<sd> offs(ntasks * RS);
   std::vector<const T*> wps(ntasks * RS);
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     sd* off = offs.data() + task * RS;
     const T** wp = wps.data() + task * RS;
     for (sz u = u0; u < u1; ++u) {
-      const sz n = u / g.H, ih = u - n * g.H;
-      T* xr = dx + u * g.W * C;
-      auto pixel_taps = [&](sz iw, bool all_s) {
-        sz nt = 0;
-        for (sz r = 0; r < g.R; ++r) {
-          const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
-          if (th < 0 || static_cast<sz>(th) % g.sh) continue;
-          const sz oh = static_cast<sz>(th) / g.sh;
-          if (oh >= g.OH) continue;
-          for (sz s = 0; s < g.S; ++s) {
-            const sd tw = static_cast<sd>(iw + g.pl) - static_cast<sd>(s * g.dw);
-            if (!all_s && (tw < 0 || static_cast<sz>(tw) % g.sw || static_cast<sz>(tw) / g.sw >= g.OW)) continue;
-            off[nt] = (static_cast<sd>((n * g.OH + oh) * g.OW) + tw / static_cast<sd>(g.sw)) * static_cast<sd>(C);
-            wp[nt] = wt + (r * g.S + s) * C;
-            ++nt;
+      for (sz c0 = 0; c0 < C; c0 += cb) {  // a block of channels across the whole row
+        const sz nc = std::min(cb, C - c0);
+        const sz n = u / g.H, ih = u - n * g.H;
+        T* xr = dx + u * g.W * C + c0;
+        auto pixel_taps = [&](sz iw, bool all_s) {
+          sz nt = 0;
+          for (sz r = 0; r < g.R; ++r) {
+            const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
+            if (th < 0 || static_cast<sz>(th) % g.sh) continue;
+            const sz oh = static_cast<sz>(th) / g.sh;
+            if (oh >= g.OH) continue;
+            for (sz s = 0; s < g.S; ++s) {
+              const sd tw = static_cast<sd>(iw + g.pl) - static_cast<sd>(s * g.dw);
+              if (!all_s && (tw < 0 || static_cast<sz>(tw) % g.sw || static_cast<sz>(tw) / g.sw >= g.OW)) continue;
+              off[nt] = (static_cast<sd>((n * g.OH + oh) * g.OW) + tw / static_cast<sd>(g.sw)) * static_cast<sd>(C);
+              wp[nt] = wt + (r * g.S + s) * C + c0;
+              ++nt;
+            }
           }
-        }
-        return nt;
-      };
-      for_pixel_runs(g.W, iwa, iwb, [&](sz iw, sz npix, bool interior) {
-        // interior (stride 1): dy advances by one pixel per input pixel
-        K.tap_dot(npix, C, pixel_taps(iw, interior), dy, interior ? static_cast<sd>(C) : 0, off, wp, xr + iw * C,
-                  static_cast<sd>(C));
-      });
+          return nt;
+        };
+        for_pixel_runs(g.W, iwa, iwb, [&](sz iw, sz npix, bool interior) {
+          // interior (stride 1): dy advances by one pixel per input pixel
+          K.tap_dot(npix, nc, pixel_taps(iw, interior), dy + c0, interior ? static_cast<sd>(C) : 0, off, wp,
+                    xr + iw * C, static_cast<sd>(C));
+        });
+      }
     }
   });
 }

@@ -22,6 +22,10 @@
 #include "pyfastopt/registry.h"
 #include "padded_plane.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace pyfastopt {
 
 namespace {
@@ -519,6 +523,46 @@ void max_bwd_2x2_nhwc(sz nc, sz C, const T* r0, const T* r1, const T* d, T* e0, 
   }
 }
 
+#if defined(__SSE2__)
+// float, four channels per step on SSE2 (the x86-64 baseline, so one code path on every
+// SIMD level): the same scan and writes as above, the index kept as the take masks t1..t3
+// of taps 1..3 (the maximum is tap 3 where t3, tap 2 where t2 and not t3, ...), each
+// operation exact and lane-wise: the same bits as the scalar loop.
+template <bool kMask>
+void max_bwd_2x2_nhwc_sse2(sz nc, sz C, const float* r0, const float* r1, const float* d, float* e0, float* e1) {
+  const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f);
+  sz c = 0;
+  for (; c + 4 <= nc; c += 4) {
+    const __m128 v1 = _mm_loadu_ps(r0 + C + c), v2 = _mm_loadu_ps(r1 + c), v3 = _mm_loadu_ps(r1 + C + c);
+    __m128 best = _mm_loadu_ps(r0 + c);
+    const __m128 t1 = _mm_or_ps(_mm_cmpgt_ps(v1, best), _mm_cmpunord_ps(v1, v1));
+    best = _mm_or_ps(_mm_and_ps(t1, v1), _mm_andnot_ps(t1, best));
+    const __m128 t2 = _mm_or_ps(_mm_cmpgt_ps(v2, best), _mm_cmpunord_ps(v2, v2));
+    best = _mm_or_ps(_mm_and_ps(t2, v2), _mm_andnot_ps(t2, best));
+    const __m128 t3 = _mm_or_ps(_mm_cmpgt_ps(v3, best), _mm_cmpunord_ps(v3, v3));
+    __m128 g = _mm_add_ps(zero, _mm_loadu_ps(d + c));
+    if constexpr (kMask) {
+      best = _mm_or_ps(_mm_and_ps(t3, v3), _mm_andnot_ps(t3, best));
+      g = _mm_mul_ps(g, _mm_and_ps(_mm_cmpgt_ps(best, zero), one));
+    }
+    const __m128 t23 = _mm_or_ps(t2, t3);
+    _mm_storeu_ps(e0 + c, _mm_andnot_ps(_mm_or_ps(t1, t23), g));
+    _mm_storeu_ps(e0 + C + c, _mm_and_ps(_mm_andnot_ps(t23, t1), g));
+    _mm_storeu_ps(e1 + c, _mm_and_ps(_mm_andnot_ps(t3, t2), g));
+    _mm_storeu_ps(e1 + C + c, _mm_and_ps(t3, g));
+  }
+  if (c < nc) max_bwd_2x2_nhwc<float, kMask>(nc - c, C, r0 + c, r1 + c, d + c, e0 + c, e1 + c);
+}
+#endif
+
+template <class T, bool kMask>
+void max_bwd_2x2(sz nc, sz C, const T* r0, const T* r1, const T* d, T* e0, T* e1) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, float>) return max_bwd_2x2_nhwc_sse2<kMask>(nc, C, r0, r1, d, e0, e1);
+#endif
+  max_bwd_2x2_nhwc<T, kMask>(nc, C, r0, r1, d, e0, e1);
+}
+
 template <class T, bool kMask>
 void max_backward_disjoint(const PoolGeom& g, const T* x, const T* dy, T* dx) {
   using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
@@ -549,7 +593,7 @@ void max_backward_disjoint(const PoolGeom& g, const T* x, const T* dy, T* dx) {
           if (h0 >= h1 || ww == 0) continue;  // an empty window: no positions
           if (h1 - h0 == 2 && ww == 2) {      // the common 2x2 window, all inside
             const sz o0 = (h0 * g.W + w0) * C, o1 = o0 + g.W * C;
-            max_bwd_2x2_nhwc<T, kMask>(C, C, xn + o0, xn + o1, dr + ow * C, dn + o0, dn + o1);
+            max_bwd_2x2<T, kMask>(C, C, xn + o0, xn + o1, dr + ow * C, dn + o0, dn + o1);
             continue;
           }
           for (sz c0 = 0; c0 < C; c0 += kPoolCB) {

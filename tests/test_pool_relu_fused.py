@@ -255,3 +255,27 @@ def test_eval_mode_and_need_dx():
     want = bn.backward(relu.backward(pool.backward(dy)))
     assert dxe.tobytes() == want.tobytes()
     assert ye.shape == y.shape and dxe.shape == dx.shape
+
+
+# ---- global average pooling, channels-last: pool_avg / chan_sums paths -----------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 4, 4, 64), (3, 5, 3, 64), (3, 4, 4, 63), (2, 7, 7, 512), (2, 1, 1, 300), (2, 9, 9, 100)],
+)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_global_avg_nhwc_is_the_sequential_double_chain(simd, shape, threads):
+    """Either kernel (chosen by pixel and channel counts) gives the chain
+    0 + x0 + x1 + ... in double, one division, one rounding; NCHW gives the same bits."""
+    pyfastopt.set_num_threads(threads)
+    x = np.random.default_rng(9).standard_normal(shape).astype(np.float32)
+    n, h, w, c = shape
+    s = np.zeros((n, c))
+    for p in x.reshape(n, h * w, c).transpose(1, 0, 2):
+        s = s + p.astype(np.float64)
+    want = (s / (h * w)).astype(np.float32).reshape(n, 1, 1, c)
+    got = pyfastopt.global_avg_pool2d(x, layout="NHWC")
+    assert got.tobytes() == want.tobytes()
+    nchw = pyfastopt.global_avg_pool2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    assert nchw.reshape(-1).tobytes() == got.reshape(-1).tobytes()

@@ -476,6 +476,8 @@ class Sequential(Module):
         for i, layer in enumerate(layers):
             needs[i] = want
             want = want or layer._has_trainable()
+        from .conv import MaxPool2d  # here: conv imports this module
+
         premasked = None  # the batch norm whose gradient a fused max pool masked
         for i in range(len(layers) - 1, -1, -1):
             layer = layers[i]
@@ -483,12 +485,12 @@ class Sequential(Module):
                 return None  # nothing at or before layer i needs a gradient
             if layer is premasked:
                 grad = layer._backward(grad, needs[i], True)  # type: ignore[attr-defined]
-            elif i >= 2 and _bn_relu_pool(layers, i):
+            elif type(layer) is MaxPool2d and i >= 2 and _bn_relu_pool(layers, i):
                 # batch norm (+ fused ReLU) -> max pool: the pool's backward applies the
                 # ReLU mask (x > 0 of its input, the ReLU's output) as it writes its
                 # gradient, and the batch norm then skips it (one pass fewer over the
                 # activations, the same bits); the fused ReLU passes the gradient through
-                grad = layer._backward_relu(grad, needs[i])  # type: ignore[attr-defined]
+                grad = layer._backward_relu(grad, needs[i])
                 premasked = layers[i - 2]
             else:
                 grad = layer.backward(grad, need_dx=needs[i])

@@ -256,6 +256,26 @@ def max_pool2d_backward(
     return _core.conv.pool_backward(0, dy, x, *a, cm, False, 0, 0, 0, _layout(layout), out)
 
 
+def _max_pool2d_backward_relu(
+    dy: ArrayLike,
+    x: ArrayLike,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    ceil_mode: bool = False,
+    layout: str = "NCHW",
+    out: FloatArray | None = None,
+) -> FloatArray:
+    """Private (nn.Sequential's fused batch norm -> ReLU -> max pool): the gradient of
+    ``max_pool2d(relu(z))`` with respect to ``z``, given ``x = relu(z)``:
+    ``max_pool2d_backward(dy, x, ...) * (x > 0)`` (NumPy's product, bit for bit) in one
+    pass."""
+    a = _pool_args(kernel_size, stride, padding, dilation)
+    cm = boolean("ceil_mode", ceil_mode)
+    return _core.conv.pool_backward(3, dy, x, *a, cm, False, 0, 0, 0, _layout(layout), out)
+
+
 def _avg_args(
     kernel_size: Any,
     stride: Any,

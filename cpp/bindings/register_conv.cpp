@@ -316,6 +316,10 @@ py::array pool_forward(long kind, py::handle x_obj, sz kh, sz kw, sz sh, sz sw, 
 py::array pool_backward(long kind, py::handle dy_obj, py::handle x_obj, sz kh, sz kw, sz sh, sz sw, sz ph,
                         sz pw, sz dh, sz dw, bool ceil_mode, bool include_pad, long long divisor, sz oh,
                         sz ow, bool nhwc, py::handle out) {
+  // kind 3 (backward only): max pooling with the ReLU mask x > 0 applied to dx (x being
+  // the ReLU's output), for nn.Sequential's fused batch norm -> ReLU -> max pool
+  const bool relu_mask = kind == 3;
+  if (relu_mask) kind = 0;
   const PoolArgs a = pool_args(kind, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, include_pad, divisor, oh, ow, nhwc);
   std::vector<Array> ins{input(dy_obj, "dy"), input(x_obj, "x")};
   require_same_dtype(ins[0], ins[1]);
@@ -337,7 +341,7 @@ py::array pool_backward(long kind, py::handle dy_obj, py::handle x_obj, sz kh, s
     const T* dyp = dy.ptr<T>();
     const T* xp = x.ptr<T>();
     py::gil_scoped_release nogil;
-    if (kind == 0) max_pool2d_backward<T>(g, xp, dyp, dxp);
+    if (kind == 0) max_pool2d_backward<T>(g, xp, dyp, dxp, relu_mask);
     else if (kind == 1) avg_pool2d_backward<T>(g, include_pad, divisor, dyp, dxp);
     else adaptive_avg_pool2d_backward<T>(g, dyp, dxp);
   };

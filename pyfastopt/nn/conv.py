@@ -17,6 +17,7 @@ import numpy as np
 from .._conv import (
     _adaptive_size,
     _avg_args,
+    _max_pool2d_backward_relu,
     _pool_args,
     adaptive_avg_pool2d,
     adaptive_avg_pool2d_backward,
@@ -300,6 +301,19 @@ class MaxPool2d(_Pool):
 
     def _bwd(self, dy: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         return max_pool2d_backward(dy, x, **self._a(), out=out)
+
+    def _backward_relu(self, dy: ArrayLike, need_dx: bool) -> np.ndarray | None:
+        """:meth:`backward` times the ReLU mask ``x > 0`` of this layer's input ``x`` (a
+        ReLU's output), in one pass: the gradient with respect to the ReLU's input (used
+        by :class:`Sequential` for batch norm -> ReLU -> max pool)."""
+        x, y = self._x, self._y
+        if x is None or y is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        if not need_dx:
+            return None
+        dy = _check_grad(dy, y.shape, y.dtype, type(self).__name__)
+        out = self._buffer("dx", x.shape, x.dtype)
+        return _max_pool2d_backward_relu(dy, x, **self._a(), out=out)
 
 
 class AvgPool2d(_Pool):

@@ -472,9 +472,18 @@ class _BatchNorm(Module):
         return self.training or not self.track_running_stats
 
     def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
+        return self._backward(dy, need_dx, False)
+
+    def _backward(self, dy: ArrayLike, need_dx: bool, premasked: bool) -> np.ndarray | None:
+        """:meth:`backward`; ``premasked``: after a fused ReLU (``_forward(x, True)``),
+        ``dy`` already carries the ReLU's mask ``* (y > 0)`` (a fused max pool backward
+        applied it, see :class:`Sequential`), so the plain batch-norm backward runs on it:
+        the same bits, without reading ``y``."""
         if self._saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         mode, x, mean, invstd, relu_y = self._saved
+        if premasked:
+            relu_y = None
         dy = _check_grad(dy, x.shape, self.dtype, type(self).__name__)
         grads = not self.frozen and self.weight is not None
         if mode == "train":

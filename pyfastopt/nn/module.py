@@ -363,6 +363,27 @@ def _from_torch_pruned(state: Any) -> Any:
     return out
 
 
+def _bn_relu_pool(layers: list[Module], i: int) -> bool:
+    """Whether layers ``i - 2 .. i`` are a batch norm whose last forward was fused with
+    the ReLU after it (training statistics), that ReLU, and a ``MaxPool2d`` whose last
+    input was exactly that output."""
+    from .conv import MaxPool2d  # here: conv and layers import this module
+    from .layers import ReLU, _BatchNorm
+
+    pool, relu, bn = layers[i], layers[i - 1], layers[i - 2]
+    if type(pool) is not MaxPool2d or type(relu) is not ReLU or not isinstance(bn, _BatchNorm):
+        return False
+    saved = bn._saved
+    return (
+        relu._fused
+        and saved is not None
+        and saved[0] == "train"
+        and saved[4] is not None
+        and relu._y is saved[4]
+        and pool._x is saved[4]
+    )
+
+
 class Sequential(Module):
     """Layers applied in order; ``backward`` runs them in reverse.
 
@@ -455,10 +476,24 @@ class Sequential(Module):
         for i, layer in enumerate(layers):
             needs[i] = want
             want = want or layer._has_trainable()
+        from .conv import MaxPool2d  # here: conv imports this module
+
+        premasked = None  # the batch norm whose gradient a fused max pool masked
         for i in range(len(layers) - 1, -1, -1):
-            if not needs[i] and not layers[i]._has_trainable():
+            layer = layers[i]
+            if not needs[i] and not layer._has_trainable():
                 return None  # nothing at or before layer i needs a gradient
-            grad = layers[i].backward(grad, need_dx=needs[i])
+            if layer is premasked:
+                grad = layer._backward(grad, needs[i], True)  # type: ignore[attr-defined]
+            elif type(layer) is MaxPool2d and i >= 2 and _bn_relu_pool(layers, i):
+                # batch norm (+ fused ReLU) -> max pool: the pool's backward applies the
+                # ReLU mask (x > 0 of its input, the ReLU's output) as it writes its
+                # gradient, and the batch norm then skips it (one pass fewer over the
+                # activations, the same bits); the fused ReLU passes the gradient through
+                grad = layer._backward_relu(grad, needs[i])
+                premasked = layers[i - 2]
+            else:
+                grad = layer.backward(grad, need_dx=needs[i])
         return grad
 
     def __len__(self) -> int:

@@ -209,10 +209,14 @@ struct PoolGeom {
 
 // Max pool (PyTorch's: -inf padding, NaN propagates, ties and NaN pick the position
 // torch picks). Backward recomputes the position from x and adds dy there.
+// relu_mask: dx[i] is then multiplied by (x[i] > 0 ? 1 : 0), in T -- the backward of a
+// ReLU whose output x is (NumPy's dy * (y > 0), bit for bit) -- in the same pass: the
+// max pool backward of ReLU(z) with respect to z (used by nn.Sequential's fused
+// batch norm -> ReLU -> max pool).
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y);
 template <class T>
-void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx);
+void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx, bool relu_mask = false);
 // Average pool (no dilation); divisor: > 0 overrides; otherwise the window size clipped to
 // the padded input (count_include_pad) or to the input.
 template <class T>

@@ -22,6 +22,10 @@
 #include "pyfastopt/registry.h"
 #include "padded_plane.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace pyfastopt {
 
 namespace {
@@ -422,13 +426,21 @@ void global_forward_nhwc(const PoolGeom& g, const T* x, T* y) {
   });
 }
 
-// Global average, channels-last, images over kGlobalImageMax: per (image, block of
-// kGlobalLargeCB channels) one chan_sums call over the image's pixels -- the same chain
-// 0 + x0 + x1 + ... in (h, w) order as the adaptive loop (1 * x == x), one division, one
-// rounding: same bits -- which reads the image about once, in order (chunks of pixels x
-// eight registers of channels), where the adaptive loop's passes of four registers per
-// window row read it at about half the bandwidth.
+// Global average, channels-last, images over kGlobalImageMax (and smaller ones with many
+// pixels and channels, below): per (image, block of kGlobalLargeCB channels) one
+// chan_sums call over the image's pixels -- the same chain 0 + x0 + x1 + ... in (h, w)
+// order as the adaptive loop (1 * x == x), one division, one rounding: same bits --
+// which reads the image about once, in order (chunks of pixels x eight registers of
+// channels), where the adaptive loop's passes of four registers per window row read it
+// at about half the bandwidth.
 constexpr sz kGlobalLargeCB = 256;
+// chan_sums also serves the smaller images with at least this many pixels and channels
+// (one pass over the image, 8 registers of channels per pixel): measured, 1 thread,
+// float32, repeated calls: (32, 7, 7, 512) 149 -> 127 us, (8, 14, 14, 64) 22 -> 17 us,
+// (16, 8, 8, 100) 23 -> 20 us; few pixels or channels stay on pool_avg ((32, 1, 1, 2048)
+// 48 us vs 68-82 us, (64, 4, 4, 16) 8 vs 12 us). The same bits either way.
+constexpr sz kGlobalChanSumsPixels = 16;
+constexpr sz kGlobalChanSumsChannels = 64;
 
 template <class T>
 void global_forward_nhwc_large(const PoolGeom& g, const T* x, T* y) {
@@ -477,7 +489,89 @@ bool windows_cover(const PoolGeom& g) {
   return th == g.H && tw == g.W;
 }
 
+// The ReLU mask of max_pool2d_backward(relu_mask): T(1) where v > 0, else T(0) (NaN
+// too), multiplied in T: NumPy's dy * (y > 0) bit for bit.
 template <class T>
+inline T relu_keep(T v) {
+  return v > T(0) ? T(1) : T(0);
+}
+
+// dx of one fully inside 2x2 window, channels-last: input rows r0 (pixels r0, r0 + C)
+// and r1, dx rows e0 and e1 likewise, dy d. Per channel the scan of max_window (the
+// first tap as the default, then (v > best || v != v) replaces: taking tap 0 at once
+// gives the same best and index), then each of the four positions written once: 0 + dy
+// (times the ReLU mask of the maximum with kMask) at the maximum, +0 elsewhere, as bit
+// masks (integer lanes of the float's width, so the loop vectorizes).
+template <class T, bool kMask>
+void max_bwd_2x2_nhwc(sz nc, sz C, const T* r0, const T* r1, const T* d, T* e0, T* e1) {
+  using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+  for (sz c = 0; c < nc; ++c) {
+    const T v0 = r0[c], v1 = r0[C + c], v2 = r1[c], v3 = r1[C + c];
+    T best = v0;
+    U i = 0;
+    bool tk = v1 > best || v1 != v1;
+    best = tk ? v1 : best;
+    i = tk ? U(1) : i;
+    tk = v2 > best || v2 != v2;
+    best = tk ? v2 : best;
+    i = tk ? U(2) : i;
+    tk = v3 > best || v3 != v3;
+    best = tk ? v3 : best;
+    i = tk ? U(3) : i;
+    T gv = T(0) + d[c];
+    if constexpr (kMask) gv = gv * relu_keep(best);
+    U b;
+    std::memcpy(&b, &gv, sizeof b);
+    const U b0 = b & (i == 0 ? ~U(0) : U(0)), b1 = b & (i == 1 ? ~U(0) : U(0));
+    const U b2 = b & (i == 2 ? ~U(0) : U(0)), b3 = b & (i == 3 ? ~U(0) : U(0));
+    std::memcpy(e0 + c, &b0, sizeof b);
+    std::memcpy(e0 + C + c, &b1, sizeof b);
+    std::memcpy(e1 + c, &b2, sizeof b);
+    std::memcpy(e1 + C + c, &b3, sizeof b);
+  }
+}
+
+#if defined(__SSE2__)
+// float, four channels per step on SSE2 (the x86-64 baseline, so one code path on every
+// SIMD level): the same scan and writes as above, the index kept as the take masks t1..t3
+// of taps 1..3 (the maximum is tap 3 where t3, tap 2 where t2 and not t3, ...), each
+// operation exact and lane-wise: the same bits as the scalar loop.
+template <bool kMask>
+void max_bwd_2x2_nhwc_sse2(sz nc, sz C, const float* r0, const float* r1, const float* d, float* e0, float* e1) {
+  const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f);
+  sz c = 0;
+  for (; c + 4 <= nc; c += 4) {
+    const __m128 v1 = _mm_loadu_ps(r0 + C + c), v2 = _mm_loadu_ps(r1 + c), v3 = _mm_loadu_ps(r1 + C + c);
+    __m128 best = _mm_loadu_ps(r0 + c);
+    const __m128 t1 = _mm_or_ps(_mm_cmpgt_ps(v1, best), _mm_cmpunord_ps(v1, v1));
+    best = _mm_or_ps(_mm_and_ps(t1, v1), _mm_andnot_ps(t1, best));
+    const __m128 t2 = _mm_or_ps(_mm_cmpgt_ps(v2, best), _mm_cmpunord_ps(v2, v2));
+    best = _mm_or_ps(_mm_and_ps(t2, v2), _mm_andnot_ps(t2, best));
+    const __m128 t3 = _mm_or_ps(_mm_cmpgt_ps(v3, best), _mm_cmpunord_ps(v3, v3));
+    __m128 g = _mm_add_ps(zero, _mm_loadu_ps(d + c));
+    if constexpr (kMask) {
+      best = _mm_or_ps(_mm_and_ps(t3, v3), _mm_andnot_ps(t3, best));
+      g = _mm_mul_ps(g, _mm_and_ps(_mm_cmpgt_ps(best, zero), one));
+    }
+    const __m128 t23 = _mm_or_ps(t2, t3);
+    _mm_storeu_ps(e0 + c, _mm_andnot_ps(_mm_or_ps(t1, t23), g));
+    _mm_storeu_ps(e0 + C + c, _mm_and_ps(_mm_andnot_ps(t23, t1), g));
+    _mm_storeu_ps(e1 + c, _mm_and_ps(_mm_andnot_ps(t3, t2), g));
+    _mm_storeu_ps(e1 + C + c, _mm_and_ps(t3, g));
+  }
+  if (c < nc) max_bwd_2x2_nhwc<float, kMask>(nc - c, C, r0 + c, r1 + c, d + c, e0 + c, e1 + c);
+}
+#endif
+
+template <class T, bool kMask>
+void max_bwd_2x2(sz nc, sz C, const T* r0, const T* r1, const T* d, T* e0, T* e1) {
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<T, float>) return max_bwd_2x2_nhwc_sse2<kMask>(nc, C, r0, r1, d, e0, e1);
+#endif
+  max_bwd_2x2_nhwc<T, kMask>(nc, C, r0, r1, d, e0, e1);
+}
+
+template <class T, bool kMask>
 void max_backward_disjoint(const PoolGeom& g, const T* x, const T* dy, T* dx) {
   using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
   const bool cover = windows_cover(g);
@@ -505,6 +599,11 @@ void max_backward_disjoint(const PoolGeom& g, const T* x, const T* dy, T* dx) {
           win_1d(ow, g.sw, g.kw, g.pw, g.W, &w0, &w1);
           const sz ww = w1 - w0;
           if (h0 >= h1 || ww == 0) continue;  // an empty window: no positions
+          if (h1 - h0 == 2 && ww == 2) {      // the common 2x2 window, all inside
+            const sz o0 = (h0 * g.W + w0) * C, o1 = o0 + g.W * C;
+            max_bwd_2x2<T, kMask>(C, C, xn + o0, xn + o1, dr + ow * C, dn + o0, dn + o1);
+            continue;
+          }
           for (sz c0 = 0; c0 < C; c0 += kPoolCB) {
             const sz nc = std::min(kPoolCB, C - c0);
             for (sz c = 0; c < nc; ++c) {
@@ -530,7 +629,8 @@ void max_backward_disjoint(const PoolGeom& g, const T* x, const T* dy, T* dx) {
                 // e = idx == t ? 0 + d : +0, as a bit mask: a select on a float add
                 // stays a branch (the add may trap), bits vectorize
                 for (sz c = 0; c < nc; ++c) {
-                  const T v = T(0) + d[c];
+                  T v = T(0) + d[c];
+                  if constexpr (kMask) v = v * relu_keep(best[c]);
                   U b;
                   std::memcpy(&b, &v, sizeof b);
                   b &= idx[c] == t ? ~U(0) : U(0);
@@ -565,7 +665,9 @@ void max_backward_disjoint(const PoolGeom& g, const T* x, const T* dy, T* dx) {
             const T v = xp[h * g.W + w];
             if (v > best || v != v) best = v, at = h * g.W + w;
           }
-        dp[at] = T(T(0) + d[oh * g.OW + ow]);
+        T v = T(0) + d[oh * g.OW + ow];
+        if constexpr (kMask) v = v * relu_keep(best);
+        dp[at] = v;
       }
     }
   });
@@ -580,22 +682,38 @@ void max_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
   pool_forward_nchw(g, true, false, 0, x, y);
 }
 
+// dx[i] *= relu_keep(x[i]) over the whole tensor (the general paths' ReLU mask).
 template <class T>
-void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx) {
-  if (g.N * g.C * g.H * g.W == 0) return;
-  if (disjoint_windows(g)) return max_backward_disjoint(g, x, dy, dx);
-  if (g.nhwc && g.N * g.C * g.H * g.W > 0) return max_backward_nhwc(g, x, dy, dx);
-  for_planes(g, static_cast<double>(g.OH * g.OW * g.kh * g.kw + g.H * g.W), [&](const Plane& p) {
-    zero_plane(g, dx, p);
-    for (sz oh = 0; oh < g.OH; ++oh)
-      for (sz ow = 0; ow < g.OW; ++ow) {
-        sd bh, bw;
-        max_window(g, x, p, oh, ow, &bh, &bw);
-        if (bh < 0) continue;
-        dx[p.base_in + static_cast<sz>(bh) * p.hs_in + static_cast<sz>(bw) * p.ws_in] +=
-            dy[p.base_out + oh * p.hs_out + ow * p.ws_out];
-      }
+void relu_mask_pass(const PoolGeom& g, const T* x, T* dx) {
+  const sz per = g.C * g.H * g.W;
+  run_units(g.N, static_cast<double>(per), [&](sz, sz u0, sz u1) {
+    for (sz i = u0 * per; i < u1 * per; ++i) dx[i] = dx[i] * relu_keep(x[i]);
   });
+}
+
+template <class T>
+void max_pool2d_backward(const PoolGeom& g, const T* x, const T* dy, T* dx, bool relu_mask) {
+  if (g.N * g.C * g.H * g.W == 0) return;
+  if (disjoint_windows(g)) {
+    if (relu_mask) return max_backward_disjoint<T, true>(g, x, dy, dx);
+    return max_backward_disjoint<T, false>(g, x, dy, dx);
+  }
+  if (g.nhwc && g.N * g.C * g.H * g.W > 0) {
+    max_backward_nhwc(g, x, dy, dx);
+  } else {
+    for_planes(g, static_cast<double>(g.OH * g.OW * g.kh * g.kw + g.H * g.W), [&](const Plane& p) {
+      zero_plane(g, dx, p);
+      for (sz oh = 0; oh < g.OH; ++oh)
+        for (sz ow = 0; ow < g.OW; ++ow) {
+          sd bh, bw;
+          max_window(g, x, p, oh, ow, &bh, &bw);
+          if (bh < 0) continue;
+          dx[p.base_in + static_cast<sz>(bh) * p.hs_in + static_cast<sz>(bw) * p.ws_in] +=
+              dy[p.base_out + oh * p.hs_out + ow * p.ws_out];
+        }
+    });
+  }
+  if (relu_mask) relu_mask_pass(g, x, dx);
 }
 
 template <class T>
@@ -630,7 +748,8 @@ void avg_pool2d_backward(const PoolGeom& g, bool include_pad, std::int64_t divis
 
 template <class T>
 void adaptive_avg_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
-  if (g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C * g.H * g.W > 0 && g.H * g.W * g.C * sizeof(T) <= kGlobalImageMax)
+  if (g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C * g.H * g.W > 0 && g.H * g.W * g.C * sizeof(T) <= kGlobalImageMax &&
+      !(g.H * g.W >= kGlobalChanSumsPixels && g.C >= kGlobalChanSumsChannels))
     return global_forward_nhwc(g, x, y);
   if (g.nhwc && g.OH == 1 && g.OW == 1 && g.N * g.C * g.H * g.W > 0) return global_forward_nhwc_large(g, x, y);
   if (g.nhwc && g.N * g.C * g.OH * g.OW > 0) return adaptive_forward_nhwc(g, x, y);
@@ -676,7 +795,7 @@ void adaptive_avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
 
 #define PF_POOL_INST(T)                                                                          \
   template void max_pool2d_forward<T>(const PoolGeom&, const T*, T*);                            \
-  template void max_pool2d_backward<T>(const PoolGeom&, const T*, const T*, T*);                 \
+  template void max_pool2d_backward<T>(const PoolGeom&, const T*, const T*, T*, bool);           \
   template void avg_pool2d_forward<T>(const PoolGeom&, bool, std::int64_t, const T*, T*);        \
   template void avg_pool2d_backward<T>(const PoolGeom&, bool, std::int64_t, const T*, T*);       \
   template void adaptive_avg_pool2d_forward<T>(const PoolGeom&, const T*, T*);                   \

@@ -213,7 +213,9 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   const sz M = g.N * g.OH * g.OW;
   if (M == 0) return;
   const PackedB& pb0 = w.packed[0];
-  const QGemmKernels& K = *pb0.kern;
+  // the table that runs the packed weights (prepare: one for every group): on AVX2 the
+  // vpmaddubsw product table (bytes, clamped B'' plus PackedB::fix), else the level's own
+  const QGemmKernels& K = pb0.run ? *pb0.run : *pb0.kern;
   const sz MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
   const sz cg = w.cg, cog = g.Co / g.groups, kk = g.R * g.S * cg, k4 = pb0.k4;
   // bytes of one packed row of A / column of B: k4 groups of 4 values, each value
@@ -312,13 +314,19 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
                      qdst + static_cast<sd>(ir) * qstep, qstep);
       }
     } else {
-      for (sz p = 0; p < pb.panels; ++p) {
-        const sz j = p * NR;
-        const int nn = static_cast<int>(std::min(NR, cog - j));
-        const std::int8_t* bp = pb.data.data() + p * panel_bytes;
-        for (sz ir = 0; ir < mc; ir += MR) {
-          const int mm = static_cast<int>(std::min(MR, mc - ir));
-          const QTile tile{&og, i0 + ir, j, row_corr + ir, cc + j, nullptr, pb.colsum.data() + j};
+      // A band outer, the group's B panels inner (a conv's B, R*S*Cg x Cog bytes, is
+      // small: it stays in L1 with the band); the clamped table's remainder per panel
+      const bool fx = K.clamp_b && pb.fix_off.size() == pb.panels + 1;
+      for (sz ir = 0; ir < mc; ir += MR) {
+        const int mm = static_cast<int>(std::min(MR, mc - ir));
+        for (sz p = 0; p < pb.panels; ++p) {
+          const sz j = p * NR;
+          const int nn = static_cast<int>(std::min(NR, cog - j));
+          const std::int8_t* bp = pb.data.data() + p * panel_bytes;
+          const std::int32_t* fix = fx ? pb.fix.data() + 2 * pb.fix_off[p] : nullptr;
+          const sz nfix = fx ? pb.fix_off[p + 1] - pb.fix_off[p] : 0;
+          const QTile tile{&og, i0 + ir, j, row_corr + ir, cc + j, nullptr, pb.colsum.data() + j,
+                           nullptr, nullptr, fix, nfix};
           K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
         }
       }
@@ -695,7 +703,23 @@ void QConvWeights::prepare() {
       for (sz c = 0; c < cg; ++c)
         for (sz t = 0; t < RS; ++t) b[(t * cg + c) * cog + j] = weight[(co * cg + c) * RS + t];
     }
-    qgemm_pack_b(kk, cog, b.data(), static_cast<sd>(cog), 1, w_unsigned, fresh[gi]);
+    qgemm_pack_b(kk, cog, b.data(), static_cast<sd>(cog), 1, w_unsigned, fresh[gi], true);
+  }
+  // the level's product table where it has one (AVX2: vpmaddubsw on bytes, 3 vector
+  // operations per 32 multiply-adds instead of 4); qgemm_pack_b falls back to the level's
+  // own table for weights with too many clamped pairs: then every group uses that one
+  // (gemm_path sizes one scratch layout for all groups)
+  bool mixed = false;
+  for (sz gi = 1; gi < groups; ++gi) mixed = mixed || fresh[gi].run != fresh[0].run;
+  if (mixed) {
+    for (sz gi = 0; gi < groups; ++gi) {
+      for (sz j = 0; j < cog; ++j) {
+        const sz co = gi * cog + j;
+        for (sz c = 0; c < cg; ++c)
+          for (sz t = 0; t < RS; ++t) b[(t * cg + c) * cog + j] = weight[(co * cg + c) * RS + t];
+      }
+      qgemm_pack_b(kk, cog, b.data(), static_cast<sd>(cog), 1, w_unsigned, fresh[gi], false);
+    }
   }
   packed.swap(fresh);
 }

@@ -23,7 +23,7 @@ namespace {
 using sz = std::size_t;
 using sd = std::ptrdiff_t;
 
-constexpr sz kTileBytes = 192 * 1024;       // gathered + packed A tile target
+constexpr sz kTileBytes = 96 * 1024;        // gathered + packed A tile target
 constexpr double kMacPerTask = 1 << 20;     // multiply-adds below which a task does not pay
 
 struct QConvScratch;
@@ -124,6 +124,14 @@ sz task_count(sz units, double mac) {
   if (by_work < static_cast<double>(nt)) nt = std::max<sz>(1, static_cast<sz>(by_work));
   return nt;
 }
+
+// Tasks for `units` work units run on nt threads (task_count): kTasksPerThread per thread
+// when there are several, so that the pool's dynamic claiming can move work away from a
+// thread that starts late or is descheduled (on a loaded machine, two tasks for two
+// threads made the caller wait for the other thread's whole half). Every unit is computed
+// whole by one task: any split gives the same bits.
+constexpr sz kTasksPerThread = 4;
+sz split_count(sz units, sz nt) { return nt <= 1 ? 1 : std::min(units, nt * kTasksPerThread); }
 
 std::int64_t work_of(double mac) { return mac > 9e18 ? INT64_MAX : static_cast<std::int64_t>(mac); }
 
@@ -356,7 +364,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   MC = std::min(MC, ceil_div(M, MR) * MR);
   const sz tiles = ceil_div(M, MC), units = tiles * g.groups;
   const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(g.Co);
-  const sz nt = task_count(units, mac);
+  const sz nt = split_count(units, task_count(units, mac));
   const sz es = out_size(o.kind);
   const bool direct_rows = g.nhwc && g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                            g.OH == g.H && g.OW == g.W;
@@ -586,7 +594,7 @@ void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
   const QOutRange qr = q_out_range(o);
   const std::int32_t qlo = qr.lo, qhi = qr.hi;
   const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(Co);
-  const sz nt = task_count(ceil_div(M, 16), mac);
+  const sz nt = split_count(ceil_div(M, 16), task_count(ceil_div(M, 16), mac));
   auto* y = static_cast<std::uint8_t*>(o.c);
   std::vector<std::uint8_t> tiles(rows ? 0 : nt * kSmallTile * kk);
   const std::uint8_t pad = static_cast<std::uint8_t>(zx);

@@ -157,3 +157,25 @@ def case_quantized_mlp_b32() -> Call:
     model = quant.QuantizedSequential(layers)
     x = rng.random((32, 784), dtype=np.float32)
     return lambda: model(x)
+
+
+def _qconv_lenet(n: int, hw: int, c: int, co: int, pad: int) -> Call:
+    rng = _rng()
+    x = rng.integers(0, 256, (n, hw, hw, c), dtype=np.uint8)
+    w = np.clip(np.rint(rng.standard_normal((co, c, 5, 5)) * 30), -127, 127).astype(np.int8)
+    ws = np.full(co, 0.002, np.float32)
+    bias = rng.integers(-500, 500, co).astype(np.int32)
+    return lambda: quant.conv2d_int8(
+        x, 3, w, 0, bias, padding=pad, layout="NHWC", x_scale=0.05, weight_scale=ws,
+        out_scale=0.2, out_zero_point=np.uint8(0), activation="relu",
+    )  # fmt: skip
+
+
+def case_qconv_5x5_c1_b32() -> Call:
+    """conv2d_int8 NHWC 5x5 1 -> 16 channels, pad 2, 32 x 28 x 28, uint8 out (LeNet conv1)"""
+    return _qconv_lenet(32, 28, 1, 16, 2)
+
+
+def case_qconv_5x5_c16_b32() -> Call:
+    """conv2d_int8 NHWC 5x5 16 -> 32 channels, 32 x 14 x 14, uint8 out (LeNet conv2)"""
+    return _qconv_lenet(32, 14, 16, 32, 0)

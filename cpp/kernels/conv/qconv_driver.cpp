@@ -23,10 +23,11 @@ namespace {
 using sz = std::size_t;
 using sd = std::ptrdiff_t;
 
-constexpr sz kTileBytes = 192 * 1024;       // gathered + packed A tile target
+constexpr sz kTileBytes = 96 * 1024;        // gathered + packed A tile target
 constexpr double kMacPerTask = 1 << 20;     // multiply-adds below which a task does not pay
 
 struct QConvScratch;
+struct QConvPadScratch;
 
 sz ceil_div(sz a, sz b) { return (a + b - 1) / b; }
 sz round64(sz bytes) { return (bytes + 63) / 64 * 64; }
@@ -124,12 +125,28 @@ sz task_count(sz units, double mac) {
   return nt;
 }
 
+// Tasks for `units` work units run on nt threads (task_count): kTasksPerThread per thread
+// when there are several, so that the pool's dynamic claiming can move work away from a
+// thread that starts late or is descheduled (on a loaded machine, two tasks for two
+// threads made the caller wait for the other thread's whole half). Every unit is computed
+// whole by one task: any split gives the same bits.
+constexpr sz kTasksPerThread = 4;
+sz split_count(sz units, sz nt) { return nt <= 1 ? 1 : std::min(units, nt * kTasksPerThread); }
+
 std::int64_t work_of(double mac) { return mac > 9e18 ? INT64_MAX : static_cast<std::int64_t>(mac); }
 
 // n bytes (short runs inline: a few channels per tap, as the RGB stem, are 3- or 9-byte
 // runs: two overlapping fixed-size moves instead of a byte loop)
 inline void copy_bytes(std::uint8_t* d, const std::uint8_t* s, sz n) {
-  if (n >= 8 && n <= 16) {
+  if (n > 16 && n <= 128) {  // 16-byte moves, the last one overlapping (5x5 taps of 16 channels: 80)
+    std::uint8_t t[16];
+    for (sz o = 0; o + 16 < n; o += 16) {
+      std::memcpy(t, s + o, 16);
+      std::memcpy(d + o, t, 16);
+    }
+    std::memcpy(t, s + n - 16, 16);
+    std::memcpy(d + n - 16, t, 16);
+  } else if (n >= 8 && n <= 16) {
     std::uint64_t a, b;
     std::memcpy(&a, s, 8);
     std::memcpy(&b, s + n - 8, 8);
@@ -148,12 +165,82 @@ inline void copy_bytes(std::uint8_t* d, const std::uint8_t* s, sz n) {
   }
 }
 
+// gather() for an input whose every window lies inside it (no padding, or padded_input's
+// copy), NHWC, all channels of one group (cg == C), dw == 1: row r of pixel (n, oh, ow)'s
+// taps is the run of S*C contiguous bytes at ((n H + oh sh + r dh) W + ow sw) C. The
+// geometry lives in locals (the byte stores alias everything: read through g, every field
+// would be reloaded after every move), and the run's move is chosen once (RUN: 0 any
+// length, 1: 4..8 bytes, 2: 8..16, 3: 16..128).
+template <int RUN>
+void gather_dense_loop(const ConvGeom& g, const std::uint8_t* x, sz p0, sz mc, std::uint8_t* dst) {
+  const sz R = g.R, run = g.S * g.C, kk = R * run, OW = g.OW, OH = g.OH;
+  const sz row_step = g.dh * g.W * g.C, col_step = g.sw * g.C, img = g.H * g.W * g.C, orow = g.sh * g.W * g.C;
+  const sz ohw = OH * OW;
+  sz n = p0 / ohw, oh = (p0 - n * ohw) / OW, ow = p0 - n * ohw - oh * OW;
+  const std::uint8_t* line = x + n * img + oh * orow;  // pixel (n, oh, 0)'s first tap
+  for (sz i = 0; i < mc; ++i, ++ow) {
+    if (ow == OW) {
+      ow = 0;
+      line += orow;
+      if (++oh == OH) {
+        oh = 0;
+        ++n;
+        line = x + n * img;
+      }
+    }
+    const std::uint8_t* src = line + ow * col_step;
+    std::uint8_t* d = dst + i * kk;
+    for (sz r = 0; r < R; ++r, src += row_step, d += run) {
+      if (RUN == 1) {
+        std::uint32_t a, b;
+        std::memcpy(&a, src, 4);
+        std::memcpy(&b, src + run - 4, 4);
+        std::memcpy(d, &a, 4);
+        std::memcpy(d + run - 4, &b, 4);
+      } else if (RUN == 2) {
+        std::uint64_t a, b;
+        std::memcpy(&a, src, 8);
+        std::memcpy(&b, src + run - 8, 8);
+        std::memcpy(d, &a, 8);
+        std::memcpy(d + run - 8, &b, 8);
+      } else if (RUN == 3) {
+        std::uint8_t t[16];
+        for (sz o = 0; o + 16 < run; o += 16) {
+          std::memcpy(t, src + o, 16);
+          std::memcpy(d + o, t, 16);
+        }
+        std::memcpy(t, src + run - 16, 16);
+        std::memcpy(d + run - 16, t, 16);
+      } else {
+        copy_bytes(d, src, run);
+      }
+    }
+  }
+}
+
+// true when gather_dense_loop applies (see there); then it has gathered the rows
+bool gather_dense(const ConvGeom& g, const std::uint8_t* x, sz cg, sz p0, sz mc, std::uint8_t* dst) {
+  if (!g.nhwc || cg != g.C || g.dw != 1 || g.pt != 0 || g.pl != 0 || g.OH == 0 || g.OW == 0) return false;
+  if ((g.OH - 1) * g.sh + (g.R - 1) * g.dh + 1 > g.H || (g.OW - 1) * g.sw + g.S > g.W) return false;
+  const sz run = g.S * g.C;
+  if (run >= 4 && run <= 8)
+    gather_dense_loop<1>(g, x, p0, mc, dst);
+  else if (run > 8 && run <= 16)
+    gather_dense_loop<2>(g, x, p0, mc, dst);
+  else if (run > 16 && run <= 128)
+    gather_dense_loop<3>(g, x, p0, mc, dst);
+  else
+    gather_dense_loop<0>(g, x, p0, mc, dst);
+  return true;
+}
+
 // Rows [p0, p0 + mc) of the implicit im2col matrix of group channels [c0, c0 + cg):
 // row p = output pixel (n, oh, ow), column (r*S + s)*cg + c; padding = `pad`.
 void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, sz cg, sz p0, sz mc,
             std::uint8_t* dst) {
   const sz kk = g.R * g.S * cg, ohw = g.OH * g.OW, hw = g.H * g.W;
   if (mc == 0 || ohw == 0) return;
+  if (gather_dense(g, x, cg, p0, mc, dst)) return;
   const sz run = g.S * cg, row_step = g.dh * g.W * g.C;
   const bool short_runs = g.nhwc && cg == g.C && g.dw == 1 && run >= 8 && run <= 16;
   const sd last_r = static_cast<sd>((g.R - 1) * g.dh);
@@ -208,12 +295,55 @@ void gather(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, sz c0, s
   }
 }
 
+// A padded NHWC input: x with the padding (value `pad`, zx's bit pattern) written out over
+// the extent every window of the output reads, Hp x Wp pixels per image, so that every
+// pixel takes gather()'s interior paths (no per-tap bounds checks, no one-byte copies at
+// the border: a 5x5 stem on one channel gathered 5-byte rows at ~8 instructions each
+// instead of per-tap tests and moves). Returns x itself and leaves gp = g when the input
+// has no padding, is channels-first or the copy would be large (then gather() handles
+// the border itself); else the copy (the calling thread's scratch) and its geometry.
+constexpr sz kPadMaxBytes = sz{4} << 20;
+
+const std::uint8_t* padded_input(const ConvGeom& g, const std::uint8_t* x, std::uint8_t pad, ConvGeom& gp) {
+  gp = g;
+  if (!g.nhwc || g.OH == 0 || g.OW == 0 || g.N == 0) return x;
+  const sz Hp = (g.OH - 1) * g.sh + (g.R - 1) * g.dh + 1, Wp = (g.OW - 1) * g.sw + (g.S - 1) * g.dw + 1;
+  const bool inside = g.pt == 0 && g.pl == 0 && Hp <= g.H && Wp <= g.W;
+  if (inside) return x;
+  const sz C = g.C, bytes = g.N * Hp * Wp * C;
+  const double gathered = static_cast<double>(g.N * g.OH * g.OW) * static_cast<double>(g.R * g.S * C);
+  if (bytes > kPadMaxBytes || static_cast<double>(bytes) > gathered) return x;
+  auto* xp = static_cast<std::uint8_t*>(thread_scratch<QConvPadScratch, 0>(bytes));
+  const sz row = Wp * C;
+  // columns [l0, l1) of a padded row hold input columns [l0 - pl, l1 - pl)
+  const sz l0 = std::min(g.pl, Wp), l1 = std::min(Wp, g.pl + g.W);
+  for (sz n = 0; n < g.N; ++n)
+    for (sz hp = 0; hp < Hp; ++hp) {
+      std::uint8_t* d = xp + (n * Hp + hp) * row;
+      const sd ih = static_cast<sd>(hp) - static_cast<sd>(g.pt);
+      if (ih < 0 || ih >= static_cast<sd>(g.H) || l1 <= l0) {
+        std::memset(d, pad, row);
+        continue;
+      }
+      std::memset(d, pad, l0 * C);
+      std::memcpy(d + l0 * C, x + ((n * g.H + static_cast<sz>(ih)) * g.W) * C, (l1 - l0) * C);
+      std::memset(d + l1 * C, pad, (Wp - l1) * C);
+    }
+  gp.H = Hp;
+  gp.W = Wp;
+  gp.pt = 0;
+  gp.pl = 0;
+  return xp;
+}
+
 void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int32_t zx,
                const QConvWeights& w, std::int32_t zw, const QOutput& o) {
   const sz M = g.N * g.OH * g.OW;
   if (M == 0) return;
   const PackedB& pb0 = w.packed[0];
-  const QGemmKernels& K = *pb0.kern;
+  // the table that runs the packed weights (prepare: one for every group): on AVX2 the
+  // vpmaddubsw product table (bytes, clamped B'' plus PackedB::fix), else the level's own
+  const QGemmKernels& K = pb0.run ? *pb0.run : *pb0.kern;
   const sz MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
   const sz cg = w.cg, cog = g.Co / g.groups, kk = g.R * g.S * cg, k4 = pb0.k4;
   // bytes of one packed row of A / column of B: k4 groups of 4 values, each value
@@ -234,7 +364,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   MC = std::min(MC, ceil_div(M, MR) * MR);
   const sz tiles = ceil_div(M, MC), units = tiles * g.groups;
   const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(g.Co);
-  const sz nt = task_count(units, mac);
+  const sz nt = split_count(units, task_count(units, mac));
   const sz es = out_size(o.kind);
   const bool direct_rows = g.nhwc && g.R == 1 && g.S == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 &&
                            g.OH == g.H && g.OW == g.W;
@@ -254,6 +384,8 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
   char* buf = static_cast<char*>(thread_scratch<QConvScratch, 0>(nt * per_task));
   const std::uint8_t pad = static_cast<std::uint8_t>(zx);  // int8 zx: its bit pattern
   const sz panel_bytes = row_bytes * NR, ohw = g.OH * g.OW;
+  ConvGeom gp = g;
+  const std::uint8_t* xg = padded_input(g, x, pad, gp);
 
   auto unit = [&](sz t, sz u) {
     const sz gi = u / tiles, p0 = (u - gi * tiles) * MC, mc = std::min(MC, M - p0);
@@ -268,7 +400,7 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
     if (direct_rows) {  // 1x1, stride 1, no padding, NHWC: the rows of x are the rows of A
       K.pack_a(mc, kk, x + p0 * g.C + gi * cg, static_cast<sd>(g.C), 1, x_signed, ap, rowsum);
     } else {
-      gather(g, x, pad, gi * cg, cg, p0, mc, gt);
+      gather(gp, xg, pad, gi * cg, cg, p0, mc, gt);
       K.pack_a(mc, kk, gt, static_cast<sd>(kk), 1, x_signed, ap, rowsum);
     }
     for (sz i = 0; i < mc; ++i) row_corr[i] = static_cast<std::int32_t>(0u - zbp * static_cast<std::uint32_t>(rowsum[i]));
@@ -312,13 +444,19 @@ void gemm_path(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std::int
                      qdst + static_cast<sd>(ir) * qstep, qstep);
       }
     } else {
-      for (sz p = 0; p < pb.panels; ++p) {
-        const sz j = p * NR;
-        const int nn = static_cast<int>(std::min(NR, cog - j));
-        const std::int8_t* bp = pb.data.data() + p * panel_bytes;
-        for (sz ir = 0; ir < mc; ir += MR) {
-          const int mm = static_cast<int>(std::min(MR, mc - ir));
-          const QTile tile{&og, i0 + ir, j, row_corr + ir, cc + j, nullptr, pb.colsum.data() + j};
+      // A band outer, the group's B panels inner (a conv's B, R*S*Cg x Cog bytes, is
+      // small: it stays in L1 with the band); the clamped table's remainder per panel
+      const bool fx = K.clamp_b && pb.fix_off.size() == pb.panels + 1;
+      for (sz ir = 0; ir < mc; ir += MR) {
+        const int mm = static_cast<int>(std::min(MR, mc - ir));
+        for (sz p = 0; p < pb.panels; ++p) {
+          const sz j = p * NR;
+          const int nn = static_cast<int>(std::min(NR, cog - j));
+          const std::int8_t* bp = pb.data.data() + p * panel_bytes;
+          const std::int32_t* fix = fx ? pb.fix.data() + 2 * pb.fix_off[p] : nullptr;
+          const sz nfix = fx ? pb.fix_off[p + 1] - pb.fix_off[p] : 0;
+          const QTile tile{&og, i0 + ir, j, row_corr + ir, cc + j, nullptr, pb.colsum.data() + j,
+                           nullptr, nullptr, fix, nfix};
           K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
         }
       }
@@ -456,10 +594,12 @@ void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
   const QOutRange qr = q_out_range(o);
   const std::int32_t qlo = qr.lo, qhi = qr.hi;
   const double mac = static_cast<double>(M) * static_cast<double>(kk) * static_cast<double>(Co);
-  const sz nt = task_count(ceil_div(M, 16), mac);
+  const sz nt = split_count(ceil_div(M, 16), task_count(ceil_div(M, 16), mac));
   auto* y = static_cast<std::uint8_t*>(o.c);
   std::vector<std::uint8_t> tiles(rows ? 0 : nt * kSmallTile * kk);
   const std::uint8_t pad = static_cast<std::uint8_t>(zx);
+  ConvGeom gp = g;
+  const std::uint8_t* xg = rows ? x : padded_input(g, x, pad, gp);
   parallel_for(static_cast<std::int64_t>(nt), work_of(mac), [&](std::int64_t t) {
     const sz ts = static_cast<sz>(t), p0 = M * ts / nt, p1 = M * (ts + 1) / nt;
     if (p1 <= p0) return;
@@ -471,7 +611,7 @@ void pointwise_nhwc(const ConvGeom& g, const std::uint8_t* x, bool x_signed, std
     std::uint8_t* tile = tiles.data() + ts * kSmallTile * kk;
     for (sz p = p0; p < p1; p += kSmallTile) {
       const sz m = std::min(kSmallTile, p1 - p);
-      gather(g, x, pad, 0, C, p, m, tile);
+      gather(gp, xg, pad, 0, C, p, m, tile);
       K.pw_u8(m, kk, Co, tile, static_cast<sd>(kk), x_signed, zx, wpd, o.col_bias, o.col_scale, o.out_zp, qlo,
               qhi, y + p * Co, static_cast<sd>(Co));
     }
@@ -695,7 +835,23 @@ void QConvWeights::prepare() {
       for (sz c = 0; c < cg; ++c)
         for (sz t = 0; t < RS; ++t) b[(t * cg + c) * cog + j] = weight[(co * cg + c) * RS + t];
     }
-    qgemm_pack_b(kk, cog, b.data(), static_cast<sd>(cog), 1, w_unsigned, fresh[gi]);
+    qgemm_pack_b(kk, cog, b.data(), static_cast<sd>(cog), 1, w_unsigned, fresh[gi], true);
+  }
+  // the level's product table where it has one (AVX2: vpmaddubsw on bytes, 3 vector
+  // operations per 32 multiply-adds instead of 4); qgemm_pack_b falls back to the level's
+  // own table for weights with too many clamped pairs: then every group uses that one
+  // (gemm_path sizes one scratch layout for all groups)
+  bool mixed = false;
+  for (sz gi = 1; gi < groups; ++gi) mixed = mixed || fresh[gi].run != fresh[0].run;
+  if (mixed) {
+    for (sz gi = 0; gi < groups; ++gi) {
+      for (sz j = 0; j < cog; ++j) {
+        const sz co = gi * cog + j;
+        for (sz c = 0; c < cg; ++c)
+          for (sz t = 0; t < RS; ++t) b[(t * cg + c) * cog + j] = weight[(co * cg + c) * RS + t];
+      }
+      qgemm_pack_b(kk, cog, b.data(), static_cast<sd>(cog), 1, w_unsigned, fresh[gi], false);
+    }
   }
   packed.swap(fresh);
 }

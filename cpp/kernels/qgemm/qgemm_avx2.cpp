@@ -206,8 +206,65 @@ void pack_b_ub(std::size_t k, std::size_t n, const std::int8_t* b, std::ptrdiff_
   }
 }
 
+// A in the byte layout (elem_bytes 1) for the product table: per full panel of 4 rows, 16
+// k at a time, the four rows' 16 bytes transposed as a 4 x 4 block of dwords
+// (vpunpck{l,h}dq, vpunpck{l,h}qdq) into four k-groups of the panel, the row sums by
+// vpsadbw; the k % 16 tail per row (zero padded to its group, as put_row), the last
+// partial panel and strided A through the generic packer. The same bytes and sums as
+// pack_a_generic (the im2col rows of a convolution: 2 instructions per byte there).
+void pack_a_ub(std::size_t m, std::size_t k, const std::uint8_t* a, std::ptrdiff_t rs, std::ptrdiff_t cs, bool as,
+               std::uint8_t* ap, std::int32_t* rowsum) {
+  if (cs != 1 || k < 16) {
+    pack_a_generic<kMR>(m, k, a, rs, cs, as, ap, rowsum);
+    return;
+  }
+  static_assert(kMR == 4, "pack_a_ub transposes 4-row panels");
+  const std::size_t k4 = (k + 3) / 4, panels = m / kMR, k16 = k / 16 * 16, panel_bytes = k4 * kMR * 4;
+  const std::uint8_t fb = as ? 0x80 : 0x00;
+  const __m128i flip = _mm_set1_epi8(static_cast<char>(fb)), zero = _mm_setzero_si128();
+  for (std::size_t p = 0; p < panels; ++p) {
+    std::uint8_t* panel = ap + p * panel_bytes;
+    const std::uint8_t* r[kMR];
+    for (int i = 0; i < kMR; ++i) r[i] = a + static_cast<std::ptrdiff_t>(p * kMR + static_cast<std::size_t>(i)) * rs;
+    __m128i s0 = zero, s1 = zero, s2 = zero, s3 = zero;
+    for (std::size_t kk = 0; kk < k16; kk += 16) {
+      const __m128i x0 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + kk)), flip);
+      const __m128i x1 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + kk)), flip);
+      const __m128i x2 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + kk)), flip);
+      const __m128i x3 = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + kk)), flip);
+      s0 = _mm_add_epi64(s0, _mm_sad_epu8(x0, zero));
+      s1 = _mm_add_epi64(s1, _mm_sad_epu8(x1, zero));
+      s2 = _mm_add_epi64(s2, _mm_sad_epu8(x2, zero));
+      s3 = _mm_add_epi64(s3, _mm_sad_epu8(x3, zero));
+      const __m128i t0 = _mm_unpacklo_epi32(x0, x1), t1 = _mm_unpacklo_epi32(x2, x3);
+      const __m128i t2 = _mm_unpackhi_epi32(x0, x1), t3 = _mm_unpackhi_epi32(x2, x3);
+      std::uint8_t* o = panel + (kk / 4) * kMR * 4;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_unpacklo_epi64(t0, t1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 16), _mm_unpackhi_epi64(t0, t1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 32), _mm_unpacklo_epi64(t2, t3));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 48), _mm_unpackhi_epi64(t2, t3));
+    }
+    const __m128i sums[kMR] = {s0, s1, s2, s3};
+    for (int i = 0; i < kMR; ++i) {
+      std::int64_t sum = _mm_cvtsi128_si64(sums[i]) + _mm_extract_epi64(sums[i], 1);
+      std::uint8_t tail[16] = {};
+      for (std::size_t kk = k16; kk < k; ++kk) {
+        const std::uint8_t v = static_cast<std::uint8_t>(r[i][kk] ^ fb);
+        tail[kk - k16] = v;
+        sum += v;
+      }
+      for (std::size_t g = k16 / 4; g < k4; ++g)
+        std::memcpy(panel + g * kMR * 4 + static_cast<std::size_t>(i) * 4, tail + (g - k16 / 4) * 4, 4);
+      rowsum[p * kMR + static_cast<std::size_t>(i)] = static_cast<std::int32_t>(sum);
+    }
+  }
+  if (panels * kMR < m)
+    pack_a_generic<kMR>(m - panels * kMR, k, a + static_cast<std::ptrdiff_t>(panels * kMR) * rs, rs, 1, as,
+                        ap + panels * panel_bytes, rowsum + panels * kMR);
+}
+
 constexpr QGemmKernels qgemm_product_kernels = {"qgemm_avx2_maddubs_4x16", kMR, kNR, 1, &pack_b_ub,
-                                                &QGeneric<kMR, kNR>::pack_a, &QGeneric<kMR, kNR>::pack_a_f32,
+                                                &pack_a_ub, &QGeneric<kMR, kNR>::pack_a_f32,
                                                 &minmax_vec<VF>, &ukernel_ub, nullptr, nullptr, nullptr, 1,
                                                 std::size_t{1} << 20, nullptr, true};
 

@@ -220,55 +220,30 @@ auto rows_kernel(const GemmKernelsT<T>& K, int mm, int nn) -> decltype(K.ukernel
 // src + off[t * m + i] (padding: a zero row). Per KC block, the block's steps are cut
 // into segments at tap boundaries, and each micro-panel of MR rows gets one pointer per
 // (segment, row): the same A values in the same k order as gather + pack_a, so the same
-// bits, without copying A twice. merge: a micro-panel whose rows all continue tap t-1 into
-// tap t in memory (forward: the next input pixel of the same row, one group; or a zero row
-// for both) reads the two taps as one segment, the same values in the same order (fewer,
-// longer segments: forward 3x3 interior panels read the (s, channel) steps of a kernel row
-// as one run). Segment lists are per micro-panel: seg[it * smax + s], counts at
-// seg[ntile * smax + it].
+// bits, without copying A twice.
 template <class T>
 void tile_product_rows(const GemmKernelsT<T>& K, sz m, sz k, sz cg, const sd* off, const T* src,
                        const T* zeros, sz j0, sz ncb, const T* bpack, sz npad, sz smax, const T** ptrs,
-                       sz* seg, T* c, sd ldc, const Epilogue<T>& ep, bool merge) {
+                       sz* seg, T* c, sd ldc, const Epilogue<T>& ep) {
   const sz KC = static_cast<sz>(K.kc), MR = static_cast<sz>(K.mr), NR = static_cast<sz>(K.nr);
   const sz ntile = ceil_div(m, MR);
-  sz* cnt = seg + ntile * smax;
-  const sd cgs = static_cast<sd>(cg);
   for (sz pc = 0; pc < k; pc += KC) {
     const sz kcur = std::min(KC, k - pc);
     const bool first = pc == 0, last = pc + kcur == k;
     // segments of [pc, pc + kcur): (tap t, first channel c, length)
-    std::fill(cnt, cnt + ntile, sz(0));
+    sz nseg = 0;
     {
       sz t = pc / cg, c0 = pc - t * cg;
       for (sz kk = 0; kk < kcur; ++t, c0 = 0) {
         const sz len = std::min(cg - c0, kcur - kk);
-        for (sz it = 0; it < ntile; ++it) {
-          sz* ts = seg + it * smax;
-          sz& ns = cnt[it];
-          const sz r0 = it * MR;
-          bool join = merge && ns > 0;  // ns > 0: the previous segment ends where tap t-1 ends
-          if (join)
-            for (sz i = 0; i < MR; ++i) {
-              const sz row = r0 + i;
-              const sd o1 = row < m ? off[(t - 1) * m + row] : -1, o2 = row < m ? off[t * m + row] : -1;
-              if (o1 < 0 ? o2 >= 0 : o2 != o1 + cgs) {
-                join = false;
-                break;
-              }
-            }
-          if (join) {
-            ts[ns - 1] += len;
-            continue;
-          }
-          const T** tp = ptrs + (it * smax + ns) * MR;
+        seg[nseg] = len;
+        for (sz it = 0; it < ntile; ++it)
           for (sz i = 0; i < MR; ++i) {
-            const sz row = r0 + i;
+            const sz row = it * MR + i;
             const sd o = row < m ? off[t * m + row] : -1;
-            tp[i] = o < 0 ? zeros : src + o + static_cast<sd>(c0);
+            ptrs[(it * smax + nseg) * MR + i] = o < 0 ? zeros : src + o + static_cast<sd>(c0);
           }
-          ts[ns++] = len;
-        }
+        ++nseg;
         kk += len;
       }
     }
@@ -279,7 +254,7 @@ void tile_product_rows(const GemmKernelsT<T>& K, sz m, sz k, sz cg, const sd* of
       for (sz it = 0; it < ntile; ++it) {
         const sz ir = it * MR;
         const int mm = static_cast<int>(std::min(MR, m - ir));
-        rows_kernel(K, mm, nn)(cnt[it], seg + it * smax, ptrs + it * smax * MR, bp,
+        rows_kernel(K, mm, nn)(nseg, seg, ptrs + it * smax * MR, bp,
                                c + static_cast<sd>(ir) * ldc + static_cast<sd>(jr), ldc, mm, nn, first, last, e);
       }
     }
@@ -327,10 +302,7 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
   const sz smax = std::min(KC, KC / cg + 2);
   const sz ptr_per_task = in_place ? ceil_div(MC, MR) * smax * MR : 0;
   std::vector<const T*> ptrs(ntasks * ptr_per_task);
-  const sz seg_per_task = in_place ? ceil_div(MC, MR) * (smax + 1) : 0;  // per micro-panel lists + counts
-  std::vector<sz> segs(ntasks * seg_per_task);
-  // forward taps of one kernel row may continue each other in memory (see tile_product_rows)
-  const bool merge_taps = std::is_same<Map, FwdMap>::value && g.S > 1;
+  std::vector<sz> segs(in_place ? ntasks * smax : 0);
   Aligned<T> zeros(in_place ? KC : 0);
   std::fill(zeros.p, zeros.p + (in_place ? KC : 0), T(0));
   const sz ldo = G * cols;
@@ -368,8 +340,7 @@ void implicit_gemm(const ConvGeom& g, sz rows, sz cols, sz cg, const T* src, con
       const Epilogue<T> ep = fused ? Epilogue<T>{bias ? bias + col0 : nullptr, act} : Epilogue<T>{};
       if (in_place)
         tile_product_rows(K, m, k, cg, off, src, zeros.p, j0, nc, bp, npad, smax,
-                          ptrs.data() + task * ptr_per_task, segs.data() + task * seg_per_task, c, ldc, ep,
-                          merge_taps);
+                          ptrs.data() + task * ptr_per_task, segs.data() + task * smax, c, ldc, ep);
       else
         tile_product(K, m, k, j0, nc, bp, npad, apack, c, ldc, ep, fill);
       if (out_cl) {

@@ -1,9 +1,9 @@
-"""Forward conv, channels-last x read in place (>= 8 channels per group): a micro-panel of
-output pixels whose rows all continue tap t-1 into tap t in memory (the next input pixel
-of the same image row, or padding for both) reads the two taps as one segment. The same
-A values in the same order, so the same bits: checked against the NCHW gather path (few
-output channels per group: C/g x kh x kw taps gathered and packed, no in-place rows),
-at every SIMD level and 1/2/3 threads, with non-finite weights, and against float64 torch.
+"""Forward conv with channels-last x read in place (>= 8 channels per group: ukernel_rows,
+row pointers per tap segment, padding at a zero row) on small images and the border
+cases (odd sizes, asymmetric padding, W = kw, W = 1, K blocks cut inside taps, 5x5,
+dilation, stride, groups, padding > kernel): the same bits as the NCHW gather path (few
+output channels per group: every tap gathered and packed), at every SIMD level and 1/2/3
+threads, also with non-finite weights; float64 against torch.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ IDS = [f"m{i}" for i in range(len(CASES))]
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_forward_merged_taps_bitwise(rng, case, dtype):
+def test_forward_inplace_rows_bitwise(rng, case, dtype):
     stride, pad, dil, g = case[7], case[8], case[9], case[10]
     assert case[4] // g * case[5] * case[6] < 128 and case[1] // g >= 8
     x, w, b = make(rng, case, dtype)

@@ -113,17 +113,6 @@ void for_pixel_runs(sz count, sz lo, sz hi, const F& f) {
   for (sz p = std::max(lo, hi); p < count; ++p) f(p, sz(1), false);
 }
 
-// Channels per block of a channels-last depthwise row (forward): the R input rows a block
-// reads (bytes_per_channel = R * W * sizeof(T)) fit in about 24 KB of L1, so each x value
-// is reused by its taps from L1; a multiple of 64 channels (whole register groups on
-// every level), at least 64, all C when they fit. Each output's chain is unchanged.
-inline sz dw_channel_block(sz C, sz bytes_per_channel) {
-  constexpr sz kBudget = 24 * 1024;
-  if (C * bytes_per_channel <= kBudget) return C;
-  const sz cb = std::max<sz>(64, kBudget / bytes_per_channel / 64 * 64);
-  return std::min(cb, C);
-}
-
 // Channels-last depthwise with one output channel per group (Co == C == groups), on the
 // tap kernels. Forward and backward-data gather, per output element, the products of the
 // taps in (r, s) order, skipping padding: exactly the chain of the generic loops.
@@ -135,7 +124,6 @@ void depthwise1_forward_nhwc(const ConvGeom& g, const T* x, const T* wt, const T
   interior_range(g.OW, g.sw, g.dw, g.S, g.pl, g.W, &owa, &owb);
   const double wpu = static_cast<double>(g.OW * C * RS);
   const sz ntasks = task_count(units, wpu);
-  const sz cb = dw_channel_block(C, g.R * g.W * sizeof(T));
   // per task: RS offsets and RS weight pointers (allocated before the region)
   std::vector<sd> offs(ntasks * RS);
   std::vector<const T*> wps(ntasks * RS);
@@ -145,22 +133,17 @@ void depthwise1_forward_nhwc(const ConvGeom& g, const T* x, const T* wt, const T
     for (sz u = u0; u < u1; ++u) {
       const sz n = u / g.OH, oh = u - n * g.OH;
       T* yr = y + u * g.OW * C;
-      for (sz c0 = 0; c0 < C; c0 += cb) {  // a block of channels across the whole row
-        const sz nc = std::min(cb, C - c0);
-        for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
-          const sz nt = forward_taps(g, n, oh, ow, interior, [&](sz i, sz t, sd o) {
-            off[i] = o;
-            wp[i] = wt + t * C + c0;
-          });
-          // interior: x advances by sw pixels per output pixel
-          K.tap_dot(npix, nc, nt, x + c0, interior ? static_cast<sd>(g.sw * C) : 0, off, wp, yr + ow * C + c0,
-                    static_cast<sd>(C));
+      for_pixel_runs(g.OW, owa, owb, [&](sz ow, sz npix, bool interior) {
+        const sz nt = forward_taps(g, n, oh, ow, interior, [&](sz i, sz t, sd o) {
+          off[i] = o;
+          wp[i] = wt + t * C;
         });
-        if (bias || act != Activation::none)
-          for (sz i = 0; i < g.OW; ++i)
-            bias_act(yr + i * C + c0, yr + i * C + c0, nc, bias != nullptr, [bias, c0](sz c) { return bias[c0 + c]; },
-                     act);
-      }
+        // interior: x advances by sw pixels per output pixel
+        K.tap_dot(npix, C, nt, x, interior ? static_cast<sd>(g.sw * C) : 0, off, wp, yr + ow * C, static_cast<sd>(C));
+      });
+      if (bias || act != Activation::none)
+        for (sz i = 0; i < g.OW; ++i)
+          bias_act(yr + i * C, yr + i * C, C, bias != nullptr, [bias](sz c) { return bias[c]; }, act);
     }
   });
 }
@@ -179,40 +162,36 @@ void depthwise1_backward_data_nhwc(const ConvGeom& g, const T* dy, const T* wt, 
   }
   const double wpu = static_cast<double>(g.W * C * RS);
   const sz ntasks = task_count(units, wpu);
-  const sz cb = dw_channel_block(C, g.R * g.OW * sizeof(T));  // the R dy rows a block reads
   std::vector<sd> offs(ntasks * RS);
   std::vector<const T*> wps(ntasks * RS);
   run_tasks(ntasks, units, wpu, [&](sz task, sz u0, sz u1) {
     sd* off = offs.data() + task * RS;
     const T** wp = wps.data() + task * RS;
     for (sz u = u0; u < u1; ++u) {
-      for (sz c0 = 0; c0 < C; c0 += cb) {  // a block of channels across the whole row
-        const sz nc = std::min(cb, C - c0);
-        const sz n = u / g.H, ih = u - n * g.H;
-        T* xr = dx + u * g.W * C + c0;
-        auto pixel_taps = [&](sz iw, bool all_s) {
-          sz nt = 0;
-          for (sz r = 0; r < g.R; ++r) {
-            const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
-            if (th < 0 || static_cast<sz>(th) % g.sh) continue;
-            const sz oh = static_cast<sz>(th) / g.sh;
-            if (oh >= g.OH) continue;
-            for (sz s = 0; s < g.S; ++s) {
-              const sd tw = static_cast<sd>(iw + g.pl) - static_cast<sd>(s * g.dw);
-              if (!all_s && (tw < 0 || static_cast<sz>(tw) % g.sw || static_cast<sz>(tw) / g.sw >= g.OW)) continue;
-              off[nt] = (static_cast<sd>((n * g.OH + oh) * g.OW) + tw / static_cast<sd>(g.sw)) * static_cast<sd>(C);
-              wp[nt] = wt + (r * g.S + s) * C + c0;
-              ++nt;
-            }
+      const sz n = u / g.H, ih = u - n * g.H;
+      T* xr = dx + u * g.W * C;
+      auto pixel_taps = [&](sz iw, bool all_s) {
+        sz nt = 0;
+        for (sz r = 0; r < g.R; ++r) {
+          const sd th = static_cast<sd>(ih + g.pt) - static_cast<sd>(r * g.dh);
+          if (th < 0 || static_cast<sz>(th) % g.sh) continue;
+          const sz oh = static_cast<sz>(th) / g.sh;
+          if (oh >= g.OH) continue;
+          for (sz s = 0; s < g.S; ++s) {
+            const sd tw = static_cast<sd>(iw + g.pl) - static_cast<sd>(s * g.dw);
+            if (!all_s && (tw < 0 || static_cast<sz>(tw) % g.sw || static_cast<sz>(tw) / g.sw >= g.OW)) continue;
+            off[nt] = (static_cast<sd>((n * g.OH + oh) * g.OW) + tw / static_cast<sd>(g.sw)) * static_cast<sd>(C);
+            wp[nt] = wt + (r * g.S + s) * C;
+            ++nt;
           }
-          return nt;
-        };
-        for_pixel_runs(g.W, iwa, iwb, [&](sz iw, sz npix, bool interior) {
-          // interior (stride 1): dy advances by one pixel per input pixel
-          K.tap_dot(npix, nc, pixel_taps(iw, interior), dy + c0, interior ? static_cast<sd>(C) : 0, off, wp,
-                    xr + iw * C, static_cast<sd>(C));
-        });
-      }
+        }
+        return nt;
+      };
+      for_pixel_runs(g.W, iwa, iwb, [&](sz iw, sz npix, bool interior) {
+        // interior (stride 1): dy advances by one pixel per input pixel
+        K.tap_dot(npix, C, pixel_taps(iw, interior), dy, interior ? static_cast<sd>(C) : 0, off, wp, xr + iw * C,
+                  static_cast<sd>(C));
+      });
     }
   });
 }

@@ -251,12 +251,19 @@ def max_pool2d_backward(
     of its window's maximum (recomputed from x: PyTorch's choice, the first maximum in
     row-major window order, the last NaN when there are NaNs), added where windows overlap.
     """
-    a = _pool_args(kernel_size, stride, padding, dilation)
-    cm = boolean("ceil_mode", ceil_mode)
-    return _core.conv.pool_backward(0, dy, x, *a, cm, False, 0, 0, 0, _layout(layout), out)
+    return _max_backward(0, dy, x, kernel_size, stride, padding, dilation, ceil_mode, layout, out)
 
 
-def _max_pool2d_backward_relu(
+def _max_pool2d_backward_relu(dy: ArrayLike, x: ArrayLike, *args: Any, **pool: Any) -> FloatArray:
+    """Private (nn.Sequential's fused batch norm -> ReLU -> max pool): the gradient of
+    ``max_pool2d(relu(z))`` with respect to ``z``, given ``x = relu(z)``:
+    ``max_pool2d_backward(dy, x, *args, **pool) * (x > 0)`` (NumPy's product, bit for
+    bit) in one pass; ``args``, ``pool``: max_pool2d_backward's other arguments."""
+    return _max_backward(3, dy, x, *args, **pool)
+
+
+def _max_backward(
+    kind: int,
     dy: ArrayLike,
     x: ArrayLike,
     kernel_size: int | tuple[int, int],
@@ -267,13 +274,10 @@ def _max_pool2d_backward_relu(
     layout: str = "NCHW",
     out: FloatArray | None = None,
 ) -> FloatArray:
-    """Private (nn.Sequential's fused batch norm -> ReLU -> max pool): the gradient of
-    ``max_pool2d(relu(z))`` with respect to ``z``, given ``x = relu(z)``:
-    ``max_pool2d_backward(dy, x, ...) * (x > 0)`` (NumPy's product, bit for bit) in one
-    pass."""
+    """The pool_backward binding for max pooling (kind 0: plain, 3: times the ReLU mask)."""
     a = _pool_args(kernel_size, stride, padding, dilation)
     cm = boolean("ceil_mode", ceil_mode)
-    return _core.conv.pool_backward(3, dy, x, *a, cm, False, 0, 0, 0, _layout(layout), out)
+    return _core.conv.pool_backward(kind, dy, x, *a, cm, False, 0, 0, 0, _layout(layout), out)
 
 
 def _avg_args(

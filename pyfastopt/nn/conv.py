@@ -251,13 +251,17 @@ class _Pool(Module):
         return y
 
     def backward(self, dy: ArrayLike, need_dx: bool = True) -> np.ndarray | None:
+        return self._backward_by(self._bwd, dy, need_dx)
+
+    def _backward_by(self, bwd: Any, dy: ArrayLike, need_dx: bool) -> np.ndarray | None:
+        """The checks of :meth:`backward`, then ``bwd(dy, x, out)`` into the dx buffer."""
         x, y = self._x, self._y
         if x is None or y is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         if not need_dx:
             return None
         dy = _check_grad(dy, y.shape, y.dtype, type(self).__name__)
-        return self._bwd(dy, x, self._buffer("dx", x.shape, x.dtype))
+        return bwd(dy, x, self._buffer("dx", x.shape, x.dtype))
 
 
 class MaxPool2d(_Pool):
@@ -306,13 +310,9 @@ class MaxPool2d(_Pool):
         """:meth:`backward` times the ReLU mask ``x > 0`` of this layer's input ``x`` (a
         ReLU's output), in one pass: the gradient with respect to the ReLU's input (used
         by :class:`Sequential` for batch norm -> ReLU -> max pool)."""
-        x, y = self._x, self._y
-        if x is None or y is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        if not need_dx:
-            return None
-        dy = _check_grad(dy, y.shape, y.dtype, type(self).__name__)
-        out = self._buffer("dx", x.shape, x.dtype)
+        return self._backward_by(self._bwd_relu, dy, need_dx)
+
+    def _bwd_relu(self, dy: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         return _max_pool2d_backward_relu(dy, x, **self._a(), out=out)
 
 

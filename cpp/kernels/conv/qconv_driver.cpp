@@ -135,29 +135,36 @@ sz split_count(sz units, sz nt) { return nt <= 1 ? 1 : std::min(units, nt * kTas
 
 std::int64_t work_of(double mac) { return mac > 9e18 ? INT64_MAX : static_cast<std::int64_t>(mac); }
 
+// n bytes, W <= n <= 2 W (W = sizeof(Word)): two W-byte moves, the second overlapping
+template <class Word>
+inline void move_two(std::uint8_t* d, const std::uint8_t* s, sz n) {
+  Word a, b;
+  std::memcpy(&a, s, sizeof a);
+  std::memcpy(&b, s + n - sizeof b, sizeof b);
+  std::memcpy(d, &a, sizeof a);
+  std::memcpy(d + n - sizeof b, &b, sizeof b);
+}
+
+// n bytes, 16 < n: 16-byte moves, the last one overlapping (5x5 taps of 16 channels: 80)
+inline void move_16s(std::uint8_t* d, const std::uint8_t* s, sz n) {
+  std::uint8_t t[16];
+  for (sz o = 0; o + 16 < n; o += 16) {
+    std::memcpy(t, s + o, 16);
+    std::memcpy(d + o, t, 16);
+  }
+  std::memcpy(t, s + n - 16, 16);
+  std::memcpy(d + n - 16, t, 16);
+}
+
 // n bytes (short runs inline: a few channels per tap, as the RGB stem, are 3- or 9-byte
 // runs: two overlapping fixed-size moves instead of a byte loop)
 inline void copy_bytes(std::uint8_t* d, const std::uint8_t* s, sz n) {
-  if (n > 16 && n <= 128) {  // 16-byte moves, the last one overlapping (5x5 taps of 16 channels: 80)
-    std::uint8_t t[16];
-    for (sz o = 0; o + 16 < n; o += 16) {
-      std::memcpy(t, s + o, 16);
-      std::memcpy(d + o, t, 16);
-    }
-    std::memcpy(t, s + n - 16, 16);
-    std::memcpy(d + n - 16, t, 16);
+  if (n > 16 && n <= 128) {
+    move_16s(d, s, n);
   } else if (n >= 8 && n <= 16) {
-    std::uint64_t a, b;
-    std::memcpy(&a, s, 8);
-    std::memcpy(&b, s + n - 8, 8);
-    std::memcpy(d, &a, 8);
-    std::memcpy(d + n - 8, &b, 8);
+    move_two<std::uint64_t>(d, s, n);
   } else if (n >= 4 && n < 8) {
-    std::uint32_t a, b;
-    std::memcpy(&a, s, 4);
-    std::memcpy(&b, s + n - 4, 4);
-    std::memcpy(d, &a, 4);
-    std::memcpy(d + n - 4, &b, 4);
+    move_two<std::uint32_t>(d, s, n);
   } else if (n < 4) {
     for (sz k = 0; k < n; ++k) d[k] = s[k];
   } else {
@@ -192,25 +199,11 @@ void gather_dense_loop(const ConvGeom& g, const std::uint8_t* x, sz p0, sz mc, s
     std::uint8_t* d = dst + i * kk;
     for (sz r = 0; r < R; ++r, src += row_step, d += run) {
       if (RUN == 1) {
-        std::uint32_t a, b;
-        std::memcpy(&a, src, 4);
-        std::memcpy(&b, src + run - 4, 4);
-        std::memcpy(d, &a, 4);
-        std::memcpy(d + run - 4, &b, 4);
+        move_two<std::uint32_t>(d, src, run);
       } else if (RUN == 2) {
-        std::uint64_t a, b;
-        std::memcpy(&a, src, 8);
-        std::memcpy(&b, src + run - 8, 8);
-        std::memcpy(d, &a, 8);
-        std::memcpy(d + run - 8, &b, 8);
+        move_two<std::uint64_t>(d, src, run);
       } else if (RUN == 3) {
-        std::uint8_t t[16];
-        for (sz o = 0; o + 16 < run; o += 16) {
-          std::memcpy(t, src + o, 16);
-          std::memcpy(d + o, t, 16);
-        }
-        std::memcpy(t, src + run - 16, 16);
-        std::memcpy(d + run - 16, t, 16);
+        move_16s(d, src, run);
       } else {
         copy_bytes(d, src, run);
       }

@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 _ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
+_ALGORITHMS = ("auto", "direct", "winograd")
 _LAYOUTS = ("NCHW", "NHWC")
 
 
@@ -93,6 +94,7 @@ def conv2d(
     activation: str | None = None,
     layout: str = "NCHW",
     out: FloatArray | None = None,
+    algorithm: str = "auto",
 ) -> FloatArray:
     r"""2-D convolution (cross-correlation), PyTorch's ``F.conv2d`` with a fused activation.
 
@@ -115,6 +117,14 @@ def conv2d(
         layout: ``"NCHW"`` or ``"NHWC"``; y has the same layout.
         out: optional writable C-contiguous array of y's shape and dtype (it may share
             memory with the inputs: they are copied first).
+        algorithm: ``"auto"`` (default), ``"direct"`` or ``"winograd"``. float32 3x3
+            stride-1 undilated convolutions with ``groups=1`` and at most 2 padding per
+            side may run Winograd F(2x2, 3x3) (fewer multiply-adds, a different rounding:
+            see the error bound in docs/API.md); ``"auto"`` picks it where it is faster
+            (both channel counts >= 16), ``"direct"`` never (the implicit GEMM's bits),
+            ``"winograd"`` wherever the shape allows. Every other case (float64, other
+            kernels) is direct whatever the choice. Winograd is skipped for a call whose
+            x or weight has a non-finite value or values large enough to overflow.
 
     Output size: ``(H + top + bottom - d_h (kh - 1) - 1) // s_h + 1`` (the same for W).
 
@@ -131,7 +141,8 @@ def conv2d(
     """
     args = _conv_args(weight, stride, padding, dilation, groups)
     act = _ACTIVATIONS[choice("activation", activation, tuple(_ACTIVATIONS))]
-    return _core.conv.forward(x, weight, bias, *args, act, _layout(layout), out)
+    algo = _ALGORITHMS.index(choice("algorithm", algorithm, _ALGORITHMS))
+    return _core.conv.forward(x, weight, bias, *args, act, _layout(layout), out, algo)
 
 
 def conv2d_backward(
@@ -147,6 +158,7 @@ def conv2d_backward(
     need_dweight: bool = True,
     need_dbias: bool = True,
     out: tuple[FloatArray | None, FloatArray | None, FloatArray | None] | None = None,
+    algorithm: str = "auto",
 ) -> tuple[FloatArray | None, FloatArray | None, FloatArray | None]:
     """Gradients of :func:`conv2d` (without activation: apply the activation's derivative
     to ``dy`` first) with respect to x, weight and bias.
@@ -158,6 +170,9 @@ def conv2d_backward(
         out: optional ``(dx, dweight, dbias)`` arrays to write into (each may be None, a
             new array then): writable, C-contiguous, the gradient's shape and dtype,
             disjoint; inputs that share memory with them are copied first.
+        algorithm: as for :func:`conv2d`, for dx (a stride-1 3x3 backward-data is a
+            forward convolution of dy with the flipped, transposed weight); dweight and
+            dbias are always direct.
 
     Determinism: dx elements are each computed by one task (a gather over the output
     pixels whose window covers them, no scatter); dweight is a sum over fixed batch
@@ -174,7 +189,10 @@ def conv2d_backward(
         boolean("need_dbias", need_dbias),
     )
     outs = _out_triple(out)
-    dx, dw, db = _core.conv.backward(dy, x, weight, *args, _layout(layout), *flags, *outs)
+    algo = _ALGORITHMS.index(choice("algorithm", algorithm, _ALGORITHMS))
+    dx, dw, db = _core.conv.backward(
+        dy, x, weight, *args, _layout(layout), *flags, *outs, algorithm=algo
+    )
     return dx, dw, db
 
 

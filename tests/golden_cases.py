@@ -178,7 +178,8 @@ def _conv(out: dict[str, np.ndarray]) -> None:
     # Every conv path has a fixed reduction order (r, s, c) and fixed batch blocks for
     # dweight: the packed implicit GEMM (both layouts, stride, dilation, asymmetric padding,
     # groups), 1x1, the small-Cin path, depthwise (with a channel multiplier); float32 gelu
-    # is the polynomial of the gemm epilogue (float64 gelu uses libm: left out).
+    # is the polynomial of the gemm epilogue (float64 gelu uses libm: left out); float32
+    # "wino" runs Winograd F(2x2, 3x3) (forward and dx; its transforms are baseline code).
     for dtype in (np.float32, np.float64):
         name = np.dtype(dtype).name
         cases = {
@@ -190,6 +191,8 @@ def _conv(out: dict[str, np.ndarray]) -> None:
             "groups2": (1, 12, 5, 6, 10, 3, 1, 1, 1, 2),
             "dw": (2, 11, 6, 5, 11, 3, 1, 1, 1, 11),
             "dwmult": (2, 6, 8, 7, 12, 3, 2, 1, 1, 6),
+            # float32: Winograd F(2x2, 3x3) (>= 16 channels both ways), odd sizes
+            "wino": (2, 16, 5, 7, 17, 3, 1, (1, 2, 0, 1), 1, 1),
         }
         for i, (key, (n, c, h, w_, co, k, st, pad, dil, g)) in enumerate(cases.items()):
             x = _floats(n * c * h * w_, 20 + i, dtype).reshape(n, c, h, w_)

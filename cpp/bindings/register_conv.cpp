@@ -161,13 +161,20 @@ Activation activation_of(long act) {
   return static_cast<Activation>(act);
 }
 
+// algorithm code (Python's algorithm=): 0 auto, 1 direct, 2 winograd (conv.h's ConvAlgo).
+ConvAlgo algo_of(long algo) {
+  if (algo < 0 || algo > 2) value_error("algorithm code must be 0, 1 or 2");
+  return static_cast<ConvAlgo>(algo);
+}
+
 py::array forward(py::handle x_obj, py::handle w_obj, py::handle b_obj, sz sh, sz sw, sz pt, sz pb,
-                  sz pl, sz pr, sz dh, sz dw, sz groups, long act_code, bool nhwc, py::handle out) {
+                  sz pl, sz pr, sz dh, sz dw, sz groups, long act_code, bool nhwc, py::handle out, long algo) {
   const ConvArgs a{sh, sw, pt, pb, pl, pr, dh, dw, groups, nhwc};
   std::vector<Array> ins{input(x_obj, "x"), input(w_obj, "weight")};
   const bool has_bias = !b_obj.is_none();
   if (has_bias) ins.push_back(input(b_obj, "bias"));
-  const ConvGeom g = conv_geometry(ins[0], ins[1], a);
+  ConvGeom g = conv_geometry(ins[0], ins[1], a);
+  g.algo = algo_of(algo);
   if (has_bias) {
     require_same_dtype(ins[2], ins[0]);
     if (ins[2].arr.ndim() != 1 || static_cast<sz>(ins[2].arr.shape(0)) != g.Co)
@@ -195,10 +202,11 @@ py::array forward(py::handle x_obj, py::handle w_obj, py::handle b_obj, sz sh, s
 
 py::tuple backward(py::handle dy_obj, py::handle x_obj, py::handle w_obj, sz sh, sz sw, sz pt, sz pb,
                    sz pl, sz pr, sz dh, sz dw, sz groups, bool nhwc, bool need_dx, bool need_dw,
-                   bool need_db, py::handle dx_out, py::handle dw_out, py::handle db_out) {
+                   bool need_db, py::handle dx_out, py::handle dw_out, py::handle db_out, long algo) {
   const ConvArgs a{sh, sw, pt, pb, pl, pr, dh, dw, groups, nhwc};
   std::vector<Array> ins{input(dy_obj, "dy"), input(x_obj, "x"), input(w_obj, "weight")};
-  const ConvGeom g = conv_geometry(ins[1], ins[2], a);
+  ConvGeom g = conv_geometry(ins[1], ins[2], a);
+  g.algo = algo_of(algo);
   require_same_dtype(ins[0], ins[1]);
   const std::vector<py::ssize_t> yshape = shape4(g.N, g.Co, g.OH, g.OW, nhwc);
   bool ok = ins[0].arr.ndim() == 4;
@@ -500,12 +508,13 @@ void register_conv(py::module_& m) {
   m.def("forward", &forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
         py::arg("pad_right"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"),
-        py::arg("activation"), py::arg("nhwc"), py::arg("out") = py::none());
+        py::arg("activation"), py::arg("nhwc"), py::arg("out") = py::none(), py::arg("algorithm") = 0);
   m.def("backward", &backward, py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("pad_top"), py::arg("pad_bottom"), py::arg("pad_left"),
         py::arg("pad_right"), py::arg("dilation_h"), py::arg("dilation_w"), py::arg("groups"),
         py::arg("nhwc"), py::arg("need_dx"), py::arg("need_dweight"), py::arg("need_dbias"),
-        py::arg("dx_out") = py::none(), py::arg("dweight_out") = py::none(), py::arg("dbias_out") = py::none());
+        py::arg("dx_out") = py::none(), py::arg("dweight_out") = py::none(), py::arg("dbias_out") = py::none(),
+        py::arg("algorithm") = 0);
   m.def("pool_forward", &pool_forward, py::arg("kind"), py::arg("x"), py::arg("kh"), py::arg("kw"),
         py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"),
         py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("divisor"), py::arg("out_h"),

@@ -57,6 +57,9 @@ class Conv2d(Module):
         activation: None, ``"relu"`` or ``"gelu"``, fused into the convolution's output.
         layout: ``"NCHW"`` (default) or ``"NHWC"`` (channels-last) for x and y.
         dtype: float32 (default) or float64; seed: the initialization generator.
+        algorithm: ``"auto"`` (default), ``"direct"`` or ``"winograd"``: as
+            :func:`pyfastopt.conv2d`'s, for the forward and dx (an attribute: may be set
+            later).
 
     Initialization is PyTorch's: ``weight, bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
     with ``fan_in = in_channels / groups * kh * kw``.
@@ -83,8 +86,10 @@ class Conv2d(Module):
         layout: str = "NCHW",
         dtype: Any = np.float32,
         seed: Any = None,
+        algorithm: str = "auto",
     ) -> None:
         super().__init__()
+        self.algorithm = choice("algorithm", algorithm, ("auto", "direct", "winograd"))
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
         self.kernel_size = int_tuple("kernel_size", kernel_size, (2,), lo=1, spread=2)
@@ -141,6 +146,8 @@ class Conv2d(Module):
             s += f", activation={self.activation!r}"
         if self.layout != "NCHW":
             s += f", layout={self.layout!r}"
+        if self.algorithm != "auto":
+            s += f", algorithm={self.algorithm!r}"
         return s
 
     def _args(self) -> dict[str, Any]:
@@ -177,7 +184,15 @@ class Conv2d(Module):
             shape = self._out_shape(x)
             if min(shape) >= 0:
                 out = self._buffer("y", shape, self.dtype)
-        y = conv2d(x, self.weight, self.bias, activation=self.activation, out=out, **self._args())
+        y = conv2d(
+            x,
+            self.weight,
+            self.bias,
+            activation=self.activation,
+            out=out,
+            algorithm=self.algorithm,
+            **self._args(),
+        )
         self._x, self._y = x, y
         return y
 
@@ -194,6 +209,7 @@ class Conv2d(Module):
                 self.weight,
                 self.bias,
                 out=self._buffer("z", y.shape, self.dtype),
+                algorithm=self.algorithm,
                 **self._args(),
             )
             dz = _gelu_dz(self, z, y, dy)
@@ -207,6 +223,7 @@ class Conv2d(Module):
             x,
             self.weight,
             **self._args(),
+            algorithm=self.algorithm,
             need_dx=need_dx,
             need_dweight=grads,
             need_dbias=grads and self.bias is not None,

@@ -44,6 +44,36 @@
 //   few input channels (channels-last, groups 1, 2 <= C <= 4, R*S*C <= KC): forward and
 //   backward-weight run direct register tiles over a zero-padded copy of one image per
 //   task (kernels/conv/conv_small.h), the same chains as the GEMM path (below).
+//   Winograd F(2x2, 3x3) (kernels/conv/winograd_driver.cpp, float32 only): forward and
+//   backward-data of a convolution with a 3x3 kernel, stride 1, dilation 1, groups 1 and
+//   padding <= 2 on each side (backward-data: the forward convolution of dy with the
+//   weight flipped in (r, s) and transposed, padding 2 - p), selected by g.algo: auto_
+//   when both channel counts are >= 16 (kWinoMinChannels; measured, see
+//   winograd_driver.cpp), winograd always, direct never; only for data where it cannot
+//   change which outputs are non-finite: x (dy) and w finite and 81 C max|x| max|w| <
+//   FLT_MAX / 4 (then no partial result of either algorithm overflows), else the direct
+//   path for the whole call. Per 2x2 output tile with 4x4 input patch d and kernel g:
+//   y = A^T [sum_c (G g G^T) (.) (B^T d B)] A. The weight transform U = G g G^T is
+//   computed in double and rounded once (per call, packed as the micro-kernels' B, one
+//   (C x Co) matrix for each of the 16 positions xi); the input transform V = B^T d B (rows
+//   first, then columns; every entry one add/subtract per stage) and the output transform
+//   (along the columns: (m0 + m1) + m2, (m1 - m2) - m3, then the same along the rows) are
+//   baseline driver code with that fixed order; the 16 sums over c are the gemm packed
+//   path's chains (KC blocks in order) on blocks of tiles packed straight into the
+//   micro-kernels' A layout; then + bias, then the activation (activate(): relu max(0, .),
+//   gelu in double), the same on every level. Each block of tiles is computed whole by one
+//   task, its size depends on C and Co only: bitwise identical for every thread count,
+//   SIMD level and both layouts (NCHW goes through a channels-last copy of x / dy).
+//   Error bound (u = 2^-24): |y - y_exact| <= (C + 8) u (9 sum_c |w_oc|_1 |d_c|_1 +
+//   |b_o|) for every output, with |w_oc|_1 = sum of |w| over the 3x3 kernel of (o, c) and
+//   |d_c|_1 = sum of |x| over the output tile's 4x4 patch of channel c (zeros outside).
+//   Derivation: |U| <= |G||g||G^T| entrywise with one rounding; V has two roundings and
+//   |B^T||d||B| has every |d| with coefficient <= 1; the chain over C adds gamma_C; the
+//   output transform adds 2 + 2 roundings and each output sums 9 products with
+//   coefficients +-1; each of the 9 (|G||g||G^T|)_xi <= |g|_1 and (|B^T||d||B|)_xi <= |d|_1;
+//   the bias adds one rounding. Unlike the direct chain's (9C + 2) u sum |x||w|, the bound
+//   involves the whole tile's patch (the transforms cancel the 7 patch pixels outside an
+//   output's window only in exact arithmetic).
 // 1x1 stride-1 unpadded NHWC convolutions read x as A directly (a plain GEMM).
 // backward-data reads dy the same way (NCHW: a channels-last copy of dy).
 //
@@ -84,6 +114,12 @@
 // weight gradients (B <= 8) and, read in place, R*S*OH*OW tap offsets (one image's). Strided backward-data packs B per stride phase (in all the
 // weight's size plus one row per skipped run) and uses an MC x min(C/groups, 256) result
 // tile per thread. Never a buffer proportional to the input or output.
+//
+// Winograd calls: the 16 transformed weight matrices (16 C Co floats, 16/9 of the weight,
+// plus the same again while they are packed, padded to the panel width) and per task one
+// block of mb tiles: 16 mb (C + Co) + 16 C + 4 Co floats, mb = clamp(96K / (16 (C + Co)),
+// MR, 96) rounded down to MR: at most max(384 KB, 64 MR (C + Co) bytes) per thread; NCHW
+// adds the channels-last copy of x (dy) as above.
 //
 // Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py).
 // Channels-last forward runs on pool_max / pool_avg / tap_outer (vectorized across
@@ -179,6 +215,11 @@ struct ConvKernels {
   ConvTapOps<double> f64;
 };
 
+// Which algorithm float32 forward and backward-data may use (Python's algorithm=):
+// auto_: Winograd F(2x2, 3x3) where it pays (below), else direct; direct: never Winograd;
+// winograd: Winograd wherever the shape allows it (tests; also below the size threshold).
+enum class ConvAlgo : int { auto_ = 0, direct = 1, winograd = 2 };
+
 struct ConvGeom {
   std::size_t N, C, H, W;    // input
   std::size_t Co, R, S;      // output channels, kernel height / width
@@ -188,6 +229,7 @@ struct ConvGeom {
   std::size_t pt, pl;        // top / left padding
   std::size_t groups;
   bool nhwc;
+  ConvAlgo algo = ConvAlgo::auto_;  // float32 3x3 stride-1 forward / backward-data only
 };
 
 // y = act(conv(x, w) + bias); bias may be null.

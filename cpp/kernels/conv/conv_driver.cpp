@@ -14,10 +14,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
@@ -25,6 +21,7 @@
 #include "conv_small.h"
 #include "conv_common.h"
 #include "conv_depthwise.h"
+#include "winograd.h"
 
 namespace pyfastopt {
 
@@ -184,28 +181,6 @@ void tile_product(const GemmKernelsT<T>& K, sz m, sz k, sz j0, sz ncb, const T* 
     }
   }
 }
-
-// An uninitialized buffer for a layout copy of a whole input (tens of MB): 2 MB aligned and
-// advised as huge pages where Linux offers them, since first-touch page faults of 4 KB
-// pages cost more than the copy itself (measured 5x on this project's VMs).
-template <class T>
-struct BigBuffer {
-  T* p = nullptr;
-  explicit BigBuffer(sz count) {
-    constexpr sz kHuge = sz(2) << 20;
-    const sz raw = std::max<sz>(count, 1) * sizeof(T);
-    const sz al = raw >= 2 * kHuge ? kHuge : 64;
-    const sz bytes = (raw + al - 1) / al * al;
-    p = static_cast<T*>(std::aligned_alloc(al, bytes));
-    if (!p) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (al == kHuge) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure is harmless
-#endif
-  }
-  ~BigBuffer() { std::free(p); }
-  BigBuffer(const BigBuffer&) = delete;
-  BigBuffer& operator=(const BigBuffer&) = delete;
-};
 
 // The ukernel_rows variant for a micro-panel of mm rows and a column panel of nn columns:
 // the edge kernel for a short last panel (mm <= er), the narrow one for a column tail of at
@@ -717,6 +692,8 @@ template <class T>
 void conv2d_forward(const ConvGeom& g, const T* x, const T* w, const T* bias, Activation act, T* y) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cg;
   if (g.N == 0 || g.OH == 0 || g.OW == 0 || g.Co == 0) return;
+  if constexpr (std::is_same_v<T, float>)
+    if (conv_detail::winograd_forward(g, x, w, bias, act, y)) return;  // winograd_driver.cpp
   if (cg == 1) return conv_detail::depthwise_forward(g, x, w, bias, act, y);  // depthwise_driver.cpp
   if (conv_detail::small_cin_forward(g, x, w, bias, act, y)) return;  // few input channels
   // B = the weight with rows k = (t, c) for each output channel: wf[co][t][c].
@@ -748,6 +725,8 @@ template <class T>
 void conv2d_backward_data(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const sz G = g.groups, cg = g.C / G, cog = g.Co / G, RS = g.R * g.S, k = RS * cog;
   if (g.N == 0 || g.H == 0 || g.W == 0 || g.C == 0) return;
+  if constexpr (std::is_same_v<T, float>)
+    if (conv_detail::winograd_backward_data(g, dy, w, dx)) return;  // winograd_driver.cpp
   if (cg == 1) return conv_detail::depthwise_backward_data(g, dy, w, dx);  // depthwise_driver.cpp
   // B per group: rows k = (t, co), columns c: wd[g][t][co][c].
   std::vector<T> wd(G * k * cg);

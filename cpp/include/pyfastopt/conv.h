@@ -117,8 +117,8 @@
 //
 // Winograd calls: the 16 transformed weight matrices (16 C Co floats, 16/9 of the weight,
 // plus the same again while they are packed, padded to the panel width) and per task one
-// block of mb tiles: 16 mb (C + Co) + 16 C + 4 Co floats, mb = clamp(96K / (16 (C + Co)),
-// MR, 96) rounded down to MR: at most max(384 KB, 64 MR (C + Co) bytes) per thread; NCHW
+// block of mb tiles: 16 mb (C + Co) + max(256, C, Co) floats, mb = clamp(48K / (16 (C + Co)),
+// MR, 96) rounded down to MR: at most max(192 KB, 64 MR (C + Co) bytes) (+1 KB) per thread; NCHW
 // adds the channels-last copy of x (dy) as above.
 //
 // Pooling (kernels/conv/pool_driver.cpp): PyTorch's semantics (see pyfastopt/_conv.py).

@@ -29,12 +29,18 @@ namespace {
 
 using sd = std::ptrdiff_t;
 
-// Auto selection (ConvAlgo::auto_): both channel counts at least this (measured, see
-// conv.h's selection rule and the numbers there).
+// Auto selection (ConvAlgo::auto_): both channel counts at least this. Measured at 1
+// thread, AVX2, batch 64, 16x16, NHWC (a loaded 2-vCPU machine: +-20% noise), direct /
+// Winograd time: 8->8 fwd 1.27x bwd-data 2.18x, 12->12 0.98x / 1.22x, 16->16 0.91x /
+// 1.13x, 24->24 1.05x / 1.35x, 32->64 1.18x / 1.13x, 64->128 (8x8) 1.24x / 1.37x: below 16
+// channels the forward gains nothing reliable (the transforms cost as much as the 20
+// saved multiply-adds per tile and channel pair when few output channels share them).
 constexpr sz kWinoMinChannels = 16;
 // Per-task working set target (floats): the transformed input block (16 x tiles x C) and
-// the products (16 x tiles x Co) of one block of tiles, about 384 KB (fits L2).
-constexpr sz kWinoBlockFloats = sz(96) << 10;
+// the products (16 x tiles x Co) of one block of tiles, about 192 KB, so that they stay
+// in L2 next to a share of the transformed weight (measured at 64->64 56x56: blocks of
+// 24 tiles 1.39-1.47x faster than direct, of 48 tiles 0.99-1.15x).
+constexpr sz kWinoBlockFloats = sz(48) << 10;
 constexpr sz kWinoMaxTiles = 96;
 
 // Largest |v| over a (as the bits of |v|: inf and NaN compare above every finite value).

@@ -38,6 +38,10 @@ namespace {
 // kept that 12.8M-MAC layer (~150 us there) on one thread: its table says 1M.
 constexpr std::size_t kMacPerThread = std::size_t{1} << 23;
 constexpr std::size_t kABlockBytes = 192 * 1024;
+// Tasks per thread when several threads run (see qgemm()), and the fewest rows of a task
+// that packs its own A rows.
+constexpr std::size_t kTasksPerThread = 4;
+constexpr std::size_t kMinTaskRows = 64;
 
 // The calling thread's scratch (runtime/scratch.h), slot s: independent buffers.
 struct QGemmScratch;
@@ -183,97 +187,150 @@ void qgemm(std::size_t m, const QOperandA& a, const PackedB& b, std::int32_t zb,
     col_corr[j] = static_cast<std::int32_t>(c);
   }
 
-  // Threads: a tm x tn grid of C blocks on micro-tile boundaries, rows first: B is
-  // already packed (shared, read-only), so the only work a thread repeats for another
-  // is packing (quantizing) the rows of A it shares with it; splitting rows shares none.
-  // Columns are split only when there are too few row panels (batch-1 inference).
+  // Threads. The pool claims tasks dynamically (parallel.h), so the product is cut into
+  // about kTasksPerThread tasks per thread: a thread that wakes late or is descheduled
+  // for a moment then holds up at most one task while the others take over the rest of
+  // its share (with one block per thread, a late thread's whole block, once claimed,
+  // was the layer's critical path).
+  // Every task computes whole C tiles (all of K, the output stage): any split, any
+  // thread count, gives the same bits.
+  //  * Small M (all rows one A block, too few to give each thread kMinTaskRows: batch-
+  //    sized inference) and enough B panels: A is packed once, by the calling thread
+  //    before the region, and the tasks split the B panels (B, prepacked and shared, is
+  //    the big operand: each panel is read by one task only, from L2 into L1 once,
+  //    against every row of A).
+  //  * Otherwise: a tm x tn grid of C blocks on micro-tile boundaries, rows first (each
+  //    block packs its own rows of A, so splitting rows repeats no packing), blocks of
+  //    at least kMinTaskRows rows (or MC) so that B is not streamed once per few rows;
+  //    columns are split only when there are fewer row panels than threads.
   const std::size_t row_panels = (m + MR - 1) / MR, col_panels = b.panels;
   const std::size_t mac = m * n * std::max<std::size_t>(k, 1);
   std::size_t nt = static_cast<std::size_t>(max_threads > 0 ? max_threads : get_num_threads());
   const std::size_t per_thread = K.mac_per_thread ? K.mac_per_thread : kMacPerThread;
   nt = std::max<std::size_t>(1, std::min(nt, mac / per_thread));
-  const std::size_t tm = std::min(nt, row_panels);
-  const std::size_t tn = std::max<std::size_t>(1, std::min(nt / tm, col_panels));
-  const std::size_t blocks = tm * tn;
   std::size_t MC = std::max<std::size_t>(MR, kABlockBytes / std::max<std::size_t>(1, row_bytes) / MR * MR);
   MC = std::min(MC, row_panels * MR);
+  const std::size_t want = nt * kTasksPerThread;
+  const bool shared_a = nt > 1 && m <= MC && m < nt * kMinTaskRows && col_panels >= want;
+  std::size_t tm = 1, tn = 1;
+  if (shared_a) {
+    tn = std::min(want, col_panels);
+  } else if (nt > 1) {
+    const std::size_t min_rows = std::min(MC, kMinTaskRows);
+    tm = std::min(row_panels, std::max(nt, std::min(want, m / min_rows)));
+    tn = tm >= nt ? 1 : std::max<std::size_t>(1, std::min(nt / tm, col_panels));
+  }
+  const std::size_t blocks = tm * tn;
   const std::size_t a_bytes = (MC * row_bytes + 63) / 64 * 64;
+  const std::size_t s_bytes = (MC * sizeof(std::int32_t) + 63) / 64 * 64;  // rowsum, row_corr
   // A band kernel's partial sums (AMX, K blocked): for the most B panels a block has.
   const std::size_t part_elems = K.band_partials ? K.band_partials(k4, (col_panels + tn - 1) / tn) : 0;
   const std::size_t part_bytes = (part_elems * sizeof(std::int32_t) + 63) / 64 * 64;
-  const std::size_t per_block = a_bytes + 2 * ((MC * sizeof(std::int32_t) + 63) / 64 * 64) + part_bytes;
-  char* buf = static_cast<char*>(scratch(1, blocks * per_block));
+  // Per block: its A block, rowsum and row_corr (none when A is shared: those come
+  // first, once), its partials.
+  const std::size_t own_a = shared_a ? 0 : a_bytes + 2 * s_bytes;
+  const std::size_t per_block = own_a + part_bytes;
+  const std::size_t shared_bytes = shared_a ? a_bytes + 2 * s_bytes : 0;
+  char* buf = static_cast<char*>(scratch(1, shared_bytes + blocks * per_block));
   const std::size_t panel_bytes = row_bytes * NR;
 
+  // Rows [ic, ic + mc) of A packed into ap (quantized from float32 on the fly), their
+  // sums into rowsum and row corrections into row_corr.
+  auto pack = [&](std::size_t ic, std::size_t mc, std::uint8_t* ap, std::int32_t* rowsum, std::int32_t* row_corr) {
+    if (from_float) {
+      QuantParams q = a.q;
+      q.scale += static_cast<std::ptrdiff_t>(ic) * q.row_stride;
+      q.zp += static_cast<std::ptrdiff_t>(ic) * q.row_stride;
+      K.pack_a_f32(mc, k, a.f32 + static_cast<std::ptrdiff_t>(ic) * a.rs, a.rs, q, ap, rowsum);
+    } else {
+      K.pack_a(mc, k, a.u8 + static_cast<std::ptrdiff_t>(ic) * a.rs, a.rs, a.cs, a.a_signed, ap, rowsum);
+    }
+    for (std::size_t i = 0; i < mc; ++i) {
+      const std::uint32_t zai = a.row_za ? static_cast<std::uint32_t>(a.row_za[ic + i]) : zap;
+      if (zbv) {  // the tile subtracts zb'[j] (rowsum'[i] - K za'[i])
+        row_corr[i] = 0;
+        rowsum[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(rowsum[i]) - kk * zai);
+        continue;
+      }
+      std::uint32_t c = 0u - zbp * static_cast<std::uint32_t>(rowsum[i]);
+      if (a.row_za) c += kk * zai * zbp;
+      row_corr[i] = static_cast<std::int32_t>(c);
+    }
+  };
+  // C rows [ic, ic + mc) (packed in ap) times B panels [q0, q1).
+  auto compute = [&](std::size_t ic, std::size_t mc, const std::uint8_t* ap, const std::int32_t* rowsum,
+                     const std::int32_t* row_corr, std::size_t q0, std::size_t q1, std::int32_t* partials) {
+    if (K.band) {  // MR-row bands of C, each left to right (the table blocks K inside)
+      const std::size_t j = q0 * NR;
+      const int nb = static_cast<int>(std::min(n, q1 * NR) - j);
+      for (std::size_t ir = 0; ir < mc; ir += MR) {
+        const int mm = static_cast<int>(std::min(MR, mc - ir));
+        const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
+                         a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j,
+                         rowsum + ir, zbv ? zbv + j : nullptr};
+        K.band(k4, ap + ir * row_bytes, b.data.data() + q0 * panel_bytes, panel_bytes, q1 - q0, mm, nb, tile,
+               partials);
+      }
+      return;
+    }
+    for (std::size_t p = q0; p < q1; ++p) {
+      const std::size_t j = p * NR;
+      const int nn = static_cast<int>(std::min(NR, n - j));
+      const std::int8_t* bp = b.data.data() + p * panel_bytes;
+      const bool fx = K.clamp_b && b.fix_off.size() > p + 1;
+      const std::int32_t* fix = fx ? b.fix.data() + 2 * b.fix_off[p] : nullptr;
+      const std::size_t nfix = fx ? b.fix_off[p + 1] - b.fix_off[p] : 0;
+      for (std::size_t ir = 0; ir < mc; ir += MR) {
+        const int mm = static_cast<int>(std::min(MR, mc - ir));
+        const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
+                         a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j,
+                         rowsum + ir, zbv ? zbv + j : nullptr, fix, nfix};
+        K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
+      }
+    }
+  };
+
   const GridSplit grid{row_panels, col_panels, tm, tn};
+  if (shared_a) {
+    std::uint8_t* ap = reinterpret_cast<std::uint8_t*>(buf);
+    std::int32_t* rowsum = reinterpret_cast<std::int32_t*>(buf + a_bytes);
+    std::int32_t* row_corr = reinterpret_cast<std::int32_t*>(buf + a_bytes + s_bytes);
+    pack(0, m, ap, rowsum, row_corr);
+    char* parts = buf + shared_bytes;
+    parallel_for_n(static_cast<std::int64_t>(blocks), static_cast<int>(nt), [&](std::int64_t t) {
+      std::size_t p0, p1, q0, q1;
+      grid.block(static_cast<std::size_t>(t), p0, p1, q0, q1);
+      if (q0 >= q1) return;
+      if (K.begin) K.begin();
+      std::int32_t* partials =
+          part_bytes ? reinterpret_cast<std::int32_t*>(parts + static_cast<std::size_t>(t) * per_block) : nullptr;
+      compute(0, m, ap, rowsum, row_corr, q0, q1, partials);
+    });
+    return;
+  }
   auto block = [&](std::size_t t) {
     std::size_t p0, p1, q0, q1;
     grid.block(t, p0, p1, q0, q1);
     const std::size_t i0 = p0 * MR, i1 = std::min(m, p1 * MR);
     if (i0 >= i1 || q0 >= q1) return;
     if (K.begin) K.begin();
-    std::uint8_t* ap = reinterpret_cast<std::uint8_t*>(buf + t * per_block);
-    std::int32_t* rowsum = reinterpret_cast<std::int32_t*>(buf + t * per_block + a_bytes);
-    std::int32_t* row_corr = rowsum + (MC + 15) / 16 * 16;
-    std::int32_t* partials = part_bytes ? reinterpret_cast<std::int32_t*>(buf + (t + 1) * per_block - part_bytes)
-                                        : nullptr;
+    char* base = buf + t * per_block;
+    std::uint8_t* ap = reinterpret_cast<std::uint8_t*>(base);
+    std::int32_t* rowsum = reinterpret_cast<std::int32_t*>(base + a_bytes);
+    std::int32_t* row_corr = reinterpret_cast<std::int32_t*>(base + a_bytes + s_bytes);
+    std::int32_t* partials = part_bytes ? reinterpret_cast<std::int32_t*>(base + own_a) : nullptr;
     for (std::size_t ic = i0; ic < i1; ic += MC) {
       const std::size_t mc = std::min(MC, i1 - ic);
-      if (from_float) {
-        QuantParams q = a.q;
-        q.scale += static_cast<std::ptrdiff_t>(ic) * q.row_stride;
-        q.zp += static_cast<std::ptrdiff_t>(ic) * q.row_stride;
-        K.pack_a_f32(mc, k, a.f32 + static_cast<std::ptrdiff_t>(ic) * a.rs, a.rs, q, ap, rowsum);
-      } else {
-        K.pack_a(mc, k, a.u8 + static_cast<std::ptrdiff_t>(ic) * a.rs, a.rs, a.cs, a.a_signed, ap, rowsum);
-      }
-      for (std::size_t i = 0; i < mc; ++i) {
-        const std::uint32_t zai = a.row_za ? static_cast<std::uint32_t>(a.row_za[ic + i]) : zap;
-        if (zbv) {  // the tile subtracts zb'[j] (rowsum'[i] - K za'[i])
-          row_corr[i] = 0;
-          rowsum[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(rowsum[i]) - kk * zai);
-          continue;
-        }
-        std::uint32_t c = 0u - zbp * static_cast<std::uint32_t>(rowsum[i]);
-        if (a.row_za) c += kk * zai * zbp;
-        row_corr[i] = static_cast<std::int32_t>(c);
-      }
-      if (K.band) {  // MR-row bands of C, each left to right (the table blocks K inside)
-        const std::size_t j = q0 * NR;
-        const int nb = static_cast<int>(std::min(n, q1 * NR) - j);
-        for (std::size_t ir = 0; ir < mc; ir += MR) {
-          const int mm = static_cast<int>(std::min(MR, mc - ir));
-          const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
-                           a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j,
-                           rowsum + ir, zbv ? zbv + j : nullptr};
-          K.band(k4, ap + ir * row_bytes, b.data.data() + q0 * panel_bytes, panel_bytes, q1 - q0, mm, nb, tile,
-                 partials);
-        }
-        continue;
-      }
-      for (std::size_t p = q0; p < q1; ++p) {
-        const std::size_t j = p * NR;
-        const int nn = static_cast<int>(std::min(NR, n - j));
-        const std::int8_t* bp = b.data.data() + p * panel_bytes;
-        const bool fx = K.clamp_b && b.fix_off.size() > p + 1;
-        const std::int32_t* fix = fx ? b.fix.data() + 2 * b.fix_off[p] : nullptr;
-        const std::size_t nfix = fx ? b.fix_off[p + 1] - b.fix_off[p] : 0;
-        for (std::size_t ir = 0; ir < mc; ir += MR) {
-          const int mm = static_cast<int>(std::min(MR, mc - ir));
-          const QTile tile{&out, ic + ir, j, row_corr + ir, col_corr + j,
-                           a.row_za ? a.row_za + ic + ir : nullptr, b.colsum.data() + j,
-                           rowsum + ir, zbv ? zbv + j : nullptr, fix, nfix};
-          K.ukernel(k4, ap + ir * row_bytes, bp, mm, nn, tile);
-        }
-      }
+      pack(ic, mc, ap, rowsum, row_corr);
+      compute(ic, mc, ap, rowsum, row_corr, q0, q1, partials);
     }
   };
   if (blocks <= 1) {
     block(0);
     return;
   }
-  parallel_for(static_cast<std::int64_t>(blocks), kMinParallelWork,
-               [&](std::int64_t t) { block(static_cast<std::size_t>(t)); });
+  parallel_for_n(static_cast<std::int64_t>(blocks), static_cast<int>(nt),
+                 [&](std::int64_t t) { block(static_cast<std::size_t>(t)); });
 }
 
 bool qgemm_dynamic_qparams(std::size_t m, std::size_t k, const float* x, std::ptrdiff_t ld,

@@ -309,12 +309,15 @@ def _batch_norm_backward_relu_maxpool(
     save_mean: ArrayLike,
     save_invstd: ArrayLike,
     *,
+    dz_out: FloatArray | None = None,
     out: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Private: the backward of :func:`_batch_norm_train_relu_maxpool` (``dy`` the pooled
     output's gradient, ``y`` the batch norm + ReLU output): ``dz =
     max_pool2d_backward(dy, y, 2, layout="NHWC") * (y > 0)`` then
-    ``batch_norm_backward(dz, x, weight, save_mean, save_invstd, -1)``, bit for bit,
-    without storing ``dz`` (both passes make it two rows at a time from ``y`` and ``dy``).
-    Returns ``(dx, dweight, dbias)``."""
-    return _core.batchnorm.backward_relu_maxpool(dy, y, x, weight, save_mean, save_invstd, out)
+    ``batch_norm_backward(dz, x, weight, save_mean, save_invstd, -1)``, bit for bit, with
+    the batch norm's sums taken as the pool's backward writes ``dz`` (``dz_out``: scratch
+    of ``x``'s shape). Returns ``(dx, dweight, dbias)``."""
+    return _core.batchnorm.backward_relu_maxpool(
+        dy, y, x, weight, save_mean, save_invstd, dz_out, out
+    )

@@ -342,7 +342,7 @@ def _bnpool_fused(x, wgt, bias, dy, rm, rv, buffers=False):
         assert y is kw["out"] and pooled is kw["pooled_out"]
     bkw = {}
     if buffers:
-        bkw = {"out": np.full_like(x, 5.0)}
+        bkw = {"dz_out": np.full_like(x, 5.0), "out": np.full_like(x, 5.0)}
     dx, dw, db = _batch_norm_backward_relu_maxpool(dy, y, x, wgt, mean, invstd, **bkw)
     if buffers:
         assert dx is bkw["out"]

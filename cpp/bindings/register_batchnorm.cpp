@@ -303,10 +303,10 @@ py::tuple backward_binding(py::handle dy_obj, py::handle x_obj, py::handle weigh
 
 // Private (nn.Sequential): the backward of train_relu_maxpool: dz = max_pool2d_backward(
 // dy, y, 2) * (y > 0), then batch_norm_backward(dz, x, ...) -> (dx, dweight, dbias), the
-// bits of the unfused calls (dz is not stored). out: optional array for dx.
+// bits of the unfused calls. dz_out: optional scratch for dz (x's shape), out: for dx.
 py::tuple backward_relu_maxpool_binding(py::handle dy_obj, py::handle y_obj, py::handle x_obj,
                                         py::handle weight, py::handle mean_obj, py::handle invstd_obj,
-                                        py::handle out) {
+                                        py::handle dz_obj, py::handle out) {
   std::vector<Array> ins{input(dy_obj, "dy"), input(y_obj, "y"), input(x_obj, "x")};
   const PoolGeom g = pool_2x2_of(ins[2]);
   require_same_shape(ins[1], ins[2]);
@@ -319,24 +319,29 @@ py::tuple backward_relu_maxpool_binding(py::handle dy_obj, py::handle y_obj, py:
   const std::vector<double> w = per_channel(weight, "weight", ins[2], l, true);
   const std::vector<double> mean = per_channel(mean_obj, "save_mean", ins[2], l, false);
   const std::vector<double> invstd = per_channel(invstd_obj, "save_invstd", ins[2], l, false);
-  Array dxa{};
+  Array dza{}, dxa{};
+  std::vector<const Array*> outs;
+  const bool has_dz = optional_out(dz_obj, "dz_out", ins[2], shape_vec(ins[2]), &dza);
   const bool has_out = optional_out(out, "out", ins[2], shape_vec(ins[2]), &dxa);
-  // inputs sharing memory with out are read from private copies (dy, the first input,
-  // is never exactly out: it has the pooled shape)
-  if (has_out) detach_overlapping_inputs(ins, {&dxa});
+  if (has_dz) outs.push_back(&dza);
+  if (has_out) outs.push_back(&dxa);
+  require_disjoint(outs);
+  detach_overlapping_inputs(ins, outs);
   const Array& dy = ins[0];
   const Array& y = ins[1];
   const Array& x = ins[2];
+  py::array dz = has_dz ? dza.arr : new_like(x, shape_vec(x));
   py::array dx = has_out ? dxa.arr : new_like(x, shape_vec(x));
   const std::vector<py::ssize_t> cshape{static_cast<py::ssize_t>(l.dims.channels)};
   py::array dweight = new_like(x, cshape), dbias = new_like(x, cshape);
   auto run = [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
+    T* dzp = static_cast<T*>(data_of(dz));
     T* dxp = static_cast<T*>(data_of(dx));
     T* dwp = static_cast<T*>(data_of(dweight));
     T* dbp = static_cast<T*>(data_of(dbias));
     py::gil_scoped_release nogil;
-    batch_norm_backward_maxpool<T>(dy.ptr<T>(), y.ptr<T>(), x.ptr<T>(), dxp, l.dims, g, data_or_null(w),
+    batch_norm_backward_maxpool<T>(dy.ptr<T>(), y.ptr<T>(), x.ptr<T>(), dzp, dxp, l.dims, g, data_or_null(w),
                                    mean.data(), invstd.data(), dwp, dbp);
   };
   if (x.dtype == DType::f32)
@@ -363,7 +368,7 @@ void register_batchnorm(py::module_& m) {
         py::arg("eps"), py::arg("out") = py::none(), py::arg("pooled_out") = py::none());
   m.def("backward_relu_maxpool", &backward_relu_maxpool_binding, py::arg("dy"), py::arg("y"),
         py::arg("x"), py::arg("weight"), py::arg("save_mean"), py::arg("save_invstd"),
-        py::arg("out") = py::none());
+        py::arg("dz_out") = py::none(), py::arg("out") = py::none());
 }
 
 }  // namespace bind

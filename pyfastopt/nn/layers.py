@@ -531,8 +531,8 @@ class _BatchNorm(Module):
         """Sequential's backward of batch norm -> ReLU -> ``MaxPool2d(2)`` (after any
         training forward of the three: :meth:`_pool_fusable` and ``_bn_relu_pool``
         hold): ``dy`` is the pool output's gradient; the pool's masked backward and this
-        layer's backward in one call (the pool's gradient ``dz`` made two rows at a time
-        and never stored; the same bits). Returns this layer's ``dx`` (None unless ``need_dx``)."""
+        layer's backward in one call (the batch norm's sums taken as ``dz`` is written;
+        the same bits). Returns this layer's ``dx`` (None unless ``need_dx``)."""
         px, py_ = pool._x, pool._y  # type: ignore[attr-defined]
         if px is None or py_ is None or self._saved is None:
             raise RuntimeError(f"{type(pool).__name__}.backward called before forward")
@@ -548,6 +548,7 @@ class _BatchNorm(Module):
             self.weight,
             mean,
             invstd,
+            dz_out=pool._buffer("dx", x.shape, self.dtype),
             out=self._buffer("dx", x.shape, self.dtype),
         )
         if grads:

@@ -181,25 +181,23 @@ template <class T>
 void batch_norm_train_maxpool(const BnTrain<T>& a, const PoolGeom& g, T* pooled);
 
 // dz = max_pool2d_backward(g, y, dy_pooled) * (y > 0) (the ReLU's mask; y the output of
-// batch_norm_train_maxpool) then batch_norm_backward(dz, x, dx, ...), dz never stored:
-// both passes compute it two rows at a time into a small buffer from y and dy_pooled
-// (the pool's own backward code), the reduction pass summing them at once (the canonical
-// order and row blocks: the same bits), the element-wise pass turning them into dx. Shapes
-// whose reduction blocks are not whole pairs of rows run the unfused calls (dz then
-// allocated here).
+// batch_norm_train_maxpool) then batch_norm_backward(dz, x, dx, ...): the batch norm's
+// sums of dz, dz*(x - m) and x - m are taken on each pair of rows right after the pool's
+// backward writes it (the canonical order and blocks: the same bits), so the batch norm
+// reads dz from memory once instead of twice. dz is scratch (x's shape).
 template <class T>
-void batch_norm_backward_maxpool(const T* dy_pooled, const T* y, const T* x, T* dx, BnDims dims,
-                                 const PoolGeom& g, const double* weight, const double* save_mean,
-                                 const double* save_invstd, T* dweight, T* dbias);
+void batch_norm_backward_maxpool(const T* dy_pooled, const T* y, const T* x, T* dz, T* dx,
+                                 BnDims dims, const PoolGeom& g, const double* weight,
+                                 const double* save_mean, const double* save_invstd, T* dweight,
+                                 T* dbias);
 
 // The pool rows of the fused passes (kernels/conv/pool_driver.cpp), g pool_2x2_fusable:
 // output rows u0 <= u < u1 ((n, oh) = (u / OH, u % OH)) of max_pool2d_forward(g, x, y),
-// and the input rows 2 oh, 2 oh + 1 of max_pool2d_backward(g, x, dy, dx, relu_mask=true)
-// of output row u, written to out (2 * W * C values).
+// and the input rows 2 oh, 2 oh + 1 of max_pool2d_backward(g, x, dy, dx, relu_mask=true).
 template <class T>
 void max_pool2d_2x2_rows(const PoolGeom& g, const T* x, T* y, std::size_t u0, std::size_t u1);
 template <class T>
-void max_pool2d_2x2_backward_relu_unit(const PoolGeom& g, const T* x, const T* dy, std::size_t u,
-                                       T* out);
+void max_pool2d_2x2_backward_relu_rows(const PoolGeom& g, const T* x, const T* dy, T* dx,
+                                       std::size_t u0, std::size_t u1);
 
 }  // namespace pyfastopt

@@ -420,52 +420,39 @@ void batch_norm_infer(const T* x, T* y, BnDims d, const double* weight, const do
   affine_pass<T>(p, x, y, mpq);
 }
 
-// The pool geometry and inputs of batch_norm_backward_maxpool's passes.
+// The pool geometry and inputs of batch_norm_backward_maxpool's reduction pass.
 template <class T>
 struct PoolBwd {
   const PoolGeom* g;
   const T* dy_pooled;
   const T* y;
+  T* dz;
 };
 
-// Tasks of the pooled passes: min(items, threads) contiguous ranges (one per task, with
-// its own scratch of one pair of rows, allocated before the parallel region). How items
-// are split never changes a result: the reduction keeps one partial per row block.
-static std::size_t pooled_tasks(std::size_t items, std::int64_t work) {
-  const std::size_t nt = work < kMinParallelWork ? 1 : static_cast<std::size_t>(std::max(get_num_threads(), 1));
-  return std::max<std::size_t>(1, std::min(items, nt));
-}
-
-// The reduction pass of batch_norm_backward_maxpool: reduce<3>'s columns row blocks with
-// all columns in one task (a column's sum depends only on the row blocks, not on the
-// column blocks); each block of RB rows (whole units of 2 W rows, checked by the caller)
-// is made by the pool's backward one unit at a time into the task's scratch and summed
-// from there, rows in order (the kernel accumulates into the block's partials).
+// The reduction pass of batch_norm_backward_maxpool: reduce<3>'s columns tasks with all
+// columns in one task (a column's sum depends only on the row blocks, not on the column
+// blocks), each block of RB rows (whole units of 2 W rows, checked by the caller) written
+// by the pool's backward one unit at a time and summed right after, rows in order.
 template <class T>
 std::vector<double> reduce_pooled(const Plan& p, std::int64_t work, const PoolBwd<T>& pb, const T* x,
                                   const T* centre_cols) {
   const BatchNormOps<T>& k = ops<T>(kernels());
   const PoolGeom& g = *pb.g;
-  const std::size_t unit_rows = 2 * g.W, unit = unit_rows * p.ncols;
+  const std::size_t unit_rows = 2 * g.W;
   std::vector<double> total(3 * p.C, 0.0);
   std::unique_ptr<double[]> part(new double[p.nR * 3 * p.ncols]);
-  const std::size_t ntasks = pooled_tasks(p.nR, work);
-  std::unique_ptr<T[]> scratch(new T[ntasks * unit]);
-  parallel_for(static_cast<std::int64_t>(ntasks), work, [&](std::int64_t t) {
-    T* dz = scratch.get() + static_cast<std::size_t>(t) * unit;
-    const std::size_t b0 = p.nR * static_cast<std::size_t>(t) / ntasks;
-    const std::size_t b1 = p.nR * static_cast<std::size_t>(t + 1) / ntasks;
-    for (std::size_t rb = b0; rb < b1; ++rb) {
-      const std::size_t r0 = rb * p.RB, rows = std::min(p.RB, p.outer - r0);
-      double* sums[3];
-      for (int s = 0; s < 3; ++s) {
-        sums[s] = part.get() + (rb * 3 + s) * p.ncols;
-        std::fill(sums[s], sums[s] + p.ncols, 0.0);
-      }
-      for (std::size_t u = r0 / unit_rows; u < (r0 + rows) / unit_rows; ++u) {
-        max_pool2d_2x2_backward_relu_unit(g, pb.y, pb.dy_pooled, u, dz);
-        k.grad_cols(dz, x + u * unit, unit_rows, p.ncols, p.ncols, centre_cols, sums[0], sums[1], sums[2]);
-      }
+  parallel_for(static_cast<std::int64_t>(p.nR), work, [&](std::int64_t t) {
+    const std::size_t rb = static_cast<std::size_t>(t);
+    const std::size_t r0 = rb * p.RB, rows = std::min(p.RB, p.outer - r0);
+    double* sums[3];
+    for (int s = 0; s < 3; ++s) {
+      sums[s] = part.get() + (rb * 3 + s) * p.ncols;
+      std::fill(sums[s], sums[s] + p.ncols, 0.0);
+    }
+    for (std::size_t u = r0 / unit_rows; u < (r0 + rows) / unit_rows; ++u) {
+      max_pool2d_2x2_backward_relu_rows(g, pb.y, pb.dy_pooled, pb.dz, u, u + 1);
+      const std::size_t off = u * unit_rows * p.ncols;
+      k.grad_cols(pb.dz + off, x + off, unit_rows, p.ncols, p.ncols, centre_cols, sums[0], sums[1], sums[2]);
     }
   });
   for (std::size_t rb = 0; rb < p.nR; ++rb)
@@ -476,38 +463,6 @@ std::vector<double> reduce_pooled(const Plan& p, std::int64_t work, const PoolBw
         for (std::size_t i = 0; i < p.inner; ++i) ts[c] += ps[c * p.inner + i];
     }
   return total;
-}
-
-// The element-wise pass of batch_norm_backward_maxpool: per unit, dz again into the
-// task's scratch, then the dx kernel on it (element i of the unit: parameters of column
-// i mod period, the unit starting at a multiple of C, so the channel of its element).
-template <class T>
-void dx_pooled_pass(const Plan& p, const PoolBwd<T>& pb, const T* x, T* dx, std::vector<T>* mabd) {
-  const auto kernel = ops<T>(kernels()).dx;
-  const PoolGeom& g = *pb.g;
-  std::vector<T> expanded[4];
-  const T* ptr[4];
-  std::size_t period = 0;
-  for (int k = 0; k < 4; ++k) {
-    expanded[k] = expand_columns(mabd[k], p, &period);
-    ptr[k] = expanded[k].data();
-  }
-  const std::size_t units = g.N * g.OH, unit = 2 * g.W * g.C;
-  const std::int64_t work = static_cast<std::int64_t>(4 * units * unit);
-  const std::size_t ntasks = pooled_tasks(units, work);
-  std::unique_ptr<T[]> scratch(new T[ntasks * unit]);
-  const bool stream = stream_output(p, sizeof(T));
-  const auto fence = kernels().batchnorm->fence;
-  parallel_for(static_cast<std::int64_t>(ntasks), work, [&](std::int64_t t) {
-    T* dz = scratch.get() + static_cast<std::size_t>(t) * unit;
-    const std::size_t u0 = units * static_cast<std::size_t>(t) / ntasks;
-    const std::size_t u1 = units * static_cast<std::size_t>(t + 1) / ntasks;
-    for (std::size_t u = u0; u < u1; ++u) {
-      max_pool2d_2x2_backward_relu_unit(g, pb.y, pb.dy_pooled, u, dz);
-      kernel(dz, x + u * unit, dx + u * unit, 0, unit, period, 1, ptr, stream);
-    }
-    if (stream) fence();
-  });
 }
 
 template <class T>
@@ -583,7 +538,6 @@ void backward_impl(const T* dy, const T* x, T* dx, BnDims d, const double* weigh
     const double s[3] = {sums[c], sums[C + c], sums[2 * C + c]};
     finish(c, s, prm);
   }
-  if (pool) return dx_pooled_pass(p, *pool, x, dx, prm.v);
   elementwise<T>(p, relu_y ? 4 : 3, prm.v, 4, dx_call);
 }
 
@@ -596,30 +550,29 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
 }
 
 template <class T>
-void batch_norm_backward_maxpool(const T* dy_pooled, const T* y, const T* x, T* dx, BnDims d,
+void batch_norm_backward_maxpool(const T* dy_pooled, const T* y, const T* x, T* dz, T* dx, BnDims d,
                                  const PoolGeom& g, const double* weight, const double* save_mean,
                                  const double* save_invstd, T* dweight, T* dbias) {
   const bool fusable = train_pool_fusable(d, true, g) && d.outer * d.inner > 0 &&
                        make_plan(d).RB % (2 * g.W) == 0;
   if (!fusable) {
-    std::vector<T> dz(d.outer * d.channels * d.inner);
-    max_pool2d_backward(g, y, dy_pooled, dz.data(), true);
-    batch_norm_backward(dz.data(), x, dx, d, weight, save_mean, save_invstd, dweight, dbias);
+    max_pool2d_backward(g, y, dy_pooled, dz, true);
+    batch_norm_backward(dz, x, dx, d, weight, save_mean, save_invstd, dweight, dbias);
     return;
   }
-  const PoolBwd<T> pb{&g, dy_pooled, y};
-  backward_impl(static_cast<const T*>(nullptr), x, dx, d, weight, save_mean, save_invstd, dweight, dbias,
-                static_cast<const T*>(nullptr), &pb);
+  const PoolBwd<T> pb{&g, dy_pooled, y, dz};
+  backward_impl(dz, x, dx, d, weight, save_mean, save_invstd, dweight, dbias, static_cast<const T*>(nullptr),
+                &pb);
 }
 
 template void batch_norm_train_maxpool<float>(const BnTrain<float>&, const PoolGeom&, float*);
 template void batch_norm_train_maxpool<double>(const BnTrain<double>&, const PoolGeom&, double*);
-template void batch_norm_backward_maxpool<float>(const float*, const float*, const float*, float*, BnDims,
-                                                 const PoolGeom&, const double*, const double*,
+template void batch_norm_backward_maxpool<float>(const float*, const float*, const float*, float*, float*,
+                                                 BnDims, const PoolGeom&, const double*, const double*,
                                                  const double*, float*, float*);
 template void batch_norm_backward_maxpool<double>(const double*, const double*, const double*, double*,
-                                                  BnDims, const PoolGeom&, const double*, const double*,
-                                                  const double*, double*, double*);
+                                                  double*, BnDims, const PoolGeom&, const double*,
+                                                  const double*, const double*, double*, double*);
 template void batch_norm_train<float>(const BnTrain<float>&);
 template void batch_norm_train<double>(const BnTrain<double>&);
 template void batch_norm_infer<float>(const float*, float*, BnDims, const double*, const double*,

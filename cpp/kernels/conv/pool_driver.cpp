@@ -699,17 +699,19 @@ void max_pool2d_2x2_rows(const PoolGeom& g, const T* x, T* y, sz u0, sz u1) {
 }
 
 // max_backward_disjoint<T, true>'s rows for a covering 2x2 stride-2 pool (every window
-// is the all-inside 2x2 case, written once: no zeroing pass), the two input rows of
-// output row u written to out (row 2 oh at out, row 2 oh + 1 at out + W * C).
+// is the all-inside 2x2 case: no zeroing pass).
 template <class T>
-void max_pool2d_2x2_backward_relu_unit(const PoolGeom& g, const T* x, const T* dy, sz u, T* out) {
+void max_pool2d_2x2_backward_relu_rows(const PoolGeom& g, const T* x, const T* dy, T* dx, sz u0, sz u1) {
   const sz C = g.C;
-  const sz n = u / g.OH, oh = u - n * g.OH;
-  const T* xr = x + (n * g.H + 2 * oh) * g.W * C;
-  const T* dr = dy + u * g.OW * C;
-  for (sz ow = 0; ow < g.OW; ++ow) {
-    const sz o0 = 2 * ow * C, o1 = o0 + g.W * C;
-    max_bwd_2x2<T, true>(C, C, xr + o0, xr + o1, dr + ow * C, out + o0, out + o1);
+  for (sz u = u0; u < u1; ++u) {
+    const sz n = u / g.OH, oh = u - n * g.OH;
+    const T* xn = x + n * g.H * g.W * C;
+    T* dn = dx + n * g.H * g.W * C;
+    const T* dr = dy + u * g.OW * C;
+    for (sz ow = 0; ow < g.OW; ++ow) {
+      const sz o0 = (2 * oh * g.W + 2 * ow) * C, o1 = o0 + g.W * C;
+      max_bwd_2x2<T, true>(C, C, xn + o0, xn + o1, dr + ow * C, dn + o0, dn + o1);
+    }
   }
 }
 
@@ -839,7 +841,7 @@ void adaptive_avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
   template void adaptive_avg_pool2d_forward<T>(const PoolGeom&, const T*, T*);                   \
   template void adaptive_avg_pool2d_backward<T>(const PoolGeom&, const T*, T*);                  \
   template void max_pool2d_2x2_rows<T>(const PoolGeom&, const T*, T*, sz, sz);                   \
-  template void max_pool2d_2x2_backward_relu_unit<T>(const PoolGeom&, const T*, const T*, sz, T*);
+  template void max_pool2d_2x2_backward_relu_rows<T>(const PoolGeom&, const T*, const T*, T*, sz, sz);
 PF_POOL_INST(float)
 PF_POOL_INST(double)
 #undef PF_POOL_INST

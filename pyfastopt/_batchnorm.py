@@ -266,3 +266,58 @@ def batch_norm_backward(
     return _core.batchnorm.backward(
         dy, x, weight, save_mean, save_invstd, _check_axis(axis), out, y if relu else None
     )
+
+
+def _batch_norm_train_relu_maxpool(
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    bias: ArrayLike | None,
+    running_mean: FloatArray | None,
+    running_var: FloatArray | None,
+    momentum: float | None,
+    eps: float,
+    *,
+    num_batches_tracked: int | None = None,
+    out: FloatArray | None = None,
+    pooled_out: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Private (nn.Sequential's batch norm -> ReLU -> max pool 2x2): for a channels-last
+    ``x`` of shape (N, H, W, C), H and W >= 2, ``batch_norm_train(x, ..., axis=-1,
+    activation="relu")`` and ``max_pool2d(y, 2, layout="NHWC")`` in one call, bit for bit:
+    returns ``(y, save_mean, save_invstd, pooled)``. The element-wise pass pools each pair
+    of rows it writes while they are in cache (no pass reading ``y`` back)."""
+    running = running_mean is not None or running_var is not None
+    factor = _update_factor(momentum, num_batches_tracked, running)
+    return _core.batchnorm.train_relu_maxpool(
+        x,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        factor,
+        _check_eps(eps, training=True),
+        out,
+        pooled_out,
+    )
+
+
+def _batch_norm_backward_relu_maxpool(
+    dy: ArrayLike,
+    y: ArrayLike,
+    x: ArrayLike,
+    weight: ArrayLike | None,
+    save_mean: ArrayLike,
+    save_invstd: ArrayLike,
+    *,
+    dz_out: FloatArray | None = None,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Private: the backward of :func:`_batch_norm_train_relu_maxpool` (``dy`` the pooled
+    output's gradient, ``y`` the batch norm + ReLU output): ``dz =
+    max_pool2d_backward(dy, y, 2, layout="NHWC") * (y > 0)`` then
+    ``batch_norm_backward(dz, x, weight, save_mean, save_invstd, -1)``, bit for bit, with
+    the batch norm's sums taken as the pool's backward writes ``dz`` (``dz_out``: scratch
+    of ``x``'s shape). Returns ``(dx, dweight, dbias)``."""
+    return _core.batchnorm.backward_relu_maxpool(
+        dy, y, x, weight, save_mean, save_invstd, dz_out, out
+    )

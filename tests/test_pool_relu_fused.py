@@ -279,3 +279,225 @@ def test_global_avg_nhwc_is_the_sequential_double_chain(simd, shape, threads):
     assert got.tobytes() == want.tobytes()
     nchw = pyfastopt.global_avg_pool2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     assert nchw.reshape(-1).tobytes() == got.reshape(-1).tobytes()
+
+
+# ---- batch norm + ReLU -> 2x2 max pool in one call each way (channels-last) ------------
+from pyfastopt._batchnorm import (  # noqa: E402
+    _batch_norm_backward_relu_maxpool,
+    _batch_norm_train_relu_maxpool,
+)
+
+# (N, H, W, C): row blocks of the batch norm's reduction (RB rows) holding whole pool
+# rows (the fused backward) or not (its fallback), one or many blocks, C = 3 (parameters
+# repeated to a period), C > 256 (several column blocks unfused), odd H / W (fallback)
+BNPOOL_SHAPES = [
+    (4, 8, 8, 32),  # one block
+    (16, 16, 16, 32),  # RB = 1024 rows: 4 blocks of 2 images
+    (64, 8, 8, 128),  # RB = 256: 16 blocks
+    (5, 10, 6, 33),
+    (6, 4, 4, 3),
+    (2, 4, 6, 300),
+    (40, 6, 6, 32),  # RB = 1024 is not a multiple of 2 W = 12: the backward's fallback
+    (3, 9, 7, 5),  # odd H and W: both fall back
+    (2, 2, 2, 17),
+]
+
+
+def _bnpool_inputs(shape, dtype, special, seed=0):
+    r = np.random.default_rng(seed)
+    n, h, w, c = shape
+    x = (r.standard_normal(shape) * 2 + 0.3).astype(dtype)
+    wgt = r.standard_normal(c).astype(dtype)
+    bias = r.standard_normal(c).astype(dtype)
+    dy = r.standard_normal((n, h // 2, w // 2, c)).astype(dtype)
+    if special:
+        x[..., 0].reshape(-1)[1] = np.nan  # channel 0: all NaN after the statistics
+        if c > 2:
+            x[..., 2].reshape(-1)[3] = np.inf
+        x.reshape(-1)[5::37] = -0.0
+        x.reshape(-1)[6::41] = 0.0
+        dy.reshape(-1)[3::29] = np.inf
+        dy.reshape(-1)[4::31] = np.nan
+        dy.reshape(-1)[7::23] = -0.0
+    return x, wgt, bias, dy
+
+
+def _bnpool_unfused(x, wgt, bias, dy, rm, rv):
+    y, mean, invstd = pyfastopt.batch_norm_train(
+        x, wgt, bias, rm, rv, 0.1, 1e-5, axis=-1, activation="relu"
+    )
+    pooled = pyfastopt.max_pool2d(y, 2, layout="NHWC")
+    with np.errstate(invalid="ignore"):  # inf * 0
+        dz = np.multiply(pyfastopt.max_pool2d_backward(dy, y, 2, layout="NHWC"), y > 0)
+    dx, dw, db = pyfastopt.batch_norm_backward(dz, x, wgt, mean, invstd, axis=-1)
+    return [y, mean, invstd, pooled, rm, rv, dx, dw, db]
+
+
+def _bnpool_fused(x, wgt, bias, dy, rm, rv, buffers=False):
+    kw = {}
+    if buffers:
+        kw = {"out": np.full_like(x, 5.0), "pooled_out": np.full_like(dy, 5.0)}
+    y, mean, invstd, pooled = _batch_norm_train_relu_maxpool(x, wgt, bias, rm, rv, 0.1, 1e-5, **kw)
+    if buffers:
+        assert y is kw["out"] and pooled is kw["pooled_out"]
+    bkw = {}
+    if buffers:
+        bkw = {"dz_out": np.full_like(x, 5.0), "out": np.full_like(x, 5.0)}
+    dx, dw, db = _batch_norm_backward_relu_maxpool(dy, y, x, wgt, mean, invstd, **bkw)
+    if buffers:
+        assert dx is bkw["out"]
+    return [y, mean, invstd, pooled, rm, rv, dx, dw, db]
+
+
+@pytest.mark.parametrize("shape", BNPOOL_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("special", [False, True])
+def test_bn_relu_maxpool_matches_unfused_calls(simd, shape, dtype, special):
+    x, wgt, bias, dy = _bnpool_inputs(shape, dtype, special)
+    c = shape[-1]
+    rm0, rv0 = np.linspace(-1, 1, c).astype(dtype), np.linspace(0.5, 2, c).astype(dtype)
+    want = _bnpool_unfused(x, wgt, bias, dy, rm0.copy(), rv0.copy())
+    for buffers in (False, True):
+        got = _bnpool_fused(x, wgt, bias, dy, rm0.copy(), rv0.copy(), buffers)
+        for i, (g, wv) in enumerate(zip(got, want, strict=True)):
+            assert g.dtype == wv.dtype and g.shape == wv.shape, i
+            assert g.tobytes() == wv.tobytes(), i
+
+
+def test_bn_relu_maxpool_threads_and_simd():
+    previous = _core.config.get_simd_level()
+    ref = None
+    try:
+        for level in _core.config.supported_levels():
+            _core.config.set_simd_level(level)
+            for threads in (1, 2, 3):
+                pyfastopt.set_num_threads(threads)
+                got = []
+                for shape in BNPOOL_SHAPES:
+                    x, wgt, bias, dy = _bnpool_inputs(shape, np.float32, True, seed=1)
+                    c = shape[-1]
+                    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+                    got += [a.tobytes() for a in _bnpool_fused(x, wgt, bias, dy, rm, rv)]
+                if ref is None:
+                    ref = got
+                assert got == ref, (level, threads)
+    finally:
+        _core.config.set_simd_level(previous)
+
+
+def test_bn_relu_maxpool_validation():
+    x = np.zeros((2, 4, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        _batch_norm_train_relu_maxpool(x[:, :1], None, None, None, None, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        _batch_norm_train_relu_maxpool(x[0], None, None, None, None, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="pooled_out must have shape"):
+        _batch_norm_train_relu_maxpool(
+            x, None, None, None, None, 0.1, 1e-5, pooled_out=np.zeros((2, 2, 2, 2), np.float32)
+        )
+    with pytest.raises(ValueError, match="eps must be positive"):
+        _batch_norm_train_relu_maxpool(x, None, None, None, None, 0.1, 0.0)
+    y, mean, invstd, _ = _batch_norm_train_relu_maxpool(x, None, None, None, None, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="dy must have the shape"):
+        _batch_norm_backward_relu_maxpool(
+            np.zeros((2, 4, 4, 3), np.float32), y, x, None, mean, invstd
+        )
+    with pytest.raises(ValueError, match="y"):
+        _batch_norm_backward_relu_maxpool(
+            np.zeros((2, 2, 2, 3), np.float32), y[:1], x, None, mean, invstd
+        )
+    with pytest.raises(ValueError, match="save_mean"):
+        _batch_norm_backward_relu_maxpool(
+            np.zeros((2, 2, 2, 3), np.float32), y, x, None, mean[:2], invstd
+        )
+
+
+def _bench_like(seed=0):
+    r = np.random.default_rng(seed)
+    m = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1, layout="NHWC"),
+        nn.BatchNorm2d(32, layout="NHWC"),
+        nn.ReLU(),
+        nn.MaxPool2d(2, layout="NHWC"),
+        nn.Conv2d(32, 64, 3, padding=1, layout="NHWC"),
+        nn.BatchNorm2d(64, layout="NHWC"),
+        nn.ReLU(),
+        nn.MaxPool2d((2, 2), stride=2, layout="NHWC"),
+        nn.Flatten(layout="NHWC"),
+        nn.Linear(64 * 8 * 8, 10),
+    )
+    for p in m.parameters():
+        p[...] = r.standard_normal(p.shape).astype(p.dtype) * 0.2
+    return m
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_sequential_bn_relu_pool_one_call_each_way(threads, monkeypatch):
+    """The benchmark CNN's blocks at batch 16 (several reduction blocks per batch norm):
+    Sequential's fused forward and backward (two calls per block) take the fused kernels
+    and give the bits of the layers run one at a time, over two steps."""
+    from pyfastopt.nn import layers as nn_layers
+
+    calls = {"fwd": 0, "bwd": 0}
+    fwd, bwd = nn_layers._batch_norm_train_relu_maxpool, nn_layers._batch_norm_backward_relu_maxpool
+
+    def count_fwd(*a, **k):
+        calls["fwd"] += 1
+        return fwd(*a, **k)
+
+    def count_bwd(*a, **k):
+        calls["bwd"] += 1
+        return bwd(*a, **k)
+
+    monkeypatch.setattr(nn_layers, "_batch_norm_train_relu_maxpool", count_fwd)
+    monkeypatch.setattr(nn_layers, "_batch_norm_backward_relu_maxpool", count_bwd)
+    pyfastopt.set_num_threads(threads)
+    rng = np.random.default_rng(7)
+    fused, plain = _bench_like(), _bench_like()
+    for step in range(2):
+        x = rng.standard_normal((16, 32, 32, 3)).astype(np.float32)
+        out = fused(x).copy()
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        dx = fused.backward(dy).copy()
+        h = x
+        for layer in plain.layers:
+            h = layer.forward(h)
+        assert h.tobytes() == out.tobytes(), step
+        g = dy
+        for layer in reversed(plain.layers):
+            g = layer.backward(g)
+        assert g.tobytes() == dx.tobytes(), step
+        for a, b in zip(fused.gradients(), plain.gradients(), strict=True):
+            assert a.tobytes() == b.tobytes(), step
+        for a, b in zip(fused.state_dict().values(), plain.state_dict().values(), strict=True):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), step
+    assert calls == {"fwd": 4, "bwd": 4}
+
+
+@pytest.mark.parametrize("frozen", [None, 0, 1, 4])
+def test_sequential_bn_relu_pool_need_dx_and_frozen(frozen):
+    """need_dx=False, and frozen layers (the first conv, the first batch norm, the
+    second conv: what needs a gradient changes), fused as unfused."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+    fused, plain = _bench_like(1), _bench_like(1)
+    if frozen is not None:
+        fused.layers[frozen].frozen = plain.layers[frozen].frozen = True
+    out = fused(x)
+    dy = rng.standard_normal(out.shape).astype(np.float32)
+    assert fused.backward(dy, need_dx=False) is None
+    h = x
+    for layer in plain.layers:
+        h = layer.forward(h)
+    assert h.tobytes() == out.tobytes()
+    assert plain.backward(dy, need_dx=False) is None
+    for a, b in zip(fused.gradients(), plain.gradients(), strict=True):
+        assert a.tobytes() == b.tobytes()
+    fused.layers[0].frozen = plain.layers[0].frozen = True
+    fused.layers[1].frozen = plain.layers[1].frozen = True
+    fused(x)
+    dxf = fused.backward(dy)
+    g = dy
+    for layer in reversed(plain.layers):
+        g = layer.backward(g)
+    assert dxf.tobytes() == g.tobytes()

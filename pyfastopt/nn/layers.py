@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import _core
-from .._batchnorm import batch_norm_backward, batch_norm_infer, batch_norm_train
+from .._batchnorm import (
+    _batch_norm_backward_relu_maxpool,
+    _batch_norm_train_relu_maxpool,
+    batch_norm_backward,
+    batch_norm_infer,
+    batch_norm_train,
+)
+from .._conv import _pool_args
 from .._gemm import gelu, linear, matmul
 from .._validate import (
     boolean,
@@ -466,6 +473,90 @@ class _BatchNorm(Module):
             )
             self._saved = ("eval", x, None, None, None)
         return y
+
+    def _forward_relu_pool(self, x: ArrayLike, relu: Module, pool: Module) -> np.ndarray | None:
+        """Sequential's batch norm -> ReLU -> ``MaxPool2d(2)`` in channels-last training:
+        the three forwards in one call (the pool reads each pair of rows as the batch norm
+        writes it; the same bits), leaving each layer's state as its own forward would.
+        Returns the pooled output, or None (nothing done) when the pattern does not apply."""
+        if not self._fuses_relu():
+            return None
+        x = self._check_x(x)
+        if not self._pool_fusable(pool, x.shape):
+            return None
+        h, w = x.shape[1], x.shape[2]
+        tracked = self.num_batches_tracked
+        pshape = (x.shape[0], h // 2, w // 2, x.shape[3])
+        y, mean, invstd, pooled = _batch_norm_train_relu_maxpool(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean if self.training else None,
+            self.running_var if self.training else None,
+            self.momentum,
+            self.eps,
+            num_batches_tracked=None if tracked is None else int(tracked),
+            out=self._buffer("y", x.shape, self.dtype),
+            pooled_out=pool._buffer("y", pshape, self.dtype),
+        )
+        if self.training and tracked is not None:
+            tracked += 1
+        self._saved = ("train", x, mean, invstd, y)
+        relu._take_fused(y)  # type: ignore[attr-defined]
+        pool._x, pool._y = y, pooled  # type: ignore[attr-defined]
+        shapes = pool._out_shapes  # type: ignore[attr-defined]
+        if x.shape not in shapes:  # as the pool's own forward: its buffer from now on
+            if len(shapes) > 8:
+                shapes.clear()
+            shapes[x.shape] = pshape
+        return pooled
+
+    def _pool_fusable(self, pool: Module, shape: tuple[int, ...]) -> bool:
+        """Whether ``pool`` after this batch norm (+ ReLU), on the batch norm's input
+        shape ``shape``, is the channels-last 2x2 max pool of the fused private kernels
+        (``_batch_norm_*_relu_maxpool``: output ``(N, H // 2, W // 2, C)``)."""
+        from .conv import MaxPool2d  # here: conv imports this module
+
+        if type(pool) is not MaxPool2d or self._axis != -1 or pool.layout != "NHWC":
+            return False
+        if not isinstance(self, BatchNorm2d) or len(shape) != 4:
+            return False
+        h, w = shape[1], shape[2]
+        if h < 2 or w < 2 or (pool.ceil_mode and (h % 2 or w % 2)):
+            return False
+        args = _pool_args(pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+        return args == (2, 2, 2, 2, 0, 0, 1, 1)
+
+    def _backward_relu_pool(self, dy: ArrayLike, pool: Module, need_dx: bool) -> np.ndarray | None:
+        """Sequential's backward of batch norm -> ReLU -> ``MaxPool2d(2)`` (after any
+        training forward of the three: :meth:`_pool_fusable` and ``_bn_relu_pool``
+        hold): ``dy`` is the pool output's gradient; the pool's masked backward and this
+        layer's backward in one call (the batch norm's sums taken as ``dz`` is written;
+        the same bits). Returns this layer's ``dx`` (None unless ``need_dx``)."""
+        px, py_ = pool._x, pool._y  # type: ignore[attr-defined]
+        if px is None or py_ is None or self._saved is None:
+            raise RuntimeError(f"{type(pool).__name__}.backward called before forward")
+        dy = _check_grad(dy, py_.shape, py_.dtype, type(pool).__name__)
+        _, x, mean, invstd, relu_y = self._saved
+        grads = not self.frozen and self.weight is not None
+        if not need_dx and not grads:
+            return None
+        dx, dw, db = _batch_norm_backward_relu_maxpool(
+            dy,
+            relu_y,
+            x,
+            self.weight,
+            mean,
+            invstd,
+            dz_out=pool._buffer("dx", x.shape, self.dtype),
+            out=self._buffer("dx", x.shape, self.dtype),
+        )
+        if grads:
+            assert self.grad_weight is not None
+            assert self.grad_bias is not None
+            np.copyto(self.grad_weight, dw)
+            np.copyto(self.grad_bias, db)
+        return dx if need_dx else None
 
     def _fuses_relu(self) -> bool:
         """Whether :meth:`_forward` would use batch statistics (the fused ReLU kernel)."""

@@ -423,7 +423,10 @@ class Sequential(Module):
     def _train_forward(self, out: Any) -> Any:
         """Training forward. A training-mode ``BatchNorm*`` directly followed by a
         ``ReLU`` runs as one fused batch norm + ReLU (one pass fewer over the activations
-        forward and backward, the same bits); the ReLU then passes its gradient through."""
+        forward and backward, the same bits); the ReLU then passes its gradient through.
+        When a channels-last ``MaxPool2d(2)`` follows, the batch norm's element-wise pass
+        also pools each pair of rows as it writes them (no pass reading the ReLU's output
+        back; the same bits)."""
         from .layers import ReLU, _BatchNorm  # here: layers imports this module
 
         layers = self.layers
@@ -437,6 +440,12 @@ class Sequential(Module):
                 and isinstance(layer, _BatchNorm)
                 and layer._fuses_relu()
             ):
+                if i + 2 < n:
+                    pooled = layer._forward_relu_pool(out, nxt, layers[i + 2])
+                    if pooled is not None:
+                        out = pooled
+                        i += 3
+                        continue
                 out = layer._forward(out, True)
                 nxt._take_fused(out)
                 i += 2
@@ -479,21 +488,32 @@ class Sequential(Module):
         from .conv import MaxPool2d  # here: conv imports this module
 
         premasked = None  # the batch norm whose gradient a fused max pool masked
-        for i in range(len(layers) - 1, -1, -1):
+        i = len(layers) - 1
+        while i >= 0:
             layer = layers[i]
             if not needs[i] and not layer._has_trainable():
                 return None  # nothing at or before layer i needs a gradient
             if layer is premasked:
                 grad = layer._backward(grad, needs[i], True)  # type: ignore[attr-defined]
             elif type(layer) is MaxPool2d and i >= 2 and _bn_relu_pool(layers, i):
+                bn = layers[i - 2]
+                if bn._pool_fusable(layer, bn._saved[1].shape):  # type: ignore[attr-defined]
+                    # channels-last 2x2: the pool's masked backward and the batch norm's
+                    # backward in one call, the batch norm's sums taken as the pool
+                    # writes its gradient; the fused ReLU passes the gradient through
+                    # (needs[i - 1] == needs[i]: a ReLU has nothing to train)
+                    grad = bn._backward_relu_pool(grad, layer, needs[i - 2])  # type: ignore[attr-defined]
+                    i -= 3
+                    continue
                 # batch norm (+ fused ReLU) -> max pool: the pool's backward applies the
                 # ReLU mask (x > 0 of its input, the ReLU's output) as it writes its
                 # gradient, and the batch norm then skips it (one pass fewer over the
                 # activations, the same bits); the fused ReLU passes the gradient through
                 grad = layer._backward_relu(grad, needs[i])
-                premasked = layers[i - 2]
+                premasked = bn
             else:
                 grad = layer.backward(grad, need_dx=needs[i])
+            i -= 1
         return grad
 
     def __len__(self) -> int:

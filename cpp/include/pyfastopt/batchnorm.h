@@ -163,4 +163,41 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims dims, const doub
                          const double* save_mean, const double* save_invstd, T* dweight,
                          T* dbias, const T* relu_y = nullptr);
 
+// ---- batch norm + ReLU -> 2x2 max pool, fused (nn.Sequential, private bindings) -------
+// Channels-last (N, H, W, C) x (dims {N*H*W, C, 1}) followed by max_pool2d(kernel 2,
+// stride 2, no padding, dilation 1) of the ReLU's output. The results are bitwise those
+// of the unfused calls (the same kernels on the same values in the same order); shapes
+// the fused passes do not cover run the unfused calls.
+struct PoolGeom;  // pyfastopt/conv.h
+
+// Whether g is a channels-last 2x2 stride-2 max pool (no padding, dilation 1) of an even,
+// non-empty H x W plane, output H/2 x W/2: the fused passes' geometry.
+bool pool_2x2_fusable(const PoolGeom& g);
+
+// batch_norm_train(a) (a.relu set) then max_pool2d_forward(g, a.y, pooled): the
+// element-wise pass writes y two image rows at a time and pools them while they are in
+// cache, instead of a pool pass reading y back from memory.
+template <class T>
+void batch_norm_train_maxpool(const BnTrain<T>& a, const PoolGeom& g, T* pooled);
+
+// dz = max_pool2d_backward(g, y, dy_pooled) * (y > 0) (the ReLU's mask; y the output of
+// batch_norm_train_maxpool) then batch_norm_backward(dz, x, dx, ...): the batch norm's
+// sums of dz, dz*(x - m) and x - m are taken on each pair of rows right after the pool's
+// backward writes it (the canonical order and blocks: the same bits), so the batch norm
+// reads dz from memory once instead of twice. dz is scratch (x's shape).
+template <class T>
+void batch_norm_backward_maxpool(const T* dy_pooled, const T* y, const T* x, T* dz, T* dx,
+                                 BnDims dims, const PoolGeom& g, const double* weight,
+                                 const double* save_mean, const double* save_invstd, T* dweight,
+                                 T* dbias);
+
+// The pool rows of the fused passes (kernels/conv/pool_driver.cpp), g pool_2x2_fusable:
+// output rows u0 <= u < u1 ((n, oh) = (u / OH, u % OH)) of max_pool2d_forward(g, x, y),
+// and the input rows 2 oh, 2 oh + 1 of max_pool2d_backward(g, x, dy, dx, relu_mask=true).
+template <class T>
+void max_pool2d_2x2_rows(const PoolGeom& g, const T* x, T* y, std::size_t u0, std::size_t u1);
+template <class T>
+void max_pool2d_2x2_backward_relu_rows(const PoolGeom& g, const T* x, const T* dy, T* dx,
+                                       std::size_t u0, std::size_t u1);
+
 }  // namespace pyfastopt

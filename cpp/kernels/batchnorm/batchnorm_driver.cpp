@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "pyfastopt/batchnorm.h"
+#include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
 
@@ -282,8 +283,38 @@ struct Params {
 
 }  // namespace
 
+// The element-wise pass of batch_norm_train_maxpool (a columns plan: channels-last):
+// units of two image rows (one pool output row), each written by the affine + ReLU
+// kernel (not streamed: it is read back at once) and pooled while in cache. Units are
+// contiguous blocks of one task each; every element is computed as in affine_pass.
 template <class T>
-void batch_norm_train(const BnTrain<T>& a) {
+void affine_relu_pool_pass(const Plan& p, const PoolGeom& g, const T* x, T* y, std::vector<T>* mpq,
+                           T* pooled) {
+  const auto kernel = ops<T>(kernels()).affine_relu;
+  std::vector<T> expanded[3];
+  const T* ptr[3];
+  std::size_t period = 0;
+  for (int k = 0; k < 3; ++k) {
+    expanded[k] = expand_columns(mpq[k], p, &period);
+    ptr[k] = expanded[k].data();
+  }
+  const std::size_t units = g.N * g.OH, unit = 2 * g.W * g.C;
+  // about kEwChunk elements per task, at least one unit
+  const std::size_t per_task = std::max<std::size_t>(1, kEwChunk / unit);
+  const std::size_t ntasks = ceil_div(units, per_task);
+  parallel_for(static_cast<std::int64_t>(ntasks), static_cast<std::int64_t>(3 * units * unit),
+               [&](std::int64_t t) {
+                 const std::size_t u0 = static_cast<std::size_t>(t) * per_task;
+                 const std::size_t u1 = std::min(units, u0 + per_task);
+                 for (std::size_t u = u0; u < u1; ++u) {
+                   kernel(x, y, u * unit, (u + 1) * unit, period, 1, ptr, false);
+                   max_pool2d_2x2_rows(g, y, pooled, u, u + 1);
+                 }
+               });
+}
+
+template <class T>
+void train_impl(const BnTrain<T>& a, const PoolGeom* pool, T* pooled) {
   const BnDims& d = a.dims;
   const std::size_t C = d.channels;
   if (C == 0) return;
@@ -331,7 +362,7 @@ void batch_norm_train(const BnTrain<T>& a) {
 
   Params<T, 3> prm(C);
   const auto affine = a.relu ? k.affine_relu : k.affine;
-  const FusePlan f = fuse_plan(p, sizeof(T));
+  const FusePlan f = pool ? FusePlan{} : fuse_plan(p, sizeof(T));  // pool: a columns plan
   if (f.ntasks) {
     const bool stream = stream_output(p, sizeof(T));
     fused<2>(
@@ -345,7 +376,30 @@ void batch_norm_train(const BnTrain<T>& a) {
     const double s[2] = {sums[c], sums[C + c]};
     finish(c, s, prm);
   }
+  if (pool) return affine_relu_pool_pass<T>(p, *pool, a.x, a.y, prm.v, pooled);
   affine_pass<T>(p, a.x, a.y, prm.v, a.relu);
+}
+
+template <class T>
+void batch_norm_train(const BnTrain<T>& a) {
+  train_impl(a, static_cast<const PoolGeom*>(nullptr), static_cast<T*>(nullptr));
+}
+
+// The fused pass needs the columns plan of a channels-last x whose dims match g.
+static bool train_pool_fusable(const BnDims& d, bool relu, const PoolGeom& g) {
+  return relu && pool_2x2_fusable(g) && d.inner == 1 && d.channels == g.C && d.outer == g.N * g.H * g.W &&
+         d.inner < kBnMinRun;
+}
+
+template <class T>
+void batch_norm_train_maxpool(const BnTrain<T>& a, const PoolGeom& g, T* pooled) {
+  if (a.dims.channels == 0) return;
+  if (!train_pool_fusable(a.dims, a.relu, g)) {
+    batch_norm_train(a);
+    max_pool2d_forward(g, a.y, pooled);
+    return;
+  }
+  train_impl(a, &g, pooled);
 }
 
 template <class T>
@@ -366,10 +420,54 @@ void batch_norm_infer(const T* x, T* y, BnDims d, const double* weight, const do
   affine_pass<T>(p, x, y, mpq);
 }
 
+// The pool geometry and inputs of batch_norm_backward_maxpool's reduction pass.
 template <class T>
-void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double* weight,
-                         const double* save_mean, const double* save_invstd, T* dweight,
-                         T* dbias, const T* relu_y) {
+struct PoolBwd {
+  const PoolGeom* g;
+  const T* dy_pooled;
+  const T* y;
+  T* dz;
+};
+
+// The reduction pass of batch_norm_backward_maxpool: reduce<3>'s columns tasks with all
+// columns in one task (a column's sum depends only on the row blocks, not on the column
+// blocks), each block of RB rows (whole units of 2 W rows, checked by the caller) written
+// by the pool's backward one unit at a time and summed right after, rows in order.
+template <class T>
+std::vector<double> reduce_pooled(const Plan& p, std::int64_t work, const PoolBwd<T>& pb, const T* x,
+                                  const T* centre_cols) {
+  const BatchNormOps<T>& k = ops<T>(kernels());
+  const PoolGeom& g = *pb.g;
+  const std::size_t unit_rows = 2 * g.W;
+  std::vector<double> total(3 * p.C, 0.0);
+  std::unique_ptr<double[]> part(new double[p.nR * 3 * p.ncols]);
+  parallel_for(static_cast<std::int64_t>(p.nR), work, [&](std::int64_t t) {
+    const std::size_t rb = static_cast<std::size_t>(t);
+    const std::size_t r0 = rb * p.RB, rows = std::min(p.RB, p.outer - r0);
+    double* sums[3];
+    for (int s = 0; s < 3; ++s) {
+      sums[s] = part.get() + (rb * 3 + s) * p.ncols;
+      std::fill(sums[s], sums[s] + p.ncols, 0.0);
+    }
+    for (std::size_t u = r0 / unit_rows; u < (r0 + rows) / unit_rows; ++u) {
+      max_pool2d_2x2_backward_relu_rows(g, pb.y, pb.dy_pooled, pb.dz, u, u + 1);
+      const std::size_t off = u * unit_rows * p.ncols;
+      k.grad_cols(pb.dz + off, x + off, unit_rows, p.ncols, p.ncols, centre_cols, sums[0], sums[1], sums[2]);
+    }
+  });
+  for (std::size_t rb = 0; rb < p.nR; ++rb)
+    for (int s = 0; s < 3; ++s) {
+      const double* ps = part.get() + (rb * 3 + s) * p.ncols;
+      double* ts = total.data() + s * p.C;
+      for (std::size_t c = 0; c < p.C; ++c)
+        for (std::size_t i = 0; i < p.inner; ++i) ts[c] += ps[c * p.inner + i];
+    }
+  return total;
+}
+
+template <class T>
+void backward_impl(const T* dy, const T* x, T* dx, BnDims d, const double* weight, const double* save_mean,
+                   const double* save_invstd, T* dweight, T* dbias, const T* relu_y, const PoolBwd<T>* pool) {
   const std::size_t C = d.channels;
   if (C == 0) return;
   const std::size_t n = d.outer * d.inner;
@@ -425,7 +523,7 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
   };
 
   Params<T, 4> prm(C);
-  const FusePlan f = fuse_plan(p, (relu_y ? 3 : 2) * sizeof(T));
+  const FusePlan f = pool ? FusePlan{} : fuse_plan(p, (relu_y ? 3 : 2) * sizeof(T));
   if (f.ntasks) {
     const bool stream = stream_output(p, sizeof(T));
     fused<3>(
@@ -434,7 +532,8 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
         [&](std::size_t b, std::size_t e) { dx_call(b, e, C, d.inner, prm.ptr, stream); });
     return;
   }
-  const std::vector<double> sums = reduce<3>(p, work, run, col);
+  const std::vector<double> sums =
+      pool ? reduce_pooled(p, work, *pool, x, centre_cols.data()) : reduce<3>(p, work, run, col);
   for (std::size_t c = 0; c < C; ++c) {
     const double s[3] = {sums[c], sums[C + c], sums[2 * C + c]};
     finish(c, s, prm);
@@ -442,6 +541,38 @@ void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double*
   elementwise<T>(p, relu_y ? 4 : 3, prm.v, 4, dx_call);
 }
 
+template <class T>
+void batch_norm_backward(const T* dy, const T* x, T* dx, BnDims d, const double* weight,
+                         const double* save_mean, const double* save_invstd, T* dweight,
+                         T* dbias, const T* relu_y) {
+  backward_impl(dy, x, dx, d, weight, save_mean, save_invstd, dweight, dbias, relu_y,
+                static_cast<const PoolBwd<T>*>(nullptr));
+}
+
+template <class T>
+void batch_norm_backward_maxpool(const T* dy_pooled, const T* y, const T* x, T* dz, T* dx, BnDims d,
+                                 const PoolGeom& g, const double* weight, const double* save_mean,
+                                 const double* save_invstd, T* dweight, T* dbias) {
+  const bool fusable = train_pool_fusable(d, true, g) && d.outer * d.inner > 0 &&
+                       make_plan(d).RB % (2 * g.W) == 0;
+  if (!fusable) {
+    max_pool2d_backward(g, y, dy_pooled, dz, true);
+    batch_norm_backward(dz, x, dx, d, weight, save_mean, save_invstd, dweight, dbias);
+    return;
+  }
+  const PoolBwd<T> pb{&g, dy_pooled, y, dz};
+  backward_impl(dz, x, dx, d, weight, save_mean, save_invstd, dweight, dbias, static_cast<const T*>(nullptr),
+                &pb);
+}
+
+template void batch_norm_train_maxpool<float>(const BnTrain<float>&, const PoolGeom&, float*);
+template void batch_norm_train_maxpool<double>(const BnTrain<double>&, const PoolGeom&, double*);
+template void batch_norm_backward_maxpool<float>(const float*, const float*, const float*, float*, float*,
+                                                 BnDims, const PoolGeom&, const double*, const double*,
+                                                 const double*, float*, float*);
+template void batch_norm_backward_maxpool<double>(const double*, const double*, const double*, double*,
+                                                  double*, BnDims, const PoolGeom&, const double*,
+                                                  const double*, const double*, double*, double*);
 template void batch_norm_train<float>(const BnTrain<float>&);
 template void batch_norm_train<double>(const BnTrain<double>&);
 template void batch_norm_infer<float>(const float*, float*, BnDims, const double*, const double*,

@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "pyfastopt/batchnorm.h"
 #include "pyfastopt/conv.h"
 #include "pyfastopt/parallel.h"
 #include "pyfastopt/registry.h"
@@ -675,6 +676,45 @@ void max_backward_disjoint(const PoolGeom& g, const T* x, const T* dy, T* dx) {
 
 }  // namespace
 
+bool pool_2x2_fusable(const PoolGeom& g) {
+  return g.nhwc && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0 && g.dh == 1 &&
+         g.dw == 1 && g.H >= 2 && g.W >= 2 && g.H % 2 == 0 && g.W % 2 == 0 && g.OH == g.H / 2 && g.OW == g.W / 2 &&
+         g.N > 0 && g.C > 0;
+}
+
+// The interior run of pool_forward_nhwc for a 2x2 stride-2 window without padding: every
+// pixel of the row is interior (owa = 0, owb = OW), the same taps and the same call.
+template <class T>
+void max_pool2d_2x2_rows(const PoolGeom& g, const T* x, T* y, sz u0, sz u1) {
+  const ConvTapOps<T>& K = ck<T>();
+  const sz C = g.C;
+  for (sz u = u0; u < u1; ++u) {
+    const sz n = u / g.OH, oh = u - n * g.OH;
+    sd off[4];
+    for (sz r = 0; r < 2; ++r)
+      for (sz s = 0; s < 2; ++s) off[r * 2 + s] = static_cast<sd>(((2 * oh + r) * g.W + s) * C);
+    K.pool_max(g.OW, C, 4, x + n * g.H * g.W * C, static_cast<sd>(2 * C), off, y + u * g.OW * C,
+               static_cast<sd>(C));
+  }
+}
+
+// max_backward_disjoint<T, true>'s rows for a covering 2x2 stride-2 pool (every window
+// is the all-inside 2x2 case: no zeroing pass).
+template <class T>
+void max_pool2d_2x2_backward_relu_rows(const PoolGeom& g, const T* x, const T* dy, T* dx, sz u0, sz u1) {
+  const sz C = g.C;
+  for (sz u = u0; u < u1; ++u) {
+    const sz n = u / g.OH, oh = u - n * g.OH;
+    const T* xn = x + n * g.H * g.W * C;
+    T* dn = dx + n * g.H * g.W * C;
+    const T* dr = dy + u * g.OW * C;
+    for (sz ow = 0; ow < g.OW; ++ow) {
+      const sz o0 = (2 * oh * g.W + 2 * ow) * C, o1 = o0 + g.W * C;
+      max_bwd_2x2<T, true>(C, C, xn + o0, xn + o1, dr + ow * C, dn + o0, dn + o1);
+    }
+  }
+}
+
 template <class T>
 void max_pool2d_forward(const PoolGeom& g, const T* x, T* y) {
   if (g.N * g.C * g.OH * g.OW == 0) return;
@@ -799,7 +839,9 @@ void adaptive_avg_pool2d_backward(const PoolGeom& g, const T* dy, T* dx) {
   template void avg_pool2d_forward<T>(const PoolGeom&, bool, std::int64_t, const T*, T*);        \
   template void avg_pool2d_backward<T>(const PoolGeom&, bool, std::int64_t, const T*, T*);       \
   template void adaptive_avg_pool2d_forward<T>(const PoolGeom&, const T*, T*);                   \
-  template void adaptive_avg_pool2d_backward<T>(const PoolGeom&, const T*, T*);
+  template void adaptive_avg_pool2d_backward<T>(const PoolGeom&, const T*, T*);                  \
+  template void max_pool2d_2x2_rows<T>(const PoolGeom&, const T*, T*, sz, sz);                   \
+  template void max_pool2d_2x2_backward_relu_rows<T>(const PoolGeom&, const T*, const T*, T*, sz, sz);
 PF_POOL_INST(float)
 PF_POOL_INST(double)
 #undef PF_POOL_INST

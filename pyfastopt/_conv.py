@@ -74,6 +74,28 @@ def _conv_padding(
 _ConvArgs = tuple[int, int, int, int, int, int, int, int, int]
 
 
+_WINOGRAD_MIN_CHANNELS = 16  # kWinoMinChannels in cpp/kernels/conv/winograd_driver.cpp
+
+
+def _winograd_selected(
+    dtype: Any,
+    channels: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    padding: tuple[int, int, int, int],
+    algorithm: str = "auto",
+) -> bool:
+    """Whether a convolution's forward (and dx) takes the Winograd path for finite data
+    (conv.h's rule; reported by the benchmarks next to their figures)."""
+    if algorithm == "direct" or np.dtype(dtype) != np.float32 or groups != 1:
+        return False
+    if kernel != (3, 3) or stride != (1, 1) or dilation != (1, 1) or max(padding) > 2:
+        return False
+    return algorithm == "winograd" or min(channels) >= _WINOGRAD_MIN_CHANNELS
+
+
 def _conv_args(weight: Any, stride: Any, padding: Any, dilation: Any, groups: Any) -> _ConvArgs:
     """(stride_h, stride_w, top, bottom, left, right, dilation_h, dilation_w, groups)"""
     s = _pair("stride", stride, 1)

@@ -281,3 +281,21 @@ def test_bitwise_threads_simd_layouts(rng):
                         assert got == ref, f"{case} {level} threads={threads} {layout}"
     finally:
         _core.config.set_simd_level(previous)
+
+
+def test_bench_rule_matches_the_kernel(rng):
+    """pyfastopt._conv._winograd_selected (the benchmarks' label) is the kernel's rule."""
+    from pyfastopt._conv import _winograd_selected
+
+    for c, co, pad, stride in ((16, 16, 1, 1), (15, 32, 1, 1), (32, 16, (0, 2, 1, 1), 1),
+                               (16, 16, 3, 1), (16, 16, 1, 2)):  # fmt: skip
+        x = rng.standard_normal((1, c, 7, 6)).astype(np.float32)
+        w = rng.standard_normal((co, c, 3, 3)).astype(np.float32)
+        p4 = (pad,) * 4 if isinstance(pad, int) else pad
+        sel = _winograd_selected(np.float32, (c, co), (3, 3), (stride,) * 2, (1, 1), 1, p4)
+        auto = pyfastopt.conv2d(x, w, None, stride, pad)
+        want = pyfastopt.conv2d(x, w, None, stride, pad, algorithm="winograd" if sel else "direct")
+        other = pyfastopt.conv2d(x, w, None, stride, pad, algorithm="direct" if sel else "winograd")
+        assert auto.tobytes() == want.tobytes()
+        if sel:
+            assert auto.tobytes() != other.tobytes()

@@ -271,6 +271,10 @@ for _batch, _quick in ((64, False), (4, True)):
             quick=_quick,
             rtol=2e-3,
             atol=2e-4,
-            note="forward + cross-entropy + backward + SGD(momentum); work = 2 x conv/linear MACs",
+            note=(
+                "forward + cross-entropy + backward + SGD(momentum); work = 2 x conv/linear "
+                "MACs; convs 32->64 and 64->128: y and dx winograd F(2x2,3x3), the 3->32 "
+                "stem and dweight implicit GEMM"
+            ),
         )
     )

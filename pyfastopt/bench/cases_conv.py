@@ -259,11 +259,18 @@ def _register() -> None:
                     peers=("onnxruntime",) if int8 else (),
                 )
             )
+    from .._conv import _winograd_selected
+
     for name, spec in LAYERS.items():
         n, c, h, w, co, k, s, p, g, quick = spec
         oh = (h + 2 * p - k) // s + 1
         macs = n * oh * oh * co * (c // g) * k * k
         depthwise = c // g == 1
+        wino = _winograd_selected(np.float32, (c, co), (k, k), (s, s), (1, 1), g, (p,) * 4)
+        # the kernel that runs (work stays the direct convolution's multiply-adds)
+        algo = (
+            "winograd F(2x2,3x3)" if wino else "depthwise direct" if depthwise else "implicit GEMM"
+        )
         for layout in ("NHWC", "NCHW"):
             register(
                 Case(
@@ -275,7 +282,11 @@ def _register() -> None:
                     quick=quick,
                     rtol=1e-3,
                     atol=1e-3,
-                    note="bytes read x + write y" if depthwise else "2 x multiply-adds",
+                    note=(
+                        f"bytes read x + write y; {algo}"
+                        if depthwise
+                        else f"2 x direct multiply-adds; {algo}"
+                    ),
                 )
             )
             if depthwise or g != 1:
@@ -290,7 +301,11 @@ def _register() -> None:
                     quick=quick,
                     rtol=1e-3,
                     atol=1e-3,
-                    note="3 x 2 x multiply-adds (y, dx, dweight)",
+                    note=(
+                        f"3 x 2 x direct multiply-adds (y, dx, dweight); y and dx {algo}"
+                        if wino
+                        else f"3 x 2 x multiply-adds (y, dx, dweight); {algo}"
+                    ),
                 )
             )
 

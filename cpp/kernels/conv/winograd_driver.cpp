@@ -55,6 +55,24 @@ std::uint32_t max_abs_bits(const float* a, sz n) {
   return m;
 }
 
+// The same over the threads for large arrays (chunks of 64K elements; a maximum does not
+// depend on how the chunks are split). The scan is memory-bound, one read of x (dy): for
+// the 64->64 56x56 batch-32 forward's 25 MB about 3 ms at one thread's ~8 GB/s, against
+// ~35 ms for the whole call on 2 threads (an estimate from the bandwidth probe).
+std::uint32_t max_abs_bits_par(const float* a, sz n) {
+  constexpr sz kChunk = sz(1) << 16;
+  const sz units = ceil_div(n, kChunk);
+  const double wpu = static_cast<double>(kChunk);
+  const sz ntasks = task_count(units, wpu);
+  if (ntasks <= 1) return max_abs_bits(a, n);
+  std::vector<std::uint32_t> part(ntasks, 0);
+  run_tasks(ntasks, units, wpu, [&](sz t, sz u0, sz u1) {
+    const sz i0 = u0 * kChunk, i1 = std::min(n, u1 * kChunk);
+    part[t] = max_abs_bits(a + i0, i1 - i0);
+  });
+  return *std::max_element(part.begin(), part.end());
+}
+
 float from_bits(std::uint32_t b) {
   float f;
   std::memcpy(&f, &b, 4);
@@ -67,7 +85,7 @@ float from_bits(std::uint32_t b) {
 // Then both algorithms give finite results (before the bias), so the non-finite-ness of
 // y is the direct path's.
 bool data_ok(const float* x, sz nx, const float* w, sz nw, sz c) {
-  const std::uint32_t bx = max_abs_bits(x, nx), bw = max_abs_bits(w, nw);
+  const std::uint32_t bx = max_abs_bits_par(x, nx), bw = max_abs_bits(w, nw);
   if (bx >= 0x7f800000u || bw >= 0x7f800000u) return false;
   const double bound = 81.0 * static_cast<double>(c) * static_cast<double>(from_bits(bx)) *
                        static_cast<double>(from_bits(bw));
